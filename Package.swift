@@ -1,0 +1,75 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Module map (see README "Architecture"):
+//   C shims (CNGHTTP2, COpenSSL, CYAML)  ->  thin Swift wrappers (MeshgateHTTP2, MeshgateYAML)
+//   MeshgateGRPC: gRPC wire rules shared by the gateway and the sample service
+//   GatewayHost: config, routing, upstream pools, the proxy itself
+//   meshgate: the command line; MeshSample: the sample upstream service
+let package = Package(
+    name: "Meshgate",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "meshgate", targets: ["meshgate"]),
+        .executable(name: "mesh-sample", targets: ["MeshSample"]),
+        .library(name: "FilterABI", targets: ["FilterABI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CNGHTTP2", path: "Sources/CNGHTTP2", pkgConfig: "libnghttp2",
+            providers: [.apt(["libnghttp2-dev"])]),
+        .systemLibrary(
+            name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(
+            name: "CYAML", path: "Sources/CYAML", pkgConfig: "yaml-0.1",
+            providers: [.apt(["libyaml-dev"])]),
+        .target(name: "FilterABI", path: "Sources/FilterABI"),
+        .target(
+            name: "MeshgateHTTP2",
+            dependencies: [
+                "CNGHTTP2",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]),
+        .target(name: "MeshgateYAML", dependencies: ["CYAML"]),
+        .target(
+            name: "MeshgateGRPC",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
+        .target(
+            name: "GatewayHost",
+            dependencies: [
+                "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "FilterABI",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]),
+        .executableTarget(
+            name: "meshgate",
+            dependencies: [
+                "GatewayHost",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .target(
+            name: "MeshProto",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+        .executableTarget(
+            name: "MeshSample",
+            dependencies: [
+                "MeshProto", "MeshgateHTTP2", "MeshgateGRPC",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .testTarget(
+            name: "MeshgateTests",
+            dependencies: ["GatewayHost", "MeshgateGRPC", "MeshgateYAML"],
+            path: "Tests/MeshgateTests"),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,4 @@
+#ifndef MESHGATE_CNGHTTP2_SHIM_H
+#define MESHGATE_CNGHTTP2_SHIM_H
+#include <nghttp2/nghttp2.h>
+#endif

@@ -1,0 +1,180 @@
+import MeshgateYAML
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Turns YAML text into a validated `GatewayConfig`. Every error names the
+/// file, line, column and field.
+public enum ConfigLoader {
+    public static func load(file: String) throws(ConfigError) -> GatewayConfig {
+        guard let text = readFile(file) else {
+            throw ConfigError(file: file, mark: nil, field: "", message: "cannot read the file: \(String(cString: strerror(errno)))")
+        }
+        return try parse(text, file: file)
+    }
+
+    public static func parse(_ text: String, file: String) throws(ConfigError) -> GatewayConfig {
+        let root: YAMLNode
+        do {
+            root = try YAMLParser.parse(text)
+        } catch {
+            throw ConfigError(file: file, mark: error.mark, field: "", message: "YAML syntax error: \(error.message)")
+        }
+        if case .null = root {
+            throw ConfigError(file: file, mark: nil, field: "", message: "the config is empty; it needs at least `listeners:` and `clusters:`")
+        }
+        var top = try YAMLFieldReader(root, file: file, path: "")
+        var config = GatewayConfig(runtime: RuntimeConfig(), admin: nil, listeners: [], clusters: [], sourceFile: file)
+
+        if let node = top.node("runtime") {
+            var r = try YAMLFieldReader(node, file: file, path: "runtime")
+            config.runtime.eventLoops = try r.int("event_loops", range: 1...256)
+            if let d = try r.duration("drain_timeout") { config.runtime.drainTimeout = d }
+            try r.rejectUnknownKeys(allowed: ["event_loops", "drain_timeout"])
+        }
+        if let node = top.node("admin") {
+            var a = try YAMLFieldReader(node, file: file, path: "admin")
+            config.admin = AdminConfig(address: try a.requiredAddress("address"))
+            try a.rejectUnknownKeys(allowed: ["address"])
+        }
+
+        var clusterMarks: [String: YAMLMark] = [:]
+        for (node, path) in try top.list("clusters") {
+            let cluster = try parseCluster(node, file: file, path: path)
+            if let first = clusterMarks[cluster.name] {
+                throw ConfigError(file: file, mark: node.mark, field: "\(path).name", message: "duplicate cluster name '\(cluster.name)' (first declared at line \(first.line))")
+            }
+            clusterMarks[cluster.name] = node.mark
+            config.clusters.append(cluster)
+        }
+
+        let listenerNodes = try top.list("listeners")
+        if listenerNodes.isEmpty {
+            throw ConfigError(file: file, mark: top.mark, field: "listeners", message: "at least one listener is required")
+        }
+        var listenerMarks: [String: YAMLMark] = [:]
+        var addresses: [SocketAddressSpec: String] = [:]
+        for (node, path) in listenerNodes {
+            let listener = try parseListener(node, file: file, path: path, clusters: Set(clusterMarks.keys))
+            if let first = listenerMarks[listener.name] {
+                throw ConfigError(file: file, mark: node.mark, field: "\(path).name", message: "duplicate listener name '\(listener.name)' (first declared at line \(first.line))")
+            }
+            if let other = addresses[listener.address] {
+                throw ConfigError(file: file, mark: node.mark, field: "\(path).address", message: "address \(listener.address) is already used by listener '\(other)'")
+            }
+            listenerMarks[listener.name] = node.mark
+            addresses[listener.address] = listener.name
+            config.listeners.append(listener)
+        }
+        try top.rejectUnknownKeys(allowed: ["runtime", "admin", "listeners", "clusters"])
+        return config
+    }
+
+    private static func parseListener(_ node: YAMLNode, file: String, path: String, clusters: Set<String>) throws(ConfigError) -> ListenerConfig {
+        var l = try YAMLFieldReader(node, file: file, path: path)
+        let name = try l.requiredString("name")
+        let address = try l.requiredAddress("address")
+        var listener = ListenerConfig(name: name, address: address, routes: [])
+        if let n = try l.int("max_concurrent_streams", range: 1...1_000_000) { listener.maxConcurrentStreams = n }
+        for (routeNode, routePath) in try l.list("routes") {
+            listener.routes.append(try parseRoute(routeNode, file: file, path: routePath, clusters: clusters))
+        }
+        try l.rejectUnknownKeys(allowed: ["name", "address", "routes", "max_concurrent_streams"])
+        return listener
+    }
+
+    private static func parseRoute(_ node: YAMLNode, file: String, path: String, clusters: Set<String>) throws(ConfigError) -> RouteConfig {
+        var r = try YAMLFieldReader(node, file: file, path: path)
+        let matchNode = try r.requiredNode("match")
+        var m = try YAMLFieldReader(matchNode, file: file, path: r.fieldPath("match"))
+        var match = RouteMatchConfig()
+        match.service = try m.string("service")
+        if let method = try m.string("method") {
+            let full = method.hasPrefix("/") ? method : "/" + method
+            let parts = full.split(separator: "/", omittingEmptySubsequences: false)
+            guard parts.count == 3, !parts[1].isEmpty, !parts[2].isEmpty else {
+                throw m.error("method", m.node("method"), "'\(method)' is not a full method name like /mesh.v1.MeshService/Process")
+            }
+            match.method = full
+        }
+        match.pathPrefix = try m.string("path_prefix")
+        if let prefix = match.pathPrefix, !prefix.hasPrefix("/") {
+            throw m.error("path_prefix", m.node("path_prefix"), "must start with '/'")
+        }
+        for (headerNode, headerPath) in try m.list("headers") {
+            var h = try YAMLFieldReader(headerNode, file: file, path: headerPath)
+            let name = try h.requiredString("name").lowercased()
+            let exact = try h.string("exact")
+            let present = try h.bool("present")
+            try h.rejectUnknownKeys(allowed: ["name", "exact", "present"])
+            switch (exact, present) {
+            case (let value?, nil): match.headers.append(HeaderMatchConfig(name: name, rule: .exact(value)))
+            case (nil, let p?): match.headers.append(HeaderMatchConfig(name: name, rule: .present(p)))
+            default:
+                throw ConfigError(file: file, mark: headerNode.mark, field: headerPath, message: "give exactly one of `exact:` or `present:`")
+            }
+        }
+        try m.rejectUnknownKeys(allowed: ["service", "method", "path_prefix", "headers"])
+
+        let cluster = try r.requiredString("cluster")
+        guard clusters.contains(cluster) else {
+            let known = clusters.isEmpty ? "none are declared" : "declared: " + clusters.sorted().joined(separator: ", ")
+            throw r.error("cluster", r.node("cluster"), "unknown cluster '\(cluster)' (\(known))")
+        }
+        var route = RouteConfig(match: match, cluster: cluster, timeout: try r.duration("timeout"),
+                                maxTimeout: try r.duration("max_timeout"), filters: [], mark: node.mark)
+        for (filterNode, filterPath) in try r.list("filters") {
+            var f = try YAMLFieldReader(filterNode, file: file, path: filterPath)
+            let filter = FilterConfig(plugin: try f.requiredString("plugin"), config: f.node("config"), mark: filterNode.mark)
+            try f.rejectUnknownKeys(allowed: ["plugin", "config"])
+            route.filters.append(try resolve(filter, path: filterPath, file: file))
+        }
+        try r.rejectUnknownKeys(allowed: ["match", "cluster", "timeout", "max_timeout", "filters"])
+        return route
+    }
+
+    /// No plugin can be declared yet: the filter ABI and its loader come
+    /// next. Refuse a filter rather than silently ignore it.
+    private static func resolve(_ filter: FilterConfig, path: String, file: String) throws(ConfigError) -> FilterConfig {
+        throw ConfigError(file: file, mark: filter.mark, field: "\(path).plugin",
+                          message: "plugin '\(filter.plugin)' is not declared (this build has no filter plugins yet; leave `filters: []`)")
+    }
+
+    private static func parseCluster(_ node: YAMLNode, file: String, path: String) throws(ConfigError) -> ClusterConfig {
+        var c = try YAMLFieldReader(node, file: file, path: path)
+        var cluster = ClusterConfig(name: try c.requiredString("name"), endpoints: [])
+        if let d = try c.duration("connect_timeout") { cluster.connectTimeout = d }
+        if let n = try c.int("max_connections_per_endpoint", range: 1...1024) { cluster.maxConnectionsPerEndpoint = n }
+        let endpointNodes = try c.list("endpoints")
+        if endpointNodes.isEmpty {
+            throw ConfigError(file: file, mark: node.mark, field: c.fieldPath("endpoints"), message: "a cluster needs at least one endpoint")
+        }
+        var seen: Set<SocketAddressSpec> = []
+        for (endpointNode, endpointPath) in endpointNodes {
+            var e = try YAMLFieldReader(endpointNode, file: file, path: endpointPath)
+            var endpoint = EndpointConfig(address: try e.requiredAddress("address"))
+            if let w = try e.int("weight", range: 1...10_000) { endpoint.weight = w }
+            try e.rejectUnknownKeys(allowed: ["address", "weight"])
+            if !seen.insert(endpoint.address).inserted {
+                throw ConfigError(file: file, mark: endpointNode.mark, field: "\(endpointPath).address", message: "endpoint \(endpoint.address) is listed twice")
+            }
+            cluster.endpoints.append(endpoint)
+        }
+        try c.rejectUnknownKeys(allowed: ["name", "endpoints", "connect_timeout", "max_connections_per_endpoint"])
+        return cluster
+    }
+
+    private static func readFile(_ path: String) -> String? {
+        guard let f = fopen(path, "rb") else { return nil }
+        defer { fclose(f) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = fread(&chunk, 1, chunk.count, f)
+            if n > 0 { bytes.append(contentsOf: chunk[0..<n]) }
+            if n < chunk.count { break }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

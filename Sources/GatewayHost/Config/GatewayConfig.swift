@@ -1,0 +1,79 @@
+import MeshgateYAML
+
+/// The whole gateway configuration, as loaded from YAML and validated.
+/// See README "Configuration reference" for the YAML form of each field.
+public struct GatewayConfig: Sendable {
+    public var runtime: RuntimeConfig
+    public var admin: AdminConfig?
+    public var listeners: [ListenerConfig]
+    public var clusters: [ClusterConfig]
+    /// Where the config came from (for messages).
+    public var sourceFile: String
+}
+
+public struct RuntimeConfig: Sendable {
+    /// Event loops (threads) serving connections; default: one per core.
+    public var eventLoops: Int?
+    /// How long in-flight RPCs may run after SIGTERM before connections are closed.
+    public var drainTimeout: Duration = .seconds(15)
+}
+
+public struct AdminConfig: Sendable {
+    public var address: SocketAddressSpec
+}
+
+public struct ListenerConfig: Sendable {
+    public var name: String
+    public var address: SocketAddressSpec
+    /// SETTINGS_MAX_CONCURRENT_STREAMS offered to each downstream connection.
+    public var maxConcurrentStreams: Int = 1024
+    public var routes: [RouteConfig]
+}
+
+public struct RouteConfig: Sendable {
+    public var match: RouteMatchConfig
+    public var cluster: String
+    /// The deadline applied when the client sends no `grpc-timeout`.
+    public var timeout: Duration?
+    /// The longest deadline the route accepts from a client.
+    public var maxTimeout: Duration?
+    public var filters: [FilterConfig]
+    /// Where the route is declared, for messages.
+    public var mark: YAMLMark
+}
+
+public struct RouteMatchConfig: Sendable {
+    /// Fully-qualified service name, e.g. `mesh.v1.MeshService`.
+    public var service: String?
+    /// Full method, `/mesh.v1.MeshService/Process` (the leading slash is optional).
+    public var method: String?
+    public var pathPrefix: String?
+    public var headers: [HeaderMatchConfig] = []
+}
+
+public struct HeaderMatchConfig: Sendable {
+    public enum Rule: Sendable { case exact(String), present(Bool) }
+    public var name: String
+    public var rule: Rule
+}
+
+/// One entry of a route's `filters:` chain. The plugins behind it arrive with
+/// the filter ABI; the schema is fixed now.
+public struct FilterConfig: Sendable {
+    public var plugin: String
+    public var config: YAMLNode?
+    public var mark: YAMLMark
+}
+
+public struct ClusterConfig: Sendable {
+    public var name: String
+    public var endpoints: [EndpointConfig]
+    public var connectTimeout: Duration = .seconds(5)
+    /// Upper bound of HTTP/2 connections per endpoint and event loop.
+    public var maxConnectionsPerEndpoint: Int = 8
+}
+
+public struct EndpointConfig: Sendable, Hashable {
+    public var address: SocketAddressSpec
+    public var weight: Int = 1
+}

@@ -1,0 +1,70 @@
+import NIOCore
+import MeshgateGRPC
+import MeshgateHTTP2
+
+/// The gateway's side of one client connection: turns each request head
+/// into a routed `ProxyCall`, or answers it locally with a gRPC status.
+final class DownstreamConnection: HTTP2ConnectionDelegate {
+    let listener: GatewayRuntime.Listener
+    unowned let loop: LoopContext
+
+    init(listener: GatewayRuntime.Listener, loop: LoopContext) {
+        self.listener = listener
+        self.loop = loop
+    }
+
+    func http2(_ connection: HTTP2Connection, didReceiveRequest headers: HTTP2HeaderList, stream: Int32, endStream: Bool) -> HTTP2StreamDelegate? {
+        guard headers[":method"] == "POST" else {
+            return reply(connection, stream, GRPCStatus(.internal, "gRPC requires POST, got \(headers[":method"] ?? "no method")"), httpStatus: 405)
+        }
+        guard let contentType = headers["content-type"], contentType.hasPrefix("application/grpc") else {
+            return reply(connection, stream, GRPCStatus(.internal, "not a gRPC request: content-type is '\(headers["content-type"] ?? "")', expected application/grpc"), httpStatus: 415)
+        }
+        guard let path = headers[":path"], Self.isGRPCPath(path) else {
+            return reply(connection, stream, GRPCStatus(.unimplemented, "malformed gRPC path '\(headers[":path"] ?? "")', expected /package.Service/Method"))
+        }
+        guard let route = listener.routes.match(path: path, headers: headers) else {
+            return reply(connection, stream, GRPCStatus(.unimplemented, "no route for \(path) on listener '\(listener.config.name)'"))
+        }
+        var clientTimeout: Int64?
+        if let text = headers["grpc-timeout"] {
+            guard let parsed = GRPCTimeout.parse(text) else {
+                return reply(connection, stream, GRPCStatus(.internal, "malformed grpc-timeout '\(text)'"))
+            }
+            clientTimeout = parsed
+        }
+        let call = ProxyCall(downstream: connection, stream: stream, headers: headers, path: path, route: route,
+                             timeoutNanos: route.effectiveTimeout(clientTimeout: clientTimeout), loop: loop)
+        call.start(requestEnded: endStream)
+        return call
+    }
+
+    func http2ConnectionDidClose(_ connection: HTTP2Connection) {
+        loop.unregister(connection)
+    }
+
+    private func reply(_ connection: HTTP2Connection, _ stream: Int32, _ status: GRPCStatus, httpStatus: Int = 200) -> HTTP2StreamDelegate {
+        connection.sendResponseHeaders(stream: stream, headers: GRPCLocalReply.trailersOnly(status, httpStatus: httpStatus), endStream: true)
+        return DiscardingStream.shared
+    }
+
+    static func isGRPCPath(_ path: String) -> Bool {
+        let parts = path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
+        return parts.count == 3 && parts[0].isEmpty && !parts[1].isEmpty && !parts[2].isEmpty
+    }
+}
+
+/// Reads and drops the request body of a call answered locally, giving the
+/// window back so the client is never stuck.
+final class DiscardingStream: HTTP2StreamDelegate {
+    // Stateless; only ever used on event-loop threads.
+    nonisolated(unsafe) static let shared = DiscardingStream()
+
+    func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveHeaders headers: HTTP2HeaderList, isTrailers: Bool, endStream: Bool) {}
+    func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveData data: ByteBuffer) {
+        connection.consume(stream: stream, bytes: data.readableBytes)
+    }
+    func http2(_ connection: HTTP2Connection, didReceiveEndOfStream stream: Int32) {}
+    func http2(_ connection: HTTP2Connection, stream: Int32, didWriteData bytes: Int) {}
+    func http2(_ connection: HTTP2Connection, stream: Int32, didCloseWith reason: HTTP2StreamCloseReason) {}
+}

@@ -1,0 +1,259 @@
+import MeshgateGRPC
+import MeshgateHTTP2
+import NIOCore
+
+/// One RPC in flight through the gateway: a downstream stream tied to an
+/// upstream stream on the same event loop.
+///
+/// Bytes pass through untouched (messages are never reassembled). Flow
+/// control is end to end: bytes received on one side are given back as
+/// window credit only when the other side has sent them on, so a slow reader
+/// stalls its writer instead of growing buffers here.
+final class ProxyCall: HTTP2StreamDelegate {
+    let downstream: HTTP2Connection
+    let downstreamStream: Int32
+    let requestHeaders: HTTP2HeaderList
+    let path: String
+    let route: RouteTable.Route
+    unowned let loop: LoopContext
+    private let deadline: NIODeadline?
+    private var deadlineTimer: Scheduled<Void>?
+
+    private var endpoint: EndpointPool?
+    private var failedEndpoints: [ObjectIdentifier] = []
+    private var upstream: HTTP2Connection?
+    private var upstreamStream: Int32 = 0
+    private var upstreamOpen = false
+
+    /// Request bytes that arrived before an upstream stream existed.
+    private var pendingRequest = CircularBuffer<ByteBuffer>()
+    private var requestEnded = false
+    private var requestTrailers: HTTP2HeaderList?
+
+    private var responseStarted = false
+    /// The client has its final status (or is gone): nothing more is relayed.
+    private var finished = false
+    private var downstreamClosed = false
+
+    init(downstream: HTTP2Connection, stream: Int32, headers: HTTP2HeaderList, path: String,
+         route: RouteTable.Route, timeoutNanos: Int64?, loop: LoopContext) {
+        self.downstream = downstream
+        self.downstreamStream = stream
+        self.requestHeaders = headers
+        self.path = path
+        self.route = route
+        self.loop = loop
+        self.deadline = timeoutNanos.map { .now() + .nanoseconds($0) }
+    }
+
+    func start(requestEnded: Bool) {
+        self.requestEnded = requestEnded
+        if let deadline {
+            deadlineTimer = loop.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
+                self.deadlineExpired()
+            }
+        }
+        placeOnEndpoint()
+    }
+
+    // MARK: Choosing an upstream
+
+    private func placeOnEndpoint() {
+        let cluster = loop.clusters[route.clusterIndex]
+        guard let chosen = cluster.pick(avoiding: failedEndpoints) else {
+            let detail = cluster.endpoints.compactMap { ep in ep.lastConnectError.map { "\(ep.address): \($0)" } }.joined(separator: "; ")
+            fail(GRPCStatus(.unavailable, "no upstream of cluster '\(cluster.name)' is reachable" + (detail.isEmpty ? "" : " (\(detail))")))
+            return
+        }
+        endpoint = chosen
+        chosen.acquire(for: self)
+    }
+
+    /// The endpoint could not connect; nothing was sent, so try another.
+    func connectFailed(on endpoint: EndpointPool, error: String) {
+        guard !finished else { return }
+        failedEndpoints.append(ObjectIdentifier(endpoint))
+        self.endpoint = nil
+        placeOnEndpoint()
+    }
+
+    /// A connection has room for this call: open the upstream stream.
+    func attach(_ connection: UpstreamConnection) {
+        guard !finished, let http2 = connection.http2 else { return }
+        var headers = HTTP2HeaderList()
+        headers.reserveCapacity(requestHeaders.count + 1)
+        for (name, value) in requestHeaders {
+            switch name {
+            case "grpc-timeout", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+                continue
+            case ":scheme":
+                headers.append(name, "http")  // upstream hop is h2c until upstream TLS lands
+            default:
+                headers.append(name, value)
+            }
+        }
+        if let deadline {
+            let remaining = (deadline - .now()).nanoseconds
+            headers.append("grpc-timeout", GRPCTimeout.format(nanoseconds: max(remaining, 1)))
+        }
+        let endNow = requestEnded && pendingRequest.isEmpty && requestTrailers == nil
+        guard let id = http2.openStream(headers: headers, endStream: endNow, delegate: self) else {
+            fail(GRPCStatus(.unavailable, "upstream \(endpoint?.address ?? "?") refused a new stream"))
+            return
+        }
+        upstream = http2
+        upstreamStream = id
+        upstreamOpen = true
+        while let chunk = pendingRequest.popFirst() {
+            http2.send(data: chunk, stream: id)
+        }
+        if requestEnded && !endNow {
+            http2.sendEnd(stream: id, trailers: requestTrailers)
+        }
+    }
+
+    // MARK: Stream events (both sides)
+
+    func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveHeaders headers: HTTP2HeaderList, isTrailers: Bool, endStream: Bool) {
+        if connection === downstream {
+            // Request trailers: rare in gRPC, relayed all the same.
+            requestTrailers = headers
+            endOfRequest()
+            return
+        }
+        guard !finished else { return }
+        if !isTrailers {
+            responseStarted = true
+            downstream.sendResponseHeaders(stream: downstreamStream, headers: headers, endStream: endStream)
+            if endStream { complete() }
+        } else {
+            downstream.sendEnd(stream: downstreamStream, trailers: headers)
+            complete()
+        }
+    }
+
+    func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveData data: ByteBuffer) {
+        if connection === downstream {
+            if finished {
+                downstream.consume(stream: downstreamStream, bytes: data.readableBytes)
+            } else if upstreamOpen, let upstream {
+                upstream.send(data: data, stream: upstreamStream)
+            } else if upstream == nil {
+                pendingRequest.append(data)
+            } else {
+                downstream.consume(stream: downstreamStream, bytes: data.readableBytes)
+            }
+        } else {
+            if finished || downstreamClosed {
+                connection.consume(stream: stream, bytes: data.readableBytes)
+            } else {
+                downstream.send(data: data, stream: downstreamStream)
+            }
+        }
+    }
+
+    func http2(_ connection: HTTP2Connection, didReceiveEndOfStream stream: Int32) {
+        if connection === downstream {
+            endOfRequest()
+        } else if !finished {
+            // END_STREAM on DATA without trailers: not valid gRPC, but relayed
+            // as it is; the client reports the missing status itself.
+            downstream.sendEnd(stream: downstreamStream, trailers: nil)
+            complete()
+        }
+    }
+
+    func http2(_ connection: HTTP2Connection, stream: Int32, didWriteData bytes: Int) {
+        if connection === downstream {
+            upstream?.consume(stream: upstreamStream, bytes: bytes)
+        } else {
+            downstream.consume(stream: downstreamStream, bytes: bytes)
+        }
+    }
+
+    func http2(_ connection: HTTP2Connection, stream: Int32, didCloseWith reason: HTTP2StreamCloseReason) {
+        if connection === downstream {
+            downstreamClosed = true
+            if !finished || reason != .finished {
+                // The client cancelled or vanished: the upstream must know.
+                cancelUpstream()
+            }
+            finished = true
+            cancelTimer()
+            if upstream == nil { endpoint?.cancelWait(self) }
+            return
+        }
+        upstreamOpen = false
+        guard !finished else { return }
+        let where_ = "upstream \(endpoint?.address ?? "?")"
+        switch reason {
+        case .finished:
+            fail(GRPCStatus(.internal, "\(where_) closed the stream without a gRPC status"))
+        case .reset(let code, local: false):
+            fail(GRPCStatus.fromHTTP2Error(code: code, context: "\(where_) reset the stream"))
+        case .reset:
+            break
+        case .connectionLost:
+            fail(GRPCStatus(.unavailable, "connection to \(where_) was lost"))
+        }
+    }
+
+    // MARK: Ending
+
+    private func endOfRequest() {
+        guard !requestEnded else { return }
+        requestEnded = true
+        if upstreamOpen, let upstream {
+            upstream.sendEnd(stream: upstreamStream, trailers: requestTrailers)
+        }
+    }
+
+    private func deadlineExpired() {
+        deadlineTimer = nil
+        guard !finished else { return }
+        downstream.discardQueuedData(stream: downstreamStream)
+        fail(GRPCStatus(.deadlineExceeded, "deadline exceeded at the gateway while waiting for \(path)"))
+    }
+
+    /// Sends the gateway's own final status to the client and cancels the
+    /// upstream stream if one is open.
+    private func fail(_ status: GRPCStatus) {
+        guard !finished else { return }
+        finished = true
+        cancelTimer()
+        if upstream == nil { endpoint?.cancelWait(self) }
+        cancelUpstream()
+        guard !downstreamClosed else { return }
+        if responseStarted {
+            downstream.sendEnd(stream: downstreamStream, trailers: GRPCLocalReply.trailers(status))
+        } else {
+            downstream.sendResponseHeaders(stream: downstreamStream, headers: GRPCLocalReply.trailersOnly(status), endStream: true)
+        }
+        // Request bytes still in flight from the client are read and dropped.
+        pendingRequest.removeAll()
+    }
+
+    /// The upstream's final status is on its way to the client.
+    private func complete() {
+        finished = true
+        cancelTimer()
+        // An upstream that answered before the request ended needs no more
+        // of it: close our half with NO_ERROR (not CANCEL, it did nothing wrong).
+        if upstreamOpen, let upstream, !requestEnded || upstream.queuedBytes(stream: upstreamStream) > 0 {
+            upstreamOpen = false
+            upstream.reset(stream: upstreamStream, errorCode: 0)
+        }
+    }
+
+    private func cancelUpstream() {
+        if upstreamOpen, let upstream {
+            upstreamOpen = false
+            upstream.reset(stream: upstreamStream, errorCode: 0x8)  // CANCEL
+        }
+    }
+
+    private func cancelTimer() {
+        deadlineTimer?.cancel()
+        deadlineTimer = nil
+    }
+}

@@ -1,0 +1,56 @@
+import MeshgateHTTP2
+
+/// A listener's routes, compiled for matching on the request path: first
+/// match wins. Immutable and shared by every event loop.
+public struct RouteTable: Sendable {
+    public struct Route: Sendable {
+        public let config: RouteConfig
+        /// Index of the target cluster in `GatewayRuntime.clusters`.
+        public let clusterIndex: Int
+        let servicePrefix: String?
+        let timeoutNanos: Int64?
+        let maxTimeoutNanos: Int64?
+
+        /// The deadline to enforce, in nanoseconds from now, given the
+        /// client's `grpc-timeout` (nil when it sent none). Nil: no deadline.
+        public func effectiveTimeout(clientTimeout: Int64?) -> Int64? {
+            var timeout = clientTimeout ?? timeoutNanos
+            if let cap = maxTimeoutNanos {
+                timeout = min(timeout ?? cap, cap)
+            }
+            return timeout
+        }
+
+        func matches(path: String, headers: HTTP2HeaderList) -> Bool {
+            let m = config.match
+            if let prefix = servicePrefix, !path.hasPrefix(prefix) { return false }
+            if let method = m.method, path != method { return false }
+            if let prefix = m.pathPrefix, !path.hasPrefix(prefix) { return false }
+            for header in m.headers {
+                let value = headers[header.name]
+                switch header.rule {
+                case .exact(let expected): if value != expected { return false }
+                case .present(let wanted): if (value != nil) != wanted { return false }
+                }
+            }
+            return true
+        }
+    }
+
+    public let routes: [Route]
+
+    public init(_ routes: [RouteConfig], clusterIndex: [String: Int]) {
+        self.routes = routes.map { r in
+            Route(config: r, clusterIndex: clusterIndex[r.cluster]!,
+                  servicePrefix: r.match.service.map { "/\($0)/" },
+                  timeoutNanos: r.timeout?.nanosecondsClamped,
+                  maxTimeoutNanos: r.maxTimeout?.nanosecondsClamped)
+        }
+    }
+
+    /// The first route matching the request, if any.
+    public func match(path: String, headers: HTTP2HeaderList) -> Route? {
+        for route in routes where route.matches(path: path, headers: headers) { return route }
+        return nil
+    }
+}

@@ -1,0 +1,139 @@
+import Dispatch
+import MeshgateHTTP2
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The running gateway: event loops, listeners, and the drain on shutdown.
+public final class Gateway: Sendable {
+    public let runtime: GatewayRuntime
+    private let group: MultiThreadedEventLoopGroup
+    private let contexts: [ObjectIdentifier: LoopContext]
+    private let state = NIOLockedValueBox(State())
+
+    private struct State {
+        var listeners: [Channel] = []
+        var shuttingDown = false
+    }
+
+    public init(config: GatewayConfig) throws {
+        self.runtime = GatewayRuntime(config)
+        let threads = config.runtime.eventLoops ?? System.coreCount
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        var contexts: [ObjectIdentifier: LoopContext] = [:]
+        for loop in group.makeIterator() {
+            let runtime = self.runtime
+            contexts[ObjectIdentifier(loop)] = try loop.submit { LoopContext(eventLoop: loop, runtime: runtime) }.wait()
+        }
+        self.contexts = contexts
+    }
+
+    /// Binds every listener. Throws `GatewayError.listenFailed` naming the
+    /// listener and address when one cannot bind.
+    public func start() async throws {
+        for listener in runtime.listeners {
+            let contexts = self.contexts
+            let settings = HTTP2Settings(maxConcurrentStreams: UInt32(listener.config.maxConcurrentStreams))
+            let bootstrap = ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 1024)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let loop = contexts[ObjectIdentifier(channel.eventLoop)]!
+                        // The TLS seam: a TLS handler goes here, below HTTP/2.
+                        let downstream = DownstreamConnection(listener: listener, loop: loop)
+                        let http2 = HTTP2Connection(role: .server, settings: settings, delegate: downstream)
+                        try channel.pipeline.syncOperations.addHandler(http2)
+                        loop.register(http2)
+                    }
+                }
+            let address = listener.config.address
+            do {
+                let channel = try await bootstrap.bind(host: address.host, port: address.port).get()
+                state.withLockedValue { $0.listeners.append(channel) }
+                Log.info("listening", ["listener": listener.config.name, "address": address.description])
+            } catch {
+                await stopListeners()
+                try? await group.shutdownGracefully()
+                throw GatewayError(.listenFailed, "listener '\(listener.config.name)': cannot listen on \(address): \(Self.describe(error))")
+            }
+        }
+    }
+
+    /// Runs until SIGTERM or SIGINT, then drains and returns.
+    public func runUntilSignalled() async {
+        let done = group.next().makePromise(of: Void.self)
+        let sources = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { [self] in
+                let name = sig == SIGTERM ? "SIGTERM" : "SIGINT"
+                Task { await self.drainAndStop(signal: name); done.succeed() }
+            }
+            source.resume()
+            return source
+        }
+        try? await done.futureResult.get()
+        sources.forEach { $0.cancel() }
+    }
+
+    /// Stop accepting, send GOAWAY everywhere, let in-flight RPCs finish
+    /// (up to the drain timeout), then close what remains.
+    public func drainAndStop(signal: String) async {
+        let first = state.withLockedValue { s -> Bool in
+            defer { s.shuttingDown = true }
+            return !s.shuttingDown
+        }
+        guard first else { return }
+        let timeout = runtime.config.runtime.drainTimeout
+        Log.info("draining", ["signal": signal, "drain_timeout_ms": String(timeout.nanosecondsClamped / 1_000_000)])
+        await stopListeners()
+        for context in contexts.values {
+            context.eventLoop.execute { context.beginDrain() }
+        }
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        var remaining = 0
+        while clock.now < deadline {
+            remaining = await activeConnections()
+            if remaining == 0 { break }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        if remaining > 0 {
+            Log.warning("drain timeout reached; closing remaining connections", ["connections": String(remaining)])
+        }
+        for context in contexts.values {
+            try? await context.eventLoop.submit { context.closeAll() }.get()
+        }
+        try? await group.shutdownGracefully()
+        Log.info("stopped")
+    }
+
+    private func activeConnections() async -> Int {
+        var total = 0
+        for context in contexts.values {
+            total += (try? await context.eventLoop.submit { context.downstreamCount }.get()) ?? 0
+        }
+        return total
+    }
+
+    private func stopListeners() async {
+        let channels = state.withLockedValue { s -> [Channel] in
+            defer { s.listeners.removeAll() }
+            return s.listeners
+        }
+        for channel in channels { try? await channel.close() }
+    }
+
+    private static func describe(_ error: Error) -> String {
+        if let io = error as? IOError {
+            return String(cString: strerror(io.errnoCode))
+        }
+        return "\(error)"
+    }
+}

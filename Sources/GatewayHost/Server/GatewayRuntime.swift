@@ -1,0 +1,20 @@
+/// The config compiled for serving: immutable, shared by every event loop.
+/// A reload (with the filter-plugin work) will publish a new one.
+public struct GatewayRuntime: Sendable {
+    public struct Listener: Sendable {
+        public let config: ListenerConfig
+        public let routes: RouteTable
+    }
+
+    public let config: GatewayConfig
+    public let listeners: [Listener]
+    public let clusters: [ClusterConfig]
+
+    public init(_ config: GatewayConfig) {
+        self.config = config
+        self.clusters = config.clusters
+        var index: [String: Int] = [:]
+        for (i, c) in config.clusters.enumerated() { index[c.name] = i }
+        self.listeners = config.listeners.map { Listener(config: $0, routes: RouteTable($0.routes, clusterIndex: index)) }
+    }
+}

@@ -1,0 +1,51 @@
+import MeshgateHTTP2
+import NIOCore
+
+/// Everything one event loop owns: its upstream pools (one per cluster) and
+/// the downstream connections it serves. A downstream connection and all the
+/// upstream streams of its calls live on the same loop, so the data path
+/// never crosses threads or takes a lock.
+///
+/// `@unchecked Sendable`: the gateway creates one per loop at startup and
+/// hands the reference to that loop's channel initializers; after that,
+/// every access happens on `eventLoop` (checked in debug builds).
+final class LoopContext: @unchecked Sendable {
+    let eventLoop: EventLoop
+    let runtime: GatewayRuntime
+    private(set) var clusters: [ClusterPool] = []
+    private var downstreams: [ObjectIdentifier: HTTP2Connection] = [:]
+    private(set) var draining = false
+
+    init(eventLoop: EventLoop, runtime: GatewayRuntime) {
+        self.eventLoop = eventLoop
+        self.runtime = runtime
+        self.clusters = runtime.clusters.map { ClusterPool(config: $0, loop: self) }
+    }
+
+    func register(_ connection: HTTP2Connection) {
+        eventLoop.assertInEventLoop()
+        downstreams[ObjectIdentifier(connection)] = connection
+        if draining { connection.beginGracefulShutdown() }
+    }
+
+    func unregister(_ connection: HTTP2Connection) {
+        downstreams.removeValue(forKey: ObjectIdentifier(connection))
+    }
+
+    var downstreamCount: Int { downstreams.count }
+
+    var activeCallCount: Int { downstreams.values.reduce(0) { $0 + $1.activeStreamCount } }
+
+    /// GOAWAY to every downstream connection; each closes when its calls end.
+    func beginDrain() {
+        eventLoop.assertInEventLoop()
+        draining = true
+        for connection in downstreams.values { connection.beginGracefulShutdown() }
+    }
+
+    /// The drain timeout passed: close what is left.
+    func closeAll() {
+        for connection in downstreams.values { connection.close() }
+        for cluster in clusters { cluster.closeAll() }
+    }
+}

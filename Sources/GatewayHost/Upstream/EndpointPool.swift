@@ -1,0 +1,148 @@
+import MeshgateHTTP2
+import NIOCore
+import NIOPosix
+
+/// The HTTP/2 connections of one event loop to one upstream endpoint.
+///
+/// Streams are multiplexed: a call takes the first connection with room
+/// under the upstream's SETTINGS_MAX_CONCURRENT_STREAMS; when none has room,
+/// another connection opens (up to `max_connections_per_endpoint`). Calls
+/// wait here while a connection is being set up. A failed connect puts the
+/// endpoint in exponential backoff (gRPC's connection backoff: 1 s × 1.6ⁿ,
+/// ±20 % jitter, at most 30 s) and hands the waiting calls back to be placed
+/// on another endpoint, since none of their bytes left the gateway.
+final class EndpointPool {
+    let endpoint: EndpointConfig
+    let cluster: ClusterConfig
+    unowned let loop: LoopContext
+    private(set) var connections: [UpstreamConnection] = []
+    private var waiters = CircularBuffer<ProxyCall>()
+    private var consecutiveFailures = 0
+    private var retryAfter: NIODeadline?
+    private(set) var lastConnectError: String?
+
+    init(endpoint: EndpointConfig, cluster: ClusterConfig, loop: LoopContext) {
+        self.endpoint = endpoint
+        self.cluster = cluster
+        self.loop = loop
+    }
+
+    var address: String { endpoint.address.description }
+
+    var isBackingOff: Bool {
+        guard let retryAfter else { return false }
+        return retryAfter > .now()
+    }
+
+    /// Gives `call` a connection now (`call.attach`) or once one is ready.
+    func acquire(for call: ProxyCall) {
+        if let connection = connectionWithRoom() {
+            call.attach(connection)
+            return
+        }
+        waiters.append(call)
+        openConnectionIfNeeded()
+    }
+
+    func cancelWait(_ call: ProxyCall) {
+        if let i = waiters.firstIndex(where: { $0 === call }) { waiters.remove(at: i) }
+    }
+
+    private func connectionWithRoom() -> UpstreamConnection? {
+        for connection in connections where connection.hasRoom { return connection }
+        return nil
+    }
+
+    private func openConnectionIfNeeded() {
+        if connections.contains(where: { $0.isConnecting }) { return }
+        guard connections.count < cluster.maxConnectionsPerEndpoint else {
+            // At the connection limit and every connection full: nghttp2
+            // queues extra streams until the upstream frees a slot.
+            if let leastLoaded = connections.filter({ $0.isReady }).min(by: { $0.activeStreams < $1.activeStreams }) {
+                while let call = waiters.popFirst() { call.attach(leastLoaded) }
+            }
+            return
+        }
+        connect()
+    }
+
+    private func connect() {
+        let connection = UpstreamConnection(pool: self)
+        connections.append(connection)
+        let bound = NIOLoopBound(connection, eventLoop: loop.eventLoop)
+        let timeout = TimeAmount.nanoseconds(cluster.connectTimeout.nanosecondsClamped)
+        ClientBootstrap(group: loop.eventLoop)
+            .connectTimeout(timeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let http2 = HTTP2Connection(role: .client, settings: UpstreamConnection.settings, delegate: bound.value)
+                    try channel.pipeline.syncOperations.addHandler(http2)
+                    bound.value.http2 = http2
+                }
+            }
+            .connect(host: endpoint.address.host, port: endpoint.address.port)
+            .assumeIsolated()
+            .whenComplete { result in
+                switch result {
+                case .success: self.connectionReady(connection)
+                case .failure(let error): self.connectionFailed(connection, error: error)
+                }
+            }
+    }
+
+    private func connectionReady(_ connection: UpstreamConnection) {
+        connection.isConnecting = false
+        if consecutiveFailures > 0 {
+            Log.info("upstream reachable again", ["cluster": cluster.name, "endpoint": address])
+        }
+        consecutiveFailures = 0
+        retryAfter = nil
+        lastConnectError = nil
+        serviceWaiters()
+    }
+
+    private func connectionFailed(_ connection: UpstreamConnection, error: Error) {
+        remove(connection)
+        consecutiveFailures += 1
+        let base = min(1.0 * pow1_6(consecutiveFailures - 1), 30.0)
+        let jittered = base * Double.random(in: 0.8...1.2)
+        retryAfter = .now() + .nanoseconds(Int64(jittered * 1e9))
+        lastConnectError = "\(error)"
+        Log.warning("upstream connect failed", [
+            "cluster": cluster.name, "endpoint": address, "error": "\(error)",
+            "retry_in_ms": String(Int(jittered * 1000)),
+        ])
+        let stranded = waiters
+        waiters.removeAll()
+        for call in stranded { call.connectFailed(on: self, error: "\(error)") }
+    }
+
+    private func pow1_6(_ n: Int) -> Double {
+        var r = 1.0
+        for _ in 0..<max(0, n) { r *= 1.6 }
+        return r
+    }
+
+    /// A stream ended or SETTINGS arrived: room may have opened.
+    func serviceWaiters() {
+        while !waiters.isEmpty, let connection = connectionWithRoom() {
+            waiters.removeFirst().attach(connection)
+        }
+        if !waiters.isEmpty { openConnectionIfNeeded() }
+    }
+
+    /// The connection closed or received GOAWAY: no new streams go to it.
+    func connectionUnusable(_ connection: UpstreamConnection) {
+        if connection.isClosed { remove(connection) }
+        serviceWaiters()
+    }
+
+    private func remove(_ connection: UpstreamConnection) {
+        connections.removeAll { $0 === connection }
+    }
+
+    func closeAll() {
+        for connection in connections { connection.http2?.close() }
+    }
+}

@@ -1,0 +1,47 @@
+import MeshgateHTTP2
+
+/// One client HTTP/2 connection to an upstream endpoint, owned by its pool.
+final class UpstreamConnection: HTTP2ConnectionDelegate {
+    /// Upstream windows are as large as downstream ones, so a proxied stream
+    /// is never throttled by the gateway's own buffers.
+    static let settings = HTTP2Settings(maxConcurrentStreams: 100, initialStreamWindowSize: 1 << 20, connectionWindowSize: 16 << 20)
+
+    unowned let pool: EndpointPool
+    var http2: HTTP2Connection?
+    var isConnecting = true
+    private(set) var isClosed = false
+
+    init(pool: EndpointPool) {
+        self.pool = pool
+    }
+
+    var isReady: Bool { !isConnecting && !isClosed && (http2?.canOpenStreams ?? false) }
+
+    var activeStreams: Int { http2?.activeStreamCount ?? 0 }
+
+    var hasRoom: Bool {
+        guard isReady, let http2 else { return false }
+        return http2.activeStreamCount < http2.remoteMaxConcurrentStreams
+    }
+
+    func http2ConnectionDidReceiveSettings(_ connection: HTTP2Connection) {
+        pool.serviceWaiters()
+    }
+
+    func http2(_ connection: HTTP2Connection, didReceiveGoAway lastStreamID: Int32, errorCode: UInt32) {
+        Log.info("upstream sent GOAWAY", ["endpoint": pool.address, "last_stream_id": String(lastStreamID), "error_code": String(errorCode)])
+        pool.connectionUnusable(self)
+    }
+
+    func http2(_ connection: HTTP2Connection, didCloseStream stream: Int32) {
+        pool.serviceWaiters()
+    }
+
+    func http2ConnectionDidClose(_ connection: HTTP2Connection) {
+        isClosed = true
+        if let reason = connection.closeReason {
+            Log.warning("upstream connection closed", ["endpoint": pool.address, "reason": reason])
+        }
+        pool.connectionUnusable(self)
+    }
+}

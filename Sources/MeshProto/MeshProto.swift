@@ -1,0 +1,1 @@
+/// Generated protobuf types of the sample service (see proto/README.md).

@@ -1,0 +1,165 @@
+import CNGHTTP2
+import NIOCore
+
+/// nghttp2's callbacks. Each is a C function pointer that finds its
+/// `HTTP2Connection` through the session's user data (passed unretained: the
+/// connection owns the session and outlives every callback).
+extension HTTP2Connection {
+    @inline(__always)
+    static func connection(_ userData: UnsafeMutableRawPointer?) -> HTTP2Connection {
+        Unmanaged<HTTP2Connection>.fromOpaque(userData!).takeUnretainedValue()
+    }
+
+    static let dataProvider = nghttp2_data_provider(
+        source: nghttp2_data_source(ptr: nil),
+        read_callback: { _, streamID, buffer, length, flags, _, userData in
+            HTTP2Connection.connection(userData).readOutbound(stream: streamID, into: buffer!, length: length, flags: flags!)
+        })
+
+    static func installCallbacks(_ callbacks: OpaquePointer?) {
+        nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks) { _, frame, userData in
+            HTTP2Connection.connection(userData).onBeginHeaders(frame!.pointee)
+        }
+        nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, nameLength, value, valueLength, _, userData in
+            HTTP2Connection.connection(userData).onHeader(
+                stream: frame!.pointee.hd.stream_id,
+                name: UnsafeBufferPointer(start: name, count: nameLength),
+                value: UnsafeBufferPointer(start: value, count: valueLength))
+        }
+        nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, userData in
+            HTTP2Connection.connection(userData).onFrameReceived(frame!.pointee)
+        }
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, streamID, data, length, userData in
+            HTTP2Connection.connection(userData).onDataChunk(stream: streamID, UnsafeRawBufferPointer(start: data, count: length))
+        }
+        nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, streamID, errorCode, userData in
+            HTTP2Connection.connection(userData).onStreamClose(stream: streamID, errorCode: errorCode)
+        }
+    }
+
+    func onBeginHeaders(_ frame: nghttp2_frame) -> Int32 {
+        guard frame.hd.type == UInt8(NGHTTP2_HEADERS.rawValue) else { return 0 }
+        let id = frame.hd.stream_id
+        if role == .server, frame.headers.cat == NGHTTP2_HCAT_REQUEST {
+            streams[id] = StreamState(id: id, delegate: nil)
+        } else {
+            streams[id]?.incomingHeaders = HTTP2HeaderList()
+        }
+        return 0
+    }
+
+    func onHeader(stream id: Int32, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> Int32 {
+        guard let state = streams[id] else { return 0 }
+        state.incomingHeaders.append(String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self))
+        return 0
+    }
+
+    func onFrameReceived(_ frame: nghttp2_frame) -> Int32 {
+        let id = frame.hd.stream_id
+        let endStream = frame.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
+        switch UInt32(frame.hd.type) {
+        case NGHTTP2_HEADERS.rawValue:
+            guard let state = streams[id] else { return 0 }
+            let headers = state.incomingHeaders
+            state.incomingHeaders = HTTP2HeaderList()
+            if role == .server && frame.headers.cat == NGHTTP2_HCAT_REQUEST {
+                state.receivedInitialHeaders = true
+                if let streamDelegate = delegate?.http2(self, didReceiveRequest: headers, stream: id, endStream: endStream) {
+                    state.delegate = streamDelegate
+                } else if let session {
+                    nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_REFUSED_STREAM.rawValue))
+                }
+                return 0
+            }
+            if !state.receivedInitialHeaders {
+                // 1xx answers are informational; gRPC has no use for them.
+                if let status = headers[":status"], status.hasPrefix("1") { return 0 }
+                state.receivedInitialHeaders = true
+                state.delegate?.http2(self, stream: id, didReceiveHeaders: headers, isTrailers: false, endStream: endStream)
+            } else {
+                state.delegate?.http2(self, stream: id, didReceiveHeaders: headers, isTrailers: true, endStream: endStream)
+            }
+        case NGHTTP2_DATA.rawValue:
+            if endStream, let state = streams[id] {
+                state.delegate?.http2(self, didReceiveEndOfStream: id)
+            }
+        case NGHTTP2_SETTINGS.rawValue:
+            if frame.hd.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 {
+                delegate?.http2ConnectionDidReceiveSettings(self)
+            }
+        case NGHTTP2_GOAWAY.rawValue:
+            receivedGoAway = true
+            delegate?.http2(self, didReceiveGoAway: frame.goaway.last_stream_id, errorCode: frame.goaway.error_code)
+        default:
+            break
+        }
+        return 0
+    }
+
+    func onDataChunk(stream id: Int32, _ data: UnsafeRawBufferPointer) -> Int32 {
+        guard let state = streams[id], let streamDelegate = state.delegate else {
+            // Nobody will read these bytes: give the window back at once.
+            if let session { nghttp2_session_consume(session, id, data.count) }
+            return 0
+        }
+        state.unconsumed += data.count
+        var buffer = context!.channel.allocator.buffer(capacity: data.count)
+        buffer.writeBytes(data)
+        streamDelegate.http2(self, stream: id, didReceiveData: buffer)
+        return 0
+    }
+
+    func onStreamClose(stream id: Int32, errorCode: UInt32) -> Int32 {
+        guard let state = streams.removeValue(forKey: id) else { return 0 }
+        if state.unconsumed > 0, let session {
+            // The stream's unread bytes still occupy the connection window.
+            nghttp2_session_consume_connection(session, state.unconsumed)
+            state.unconsumed = 0
+        }
+        state.outbound.removeAll()
+        let reason: HTTP2StreamCloseReason = errorCode == 0 ? .finished : .reset(code: errorCode, local: state.resetLocally)
+        pendingCloses.append((state, reason))
+        return 0
+    }
+
+    /// nghttp2 asks for up to `length` body bytes of `stream`.
+    func readOutbound(stream id: Int32, into buffer: UnsafeMutablePointer<UInt8>, length: Int, flags: UnsafeMutablePointer<UInt32>) -> Int {
+        guard let state = streams[id] else {
+            flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+            return 0
+        }
+        var written = 0
+        while written < length, !state.outbound.isEmpty {
+            var chunk = state.outbound.removeFirst()
+            let n = min(length - written, chunk.readableBytes)
+            chunk.withUnsafeReadableBytes { bytes in
+                UnsafeMutableRawPointer(buffer + written).copyMemory(from: bytes.baseAddress!, byteCount: n)
+            }
+            chunk.moveReaderIndex(forwardBy: n)
+            written += n
+            if chunk.readableBytes > 0 { state.outbound.prepend(chunk) }
+        }
+        state.outboundBytes -= written
+        if written > 0 { pendingCredits.append((id, written)) }
+        if state.outbound.isEmpty && state.outboundEnded {
+            flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+            if let trailers = state.trailers, let session {
+                flags.pointee |= NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
+                state.trailers = nil
+                submitTrailers(session: session, stream: id, trailers: trailers)
+            }
+            return written
+        }
+        if written == 0 {
+            state.deferred = true
+            return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+        }
+        return written
+    }
+
+    private func submitTrailers(session: OpaquePointer, stream id: Int32, trailers: HTTP2HeaderList) {
+        _ = withNameValuePairs(trailers) { nva, count in
+            nghttp2_submit_trailer(session, id, nva, count)
+        }
+    }
+}

@@ -1,0 +1,477 @@
+import CNGHTTP2
+import NIOCore
+
+/// One HTTP/2 connection, server or client side, driven by nghttp2 and fed by
+/// a NIO channel. This type (with its `+Callbacks` extension) is the only
+/// place Meshgate calls nghttp2.
+///
+/// nghttp2 does the framing, HPACK and flow-control bookkeeping; this handler
+/// moves bytes between the socket and nghttp2 and turns nghttp2's callbacks
+/// into delegate calls. Inbound window updates are manual
+/// (`NO_AUTO_WINDOW_UPDATE`): the receiver calls `consume(stream:bytes:)` once
+/// it has passed bytes on, which is how a slow reader on one side of a proxy
+/// back-pressures the other side.
+///
+/// Everything runs on the channel's event loop; nothing here is thread-safe.
+public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    public enum Role: Sendable { case server, client }
+
+    public let role: Role
+    public let settings: HTTP2Settings
+    /// Kept strongly until the connection closes.
+    public var delegate: HTTP2ConnectionDelegate?
+
+    /// Why the connection ended, when it ended on an error.
+    public private(set) var closeReason: String?
+    public private(set) var isClosed = false
+    /// The peer sent GOAWAY: open no new streams here.
+    public internal(set) var receivedGoAway = false
+    /// We are draining: GOAWAY has been (or is about to be) sent.
+    public private(set) var isShuttingDown = false
+
+    var session: OpaquePointer?
+    var context: ChannelHandlerContext?
+    var streams: [Int32: StreamState] = [:]
+    private var started = false
+    private var inRead = false
+    private var inSend = false
+    private var flushScheduled = false
+    private var closeScheduled = false
+    private var sawFirstBytes = false
+    /// Write credits and closes seen while nghttp2 is producing output are
+    /// delivered after `mem_send` returns, so that delegates may call back
+    /// into this connection safely.
+    var pendingCredits: [(stream: Int32, bytes: Int)] = []
+    var pendingCloses: [(state: StreamState, reason: HTTP2StreamCloseReason)] = []
+
+    public init(role: Role, settings: HTTP2Settings = HTTP2Settings(), delegate: HTTP2ConnectionDelegate?) {
+        self.role = role
+        self.settings = settings
+        self.delegate = delegate
+    }
+
+    deinit {
+        if let session { nghttp2_session_del(session) }
+    }
+
+    // MARK: State visible to owners
+
+    public var eventLoop: EventLoop? { context?.eventLoop }
+
+    /// Streams open on this connection.
+    public var activeStreamCount: Int { streams.count }
+
+    /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS (nghttp2 assumes 100 until
+    /// the peer's SETTINGS arrive).
+    public var remoteMaxConcurrentStreams: Int {
+        guard let session else { return 0 }
+        return Int(nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS))
+    }
+
+    /// True while new streams may be opened here.
+    public var canOpenStreams: Bool { started && !isClosed && !receivedGoAway && !isShuttingDown }
+
+    public var remoteAddress: SocketAddress? { context?.channel.remoteAddress }
+
+    // MARK: Channel events
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        createSession()
+        if context.channel.isActive { start() }
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        start()
+        context.fireChannelActive()
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        connectionDidEnd()
+        context.fireChannelInactive()
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let session, !isClosed else { return }
+        let buffer = unwrapInboundIn(data)
+        inRead = true
+        let result = buffer.withUnsafeReadableBytes { bytes in
+            nghttp2_session_mem_recv(session, bytes.bindMemory(to: UInt8.self).baseAddress, bytes.count)
+        }
+        inRead = false
+        if result < 0 {
+            failConnection(code: Int32(truncatingIfNeeded: result), firstBytes: sawFirstBytes ? nil : buffer)
+            return
+        }
+        sawFirstBytes = true
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        flush()
+        context.fireChannelReadComplete()
+    }
+
+    public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { flush() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if closeReason == nil { closeReason = "\(error)" }
+        context.close(promise: nil)
+    }
+
+    // MARK: Opening and answering streams
+
+    /// Client side: opens a stream with the request head. With `endStream`
+    /// false, body bytes follow through `send(data:)` and `sendEnd`.
+    /// Returns the stream id, or nil when the connection cannot take it.
+    public func openStream(headers: HTTP2HeaderList, endStream: Bool, delegate: HTTP2StreamDelegate) -> Int32? {
+        guard role == .client, let session, canOpenStreams else { return nil }
+        let id: Int32 = withNameValuePairs(headers) { nva, count in
+            if endStream {
+                return nghttp2_submit_request(session, nil, nva, count, nil, nil)
+            }
+            var provider = HTTP2Connection.dataProvider
+            return nghttp2_submit_request(session, nil, nva, count, &provider, nil)
+        }
+        guard id > 0 else { return nil }
+        let state = StreamState(id: id, delegate: delegate)
+        state.hasDataProvider = !endStream
+        state.outboundEnded = endStream
+        streams[id] = state
+        scheduleFlush()
+        return id
+    }
+
+    /// Server side: sends the response head. `endStream` true makes it a
+    /// Trailers-Only response (one HEADERS frame with END_STREAM).
+    public func sendResponseHeaders(stream id: Int32, headers: HTTP2HeaderList, endStream: Bool) {
+        guard role == .server, let session, let state = streams[id], !state.sentHeaders else { return }
+        state.sentHeaders = true
+        let rv: Int32 = withNameValuePairs(headers) { nva, count in
+            if endStream {
+                return nghttp2_submit_response(session, id, nva, count, nil)
+            }
+            var provider = HTTP2Connection.dataProvider
+            return nghttp2_submit_response(session, id, nva, count, &provider)
+        }
+        if rv == 0 {
+            state.hasDataProvider = !endStream
+            state.outboundEnded = endStream
+        }
+        scheduleFlush()
+    }
+
+    /// Queues body bytes. They leave as the peer's flow-control window allows;
+    /// `didWriteData` reports each part that left.
+    public func send(data: ByteBuffer, stream id: Int32) {
+        guard let state = streams[id], state.hasDataProvider, !state.outboundEnded else { return }
+        state.outboundBytes += data.readableBytes
+        state.outbound.append(data)
+        resumeIfDeferred(state)
+    }
+
+    /// Ends our side of the stream after the queued data: with trailers (a
+    /// final HEADERS frame) or, when `trailers` is nil, END_STREAM on DATA.
+    public func sendEnd(stream id: Int32, trailers: HTTP2HeaderList?) {
+        guard let state = streams[id], state.hasDataProvider, !state.outboundEnded else { return }
+        state.outboundEnded = true
+        state.trailers = trailers
+        resumeIfDeferred(state)
+    }
+
+    /// Drops data queued for the peer but not yet sent (before a final status
+    /// that must not wait behind it). Returns the number of bytes dropped.
+    @discardableResult
+    public func discardQueuedData(stream id: Int32) -> Int {
+        guard let state = streams[id] else { return 0 }
+        let dropped = state.outboundBytes
+        state.outbound.removeAll()
+        state.outboundBytes = 0
+        return dropped
+    }
+
+    /// Bytes queued on `stream` and not yet handed to the wire.
+    public func queuedBytes(stream id: Int32) -> Int {
+        streams[id]?.outboundBytes ?? 0
+    }
+
+    /// Whether our side of the stream has been ended (END_STREAM queued or sent).
+    public func hasEnded(stream id: Int32) -> Bool {
+        streams[id]?.outboundEnded ?? true
+    }
+
+    /// Sends RST_STREAM. The delegate still gets `didCloseWith`.
+    public func reset(stream id: Int32, errorCode: UInt32) {
+        guard let session, let state = streams[id] else { return }
+        state.resetLocally = true
+        state.outbound.removeAll()
+        state.outboundBytes = 0
+        nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, errorCode)
+        scheduleFlush()
+    }
+
+    /// Hands `bytes` of received DATA back to the peer as window credit.
+    public func consume(stream id: Int32, bytes: Int) {
+        guard let session, let state = streams[id], bytes > 0 else { return }
+        let n = min(bytes, state.unconsumed)
+        guard n > 0 else { return }
+        state.unconsumed -= n
+        nghttp2_session_consume(session, id, n)
+        scheduleFlush()
+    }
+
+    // MARK: Shutdown
+
+    /// Server side graceful shutdown: a GOAWAY announcing shutdown at once,
+    /// then after `finalGoAwayDelay` (one round trip is enough; in-flight
+    /// HEADERS get through) a GOAWAY with the last stream actually accepted.
+    /// The connection closes by itself once its streams are done.
+    public func beginGracefulShutdown(finalGoAwayDelay: TimeAmount = .milliseconds(500)) {
+        guard let session, let context, !isClosed, !isShuttingDown else { return }
+        isShuttingDown = true
+        if role == .server {
+            nghttp2_submit_shutdown_notice(session)
+            scheduleFlush()
+            context.eventLoop.assumeIsolated().scheduleTask(in: finalGoAwayDelay) {
+                self.sendFinalGoAway()
+            }
+        } else {
+            sendFinalGoAway()
+        }
+    }
+
+    private func sendFinalGoAway() {
+        guard let session, !isClosed else { return }
+        let last = nghttp2_session_get_last_proc_stream_id(session)
+        nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, UInt32(NGHTTP2_NO_ERROR.rawValue), nil, 0)
+        flush()
+    }
+
+    /// Closes the TCP connection now; open streams see `connectionLost`.
+    public func close() {
+        guard let context, !closeScheduled else { return }
+        closeScheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: Internals
+
+    private func createSession() {
+        guard session == nil else { return }
+        var callbacks: OpaquePointer?
+        nghttp2_session_callbacks_new(&callbacks)
+        defer { nghttp2_session_callbacks_del(callbacks) }
+        HTTP2Connection.installCallbacks(callbacks)
+
+        var option: OpaquePointer?
+        nghttp2_option_new(&option)
+        defer { nghttp2_option_del(option) }
+        nghttp2_option_set_no_auto_window_update(option, 1)
+        // Keep nghttp2's default checks of header fields (RFC 9113 §8.2.1).
+        nghttp2_option_set_max_send_header_block_length(option, Int(settings.maxHeaderListSize) * 2)
+
+        let userData = Unmanaged.passUnretained(self).toOpaque()
+        var newSession: OpaquePointer?
+        switch role {
+        case .server: nghttp2_session_server_new2(&newSession, callbacks, userData, option)
+        case .client: nghttp2_session_client_new2(&newSession, callbacks, userData, option)
+        }
+        session = newSession
+    }
+
+    private func start() {
+        guard let session, !started else { return }
+        started = true
+        var entries: [nghttp2_settings_entry] = [
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: settings.initialStreamWindowSize),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: settings.maxHeaderListSize),
+        ]
+        switch role {
+        case .server:
+            entries.append(nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: settings.maxConcurrentStreams))
+        case .client:
+            entries.append(nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_PUSH.rawValue), value: 0))
+        }
+        nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), entries, entries.count)
+        nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Int32(clamping: settings.connectionWindowSize))
+        flush()
+    }
+
+    private func resumeIfDeferred(_ state: StreamState) {
+        if state.deferred, let session {
+            state.deferred = false
+            nghttp2_session_resume_data(session, state.id)
+        }
+        scheduleFlush()
+    }
+
+    /// Output is produced once per batch: at the end of a read, or in one
+    /// task queued on the loop for sends made outside a read.
+    func scheduleFlush() {
+        if inRead || flushScheduled || isClosed { return }
+        guard let context else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            self.flush()
+        }
+    }
+
+    /// Moves what nghttp2 wants to send into the channel while the channel
+    /// accepts writes; stops (keeping data queued per stream, so flow
+    /// control holds the peers back) when the socket is saturated.
+    func flush() {
+        flushScheduled = false
+        guard let session, let context, !isClosed, !inSend else { return }
+        inSend = true
+        var wrote = false
+        var failure: Int = 0
+        while context.channel.isWritable {
+            var out = context.channel.allocator.buffer(capacity: 16 * 1024)
+            while out.readableBytes < 64 * 1024 {
+                var chunk: UnsafePointer<UInt8>?
+                let n = nghttp2_session_mem_send(session, &chunk)
+                if n < 0 { failure = n; break }
+                if n == 0 { break }
+                out.writeBytes(UnsafeRawBufferPointer(start: chunk, count: n))
+            }
+            if out.readableBytes == 0 || failure != 0 {
+                if out.readableBytes > 0 { context.write(wrapOutboundOut(out), promise: nil); wrote = true }
+                break
+            }
+            context.write(wrapOutboundOut(out), promise: nil)
+            wrote = true
+        }
+        inSend = false
+        if wrote { context.flush() }
+        deliverPendingEvents()
+        if failure != 0 {
+            closeReason = closeReason ?? "nghttp2: \(String(cString: nghttp2_strerror(Int32(truncatingIfNeeded: failure))))"
+            close()
+            return
+        }
+        if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
+            close()
+        }
+    }
+
+    private func deliverPendingEvents() {
+        while !pendingCredits.isEmpty || !pendingCloses.isEmpty {
+            let credits = pendingCredits
+            pendingCredits.removeAll(keepingCapacity: true)
+            for credit in credits {
+                streams[credit.stream]?.delegate?.http2(self, stream: credit.stream, didWriteData: credit.bytes)
+            }
+            let closes = pendingCloses
+            pendingCloses.removeAll(keepingCapacity: true)
+            for (state, reason) in closes {
+                notifyClosed(state, reason: reason)
+            }
+        }
+    }
+
+    func notifyClosed(_ state: StreamState, reason: HTTP2StreamCloseReason) {
+        let delegate = state.delegate
+        state.delegate = nil
+        delegate?.http2(self, stream: state.id, didCloseWith: reason)
+        self.delegate?.http2(self, didCloseStream: state.id)
+    }
+
+    private func failConnection(code: Int32, firstBytes: ByteBuffer?) {
+        let reason = String(cString: nghttp2_strerror(code))
+        closeReason = "HTTP/2 protocol error: \(reason)"
+        if code == NGHTTP2_ERR_BAD_CLIENT_MAGIC.rawValue, let firstBytes, let context, HTTP2Connection.looksLikeHTTP1(firstBytes) {
+            // A plain HTTP/1.1 client on an h2c port gets an answer it can read.
+            var answer = context.channel.allocator.buffer(capacity: 160)
+            let body = "This port speaks HTTP/2 (gRPC) only.\n"
+            answer.writeString("HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)")
+            context.writeAndFlush(wrapOutboundOut(answer), promise: nil)
+        } else {
+            // nghttp2 has queued a GOAWAY explaining the error: send it.
+            flush()
+        }
+        close()
+    }
+
+    private static func looksLikeHTTP1(_ bytes: ByteBuffer) -> Bool {
+        guard let head = bytes.getString(at: bytes.readerIndex, length: min(8, bytes.readableBytes)) else { return false }
+        let methods = ["GET ", "POST ", "PUT ", "HEAD ", "DELETE ", "OPTIONS ", "PATCH ", "CONNECT "]
+        return methods.contains { head.hasPrefix($0) }
+    }
+
+    private func connectionDidEnd() {
+        guard !isClosed else { return }
+        isClosed = true
+        let closing = pendingCloses
+        pendingCloses.removeAll()
+        pendingCredits.removeAll()
+        for (state, reason) in closing { notifyClosed(state, reason: reason) }
+        let states = streams.values
+        streams.removeAll()
+        for state in states { notifyClosed(state, reason: .connectionLost) }
+        let delegate = self.delegate
+        self.delegate = nil
+        delegate?.http2ConnectionDidClose(self)
+    }
+
+    func withNameValuePairs<R>(_ headers: HTTP2HeaderList, _ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
+        var storage: [UInt8] = []
+        var spans: [(nameStart: Int, nameCount: Int, valueStart: Int, valueCount: Int)] = []
+        spans.reserveCapacity(headers.count)
+        for (name, value) in headers {
+            let nameStart = storage.count
+            storage.append(contentsOf: name.utf8)
+            let valueStart = storage.count
+            storage.append(contentsOf: value.utf8)
+            spans.append((nameStart, valueStart - nameStart, valueStart, storage.count - valueStart))
+        }
+        storage.append(0)  // never empty, so the base address exists
+        return storage.withUnsafeMutableBufferPointer { raw in
+            let base = raw.baseAddress!
+            var pairs: [nghttp2_nv] = []
+            pairs.reserveCapacity(spans.count)
+            for span in spans {
+                pairs.append(nghttp2_nv(
+                    name: base + span.nameStart, value: base + span.valueStart,
+                    namelen: span.nameCount, valuelen: span.valueCount,
+                    flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
+            }
+            return pairs.withUnsafeBufferPointer { body($0.baseAddress ?? UnsafePointer(bitPattern: 8)!, $0.count) }
+        }
+    }
+}
+
+/// Per-stream bookkeeping of an `HTTP2Connection`.
+final class StreamState {
+    let id: Int32
+    var delegate: HTTP2StreamDelegate?
+    /// Header fields of the HEADERS frame being received.
+    var incomingHeaders = HTTP2HeaderList()
+    var receivedInitialHeaders = false
+    var sentHeaders = false
+    var outbound = CircularBuffer<ByteBuffer>()
+    var outboundBytes = 0
+    var outboundEnded = false
+    var trailers: HTTP2HeaderList?
+    var hasDataProvider = false
+    /// nghttp2 asked for data we did not have; it waits for `resume_data`.
+    var deferred = false
+    /// DATA bytes received and not yet given back as window credit.
+    var unconsumed = 0
+    var resetLocally = false
+
+    init(id: Int32, delegate: HTTP2StreamDelegate?) {
+        self.id = id
+        self.delegate = delegate
+    }
+}

@@ -1,0 +1,77 @@
+import ArgumentParser
+import GatewayHost
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct Meshgate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "meshgate",
+        abstract: "A gRPC service-mesh gateway.",
+        subcommands: [Run.self, Validate.self],
+        defaultSubcommand: Run.self)
+}
+
+struct ConfigOption: ParsableArguments {
+    @Option(name: .long, help: "Path of the YAML config.")
+    var config: String = "config/mesh.yaml"
+}
+
+extension ConfigOption {
+    /// Loads the config or exits 2 with the located error on stderr.
+    func load() -> GatewayConfig {
+        do {
+            return try ConfigLoader.load(file: config)
+        } catch {
+            printError("meshgate: invalid config: \(error)")
+            Glibc.exit(2)
+        }
+    }
+}
+
+struct Validate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check a config without starting the gateway.")
+
+    @OptionGroup var options: ConfigOption
+
+    func run() {
+        let config = options.load()
+        let routes = config.listeners.reduce(0) { $0 + $1.routes.count }
+        print("\(options.config): OK (\(config.listeners.count) listener(s), \(routes) route(s), \(config.clusters.count) cluster(s))")
+    }
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Start the gateway.")
+
+    @OptionGroup var options: ConfigOption
+
+    @Option(name: .long, help: "Log level: debug, info, warning, error.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        switch logLevel {
+        case "debug": Log.minimumLevel = .debug
+        case "warning": Log.minimumLevel = .warning
+        case "error": Log.minimumLevel = .error
+        default: Log.minimumLevel = .info
+        }
+        let config = options.load()
+        do {
+            let gateway = try Gateway(config: config)
+            try await gateway.start()
+            Log.info("meshgate started", ["config": options.config])
+            await gateway.runUntilSignalled()
+        } catch let error as GatewayError {
+            printError("meshgate: \(error.message)")
+            Glibc.exit(1)
+        }
+    }
+}
+
+func printError(_ message: String) {
+    var bytes = Array((message + "\n").utf8)
+    _ = bytes.withUnsafeMutableBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+}
