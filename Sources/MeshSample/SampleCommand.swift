@@ -1,0 +1,39 @@
+import ArgumentParser
+import MeshProto
+
+/// Faults given on the command line, applied before serving.
+struct MeshProtoFaults: Sendable {
+    var failProbability: Double
+    var failCode: Int
+    var delayMs: Int
+    var delayProbability: Double
+
+    func apply(to replica: ReplicaState) {
+        replica.faults.failProbability = failProbability
+        replica.faults.failCode = Int32(failCode)
+        replica.faults.delayMs = Int32(delayMs)
+        replica.faults.delayProbability = delayProbability
+    }
+}
+
+@main
+struct SampleCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mesh-sample",
+        abstract: "The sample mesh.v1.MeshService replica (with health, reflection and test knobs).")
+
+    @Option(help: "Address to listen on.") var host = "127.0.0.1"
+    @Option(help: "Port to listen on.") var port: Int = 50061
+    @Option(name: .customLong("replica-id"), help: "Name reported in every response.") var replicaID = "replica"
+    @Option(name: .customLong("max-concurrent-streams"), help: "SETTINGS_MAX_CONCURRENT_STREAMS per connection.") var maxConcurrentStreams = 100
+    @Option(name: .customLong("fail-probability"), help: "Fraction of MeshService calls to fail.") var failProbability = 0.0
+    @Option(name: .customLong("fail-code"), help: "gRPC status code for injected failures.") var failCode = 14
+    @Option(name: .customLong("delay-ms"), help: "Delay added to MeshService calls.") var delayMs = 0
+    @Option(name: .customLong("delay-probability"), help: "Fraction of calls that get the delay.") var delayProbability = 1.0
+
+    func run() throws {
+        try SampleServer.run(host: host, port: port, replicaID: replicaID, maxConcurrentStreams: maxConcurrentStreams,
+                             faults: MeshProtoFaults(failProbability: failProbability, failCode: failCode,
+                                                     delayMs: delayMs, delayProbability: delayProbability))
+    }
+}

@@ -1,0 +1,111 @@
+import Dispatch
+import MeshgateGRPC
+import MeshgateHTTP2
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One client connection to the sample server: dispatches each request to
+/// its method handler by path.
+final class SampleConnection: HTTP2ConnectionDelegate {
+    let replica: ReplicaState
+    let methods: [String: (ServerCall) -> Void]
+
+    init(replica: ReplicaState, methods: [String: (ServerCall) -> Void]) {
+        self.replica = replica
+        self.methods = methods
+    }
+
+    func http2(_ connection: HTTP2Connection, didReceiveRequest headers: HTTP2HeaderList, stream: Int32, endStream: Bool) -> HTTP2StreamDelegate? {
+        let path = headers[":path"] ?? ""
+        let call = ServerCall(connection: connection, stream: stream, headers: headers, path: path, replica: replica)
+        if let handler = methods[path] {
+            handler(call)
+        } else {
+            call.finish(GRPCStatus(.unimplemented, "method \(path) is not implemented by replica \(replica.id)"))
+        }
+        if endStream { call.onEnd?() }
+        return call
+    }
+}
+
+/// The sample mesh service: one event loop, h2c, on the project's own
+/// HTTP/2 layer.
+final class SampleServer {
+    static func run(host: String, port: Int, replicaID: String, maxConcurrentStreams: Int, faults: MeshProtoFaults) throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        let settings = HTTP2Settings(maxConcurrentStreams: UInt32(maxConcurrentStreams))
+        let box = try loop.submit { () -> SampleServerBox in
+            let replica = ReplicaState(id: replicaID, eventLoop: loop)
+            faults.apply(to: replica)
+            var methods: [String: (ServerCall) -> Void] = [:]
+            MeshServiceHandlers.register(&methods)
+            HealthService.register(&methods)
+            ReflectionService.register(&methods)
+            ControlService.register(&methods)
+            return SampleServerBox(replica: replica, methods: methods)
+        }.wait()
+
+        let channel = try ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    box.replica.stats.connections += 1
+                    let connection = HTTP2Connection(role: .server, settings: settings,
+                                                     delegate: SampleConnection(replica: box.replica, methods: box.methods))
+                    try channel.pipeline.syncOperations.addHandler(connection)
+                    box.connections.append(connection)
+                }
+            }
+            .bind(host: host, port: port).wait()
+        log("listening", "\"replica\":\"\(replicaID)\",\"port\":\(channel.localAddress?.port ?? port)")
+
+        let stop = DispatchSemaphore(value: 0)
+        var sources: [DispatchSourceSignal] = []
+        for sig in [SIGTERM, SIGINT] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { stop.signal() }
+            source.resume()
+            sources.append(source)
+        }
+        stop.wait()
+        log("stopping", "\"replica\":\"\(replicaID)\"")
+        try? channel.close().wait()
+        try? loop.submit {
+            for c in box.connections where !c.isClosed { c.beginGracefulShutdown(finalGoAwayDelay: .milliseconds(100)) }
+        }.wait()
+        Thread_sleep(milliseconds: 300)
+        try? group.syncShutdownGracefully()
+        _ = sources
+    }
+
+    static func log(_ message: String, _ fields: String) {
+        var bytes = Array("{\"msg\":\"\(message)\",\(fields)}\n".utf8)
+        _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
+    }
+}
+
+private func Thread_sleep(milliseconds: Int) {
+    usleep(useconds_t(milliseconds * 1000))
+}
+
+/// The replica's state, handed to channel initializers on other threads.
+/// `@unchecked Sendable`: the server runs a single event loop, and every use
+/// of the contents happens on it.
+final class SampleServerBox: @unchecked Sendable {
+    let replica: ReplicaState
+    let methods: [String: (ServerCall) -> Void]
+    var connections: [HTTP2Connection] = []
+
+    init(replica: ReplicaState, methods: [String: (ServerCall) -> Void]) {
+        self.replica = replica
+        self.methods = methods
+    }
+}

@@ -1,0 +1,62 @@
+"""Raw HTTP/2 load through the gateway with nghttp2's tools: h2load for volume,
+nghttp for the trailers h2load cannot show."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from meshkit import grpc_frame
+
+H2LOAD = "/usr/bin/h2load"
+GRPC_HEADERS = ["-H", "content-type: application/grpc", "-H", "te: trailers"]
+
+
+def tool(path_or_name: str) -> str:
+    exe = shutil.which(path_or_name)
+    if exe is None:
+        pytest.fail(f"{path_or_name} not found: apt-get install nghttp2-client")
+    return exe
+
+
+@pytest.fixture
+def process_body(mesh, tmp_path):
+    """A file holding one gRPC-framed ProcessRequest."""
+    request = mesh.pb2.ProcessRequest(request_id="h2load", data="load")
+    path = tmp_path / "process.body"
+    path.write_bytes(grpc_frame(request.SerializeToString()))
+    return path
+
+
+def process_url(mesh) -> str:
+    return f"http://{mesh.address}/mesh.v1.MeshService/Process"
+
+
+def test_h2load_2000_unary_requests(mesh, process_body):
+    """2,000 unary calls over 4 connections x 10 streams all get 2xx answers."""
+    result = subprocess.run(
+        [tool(H2LOAD), "-n", "2000", "-c", "4", "-m", "10", "-d", str(process_body),
+         *GRPC_HEADERS, process_url(mesh)],
+        capture_output=True, text=True, timeout=120)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "2000 succeeded" in out, out
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    assert codes, out
+    assert tuple(int(c) for c in codes.groups()) == (2000, 0, 0, 0), out
+
+
+def test_nghttp_sees_grpc_status_ok(mesh, process_body):
+    """The same request with nghttp shows the response trailers carry
+    grpc-status: 0 (h2load only sees :status)."""
+    result = subprocess.run(
+        [tool("nghttp"), "-v", "-n", "-t", "10", "-d", str(process_body), *GRPC_HEADERS,
+         process_url(mesh)],
+        capture_output=True, timeout=30)
+    out = result.stdout.decode("utf-8", errors="replace")
+    assert result.returncode == 0, out + result.stderr.decode(errors="replace")
+    assert re.search(r"\bgrpc-status: 0\s*$", out, re.MULTILINE), out
+    assert re.search(r":status: 200\b", out), out
