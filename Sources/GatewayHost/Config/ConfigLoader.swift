@@ -24,19 +24,17 @@ public enum ConfigLoader {
         if case .null = root {
             throw ConfigError(file: file, mark: nil, field: "", message: "the config is empty; it needs at least `listeners:` and `clusters:`")
         }
-        var top = try YAMLFieldReader(root, file: file, path: "")
+        let top = try YAMLFieldReader(root, file: file, path: "", allowed: ["runtime", "admin", "listeners", "clusters"])
         var config = GatewayConfig(runtime: RuntimeConfig(), admin: nil, listeners: [], clusters: [], sourceFile: file)
 
         if let node = top.node("runtime") {
-            var r = try YAMLFieldReader(node, file: file, path: "runtime")
+            let r = try YAMLFieldReader(node, file: file, path: "runtime", allowed: ["event_loops", "drain_timeout"])
             config.runtime.eventLoops = try r.int("event_loops", range: 1...256)
             if let d = try r.duration("drain_timeout") { config.runtime.drainTimeout = d }
-            try r.rejectUnknownKeys(allowed: ["event_loops", "drain_timeout"])
         }
         if let node = top.node("admin") {
-            var a = try YAMLFieldReader(node, file: file, path: "admin")
+            let a = try YAMLFieldReader(node, file: file, path: "admin", allowed: ["address"])
             config.admin = AdminConfig(address: try a.requiredAddress("address"))
-            try a.rejectUnknownKeys(allowed: ["address"])
         }
 
         var clusterMarks: [String: YAMLMark] = [:]
@@ -67,12 +65,11 @@ public enum ConfigLoader {
             addresses[listener.address] = listener.name
             config.listeners.append(listener)
         }
-        try top.rejectUnknownKeys(allowed: ["runtime", "admin", "listeners", "clusters"])
         return config
     }
 
     private static func parseListener(_ node: YAMLNode, file: String, path: String, clusters: Set<String>) throws(ConfigError) -> ListenerConfig {
-        var l = try YAMLFieldReader(node, file: file, path: path)
+        let l = try YAMLFieldReader(node, file: file, path: path, allowed: ["name", "address", "routes", "max_concurrent_streams"])
         let name = try l.requiredString("name")
         let address = try l.requiredAddress("address")
         var listener = ListenerConfig(name: name, address: address, routes: [])
@@ -80,14 +77,13 @@ public enum ConfigLoader {
         for (routeNode, routePath) in try l.list("routes") {
             listener.routes.append(try parseRoute(routeNode, file: file, path: routePath, clusters: clusters))
         }
-        try l.rejectUnknownKeys(allowed: ["name", "address", "routes", "max_concurrent_streams"])
         return listener
     }
 
     private static func parseRoute(_ node: YAMLNode, file: String, path: String, clusters: Set<String>) throws(ConfigError) -> RouteConfig {
-        var r = try YAMLFieldReader(node, file: file, path: path)
+        let r = try YAMLFieldReader(node, file: file, path: path, allowed: ["match", "cluster", "timeout", "max_timeout", "filters"])
         let matchNode = try r.requiredNode("match")
-        var m = try YAMLFieldReader(matchNode, file: file, path: r.fieldPath("match"))
+        let m = try YAMLFieldReader(matchNode, file: file, path: r.fieldPath("match"), allowed: ["service", "method", "path_prefix", "headers"])
         var match = RouteMatchConfig()
         match.service = try m.string("service")
         if let method = try m.string("method") {
@@ -103,11 +99,10 @@ public enum ConfigLoader {
             throw m.error("path_prefix", m.node("path_prefix"), "must start with '/'")
         }
         for (headerNode, headerPath) in try m.list("headers") {
-            var h = try YAMLFieldReader(headerNode, file: file, path: headerPath)
+            let h = try YAMLFieldReader(headerNode, file: file, path: headerPath, allowed: ["name", "exact", "present"])
             let name = try h.requiredString("name").lowercased()
             let exact = try h.string("exact")
             let present = try h.bool("present")
-            try h.rejectUnknownKeys(allowed: ["name", "exact", "present"])
             switch (exact, present) {
             case (let value?, nil): match.headers.append(HeaderMatchConfig(name: name, rule: .exact(value)))
             case (nil, let p?): match.headers.append(HeaderMatchConfig(name: name, rule: .present(p)))
@@ -115,7 +110,6 @@ public enum ConfigLoader {
                 throw ConfigError(file: file, mark: headerNode.mark, field: headerPath, message: "give exactly one of `exact:` or `present:`")
             }
         }
-        try m.rejectUnknownKeys(allowed: ["service", "method", "path_prefix", "headers"])
 
         let cluster = try r.requiredString("cluster")
         guard clusters.contains(cluster) else {
@@ -125,12 +119,10 @@ public enum ConfigLoader {
         var route = RouteConfig(match: match, cluster: cluster, timeout: try r.duration("timeout"),
                                 maxTimeout: try r.duration("max_timeout"), filters: [], mark: node.mark)
         for (filterNode, filterPath) in try r.list("filters") {
-            var f = try YAMLFieldReader(filterNode, file: file, path: filterPath)
+            let f = try YAMLFieldReader(filterNode, file: file, path: filterPath, allowed: ["plugin", "config"])
             let filter = FilterConfig(plugin: try f.requiredString("plugin"), config: f.node("config"), mark: filterNode.mark)
-            try f.rejectUnknownKeys(allowed: ["plugin", "config"])
             route.filters.append(try resolve(filter, path: filterPath, file: file))
         }
-        try r.rejectUnknownKeys(allowed: ["match", "cluster", "timeout", "max_timeout", "filters"])
         return route
     }
 
@@ -142,7 +134,7 @@ public enum ConfigLoader {
     }
 
     private static func parseCluster(_ node: YAMLNode, file: String, path: String) throws(ConfigError) -> ClusterConfig {
-        var c = try YAMLFieldReader(node, file: file, path: path)
+        let c = try YAMLFieldReader(node, file: file, path: path, allowed: ["name", "endpoints", "connect_timeout", "max_connections_per_endpoint"])
         var cluster = ClusterConfig(name: try c.requiredString("name"), endpoints: [])
         if let d = try c.duration("connect_timeout") { cluster.connectTimeout = d }
         if let n = try c.int("max_connections_per_endpoint", range: 1...1024) { cluster.maxConnectionsPerEndpoint = n }
@@ -152,16 +144,14 @@ public enum ConfigLoader {
         }
         var seen: Set<SocketAddressSpec> = []
         for (endpointNode, endpointPath) in endpointNodes {
-            var e = try YAMLFieldReader(endpointNode, file: file, path: endpointPath)
+            let e = try YAMLFieldReader(endpointNode, file: file, path: endpointPath, allowed: ["address", "weight"])
             var endpoint = EndpointConfig(address: try e.requiredAddress("address"))
             if let w = try e.int("weight", range: 1...10_000) { endpoint.weight = w }
-            try e.rejectUnknownKeys(allowed: ["address", "weight"])
             if !seen.insert(endpoint.address).inserted {
                 throw ConfigError(file: file, mark: endpointNode.mark, field: "\(endpointPath).address", message: "endpoint \(endpoint.address) is listed twice")
             }
             cluster.endpoints.append(endpoint)
         }
-        try c.rejectUnknownKeys(allowed: ["name", "endpoints", "connect_timeout", "max_connections_per_endpoint"])
         return cluster
     }
 

@@ -7,9 +7,10 @@ struct YAMLFieldReader {
     let path: String
     let mark: YAMLMark
     private let pairs: [(key: String, keyMark: YAMLMark, value: YAMLNode)]
-    private var used: Set<String> = []
 
-    init(_ node: YAMLNode, file: String, path: String) throws(ConfigError) {
+    /// Refuses any key outside `allowed` up front, so a misspelt key is
+    /// reported as such rather than as a missing required field.
+    init(_ node: YAMLNode, file: String, path: String, allowed: [String]) throws(ConfigError) {
         self.file = file
         self.path = path
         self.mark = node.mark
@@ -25,6 +26,10 @@ struct YAMLFieldReader {
             if !seen.insert(name).inserted {
                 throw ConfigError(file: file, mark: key.mark, field: Self.join(path, name), message: "key given twice")
             }
+            guard allowed.contains(name) else {
+                let known = allowed.sorted().joined(separator: ", ")
+                throw ConfigError(file: file, mark: key.mark, field: Self.join(path, name), message: "unknown key (known keys here: \(known))")
+            }
             pairs.append((name, key.mark, value))
         }
         self.pairs = pairs
@@ -38,28 +43,27 @@ struct YAMLFieldReader {
         ConfigError(file: file, mark: node?.mark ?? mark, field: fieldPath(key), message: message)
     }
 
-    /// The raw node of `key`, marking it as known.
-    mutating func node(_ key: String) -> YAMLNode? {
-        used.insert(key)
+    /// The raw node of `key`; nil when absent or null.
+    func node(_ key: String) -> YAMLNode? {
         guard let entry = pairs.first(where: { $0.key == key }) else { return nil }
         if case .null = entry.value { return nil }
         return entry.value
     }
 
-    mutating func requiredNode(_ key: String) throws(ConfigError) -> YAMLNode {
+    func requiredNode(_ key: String) throws(ConfigError) -> YAMLNode {
         guard let n = node(key) else {
             throw ConfigError(file: file, mark: mark, field: fieldPath(key), message: "required field is missing")
         }
         return n
     }
 
-    mutating func string(_ key: String) throws(ConfigError) -> String? {
+    func string(_ key: String) throws(ConfigError) -> String? {
         guard let n = node(key) else { return nil }
         guard let text = n.scalarText else { throw error(key, n, "expected a string, found \(n.kindName)") }
         return text
     }
 
-    mutating func requiredString(_ key: String) throws(ConfigError) -> String {
+    func requiredString(_ key: String) throws(ConfigError) -> String {
         guard let s = try string(key) else {
             throw ConfigError(file: file, mark: mark, field: fieldPath(key), message: "required field is missing")
         }
@@ -67,7 +71,7 @@ struct YAMLFieldReader {
         return s
     }
 
-    mutating func int(_ key: String, range: ClosedRange<Int>) throws(ConfigError) -> Int? {
+    func int(_ key: String, range: ClosedRange<Int>) throws(ConfigError) -> Int? {
         guard let n = node(key) else { return nil }
         guard let text = n.scalarText, let value = Int(text) else {
             throw error(key, n, "expected a whole number, found \(n.scalarText.map { "'\($0)'" } ?? n.kindName)")
@@ -76,7 +80,7 @@ struct YAMLFieldReader {
         return value
     }
 
-    mutating func bool(_ key: String) throws(ConfigError) -> Bool? {
+    func bool(_ key: String) throws(ConfigError) -> Bool? {
         guard let n = node(key) else { return nil }
         switch n.scalarText {
         case "true", "True", "yes": return true
@@ -85,7 +89,7 @@ struct YAMLFieldReader {
         }
     }
 
-    mutating func duration(_ key: String) throws(ConfigError) -> Duration? {
+    func duration(_ key: String) throws(ConfigError) -> Duration? {
         guard let n = node(key) else { return nil }
         guard let text = n.scalarText, let d = DurationParser.parse(text) else {
             throw error(key, n, "expected a duration such as 250ms, 5s or 1m, found \(n.scalarText.map { "'\($0)'" } ?? n.kindName)")
@@ -93,7 +97,7 @@ struct YAMLFieldReader {
         return d
     }
 
-    mutating func address(_ key: String) throws(ConfigError) -> SocketAddressSpec? {
+    func address(_ key: String) throws(ConfigError) -> SocketAddressSpec? {
         guard let text = try string(key) else { return nil }
         do {
             return try SocketAddressSpec.parse(text)
@@ -102,7 +106,7 @@ struct YAMLFieldReader {
         }
     }
 
-    mutating func requiredAddress(_ key: String) throws(ConfigError) -> SocketAddressSpec {
+    func requiredAddress(_ key: String) throws(ConfigError) -> SocketAddressSpec {
         guard let a = try address(key) else {
             throw ConfigError(file: file, mark: mark, field: fieldPath(key), message: "required field is missing")
         }
@@ -110,19 +114,11 @@ struct YAMLFieldReader {
     }
 
     /// The items of a list field (empty when absent).
-    mutating func list(_ key: String) throws(ConfigError) -> [(node: YAMLNode, path: String)] {
+    func list(_ key: String) throws(ConfigError) -> [(node: YAMLNode, path: String)] {
         guard let n = node(key) else { return [] }
         guard case .sequence(let items, _) = n else {
             throw error(key, n, "expected a list, found \(n.kindName)")
         }
         return items.enumerated().map { ($0.element, "\(fieldPath(key))[\($0.offset)]") }
-    }
-
-    /// Fails on the first key that no reader asked for.
-    func rejectUnknownKeys(allowed: [String]) throws(ConfigError) {
-        for entry in pairs where !used.contains(entry.key) {
-            let known = allowed.sorted().joined(separator: ", ")
-            throw ConfigError(file: file, mark: entry.keyMark, field: fieldPath(entry.key), message: "unknown key (known keys here: \(known))")
-        }
     }
 }

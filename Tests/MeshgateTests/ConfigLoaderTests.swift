@@ -1,0 +1,127 @@
+import Testing
+@testable import GatewayHost
+
+@Suite struct ConfigLoaderTests {
+    let valid = """
+        admin: { address: 127.0.0.1:9901 }
+        runtime: { drain_timeout: 2s }
+        listeners:
+          - name: public
+            address: 0.0.0.0:50051
+            routes:
+              - match: { service: mesh.v1.MeshService }
+                cluster: mesh
+                timeout: 5s
+                max_timeout: 30s
+                filters: []
+              - match:
+                  method: /mesh.v1.MeshService/Process
+                  headers: [{ name: X-Tenant, exact: blue }, { name: x-debug, present: true }]
+                cluster: mesh
+        clusters:
+          - name: mesh
+            connect_timeout: 250ms
+            endpoints:
+              - address: 127.0.0.1:50061
+              - { address: "[::1]:50062", weight: 2 }
+        """
+
+    @Test func parsesTheDocumentedShape() throws {
+        let config = try ConfigLoader.parse(valid, file: "mesh.yaml")
+        #expect(config.admin?.address == SocketAddressSpec(host: "127.0.0.1", port: 9901))
+        #expect(config.runtime.drainTimeout == .seconds(2))
+        #expect(config.listeners.count == 1)
+        let routes = config.listeners[0].routes
+        #expect(routes[0].match.service == "mesh.v1.MeshService")
+        #expect(routes[0].timeout == .seconds(5))
+        #expect(routes[0].maxTimeout == .seconds(30))
+        #expect(routes[1].match.method == "/mesh.v1.MeshService/Process")
+        #expect(routes[1].match.headers.count == 2)
+        #expect(routes[1].match.headers[0].name == "x-tenant")
+        #expect(config.clusters[0].connectTimeout == .milliseconds(250))
+        #expect(config.clusters[0].endpoints[1].address == SocketAddressSpec(host: "::1", port: 50062))
+        #expect(config.clusters[0].endpoints[1].weight == 2)
+        #expect(config.clusters[0].endpoints[0].weight == 1)
+    }
+
+    @Test func theShippedDefaultConfigIsValid() throws {
+        let file = #filePath.replacingOccurrences(of: "Tests/MeshgateTests/ConfigLoaderTests.swift", with: "config/mesh.yaml")
+        let config = try ConfigLoader.load(file: file)
+        #expect(!config.listeners.isEmpty)
+    }
+
+    private func error(_ yaml: String) -> ConfigError? {
+        do {
+            _ = try ConfigLoader.parse(yaml, file: "bad.yaml")
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    @Test func malformedYAMLNamesTheLine() throws {
+        let e = try #require(error("listeners:\n  - name: a\n   address: x\n"))
+        #expect(e.mark?.line == 3)
+        #expect(e.description.hasPrefix("bad.yaml:3:"))
+        #expect(e.message.contains("YAML syntax error"))
+    }
+
+    @Test func unknownKeyIsRefusedWithItsPath() throws {
+        let yaml = valid.replacingOccurrences(of: "        cluster: mesh\n        timeout: 5s", with: "        clusterz: mesh\n        timeout: 5s")
+        let e = try #require(error(yaml))
+        #expect(e.field == "listeners[0].routes[0].clusterz")
+        #expect(e.mark?.line == 8)
+        #expect(e.message.contains("unknown key"))
+    }
+
+    @Test func wrongTypesAreNamed() throws {
+        let weight = try #require(error(valid.replacingOccurrences(of: "weight: 2", with: "weight: heavy")))
+        #expect(weight.field == "clusters[0].endpoints[1].weight")
+        #expect(weight.message.contains("whole number"))
+        let listType = try #require(error(valid.replacingOccurrences(of: "routes:\n", with: "routes: 3\n    x:\n")))
+        #expect(listType.field.hasPrefix("listeners[0]"))
+    }
+
+    @Test func duplicateNamesAreRefused() throws {
+        let twoClusters = valid + "\n  - name: mesh\n    endpoints: [{ address: 127.0.0.1:1 }]\n"
+        let e = try #require(error(twoClusters))
+        #expect(e.field == "clusters[1].name")
+        #expect(e.message.contains("duplicate cluster name 'mesh'"))
+    }
+
+    @Test func routeToUnknownClusterIsRefused() throws {
+        let e = try #require(error(valid.replacingOccurrences(of: "cluster: mesh\n        timeout", with: "cluster: nowhere\n        timeout")))
+        #expect(e.field == "listeners[0].routes[0].cluster")
+        #expect(e.message.contains("unknown cluster 'nowhere'"))
+        #expect(e.mark?.line == 8)
+    }
+
+    @Test func badAddressesAreRefused() throws {
+        let port = try #require(error(valid.replacingOccurrences(of: "0.0.0.0:50051", with: "0.0.0.0:99999")))
+        #expect(port.field == "listeners[0].address")
+        #expect(port.message.contains("99999"))
+        let noPort = try #require(error(valid.replacingOccurrences(of: "0.0.0.0:50051", with: "nohost")))
+        #expect(noPort.message.contains("HOST:PORT"))
+    }
+
+    @Test func filtersNeedDeclaredPlugins() throws {
+        let e = try #require(error(valid.replacingOccurrences(of: "filters: []", with: "filters: [{ plugin: retry }]")))
+        #expect(e.field == "listeners[0].routes[0].filters[0].plugin")
+        #expect(e.message.contains("'retry' is not declared"))
+    }
+
+    @Test func emptyAndAliasedDocumentsAreRefused() throws {
+        #expect(error("")?.message.contains("empty") == true)
+        let alias = try #require(error("a: &x 1\nb: *x\n"))
+        #expect(alias.message.contains("not supported"))
+    }
+
+    @Test func durations() {
+        #expect(DurationParser.parse("250ms") == .milliseconds(250))
+        #expect(DurationParser.parse("1.5s") == .milliseconds(1500))
+        #expect(DurationParser.parse("2m") == .seconds(120))
+        #expect(DurationParser.parse("1.0") == .seconds(1))
+        #expect(DurationParser.parse("soon") == nil)
+        #expect(DurationParser.parse("-1s") == nil)
+    }
+}

@@ -1,0 +1,221 @@
+"""Bad input: broken configs are refused with a located message (no crash),
+a busy port stops `meshgate run`, and non-gRPC bytes against a running
+gateway are answered or closed without hurting the next real call."""
+
+from __future__ import annotations
+
+import random
+import re
+import socket
+import subprocess
+from dataclasses import dataclass
+from typing import Optional
+
+import grpc
+import pytest
+
+from meshkit import (
+    HOST,
+    free_port,
+    h2_request,
+    insecure_channel,
+    parse_h2_frames,
+    read_until_close,
+)
+
+CRASH_MARKERS = ("Fatal error", "Program crashed", "Current stack trace", "Stack dump",
+                 "Backtrace", "Segmentation fault")
+
+VALID = """\
+listeners:
+  - name: public
+    address: 127.0.0.1:18080
+    routes:
+      - match: { service: mesh.v1.MeshService }
+        cluster: mesh
+clusters:
+  - name: mesh
+    endpoints:
+      - address: 127.0.0.1:19001
+      - address: 127.0.0.1:19002
+        weight: 2
+"""
+
+
+@dataclass
+class BrokenConfig:
+    id: str
+    text: str
+    marker: str  # text on the line the error must point at
+    field: Optional[str]  # dotted field path in the message (None: YAML syntax error)
+    occurrence: int = 1  # which occurrence of `marker` is the bad one
+    mentions: str = ""  # another fragment the message must contain
+
+    def line(self) -> int:
+        lines = self.text.splitlines()
+        hits = [i + 1 for i, line in enumerate(lines) if self.marker in line]
+        assert len(hits) >= self.occurrence, f"marker {self.marker!r} not in the config"
+        return hits[self.occurrence - 1]
+
+
+BROKEN = [
+    BrokenConfig(
+        "malformed-yaml",
+        VALID.replace("    routes:\n", "   routes:\n"),
+        marker="   routes:", field=None, mentions="YAML"),
+    BrokenConfig(
+        "unknown-key",
+        VALID.replace("        cluster: mesh\n", "        cluster: mesh\n        clusterz: mesh\n"),
+        marker="clusterz:", field="listeners[0].routes[0].clusterz", mentions="unknown key"),
+    BrokenConfig(
+        "address-as-list",
+        VALID.replace("address: 127.0.0.1:18080", "address: [127.0.0.1, 18080]"),
+        marker="address: [127.0.0.1, 18080]", field="listeners[0].address"),
+    BrokenConfig(
+        "weight-not-a-number",
+        VALID.replace("weight: 2", 'weight: "abc"'),
+        marker='weight: "abc"', field="clusters[0].endpoints[1].weight", mentions="abc"),
+    BrokenConfig(
+        "duplicate-listener",
+        VALID.replace("clusters:\n", "  - name: public\n    address: 127.0.0.1:18081\n"
+                                     "    routes: []\nclusters:\n"),
+        marker="- name: public", occurrence=2, field="listeners[1].name", mentions="public"),
+    BrokenConfig(
+        "duplicate-cluster",
+        VALID + "  - name: mesh\n    endpoints:\n      - address: 127.0.0.1:19003\n",
+        marker="- name: mesh", occurrence=2, field="clusters[1].name", mentions="mesh"),
+    BrokenConfig(
+        "unknown-cluster",
+        VALID.replace("        cluster: mesh\n", "        cluster: nope\n"),
+        marker="cluster: nope", field="listeners[0].routes[0].cluster", mentions="nope"),
+    BrokenConfig(
+        "port-out-of-range",
+        VALID.replace("127.0.0.1:18080", "127.0.0.1:99999"),
+        marker="127.0.0.1:99999", field="listeners[0].address", mentions="99999"),
+    BrokenConfig(
+        "address-without-port",
+        VALID.replace("address: 127.0.0.1:19001", "address: nohost"),
+        marker="address: nohost", field="clusters[0].endpoints[0].address", mentions="nohost"),
+]
+
+
+def run_meshgate(bins, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess:
+    """Runs meshgate to completion; fails the test if it is still running after `timeout`."""
+    proc = subprocess.Popen([str(bins.meshgate), *args], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=10)
+        pytest.fail(f"`meshgate {' '.join(args)}` still running after {timeout}s\n{err[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess) -> None:
+    """A non-zero exit chosen by meshgate: not a signal, not a crash report."""
+    assert result.returncode != 0, f"expected a failure, got exit 0\n{result.stderr}"
+    assert 0 < result.returncode < 128, f"killed/crashed: exit {result.returncode}\n{result.stderr}"
+    for marker in CRASH_MARKERS:
+        assert marker not in result.stderr, f"crash output ({marker!r}):\n{result.stderr}"
+
+
+# --------------------------------------------------------------------------
+# meshgate validate / run
+
+
+def test_valid_config_passes_validation(bins, tmp_path):
+    """The base config the broken ones are made from is valid (exit 0)."""
+    path = tmp_path / "valid.yaml"
+    path.write_text(VALID)
+    result = run_meshgate(bins, "validate", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("case", BROKEN, ids=[c.id for c in BROKEN])
+def test_validate_reports_file_line_and_field(bins, tmp_path, case):
+    """`meshgate validate` refuses the config with FILE:LINE:COLUMN: FIELD:
+    pointing at the offending line, without crashing."""
+    path = tmp_path / f"{case.id}.yaml"
+    path.write_text(case.text)
+    result = run_meshgate(bins, "validate", "--config", str(path))
+    assert_clean_failure(result)
+    where = re.escape(str(path)) + rf":{case.line()}:\d+: "
+    if case.field is not None:
+        where += re.escape(case.field) + ":"
+    assert re.search(where, result.stderr), (
+        f"expected /{where}/ in stderr:\n{result.stderr}")
+    assert case.mentions in result.stderr
+
+
+def test_run_on_busy_port_fails_naming_the_address(bins, tmp_path):
+    """`meshgate run` with a listener on a port someone else holds exits
+    non-zero and says which address it could not bind."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind((HOST, 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        config = VALID.replace("127.0.0.1:18080", f"127.0.0.1:{port}").replace(
+            "127.0.0.1:19001", f"127.0.0.1:{free_port()}").replace(
+            "127.0.0.1:19002", f"127.0.0.1:{free_port()}")
+        path = tmp_path / "busy.yaml"
+        path.write_text(config)
+        result = run_meshgate(bins, "run", "--config", str(path))
+    assert_clean_failure(result)
+    assert f"127.0.0.1:{port}" in result.stderr, result.stderr
+
+
+# --------------------------------------------------------------------------
+# Non-gRPC bytes against a running gateway
+
+
+def assert_gateway_still_serves(mesh) -> None:
+    """A normal unary call on a new connection still succeeds."""
+    with insecure_channel(mesh.port) as channel:
+        stub = mesh.pb2_grpc.MeshServiceStub(channel)
+        response = stub.Process(mesh.pb2.ProcessRequest(request_id="after", data="ok"), timeout=10)
+    assert response.result == "processed: ok"
+
+
+def test_http1_request_gets_4xx_or_close(mesh):
+    """An HTTP/1.1 request gets an HTTP/1.x 4xx answer or a closed connection
+    (possibly after the server's own HTTP/2 frames), never a success."""
+    with socket.create_connection((HOST, mesh.port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: meshgate\r\nConnection: close\r\n\r\n")
+        data, closed = read_until_close(sock, timeout=5)
+    status = re.match(rb"HTTP/1\.[01] (\d{3}) ", data)
+    if status:
+        assert status.group(1).startswith(b"4"), data[:200]
+    else:
+        assert closed, f"connection neither answered nor closed: {data[:200]!r}"
+        assert parse_h2_frames(data) is not None, f"unexpected bytes: {data[:200]!r}"
+    assert_gateway_still_serves(mesh)
+
+
+def test_random_garbage_gets_closed(mesh):
+    """4 KiB of random bytes make the gateway close the connection (or send a
+    GOAWAY) within 5 s."""
+    garbage = random.Random(1234).randbytes(4096)
+    with socket.create_connection((HOST, mesh.port), timeout=5) as sock:
+        try:
+            sock.sendall(garbage)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed while we were still writing: that is a close too
+        data, closed = read_until_close(sock, timeout=5)
+    frames = parse_h2_frames(data) or []
+    assert closed or any(f[0] == "GOAWAY" for f in frames), (
+        f"no close and no GOAWAY within 5 s; got {data[:200]!r}")
+    assert_gateway_still_serves(mesh)
+
+
+def test_non_grpc_content_type_gets_415(mesh):
+    """An HTTP/2 POST with content-type text/plain to a gRPC path gets
+    :status 415 with a grpc-status, not a 200 with data."""
+    headers = [(":method", "POST"), (":scheme", "http"), (":authority", mesh.address),
+               (":path", "/mesh.v1.MeshService/Process"), ("content-type", "text/plain"),
+               ("te", "trailers")]
+    response = h2_request(mesh.port, headers, b"hello")
+    assert response.blocks, f"no response headers (stream ended by {response.ended})"
+    assert response.blocks[0].get(":status") == "415", response.blocks
+    assert response.header("grpc-status") is not None, response.blocks
+    assert_gateway_still_serves(mesh)
