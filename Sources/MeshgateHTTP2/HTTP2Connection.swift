@@ -81,7 +81,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         createSession()
-        if context.channel.isActive { start() }
+        if context.channel.isActive && role == .client { start() }
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
@@ -89,7 +89,9 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     }
 
     public func channelActive(context: ChannelHandlerContext) {
-        start()
+        // A server speaks only after the client's first bytes show it is an
+        // HTTP/2 client: an HTTP/1.1 client then gets a plain HTTP/1.1 answer.
+        if role == .client { start() }
         context.fireChannelActive()
     }
 
@@ -101,13 +103,20 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard let session, !isClosed else { return }
         let buffer = unwrapInboundIn(data)
+        if !sawFirstBytes && role == .server {
+            if HTTP2Connection.looksLikeHTTP1(buffer) {
+                refuseHTTP1()
+                return
+            }
+            start()
+        }
         inRead = true
         let result = buffer.withUnsafeReadableBytes { bytes in
             nghttp2_session_mem_recv(session, bytes.bindMemory(to: UInt8.self).baseAddress, bytes.count)
         }
         inRead = false
         if result < 0 {
-            failConnection(code: Int32(truncatingIfNeeded: result), firstBytes: sawFirstBytes ? nil : buffer)
+            failConnection(code: Int32(truncatingIfNeeded: result))
             return
         }
         sawFirstBytes = true
@@ -387,19 +396,21 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         self.delegate?.http2(self, didCloseStream: state.id)
     }
 
-    private func failConnection(code: Int32, firstBytes: ByteBuffer?) {
+    private func refuseHTTP1() {
+        guard let context else { return }
+        closeReason = "HTTP/1.x request on an HTTP/2-only port"
+        var answer = context.channel.allocator.buffer(capacity: 160)
+        let body = "This port speaks HTTP/2 (gRPC) only.\n"
+        answer.writeString("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)")
+        context.writeAndFlush(wrapOutboundOut(answer), promise: nil)
+        close()
+    }
+
+    private func failConnection(code: Int32) {
         let reason = String(cString: nghttp2_strerror(code))
         closeReason = "HTTP/2 protocol error: \(reason)"
-        if code == NGHTTP2_ERR_BAD_CLIENT_MAGIC.rawValue, let firstBytes, let context, HTTP2Connection.looksLikeHTTP1(firstBytes) {
-            // A plain HTTP/1.1 client on an h2c port gets an answer it can read.
-            var answer = context.channel.allocator.buffer(capacity: 160)
-            let body = "This port speaks HTTP/2 (gRPC) only.\n"
-            answer.writeString("HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)")
-            context.writeAndFlush(wrapOutboundOut(answer), promise: nil)
-        } else {
-            // nghttp2 has queued a GOAWAY explaining the error: send it.
-            flush()
-        }
+        // nghttp2 has queued a GOAWAY explaining the error: send it.
+        flush()
         close()
     }
 

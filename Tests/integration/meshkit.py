@@ -334,3 +334,79 @@ def read_until_close(sock: socket.socket, timeout: float) -> tuple[bytes, bool]:
         if not chunk:
             return data, True
         data += chunk
+
+
+@dataclass
+class H2Response:
+    """What came back for one raw HTTP/2 request."""
+
+    blocks: list[dict[str, str]]  # header blocks in order: response headers, trailers
+    data: bytes
+    ended: str  # "end_stream", "reset ...", "goaway ..." or "connection closed"
+
+    def header(self, name: str) -> Optional[str]:
+        """The value of `name` in the last header block that has it."""
+        for block in reversed(self.blocks):
+            if name in block:
+                return block[name]
+        return None
+
+
+def h2_request(port: int, headers: list[tuple[str, str]], body: bytes,
+               timeout: float = 5.0) -> H2Response:
+    """Sends one HTTP/2 request (prior knowledge, plaintext) with the `h2`
+    package and reads until its stream ends, at most `timeout` seconds."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    conn = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    blocks: list[dict[str, str]] = []
+    data = b""
+    ended: Optional[str] = None
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        conn.initiate_connection()
+        stream_id = conn.get_next_available_stream_id()
+        conn.send_headers(stream_id, headers)
+        conn.send_data(stream_id, body, end_stream=True)
+        sock.sendall(conn.data_to_send())
+        deadline = time.monotonic() + timeout
+        while ended is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"stream not ended within {timeout}s; got {blocks}")
+            sock.settimeout(remaining)
+            chunk = sock.recv(65536)
+            if not chunk:
+                ended = "connection closed"
+                break
+            for event in conn.receive_data(chunk):
+                if isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+                    blocks.append(dict(event.headers))
+                elif isinstance(event, h2.events.DataReceived):
+                    data += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded) and event.stream_id == stream_id:
+                    ended = "end_stream"
+                elif isinstance(event, h2.events.StreamReset) and event.stream_id == stream_id:
+                    ended = f"reset {event.error_code!r}"
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    ended = f"goaway {event.error_code!r}"
+            sock.sendall(conn.data_to_send())
+    return H2Response(blocks, data, ended)
+
+
+def grpc_messages(data: bytes) -> list[bytes]:
+    """Splits a gRPC response body into its (uncompressed) messages."""
+    messages = []
+    offset = 0
+    while offset + 5 <= len(data):
+        if data[offset] != 0:
+            raise ValueError("compressed gRPC message")
+        length = int.from_bytes(data[offset + 1:offset + 5], "big")
+        messages.append(data[offset + 5:offset + 5 + length])
+        offset += 5 + length
+    if offset != len(data):
+        raise ValueError(f"{len(data) - offset} trailing bytes after the last gRPC message")
+    return messages

@@ -11,7 +11,6 @@ import subprocess
 from dataclasses import dataclass
 from typing import Optional
 
-import grpc
 import pytest
 
 from meshkit import (

@@ -15,6 +15,9 @@ import pytest
 from meshkit import (
     free_port,
     gateway_config,
+    grpc_frame,
+    grpc_messages,
+    h2_request,
     insecure_channel,
     parse_grpc_timeout,
     port_accepts,
@@ -308,13 +311,37 @@ def test_route_default_timeout_sent_upstream(mesh, stub):
 
 
 def test_grpc_timeout_rewritten_for_upstream(mesh, stub):
-    """The upstream receives the client's 10 s deadline as a grpc-timeout of
-    at most 10 s and more than 9 s."""
+    """With a grpcio client and a 10 s deadline, the upstream's grpc-timeout is
+    just under the client's: more than 9 s, and at most 10 s plus the 1%
+    grpc-core may add when it encodes the deadline (it sends e.g. `10100m`)."""
     response = stub.Process(mesh.pb2.ProcessRequest(request_id="gt"),
                             metadata=[("x-mesh-echo-headers", "1")], timeout=10)
     value = response.request_headers.get("grpc-timeout")
     assert value, f"upstream saw no grpc-timeout; headers: {dict(response.request_headers)}"
-    assert 9_000_000_000 < parse_grpc_timeout(value) <= 10_000_000_000
+    assert 9_000_000_000 < parse_grpc_timeout(value) <= 10_100_000_000
+
+
+@pytest.mark.parametrize("sent, max_loss_ns", [
+    ("1H", 1_000_000_000), ("2M", 1_000_000_000), ("10S", 1_000_000_000),
+    ("10000m", 1_000_000_000), ("10000000u", 1_000_000_000), ("99999999n", 99_999_999),
+])
+def test_grpc_timeout_rewritten_exactly(mesh, sent, max_loss_ns):
+    """A raw HTTP/2 request with an exact grpc-timeout in each unit (H M S m u n):
+    the upstream sees the remaining time, never more than the client sent and
+    less than `max_loss_ns` below it."""
+    request = mesh.pb2.ProcessRequest(request_id="raw", data="t")
+    headers = [(":method", "POST"), (":scheme", "http"), (":authority", mesh.address),
+               (":path", "/mesh.v1.MeshService/Process"),
+               ("content-type", "application/grpc"), ("te", "trailers"),
+               ("grpc-timeout", sent), ("x-mesh-echo-headers", "1")]
+    reply = h2_request(mesh.port, headers, grpc_frame(request.SerializeToString()), timeout=10)
+    assert reply.header("grpc-status") == "0", reply.blocks
+    messages = grpc_messages(reply.data)
+    assert len(messages) == 1
+    seen = mesh.pb2.ProcessResponse.FromString(messages[0]).request_headers.get("grpc-timeout")
+    assert seen, "the upstream got no grpc-timeout"
+    sent_ns = parse_grpc_timeout(sent)
+    assert sent_ns - max_loss_ns < parse_grpc_timeout(seen) <= sent_ns, (sent, seen)
 
 
 @pytest.mark.parametrize("value, nanos", [

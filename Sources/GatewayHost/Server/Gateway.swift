@@ -67,18 +67,18 @@ public final class Gateway: Sendable {
 
     /// Runs until SIGTERM or SIGINT, then drains and returns.
     public func runUntilSignalled() async {
-        let done = group.next().makePromise(of: Void.self)
-        let sources = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
+        let (signals, continuation) = AsyncStream.makeStream(of: String.self)
+        let sources = [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")].map { sig, name -> DispatchSourceSignal in
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { [self] in
-                let name = sig == SIGTERM ? "SIGTERM" : "SIGINT"
-                Task { await self.drainAndStop(signal: name); done.succeed() }
-            }
+            source.setEventHandler { continuation.yield(name) }
             source.resume()
             return source
         }
-        try? await done.futureResult.get()
+        for await name in signals {
+            await drainAndStop(signal: name)
+            break
+        }
         sources.forEach { $0.cancel() }
     }
 

