@@ -11,18 +11,21 @@ import Glibc
 /// One client connection to the sample server: dispatches each request to
 /// its method handler by path.
 final class SampleConnection: HTTP2ConnectionDelegate {
-    let replica: ReplicaState
-    let methods: [String: (ServerCall) -> Void]
+    let box: SampleServerBox
+    var replica: ReplicaState { box.replica }
 
-    init(replica: ReplicaState, methods: [String: (ServerCall) -> Void]) {
-        self.replica = replica
-        self.methods = methods
+    init(box: SampleServerBox) {
+        self.box = box
+    }
+
+    func http2ConnectionDidClose(_ connection: HTTP2Connection) {
+        box.connections.removeValue(forKey: ObjectIdentifier(connection))
     }
 
     func http2(_ connection: HTTP2Connection, didReceiveRequest headers: HTTP2HeaderList, stream: Int32, endStream: Bool) -> HTTP2StreamDelegate? {
         let path = headers[":path"] ?? ""
         let call = ServerCall(connection: connection, stream: stream, headers: headers, path: path, replica: replica)
-        if let handler = methods[path] {
+        if let handler = box.methods[path] {
             handler(call)
         } else {
             call.finish(GRPCStatus(.unimplemented, "method \(path) is not implemented by replica \(replica.id)"))
@@ -57,10 +60,9 @@ final class SampleServer {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     box.replica.stats.connections += 1
-                    let connection = HTTP2Connection(role: .server, settings: settings,
-                                                     delegate: SampleConnection(replica: box.replica, methods: box.methods))
+                    let connection = HTTP2Connection(role: .server, settings: settings, writeBatch: box.writeBatch, delegate: SampleConnection(box: box))
                     try channel.pipeline.syncOperations.addHandler(connection)
-                    box.connections.append(connection)
+                    box.connections[ObjectIdentifier(connection)] = connection
                 }
             }
             .bind(host: host, port: port).wait()
@@ -79,7 +81,7 @@ final class SampleServer {
         log("stopping", "\"replica\":\"\(replicaID)\"")
         try? channel.close().wait()
         try? loop.submit {
-            for c in box.connections where !c.isClosed { c.beginGracefulShutdown(finalGoAwayDelay: .milliseconds(100)) }
+            for c in box.connections.values where !c.isClosed { c.beginGracefulShutdown(finalGoAwayDelay: .milliseconds(100)) }
         }.wait()
         Thread_sleep(milliseconds: 300)
         try? group.syncShutdownGracefully()
@@ -102,7 +104,8 @@ private func Thread_sleep(milliseconds: Int) {
 final class SampleServerBox: @unchecked Sendable {
     let replica: ReplicaState
     let methods: [String: (ServerCall) -> Void]
-    var connections: [HTTP2Connection] = []
+    var connections: [ObjectIdentifier: HTTP2Connection] = [:]
+    let writeBatch = HTTP2WriteBatch()
 
     init(replica: ReplicaState, methods: [String: (ServerCall) -> Void]) {
         self.replica = replica

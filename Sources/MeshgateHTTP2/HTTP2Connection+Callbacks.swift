@@ -41,9 +41,12 @@ extension HTTP2Connection {
         guard frame.hd.type == UInt8(NGHTTP2_HEADERS.rawValue) else { return 0 }
         let id = frame.hd.stream_id
         if role == .server, frame.headers.cat == NGHTTP2_HCAT_REQUEST {
-            streams[id] = StreamState(id: id, delegate: nil)
-        } else {
-            streams[id]?.incomingHeaders = HTTP2HeaderList()
+            let state = StreamState(id: id, delegate: nil)
+            state.incomingHeaders.reserveCapacity(12)
+            streams[id] = state
+        } else if let state = streams[id] {
+            state.incomingHeaders = HTTP2HeaderList()
+            state.incomingHeaders.reserveCapacity(8)
         }
         return 0
     }

@@ -47,9 +47,14 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     var pendingCredits: [(stream: Int32, bytes: Int)] = []
     var pendingCloses: [(state: StreamState, reason: HTTP2StreamCloseReason)] = []
 
-    public init(role: Role, settings: HTTP2Settings = HTTP2Settings(), delegate: HTTP2ConnectionDelegate?) {
+    /// Shared by the connections of one event loop; nil flushes each
+    /// connection on its own.
+    let writeBatch: HTTP2WriteBatch?
+
+    public init(role: Role, settings: HTTP2Settings = HTTP2Settings(), writeBatch: HTTP2WriteBatch? = nil, delegate: HTTP2ConnectionDelegate?) {
         self.role = role
         self.settings = settings
+        self.writeBatch = writeBatch
         self.delegate = delegate
     }
 
@@ -111,9 +116,11 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
             start()
         }
         inRead = true
+        writeBatch?.readers += 1
         let result = buffer.withUnsafeReadableBytes { bytes in
             nghttp2_session_mem_recv(session, bytes.bindMemory(to: UInt8.self).baseAddress, bytes.count)
         }
+        writeBatch?.readers -= 1
         inRead = false
         if result < 0 {
             failConnection(code: Int32(truncatingIfNeeded: result))
@@ -123,7 +130,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     }
 
     public func channelReadComplete(context: ChannelHandlerContext) {
-        flush()
+        if let writeBatch { writeBatch.flush(after: self) } else { flush() }
         context.fireChannelReadComplete()
     }
 
@@ -325,12 +332,17 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         scheduleFlush()
     }
 
-    /// Output is produced once per batch: at the end of a read, or in one
-    /// task queued on the loop for sends made outside a read.
+    /// Output is produced once per batch: at the end of a read (this
+    /// connection's, or any connection's of the same write batch), or in one
+    /// task queued on the loop for sends made outside any read.
     func scheduleFlush() {
         if inRead || flushScheduled || isClosed { return }
         guard let context else { return }
         flushScheduled = true
+        if let writeBatch, writeBatch.readers > 0 {
+            writeBatch.dirty.append(self)
+            return
+        }
         context.eventLoop.assumeIsolated().execute {
             self.flush()
         }
@@ -435,29 +447,38 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         delegate?.http2ConnectionDidClose(self)
     }
 
+    /// Calls `body` with the header block as nghttp2 name/value pairs, laid
+    /// out in stack-allocated scratch memory (nghttp2 copies them).
     func withNameValuePairs<R>(_ headers: HTTP2HeaderList, _ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
-        var storage: [UInt8] = []
-        var spans: [(nameStart: Int, nameCount: Int, valueStart: Int, valueCount: Int)] = []
-        spans.reserveCapacity(headers.count)
-        for (name, value) in headers {
-            let nameStart = storage.count
-            storage.append(contentsOf: name.utf8)
-            let valueStart = storage.count
-            storage.append(contentsOf: value.utf8)
-            spans.append((nameStart, valueStart - nameStart, valueStart, storage.count - valueStart))
-        }
-        storage.append(0)  // never empty, so the base address exists
-        return storage.withUnsafeMutableBufferPointer { raw in
-            let base = raw.baseAddress!
-            var pairs: [nghttp2_nv] = []
-            pairs.reserveCapacity(spans.count)
-            for span in spans {
-                pairs.append(nghttp2_nv(
-                    name: base + span.nameStart, value: base + span.valueStart,
-                    namelen: span.nameCount, valuelen: span.valueCount,
-                    flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
+        var byteCount = 1
+        for (name, value) in headers { byteCount += name.utf8.count + value.utf8.count }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: byteCount) { storage in
+            withUnsafeTemporaryAllocation(of: nghttp2_nv.self, capacity: max(headers.count, 1)) { pairs in
+                let base = storage.baseAddress!
+                var offset = 0
+                var count = 0
+                for (name, value) in headers {
+                    let nameStart = base + offset
+                    offset += copyUTF8(name, to: base + offset)
+                    let valueStart = base + offset
+                    offset += copyUTF8(value, to: base + offset)
+                    pairs[count] = nghttp2_nv(
+                        name: nameStart, value: valueStart,
+                        namelen: valueStart - nameStart, valuelen: base + offset - valueStart,
+                        flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+                    count += 1
+                }
+                return body(UnsafePointer(pairs.baseAddress!), count)
             }
-            return pairs.withUnsafeBufferPointer { body($0.baseAddress ?? UnsafePointer(bitPattern: 8)!, $0.count) }
+        }
+    }
+
+    private func copyUTF8(_ string: String, to destination: UnsafeMutablePointer<UInt8>) -> Int {
+        var string = string
+        return string.withUTF8 { bytes in
+            guard let source = bytes.baseAddress else { return 0 }
+            destination.update(from: source, count: bytes.count)
+            return bytes.count
         }
     }
 }

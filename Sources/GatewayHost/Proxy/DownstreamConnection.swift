@@ -41,6 +41,11 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
 
     func http2ConnectionDidClose(_ connection: HTTP2Connection) {
         loop.unregister(connection)
+        if let reason = connection.closeReason {
+            Log.info("downstream connection closed", [
+                "listener": listener.config.name, "peer": connection.remoteAddress.map { "\($0)" } ?? "?", "reason": reason,
+            ])
+        }
     }
 
     private func reply(_ connection: HTTP2Connection, _ stream: Int32, _ status: GRPCStatus, httpStatus: Int = 200) -> HTTP2StreamDelegate {

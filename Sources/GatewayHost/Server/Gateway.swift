@@ -47,7 +47,7 @@ public final class Gateway: Sendable {
                         let loop = contexts[ObjectIdentifier(channel.eventLoop)]!
                         // The TLS seam: a TLS handler goes here, below HTTP/2.
                         let downstream = DownstreamConnection(listener: listener, loop: loop)
-                        let http2 = HTTP2Connection(role: .server, settings: settings, delegate: downstream)
+                        let http2 = HTTP2Connection(role: .server, settings: settings, writeBatch: loop.writeBatch, delegate: downstream)
                         try channel.pipeline.syncOperations.addHandler(http2)
                         loop.register(http2)
                     }

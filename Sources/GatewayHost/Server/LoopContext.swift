@@ -12,6 +12,8 @@ import NIOCore
 final class LoopContext: @unchecked Sendable {
     let eventLoop: EventLoop
     let runtime: GatewayRuntime
+    /// Coalesces writes of every HTTP/2 connection (both directions) on this loop.
+    let writeBatch = HTTP2WriteBatch()
     private(set) var clusters: [ClusterPool] = []
     private var downstreams: [ObjectIdentifier: HTTP2Connection] = [:]
     private(set) var draining = false

@@ -70,13 +70,14 @@ final class EndpointPool {
         let connection = UpstreamConnection(pool: self)
         connections.append(connection)
         let bound = NIOLoopBound(connection, eventLoop: loop.eventLoop)
+        let writeBatch = NIOLoopBound(loop.writeBatch, eventLoop: loop.eventLoop)
         let timeout = TimeAmount.nanoseconds(cluster.connectTimeout.nanosecondsClamped)
         ClientBootstrap(group: loop.eventLoop)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let http2 = HTTP2Connection(role: .client, settings: UpstreamConnection.settings, delegate: bound.value)
+                    let http2 = HTTP2Connection(role: .client, settings: UpstreamConnection.settings, writeBatch: writeBatch.value, delegate: bound.value)
                     try channel.pipeline.syncOperations.addHandler(http2)
                     bound.value.http2 = http2
                 }

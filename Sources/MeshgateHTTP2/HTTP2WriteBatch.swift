@@ -1,0 +1,28 @@
+/// Coalesces the output of all HTTP/2 connections of one event loop.
+///
+/// While any connection of the loop is reading, a send on another connection
+/// (a proxy forwarding bytes) only marks it dirty; when the read batch ends,
+/// every dirty connection is flushed once. That is one write per connection
+/// per read batch, with no task queued on the loop.
+///
+/// One instance per event loop, used only from that loop.
+public final class HTTP2WriteBatch {
+    var readers = 0
+    var dirty: [HTTP2Connection] = []
+
+    public init() {
+        dirty.reserveCapacity(64)
+    }
+
+    /// Flushes `connection` and everything dirtied meanwhile, until quiet.
+    func flush(after connection: HTTP2Connection) {
+        readers += 1
+        connection.flush()
+        while !dirty.isEmpty {
+            let round = dirty
+            dirty.removeAll(keepingCapacity: true)
+            for c in round { c.flush() }
+        }
+        readers -= 1
+    }
+}
