@@ -131,17 +131,7 @@ extension HTTP2Connection {
             flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
             return 0
         }
-        var written = 0
-        while written < length, !state.outbound.isEmpty {
-            var chunk = state.outbound.removeFirst()
-            let n = min(length - written, chunk.readableBytes)
-            chunk.withUnsafeReadableBytes { bytes in
-                UnsafeMutableRawPointer(buffer + written).copyMemory(from: bytes.baseAddress!, byteCount: n)
-            }
-            chunk.moveReaderIndex(forwardBy: n)
-            written += n
-            if chunk.readableBytes > 0 { state.outbound.prepend(chunk) }
-        }
+        let written = state.outbound.drain(into: buffer, count: length)
         state.outboundBytes -= written
         if written > 0 { pendingCredits.append((id, written)) }
         if state.outbound.isEmpty && state.outboundEnded {

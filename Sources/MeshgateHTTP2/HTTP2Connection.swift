@@ -46,6 +46,10 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// into this connection safely.
     var pendingCredits: [(stream: Int32, bytes: Int)] = []
     var pendingCloses: [(state: StreamState, reason: HTTP2StreamCloseReason)] = []
+    /// Spare storage swapped with the pending lists while delivering them,
+    /// so that steady traffic allocates no new arrays.
+    private var deliveringCredits: [(stream: Int32, bytes: Int)] = []
+    private var deliveringCloses: [(state: StreamState, reason: HTTP2StreamCloseReason)] = []
 
     /// Shared by the connections of one event loop; nil flushes each
     /// connection on its own.
@@ -358,20 +362,19 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         var wrote = false
         var failure: Int = 0
         while context.channel.isWritable {
-            var out = context.channel.allocator.buffer(capacity: 16 * 1024)
-            while out.readableBytes < 64 * 1024 {
+            var out: ByteBuffer?
+            while (out?.readableBytes ?? 0) < 64 * 1024 {
                 var chunk: UnsafePointer<UInt8>?
                 let n = nghttp2_session_mem_send(session, &chunk)
                 if n < 0 { failure = n; break }
                 if n == 0 { break }
-                out.writeBytes(UnsafeRawBufferPointer(start: chunk, count: n))
+                if out == nil { out = context.channel.allocator.buffer(capacity: max(n, 1024)) }
+                out!.writeBytes(UnsafeRawBufferPointer(start: chunk, count: n))
             }
-            if out.readableBytes == 0 || failure != 0 {
-                if out.readableBytes > 0 { context.write(wrapOutboundOut(out), promise: nil); wrote = true }
-                break
-            }
+            guard let out else { break }
             context.write(wrapOutboundOut(out), promise: nil)
             wrote = true
+            if failure != 0 { break }
         }
         inSend = false
         if wrote { context.flush() }
@@ -388,16 +391,16 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
 
     private func deliverPendingEvents() {
         while !pendingCredits.isEmpty || !pendingCloses.isEmpty {
-            let credits = pendingCredits
-            pendingCredits.removeAll(keepingCapacity: true)
-            for credit in credits {
+            swap(&pendingCredits, &deliveringCredits)
+            for credit in deliveringCredits {
                 streams[credit.stream]?.delegate?.http2(self, stream: credit.stream, didWriteData: credit.bytes)
             }
-            let closes = pendingCloses
-            pendingCloses.removeAll(keepingCapacity: true)
-            for (state, reason) in closes {
+            deliveringCredits.removeAll(keepingCapacity: true)
+            swap(&pendingCloses, &deliveringCloses)
+            for (state, reason) in deliveringCloses {
                 notifyClosed(state, reason: reason)
             }
+            deliveringCloses.removeAll(keepingCapacity: true)
         }
     }
 
@@ -491,7 +494,7 @@ final class StreamState {
     var incomingHeaders = HTTP2HeaderList()
     var receivedInitialHeaders = false
     var sentHeaders = false
-    var outbound = CircularBuffer<ByteBuffer>()
+    var outbound = ByteChunkQueue()
     var outboundBytes = 0
     var outboundEnded = false
     var trailers: HTTP2HeaderList?

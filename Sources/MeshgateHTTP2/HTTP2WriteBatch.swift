@@ -9,9 +9,11 @@
 public final class HTTP2WriteBatch {
     var readers = 0
     var dirty: [HTTP2Connection] = []
+    private var flushing: [HTTP2Connection] = []
 
     public init() {
         dirty.reserveCapacity(64)
+        flushing.reserveCapacity(64)
     }
 
     /// Flushes `connection` and everything dirtied meanwhile, until quiet.
@@ -19,9 +21,9 @@ public final class HTTP2WriteBatch {
         readers += 1
         connection.flush()
         while !dirty.isEmpty {
-            let round = dirty
-            dirty.removeAll(keepingCapacity: true)
-            for c in round { c.flush() }
+            swap(&dirty, &flushing)
+            for c in flushing { c.flush() }
+            flushing.removeAll(keepingCapacity: true)
         }
         readers -= 1
     }

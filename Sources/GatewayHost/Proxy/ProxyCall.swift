@@ -26,7 +26,7 @@ final class ProxyCall: HTTP2StreamDelegate {
     private var upstreamOpen = false
 
     /// Request bytes that arrived before an upstream stream existed.
-    private var pendingRequest = CircularBuffer<ByteBuffer>()
+    private var pendingRequest = ByteChunkQueue()
     private var requestEnded = false
     private var requestTrailers: HTTP2HeaderList?
 

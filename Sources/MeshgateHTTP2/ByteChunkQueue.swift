@@ -1,0 +1,55 @@
+import NIOCore
+
+/// A FIFO of byte chunks that allocates nothing until its first chunk
+/// (most streams carry one or two), unlike `CircularBuffer`, which
+/// allocates its storage up front.
+public struct ByteChunkQueue {
+    private var chunks: [ByteBuffer] = []
+    private var head = 0
+
+    public init() {}
+
+    public var isEmpty: Bool { head == chunks.count }
+
+    public mutating func append(_ chunk: ByteBuffer) {
+        chunks.append(chunk)
+    }
+
+    public mutating func popFirst() -> ByteBuffer? {
+        guard head < chunks.count else { return nil }
+        let chunk = chunks[head]
+        head += 1
+        if head == chunks.count {
+            chunks.removeAll(keepingCapacity: true)
+            head = 0
+        }
+        return chunk
+    }
+
+    /// Copies up to `count` bytes from the front into `destination`,
+    /// dropping what was copied. Returns the number of bytes copied.
+    mutating func drain(into destination: UnsafeMutablePointer<UInt8>, count: Int) -> Int {
+        var copied = 0
+        while copied < count, head < chunks.count {
+            let n = min(count - copied, chunks[head].readableBytes)
+            chunks[head].withUnsafeReadableBytes { bytes in
+                UnsafeMutableRawPointer(destination + copied).copyMemory(from: bytes.baseAddress!, byteCount: n)
+            }
+            chunks[head].moveReaderIndex(forwardBy: n)
+            copied += n
+            if chunks[head].readableBytes == 0 {
+                head += 1
+            }
+        }
+        if head == chunks.count {
+            chunks.removeAll(keepingCapacity: true)
+            head = 0
+        }
+        return copied
+    }
+
+    public mutating func removeAll() {
+        chunks.removeAll()
+        head = 0
+    }
+}
