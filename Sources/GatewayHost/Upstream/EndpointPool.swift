@@ -86,13 +86,23 @@ final class EndpointPool {
             .assumeIsolated()
             .whenComplete { result in
                 switch result {
-                case .success: self.connectionReady(connection)
-                case .failure(let error): self.connectionFailed(connection, error: error)
+                case .success:
+                    // Ready only once the upstream's SETTINGS tell its stream
+                    // limit; an upstream that never sends them is a failure.
+                    self.loop.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+                        if connection.isConnecting {
+                            connection.failureReason = "no HTTP/2 SETTINGS from the upstream within \(timeout.nanoseconds / 1_000_000) ms"
+                            connection.http2?.close()
+                        }
+                    }
+                case .failure(let error):
+                    self.connectionFailed(connection, error: "\(error)")
                 }
             }
     }
 
-    private func connectionReady(_ connection: UpstreamConnection) {
+    /// The upstream's first SETTINGS arrived: the connection takes streams.
+    func connectionReady(_ connection: UpstreamConnection) {
         connection.isConnecting = false
         if consecutiveFailures > 0 {
             Log.info("upstream reachable again", ["cluster": cluster.name, "endpoint": address])
@@ -103,20 +113,23 @@ final class EndpointPool {
         serviceWaiters()
     }
 
-    private func connectionFailed(_ connection: UpstreamConnection, error: Error) {
+    /// Connecting failed (TCP, or the HTTP/2 handshake). Waiting calls go
+    /// back to be placed elsewhere: none of their bytes were sent.
+    func connectionFailed(_ connection: UpstreamConnection, error: String) {
+        guard connections.contains(where: { $0 === connection }) else { return }
         remove(connection)
         consecutiveFailures += 1
         let base = min(1.0 * pow1_6(consecutiveFailures - 1), 30.0)
         let jittered = base * Double.random(in: 0.8...1.2)
         retryAfter = .now() + .nanoseconds(Int64(jittered * 1e9))
-        lastConnectError = "\(error)"
+        lastConnectError = error
         Log.warning("upstream connect failed", [
-            "cluster": cluster.name, "endpoint": address, "error": "\(error)",
+            "cluster": cluster.name, "endpoint": address, "error": error,
             "retry_in_ms": String(Int(jittered * 1000)),
         ])
         let stranded = waiters
         waiters.removeAll()
-        for call in stranded { call.connectFailed(on: self, error: "\(error)") }
+        for call in stranded { call.connectFailed(on: self, error: error) }
     }
 
     private func pow1_6(_ n: Int) -> Double {

@@ -8,7 +8,9 @@ final class UpstreamConnection: HTTP2ConnectionDelegate {
 
     unowned let pool: EndpointPool
     var http2: HTTP2Connection?
+    /// True until the upstream's first SETTINGS frame.
     var isConnecting = true
+    var failureReason: String?
     private(set) var isClosed = false
 
     init(pool: EndpointPool) {
@@ -25,7 +27,11 @@ final class UpstreamConnection: HTTP2ConnectionDelegate {
     }
 
     func http2ConnectionDidReceiveSettings(_ connection: HTTP2Connection) {
-        pool.serviceWaiters()
+        if isConnecting {
+            pool.connectionReady(self)
+        } else {
+            pool.serviceWaiters()
+        }
     }
 
     func http2(_ connection: HTTP2Connection, didReceiveGoAway lastStreamID: Int32, errorCode: UInt32) {
@@ -39,6 +45,10 @@ final class UpstreamConnection: HTTP2ConnectionDelegate {
 
     func http2ConnectionDidClose(_ connection: HTTP2Connection) {
         isClosed = true
+        if isConnecting {
+            pool.connectionFailed(self, error: failureReason ?? connection.closeReason ?? "the upstream closed the connection before its HTTP/2 SETTINGS")
+            return
+        }
         if let reason = connection.closeReason {
             Log.warning("upstream connection closed", ["endpoint": pool.address, "reason": reason])
         }
