@@ -48,8 +48,13 @@ public struct ByteChunkQueue {
         return copied
     }
 
-    public mutating func removeAll() {
+    /// Drops every chunk; returns the number of bytes dropped.
+    @discardableResult
+    public mutating func removeAll() -> Int {
+        var bytes = 0
+        for i in head..<chunks.count { bytes += chunks[i].readableBytes }
         chunks.removeAll()
         head = 0
+        return bytes
     }
 }

@@ -35,6 +35,9 @@ extension HTTP2Connection {
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, streamID, errorCode, userData in
             HTTP2Connection.connection(userData).onStreamClose(stream: streamID, errorCode: errorCode)
         }
+        nghttp2_session_callbacks_set_on_frame_not_send_callback(callbacks) { _, frame, _, userData in
+            HTTP2Connection.connection(userData).onFrameNotSent(frame!.pointee)
+        }
     }
 
     func onBeginHeaders(_ frame: nghttp2_frame) -> Int32 {
@@ -99,6 +102,16 @@ extension HTTP2Connection {
         return 0
     }
 
+    /// nghttp2 could not send a frame (for instance a header block over the
+    /// size limit). For response HEADERS it does not close the stream by
+    /// itself: reset it, or the stream and its call would stay forever.
+    func onFrameNotSent(_ frame: nghttp2_frame) -> Int32 {
+        guard frame.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), let session, let state = streams[frame.hd.stream_id] else { return 0 }
+        state.resetLocally = true
+        nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), state.id, UInt32(NGHTTP2_INTERNAL_ERROR.rawValue))
+        return 0
+    }
+
     func onDataChunk(stream id: Int32, _ data: UnsafeRawBufferPointer) -> Int32 {
         guard let state = streams[id], let streamDelegate = state.delegate else {
             // Nobody will read these bytes: give the window back at once.
@@ -133,7 +146,7 @@ extension HTTP2Connection {
         }
         let written = state.outbound.drain(into: buffer, count: length)
         state.outboundBytes -= written
-        if written > 0 { pendingCredits.append((id, written)) }
+        if written > 0 { pendingCredits.append((state, written)) }
         if state.outbound.isEmpty && state.outboundEnded {
             flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
             if let trailers = state.trailers, let session {
@@ -151,8 +164,11 @@ extension HTTP2Connection {
     }
 
     private func submitTrailers(session: OpaquePointer, stream id: Int32, trailers: HTTP2HeaderList) {
-        _ = withNameValuePairs(trailers) { nva, count in
+        let rv = withNameValuePairs(trailers) { nva, count in
             nghttp2_submit_trailer(session, id, nva, count)
+        }
+        if rv != 0 {
+            nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_INTERNAL_ERROR.rawValue))
         }
     }
 }

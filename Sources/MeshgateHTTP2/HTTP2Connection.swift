@@ -44,11 +44,11 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// Write credits and closes seen while nghttp2 is producing output are
     /// delivered after `mem_send` returns, so that delegates may call back
     /// into this connection safely.
-    var pendingCredits: [(stream: Int32, bytes: Int)] = []
+    var pendingCredits: [(state: StreamState, bytes: Int)] = []
     var pendingCloses: [(state: StreamState, reason: HTTP2StreamCloseReason)] = []
     /// Spare storage swapped with the pending lists while delivering them,
     /// so that steady traffic allocates no new arrays.
-    private var deliveringCredits: [(stream: Int32, bytes: Int)] = []
+    private var deliveringCredits: [(state: StreamState, bytes: Int)] = []
     private var deliveringCloses: [(state: StreamState, reason: HTTP2StreamCloseReason)] = []
 
     /// Shared by the connections of one event loop; nil flushes each
@@ -94,8 +94,15 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
+        // A connect that failed never fires channelInactive: end here too,
+        // so streams and the delegate are released exactly once.
+        connectionDidEnd()
         self.context = nil
     }
+
+    /// True once the connection is up and HTTP/2 has started (client: the
+    /// TCP connect succeeded; server: the client's first bytes arrived).
+    public var hasStarted: Bool { started }
 
     public func channelActive(context: ChannelHandlerContext) {
         // A server speaks only after the client's first bytes show it is an
@@ -106,11 +113,14 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
 
     public func channelInactive(context: ChannelHandlerContext) {
         connectionDidEnd()
+        // A read that ends in an error or EOF fires no channelReadComplete:
+        // flush what this read made other connections send.
+        writeBatch?.flushDirty()
         context.fireChannelInactive()
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let session, !isClosed else { return }
+        guard let session, !isClosed, !closeScheduled else { return }
         let buffer = unwrapInboundIn(data)
         if !sawFirstBytes && role == .server {
             if HTTP2Connection.looksLikeHTTP1(buffer) {
@@ -145,6 +155,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
 
     public func errorCaught(context: ChannelHandlerContext, error: Error) {
         if closeReason == nil { closeReason = "\(error)" }
+        writeBatch?.flushDirty()
         context.close(promise: nil)
     }
 
@@ -229,14 +240,19 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         streams[id]?.outboundEnded ?? true
     }
 
-    /// Sends RST_STREAM. The delegate still gets `didCloseWith`.
-    public func reset(stream id: Int32, errorCode: UInt32) {
-        guard let session, let state = streams[id] else { return }
+    /// Sends RST_STREAM and drops the data still queued for the peer,
+    /// returning its size (a proxy gives that much window back on the other
+    /// side). The delegate still gets `didCloseWith`.
+    @discardableResult
+    public func reset(stream id: Int32, errorCode: UInt32) -> Int {
+        guard let session, let state = streams[id] else { return 0 }
         state.resetLocally = true
+        let dropped = state.outboundBytes
         state.outbound.removeAll()
         state.outboundBytes = 0
         nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, errorCode)
         scheduleFlush()
+        return dropped
     }
 
     /// Hands `bytes` of received DATA back to the peer as window credit.
@@ -258,6 +274,11 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     public func beginGracefulShutdown(finalGoAwayDelay: TimeAmount = .milliseconds(500)) {
         guard let session, let context, !isClosed, !isShuttingDown else { return }
         isShuttingDown = true
+        guard started else {
+            // Nothing was said yet: a GOAWAY may not be the first frame.
+            close()
+            return
+        }
         if role == .server {
             nghttp2_submit_shutdown_notice(session)
             scheduleFlush()
@@ -393,7 +414,9 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         while !pendingCredits.isEmpty || !pendingCloses.isEmpty {
             swap(&pendingCredits, &deliveringCredits)
             for credit in deliveringCredits {
-                streams[credit.stream]?.delegate?.http2(self, stream: credit.stream, didWriteData: credit.bytes)
+                // The state, not a lookup: the stream may have closed in the
+                // same mem_send, and its last bytes still count.
+                credit.state.delegate?.http2(self, stream: credit.state.id, didWriteData: credit.bytes)
             }
             deliveringCredits.removeAll(keepingCapacity: true)
             swap(&pendingCloses, &deliveringCloses)

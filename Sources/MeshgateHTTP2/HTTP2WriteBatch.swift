@@ -20,11 +20,23 @@ public final class HTTP2WriteBatch {
     func flush(after connection: HTTP2Connection) {
         readers += 1
         connection.flush()
+        drainDirty()
+        readers -= 1
+    }
+
+    /// Flushes what reads dirtied, when no read is in progress.
+    func flushDirty() {
+        guard readers == 0, !dirty.isEmpty else { return }
+        readers += 1
+        drainDirty()
+        readers -= 1
+    }
+
+    private func drainDirty() {
         while !dirty.isEmpty {
             swap(&dirty, &flushing)
             for c in flushing { c.flush() }
             flushing.removeAll(keepingCapacity: true)
         }
-        readers -= 1
     }
 }

@@ -211,7 +211,8 @@ final class ProxyCall: HTTP2StreamDelegate {
     private func deadlineExpired() {
         deadlineTimer = nil
         guard !finished else { return }
-        downstream.discardQueuedData(stream: downstreamStream)
+        let dropped = downstream.discardQueuedData(stream: downstreamStream)
+        upstream?.consume(stream: upstreamStream, bytes: dropped)
         fail(GRPCStatus(.deadlineExceeded, "deadline exceeded at the gateway while waiting for \(path)"))
     }
 
@@ -229,8 +230,10 @@ final class ProxyCall: HTTP2StreamDelegate {
         } else {
             downstream.sendResponseHeaders(stream: downstreamStream, headers: GRPCLocalReply.trailersOnly(status), endStream: true)
         }
-        // Request bytes still in flight from the client are read and dropped.
-        pendingRequest.removeAll()
+        // Request bytes still in flight from the client are read and dropped,
+        // and their window given back.
+        let dropped = pendingRequest.removeAll()
+        if dropped > 0 { downstream.consume(stream: downstreamStream, bytes: dropped) }
     }
 
     /// The upstream's final status is on its way to the client.
@@ -241,14 +244,16 @@ final class ProxyCall: HTTP2StreamDelegate {
         // of it: close our half with NO_ERROR (not CANCEL, it did nothing wrong).
         if upstreamOpen, let upstream, !requestEnded || upstream.queuedBytes(stream: upstreamStream) > 0 {
             upstreamOpen = false
-            upstream.reset(stream: upstreamStream, errorCode: 0)
+            let dropped = upstream.reset(stream: upstreamStream, errorCode: 0)
+            downstream.consume(stream: downstreamStream, bytes: dropped)
         }
     }
 
     private func cancelUpstream() {
         if upstreamOpen, let upstream {
             upstreamOpen = false
-            upstream.reset(stream: upstreamStream, errorCode: 0x8)  // CANCEL
+            let dropped = upstream.reset(stream: upstreamStream, errorCode: 0x8)  // CANCEL
+            downstream.consume(stream: downstreamStream, bytes: dropped)
         }
     }
 

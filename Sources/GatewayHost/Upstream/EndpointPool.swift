@@ -79,14 +79,16 @@ final class EndpointPool {
                 channel.eventLoop.makeCompletedFuture {
                     let http2 = HTTP2Connection(role: .client, settings: UpstreamConnection.settings, writeBatch: writeBatch.value, delegate: bound.value)
                     try channel.pipeline.syncOperations.addHandler(http2)
-                    bound.value.http2 = http2
                 }
             }
             .connect(host: endpoint.address.host, port: endpoint.address.port)
             .assumeIsolated()
             .whenComplete { result in
                 switch result {
-                case .success:
+                case .success(let channel):
+                    // With several addresses, several attempts may start: the
+                    // connection is the winning channel's.
+                    connection.http2 = try? channel.pipeline.syncOperations.handler(type: HTTP2Connection.self)
                     // Ready only once the upstream's SETTINGS tell its stream
                     // limit; an upstream that never sends them is a failure.
                     self.loop.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
@@ -148,7 +150,10 @@ final class EndpointPool {
 
     /// The connection closed or received GOAWAY: no new streams go to it.
     func connectionUnusable(_ connection: UpstreamConnection) {
-        if connection.isClosed { remove(connection) }
+        // Out of the pool at once, so that it does not count against the
+        // connection limit while its last streams finish (the channel keeps
+        // it alive until then).
+        if connection.isClosed || connection.receivedGoAway { remove(connection) }
         serviceWaiters()
     }
 

@@ -27,12 +27,16 @@ final class UpstreamConnection: HTTP2ConnectionDelegate {
     }
 
     func http2ConnectionDidReceiveSettings(_ connection: HTTP2Connection) {
+        if http2 == nil { http2 = connection }
+        guard connection === http2 else { return }
         if isConnecting {
             pool.connectionReady(self)
         } else {
             pool.serviceWaiters()
         }
     }
+
+    var receivedGoAway: Bool { http2?.receivedGoAway ?? false }
 
     func http2(_ connection: HTTP2Connection, didReceiveGoAway lastStreamID: Int32, errorCode: UInt32) {
         Log.info("upstream sent GOAWAY", ["endpoint": pool.address, "last_stream_id": String(lastStreamID), "error_code": String(errorCode)])
@@ -44,6 +48,8 @@ final class UpstreamConnection: HTTP2ConnectionDelegate {
     }
 
     func http2ConnectionDidClose(_ connection: HTTP2Connection) {
+        // A losing or failed connect attempt: the connect result reports it.
+        guard connection.hasStarted, http2 == nil || connection === http2 else { return }
         isClosed = true
         if isConnecting {
             pool.connectionFailed(self, error: failureReason ?? connection.closeReason ?? "the upstream closed the connection before its HTTP/2 SETTINGS")
