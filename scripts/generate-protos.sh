@@ -19,6 +19,8 @@ fi
 
 PROTO_DIR="proto"
 OUT_DIR="Sources/MeshProto/Generated"
+# grpc.health.v1 is shared by the gateway (which serves and uses it) and the sample.
+HEALTH_OUT_DIR="Sources/GRPCHealthProto/Generated"
 TOOLS_DIR=".build-protoc"
 
 # Proto files that get Swift message types.
@@ -96,11 +98,12 @@ mkdir -p "$tmp/swift"
 
 python3 scripts/descriptors_to_swift.py "$tmp/descriptors.pb" "$tmp/swift/FileDescriptors.swift"
 
-mkdir -p "$OUT_DIR"
-rm -f "$OUT_DIR"/*.pb.swift "$OUT_DIR"/FileDescriptors.swift
+mkdir -p "$OUT_DIR" "$HEALTH_OUT_DIR"
+rm -f "$OUT_DIR"/*.pb.swift "$OUT_DIR"/FileDescriptors.swift "$HEALTH_OUT_DIR"/*.pb.swift
+mv "$tmp"/swift/grpc_health_v1_health.pb.swift "$HEALTH_OUT_DIR"/
 cp "$tmp"/swift/*.swift "$OUT_DIR"/
 
 echo "wrote:"
-for f in "$OUT_DIR"/*.swift; do
+for f in "$OUT_DIR"/*.swift "$HEALTH_OUT_DIR"/*.swift; do
     echo "  $f ($(wc -c <"$f") bytes)"
 done

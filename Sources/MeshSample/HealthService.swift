@@ -1,19 +1,21 @@
+import GRPCHealthProto
 import MeshProto
 import MeshgateGRPC
+import MeshgateGRPCCalls
 
 /// grpc.health.v1.Health: Check, Watch and List over the replica's statuses.
 enum HealthService {
-    static func register(_ table: inout [String: (ServerCall) -> Void]) {
+    static func register(_ table: inout [String: (GRPCServerCall, ReplicaState) -> Void]) {
         table["/grpc.health.v1.Health/Check"] = check
         table["/grpc.health.v1.Health/Watch"] = watch
         table["/grpc.health.v1.Health/List"] = list
     }
 
-    static func check(_ call: ServerCall) {
+    static func check(_ call: GRPCServerCall, _ replica: ReplicaState) {
         var request = Grpc_Health_V1_HealthCheckRequest()
         call.onMessage = { request = call.decode(Grpc_Health_V1_HealthCheckRequest.self, $0) ?? request }
         call.onEnd = {
-            guard let status = call.replica.health[request.service] else {
+            guard let status = replica.health[request.service] else {
                 return call.finish(GRPCStatus(.notFound, "unknown service '\(request.service)'"))
             }
             var response = Grpc_Health_V1_HealthCheckResponse()
@@ -23,7 +25,7 @@ enum HealthService {
         }
     }
 
-    static func watch(_ call: ServerCall) {
+    static func watch(_ call: GRPCServerCall, _ replica: ReplicaState) {
         var request = Grpc_Health_V1_HealthCheckRequest()
         call.onMessage = { request = call.decode(Grpc_Health_V1_HealthCheckRequest.self, $0) ?? request }
         call.onEnd = {
@@ -33,17 +35,16 @@ enum HealthService {
                 response.status = status
                 call.send(response)
             }
-            send(call.replica.health[service] ?? .serviceUnknown)
-            call.replica.watch(service, owner: call) { send($0) }
-            let replica = call.replica
+            send(replica.health[service] ?? .serviceUnknown)
+            replica.watch(service, owner: call) { send($0) }
             call.onClose = { [unowned call] in replica.unwatch(service, owner: call) }
         }
     }
 
-    static func list(_ call: ServerCall) {
+    static func list(_ call: GRPCServerCall, _ replica: ReplicaState) {
         call.onEnd = {
             var response = Grpc_Health_V1_HealthListResponse()
-            for (service, status) in call.replica.health {
+            for (service, status) in replica.health {
                 var entry = Grpc_Health_V1_HealthCheckResponse()
                 entry.status = status
                 response.statuses[service] = entry

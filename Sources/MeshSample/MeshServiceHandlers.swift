@@ -1,27 +1,28 @@
 import Foundation
 import MeshProto
 import MeshgateGRPC
+import MeshgateGRPCCalls
 import NIOCore
 
 /// mesh.v1.MeshService: the four gRPC patterns, with the test knobs
 /// (delay, injected failure) applied before the first answer.
 enum MeshServiceHandlers {
-    static func register(_ table: inout [String: (ServerCall) -> Void]) {
+    static func register(_ table: inout [String: (GRPCServerCall, ReplicaState) -> Void]) {
         table["/mesh.v1.MeshService/Process"] = process
         table["/mesh.v1.MeshService/StreamEvents"] = streamEvents
         table["/mesh.v1.MeshService/CollectMetrics"] = collectMetrics
         table["/mesh.v1.MeshService/Chat"] = chat
     }
 
-    static func count(_ call: ServerCall, _ method: String) {
-        call.counted = true
-        call.replica.stats.calls += 1
-        call.replica.stats.callsByMethod[method, default: 0] += 1
+    static func count(_ call: GRPCServerCall, _ replica: ReplicaState, _ method: String) {
+        replica.stats.calls += 1
+        replica.stats.callsByMethod[method, default: 0] += 1
+        call.onFinish = { _ in replica.stats.completed += 1 }
+        call.onCancelled = { replica.stats.cancelled += 1 }
     }
 
     /// Runs `body` after the call's delay, unless a failure is injected.
-    static func withKnobs(_ call: ServerCall, _ body: @escaping () -> Void) {
-        let replica = call.replica
+    static func withKnobs(_ call: GRPCServerCall, _ replica: ReplicaState, _ body: @escaping () -> Void) {
         var delayMs = 0
         if let text = call.headers["x-mesh-delay-ms"], let ms = Int(text) {
             delayMs = ms
@@ -53,17 +54,17 @@ enum MeshServiceHandlers {
         }
     }
 
-    static func process(_ call: ServerCall) {
-        count(call, "Process")
+    static func process(_ call: GRPCServerCall, _ replica: ReplicaState) {
+        count(call, replica, "Process")
         var request: Mesh_V1_ProcessRequest?
         call.onMessage = { request = call.decode(Mesh_V1_ProcessRequest.self, $0) }
         call.onEnd = {
-            withKnobs(call) {
+            withKnobs(call, replica) {
                 guard let request else { return call.finish(GRPCStatus(.invalidArgument, "expected one ProcessRequest")) }
                 var response = Mesh_V1_ProcessResponse()
                 response.requestID = request.requestID
                 response.result = "processed: " + request.data
-                response.replicaID = call.replica.id
+                response.replicaID = replica.id
                 response.payload = request.payload
                 if call.headers["x-mesh-echo-headers"] == "1" {
                     for (name, value) in call.headers { response.requestHeaders[name] = value }
@@ -74,12 +75,12 @@ enum MeshServiceHandlers {
         }
     }
 
-    static func streamEvents(_ call: ServerCall) {
-        count(call, "StreamEvents")
+    static func streamEvents(_ call: GRPCServerCall, _ replica: ReplicaState) {
+        count(call, replica, "StreamEvents")
         var request: Mesh_V1_StreamRequest?
         call.onMessage = { request = call.decode(Mesh_V1_StreamRequest.self, $0) }
         call.onEnd = {
-            withKnobs(call) {
+            withKnobs(call, replica) {
                 guard let request else { return call.finish(GRPCStatus(.invalidArgument, "expected one StreamRequest")) }
                 let total = request.count > 0 ? Int(request.count) : 10
                 let types = request.eventTypes.isEmpty ? ["event"] : request.eventTypes
@@ -92,14 +93,14 @@ enum MeshServiceHandlers {
                         event.eventType = types[next % types.count]
                         event.sequence = Int64(next)
                         event.payload = payload
-                        event.replicaID = call.replica.id
+                        event.replicaID = replica.id
                         call.send(event)
                         next += 1
                         if request.intervalMs > 0, next < total {
-                            call.replica.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(request.intervalMs))) { emit() }
+                            replica.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(request.intervalMs))) { emit() }
                             return
                         }
-                        if call.queuedBytes >= ServerCall.lowWater {
+                        if call.queuedBytes >= GRPCServerCall.lowWater {
                             call.onDrained = { emit() }
                             return
                         }
@@ -111,8 +112,8 @@ enum MeshServiceHandlers {
         }
     }
 
-    static func collectMetrics(_ call: ServerCall) {
-        count(call, "CollectMetrics")
+    static func collectMetrics(_ call: GRPCServerCall, _ replica: ReplicaState) {
+        count(call, replica, "CollectMetrics")
         var summary = Mesh_V1_MetricsSummary()
         call.onMessage = { bytes in
             guard let metric = call.decode(Mesh_V1_Metric.self, bytes) else { return }
@@ -120,17 +121,17 @@ enum MeshServiceHandlers {
             summary.sum += metric.value
         }
         call.onEnd = {
-            withKnobs(call) {
+            withKnobs(call, replica) {
                 summary.average = summary.count > 0 ? summary.sum / Double(summary.count) : 0
-                summary.replicaID = call.replica.id
+                summary.replicaID = replica.id
                 call.send(summary)
                 call.finish()
             }
         }
     }
 
-    static func chat(_ call: ServerCall) {
-        count(call, "Chat")
+    static func chat(_ call: GRPCServerCall, _ replica: ReplicaState) {
+        count(call, replica, "Chat")
         var ready = false
         var backlog: [Mesh_V1_ChatMessage] = []
         func answer(_ message: Mesh_V1_ChatMessage) {
@@ -138,7 +139,7 @@ enum MeshServiceHandlers {
             reply.userID = message.userID
             reply.message = "echo: " + message.message
             reply.sequence = message.sequence
-            reply.replicaID = call.replica.id
+            reply.replicaID = replica.id
             call.send(reply)
         }
         var ended = false
@@ -150,7 +151,7 @@ enum MeshServiceHandlers {
             ended = true
             if ready { call.finish() }
         }
-        withKnobs(call) {
+        withKnobs(call, replica) {
             ready = true
             call.sendHeaders()
             backlog.forEach(answer)

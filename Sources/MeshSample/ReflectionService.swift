@@ -1,6 +1,7 @@
 import Foundation
 import MeshProto
 import MeshgateGRPC
+import MeshgateGRPCCalls
 
 /// gRPC server reflection, v1 and v1alpha (their messages are identical on
 /// the wire), answering from the descriptors embedded at generation time.
@@ -10,12 +11,12 @@ enum ReflectionService {
         "grpc.reflection.v1alpha.ServerReflection", "mesh.v1.MeshService", "mesh.v1.SampleControl",
     ]
 
-    static func register(_ table: inout [String: (ServerCall) -> Void]) {
+    static func register(_ table: inout [String: (GRPCServerCall, ReplicaState) -> Void]) {
         table["/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"] = info
         table["/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"] = info
     }
 
-    static func info(_ call: ServerCall) {
+    static func info(_ call: GRPCServerCall, _ replica: ReplicaState) {
         call.onMessage = { bytes in
             guard let request = call.decode(Grpc_Reflection_V1alpha_ServerReflectionRequest.self, bytes) else {
                 return call.finish(GRPCStatus(.invalidArgument, "malformed ServerReflectionRequest"))

@@ -1,3 +1,4 @@
+import GRPCHealthProto
 import MeshProto
 import NIOCore
 

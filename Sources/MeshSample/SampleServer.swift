@@ -1,5 +1,6 @@
 import Dispatch
 import MeshgateGRPC
+import MeshgateGRPCCalls
 import MeshgateHTTP2
 import NIOCore
 import NIOPosix
@@ -24,9 +25,10 @@ final class SampleConnection: HTTP2ConnectionDelegate {
 
     func http2(_ connection: HTTP2Connection, didReceiveRequest headers: HTTP2HeaderList, stream: Int32, endStream: Bool) -> HTTP2StreamDelegate? {
         let path = headers[":path"] ?? ""
-        let call = ServerCall(connection: connection, stream: stream, headers: headers, path: path, replica: replica)
+        let call = GRPCServerCall(connection: connection, stream: stream, headers: headers, path: path)
+        call.responseHeaders = [("x-mesh-replica", replica.id)]
         if let handler = box.methods[path] {
-            handler(call)
+            handler(call, replica)
         } else {
             call.finish(GRPCStatus(.unimplemented, "method \(path) is not implemented by replica \(replica.id)"))
         }
@@ -45,7 +47,7 @@ final class SampleServer {
         let box = try loop.submit { () -> SampleServerBox in
             let replica = ReplicaState(id: replicaID, eventLoop: loop)
             faults.apply(to: replica)
-            var methods: [String: (ServerCall) -> Void] = [:]
+            var methods: [String: (GRPCServerCall, ReplicaState) -> Void] = [:]
             MeshServiceHandlers.register(&methods)
             HealthService.register(&methods)
             ReflectionService.register(&methods)
@@ -103,11 +105,11 @@ private func Thread_sleep(milliseconds: Int) {
 /// of the contents happens on it.
 final class SampleServerBox: @unchecked Sendable {
     let replica: ReplicaState
-    let methods: [String: (ServerCall) -> Void]
+    let methods: [String: (GRPCServerCall, ReplicaState) -> Void]
     var connections: [ObjectIdentifier: HTTP2Connection] = [:]
     let writeBatch = HTTP2WriteBatch()
 
-    init(replica: ReplicaState, methods: [String: (ServerCall) -> Void]) {
+    init(replica: ReplicaState, methods: [String: (GRPCServerCall, ReplicaState) -> Void]) {
         self.replica = replica
         self.methods = methods
     }

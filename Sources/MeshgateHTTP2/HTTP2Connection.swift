@@ -26,6 +26,9 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
 
     /// Why the connection ended, when it ended on an error.
     public private(set) var closeReason: String?
+    /// The peer broke the protocol (bad preface, HTTP/1.x, invalid frames),
+    /// as opposed to an ordinary disconnect.
+    public private(set) var closedForProtocolError = false
     public private(set) var isClosed = false
     /// The peer sent GOAWAY: open no new streams here.
     public internal(set) var receivedGoAway = false
@@ -36,6 +39,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     var context: ChannelHandlerContext?
     var streams: [Int32: StreamState] = [:]
     private var started = false
+    private var settingsSubmitted = false
     private var inRead = false
     private var inSend = false
     private var flushScheduled = false
@@ -81,7 +85,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     }
 
     /// True while new streams may be opened here.
-    public var canOpenStreams: Bool { started && !isClosed && !receivedGoAway && !isShuttingDown }
+    public var canOpenStreams: Bool { settingsSubmitted && !isClosed && !receivedGoAway && !isShuttingDown }
 
     public var remoteAddress: SocketAddress? { context?.channel.remoteAddress }
 
@@ -90,6 +94,9 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         createSession()
+        // A client may queue requests before the TCP connect completes; its
+        // SETTINGS must be the first frame, so they are submitted now.
+        if role == .client { submitSettings() }
         if context.channel.isActive && role == .client { start() }
     }
 
@@ -332,8 +339,15 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     }
 
     private func start() {
-        guard let session, !started else { return }
+        guard !started else { return }
         started = true
+        submitSettings()
+        flush()
+    }
+
+    private func submitSettings() {
+        guard let session, !settingsSubmitted else { return }
+        settingsSubmitted = true
         var entries: [nghttp2_settings_entry] = [
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: settings.initialStreamWindowSize),
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: settings.maxHeaderListSize),
@@ -346,7 +360,6 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         }
         nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), entries, entries.count)
         nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Int32(clamping: settings.connectionWindowSize))
-        flush()
     }
 
     private func resumeIfDeferred(_ state: StreamState) {
@@ -378,7 +391,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// control holds the peers back) when the socket is saturated.
     func flush() {
         flushScheduled = false
-        guard let session, let context, !isClosed, !inSend else { return }
+        guard let session, let context, !isClosed, !inSend, started else { return }
         inSend = true
         var wrote = false
         var failure: Int = 0
@@ -437,6 +450,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     private func refuseHTTP1() {
         guard let context else { return }
         closeReason = "HTTP/1.x request on an HTTP/2-only port"
+        closedForProtocolError = true
         var answer = context.channel.allocator.buffer(capacity: 160)
         let body = "This port speaks HTTP/2 (gRPC) only.\n"
         answer.writeString("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)")
@@ -447,6 +461,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     private func failConnection(code: Int32) {
         let reason = String(cString: nghttp2_strerror(code))
         closeReason = "HTTP/2 protocol error: \(reason)"
+        closedForProtocolError = true
         // nghttp2 has queued a GOAWAY explaining the error: send it.
         flush()
         close()

@@ -134,10 +134,13 @@ public enum ConfigLoader {
     }
 
     private static func parseCluster(_ node: YAMLNode, file: String, path: String) throws(ConfigError) -> ClusterConfig {
-        let c = try YAMLFieldReader(node, file: file, path: path, allowed: ["name", "endpoints", "connect_timeout", "max_connections_per_endpoint"])
+        let c = try YAMLFieldReader(node, file: file, path: path, allowed: ["name", "endpoints", "connect_timeout", "max_connections_per_endpoint", "health_check"])
         var cluster = ClusterConfig(name: try c.requiredString("name"), endpoints: [])
         if let d = try c.duration("connect_timeout") { cluster.connectTimeout = d }
         if let n = try c.int("max_connections_per_endpoint", range: 1...1024) { cluster.maxConnectionsPerEndpoint = n }
+        if let node = c.node("health_check") {
+            cluster.healthCheck = try parseHealthCheck(node, file: file, path: c.fieldPath("health_check"))
+        }
         let endpointNodes = try c.list("endpoints")
         if endpointNodes.isEmpty {
             throw ConfigError(file: file, mark: node.mark, field: c.fieldPath("endpoints"), message: "a cluster needs at least one endpoint")
@@ -153,6 +156,28 @@ public enum ConfigLoader {
             cluster.endpoints.append(endpoint)
         }
         return cluster
+    }
+
+    private static func parseHealthCheck(_ node: YAMLNode, file: String, path: String) throws(ConfigError) -> HealthCheckConfig {
+        let h = try YAMLFieldReader(node, file: file, path: path, allowed: [
+            "mode", "interval", "timeout", "unhealthy_threshold", "healthy_threshold", "service", "jitter",
+        ])
+        var config = HealthCheckConfig()
+        if let text = try h.string("mode") {
+            guard let mode = HealthCheckConfig.Mode(rawValue: text) else {
+                throw h.error("mode", h.node("mode"), "'\(text)' is not a mode: use watch or check")
+            }
+            config.mode = mode
+        }
+        if let d = try h.duration("interval") { config.interval = d }
+        if let d = try h.duration("timeout") { config.timeout = d }
+        if let d = try h.duration("jitter") { config.jitter = d }
+        if let n = try h.int("unhealthy_threshold", range: 1...100) { config.unhealthyThreshold = n }
+        if let n = try h.int("healthy_threshold", range: 1...100) { config.healthyThreshold = n }
+        if let s = try h.string("service") { config.service = s }
+        guard config.interval > .zero else { throw h.error("interval", h.node("interval"), "must be more than zero") }
+        guard config.timeout > .zero else { throw h.error("timeout", h.node("timeout"), "must be more than zero") }
+        return config
     }
 
     private static func readFile(_ path: String) -> String? {

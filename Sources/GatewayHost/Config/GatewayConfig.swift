@@ -71,6 +71,30 @@ public struct ClusterConfig: Sendable {
     public var connectTimeout: Duration = .seconds(5)
     /// Upper bound of HTTP/2 connections per endpoint and event loop.
     public var maxConnectionsPerEndpoint: Int = 8
+    /// Active health checking of the endpoints; nil: every endpoint counts as healthy.
+    public var healthCheck: HealthCheckConfig?
+}
+
+/// `health_check:` of a cluster: grpc.health.v1 probes of every endpoint.
+public struct HealthCheckConfig: Sendable {
+    public enum Mode: String, Sendable {
+        /// One `Watch` stream per endpoint (gRFC A17): status changes apply at once.
+        case watch
+        /// A `Check` call every `interval`.
+        case check
+    }
+
+    public var mode: Mode = .watch
+    public var interval: Duration = .seconds(5)
+    public var timeout: Duration = .seconds(1)
+    /// Consecutive failures that take a healthy endpoint out of rotation.
+    public var unhealthyThreshold = 2
+    /// Consecutive successes that bring an unhealthy endpoint back.
+    public var healthyThreshold = 2
+    /// The service name asked about ("" = the server as a whole).
+    public var service = ""
+    /// Up to this much random time is added to each interval.
+    public var jitter: Duration = .zero
 }
 
 public struct EndpointConfig: Sendable, Hashable {

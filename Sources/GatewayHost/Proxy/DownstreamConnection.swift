@@ -23,6 +23,12 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
         guard let path = headers[":path"], Self.isGRPCPath(path) else {
             return reply(connection, stream, GRPCStatus(.unimplemented, "malformed gRPC path '\(headers[":path"] ?? "")', expected /package.Service/Method"))
         }
+        if path.hasPrefix(GatewayHealthService.pathPrefix) {
+            let call = GatewayHealthService.handle(connection: connection, stream: stream, headers: headers, path: path,
+                                                   registry: loop.health, loop: loop)
+            if endStream { call.onEnd?() }
+            return call
+        }
         guard let route = listener.routes.match(path: path, headers: headers) else {
             return reply(connection, stream, GRPCStatus(.unimplemented, "no route for \(path) on listener '\(listener.config.name)'"))
         }
@@ -42,7 +48,9 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     func http2ConnectionDidClose(_ connection: HTTP2Connection) {
         loop.unregister(connection)
         if let reason = connection.closeReason {
-            Log.info("downstream connection closed", [
+            // Clients that break the protocol are worth a line; ordinary
+            // disconnects (resets included) only at debug level.
+            Log.write(connection.closedForProtocolError ? .info : .debug, "downstream connection closed", [
                 "listener": listener.config.name, "peer": connection.remoteAddress.map { "\($0)" } ?? "?", "reason": reason,
             ])
         }

@@ -61,6 +61,10 @@ final class ProxyCall: HTTP2StreamDelegate {
     private func placeOnEndpoint() {
         let cluster = loop.clusters[route.clusterIndex]
         guard let chosen = cluster.pick(avoiding: failedEndpoints) else {
+            guard cluster.hasHealthyEndpoint else {
+                fail(GRPCStatus(.unavailable, "no healthy upstream in cluster '\(cluster.name)': every endpoint fails its health checks"))
+                return
+            }
             let detail = cluster.endpoints.compactMap { ep in ep.lastConnectError.map { "\(ep.address): \($0)" } }.joined(separator: "; ")
             fail(GRPCStatus(.unavailable, "no upstream of cluster '\(cluster.name)' is reachable" + (detail.isEmpty ? "" : " (\(detail))")))
             return

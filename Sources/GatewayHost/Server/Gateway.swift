@@ -14,9 +14,12 @@ public final class Gateway: Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let contexts: [ObjectIdentifier: LoopContext]
     private let state = NIOLockedValueBox(State())
+    public let health: HealthRegistry
+    private let checker: HealthChecker
 
     private struct State {
         var listeners: [Channel] = []
+        var admin: Channel?
         var shuttingDown = false
     }
 
@@ -24,17 +27,37 @@ public final class Gateway: Sendable {
         self.runtime = GatewayRuntime(config)
         let threads = config.runtime.eventLoops ?? System.coreCount
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        var contexts: [ObjectIdentifier: LoopContext] = [:]
-        for loop in group.makeIterator() {
-            let runtime = self.runtime
-            contexts[ObjectIdentifier(loop)] = try loop.submit { LoopContext(eventLoop: loop, runtime: runtime) }.wait()
+        let loops = Array(group.makeIterator())
+        let contextsBox = NIOLockedValueBox<[ObjectIdentifier: LoopContext]>([:])
+        let health = HealthRegistry(runtime: runtime) { cluster, endpoint, healthy in
+            for context in contextsBox.withLockedValue({ Array($0.values) }) {
+                context.eventLoop.execute { context.setEndpointHealth(cluster: cluster, endpoint: endpoint, healthy: healthy) }
+            }
         }
+        var contexts: [ObjectIdentifier: LoopContext] = [:]
+        for loop in loops {
+            let runtime = self.runtime
+            contexts[ObjectIdentifier(loop)] = try loop.submit { LoopContext(eventLoop: loop, runtime: runtime, health: health) }.wait()
+        }
+        contextsBox.withLockedValue { $0 = contexts }
         self.contexts = contexts
+        self.health = health
+        self.checker = HealthChecker(runtime: runtime, registry: health, eventLoop: loops[0])
     }
 
     /// Binds every listener. Throws `GatewayError.listenFailed` naming the
     /// listener and address when one cannot bind.
     public func start() async throws {
+        if let admin = runtime.config.admin {
+            do {
+                let channel = try await AdminServer.start(address: admin.address, group: group, health: health)
+                state.withLockedValue { $0.admin = channel }
+                Log.info("admin listening", ["address": admin.address.description, "paths": "/healthz /ready"])
+            } catch {
+                try? await group.shutdownGracefully()
+                throw GatewayError(.listenFailed, "admin: cannot listen on \(admin.address): \(Self.describe(error))")
+            }
+        }
         for listener in runtime.listeners {
             let contexts = self.contexts
             let settings = HTTP2Settings(maxConcurrentStreams: UInt32(listener.config.maxConcurrentStreams))
@@ -59,10 +82,13 @@ public final class Gateway: Sendable {
                 Log.info("listening", ["listener": listener.config.name, "address": address.description])
             } catch {
                 await stopListeners()
+                if let admin = state.withLockedValue({ $0.admin }) { try? await admin.close() }
                 try? await group.shutdownGracefully()
                 throw GatewayError(.listenFailed, "listener '\(listener.config.name)': cannot listen on \(address): \(Self.describe(error))")
             }
         }
+        checker.start()
+        health.markStarted()
     }
 
     /// Runs until SIGTERM or SIGINT, then drains and returns.
@@ -92,10 +118,18 @@ public final class Gateway: Sendable {
         guard first else { return }
         let timeout = runtime.config.runtime.drainTimeout
         Log.info("draining", ["signal": signal, "drain_timeout_ms": String(timeout.nanosecondsClamped / 1_000_000)])
+        // Health turns NOT_SERVING first, so that whatever balances in
+        // front of the gateway moves away before connections get GOAWAY.
+        health.markDraining()
+        try? await Task.sleep(for: .milliseconds(200))
         await stopListeners()
         for context in contexts.values {
             context.eventLoop.execute { context.beginDrain() }
         }
+        // Watch streams would hold their connections until the timeout.
+        try? await Task.sleep(for: .milliseconds(600))
+        health.finishAllWatches()
+        checker.stop()
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
         var remaining = 0
@@ -109,6 +143,10 @@ public final class Gateway: Sendable {
         }
         for context in contexts.values {
             try? await context.eventLoop.submit { context.closeAll() }.get()
+        }
+        // The admin server stays up through the drain, so /ready says 503.
+        if let admin = state.withLockedValue({ s -> Channel? in defer { s.admin = nil }; return s.admin }) {
+            try? await admin.close()
         }
         try? await group.shutdownGracefully()
         Log.info("stopped")

@@ -18,10 +18,19 @@ final class LoopContext: @unchecked Sendable {
     private var downstreams: [ObjectIdentifier: HTTP2Connection] = [:]
     private(set) var draining = false
 
-    init(eventLoop: EventLoop, runtime: GatewayRuntime) {
+    let health: HealthRegistry
+
+    init(eventLoop: EventLoop, runtime: GatewayRuntime, health: HealthRegistry) {
         self.eventLoop = eventLoop
         self.runtime = runtime
+        self.health = health
         self.clusters = runtime.clusters.map { ClusterPool(config: $0, loop: self) }
+    }
+
+    /// An active health check changed an endpoint's state (pushed to every loop).
+    func setEndpointHealth(cluster: Int, endpoint: Int, healthy: Bool) {
+        eventLoop.assertInEventLoop()
+        clusters[cluster].endpoints[endpoint].healthy = healthy
     }
 
     func register(_ connection: HTTP2Connection) {

@@ -1,8 +1,9 @@
 /// One cluster's endpoints as seen from one event loop.
 ///
 /// Endpoint choice here is a stopgap round robin until the balancer plugins
-/// of the filter ABI replace it: it skips endpoints that recently failed to
-/// connect (in reconnect backoff) while another endpoint is usable.
+/// of the filter ABI replace it: it skips endpoints that active health
+/// checks marked unhealthy and endpoints that recently failed to connect (in
+/// reconnect backoff).
 final class ClusterPool {
     let config: ClusterConfig
     private(set) var endpoints: [EndpointPool] = []
@@ -15,18 +16,20 @@ final class ClusterPool {
 
     var name: String { config.name }
 
-    /// The next endpoint in turn that is not in `avoiding` and not backing
-    /// off; nil when none is left.
+    /// The next endpoint in turn that is healthy, not in `avoiding` and not
+    /// backing off; nil when none is left.
     func pick(avoiding: [ObjectIdentifier]) -> EndpointPool? {
         let count = endpoints.count
         for step in 0..<count {
             let candidate = endpoints[(next + step) % count]
-            if candidate.isBackingOff || avoiding.contains(ObjectIdentifier(candidate)) { continue }
+            if !candidate.healthy || candidate.isBackingOff || avoiding.contains(ObjectIdentifier(candidate)) { continue }
             next = (next + step + 1) % count
             return candidate
         }
         return nil
     }
+
+    var hasHealthyEndpoint: Bool { endpoints.contains { $0.healthy } }
 
     func closeAll() {
         for endpoint in endpoints { endpoint.closeAll() }

@@ -20,6 +20,8 @@ final class EndpointPool {
     private var consecutiveFailures = 0
     private var retryAfter: NIODeadline?
     private(set) var lastConnectError: String?
+    /// From active health checks (always true without them).
+    var healthy = true
 
     init(endpoint: EndpointConfig, cluster: ClusterConfig, loop: LoopContext) {
         self.endpoint = endpoint

@@ -1,0 +1,40 @@
+import NIOCore
+
+/// Runs the active health checks of every cluster that has `health_check:`,
+/// all on one event loop (the probes are few and cheap).
+///
+/// `@unchecked Sendable`: created for `eventLoop` and touched only from it
+/// after `start`, which hops there.
+final class HealthChecker: @unchecked Sendable {
+    let eventLoop: EventLoop
+    private var probes: [EndpointProbe] = []
+    private let runtime: GatewayRuntime
+    private let registry: HealthRegistry
+
+    init(runtime: GatewayRuntime, registry: HealthRegistry, eventLoop: EventLoop) {
+        self.runtime = runtime
+        self.registry = registry
+        self.eventLoop = eventLoop
+    }
+
+    func start() {
+        eventLoop.execute {
+            for (c, cluster) in self.runtime.clusters.enumerated() {
+                guard let check = cluster.healthCheck else { continue }
+                for (e, endpoint) in cluster.endpoints.enumerated() {
+                    let probe = EndpointProbe(cluster: c, endpoint: e, config: endpoint, check: check,
+                                              registry: self.registry, eventLoop: self.eventLoop)
+                    self.probes.append(probe)
+                    probe.start()
+                }
+            }
+        }
+    }
+
+    func stop() {
+        eventLoop.execute {
+            self.probes.forEach { $0.stop() }
+            self.probes.removeAll()
+        }
+    }
+}

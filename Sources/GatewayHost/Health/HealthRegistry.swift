@@ -1,0 +1,173 @@
+import GRPCHealthProto
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// What the gateway says about health: its own state, each endpoint's
+/// (from active checks) and, from those, each routed service's. It pushes
+/// endpoint changes to every event loop's pools and status changes to every
+/// `Watch` stream. Changes are rare; reads on the data path never come here
+/// (each loop keeps its own copy of endpoint health).
+public final class HealthRegistry: Sendable {
+    public typealias Status = Grpc_Health_V1_HealthCheckResponse.ServingStatus
+
+    /// A Watch stream, called on its own loop.
+    final class Watcher {
+        let send: (Status) -> Void
+        let finish: () -> Void
+        init(send: @escaping (Status) -> Void, finish: @escaping () -> Void) {
+            self.send = send
+            self.finish = finish
+        }
+    }
+
+    private struct WatchEntry {
+        let service: String
+        let loop: EventLoop
+        let watcher: NIOLoopBound<Watcher>
+    }
+
+    private struct State {
+        var started = false
+        var draining = false
+        var endpointHealthy: [[Bool]]
+        var watches: [ObjectIdentifier: WatchEntry] = [:]
+        var lastSent: [String: Status] = [:]
+    }
+
+    /// Routed service name -> indexes of the clusters its routes point to.
+    private let serviceClusters: [String: [Int]]
+    private let clusterNames: [String]
+    private let endpointAddresses: [[String]]
+    private let state: NIOLockedValueBox<State>
+    /// Set by the gateway: applies an endpoint change on every loop.
+    let applyToLoops: @Sendable (_ cluster: Int, _ endpoint: Int, _ healthy: Bool) -> Void
+
+    /// The names that mean "the gateway itself" ("" per the health protocol;
+    /// the health service's own name, as Kubernetes liveness probes often ask).
+    static let selfNames: Set<String> = ["", "grpc.health.v1.Health"]
+
+    init(runtime: GatewayRuntime, applyToLoops: @escaping @Sendable (Int, Int, Bool) -> Void) {
+        var services: [String: Set<Int>] = [:]
+        for listener in runtime.listeners {
+            for route in listener.routes.routes {
+                var name = route.config.match.service
+                if name == nil, let method = route.config.match.method {
+                    name = String(method.split(separator: "/").first ?? "")
+                }
+                if let name, !name.isEmpty { services[name, default: []].insert(route.clusterIndex) }
+            }
+        }
+        self.serviceClusters = services.mapValues { $0.sorted() }
+        self.clusterNames = runtime.clusters.map(\.name)
+        self.endpointAddresses = runtime.clusters.map { $0.endpoints.map { $0.address.description } }
+        self.state = NIOLockedValueBox(State(endpointHealthy: runtime.clusters.map { $0.endpoints.map { _ in true } }))
+        self.applyToLoops = applyToLoops
+    }
+
+    // MARK: Queries
+
+    /// The status of `service`, or nil when the gateway does not know it.
+    public func status(of service: String) -> Status? {
+        state.withLockedValue { Self.status(of: service, in: $0, serviceClusters: serviceClusters) }
+    }
+
+    public func allStatuses() -> [String: Status] {
+        state.withLockedValue { s in
+            var all: [String: Status] = [:]
+            for name in serviceClusters.keys.sorted() + [""] {
+                all[name] = Self.status(of: name, in: s, serviceClusters: serviceClusters)
+            }
+            return all
+        }
+    }
+
+    /// Started and not draining: ready to take traffic.
+    public var isReady: Bool { state.withLockedValue { $0.started && !$0.draining } }
+
+    public func usableEndpoints(cluster: Int) -> Int {
+        state.withLockedValue { $0.endpointHealthy[cluster].filter { $0 }.count }
+    }
+
+    private static func status(of service: String, in s: State, serviceClusters: [String: [Int]]) -> Status? {
+        if selfNames.contains(service) {
+            return s.started && !s.draining ? .serving : .notServing
+        }
+        guard let clusters = serviceClusters[service] else { return nil }
+        if !s.started || s.draining { return .notServing }
+        let usable = clusters.allSatisfy { s.endpointHealthy[$0].contains(true) }
+        return usable ? .serving : .notServing
+    }
+
+    // MARK: Changes
+
+    func markStarted() { change { $0.started = true } }
+
+    /// SIGTERM: every status turns NOT_SERVING before any GOAWAY goes out.
+    func markDraining() { change { $0.draining = true } }
+
+    func setEndpoint(cluster: Int, endpoint: Int, healthy: Bool, reason: String) {
+        var changed = false
+        change { s in
+            changed = s.endpointHealthy[cluster][endpoint] != healthy
+            s.endpointHealthy[cluster][endpoint] = healthy
+        }
+        guard changed else { return }
+        Log.info(healthy ? "endpoint healthy" : "endpoint unhealthy", [
+            "cluster": clusterNames[cluster], "endpoint": endpointAddresses[cluster][endpoint], "reason": reason,
+        ])
+        applyToLoops(cluster, endpoint, healthy)
+    }
+
+    /// Applies `update`, then tells each watcher whose service changed.
+    private func change(_ update: (inout State) -> Void) {
+        let notifications: [(EventLoop, NIOLoopBound<Watcher>, Status)] = state.withLockedValue { s in
+            update(&s)
+            var out: [(EventLoop, NIOLoopBound<Watcher>, Status)] = []
+            var current: [String: Status] = [:]
+            for entry in s.watches.values {
+                let status = current[entry.service] ?? (Self.status(of: entry.service, in: s, serviceClusters: serviceClusters) ?? .serviceUnknown)
+                current[entry.service] = status
+            }
+            for (service, status) in current where s.lastSent[service] != status {
+                s.lastSent[service] = status
+                for entry in s.watches.values where entry.service == service {
+                    out.append((entry.loop, entry.watcher, status))
+                }
+            }
+            return out
+        }
+        for (loop, watcher, status) in notifications {
+            loop.execute { watcher.value.send(status) }
+        }
+    }
+
+    // MARK: Watch streams
+
+    /// Registers a Watch and returns the status to send first.
+    func addWatch(service: String, id: ObjectIdentifier, loop: EventLoop, watcher: Watcher) -> Status {
+        let bound = NIOLoopBound(watcher, eventLoop: loop)
+        return state.withLockedValue { s in
+            let status = Self.status(of: service, in: s, serviceClusters: serviceClusters) ?? .serviceUnknown
+            s.watches[id] = WatchEntry(service: service, loop: loop, watcher: bound)
+            s.lastSent[service] = status
+            return status
+        }
+    }
+
+    func removeWatch(id: ObjectIdentifier) {
+        _ = state.withLockedValue { $0.watches.removeValue(forKey: id) }
+    }
+
+    /// Ends every Watch stream (drain: they would otherwise hold their
+    /// connections open until the drain timeout).
+    func finishAllWatches() {
+        let entries = state.withLockedValue { s -> [WatchEntry] in
+            defer { s.watches.removeAll() }
+            return Array(s.watches.values)
+        }
+        for entry in entries {
+            let watcher = entry.watcher
+            entry.loop.execute { watcher.value.finish() }
+        }
+    }
+}

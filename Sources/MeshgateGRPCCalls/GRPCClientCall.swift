@@ -1,0 +1,104 @@
+import MeshgateGRPC
+import MeshgateHTTP2
+import NIOCore
+import SwiftProtobuf
+
+/// One gRPC call made by Meshgate itself on a client HTTP/2 connection
+/// (active health checks): sends one request message, delivers response
+/// messages, and ends exactly once with a status, also on a local timeout.
+/// Runs on the connection's event loop.
+public final class GRPCClientCall: HTTP2StreamDelegate {
+    public var onMessage: ((ByteBuffer) -> Void)?
+    /// Called exactly once.
+    public var onFinish: ((GRPCStatus) -> Void)?
+
+    private weak var connection: HTTP2Connection?
+    private var stream: Int32 = 0
+    private var deframer = GRPCMessageDeframer()
+    private var status: GRPCStatus?
+    private var timer: Scheduled<Void>?
+    private var done = false
+
+    public init() {}
+
+    /// Starts the call; false when the connection cannot take a stream.
+    @discardableResult
+    public func start(on connection: HTTP2Connection, authority: String, path: String,
+                      request: some SwiftProtobuf.Message, timeout: TimeAmount?) -> Bool {
+        var headers: HTTP2HeaderList = [
+            (":method", "POST"), (":scheme", "http"), (":authority", authority), (":path", path),
+            ("content-type", "application/grpc"), ("te", "trailers"), ("user-agent", "meshgate-health"),
+        ]
+        if let timeout {
+            headers.append("grpc-timeout", GRPCTimeout.format(nanoseconds: timeout.nanoseconds))
+        }
+        guard let id = connection.openStream(headers: headers, endStream: false, delegate: self) else { return false }
+        self.connection = connection
+        stream = id
+        let bytes: [UInt8] = (try? request.serializedBytes()) ?? []
+        connection.send(data: GRPCMessageDeframer.frame(bytes), stream: id)
+        connection.sendEnd(stream: id, trailers: nil)
+        if let timeout, let loop = connection.eventLoop {
+            timer = loop.assumeIsolated().scheduleTask(in: timeout) {
+                self.cancel(GRPCStatus(.deadlineExceeded, "no answer within \(timeout.nanoseconds / 1_000_000) ms"))
+            }
+        }
+        return true
+    }
+
+    /// Resets the stream and finishes with `status`.
+    public func cancel(_ status: GRPCStatus = GRPCStatus(.cancelled, "cancelled")) {
+        guard !done else { return }
+        connection?.reset(stream: stream, errorCode: 0x8)
+        end(status)
+    }
+
+    private func end(_ status: GRPCStatus) {
+        guard !done else { return }
+        done = true
+        timer?.cancel()
+        timer = nil
+        let finish = onFinish
+        onFinish = nil
+        onMessage = nil
+        finish?(status)
+    }
+
+    private static func status(from headers: HTTP2HeaderList) -> GRPCStatus? {
+        guard let text = headers["grpc-status"] else { return nil }
+        let code = Int(text).flatMap(GRPCStatusCode.init(rawValue:)) ?? .unknown
+        return GRPCStatus(code, GRPCMessageEncoding.percentDecode(headers["grpc-message"] ?? ""))
+    }
+
+    // MARK: HTTP2StreamDelegate
+
+    public func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveHeaders headers: HTTP2HeaderList, isTrailers: Bool, endStream: Bool) {
+        if !isTrailers, let httpStatus = headers[":status"].flatMap(Int.init), httpStatus != 200 {
+            status = GRPCStatus.fromHTTPStatus(httpStatus)
+        }
+        if let s = Self.status(from: headers) { status = s }
+    }
+
+    public func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveData data: ByteBuffer) {
+        connection.consume(stream: stream, bytes: data.readableBytes)
+        deframer.append(data)
+        while !done, let message = try? deframer.next() {
+            onMessage?(message.payload)
+        }
+    }
+
+    public func http2(_ connection: HTTP2Connection, didReceiveEndOfStream stream: Int32) {}
+
+    public func http2(_ connection: HTTP2Connection, stream: Int32, didWriteData bytes: Int) {}
+
+    public func http2(_ connection: HTTP2Connection, stream: Int32, didCloseWith reason: HTTP2StreamCloseReason) {
+        switch reason {
+        case .finished:
+            end(status ?? GRPCStatus(.internal, "stream ended without a gRPC status"))
+        case .reset(let code, _):
+            end(GRPCStatus.fromHTTP2Error(code: code, context: "health check stream reset"))
+        case .connectionLost:
+            end(GRPCStatus(.unavailable, "connection lost"))
+        }
+    }
+}
