@@ -116,6 +116,24 @@ import Testing
         #expect(alias.message.contains("not supported"))
     }
 
+    @Test func healthCheckBlock() throws {
+        let yaml = valid.replacingOccurrences(of: "    connect_timeout: 250ms\n", with: """
+                connect_timeout: 250ms
+                health_check: { mode: check, interval: 2s, timeout: 300ms, unhealthy_threshold: 3, service: mesh.v1.MeshService }
+
+            """)
+        let check = try #require(try ConfigLoader.parse(yaml, file: "h.yaml").clusters[0].healthCheck)
+        #expect(check.mode == .check)
+        #expect(check.interval == .seconds(2))
+        #expect(check.timeout == .milliseconds(300))
+        #expect(check.unhealthyThreshold == 3)
+        #expect(check.healthyThreshold == 2)
+        #expect(check.service == "mesh.v1.MeshService")
+        let bad = try #require(error(yaml.replacingOccurrences(of: "mode: check", with: "mode: poll")))
+        #expect(bad.field == "clusters[0].health_check.mode")
+        #expect(bad.message.contains("watch or check"))
+    }
+
     @Test func durations() {
         #expect(DurationParser.parse("250ms") == .milliseconds(250))
         #expect(DurationParser.parse("1.5s") == .milliseconds(1500))
