@@ -37,13 +37,14 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ]),
         .target(name: "MeshgateYAML", dependencies: ["CYAML"]),
+        .target(name: "MeshgateCrypto", dependencies: ["COpenSSL"]),
         .target(
             name: "MeshgateGRPC",
             dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
         .target(
             name: "GatewayHost",
             dependencies: [
-                "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "GRPCHealthProto", "FilterABI",
+                "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateCrypto", "GRPCHealthProto", "FilterABI",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -1,16 +1,312 @@
 /*
- * Meshgate filter ABI.
+ * Meshgate filter plugin ABI, version 1.0.
  *
- * This header is the contract that third-party filter plugins compile against.
- * The functions and types of ABI v1 arrive with the filter-plugin work; until
- * then only the version constants exist, so that the host and the build know
- * where the contract lives. Nothing here may ever change meaning once released:
- * a breaking change gets a new major version beside the old one.
- */
+ * STATUS: draft until the filter-plugin issue closes. Once released, v1 never
+ * changes meaning: a minor version only appends (fields at the end of the
+ * structs below, new optional hooks, new host functions); a breaking change
+ * gets a new major version, with its own entry symbol, beside this one.
+ *
+ * A plugin is a shared library (C, Swift, anything with a C ABI) that exports
+ * exactly one symbol, MG_PLUGIN_ENTRY_V1. Build one against this header
+ * alone:
+ *
+ *     cc -shared -fPIC -I Sources/FilterABI/include my_filter.c -o libmy_filter.so
+ *
+ * ---------------------------------------------------------------------------
+ * Objects and lifetimes (each destroy hook is called exactly once)
+ *
+ *   plugin      the loaded image. The host calls the entry once per load.
+ *   config      one `filters:` entry of one route (or a cluster's default
+ *               balancer), created from its YAML config at load or reload,
+ *               on the control thread. Shared by every event loop: after
+ *               config_new returns it must be immutable or internally
+ *               synchronized. Destroyed when no route-table generation
+ *               refers to it and every instance, call and attempt made from
+ *               it has ended.
+ *   instance    one per (config, event loop), created and destroyed on that
+ *               loop. Loop-local state (round-robin cursors, caches) lives
+ *               here: no locks are needed.
+ *   call state  optional, one per RPC through a chain holding the config,
+ *               created and destroyed on the call's loop.
+ *
+ * Unloading: the host never dlcloses a plugin image (a Swift runtime crashes
+ * when its image is unmapped). "Unloaded" means every destroy hook has run
+ * and the host will never call into the image again. Hot swap loads the new
+ * file from a private content-addressed copy, so it is a new image.
+ *
+ * Threads
+ *   control thread  config_new, config_destroy, timers of a config.
+ *   event loops     everything else. Hooks of one call are never concurrent;
+ *                   hooks of different calls of one config may run at the
+ *                   same time on different loops (touch only the instance or
+ *                   synchronize).
+ *   Host functions may be called only from inside a hook, on the hook's
+ *   thread, with handles that hook received -- except `log`, which any
+ *   thread may call at any time.
+ *
+ * Memory
+ *   Each side frees only what it allocated. Every pointer the host passes
+ *   (mg_str, structs, handles) is valid only until the hook returns; copy
+ *   what you keep. Strings (mg_str) are not NUL-terminated unless stated.
+ *   Pointers the plugin returns (descriptor, name) must stay valid until the
+ *   process exits (static storage).
+ *
+ * Errors
+ *   A plugin must not crash, block or throw across this boundary: it runs
+ *   inside the gateway's process and on its event loops.
+ * ------------------------------------------------------------------------- */
 #ifndef MESHGATE_FILTER_H
 #define MESHGATE_FILTER_H
 
-#define MESHGATE_FILTER_ABI_MAJOR 0
-#define MESHGATE_FILTER_ABI_MINOR 0
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MG_ABI_MAJOR 1
+#define MG_ABI_MINOR 0
+
+/* The one symbol a plugin exports: `const mg_plugin *meshgate_plugin_v1(const mg_host *host)`. */
+#define MG_PLUGIN_ENTRY_V1 "meshgate_plugin_v1"
+
+/* ---------------------------------------------------------------- basics -- */
+
+/* A byte string: `len` bytes at `ptr`, not NUL-terminated. */
+typedef struct mg_str {
+    const char *ptr;
+    size_t len;
+} mg_str;
+
+/* gRPC status codes as numbers (0 OK ... 16 UNAUTHENTICATED). */
+enum {
+    MG_STATUS_OK = 0,
+    MG_STATUS_CANCELLED = 1,
+    MG_STATUS_UNKNOWN = 2,
+    MG_STATUS_INVALID_ARGUMENT = 3,
+    MG_STATUS_DEADLINE_EXCEEDED = 4,
+    MG_STATUS_NOT_FOUND = 5,
+    MG_STATUS_PERMISSION_DENIED = 7,
+    MG_STATUS_RESOURCE_EXHAUSTED = 8,
+    MG_STATUS_UNIMPLEMENTED = 12,
+    MG_STATUS_INTERNAL = 13,
+    MG_STATUS_UNAVAILABLE = 14,
+    MG_STATUS_UNAUTHENTICATED = 16
+};
+
+/* What a plugin offers (mg_plugin.kinds, bit flags). A chain holds at most
+ * one balancer, and at most one plugin that schedules further attempts. */
+enum {
+    MG_KIND_FILTER = 1u << 0,   /* request/response hooks */
+    MG_KIND_BALANCER = 1u << 1, /* lb_pick / lb_update */
+    MG_KIND_RETRY = 1u << 2,    /* decides retries in on_attempt_done */
+    MG_KIND_HEDGE = 1u << 3     /* starts extra attempts with call_start_attempt */
+};
+
+/* Opaque handles owned by the host. */
+typedef struct mg_call mg_call;             /* one RPC through the gateway */
+typedef struct mg_attempt mg_attempt;       /* one upstream attempt of a call */
+typedef struct mg_config_ctx mg_config_ctx; /* the host's side of one config */
+
+/* Log levels for mg_host.log. */
+enum { MG_LOG_DEBUG = 0, MG_LOG_INFO = 1, MG_LOG_WARNING = 2, MG_LOG_ERROR = 3 };
+
+/* ------------------------------------------------------------- endpoints -- */
+
+/* One upstream endpoint as one event loop sees it. */
+typedef struct mg_endpoint {
+    mg_str address;     /* "host:port" */
+    uint64_t id;        /* stable while the endpoint stays in the cluster */
+    uint32_t weight;    /* >= 1 */
+    uint32_t in_flight; /* attempts in flight to it from this event loop */
+    uint8_t healthy;    /* 1 unless active health checks fail it */
+    uint8_t ejected;    /* 1 while outlier detection ejects it */
+    uint8_t reserved[6];
+} mg_endpoint;
+
+/* A cluster's endpoints. `version` changes whenever membership, weight,
+ * health or ejection changes. Balancers skip endpoints with healthy == 0 or
+ * ejected == 1 unless none is left. */
+typedef struct mg_endpoint_list {
+    mg_str cluster;
+    const mg_endpoint *items;
+    size_t count;
+    uint64_t version;
+} mg_endpoint_list;
+
+/* What a pick is for. */
+typedef struct mg_pick_request {
+    uint32_t size;            /* sizeof(mg_pick_request) as the host built it */
+    uint32_t attempt;         /* 0 for the first attempt, then 1, 2, ... */
+    uint64_t avoid_endpoint;  /* id of an endpoint to avoid when another
+                                 exists (the one that just failed); 0 = none */
+} mg_pick_request;
+
+/* -------------------------------------------------------------- outcomes -- */
+
+typedef struct mg_attempt_result {
+    uint32_t size;              /* sizeof(mg_attempt_result) as the host built it */
+    uint32_t attempt;           /* 0 = first */
+    int32_t grpc_status;        /* from trailers or Trailers-Only, or mapped from a reset */
+    mg_str grpc_message;
+    uint64_t endpoint_id;
+    uint64_t latency_us;        /* attempt start to end */
+    uint8_t response_started;   /* response headers arrived: the call is committed */
+    uint8_t transport_failure;  /* reset, refused or lost connection (no status from the server) */
+    uint8_t transparent_retry_ok; /* REFUSED_STREAM / GOAWAY-unprocessed: nothing reached the server */
+    uint8_t reserved;
+    int64_t pushback_ms;        /* grpc-retry-pushback-ms: -1 absent, -2 present but invalid */
+} mg_attempt_result;
+
+/* on_attempt_done's answer for a failed, uncommitted attempt (MG_KIND_RETRY). */
+typedef struct mg_retry_decision {
+    uint32_t retry;             /* 1: retry after delay_ms; 0: finish with this result */
+    uint32_t delay_ms;
+} mg_retry_decision;
+
+typedef struct mg_call_result {
+    uint32_t size;
+    int32_t grpc_status;
+    mg_str grpc_message;
+    uint32_t attempts;
+    uint64_t duration_us;       /* request headers in to final status out */
+    uint64_t request_bytes;
+    uint64_t response_bytes;
+} mg_call_result;
+
+/* Request hook results. */
+typedef enum mg_action {
+    MG_CONTINUE = 0,    /* go on with the chain */
+    MG_LOCAL_REPLY = 1  /* the plugin called call_local_reply: stop, answer the client */
+} mg_action;
+
+/* -------------------------------------------------------------- host API -- */
+
+/* Functions the host offers. All are present in every v1 host; fields are
+ * only ever appended (check `size` before using a field of a later minor). */
+typedef struct mg_host {
+    uint32_t size;
+    uint32_t abi_major;
+    uint32_t abi_minor;
+    uint32_t reserved;
+
+    /* Any thread, any time. The host copies the message. */
+    void (*log)(int level, mg_str plugin, mg_str message);
+
+    /* The call's method, "/package.Service/Method". */
+    mg_str (*call_method)(const mg_call *call);
+
+    /* The `index`-th value (0-based) of request header `name` (lower-case).
+     * Returns 1 and fills *value, or 0 when absent. */
+    int (*call_request_header)(const mg_call *call, mg_str name, size_t index, mg_str *value);
+
+    /* From on_request_headers only: answer the call locally with a status
+     * (Trailers-Only); return MG_LOCAL_REPLY from the hook. */
+    void (*call_local_reply)(mg_call *call, int32_t grpc_status, mg_str message);
+
+    /* Microseconds left before the call's deadline; UINT64_MAX when it has none. */
+    uint64_t (*call_deadline_remaining_us)(const mg_call *call);
+
+    /* From on_attempt_start only: add a header to the attempt's request
+     * (e.g. traceparent). Returns 0, or -1 when the name is invalid. */
+    int (*attempt_set_request_header)(mg_attempt *attempt, mg_str name, mg_str value);
+
+    /* From on_response_headers only: the `index`-th value of a response header. */
+    int (*attempt_response_header)(const mg_attempt *attempt, mg_str name, size_t index, mg_str *value);
+
+    /* From on_response_headers only: add a header to the response the client gets. */
+    int (*call_add_response_header)(mg_call *call, mg_str name, mg_str value);
+
+    /* MG_KIND_HEDGE: start one more attempt of the call after delay_ms.
+     * Returns 0, or -1 when no more attempts are possible (committed, past
+     * the deadline, the request outgrew the replay buffer). The first attempt
+     * whose response headers arrive wins; the host cancels the others
+     * (RST_STREAM CANCEL). */
+    int (*call_start_attempt)(mg_call *call, uint32_t delay_ms);
+
+    /* MG_KIND_HEDGE: cancel every attempt in flight but `keep` (may be NULL). */
+    void (*call_cancel_attempts)(mg_call *call, const mg_attempt *keep);
+
+    /* Control thread, from config_new or a timer of the config: run `fire`
+     * on the control thread after delay_ms, repeatedly when repeat != 0.
+     * Returns a timer id (> 0). Timers end with the config. */
+    uint64_t (*timer_start)(mg_config_ctx *ctx, uint32_t delay_ms, int repeat, void (*fire)(void *user), void *user);
+    void (*timer_cancel)(mg_config_ctx *ctx, uint64_t timer_id);
+
+    /* Any thread holding the config: eject an endpoint of `cluster` from every
+     * balancer for duration_ms (0 = uneject now). Ejection state lives in the
+     * host and survives a hot swap of the plugin. Returns 0, or -1 when the
+     * endpoint is unknown. */
+    int (*endpoint_eject)(mg_config_ctx *ctx, mg_str cluster, uint64_t endpoint_id, uint32_t duration_ms);
+} mg_host;
+
+/* ------------------------------------------------------------ plugin API -- */
+
+/* What the entry returns: the plugin's identity and hooks. Any hook may be
+ * NULL ("not implemented: default behaviour"); hooks of a later minor are
+ * only ever optional. */
+typedef struct mg_plugin {
+    uint32_t size;          /* sizeof(mg_plugin) as the plugin was compiled */
+    uint32_t abi_major;     /* must equal the host's MG_ABI_MAJOR */
+    uint32_t abi_minor;     /* the host must offer at least this minor */
+    uint32_t kinds;         /* MG_KIND_* flags */
+    const char *name;       /* NUL-terminated, static */
+    const char *version;    /* NUL-terminated, static, free form */
+
+    /* Control thread. Validate and compile `config_json` (the route's
+     * `config:` block as JSON text, "{}" when absent). Return the config, or
+     * NULL after writing a NUL-terminated reason into error[error_size]; the
+     * host then refuses the whole config or reload and shows the reason. */
+    void *(*config_new)(mg_config_ctx *ctx, mg_str config_json, char *error, size_t error_size);
+    void (*config_destroy)(void *config);
+
+    /* The config's loop-local state; loop_index is 0..loops-1. NULL return
+     * is allowed (no state). */
+    void *(*instance_new)(void *config, uint32_t loop_index);
+    void (*instance_destroy)(void *instance);
+
+    /* Per call. call_new may return NULL (no state). */
+    void *(*call_new)(void *instance, mg_call *call);
+    void (*call_destroy)(void *instance, void *call_state);
+
+    /* The request head arrived. Return MG_LOCAL_REPLY after
+     * call_local_reply to answer without going upstream. */
+    mg_action (*on_request_headers)(void *instance, void *call_state, mg_call *call);
+
+    /* An attempt is about to be sent upstream (its headers are still
+     * writable with attempt_set_request_header). */
+    void (*on_attempt_start)(void *instance, void *call_state, mg_call *call, mg_attempt *attempt);
+
+    /* An attempt's response headers arrived (the call commits to it). */
+    void (*on_response_headers)(void *instance, void *call_state, mg_call *call, mg_attempt *attempt);
+
+    /* An attempt ended. MG_KIND_RETRY plugins fill *decision for a failed,
+     * uncommitted attempt; it is NULL when no retry is possible. */
+    void (*on_attempt_done)(void *instance, void *call_state, mg_call *call,
+                            const mg_attempt_result *result, mg_retry_decision *decision);
+
+    /* The client has its final status. */
+    void (*on_call_done)(void *instance, void *call_state, mg_call *call, const mg_call_result *result);
+
+    /* MG_KIND_BALANCER: the endpoint list changed (called before the next
+     * pick that sees the new version). */
+    void (*lb_update)(void *instance, const mg_endpoint_list *endpoints);
+
+    /* MG_KIND_BALANCER: choose an endpoint for an attempt. Write its index
+     * into *chosen and return 0; return -1 when none fits (the call gets
+     * UNAVAILABLE). */
+    int (*lb_pick)(void *instance, mg_call *call, const mg_pick_request *request,
+                   const mg_endpoint_list *endpoints, uint32_t *chosen);
+} mg_plugin;
+
+/* The entry's type. Called once per load, on the control thread; `host` stays
+ * valid until the process exits. Return NULL to refuse loading (for example
+ * when host->abi_minor is too old). */
+typedef const mg_plugin *(*mg_plugin_entry_v1)(const mg_host *host);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* MESHGATE_FILTER_H */

@@ -1,0 +1,139 @@
+import FilterABI
+import MeshgateCrypto
+import NIOConcurrencyHelpers
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A plugin shared library, loaded and checked. The one place Meshgate calls
+/// `dlopen`/`dlsym`.
+///
+/// The file is first copied to a private, content-addressed path
+/// (`<cache>/<sha256>-<name>`): `dlopen` of a path it already loaded returns
+/// the old image even if a new file replaced it, so a changed plugin must
+/// load from a new path. Images are opened with RTLD_NODELETE and never
+/// closed (unmapping a Swift image crashes the host later).
+public final class PluginImage: @unchecked Sendable {
+    // @unchecked Sendable: every field is immutable after init; the
+    // descriptor points at the plugin's static storage.
+
+    public let path: String
+    public let loadedPath: String
+    public let sha256: String
+    public let name: String
+    public let version: String
+    public let abiMajor: UInt32
+    public let abiMinor: UInt32
+    public let kinds: UInt32
+    let descriptor: UnsafePointer<mg_plugin>
+
+    /// Everything that can go wrong while loading, said with the path.
+    public struct LoadError: Error, CustomStringConvertible {
+        public let path: String
+        public let message: String
+        public var description: String { "plugin \(path): \(message)" }
+    }
+
+    /// Loads (or finds, when the same content is already loaded) the image.
+    static func load(path: String, cacheDirectory: String) throws(LoadError) -> PluginImage {
+        guard let bytes = readAll(path) else {
+            throw LoadError(path: path, message: "cannot read the file: \(String(cString: strerror(errno)))")
+        }
+        let digest = SHA256Digest.hex(of: bytes)
+        if let loaded = PluginImageCache.shared.image(forDigest: digest) { return loaded }
+
+        let base = path.split(separator: "/").last.map(String.init) ?? "plugin.so"
+        let privatePath = "\(cacheDirectory)/\(digest)-\(base)"
+        mkdir(cacheDirectory, 0o700)
+        if access(privatePath, R_OK) != 0 {
+            let temporary = privatePath + ".tmp\(getpid())"
+            guard writeAll(temporary, bytes), rename(temporary, privatePath) == 0 else {
+                throw LoadError(path: path, message: "cannot write the private copy \(privatePath): \(String(cString: strerror(errno)))")
+            }
+        }
+        guard let handle = dlopen(privatePath, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE) else {
+            let reason = dlerror().map { String(cString: $0) } ?? "unknown dlopen error"
+            throw LoadError(path: path, message: "not a loadable shared object: \(reason)")
+        }
+        guard let symbol = dlsym(handle, MG_PLUGIN_ENTRY_V1) else {
+            throw LoadError(path: path, message: "missing the entry symbol \(MG_PLUGIN_ENTRY_V1) (is it built against meshgate_filter.h ABI v\(MG_ABI_MAJOR)?)")
+        }
+        let entry = unsafeBitCast(symbol, to: mg_plugin_entry_v1.self)
+        guard let descriptor = entry(PluginHostAPI.table) else {
+            throw LoadError(path: path, message: "the plugin refused to load with this host (host ABI \(MG_ABI_MAJOR).\(MG_ABI_MINOR))")
+        }
+        let d = descriptor.pointee
+        guard d.abi_major == MG_ABI_MAJOR else {
+            throw LoadError(path: path, message: "built for filter ABI \(d.abi_major).\(d.abi_minor); this host supports \(MG_ABI_MAJOR).0 to \(MG_ABI_MAJOR).\(MG_ABI_MINOR)")
+        }
+        guard d.abi_minor <= MG_ABI_MINOR else {
+            throw LoadError(path: path, message: "needs filter ABI \(d.abi_major).\(d.abi_minor); this host offers \(MG_ABI_MAJOR).\(MG_ABI_MINOR)")
+        }
+        guard d.size >= UInt32(MemoryLayout<mg_plugin>.size) || d.abi_minor < MG_ABI_MINOR else {
+            throw LoadError(path: path, message: "its mg_plugin descriptor is \(d.size) bytes, smaller than ABI \(MG_ABI_MAJOR).\(MG_ABI_MINOR)'s \(MemoryLayout<mg_plugin>.size)")
+        }
+        guard let name = d.name.map({ String(cString: $0) }), !name.isEmpty else {
+            throw LoadError(path: path, message: "its descriptor has no name")
+        }
+        guard d.config_new != nil else {
+            throw LoadError(path: path, message: "its descriptor has no config_new hook (required)")
+        }
+        if d.kinds & UInt32(MG_KIND_BALANCER) != 0 && d.lb_pick == nil {
+            throw LoadError(path: path, message: "declares MG_KIND_BALANCER but has no lb_pick hook")
+        }
+        let image = PluginImage(path: path, loadedPath: privatePath, sha256: digest, name: name,
+                                version: d.version.map { String(cString: $0) } ?? "",
+                                descriptor: descriptor)
+        PluginImageCache.shared.remember(image)
+        return image
+    }
+
+    private init(path: String, loadedPath: String, sha256: String, name: String, version: String, descriptor: UnsafePointer<mg_plugin>) {
+        self.path = path
+        self.loadedPath = loadedPath
+        self.sha256 = sha256
+        self.name = name
+        self.version = version
+        self.descriptor = descriptor
+        self.abiMajor = descriptor.pointee.abi_major
+        self.abiMinor = descriptor.pointee.abi_minor
+        self.kinds = descriptor.pointee.kinds
+    }
+
+    public var isBalancer: Bool { kinds & UInt32(MG_KIND_BALANCER) != 0 }
+    public var schedulesAttempts: Bool { kinds & UInt32(MG_KIND_RETRY | MG_KIND_HEDGE) != 0 }
+
+    private static func readAll(_ path: String) -> [UInt8]? {
+        guard let f = fopen(path, "rb") else { return nil }
+        defer { fclose(f) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = fread(&chunk, 1, chunk.count, f)
+            if n > 0 { bytes.append(contentsOf: chunk[0..<n]) }
+            if n < chunk.count { break }
+        }
+        return bytes
+    }
+
+    private static func writeAll(_ path: String, _ bytes: [UInt8]) -> Bool {
+        guard let f = fopen(path, "wb") else { return false }
+        defer { fclose(f) }
+        return fwrite(bytes, 1, bytes.count, f) == bytes.count
+    }
+}
+
+/// Loaded images by content digest: the same bytes load once per process.
+final class PluginImageCache: Sendable {
+    static let shared = PluginImageCache()
+    private let images = NIOLockedValueBox<[String: PluginImage]>([:])
+
+    func image(forDigest digest: String) -> PluginImage? {
+        images.withLockedValue { $0[digest] }
+    }
+
+    func remember(_ image: PluginImage) {
+        images.withLockedValue { $0[image.sha256] = image }
+    }
+}
