@@ -13,6 +13,8 @@ let package = Package(
         .executable(name: "meshgate", targets: ["meshgate"]),
         .executable(name: "mesh-sample", targets: ["MeshSample"]),
         .library(name: "FilterABI", targets: ["FilterABI"]),
+        // Filter plugins: each its own shared library, depending on FilterABI only.
+        .library(name: "RoundRobin", type: .dynamic, targets: ["RoundRobin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -30,6 +32,7 @@ let package = Package(
             name: "CYAML", path: "Sources/CYAML", pkgConfig: "yaml-0.1",
             providers: [.apt(["libyaml-dev"])]),
         .target(name: "FilterABI", path: "Sources/FilterABI"),
+        .target(name: "RoundRobin", dependencies: ["FilterABI"], path: "Plugins/RoundRobin"),
         .target(
             name: "MeshgateHTTP2",
             dependencies: [

@@ -38,8 +38,17 @@ struct Validate: ParsableCommand {
 
     func run() {
         let config = options.load()
+        let plugins: PluginRuntime
+        do {
+            plugins = try PluginRuntime.load(config)
+        } catch {
+            printError("meshgate: invalid config: \(error)")
+            Glibc.exit(2)
+        }
+        defer { plugins.destroy() }
         let routes = config.listeners.reduce(0) { $0 + $1.routes.count }
-        print("\(options.config): OK (\(config.listeners.count) listener(s), \(routes) route(s), \(config.clusters.count) cluster(s))")
+        let names = Set(plugins.handles.map { "\($0.image.name) \($0.image.version)" }).sorted().joined(separator: ", ")
+        print("\(options.config): OK (\(config.listeners.count) listener(s), \(routes) route(s), \(config.clusters.count) cluster(s); plugins: \(names))")
     }
 }
 
@@ -67,6 +76,9 @@ struct Run: AsyncParsableCommand {
         } catch let error as GatewayError {
             printError("meshgate: \(error.message)")
             Glibc.exit(1)
+        } catch let error as ConfigError {
+            printError("meshgate: invalid config: \(error)")
+            Glibc.exit(2)
         }
     }
 }

@@ -104,10 +104,18 @@ import Testing
         #expect(noPort.message.contains("HOST:PORT"))
     }
 
-    @Test func filtersNeedDeclaredPlugins() throws {
-        let e = try #require(error(valid.replacingOccurrences(of: "filters: []", with: "filters: [{ plugin: retry }]")))
-        #expect(e.field == "listeners[0].routes[0].filters[0].plugin")
-        #expect(e.message.contains("'retry' is not declared"))
+    @Test func filtersAndPluginDeclarationsParse() throws {
+        let yaml = "plugin_dir: plugins\nplugins:\n  - { name: auth, path: ./libauth.so }\n" + valid.replacingOccurrences(
+            of: "filters: []", with: "filters: [{ plugin: auth, config: { header: x-key, max: 3, on: true, ratio: 0.5, names: [a, \"b\"] } }]")
+        let config = try ConfigLoader.parse(yaml, file: "p.yaml")
+        #expect(config.pluginDirectory == "plugins")
+        #expect(config.plugins.map(\.name) == ["auth"])
+        let filter = try #require(config.listeners[0].routes[0].filters.first)
+        #expect(filter.plugin == "auth")
+        #expect(filter.field == "listeners[0].routes[0].filters[0]")
+        #expect(filter.config?.jsonText == #"{"header":"x-key","max":3,"on":true,"ratio":0.5,"names":["a","b"]}"#)
+        let twice = try #require(error(yaml.replacingOccurrences(of: "plugins:\n", with: "plugins:\n  - { name: auth, path: x.so }\n")))
+        #expect(twice.message.contains("declared twice"))
     }
 
     @Test func emptyAndAliasedDocumentsAreRefused() throws {

@@ -24,7 +24,7 @@ public enum ConfigLoader {
         if case .null = root {
             throw ConfigError(file: file, mark: nil, field: "", message: "the config is empty; it needs at least `listeners:` and `clusters:`")
         }
-        let top = try YAMLFieldReader(root, file: file, path: "", allowed: ["runtime", "admin", "listeners", "clusters"])
+        let top = try YAMLFieldReader(root, file: file, path: "", allowed: ["runtime", "admin", "listeners", "clusters", "plugins", "plugin_dir"])
         var config = GatewayConfig(runtime: RuntimeConfig(), admin: nil, listeners: [], clusters: [], sourceFile: file)
 
         if let node = top.node("runtime") {
@@ -35,6 +35,18 @@ public enum ConfigLoader {
         if let node = top.node("admin") {
             let a = try YAMLFieldReader(node, file: file, path: "admin", allowed: ["address"])
             config.admin = AdminConfig(address: try a.requiredAddress("address"))
+        }
+
+        config.pluginDirectory = try top.string("plugin_dir")
+        var pluginMarks: [String: YAMLMark] = [:]
+        for (node, path) in try top.list("plugins") {
+            let p = try YAMLFieldReader(node, file: file, path: path, allowed: ["name", "path"])
+            let declaration = PluginDeclaration(name: try p.requiredString("name"), path: try p.requiredString("path"), mark: node.mark)
+            if let first = pluginMarks[declaration.name] {
+                throw ConfigError(file: file, mark: node.mark, field: "\(path).name", message: "plugin '\(declaration.name)' is declared twice (first at line \(first.line))")
+            }
+            pluginMarks[declaration.name] = node.mark
+            config.plugins.append(declaration)
         }
 
         var clusterMarks: [String: YAMLMark] = [:]
@@ -120,17 +132,9 @@ public enum ConfigLoader {
                                 maxTimeout: try r.duration("max_timeout"), filters: [], mark: node.mark)
         for (filterNode, filterPath) in try r.list("filters") {
             let f = try YAMLFieldReader(filterNode, file: file, path: filterPath, allowed: ["plugin", "config"])
-            let filter = FilterConfig(plugin: try f.requiredString("plugin"), config: f.node("config"), mark: filterNode.mark)
-            route.filters.append(try resolve(filter, path: filterPath, file: file))
+            route.filters.append(FilterConfig(plugin: try f.requiredString("plugin"), config: f.node("config"), mark: filterNode.mark, field: filterPath))
         }
         return route
-    }
-
-    /// No plugin can be declared yet: the filter ABI and its loader come
-    /// next. Refuse a filter rather than silently ignore it.
-    private static func resolve(_ filter: FilterConfig, path: String, file: String) throws(ConfigError) -> FilterConfig {
-        throw ConfigError(file: file, mark: filter.mark, field: "\(path).plugin",
-                          message: "plugin '\(filter.plugin)' is not declared (this build has no filter plugins yet; leave `filters: []`)")
     }
 
     private static func parseCluster(_ node: YAMLNode, file: String, path: String) throws(ConfigError) -> ClusterConfig {

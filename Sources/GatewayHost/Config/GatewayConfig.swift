@@ -7,8 +7,20 @@ public struct GatewayConfig: Sendable {
     public var admin: AdminConfig?
     public var listeners: [ListenerConfig]
     public var clusters: [ClusterConfig]
+    /// Declared plugins, by the name routes use in `filters:`.
+    public var plugins: [PluginDeclaration] = []
+    /// Where bare plugin file names and the built-in plugins are found
+    /// (default: the folder of the meshgate executable).
+    public var pluginDirectory: String?
     /// Where the config came from (for messages).
     public var sourceFile: String
+}
+
+/// `plugins:` entry: a name for a shared library.
+public struct PluginDeclaration: Sendable {
+    public var name: String
+    public var path: String
+    public var mark: YAMLMark
 }
 
 public struct RuntimeConfig: Sendable {
@@ -57,12 +69,14 @@ public struct HeaderMatchConfig: Sendable {
     public var rule: Rule
 }
 
-/// One entry of a route's `filters:` chain. The plugins behind it arrive with
-/// the filter ABI; the schema is fixed now.
+/// One entry of a route's `filters:` chain: a plugin and its config block
+/// (handed to the plugin as JSON).
 public struct FilterConfig: Sendable {
     public var plugin: String
     public var config: YAMLNode?
     public var mark: YAMLMark
+    /// Dotted path of the entry, for messages.
+    public var field: String
 }
 
 public struct ClusterConfig: Sendable {

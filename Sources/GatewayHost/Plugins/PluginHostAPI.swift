@@ -1,11 +1,13 @@
 import FilterABI
+import MeshgateGRPC
+import NIOCore
 
 /// The `mg_host` table handed to every plugin: the functions the host
 /// offers, implemented in Swift with C calling convention.
 ///
-/// Functions tied to calls, attempts or timers become available as the
-/// filter chain reaches the data path; until then they answer "not possible"
-/// (-1 / 0) as the header allows.
+/// Attempt scheduling (hedging), timers and ejection arrive with the
+/// resilience plugins; until then they answer "not possible" (-1 / 0), as
+/// the header allows a host to.
 enum PluginHostAPI {
     /// Built once, never mutated: plugins keep the pointer for the life of
     /// the process.
@@ -26,13 +28,51 @@ enum PluginHostAPI {
                 default: Log.error(text, ["plugin": name])
                 }
             },
-            call_method: { _ in mg_str(ptr: nil, len: 0) },
-            call_request_header: { _, _, _, _ in 0 },
-            call_local_reply: { _, _, _ in },
-            call_deadline_remaining_us: { _ in UInt64.max },
-            attempt_set_request_header: { _, _, _ in -1 },
-            attempt_response_header: { _, _, _, _ in 0 },
-            call_add_response_header: { _, _, _ in -1 },
+            call_method: { call in
+                let state = PluginCallState.from(call)
+                return state.stable(state.path)
+            },
+            call_request_header: { call, name, index, value in
+                let state = PluginCallState.from(call)
+                guard let found = PluginCallState.nth(state.requestHeaders, PluginHostAPI.string(name).lowercased(), index) else { return 0 }
+                value?.pointee = state.stable(found)
+                return 1
+            },
+            call_local_reply: { call, status, message in
+                let state = PluginCallState.from(call)
+                let code = GRPCStatusCode(rawValue: Int(status)) ?? .unknown
+                state.localReply = GRPCStatus(code == .ok ? .unknown : code, PluginHostAPI.string(message))
+            },
+            call_deadline_remaining_us: { call in
+                let state = PluginCallState.from(call)
+                guard let deadline = state.deadline.deadlineNanos else { return UInt64.max }
+                let now = UInt64(NIODeadline.now().uptimeNanoseconds)
+                return deadline > now ? (deadline - now) / 1000 : 0
+            },
+            attempt_set_request_header: { attempt, name, value in
+                let state = PluginCallState.from(attempt)
+                let n = PluginHostAPI.string(name).lowercased()
+                let v = PluginHostAPI.string(value)
+                guard state.inAttemptStart, PluginCallState.isValidHeaderName(n), PluginCallState.isValidHeaderValue(v) else { return -1 }
+                state.attemptHeaders.removeAll(named: n)
+                state.attemptHeaders.append(n, v)
+                return 0
+            },
+            attempt_response_header: { attempt, name, index, value in
+                let state = PluginCallState.from(attempt)
+                guard let headers = state.responseHeaders,
+                      let found = PluginCallState.nth(headers, PluginHostAPI.string(name).lowercased(), index) else { return 0 }
+                value?.pointee = state.stable(found)
+                return 1
+            },
+            call_add_response_header: { call, name, value in
+                let state = PluginCallState.from(call)
+                let n = PluginHostAPI.string(name).lowercased()
+                let v = PluginHostAPI.string(value)
+                guard state.responseHeaders != nil, PluginCallState.isValidHeaderName(n), PluginCallState.isValidHeaderValue(v) else { return -1 }
+                state.extraResponseHeaders.append(n, v)
+                return 0
+            },
             call_start_attempt: { _, _ in -1 },
             call_cancel_attempts: { _, _ in },
             timer_start: { _, _, _, _, _ in 0 },

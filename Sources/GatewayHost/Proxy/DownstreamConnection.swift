@@ -40,6 +40,7 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
             clientTimeout = parsed
         }
         let call = ProxyCall(downstream: connection, stream: stream, headers: headers, path: path, route: route,
+                             chain: loop.plugins.chains[listener.index][route.index],
                              timeoutNanos: route.effectiveTimeout(clientTimeout: clientTimeout), loop: loop)
         call.start(requestEnded: endStream)
         return call

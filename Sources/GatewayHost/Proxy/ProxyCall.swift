@@ -1,3 +1,4 @@
+import FilterABI
 import MeshgateGRPC
 import MeshgateHTTP2
 import NIOCore
@@ -15,12 +16,22 @@ final class ProxyCall: HTTP2StreamDelegate {
     let requestHeaders: HTTP2HeaderList
     let path: String
     let route: RouteTable.Route
+    let chain: PluginRuntime.RouteChain
     unowned let loop: LoopContext
     private let deadline: NIODeadline?
     private var deadlineTimer: Scheduled<Void>?
+    private let started = NIODeadline.now()
+
+    /// What the plugins' host functions see; `mg_call *` points at it.
+    private let plugin: PluginCallState
+    private var filterStates: [UnsafeMutableRawPointer?] = []
+    private var finalStatus: GRPCStatus?
+    private var attempts = 0
+    private var callDone = false
 
     private var endpoint: EndpointPool?
-    private var failedEndpoints: [ObjectIdentifier] = []
+    private var endpointIndex = 0
+    private var avoidEndpoint: UInt64 = 0
     private var upstream: HTTP2Connection?
     private var upstreamStream: Int32 = 0
     private var upstreamOpen = false
@@ -36,18 +47,39 @@ final class ProxyCall: HTTP2StreamDelegate {
     private var downstreamClosed = false
 
     init(downstream: HTTP2Connection, stream: Int32, headers: HTTP2HeaderList, path: String,
-         route: RouteTable.Route, timeoutNanos: Int64?, loop: LoopContext) {
+         route: RouteTable.Route, chain: PluginRuntime.RouteChain, timeoutNanos: Int64?, loop: LoopContext) {
         self.downstream = downstream
         self.downstreamStream = stream
         self.requestHeaders = headers
         self.path = path
         self.route = route
+        self.chain = chain
         self.loop = loop
-        self.deadline = timeoutNanos.map { .now() + .nanoseconds($0) }
+        let deadline: NIODeadline? = timeoutNanos.map { .now() + .nanoseconds($0) }
+        self.deadline = deadline
+        self.plugin = PluginCallState(path: path, requestHeaders: headers,
+                                      deadline: NIODeadlineBox(deadlineNanos: deadline.map { $0.uptimeNanoseconds }))
+    }
+
+    private func instance(_ filter: FilterHandle) -> UnsafeMutableRawPointer? {
+        loop.instances.instance(filter, cluster: route.clusterIndex)
     }
 
     func start(requestEnded: Bool) {
         self.requestEnded = requestEnded
+        if !chain.filters.isEmpty {
+            filterStates.reserveCapacity(chain.filters.count)
+            for filter in chain.filters {
+                filterStates.append(filter.hooks.call_new?(instance(filter), plugin.handle))
+            }
+            for (i, filter) in chain.filters.enumerated() {
+                guard let hook = filter.hooks.on_request_headers else { continue }
+                if hook(instance(filter), filterStates[i], plugin.handle) == MG_LOCAL_REPLY {
+                    fail(plugin.localReply ?? GRPCStatus(.unknown, "filter '\(filter.image.name)' answered locally without a status"))
+                    return
+                }
+            }
+        }
         if let deadline {
             deadlineTimer = loop.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
                 self.deadlineExpired()
@@ -60,7 +92,13 @@ final class ProxyCall: HTTP2StreamDelegate {
 
     private func placeOnEndpoint() {
         let cluster = loop.clusters[route.clusterIndex]
-        guard let chosen = cluster.pick(avoiding: failedEndpoints) else {
+        let balancer = chain.balancer
+        var list = cluster.endpointList()
+        withUnsafePointer(to: &list) { loop.instances.noteEndpoints(balancer, cluster: route.clusterIndex, list: $0) }
+        var request = mg_pick_request(size: UInt32(MemoryLayout<mg_pick_request>.size), attempt: UInt32(attempts), avoid_endpoint: avoidEndpoint)
+        var chosen: UInt32 = 0
+        let verdict = balancer.hooks.lb_pick!(instance(balancer), plugin.handle, &request, &list, &chosen)
+        guard verdict == 0, Int(chosen) < cluster.endpoints.count else {
             guard cluster.hasHealthyEndpoint else {
                 fail(GRPCStatus(.unavailable, "no healthy upstream in cluster '\(cluster.name)': every endpoint fails its health checks"))
                 return
@@ -69,14 +107,16 @@ final class ProxyCall: HTTP2StreamDelegate {
             fail(GRPCStatus(.unavailable, "no upstream of cluster '\(cluster.name)' is reachable" + (detail.isEmpty ? "" : " (\(detail))")))
             return
         }
-        endpoint = chosen
-        chosen.acquire(for: self)
+        endpointIndex = Int(chosen)
+        let picked = cluster.endpoints[endpointIndex]
+        endpoint = picked
+        picked.acquire(for: self)
     }
 
     /// The endpoint could not connect; nothing was sent, so try another.
     func connectFailed(on endpoint: EndpointPool, error: String) {
         guard !finished else { return }
-        failedEndpoints.append(ObjectIdentifier(endpoint))
+        avoidEndpoint = loop.clusters[route.clusterIndex].endpointID(endpointIndex)
         self.endpoint = nil
         placeOnEndpoint()
     }
@@ -84,6 +124,13 @@ final class ProxyCall: HTTP2StreamDelegate {
     /// A connection has room for this call: open the upstream stream.
     func attach(_ connection: UpstreamConnection) {
         guard !finished, let http2 = connection.http2 else { return }
+        if !chain.filters.isEmpty {
+            plugin.inAttemptStart = true
+            for (i, filter) in chain.filters.enumerated() {
+                filter.hooks.on_attempt_start?(instance(filter), filterStates[i], plugin.handle, plugin.handle)
+            }
+            plugin.inAttemptStart = false
+        }
         var headers = HTTP2HeaderList()
         headers.reserveCapacity(requestHeaders.count + 1)
         for (name, value) in requestHeaders {
@@ -100,6 +147,10 @@ final class ProxyCall: HTTP2StreamDelegate {
             let remaining = (deadline - .now()).nanoseconds
             headers.append("grpc-timeout", GRPCTimeout.format(nanoseconds: max(remaining, 1)))
         }
+        for field in plugin.attemptHeaders {
+            headers.removeAll(named: field.name)
+            headers.append(field.name, field.value)
+        }
         let endNow = requestEnded && pendingRequest.isEmpty && requestTrailers == nil
         guard let id = http2.openStream(headers: headers, endStream: endNow, delegate: self) else {
             fail(GRPCStatus(.unavailable, "upstream \(endpoint?.address ?? "?") refused a new stream"))
@@ -108,6 +159,8 @@ final class ProxyCall: HTTP2StreamDelegate {
         upstream = http2
         upstreamStream = id
         upstreamOpen = true
+        attempts += 1
+        endpoint?.inFlight += 1
         while let chunk = pendingRequest.popFirst() {
             http2.send(data: chunk, stream: id)
         }
@@ -128,11 +181,20 @@ final class ProxyCall: HTTP2StreamDelegate {
         guard !finished else { return }
         if !isTrailers {
             responseStarted = true
-            downstream.sendResponseHeaders(stream: downstreamStream, headers: headers, endStream: endStream)
-            if endStream { complete() }
+            var head = headers
+            if !chain.filters.isEmpty {
+                plugin.responseHeaders = headers
+                for (i, filter) in chain.filters.enumerated() {
+                    filter.hooks.on_response_headers?(instance(filter), filterStates[i], plugin.handle, plugin.handle)
+                }
+                plugin.responseHeaders = nil
+                for field in plugin.extraResponseHeaders { head.append(field.name, field.value) }
+            }
+            downstream.sendResponseHeaders(stream: downstreamStream, headers: head, endStream: endStream)
+            if endStream { complete(status: headers) }
         } else {
             downstream.sendEnd(stream: downstreamStream, trailers: headers)
-            complete()
+            complete(status: headers)
         }
     }
 
@@ -163,7 +225,7 @@ final class ProxyCall: HTTP2StreamDelegate {
             // END_STREAM on DATA without trailers: not valid gRPC, but relayed
             // as it is; the client reports the missing status itself.
             downstream.sendEnd(stream: downstreamStream, trailers: nil)
-            complete()
+            complete(status: [])
         }
     }
 
@@ -185,9 +247,14 @@ final class ProxyCall: HTTP2StreamDelegate {
             finished = true
             cancelTimer()
             if upstream == nil { endpoint?.cancelWait(self) }
+            if reason != .finished && finalStatus == nil {
+                finalStatus = GRPCStatus(.cancelled, "the client cancelled the call")
+            }
+            endCall()
             return
         }
         upstreamOpen = false
+        endpoint?.inFlight -= 1
         guard !finished else { return }
         let where_ = "upstream \(endpoint?.address ?? "?")"
         switch reason {
@@ -225,6 +292,7 @@ final class ProxyCall: HTTP2StreamDelegate {
     private func fail(_ status: GRPCStatus) {
         guard !finished else { return }
         finished = true
+        finalStatus = status
         cancelTimer()
         if upstream == nil { endpoint?.cancelWait(self) }
         cancelUpstream()
@@ -241,8 +309,10 @@ final class ProxyCall: HTTP2StreamDelegate {
     }
 
     /// The upstream's final status is on its way to the client.
-    private func complete() {
+    private func complete(status headers: HTTP2HeaderList) {
         finished = true
+        let code = headers["grpc-status"].flatMap(Int.init).flatMap(GRPCStatusCode.init(rawValue:)) ?? .unknown
+        finalStatus = GRPCStatus(code, GRPCMessageEncoding.percentDecode(headers["grpc-message"] ?? ""))
         cancelTimer()
         // An upstream that answered before the request ended needs no more
         // of it: close our half with NO_ERROR (not CANCEL, it did nothing wrong).
@@ -250,6 +320,28 @@ final class ProxyCall: HTTP2StreamDelegate {
             upstreamOpen = false
             let dropped = upstream.reset(stream: upstreamStream, errorCode: 0)
             downstream.consume(stream: downstreamStream, bytes: dropped)
+        }
+    }
+
+    /// The client's stream is gone: filters learn the outcome, then their
+    /// per-call state is destroyed (each exactly once).
+    private func endCall() {
+        guard !callDone, !chain.filters.isEmpty else { return }
+        callDone = true
+        let status = finalStatus ?? GRPCStatus(.unknown, "")
+        var message = status.message
+        message.withUTF8 { bytes in
+            var result = mg_call_result(
+                size: UInt32(MemoryLayout<mg_call_result>.size), grpc_status: Int32(status.code.rawValue),
+                grpc_message: mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count),
+                attempts: UInt32(attempts), duration_us: UInt64(max(0, (NIODeadline.now() - started).nanoseconds / 1000)),
+                request_bytes: 0, response_bytes: 0)
+            for (i, filter) in chain.filters.enumerated() {
+                filter.hooks.on_call_done?(instance(filter), filterStates[i], plugin.handle, &result)
+            }
+        }
+        for (i, filter) in chain.filters.enumerated() {
+            filter.hooks.call_destroy?(instance(filter), filterStates[i])
         }
     }
 

@@ -7,6 +7,8 @@ public struct RouteTable: Sendable {
         public let config: RouteConfig
         /// Index of the target cluster in `GatewayRuntime.clusters`.
         public let clusterIndex: Int
+        /// Position in the listener's routes (the filter chain's index).
+        public let index: Int
         let servicePrefix: String?
         let timeoutNanos: Int64?
         let maxTimeoutNanos: Int64?
@@ -40,8 +42,8 @@ public struct RouteTable: Sendable {
     public let routes: [Route]
 
     public init(_ routes: [RouteConfig], clusterIndex: [String: Int]) {
-        self.routes = routes.map { r in
-            Route(config: r, clusterIndex: clusterIndex[r.cluster]!,
+        self.routes = routes.enumerated().map { i, r in
+            Route(config: r, clusterIndex: clusterIndex[r.cluster]!, index: i,
                   servicePrefix: r.match.service.map { "/\($0)/" },
                   timeoutNanos: r.timeout?.nanosecondsClamped,
                   maxTimeoutNanos: r.maxTimeout?.nanosecondsClamped)

@@ -16,6 +16,7 @@ public final class Gateway: Sendable {
     private let state = NIOLockedValueBox(State())
     public let health: HealthRegistry
     private let checker: HealthChecker
+    public let plugins: PluginRuntime
 
     private struct State {
         var listeners: [Channel] = []
@@ -23,8 +24,12 @@ public final class Gateway: Sendable {
         var shuttingDown = false
     }
 
+    /// Loads the plugins of `config` (ConfigError when one cannot load or
+    /// rejects its config), then sets up the event loops.
     public init(config: GatewayConfig) throws {
         self.runtime = GatewayRuntime(config)
+        let plugins = try PluginRuntime.load(config)
+        self.plugins = plugins
         let threads = config.runtime.eventLoops ?? System.coreCount
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let loops = Array(group.makeIterator())
@@ -35,9 +40,11 @@ public final class Gateway: Sendable {
             }
         }
         var contexts: [ObjectIdentifier: LoopContext] = [:]
-        for loop in loops {
+        for (i, loop) in loops.enumerated() {
             let runtime = self.runtime
-            contexts[ObjectIdentifier(loop)] = try loop.submit { LoopContext(eventLoop: loop, runtime: runtime, health: health) }.wait()
+            contexts[ObjectIdentifier(loop)] = try loop.submit {
+                LoopContext(eventLoop: loop, index: i, runtime: runtime, health: health, plugins: plugins)
+            }.wait()
         }
         contextsBox.withLockedValue { $0 = contexts }
         self.contexts = contexts
@@ -144,6 +151,10 @@ public final class Gateway: Sendable {
         for context in contexts.values {
             try? await context.eventLoop.submit { context.closeAll() }.get()
         }
+        for context in contexts.values {
+            try? await context.eventLoop.submit { context.destroyPluginInstances() }.get()
+        }
+        plugins.destroy()
         // The admin server stays up through the drain, so /ready says 503.
         if let admin = state.withLockedValue({ s -> Channel? in defer { s.admin = nil }; return s.admin }) {
             try? await admin.close()

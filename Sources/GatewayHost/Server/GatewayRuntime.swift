@@ -4,6 +4,7 @@ public struct GatewayRuntime: Sendable {
     public struct Listener: Sendable {
         public let config: ListenerConfig
         public let routes: RouteTable
+        public let index: Int
     }
 
     public let config: GatewayConfig
@@ -15,6 +16,6 @@ public struct GatewayRuntime: Sendable {
         self.clusters = config.clusters
         var index: [String: Int] = [:]
         for (i, c) in config.clusters.enumerated() { index[c.name] = i }
-        self.listeners = config.listeners.map { Listener(config: $0, routes: RouteTable($0.routes, clusterIndex: index)) }
+        self.listeners = config.listeners.enumerated().map { i, l in Listener(config: l, routes: RouteTable(l.routes, clusterIndex: index), index: i) }
     }
 }

@@ -19,12 +19,16 @@ final class LoopContext: @unchecked Sendable {
     private(set) var draining = false
 
     let health: HealthRegistry
+    let plugins: PluginRuntime
+    private(set) var instances: LoopPluginInstances!
 
-    init(eventLoop: EventLoop, runtime: GatewayRuntime, health: HealthRegistry) {
+    init(eventLoop: EventLoop, index: Int, runtime: GatewayRuntime, health: HealthRegistry, plugins: PluginRuntime) {
         self.eventLoop = eventLoop
         self.runtime = runtime
         self.health = health
-        self.clusters = runtime.clusters.map { ClusterPool(config: $0, loop: self) }
+        self.plugins = plugins
+        self.instances = LoopPluginInstances(plugins: plugins, loopIndex: index, clusterCount: runtime.clusters.count)
+        self.clusters = runtime.clusters.enumerated().map { ClusterPool(config: $1, index: $0, loop: self) }
     }
 
     /// An active health check changed an endpoint's state (pushed to every loop).
@@ -58,5 +62,10 @@ final class LoopContext: @unchecked Sendable {
     func closeAll() {
         for connection in downstreams.values { connection.close() }
         for cluster in clusters { cluster.closeAll() }
+    }
+
+    /// At exit, after the calls are gone.
+    func destroyPluginInstances() {
+        instances.destroyAll()
     }
 }

@@ -1,33 +1,66 @@
-/// One cluster's endpoints as seen from one event loop.
-///
-/// Endpoint choice here is a stopgap round robin until the balancer plugins
-/// of the filter ABI replace it: it skips endpoints that active health
-/// checks marked unhealthy and endpoints that recently failed to connect (in
-/// reconnect backoff).
+import FilterABI
+
+/// One cluster's endpoints as seen from one event loop, and the view of
+/// them that balancer plugins pick from (`mg_endpoint_list`).
 final class ClusterPool {
     let config: ClusterConfig
+    let index: Int
     private(set) var endpoints: [EndpointPool] = []
-    private var next = 0
+    /// The balancers' view: one mg_endpoint per endpoint, in config order.
+    private let items: UnsafeMutablePointer<mg_endpoint>
+    private let nameBytes: UnsafeMutableBufferPointer<CChar>
+    private var addressBytes: [UnsafeMutableBufferPointer<CChar>] = []
+    private var version: UInt64 = 1
 
-    init(config: ClusterConfig, loop: LoopContext) {
+    init(config: ClusterConfig, index: Int, loop: LoopContext) {
         self.config = config
+        self.index = index
         self.endpoints = config.endpoints.map { EndpointPool(endpoint: $0, cluster: config, loop: loop) }
+        items = .allocate(capacity: max(endpoints.count, 1))
+        nameBytes = Self.copy(config.name)
+        for (i, endpoint) in endpoints.enumerated() {
+            let address = Self.copy(endpoint.address)
+            addressBytes.append(address)
+            items[i] = mg_endpoint(
+                address: mg_str(ptr: address.baseAddress, len: address.count), id: UInt64(i + 1),
+                weight: UInt32(endpoint.endpoint.weight), in_flight: 0, healthy: 1, ejected: 0,
+                reserved: (0, 0, 0, 0, 0, 0))
+        }
+    }
+
+    deinit {
+        items.deallocate()
+        nameBytes.deallocate()
+        addressBytes.forEach { $0.deallocate() }
+    }
+
+    private static func copy(_ text: String) -> UnsafeMutableBufferPointer<CChar> {
+        let utf8 = Array(text.utf8)
+        let buffer = UnsafeMutableBufferPointer<CChar>.allocate(capacity: max(utf8.count, 1))
+        for (i, b) in utf8.enumerated() { buffer[i] = CChar(bitPattern: b) }
+        return UnsafeMutableBufferPointer(rebasing: buffer[0..<utf8.count])
     }
 
     var name: String { config.name }
 
-    /// The next endpoint in turn that is healthy, not in `avoiding` and not
-    /// backing off; nil when none is left.
-    func pick(avoiding: [ObjectIdentifier]) -> EndpointPool? {
-        let count = endpoints.count
-        for step in 0..<count {
-            let candidate = endpoints[(next + step) % count]
-            if !candidate.healthy || candidate.isBackingOff || avoiding.contains(ObjectIdentifier(candidate)) { continue }
-            next = (next + step + 1) % count
-            return candidate
+    /// The current view for a pick: health (active checks, and whether this
+    /// loop can connect right now) and in-flight counts refreshed; the
+    /// version moves when usability changes.
+    func endpointList() -> mg_endpoint_list {
+        for (i, endpoint) in endpoints.enumerated() {
+            let usable: UInt8 = endpoint.healthy && !endpoint.isBackingOff ? 1 : 0
+            if items[i].healthy != usable {
+                items[i].healthy = usable
+                version &+= 1
+            }
+            items[i].in_flight = UInt32(clamping: endpoint.inFlight)
         }
-        return nil
+        return mg_endpoint_list(cluster: mg_str(ptr: nameBytes.baseAddress, len: nameBytes.count),
+                                items: items, count: endpoints.count, version: version)
     }
+
+    /// The id balancers see for endpoint `index`.
+    func endpointID(_ index: Int) -> UInt64 { UInt64(index + 1) }
 
     var hasHealthyEndpoint: Bool { endpoints.contains { $0.healthy } }
 

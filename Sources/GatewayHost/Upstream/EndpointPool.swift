@@ -22,6 +22,8 @@ final class EndpointPool {
     private(set) var lastConnectError: String?
     /// From active health checks (always true without them).
     var healthy = true
+    /// Attempts attached to this endpoint from this loop and not yet ended.
+    var inFlight = 0
 
     init(endpoint: EndpointConfig, cluster: ClusterConfig, loop: LoopContext) {
         self.endpoint = endpoint

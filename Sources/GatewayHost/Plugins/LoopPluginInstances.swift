@@ -1,0 +1,55 @@
+import FilterABI
+
+/// One event loop's plugin instances, one per (filter config, cluster):
+/// created on first use on this loop, so loop-local plugin state never needs
+/// a lock. Also remembers which endpoint-list version each balancer
+/// instance has seen, to call lb_update before a pick that sees a new one.
+final class LoopPluginInstances {
+    private let plugins: PluginRuntime
+    private let loopIndex: UInt32
+    private let clusterCount: Int
+    private var instances: [UnsafeMutableRawPointer?]
+    private var created: [Bool]
+    private var seenVersions: [UInt64]
+
+    init(plugins: PluginRuntime, loopIndex: Int, clusterCount: Int) {
+        self.plugins = plugins
+        self.loopIndex = UInt32(loopIndex)
+        self.clusterCount = max(clusterCount, 1)
+        let n = plugins.handles.count * self.clusterCount
+        instances = Array(repeating: nil, count: n)
+        created = Array(repeating: false, count: n)
+        seenVersions = Array(repeating: .max, count: n)
+    }
+
+    private func slot(_ handle: FilterHandle, _ cluster: Int) -> Int { handle.index * clusterCount + cluster }
+
+    func instance(_ handle: FilterHandle, cluster: Int) -> UnsafeMutableRawPointer? {
+        let i = slot(handle, cluster)
+        if !created[i] {
+            created[i] = true
+            instances[i] = handle.hooks.instance_new?(handle.config, loopIndex)
+        }
+        return instances[i]
+    }
+
+    /// Calls lb_update when `list` is newer than what this instance saw.
+    func noteEndpoints(_ handle: FilterHandle, cluster: Int, list: UnsafePointer<mg_endpoint_list>) {
+        let i = slot(handle, cluster)
+        guard seenVersions[i] != list.pointee.version else { return }
+        seenVersions[i] = list.pointee.version
+        handle.hooks.lb_update?(instance(handle, cluster: cluster), list)
+    }
+
+    /// Runs instance_destroy for every instance made on this loop.
+    func destroyAll() {
+        for handle in plugins.handles {
+            for cluster in 0..<clusterCount {
+                let i = slot(handle, cluster)
+                if created[i] { handle.hooks.instance_destroy?(instances[i]) }
+                created[i] = false
+                instances[i] = nil
+            }
+        }
+    }
+}

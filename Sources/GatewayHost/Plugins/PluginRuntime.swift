@@ -1,0 +1,154 @@
+import FilterABI
+import MeshgateYAML
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The filter chains of one config generation: every route's filters and
+/// its balancer, with their plugin configs created (and so validated by the
+/// plugins) at load.
+public final class PluginRuntime: Sendable {
+    public struct RouteChain: Sendable {
+        public let filters: [FilterHandle]
+        public let balancer: FilterHandle
+    }
+
+    /// Chains by listener, then by route, in config order.
+    public let chains: [[RouteChain]]
+    /// Every distinct handle, indexed by `FilterHandle.index`.
+    public let handles: [FilterHandle]
+
+    /// Built-in plugins: name -> library file in the plugin directory.
+    public static let builtIns: [String: String] = [
+        "round_robin": "libRoundRobin.so",
+    ]
+    public static let defaultBalancer = "round_robin"
+
+    private init(chains: [[RouteChain]], handles: [FilterHandle]) {
+        self.chains = chains
+        self.handles = handles
+    }
+
+    /// Loads every plugin the config uses and creates every filter config.
+    /// Errors name the config file, line and field, and the plugin's path,
+    /// ABI version or own message.
+    public static func load(_ config: GatewayConfig) throws(ConfigError) -> PluginRuntime {
+        let configDirectory = directory(of: config.sourceFile)
+        let pluginDirectory = config.pluginDirectory.map { resolve($0, against: configDirectory) } ?? executableDirectory()
+        let cacheDirectory = "/tmp/meshgate-plugins-\(getuid())"
+        var declared: [String: PluginDeclaration] = [:]
+        for d in config.plugins { declared[d.name] = d }
+
+        var handles: [FilterHandle] = []
+        var images: [String: PluginImage] = [:]
+
+        func image(_ name: String, mark: YAMLMark?, field: String) throws(ConfigError) -> PluginImage {
+            if let loaded = images[name] { return loaded }
+            let path: String
+            if let d = declared[name] {
+                path = d.path.contains("/") ? resolve(d.path, against: configDirectory) : "\(pluginDirectory)/\(d.path)"
+            } else if let file = builtIns[name] {
+                path = "\(pluginDirectory)/\(file)"
+            } else {
+                let names = (Array(declared.keys) + Array(builtIns.keys)).sorted().joined(separator: ", ")
+                throw ConfigError(file: config.sourceFile, mark: mark, field: field,
+                                  message: "plugin '\(name)' is not declared (declare it under `plugins:`; known: \(names))")
+            }
+            do {
+                let loaded = try PluginImage.load(path: path, cacheDirectory: cacheDirectory)
+                images[name] = loaded
+                return loaded
+            } catch {
+                throw ConfigError(file: config.sourceFile, mark: mark, field: field, message: "\(error)")
+            }
+        }
+
+        func create(_ image: PluginImage, json: String, mark: YAMLMark?, field: String) throws(ConfigError) -> FilterHandle {
+            let context = PluginConfigContext(pluginName: image.name)
+            var error = [CChar](repeating: 0, count: 1024)
+            var json = json
+            let created: UnsafeMutableRawPointer? = json.withUTF8 { bytes in
+                let text = mg_str(ptr: UnsafeRawPointer(bytes.baseAddress!).assumingMemoryBound(to: CChar.self), len: bytes.count)
+                return image.descriptor.pointee.config_new!(context.opaque, text, &error, error.count)
+            }
+            guard let created else {
+                let reason = error.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+                throw ConfigError(file: config.sourceFile, mark: mark, field: field,
+                                  message: "plugin '\(image.name)' (\(image.path)) rejected its config: \(reason.isEmpty ? "no reason given" : reason)")
+            }
+            let handle = FilterHandle(image: image, index: handles.count, config: created, context: context, field: field)
+            handles.append(handle)
+            return handle
+        }
+
+        do throws(ConfigError) {
+            var defaultBalancer: FilterHandle?
+            var chains: [[RouteChain]] = []
+            for (l, listener) in config.listeners.enumerated() {
+                var routeChains: [RouteChain] = []
+                for (r, route) in listener.routes.enumerated() {
+                    var filters: [FilterHandle] = []
+                    var balancer: FilterHandle?
+                    var scheduler: FilterHandle?
+                    for filter in route.filters {
+                        let pluginField = "\(filter.field).plugin"
+                        let loaded = try image(filter.plugin, mark: filter.mark, field: pluginField)
+                        let handle = try create(loaded, json: filter.config?.jsonText ?? "{}", mark: filter.mark, field: "\(filter.field).config")
+                        if loaded.isBalancer {
+                            if let first = balancer {
+                                throw ConfigError(file: config.sourceFile, mark: filter.mark, field: pluginField,
+                                                  message: "a chain holds one balancer: '\(filter.plugin)' and '\(first.image.name)' are both balancers")
+                            }
+                            balancer = handle
+                        }
+                        if loaded.schedulesAttempts {
+                            if let first = scheduler {
+                                throw ConfigError(file: config.sourceFile, mark: filter.mark, field: pluginField,
+                                                  message: "'\(filter.plugin)' and '\(first.image.name)' both schedule attempts (retry and hedging cannot share a chain)")
+                            }
+                            scheduler = handle
+                        }
+                        filters.append(handle)
+                    }
+                    if balancer == nil {
+                        if defaultBalancer == nil {
+                            let field = "listeners[\(l)].routes[\(r)].filters"
+                            let loaded = try image(Self.defaultBalancer, mark: route.mark, field: field)
+                            defaultBalancer = try create(loaded, json: "{}", mark: route.mark, field: field)
+                        }
+                        balancer = defaultBalancer
+                    }
+                    routeChains.append(RouteChain(filters: filters.filter { !$0.image.isBalancer }, balancer: balancer!))
+                }
+                chains.append(routeChains)
+            }
+            return PluginRuntime(chains: chains, handles: handles)
+        } catch {
+            for handle in handles { handle.destroy() }
+            throw error
+        }
+    }
+
+    /// Destroys every config (after `validate`, or when a generation retires).
+    public func destroy() {
+        for handle in handles { handle.destroy() }
+    }
+
+    static func directory(of file: String) -> String {
+        guard let slash = file.lastIndex(of: "/") else { return "." }
+        return String(file[..<slash])
+    }
+
+    static func resolve(_ path: String, against directory: String) -> String {
+        path.hasPrefix("/") ? path : "\(directory)/\(path)"
+    }
+
+    static func executableDirectory() -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard n > 0 else { return "." }
+        buffer[n] = 0
+        return directory(of: String(cString: buffer))
+    }
+}

@@ -1,0 +1,66 @@
+extension YAMLNode {
+    /// The node as JSON text, the form plugins receive their config in.
+    /// Plain scalars that read as numbers, booleans or null stay bare;
+    /// everything else (and every quoted scalar) becomes a JSON string.
+    public var jsonText: String {
+        var out = ""
+        write(into: &out)
+        return out
+    }
+
+    private func write(into out: inout String) {
+        switch self {
+        case .null:
+            out += "null"
+        case .scalar(let text, let quoted, _):
+            if !quoted, Self.isBareJSON(text) { out += text } else { Self.writeString(text, into: &out) }
+        case .sequence(let items, _):
+            out += "["
+            for (i, item) in items.enumerated() {
+                if i > 0 { out += "," }
+                item.write(into: &out)
+            }
+            out += "]"
+        case .mapping(let pairs, _):
+            out += "{"
+            for (i, pair) in pairs.enumerated() {
+                if i > 0 { out += "," }
+                Self.writeString(pair.key.scalarText ?? "", into: &out)
+                out += ":"
+                pair.value.write(into: &out)
+            }
+            out += "}"
+        }
+    }
+
+    private static func isBareJSON(_ text: String) -> Bool {
+        if text == "true" || text == "false" { return true }
+        guard let first = text.utf8.first, first == UInt8(ascii: "-") || (first >= UInt8(ascii: "0") && first <= UInt8(ascii: "9")) else { return false }
+        guard Double(text) != nil else { return false }
+        // JSON has no leading zeros, "+", ".5" or "1." forms.
+        let digits = text.hasPrefix("-") ? text.dropFirst() : Substring(text)
+        if digits.hasPrefix("0") && digits.count > 1 && !digits.hasPrefix("0.") { return false }
+        return !digits.hasPrefix(".") && !digits.hasSuffix(".") && !text.contains("x") && !text.lowercased().contains("inf") && !text.lowercased().contains("nan")
+    }
+
+    private static func writeString(_ text: String, into out: inout String) {
+        out += "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if scalar.value < 0x20 {
+                    let hex = String(scalar.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        out += "\""
+    }
+}

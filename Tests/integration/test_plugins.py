@@ -1,0 +1,147 @@
+"""Filter plugins through the C ABI (Sources/FilterABI/include/meshgate_filter.h):
+a plain-C filter built here with `cc` and loaded from YAML, the built-in
+round_robin balancer (plain and smooth weighted), and every refusal the
+loader must explain (checked with `meshgate validate`)."""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+from pathlib import Path
+
+import grpc
+import pytest
+
+from conftest import REPO_ROOT
+from meshkit import free_port, gateway_config, insecure_channel
+
+HEADER_DIR = REPO_ROOT / "Sources" / "FilterABI" / "include"
+EXAMPLE = REPO_ROOT / "Plugins" / "examples" / "require_header.c"
+ROUTE = {"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}
+
+
+def cc(source: Path, out: Path) -> Path:
+    """Builds a plugin from C against the header alone."""
+    subprocess.run(["cc", "-Wall", "-Werror", "-shared", "-fPIC", "-I", str(HEADER_DIR), str(source), "-o", str(out)],
+                   check=True, capture_output=True, timeout=60)
+    return out
+
+
+def with_plugins(config: str, plugins: dict[str, Path]) -> str:
+    lines = "plugins:\n" + "".join(f"  - {{ name: {n}, path: {p} }}\n" for n, p in plugins.items())
+    return lines + config
+
+
+@pytest.fixture(scope="module")
+def require_header(tmp_path_factory) -> Path:
+    return cc(EXAMPLE, tmp_path_factory.mktemp("cplugin") / "librequire_header.so")
+
+
+def test_example_filter_is_short_and_header_only():
+    """The README's example filter stays under 60 lines and includes only the ABI header and libc."""
+    text = EXAMPLE.read_text()
+    assert len(text.splitlines()) < 60
+    includes = [l for l in text.splitlines() if l.startswith("#include")]
+    assert includes == ["#include <stdio.h>", "#include <stdlib.h>", "#include <string.h>", '#include "meshgate_filter.h"']
+
+
+def test_c_filter_loaded_from_yaml_is_in_effect(mesh, launcher, require_header):
+    """Calls without x-api-key get PERMISSION_DENIED from the C filter; calls
+    with it pass, and their responses carry the header the filter adds."""
+    port = free_port()
+    route = dict(ROUTE, filters=[{"plugin": "require_header", "config": {"header": "x-api-key"}}])
+    config = gateway_config(port, clusters={"mesh": [r.port for r in mesh.replicas.values()]}, routes=[route])
+    launcher.gateway(with_plugins(config, {"require_header": require_header}), port, name="gw-cfilter")
+    with insecure_channel(port) as channel:
+        stub = mesh.pb2_grpc.MeshServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Process(mesh.pb2.ProcessRequest(request_id="no-key"), timeout=5)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert info.value.details() == "missing request header x-api-key"
+        response, call = stub.Process.with_call(mesh.pb2.ProcessRequest(request_id="k", data="d"),
+                                                metadata=[("x-api-key", "secret")], timeout=5)
+        assert response.result == "processed: d"
+        assert dict(call.initial_metadata()).get("x-checked-by") == "require_header"
+
+
+def test_weighted_round_robin_is_exact_per_cycle(mesh, launcher):
+    """Weights 1, 1, 2 give exactly 10, 10, 20 of 40 sequential calls."""
+    ports = [(r.port, w) for r, w in zip(mesh.replicas.values(), (1, 1, 2))]
+    port = free_port()
+    launcher.gateway(gateway_config(port, clusters={"mesh": ports}, routes=[ROUTE]), port, name="gw-wrr")
+    with insecure_channel(port) as channel:
+        stub = mesh.pb2_grpc.MeshServiceStub(channel)
+        counts = collections.Counter(stub.Process(mesh.pb2.ProcessRequest(request_id=str(i)), timeout=5).replica_id
+                                     for i in range(40))
+    assert counts == {"r1": 10, "r2": 10, "r3": 20}
+
+
+def validate(bins, tmp_path: Path, text: str) -> subprocess.CompletedProcess:
+    path = tmp_path / "plugins.yaml"
+    path.write_text(text)
+    return subprocess.run([str(bins.meshgate), "validate", "--config", str(path)],
+                          capture_output=True, text=True, timeout=30)
+
+
+def base_config(route_filters: list) -> str:
+    return gateway_config(free_port(), clusters={"mesh": [free_port()]}, routes=[dict(ROUTE, filters=route_filters)])
+
+
+def refused(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+    assert "Fatal error" not in result.stderr and "Stack dump" not in result.stderr
+    return result.stderr
+
+
+def test_refuses_a_plugin_built_for_another_abi_major(bins, tmp_path):
+    source = tmp_path / "abi2.c"
+    source.write_text('#include "meshgate_filter.h"\n'
+                      "static void *cfg(mg_config_ctx *c, mg_str j, char *e, size_t n) { (void)c; (void)j; (void)e; (void)n; return (void *)1; }\n"
+                      "static const mg_plugin p = { .size = sizeof(mg_plugin), .abi_major = 2, .abi_minor = 3, .kinds = MG_KIND_FILTER,\n"
+                      '  .name = "future", .version = "9", .config_new = cfg };\n'
+                      "const mg_plugin *meshgate_plugin_v1(const mg_host *h) { (void)h; return &p; }\n")
+    lib = cc(source, tmp_path / "libfuture.so")
+    err = refused(validate(bins, tmp_path, with_plugins(base_config([{"plugin": "future"}]), {"future": lib})),
+                  str(lib), "built for filter ABI 2.3", "this host supports 1.0", "filters[0].plugin")
+    assert ":3:" not in err or "plugins.yaml:" in err
+
+
+def test_refuses_a_library_without_the_entry_symbol(bins, tmp_path):
+    source = tmp_path / "noentry.c"
+    source.write_text("int not_a_plugin(void) { return 1; }\n")
+    lib = cc(source, tmp_path / "libnoentry.so")
+    refused(validate(bins, tmp_path, with_plugins(base_config([{"plugin": "noentry"}]), {"noentry": lib})),
+            str(lib), "missing the entry symbol meshgate_plugin_v1")
+
+
+def test_refuses_a_file_that_is_not_a_shared_object(bins, tmp_path):
+    fake = tmp_path / "libfake.so"
+    fake.write_text("this is not ELF\n")
+    refused(validate(bins, tmp_path, with_plugins(base_config([{"plugin": "fake"}]), {"fake": fake})),
+            str(fake), "not a loadable shared object")
+
+
+def test_refuses_a_config_the_plugin_rejects(bins, tmp_path, require_header):
+    text = with_plugins(base_config([{"plugin": "require_header", "config": {"wrong": 1}}]), {"require_header": require_header})
+    err = refused(validate(bins, tmp_path, text), "plugins.yaml:", "filters[0].config",
+                  "rejected its config", 'config needs "header"')
+    assert "require_header" in err
+
+
+def test_refuses_an_undeclared_plugin(bins, tmp_path):
+    refused(validate(bins, tmp_path, base_config([{"plugin": "nope"}])),
+            "plugins.yaml:", "filters[0].plugin", "plugin 'nope' is not declared")
+
+
+def test_refuses_two_balancers_in_one_chain(bins, tmp_path):
+    refused(validate(bins, tmp_path, base_config([{"plugin": "round_robin"}, {"plugin": "round_robin"}])),
+            "filters[1].plugin", "a chain holds one balancer")
+
+
+def test_validate_accepts_and_names_the_plugins(bins, tmp_path, require_header):
+    text = with_plugins(base_config([{"plugin": "require_header", "config": {"header": "x-k"}}]), {"require_header": require_header})
+    result = validate(bins, tmp_path, text)
+    assert result.returncode == 0, result.stderr
+    assert "require_header 1.0" in result.stdout and "round_robin 1.0.0" in result.stdout
