@@ -23,9 +23,10 @@
  *               synchronized. Destroyed when no route-table generation
  *               refers to it and every instance, call and attempt made from
  *               it has ended.
- *   instance    one per (config, event loop), created and destroyed on that
- *               loop. Loop-local state (round-robin cursors, caches) lives
- *               here: no locks are needed.
+ *   instance    one per (config, event loop, cluster), created on that loop
+ *               when first needed and destroyed on it. Loop-local state
+ *               (round-robin cursors, caches) lives here: no locks needed.
+ *               An instance only ever sees one cluster.
  *   call state  optional, one per RPC through a chain holding the config,
  *               created and destroyed on the call's loop.
  *
@@ -120,7 +121,8 @@ typedef struct mg_endpoint {
     uint64_t id;        /* stable while the endpoint stays in the cluster */
     uint32_t weight;    /* >= 1 */
     uint32_t in_flight; /* attempts in flight to it from this event loop */
-    uint8_t healthy;    /* 1 unless active health checks fail it */
+    uint8_t healthy;    /* 0 when active health checks fail it, or when this
+                           loop cannot connect to it right now (backoff) */
     uint8_t ejected;    /* 1 while outlier detection ejects it */
     uint8_t reserved[6];
 } mg_endpoint;
@@ -255,14 +257,15 @@ typedef struct mg_plugin {
     const char *version;    /* NUL-terminated, static, free form */
 
     /* Control thread. Validate and compile `config_json` (the route's
-     * `config:` block as JSON text, "{}" when absent). Return the config, or
-     * NULL after writing a NUL-terminated reason into error[error_size]; the
-     * host then refuses the whole config or reload and shows the reason. */
+     * `config:` block as JSON text, "{}" when absent). Return the config (any
+     * non-NULL pointer when the plugin keeps no config state), or NULL after
+     * writing a NUL-terminated reason into error[error_size]; the host then
+     * refuses the whole config or reload and shows the reason. */
     void *(*config_new)(mg_config_ctx *ctx, mg_str config_json, char *error, size_t error_size);
     void (*config_destroy)(void *config);
 
-    /* The config's loop-local state; loop_index is 0..loops-1. NULL return
-     * is allowed (no state). */
+    /* The config's loop-local state for one cluster; loop_index is
+     * 0..loops-1. NULL return is allowed (no state). */
     void *(*instance_new)(void *config, uint32_t loop_index);
     void (*instance_destroy)(void *instance);
 
