@@ -15,6 +15,9 @@ let package = Package(
         .library(name: "FilterABI", targets: ["FilterABI"]),
         // Filter plugins: each its own shared library, depending on FilterABI only.
         .library(name: "RoundRobin", type: .dynamic, targets: ["RoundRobin"]),
+        .library(name: "LeastConn", type: .dynamic, targets: ["LeastConn"]),
+        .library(name: "Random", type: .dynamic, targets: ["Random"]),
+        .library(name: "ConsistentHash", type: .dynamic, targets: ["ConsistentHash"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -33,6 +36,9 @@ let package = Package(
             providers: [.apt(["libyaml-dev"])]),
         .target(name: "FilterABI", path: "Sources/FilterABI"),
         .target(name: "RoundRobin", dependencies: ["FilterABI"], path: "Plugins/RoundRobin"),
+        .target(name: "LeastConn", dependencies: ["FilterABI"], path: "Plugins/LeastConn"),
+        .target(name: "Random", dependencies: ["FilterABI"], path: "Plugins/Random"),
+        .target(name: "ConsistentHash", dependencies: ["FilterABI"], path: "Plugins/ConsistentHash"),
         .target(
             name: "MeshgateHTTP2",
             dependencies: [
@@ -83,7 +89,7 @@ let package = Package(
             ]),
         .testTarget(
             name: "MeshgateTests",
-            dependencies: ["GatewayHost", "MeshgateGRPC", "MeshgateYAML"],
+            dependencies: ["GatewayHost", "MeshgateGRPC", "MeshgateYAML", "ConsistentHash"],
             path: "Tests/MeshgateTests"),
     ],
     swiftLanguageModes: [.v6]

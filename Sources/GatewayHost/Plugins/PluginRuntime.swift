@@ -22,6 +22,9 @@ public final class PluginRuntime: Sendable {
     /// Built-in plugins: name -> library file in the plugin directory.
     public static let builtIns: [String: String] = [
         "round_robin": "libRoundRobin.so",
+        "least_conn": "libLeastConn.so",
+        "random": "libRandom.so",
+        "consistent_hash": "libConsistentHash.so",
     ]
     public static let defaultBalancer = "round_robin"
 

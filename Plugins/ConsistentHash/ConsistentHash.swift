@@ -1,0 +1,153 @@
+import FilterABI
+import Foundation
+
+/// Ring hash with XXH64 (as gRFC A42): each endpoint owns a fixed number of
+/// points per unit of weight (nginx's ketama uses 160), so its points never
+/// depend on who else is in the cluster; a call goes to the first usable
+/// endpoint clockwise from the hash of its `header`. When an endpoint
+/// leaves, exactly the keys it owned move. A call without the header gets a
+/// random endpoint.
+/// Config: `{ header: x-user-id, points_per_weight: 160 }` (16..1024).
+final class HashConfig {
+    let header: String
+    let pointsPerWeight: Int
+    init(header: String, pointsPerWeight: Int) {
+        self.header = header
+        self.pointsPerWeight = pointsPerWeight
+    }
+}
+
+final class RingInstance {
+    let config: HashConfig
+    private var signature = ""
+    private var ring: [(hash: UInt64, endpoint: Int)] = []
+
+    init(config: HashConfig) { self.config = config }
+
+    /// Rebuilds the ring when membership or weights changed (not on health
+    /// changes: unusable endpoints are skipped when walking instead).
+    func update(_ list: mg_endpoint_list) {
+        let items = UnsafeBufferPointer(start: list.items, count: list.count)
+        let addresses = items.map { String(decoding: UnsafeRawBufferPointer(start: $0.address.ptr, count: $0.address.len), as: UTF8.self) }
+        let newSignature = zip(addresses, items).map { "\($0)*\($1.weight)" }.joined(separator: ",")
+        guard newSignature != signature else { return }
+        signature = newSignature
+        ring.removeAll(keepingCapacity: true)
+        for (i, address) in addresses.enumerated() {
+            let points = config.pointsPerWeight * Int(items[i].weight)
+            for n in 0..<points { ring.append((XXH64.hash("\(address)_\(n)"), i)) }
+        }
+        ring.sort { $0.hash < $1.hash }
+    }
+
+    func pick(_ list: mg_endpoint_list, key: UInt64?, avoid: UInt64) -> Int? {
+        update(list)
+        let items = UnsafeBufferPointer(start: list.items, count: list.count)
+        func usable(_ i: Int, strict: Bool) -> Bool {
+            items[i].healthy != 0 && items[i].ejected == 0 && (!strict || items[i].id != avoid)
+        }
+        guard let key, !ring.isEmpty else {
+            let candidates = items.indices.filter { usable($0, strict: true) }
+            return (candidates.isEmpty ? items.indices.filter { usable($0, strict: false) } : candidates).randomElement()
+        }
+        var low = 0, high = ring.count
+        while low < high {
+            let mid = (low + high) / 2
+            if ring[mid].hash < key { low = mid + 1 } else { high = mid }
+        }
+        for strict in [true, false] {
+            for step in 0..<ring.count {
+                let i = ring[(low + step) % ring.count].endpoint
+                if usable(i, strict: strict) { return i }
+            }
+        }
+        return nil
+    }
+}
+
+enum ConsistentHashPlugin {
+    /// Set once by the entry, before any hook runs; read-only afterwards.
+    nonisolated(unsafe) static var host: UnsafePointer<mg_host>?
+
+    static func fail(_ message: String, _ error: UnsafeMutablePointer<CChar>?, _ size: Int) {
+        guard let error, size > 0 else { return }
+        let bytes = Array(message.utf8CString.prefix(size - 1)) + [0]
+        error.update(from: bytes, count: bytes.count)
+    }
+
+    /// Static storage for the life of the process, as the ABI requires.
+    nonisolated(unsafe) static let descriptor: UnsafePointer<mg_plugin> = {
+        var d = mg_plugin()
+        d.size = UInt32(MemoryLayout<mg_plugin>.size)
+        d.abi_major = UInt32(MG_ABI_MAJOR)
+        d.abi_minor = 0
+        d.kinds = UInt32(MG_KIND_BALANCER)
+        d.name = UnsafeRawPointer(("consistent_hash" as StaticString).utf8Start).assumingMemoryBound(to: CChar.self)
+        d.version = UnsafeRawPointer(("1.0.0" as StaticString).utf8Start).assumingMemoryBound(to: CChar.self)
+        d.config_new = { _, json, error, errorSize in
+            let data = Data(bytes: json.ptr, count: json.len)
+            guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+                fail("config must be a mapping with `header`", error, errorSize)
+                return nil
+            }
+            if let unknown = object.keys.first(where: { !["header", "points_per_weight"].contains($0) }) {
+                fail("unknown key '\(unknown)' (known: header, points_per_weight)", error, errorSize)
+                return nil
+            }
+            guard let header = object["header"] as? String, !header.isEmpty else {
+                fail("`header` is required: the request header whose value is hashed", error, errorSize)
+                return nil
+            }
+            let points = (object["points_per_weight"] as? Int) ?? 160
+            guard (16...1024).contains(points) else {
+                fail("points_per_weight must be 16 to 1024, got \(points)", error, errorSize)
+                return nil
+            }
+            return UnsafeMutableRawPointer(Unmanaged.passRetained(HashConfig(header: header.lowercased(), pointsPerWeight: points)).toOpaque())
+        }
+        d.config_destroy = { config in
+            guard let config else { return }
+            Unmanaged<HashConfig>.fromOpaque(config).release()
+        }
+        d.instance_new = { config, _ in
+            guard let config else { return nil }
+            let c = Unmanaged<HashConfig>.fromOpaque(config).takeUnretainedValue()
+            return UnsafeMutableRawPointer(Unmanaged.passRetained(RingInstance(config: c)).toOpaque())
+        }
+        d.instance_destroy = { instance in
+            guard let instance else { return }
+            Unmanaged<RingInstance>.fromOpaque(instance).release()
+        }
+        d.lb_update = { instance, list in
+            guard let instance, let list else { return }
+            Unmanaged<RingInstance>.fromOpaque(instance).takeUnretainedValue().update(list.pointee)
+        }
+        d.lb_pick = { instance, call, request, list, chosen in
+            guard let instance, let list, let chosen, let host else { return -1 }
+            let ring = Unmanaged<RingInstance>.fromOpaque(instance).takeUnretainedValue()
+            var key: UInt64?
+            var header = ring.config.header
+            header.withUTF8 { name in
+                var value = mg_str(ptr: nil, len: 0)
+                let nameStr = mg_str(ptr: UnsafeRawPointer(name.baseAddress!).assumingMemoryBound(to: CChar.self), len: name.count)
+                if host.pointee.call_request_header(call, nameStr, 0, &value) == 1 {
+                    key = XXH64.hash(UnsafeRawBufferPointer(start: value.ptr, count: value.len))
+                }
+            }
+            guard let index = ring.pick(list.pointee, key: key, avoid: request?.pointee.avoid_endpoint ?? 0) else { return -1 }
+            chosen.pointee = UInt32(index)
+            return 0
+        }
+        let storage = UnsafeMutablePointer<mg_plugin>.allocate(capacity: 1)
+        storage.initialize(to: d)
+        return UnsafePointer(storage)
+    }()
+}
+
+/// The plugin's one exported symbol (MG_PLUGIN_ENTRY_V1).
+@_cdecl("meshgate_plugin_v1")
+public func meshgatePluginV1(_ host: UnsafePointer<mg_host>?) -> UnsafePointer<mg_plugin>? {
+    guard let host, host.pointee.abi_major == UInt32(MG_ABI_MAJOR) else { return nil }
+    ConsistentHashPlugin.host = host
+    return ConsistentHashPlugin.descriptor
+}
