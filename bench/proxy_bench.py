@@ -35,7 +35,12 @@ from typing import Optional
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-GRPC_HEADERS = ["-H", "content-type: application/grpc", "-H", "te: trailers"]
+# The x-* headers satisfy the 3-filter chain (require_header x3); the other
+# proxies ignore them.
+CHAIN_HEADERS = ["x-api-key", "x-tenant", "x-client"]
+GRPC_HEADERS = ["-H", "content-type: application/grpc", "-H", "te: trailers",
+                *[arg for h in CHAIN_HEADERS for arg in ("-H", f"{h}: bench")]]
+REPO = Path(__file__).resolve().parents[1]
 PROCESS_PATH = "/mesh.v1.MeshService/Process"
 
 
@@ -161,16 +166,24 @@ class Fleet:
                 proc.wait(timeout=5)
 
 
-def meshgate_config(port: int, upstreams: list[int]) -> str:
+def meshgate_config(port: int, upstreams: list[int], chain_plugin: Optional[Path] = None) -> str:
+    """The bench gateway; with `chain_plugin`, each call passes a chain of
+    three filters (the C example, requiring three headers)."""
     endpoints = "".join(f"      - address: {HOST}:{p}\n" for p in upstreams)
+    plugins, filters = "", ""
+    if chain_plugin:
+        plugins = f"plugins:\n  - {{ name: require_header, path: {chain_plugin} }}\n"
+        filters = "        filters:\n" + "".join(
+            f"          - {{ plugin: require_header, config: {{ header: {h} }} }}\n" for h in CHAIN_HEADERS)
     return (
+        plugins +
         "runtime:\n  drain_timeout: 2s\n"
         "listeners:\n"
         "  - name: bench\n"
         f"    address: {HOST}:{port}\n"
         "    routes:\n"
         "      - match: { service: mesh.v1.MeshService }\n"
-        "        cluster: mesh\n"
+        "        cluster: mesh\n" + filters +
         "clusters:\n"
         "  - name: mesh\n"
         "    endpoints:\n" + endpoints)
@@ -248,10 +261,10 @@ def run_h2load(h2load: str, name: str, round_no: int, pid: int, port: int, body:
 
 def print_report(runs: list[Run], proxies: list[str]) -> dict:
     print()
-    print(f"{'proxy':<9} {'round':>5} {'ok':>7} {'fail':>5} {'req/s':>10} "
+    print(f"{'proxy':<11} {'round':>5} {'ok':>7} {'fail':>5} {'req/s':>10} "
           f"{'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>11}")
     for r in runs:
-        print(f"{r.proxy:<9} {r.round:>5} {r.succeeded:>7} {r.failed + r.non_200:>5} "
+        print(f"{r.proxy:<11} {r.round:>5} {r.succeeded:>7} {r.failed + r.non_200:>5} "
               f"{r.rps:>10.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} {r.cpu_us_per_req:>11.1f}")
 
     metrics = ["rps", "p50_ms", "p99_ms", "cpu_us_per_req"]
@@ -329,16 +342,25 @@ def main() -> int:
         config.write_text(meshgate_config(mg_port, upstreams))
         mg = fleet.start("meshgate", [str(meshgate), "run", "--config", str(config)], mg_port)
 
+        plugin = work_dir / "librequire_header.so"
+        subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-I", str(REPO / "Sources/FilterABI/include"),
+                        str(REPO / "Plugins/examples/require_header.c"), "-o", str(plugin)], check=True)
+        chain_port = free_port()
+        chain_config = work_dir / "meshgate-chain.yaml"
+        chain_config.write_text(meshgate_config(chain_port, upstreams, chain_plugin=plugin))
+        mg_chain = fleet.start("meshgate+3f", [str(meshgate), "run", "--config", str(chain_config)], chain_port)
+
         nx_port = free_port()
         nx = fleet.start("nghttpx", [
             nghttpx, "--conf=/dev/null", f"-f{HOST},{nx_port};no-tls",
             *[f"-b{HOST},{p};;proto=h2" for p in upstreams],
             "--workers=2", "--no-ocsp"], nx_port)
 
-        targets = {"meshgate": (mg.pid, mg_port), "nghttpx": (nx.pid, nx_port)}
+        targets = {"meshgate": (mg.pid, mg_port), "meshgate+3f": (mg_chain.pid, chain_port),
+                   "nghttpx": (nx.pid, nx_port)}
         for name, (_, port) in targets.items():
             check_grpc_ok(nghttp, port, body, name)
-        print(f"both proxies answer grpc-status 0; h2load -n {args.requests} -c {args.clients} "
+        print(f"all proxies answer grpc-status 0; h2load -n {args.requests} -c {args.clients} "
               f"-m {args.streams} -t {args.threads}, {args.rounds} rounds", flush=True)
 
         if args.warmup > 0:
@@ -351,10 +373,15 @@ def main() -> int:
             for name, (pid, port) in targets.items():
                 run = run_h2load(h2load, name, round_no, pid, port, body, args, work_dir)
                 runs.append(run)
-                print(f"  round {round_no} {name:<8} {run.rps:>9.0f} req/s  "
+                print(f"  round {round_no} {name:<11} {run.rps:>9.0f} req/s  "
                       f"p99 {run.p99_ms:.2f} ms", flush=True)
 
         summary = print_report(runs, list(targets))
+        plain, chained = summary["medians"].get("meshgate"), summary["medians"].get("meshgate+3f")
+        if plain and chained:
+            cost = chained["cpu_us_per_req"] - plain["cpu_us_per_req"]
+            print(f"3-filter chain cost: {cost:+.1f} us CPU per RPC "
+                  f"({100 * cost / plain['cpu_us_per_req']:+.1f}% of meshgate's proxy CPU per RPC)")
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(

@@ -1,4 +1,7 @@
 import FilterABI
+#if canImport(Glibc)
+import Glibc
+#endif
 import MeshgateGRPC
 import MeshgateHTTP2
 
@@ -8,7 +11,8 @@ import MeshgateHTTP2
 final class PluginCallState {
     let path: String
     let requestHeaders: HTTP2HeaderList
-    let deadline: NIODeadlineBox
+    /// Uptime nanoseconds of the deadline, if the call has one.
+    let deadlineNanos: UInt64?
     /// Set by call_local_reply.
     var localReply: GRPCStatus?
     /// Filled by attempt_set_request_header during on_attempt_start.
@@ -20,15 +24,61 @@ final class PluginCallState {
     var extraResponseHeaders: HTTP2HeaderList = []
     /// Bytes handed to plugins as mg_str; freed with the call.
     private var arena: [UnsafeMutableRawBufferPointer] = []
+    /// The request headers laid out once as bytes, built on the first
+    /// plugin lookup, so that lookups allocate nothing.
+    private var headerBytes: UnsafeMutableRawBufferPointer?
+    private var headerSpans: [(name: Range<Int>, value: Range<Int>)] = []
 
-    init(path: String, requestHeaders: HTTP2HeaderList, deadline: NIODeadlineBox) {
+    init(path: String, requestHeaders: HTTP2HeaderList, deadlineNanos: UInt64?) {
         self.path = path
         self.requestHeaders = requestHeaders
-        self.deadline = deadline
+        self.deadlineNanos = deadlineNanos
     }
 
     deinit {
         for buffer in arena { buffer.deallocate() }
+        headerBytes?.deallocate()
+    }
+
+    /// The `index`-th value of request header `name` (exact, lower-case
+    /// bytes), pointing into storage that lives as long as the call.
+    func requestHeader(_ name: mg_str, index: Int) -> mg_str? {
+        if headerBytes == nil { layOutHeaders() }
+        guard let base = headerBytes?.baseAddress, let wanted = name.ptr else { return nil }
+        var seen = 0
+        for span in headerSpans where span.name.count == name.len {
+            if memcmp(base + span.name.lowerBound, wanted, name.len) == 0 {
+                if seen == index {
+                    return mg_str(ptr: (base + span.value.lowerBound).assumingMemoryBound(to: CChar.self), len: span.value.count)
+                }
+                seen += 1
+            }
+        }
+        return nil
+    }
+
+    private func layOutHeaders() {
+        var total = 1
+        for field in requestHeaders { total += field.name.utf8.count + field.value.utf8.count }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: total, alignment: 1)
+        var offset = 0
+        headerSpans.reserveCapacity(requestHeaders.count)
+        for field in requestHeaders {
+            let nameStart = offset
+            offset += copy(field.name, into: buffer, at: offset)
+            let valueStart = offset
+            offset += copy(field.value, into: buffer, at: offset)
+            headerSpans.append((nameStart..<valueStart, valueStart..<offset))
+        }
+        headerBytes = buffer
+    }
+
+    private func copy(_ text: String, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Int {
+        var text = text
+        return text.withUTF8 { bytes in
+            if let source = bytes.baseAddress { (buffer.baseAddress! + offset).copyMemory(from: source, byteCount: bytes.count) }
+            return bytes.count
+        }
     }
 
     var handle: OpaquePointer { OpaquePointer(Unmanaged.passUnretained(self).toOpaque()) }
@@ -68,10 +118,4 @@ final class PluginCallState {
     static func isValidHeaderValue(_ value: String) -> Bool {
         value.utf8.allSatisfy { $0 >= 0x20 && $0 != 0x7f || $0 == 0x09 }
     }
-}
-
-/// The call's deadline, shared with the host functions.
-final class NIODeadlineBox {
-    let deadlineNanos: UInt64?
-    init(deadlineNanos: UInt64?) { self.deadlineNanos = deadlineNanos }
 }

@@ -33,9 +33,8 @@ enum PluginHostAPI {
                 return state.stable(state.path)
             },
             call_request_header: { call, name, index, value in
-                let state = PluginCallState.from(call)
-                guard let found = PluginCallState.nth(state.requestHeaders, PluginHostAPI.string(name).lowercased(), index) else { return 0 }
-                value?.pointee = state.stable(found)
+                guard let found = PluginCallState.from(call).requestHeader(name, index: index) else { return 0 }
+                value?.pointee = found
                 return 1
             },
             call_local_reply: { call, status, message in
@@ -45,13 +44,13 @@ enum PluginHostAPI {
             },
             call_deadline_remaining_us: { call in
                 let state = PluginCallState.from(call)
-                guard let deadline = state.deadline.deadlineNanos else { return UInt64.max }
+                guard let deadline = state.deadlineNanos else { return UInt64.max }
                 let now = UInt64(NIODeadline.now().uptimeNanoseconds)
                 return deadline > now ? (deadline - now) / 1000 : 0
             },
             attempt_set_request_header: { attempt, name, value in
                 let state = PluginCallState.from(attempt)
-                let n = PluginHostAPI.string(name).lowercased()
+                let n = PluginHostAPI.lowerCased(PluginHostAPI.string(name))
                 let v = PluginHostAPI.string(value)
                 guard state.inAttemptStart, PluginCallState.isValidHeaderName(n), PluginCallState.isValidHeaderValue(v) else { return -1 }
                 state.attemptHeaders.removeAll(named: n)
@@ -67,7 +66,7 @@ enum PluginHostAPI {
             },
             call_add_response_header: { call, name, value in
                 let state = PluginCallState.from(call)
-                let n = PluginHostAPI.string(name).lowercased()
+                let n = PluginHostAPI.lowerCased(PluginHostAPI.string(name))
                 let v = PluginHostAPI.string(value)
                 guard state.responseHeaders != nil, PluginCallState.isValidHeaderName(n), PluginCallState.isValidHeaderValue(v) else { return -1 }
                 state.extraResponseHeaders.append(n, v)
@@ -80,6 +79,11 @@ enum PluginHostAPI {
             endpoint_eject: { _, _, _, _ in -1 }))
         return UnsafePointer(table)
     }()
+
+    /// Header names arrive lower-case as a rule; only copy when they are not.
+    static func lowerCased(_ name: String) -> String {
+        name.utf8.contains { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") } ? name.lowercased() : name
+    }
 
     static func string(_ s: mg_str) -> String {
         guard let ptr = s.ptr, s.len > 0 else { return "" }

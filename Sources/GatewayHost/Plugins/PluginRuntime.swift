@@ -12,6 +12,14 @@ public final class PluginRuntime: Sendable {
     public struct RouteChain: Sendable {
         public let filters: [FilterHandle]
         public let balancer: FilterHandle
+        /// Some filter keeps per-call state (call_new).
+        public let needsCallState: Bool
+
+        init(filters: [FilterHandle], balancer: FilterHandle) {
+            self.filters = filters
+            self.balancer = balancer
+            self.needsCallState = filters.contains { $0.hooks.call_new != nil }
+        }
     }
 
     /// Chains by listener, then by route, in config order.

@@ -57,24 +57,30 @@ final class ProxyCall: HTTP2StreamDelegate {
         self.loop = loop
         let deadline: NIODeadline? = timeoutNanos.map { .now() + .nanoseconds($0) }
         self.deadline = deadline
-        self.plugin = PluginCallState(path: path, requestHeaders: headers,
-                                      deadline: NIODeadlineBox(deadlineNanos: deadline.map { $0.uptimeNanoseconds }))
+        self.plugin = PluginCallState(path: path, requestHeaders: headers, deadlineNanos: deadline.map { $0.uptimeNanoseconds })
     }
 
     private func instance(_ filter: FilterHandle) -> UnsafeMutableRawPointer? {
         loop.instances.instance(filter, cluster: route.clusterIndex)
     }
 
+    /// The per-call state of filter `i` (nil when no filter of the chain keeps any).
+    private func state(_ i: Int) -> UnsafeMutableRawPointer? {
+        i < filterStates.count ? filterStates[i] : nil
+    }
+
     func start(requestEnded: Bool) {
         self.requestEnded = requestEnded
         if !chain.filters.isEmpty {
-            filterStates.reserveCapacity(chain.filters.count)
-            for filter in chain.filters {
-                filterStates.append(filter.hooks.call_new?(instance(filter), plugin.handle))
+            if chain.needsCallState {
+                filterStates.reserveCapacity(chain.filters.count)
+                for filter in chain.filters {
+                    filterStates.append(filter.hooks.call_new?(instance(filter), plugin.handle))
+                }
             }
             for (i, filter) in chain.filters.enumerated() {
                 guard let hook = filter.hooks.on_request_headers else { continue }
-                if hook(instance(filter), filterStates[i], plugin.handle) == MG_LOCAL_REPLY {
+                if hook(instance(filter), state(i), plugin.handle) == MG_LOCAL_REPLY {
                     fail(plugin.localReply ?? GRPCStatus(.unknown, "filter '\(filter.image.name)' answered locally without a status"))
                     return
                 }
@@ -127,7 +133,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         if !chain.filters.isEmpty {
             plugin.inAttemptStart = true
             for (i, filter) in chain.filters.enumerated() {
-                filter.hooks.on_attempt_start?(instance(filter), filterStates[i], plugin.handle, plugin.handle)
+                filter.hooks.on_attempt_start?(instance(filter), state(i), plugin.handle, plugin.handle)
             }
             plugin.inAttemptStart = false
         }
@@ -185,10 +191,13 @@ final class ProxyCall: HTTP2StreamDelegate {
             if !chain.filters.isEmpty {
                 plugin.responseHeaders = headers
                 for (i, filter) in chain.filters.enumerated() {
-                    filter.hooks.on_response_headers?(instance(filter), filterStates[i], plugin.handle, plugin.handle)
+                    filter.hooks.on_response_headers?(instance(filter), state(i), plugin.handle, plugin.handle)
                 }
                 plugin.responseHeaders = nil
-                for field in plugin.extraResponseHeaders { head.append(field.name, field.value) }
+                if !plugin.extraResponseHeaders.isEmpty {
+                    head.reserveCapacity(head.count + plugin.extraResponseHeaders.count)
+                    for field in plugin.extraResponseHeaders { head.append(field.name, field.value) }
+                }
             }
             downstream.sendResponseHeaders(stream: downstreamStream, headers: head, endStream: endStream)
             if endStream { complete(status: headers) }
@@ -337,11 +346,11 @@ final class ProxyCall: HTTP2StreamDelegate {
                 attempts: UInt32(attempts), duration_us: UInt64(max(0, (NIODeadline.now() - started).nanoseconds / 1000)),
                 request_bytes: 0, response_bytes: 0)
             for (i, filter) in chain.filters.enumerated() {
-                filter.hooks.on_call_done?(instance(filter), filterStates[i], plugin.handle, &result)
+                filter.hooks.on_call_done?(instance(filter), state(i), plugin.handle, &result)
             }
         }
         for (i, filter) in chain.filters.enumerated() {
-            filter.hooks.call_destroy?(instance(filter), filterStates[i])
+            filter.hooks.call_destroy?(instance(filter), state(i))
         }
     }
 
