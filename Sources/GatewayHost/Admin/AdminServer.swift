@@ -2,24 +2,31 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// The admin HTTP/1.1 endpoint: `/healthz` (the process is alive) and
-/// `/ready` (started and not draining: send traffic here). Metrics, config
-/// and the dashboard join it with the observability work.
+/// The admin HTTP/1.1 endpoint: `/healthz` (the process is alive),
+/// `/ready` (started and not draining: send traffic here) and `POST
+/// /reload` (reload the config file; 200 with the new generation, or 400
+/// with the reason the running config stays). Metrics, config and the
+/// dashboard join it with the observability work.
 final class AdminHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
+    typealias Reload = @Sendable () -> Result<String, GatewayError>
 
     let health: HealthRegistry
+    let reload: Reload
     private var path = ""
+    private var method = HTTPMethod.GET
 
-    init(health: HealthRegistry) {
+    init(health: HealthRegistry, reload: @escaping Reload) {
         self.health = health
+        self.reload = reload
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
             path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "")
+            method = head.method
         case .body:
             break
         case .end:
@@ -39,20 +46,28 @@ final class AdminHandler: ChannelInboundHandler {
             return (.ok, "ok\n")
         case "/ready":
             return health.isReady ? (.ok, "ready\n") : (.serviceUnavailable, "not ready (starting or draining)\n")
+        case "/reload":
+            guard method == .POST else { return (.methodNotAllowed, "use POST /reload\n") }
+            // Loading plugins takes milliseconds; this admin loop waits for it.
+            switch reload() {
+            case .success(let message): return (.ok, message + "\n")
+            case .failure(let error): return (.badRequest, error.message + "\n")
+            }
         default:
-            return (.notFound, "not found; try /healthz or /ready\n")
+            return (.notFound, "not found; try /healthz, /ready or POST /reload\n")
         }
     }
 }
 
 enum AdminServer {
-    static func start(address: SocketAddressSpec, group: EventLoopGroup, health: HealthRegistry) async throws -> Channel {
+    static func start(address: SocketAddressSpec, group: EventLoopGroup, health: HealthRegistry,
+                      reload: @escaping AdminHandler.Reload) async throws -> Channel {
         try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(AdminHandler(health: health))
+                    try channel.pipeline.syncOperations.addHandler(AdminHandler(health: health, reload: reload))
                 }
             }
             .bind(host: address.host, port: address.port).get()

@@ -27,6 +27,8 @@ public final class HealthRegistry: Sendable {
     }
 
     private struct State {
+        /// Routed service name -> indexes of the clusters its routes point to.
+        var serviceClusters: [String: [Int]]
         var started = false
         var draining = false
         var endpointHealthy: [[Bool]]
@@ -34,8 +36,6 @@ public final class HealthRegistry: Sendable {
         var lastSent: [String: Status] = [:]
     }
 
-    /// Routed service name -> indexes of the clusters its routes point to.
-    private let serviceClusters: [String: [Int]]
     private let clusterNames: [String]
     private let endpointAddresses: [[String]]
     private let state: NIOLockedValueBox<State>
@@ -47,6 +47,15 @@ public final class HealthRegistry: Sendable {
     static let selfNames: Set<String> = ["", "grpc.health.v1.Health"]
 
     init(runtime: GatewayRuntime, applyToLoops: @escaping @Sendable (Int, Int, Bool) -> Void) {
+        self.clusterNames = runtime.clusters.map(\.name)
+        self.endpointAddresses = runtime.clusters.map { $0.endpoints.map { $0.address.description } }
+        self.state = NIOLockedValueBox(State(serviceClusters: Self.serviceClusters(runtime),
+                                             endpointHealthy: runtime.clusters.map { $0.endpoints.map { _ in true } }))
+        self.applyToLoops = applyToLoops
+    }
+
+    /// Routed service name -> indexes of the clusters its routes point to.
+    private static func serviceClusters(_ runtime: GatewayRuntime) -> [String: [Int]] {
         var services: [String: Set<Int>] = [:]
         for listener in runtime.listeners {
             for route in listener.routes.routes {
@@ -57,25 +66,27 @@ public final class HealthRegistry: Sendable {
                 if let name, !name.isEmpty { services[name, default: []].insert(route.clusterIndex) }
             }
         }
-        self.serviceClusters = services.mapValues { $0.sorted() }
-        self.clusterNames = runtime.clusters.map(\.name)
-        self.endpointAddresses = runtime.clusters.map { $0.endpoints.map { $0.address.description } }
-        self.state = NIOLockedValueBox(State(endpointHealthy: runtime.clusters.map { $0.endpoints.map { _ in true } }))
-        self.applyToLoops = applyToLoops
+        return services.mapValues { $0.sorted() }
+    }
+
+    /// A reload changed the routes: service statuses follow the new ones.
+    func updateRoutes(_ runtime: GatewayRuntime) {
+        let services = Self.serviceClusters(runtime)
+        change { $0.serviceClusters = services }
     }
 
     // MARK: Queries
 
     /// The status of `service`, or nil when the gateway does not know it.
     public func status(of service: String) -> Status? {
-        state.withLockedValue { Self.status(of: service, in: $0, serviceClusters: serviceClusters) }
+        state.withLockedValue { Self.status(of: service, in: $0) }
     }
 
     public func allStatuses() -> [String: Status] {
         state.withLockedValue { s in
             var all: [String: Status] = [:]
-            for name in serviceClusters.keys.sorted() + [""] {
-                all[name] = Self.status(of: name, in: s, serviceClusters: serviceClusters)
+            for name in s.serviceClusters.keys.sorted() + [""] {
+                all[name] = Self.status(of: name, in: s)
             }
             return all
         }
@@ -88,11 +99,11 @@ public final class HealthRegistry: Sendable {
         state.withLockedValue { $0.endpointHealthy[cluster].filter { $0 }.count }
     }
 
-    private static func status(of service: String, in s: State, serviceClusters: [String: [Int]]) -> Status? {
+    private static func status(of service: String, in s: State) -> Status? {
         if selfNames.contains(service) {
             return s.started && !s.draining ? .serving : .notServing
         }
-        guard let clusters = serviceClusters[service] else { return nil }
+        guard let clusters = s.serviceClusters[service] else { return nil }
         if !s.started || s.draining { return .notServing }
         let usable = clusters.allSatisfy { s.endpointHealthy[$0].contains(true) }
         return usable ? .serving : .notServing
@@ -125,7 +136,7 @@ public final class HealthRegistry: Sendable {
             var out: [(EventLoop, NIOLoopBound<Watcher>, Status)] = []
             var current: [String: Status] = [:]
             for entry in s.watches.values {
-                let status = current[entry.service] ?? (Self.status(of: entry.service, in: s, serviceClusters: serviceClusters) ?? .serviceUnknown)
+                let status = current[entry.service] ?? (Self.status(of: entry.service, in: s) ?? .serviceUnknown)
                 current[entry.service] = status
             }
             for (service, status) in current where s.lastSent[service] != status {
@@ -147,7 +158,7 @@ public final class HealthRegistry: Sendable {
     func addWatch(service: String, id: ObjectIdentifier, loop: EventLoop, watcher: Watcher) -> Status {
         let bound = NIOLoopBound(watcher, eventLoop: loop)
         return state.withLockedValue { s in
-            let status = Self.status(of: service, in: s, serviceClusters: serviceClusters) ?? .serviceUnknown
+            let status = Self.status(of: service, in: s) ?? .serviceUnknown
             s.watches[id] = WatchEntry(service: service, loop: loop, watcher: bound)
             s.lastSent[service] = status
             return status

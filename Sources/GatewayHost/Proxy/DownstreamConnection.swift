@@ -5,11 +5,15 @@ import MeshgateHTTP2
 /// The gateway's side of one client connection: turns each request head
 /// into a routed `ProxyCall`, or answers it locally with a gRPC status.
 final class DownstreamConnection: HTTP2ConnectionDelegate {
-    let listener: GatewayRuntime.Listener
+    /// The listener's position: its routes come from the loop's current
+    /// generation at each request, so a reload applies to open connections.
+    let listenerIndex: Int
+    let listenerName: String
     unowned let loop: LoopContext
 
     init(listener: GatewayRuntime.Listener, loop: LoopContext) {
-        self.listener = listener
+        self.listenerIndex = listener.index
+        self.listenerName = listener.config.name
         self.loop = loop
     }
 
@@ -29,8 +33,9 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
             if endStream { call.onEnd?() }
             return call
         }
-        guard let route = listener.routes.match(path: path, headers: headers) else {
-            return reply(connection, stream, GRPCStatus(.unimplemented, "no route for \(path) on listener '\(listener.config.name)'"))
+        let generation = loop.generation
+        guard let route = generation.runtime.listeners[listenerIndex].routes.match(path: path, headers: headers) else {
+            return reply(connection, stream, GRPCStatus(.unimplemented, "no route for \(path) on listener '\(listenerName)'"))
         }
         var clientTimeout: Int64?
         if let text = headers["grpc-timeout"] {
@@ -40,7 +45,7 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
             clientTimeout = parsed
         }
         let call = ProxyCall(downstream: connection, stream: stream, headers: headers, path: path, route: route,
-                             chain: loop.plugins.chains[listener.index][route.index],
+                             generation: generation, listenerIndex: listenerIndex,
                              timeoutNanos: route.effectiveTimeout(clientTimeout: clientTimeout), loop: loop)
         call.start(requestEnded: endStream)
         return call
@@ -52,7 +57,7 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
             // Clients that break the protocol are worth a line; ordinary
             // disconnects (resets included) only at debug level.
             Log.write(connection.closedForProtocolError ? .info : .debug, "downstream connection closed", [
-                "listener": listener.config.name, "peer": connection.remoteAddress.map { "\($0)" } ?? "?", "reason": reason,
+                "listener": listenerName, "peer": connection.remoteAddress.map { "\($0)" } ?? "?", "reason": reason,
             ])
         }
     }

@@ -17,6 +17,9 @@ final class ProxyCall: HTTP2StreamDelegate {
     let path: String
     let route: RouteTable.Route
     let chain: PluginRuntime.RouteChain
+    /// The config generation the call started on; it stays alive (with its
+    /// plugin instances) until the call ends.
+    let generation: LoopGeneration
     unowned let loop: LoopContext
     private let deadline: NIODeadline?
     private var deadlineTimer: Scheduled<Void>?
@@ -47,21 +50,23 @@ final class ProxyCall: HTTP2StreamDelegate {
     private var downstreamClosed = false
 
     init(downstream: HTTP2Connection, stream: Int32, headers: HTTP2HeaderList, path: String,
-         route: RouteTable.Route, chain: PluginRuntime.RouteChain, timeoutNanos: Int64?, loop: LoopContext) {
+         route: RouteTable.Route, generation: LoopGeneration, listenerIndex: Int, timeoutNanos: Int64?, loop: LoopContext) {
         self.downstream = downstream
         self.downstreamStream = stream
         self.requestHeaders = headers
         self.path = path
         self.route = route
-        self.chain = chain
+        self.generation = generation
+        self.chain = generation.plugins.chains[listenerIndex][route.index]
         self.loop = loop
+        generation.callStarted()
         let deadline: NIODeadline? = timeoutNanos.map { .now() + .nanoseconds($0) }
         self.deadline = deadline
         self.plugin = PluginCallState(path: path, requestHeaders: headers, deadlineNanos: deadline.map { $0.uptimeNanoseconds })
     }
 
     private func instance(_ filter: FilterHandle) -> UnsafeMutableRawPointer? {
-        loop.instances.instance(filter, cluster: route.clusterIndex)
+        generation.instances.instance(filter, cluster: route.clusterIndex)
     }
 
     /// The per-call state of filter `i` (nil when no filter of the chain keeps any).
@@ -100,7 +105,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         let cluster = loop.clusters[route.clusterIndex]
         let balancer = chain.balancer
         var list = cluster.endpointList()
-        withUnsafePointer(to: &list) { loop.instances.noteEndpoints(balancer, cluster: route.clusterIndex, list: $0) }
+        withUnsafePointer(to: &list) { generation.instances.noteEndpoints(balancer, cluster: route.clusterIndex, list: $0) }
         var request = mg_pick_request(size: UInt32(MemoryLayout<mg_pick_request>.size), attempt: UInt32(attempts), avoid_endpoint: avoidEndpoint)
         var chosen: UInt32 = 0
         let verdict = balancer.hooks.lb_pick!(instance(balancer), plugin.handle, &request, &list, &chosen)
@@ -260,6 +265,7 @@ final class ProxyCall: HTTP2StreamDelegate {
                 finalStatus = GRPCStatus(.cancelled, "the client cancelled the call")
             }
             endCall()
+            generation.callEnded()
             return
         }
         upstreamOpen = false

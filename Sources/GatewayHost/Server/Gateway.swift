@@ -16,11 +16,15 @@ public final class Gateway: Sendable {
     private let state = NIOLockedValueBox(State())
     public let health: HealthRegistry
     private let checker: HealthChecker
+    /// The plugins of the first generation (see `currentPlugins`).
     public let plugins: PluginRuntime
 
     private struct State {
         var listeners: [Channel] = []
         var admin: Channel?
+        /// The generation new calls use, and its plugins.
+        var generation = 1
+        var plugins: PluginRuntime?
         var shuttingDown = false
     }
 
@@ -30,6 +34,7 @@ public final class Gateway: Sendable {
         self.runtime = GatewayRuntime(config)
         let plugins = try PluginRuntime.load(config)
         self.plugins = plugins
+        state.withLockedValue { $0.plugins = plugins }
         let threads = config.runtime.eventLoops ?? System.coreCount
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let loops = Array(group.makeIterator())
@@ -57,7 +62,9 @@ public final class Gateway: Sendable {
     public func start() async throws {
         if let admin = runtime.config.admin {
             do {
-                let channel = try await AdminServer.start(address: admin.address, group: group, health: health)
+                let channel = try await AdminServer.start(address: admin.address, group: group, health: health) { [weak self] in
+                    self?.reload() ?? .failure(GatewayError(.internalError, "the gateway is gone"))
+                }
                 state.withLockedValue { $0.admin = channel }
                 Log.info("admin listening", ["address": admin.address.description, "paths": "/healthz /ready"])
             } catch {
@@ -101,7 +108,7 @@ public final class Gateway: Sendable {
     /// Runs until SIGTERM or SIGINT, then drains and returns.
     public func runUntilSignalled() async {
         let (signals, continuation) = AsyncStream.makeStream(of: String.self)
-        let sources = [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")].map { sig, name -> DispatchSourceSignal in
+        let sources = [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT"), (SIGHUP, "SIGHUP")].map { sig, name -> DispatchSourceSignal in
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler { continuation.yield(name) }
@@ -109,6 +116,10 @@ public final class Gateway: Sendable {
             return source
         }
         for await name in signals {
+            if name == "SIGHUP" {
+                _ = reload()
+                continue
+            }
             await drainAndStop(signal: name)
             break
         }
@@ -154,13 +165,83 @@ public final class Gateway: Sendable {
         for context in contexts.values {
             try? await context.eventLoop.submit { context.destroyPluginInstances() }.get()
         }
-        plugins.destroy()
+        state.withLockedValue { $0.plugins }?.destroy()
         // The admin server stays up through the drain, so /ready says 503.
         if let admin = state.withLockedValue({ s -> Channel? in defer { s.admin = nil }; return s.admin }) {
             try? await admin.close()
         }
         try? await group.shutdownGracefully()
         Log.info("stopped")
+    }
+
+    /// Reloads the config file: routes, filter chains and plugins (a
+    /// replaced plugin file loads anew). New calls use the new generation at
+    /// once; calls in flight finish on theirs, whose plugin instances and
+    /// configs are destroyed after their last call. On any error the current
+    /// generation keeps serving and the error is returned (and logged).
+    /// Listeners and clusters cannot change without a restart yet.
+    @discardableResult
+    public func reload() -> Result<String, GatewayError> {
+        let file = runtime.config.sourceFile
+        let result = Result<String, GatewayError> { () throws(GatewayError) -> String in
+            let config: GatewayConfig
+            do {
+                config = try ConfigLoader.load(file: file)
+            } catch {
+                throw GatewayError(.invalidConfig, "\(error)")
+            }
+            if let difference = Self.restartOnlyDifference(runtime.config, config) {
+                throw GatewayError(.invalidConfig, "\(file): \(difference) changed; that needs a restart (the running config stays)")
+            }
+            let plugins: PluginRuntime
+            do {
+                plugins = try PluginRuntime.load(config)
+            } catch {
+                throw GatewayError(.invalidConfig, "\(error)")
+            }
+            let newRuntime = GatewayRuntime(config)
+            let (number, old) = state.withLockedValue { s -> (Int, PluginRuntime?) in
+                s.generation += 1
+                defer { s.plugins = plugins }
+                return (s.generation, s.plugins)
+            }
+            let remaining = NIOLockedValueBox(contexts.count)
+            for context in contexts.values {
+                context.eventLoop.execute {
+                    context.install(number: number, runtime: newRuntime, plugins: plugins) {
+                        let last = remaining.withLockedValue { n -> Bool in
+                            n -= 1
+                            return n == 0
+                        }
+                        // config_destroy runs off the event loops (the ABI's control thread).
+                        if last, let old { DispatchQueue.global().async { old.destroy() } }
+                    }
+                }
+            }
+            health.updateRoutes(newRuntime)
+            let names = Set(plugins.handles.map { "\($0.image.name) \($0.image.version) (\($0.image.sha256.prefix(12)))" }).sorted()
+            return "generation \(number) loaded from \(file); plugins: \(names.joined(separator: ", "))"
+        }
+        switch result {
+        case .success(let message): Log.info("reloaded", ["detail": message])
+        case .failure(let error): Log.error("reload failed; the running config stays", ["error": error.message])
+        }
+        return result
+    }
+
+    /// What a reload cannot apply yet, or nil.
+    static func restartOnlyDifference(_ old: GatewayConfig, _ new: GatewayConfig) -> String? {
+        let listeners = { (c: GatewayConfig) in c.listeners.map { "\($0.name)@\($0.address)/\($0.maxConcurrentStreams)" } }
+        if listeners(old) != listeners(new) { return "the listeners (names, addresses)" }
+        let clusters = { (c: GatewayConfig) in
+            c.clusters.map { cluster in
+                "\(cluster.name):" + cluster.endpoints.map { "\($0.address)*\($0.weight)" }.joined(separator: ",")
+                    + "/\(cluster.connectTimeout)/\(cluster.maxConnectionsPerEndpoint)/\(cluster.healthCheck.map { "\($0)" } ?? "-")"
+            }
+        }
+        if clusters(old) != clusters(new) { return "the clusters (endpoints, pools, health checks)" }
+        if old.admin?.address != new.admin?.address { return "the admin address" }
+        return nil
     }
 
     private func activeConnections() async -> Int {

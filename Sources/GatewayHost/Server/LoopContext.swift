@@ -19,16 +19,27 @@ final class LoopContext: @unchecked Sendable {
     private(set) var draining = false
 
     let health: HealthRegistry
-    let plugins: PluginRuntime
-    private(set) var instances: LoopPluginInstances!
+    let index: Int
+    /// What new calls use; replaced by a reload.
+    private(set) var generation: LoopGeneration
 
     init(eventLoop: EventLoop, index: Int, runtime: GatewayRuntime, health: HealthRegistry, plugins: PluginRuntime) {
         self.eventLoop = eventLoop
         self.runtime = runtime
         self.health = health
-        self.plugins = plugins
-        self.instances = LoopPluginInstances(plugins: plugins, loopIndex: index, clusterCount: runtime.clusters.count)
+        self.index = index
+        self.generation = LoopGeneration(number: 1, runtime: runtime, plugins: plugins, loopIndex: index)
         self.clusters = runtime.clusters.enumerated().map { ClusterPool(config: $1, index: $0, loop: self) }
+    }
+
+    /// Reload: new calls use `plugins`/`runtime` from now on; the previous
+    /// generation is retired and reports through `onOldDrained` when its
+    /// last call has ended on this loop.
+    func install(number: Int, runtime: GatewayRuntime, plugins: PluginRuntime, onOldDrained: @escaping () -> Void) {
+        eventLoop.assertInEventLoop()
+        let old = generation
+        generation = LoopGeneration(number: number, runtime: runtime, plugins: plugins, loopIndex: index)
+        old.retire(onDrained: onOldDrained)
     }
 
     /// An active health check changed an endpoint's state (pushed to every loop).
@@ -66,6 +77,6 @@ final class LoopContext: @unchecked Sendable {
 
     /// At exit, after the calls are gone.
     func destroyPluginInstances() {
-        instances.destroyAll()
+        generation.instances.destroyAll()
     }
 }

@@ -1,0 +1,45 @@
+/// One config generation as one event loop serves it: the route tables and
+/// filter chains, and the plugin instances made for them on this loop.
+///
+/// A reload installs a new generation; calls keep the generation they
+/// started on. When a retired generation's last call ends, its instances
+/// are destroyed here, on their loop, and the gateway is told, so that the
+/// plugin configs can be destroyed once every loop is done with them.
+final class LoopGeneration {
+    let number: Int
+    let runtime: GatewayRuntime
+    let plugins: PluginRuntime
+    let instances: LoopPluginInstances
+    private var activeCalls = 0
+    private var retired = false
+    private var onDrained: (() -> Void)?
+
+    init(number: Int, runtime: GatewayRuntime, plugins: PluginRuntime, loopIndex: Int) {
+        self.number = number
+        self.runtime = runtime
+        self.plugins = plugins
+        self.instances = LoopPluginInstances(plugins: plugins, loopIndex: loopIndex, clusterCount: runtime.clusters.count)
+    }
+
+    func callStarted() { activeCalls += 1 }
+
+    func callEnded() {
+        activeCalls -= 1
+        finishIfDrained()
+    }
+
+    /// No new call will use this generation; `onDrained` runs (on this
+    /// loop) once the last one has ended.
+    func retire(onDrained: @escaping () -> Void) {
+        retired = true
+        self.onDrained = onDrained
+        finishIfDrained()
+    }
+
+    private func finishIfDrained() {
+        guard retired, activeCalls == 0, let done = onDrained else { return }
+        onDrained = nil
+        instances.destroyAll()
+        done()
+    }
+}
