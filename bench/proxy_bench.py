@@ -16,6 +16,8 @@ Usage: bench/run.sh [options]   (builds release binaries first), or
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
 import json
 import math
 import os
@@ -376,7 +378,25 @@ def main() -> int:
                 print(f"  round {round_no} {name:<11} {run.rps:>9.0f} req/s  "
                       f"p99 {run.p99_ms:.2f} ms", flush=True)
 
+        # Hot swap under load: one more run through the chain while the
+        # gateway reloads (a new generation each time) every 200 ms.
+        swaps = 0
+        stop_swaps = threading.Event()
+
+        def swapper():
+            nonlocal swaps
+            while not stop_swaps.wait(0.2):
+                os.kill(mg_chain.pid, signal.SIGHUP)
+                swaps += 1
+        swapping = threading.Thread(target=swapper, daemon=True)
+        swapping.start()
+        swap_run = run_h2load(h2load, "meshgate+3f", 99, mg_chain.pid, chain_port, body, args, work_dir)
+        stop_swaps.set()
+        swapping.join()
+
         summary = print_report(runs, list(targets))
+        print(f"hot swap: {swaps} reloads during {swap_run.requests} requests through the chain: "
+              f"{swap_run.failed + swap_run.non_200} failed, {swap_run.rps:.0f} req/s")
         plain, chained = summary["medians"].get("meshgate"), summary["medians"].get("meshgate+3f")
         if plain and chained:
             cost = chained["cpu_us_per_req"] - plain["cpu_us_per_req"]
