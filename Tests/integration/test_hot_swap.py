@@ -129,3 +129,37 @@ def test_plugin_hot_swap_under_load(mesh, launcher, tmp_path):
             ch.close()
     assert failures == [], failures[:5]
     assert len(versions) > 300
+
+
+ABI2 = r'''
+#include "meshgate_filter.h"
+static void *cfg(mg_config_ctx *c, mg_str j, char *e, size_t n) { (void)c; (void)j; (void)e; (void)n; return (void *)1; }
+static const mg_plugin p = { .size = sizeof(mg_plugin), .abi_major = 2, .kinds = MG_KIND_FILTER, .name = "tagger",
+    .version = "abi2", .config_new = cfg };
+const mg_plugin *meshgate_plugin_v1(const mg_host *h) { (void)h; return &p; }
+'''
+
+
+def test_reload_refuses_an_incompatible_plugin_and_keeps_serving(mesh, launcher, tmp_path):
+    """A plugin file replaced by one built for ABI 2 is refused on reload with
+    the path and both ABI versions; the running generation keeps serving."""
+    pb = mesh.pb2
+    plugin = tmp_path / "libtagger.so"
+    build_tagger(tmp_path, "v1", plugin)
+    port, admin_port = free_port(), free_port()
+    route = {"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh", "filters": [{"plugin": "tagger"}]}
+    config = (f"admin: {{ address: {HOST}:{admin_port} }}\n"
+              f"plugins:\n  - {{ name: tagger, path: {plugin} }}\n"
+              + gateway_config(port, clusters={"mesh": [r.port for r in mesh.replicas.values()]}, routes=[route]))
+    launcher.gateway(config, port, name="gw-refuse")
+    source = tmp_path / "abi2.c"
+    source.write_text(ABI2)
+    subprocess.run(["cc", "-shared", "-fPIC", "-I", str(REPO_ROOT / "Sources/FilterABI/include"), str(source),
+                    "-o", str(tmp_path / "abi2.so")], check=True, timeout=60)
+    os.replace(tmp_path / "abi2.so", plugin)
+    status, body = post_reload(admin_port)
+    assert status == 400, body
+    assert str(plugin) in body and "built for filter ABI 2.0" in body and "supports 1.0" in body, body
+    with insecure_channel(port) as channel:
+        _, call = mesh.pb2_grpc.MeshServiceStub(channel).Process.with_call(pb.ProcessRequest(request_id="x"), timeout=5)
+    assert dict(call.initial_metadata()).get("x-plugin-version") == "v1"
