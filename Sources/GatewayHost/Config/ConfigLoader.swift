@@ -8,10 +8,10 @@ import Glibc
 /// file, line, column and field.
 public enum ConfigLoader {
     public static func load(file: String) throws(ConfigError) -> GatewayConfig {
-        guard let text = readFile(file) else {
+        guard let bytes = FileBytes.read(file) else {
             throw ConfigError(file: file, mark: nil, field: "", message: "cannot read the file: \(String(cString: strerror(errno)))")
         }
-        return try parse(text, file: file)
+        return try parse(String(decoding: bytes, as: UTF8.self), file: file)
     }
 
     public static func parse(_ text: String, file: String) throws(ConfigError) -> GatewayConfig {
@@ -182,18 +182,5 @@ public enum ConfigLoader {
         guard config.interval > .zero else { throw h.error("interval", h.node("interval"), "must be more than zero") }
         guard config.timeout > .zero else { throw h.error("timeout", h.node("timeout"), "must be more than zero") }
         return config
-    }
-
-    private static func readFile(_ path: String) -> String? {
-        guard let f = fopen(path, "rb") else { return nil }
-        defer { fclose(f) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = fread(&chunk, 1, chunk.count, f)
-            if n > 0 { bytes.append(contentsOf: chunk[0..<n]) }
-            if n < chunk.count { break }
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 }

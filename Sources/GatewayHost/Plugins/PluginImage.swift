@@ -37,7 +37,7 @@ public final class PluginImage: @unchecked Sendable {
 
     /// Loads (or finds, when the same content is already loaded) the image.
     static func load(path: String, cacheDirectory: String) throws(LoadError) -> PluginImage {
-        guard let bytes = readAll(path) else {
+        guard let bytes = FileBytes.read(path) else {
             throw LoadError(path: path, message: "cannot read the file: \(String(cString: strerror(errno)))")
         }
         let digest = SHA256Digest.hex(of: bytes)
@@ -103,19 +103,6 @@ public final class PluginImage: @unchecked Sendable {
 
     public var isBalancer: Bool { kinds & UInt32(MG_KIND_BALANCER) != 0 }
     public var schedulesAttempts: Bool { kinds & UInt32(MG_KIND_RETRY | MG_KIND_HEDGE) != 0 }
-
-    private static func readAll(_ path: String) -> [UInt8]? {
-        guard let f = fopen(path, "rb") else { return nil }
-        defer { fclose(f) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let n = fread(&chunk, 1, chunk.count, f)
-            if n > 0 { bytes.append(contentsOf: chunk[0..<n]) }
-            if n < chunk.count { break }
-        }
-        return bytes
-    }
 
     private static func writeAll(_ path: String, _ bytes: [UInt8]) -> Bool {
         guard let f = fopen(path, "wb") else { return false }
