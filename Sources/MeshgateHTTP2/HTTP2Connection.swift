@@ -242,11 +242,6 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         streams[id]?.outboundBytes ?? 0
     }
 
-    /// Whether our side of the stream has been ended (END_STREAM queued or sent).
-    public func hasEnded(stream id: Int32) -> Bool {
-        streams[id]?.outboundEnded ?? true
-    }
-
     /// Sends RST_STREAM and drops the data still queued for the peer,
     /// returning its size (a proxy gives that much window back on the other
     /// side). The delegate still gets `didCloseWith`.
