@@ -109,7 +109,7 @@ enum ConsistentHashPlugin {
             guard let config else { return }
             Unmanaged<HashConfig>.fromOpaque(config).release()
         }
-        d.instance_new = { config, _ in
+        d.instance_new = { config, _, _ in
             guard let config else { return nil }
             let c = Unmanaged<HashConfig>.fromOpaque(config).takeUnretainedValue()
             return UnsafeMutableRawPointer(Unmanaged.passRetained(RingInstance(config: c)).toOpaque())

@@ -79,7 +79,7 @@ enum LeastConnPlugin {
             guard let config else { return }
             Unmanaged<LeastConnConfig>.fromOpaque(config).release()
         }
-        d.instance_new = { config, _ in
+        d.instance_new = { config, _, _ in
             let choices = config.map { Unmanaged<LeastConnConfig>.fromOpaque($0).takeUnretainedValue().choices } ?? 0
             return UnsafeMutableRawPointer(Unmanaged.passRetained(LeastConnInstance(choices: choices)).toOpaque())
         }

@@ -68,7 +68,7 @@ enum RoundRobinPlugin {
             // No state: any non-NULL pointer says "accepted".
             return UnsafeMutableRawPointer(bitPattern: 1)
         }
-        d.instance_new = { _, _ in
+        d.instance_new = { _, _, _ in
             UnsafeMutableRawPointer(Unmanaged.passRetained(RoundRobinInstance()).toOpaque())
         }
         d.instance_destroy = { instance in

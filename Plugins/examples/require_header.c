@@ -29,7 +29,7 @@ static void *config_new(mg_config_ctx *ctx, mg_str json, char *error, size_t err
 
 static void config_destroy(void *c) { free(c); }
 
-static void *instance_new(void *c, uint32_t loop) { (void)loop; return c; }
+static void *instance_new(void *c, uint32_t loop, mg_str cluster) { (void)loop; (void)cluster; return c; }
 
 static mg_action on_request_headers(void *instance, void *state, mg_call *call) {
     (void)state;

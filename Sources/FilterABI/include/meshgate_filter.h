@@ -154,17 +154,29 @@ typedef struct mg_attempt_result {
     mg_str grpc_message;
     uint64_t endpoint_id;
     uint64_t latency_us;        /* attempt start to end */
-    uint8_t response_started;   /* response headers arrived: the call is committed */
+    uint8_t response_started;   /* the call had committed to this attempt */
     uint8_t transport_failure;  /* reset, refused or lost connection (no status from the server) */
     uint8_t transparent_retry_ok; /* REFUSED_STREAM / GOAWAY-unprocessed: nothing reached the server */
     uint8_t reserved;
     int64_t pushback_ms;        /* grpc-retry-pushback-ms: -1 absent, -2 present but invalid */
 } mg_attempt_result;
 
-/* on_attempt_done's answer for a failed, uncommitted attempt (MG_KIND_RETRY). */
+/* on_attempt_done's answer for an attempt that ended before the call
+ * committed to it (see on_attempt_done). The host sets `retry` to
+ * MG_RETRY_NO before the hooks run. */
+enum {
+    MG_RETRY_NO = 0,     /* no new attempt for this one: the call ends with
+                            this result unless other attempts are in flight
+                            or scheduled */
+    MG_RETRY_AFTER = 1,  /* start another attempt after delay_ms (it replaces
+                            an attempt already scheduled, if any) */
+    MG_RETRY_FINISH = 2  /* end the call with this result now and cancel
+                            every other attempt (a hedge's fatal status) */
+};
+
 typedef struct mg_retry_decision {
-    uint32_t retry;             /* 1: retry after delay_ms; 0: finish with this result */
-    uint32_t delay_ms;
+    uint32_t retry;             /* MG_RETRY_* */
+    uint32_t delay_ms;          /* with MG_RETRY_AFTER */
 } mg_retry_decision;
 
 typedef struct mg_call_result {
@@ -220,27 +232,46 @@ typedef struct mg_host {
     /* From on_response_headers only: add a header to the response the client gets. */
     int (*call_add_response_header)(mg_call *call, mg_str name, mg_str value);
 
-    /* MG_KIND_HEDGE: start one more attempt of the call after delay_ms.
-     * Returns 0, or -1 when no more attempts are possible (committed, past
-     * the deadline, the request outgrew the replay buffer). The first attempt
-     * whose response headers arrive wins; the host cancels the others
-     * (RST_STREAM CANCEL). */
+    /* MG_KIND_HEDGE, from on_request_headers, on_attempt_start or
+     * on_attempt_done: schedule one more attempt of the call after delay_ms
+     * (0 = as soon as the hook returns). At most one attempt is scheduled at
+     * a time: a new call replaces the pending one. Returns 0, or -1 when no
+     * more attempts are possible (committed, finished, or the request outgrew
+     * the replay buffer). The first attempt whose response headers arrive
+     * wins; the host cancels the others (RST_STREAM CANCEL) and drops the
+     * scheduled one. */
     int (*call_start_attempt)(mg_call *call, uint32_t delay_ms);
 
-    /* MG_KIND_HEDGE: cancel every attempt in flight but `keep` (may be NULL). */
+    /* From any hook of the call: cancel every attempt in flight but `keep`
+     * (may be NULL), and the scheduled one. Cancelled attempts still get
+     * on_attempt_done (CANCELLED), after the current hook has returned. */
     void (*call_cancel_attempts)(mg_call *call, const mg_attempt *keep);
 
     /* Control thread, from config_new or a timer of the config: run `fire`
      * on the control thread after delay_ms, repeatedly when repeat != 0.
-     * Returns a timer id (> 0). Timers end with the config. */
+     * Returns a timer id (> 0), or 0 when ctx is not usable. Every timer of a
+     * config is cancelled before its config_destroy, which also runs on the
+     * control thread, so `fire` never races with it. */
     uint64_t (*timer_start)(mg_config_ctx *ctx, uint32_t delay_ms, int repeat, void (*fire)(void *user), void *user);
     void (*timer_cancel)(mg_config_ctx *ctx, uint64_t timer_id);
 
-    /* Any thread holding the config: eject an endpoint of `cluster` from every
-     * balancer for duration_ms (0 = uneject now). Ejection state lives in the
-     * host and survives a hot swap of the plugin. Returns 0, or -1 when the
-     * endpoint is unknown. */
+    /* Any thread, while the config exists: eject endpoint `endpoint_id` of
+     * `cluster` from every balancer of every loop for duration_ms (0 =
+     * uneject now). The host keeps the ejection (it survives a hot swap of
+     * the plugin) and ends it by itself when the time is up. Returns 0, or
+     * -1 when the cluster or endpoint is unknown. Takes effect on each event
+     * loop shortly after (not within the calling hook). */
     int (*endpoint_eject)(mg_config_ctx *ctx, mg_str cluster, uint64_t endpoint_id, uint32_t duration_ms);
+
+    /* From any hook that received the attempt: its number in the call (0 =
+     * first; retries and hedges count up; a transparent retry of a refused
+     * stream gets a number too). */
+    uint32_t (*attempt_number)(const mg_attempt *attempt);
+
+    /* From any hook that received the attempt: the endpoint it goes to.
+     * Fills *id and *address ("host:port", valid until the call ends);
+     * returns 1, or 0 before an endpoint is chosen. */
+    int (*attempt_endpoint)(const mg_attempt *attempt, uint64_t *id, mg_str *address);
 } mg_host;
 
 /* ------------------------------------------------------------ plugin API -- */
@@ -264,9 +295,12 @@ typedef struct mg_plugin {
     void *(*config_new)(mg_config_ctx *ctx, mg_str config_json, char *error, size_t error_size);
     void (*config_destroy)(void *config);
 
-    /* The config's loop-local state for one cluster; loop_index is
-     * 0..loops-1. NULL return is allowed (no state). */
-    void *(*instance_new)(void *config, uint32_t loop_index);
+    /* The config's loop-local state for one cluster (`cluster` is its name,
+     * valid during the hook); loop_index is 0..loops-1. NULL return is
+     * allowed (no state). State shared by the loops of one cluster (a
+     * breaker's counters, a retry budget) belongs in the config, found or
+     * made here under the plugin's own lock, then updated with atomics. */
+    void *(*instance_new)(void *config, uint32_t loop_index, mg_str cluster);
     void (*instance_destroy)(void *instance);
 
     /* Per call. call_new may return NULL (no state). */
@@ -281,11 +315,25 @@ typedef struct mg_plugin {
      * writable with attempt_set_request_header). */
     void (*on_attempt_start)(void *instance, void *call_state, mg_call *call, mg_attempt *attempt);
 
-    /* An attempt's response headers arrived (the call commits to it). */
+    /* The call committed to this attempt: its response headers go to the
+     * client when the hooks return (see on_attempt_done for when). */
     void (*on_response_headers)(void *instance, void *call_state, mg_call *call, mg_attempt *attempt);
 
-    /* An attempt ended. MG_KIND_RETRY plugins fill *decision for a failed,
-     * uncommitted attempt; it is NULL when no retry is possible. */
+    /* An attempt that got on_attempt_start ended, every attempt exactly once
+     * and always before on_call_done.
+     * `decision` is non-NULL when the attempt ended before the call committed
+     * to it and another attempt is possible (not committed, not finished, the
+     * request still in the replay buffer). The host calls the chain's
+     * MG_KIND_RETRY or MG_KIND_HEDGE plugin first, which sets decision->retry;
+     * then the other filters in chain order, which may only lower it to
+     * MG_RETRY_NO (a circuit breaker's retry limit). Without such a plugin the
+     * call ends with the attempt's result.
+     * An attempt commits when its response headers arrive (hedging, or no
+     * retry plugin), or with a retry plugin when its first response message
+     * arrives: a status in trailers after headers without any message can
+     * still be retried. Trailers-Only never commits. A refused stream
+     * (transparent_retry_ok) is retried once by the host itself, before and
+     * without asking the plugins (decision is NULL then). */
     void (*on_attempt_done)(void *instance, void *call_state, mg_call *call,
                             const mg_attempt_result *result, mg_retry_decision *decision);
 

@@ -30,14 +30,30 @@ final class AdminHandler: ChannelInboundHandler {
         case .body:
             break
         case .end:
+            if path == "/reload" && method == .POST {
+                // Plugin configs are created on the control thread; the
+                // admin loop never waits for it.
+                let reload = self.reload
+                ControlThread.loop.submit { reload() }.hop(to: context.eventLoop).assumeIsolated().whenSuccess { result in
+                    switch result {
+                    case .success(let message): self.respond(context, .ok, message + "\n")
+                    case .failure(let error): self.respond(context, .badRequest, error.message + "\n")
+                    }
+                }
+                return
+            }
             let (status, body) = answer()
+            respond(context, status, body)
+        }
+    }
+
+    private func respond(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ body: String) {
             var headers = HTTPHeaders()
             headers.add(name: "content-type", value: "text/plain; charset=utf-8")
             headers.add(name: "content-length", value: String(body.utf8.count))
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        }
     }
 
     private func answer() -> (HTTPResponseStatus, String) {
@@ -47,12 +63,7 @@ final class AdminHandler: ChannelInboundHandler {
         case "/ready":
             return health.isReady ? (.ok, "ready\n") : (.serviceUnavailable, "not ready (starting or draining)\n")
         case "/reload":
-            guard method == .POST else { return (.methodNotAllowed, "use POST /reload\n") }
-            // Loading plugins takes milliseconds; this admin loop waits for it.
-            switch reload() {
-            case .success(let message): return (.ok, message + "\n")
-            case .failure(let error): return (.badRequest, error.message + "\n")
-            }
+            return (.methodNotAllowed, "use POST /reload\n")
         default:
             return (.notFound, "not found; try /healthz, /ready or POST /reload\n")
         }

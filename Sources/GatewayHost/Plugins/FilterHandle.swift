@@ -26,20 +26,18 @@ public final class FilterHandle: @unchecked Sendable {
 
     var hooks: mg_plugin { image.descriptor.pointee }
 
-    /// Runs config_destroy (exactly once). Callers make sure no instance,
+    /// Cancels the config's timers, then runs config_destroy (exactly
+    /// once), both on the control thread. Callers make sure no instance,
     /// call or attempt made from this config is left.
     func destroy() {
         guard !destroyed else { return }
         destroyed = true
-        hooks.config_destroy?(config)
+        let context = self.context
+        let config = self.config.map { UInt(bitPattern: $0) }
+        let destroyHook = hooks.config_destroy
+        ControlThread.run {
+            context.cancelAllTimers()
+            destroyHook?(config.flatMap { UnsafeMutableRawPointer(bitPattern: $0) })
+        }
     }
-}
-
-/// The host's side of one config (`mg_config_ctx *`): what timers and
-/// ejections will need. Passed to the plugin as an opaque pointer.
-final class PluginConfigContext {
-    let pluginName: String
-    init(pluginName: String) { self.pluginName = pluginName }
-
-    var opaque: OpaquePointer { OpaquePointer(Unmanaged.passUnretained(self).toOpaque()) }
 }

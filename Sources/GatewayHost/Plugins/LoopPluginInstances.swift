@@ -8,14 +8,16 @@ final class LoopPluginInstances {
     private let plugins: PluginRuntime
     private let loopIndex: UInt32
     private let clusterCount: Int
+    private let clusterNames: [String]
     private var instances: [UnsafeMutableRawPointer?]
     private var created: [Bool]
     private var seenVersions: [UInt64]
 
-    init(plugins: PluginRuntime, loopIndex: Int, clusterCount: Int) {
+    init(plugins: PluginRuntime, loopIndex: Int, clusterNames: [String]) {
         self.plugins = plugins
         self.loopIndex = UInt32(loopIndex)
-        self.clusterCount = max(clusterCount, 1)
+        self.clusterNames = clusterNames
+        self.clusterCount = max(clusterNames.count, 1)
         let n = plugins.handles.count * self.clusterCount
         instances = Array(repeating: nil, count: n)
         created = Array(repeating: false, count: n)
@@ -28,7 +30,11 @@ final class LoopPluginInstances {
         let i = slot(handle, cluster)
         if !created[i] {
             created[i] = true
-            instances[i] = handle.hooks.instance_new?(handle.config, loopIndex)
+            guard let hook = handle.hooks.instance_new else { return nil }
+            var name = cluster < clusterNames.count ? clusterNames[cluster] : ""
+            instances[i] = name.withUTF8 { bytes in
+                hook(handle.config, loopIndex, mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count))
+            }
         }
         return instances[i]
     }

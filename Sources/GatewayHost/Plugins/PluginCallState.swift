@@ -13,6 +13,9 @@ final class PluginCallState {
     let requestHeaders: HTTP2HeaderList
     /// Uptime nanoseconds of the deadline, if the call has one.
     let deadlineNanos: UInt64?
+    /// The call, for the host functions that start or cancel attempts;
+    /// cleared when the call ends (plugins may only use handles inside hooks).
+    unowned(unsafe) var proxy: ProxyCall?
     /// Set by call_local_reply.
     var localReply: GRPCStatus?
     /// Filled by attempt_set_request_header during on_attempt_start.

@@ -5,9 +5,6 @@ import NIOCore
 /// The `mg_host` table handed to every plugin: the functions the host
 /// offers, implemented in Swift with C calling convention.
 ///
-/// Attempt scheduling (hedging), timers and ejection arrive with the
-/// resilience plugins; until then they answer "not possible" (-1 / 0), as
-/// the header allows a host to.
 enum PluginHostAPI {
     /// Built once, never mutated: plugins keep the pointer for the life of
     /// the process.
@@ -49,7 +46,7 @@ enum PluginHostAPI {
                 return deadline > now ? (deadline - now) / 1000 : 0
             },
             attempt_set_request_header: { attempt, name, value in
-                let state = PluginCallState.from(attempt)
+                let state = UpstreamAttempt.from(attempt).call.plugin
                 let n = PluginHostAPI.lowerCased(PluginHostAPI.string(name))
                 let v = PluginHostAPI.string(value)
                 guard state.inAttemptStart, PluginCallState.isValidHeaderName(n), PluginCallState.isValidHeaderValue(v) else { return -1 }
@@ -58,7 +55,7 @@ enum PluginHostAPI {
                 return 0
             },
             attempt_response_header: { attempt, name, index, value in
-                let state = PluginCallState.from(attempt)
+                let state = UpstreamAttempt.from(attempt).call.plugin
                 guard let headers = state.responseHeaders,
                       let found = PluginCallState.nth(headers, PluginHostAPI.string(name).lowercased(), index) else { return 0 }
                 value?.pointee = state.stable(found)
@@ -72,11 +69,37 @@ enum PluginHostAPI {
                 state.extraResponseHeaders.append(n, v)
                 return 0
             },
-            call_start_attempt: { _, _ in -1 },
-            call_cancel_attempts: { _, _ in },
-            timer_start: { _, _, _, _, _ in 0 },
-            timer_cancel: { _, _ in },
-            endpoint_eject: { _, _, _, _ in -1 }))
+            call_start_attempt: { call, delay in
+                guard let proxy = PluginCallState.from(call).proxy else { return -1 }
+                return proxy.scheduleAttempt(afterMs: delay) ? 0 : -1
+            },
+            call_cancel_attempts: { call, keep in
+                guard let proxy = PluginCallState.from(call).proxy else { return }
+                let kept = keep.map { UpstreamAttempt.from($0) }
+                proxy.cancelAttempts(except: kept)
+            },
+            timer_start: { ctx, delay, repeats, fire, user in
+                guard let ctx, let fire else { return 0 }
+                return PluginConfigContext.from(ctx).startTimer(delayMs: delay, repeats: repeats != 0, fire: fire, user: user)
+            },
+            timer_cancel: { ctx, id in
+                guard let ctx else { return }
+                PluginConfigContext.from(ctx).cancelTimer(id)
+            },
+            endpoint_eject: { ctx, cluster, id, duration in
+                guard let ctx else { return -1 }
+                return PluginConfigContext.from(ctx).ejections.eject(cluster: PluginHostAPI.string(cluster), endpointID: id, durationMs: duration) ? 0 : -1
+            },
+            attempt_number: { attempt in
+                UInt32(UpstreamAttempt.from(attempt).number)
+            },
+            attempt_endpoint: { attempt, id, address in
+                let attempt = UpstreamAttempt.from(attempt)
+                guard attempt.pool != nil else { return 0 }
+                id?.pointee = attempt.endpointID
+                address?.pointee = attempt.call.plugin.stable(attempt.addressText)
+                return 1
+            }))
         return UnsafePointer(table)
     }()
 

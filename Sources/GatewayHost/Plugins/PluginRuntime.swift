@@ -12,12 +12,15 @@ public final class PluginRuntime: Sendable {
     public struct RouteChain: Sendable {
         public let filters: [FilterHandle]
         public let balancer: FilterHandle
+        /// The retry or hedge filter, which decides about further attempts.
+        public let scheduler: FilterHandle?
         /// Some filter keeps per-call state (call_new).
         public let needsCallState: Bool
 
         init(filters: [FilterHandle], balancer: FilterHandle) {
             self.filters = filters
             self.balancer = balancer
+            self.scheduler = filters.first { $0.image.schedulesAttempts }
             self.needsCallState = filters.contains { $0.hooks.call_new != nil }
         }
     }
@@ -44,7 +47,13 @@ public final class PluginRuntime: Sendable {
     /// Loads every plugin the config uses and creates every filter config.
     /// Errors name the config file, line and field, and the plugin's path,
     /// ABI version or own message.
-    public static func load(_ config: GatewayConfig) throws(ConfigError) -> PluginRuntime {
+    public static func load(_ config: GatewayConfig, ejections: EjectionRegistry = EjectionRegistry()) throws(ConfigError) -> PluginRuntime {
+        // config_new runs on the ABI's control thread.
+        let result = ControlThread.run { Result { () throws(ConfigError) -> PluginRuntime in try loadOnControlThread(config, ejections: ejections) } }
+        return try result.get()
+    }
+
+    private static func loadOnControlThread(_ config: GatewayConfig, ejections: EjectionRegistry) throws(ConfigError) -> PluginRuntime {
         let configDirectory = directory(of: config.sourceFile)
         let pluginDirectory = config.pluginDirectory.map { resolve($0, against: configDirectory) } ?? executableDirectory()
         let cacheDirectory = "/tmp/meshgate-plugins-\(getuid())"
@@ -76,7 +85,7 @@ public final class PluginRuntime: Sendable {
         }
 
         func create(_ image: PluginImage, json: String, mark: YAMLMark?, field: String) throws(ConfigError) -> FilterHandle {
-            let context = PluginConfigContext(pluginName: image.name)
+            let context = PluginConfigContext(pluginName: image.name, ejections: ejections)
             var error = [CChar](repeating: 0, count: 1024)
             var json = json
             let created: UnsafeMutableRawPointer? = json.withUTF8 { bytes in
@@ -160,6 +169,6 @@ public final class PluginRuntime: Sendable {
         let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
         guard n > 0 else { return "." }
         buffer[n] = 0
-        return directory(of: String(cString: buffer))
+        return directory(of: String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self))
     }
 }

@@ -3,14 +3,20 @@ import MeshgateGRPC
 import MeshgateHTTP2
 import NIOCore
 
-/// One RPC in flight through the gateway: a downstream stream tied to an
-/// upstream stream on the same event loop.
+/// One RPC in flight through the gateway: a downstream stream and the
+/// upstream attempts made for it, all on the same event loop.
 ///
-/// Bytes pass through untouched (messages are never reassembled). Flow
-/// control is end to end: bytes received on one side are given back as
-/// window credit only when the other side has sent them on, so a slow reader
-/// stalls its writer instead of growing buffers here.
+/// Bytes pass through untouched (messages are never reassembled). Request
+/// bytes are kept in a replay buffer until the call commits to one attempt
+/// (or the buffer passes its limit), so a retry, a hedge or a transparent
+/// retry of a refused stream can send them again. Flow control stays end to
+/// end: the client gets window credit back only as the most advanced attempt
+/// hands its bytes to the upstream, and response bytes are credited to the
+/// upstream only as the client takes them.
 final class ProxyCall: HTTP2StreamDelegate {
+    /// Request bytes kept for replay before the call commits anyway.
+    static let replayLimit = 256 * 1024
+
     let downstream: HTTP2Connection
     let downstreamStream: Int32
     let requestHeaders: HTTP2HeaderList
@@ -18,7 +24,7 @@ final class ProxyCall: HTTP2StreamDelegate {
     let route: RouteTable.Route
     let chain: PluginRuntime.RouteChain
     /// The config generation the call started on; it stays alive (with its
-    /// plugin instances) until the call ends.
+    /// plugin instances) until the call and its last attempt have ended.
     let generation: LoopGeneration
     unowned let loop: LoopContext
     private let deadline: NIODeadline?
@@ -26,21 +32,28 @@ final class ProxyCall: HTTP2StreamDelegate {
     private let started = NIODeadline.now()
 
     /// What the plugins' host functions see; `mg_call *` points at it.
-    private let plugin: PluginCallState
+    let plugin: PluginCallState
     private var filterStates: [UnsafeMutableRawPointer?] = []
     private var finalStatus: GRPCStatus?
-    private var attempts = 0
     private var callDone = false
 
-    private var endpoint: EndpointPool?
-    private var endpointIndex = 0
+    // Attempts
+    private var attempts: [UpstreamAttempt] = []
+    private var committed: UpstreamAttempt?
+    private var attemptCount = 0
+    private var transparentRetryUsed = false
+    private var scheduledAttempt: Scheduled<Void>?
     private var avoidEndpoint: UInt64 = 0
-    private var upstream: HTTP2Connection?
-    private var upstreamStream: Int32 = 0
-    private var upstreamOpen = false
+    /// The result to end with once no attempt is left (MG_RETRY_NO while
+    /// others were still running).
+    private var pendingOutcome: (UpstreamAttempt, AttemptOutcome)?
 
-    /// Request bytes that arrived before an upstream stream existed.
-    private var pendingRequest = ByteChunkQueue()
+    // Request side
+    private var replay: [ByteBuffer] = []
+    private var replayBytes = 0
+    private var canReplay = true
+    private var receivedBytes = 0
+    private var creditedBytes = 0
     private var requestEnded = false
     private var requestTrailers: HTTP2HeaderList?
 
@@ -63,6 +76,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         let deadline: NIODeadline? = timeoutNanos.map { .now() + .nanoseconds($0) }
         self.deadline = deadline
         self.plugin = PluginCallState(path: path, requestHeaders: headers, deadlineNanos: deadline.map { $0.uptimeNanoseconds })
+        plugin.proxy = self
     }
 
     private func instance(_ filter: FilterHandle) -> UnsafeMutableRawPointer? {
@@ -96,57 +110,72 @@ final class ProxyCall: HTTP2StreamDelegate {
                 self.deadlineExpired()
             }
         }
-        placeOnEndpoint()
+        guard !finished else { return }
+        startAttempt()
     }
 
-    // MARK: Choosing an upstream
+    // MARK: Attempts
 
-    private func placeOnEndpoint() {
+    private func startAttempt() {
+        guard !finished else { return }
+        let attempt = UpstreamAttempt(call: self, number: attemptCount)
+        attemptCount += 1
+        attempts.append(attempt)
+        place(attempt)
+    }
+
+    /// Picks an endpoint through the balancer and queues the attempt on it.
+    private func place(_ attempt: UpstreamAttempt) {
         let cluster = loop.clusters[route.clusterIndex]
         let balancer = chain.balancer
         var list = cluster.endpointList()
         withUnsafePointer(to: &list) { generation.instances.noteEndpoints(balancer, cluster: route.clusterIndex, list: $0) }
-        var request = mg_pick_request(size: UInt32(MemoryLayout<mg_pick_request>.size), attempt: UInt32(attempts), avoid_endpoint: avoidEndpoint)
+        var request = mg_pick_request(size: UInt32(MemoryLayout<mg_pick_request>.size), attempt: UInt32(attempt.number), avoid_endpoint: avoidEndpoint)
         var chosen: UInt32 = 0
         let verdict = balancer.hooks.lb_pick!(instance(balancer), plugin.handle, &request, &list, &chosen)
         guard verdict == 0, Int(chosen) < cluster.endpoints.count else {
+            drop(attempt)
+            guard attempts.isEmpty, scheduledAttempt == nil else { return }
+            if let (last, outcome) = pendingOutcome { return finish(with: last, outcome) }
             guard cluster.hasHealthyEndpoint else {
-                fail(GRPCStatus(.unavailable, "no healthy upstream in cluster '\(cluster.name)': every endpoint fails its health checks"))
+                fail(GRPCStatus(.unavailable, "no healthy upstream in cluster '\(cluster.name)': every endpoint fails its health checks or is ejected"))
                 return
             }
             let detail = cluster.endpoints.compactMap { ep in ep.lastConnectError.map { "\(ep.address): \($0)" } }.joined(separator: "; ")
             fail(GRPCStatus(.unavailable, "no upstream of cluster '\(cluster.name)' is reachable" + (detail.isEmpty ? "" : " (\(detail))")))
             return
         }
-        endpointIndex = Int(chosen)
-        let picked = cluster.endpoints[endpointIndex]
-        endpoint = picked
-        picked.acquire(for: self)
+        let picked = cluster.endpoints[Int(chosen)]
+        attempt.pool = picked
+        attempt.endpointID = cluster.endpointID(Int(chosen))
+        picked.acquire(for: attempt)
     }
 
     /// The endpoint could not connect; nothing was sent, so try another.
-    func connectFailed(on endpoint: EndpointPool, error: String) {
-        guard !finished else { return }
-        avoidEndpoint = loop.clusters[route.clusterIndex].endpointID(endpointIndex)
-        self.endpoint = nil
-        placeOnEndpoint()
+    func attemptConnectFailed(_ attempt: UpstreamAttempt) {
+        guard !finished, !attempt.cancelled else { return drop(attempt) }
+        avoidEndpoint = attempt.endpointID
+        attempt.pool = nil
+        place(attempt)
     }
 
-    /// A connection has room for this call: open the upstream stream.
-    func attach(_ connection: UpstreamConnection) {
-        guard !finished, let http2 = connection.http2 else { return }
+    /// A connection has room for the attempt: open the upstream stream.
+    func attemptAttached(_ attempt: UpstreamAttempt, _ connection: UpstreamConnection) {
+        guard !finished, !attempt.cancelled, let http2 = connection.http2 else { return drop(attempt) }
+        plugin.attemptHeaders = []
         if !chain.filters.isEmpty {
             plugin.inAttemptStart = true
             for (i, filter) in chain.filters.enumerated() {
-                filter.hooks.on_attempt_start?(instance(filter), state(i), plugin.handle, plugin.handle)
+                filter.hooks.on_attempt_start?(instance(filter), state(i), plugin.handle, attempt.handle)
             }
             plugin.inAttemptStart = false
         }
+        attempt.didStart = true
         var headers = HTTP2HeaderList()
-        headers.reserveCapacity(requestHeaders.count + 1)
+        headers.reserveCapacity(requestHeaders.count + 2)
         for (name, value) in requestHeaders {
             switch name {
-            case "grpc-timeout", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+            case "grpc-timeout", "grpc-previous-rpc-attempts", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
                 continue
             case ":scheme":
                 headers.append(name, "http")  // upstream hop is h2c until upstream TLS lands
@@ -158,169 +187,376 @@ final class ProxyCall: HTTP2StreamDelegate {
             let remaining = (deadline - .now()).nanoseconds
             headers.append("grpc-timeout", GRPCTimeout.format(nanoseconds: max(remaining, 1)))
         }
+        if attempt.number > 0 {
+            headers.append("grpc-previous-rpc-attempts", String(attempt.number))
+        }
         for field in plugin.attemptHeaders {
             headers.removeAll(named: field.name)
             headers.append(field.name, field.value)
         }
-        let endNow = requestEnded && pendingRequest.isEmpty && requestTrailers == nil
-        guard let id = http2.openStream(headers: headers, endStream: endNow, delegate: self) else {
-            fail(GRPCStatus(.unavailable, "upstream \(endpoint?.address ?? "?") refused a new stream"))
+        let endNow = requestEnded && replay.isEmpty && requestTrailers == nil
+        guard let id = http2.openStream(headers: headers, endStream: endNow, delegate: attempt) else {
+            let outcome = AttemptOutcome(status: GRPCStatus(.unavailable, "upstream \(attempt.addressText) refused a new stream"), transportFailure: true)
+            attempt.outcome = outcome
+            attemptEnded(attempt, outcome)
+            drop(attempt)
             return
         }
-        upstream = http2
-        upstreamStream = id
-        upstreamOpen = true
-        attempts += 1
-        endpoint?.inFlight += 1
-        while let chunk = pendingRequest.popFirst() {
-            http2.send(data: chunk, stream: id)
+        attempt.connection = http2
+        attempt.stream = id
+        attempt.isOpen = true
+        attempt.pool?.inFlight += 1
+        for chunk in replay { http2.send(data: chunk, stream: id) }
+        if !canReplay { replay.removeAll() }
+        if requestEnded && !endNow { http2.sendEnd(stream: id, trailers: requestTrailers) }
+    }
+
+    /// Forgets an attempt that never opened a stream (or whose stream is gone).
+    private func drop(_ attempt: UpstreamAttempt) {
+        if let i = attempts.firstIndex(where: { $0 === attempt }) { attempts.remove(at: i) }
+        endCallIfDone()
+    }
+
+    /// Starts another attempt after `delayMs` (replacing a scheduled one).
+    /// False when the call can no longer make attempts.
+    @discardableResult
+    func scheduleAttempt(afterMs delayMs: UInt32) -> Bool {
+        guard !finished, committed == nil, canReplay else { return false }
+        scheduledAttempt?.cancel()
+        scheduledAttempt = loop.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delayMs))) {
+            self.scheduledAttempt = nil
+            self.startAttempt()
         }
-        if requestEnded && !endNow {
-            http2.sendEnd(stream: id, trailers: requestTrailers)
+        return true
+    }
+
+    /// Cancels every attempt but `keep`, and the scheduled one.
+    func cancelAttempts(except keep: UpstreamAttempt?) {
+        scheduledAttempt?.cancel()
+        scheduledAttempt = nil
+        for attempt in attempts where attempt !== keep { cancel(attempt) }
+    }
+
+    private func cancel(_ attempt: UpstreamAttempt) {
+        guard !attempt.cancelled else { return }
+        attempt.cancelled = true
+        if attempt.isOpen, let connection = attempt.connection {
+            attempt.isOpen = false
+            connection.reset(stream: attempt.stream, errorCode: 0x8)  // CANCEL
+        } else if attempt.connection == nil {
+            attempt.pool?.cancelWait(attempt)
+            drop(attempt)
         }
     }
 
-    // MARK: Stream events (both sides)
+    // MARK: Request side (downstream stream events)
 
     func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveHeaders headers: HTTP2HeaderList, isTrailers: Bool, endStream: Bool) {
-        if connection === downstream {
-            // Request trailers: rare in gRPC, relayed all the same.
-            requestTrailers = headers
-            endOfRequest()
-            return
-        }
-        guard !finished else { return }
-        if !isTrailers {
-            responseStarted = true
-            var head = headers
-            if !chain.filters.isEmpty {
-                plugin.responseHeaders = headers
-                for (i, filter) in chain.filters.enumerated() {
-                    filter.hooks.on_response_headers?(instance(filter), state(i), plugin.handle, plugin.handle)
-                }
-                plugin.responseHeaders = nil
-                if !plugin.extraResponseHeaders.isEmpty {
-                    head.reserveCapacity(head.count + plugin.extraResponseHeaders.count)
-                    for field in plugin.extraResponseHeaders { head.append(field.name, field.value) }
-                }
-            }
-            downstream.sendResponseHeaders(stream: downstreamStream, headers: head, endStream: endStream)
-            if endStream { complete(status: headers) }
-        } else {
-            downstream.sendEnd(stream: downstreamStream, trailers: headers)
-            complete(status: headers)
-        }
+        // Request trailers: rare in gRPC, relayed all the same.
+        requestTrailers = headers
+        endOfRequest()
     }
 
     func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveData data: ByteBuffer) {
-        if connection === downstream {
-            if finished {
-                downstream.consume(stream: downstreamStream, bytes: data.readableBytes)
-            } else if upstreamOpen, let upstream {
-                upstream.send(data: data, stream: upstreamStream)
-            } else if upstream == nil {
-                pendingRequest.append(data)
-            } else {
-                downstream.consume(stream: downstreamStream, bytes: data.readableBytes)
-            }
-        } else {
-            if finished || downstreamClosed {
-                connection.consume(stream: stream, bytes: data.readableBytes)
-            } else {
-                downstream.send(data: data, stream: downstreamStream)
-            }
+        receivedBytes += data.readableBytes
+        if finished {
+            creditClient()
+            return
+        }
+        var sent = false
+        for attempt in attempts where attempt.isOpen {
+            attempt.connection?.send(data: data, stream: attempt.stream)
+            sent = true
+        }
+        if canReplay || !sent {
+            replay.append(data)
+            replayBytes += data.readableBytes
+            if canReplay && replayBytes > Self.replayLimit { stopReplaying() }
         }
     }
 
     func http2(_ connection: HTTP2Connection, didReceiveEndOfStream stream: Int32) {
-        if connection === downstream {
-            endOfRequest()
-        } else if !finished {
-            // END_STREAM on DATA without trailers: not valid gRPC, but relayed
-            // as it is; the client reports the missing status itself.
-            downstream.sendEnd(stream: downstreamStream, trailers: nil)
-            complete(status: [])
-        }
+        endOfRequest()
     }
 
+    /// The downstream took response bytes: the committed upstream gets that
+    /// much window back.
     func http2(_ connection: HTTP2Connection, stream: Int32, didWriteData bytes: Int) {
-        if connection === downstream {
-            upstream?.consume(stream: upstreamStream, bytes: bytes)
-        } else {
-            downstream.consume(stream: downstreamStream, bytes: bytes)
+        if let committed, let upstream = committed.connection {
+            upstream.consume(stream: committed.stream, bytes: bytes)
         }
     }
 
     func http2(_ connection: HTTP2Connection, stream: Int32, didCloseWith reason: HTTP2StreamCloseReason) {
-        if connection === downstream {
-            downstreamClosed = true
-            if !finished || reason != .finished {
-                // The client cancelled or vanished: the upstream must know.
-                cancelUpstream()
-            }
-            finished = true
-            cancelTimer()
-            if upstream == nil { endpoint?.cancelWait(self) }
-            if reason != .finished && finalStatus == nil {
-                finalStatus = GRPCStatus(.cancelled, "the client cancelled the call")
-            }
-            endCall()
-            generation.callEnded()
-            return
+        downstreamClosed = true
+        if !finished || reason != .finished {
+            // The client cancelled or vanished: the upstream must know.
+            cancelAttempts(except: nil)
         }
-        upstreamOpen = false
-        endpoint?.inFlight -= 1
-        guard !finished else { return }
-        let where_ = "upstream \(endpoint?.address ?? "?")"
-        switch reason {
-        case .finished:
-            fail(GRPCStatus(.internal, "\(where_) closed the stream without a gRPC status"))
-        case .reset(let code, local: false):
-            fail(GRPCStatus.fromHTTP2Error(code: code, context: "\(where_) reset the stream"))
-        case .reset:
-            break
-        case .connectionLost:
-            fail(GRPCStatus(.unavailable, "connection to \(where_) was lost"))
+        finished = true
+        cancelTimer()
+        if reason != .finished && finalStatus == nil {
+            finalStatus = GRPCStatus(.cancelled, "the client cancelled the call")
         }
+        endCallIfDone()
     }
-
-    // MARK: Ending
 
     private func endOfRequest() {
         guard !requestEnded else { return }
         requestEnded = true
-        if upstreamOpen, let upstream {
-            upstream.sendEnd(stream: upstreamStream, trailers: requestTrailers)
+        for attempt in attempts where attempt.isOpen {
+            attempt.connection?.sendEnd(stream: attempt.stream, trailers: requestTrailers)
         }
     }
+
+    /// The request outgrew the replay buffer: no new attempt can start, so
+    /// the attempts still waiting for a connection give way to an open one.
+    private func stopReplaying() {
+        canReplay = false
+        scheduledAttempt?.cancel()
+        scheduledAttempt = nil
+        if attempts.contains(where: { $0.isOpen }) {
+            for attempt in attempts where !attempt.isOpen { cancel(attempt) }
+            replay.removeAll()
+        } else if attempts.isEmpty, !finished, let (last, outcome) = pendingOutcome {
+            // A retry was waiting for its backoff: there is nothing to retry with now.
+            finish(with: last, outcome)
+        }
+    }
+
+    func attemptWroteRequest(_ attempt: UpstreamAttempt) {
+        if attempt.written > creditedBytes {
+            downstream.consume(stream: downstreamStream, bytes: attempt.written - creditedBytes)
+            creditedBytes = attempt.written
+        }
+    }
+
+    /// After the end: whatever the client sent is read and dropped, and its
+    /// window given back.
+    private func creditClient() {
+        if receivedBytes > creditedBytes {
+            downstream.consume(stream: downstreamStream, bytes: receivedBytes - creditedBytes)
+            creditedBytes = receivedBytes
+        }
+    }
+
+    // MARK: Response side (upstream stream events)
+
+    /// Hedging, or no retry plugin: the first response head commits.
+    /// A retry plugin: the head waits for the first message, so that a
+    /// status in trailers can still be retried.
+    private var holdsResponseHead: Bool { chain.scheduler?.image.isRetry ?? false }
+
+    func attemptReceivedHeaders(_ attempt: UpstreamAttempt, _ headers: HTTP2HeaderList, isTrailers: Bool, endStream: Bool) {
+        guard !finished, !attempt.cancelled else { return }
+        if attempt === committed {
+            // Trailers of the committed attempt: the call's status.
+            attempt.outcome = AttemptOutcome.fromStatusHeaders(headers, head: nil, trailersOnly: false)
+            downstream.sendEnd(stream: downstreamStream, trailers: headers)
+            complete(status: headers)
+            return
+        }
+        if !isTrailers && !endStream {
+            if holdsResponseHead {
+                attempt.heldHead = headers
+            } else {
+                commit(attempt, head: headers)
+            }
+            return
+        }
+        // Trailers-Only, or trailers after a held head: the attempt ended
+        // before the call committed to it.
+        let outcome = AttemptOutcome.fromStatusHeaders(headers, head: isTrailers ? attempt.heldHead : nil, trailersOnly: !isTrailers)
+        attempt.outcome = outcome
+        attemptEnded(attempt, outcome)
+    }
+
+    func attemptReceivedData(_ attempt: UpstreamAttempt, _ data: ByteBuffer) {
+        if attempt !== committed, !finished, !attempt.cancelled, let head = attempt.heldHead {
+            commit(attempt, head: head)
+        }
+        if attempt === committed && !finished && !downstreamClosed {
+            downstream.send(data: data, stream: downstreamStream)
+        } else {
+            attempt.connection?.consume(stream: attempt.stream, bytes: data.readableBytes)
+        }
+    }
+
+    func attemptReceivedEnd(_ attempt: UpstreamAttempt) {
+        guard attempt === committed, !finished else { return }
+        // END_STREAM on DATA without trailers: not valid gRPC, but relayed as
+        // it is; the client reports the missing status itself.
+        downstream.sendEnd(stream: downstreamStream, trailers: nil)
+        complete(status: [])
+    }
+
+    /// The call commits to `attempt`: the others are cancelled, the replay
+    /// buffer goes, and the response head is sent on.
+    private func commit(_ attempt: UpstreamAttempt, head: HTTP2HeaderList) {
+        committed = attempt
+        canReplay = false
+        replay.removeAll()
+        attempt.heldHead = nil
+        cancelAttempts(except: attempt)
+        sendResponseHead(head, from: attempt, endStream: false)
+    }
+
+    private func sendResponseHead(_ headers: HTTP2HeaderList, from attempt: UpstreamAttempt, endStream: Bool) {
+        responseStarted = true
+        var head = headers
+        if !chain.filters.isEmpty {
+            plugin.responseHeaders = headers
+            for (i, filter) in chain.filters.enumerated() {
+                filter.hooks.on_response_headers?(instance(filter), state(i), plugin.handle, attempt.handle)
+            }
+            plugin.responseHeaders = nil
+            if !plugin.extraResponseHeaders.isEmpty {
+                head.reserveCapacity(head.count + plugin.extraResponseHeaders.count)
+                for field in plugin.extraResponseHeaders { head.append(field.name, field.value) }
+            }
+        }
+        downstream.sendResponseHeaders(stream: downstreamStream, headers: head, endStream: endStream)
+    }
+
+    func attemptClosed(_ attempt: UpstreamAttempt, reason: HTTP2StreamCloseReason) {
+        if attempt.connection != nil { attempt.pool?.inFlight -= 1 }
+        attempt.isOpen = false
+        defer { drop(attempt) }
+        if attempt.cancelled {
+            report(attempt, AttemptOutcome(status: GRPCStatus(.cancelled, "attempt cancelled by the gateway")))
+            return
+        }
+        if let outcome = attempt.outcome {
+            report(attempt, outcome)
+            return
+        }
+        let where_ = "upstream \(attempt.addressText)"
+        var outcome: AttemptOutcome
+        switch reason {
+        case .finished:
+            outcome = AttemptOutcome(status: GRPCStatus(.internal, "\(where_) closed the stream without a gRPC status"))
+        case .reset(let code, local: false):
+            outcome = AttemptOutcome(status: GRPCStatus.fromHTTP2Error(code: code, context: "\(where_) reset the stream"))
+            outcome.refused = code == 0x7
+        case .reset(let code, local: true):
+            outcome = AttemptOutcome(status: GRPCStatus.fromHTTP2Error(code: code, context: "the gateway reset the stream to \(where_)"))
+            outcome.refused = code == 0x7
+        case .connectionLost:
+            outcome = AttemptOutcome(status: GRPCStatus(.unavailable, "connection to \(where_) was lost"))
+        }
+        outcome.transportFailure = true
+        attempt.outcome = outcome
+        if attempt === committed {
+            report(attempt, outcome)
+            fail(outcome.status)
+        } else {
+            attemptEnded(attempt, outcome)
+        }
+    }
+
+    /// An attempt the call had not committed to ended: retry, wait for the
+    /// others, or end the call with it.
+    private func attemptEnded(_ attempt: UpstreamAttempt, _ outcome: AttemptOutcome) {
+        guard !finished else { return report(attempt, outcome) }
+        avoidEndpoint = attempt.endpointID
+        if outcome.refused && !transparentRetryUsed && canReplay {
+            transparentRetryUsed = true
+            report(attempt, outcome)
+            attempts.removeAll { $0 === attempt }
+            startAttempt()
+            return
+        }
+        var decision = mg_retry_decision(retry: UInt32(MG_RETRY_NO), delay_ms: 0)
+        let decides = chain.scheduler != nil && canReplay
+        withUnsafeMutablePointer(to: &decision) { report(attempt, outcome, decision: decides ? $0 : nil) }
+        let others = attempts.contains { $0 !== attempt && !$0.cancelled } || scheduledAttempt != nil
+        switch decision.retry {
+        case UInt32(MG_RETRY_AFTER) where decides:
+            if let deadline, deadline - .now() <= .milliseconds(Int64(decision.delay_ms)) {
+                if !others { finish(with: attempt, outcome) }
+            } else if scheduleAttempt(afterMs: decision.delay_ms) {
+                pendingOutcome = (attempt, outcome)
+            } else if !others {
+                finish(with: attempt, outcome)
+            }
+        case UInt32(MG_RETRY_FINISH) where decides:
+            finish(with: attempt, outcome)
+        default:
+            if others {
+                pendingOutcome = (attempt, outcome)
+            } else {
+                finish(with: attempt, outcome)
+            }
+        }
+    }
+
+    /// Runs on_attempt_done (once per started attempt): the chain's retry or
+    /// hedge plugin first, since it sets the decision the others may veto.
+    private func report(_ attempt: UpstreamAttempt, _ outcome: AttemptOutcome, decision: UnsafeMutablePointer<mg_retry_decision>? = nil) {
+        guard attempt.didStart, !attempt.reported else { return }
+        attempt.reported = true
+        guard !chain.filters.isEmpty else { return }
+        var message = outcome.status.message
+        message.withUTF8 { bytes in
+            var result = mg_attempt_result(
+                size: UInt32(MemoryLayout<mg_attempt_result>.size), attempt: UInt32(attempt.number),
+                grpc_status: Int32(outcome.status.code.rawValue),
+                grpc_message: mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count),
+                endpoint_id: attempt.endpointID,
+                latency_us: UInt64(max(0, (NIODeadline.now() - attempt.started).nanoseconds / 1000)),
+                response_started: attempt === committed ? 1 : 0, transport_failure: outcome.transportFailure ? 1 : 0,
+                transparent_retry_ok: outcome.refused ? 1 : 0, reserved: 0, pushback_ms: outcome.pushbackMs)
+            if let scheduler = chain.scheduler, let i = chain.filters.firstIndex(where: { $0 === scheduler }) {
+                scheduler.hooks.on_attempt_done?(instance(scheduler), state(i), plugin.handle, &result, decision)
+            }
+            for (i, filter) in chain.filters.enumerated() where filter !== chain.scheduler {
+                filter.hooks.on_attempt_done?(instance(filter), state(i), plugin.handle, &result, decision)
+            }
+        }
+    }
+
+    /// The call ends with an attempt it had not committed to.
+    private func finish(with attempt: UpstreamAttempt, _ outcome: AttemptOutcome) {
+        if outcome.transportFailure {
+            fail(outcome.status)
+            return
+        }
+        committed = attempt
+        cancelAttempts(except: attempt)
+        if outcome.trailersOnly {
+            sendResponseHead(outcome.trailers ?? [], from: attempt, endStream: true)
+        } else {
+            sendResponseHead(outcome.head ?? [], from: attempt, endStream: false)
+            downstream.sendEnd(stream: downstreamStream, trailers: outcome.trailers)
+        }
+        complete(status: outcome.trailers ?? [])
+    }
+
+    // MARK: Ending
 
     private func deadlineExpired() {
         deadlineTimer = nil
         guard !finished else { return }
-        let dropped = downstream.discardQueuedData(stream: downstreamStream)
-        upstream?.consume(stream: upstreamStream, bytes: dropped)
+        downstream.discardQueuedData(stream: downstreamStream)
         fail(GRPCStatus(.deadlineExceeded, "deadline exceeded at the gateway while waiting for \(path)"))
     }
 
-    /// Sends the gateway's own final status to the client and cancels the
-    /// upstream stream if one is open.
+    /// Sends the gateway's own final status to the client and cancels every
+    /// attempt.
     private func fail(_ status: GRPCStatus) {
         guard !finished else { return }
         finished = true
         finalStatus = status
         cancelTimer()
-        if upstream == nil { endpoint?.cancelWait(self) }
-        cancelUpstream()
+        cancelAttempts(except: nil)
+        replay.removeAll()
+        creditClient()
         guard !downstreamClosed else { return }
         if responseStarted {
             downstream.sendEnd(stream: downstreamStream, trailers: GRPCLocalReply.trailers(status))
         } else {
             downstream.sendResponseHeaders(stream: downstreamStream, headers: GRPCLocalReply.trailersOnly(status), endStream: true)
         }
-        // Request bytes still in flight from the client are read and dropped,
-        // and their window given back.
-        let dropped = pendingRequest.removeAll()
-        if dropped > 0 { downstream.consume(stream: downstreamStream, bytes: dropped) }
     }
 
     /// The upstream's final status is on its way to the client.
@@ -329,43 +565,46 @@ final class ProxyCall: HTTP2StreamDelegate {
         let code = headers["grpc-status"].flatMap(Int.init).flatMap(GRPCStatusCode.init(rawValue:)) ?? .unknown
         finalStatus = GRPCStatus(code, GRPCMessageEncoding.percentDecode(headers["grpc-message"] ?? ""))
         cancelTimer()
+        scheduledAttempt?.cancel()
+        scheduledAttempt = nil
+        replay.removeAll()
         // An upstream that answered before the request ended needs no more
         // of it: close our half with NO_ERROR (not CANCEL, it did nothing wrong).
-        if upstreamOpen, let upstream, !requestEnded || upstream.queuedBytes(stream: upstreamStream) > 0 {
-            upstreamOpen = false
-            let dropped = upstream.reset(stream: upstreamStream, errorCode: 0)
-            downstream.consume(stream: downstreamStream, bytes: dropped)
+        if let attempt = committed, attempt.isOpen, let upstream = attempt.connection,
+           !requestEnded || upstream.queuedBytes(stream: attempt.stream) > 0 {
+            attempt.isOpen = false
+            upstream.reset(stream: attempt.stream, errorCode: 0)
         }
+        creditClient()
     }
 
-    /// The client's stream is gone: filters learn the outcome, then their
-    /// per-call state is destroyed (each exactly once).
-    private func endCall() {
-        guard !callDone, !chain.filters.isEmpty else { return }
+    /// Once the client's stream is gone and every attempt has reported,
+    /// filters learn the outcome, their per-call state is destroyed (each
+    /// exactly once), and the generation may retire.
+    private func endCallIfDone() {
+        guard downstreamClosed, attempts.isEmpty, !callDone else { return }
         callDone = true
-        let status = finalStatus ?? GRPCStatus(.unknown, "")
-        var message = status.message
-        message.withUTF8 { bytes in
-            var result = mg_call_result(
-                size: UInt32(MemoryLayout<mg_call_result>.size), grpc_status: Int32(status.code.rawValue),
-                grpc_message: mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count),
-                attempts: UInt32(attempts), duration_us: UInt64(max(0, (NIODeadline.now() - started).nanoseconds / 1000)),
-                request_bytes: 0, response_bytes: 0)
+        scheduledAttempt?.cancel()
+        scheduledAttempt = nil
+        if !chain.filters.isEmpty {
+            let status = finalStatus ?? GRPCStatus(.unknown, "")
+            var message = status.message
+            message.withUTF8 { bytes in
+                var result = mg_call_result(
+                    size: UInt32(MemoryLayout<mg_call_result>.size), grpc_status: Int32(status.code.rawValue),
+                    grpc_message: mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count),
+                    attempts: UInt32(attemptCount), duration_us: UInt64(max(0, (NIODeadline.now() - started).nanoseconds / 1000)),
+                    request_bytes: UInt64(receivedBytes), response_bytes: 0)
+                for (i, filter) in chain.filters.enumerated() {
+                    filter.hooks.on_call_done?(instance(filter), state(i), plugin.handle, &result)
+                }
+            }
             for (i, filter) in chain.filters.enumerated() {
-                filter.hooks.on_call_done?(instance(filter), state(i), plugin.handle, &result)
+                filter.hooks.call_destroy?(instance(filter), state(i))
             }
         }
-        for (i, filter) in chain.filters.enumerated() {
-            filter.hooks.call_destroy?(instance(filter), state(i))
-        }
-    }
-
-    private func cancelUpstream() {
-        if upstreamOpen, let upstream {
-            upstreamOpen = false
-            let dropped = upstream.reset(stream: upstreamStream, errorCode: 0x8)  // CANCEL
-            downstream.consume(stream: downstreamStream, bytes: dropped)
-        }
+        plugin.proxy = nil
+        generation.callEnded()
     }
 
     private func cancelTimer() {

@@ -18,6 +18,8 @@ public final class Gateway: Sendable {
     private let checker: HealthChecker
     /// The plugins of the first generation (see `currentPlugins`).
     public let plugins: PluginRuntime
+    /// Outlier ejections, shared by every generation.
+    public let ejections = EjectionRegistry()
 
     private struct State {
         var listeners: [Channel] = []
@@ -32,7 +34,8 @@ public final class Gateway: Sendable {
     /// rejects its config), then sets up the event loops.
     public init(config: GatewayConfig) throws {
         self.runtime = GatewayRuntime(config)
-        let plugins = try PluginRuntime.load(config)
+        ejections.setMembership(config.clusters)
+        let plugins = try PluginRuntime.load(config, ejections: ejections)
         self.plugins = plugins
         state.withLockedValue { $0.plugins = plugins }
         let threads = config.runtime.eventLoops ?? System.coreCount
@@ -52,6 +55,11 @@ public final class Gateway: Sendable {
             }.wait()
         }
         contextsBox.withLockedValue { $0 = contexts }
+        ejections.setPublisher { cluster, endpointID, ejected in
+            for context in contextsBox.withLockedValue({ Array($0.values) }) {
+                context.eventLoop.execute { context.setEndpointEjected(cluster: cluster, endpointID: endpointID, ejected) }
+            }
+        }
         self.contexts = contexts
         self.health = health
         self.checker = HealthChecker(runtime: runtime, registry: health, eventLoop: loops[0])
@@ -195,7 +203,7 @@ public final class Gateway: Sendable {
             }
             let plugins: PluginRuntime
             do {
-                plugins = try PluginRuntime.load(config)
+                plugins = try PluginRuntime.load(config, ejections: ejections)
             } catch {
                 throw GatewayError(.invalidConfig, "\(error)")
             }
@@ -214,7 +222,7 @@ public final class Gateway: Sendable {
                             return n == 0
                         }
                         // config_destroy runs off the event loops (the ABI's control thread).
-                        if last, let old { DispatchQueue.global().async { old.destroy() } }
+                        if last, let old { ControlThread.loop.execute { old.destroy() } }
                     }
                 }
             }

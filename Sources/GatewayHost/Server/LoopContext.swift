@@ -48,6 +48,12 @@ final class LoopContext: @unchecked Sendable {
         clusters[cluster].endpoints[endpoint].healthy = healthy
     }
 
+    /// Outlier detection ejected (or let back) an endpoint (pushed to every loop).
+    func setEndpointEjected(cluster name: String, endpointID: UInt64, _ ejected: Bool) {
+        eventLoop.assertInEventLoop()
+        for cluster in clusters where cluster.name == name { cluster.setEjected(endpointID: endpointID, ejected) }
+    }
+
     func register(_ connection: HTTP2Connection) {
         eventLoop.assertInEventLoop()
         downstreams[ObjectIdentifier(connection)] = connection

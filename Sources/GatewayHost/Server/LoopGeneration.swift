@@ -18,7 +18,7 @@ final class LoopGeneration {
         self.number = number
         self.runtime = runtime
         self.plugins = plugins
-        self.instances = LoopPluginInstances(plugins: plugins, loopIndex: loopIndex, clusterCount: runtime.clusters.count)
+        self.instances = LoopPluginInstances(plugins: plugins, loopIndex: loopIndex, clusterNames: runtime.clusters.map(\.name))
     }
 
     func callStarted() { activeCalls += 1 }

@@ -22,7 +22,7 @@ final class ClusterPool {
             let address = Self.copy(endpoint.address)
             addressBytes.append(address)
             items[i] = mg_endpoint(
-                address: mg_str(ptr: address.baseAddress, len: address.count), id: UInt64(i + 1),
+                address: mg_str(ptr: address.baseAddress, len: address.count), id: Self.endpointID(address: endpoint.address),
                 weight: UInt32(endpoint.endpoint.weight), in_flight: 0, healthy: 1, ejected: 0,
                 reserved: (0, 0, 0, 0, 0, 0))
         }
@@ -49,8 +49,10 @@ final class ClusterPool {
     func endpointList() -> mg_endpoint_list {
         for (i, endpoint) in endpoints.enumerated() {
             let usable: UInt8 = endpoint.healthy && !endpoint.isBackingOff ? 1 : 0
-            if items[i].healthy != usable {
+            let ejected: UInt8 = endpoint.ejected ? 1 : 0
+            if items[i].healthy != usable || items[i].ejected != ejected {
                 items[i].healthy = usable
+                items[i].ejected = ejected
                 version &+= 1
             }
             items[i].in_flight = UInt32(clamping: endpoint.inFlight)
@@ -60,9 +62,25 @@ final class ClusterPool {
     }
 
     /// The id balancers see for endpoint `index`.
-    func endpointID(_ index: Int) -> UInt64 { UInt64(index + 1) }
+    func endpointID(_ index: Int) -> UInt64 { items[index].id }
 
-    var hasHealthyEndpoint: Bool { endpoints.contains { $0.healthy } }
+    /// Endpoint ids derive from the address (FNV-1a, never 0), so that they
+    /// stay the same across reloads and on every loop.
+    static func endpointID(address: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in address.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x100_0000_01b3
+        }
+        return hash == 0 ? 1 : hash
+    }
+
+    /// Outlier detection changed an endpoint's ejection (pushed to every loop).
+    func setEjected(endpointID: UInt64, _ ejected: Bool) {
+        for (i, endpoint) in endpoints.enumerated() where items[i].id == endpointID { endpoint.ejected = ejected }
+    }
+
+    var hasHealthyEndpoint: Bool { endpoints.contains { $0.healthy && !$0.ejected } }
 
     func closeAll() {
         for endpoint in endpoints { endpoint.closeAll() }

@@ -16,12 +16,14 @@ final class EndpointPool {
     let cluster: ClusterConfig
     unowned let loop: LoopContext
     private(set) var connections: [UpstreamConnection] = []
-    private var waiters = CircularBuffer<ProxyCall>()
+    private var waiters = CircularBuffer<UpstreamAttempt>()
     private var consecutiveFailures = 0
     private var retryAfter: NIODeadline?
     private(set) var lastConnectError: String?
     /// From active health checks (always true without them).
     var healthy = true
+    /// Outlier detection took it out of rotation.
+    var ejected = false
     /// Attempts attached to this endpoint from this loop and not yet ended.
     var inFlight = 0
 
@@ -38,8 +40,8 @@ final class EndpointPool {
         return retryAfter > .now()
     }
 
-    /// Gives `call` a connection now (`call.attach`) or once one is ready.
-    func acquire(for call: ProxyCall) {
+    /// Gives the attempt a connection now (`attach`) or once one is ready.
+    func acquire(for call: UpstreamAttempt) {
         if let connection = connectionWithRoom() {
             call.attach(connection)
             return
@@ -48,7 +50,7 @@ final class EndpointPool {
         openConnectionIfNeeded()
     }
 
-    func cancelWait(_ call: ProxyCall) {
+    func cancelWait(_ call: UpstreamAttempt) {
         if let i = waiters.firstIndex(where: { $0 === call }) { waiters.remove(at: i) }
     }
 

@@ -1,0 +1,75 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Outlier ejections, kept by the host so that they survive a hot swap of
+/// the plugin that made them. Keyed by cluster name and endpoint id (ids
+/// derive from addresses, so they also survive a config reload). Every
+/// change is pushed to each event loop, whose balancer view marks the
+/// endpoint `ejected`; the data path itself never takes this lock.
+public final class EjectionRegistry: Sendable {
+    private struct Entry {
+        var until: NIODeadline
+        var timer: Scheduled<Void>?
+    }
+
+    private let state = NIOLockedValueBox<[String: [UInt64: Entry]]>([:])
+    /// Known endpoints per cluster (for the "unknown endpoint" answer).
+    private let known = NIOLockedValueBox<[String: Set<UInt64>]>([:])
+    /// Applies a change on every event loop.
+    private let publish = NIOLockedValueBox<(@Sendable (String, UInt64, Bool) -> Void)?>(nil)
+
+    public init() {}
+
+    func setPublisher(_ publisher: @escaping @Sendable (String, UInt64, Bool) -> Void) {
+        publish.withLockedValue { $0 = publisher }
+    }
+
+    func setMembership(_ clusters: [ClusterConfig]) {
+        known.withLockedValue { known in
+            known = [:]
+            for cluster in clusters { known[cluster.name] = Set(cluster.endpoints.map { ClusterPool.endpointID(address: $0.address.description) }) }
+        }
+    }
+
+    /// Ejects for `durationMs` (0 = uneject now). False when unknown.
+    func eject(cluster: String, endpointID: UInt64, durationMs: UInt32) -> Bool {
+        guard known.withLockedValue({ $0[cluster]?.contains(endpointID) ?? false }) else { return false }
+        if durationMs == 0 {
+            end(cluster: cluster, endpointID: endpointID)
+            return true
+        }
+        let until = NIODeadline.now() + .milliseconds(Int64(durationMs))
+        let timer = ControlThread.loop.scheduleTask(deadline: until) { [self] in
+            self.expire(cluster: cluster, endpointID: endpointID, at: until)
+        }
+        let previous = state.withLockedValue { s -> Entry? in
+            let old = s[cluster]?[endpointID]
+            s[cluster, default: [:]][endpointID] = Entry(until: until, timer: timer)
+            return old
+        }
+        previous?.timer?.cancel()
+        if previous == nil {
+            Log.warning("endpoint ejected", ["cluster": cluster, "endpoint_id": String(endpointID), "duration_ms": String(durationMs)])
+            publish.withLockedValue { $0 }?(cluster, endpointID, true)
+        }
+        return true
+    }
+
+    private func expire(cluster: String, endpointID: UInt64, at until: NIODeadline) {
+        let current = state.withLockedValue { $0[cluster]?[endpointID]?.until }
+        guard current == until else { return }
+        end(cluster: cluster, endpointID: endpointID)
+    }
+
+    private func end(cluster: String, endpointID: UInt64) {
+        let removed = state.withLockedValue { $0[cluster]?.removeValue(forKey: endpointID) }
+        guard let removed else { return }
+        removed.timer?.cancel()
+        Log.info("endpoint ejection ended", ["cluster": cluster, "endpoint_id": String(endpointID)])
+        publish.withLockedValue { $0 }?(cluster, endpointID, false)
+    }
+
+    func isEjected(cluster: String, endpointID: UInt64) -> Bool {
+        state.withLockedValue { $0[cluster]?[endpointID] != nil }
+    }
+}
