@@ -18,6 +18,10 @@ let package = Package(
         .library(name: "LeastConn", type: .dynamic, targets: ["LeastConn"]),
         .library(name: "Random", type: .dynamic, targets: ["Random"]),
         .library(name: "ConsistentHash", type: .dynamic, targets: ["ConsistentHash"]),
+        .library(name: "Retry", type: .dynamic, targets: ["Retry"]),
+        .library(name: "Hedge", type: .dynamic, targets: ["Hedge"]),
+        .library(name: "CircuitBreaker", type: .dynamic, targets: ["CircuitBreaker"]),
+        .library(name: "OutlierDetection", type: .dynamic, targets: ["OutlierDetection"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -39,6 +43,13 @@ let package = Package(
         .target(name: "LeastConn", dependencies: ["FilterABI"], path: "Plugins/LeastConn"),
         .target(name: "Random", dependencies: ["FilterABI"], path: "Plugins/Random"),
         .target(name: "ConsistentHash", dependencies: ["FilterABI"], path: "Plugins/ConsistentHash"),
+        // Linked statically into each plugin that uses it: config reading
+        // and the C-boundary chores, not a run-time dependency.
+        .target(name: "PluginKit", dependencies: ["FilterABI"], path: "Plugins/PluginKit"),
+        .target(name: "Retry", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/Retry"),
+        .target(name: "Hedge", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/Hedge"),
+        .target(name: "CircuitBreaker", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/CircuitBreaker"),
+        .target(name: "OutlierDetection", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/OutlierDetection"),
         .target(
             name: "MeshgateHTTP2",
             dependencies: [

@@ -36,6 +36,10 @@ public final class PluginRuntime: Sendable {
         "least_conn": "libLeastConn.so",
         "random": "libRandom.so",
         "consistent_hash": "libConsistentHash.so",
+        "retry": "libRetry.so",
+        "hedge": "libHedge.so",
+        "circuit_breaker": "libCircuitBreaker.so",
+        "outlier_detection": "libOutlierDetection.so",
     ]
     public static let defaultBalancer = "round_robin"
 

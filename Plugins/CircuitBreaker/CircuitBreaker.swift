@@ -1,0 +1,156 @@
+import FilterABI
+import PluginKit
+import Synchronization
+
+/// Envoy-style circuit breaking per cluster: `max_requests` (calls in
+/// flight), `max_pending_requests` (calls admitted but not yet on an
+/// upstream stream) and `max_retries` (retry or hedge attempts in flight).
+/// Overflow is answered at once with UNAVAILABLE and a `grpc-message` that
+/// names the limit; an overflowing retry is not made (the call ends with
+/// the attempt's status). Defaults are Envoy's: 1024, 1024, 3.
+///
+/// The counters of a cluster are shared by every event loop (atomics), and
+/// by every route whose chain holds this same `filters:` entry.
+final class BreakerConfig: @unchecked Sendable {
+    let maxRequests: Int
+    let maxPending: Int
+    let maxRetries: Int
+    private let clusters = Mutex<[String: BreakerCounters]>([:])
+
+    init(_ config: PluginConfig) throws(PluginConfig.Invalid) {
+        maxRequests = try config.int("max_requests", default: 1024, in: 1...1_000_000)
+        maxPending = try config.int("max_pending_requests", default: 1024, in: 1...1_000_000)
+        maxRetries = try config.int("max_retries", default: 3, in: 0...1_000_000)
+    }
+
+    func counters(for cluster: String) -> BreakerCounters {
+        clusters.withLock { table in
+            if let existing = table[cluster] { return existing }
+            let made = BreakerCounters(cluster: cluster)
+            table[cluster] = made
+            return made
+        }
+    }
+}
+
+final class BreakerCounters: Sendable {
+    let cluster: String
+    let active = Atomic<Int>(0)
+    let pending = Atomic<Int>(0)
+    let retries = Atomic<Int>(0)
+    /// Overflow totals, for logs now and metrics later.
+    let requestOverflows = Atomic<Int>(0)
+    let pendingOverflows = Atomic<Int>(0)
+    let retryOverflows = Atomic<Int>(0)
+    init(cluster: String) { self.cluster = cluster }
+}
+
+final class BreakerInstance {
+    let config: BreakerConfig
+    let counters: BreakerCounters
+    init(config: BreakerConfig, counters: BreakerCounters) {
+        self.config = config
+        self.counters = counters
+    }
+}
+
+/// What one call holds against the counters.
+final class BreakerCall {
+    var admitted = false
+    var pending = false
+}
+
+enum CircuitBreakerPlugin {
+    static func reject(_ call: OpaquePointer?, _ message: String) -> mg_action {
+        var message = message
+        message.withUTF8 { bytes in
+            PluginHost.table?.pointee.call_local_reply(call, Int32(MG_STATUS_UNAVAILABLE),
+                mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count))
+        }
+        return MG_LOCAL_REPLY
+    }
+
+    nonisolated(unsafe) static let descriptor: UnsafePointer<mg_plugin> = {
+        var d = mg_plugin()
+        d.size = UInt32(MemoryLayout<mg_plugin>.size)
+        d.abi_major = UInt32(MG_ABI_MAJOR)
+        d.abi_minor = 0
+        d.kinds = UInt32(MG_KIND_FILTER)
+        d.name = PluginSupport.cString("circuit_breaker")
+        d.version = PluginSupport.cString("1.0.0")
+        d.config_new = { _, json, errorBuffer, errorSize in
+            do throws(PluginConfig.Invalid) {
+                let config = try PluginConfig(json: json, allowedKeys: ["max_requests", "max_pending_requests", "max_retries"])
+                return PluginSupport.retain(try BreakerConfig(config))
+            } catch {
+                PluginSupport.writeError(error.message, errorBuffer, errorSize)
+                return nil
+            }
+        }
+        d.config_destroy = { PluginSupport.release($0) }
+        d.instance_new = { config, _, cluster in
+            guard let config = PluginSupport.object(config, as: BreakerConfig.self) else { return nil }
+            return PluginSupport.retain(BreakerInstance(config: config, counters: config.counters(for: PluginSupport.string(cluster))))
+        }
+        d.instance_destroy = { PluginSupport.release($0) }
+        d.call_new = { _, _ in PluginSupport.retain(BreakerCall()) }
+        d.call_destroy = { _, state in PluginSupport.release(state) }
+        d.on_request_headers = { instance, state, call in
+            guard let breaker = PluginSupport.object(instance, as: BreakerInstance.self),
+                  let held = PluginSupport.object(state, as: BreakerCall.self) else { return MG_CONTINUE }
+            let c = breaker.counters, config = breaker.config
+            if c.active.add(1, ordering: .relaxed).newValue > config.maxRequests {
+                c.active.subtract(1, ordering: .relaxed)
+                c.requestOverflows.add(1, ordering: .relaxed)
+                return reject(call, "circuit breaker open for cluster '\(c.cluster)': \(config.maxRequests) requests in flight (max_requests)")
+            }
+            if c.pending.add(1, ordering: .relaxed).newValue > config.maxPending {
+                c.pending.subtract(1, ordering: .relaxed)
+                c.active.subtract(1, ordering: .relaxed)
+                c.pendingOverflows.add(1, ordering: .relaxed)
+                return reject(call, "circuit breaker open for cluster '\(c.cluster)': \(config.maxPending) requests waiting for an upstream (max_pending_requests)")
+            }
+            held.admitted = true
+            held.pending = true
+            return MG_CONTINUE
+        }
+        d.on_attempt_start = { instance, state, _, attempt in
+            guard let breaker = PluginSupport.object(instance, as: BreakerInstance.self),
+                  let held = PluginSupport.object(state, as: BreakerCall.self), held.admitted else { return }
+            if held.pending {
+                held.pending = false
+                breaker.counters.pending.subtract(1, ordering: .relaxed)
+            }
+            if (PluginHost.table?.pointee.attempt_number(attempt) ?? 0) > 0 {
+                breaker.counters.retries.add(1, ordering: .relaxed)
+            }
+        }
+        d.on_attempt_done = { instance, state, _, result, decision in
+            guard let result, let breaker = PluginSupport.object(instance, as: BreakerInstance.self),
+                  let held = PluginSupport.object(state, as: BreakerCall.self), held.admitted else { return }
+            let c = breaker.counters
+            if result.pointee.attempt > 0 { c.retries.subtract(1, ordering: .relaxed) }
+            if let decision, decision.pointee.retry == UInt32(MG_RETRY_AFTER),
+               c.retries.load(ordering: .relaxed) >= breaker.config.maxRetries {
+                decision.pointee.retry = UInt32(MG_RETRY_NO)
+                c.retryOverflows.add(1, ordering: .relaxed)
+            }
+        }
+        d.on_call_done = { instance, state, _, _ in
+            guard let breaker = PluginSupport.object(instance, as: BreakerInstance.self),
+                  let held = PluginSupport.object(state, as: BreakerCall.self), held.admitted else { return }
+            held.admitted = false
+            breaker.counters.active.subtract(1, ordering: .relaxed)
+            if held.pending {
+                held.pending = false
+                breaker.counters.pending.subtract(1, ordering: .relaxed)
+            }
+        }
+        return PluginSupport.publish(d)
+    }()
+}
+
+@_cdecl("meshgate_plugin_v1")
+public func meshgatePluginV1(_ host: UnsafePointer<mg_host>?) -> UnsafePointer<mg_plugin>? {
+    PluginHost.accept(host) ? CircuitBreakerPlugin.descriptor : nil
+}

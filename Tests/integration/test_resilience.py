@@ -1,0 +1,353 @@
+"""Resilience plugins through real traffic: Retry (gRFC A6, with backoff and
+replay measured at a real upstream), Hedge, the circuit breaker and outlier
+detection, against the sample replicas driven by their fault knobs and
+against a grpcio upstream that records what it receives."""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import subprocess
+import threading
+import time
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from meshkit import free_port, gateway_config, insecure_channel, to_yaml, wait_until
+
+PROCESS = "/mesh.v1.MeshService/Process"
+COLLECT = "/mesh.v1.MeshService/CollectMetrics"
+
+
+def start_gateway(launcher, ports, filters, name, timeout=None):
+    port = free_port()
+    route = {"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh", "filters": filters}
+    if timeout:
+        route["timeout"] = timeout
+    launcher.gateway(gateway_config(port, clusters={"mesh": ports}, routes=[route]), port, name=name)
+    return port
+
+
+def replica_calls(mesh, rid):
+    return mesh.control(rid).GetStats(mesh.pb2.StatsRequest(), timeout=5).calls
+
+
+def run_calls(stub, pb, n, metadata=(), workers=16):
+    """n unary calls over `workers` threads: (ok count, failures by code)."""
+    def one(i):
+        try:
+            stub.Process(pb.ProcessRequest(request_id=str(i)), timeout=10, metadata=metadata)
+            return None
+        except grpc.RpcError as error:
+            return error.code()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(one, range(n)))
+    failures = [r for r in results if r is not None]
+    return n - len(failures), failures
+
+
+# --------------------------------------------------------------------------
+# Retry
+
+
+def test_retry_masks_a_replica_failing_half_its_calls(mesh, launcher):
+    """r1 fails UNAVAILABLE on 50% of its calls. Without Retry about half of
+    r1's share of 2,000 calls fail; with Retry (the retry goes to another
+    replica) at least 99.9% succeed."""
+    pb = mesh.pb2
+    ports = [r.port for r in mesh.replicas.values()]
+    plain = start_gateway(launcher, ports, [], "gw-noretry")
+    retried = start_gateway(launcher, ports, [{"plugin": "retry", "config": {
+        "max_attempts": 3, "initial_backoff": "5ms", "max_backoff": "50ms",
+        "retryable_status_codes": ["UNAVAILABLE"]}}], "gw-retry")
+    mesh.control("r1").SetFaults(pb.FaultConfig(fail_probability=0.5, fail_code=14), timeout=5)
+    try:
+        with insecure_channel(plain) as ch:
+            ok_plain, failed_plain = run_calls(mesh.pb2_grpc.MeshServiceStub(ch), pb, 2000)
+        with insecure_channel(retried) as ch:
+            ok_retry, failed_retry = run_calls(mesh.pb2_grpc.MeshServiceStub(ch), pb, 2000)
+    finally:
+        mesh.control("r1").SetFaults(pb.FaultConfig(), timeout=5)
+    # Round robin gives r1 a third (667 calls): about half of them fail.
+    assert 220 <= len(failed_plain) <= 450, (ok_plain, len(failed_plain))
+    assert set(failed_plain) == {grpc.StatusCode.UNAVAILABLE}
+    assert ok_retry >= 1998, (ok_retry, failed_retry[:5])
+
+
+class RecordingUpstream:
+    """A grpcio server for MeshService that records when each call arrives,
+    its request bytes and headers, and answers as `behaviour` says."""
+
+    def __init__(self, behaviour):
+        self.behaviour = behaviour
+        self.calls = []  # (monotonic time, metadata dict, request bytes)
+        self.lock = threading.Lock()
+        self.port = free_port()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        handlers = {
+            "Process": grpc.unary_unary_rpc_method_handler(self.unary),
+            "CollectMetrics": grpc.stream_unary_rpc_method_handler(self.client_stream),
+        }
+        self.server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("mesh.v1.MeshService", handlers)])
+        self.server.add_insecure_port(f"127.0.0.1:{self.port}")
+        self.server.start()
+
+    def record(self, context, body):
+        with self.lock:
+            self.calls.append((time.monotonic(), dict(context.invocation_metadata()), body))
+            return len(self.calls)
+
+    def unary(self, request, context):
+        n = self.record(context, request)
+        return self.behaviour(n, request, context)
+
+    def client_stream(self, iterator, context):
+        body = b"".join(iterator)
+        n = self.record(context, body)
+        return self.behaviour(n, body, context)
+
+    def stop(self):
+        self.server.stop(0)
+
+
+def test_retry_backoff_attempts_and_headers_follow_a6(mesh, launcher):
+    """An upstream that always answers UNAVAILABLE: 4 attempts arrive (no
+    more), the call fails with the upstream's status, the gaps between
+    attempts stay within A6's jittered bounds [0, min(200ms × 2^(n-1), 1s)),
+    and retries carry grpc-previous-rpc-attempts 1, 2, 3."""
+    def fail(n, body, context):
+        context.abort(grpc.StatusCode.UNAVAILABLE, f"attempt {n} refused")
+    upstream = RecordingUpstream(fail)
+    try:
+        port = start_gateway(launcher, [upstream.port], [{"plugin": "retry", "config": {
+            "max_attempts": 4, "initial_backoff": 0.2, "max_backoff": 1.0, "backoff_multiplier": 2}}], "gw-backoff")
+        with insecure_channel(port) as ch:
+            call = ch.unary_unary(PROCESS)
+            with pytest.raises(grpc.RpcError) as caught:
+                call(b"\x0a\x01x", timeout=10)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert caught.value.details() == "attempt 4 refused"
+        time.sleep(0.3)
+        assert len(upstream.calls) == 4
+        gaps = [b[0] - a[0] for a, b in zip(upstream.calls, upstream.calls[1:])]
+        for n, gap in enumerate(gaps, start=1):
+            ceiling = min(0.2 * 2 ** (n - 1), 1.0)
+            assert gap < ceiling + 0.08, (n, gaps)
+        assert sum(gaps) > 0.05, gaps  # jittered, but not all zero
+        previous = [c[1].get("grpc-previous-rpc-attempts") for c in upstream.calls]
+        assert previous == [None, "1", "2", "3"]
+    finally:
+        upstream.stop()
+
+
+def test_retry_honors_pushback_and_skips_non_retryable_codes(mesh, launcher):
+    """grpc-retry-pushback-ms: 300 delays the retry by 300 ms; a status not in
+    retryable_status_codes (INVALID_ARGUMENT) is not retried."""
+    def pushback(n, body, context):
+        if body == b"bad":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad request")
+        if n == 1:
+            context.set_trailing_metadata([("grpc-retry-pushback-ms", "300")])
+            context.abort(grpc.StatusCode.UNAVAILABLE, "busy")
+        return b"ok"
+    upstream = RecordingUpstream(pushback)
+    try:
+        port = start_gateway(launcher, [upstream.port], [{"plugin": "retry", "config": {
+            "max_attempts": 3, "initial_backoff": "10ms"}}], "gw-pushback")
+        with insecure_channel(port) as ch:
+            call = ch.unary_unary(PROCESS)
+            assert call(b"good", timeout=10) == b"ok"
+            assert len(upstream.calls) == 2
+            gap = upstream.calls[1][0] - upstream.calls[0][0]
+            assert 0.28 <= gap < 0.6, gap
+            with pytest.raises(grpc.RpcError) as caught:
+                call(b"bad", timeout=10)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert len(upstream.calls) == 3
+    finally:
+        upstream.stop()
+
+
+def test_retry_replays_a_client_stream_intact(mesh, launcher):
+    """A client-streaming call of 40 messages (160 KiB) whose first attempt
+    fails after the whole stream: the retry carries the same bytes, and the
+    call succeeds."""
+    def flaky(n, body, context):
+        if n == 1:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "first attempt fails")
+        return hashlib.sha256(body).hexdigest().encode()
+    upstream = RecordingUpstream(flaky)
+    try:
+        port = start_gateway(launcher, [upstream.port], [{"plugin": "retry", "config": {
+            "max_attempts": 2, "initial_backoff": "10ms"}}], "gw-replay")
+        messages = [bytes([i]) * 4096 for i in range(40)]
+        with insecure_channel(port) as ch:
+            call = ch.stream_unary(COLLECT)
+            answer = call(iter(messages), timeout=10)
+        assert answer == hashlib.sha256(b"".join(messages)).hexdigest().encode()
+        assert len(upstream.calls) == 2
+        assert upstream.calls[0][2] == upstream.calls[1][2] == b"".join(messages)
+    finally:
+        upstream.stop()
+
+
+def test_retry_status_in_trailers_after_headers_is_retried(mesh, launcher):
+    """The upstream sends response headers, then UNAVAILABLE in trailers
+    without a message (not Trailers-Only): Retry still retries it, since the
+    gateway holds the head until the first message."""
+    def headers_then_fail(n, body, context):
+        context.send_initial_metadata([("x-attempt", str(n))])
+        if n == 1:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "after headers")
+        return b"ok"
+    upstream = RecordingUpstream(headers_then_fail)
+    try:
+        port = start_gateway(launcher, [upstream.port], [{"plugin": "retry", "config": {
+            "max_attempts": 2, "initial_backoff": "10ms"}}], "gw-trailers")
+        with insecure_channel(port) as ch:
+            response, call = ch.unary_unary(PROCESS).with_call(b"x", timeout=10)
+        assert response == b"ok"
+        assert dict(call.initial_metadata()).get("x-attempt") == "2"
+    finally:
+        upstream.stop()
+
+
+# --------------------------------------------------------------------------
+# Hedging
+
+
+def latencies(stub, pb, n):
+    out = []
+    for i in range(n):
+        started = time.monotonic()
+        stub.Process(pb.ProcessRequest(request_id=str(i)), timeout=10)
+        out.append(time.monotonic() - started)
+    return out
+
+
+def p99(values):
+    return sorted(values)[int(len(values) * 0.99) - 1]
+
+
+def test_hedging_cuts_the_tail_and_cancels_the_loser(mesh, launcher):
+    """r1 adds 300 ms to 20% of its calls. 300 sequential calls without and
+    with Hedge (delay 60 ms, 2 attempts): p99 with hedging is at most half of
+    p99 without; the slow attempts lost to hedges are cancelled at r1."""
+    pb = mesh.pb2
+    ports = [r.port for r in mesh.replicas.values()]
+    plain = start_gateway(launcher, ports, [], "gw-nohedge")
+    hedged = start_gateway(launcher, ports, [{"plugin": "hedge", "config": {
+        "max_attempts": 2, "hedging_delay": "60ms", "non_fatal_status_codes": ["UNAVAILABLE"]}}], "gw-hedge")
+    mesh.control("r1").SetFaults(pb.FaultConfig(delay_ms=300, delay_probability=0.2), timeout=5)
+    try:
+        with insecure_channel(plain) as ch:
+            without = latencies(mesh.pb2_grpc.MeshServiceStub(ch), pb, 300)
+        cancelled_before = mesh.control("r1").GetStats(pb.StatsRequest(), timeout=5).cancelled
+        with insecure_channel(hedged) as ch:
+            with_hedge = latencies(mesh.pb2_grpc.MeshServiceStub(ch), pb, 300)
+        cancelled_after = mesh.control("r1").GetStats(pb.StatsRequest(), timeout=5).cancelled
+    finally:
+        mesh.control("r1").SetFaults(pb.FaultConfig(), timeout=5)
+    ratio = p99(with_hedge) / p99(without)
+    print(f"p99 without hedging {p99(without) * 1000:.0f} ms, with {p99(with_hedge) * 1000:.0f} ms, ratio {ratio:.2f}; "
+          f"medians {statistics.median(without) * 1000:.1f} / {statistics.median(with_hedge) * 1000:.1f} ms")
+    assert p99(without) >= 0.3
+    assert ratio < 0.5, (p99(without), p99(with_hedge))
+    assert cancelled_after - cancelled_before >= 5, (cancelled_before, cancelled_after)
+
+
+# --------------------------------------------------------------------------
+# Circuit breaker
+
+
+def test_circuit_breaker_sheds_load_and_recovers(mesh, launcher):
+    """max_requests 4 on a replica answering after 400 ms: of 16 concurrent
+    calls, 4 go through and the rest get UNAVAILABLE naming the breaker at
+    once; afterwards calls pass again."""
+    pb = mesh.pb2
+    port = start_gateway(launcher, [mesh.replicas["r2"].port], [{"plugin": "circuit_breaker", "config": {
+        "max_requests": 4, "max_pending_requests": 16}}], "gw-breaker")
+    with insecure_channel(port) as ch:
+        stub = mesh.pb2_grpc.MeshServiceStub(ch)
+        stub.Process(pb.ProcessRequest(request_id="warm"), timeout=5)
+        barrier = threading.Barrier(16)
+
+        def one(i):
+            barrier.wait()
+            started = time.monotonic()
+            try:
+                stub.Process(pb.ProcessRequest(request_id=str(i)), timeout=10, metadata=[("x-mesh-delay-ms", "400")])
+                return ("ok", time.monotonic() - started, "")
+            except grpc.RpcError as error:
+                return (error.code(), time.monotonic() - started, error.details())
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            results = list(pool.map(one, range(16)))
+        passed = [r for r in results if r[0] == "ok"]
+        shed = [r for r in results if r[0] == grpc.StatusCode.UNAVAILABLE]
+        assert len(passed) == 4 and len(shed) == 12, results
+        assert all("circuit breaker open" in r[2] and "max_requests" in r[2] for r in shed)
+        assert all(r[1] < 0.3 for r in shed), "overflow is answered at once"
+        ok, failed = run_calls(stub, pb, 20, workers=4)
+        assert ok == 20, failed
+
+
+# --------------------------------------------------------------------------
+# Outlier detection
+
+
+def test_outlier_detection_ejects_and_readmits(mesh, launcher):
+    """r3 fails every call. Failure-percentage ejection (interval 500 ms)
+    takes it out within two intervals; then 60 calls all succeed and none
+    reaches r3; after the 2 s ejection (r3 healed) it gets calls again."""
+    pb = mesh.pb2
+    ports = [r.port for r in mesh.replicas.values()]
+    port = start_gateway(launcher, ports, [{"plugin": "outlier_detection", "config": {
+        "interval": "500ms", "base_ejection_time": "2s", "max_ejection_percent": 50,
+        "failure_percentage_ejection": {"threshold": 50, "minimum_hosts": 3, "request_volume": 5}}}], "gw-outlier")
+    mesh.control("r3").SetFaults(pb.FaultConfig(fail_probability=1.0, fail_code=14), timeout=5)
+    try:
+        with insecure_channel(port) as ch:
+            stub = mesh.pb2_grpc.MeshServiceStub(ch)
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                run_calls(stub, pb, 12, workers=4)
+                time.sleep(0.05)
+            time.sleep(0.6)  # at most two intervals in all
+            before = replica_calls(mesh, "r3")
+            ok, failed = run_calls(stub, pb, 60, workers=4)
+            assert ok == 60, failed
+            assert replica_calls(mesh, "r3") == before
+            mesh.control("r3").SetFaults(pb.FaultConfig(), timeout=5)
+            time.sleep(2.2)
+            before = replica_calls(mesh, "r3")
+            ok, failed = run_calls(stub, pb, 60, workers=4)
+            assert ok == 60, failed
+            assert replica_calls(mesh, "r3") > before
+    finally:
+        mesh.control("r3").SetFaults(pb.FaultConfig(), timeout=5)
+
+
+# --------------------------------------------------------------------------
+# Config refusals
+
+
+@pytest.mark.parametrize("filters, message", [
+    ([{"plugin": "retry"}, {"plugin": "hedge"}], "retry and hedging cannot share a chain"),
+    ([{"plugin": "retry", "config": {"max_attempts": 9}}], "max_attempts must be a whole number from 2 to 5"),
+    ([{"plugin": "retry", "config": {"retryable_status_codes": ["SOMETIMES"]}}], "'SOMETIMES' is not a gRPC status code"),
+    ([{"plugin": "hedge", "config": {"hedging_delay": "soon"}}], "hedging_delay must be a duration"),
+    ([{"plugin": "circuit_breaker", "config": {"max_request": 3}}], "unknown key 'max_request'"),
+    ([{"plugin": "outlier_detection"}], "enable at least one of"),
+])
+def test_resilience_configs_are_validated(bins, tmp_path, filters, message):
+    config = gateway_config(free_port(), clusters={"mesh": [free_port()]},
+                            routes=[{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh", "filters": filters}])
+    path = tmp_path / "meshgate.yaml"
+    path.write_text(config)
+    result = subprocess.run([str(bins.meshgate), "validate", "--config", str(path)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr, result.stderr
+    assert "meshgate.yaml:" in result.stderr
