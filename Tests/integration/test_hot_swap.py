@@ -163,3 +163,65 @@ def test_reload_refuses_an_incompatible_plugin_and_keeps_serving(mesh, launcher,
     with insecure_channel(port) as channel:
         _, call = mesh.pb2_grpc.MeshServiceStub(channel).Process.with_call(pb.ProcessRequest(request_id="x"), timeout=5)
     assert dict(call.initial_metadata()).get("x-plugin-version") == "v1"
+
+
+def test_cluster_reload_under_load(mesh, launcher, tmp_path):
+    """Under steady grpcio load, a reload replaces r3 with a new replica r4
+    and then gives r1 weight 3: no call fails, r4 starts taking calls, r3
+    stops getting new ones once its last call is done, and the weights show
+    in the distribution."""
+    pb = mesh.pb2
+    r4 = launcher.replica("r4")
+    port = free_port()
+    route = {"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}
+    ports = {rid: r.port for rid, r in mesh.replicas.items()}
+    gateway = launcher.gateway(gateway_config(port, clusters={"mesh": [ports["r1"], ports["r2"], ports["r3"]]},
+                                              routes=[route]), port, name="gw-clusters")
+
+    failures: list[str] = []
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def load(channel):
+        stub = mesh.pb2_grpc.MeshServiceStub(channel)
+        while not stop.is_set():
+            try:
+                seen.append(stub.Process(pb.ProcessRequest(request_id="load"), timeout=5).replica_id)
+            except grpc.RpcError as error:
+                failures.append(f"{error.code()}: {error.details()}")
+            time.sleep(0.002)
+
+    channels = [insecure_channel(port) for _ in range(2)]
+    threads = [threading.Thread(target=load, args=(ch,), daemon=True) for ch in channels for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: {"r1", "r2", "r3"} <= set(seen), timeout=5, message="all three replicas in rotation")
+        gateway.config_path.write_text(gateway_config(port, clusters={"mesh": [ports["r1"], ports["r2"], r4.port]},
+                                                      routes=[route]))
+        gateway.proc.send_signal(signal.SIGHUP)
+        mark = len(seen)
+        wait_until(lambda: "r4" in seen[mark:], timeout=5, message="r4 takes calls after the reload")
+        time.sleep(0.3)
+        settled = len(seen)
+        wait_until(lambda: len(seen) > settled + 150, timeout=10, message="calls after the reload")
+        assert "r3" not in seen[settled:], "r3 still gets calls after it left the cluster"
+        assert {"r1", "r2", "r4"} <= set(seen[settled:])
+
+        gateway.config_path.write_text(gateway_config(port, clusters={"mesh": [(ports["r1"], 3), ports["r2"], r4.port]},
+                                                      routes=[route]))
+        gateway.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        settled = len(seen)
+        wait_until(lambda: len(seen) > settled + 250, timeout=10, message="calls after the weight change")
+        window = seen[settled:settled + 250]
+        share = window.count("r1") / len(window)
+        assert 0.5 <= share <= 0.7, (share, window.count("r2"), window.count("r4"))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+        for ch in channels:
+            ch.close()
+    assert failures == [], failures[:5]
+    assert "reloaded" in gateway.proc.log_text()

@@ -87,6 +87,12 @@ public struct ClusterConfig: Sendable {
     public var maxConnectionsPerEndpoint: Int = 8
     /// Active health checking of the endpoints; nil: every endpoint counts as healthy.
     public var healthCheck: HealthCheckConfig?
+
+    /// Whether connections made for `other` would be made the same way (a
+    /// reload keeps an endpoint's pool only then).
+    func sameConnectionSettings(as other: ClusterConfig) -> Bool {
+        name == other.name && connectTimeout == other.connectTimeout && maxConnectionsPerEndpoint == other.maxConnectionsPerEndpoint
+    }
 }
 
 /// `health_check:` of a cluster: grpc.health.v1 probes of every endpoint.

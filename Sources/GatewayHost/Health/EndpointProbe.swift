@@ -19,6 +19,7 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
     let clusterIndex: Int
     let endpointIndex: Int
     let endpoint: EndpointConfig
+    let epoch: Int
     let config: HealthCheckConfig
     let registry: HealthRegistry
     let eventLoop: EventLoop
@@ -36,7 +37,8 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
 
     struct ProbeError: Error { let message: String }
 
-    init(cluster: Int, endpoint: Int, config: EndpointConfig, check: HealthCheckConfig, registry: HealthRegistry, eventLoop: EventLoop) {
+    init(epoch: Int, cluster: Int, endpoint: Int, config: EndpointConfig, check: HealthCheckConfig, registry: HealthRegistry, eventLoop: EventLoop) {
+        self.epoch = epoch
         self.clusterIndex = cluster
         self.endpointIndex = endpoint
         self.endpoint = config
@@ -171,7 +173,7 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
     private func setHealthy(_ value: Bool, reason: String) {
         guard value != healthy else { return }
         healthy = value
-        registry.setEndpoint(cluster: clusterIndex, endpoint: endpointIndex, healthy: value, reason: reason)
+        registry.setEndpoint(epoch: epoch, cluster: clusterIndex, endpoint: endpointIndex, healthy: value, reason: reason)
     }
 
     // MARK: Connection

@@ -10,9 +10,11 @@ final class HealthChecker: @unchecked Sendable {
     private var probes: [EndpointProbe] = []
     private let runtime: GatewayRuntime
     private let registry: HealthRegistry
+    private let epoch: Int
 
-    init(runtime: GatewayRuntime, registry: HealthRegistry, eventLoop: EventLoop) {
+    init(runtime: GatewayRuntime, registry: HealthRegistry, eventLoop: EventLoop, epoch: Int = 0) {
         self.runtime = runtime
+        self.epoch = epoch
         self.registry = registry
         self.eventLoop = eventLoop
     }
@@ -22,7 +24,7 @@ final class HealthChecker: @unchecked Sendable {
             for (c, cluster) in self.runtime.clusters.enumerated() {
                 guard let check = cluster.healthCheck else { continue }
                 for (e, endpoint) in cluster.endpoints.enumerated() {
-                    let probe = EndpointProbe(cluster: c, endpoint: e, config: endpoint, check: check,
+                    let probe = EndpointProbe(epoch: self.epoch, cluster: c, endpoint: e, config: endpoint, check: check,
                                               registry: self.registry, eventLoop: self.eventLoop)
                     self.probes.append(probe)
                     probe.start()

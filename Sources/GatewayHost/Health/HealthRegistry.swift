@@ -32,26 +32,60 @@ public final class HealthRegistry: Sendable {
         var started = false
         var draining = false
         var endpointHealthy: [[Bool]]
+        var clusterNames: [String]
+        var endpointAddresses: [[String]]
+        /// Bumped by a reload that changes clusters: reports of the previous
+        /// health checker (by index) no longer apply.
+        var epoch = 0
         var watches: [ObjectIdentifier: WatchEntry] = [:]
         var lastSent: [String: Status] = [:]
     }
 
-    private let clusterNames: [String]
-    private let endpointAddresses: [[String]]
     private let state: NIOLockedValueBox<State>
     /// Set by the gateway: applies an endpoint change on every loop.
-    let applyToLoops: @Sendable (_ cluster: Int, _ endpoint: Int, _ healthy: Bool) -> Void
+    let applyToLoops: @Sendable (_ cluster: String, _ address: String, _ healthy: Bool) -> Void
 
     /// The names that mean "the gateway itself" ("" per the health protocol;
     /// the health service's own name, as Kubernetes liveness probes often ask).
     static let selfNames: Set<String> = ["", "grpc.health.v1.Health"]
 
-    init(runtime: GatewayRuntime, applyToLoops: @escaping @Sendable (Int, Int, Bool) -> Void) {
-        self.clusterNames = runtime.clusters.map(\.name)
-        self.endpointAddresses = runtime.clusters.map { $0.endpoints.map { $0.address.description } }
+    init(runtime: GatewayRuntime, applyToLoops: @escaping @Sendable (String, String, Bool) -> Void) {
         self.state = NIOLockedValueBox(State(serviceClusters: Self.serviceClusters(runtime),
-                                             endpointHealthy: runtime.clusters.map { $0.endpoints.map { _ in true } }))
+                                             endpointHealthy: runtime.clusters.map { $0.endpoints.map { _ in true } },
+                                             clusterNames: runtime.clusters.map(\.name),
+                                             endpointAddresses: runtime.clusters.map { $0.endpoints.map { $0.address.description } }))
         self.applyToLoops = applyToLoops
+    }
+
+    /// A reload changed the clusters: endpoints that stay keep their health
+    /// (by cluster name and address), new ones start healthy, and a new
+    /// epoch begins. Returns it, for the new health checker.
+    func reconfigure(_ runtime: GatewayRuntime) -> Int {
+        let services = Self.serviceClusters(runtime)
+        var epoch = 0
+        change { s in
+            var known: [String: Bool] = [:]
+            for (c, name) in s.clusterNames.enumerated() {
+                for (e, address) in s.endpointAddresses[c].enumerated() { known["\(name) \(address)"] = s.endpointHealthy[c][e] }
+            }
+            s.clusterNames = runtime.clusters.map(\.name)
+            s.endpointAddresses = runtime.clusters.map { $0.endpoints.map { $0.address.description } }
+            s.endpointHealthy = runtime.clusters.map { cluster in
+                cluster.endpoints.map { known["\(cluster.name) \($0.address.description)"] ?? true }
+            }
+            s.serviceClusters = services
+            s.epoch += 1
+            epoch = s.epoch
+        }
+        return epoch
+    }
+
+    /// The health an endpoint of the current config has (true when unknown).
+    func isHealthy(cluster name: String, address: String) -> Bool {
+        state.withLockedValue { s in
+            guard let c = s.clusterNames.firstIndex(of: name), let e = s.endpointAddresses[c].firstIndex(of: address) else { return true }
+            return s.endpointHealthy[c][e]
+        }
     }
 
     /// Routed service name -> indexes of the clusters its routes point to.
@@ -116,17 +150,18 @@ public final class HealthRegistry: Sendable {
     /// SIGTERM: every status turns NOT_SERVING before any GOAWAY goes out.
     func markDraining() { change { $0.draining = true } }
 
-    func setEndpoint(cluster: Int, endpoint: Int, healthy: Bool, reason: String) {
+    func setEndpoint(epoch: Int, cluster: Int, endpoint: Int, healthy: Bool, reason: String) {
         var changed = false
+        var names = ("", "")
         change { s in
+            guard s.epoch == epoch, cluster < s.endpointHealthy.count, endpoint < s.endpointHealthy[cluster].count else { return }
             changed = s.endpointHealthy[cluster][endpoint] != healthy
             s.endpointHealthy[cluster][endpoint] = healthy
+            names = (s.clusterNames[cluster], s.endpointAddresses[cluster][endpoint])
         }
         guard changed else { return }
-        Log.info(healthy ? "endpoint healthy" : "endpoint unhealthy", [
-            "cluster": clusterNames[cluster], "endpoint": endpointAddresses[cluster][endpoint], "reason": reason,
-        ])
-        applyToLoops(cluster, endpoint, healthy)
+        Log.info(healthy ? "endpoint healthy" : "endpoint unhealthy", ["cluster": names.0, "endpoint": names.1, "reason": reason])
+        applyToLoops(names.0, names.1, healthy)
     }
 
     /// Applies `update`, then tells each watcher whose service changed.

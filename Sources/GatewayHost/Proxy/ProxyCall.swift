@@ -126,7 +126,7 @@ final class ProxyCall: HTTP2StreamDelegate {
 
     /// Picks an endpoint through the balancer and queues the attempt on it.
     private func place(_ attempt: UpstreamAttempt) {
-        let cluster = loop.clusters[route.clusterIndex]
+        let cluster = generation.clusters[route.clusterIndex]
         let balancer = chain.balancer
         var list = cluster.endpointList()
         withUnsafePointer(to: &list) { generation.instances.noteEndpoints(balancer, cluster: route.clusterIndex, list: $0) }

@@ -15,11 +15,14 @@ public final class Gateway: Sendable {
     private let contexts: [ObjectIdentifier: LoopContext]
     private let state = NIOLockedValueBox(State())
     public let health: HealthRegistry
-    private let checker: HealthChecker
+    private let checker: NIOLockedValueBox<HealthChecker>
+    private let firstLoop: EventLoop
     /// The plugins of the first generation (see `currentPlugins`).
     public let plugins: PluginRuntime
     /// Outlier ejections, shared by every generation.
     public let ejections = EjectionRegistry()
+    /// The clusters of the generation new calls use (see `clusterSignature`).
+    private let currentClusters: NIOLockedValueBox<[String]>
 
     private struct State {
         var listeners: [Channel] = []
@@ -34,6 +37,7 @@ public final class Gateway: Sendable {
     /// rejects its config), then sets up the event loops.
     public init(config: GatewayConfig) throws {
         self.runtime = GatewayRuntime(config)
+        self.currentClusters = NIOLockedValueBox(Self.clusterSignature(config))
         ejections.setMembership(config.clusters)
         let plugins = try PluginRuntime.load(config, ejections: ejections)
         self.plugins = plugins
@@ -42,16 +46,17 @@ public final class Gateway: Sendable {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let loops = Array(group.makeIterator())
         let contextsBox = NIOLockedValueBox<[ObjectIdentifier: LoopContext]>([:])
-        let health = HealthRegistry(runtime: runtime) { cluster, endpoint, healthy in
+        let health = HealthRegistry(runtime: runtime) { cluster, address, healthy in
             for context in contextsBox.withLockedValue({ Array($0.values) }) {
-                context.eventLoop.execute { context.setEndpointHealth(cluster: cluster, endpoint: endpoint, healthy: healthy) }
+                context.eventLoop.execute { context.setEndpointHealth(cluster: cluster, address: address, healthy: healthy) }
             }
         }
         var contexts: [ObjectIdentifier: LoopContext] = [:]
         for (i, loop) in loops.enumerated() {
             let runtime = self.runtime
+            let ejections = self.ejections
             contexts[ObjectIdentifier(loop)] = try loop.submit {
-                LoopContext(eventLoop: loop, index: i, runtime: runtime, health: health, plugins: plugins)
+                LoopContext(eventLoop: loop, index: i, runtime: runtime, health: health, ejections: ejections, plugins: plugins)
             }.wait()
         }
         contextsBox.withLockedValue { $0 = contexts }
@@ -62,7 +67,8 @@ public final class Gateway: Sendable {
         }
         self.contexts = contexts
         self.health = health
-        self.checker = HealthChecker(runtime: runtime, registry: health, eventLoop: loops[0])
+        self.firstLoop = loops[0]
+        self.checker = NIOLockedValueBox(HealthChecker(runtime: runtime, registry: health, eventLoop: loops[0]))
     }
 
     /// Binds every listener. Throws `GatewayError.listenFailed` naming the
@@ -109,7 +115,7 @@ public final class Gateway: Sendable {
                 throw GatewayError(.listenFailed, "listener '\(listener.config.name)': cannot listen on \(address): \(Self.describe(error))")
             }
         }
-        checker.start()
+        checker.withLockedValue { $0 }.start()
         health.markStarted()
     }
 
@@ -155,7 +161,7 @@ public final class Gateway: Sendable {
         // Watch streams would hold their connections until the timeout.
         try? await Task.sleep(for: .milliseconds(600))
         health.finishAllWatches()
-        checker.stop()
+        checker.withLockedValue { $0 }.stop()
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
         var remaining = 0
@@ -182,14 +188,20 @@ public final class Gateway: Sendable {
         Log.info("stopped")
     }
 
-    /// Reloads the config file: routes, filter chains and plugins (a
-    /// replaced plugin file loads anew). New calls use the new generation at
-    /// once; calls in flight finish on theirs, whose plugin instances and
-    /// configs are destroyed after their last call. On any error the current
-    /// generation keeps serving and the error is returned (and logged).
-    /// Listeners and clusters cannot change without a restart yet.
+    /// Reloads the config file: routes, filter chains, plugins (a replaced
+    /// plugin file loads anew) and clusters (endpoints that stay keep their
+    /// connections and health). New calls use the new generation at once;
+    /// calls in flight finish on theirs, whose plugin instances, configs and
+    /// dropped endpoints' connections go after their last call. On any error
+    /// the current generation keeps serving and the error is returned (and
+    /// logged). Listeners and the admin address need a restart.
+    /// Reloads run one at a time, on the control thread.
     @discardableResult
     public func reload() -> Result<String, GatewayError> {
+        ControlThread.run { self.reloadOnControlThread() }
+    }
+
+    private func reloadOnControlThread() -> Result<String, GatewayError> {
         let file = runtime.config.sourceFile
         let result = Result<String, GatewayError> { () throws(GatewayError) -> String in
             let config: GatewayConfig
@@ -226,7 +238,23 @@ public final class Gateway: Sendable {
                     }
                 }
             }
-            health.updateRoutes(newRuntime)
+            if clustersChanged(config) {
+                // New pools on every loop (kept where an endpoint stayed),
+                // health carried over by address, a new checker for the new
+                // endpoints.
+                ejections.setMembership(config.clusters)
+                let epoch = health.reconfigure(newRuntime)
+                let next = HealthChecker(runtime: newRuntime, registry: health, eventLoop: firstLoop, epoch: epoch)
+                let previous = checker.withLockedValue { c -> HealthChecker in
+                    defer { c = next }
+                    return c
+                }
+                previous.stop()
+                next.start()
+            } else {
+                health.updateRoutes(newRuntime)
+            }
+            currentClusters.withLockedValue { $0 = Self.clusterSignature(config) }
             let names = Set(plugins.handles.map { "\($0.image.name) \($0.image.version) (\($0.image.sha256.prefix(12)))" }).sorted()
             return "generation \(number) loaded from \(file); plugins: \(names.joined(separator: ", "))"
         }
@@ -241,15 +269,20 @@ public final class Gateway: Sendable {
     static func restartOnlyDifference(_ old: GatewayConfig, _ new: GatewayConfig) -> String? {
         let listeners = { (c: GatewayConfig) in c.listeners.map { "\($0.name)@\($0.address)/\($0.maxConcurrentStreams)" } }
         if listeners(old) != listeners(new) { return "the listeners (names, addresses)" }
-        let clusters = { (c: GatewayConfig) in
-            c.clusters.map { cluster in
-                "\(cluster.name):" + cluster.endpoints.map { "\($0.address)*\($0.weight)" }.joined(separator: ",")
-                    + "/\(cluster.connectTimeout)/\(cluster.maxConnectionsPerEndpoint)/\(cluster.healthCheck.map { "\($0)" } ?? "-")"
-            }
-        }
-        if clusters(old) != clusters(new) { return "the clusters (endpoints, pools, health checks)" }
         if old.admin?.address != new.admin?.address { return "the admin address" }
         return nil
+    }
+
+    /// Everything about the clusters a reload has to act on.
+    static func clusterSignature(_ config: GatewayConfig) -> [String] {
+        config.clusters.map { cluster in
+            "\(cluster.name):" + cluster.endpoints.map { "\($0.address)*\($0.weight)" }.joined(separator: ",")
+                + "/\(cluster.connectTimeout)/\(cluster.maxConnectionsPerEndpoint)/\(cluster.healthCheck.map { "\($0)" } ?? "-")"
+        }
+    }
+
+    private func clustersChanged(_ config: GatewayConfig) -> Bool {
+        currentClusters.withLockedValue { $0 } != Self.clusterSignature(config)
     }
 
     private func activeConnections() async -> Int {

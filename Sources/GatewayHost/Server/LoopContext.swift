@@ -14,22 +14,47 @@ final class LoopContext: @unchecked Sendable {
     let runtime: GatewayRuntime
     /// Coalesces writes of every HTTP/2 connection (both directions) on this loop.
     let writeBatch = HTTP2WriteBatch()
-    private(set) var clusters: [ClusterPool] = []
+    /// The current generation's upstream pools.
+    var clusters: [ClusterPool] { generation.clusters }
     private var downstreams: [ObjectIdentifier: HTTP2Connection] = [:]
     private(set) var draining = false
 
     let health: HealthRegistry
+    let ejections: EjectionRegistry
     let index: Int
     /// What new calls use; replaced by a reload.
     private(set) var generation: LoopGeneration
 
-    init(eventLoop: EventLoop, index: Int, runtime: GatewayRuntime, health: HealthRegistry, plugins: PluginRuntime) {
+    init(eventLoop: EventLoop, index: Int, runtime: GatewayRuntime, health: HealthRegistry, ejections: EjectionRegistry, plugins: PluginRuntime) {
         self.eventLoop = eventLoop
         self.runtime = runtime
         self.health = health
+        self.ejections = ejections
         self.index = index
-        self.generation = LoopGeneration(number: 1, runtime: runtime, plugins: plugins, loopIndex: index)
-        self.clusters = runtime.clusters.enumerated().map { ClusterPool(config: $1, index: $0, loop: self) }
+        // A placeholder without pools until `self` can make them.
+        self.generation = LoopGeneration(number: 0, runtime: runtime, plugins: plugins, loopIndex: index, clusters: [])
+        self.generation = LoopGeneration(number: 1, runtime: runtime, plugins: plugins, loopIndex: index, clusters: makeClusters(runtime))
+    }
+
+    /// Pools for `runtime`'s clusters. An endpoint that stays (same cluster,
+    /// address and connection settings) keeps its pool, with its open
+    /// connections, backoff and health; new ones start from the shared
+    /// health and ejection state.
+    private func makeClusters(_ runtime: GatewayRuntime) -> [ClusterPool] {
+        var existing: [String: EndpointPool] = [:]
+        for cluster in generation.clusters {
+            for endpoint in cluster.endpoints { existing["\(cluster.name) \(endpoint.address)"] = endpoint }
+        }
+        return runtime.clusters.enumerated().map { i, config in
+            ClusterPool(config: config, index: i, loop: self) { endpoint in
+                let address = endpoint.address.description
+                if let kept = existing["\(config.name) \(address)"], kept.cluster.sameConnectionSettings(as: config) { return kept }
+                let made = EndpointPool(endpoint: endpoint, cluster: config, loop: self)
+                made.healthy = self.health.isHealthy(cluster: config.name, address: address)
+                made.ejected = self.ejections.isEjected(cluster: config.name, endpointID: ClusterPool.endpointID(address: address))
+                return made
+            }
+        }
     }
 
     /// Reload: new calls use `plugins`/`runtime` from now on; the previous
@@ -38,14 +63,16 @@ final class LoopContext: @unchecked Sendable {
     func install(number: Int, runtime: GatewayRuntime, plugins: PluginRuntime, onOldDrained: @escaping () -> Void) {
         eventLoop.assertInEventLoop()
         let old = generation
-        generation = LoopGeneration(number: number, runtime: runtime, plugins: plugins, loopIndex: index)
+        generation = LoopGeneration(number: number, runtime: runtime, plugins: plugins, loopIndex: index, clusters: makeClusters(runtime))
         old.retire(onDrained: onOldDrained)
     }
 
     /// An active health check changed an endpoint's state (pushed to every loop).
-    func setEndpointHealth(cluster: Int, endpoint: Int, healthy: Bool) {
+    func setEndpointHealth(cluster name: String, address: String, healthy: Bool) {
         eventLoop.assertInEventLoop()
-        clusters[cluster].endpoints[endpoint].healthy = healthy
+        for cluster in clusters where cluster.name == name {
+            for endpoint in cluster.endpoints where endpoint.address == address { endpoint.healthy = healthy }
+        }
     }
 
     /// Outlier detection ejected (or let back) an endpoint (pushed to every loop).

@@ -10,14 +10,19 @@ final class LoopGeneration {
     let runtime: GatewayRuntime
     let plugins: PluginRuntime
     let instances: LoopPluginInstances
+    /// The upstream pools of this generation's clusters (endpoint pools are
+    /// shared with other generations where the endpoint stayed).
+    let clusters: [ClusterPool]
     private var activeCalls = 0
     private var retired = false
     private var onDrained: (() -> Void)?
 
-    init(number: Int, runtime: GatewayRuntime, plugins: PluginRuntime, loopIndex: Int) {
+    init(number: Int, runtime: GatewayRuntime, plugins: PluginRuntime, loopIndex: Int, clusters: [ClusterPool]) {
         self.number = number
         self.runtime = runtime
         self.plugins = plugins
+        self.clusters = clusters
+        for cluster in clusters { cluster.endpoints.forEach { $0.generations += 1 } }
         self.instances = LoopPluginInstances(plugins: plugins, loopIndex: loopIndex, clusterNames: runtime.clusters.map(\.name))
     }
 
@@ -40,6 +45,14 @@ final class LoopGeneration {
         guard retired, activeCalls == 0, let done = onDrained else { return }
         onDrained = nil
         instances.destroyAll()
+        // Endpoints no generation uses any more close their connections
+        // (their last calls, this generation's, are over).
+        for cluster in clusters {
+            for endpoint in cluster.endpoints {
+                endpoint.generations -= 1
+                if endpoint.generations == 0 { endpoint.closeAll() }
+            }
+        }
         done()
     }
 }

@@ -12,10 +12,12 @@ final class ClusterPool {
     private var addressBytes: [UnsafeMutableBufferPointer<CChar>] = []
     private var version: UInt64 = 1
 
-    init(config: ClusterConfig, index: Int, loop: LoopContext) {
+    /// `pool` gives the pool of each endpoint: a new one, or the one a
+    /// previous generation used.
+    init(config: ClusterConfig, index: Int, loop: LoopContext, pool: (EndpointConfig) -> EndpointPool) {
         self.config = config
         self.index = index
-        self.endpoints = config.endpoints.map { EndpointPool(endpoint: $0, cluster: config, loop: loop) }
+        self.endpoints = config.endpoints.map(pool)
         items = .allocate(capacity: max(endpoints.count, 1))
         nameBytes = Self.copy(config.name)
         for (i, endpoint) in endpoints.enumerated() {
@@ -23,7 +25,7 @@ final class ClusterPool {
             addressBytes.append(address)
             items[i] = mg_endpoint(
                 address: mg_str(ptr: address.baseAddress, len: address.count), id: Self.endpointID(address: endpoint.address),
-                weight: UInt32(endpoint.endpoint.weight), in_flight: 0, healthy: 1, ejected: 0,
+                weight: UInt32(config.endpoints[i].weight), in_flight: 0, healthy: 1, ejected: 0,
                 reserved: (0, 0, 0, 0, 0, 0))
         }
     }

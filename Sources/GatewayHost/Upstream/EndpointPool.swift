@@ -22,6 +22,9 @@ final class EndpointPool {
     private(set) var lastConnectError: String?
     /// From active health checks (always true without them).
     var healthy = true
+    /// Generations (on this loop) whose clusters hold this pool; it closes
+    /// its connections when the last one has drained.
+    var generations = 0
     /// Outlier detection took it out of rotation.
     var ejected = false
     /// Attempts attached to this endpoint from this loop and not yet ended.
