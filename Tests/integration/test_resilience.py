@@ -6,6 +6,7 @@ against a grpcio upstream that records what it receives."""
 from __future__ import annotations
 
 import hashlib
+import socket
 import statistics
 import subprocess
 import threading
@@ -22,9 +23,9 @@ PROCESS = "/mesh.v1.MeshService/Process"
 COLLECT = "/mesh.v1.MeshService/CollectMetrics"
 
 
-def start_gateway(launcher, ports, filters, name, timeout=None):
+def start_gateway(launcher, ports, filters, name, timeout=None, **route_fields):
     port = free_port()
-    route = {"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh", "filters": filters}
+    route = {"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh", "filters": filters, **route_fields}
     if timeout:
         route["timeout"] = timeout
     launcher.gateway(gateway_config(port, clusters={"mesh": ports}, routes=[route]), port, name=name)
@@ -194,6 +195,28 @@ def test_retry_replays_a_client_stream_intact(mesh, launcher):
         upstream.stop()
 
 
+def test_a_request_past_the_replay_buffer_is_not_retried(mesh, launcher):
+    """With replay_buffer_limit 64 KiB, a 160 KiB client stream commits to
+    its first attempt: when that attempt fails, the call fails with its
+    status (no retry could resend the bytes)."""
+    def flaky(n, body, context):
+        if n == 1:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "first attempt fails")
+        return b"second"
+    upstream = RecordingUpstream(flaky)
+    try:
+        port = start_gateway(launcher, [upstream.port], [{"plugin": "retry", "config": {
+            "max_attempts": 3, "initial_backoff": "10ms"}}], "gw-overflow", replay_buffer_limit=65536)
+        with insecure_channel(port) as ch:
+            with pytest.raises(grpc.RpcError) as caught:
+                ch.stream_unary(COLLECT)(iter([bytes([i]) * 4096 for i in range(40)]), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert caught.value.details() == "first attempt fails"
+        assert len(upstream.calls) == 1
+    finally:
+        upstream.stop()
+
+
 def test_retry_status_in_trailers_after_headers_is_retried(mesh, launcher):
     """The upstream sends response headers, then UNAVAILABLE in trailers
     without a message (not Trailers-Only): Retry still retries it, since the
@@ -211,6 +234,75 @@ def test_retry_status_in_trailers_after_headers_is_retried(mesh, launcher):
             response, call = ch.unary_unary(PROCESS).with_call(b"x", timeout=10)
         assert response == b"ok"
         assert dict(call.initial_metadata()).get("x-attempt") == "2"
+    finally:
+        upstream.stop()
+
+
+class RefusingUpstream:
+    """A raw HTTP/2 server (python-h2) that answers the first request with
+    RST_STREAM REFUSED_STREAM and every later one with a gRPC OK."""
+
+    def __init__(self):
+        import h2.config
+        import h2.connection
+        import h2.events
+        self.h2 = h2
+        self.requests = 0
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.connection, args=(sock,), daemon=True).start()
+
+    def connection(self, sock):
+        h2 = self.h2
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        while True:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    self.requests += 1
+                    if self.requests == 1:
+                        conn.reset_stream(event.stream_id, error_code=7)
+                elif isinstance(event, h2.events.DataReceived):
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded):
+                    try:
+                        conn.send_headers(event.stream_id, [(":status", "200"), ("content-type", "application/grpc")])
+                        conn.send_data(event.stream_id, b"\x00\x00\x00\x00\x02ok")
+                        conn.send_headers(event.stream_id, [("grpc-status", "0")], end_stream=True)
+                    except h2.exceptions.StreamClosedError:
+                        pass
+            sock.sendall(conn.data_to_send())
+
+    def stop(self):
+        self.listener.close()
+
+
+def test_a_refused_stream_is_retried_transparently(mesh, launcher):
+    """Without any retry plugin, an upstream's REFUSED_STREAM (nothing was
+    processed) is retried once by the gateway, and the call succeeds."""
+    upstream = RefusingUpstream()
+    try:
+        port = start_gateway(launcher, [upstream.port], [], "gw-refused")
+        with insecure_channel(port) as ch:
+            assert ch.unary_unary(PROCESS)(b"x", timeout=10) == b"ok"
+        assert upstream.requests == 2
     finally:
         upstream.stop()
 

@@ -93,7 +93,7 @@ public enum ConfigLoader {
     }
 
     private static func parseRoute(_ node: YAMLNode, file: String, path: String, clusters: Set<String>) throws(ConfigError) -> RouteConfig {
-        let r = try YAMLFieldReader(node, file: file, path: path, allowed: ["match", "cluster", "timeout", "max_timeout", "filters"])
+        let r = try YAMLFieldReader(node, file: file, path: path, allowed: ["match", "cluster", "timeout", "max_timeout", "replay_buffer_limit", "filters"])
         let matchNode = try r.requiredNode("match")
         let m = try YAMLFieldReader(matchNode, file: file, path: r.fieldPath("match"), allowed: ["service", "method", "path_prefix", "headers"])
         var match = RouteMatchConfig()
@@ -130,6 +130,7 @@ public enum ConfigLoader {
         }
         var route = RouteConfig(match: match, cluster: cluster, timeout: try r.duration("timeout"),
                                 maxTimeout: try r.duration("max_timeout"), filters: [], mark: node.mark)
+        if let limit = try r.int("replay_buffer_limit", range: 0...(64 << 20)) { route.replayBufferLimit = limit }
         for (filterNode, filterPath) in try r.list("filters") {
             let f = try YAMLFieldReader(filterNode, file: file, path: filterPath, allowed: ["plugin", "config"])
             route.filters.append(FilterConfig(plugin: try f.requiredString("plugin"), config: f.node("config"), mark: filterNode.mark, field: filterPath))

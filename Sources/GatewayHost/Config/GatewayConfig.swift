@@ -49,6 +49,9 @@ public struct RouteConfig: Sendable {
     public var timeout: Duration?
     /// The longest deadline the route accepts from a client.
     public var maxTimeout: Duration?
+    /// Request bytes kept for replay (retries, hedges, transparent retries)
+    /// before the call commits to the attempt it has.
+    public var replayBufferLimit: Int = 256 * 1024
     public var filters: [FilterConfig]
     /// Where the route is declared, for messages.
     public var mark: YAMLMark

@@ -14,9 +14,6 @@ import NIOCore
 /// hands its bytes to the upstream, and response bytes are credited to the
 /// upstream only as the client takes them.
 final class ProxyCall: HTTP2StreamDelegate {
-    /// Request bytes kept for replay before the call commits anyway.
-    static let replayLimit = 256 * 1024
-
     let downstream: HTTP2Connection
     let downstreamStream: Int32
     let requestHeaders: HTTP2HeaderList
@@ -271,7 +268,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         if canReplay || !sent {
             replay.append(data)
             replayBytes += data.readableBytes
-            if canReplay && replayBytes > Self.replayLimit { stopReplaying() }
+            if canReplay && replayBytes > route.config.replayBufferLimit { stopReplaying() }
         }
     }
 
