@@ -168,11 +168,15 @@ class Fleet:
                 proc.wait(timeout=5)
 
 
-def meshgate_config(port: int, upstreams: list[int], chain_plugin: Optional[Path] = None) -> str:
+def meshgate_config(port: int, upstreams: list[int], chain_plugin: Optional[Path] = None,
+                    filters: str = "") -> str:
     """The bench gateway; with `chain_plugin`, each call passes a chain of
-    three filters (the C example, requiring three headers)."""
+    three filters (the C example, requiring three headers); `filters` is a
+    YAML flow list of built-in filters instead."""
     endpoints = "".join(f"      - address: {HOST}:{p}\n" for p in upstreams)
-    plugins, filters = "", ""
+    plugins = ""
+    if filters:
+        filters = f"        filters: {filters}\n"
     if chain_plugin:
         plugins = f"plugins:\n  - {{ name: require_header, path: {chain_plugin} }}\n"
         filters = "        filters:\n" + "".join(
@@ -191,11 +195,11 @@ def meshgate_config(port: int, upstreams: list[int], chain_plugin: Optional[Path
         "    endpoints:\n" + endpoints)
 
 
-def check_grpc_ok(nghttp: str, port: int, body: Path, name: str) -> None:
+def check_grpc_ok(nghttp: str, port: int, body: Path, name: str, path: str = PROCESS_PATH) -> None:
     """One request with nghttp -v: the trailers must say grpc-status: 0."""
     result = subprocess.run(
         [nghttp, "-v", "-n", "-t", "10", "-d", str(body), *GRPC_HEADERS,
-         f"http://{HOST}:{port}{PROCESS_PATH}"],
+         f"http://{HOST}:{port}{path}"],
         capture_output=True, timeout=30)
     out = result.stdout.decode(errors="replace")
     if result.returncode != 0 or not re.search(r"grpc-status: 0\s*$", out, re.MULTILINE):
@@ -258,15 +262,75 @@ def run_h2load(h2load: str, name: str, round_no: int, pid: int, port: int, body:
 
 
 # --------------------------------------------------------------------------
+# Hedging
+
+
+def set_faults(nghttp: str, port: int, delay_ms: int, probability: float, work_dir: Path) -> None:
+    """SampleControl.SetFaults on a replica (FaultConfig encoded by hand:
+    delay_ms = field 3 varint, delay_probability = field 4 double)."""
+    import struct
+    message = b""
+    if delay_ms:
+        varint, n = b"", delay_ms
+        while True:
+            byte, n = n & 0x7F, n >> 7
+            varint += bytes([byte | (0x80 if n else 0)])
+            if not n:
+                break
+        message = b"\x18" + varint + b"\x21" + struct.pack("<d", probability)
+    body = work_dir / "faults.body"
+    body.write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)
+    check_grpc_ok(nghttp, port, body, f"SetFaults on {port}", path="/mesh.v1.SampleControl/SetFaults")
+
+
+def hedge_bench(h2load, nghttp, fleet, meshgate, upstreams, body, args, work_dir) -> dict:
+    """p50/p99 without and with Hedge (2 attempts, 20 ms apart) while every
+    replica adds 200 ms to 10% of its calls; runs alternate, 3 rounds."""
+    ports = {}
+    for name, filters in (("meshgate", ""), ("meshgate+hedge",
+                          '[{ plugin: hedge, config: { max_attempts: 2, hedging_delay: 20ms } }]')):
+        port = free_port()
+        config = work_dir / f"{name}-hedgebench.yaml"
+        config.write_text(meshgate_config(port, upstreams, filters=filters))
+        proc = fleet.start(f"{name}-hedgebench", [str(meshgate), "run", "--config", str(config)], port)
+        ports[name] = (proc.pid, port)
+    for port in upstreams:
+        set_faults(nghttp, port, 200, 0.1, work_dir)
+    hedge_args = argparse.Namespace(**{**vars(args), "requests": args.hedge_requests, "clients": 10,
+                                       "streams": 1, "threads": 1})
+    runs: list[Run] = []
+    try:
+        for round_no in range(1, 4):
+            for name, (pid, port) in ports.items():
+                runs.append(run_h2load(h2load, name, round_no, pid, port, body, hedge_args, work_dir))
+    finally:
+        for port in upstreams:
+            set_faults(nghttp, port, 0, 0, work_dir)
+    print()
+    print(f"hedging: every replica adds 200 ms to 10% of calls; h2load -n {args.hedge_requests} -c 10 -m 1, 3 rounds")
+    print(f"{'gateway':<16} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>11} {'fail':>5}")
+    medians = {}
+    for name in ports:
+        mine = [r for r in runs if r.proxy == name]
+        medians[name] = {m: statistics.median(getattr(r, m) for r in mine) for m in ("p50_ms", "p99_ms", "cpu_us_per_req")}
+        failed = sum(r.failed + r.non_200 for r in mine)
+        m = medians[name]
+        print(f"{name:<16} {m['p50_ms']:>8.2f} {m['p99_ms']:>8.2f} {m['cpu_us_per_req']:>11.1f} {failed:>5}")
+    ratio = medians["meshgate+hedge"]["p99_ms"] / medians["meshgate"]["p99_ms"]
+    print(f"p99 with hedging / without: {ratio:.2f}")
+    return {"medians": medians, "p99_ratio": ratio}
+
+
+# --------------------------------------------------------------------------
 # Report
 
 
 def print_report(runs: list[Run], proxies: list[str]) -> dict:
     print()
-    print(f"{'proxy':<11} {'round':>5} {'ok':>7} {'fail':>5} {'req/s':>10} "
+    print(f"{'proxy':<14} {'round':>5} {'ok':>7} {'fail':>5} {'req/s':>10} "
           f"{'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>11}")
     for r in runs:
-        print(f"{r.proxy:<11} {r.round:>5} {r.succeeded:>7} {r.failed + r.non_200:>5} "
+        print(f"{r.proxy:<14} {r.round:>5} {r.succeeded:>7} {r.failed + r.non_200:>5} "
               f"{r.rps:>10.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} {r.cpu_us_per_req:>11.1f}")
 
     metrics = ["rps", "p50_ms", "p99_ms", "cpu_us_per_req"]
@@ -315,6 +379,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--run-timeout", type=float, default=600, help="seconds one h2load run may take")
     ap.add_argument("--json", help="also write runs and medians to this JSON file")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir with logs")
+    ap.add_argument("--skip-hedge", action="store_true", help="skip the hedging latency comparison")
+    ap.add_argument("--hedge-requests", type=int, default=3000, help="requests per hedging run")
     return ap.parse_args()
 
 
@@ -352,6 +418,11 @@ def main() -> int:
         chain_config.write_text(meshgate_config(chain_port, upstreams, chain_plugin=plugin))
         mg_chain = fleet.start("meshgate+3f", [str(meshgate), "run", "--config", str(chain_config)], chain_port)
 
+        retry_port = free_port()
+        retry_config = work_dir / "meshgate-retry.yaml"
+        retry_config.write_text(meshgate_config(retry_port, upstreams, filters="[{ plugin: retry }]"))
+        mg_retry = fleet.start("meshgate+retry", [str(meshgate), "run", "--config", str(retry_config)], retry_port)
+
         nx_port = free_port()
         nx = fleet.start("nghttpx", [
             nghttpx, "--conf=/dev/null", f"-f{HOST},{nx_port};no-tls",
@@ -359,7 +430,7 @@ def main() -> int:
             "--workers=2", "--no-ocsp"], nx_port)
 
         targets = {"meshgate": (mg.pid, mg_port), "meshgate+3f": (mg_chain.pid, chain_port),
-                   "nghttpx": (nx.pid, nx_port)}
+                   "meshgate+retry": (mg_retry.pid, retry_port), "nghttpx": (nx.pid, nx_port)}
         for name, (_, port) in targets.items():
             check_grpc_ok(nghttp, port, body, name)
         print(f"all proxies answer grpc-status 0; h2load -n {args.requests} -c {args.clients} "
@@ -402,6 +473,13 @@ def main() -> int:
             cost = chained["cpu_us_per_req"] - plain["cpu_us_per_req"]
             print(f"3-filter chain cost: {cost:+.1f} us CPU per RPC "
                   f"({100 * cost / plain['cpu_us_per_req']:+.1f}% of meshgate's proxy CPU per RPC)")
+        retried = summary["medians"].get("meshgate+retry")
+        if plain and retried:
+            cost = retried["cpu_us_per_req"] - plain["cpu_us_per_req"]
+            print(f"Retry filter cost when nothing fails: {cost:+.1f} us CPU per RPC "
+                  f"({100 * cost / plain['cpu_us_per_req']:+.1f}%)")
+        if not args.skip_hedge:
+            summary["hedge"] = hedge_bench(h2load, nghttp, fleet, meshgate, upstreams, body, args, work_dir)
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(

@@ -1,10 +1,11 @@
 /*
- * Meshgate filter plugin ABI, version 1.0.
+ * Meshgate filter plugin ABI, version 1.0 (released).
  *
- * STATUS: draft until the filter-plugin issue closes. Once released, v1 never
- * changes meaning: a minor version only appends (fields at the end of the
- * structs below, new optional hooks, new host functions); a breaking change
- * gets a new major version, with its own entry symbol, beside this one.
+ * v1 never changes meaning: a minor version only appends (fields at the end
+ * of the structs below, new optional hooks, new host functions); a breaking
+ * change gets a new major version, with its own entry symbol, beside this
+ * one. The host refuses a plugin of another major version, or one that
+ * needs a newer minor than the host offers.
  *
  * A plugin is a shared library (C, Swift, anything with a C ABI) that exports
  * exactly one symbol, MG_PLUGIN_ENTRY_V1. Build one against this header
@@ -36,7 +37,9 @@
  * file from a private content-addressed copy, so it is a new image.
  *
  * Threads
- *   control thread  config_new, config_destroy, timers of a config.
+ *   control thread  one host thread, never an event loop: config_new,
+ *                   config_destroy and the timers of every config run there,
+ *                   one at a time.
  *   event loops     everything else. Hooks of one call are never concurrent;
  *                   hooks of different calls of one config may run at the
  *                   same time on different loops (touch only the instance or
@@ -129,7 +132,10 @@ typedef struct mg_endpoint {
 
 /* A cluster's endpoints. `version` changes whenever membership, weight,
  * health or ejection changes. Balancers skip endpoints with healthy == 0 or
- * ejected == 1 unless none is left. */
+ * ejected == 1 (outlier detection bounds how many it ejects; when nothing
+ * usable is left the pick fails and the call gets UNAVAILABLE). Endpoint ids
+ * derive from the address: the same endpoint has the same id on every loop
+ * and across reloads. */
 typedef struct mg_endpoint_list {
     mg_str cluster;
     const mg_endpoint *items;

@@ -601,6 +601,9 @@ final class ProxyCall: HTTP2StreamDelegate {
             }
         }
         plugin.proxy = nil
+        // Attempts hold their call: these references would keep both alive.
+        committed = nil
+        pendingOutcome = nil
         generation.callEnded()
     }
 
