@@ -6,7 +6,10 @@ final class UpstreamConnection: HTTP2ConnectionDelegate {
     /// is never throttled by the gateway's own buffers.
     static let settings = HTTP2Settings(maxConcurrentStreams: 100, initialStreamWindowSize: 1 << 20, connectionWindowSize: 16 << 20)
 
-    unowned let pool: EndpointPool
+    /// Strong: a pool a reload dropped must outlive its closing connections
+    /// (they report to it until closed); the pool drops each connection as
+    /// it closes, which ends the cycle.
+    let pool: EndpointPool
     var http2: HTTP2Connection?
     /// True until the upstream's first SETTINGS frame.
     var isConnecting = true
