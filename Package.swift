@@ -100,7 +100,7 @@ let package = Package(
             ]),
         .testTarget(
             name: "MeshgateTests",
-            dependencies: ["GatewayHost", "MeshgateGRPC", "MeshgateYAML", "ConsistentHash"],
+            dependencies: ["GatewayHost", "MeshgateGRPC", "MeshgateYAML", "ConsistentHash", "PluginKit"],
             path: "Tests/MeshgateTests"),
     ],
     swiftLanguageModes: [.v6]
