@@ -299,10 +299,13 @@ def hedge_bench(h2load, nghttp, fleet, meshgate, upstreams, body, args, work_dir
     hedge_args = argparse.Namespace(**{**vars(args), "requests": args.hedge_requests, "clients": 10,
                                        "streams": 1, "threads": 1})
     runs: list[Run] = []
+    replica_pid = next(proc.pid for name, proc in fleet.procs if name == "replica-r1")
     try:
         for round_no in range(1, 4):
             for name, (pid, port) in ports.items():
                 runs.append(run_h2load(h2load, name, round_no, pid, port, body, hedge_args, work_dir))
+            # The baseline: one replica without any proxy.
+            runs.append(run_h2load(h2load, "replica r1", round_no, replica_pid, upstreams[0], body, hedge_args, work_dir))
     finally:
         for port in upstreams:
             set_faults(nghttp, port, 0, 0, work_dir)
@@ -310,7 +313,7 @@ def hedge_bench(h2load, nghttp, fleet, meshgate, upstreams, body, args, work_dir
     print(f"hedging: every replica adds 200 ms to 10% of calls; h2load -n {args.hedge_requests} -c 10 -m 1, 3 rounds")
     print(f"{'gateway':<16} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>11} {'fail':>5}")
     medians = {}
-    for name in ports:
+    for name in [*ports, "replica r1"]:
         mine = [r for r in runs if r.proxy == name]
         medians[name] = {m: statistics.median(getattr(r, m) for r in mine) for m in ("p50_ms", "p99_ms", "cpu_us_per_req")}
         failed = sum(r.failed + r.non_200 for r in mine)
