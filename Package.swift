@@ -39,10 +39,10 @@ let package = Package(
             name: "CYAML", path: "Sources/CYAML", pkgConfig: "yaml-0.1",
             providers: [.apt(["libyaml-dev"])]),
         .target(name: "FilterABI", path: "Sources/FilterABI"),
-        .target(name: "RoundRobin", dependencies: ["FilterABI"], path: "Plugins/RoundRobin"),
-        .target(name: "LeastConn", dependencies: ["FilterABI"], path: "Plugins/LeastConn"),
-        .target(name: "Random", dependencies: ["FilterABI"], path: "Plugins/Random"),
-        .target(name: "ConsistentHash", dependencies: ["FilterABI"], path: "Plugins/ConsistentHash"),
+        .target(name: "RoundRobin", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/RoundRobin"),
+        .target(name: "LeastConn", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/LeastConn"),
+        .target(name: "Random", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/Random"),
+        .target(name: "ConsistentHash", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/ConsistentHash"),
         // Linked statically into each plugin that uses it: config reading
         // and the C-boundary chores, not a run-time dependency.
         .target(name: "PluginKit", dependencies: ["FilterABI"], path: "Plugins/PluginKit"),

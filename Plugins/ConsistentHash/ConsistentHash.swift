@@ -1,5 +1,5 @@
 import FilterABI
-import Foundation
+import PluginKit
 
 /// Ring hash with XXH64 (as gRFC A42): each endpoint owns a fixed number of
 /// points per unit of weight (nginx's ketama uses 160), so its points never
@@ -66,64 +66,34 @@ final class RingInstance {
 }
 
 enum ConsistentHashPlugin {
-    /// Set once by the entry, before any hook runs; read-only afterwards.
-    nonisolated(unsafe) static var host: UnsafePointer<mg_host>?
-
-    static func fail(_ message: String, _ error: UnsafeMutablePointer<CChar>?, _ size: Int) {
-        guard let error, size > 0 else { return }
-        let bytes = Array(message.utf8CString.prefix(size - 1)) + [0]
-        error.update(from: bytes, count: bytes.count)
-    }
-
     /// Static storage for the life of the process, as the ABI requires.
     nonisolated(unsafe) static let descriptor: UnsafePointer<mg_plugin> = {
-        var d = mg_plugin()
-        d.size = UInt32(MemoryLayout<mg_plugin>.size)
-        d.abi_major = UInt32(MG_ABI_MAJOR)
-        d.abi_minor = 0
-        d.kinds = UInt32(MG_KIND_BALANCER)
-        d.name = UnsafeRawPointer(("consistent_hash" as StaticString).utf8Start).assumingMemoryBound(to: CChar.self)
-        d.version = UnsafeRawPointer(("1.0.0" as StaticString).utf8Start).assumingMemoryBound(to: CChar.self)
-        d.config_new = { _, json, error, errorSize in
-            let data = Data(bytes: json.ptr, count: json.len)
-            guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-                fail("config must be a mapping with `header`", error, errorSize)
+        var d = PluginSupport.descriptor(name: "consistent_hash", version: "1.0.0", kinds: MG_KIND_BALANCER)
+        d.config_new = { _, json, errorBuffer, errorSize in
+            do throws(PluginConfig.Invalid) {
+                let config = try PluginConfig(json: json, allowedKeys: ["header", "points_per_weight"])
+                guard let header = config.string("header"), !header.isEmpty else {
+                    throw .init("`header` is required: the request header whose value is hashed")
+                }
+                let points = try config.int("points_per_weight", default: 160, in: 16...1024)
+                return PluginSupport.retain(HashConfig(header: header.lowercased(), pointsPerWeight: points))
+            } catch {
+                PluginSupport.writeError(error.message, errorBuffer, errorSize)
                 return nil
             }
-            if let unknown = object.keys.first(where: { !["header", "points_per_weight"].contains($0) }) {
-                fail("unknown key '\(unknown)' (known: header, points_per_weight)", error, errorSize)
-                return nil
-            }
-            guard let header = object["header"] as? String, !header.isEmpty else {
-                fail("`header` is required: the request header whose value is hashed", error, errorSize)
-                return nil
-            }
-            let points = (object["points_per_weight"] as? Int) ?? 160
-            guard (16...1024).contains(points) else {
-                fail("points_per_weight must be 16 to 1024, got \(points)", error, errorSize)
-                return nil
-            }
-            return UnsafeMutableRawPointer(Unmanaged.passRetained(HashConfig(header: header.lowercased(), pointsPerWeight: points)).toOpaque())
         }
-        d.config_destroy = { config in
-            guard let config else { return }
-            Unmanaged<HashConfig>.fromOpaque(config).release()
-        }
+        d.config_destroy = { PluginSupport.release($0) }
         d.instance_new = { config, _, _ in
-            guard let config else { return nil }
-            let c = Unmanaged<HashConfig>.fromOpaque(config).takeUnretainedValue()
-            return UnsafeMutableRawPointer(Unmanaged.passRetained(RingInstance(config: c)).toOpaque())
+            guard let c = PluginSupport.object(config, as: HashConfig.self) else { return nil }
+            return PluginSupport.retain(RingInstance(config: c))
         }
-        d.instance_destroy = { instance in
-            guard let instance else { return }
-            Unmanaged<RingInstance>.fromOpaque(instance).release()
-        }
+        d.instance_destroy = { PluginSupport.release($0) }
         d.lb_update = { instance, list in
             guard let instance, let list else { return }
             Unmanaged<RingInstance>.fromOpaque(instance).takeUnretainedValue().update(list.pointee)
         }
         d.lb_pick = { instance, call, request, list, chosen in
-            guard let instance, let list, let chosen, let host else { return -1 }
+            guard let instance, let list, let chosen, let host = PluginHost.table else { return -1 }
             let ring = Unmanaged<RingInstance>.fromOpaque(instance).takeUnretainedValue()
             var key: UInt64?
             var header = ring.config.header
@@ -138,16 +108,12 @@ enum ConsistentHashPlugin {
             chosen.pointee = UInt32(index)
             return 0
         }
-        let storage = UnsafeMutablePointer<mg_plugin>.allocate(capacity: 1)
-        storage.initialize(to: d)
-        return UnsafePointer(storage)
+        return PluginSupport.publish(d)
     }()
 }
 
 /// The plugin's one exported symbol (MG_PLUGIN_ENTRY_V1).
 @_cdecl("meshgate_plugin_v1")
 public func meshgatePluginV1(_ host: UnsafePointer<mg_host>?) -> UnsafePointer<mg_plugin>? {
-    guard let host, host.pointee.abi_major == UInt32(MG_ABI_MAJOR) else { return nil }
-    ConsistentHashPlugin.host = host
-    return ConsistentHashPlugin.descriptor
+    PluginHost.accept(host) ? ConsistentHashPlugin.descriptor : nil
 }

@@ -1,5 +1,5 @@
 import FilterABI
-import Foundation
+import PluginKit
 
 /// Least connections: the usable endpoint with the fewest attempts in flight
 /// from this event loop, relative to its weight. With `choices: 2` it is
@@ -43,50 +43,26 @@ final class LeastConnInstance {
 }
 
 enum LeastConnPlugin {
-    static func fail(_ message: String, _ error: UnsafeMutablePointer<CChar>?, _ size: Int) {
-        guard let error, size > 0 else { return }
-        let bytes = Array(message.utf8CString.prefix(size - 1)) + [0]
-        error.update(from: bytes, count: bytes.count)
-    }
-
     /// Static storage for the life of the process, as the ABI requires.
     nonisolated(unsafe) static let descriptor: UnsafePointer<mg_plugin> = {
-        var d = mg_plugin()
-        d.size = UInt32(MemoryLayout<mg_plugin>.size)
-        d.abi_major = UInt32(MG_ABI_MAJOR)
-        d.abi_minor = 0
-        d.kinds = UInt32(MG_KIND_BALANCER)
-        d.name = UnsafeRawPointer(("least_conn" as StaticString).utf8Start).assumingMemoryBound(to: CChar.self)
-        d.version = UnsafeRawPointer(("1.0.0" as StaticString).utf8Start).assumingMemoryBound(to: CChar.self)
-        d.config_new = { _, json, error, errorSize in
-            let data = Data(bytes: json.ptr, count: json.len)
-            guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-                fail("config must be a mapping", error, errorSize)
+        var d = PluginSupport.descriptor(name: "least_conn", version: "1.0.0", kinds: MG_KIND_BALANCER)
+        d.config_new = { _, json, errorBuffer, errorSize in
+            do throws(PluginConfig.Invalid) {
+                let config = try PluginConfig(json: json, allowedKeys: ["choices"])
+                let choices = try config.int("choices", default: 0, in: 0...8)
+                guard choices != 1 else { throw .init("choices must be 0 (compare all) or 2 to 8, got 1") }
+                return PluginSupport.retain(LeastConnConfig(choices: choices))
+            } catch {
+                PluginSupport.writeError(error.message, errorBuffer, errorSize)
                 return nil
             }
-            if let unknown = object.keys.first(where: { $0 != "choices" }) {
-                fail("unknown key '\(unknown)' (known: choices)", error, errorSize)
-                return nil
-            }
-            let choices = (object["choices"] as? Int) ?? 0
-            guard choices == 0 || (2...8).contains(choices) else {
-                fail("choices must be 0 (compare all) or 2 to 8, got \(object["choices"] ?? "?")", error, errorSize)
-                return nil
-            }
-            return UnsafeMutableRawPointer(Unmanaged.passRetained(LeastConnConfig(choices: choices)).toOpaque())
         }
-        d.config_destroy = { config in
-            guard let config else { return }
-            Unmanaged<LeastConnConfig>.fromOpaque(config).release()
-        }
+        d.config_destroy = { PluginSupport.release($0) }
         d.instance_new = { config, _, _ in
-            let choices = config.map { Unmanaged<LeastConnConfig>.fromOpaque($0).takeUnretainedValue().choices } ?? 0
-            return UnsafeMutableRawPointer(Unmanaged.passRetained(LeastConnInstance(choices: choices)).toOpaque())
+            let choices = PluginSupport.object(config, as: LeastConnConfig.self)?.choices ?? 0
+            return PluginSupport.retain(LeastConnInstance(choices: choices))
         }
-        d.instance_destroy = { instance in
-            guard let instance else { return }
-            Unmanaged<LeastConnInstance>.fromOpaque(instance).release()
-        }
+        d.instance_destroy = { PluginSupport.release($0) }
         d.lb_pick = { instance, _, request, list, chosen in
             guard let instance, let list, let chosen else { return -1 }
             let lb = Unmanaged<LeastConnInstance>.fromOpaque(instance).takeUnretainedValue()
@@ -94,15 +70,12 @@ enum LeastConnPlugin {
             chosen.pointee = UInt32(index)
             return 0
         }
-        let storage = UnsafeMutablePointer<mg_plugin>.allocate(capacity: 1)
-        storage.initialize(to: d)
-        return UnsafePointer(storage)
+        return PluginSupport.publish(d)
     }()
 }
 
 /// The plugin's one exported symbol (MG_PLUGIN_ENTRY_V1).
 @_cdecl("meshgate_plugin_v1")
 public func meshgatePluginV1(_ host: UnsafePointer<mg_host>?) -> UnsafePointer<mg_plugin>? {
-    guard let host, host.pointee.abi_major == UInt32(MG_ABI_MAJOR) else { return nil }
-    return LeastConnPlugin.descriptor
+    PluginHost.accept(host) ? LeastConnPlugin.descriptor : nil
 }

@@ -26,6 +26,8 @@ public struct PluginConfig {
 
     public func mapping(_ key: String) -> [String: Any]? { object[key] as? [String: Any] }
 
+    public func string(_ key: String) -> String? { object[key] as? String }
+
     public init(json: mg_str, allowedKeys: Set<String>) throws(Invalid) {
         let data = json.len > 0 ? Data(bytes: json.ptr, count: json.len) : Data("{}".utf8)
         guard let parsed = try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) else {
@@ -39,7 +41,8 @@ public struct PluginConfig {
             throw Invalid("config must be a mapping")
         }
         if let unknown = object.keys.sorted().first(where: { !allowedKeys.contains($0) }) {
-            throw Invalid("unknown key '\(unknown)' (known: \(allowedKeys.sorted().joined(separator: ", ")))")
+            throw Invalid(allowedKeys.isEmpty ? "found key '\(unknown)'"
+                          : "unknown key '\(unknown)' (known: \(allowedKeys.sorted().joined(separator: ", ")))")
         }
     }
 

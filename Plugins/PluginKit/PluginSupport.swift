@@ -14,6 +14,30 @@ public enum PluginSupport {
         UnsafeRawPointer(text.utf8Start).assumingMemoryBound(to: CChar.self)
     }
 
+    /// A descriptor for ABI 1.0 with identity filled in and no hooks yet.
+    public static func descriptor(name: StaticString, version: StaticString, kinds: Int) -> mg_plugin {
+        var d = mg_plugin()
+        d.size = UInt32(MemoryLayout<mg_plugin>.size)
+        d.abi_major = UInt32(MG_ABI_MAJOR)
+        d.abi_minor = 0
+        d.kinds = UInt32(kinds)
+        d.name = cString(name)
+        d.version = cString(version)
+        return d
+    }
+
+    /// config_new of a plugin that takes no config: accepts {} (or nothing)
+    /// and returns a non-NULL marker, as the ABI asks of stateless configs.
+    public static func acceptEmptyConfig(_ plugin: String, _ json: mg_str, _ errorBuffer: UnsafeMutablePointer<CChar>?, _ size: Int) -> UnsafeMutableRawPointer? {
+        do throws(PluginConfig.Invalid) {
+            _ = try PluginConfig(json: json, allowedKeys: [])
+            return UnsafeMutableRawPointer(bitPattern: 1)
+        } catch {
+            writeError("\(plugin) takes no config: \(error.message)", errorBuffer, size)
+            return nil
+        }
+    }
+
     /// Stores the descriptor for the life of the process.
     public static func publish(_ descriptor: mg_plugin) -> UnsafePointer<mg_plugin> {
         let storage = UnsafeMutablePointer<mg_plugin>.allocate(capacity: 1)

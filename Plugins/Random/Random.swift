@@ -1,4 +1,5 @@
 import FilterABI
+import PluginKit
 
 /// Uniform random choice among the usable endpoints (avoiding the one that
 /// just failed when another exists). Takes no config.
@@ -12,38 +13,19 @@ enum RandomBalancer {
 
     /// Static storage for the life of the process, as the ABI requires.
     nonisolated(unsafe) static let descriptor: UnsafePointer<mg_plugin> = {
-        var d = mg_plugin()
-        d.size = UInt32(MemoryLayout<mg_plugin>.size)
-        d.abi_major = UInt32(MG_ABI_MAJOR)
-        d.abi_minor = 0
-        d.kinds = UInt32(MG_KIND_BALANCER)
-        d.name = UnsafeRawPointer(("random" as StaticString).utf8Start).assumingMemoryBound(to: CChar.self)
-        d.version = UnsafeRawPointer(("1.0.0" as StaticString).utf8Start).assumingMemoryBound(to: CChar.self)
-        d.config_new = { _, json, error, errorSize in
-            let text = String(decoding: UnsafeRawBufferPointer(start: json.ptr, count: json.len), as: UTF8.self)
-            guard ["{}", "", "null"].contains(text.filter { !$0.isWhitespace }) else {
-                if let error, errorSize > 0 {
-                    let bytes = Array("random takes no config (got \(text))".utf8CString.prefix(errorSize - 1)) + [0]
-                    error.update(from: bytes, count: bytes.count)
-                }
-                return nil
-            }
-            return UnsafeMutableRawPointer(bitPattern: 1)  // accepted, no state
-        }
+        var d = PluginSupport.descriptor(name: "random", version: "1.0.0", kinds: MG_KIND_BALANCER)
+        d.config_new = { _, json, error, size in PluginSupport.acceptEmptyConfig("random", json, error, size) }
         d.lb_pick = { _, _, request, list, chosen in
             guard let list, let chosen, let index = pick(list.pointee, avoid: request?.pointee.avoid_endpoint ?? 0) else { return -1 }
             chosen.pointee = UInt32(index)
             return 0
         }
-        let storage = UnsafeMutablePointer<mg_plugin>.allocate(capacity: 1)
-        storage.initialize(to: d)
-        return UnsafePointer(storage)
+        return PluginSupport.publish(d)
     }()
 }
 
 /// The plugin's one exported symbol (MG_PLUGIN_ENTRY_V1).
 @_cdecl("meshgate_plugin_v1")
 public func meshgatePluginV1(_ host: UnsafePointer<mg_host>?) -> UnsafePointer<mg_plugin>? {
-    guard let host, host.pointee.abi_major == UInt32(MG_ABI_MAJOR) else { return nil }
-    return RandomBalancer.descriptor
+    PluginHost.accept(host) ? RandomBalancer.descriptor : nil
 }

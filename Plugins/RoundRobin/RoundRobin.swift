@@ -1,4 +1,5 @@
 import FilterABI
+import PluginKit
 
 /// The default balancer: round robin over the usable endpoints, and smooth
 /// weighted round robin (nginx's algorithm) when their weights differ, so
@@ -47,34 +48,12 @@ final class RoundRobinInstance {
 
 enum RoundRobinPlugin {
     /// Static storage for the life of the process, as the ABI requires.
+    /// Static storage for the life of the process, as the ABI requires.
     nonisolated(unsafe) static let descriptor: UnsafePointer<mg_plugin> = {
-        var d = mg_plugin()
-        d.size = UInt32(MemoryLayout<mg_plugin>.size)
-        d.abi_major = UInt32(MG_ABI_MAJOR)
-        d.abi_minor = 0
-        d.kinds = UInt32(MG_KIND_BALANCER)
-        d.name = UnsafeRawPointer(("round_robin" as StaticString).utf8Start).assumingMemoryBound(to: CChar.self)
-        d.version = UnsafeRawPointer(("1.0.0" as StaticString).utf8Start).assumingMemoryBound(to: CChar.self)
-        d.config_new = { _, json, error, errorSize in
-            let text = String(decoding: UnsafeRawBufferPointer(start: json.ptr, count: json.len), as: UTF8.self)
-            let trimmed = text.filter { !$0.isWhitespace }
-            guard trimmed == "{}" || trimmed.isEmpty || trimmed == "null" else {
-                if let error, errorSize > 0 {
-                    let message = Array("round_robin takes no config (got \(text))".utf8CString.prefix(errorSize - 1)) + [0]
-                    error.update(from: message, count: message.count)
-                }
-                return nil
-            }
-            // No state: any non-NULL pointer says "accepted".
-            return UnsafeMutableRawPointer(bitPattern: 1)
-        }
-        d.instance_new = { _, _, _ in
-            UnsafeMutableRawPointer(Unmanaged.passRetained(RoundRobinInstance()).toOpaque())
-        }
-        d.instance_destroy = { instance in
-            guard let instance else { return }
-            Unmanaged<RoundRobinInstance>.fromOpaque(instance).release()
-        }
+        var d = PluginSupport.descriptor(name: "round_robin", version: "1.0.0", kinds: MG_KIND_BALANCER)
+        d.config_new = { _, json, error, size in PluginSupport.acceptEmptyConfig("round_robin", json, error, size) }
+        d.instance_new = { _, _, _ in PluginSupport.retain(RoundRobinInstance()) }
+        d.instance_destroy = { PluginSupport.release($0) }
         d.lb_update = { instance, list in
             guard let instance, let list else { return }
             Unmanaged<RoundRobinInstance>.fromOpaque(instance).takeUnretainedValue().update(list.pointee)
@@ -88,15 +67,12 @@ enum RoundRobinPlugin {
             chosen.pointee = UInt32(index)
             return 0
         }
-        let storage = UnsafeMutablePointer<mg_plugin>.allocate(capacity: 1)
-        storage.initialize(to: d)
-        return UnsafePointer(storage)
+        return PluginSupport.publish(d)
     }()
 }
 
 /// The plugin's one exported symbol (MG_PLUGIN_ENTRY_V1).
 @_cdecl("meshgate_plugin_v1")
 public func meshgatePluginV1(_ host: UnsafePointer<mg_host>?) -> UnsafePointer<mg_plugin>? {
-    guard let host, host.pointee.abi_major == UInt32(MG_ABI_MAJOR) else { return nil }
-    return RoundRobinPlugin.descriptor
+    PluginHost.accept(host) ? RoundRobinPlugin.descriptor : nil
 }

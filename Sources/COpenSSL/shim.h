@@ -1,6 +1,78 @@
 #ifndef MESHGATE_COPENSSL_SHIM_H
 #define MESHGATE_COPENSSL_SHIM_H
+#include <string.h>
 #include <openssl/ssl.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
+
+/* OpenSSL macros (and a callback) that Swift cannot call directly, as
+ * static inline functions. Only MeshgateTLS and MeshgateCrypto use them. */
+
+static inline int mg_ssl_ctx_set_min_tls12(SSL_CTX *ctx) {
+    return (int)SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+}
+
+static inline void mg_ssl_ctx_set_modern_options(SSL_CTX *ctx) {
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
+}
+
+static inline long mg_bio_pending(BIO *bio) { return (long)BIO_ctrl_pending(bio); }
+
+static inline int mg_ssl_set_sni(SSL *ssl, const char *name) { return (int)SSL_set_tlsext_host_name(ssl, name); }
+
+/* Server ALPN: "h2" or nothing (the handshake fails with
+ * no_application_protocol: gRPC needs HTTP/2). */
+static int mg_alpn_select_h2(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                             const unsigned char *in, unsigned int inlen, void *arg) {
+    (void)ssl; (void)arg;
+    unsigned int i = 0;
+    while (i < inlen) {
+        unsigned int len = in[i];
+        if (i + 1 + len > inlen) break;
+        if (len == 2 && memcmp(in + i + 1, "h2", 2) == 0) {
+            *out = in + i + 1;
+            *outlen = 2;
+            return SSL_TLSEXT_ERR_OK;
+        }
+        i += 1 + len;
+    }
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+static inline void mg_ssl_ctx_require_alpn_h2(SSL_CTX *ctx) {
+    SSL_CTX_set_alpn_select_cb(ctx, mg_alpn_select_h2, NULL);
+}
+
+static inline int mg_ssl_ctx_offer_alpn_h2(SSL_CTX *ctx) {
+    static const unsigned char protos[] = { 2, 'h', '2' };
+    return SSL_CTX_set_alpn_protos(ctx, protos, sizeof protos);
+}
+
+/* The `index`-th subject alternative name of `cert`: its GEN_* type and
+ * bytes (valid while `cert` lives). Returns 0 past the end. */
+static inline int mg_x509_san(X509 *cert, int index, int *type, const unsigned char **data, int *len) {
+    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    if (!names) return 0;
+    int found = 0;
+    if (index < sk_GENERAL_NAME_num(names)) {
+        const GENERAL_NAME *name = sk_GENERAL_NAME_value(names, index);
+        *type = name->type;
+        const ASN1_STRING *value = NULL;
+        if (name->type == GEN_DNS || name->type == GEN_URI || name->type == GEN_EMAIL) value = name->d.ia5;
+        else if (name->type == GEN_IPADD) value = name->d.iPAddress;
+        static __thread unsigned char copy[512];
+        *len = 0;
+        if (value) {
+            int n = ASN1_STRING_length(value);
+            if (n > (int)sizeof copy) n = (int)sizeof copy;
+            memcpy(copy, ASN1_STRING_get0_data(value), (size_t)n);
+            *len = n;
+        }
+        *data = copy;
+        found = 1;
+    }
+    GENERAL_NAMES_free(names);
+    return found;
+}
 #endif
