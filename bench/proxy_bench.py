@@ -303,9 +303,10 @@ def hedge_bench(h2load, nghttp, fleet, meshgate, upstreams, body, args, work_dir
     try:
         for round_no in range(1, 4):
             for name, (pid, port) in ports.items():
-                runs.append(run_h2load(h2load, name, round_no, pid, port, body, hedge_args, work_dir))
+                # Round numbers of their own: h2load appends to an existing log file.
+                runs.append(run_h2load(h2load, name, 100 + round_no, pid, port, body, hedge_args, work_dir))
             # The baseline: one replica without any proxy.
-            runs.append(run_h2load(h2load, "replica r1", round_no, replica_pid, upstreams[0], body, hedge_args, work_dir))
+            runs.append(run_h2load(h2load, "replica r1", 100 + round_no, replica_pid, upstreams[0], body, hedge_args, work_dir))
     finally:
         for port in upstreams:
             set_faults(nghttp, port, 0, 0, work_dir)
