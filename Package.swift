@@ -59,12 +59,15 @@ let package = Package(
         .target(name: "MeshgateYAML", dependencies: ["CYAML"]),
         .target(name: "MeshgateCrypto", dependencies: ["COpenSSL"]),
         .target(
+            name: "MeshgateTLS",
+            dependencies: ["COpenSSL", .product(name: "NIOCore", package: "swift-nio")]),
+        .target(
             name: "MeshgateGRPC",
             dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
         .target(
             name: "GatewayHost",
             dependencies: [
-                "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateCrypto", "GRPCHealthProto", "FilterABI",
+                "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateCrypto", "MeshgateTLS", "GRPCHealthProto", "FilterABI",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -92,7 +95,7 @@ let package = Package(
         .executableTarget(
             name: "MeshSample",
             dependencies: [
-                "MeshProto", "GRPCHealthProto", "MeshgateHTTP2", "MeshgateGRPC", "MeshgateGRPCCalls",
+                "MeshProto", "GRPCHealthProto", "MeshgateHTTP2", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

@@ -1,5 +1,6 @@
 import ArgumentParser
 import MeshProto
+import MeshgateTLS
 
 /// Faults given on the command line, applied before serving.
 struct MeshProtoFaults: Sendable {
@@ -30,10 +31,23 @@ struct SampleCommand: ParsableCommand {
     @Option(name: .customLong("fail-code"), help: "gRPC status code for injected failures.") var failCode = 14
     @Option(name: .customLong("delay-ms"), help: "Delay added to MeshService calls.") var delayMs = 0
     @Option(name: .customLong("delay-probability"), help: "Fraction of calls that get the delay.") var delayProbability = 1.0
+    @Option(name: .customLong("tls-cert"), help: "Serve TLS with this PEM certificate chain.") var tlsCert: String?
+    @Option(name: .customLong("tls-key"), help: "The certificate's PEM private key.") var tlsKey: String?
+    @Option(name: .customLong("tls-ca"), help: "Require client certificates signed by this PEM CA bundle (mutual TLS).") var tlsCA: String?
 
     func run() throws {
+        var tls: TLSContext?
+        if let tlsCert {
+            do {
+                tls = try TLSContext(role: .server, certificateChain: tlsCert, privateKey: tlsKey, trustedCAs: tlsCA,
+                                     clientAuth: tlsCA == nil ? .none : .required)
+            } catch {
+                throw ValidationError("TLS: \(error.message)")
+            }
+        }
         try SampleServer.run(host: host, port: port, replicaID: replicaID, maxConcurrentStreams: maxConcurrentStreams,
                              faults: MeshProtoFaults(failProbability: failProbability, failCode: failCode,
-                                                     delayMs: delayMs, delayProbability: delayProbability))
+                                                     delayMs: delayMs, delayProbability: delayProbability),
+                             tls: tls)
     }
 }

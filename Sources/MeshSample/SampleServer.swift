@@ -2,6 +2,7 @@ import Dispatch
 import MeshgateGRPC
 import MeshgateGRPCCalls
 import MeshgateHTTP2
+import MeshgateTLS
 import NIOCore
 import NIOPosix
 
@@ -40,7 +41,7 @@ final class SampleConnection: HTTP2ConnectionDelegate {
 /// The sample mesh service: one event loop, h2c, on the project's own
 /// HTTP/2 layer.
 final class SampleServer {
-    static func run(host: String, port: Int, replicaID: String, maxConcurrentStreams: Int, faults: MeshProtoFaults) throws {
+    static func run(host: String, port: Int, replicaID: String, maxConcurrentStreams: Int, faults: MeshProtoFaults, tls: TLSContext?) throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
         let settings = HTTP2Settings(maxConcurrentStreams: UInt32(maxConcurrentStreams))
@@ -62,6 +63,7 @@ final class SampleServer {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     box.replica.stats.connections += 1
+                    if let tls { try channel.pipeline.syncOperations.addHandler(try TLSHandler(context: tls)) }
                     let connection = HTTP2Connection(role: .server, settings: settings, writeBatch: box.writeBatch, delegate: SampleConnection(box: box))
                     try channel.pipeline.syncOperations.addHandler(connection)
                     box.connections[ObjectIdentifier(connection)] = connection

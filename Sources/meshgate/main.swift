@@ -40,6 +40,7 @@ struct Validate: ParsableCommand {
         let config = options.load()
         let plugins: PluginRuntime
         do {
+            _ = try TLSMaterial.load(config)
             plugins = try PluginRuntime.load(config)
         } catch {
             printError("meshgate: invalid config: \(error)")

@@ -81,11 +81,14 @@ public enum ConfigLoader {
     }
 
     private static func parseListener(_ node: YAMLNode, file: String, path: String, clusters: Set<String>) throws(ConfigError) -> ListenerConfig {
-        let l = try YAMLFieldReader(node, file: file, path: path, allowed: ["name", "address", "routes", "max_concurrent_streams"])
+        let l = try YAMLFieldReader(node, file: file, path: path, allowed: ["name", "address", "routes", "max_concurrent_streams", "tls"])
         let name = try l.requiredString("name")
         let address = try l.requiredAddress("address")
         var listener = ListenerConfig(name: name, address: address, routes: [])
         if let n = try l.int("max_concurrent_streams", range: 1...1_000_000) { listener.maxConcurrentStreams = n }
+        if let tlsNode = l.node("tls") {
+            listener.tls = try parseTLS(tlsNode, file: file, path: l.fieldPath("tls"), listener: true)
+        }
         for (routeNode, routePath) in try l.list("routes") {
             listener.routes.append(try parseRoute(routeNode, file: file, path: routePath, clusters: clusters))
         }
@@ -93,7 +96,7 @@ public enum ConfigLoader {
     }
 
     private static func parseRoute(_ node: YAMLNode, file: String, path: String, clusters: Set<String>) throws(ConfigError) -> RouteConfig {
-        let r = try YAMLFieldReader(node, file: file, path: path, allowed: ["match", "cluster", "timeout", "max_timeout", "replay_buffer_limit", "filters"])
+        let r = try YAMLFieldReader(node, file: file, path: path, allowed: ["match", "cluster", "timeout", "max_timeout", "replay_buffer_limit", "allowed_identities", "filters"])
         let matchNode = try r.requiredNode("match")
         let m = try YAMLFieldReader(matchNode, file: file, path: r.fieldPath("match"), allowed: ["service", "method", "path_prefix", "headers"])
         var match = RouteMatchConfig()
@@ -131,6 +134,16 @@ public enum ConfigLoader {
         var route = RouteConfig(match: match, cluster: cluster, timeout: try r.duration("timeout"),
                                 maxTimeout: try r.duration("max_timeout"), filters: [], mark: node.mark)
         if let limit = try r.int("replay_buffer_limit", range: 0...(64 << 20)) { route.replayBufferLimit = limit }
+        if r.node("allowed_identities") != nil {
+            var names: [String] = []
+            for (item, itemPath) in try r.list("allowed_identities") {
+                guard case .scalar(let value, _, _) = item, !value.isEmpty else {
+                    throw ConfigError(file: file, mark: item.mark, field: itemPath, message: "must be a client identity: a SPIFFE URI, a DNS name or a certificate CN")
+                }
+                names.append(value)
+            }
+            route.allowedIdentities = names
+        }
         for (filterNode, filterPath) in try r.list("filters") {
             let f = try YAMLFieldReader(filterNode, file: file, path: filterPath, allowed: ["plugin", "config"])
             route.filters.append(FilterConfig(plugin: try f.requiredString("plugin"), config: f.node("config"), mark: filterNode.mark, field: filterPath))
@@ -138,11 +151,44 @@ public enum ConfigLoader {
         return route
     }
 
+    private static func parseTLS(_ node: YAMLNode, file: String, path: String, listener: Bool) throws(ConfigError) -> TLSFilesConfig {
+        let allowed: [String] = listener ? ["cert", "key", "ca", "client_auth"] : ["cert", "key", "ca", "server_name"]
+        let t = try YAMLFieldReader(node, file: file, path: path, allowed: allowed)
+        let directory = PluginRuntime.directory(of: file)
+        func resolved(_ key: String) throws(ConfigError) -> String? {
+            try t.string(key).map { PluginRuntime.resolve($0, against: directory) }
+        }
+        var tls = TLSFilesConfig(cert: try resolved("cert"), key: try resolved("key"), ca: try resolved("ca"), mark: node.mark, field: path)
+        if listener {
+            guard tls.cert != nil, tls.key != nil else {
+                throw ConfigError(file: file, mark: node.mark, field: path, message: "a TLS listener needs `cert` and `key`")
+            }
+            if let mode = try t.string("client_auth") {
+                guard ["none", "optional", "required"].contains(mode) else {
+                    throw t.error("client_auth", t.node("client_auth"), "must be none, optional or required, got '\(mode)'")
+                }
+                tls.clientAuth = mode
+            }
+            if tls.clientAuth != "none" && tls.ca == nil {
+                throw ConfigError(file: file, mark: node.mark, field: "\(path).ca", message: "client_auth \(tls.clientAuth) needs `ca`, the bundle that verifies client certificates")
+            }
+        } else {
+            tls.serverName = try t.string("server_name")
+            if (tls.cert == nil) != (tls.key == nil) {
+                throw ConfigError(file: file, mark: node.mark, field: path, message: "a client certificate needs both `cert` and `key`")
+            }
+        }
+        return tls
+    }
+
     private static func parseCluster(_ node: YAMLNode, file: String, path: String) throws(ConfigError) -> ClusterConfig {
-        let c = try YAMLFieldReader(node, file: file, path: path, allowed: ["name", "endpoints", "connect_timeout", "max_connections_per_endpoint", "health_check"])
+        let c = try YAMLFieldReader(node, file: file, path: path, allowed: ["name", "endpoints", "connect_timeout", "max_connections_per_endpoint", "health_check", "tls"])
         var cluster = ClusterConfig(name: try c.requiredString("name"), endpoints: [])
         if let d = try c.duration("connect_timeout") { cluster.connectTimeout = d }
         if let n = try c.int("max_connections_per_endpoint", range: 1...1024) { cluster.maxConnectionsPerEndpoint = n }
+        if let tlsNode = c.node("tls") {
+            cluster.tls = try parseTLS(tlsNode, file: file, path: c.fieldPath("tls"), listener: false)
+        }
         if let node = c.node("health_check") {
             cluster.healthCheck = try parseHealthCheck(node, file: file, path: c.fieldPath("health_check"))
         }

@@ -40,6 +40,32 @@ public struct ListenerConfig: Sendable {
     /// SETTINGS_MAX_CONCURRENT_STREAMS offered to each downstream connection.
     public var maxConcurrentStreams: Int = 1024
     public var routes: [RouteConfig]
+    /// TLS (and mutual TLS) for downstream connections; nil: h2c.
+    public var tls: TLSFilesConfig?
+}
+
+/// `tls:` of a listener or a cluster: PEM files, resolved against the
+/// config file's folder. They are watched: replaced files apply to new
+/// handshakes without a restart.
+public struct TLSFilesConfig: Sendable, Equatable {
+    /// The certificate chain presented (a listener's server certificate; a
+    /// cluster's client certificate for upstream mutual TLS).
+    public var cert: String?
+    public var key: String?
+    /// The CA bundle that verifies the peer (clients of a listener; the
+    /// upstream servers of a cluster, default: the system's).
+    public var ca: String?
+    /// Listener: whether clients present a certificate.
+    public var clientAuth: String = "none"
+    /// Cluster: the name sent as SNI and checked against the upstream's
+    /// certificate (default: the endpoint's host).
+    public var serverName: String?
+    public var mark: YAMLMark
+    public var field: String
+
+    public static func == (a: TLSFilesConfig, b: TLSFilesConfig) -> Bool {
+        a.cert == b.cert && a.key == b.key && a.ca == b.ca && a.clientAuth == b.clientAuth && a.serverName == b.serverName
+    }
 }
 
 public struct RouteConfig: Sendable {
@@ -52,6 +78,9 @@ public struct RouteConfig: Sendable {
     /// Request bytes kept for replay (retries, hedges, transparent retries)
     /// before the call commits to the attempt it has.
     public var replayBufferLimit: Int = 256 * 1024
+    /// Client identities (SPIFFE URI, DNS SAN or subject CN of a verified
+    /// client certificate) allowed on this route; nil: anyone.
+    public var allowedIdentities: [String]?
     public var filters: [FilterConfig]
     /// Where the route is declared, for messages.
     public var mark: YAMLMark
@@ -90,11 +119,14 @@ public struct ClusterConfig: Sendable {
     public var maxConnectionsPerEndpoint: Int = 8
     /// Active health checking of the endpoints; nil: every endpoint counts as healthy.
     public var healthCheck: HealthCheckConfig?
+    /// TLS to the endpoints; nil: h2c.
+    public var tls: TLSFilesConfig?
 
     /// Whether connections made for `other` would be made the same way (a
     /// reload keeps an endpoint's pool only then).
     func sameConnectionSettings(as other: ClusterConfig) -> Bool {
         name == other.name && connectTimeout == other.connectTimeout && maxConnectionsPerEndpoint == other.maxConnectionsPerEndpoint
+            && tls == other.tls
     }
 }
 

@@ -2,6 +2,7 @@ import GRPCHealthProto
 import MeshgateGRPC
 import MeshgateGRPCCalls
 import MeshgateHTTP2
+import MeshgateTLS
 import NIOCore
 import NIOPosix
 
@@ -20,6 +21,8 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
     let endpointIndex: Int
     let endpoint: EndpointConfig
     let epoch: Int
+    /// The cluster's TLS: probes connect the way calls do.
+    let tls: TLSContextSource?
     let config: HealthCheckConfig
     let registry: HealthRegistry
     let eventLoop: EventLoop
@@ -37,8 +40,10 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
 
     struct ProbeError: Error { let message: String }
 
-    init(epoch: Int, cluster: Int, endpoint: Int, config: EndpointConfig, check: HealthCheckConfig, registry: HealthRegistry, eventLoop: EventLoop) {
+    init(epoch: Int, cluster: Int, endpoint: Int, config: EndpointConfig, check: HealthCheckConfig, registry: HealthRegistry,
+         eventLoop: EventLoop, tls: TLSContextSource? = nil) {
         self.epoch = epoch
+        self.tls = tls
         self.clusterIndex = cluster
         self.endpointIndex = endpoint
         self.endpoint = config
@@ -188,11 +193,14 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
         connecting = true
         connection = nil
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        let tlsContext = tls?.current
+        let serverName = tls?.files.serverName ?? endpoint.address.host
         ClientBootstrap(group: eventLoop)
             .connectTimeout(.nanoseconds(config.timeout.nanosecondsClamped))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tlsContext { try channel.pipeline.syncOperations.addHandler(try TLSHandler(context: tlsContext, serverName: serverName)) }
                     try channel.pipeline.syncOperations.addHandler(HTTP2Connection(role: .client, delegate: bound.value))
                 }
             }

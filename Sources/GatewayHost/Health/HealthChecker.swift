@@ -25,7 +25,8 @@ final class HealthChecker: @unchecked Sendable {
                 guard let check = cluster.healthCheck else { continue }
                 for (e, endpoint) in cluster.endpoints.enumerated() {
                     let probe = EndpointProbe(epoch: self.epoch, cluster: c, endpoint: e, config: endpoint, check: check,
-                                              registry: self.registry, eventLoop: self.eventLoop)
+                                              registry: self.registry, eventLoop: self.eventLoop,
+                                              tls: self.runtime.tls.clusters[cluster.name])
                     self.probes.append(probe)
                     probe.start()
                 }

@@ -1,6 +1,7 @@
 import NIOCore
 import MeshgateGRPC
 import MeshgateHTTP2
+import MeshgateTLS
 
 /// The gateway's side of one client connection: turns each request head
 /// into a routed `ProxyCall`, or answers it locally with a gRPC status.
@@ -10,11 +11,14 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     let listenerIndex: Int
     let listenerName: String
     unowned let loop: LoopContext
+    /// The connection's TLS, on a TLS listener: its verified client identity.
+    let tls: TLSHandler?
 
-    init(listener: GatewayRuntime.Listener, loop: LoopContext) {
+    init(listener: GatewayRuntime.Listener, loop: LoopContext, tls: TLSHandler?) {
         self.listenerIndex = listener.index
         self.listenerName = listener.config.name
         self.loop = loop
+        self.tls = tls
     }
 
     func http2(_ connection: HTTP2Connection, didReceiveRequest headers: HTTP2HeaderList, stream: Int32, endStream: Bool) -> HTTP2StreamDelegate? {
@@ -37,6 +41,18 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
         guard let route = generation.runtime.listeners[listenerIndex].routes.match(path: path, headers: headers) else {
             return reply(connection, stream, GRPCStatus(.unimplemented, "no route for \(path) on listener '\(listenerName)'"))
         }
+        let peer = tls?.peer
+        if let allowed = route.config.allowedIdentities {
+            guard let peer, peer.names.contains(where: allowed.contains) else {
+                let who = peer.map { "client identity \($0.names.first ?? "(a certificate without names)")" } ?? "a client without a certificate"
+                return reply(connection, stream, GRPCStatus(.permissionDenied, "\(who) is not allowed to call \(path)"))
+            }
+        }
+        var headers = headers
+        // Only the gateway vouches for client certificates (Envoy's
+        // SANITIZE_SET): a client's own x-forwarded-client-cert is dropped.
+        if headers["x-forwarded-client-cert"] != nil { headers.removeAll(named: "x-forwarded-client-cert") }
+        if let peer { headers.append("x-forwarded-client-cert", peer.forwardedClientCert) }
         var clientTimeout: Int64?
         if let text = headers["grpc-timeout"] {
             guard let parsed = GRPCTimeout.parse(text) else {

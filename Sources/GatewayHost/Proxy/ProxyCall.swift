@@ -175,7 +175,7 @@ final class ProxyCall: HTTP2StreamDelegate {
             case "grpc-timeout", "grpc-previous-rpc-attempts", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
                 continue
             case ":scheme":
-                headers.append(name, "http")  // upstream hop is h2c until upstream TLS lands
+                headers.append(name, attempt.pool?.scheme ?? "http")
             default:
                 headers.append(name, value)
             }

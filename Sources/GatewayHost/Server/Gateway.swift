@@ -1,5 +1,6 @@
 import Dispatch
 import MeshgateHTTP2
+import MeshgateTLS
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -23,6 +24,9 @@ public final class Gateway: Sendable {
     public let ejections = EjectionRegistry()
     /// The clusters of the generation new calls use (see `clusterSignature`).
     private let currentClusters: NIOLockedValueBox<[String]>
+    /// The TLS material of the generation new calls use (for rotation).
+    private let currentTLS: NIOLockedValueBox<TLSMaterial>
+    private let tlsWatch = NIOLockedValueBox<RepeatedTask?>(nil)
 
     private struct State {
         var listeners: [Channel] = []
@@ -36,8 +40,9 @@ public final class Gateway: Sendable {
     /// Loads the plugins of `config` (ConfigError when one cannot load or
     /// rejects its config), then sets up the event loops.
     public init(config: GatewayConfig) throws {
-        self.runtime = GatewayRuntime(config)
+        self.runtime = GatewayRuntime(config, tls: try TLSMaterial.load(config))
         self.currentClusters = NIOLockedValueBox(Self.clusterSignature(config))
+        self.currentTLS = NIOLockedValueBox(runtime.tls)
         ejections.setMembership(config.clusters)
         let plugins = try PluginRuntime.load(config, ejections: ejections)
         self.plugins = plugins
@@ -88,6 +93,7 @@ public final class Gateway: Sendable {
         }
         for listener in runtime.listeners {
             let contexts = self.contexts
+            let tlsSource = runtime.tls.listeners[listener.index]
             let settings = HTTP2Settings(maxConcurrentStreams: UInt32(listener.config.maxConcurrentStreams))
             let bootstrap = ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 1024)
@@ -96,8 +102,19 @@ public final class Gateway: Sendable {
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let loop = contexts[ObjectIdentifier(channel.eventLoop)]!
-                        // The TLS seam: a TLS handler goes here, below HTTP/2.
-                        let downstream = DownstreamConnection(listener: listener, loop: loop)
+                        var tls: TLSHandler?
+                        if let source = tlsSource {
+                            // TLS below HTTP/2; each handshake takes the current (rotated) material.
+                            let handler = try TLSHandler(context: source.current)
+                            let peer = channel.remoteAddress.map { "\($0)" } ?? "?"
+                            let name = listener.config.name
+                            handler.onFailure = { reason in
+                                Log.info("TLS handshake refused", ["listener": name, "peer": peer, "reason": reason])
+                            }
+                            try channel.pipeline.syncOperations.addHandler(handler)
+                            tls = handler
+                        }
+                        let downstream = DownstreamConnection(listener: listener, loop: loop, tls: tls)
                         let http2 = HTTP2Connection(role: .server, settings: settings, writeBatch: loop.writeBatch, delegate: downstream)
                         try channel.pipeline.syncOperations.addHandler(http2)
                         loop.register(http2)
@@ -116,6 +133,13 @@ public final class Gateway: Sendable {
             }
         }
         checker.withLockedValue { $0 }.start()
+        // Certificate rotation: changed files apply to new handshakes.
+        let watched = currentTLS
+        tlsWatch.withLockedValue {
+            $0 = ControlThread.loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+                for source in watched.withLockedValue({ $0.all }) { source.reloadIfChanged() }
+            }
+        }
         health.markStarted()
     }
 
@@ -162,6 +186,7 @@ public final class Gateway: Sendable {
         try? await Task.sleep(for: .milliseconds(600))
         health.finishAllWatches()
         checker.withLockedValue { $0 }.stop()
+        tlsWatch.withLockedValue { $0 }?.cancel()
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
         var remaining = 0
@@ -219,7 +244,14 @@ public final class Gateway: Sendable {
             } catch {
                 throw GatewayError(.invalidConfig, "\(error)")
             }
-            let newRuntime = GatewayRuntime(config)
+            let tls: TLSMaterial
+            do {
+                tls = try TLSMaterial.load(config, previous: currentTLS.withLockedValue { $0 })
+            } catch {
+                throw GatewayError(.invalidConfig, "\(error)")
+            }
+            let newRuntime = GatewayRuntime(config, tls: tls)
+            currentTLS.withLockedValue { $0 = tls }
             let (number, old) = state.withLockedValue { s -> (Int, PluginRuntime?) in
                 s.generation += 1
                 defer { s.plugins = plugins }
@@ -269,6 +301,9 @@ public final class Gateway: Sendable {
     static func restartOnlyDifference(_ old: GatewayConfig, _ new: GatewayConfig) -> String? {
         let listeners = { (c: GatewayConfig) in c.listeners.map { "\($0.name)@\($0.address)/\($0.maxConcurrentStreams)" } }
         if listeners(old) != listeners(new) { return "the listeners (names, addresses)" }
+        if old.listeners.map(\.tls) != new.listeners.map(\.tls) {
+            return "a listener's tls block (replacing the files it names needs no restart)"
+        }
         if old.admin?.address != new.admin?.address { return "the admin address" }
         return nil
     }
@@ -278,6 +313,7 @@ public final class Gateway: Sendable {
         config.clusters.map { cluster in
             "\(cluster.name):" + cluster.endpoints.map { "\($0.address)*\($0.weight)" }.joined(separator: ",")
                 + "/\(cluster.connectTimeout)/\(cluster.maxConnectionsPerEndpoint)/\(cluster.healthCheck.map { "\($0)" } ?? "-")"
+                + "/\(cluster.tls.map { "\($0.cert ?? "")|\($0.key ?? "")|\($0.ca ?? "")|\($0.serverName ?? "")" } ?? "-")"
         }
     }
 

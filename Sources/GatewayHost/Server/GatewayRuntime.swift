@@ -1,5 +1,5 @@
 /// The config compiled for serving: immutable, shared by every event loop.
-/// A reload (with the filter-plugin work) will publish a new one.
+/// A reload publishes a new one.
 public struct GatewayRuntime: Sendable {
     public struct Listener: Sendable {
         public let config: ListenerConfig
@@ -10,9 +10,11 @@ public struct GatewayRuntime: Sendable {
     public let config: GatewayConfig
     public let listeners: [Listener]
     public let clusters: [ClusterConfig]
+    public let tls: TLSMaterial
 
-    public init(_ config: GatewayConfig) {
+    public init(_ config: GatewayConfig, tls: TLSMaterial = TLSMaterial()) {
         self.config = config
+        self.tls = tls
         self.clusters = config.clusters
         var index: [String: Int] = [:]
         for (i, c) in config.clusters.enumerated() { index[c.name] = i }

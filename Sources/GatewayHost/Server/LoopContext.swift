@@ -48,8 +48,9 @@ final class LoopContext: @unchecked Sendable {
         return runtime.clusters.enumerated().map { i, config in
             ClusterPool(config: config, index: i, loop: self) { endpoint in
                 let address = endpoint.address.description
-                if let kept = existing["\(config.name) \(address)"], kept.cluster.sameConnectionSettings(as: config) { return kept }
-                let made = EndpointPool(endpoint: endpoint, cluster: config, loop: self)
+                if let kept = existing["\(config.name) \(address)"], kept.cluster.sameConnectionSettings(as: config),
+                   kept.tls === runtime.tls.clusters[config.name] { return kept }
+                let made = EndpointPool(endpoint: endpoint, cluster: config, loop: self, tls: runtime.tls.clusters[config.name])
                 made.healthy = self.health.isHealthy(cluster: config.name, address: address)
                 made.ejected = self.ejections.isEjected(cluster: config.name, endpointID: ClusterPool.endpointID(address: address))
                 return made

@@ -1,4 +1,5 @@
 import MeshgateHTTP2
+import MeshgateTLS
 import NIOCore
 import NIOPosix
 
@@ -15,6 +16,8 @@ final class EndpointPool {
     let endpoint: EndpointConfig
     let cluster: ClusterConfig
     unowned let loop: LoopContext
+    /// TLS to the endpoint (the cluster's current material at each connect).
+    let tls: TLSContextSource?
     private(set) var connections: [UpstreamConnection] = []
     private var waiters = CircularBuffer<UpstreamAttempt>()
     private var consecutiveFailures = 0
@@ -30,11 +33,15 @@ final class EndpointPool {
     /// Attempts attached to this endpoint from this loop and not yet ended.
     var inFlight = 0
 
-    init(endpoint: EndpointConfig, cluster: ClusterConfig, loop: LoopContext) {
+    init(endpoint: EndpointConfig, cluster: ClusterConfig, loop: LoopContext, tls: TLSContextSource?) {
         self.endpoint = endpoint
         self.cluster = cluster
         self.loop = loop
+        self.tls = tls
     }
+
+    /// `:scheme` of the requests sent to it.
+    var scheme: String { tls == nil ? "http" : "https" }
 
     var address: String { endpoint.address.description }
 
@@ -81,11 +88,18 @@ final class EndpointPool {
         let bound = NIOLoopBound(connection, eventLoop: loop.eventLoop)
         let writeBatch = NIOLoopBound(loop.writeBatch, eventLoop: loop.eventLoop)
         let timeout = TimeAmount.nanoseconds(cluster.connectTimeout.nanosecondsClamped)
+        let tlsContext = tls?.current
+        let serverName = tls?.files.serverName ?? endpoint.address.host
         ClientBootstrap(group: loop.eventLoop)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tlsContext {
+                        let handler = try TLSHandler(context: tlsContext, serverName: serverName)
+                        handler.onFailure = { reason in bound.value.failureReason = "TLS: \(reason)" }
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                    }
                     let http2 = HTTP2Connection(role: .client, settings: UpstreamConnection.settings, writeBatch: writeBatch.value, delegate: bound.value)
                     try channel.pipeline.syncOperations.addHandler(http2)
                 }

