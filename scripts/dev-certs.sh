@@ -6,7 +6,7 @@
 # DIR are replaced. Never commit the keys (certs/ is in .gitignore).
 set -euo pipefail
 dir="${1:-certs}"
-days="${DAYS:-825}"
+days="${DAYS:-365}"
 mkdir -p "$dir"
 cd "$dir"
 

@@ -28,4 +28,12 @@ if [[ "${1:-}" != "--run" ]]; then
 else
   python3 -m pip install -q --disable-pip-version-check "${pip_packages[@]}"
 fi
+if [[ "${1:-}" != "--run" ]]; then
+  # sslyze (the TLS audit in the tests) pins its own dependencies: its own venv.
+  if [[ ! -x .build-tools/sslyze/bin/sslyze ]]; then
+    echo "setup: installing sslyze into .build-tools/sslyze"
+    python3 -m venv .build-tools/sslyze
+    .build-tools/sslyze/bin/pip install -q --disable-pip-version-check sslyze
+  fi
+fi
 command -v swift >/dev/null || { echo "setup: Swift 6 is required (https://swift.org/install)"; exit 1; }

@@ -17,6 +17,11 @@ static inline void mg_ssl_ctx_set_modern_options(SSL_CTX *ctx) {
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
 }
 
+/* Key exchange groups: Mozilla's "intermediate" set. */
+static inline int mg_ssl_ctx_set_groups(SSL_CTX *ctx) {
+    return (int)SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384");
+}
+
 static inline long mg_bio_pending(BIO *bio) { return (long)BIO_ctrl_pending(bio); }
 
 static inline int mg_ssl_set_sni(SSL *ssl, const char *name) { return (int)SSL_set_tlsext_host_name(ssl, name); }

@@ -1,7 +1,8 @@
 import COpenSSL
 
 /// An OpenSSL `SSL_CTX` built from PEM files: TLS 1.2 and 1.3 only, a
-/// modern cipher list (ECDHE with AES-GCM or ChaCha20 for TLS 1.2), ALPN
+/// modern cipher list (ECDHE with AES-GCM or ChaCha20 for TLS 1.2; X25519,
+/// P-256 and P-384 key exchange: Mozilla's "intermediate" profile), ALPN
 /// `h2` (required on the server side), peer verification against a CA
 /// bundle.
 ///
@@ -32,6 +33,7 @@ public final class TLSContext: @unchecked Sendable {
         pointer = ctx
         guard mg_ssl_ctx_set_min_tls12(ctx) == 1 else { throw TLSError.openSSL("cannot require TLS 1.2 or later") }
         mg_ssl_ctx_set_modern_options(ctx)
+        guard mg_ssl_ctx_set_groups(ctx) == 1 else { throw TLSError.openSSL("cannot set the key exchange groups") }
         guard SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL") == 1 else {
             throw TLSError.openSSL("cannot set the cipher list")
         }

@@ -247,3 +247,47 @@ def test_server_certificate_rotation_under_load(tls_mesh):
     assert failures == [], failures[:5]
     assert pki.serial_of(before.encode()) != rotated_serial
     assert "TLS material reloaded" in tls_mesh.gateway.proc.log_text()
+
+
+def test_sslyze_finds_no_weak_protocol_or_cipher(tls_mesh, bins, tmp_path):
+    """sslyze against a TLS listener, both inside a private network namespace
+    with only loopback (scanners look names up outside): no SSL 2/3 or TLS
+    1.0/1.1, only ECDHE AEAD suites on TLS 1.2, no Heartbleed, CCS injection
+    or compression, and nothing against Mozilla's "intermediate" profile but
+    the dev certificate's lifetime."""
+    from conftest import REPO_ROOT
+    sslyze = REPO_ROOT / ".build-tools/sslyze/bin/python"
+    assert sslyze.exists(), "sslyze is missing: run scripts/setup.sh"
+    port = free_port()
+    config = tmp_path / "audit.yaml"
+    config.write_text(to_yaml({
+        "listeners": [{"name": "audit", "address": f"{HOST}:{port}",
+                       "tls": {"cert": str(tls_mesh.certs / "server.pem"), "key": str(tls_mesh.certs / "server.key"),
+                               "ca": str(tls_mesh.certs / "ca.pem"), "client_auth": "optional"},
+                       "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]}],
+        "clusters": [{"name": "mesh", "endpoints": [{"address": f"{HOST}:9"}]}]}))
+    out = tmp_path / "sslyze.json"
+    script = (
+        "ip link set lo up; "
+        f"{bins.meshgate} run --config {config} > {tmp_path}/gw.log 2>&1 & gw=$!; "
+        f"for i in $(seq 50); do (echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null && break; sleep 0.1; done; "
+        f"{sslyze} -m sslyze --certinfo_ca_file {tls_mesh.certs}/ca.pem --json_out {out} 127.0.0.1:{port}; "
+        "kill $gw"
+    )
+    result = subprocess.run(["unshare", "-n", "bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.exists(), result.stdout + result.stderr
+    scan = json.loads(out.read_text())["server_scan_results"][0]["scan_result"]
+    accepted = {k: [c["cipher_suite"]["name"] for c in scan[k]["result"]["accepted_cipher_suites"]]
+                for k in ("ssl_2_0_cipher_suites", "ssl_3_0_cipher_suites", "tls_1_0_cipher_suites",
+                          "tls_1_1_cipher_suites", "tls_1_2_cipher_suites", "tls_1_3_cipher_suites")}
+    assert accepted["ssl_2_0_cipher_suites"] == accepted["ssl_3_0_cipher_suites"] == [], accepted
+    assert accepted["tls_1_0_cipher_suites"] == accepted["tls_1_1_cipher_suites"] == [], accepted
+    assert accepted["tls_1_2_cipher_suites"] and all(
+        name.startswith("TLS_ECDHE_") and ("GCM" in name or "CHACHA20" in name) for name in accepted["tls_1_2_cipher_suites"]), accepted
+    assert accepted["tls_1_3_cipher_suites"], accepted
+    assert not scan["heartbleed"]["result"]["is_vulnerable_to_heartbleed"]
+    assert not scan["openssl_ccs_injection"]["result"]["is_vulnerable_to_ccs_injection"]
+    assert scan["tls_compression"]["result"]["supports_compression"] is False
+    complaints = [line.strip() for line in result.stdout.splitlines()
+                  if line.strip().startswith("* ") and "should" in line and "maximum_certificate_lifespan" not in line]
+    assert complaints == [], result.stdout[-2000:]
