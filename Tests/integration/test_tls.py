@@ -146,6 +146,7 @@ def test_plaintext_to_a_tls_port_is_refused(tls_mesh):
         assert tls_mesh.process(ch).replica_id
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
 def test_tls_offers_h2_only_and_modern_protocols(tls_mesh):
     """Python's ssl: ALPN h2 is selected, TLS 1.1 is refused, TLS 1.2 uses an
     ECDHE AEAD suite, and a client that offers only http/1.1 is refused."""
