@@ -292,3 +292,23 @@ def test_sslyze_finds_no_weak_protocol_or_cipher(tls_mesh, bins, tmp_path):
     complaints = [line.strip() for line in result.stdout.splitlines()
                   if line.strip().startswith("* ") and "should" in line and "maximum_certificate_lifespan" not in line]
     assert complaints == [], result.stdout[-2000:]
+
+
+def test_a_broken_certificate_file_keeps_the_old_material(tls_mesh):
+    """A certificate file replaced by garbage is refused: the error is logged,
+    new handshakes keep the previous certificate, and restoring the file
+    brings it back."""
+    certs = tls_mesh.certs
+    good = (certs / "gw.pem").read_bytes()
+    serial = pki.serial_of(ssl.get_server_certificate((HOST, tls_mesh.optional_port)).encode())
+    try:
+        (certs / "gw.pem.tmp").write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+        (certs / "gw.pem.tmp").replace(certs / "gw.pem")
+        wait_until(lambda: "TLS material not reloaded" in tls_mesh.gateway.proc.log_text(), timeout=10,
+                   message="the broken file is reported")
+        assert pki.serial_of(ssl.get_server_certificate((HOST, tls_mesh.optional_port)).encode()) == serial
+        with tls_mesh.channel(tls_mesh.optional_port) as ch:
+            assert tls_mesh.process(ch).replica_id
+    finally:
+        (certs / "gw.pem.tmp").write_bytes(good)
+        (certs / "gw.pem.tmp").replace(certs / "gw.pem")
