@@ -98,6 +98,7 @@ public final class TLSHandler: ChannelDuplexHandler {
             var out = context.channel.allocator.buffer(capacity: 16 * 1024)
             var result: Int32 = 0
             out.writeWithUnsafeMutableBytes(minimumWritableBytes: 16 * 1024) { raw in
+                ERR_clear_error()
                 result = SSL_read(ssl, raw.baseAddress, Int32(min(raw.count, Int(Int32.max))))
                 return max(Int(result), 0)
             }
@@ -123,6 +124,8 @@ public final class TLSHandler: ChannelDuplexHandler {
     }
 
     private func advanceHandshake(_ context: ChannelHandlerContext) {
+        // A stale error on this thread's queue would fail SSL_get_error below.
+        ERR_clear_error()
         let result = SSL_do_handshake(ssl)
         if result == 1 {
             handshakeDone = true
@@ -208,6 +211,7 @@ public final class TLSHandler: ChannelDuplexHandler {
 
     private func encrypt(_ context: ChannelHandlerContext, _ buffer: ByteBuffer, promise: EventLoopPromise<Void>?) {
         var ok = true
+        ERR_clear_error()
         buffer.withUnsafeReadableBytes { raw in
             var offset = 0
             while offset < raw.count {

@@ -132,7 +132,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         let verdict = balancer.hooks.lb_pick!(instance(balancer), plugin.handle, &request, &list, &chosen)
         guard verdict == 0, Int(chosen) < cluster.endpoints.count else {
             drop(attempt)
-            guard attempts.isEmpty, scheduledAttempt == nil else { return }
+            guard !finished, attempts.isEmpty, scheduledAttempt == nil else { return }
             if let (last, outcome) = pendingOutcome { return finish(with: last, outcome) }
             guard cluster.hasHealthyEndpoint else {
                 fail(GRPCStatus(.unavailable, "no healthy upstream in cluster '\(cluster.name)': every endpoint fails its health checks or is ejected"))
@@ -168,6 +168,11 @@ final class ProxyCall: HTTP2StreamDelegate {
             plugin.inAttemptStart = false
         }
         attempt.didStart = true
+        if attempt.cancelled {
+            // A hook cancelled this very attempt: it is owed its report.
+            report(attempt, AttemptOutcome(status: GRPCStatus(.cancelled, "attempt cancelled by a filter")))
+            return drop(attempt)
+        }
         var headers = HTTP2HeaderList()
         headers.reserveCapacity(requestHeaders.count + 2)
         for (name, value) in requestHeaders {
@@ -211,7 +216,18 @@ final class ProxyCall: HTTP2StreamDelegate {
     /// Forgets an attempt that never opened a stream (or whose stream is gone).
     private func drop(_ attempt: UpstreamAttempt) {
         if let i = attempts.firstIndex(where: { $0 === attempt }) { attempts.remove(at: i) }
+        finishIfNothingRuns()
         endCallIfDone()
+    }
+
+    /// Attempts still waiting for their status (not ended, not cancelled).
+    private var hasRunningAttempt: Bool { attempts.contains { !$0.cancelled && $0.outcome == nil } }
+
+    /// No attempt runs and none is scheduled, yet the client has no status:
+    /// end with the last result an attempt left.
+    private func finishIfNothingRuns() {
+        guard !finished, !hasRunningAttempt, scheduledAttempt == nil, committed == nil else { return }
+        if let (last, outcome) = pendingOutcome { finish(with: last, outcome) }
     }
 
     /// Starts another attempt after `delayMs` (replacing a scheduled one).
@@ -286,15 +302,14 @@ final class ProxyCall: HTTP2StreamDelegate {
 
     func http2(_ connection: HTTP2Connection, stream: Int32, didCloseWith reason: HTTP2StreamCloseReason) {
         downstreamClosed = true
-        if !finished || reason != .finished {
-            // The client cancelled or vanished: the upstream must know.
-            cancelAttempts(except: nil)
+        let cancelledByClient = !finished || reason != .finished
+        if cancelledByClient && finalStatus == nil {
+            finalStatus = GRPCStatus(.cancelled, "the client cancelled the call")
         }
         finished = true
         cancelTimer()
-        if reason != .finished && finalStatus == nil {
-            finalStatus = GRPCStatus(.cancelled, "the client cancelled the call")
-        }
+        // The client cancelled or vanished: the upstream must know.
+        if cancelledByClient { cancelAttempts(except: nil) }
         endCallIfDone()
     }
 
@@ -421,6 +436,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         defer { drop(attempt) }
         if attempt.cancelled {
             report(attempt, AttemptOutcome(status: GRPCStatus(.cancelled, "attempt cancelled by the gateway")))
+            if attempt === committed && !finished { fail(GRPCStatus(.cancelled, "the upstream attempt was cancelled by a filter")) }
             return
         }
         if let outcome = attempt.outcome {
@@ -466,7 +482,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         var decision = mg_retry_decision(retry: UInt32(MG_RETRY_NO), delay_ms: 0)
         let decides = chain.scheduler != nil && canReplay
         withUnsafeMutablePointer(to: &decision) { report(attempt, outcome, decision: decides ? $0 : nil) }
-        let others = attempts.contains { $0 !== attempt && !$0.cancelled } || scheduledAttempt != nil
+        let others = attempts.contains { $0 !== attempt && !$0.cancelled && $0.outcome == nil } || scheduledAttempt != nil
         switch decision.retry {
         case UInt32(MG_RETRY_AFTER) where decides:
             if let deadline, deadline - .now() <= .milliseconds(Int64(decision.delay_ms)) {
@@ -514,6 +530,7 @@ final class ProxyCall: HTTP2StreamDelegate {
 
     /// The call ends with an attempt it had not committed to.
     private func finish(with attempt: UpstreamAttempt, _ outcome: AttemptOutcome) {
+        guard !finished else { return }
         if outcome.transportFailure {
             fail(outcome.status)
             return
