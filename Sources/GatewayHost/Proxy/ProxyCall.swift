@@ -209,7 +209,12 @@ final class ProxyCall: HTTP2StreamDelegate {
         attempt.isOpen = true
         attempt.pool?.inFlight += 1
         for chunk in replay { http2.send(data: chunk, stream: id) }
-        if !canReplay { replay.removeAll() }
+        if !canReplay {
+            // Past the replay limit only this attempt has every byte: the
+            // others still waiting would get a truncated request.
+            for other in attempts where other !== attempt && !other.isOpen { cancel(other) }
+            replay.removeAll()
+        }
         if requestEnded && !endNow { http2.sendEnd(stream: id, trailers: requestTrailers) }
     }
 
