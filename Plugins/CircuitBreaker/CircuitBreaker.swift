@@ -79,12 +79,8 @@ enum CircuitBreakerPlugin {
         d.name = PluginSupport.cString("circuit_breaker")
         d.version = PluginSupport.cString("1.0.0")
         d.config_new = { _, json, errorBuffer, errorSize in
-            do throws(PluginConfig.Invalid) {
-                let config = try PluginConfig(json: json, allowedKeys: ["max_requests", "max_pending_requests", "max_retries"])
-                return PluginSupport.retain(try BreakerConfig(config))
-            } catch {
-                PluginSupport.writeError(error.message, errorBuffer, errorSize)
-                return nil
+            PluginSupport.makeConfig(json, allowedKeys: ["max_requests", "max_pending_requests", "max_retries"], errorBuffer, errorSize) {
+                config throws(PluginConfig.Invalid) in try BreakerConfig(config)
             }
         }
         d.config_destroy = { PluginSupport.release($0) }

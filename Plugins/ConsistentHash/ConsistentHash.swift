@@ -70,16 +70,12 @@ enum ConsistentHashPlugin {
     nonisolated(unsafe) static let descriptor: UnsafePointer<mg_plugin> = {
         var d = PluginSupport.descriptor(name: "consistent_hash", version: "1.0.0", kinds: MG_KIND_BALANCER)
         d.config_new = { _, json, errorBuffer, errorSize in
-            do throws(PluginConfig.Invalid) {
-                let config = try PluginConfig(json: json, allowedKeys: ["header", "points_per_weight"])
+            PluginSupport.makeConfig(json, allowedKeys: ["header", "points_per_weight"], errorBuffer, errorSize) { config throws(PluginConfig.Invalid) in
                 guard let header = config.string("header"), !header.isEmpty else {
                     throw .init("`header` is required: the request header whose value is hashed")
                 }
                 let points = try config.int("points_per_weight", default: 160, in: 16...1024)
-                return PluginSupport.retain(HashConfig(header: header.lowercased(), pointsPerWeight: points))
-            } catch {
-                PluginSupport.writeError(error.message, errorBuffer, errorSize)
-                return nil
+                return HashConfig(header: header.lowercased(), pointsPerWeight: points)
             }
         }
         d.config_destroy = { PluginSupport.release($0) }

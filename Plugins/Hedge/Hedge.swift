@@ -37,12 +37,8 @@ enum HedgePlugin {
         d.name = PluginSupport.cString("hedge")
         d.version = PluginSupport.cString("1.0.0")
         d.config_new = { _, json, errorBuffer, errorSize in
-            do throws(PluginConfig.Invalid) {
-                let config = try PluginConfig(json: json, allowedKeys: ["max_attempts", "hedging_delay", "non_fatal_status_codes"])
-                return PluginSupport.retain(try HedgeConfig(config))
-            } catch {
-                PluginSupport.writeError(error.message, errorBuffer, errorSize)
-                return nil
+            PluginSupport.makeConfig(json, allowedKeys: ["max_attempts", "hedging_delay", "non_fatal_status_codes"], errorBuffer, errorSize) {
+                config throws(PluginConfig.Invalid) in try HedgeConfig(config)
             }
         }
         d.config_destroy = { PluginSupport.release($0) }

@@ -47,14 +47,10 @@ enum LeastConnPlugin {
     nonisolated(unsafe) static let descriptor: UnsafePointer<mg_plugin> = {
         var d = PluginSupport.descriptor(name: "least_conn", version: "1.0.0", kinds: MG_KIND_BALANCER)
         d.config_new = { _, json, errorBuffer, errorSize in
-            do throws(PluginConfig.Invalid) {
-                let config = try PluginConfig(json: json, allowedKeys: ["choices"])
+            PluginSupport.makeConfig(json, allowedKeys: ["choices"], errorBuffer, errorSize) { config throws(PluginConfig.Invalid) in
                 let choices = try config.int("choices", default: 0, in: 0...8)
                 guard choices != 1 else { throw .init("choices must be 0 (compare all) or 2 to 8, got 1") }
-                return PluginSupport.retain(LeastConnConfig(choices: choices))
-            } catch {
-                PluginSupport.writeError(error.message, errorBuffer, errorSize)
-                return nil
+                return LeastConnConfig(choices: choices)
             }
         }
         d.config_destroy = { PluginSupport.release($0) }

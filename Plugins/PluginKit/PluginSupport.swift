@@ -26,6 +26,19 @@ public enum PluginSupport {
         return d
     }
 
+    /// The body of a config_new: reads the JSON config (refusing unknown
+    /// keys), builds the plugin's config object, and retains it for the
+    /// host; a refusal goes into the host's error buffer instead.
+    public static func makeConfig(_ json: mg_str, allowedKeys: Set<String>, _ errorBuffer: UnsafeMutablePointer<CChar>?, _ size: Int,
+                                  _ build: (PluginConfig) throws(PluginConfig.Invalid) -> AnyObject) -> UnsafeMutableRawPointer? {
+        do throws(PluginConfig.Invalid) {
+            return retain(try build(try PluginConfig(json: json, allowedKeys: allowedKeys)))
+        } catch {
+            writeError(error.message, errorBuffer, size)
+            return nil
+        }
+    }
+
     /// config_new of a plugin that takes no config: accepts {} (or nothing)
     /// and returns a non-NULL marker, as the ABI asks of stateless configs.
     public static func acceptEmptyConfig(_ plugin: String, _ json: mg_str, _ errorBuffer: UnsafeMutablePointer<CChar>?, _ size: Int) -> UnsafeMutableRawPointer? {

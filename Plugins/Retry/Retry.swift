@@ -125,15 +125,9 @@ enum RetryPlugin {
         d.name = PluginSupport.cString("retry")
         d.version = PluginSupport.cString("1.0.0")
         d.config_new = { _, json, errorBuffer, errorSize in
-            do throws(PluginConfig.Invalid) {
-                let config = try PluginConfig(json: json, allowedKeys: [
-                    "max_attempts", "initial_backoff", "max_backoff", "backoff_multiplier", "retryable_status_codes", "retry_throttling",
-                ])
-                return PluginSupport.retain(try RetryConfig(config))
-            } catch {
-                PluginSupport.writeError(error.message, errorBuffer, errorSize)
-                return nil
-            }
+            PluginSupport.makeConfig(json, allowedKeys: [
+                "max_attempts", "initial_backoff", "max_backoff", "backoff_multiplier", "retryable_status_codes", "retry_throttling",
+            ], errorBuffer, errorSize) { config throws(PluginConfig.Invalid) in try RetryConfig(config) }
         }
         d.config_destroy = { PluginSupport.release($0) }
         d.instance_new = { config, _, cluster in
