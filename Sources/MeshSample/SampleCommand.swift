@@ -1,5 +1,6 @@
 import ArgumentParser
 import MeshProto
+import MeshgateEtcd
 import MeshgateTLS
 
 /// Faults given on the command line, applied before serving.
@@ -34,6 +35,11 @@ struct SampleCommand: ParsableCommand {
     @Option(name: .customLong("tls-cert"), help: "Serve TLS with this PEM certificate chain.") var tlsCert: String?
     @Option(name: .customLong("tls-key"), help: "The certificate's PEM private key.") var tlsKey: String?
     @Option(name: .customLong("tls-ca"), help: "Require client certificates signed by this PEM CA bundle (mutual TLS).") var tlsCA: String?
+    @Option(name: .customLong("register-etcd"), help: "Register in etcd (HOST:PORT, comma-separated) while serving.") var registerEtcd: String?
+    @Option(name: .customLong("register-prefix"), help: "Key prefix of the registration.") var registerPrefix = "/meshgate/services/mesh/"
+    @Option(name: .customLong("register-address"), help: "Address registered (default: HOST:PORT served).") var registerAddress: String?
+    @Option(name: .customLong("register-ttl"), help: "Lease TTL in seconds: how long a crashed replica stays registered.") var registerTTL = 10
+    @Option(name: .customLong("register-weight"), help: "Weight registered.") var registerWeight = 1
 
     func run() throws {
         var tls: TLSContext?
@@ -45,9 +51,19 @@ struct SampleCommand: ParsableCommand {
                 throw ValidationError("TLS: \(error.message)")
             }
         }
+        var registration: SampleRegistration?
+        if let registerEtcd {
+            let endpoints = registerEtcd.split(separator: ",").compactMap { EtcdClient.Endpoint(parsing: String($0)) }
+            guard !endpoints.isEmpty else { throw ValidationError("--register-etcd: expected HOST:PORT[,HOST:PORT...]") }
+            guard registerTTL >= 2 else { throw ValidationError("--register-ttl: at least 2 seconds") }
+            let address = registerAddress ?? (host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)")
+            let entry = EtcdRegistration.Entry(key: registerPrefix + replicaID, address: address, weight: registerWeight,
+                                               metadata: ["replica": replicaID])
+            registration = SampleRegistration(etcd: endpoints, entry: entry, ttlSeconds: Int64(registerTTL))
+        }
         try SampleServer.run(host: host, port: port, replicaID: replicaID, maxConcurrentStreams: maxConcurrentStreams,
                              faults: MeshProtoFaults(failProbability: failProbability, failCode: failCode,
                                                      delayMs: delayMs, delayProbability: delayProbability),
-                             tls: tls)
+                             tls: tls, registration: registration)
     }
 }

@@ -2,6 +2,7 @@ import Dispatch
 import MeshgateGRPC
 import MeshgateGRPCCalls
 import MeshgateHTTP2
+import MeshgateEtcd
 import MeshgateTLS
 import NIOCore
 import NIOPosix
@@ -41,7 +42,8 @@ final class SampleConnection: HTTP2ConnectionDelegate {
 /// The sample mesh service: one event loop, h2c, on the project's own
 /// HTTP/2 layer.
 final class SampleServer {
-    static func run(host: String, port: Int, replicaID: String, maxConcurrentStreams: Int, faults: MeshProtoFaults, tls: TLSContext?) throws {
+    static func run(host: String, port: Int, replicaID: String, maxConcurrentStreams: Int, faults: MeshProtoFaults, tls: TLSContext?,
+                    registration: SampleRegistration? = nil) throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
         let settings = HTTP2Settings(maxConcurrentStreams: UInt32(maxConcurrentStreams))
@@ -71,6 +73,12 @@ final class SampleServer {
             }
             .bind(host: host, port: port).wait()
         log("listening", "\"replica\":\"\(replicaID)\",\"port\":\(channel.localAddress?.port ?? port)")
+        // Registered only once it serves; unregistered before it stops serving.
+        let registered = registration.map { r in
+            EtcdRegistration(etcd: r.etcd, entry: r.entry, ttlSeconds: r.ttlSeconds, eventLoop: loop) { message in
+                log("etcd", "\"replica\":\"\(replicaID)\",\"detail\":\(jsonQuote(message))")
+            }
+        }
 
         let stop = DispatchSemaphore(value: 0)
         var sources: [DispatchSourceSignal] = []
@@ -83,6 +91,12 @@ final class SampleServer {
         }
         stop.wait()
         log("stopping", "\"replica\":\"\(replicaID)\"")
+        if let registered {
+            try? registered.stop().wait()
+            // Keep serving while gateways watching etcd take this replica
+            // out of rotation (what a Kubernetes preStop sleep is for).
+            Thread_sleep(milliseconds: 500)
+        }
         try? channel.close().wait()
         try? loop.submit {
             for c in box.connections.values where !c.isClosed { c.beginGracefulShutdown(finalGoAwayDelay: .milliseconds(100)) }
@@ -91,6 +105,8 @@ final class SampleServer {
         try? group.syncShutdownGracefully()
         _ = sources
     }
+
+    static func jsonQuote(_ text: String) -> String { EtcdRegistration.Entry.quote(text) }
 
     static func log(_ message: String, _ fields: String) {
         var bytes = Array("{\"msg\":\"\(message)\",\(fields)}\n".utf8)
@@ -115,4 +131,11 @@ final class SampleServerBox: @unchecked Sendable {
         self.replica = replica
         self.methods = methods
     }
+}
+
+/// `--register-etcd`: where and how the replica registers itself.
+struct SampleRegistration {
+    var etcd: [EtcdClient.Endpoint]
+    var entry: EtcdRegistration.Entry
+    var ttlSeconds: Int64
 }

@@ -4,8 +4,9 @@ import NIOCore
 import SwiftProtobuf
 
 /// One gRPC call made by Meshgate itself on a client HTTP/2 connection
-/// (active health checks): sends one request message, delivers response
-/// messages, and ends exactly once with a status, also on a local timeout.
+/// (active health checks, etcd discovery): sends request messages,
+/// delivers response messages, and ends exactly once with a status, also
+/// on a local timeout.
 /// Runs on the connection's event loop.
 public final class GRPCClientCall: HTTP2StreamDelegate {
     public var onMessage: ((ByteBuffer) -> Void)?
@@ -25,9 +26,21 @@ public final class GRPCClientCall: HTTP2StreamDelegate {
     @discardableResult
     public func start(on connection: HTTP2Connection, authority: String, path: String,
                       request: some SwiftProtobuf.Message, timeout: TimeAmount?) -> Bool {
+        let bytes: [UInt8] = (try? request.serializedBytes()) ?? []
+        return start(on: connection, authority: authority, path: path, message: bytes, endRequest: true, timeout: timeout)
+    }
+
+    /// Starts the call with one serialized request message. With
+    /// `endRequest` false the request stream stays open for `send` (client
+    /// and bidirectional streaming); false when the connection cannot take
+    /// a stream.
+    @discardableResult
+    public func start(on connection: HTTP2Connection, authority: String, path: String, message: [UInt8],
+                      endRequest: Bool, timeout: TimeAmount?, scheme: String = "http",
+                      userAgent: String = "meshgate-health") -> Bool {
         var headers: HTTP2HeaderList = [
-            (":method", "POST"), (":scheme", "http"), (":authority", authority), (":path", path),
-            ("content-type", "application/grpc"), ("te", "trailers"), ("user-agent", "meshgate-health"),
+            (":method", "POST"), (":scheme", scheme), (":authority", authority), (":path", path),
+            ("content-type", "application/grpc"), ("te", "trailers"), ("user-agent", userAgent),
         ]
         if let timeout {
             headers.append("grpc-timeout", GRPCTimeout.format(nanoseconds: timeout.nanoseconds))
@@ -35,15 +48,20 @@ public final class GRPCClientCall: HTTP2StreamDelegate {
         guard let id = connection.openStream(headers: headers, endStream: false, delegate: self) else { return false }
         self.connection = connection
         stream = id
-        let bytes: [UInt8] = (try? request.serializedBytes()) ?? []
-        connection.send(data: GRPCMessageDeframer.frame(bytes), stream: id)
-        connection.sendEnd(stream: id, trailers: nil)
+        connection.send(data: GRPCMessageDeframer.frame(message), stream: id)
+        if endRequest { connection.sendEnd(stream: id, trailers: nil) }
         if let timeout, let loop = connection.eventLoop {
             timer = loop.assumeIsolated().scheduleTask(in: timeout) {
                 self.cancel(GRPCStatus(.deadlineExceeded, "no answer within \(timeout.nanoseconds / 1_000_000) ms"))
             }
         }
         return true
+    }
+
+    /// Sends one more request message on a stream started with `endRequest: false`.
+    public func send(message: [UInt8]) {
+        guard !done, let connection else { return }
+        connection.send(data: GRPCMessageDeframer.frame(message), stream: stream)
     }
 
     /// Resets the stream and finishes with `status`.

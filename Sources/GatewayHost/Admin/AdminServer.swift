@@ -3,7 +3,8 @@ import NIOHTTP1
 import NIOPosix
 
 /// The admin HTTP/1.1 endpoint: `/healthz` (the process is alive),
-/// `/ready` (started and not draining: send traffic here) and `POST
+/// `/ready` (started and not draining: send traffic here), `/clusters`
+/// (JSON: endpoints with health, ejection and discovery state) and `POST
 /// /reload` (reload the config file; 200 with the new generation, or 400
 /// with the reason the running config stays). Metrics, config and the
 /// dashboard join it with the observability work.
@@ -11,15 +12,18 @@ final class AdminHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
     typealias Reload = @Sendable () -> Result<String, GatewayError>
+    typealias Clusters = @Sendable () -> String
 
     let health: HealthRegistry
     let reload: Reload
+    let clusters: Clusters
     private var path = ""
     private var method = HTTPMethod.GET
 
-    init(health: HealthRegistry, reload: @escaping Reload) {
+    init(health: HealthRegistry, reload: @escaping Reload, clusters: @escaping Clusters) {
         self.health = health
         self.reload = reload
+        self.clusters = clusters
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -43,13 +47,14 @@ final class AdminHandler: ChannelInboundHandler {
                 return
             }
             let (status, body) = answer()
-            respond(context, status, body)
+            respond(context, status, body, contentType: path == "/clusters" ? "application/json" : "text/plain; charset=utf-8")
         }
     }
 
-    private func respond(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ body: String) {
+    private func respond(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ body: String,
+                         contentType: String = "text/plain; charset=utf-8") {
             var headers = HTTPHeaders()
-            headers.add(name: "content-type", value: "text/plain; charset=utf-8")
+            headers.add(name: "content-type", value: contentType)
             headers.add(name: "content-length", value: String(body.utf8.count))
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
@@ -62,23 +67,25 @@ final class AdminHandler: ChannelInboundHandler {
             return (.ok, "ok\n")
         case "/ready":
             return health.isReady ? (.ok, "ready\n") : (.serviceUnavailable, "not ready (starting or draining)\n")
+        case "/clusters":
+            return (.ok, clusters())
         case "/reload":
             return (.methodNotAllowed, "use POST /reload\n")
         default:
-            return (.notFound, "not found; try /healthz, /ready or POST /reload\n")
+            return (.notFound, "not found; try /healthz, /ready, /clusters or POST /reload\n")
         }
     }
 }
 
 enum AdminServer {
     static func start(address: SocketAddressSpec, group: EventLoopGroup, health: HealthRegistry,
-                      reload: @escaping AdminHandler.Reload) async throws -> Channel {
+                      reload: @escaping AdminHandler.Reload, clusters: @escaping AdminHandler.Clusters) async throws -> Channel {
         try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(AdminHandler(health: health, reload: reload))
+                    try channel.pipeline.syncOperations.addHandler(AdminHandler(health: health, reload: reload, clusters: clusters))
                 }
             }
             .bind(host: address.host, port: address.port).get()

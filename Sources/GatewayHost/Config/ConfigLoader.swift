@@ -182,7 +182,9 @@ public enum ConfigLoader {
     }
 
     private static func parseCluster(_ node: YAMLNode, file: String, path: String) throws(ConfigError) -> ClusterConfig {
-        let c = try YAMLFieldReader(node, file: file, path: path, allowed: ["name", "endpoints", "connect_timeout", "max_connections_per_endpoint", "health_check", "tls"])
+        let c = try YAMLFieldReader(node, file: file, path: path, allowed: [
+            "name", "endpoints", "discovery", "connect_timeout", "max_connections_per_endpoint", "health_check", "tls",
+        ])
         var cluster = ClusterConfig(name: try c.requiredString("name"), endpoints: [])
         if let d = try c.duration("connect_timeout") { cluster.connectTimeout = d }
         if let n = try c.int("max_connections_per_endpoint", range: 1...1024) { cluster.maxConnectionsPerEndpoint = n }
@@ -192,21 +194,122 @@ public enum ConfigLoader {
         if let node = c.node("health_check") {
             cluster.healthCheck = try parseHealthCheck(node, file: file, path: c.fieldPath("health_check"))
         }
+        if let discoveryNode = c.node("discovery") {
+            if c.node("endpoints") != nil {
+                throw c.error("endpoints", c.node("endpoints"), "a cluster has either `endpoints:` or `discovery:`, not both")
+            }
+            cluster.discovery = try parseDiscovery(discoveryNode, file: file, path: c.fieldPath("discovery"))
+            return cluster
+        }
         let endpointNodes = try c.list("endpoints")
         if endpointNodes.isEmpty {
-            throw ConfigError(file: file, mark: node.mark, field: c.fieldPath("endpoints"), message: "a cluster needs at least one endpoint")
+            throw ConfigError(file: file, mark: node.mark, field: c.fieldPath("endpoints"), message: "a cluster needs at least one endpoint, or a `discovery:` source")
         }
+        cluster.endpoints = try parseEndpoints(endpointNodes, file: file)
+        return cluster
+    }
+
+    /// Endpoint entries (`address`, `weight`, `metadata`): a cluster's
+    /// `endpoints:` and a discovery file's list.
+    static func parseEndpoints(_ nodes: [(node: YAMLNode, path: String)], file: String) throws(ConfigError) -> [EndpointConfig] {
         var seen: Set<SocketAddressSpec> = []
-        for (endpointNode, endpointPath) in endpointNodes {
-            let e = try YAMLFieldReader(endpointNode, file: file, path: endpointPath, allowed: ["address", "weight"])
+        var endpoints: [EndpointConfig] = []
+        for (endpointNode, endpointPath) in nodes {
+            let e = try YAMLFieldReader(endpointNode, file: file, path: endpointPath, allowed: ["address", "weight", "metadata"])
             var endpoint = EndpointConfig(address: try e.requiredAddress("address"))
             if let w = try e.int("weight", range: 1...10_000) { endpoint.weight = w }
+            if let meta = e.node("metadata") {
+                guard case .mapping(let pairs, _) = meta else {
+                    throw e.error("metadata", meta, "must be a mapping of names to text")
+                }
+                for (key, value) in pairs {
+                    guard let name = key.scalarText, let text = value.scalarText else {
+                        throw ConfigError(file: file, mark: value.mark, field: "\(endpointPath).metadata", message: "names and values must be text")
+                    }
+                    endpoint.metadata[name] = text
+                }
+            }
             if !seen.insert(endpoint.address).inserted {
                 throw ConfigError(file: file, mark: endpointNode.mark, field: "\(endpointPath).address", message: "endpoint \(endpoint.address) is listed twice")
             }
-            cluster.endpoints.append(endpoint)
+            endpoints.append(endpoint)
         }
-        return cluster
+        return endpoints
+    }
+
+    private static func parseDiscovery(_ node: YAMLNode, file: String, path: String) throws(ConfigError) -> DiscoveryConfig {
+        let d = try YAMLFieldReader(node, file: file, path: path, allowed: ["dns", "file", "etcd"])
+        let given = ["dns", "file", "etcd"].filter { d.node($0) != nil }
+        guard given.count == 1 else {
+            throw ConfigError(file: file, mark: node.mark, field: path,
+                              message: given.isEmpty ? "needs one source: dns, file or etcd" : "has \(given.joined(separator: " and ")); a cluster takes exactly one source")
+        }
+        let directory = PluginRuntime.directory(of: file)
+        if let n = d.node("dns") {
+            let r = try YAMLFieldReader(n, file: file, path: d.fieldPath("dns"), allowed: [
+                "name", "port", "srv", "resolver", "refresh_interval", "min_refresh_interval", "timeout", "family",
+            ])
+            var dns: DNSDiscoveryConfig
+            if let srv = try r.string("srv") {
+                if r.node("name") != nil || r.node("port") != nil {
+                    throw r.error("srv", r.node("srv"), "`srv` takes port and weight from the records; leave out `name` and `port`")
+                }
+                dns = DNSDiscoveryConfig(name: srv, srv: true)
+            } else {
+                dns = DNSDiscoveryConfig(name: try r.requiredString("name"))
+                guard let port = try r.int("port", range: 1...65535) else {
+                    throw ConfigError(file: file, mark: n.mark, field: r.fieldPath("port"), message: "A/AAAA discovery needs the endpoints' `port` (or use `srv:`)")
+                }
+                dns.port = port
+            }
+            dns.name = dns.name.hasSuffix(".") ? String(dns.name.dropLast()) : dns.name
+            dns.resolver = try r.address("resolver")
+            if let v = try r.duration("refresh_interval") { dns.refreshInterval = v }
+            if let v = try r.duration("min_refresh_interval") { dns.minRefreshInterval = v }
+            if let v = try r.duration("timeout") { dns.timeout = v }
+            if let text = try r.string("family") {
+                guard let family = DNSDiscoveryConfig.Family(rawValue: text) else {
+                    throw r.error("family", r.node("family"), "'\(text)' is not a family: use any, v4 or v6")
+                }
+                dns.family = family
+            }
+            guard dns.refreshInterval > .zero, dns.minRefreshInterval > .zero, dns.timeout > .zero else {
+                throw ConfigError(file: file, mark: n.mark, field: r.fieldPath("refresh_interval"), message: "intervals and the timeout must be more than zero")
+            }
+            return .dns(dns)
+        }
+        if let n = d.node("file") {
+            let r = try YAMLFieldReader(n, file: file, path: d.fieldPath("file"), allowed: ["path", "refresh_interval"])
+            var config = FileDiscoveryConfig(path: PluginRuntime.resolve(try r.requiredString("path"), against: directory))
+            if let v = try r.duration("refresh_interval") {
+                guard v > .zero else { throw r.error("refresh_interval", r.node("refresh_interval"), "must be more than zero") }
+                config.refreshInterval = v
+            }
+            return .file(config)
+        }
+        let n = d.node("etcd")!
+        let r = try YAMLFieldReader(n, file: file, path: d.fieldPath("etcd"), allowed: ["endpoints", "prefix", "tls", "dial_timeout"])
+        var endpoints: [SocketAddressSpec] = []
+        for (node, itemPath) in try r.list("endpoints") {
+            guard var text = node.scalarText else {
+                throw ConfigError(file: file, mark: node.mark, field: itemPath, message: "an etcd endpoint is HOST:PORT")
+            }
+            for scheme in ["http://", "https://"] where text.hasPrefix(scheme) { text.removeFirst(scheme.count) }
+            do {
+                endpoints.append(try SocketAddressSpec.parse(text))
+            } catch {
+                throw ConfigError(file: file, mark: node.mark, field: itemPath, message: "\(error)")
+            }
+        }
+        guard !endpoints.isEmpty else {
+            throw ConfigError(file: file, mark: n.mark, field: r.fieldPath("endpoints"), message: "etcd discovery needs at least one etcd endpoint (HOST:PORT)")
+        }
+        let prefix = try r.requiredString("prefix")
+        guard !prefix.isEmpty else { throw r.error("prefix", r.node("prefix"), "must not be empty (it would watch the whole key space)") }
+        var etcd = EtcdDiscoveryConfig(endpoints: endpoints, prefix: prefix)
+        if let tlsNode = r.node("tls") { etcd.tls = try parseTLS(tlsNode, file: file, path: r.fieldPath("tls"), listener: false) }
+        if let v = try r.duration("dial_timeout") { etcd.dialTimeout = v }
+        return .etcd(etcd)
     }
 
     private static func parseHealthCheck(_ node: YAMLNode, file: String, path: String) throws(ConfigError) -> HealthCheckConfig {

@@ -121,6 +121,9 @@ public struct ClusterConfig: Sendable {
     public var healthCheck: HealthCheckConfig?
     /// TLS to the endpoints; nil: h2c.
     public var tls: TLSFilesConfig?
+    /// Where endpoints come from when they are discovered; `endpoints` then
+    /// holds the last known set.
+    public var discovery: DiscoveryConfig?
 
     /// Whether connections made for `other` would be made the same way (a
     /// reload keeps an endpoint's pool only then).
@@ -155,4 +158,13 @@ public struct HealthCheckConfig: Sendable {
 public struct EndpointConfig: Sendable, Hashable {
     public var address: SocketAddressSpec
     public var weight: Int = 1
+    /// Labels from discovery (a file entry or etcd value), shown on
+    /// `/clusters`.
+    public var metadata: [String: String] = [:]
+
+    public init(address: SocketAddressSpec, weight: Int = 1, metadata: [String: String] = [:]) {
+        self.address = address
+        self.weight = weight
+        self.metadata = metadata
+    }
 }

@@ -33,6 +33,9 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
     private var call: GRPCClientCall?
     private var timer: Scheduled<Void>?
     private var healthy = true
+    /// Starts out of rotation (added at run time) and no check has
+    /// answered yet: the first success lets it in, whatever the threshold.
+    private var awaitingFirstCheck = false
     private var successes = 0
     private var failures = 0
     private var stopped = false
@@ -55,6 +58,8 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
     private var address: String { endpoint.address.description }
 
     func start() {
+        healthy = registry.isHealthy(cluster: clusterIndex, endpoint: endpointIndex)
+        awaitingFirstCheck = !healthy
         probe()
     }
 
@@ -162,12 +167,14 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
     private func recordSuccess() {
         failures = 0
         successes += 1
-        if !healthy && successes >= config.healthyThreshold {
+        if !healthy && (successes >= config.healthyThreshold || awaitingFirstCheck) {
+            awaitingFirstCheck = false
             setHealthy(true, reason: "\(successes) consecutive successful checks")
         }
     }
 
     private func recordFailure(_ reason: String) {
+        awaitingFirstCheck = false
         successes = 0
         failures += 1
         if healthy && failures >= config.unhealthyThreshold {

@@ -57,9 +57,12 @@ public final class HealthRegistry: Sendable {
         self.applyToLoops = applyToLoops
     }
 
-    /// A reload changed the clusters: endpoints that stay keep their health
-    /// (by cluster name and address), new ones start healthy, and a new
-    /// epoch begins. Returns it, for the new health checker.
+    /// A reload or discovery changed the clusters: endpoints that stay keep
+    /// their health (by cluster name and address), and a new epoch begins
+    /// (returned, for the new health checker). A new endpoint of a
+    /// health-checked cluster starts unhealthy until its first check passes
+    /// (as Envoy treats hosts added at run time); without checks it starts
+    /// healthy.
     func reconfigure(_ runtime: GatewayRuntime) -> Int {
         let services = Self.serviceClusters(runtime)
         var epoch = 0
@@ -71,7 +74,7 @@ public final class HealthRegistry: Sendable {
             s.clusterNames = runtime.clusters.map(\.name)
             s.endpointAddresses = runtime.clusters.map { $0.endpoints.map { $0.address.description } }
             s.endpointHealthy = runtime.clusters.map { cluster in
-                cluster.endpoints.map { known["\(cluster.name) \($0.address.description)"] ?? true }
+                cluster.endpoints.map { known["\(cluster.name) \($0.address.description)"] ?? (cluster.healthCheck == nil) }
             }
             s.serviceClusters = services
             s.epoch += 1
@@ -85,6 +88,15 @@ public final class HealthRegistry: Sendable {
         state.withLockedValue { s in
             guard let c = s.clusterNames.firstIndex(of: name), let e = s.endpointAddresses[c].firstIndex(of: address) else { return true }
             return s.endpointHealthy[c][e]
+        }
+    }
+
+    /// The health of endpoint `endpoint` of cluster `cluster` (by index, in
+    /// the current epoch; true when out of range).
+    func isHealthy(cluster: Int, endpoint: Int) -> Bool {
+        state.withLockedValue { s in
+            guard cluster < s.endpointHealthy.count, endpoint < s.endpointHealthy[cluster].count else { return true }
+            return s.endpointHealthy[cluster][endpoint]
         }
     }
 

@@ -27,6 +27,12 @@ public final class Gateway: Sendable {
     /// The TLS material of the generation new calls use (for rotation).
     private let currentTLS: NIOLockedValueBox<TLSMaterial>
     private let tlsWatch = NIOLockedValueBox<RepeatedTask?>(nil)
+    /// Discovered endpoints of the clusters that have `discovery:`.
+    public let discovery = DiscoveryManager()
+    /// The config as the file says it (before discovered endpoints are
+    /// laid over it), and the runtime new calls use.
+    private let currentFileConfig: NIOLockedValueBox<GatewayConfig>
+    private let currentRuntime: NIOLockedValueBox<GatewayRuntime>
 
     private struct State {
         var listeners: [Channel] = []
@@ -34,20 +40,33 @@ public final class Gateway: Sendable {
         /// The generation new calls use, and its plugins.
         var generation = 1
         var plugins: PluginRuntime?
+        /// Loops whose live generations use each plugin runtime: a runtime
+        /// is destroyed when no generation uses it and it is not current.
+        var pluginUsers: [ObjectIdentifier: Int] = [:]
         var shuttingDown = false
     }
 
     /// Loads the plugins of `config` (ConfigError when one cannot load or
     /// rejects its config), then sets up the event loops.
-    public init(config: GatewayConfig) throws {
+    /// Discovered clusters get their first endpoints before serving (up
+    /// to 5 s; a source that has not answered by then starts empty).
+    public init(config fileConfig: GatewayConfig) throws {
+        try discovery.configure(fileConfig)
+        discovery.waitForFirstAnswers(timeout: .seconds(5))
+        let config = discovery.overlay(fileConfig)
+        self.currentFileConfig = NIOLockedValueBox(fileConfig)
         self.runtime = GatewayRuntime(config, tls: try TLSMaterial.load(config))
+        self.currentRuntime = NIOLockedValueBox(runtime)
         self.currentClusters = NIOLockedValueBox(Self.clusterSignature(config))
         self.currentTLS = NIOLockedValueBox(runtime.tls)
         ejections.setMembership(config.clusters)
         let plugins = try PluginRuntime.load(config, ejections: ejections)
         self.plugins = plugins
-        state.withLockedValue { $0.plugins = plugins }
         let threads = config.runtime.eventLoops ?? System.coreCount
+        state.withLockedValue {
+            $0.plugins = plugins
+            $0.pluginUsers[ObjectIdentifier(plugins)] = threads
+        }
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let loops = Array(group.makeIterator())
         let contextsBox = NIOLockedValueBox<[ObjectIdentifier: LoopContext]>([:])
@@ -74,6 +93,7 @@ public final class Gateway: Sendable {
         self.health = health
         self.firstLoop = loops[0]
         self.checker = NIOLockedValueBox(HealthChecker(runtime: runtime, registry: health, eventLoop: loops[0]))
+        discovery.setOnChange { [weak self] in self?.applyDiscoveredMembership() }
     }
 
     /// Binds every listener. Throws `GatewayError.listenFailed` naming the
@@ -81,11 +101,11 @@ public final class Gateway: Sendable {
     public func start() async throws {
         if let admin = runtime.config.admin {
             do {
-                let channel = try await AdminServer.start(address: admin.address, group: group, health: health) { [weak self] in
+                let channel = try await AdminServer.start(address: admin.address, group: group, health: health, reload: { [weak self] in
                     self?.reload() ?? .failure(GatewayError(.internalError, "the gateway is gone"))
-                }
+                }, clusters: { [weak self] in self?.clustersJSON() ?? "{}" })
                 state.withLockedValue { $0.admin = channel }
-                Log.info("admin listening", ["address": admin.address.description, "paths": "/healthz /ready"])
+                Log.info("admin listening", ["address": admin.address.description, "paths": "/healthz /ready /clusters POST /reload"])
             } catch {
                 try? await group.shutdownGracefully()
                 throw GatewayError(.listenFailed, "admin: cannot listen on \(admin.address): \(Self.describe(error))")
@@ -187,6 +207,7 @@ public final class Gateway: Sendable {
         health.finishAllWatches()
         checker.withLockedValue { $0 }.stop()
         tlsWatch.withLockedValue { $0 }?.cancel()
+        discovery.stopAll()
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
         var remaining = 0
@@ -229,63 +250,40 @@ public final class Gateway: Sendable {
     private func reloadOnControlThread() -> Result<String, GatewayError> {
         let file = runtime.config.sourceFile
         let result = Result<String, GatewayError> { () throws(GatewayError) -> String in
-            let config: GatewayConfig
+            let fileConfig: GatewayConfig
             do {
-                config = try ConfigLoader.load(file: file)
+                fileConfig = try ConfigLoader.load(file: file)
             } catch {
                 throw GatewayError(.invalidConfig, "\(error)")
             }
-            if let difference = Self.restartOnlyDifference(runtime.config, config) {
+            if let difference = Self.restartOnlyDifference(runtime.config, fileConfig) {
                 throw GatewayError(.invalidConfig, "\(file): \(difference) changed; that needs a restart (the running config stays)")
             }
             let plugins: PluginRuntime
             do {
-                plugins = try PluginRuntime.load(config, ejections: ejections)
+                plugins = try PluginRuntime.load(fileConfig, ejections: ejections)
             } catch {
                 throw GatewayError(.invalidConfig, "\(error)")
             }
             let tls: TLSMaterial
             do {
-                tls = try TLSMaterial.load(config, previous: currentTLS.withLockedValue { $0 })
+                tls = try TLSMaterial.load(fileConfig, previous: currentTLS.withLockedValue { $0 })
+                // Sources whose spec stayed keep running and keep their endpoints.
+                try discovery.configure(fileConfig)
             } catch {
+                plugins.destroy()
                 throw GatewayError(.invalidConfig, "\(error)")
             }
+            let config = discovery.overlay(fileConfig)
             let newRuntime = GatewayRuntime(config, tls: tls)
             currentTLS.withLockedValue { $0 = tls }
-            let (number, old) = state.withLockedValue { s -> (Int, PluginRuntime?) in
-                s.generation += 1
-                defer { s.plugins = plugins }
-                return (s.generation, s.plugins)
-            }
-            let remaining = NIOLockedValueBox(contexts.count)
-            for context in contexts.values {
-                context.eventLoop.execute {
-                    context.install(number: number, runtime: newRuntime, plugins: plugins) {
-                        let last = remaining.withLockedValue { n -> Bool in
-                            n -= 1
-                            return n == 0
-                        }
-                        // config_destroy runs off the event loops (the ABI's control thread).
-                        if last, let old { ControlThread.loop.execute { old.destroy() } }
-                    }
-                }
-            }
+            currentFileConfig.withLockedValue { $0 = fileConfig }
             if clustersChanged(config) {
-                // New pools on every loop (kept where an endpoint stayed),
-                // health carried over by address, a new checker for the new
-                // endpoints.
-                ejections.setMembership(config.clusters)
-                let epoch = health.reconfigure(newRuntime)
-                let next = HealthChecker(runtime: newRuntime, registry: health, eventLoop: firstLoop, epoch: epoch)
-                let previous = checker.withLockedValue { c -> HealthChecker in
-                    defer { c = next }
-                    return c
-                }
-                previous.stop()
-                next.start()
+                applyClusters(newRuntime)
             } else {
                 health.updateRoutes(newRuntime)
             }
+            let number = install(runtime: newRuntime, plugins: plugins)
             currentClusters.withLockedValue { $0 = Self.clusterSignature(config) }
             let names = Set(plugins.handles.map { "\($0.image.name) \($0.image.version) (\($0.image.sha256.prefix(12)))" }).sorted()
             return "generation \(number) loaded from \(file); plugins: \(names.joined(separator: ", "))"
@@ -295,6 +293,97 @@ public final class Gateway: Sendable {
         case .failure(let error): Log.error("reload failed; the running config stays", ["error": error.message])
         }
         return result
+    }
+
+    /// A discovery source changed a cluster's endpoints: a new generation
+    /// with the same plugins and the new endpoints (kept endpoints keep
+    /// their connections and health; dropped ones close after their calls).
+    private func applyDiscoveredMembership() {
+        guard !state.withLockedValue({ $0.shuttingDown }) else { return }
+        let config = discovery.overlay(currentFileConfig.withLockedValue { $0 })
+        guard clustersChanged(config) else { return }
+        let runtime = GatewayRuntime(config, tls: currentTLS.withLockedValue { $0 })
+        applyClusters(runtime)
+        let plugins = state.withLockedValue { $0.plugins! }
+        let number = install(runtime: runtime, plugins: plugins)
+        currentClusters.withLockedValue { $0 = Self.clusterSignature(config) }
+        Log.info("cluster membership applied", ["generation": String(number)])
+    }
+
+    /// Health and ejection state follow new cluster membership before any
+    /// loop builds pools for it, so that a new endpoint of a health-checked
+    /// cluster starts out of rotation until its first check passes.
+    private func applyClusters(_ runtime: GatewayRuntime) {
+        ejections.setMembership(runtime.clusters)
+        let epoch = health.reconfigure(runtime)
+        let next = HealthChecker(runtime: runtime, registry: health, eventLoop: firstLoop, epoch: epoch)
+        let previous = checker.withLockedValue { c -> HealthChecker in
+            defer { c = next }
+            return c
+        }
+        previous.stop()
+        next.start()
+    }
+
+    /// Makes `runtime` and `plugins` what new calls use on every loop; the
+    /// previous generation retires there, and a plugin runtime no live
+    /// generation uses any more is destroyed on the control thread.
+    private func install(runtime: GatewayRuntime, plugins: PluginRuntime) -> Int {
+        let loops = contexts.count
+        let (number, old) = state.withLockedValue { s -> (Int, PluginRuntime?) in
+            s.generation += 1
+            s.pluginUsers[ObjectIdentifier(plugins), default: 0] += loops
+            defer { s.plugins = plugins }
+            return (s.generation, s.plugins)
+        }
+        currentRuntime.withLockedValue { $0 = runtime }
+        for context in contexts.values {
+            context.eventLoop.execute {
+                context.install(number: number, runtime: runtime, plugins: plugins) {
+                    if let old { self.release(old) }
+                }
+            }
+        }
+        return number
+    }
+
+    private func release(_ plugins: PluginRuntime) {
+        let unused = state.withLockedValue { s -> Bool in
+            let id = ObjectIdentifier(plugins)
+            s.pluginUsers[id, default: 0] -= 1
+            guard s.pluginUsers[id] == 0, s.plugins !== plugins, !s.shuttingDown else { return false }
+            s.pluginUsers[id] = nil
+            return true
+        }
+        // config_destroy runs off the event loops (the ABI's control thread).
+        if unused { ControlThread.loop.execute { plugins.destroy() } }
+    }
+
+    /// `/clusters`: every cluster of the current generation, its endpoints
+    /// with health and ejection, and its discovery state.
+    func clustersJSON() -> String {
+        let runtime = currentRuntime.withLockedValue { $0 }
+        let generation = state.withLockedValue { $0.generation }
+        var clusters: [String] = []
+        for cluster in runtime.clusters {
+            let endpoints = cluster.endpoints.map { endpoint -> String in
+                let address = endpoint.address.description
+                let metadata = endpoint.metadata.sorted { $0.key < $1.key }.map { "\(Log.quote($0.key)):\(Log.quote($0.value))" }
+                return "{\"address\":\(Log.quote(address)),\"weight\":\(endpoint.weight)"
+                    + ",\"healthy\":\(health.isHealthy(cluster: cluster.name, address: address))"
+                    + ",\"ejected\":\(ejections.isEjected(cluster: cluster.name, endpointID: ClusterPool.endpointID(address: address)))"
+                    + ",\"metadata\":{\(metadata.joined(separator: ","))}}"
+            }
+            var entry = "{\"name\":\(Log.quote(cluster.name)),\"endpoints\":[\(endpoints.joined(separator: ","))]"
+            if let status = discovery.status(of: cluster.name) {
+                entry += ",\"discovery\":{\"source\":\(Log.quote(status.source)),\"state\":\(Log.quote(status.state))"
+                    + ",\"last_error\":\(status.lastError.map(Log.quote) ?? "null")"
+                    + ",\"consecutive_failures\":\(status.consecutiveFailures),\"failures_total\":\(status.totalFailures)"
+                    + ",\"updates\":\(status.updates),\"last_success_unix\":\(status.lastSuccess.map { String(Int($0)) } ?? "null")}"
+            }
+            clusters.append(entry + "}")
+        }
+        return "{\"generation\":\(generation),\"clusters\":[\(clusters.joined(separator: ","))]}\n"
     }
 
     /// What a reload cannot apply yet, or nil.

@@ -10,7 +10,7 @@ struct Meshgate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "meshgate",
         abstract: "A gRPC service-mesh gateway.",
-        subcommands: [Run.self, Validate.self],
+        subcommands: [Run.self, Validate.self, Register.self],
         defaultSubcommand: Run.self)
 }
 

@@ -1,0 +1,196 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs the discovery source of every cluster that has one, keeps each
+/// cluster's last known endpoints, and tells the gateway when a cluster's
+/// membership changed (the gateway then installs a generation with the new
+/// endpoints, as a reload does).
+///
+/// A source that fails, or answers with no endpoints at all, never empties
+/// its cluster: the last known set stays, and the failure shows on
+/// `/clusters`. Sources run on the control thread.
+public final class DiscoveryManager: Sendable {
+    /// What `/clusters` shows of one cluster's discovery.
+    public struct Status: Sendable {
+        public var source: String
+        /// nil until the source has answered once.
+        public var endpoints: [EndpointConfig]?
+        public var lastError: String?
+        public var consecutiveFailures = 0
+        public var totalFailures = 0
+        public var updates = 0
+        /// Unix time of the last answer that was used.
+        public var lastSuccess: Double?
+        /// The last answer was empty and was not applied.
+        public var ignoredEmpty = false
+
+        public var state: String {
+            if endpoints == nil { return consecutiveFailures > 0 ? "failing (no endpoints yet)" : "waiting" }
+            if ignoredEmpty { return "empty answer ignored" }
+            return consecutiveFailures > 0 ? "failing (serving last known endpoints)" : "ok"
+        }
+    }
+
+    private let statuses = NIOLockedValueBox<[String: Status]>([:])
+    private let running = NIOLockedValueBox<[String: RunningSource]>([:])
+    private let onChange = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
+    private let changePending = NIOLockedValueBox(false)
+
+    /// One started source. `@unchecked Sendable`: the source inside is
+    /// created, used and stopped only on the control thread; the box only
+    /// carries it between calls that all run there.
+    private final class RunningSource: @unchecked Sendable {
+        let spec: DiscoveryConfig
+        let source: DiscoverySource
+        init(spec: DiscoveryConfig, source: DiscoverySource) {
+            self.spec = spec
+            self.source = source
+        }
+    }
+
+    public init() {}
+
+    /// Called (on the control thread) after a membership change, at most
+    /// once per 50 ms burst of changes.
+    public func setOnChange(_ body: @escaping @Sendable () -> Void) {
+        onChange.withLockedValue { $0 = body }
+    }
+
+    /// Starts, keeps or stops sources to match `config` (startup and every
+    /// reload). A source whose spec did not change keeps running and keeps
+    /// its endpoints. Throws when an etcd `tls:` block cannot be loaded.
+    public func configure(_ config: GatewayConfig) throws(ConfigError) {
+        var wanted: [String: (DiscoveryConfig, TLSContextSource?)] = [:]
+        for cluster in config.clusters {
+            guard let spec = cluster.discovery else { continue }
+            var tls: TLSContextSource?
+            if case .etcd(let etcd) = spec, let files = etcd.tls {
+                tls = try TLSContextSource(files, role: .client, configFile: config.sourceFile)
+            }
+            wanted[cluster.name] = (spec, tls)
+        }
+        let sources = wanted
+        ControlThread.run { self.apply(sources) }
+    }
+
+    private func apply(_ wanted: [String: (DiscoveryConfig, TLSContextSource?)]) {
+        let current = running.withLockedValue { $0 }
+        for (name, entry) in current where wanted[name]?.0 != entry.spec {
+            entry.source.stop()
+            running.withLockedValue { _ = $0.removeValue(forKey: name) }
+            statuses.withLockedValue { _ = $0.removeValue(forKey: name) }
+            Log.info("discovery stopped", ["cluster": name, "source": entry.spec.description])
+        }
+        for (name, (spec, tls)) in wanted where running.withLockedValue({ $0[name] }) == nil {
+            let loop = ControlThread.loop
+            let source: DiscoverySource
+            switch spec {
+            case .dns(let dns): source = DNSDiscovery(config: dns, eventLoop: loop)
+            case .file(let file): source = FileDiscovery(config: file, eventLoop: loop)
+            case .etcd(let etcd): source = EtcdDiscovery(config: etcd, eventLoop: loop, tls: tls)
+            }
+            running.withLockedValue { $0[name] = RunningSource(spec: spec, source: source) }
+            statuses.withLockedValue { $0[name] = Status(source: spec.description) }
+            Log.info("discovery started", ["cluster": name, "source": spec.description])
+            source.start { [weak self] result in self?.record(cluster: name, result) }
+        }
+    }
+
+    /// Waits (up to `timeout`) until every source has answered or failed
+    /// once, so the first generation starts with endpoints.
+    public func waitForFirstAnswers(timeout: Duration) {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while clock.now < deadline {
+            let done = statuses.withLockedValue { $0.values.allSatisfy { $0.endpoints != nil || $0.consecutiveFailures > 0 } }
+            if done { return }
+            usleep(10_000)
+        }
+    }
+
+    private func record(cluster: String, _ result: Result<[EndpointConfig], DiscoveryFailure>) {
+        var changed = false
+        statuses.withLockedValue { all in
+            guard var status = all[cluster] else { return }
+            switch result {
+            case .failure(let failure):
+                status.consecutiveFailures += 1
+                status.totalFailures += 1
+                if status.lastError != failure.description || status.consecutiveFailures == 1 {
+                    Log.error("discovery failing; the cluster keeps its last known endpoints", [
+                        "cluster": cluster, "source": status.source, "error": failure.description,
+                        "endpoints": String(status.endpoints?.count ?? 0),
+                    ])
+                }
+                status.lastError = failure.description
+            case .success(let endpoints):
+                if status.consecutiveFailures > 0 {
+                    Log.info("discovery recovered", ["cluster": cluster, "source": status.source])
+                }
+                status.consecutiveFailures = 0
+                status.lastSuccess = Double(time(nil))
+                if endpoints.isEmpty, let known = status.endpoints, !known.isEmpty {
+                    if !status.ignoredEmpty {
+                        Log.warning("discovery answered with no endpoints; keeping the last known ones", [
+                            "cluster": cluster, "source": status.source, "endpoints": String(known.count),
+                        ])
+                    }
+                    status.ignoredEmpty = true
+                } else {
+                    status.ignoredEmpty = false
+                    if status.endpoints != endpoints {
+                        changed = true
+                        status.updates += 1
+                        Log.info("discovered endpoints changed", [
+                            "cluster": cluster, "source": status.source,
+                            "endpoints": endpoints.map { "\($0.address)*\($0.weight)" }.joined(separator: ","),
+                        ])
+                        status.endpoints = endpoints
+                    }
+                }
+            }
+            all[cluster] = status
+        }
+        guard changed else { return }
+        // Coalesce bursts (an etcd watch delivers registrations one by one).
+        let first = changePending.withLockedValue { pending -> Bool in
+            defer { pending = true }
+            return !pending
+        }
+        guard first else { return }
+        ControlThread.loop.scheduleTask(in: .milliseconds(50)) {
+            self.changePending.withLockedValue { $0 = false }
+            self.onChange.withLockedValue { $0 }?()
+        }
+    }
+
+    /// `config` with every discovered cluster's endpoints set to the last
+    /// known ones (none before the first answer).
+    public func overlay(_ config: GatewayConfig) -> GatewayConfig {
+        var out = config
+        let known = statuses.withLockedValue { $0 }
+        for i in out.clusters.indices where out.clusters[i].discovery != nil {
+            out.clusters[i].endpoints = known[out.clusters[i].name]?.endpoints ?? []
+        }
+        return out
+    }
+
+    public func status(of cluster: String) -> Status? {
+        statuses.withLockedValue { $0[cluster] }
+    }
+
+    /// At shutdown.
+    public func stopAll() {
+        ControlThread.run {
+            let all = self.running.withLockedValue { r -> [RunningSource] in
+                defer { r.removeAll() }
+                return Array(r.values)
+            }
+            all.forEach { $0.source.stop() }
+        }
+    }
+}

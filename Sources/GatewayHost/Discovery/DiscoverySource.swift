@@ -1,0 +1,35 @@
+/// A source of one cluster's endpoints. Every source lives on the control
+/// thread's event loop: it is started, reports and is stopped there, so
+/// sources need no locks.
+///
+/// A source reports the complete current set each time (`.success`), or
+/// that it cannot tell right now (`.failure`, with why); the manager keeps
+/// the last known set through failures and through empty answers.
+protocol DiscoverySource: AnyObject {
+    typealias Report = (Result<[EndpointConfig], DiscoveryFailure>) -> Void
+
+    func start(report: @escaping Report)
+    func stop()
+}
+
+struct DiscoveryFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Retry delays of a failing source: 0.5 s doubling up to `limit`, with
+/// ±20 % jitter so that many gateways do not retry in step.
+struct DiscoveryBackoff {
+    let limit: Duration
+    private(set) var failures = 0
+
+    init(limit: Duration) { self.limit = limit }
+
+    mutating func reset() { failures = 0 }
+
+    mutating func next() -> Int64 {
+        failures += 1
+        let base = min(500 * Int64(1 << min(failures - 1, 10)), max(limit.nanosecondsClamped / 1_000_000, 500))
+        return Int64(Double(base) * Double.random(in: 0.8...1.2))
+    }
+}

@@ -1,0 +1,269 @@
+import MeshgateGRPC
+import MeshgateGRPCCalls
+import MeshgateHTTP2
+import MeshgateTLS
+import NIOCore
+import NIOPosix
+
+public struct EtcdError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// A gRPC client of etcd's v3 API (KV, Watch, Lease) on one HTTP/2
+/// connection, made with Meshgate's own HTTP/2 and TLS layers. Confined to
+/// `eventLoop`: every method must be called there, and every callback runs
+/// there. With several etcd endpoints, a failed connection moves to the
+/// next one.
+public final class EtcdClient: HTTP2ConnectionDelegate {
+    public struct Endpoint: Sendable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+
+        /// "host:port" or "[v6]:port"; a scheme (`http://`) is ignored.
+        public init?(parsing text: String) {
+            var rest = Substring(text)
+            if let scheme = rest.range(of: "://") { rest = rest[scheme.upperBound...] }
+            if rest.hasSuffix("/") { rest = rest.dropLast() }
+            guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]), (1...65535).contains(port) else { return nil }
+            var host = rest[..<colon]
+            if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+            guard !host.isEmpty else { return nil }
+            self.init(host: String(host), port: port)
+        }
+
+        public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    }
+
+    public let endpoints: [Endpoint]
+    public let eventLoop: EventLoop
+    private let tls: TLSContext?
+    private let serverName: String?
+    private let dialTimeout: TimeAmount
+    private var next = 0
+    private var connection: HTTP2Connection?
+    private var connecting = false
+    private var waiting: [(Result<HTTP2Connection, EtcdError>) -> Void] = []
+    private var closed = false
+
+    public init(endpoints: [Endpoint], eventLoop: EventLoop, tls: TLSContext? = nil, serverName: String? = nil,
+                dialTimeout: TimeAmount = .seconds(3)) {
+        precondition(!endpoints.isEmpty, "etcd needs at least one endpoint")
+        self.endpoints = endpoints
+        self.eventLoop = eventLoop
+        self.tls = tls
+        self.serverName = serverName
+        self.dialTimeout = dialTimeout
+    }
+
+    /// The endpoint the client is connected (or connecting) to.
+    public var currentEndpoint: Endpoint { endpoints[next % endpoints.count] }
+
+    public func close() {
+        closed = true
+        connection?.close()
+        connection = nil
+    }
+
+    // MARK: Calls
+
+    /// One unary call; `timeout` bounds it, connecting included.
+    public func unary(_ path: String, _ request: [UInt8], timeout: TimeAmount,
+                      completion: @escaping (Result<[UInt8], EtcdError>) -> Void) {
+        withConnection { result in
+            switch result {
+            case .failure(let error): completion(.failure(error))
+            case .success(let connection):
+                let call = GRPCClientCall()
+                var response: [UInt8]?
+                call.onMessage = { response = Array($0.readableBytesView) }
+                call.onFinish = { status in
+                    if status.code == .ok, let response {
+                        completion(.success(response))
+                    } else {
+                        completion(.failure(EtcdError("\(path) at \(self.currentEndpoint): \(status)")))
+                    }
+                }
+                if !self.start(call, on: connection, path: path, message: request, endRequest: true, timeout: timeout) {
+                    completion(.failure(EtcdError("\(path) at \(self.currentEndpoint): the connection takes no new streams")))
+                }
+            }
+        }
+    }
+
+    /// Opens a bidirectional stream with its first request message.
+    /// `onMessage` gets each response message; `onEnd` runs once. The
+    /// returned call cancels the stream; nil when no connection could be
+    /// made (`onEnd` has run).
+    public func stream(_ path: String, first request: [UInt8], onMessage: @escaping ([UInt8]) -> Void,
+                       onEnd: @escaping (EtcdError) -> Void, onOpen: @escaping (GRPCClientCall) -> Void) {
+        withConnection { result in
+            switch result {
+            case .failure(let error): onEnd(error)
+            case .success(let connection):
+                let call = GRPCClientCall()
+                call.onMessage = { onMessage(Array($0.readableBytesView)) }
+                call.onFinish = { status in onEnd(EtcdError("\(path) at \(self.currentEndpoint) ended: \(status)")) }
+                if self.start(call, on: connection, path: path, message: request, endRequest: false, timeout: nil) {
+                    onOpen(call)
+                } else {
+                    onEnd(EtcdError("\(path) at \(self.currentEndpoint): the connection takes no new streams"))
+                }
+            }
+        }
+    }
+
+    private func start(_ call: GRPCClientCall, on connection: HTTP2Connection, path: String, message: [UInt8],
+                       endRequest: Bool, timeout: TimeAmount?) -> Bool {
+        call.start(on: connection, authority: currentEndpoint.description, path: path, message: message, endRequest: endRequest,
+                   timeout: timeout, scheme: tls == nil ? "http" : "https", userAgent: "meshgate-etcd")
+    }
+
+    // MARK: etcd operations
+
+    /// Every key under `prefix`, and the revision they were read at.
+    public func range(prefix: String, timeout: TimeAmount = .seconds(5),
+                      completion: @escaping (Result<(kvs: [EtcdKeyValue], revision: Int64), EtcdError>) -> Void) {
+        unary("/etcdserverpb.KV/Range", EtcdMessages.rangeRequest(prefix: Array(prefix.utf8)).bytes, timeout: timeout) { result in
+            completion(result.flatMap { bytes in
+                Result { () throws(ProtoDecodeError) in try EtcdMessages.rangeResponse(bytes) }.mapError { EtcdError("Range: \($0)") }
+            })
+        }
+    }
+
+    public func put(key: String, value: String, lease: Int64 = 0, timeout: TimeAmount = .seconds(5),
+                    completion: @escaping (Result<Void, EtcdError>) -> Void) {
+        let request = EtcdMessages.putRequest(key: Array(key.utf8), value: Array(value.utf8), lease: lease).bytes
+        unary("/etcdserverpb.KV/Put", request, timeout: timeout) { completion($0.map { _ in () }) }
+    }
+
+    public func delete(key: String, timeout: TimeAmount = .seconds(5), completion: @escaping (Result<Void, EtcdError>) -> Void) {
+        unary("/etcdserverpb.KV/DeleteRange", EtcdMessages.deleteRequest(key: Array(key.utf8)).bytes, timeout: timeout) {
+            completion($0.map { _ in () })
+        }
+    }
+
+    /// A new lease; its id.
+    public func grantLease(ttlSeconds: Int64, timeout: TimeAmount = .seconds(5), completion: @escaping (Result<Int64, EtcdError>) -> Void) {
+        unary("/etcdserverpb.Lease/LeaseGrant", EtcdMessages.leaseGrantRequest(ttlSeconds: ttlSeconds).bytes, timeout: timeout) { result in
+            completion(result.flatMap { bytes in
+                guard let (id, _, error) = try? EtcdMessages.leaseResponse(bytes) else { return .failure(EtcdError("LeaseGrant: unreadable response")) }
+                return error.isEmpty && id != 0 ? .success(id) : .failure(EtcdError("LeaseGrant refused: \(error)"))
+            })
+        }
+    }
+
+    /// One keep-alive round trip; the lease's remaining TTL (0 or less: the
+    /// lease is gone).
+    public func keepAlive(lease: Int64, timeout: TimeAmount = .seconds(5), completion: @escaping (Result<Int64, EtcdError>) -> Void) {
+        // LeaseKeepAlive is a bidirectional stream; one request then the end
+        // of the request stream gets exactly one answer.
+        unary("/etcdserverpb.Lease/LeaseKeepAlive", EtcdMessages.leaseIDRequest(lease).bytes, timeout: timeout) { result in
+            completion(result.flatMap { bytes in
+                guard let (_, ttl, _) = try? EtcdMessages.leaseResponse(bytes) else { return .failure(EtcdError("LeaseKeepAlive: unreadable response")) }
+                return .success(ttl)
+            })
+        }
+    }
+
+    public func revoke(lease: Int64, timeout: TimeAmount = .seconds(2), completion: @escaping (Result<Void, EtcdError>) -> Void) {
+        unary("/etcdserverpb.Lease/LeaseRevoke", EtcdMessages.leaseIDRequest(lease).bytes, timeout: timeout) { completion($0.map { _ in () }) }
+    }
+
+    /// Watches every key under `prefix` from `startRevision` (inclusive).
+    /// `onResponse` gets each batch of events with the revision it brings the
+    /// watcher to; `onEnd` runs once when the watch ends for any reason
+    /// (compaction included: the caller lists again).
+    public func watch(prefix: String, startRevision: Int64,
+                      onResponse: @escaping (_ events: [EtcdWatchEvent], _ revision: Int64) -> Void,
+                      onEnd: @escaping (EtcdError) -> Void, onOpen: @escaping (GRPCClientCall) -> Void) {
+        var ended = false
+        let end = { (error: EtcdError) in
+            guard !ended else { return }
+            ended = true
+            onEnd(error)
+        }
+        var openCall: GRPCClientCall?
+        let request = EtcdMessages.watchCreateRequest(prefix: Array(prefix.utf8), startRevision: startRevision).bytes
+        stream("/etcdserverpb.Watch/Watch", first: request, onMessage: { bytes in
+            guard let response = try? EtcdMessages.watchResponse(bytes) else {
+                openCall?.cancel()
+                end(EtcdError("Watch: unreadable response"))
+                return
+            }
+            if response.canceled {
+                openCall?.cancel()
+                let reason = response.compactRevision > 0 ? "compacted at revision \(response.compactRevision)" : response.cancelReason
+                end(EtcdError("watch canceled by etcd: \(reason)"))
+                return
+            }
+            onResponse(response.events, response.revision)
+        }, onEnd: end, onOpen: { call in
+            openCall = call
+            onOpen(call)
+        })
+    }
+
+    // MARK: Connection
+
+    private func withConnection(_ body: @escaping (Result<HTTP2Connection, EtcdError>) -> Void) {
+        eventLoop.preconditionInEventLoop()
+        guard !closed else {
+            body(.failure(EtcdError("the etcd client is closed")))
+            return
+        }
+        if let connection, connection.canOpenStreams {
+            body(.success(connection))
+            return
+        }
+        waiting.append(body)
+        guard !connecting else { return }
+        connecting = true
+        connection = nil
+        let endpoint = currentEndpoint
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        let tls = self.tls
+        let serverName = self.serverName ?? endpoint.host
+        ClientBootstrap(group: eventLoop)
+            .connectTimeout(dialTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(try TLSHandler(context: tls, serverName: serverName)) }
+                    try channel.pipeline.syncOperations.addHandler(HTTP2Connection(role: .client, delegate: bound.value))
+                }
+            }
+            .connect(host: endpoint.host, port: endpoint.port)
+            .assumeIsolated()
+            .whenComplete { result in
+                self.connecting = false
+                let waiting = self.waiting
+                self.waiting.removeAll()
+                switch result {
+                case .success(let channel):
+                    guard let http2 = try? channel.pipeline.syncOperations.handler(type: HTTP2Connection.self) else {
+                        waiting.forEach { $0(.failure(EtcdError("no HTTP/2 handler"))) }
+                        return
+                    }
+                    if self.closed { http2.close() }
+                    self.connection = http2
+                    waiting.forEach { $0(.success(http2)) }
+                case .failure(let error):
+                    self.next += 1  // the next attempt tries the next endpoint
+                    waiting.forEach { $0(.failure(EtcdError("cannot connect to etcd at \(endpoint): \(error)"))) }
+                }
+            }
+    }
+
+    public func http2ConnectionDidClose(_ connection: HTTP2Connection) {
+        if connection === self.connection {
+            self.connection = nil
+            next += 1
+        }
+    }
+}

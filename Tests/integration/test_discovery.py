@@ -1,0 +1,373 @@
+"""Dynamic service discovery with the real systems, started on loopback by
+the tests: a watched file, dnsmasq (A and SRV records) and an etcd server
+(replicas registering themselves under leases, and `meshgate register`).
+
+Each source: two replicas to start with, a third added under load (it
+starts taking calls), one removed under load (no failed RPC), and the
+source's failure (broken file, dnsmasq or etcd stopped) keeping the last
+endpoints in service until it recovers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Optional
+
+import grpc
+import pytest
+
+from conftest import Launcher
+from discovery_servers import Dnsmasq, EtcdServer
+from meshkit import HOST, free_port, insecure_channel, port_accepts, to_yaml, wait_until
+
+HEALTH = {"mode": "watch", "interval": "200ms", "timeout": "500ms",
+          "unhealthy_threshold": 1, "healthy_threshold": 1}
+PREFIX = "/meshgate/services/mesh/"
+
+
+# --------------------------------------------------------------------------
+# Helpers
+
+
+def discovery_config(port: int, admin_port: int, discovery: dict, health: bool = True) -> str:
+    cluster: dict = {"name": "mesh", "discovery": discovery}
+    if health:
+        cluster["health_check"] = HEALTH
+    doc = {
+        "admin": {"address": f"{HOST}:{admin_port}"},
+        "runtime": {"drain_timeout": "3s"},
+        "listeners": [{"name": "public", "address": f"{HOST}:{port}",
+                       "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]}],
+        "clusters": [cluster],
+    }
+    return to_yaml(doc)
+
+
+def clusters(admin_port: int) -> dict:
+    with urllib.request.urlopen(f"http://{HOST}:{admin_port}/clusters", timeout=5) as response:
+        assert response.headers["content-type"] == "application/json"
+        return json.loads(response.read())
+
+
+def mesh_cluster(admin_port: int) -> dict:
+    return next(c for c in clusters(admin_port)["clusters"] if c["name"] == "mesh")
+
+
+def endpoint_addresses(admin_port: int) -> set[str]:
+    return {e["address"] for e in mesh_cluster(admin_port)["endpoints"]}
+
+
+class Load:
+    """Unary calls in a loop on one channel until stopped: which replica
+    answered each, and every failure with its status."""
+
+    def __init__(self, port: int, pb2, pb2_grpc):
+        self.pb2 = pb2
+        self.channel = insecure_channel(port)
+        self.stub = pb2_grpc.MeshServiceStub(self.channel)
+        self.lock = threading.Lock()
+        self.answers: list[tuple[float, str]] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Load":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.channel.close()
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            i += 1
+            try:
+                reply = self.stub.Process(self.pb2.ProcessRequest(request_id=f"load-{i}"), timeout=5)
+                with self.lock:
+                    self.answers.append((time.monotonic(), reply.replica_id))
+            except grpc.RpcError as error:
+                with self.lock:
+                    self.failures.append(f"{error.code().name}: {error.details()}")
+            time.sleep(0.004)
+
+    def since(self, t: float) -> Counter:
+        with self.lock:
+            return Counter(rid for at, rid in self.answers if at >= t)
+
+    def total(self) -> int:
+        with self.lock:
+            return len(self.answers)
+
+    def wait_for(self, replica_id: str, after: float, timeout: float = 15.0) -> None:
+        wait_until(lambda: self.since(after)[replica_id] >= 5, timeout=timeout, interval=0.1,
+                   message=f"{replica_id} to take calls (seen since: {dict(self.since(after))})")
+
+    def wait_gone(self, replica_id: str, timeout: float = 15.0) -> float:
+        """Waits until a full second of calls has none for `replica_id`."""
+        def gone() -> bool:
+            now = time.monotonic()
+            recent = self.since(now - 1.0)
+            return sum(recent.values()) >= 20 and recent[replica_id] == 0
+        wait_until(gone, timeout=timeout, interval=0.2, message=f"{replica_id} to leave rotation")
+        return time.monotonic()
+
+
+def start_replica(launch: Launcher, replica_id: str, host: str = HOST, port: Optional[int] = None,
+                  extra: tuple[str, ...] = ()):
+    port = port or free_port()
+    argv = [str(launch.bins.mesh_sample), "--host", host, "--port", str(port), "--replica-id", replica_id, *extra]
+    proc = launch.group.start(f"replica-{replica_id}-{host}-{port}", argv)
+    wait_until(lambda: port_accepts(port, host=host), timeout=20, message=f"{replica_id} on {host}:{port}")
+    return proc, port
+
+
+def start_gateway(launch: Launcher, config: str, port: int):
+    path = launch.work_dir / f"gateway-{port}.yaml"
+    path.write_text(config)
+    return launch.group.start(f"meshgate-{port}", [str(launch.bins.meshgate), "run", "--config", str(path)], port=port)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def endpoints_yaml(ports: dict[str, int]) -> str:
+    return to_yaml({"endpoints": [{"address": f"{HOST}:{p}", "metadata": {"replica": rid}} for rid, p in ports.items()]})
+
+
+# --------------------------------------------------------------------------
+# File
+
+
+def test_file_discovery_add_remove_and_broken_file(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
+    launch = Launcher(bins, tmp_path)
+    try:
+        ports = {rid: start_replica(launch, rid)[1] for rid in ("f1", "f2", "f3")}
+        endpoints = tmp_path / "endpoints.yaml"
+        endpoints.write_text(endpoints_yaml({"f1": ports["f1"], "f2": ports["f2"]}))
+        port, admin = free_port(), free_port()
+        start_gateway(launch, discovery_config(port, admin, {"file": {"path": str(endpoints), "refresh_interval": "200ms"}}), port)
+
+        with Load(port, mesh_pb2, mesh_pb2_grpc) as load:
+            load.wait_for("f1", 0)
+            load.wait_for("f2", 0)
+            assert load.since(0)["f3"] == 0
+
+            added = time.monotonic()
+            write_atomically(endpoints, endpoints_yaml(ports))
+            load.wait_for("f3", added)
+            meta = {e["address"]: e["metadata"] for e in mesh_cluster(admin)["endpoints"]}
+            assert meta[f"{HOST}:{ports['f3']}"] == {"replica": "f3"}
+
+            write_atomically(endpoints, endpoints_yaml({"f2": ports["f2"], "f3": ports["f3"]}))
+            load.wait_gone("f1")
+
+            # A broken file and an empty one keep the last endpoints.
+            write_atomically(endpoints, "endpoints:\n  - address: [oops\n")
+            wait_until(lambda: mesh_cluster(admin)["discovery"]["consecutive_failures"] > 0, timeout=5,
+                       message="the broken file to be reported")
+            status = mesh_cluster(admin)["discovery"]
+            assert str(endpoints) in status["last_error"] and "YAML" in status["last_error"], status
+            write_atomically(endpoints, "endpoints: []\n")
+            wait_until(lambda: mesh_cluster(admin)["discovery"]["state"] == "empty answer ignored", timeout=5,
+                       message="the empty file to be ignored")
+            assert endpoint_addresses(admin) == {f"{HOST}:{ports['f2']}", f"{HOST}:{ports['f3']}"}
+            after = time.monotonic()
+            time.sleep(1.0)
+            assert set(load.since(after)) == {"f2", "f3"}, load.since(after)
+            assert load.failures == [], load.failures[:5]
+            assert load.total() > 200
+    finally:
+        launch.stop_all()
+
+
+# --------------------------------------------------------------------------
+# DNS (dnsmasq)
+
+
+def test_dns_a_records_follow_the_hosts_file(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
+    """A/AAAA discovery: three replicas on 127.0.0.1/.2/.3, one port; the
+    name's records change under load; dnsmasq stopped keeps the endpoints."""
+    launch = Launcher(bins, tmp_path)
+    try:
+        replica_port = free_port()
+        for i in (1, 2, 3):
+            start_replica(launch, f"d{i}", host=f"127.0.0.{i}", port=replica_port)
+        dns = Dnsmasq(tmp_path / "dnsmasq", launch.group)
+        dns.set_hosts({"mesh.test": ["127.0.0.1", "127.0.0.2"]})
+        dns.start()
+        port, admin = free_port(), free_port()
+        discovery = {"dns": {"name": "mesh.test", "port": replica_port, "resolver": dns.address,
+                             "refresh_interval": "5s", "min_refresh_interval": "200ms", "timeout": "300ms", "family": "v4"}}
+        start_gateway(launch, discovery_config(port, admin, discovery), port)
+        assert endpoint_addresses(admin) == {f"127.0.0.1:{replica_port}", f"127.0.0.2:{replica_port}"}
+
+        with Load(port, mesh_pb2, mesh_pb2_grpc) as load:
+            load.wait_for("d1", 0)
+            load.wait_for("d2", 0)
+            added = time.monotonic()
+            dns.set_hosts({"mesh.test": ["127.0.0.1", "127.0.0.2", "127.0.0.3"]})
+            load.wait_for("d3", added)
+            dns.set_hosts({"mesh.test": ["127.0.0.2", "127.0.0.3"]})
+            load.wait_gone("d1")
+
+            dns.stop()
+            wait_until(lambda: mesh_cluster(admin)["discovery"]["consecutive_failures"] > 0, timeout=10,
+                       message="the DNS failure to be reported")
+            assert "failing" in mesh_cluster(admin)["discovery"]["state"]
+            during = time.monotonic()
+            time.sleep(1.0)
+            assert set(load.since(during)) == {"d2", "d3"}, load.since(during)
+
+            dns.start()
+            wait_until(lambda: mesh_cluster(admin)["discovery"]["state"] == "ok", timeout=15,
+                       message="discovery to recover")
+            assert load.failures == [], load.failures[:5]
+    finally:
+        launch.stop_all()
+
+
+def test_dns_srv_records(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
+    """SRV discovery (`_grpc._tcp.name`): ports and weights from the
+    records, targets resolved through their A records."""
+    launch = Launcher(bins, tmp_path)
+    try:
+        ports = {rid: start_replica(launch, rid)[1] for rid in ("s1", "s2", "s3")}
+        dns = Dnsmasq(tmp_path / "dnsmasq", launch.group)
+        dns.set_hosts({f"{rid}.mesh.test": ["127.0.0.1"] for rid in ports})
+        service = "_grpc._tcp.mesh.test"
+        dns.set_srv([(service, "s1.mesh.test", ports["s1"], 0, 1), (service, "s2.mesh.test", ports["s2"], 0, 3),
+                     (service, "s3.mesh.test", ports["s3"], 10, 1)])  # s3: a lower priority, unused
+        dns.start()
+        port, admin = free_port(), free_port()
+        discovery = {"dns": {"srv": service, "resolver": dns.address, "refresh_interval": "1s",
+                             "min_refresh_interval": "200ms", "timeout": "300ms", "family": "v4"}}
+        start_gateway(launch, discovery_config(port, admin, discovery), port)
+        weights = {e["address"]: e["weight"] for e in mesh_cluster(admin)["endpoints"]}
+        assert weights == {f"{HOST}:{ports['s1']}": 1, f"{HOST}:{ports['s2']}": 3}, weights
+
+        with Load(port, mesh_pb2, mesh_pb2_grpc) as load:
+            load.wait_for("s1", 0)
+            load.wait_for("s2", 0)
+            added = time.monotonic()
+            # SRV records are command-line options: dnsmasq restarts on the same port.
+            dns.set_srv([(service, f"{rid}.mesh.test", p, 0, 1) for rid, p in ports.items()])
+            load.wait_for("s3", added)
+            assert load.failures == [], load.failures[:5]
+    finally:
+        launch.stop_all()
+
+
+# --------------------------------------------------------------------------
+# etcd
+
+
+def test_etcd_registration_discovery_and_outage(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
+    launch = Launcher(bins, tmp_path)
+    try:
+        etcd = EtcdServer(tmp_path / "etcd", launch.group)
+        etcd.start()
+
+        def registered(rid: str, ttl: int = 10):
+            return start_replica(launch, rid, extra=("--register-etcd", etcd.endpoint, "--register-prefix", PREFIX,
+                                                     "--register-ttl", str(ttl)))
+
+        procs = {rid: registered(rid)[0] for rid in ("e1", "e2")}
+        wait_until(lambda: len(etcd.get_prefix(PREFIX)) == 2, timeout=10, message="two registrations in etcd")
+        value = json.loads(etcd.get_prefix(PREFIX)[PREFIX + "e1"])
+        assert value["metadata"] == {"replica": "e1"} and value["weight"] == 1, value
+
+        port, admin = free_port(), free_port()
+        start_gateway(launch, discovery_config(port, admin, {"etcd": {"endpoints": [etcd.endpoint], "prefix": PREFIX}}), port)
+        assert len(endpoint_addresses(admin)) == 2
+
+        with Load(port, mesh_pb2, mesh_pb2_grpc) as load:
+            load.wait_for("e1", 0)
+            load.wait_for("e2", 0)
+
+            # A third replica registers itself: traffic, no config change.
+            added = time.monotonic()
+            procs["e3"], _ = registered("e3", ttl=3)
+            load.wait_for("e3", added)
+
+            # A clean stop unregisters first: no call fails.
+            procs["e1"].send_signal(signal.SIGTERM)
+            procs["e1"].wait(timeout=10)
+            load.wait_gone("e1")
+            assert PREFIX + "e1" not in etcd.get_prefix(PREFIX)
+            assert load.failures == [], load.failures[:5]
+
+            # `meshgate register` for a process that cannot register itself.
+            _, e4_port = start_replica(launch, "e4")
+            added = time.monotonic()
+            register = launch.group.start("register-e4", [
+                str(bins.meshgate), "register", "--etcd", etcd.endpoint, "--prefix", PREFIX,
+                "--address", f"{HOST}:{e4_port}", "--id", "e4", "--ttl", "5", "--metadata", "zone=b"])
+            load.wait_for("e4", added)
+            assert json.loads(etcd.get_prefix(PREFIX)[PREFIX + "e4"])["metadata"] == {"zone": "b"}
+            register.send_signal(signal.SIGTERM)
+            assert register.wait(timeout=10) == 0
+            load.wait_gone("e4")
+            assert load.failures == [], load.failures[:5]
+
+            # Killed hard: its lease (3 s) expires and it leaves rotation.
+            procs["e3"].popen.kill()
+            killed = time.monotonic()
+            wait_until(lambda: PREFIX + "e3" not in etcd.get_prefix(PREFIX), timeout=10, message="e3's lease to expire")
+            wait_until(lambda: len(endpoint_addresses(admin)) == 1, timeout=5, message="e3 to leave the cluster")
+            assert time.monotonic() - killed < 10
+            baseline = len(load.failures)
+
+            # etcd down: the last endpoints keep serving; back: the watch resumes.
+            etcd.stop()
+            wait_until(lambda: mesh_cluster(admin)["discovery"]["consecutive_failures"] > 0, timeout=10,
+                       message="the etcd outage to be reported")
+            during = time.monotonic()
+            time.sleep(1.0)
+            assert set(load.since(during)) == {"e2"}, load.since(during)
+            etcd.start()
+            wait_until(lambda: mesh_cluster(admin)["discovery"]["state"] == "ok", timeout=20,
+                       message="the etcd watch to resume")
+            added = time.monotonic()
+            procs["e5"], _ = registered("e5")
+            load.wait_for("e5", added, timeout=20)
+            assert load.failures[baseline:] == [], load.failures[baseline:][:5]
+    finally:
+        launch.stop_all()
+
+
+def test_discovery_config_errors(bins, tmp_path):
+    """A discovery block that cannot work names the file, line and field."""
+    import subprocess
+    cases = {
+        "both": ({"endpoints": [{"address": "127.0.0.1:1"}], "discovery": {"file": {"path": "x.yaml"}}},
+                 "clusters[0].endpoints: a cluster has either"),
+        "two sources": ({"discovery": {"file": {"path": "x"}, "dns": {"name": "a", "port": 1}}},
+                        "takes exactly one source"),
+        "dns without port": ({"discovery": {"dns": {"name": "mesh.test"}}}, "clusters[0].discovery.dns.port"),
+        "etcd without prefix": ({"discovery": {"etcd": {"endpoints": ["127.0.0.1:2379"]}}},
+                                "clusters[0].discovery.etcd.prefix: required field is missing"),
+        "bad etcd endpoint": ({"discovery": {"etcd": {"endpoints": ["nowhere"], "prefix": "/p/"}}},
+                              "clusters[0].discovery.etcd.endpoints[0]"),
+    }
+    for name, (cluster, expected) in cases.items():
+        doc = {"listeners": [{"name": "l", "address": "127.0.0.1:1",
+                              "routes": [{"match": {"service": "s"}, "cluster": "c"}]}],
+               "clusters": [{"name": "c", **cluster}]}
+        path = tmp_path / f"{name.replace(' ', '-')}.yaml"
+        path.write_text(to_yaml(doc))
+        result = subprocess.run([str(bins.meshgate), "validate", "--config", str(path)],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2, (name, result.stdout, result.stderr)
+        assert str(path) in result.stderr and expected in result.stderr, (name, result.stderr)
