@@ -50,6 +50,9 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
     private var connecting = false
     private var waiting: [(Result<HTTP2Connection, EtcdError>) -> Void] = []
     private var closed = false
+    /// Why the last TLS connection failed (OpenSSL's reason), for errors
+    /// that would otherwise only say "connection lost".
+    private var tlsFailure: String?
 
     public init(endpoints: [Endpoint], eventLoop: EventLoop, tls: TLSContext? = nil, serverName: String? = nil,
                 dialTimeout: TimeAmount = .seconds(3)) {
@@ -86,7 +89,7 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
                     if status.code == .ok, let response {
                         completion(.success(response))
                     } else {
-                        completion(.failure(EtcdError("\(path) at \(self.currentEndpoint): \(status)")))
+                        completion(.failure(self.error(path, status)))
                     }
                 }
                 if !self.start(call, on: connection, path: path, message: request, endRequest: true, timeout: timeout) {
@@ -108,7 +111,7 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
             case .success(let connection):
                 let call = GRPCClientCall()
                 call.onMessage = { onMessage(Array($0.readableBytesView)) }
-                call.onFinish = { status in onEnd(EtcdError("\(path) at \(self.currentEndpoint) ended: \(status)")) }
+                call.onFinish = { status in onEnd(self.error(path, status)) }
                 if self.start(call, on: connection, path: path, message: request, endRequest: false, timeout: nil) {
                     onOpen(call)
                 } else {
@@ -116,6 +119,13 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
                 }
             }
         }
+    }
+
+    private func error(_ path: String, _ status: GRPCStatus) -> EtcdError {
+        if status.code == .unavailable, let tlsFailure {
+            return EtcdError("\(path) at \(currentEndpoint): TLS: \(tlsFailure)")
+        }
+        return EtcdError("\(path) at \(currentEndpoint): \(status)")
     }
 
     private func start(_ call: GRPCClientCall, on connection: HTTP2Connection, path: String, message: [UInt8],
@@ -234,7 +244,11 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let tls { try channel.pipeline.syncOperations.addHandler(try TLSHandler(context: tls, serverName: serverName)) }
+                    if let tls {
+                        let handler = try TLSHandler(context: tls, serverName: serverName)
+                        handler.onFailure = { reason in bound.value.tlsFailure = reason }
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                    }
                     try channel.pipeline.syncOperations.addHandler(HTTP2Connection(role: .client, delegate: bound.value))
                 }
             }
@@ -251,6 +265,7 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
                         return
                     }
                     if self.closed { http2.close() }
+                    self.tlsFailure = nil
                     self.connection = http2
                     waiting.forEach { $0(.success(http2)) }
                 case .failure(let error):

@@ -1,3 +1,4 @@
+import MeshgateTLS
 import NIOCore
 
 /// Keeps one endpoint registered in etcd while the process runs: the key
@@ -54,9 +55,10 @@ public final class EtcdRegistration: Sendable {
     /// Starts registering at once; failures are retried with backoff and
     /// reported through `log`.
     public init(etcd endpoints: [EtcdClient.Endpoint], entry: Entry, ttlSeconds: Int64, eventLoop: EventLoop,
-                log: @escaping @Sendable (String) -> Void) {
+                tls: TLSContext? = nil, serverName: String? = nil, log: @escaping @Sendable (String) -> Void) {
         self.loop = eventLoop
-        let registrar = Registrar(client: EtcdClient(endpoints: endpoints, eventLoop: eventLoop), entry: entry, ttl: ttlSeconds, log: log)
+        let client = EtcdClient(endpoints: endpoints, eventLoop: eventLoop, tls: tls, serverName: serverName)
+        let registrar = Registrar(client: client, entry: entry, ttl: ttlSeconds, log: log)
         self.registrar = registrar
         eventLoop.execute { registrar.register() }
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import MeshgateEtcd
+import MeshgateTLS
 import NIOPosix
 
 #if canImport(Glibc)
@@ -23,6 +24,10 @@ struct Register: AsyncParsableCommand {
     @Option(help: "Load-balancing weight.") var weight = 1
     @Option(help: "Lease TTL in seconds.") var ttl = 10
     @Option(name: .customLong("metadata"), help: "KEY=VALUE label (repeatable).") var metadata: [String] = []
+    @Option(name: .customLong("etcd-ca"), help: "Speak TLS to etcd, verifying it with this PEM CA bundle.") var etcdCA: String?
+    @Option(name: .customLong("etcd-cert"), help: "Client certificate (PEM) for etcd's mutual TLS.") var etcdCert: String?
+    @Option(name: .customLong("etcd-key"), help: "The client certificate's PEM private key.") var etcdKey: String?
+    @Option(name: .customLong("etcd-server-name"), help: "Name checked in etcd's certificate (default: the endpoint's host).") var etcdServerName: String?
 
     func validate() throws {
         guard EtcdClient.Endpoint(parsing: address) != nil else { throw ValidationError("--address: expected HOST:PORT") }
@@ -40,8 +45,18 @@ struct Register: AsyncParsableCommand {
             labels[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
         }
         let entry = EtcdRegistration.Entry(key: prefix + (id ?? address), address: address, weight: weight, metadata: labels)
+        var tls: TLSContext?
+        if etcdCA != nil || etcdCert != nil {
+            guard (etcdCert == nil) == (etcdKey == nil) else { throw ValidationError("--etcd-cert and --etcd-key go together") }
+            do {
+                tls = try TLSContext(role: .client, certificateChain: etcdCert, privateKey: etcdKey, trustedCAs: etcdCA)
+            } catch {
+                throw ValidationError("etcd TLS: \(error.message)")
+            }
+        }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let registration = EtcdRegistration(etcd: endpoints, entry: entry, ttlSeconds: Int64(ttl), eventLoop: group.next()) { message in
+        let registration = EtcdRegistration(etcd: endpoints, entry: entry, ttlSeconds: Int64(ttl), eventLoop: group.next(),
+                                            tls: tls, serverName: etcdServerName) { message in
             printError("meshgate register: \(message)")
         }
         let (signals, continuation) = AsyncStream.makeStream(of: Int32.self)

@@ -50,6 +50,15 @@ import Testing
         #expect(!config.listeners.isEmpty)
     }
 
+    @Test func theExampleConfigsAreValid() throws {
+        let folder = #filePath.replacingOccurrences(of: "Tests/MeshgateTests/ConfigLoaderTests.swift", with: "config/examples/")
+        for name in ["discovery-etcd.yaml", "discovery-dns.yaml", "discovery-file.yaml"] {
+            let config = try ConfigLoader.load(file: folder + name)
+            #expect(config.clusters.allSatisfy { $0.discovery != nil }, "\(name)")
+        }
+        #expect(try FileDiscovery.read(folder + "endpoints.yaml").get().map(\.weight) == [1, 2])
+    }
+
     private func error(_ yaml: String) -> ConfigError? {
         do {
             _ = try ConfigLoader.parse(yaml, file: "bad.yaml")

@@ -22,10 +22,13 @@ class EtcdServer:
     """One etcd member. Ports and data dir stay the same across stop/start,
     so a restart resumes the same store (keys, revisions, leases)."""
 
-    def __init__(self, work_dir: Path, group: ProcessGroup):
+    def __init__(self, work_dir: Path, group: ProcessGroup, pki: Optional[Path] = None):
+        """With `pki` (a scripts/dev-certs.sh folder), clients must speak TLS
+        and present a certificate signed by its CA (mutual TLS)."""
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.group = group
+        self.pki = pki
         self.client_port = free_port()
         self.peer_port = free_port()
         self.proc: Optional[Proc] = None
@@ -37,13 +40,16 @@ class EtcdServer:
 
     def start(self) -> None:
         self.starts += 1
-        client = f"http://{self.endpoint}"
+        client = f"{'https' if self.pki else 'http'}://{self.endpoint}"
         peer = f"http://{HOST}:{self.peer_port}"
         argv = [ETCD, "--name", "m1", "--data-dir", str(self.work_dir / "data"),
                 "--listen-client-urls", client, "--advertise-client-urls", client,
                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                 "--initial-cluster", f"m1={peer}", "--initial-cluster-state", "new",
                 "--heartbeat-interval", "50", "--election-timeout", "500"]
+        if self.pki:
+            argv += ["--cert-file", str(self.pki / "server.pem"), "--key-file", str(self.pki / "server.key"),
+                     "--trusted-ca-file", str(self.pki / "ca.pem"), "--client-cert-auth"]
         self.proc = self.group.start(f"etcd-{self.client_port}-{self.starts}", argv, port=self.client_port)
         wait_until(self._healthy, timeout=20, interval=0.2, message="etcd to become healthy")
 
@@ -64,8 +70,10 @@ class EtcdServer:
 
     def _ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         env = dict(os.environ, ETCDCTL_API="3")
+        tls = ["--cacert", str(self.pki / "ca.pem"), "--cert", str(self.pki / "client.pem"),
+               "--key", str(self.pki / "client.key")] if self.pki else []
         return subprocess.run([ETCDCTL, "--endpoints", self.endpoint, "--dial-timeout", "2s",
-                               "--command-timeout", "5s", *args],
+                               "--command-timeout", "5s", *tls, *args],
                               capture_output=True, text=True, timeout=15, env=env, check=check)
 
     def put(self, key: str, value: str, lease: Optional[str] = None) -> None:

@@ -371,3 +371,109 @@ def test_discovery_config_errors(bins, tmp_path):
                                 capture_output=True, text=True, timeout=30)
         assert result.returncode == 2, (name, result.stdout, result.stderr)
         assert str(path) in result.stderr and expected in result.stderr, (name, result.stderr)
+
+
+def test_membership_update_remaps_only_the_new_endpoints_keys(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
+    """Consistent hash on a discovered cluster: a fourth endpoint appearing
+    in the file takes only keys that move to it (about a quarter); when it
+    leaves, every key goes back where it was."""
+    launch = Launcher(bins, tmp_path)
+    try:
+        ports = {rid: start_replica(launch, rid)[1] for rid in ("c1", "c2", "c3", "c4")}
+        endpoints = tmp_path / "endpoints.yaml"
+        three = {rid: ports[rid] for rid in ("c1", "c2", "c3")}
+        endpoints.write_text(endpoints_yaml(three))
+        port, admin = free_port(), free_port()
+        config = discovery_config(port, admin, {"file": {"path": str(endpoints), "refresh_interval": "100ms"}})
+        config = config.replace("        cluster: mesh\n",
+                                "        cluster: mesh\n        filters:\n          - plugin: consistent_hash\n"
+                                "            config: { header: x-user }\n", 1)
+        assert "consistent_hash" in config
+        start_gateway(launch, config, port)
+        keys = [f"user-{i}" for i in range(600)]
+        channel = insecure_channel(port)
+        stub = mesh_pb2_grpc.MeshServiceStub(channel)
+
+        def key_map() -> dict[str, str]:
+            futures = {k: stub.Process.future(mesh_pb2.ProcessRequest(request_id=k), metadata=[("x-user", k)], timeout=30)
+                       for k in keys}
+            return {k: f.result().replica_id for k, f in futures.items()}
+
+        wait_until(lambda: len(set(key_map().values())) == 3, timeout=10, message="three endpoints healthy")
+        before = key_map()
+        write_atomically(endpoints, endpoints_yaml(ports))
+        wait_until(lambda: "c4" in key_map().values(), timeout=10, message="c4 to take keys")
+        after = key_map()
+        moved = [k for k in keys if before[k] != after[k]]
+        assert all(after[k] == "c4" for k in moved), "a key moved to an endpoint that was already there"
+        assert 0.10 < len(moved) / len(keys) < 0.40, len(moved)
+        write_atomically(endpoints, endpoints_yaml(three))
+        wait_until(lambda: "c4" not in key_map().values(), timeout=10, message="c4 to leave")
+        assert key_map() == before
+        channel.close()
+    finally:
+        launch.stop_all()
+
+
+def test_a_source_with_nothing_yet_starts_empty_then_fills(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
+    """A file that does not exist yet: the gateway starts (after its 5 s
+    wait), calls get UNAVAILABLE naming the cluster, and the file's
+    endpoints take calls as soon as it appears."""
+    launch = Launcher(bins, tmp_path)
+    try:
+        _, replica_port = start_replica(launch, "n1")
+        endpoints = tmp_path / "later.yaml"
+        port, admin = free_port(), free_port()
+        start_gateway(launch, discovery_config(port, admin, {"file": {"path": str(endpoints), "refresh_interval": "100ms"}},
+                                               health=False), port)
+        status = mesh_cluster(admin)
+        assert status["endpoints"] == [] and "failing" in status["discovery"]["state"], status
+        assert "cannot read the file" in status["discovery"]["last_error"]
+        with insecure_channel(port) as channel:
+            stub = mesh_pb2_grpc.MeshServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Process(mesh_pb2.ProcessRequest(request_id="x"), timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value
+            assert "has no endpoints" in info.value.details() and "file" in info.value.details(), info.value.details()
+            write_atomically(endpoints, endpoints_yaml({"n1": replica_port}))
+            wait_until(lambda: mesh_cluster(admin)["endpoints"], timeout=5, message="the file's endpoint in the cluster")
+            assert mesh_cluster(admin)["discovery"]["state"] == "ok"
+            assert stub.Process(mesh_pb2.ProcessRequest(request_id="y"), timeout=5).replica_id == "n1"
+    finally:
+        launch.stop_all()
+
+
+def test_etcd_over_mutual_tls(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
+    """etcd requiring client certificates: `meshgate register` and the
+    gateway's discovery both connect with the dev PKI; a gateway without a
+    client certificate reports the refused handshake on /clusters."""
+    from pki import dev_pki
+    launch = Launcher(bins, tmp_path)
+    try:
+        pki = dev_pki(tmp_path / "pki")
+        etcd = EtcdServer(tmp_path / "etcd", launch.group, pki=pki)
+        etcd.start()
+        _, replica_port = start_replica(launch, "t1")
+        launch.group.start("register-t1", [
+            str(bins.meshgate), "register", "--etcd", etcd.endpoint, "--prefix", PREFIX, "--id", "t1",
+            "--address", f"{HOST}:{replica_port}", "--etcd-ca", str(pki / "ca.pem"),
+            "--etcd-cert", str(pki / "client.pem"), "--etcd-key", str(pki / "client.key"), "--etcd-server-name", "localhost"])
+        wait_until(lambda: PREFIX + "t1" in etcd.get_prefix(PREFIX), timeout=10, message="the TLS registration")
+
+        tls = {"ca": str(pki / "ca.pem"), "cert": str(pki / "client.pem"), "key": str(pki / "client.key"), "server_name": "localhost"}
+        port, admin = free_port(), free_port()
+        start_gateway(launch, discovery_config(port, admin, {"etcd": {"endpoints": [etcd.endpoint], "prefix": PREFIX, "tls": tls}}), port)
+        with insecure_channel(port) as channel:
+            stub = mesh_pb2_grpc.MeshServiceStub(channel)
+            wait_until(lambda: stub.Process(mesh_pb2.ProcessRequest(request_id="x"), timeout=5).replica_id == "t1",
+                       timeout=10, message="t1 to serve through the gateway")
+
+        no_cert = {"ca": str(pki / "ca.pem"), "server_name": "localhost"}
+        port2, admin2 = free_port(), free_port()
+        start_gateway(launch, discovery_config(port2, admin2, {"etcd": {"endpoints": [etcd.endpoint], "prefix": PREFIX, "tls": no_cert}},
+                                               health=False), port2)
+        status = mesh_cluster(admin2)
+        assert status["endpoints"] == [] and status["discovery"]["consecutive_failures"] > 0, status
+        assert "TLS: " in status["discovery"]["last_error"] and "certificate" in status["discovery"]["last_error"], status
+    finally:
+        launch.stop_all()

@@ -79,10 +79,14 @@ public final class DiscoveryManager: Sendable {
 
     private func apply(_ wanted: [String: (DiscoveryConfig, TLSContextSource?)]) {
         let current = running.withLockedValue { $0 }
+        // A cluster whose source is replaced keeps its endpoints until the
+        // new source answers.
+        var carried: [String: [EndpointConfig]] = [:]
         for (name, entry) in current where wanted[name]?.0 != entry.spec {
             entry.source.stop()
             running.withLockedValue { _ = $0.removeValue(forKey: name) }
-            statuses.withLockedValue { _ = $0.removeValue(forKey: name) }
+            let last = statuses.withLockedValue { $0.removeValue(forKey: name) }
+            if wanted[name] != nil { carried[name] = last?.endpoints }
             Log.info("discovery stopped", ["cluster": name, "source": entry.spec.description])
         }
         for (name, (spec, tls)) in wanted where running.withLockedValue({ $0[name] }) == nil {
@@ -94,7 +98,7 @@ public final class DiscoveryManager: Sendable {
             case .etcd(let etcd): source = EtcdDiscovery(config: etcd, eventLoop: loop, tls: tls)
             }
             running.withLockedValue { $0[name] = RunningSource(spec: spec, source: source) }
-            statuses.withLockedValue { $0[name] = Status(source: spec.description) }
+            statuses.withLockedValue { $0[name] = Status(source: spec.description, endpoints: carried[name]) }
             Log.info("discovery started", ["cluster": name, "source": spec.description])
             source.start { [weak self] result in self?.record(cluster: name, result) }
         }

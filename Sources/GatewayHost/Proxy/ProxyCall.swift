@@ -134,6 +134,11 @@ final class ProxyCall: HTTP2StreamDelegate {
             drop(attempt)
             guard !finished, attempts.isEmpty, scheduledAttempt == nil else { return }
             if let (last, outcome) = pendingOutcome { return finish(with: last, outcome) }
+            guard !cluster.endpoints.isEmpty else {
+                let why = cluster.config.discovery.map { "its discovery source (\($0)) has found none yet" } ?? "none are configured"
+                fail(GRPCStatus(.unavailable, "cluster '\(cluster.name)' has no endpoints: \(why)"))
+                return
+            }
             guard cluster.hasHealthyEndpoint else {
                 fail(GRPCStatus(.unavailable, "no healthy upstream in cluster '\(cluster.name)': every endpoint fails its health checks or is ejected"))
                 return
