@@ -13,17 +13,20 @@ final class AdminHandler: ChannelInboundHandler {
     typealias OutboundOut = HTTPServerResponsePart
     typealias Reload = @Sendable () -> Result<String, GatewayError>
     typealias Clusters = @Sendable () -> String
+    typealias Metrics = @Sendable (EventLoop) -> EventLoopFuture<String>
 
     let health: HealthRegistry
     let reload: Reload
     let clusters: Clusters
+    let metrics: Metrics
     private var path = ""
     private var method = HTTPMethod.GET
 
-    init(health: HealthRegistry, reload: @escaping Reload, clusters: @escaping Clusters) {
+    init(health: HealthRegistry, reload: @escaping Reload, clusters: @escaping Clusters, metrics: @escaping Metrics) {
         self.health = health
         self.reload = reload
         self.clusters = clusters
+        self.metrics = metrics
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -42,6 +45,15 @@ final class AdminHandler: ChannelInboundHandler {
                     switch result {
                     case .success(let message): self.respond(context, .ok, message + "\n")
                     case .failure(let error): self.respond(context, .badRequest, error.message + "\n")
+                    }
+                }
+                return
+            }
+            if path == "/metrics" {
+                metrics(context.eventLoop).assumeIsolated().whenComplete { result in
+                    switch result {
+                    case .success(let text): self.respond(context, .ok, text, contentType: "text/plain; version=0.0.4; charset=utf-8")
+                    case .failure(let error): self.respond(context, .internalServerError, "metrics: \(error)\n")
                     }
                 }
                 return
@@ -72,20 +84,21 @@ final class AdminHandler: ChannelInboundHandler {
         case "/reload":
             return (.methodNotAllowed, "use POST /reload\n")
         default:
-            return (.notFound, "not found; try /healthz, /ready, /clusters or POST /reload\n")
+            return (.notFound, "not found; try /healthz, /ready, /metrics, /clusters or POST /reload\n")
         }
     }
 }
 
 enum AdminServer {
     static func start(address: SocketAddressSpec, group: EventLoopGroup, health: HealthRegistry,
-                      reload: @escaping AdminHandler.Reload, clusters: @escaping AdminHandler.Clusters) async throws -> Channel {
+                      reload: @escaping AdminHandler.Reload, clusters: @escaping AdminHandler.Clusters,
+                      metrics: @escaping AdminHandler.Metrics) async throws -> Channel {
         try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(AdminHandler(health: health, reload: reload, clusters: clusters))
+                    try channel.pipeline.syncOperations.addHandler(AdminHandler(health: health, reload: reload, clusters: clusters, metrics: metrics))
                 }
             }
             .bind(host: address.host, port: address.port).get()

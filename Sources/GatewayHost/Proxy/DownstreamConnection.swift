@@ -79,6 +79,7 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     }
 
     private func reply(_ connection: HTTP2Connection, _ stream: Int32, _ status: GRPCStatus, httpStatus: Int = 200) -> HTTP2StreamDelegate {
+        loop.metrics.localReply(status.code)
         connection.sendResponseHeaders(stream: stream, headers: GRPCLocalReply.trailersOnly(status, httpStatus: httpStatus), endStream: true)
         return DiscardingStream.shared
     }

@@ -27,6 +27,8 @@ final class ProxyCall: HTTP2StreamDelegate {
     private let deadline: NIODeadline?
     private var deadlineTimer: Scheduled<Void>?
     private let started = NIODeadline.now()
+    /// When the client got (or lost) its final status: the duration counted.
+    private var finishedAt: NIODeadline?
 
     /// What the plugins' host functions see; `mg_call *` points at it.
     let plugin: PluginCallState
@@ -108,13 +110,14 @@ final class ProxyCall: HTTP2StreamDelegate {
             }
         }
         guard !finished else { return }
-        startAttempt()
+        startAttempt(.first)
     }
 
     // MARK: Attempts
 
-    private func startAttempt() {
+    private func startAttempt(_ kind: LoopMetrics.AttemptKind) {
         guard !finished else { return }
+        loop.metrics.attemptStarted(cluster: route.config.cluster, kind: kind)
         let attempt = UpstreamAttempt(call: self, number: attemptCount)
         attemptCount += 1
         attempts.append(attempt)
@@ -243,12 +246,12 @@ final class ProxyCall: HTTP2StreamDelegate {
     /// Starts another attempt after `delayMs` (replacing a scheduled one).
     /// False when the call can no longer make attempts.
     @discardableResult
-    func scheduleAttempt(afterMs delayMs: UInt32) -> Bool {
+    func scheduleAttempt(afterMs delayMs: UInt32, kind: LoopMetrics.AttemptKind = .hedge) -> Bool {
         guard !finished, committed == nil, canReplay else { return false }
         scheduledAttempt?.cancel()
         scheduledAttempt = loop.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delayMs))) {
             self.scheduledAttempt = nil
-            self.startAttempt()
+            self.startAttempt(kind)
         }
         return true
     }
@@ -315,6 +318,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         let cancelledByClient = !finished || reason != .finished
         if cancelledByClient && finalStatus == nil {
             finalStatus = GRPCStatus(.cancelled, "the client cancelled the call")
+            finishedAt = .now()
         }
         finished = true
         cancelTimer()
@@ -486,7 +490,7 @@ final class ProxyCall: HTTP2StreamDelegate {
             transparentRetryUsed = true
             report(attempt, outcome)
             attempts.removeAll { $0 === attempt }
-            startAttempt()
+            startAttempt(.transparent)
             return
         }
         var decision = mg_retry_decision(retry: UInt32(MG_RETRY_NO), delay_ms: 0)
@@ -497,7 +501,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         case UInt32(MG_RETRY_AFTER) where decides:
             if let deadline, deadline - .now() <= .milliseconds(Int64(decision.delay_ms)) {
                 if !others { finish(with: attempt, outcome) }
-            } else if scheduleAttempt(afterMs: decision.delay_ms) {
+            } else if scheduleAttempt(afterMs: decision.delay_ms, kind: .retry) {
                 pendingOutcome = (attempt, outcome)
             } else if !others {
                 finish(with: attempt, outcome)
@@ -518,6 +522,7 @@ final class ProxyCall: HTTP2StreamDelegate {
     private func report(_ attempt: UpstreamAttempt, _ outcome: AttemptOutcome, decision: UnsafeMutablePointer<mg_retry_decision>? = nil) {
         guard attempt.didStart, !attempt.reported else { return }
         attempt.reported = true
+        attempt.pool?.attemptEnded(code: outcome.transportFailure ? .unavailable : outcome.status.code)
         guard !chain.filters.isEmpty else { return }
         var message = outcome.status.message
         message.withUTF8 { bytes in
@@ -570,6 +575,7 @@ final class ProxyCall: HTTP2StreamDelegate {
     private func fail(_ status: GRPCStatus) {
         guard !finished else { return }
         finished = true
+        finishedAt = .now()
         finalStatus = status
         cancelTimer()
         cancelAttempts(except: nil)
@@ -586,6 +592,7 @@ final class ProxyCall: HTTP2StreamDelegate {
     /// The upstream's final status is on its way to the client.
     private func complete(status headers: HTTP2HeaderList) {
         finished = true
+        finishedAt = .now()
         let code = headers["grpc-status"].flatMap(Int.init).flatMap(GRPCStatusCode.init(rawValue:)) ?? .unknown
         finalStatus = GRPCStatus(code, GRPCMessageEncoding.percentDecode(headers["grpc-message"] ?? ""))
         cancelTimer()
@@ -608,6 +615,8 @@ final class ProxyCall: HTTP2StreamDelegate {
     private func endCallIfDone() {
         guard downstreamClosed, attempts.isEmpty, !callDone else { return }
         callDone = true
+        let seconds = Double(((finishedAt ?? .now()) - started).nanoseconds) / 1e9
+        loop.metrics.callEnded(path: path, cluster: route.config.cluster, code: finalStatus?.code ?? .cancelled, seconds: seconds)
         scheduledAttempt?.cancel()
         scheduledAttempt = nil
         if !chain.filters.isEmpty {

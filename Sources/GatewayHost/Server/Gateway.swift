@@ -29,6 +29,8 @@ public final class Gateway: Sendable {
     private let tlsWatch = NIOLockedValueBox<RepeatedTask?>(nil)
     /// Discovered endpoints of the clusters that have `discovery:`.
     public let discovery = DiscoveryManager()
+    /// Reloads and plugin loads, for /metrics.
+    let counters = GatewayCounters()
     /// The config as the file says it (before discovered endpoints are
     /// laid over it), and the runtime new calls use.
     private let currentFileConfig: NIOLockedValueBox<GatewayConfig>
@@ -62,6 +64,7 @@ public final class Gateway: Sendable {
         ejections.setMembership(config.clusters)
         let plugins = try PluginRuntime.load(config, ejections: ejections)
         self.plugins = plugins
+        counters.pluginsLoaded(Self.pluginNames(plugins))
         let threads = config.runtime.eventLoops ?? System.coreCount
         state.withLockedValue {
             $0.plugins = plugins
@@ -103,9 +106,11 @@ public final class Gateway: Sendable {
             do {
                 let channel = try await AdminServer.start(address: admin.address, group: group, health: health, reload: { [weak self] in
                     self?.reload() ?? .failure(GatewayError(.internalError, "the gateway is gone"))
-                }, clusters: { [weak self] in self?.clustersJSON() ?? "{}" })
+                }, clusters: { [weak self] in self?.clustersJSON() ?? "{}" }, metrics: { [weak self] loop in
+                    self?.metricsText(on: loop) ?? loop.makeSucceededFuture("")
+                })
                 state.withLockedValue { $0.admin = channel }
-                Log.info("admin listening", ["address": admin.address.description, "paths": "/healthz /ready /clusters POST /reload"])
+                Log.info("admin listening", ["address": admin.address.description, "paths": "/healthz /ready /metrics /clusters POST /reload"])
             } catch {
                 try? await group.shutdownGracefully()
                 throw GatewayError(.listenFailed, "admin: cannot listen on \(admin.address): \(Self.describe(error))")
@@ -284,10 +289,12 @@ public final class Gateway: Sendable {
                 health.updateRoutes(newRuntime)
             }
             let number = install(runtime: newRuntime, plugins: plugins)
+            counters.pluginsLoaded(Self.pluginNames(plugins))
             currentClusters.withLockedValue { $0 = Self.clusterSignature(config) }
             let names = Set(plugins.handles.map { "\($0.image.name) \($0.image.version) (\($0.image.sha256.prefix(12)))" }).sorted()
             return "generation \(number) loaded from \(file); plugins: \(names.joined(separator: ", "))"
         }
+        counters.reload(succeeded: (try? result.get()) != nil)
         switch result {
         case .success(let message): Log.info("reloaded", ["detail": message])
         case .failure(let error): Log.error("reload failed; the running config stays", ["error": error.message])
@@ -357,6 +364,37 @@ public final class Gateway: Sendable {
         }
         // config_destroy runs off the event loops (the ABI's control thread).
         if unused { ControlThread.loop.execute { plugins.destroy() } }
+    }
+
+    static func pluginNames(_ plugins: PluginRuntime) -> [String] {
+        Set(plugins.handles.map(\.image.name)).sorted()
+    }
+
+    /// `/metrics`: every loop's counters, copied on that loop (the data
+    /// path never waits for a scrape), added up and rendered on `loop`.
+    func metricsText(on loop: EventLoop) -> EventLoopFuture<String> {
+        let snapshots = contexts.values.map { context in context.eventLoop.submit { context.metricsSnapshot() } }
+        return EventLoopFuture.whenAllSucceed(snapshots, on: loop).map { loops in
+            let runtime = self.currentRuntime.withLockedValue { $0 }
+            var endpoints: [MetricsSnapshot.EndpointState] = []
+            var discovery: [MetricsSnapshot.DiscoveryState] = []
+            for cluster in runtime.clusters {
+                for endpoint in cluster.endpoints {
+                    let address = endpoint.address.description
+                    endpoints.append(.init(cluster: cluster.name, address: address,
+                                           healthy: self.health.isHealthy(cluster: cluster.name, address: address),
+                                           ejected: self.ejections.isEjected(cluster: cluster.name, endpointID: ClusterPool.endpointID(address: address)),
+                                           weight: endpoint.weight))
+                }
+                if let status = self.discovery.status(of: cluster.name) {
+                    discovery.append(.init(cluster: cluster.name, source: status.source, ok: status.consecutiveFailures == 0 && status.endpoints != nil,
+                                           endpoints: status.endpoints?.count ?? 0, failures: status.totalFailures, updates: status.updates))
+                }
+            }
+            let snapshot = MetricsSnapshot(loops: loops, endpoints: endpoints, discovery: discovery, ejections: self.ejections.ejectionsTotal,
+                                           generation: self.state.withLockedValue { $0.generation }, counters: self.counters.values)
+            return snapshot.prometheusText()
+        }
     }
 
     /// `/clusters`: every cluster of the current generation, its endpoints

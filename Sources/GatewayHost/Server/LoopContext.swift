@@ -14,6 +14,8 @@ final class LoopContext: @unchecked Sendable {
     let runtime: GatewayRuntime
     /// Coalesces writes of every HTTP/2 connection (both directions) on this loop.
     let writeBatch = HTTP2WriteBatch()
+    /// This loop's request counters (see `LoopMetrics`).
+    let metrics = LoopMetrics()
     /// The current generation's upstream pools.
     var clusters: [ClusterPool] { generation.clusters }
     private var downstreams: [ObjectIdentifier: HTTP2Connection] = [:]

@@ -17,6 +17,10 @@ public final class EjectionRegistry: Sendable {
     private let known = NIOLockedValueBox<[String: Set<UInt64>]>([:])
     /// Applies a change on every event loop.
     private let publish = NIOLockedValueBox<(@Sendable (String, UInt64, Bool) -> Void)?>(nil)
+    /// Ejections made so far, by cluster (for /metrics).
+    private let ejectionCounts = NIOLockedValueBox<[String: UInt64]>([:])
+
+    var ejectionsTotal: [String: UInt64] { ejectionCounts.withLockedValue { $0 } }
 
     public init() {}
 
@@ -49,6 +53,7 @@ public final class EjectionRegistry: Sendable {
         }
         previous?.timer?.cancel()
         if previous == nil {
+            ejectionCounts.withLockedValue { $0[cluster, default: 0] += 1 }
             Log.warning("endpoint ejected", ["cluster": cluster, "endpoint_id": String(endpointID), "duration_ms": String(durationMs)])
             publish.withLockedValue { $0 }?(cluster, endpointID, true)
         }

@@ -1,3 +1,4 @@
+import MeshgateGRPC
 import MeshgateHTTP2
 import MeshgateTLS
 import NIOCore
@@ -32,6 +33,11 @@ final class EndpointPool {
     var ejected = false
     /// Attempts attached to this endpoint from this loop and not yet ended.
     var inFlight = 0
+    /// Attempts this loop ended on this endpoint, by gRPC status code
+    /// (transport failures count as UNAVAILABLE).
+    private(set) var attemptCodes = [UInt64](repeating: 0, count: 17)
+
+    func attemptEnded(code: GRPCStatusCode) { attemptCodes[code.rawValue] += 1 }
 
     init(endpoint: EndpointConfig, cluster: ClusterConfig, loop: LoopContext, tls: TLSContextSource?) {
         self.endpoint = endpoint

@@ -1,0 +1,188 @@
+/// One event loop's counters and gauges, copied on that loop for a scrape.
+struct LoopMetricsSnapshot: Sendable {
+    struct Endpoint: Sendable {
+        var cluster: String
+        var address: String
+        var inFlight: Int
+        var connections: Int
+        var attemptCodes: [UInt64]
+    }
+
+    var calls: [LoopMetrics.CallKey: LoopMetrics.CallSeries]
+    var attempts: [String: [UInt64]]
+    var localReplies: [UInt64]
+    var downstreamConnections: Int
+    var activeCalls: Int
+    var endpoints: [Endpoint]
+}
+
+extension LoopContext {
+    /// Copies this loop's metrics (on this loop).
+    func metricsSnapshot() -> LoopMetricsSnapshot {
+        eventLoop.assertInEventLoop()
+        var endpoints: [LoopMetricsSnapshot.Endpoint] = []
+        for cluster in clusters {
+            for pool in cluster.endpoints {
+                endpoints.append(.init(cluster: cluster.name, address: pool.address, inFlight: pool.inFlight,
+                                       connections: pool.connections.count, attemptCodes: pool.attemptCodes))
+            }
+        }
+        return LoopMetricsSnapshot(calls: metrics.calls, attempts: metrics.attempts, localReplies: metrics.localReplies,
+                                   downstreamConnections: downstreamCount, activeCalls: activeCallCount, endpoints: endpoints)
+    }
+}
+
+/// What `/metrics` shows: every loop's snapshot added up, plus the
+/// gateway-wide state (health, ejections, discovery, reloads).
+struct MetricsSnapshot: Sendable {
+    struct EndpointState: Sendable {
+        var cluster: String
+        var address: String
+        var healthy: Bool
+        var ejected: Bool
+        var weight: Int
+    }
+
+    struct DiscoveryState: Sendable {
+        var cluster: String
+        var source: String
+        var ok: Bool
+        var endpoints: Int
+        var failures: Int
+        var updates: Int
+    }
+
+    var loops: [LoopMetricsSnapshot]
+    var endpoints: [EndpointState]
+    var discovery: [DiscoveryState]
+    var ejections: [String: UInt64]
+    var generation: Int
+    var counters: GatewayCounters.Values
+
+    /// Prometheus text exposition format 0.0.4.
+    func prometheusText() -> String {
+        var out = PrometheusWriter()
+
+        var calls: [LoopMetrics.CallKey: LoopMetrics.CallSeries] = [:]
+        var attempts: [String: [UInt64]] = [:]
+        var localReplies = [UInt64](repeating: 0, count: 17)
+        var endpointCounters: [String: (cluster: String, address: String, inFlight: Int, connections: Int, codes: [UInt64])] = [:]
+        for loop in loops {
+            for (key, series) in loop.calls { calls[key, default: LoopMetrics.CallSeries()].add(series) }
+            for (cluster, counts) in loop.attempts {
+                attempts[cluster] = zip(attempts[cluster] ?? [UInt64](repeating: 0, count: counts.count), counts).map { $0 + $1 }
+            }
+            localReplies = zip(localReplies, loop.localReplies).map { $0 + $1 }
+            for e in loop.endpoints {
+                let id = e.cluster + " " + e.address
+                var entry = endpointCounters[id] ?? (e.cluster, e.address, 0, 0, [UInt64](repeating: 0, count: 17))
+                entry.inFlight += e.inFlight
+                entry.connections += e.connections
+                entry.codes = zip(entry.codes, e.attemptCodes).map { $0 + $1 }
+                endpointCounters[id] = entry
+            }
+        }
+        let sortedCalls = calls.sorted { ($0.key.path, $0.key.cluster) < ($1.key.path, $1.key.cluster) }
+
+        out.header("grpc_requests_total", "counter", "RPCs the gateway finished, by service, method, cluster and gRPC status code.")
+        for (key, series) in sortedCalls {
+            let (service, method) = Self.split(key.path)
+            for (code, count) in series.codes.enumerated() where count > 0 {
+                out.sample("grpc_requests_total", ["service": service, "method": method, "cluster": key.cluster, "code": Self.codeName(code)], count)
+            }
+        }
+        for (code, count) in localReplies.enumerated() where count > 0 {
+            out.sample("grpc_requests_total", ["service": "", "method": "", "cluster": "", "code": Self.codeName(code)], count)
+        }
+
+        out.header("grpc_request_duration_seconds", "histogram", "Time from request headers to the final status, per service and method.")
+        for (key, series) in sortedCalls {
+            let (service, method) = Self.split(key.path)
+            let labels = ["service": service, "method": method, "cluster": key.cluster]
+            var cumulative: UInt64 = 0
+            for (i, bound) in LoopMetrics.durationBounds.enumerated() {
+                cumulative += series.buckets[i]
+                out.sample("grpc_request_duration_seconds_bucket", labels.merging(["le": PrometheusWriter.number(bound)]) { a, _ in a }, cumulative)
+            }
+            cumulative += series.buckets[LoopMetrics.durationBounds.count]
+            out.sample("grpc_request_duration_seconds_bucket", labels.merging(["le": "+Inf"]) { a, _ in a }, cumulative)
+            out.sample("grpc_request_duration_seconds_sum", labels, series.sumSeconds)
+            out.sample("grpc_request_duration_seconds_count", labels, series.count)
+        }
+
+        out.header("grpc_active_connections", "gauge", "Open client (downstream) connections.")
+        out.sample("grpc_active_connections", [:], loops.reduce(0) { $0 + $1.downstreamConnections })
+        out.header("meshgate_active_calls", "gauge", "RPCs in flight through the gateway.")
+        out.sample("meshgate_active_calls", [:], loops.reduce(0) { $0 + $1.activeCalls })
+
+        out.header("meshgate_upstream_attempts_total", "counter", "Upstream attempts started, by cluster and kind (first, retry, hedge, transparent).")
+        for (cluster, counts) in attempts.sorted(by: { $0.key < $1.key }) {
+            for kind in LoopMetrics.AttemptKind.allCases {
+                out.sample("meshgate_upstream_attempts_total", ["cluster": cluster, "kind": kind.label], counts[kind.rawValue])
+            }
+        }
+        out.header("meshgate_upstream_attempt_results_total", "counter", "Upstream attempts ended, by endpoint and gRPC status code (transport failures as UNAVAILABLE).")
+        let sortedEndpoints = endpointCounters.values.sorted { ($0.cluster, $0.address) < ($1.cluster, $1.address) }
+        for e in sortedEndpoints {
+            for (code, count) in e.codes.enumerated() where count > 0 {
+                out.sample("meshgate_upstream_attempt_results_total", ["cluster": e.cluster, "endpoint": e.address, "code": Self.codeName(code)], count)
+            }
+        }
+        out.header("meshgate_upstream_in_flight", "gauge", "Attempts in flight per endpoint.")
+        for e in sortedEndpoints { out.sample("meshgate_upstream_in_flight", ["cluster": e.cluster, "endpoint": e.address], e.inFlight) }
+        out.header("meshgate_upstream_connections", "gauge", "Open HTTP/2 connections per endpoint (all event loops).")
+        for e in sortedEndpoints { out.sample("meshgate_upstream_connections", ["cluster": e.cluster, "endpoint": e.address], e.connections) }
+
+        out.header("grpc_endpoint_health", "gauge", "1 when the endpoint passes its health checks (always 1 without checks), else 0.")
+        for e in endpoints { out.sample("grpc_endpoint_health", ["cluster": e.cluster, "endpoint": e.address], e.healthy ? 1 : 0) }
+        out.header("meshgate_endpoint_ejected", "gauge", "1 while outlier detection keeps the endpoint out of rotation.")
+        for e in endpoints { out.sample("meshgate_endpoint_ejected", ["cluster": e.cluster, "endpoint": e.address], e.ejected ? 1 : 0) }
+        out.header("meshgate_endpoint_weight", "gauge", "The endpoint's load-balancing weight.")
+        for e in endpoints { out.sample("meshgate_endpoint_weight", ["cluster": e.cluster, "endpoint": e.address], e.weight) }
+        out.header("meshgate_ejections_total", "counter", "Outlier ejections, by cluster.")
+        for (cluster, count) in ejections.sorted(by: { $0.key < $1.key }) { out.sample("meshgate_ejections_total", ["cluster": cluster], count) }
+
+        out.header("meshgate_discovery_healthy", "gauge", "1 when the cluster's discovery source answered last time, 0 while it fails.")
+        for d in discovery { out.sample("meshgate_discovery_healthy", ["cluster": d.cluster, "source": d.source], d.ok ? 1 : 0) }
+        out.header("meshgate_discovery_endpoints", "gauge", "Endpoints the cluster's discovery source last gave (kept through failures).")
+        for d in discovery { out.sample("meshgate_discovery_endpoints", ["cluster": d.cluster, "source": d.source], d.endpoints) }
+        out.header("meshgate_discovery_failures_total", "counter", "Failed resolutions, listings or watches of the cluster's discovery source.")
+        for d in discovery { out.sample("meshgate_discovery_failures_total", ["cluster": d.cluster, "source": d.source], d.failures) }
+        out.header("meshgate_discovery_updates_total", "counter", "Membership changes the cluster's discovery source brought.")
+        for d in discovery { out.sample("meshgate_discovery_updates_total", ["cluster": d.cluster, "source": d.source], d.updates) }
+
+        out.header("meshgate_config_generation", "gauge", "The config generation new calls use (reloads and membership changes add one).")
+        out.sample("meshgate_config_generation", [:], generation)
+        out.header("meshgate_config_reloads_total", "counter", "Config reloads, by result.")
+        out.sample("meshgate_config_reloads_total", ["result": "ok"], counters.reloadsOK)
+        out.sample("meshgate_config_reloads_total", ["result": "error"], counters.reloadsFailed)
+        out.header("meshgate_plugin_loads_total", "counter", "Plugin images loaded (startup and reloads), by plugin.")
+        for (name, count) in counters.pluginLoads.sorted(by: { $0.key < $1.key }) { out.sample("meshgate_plugin_loads_total", ["plugin": name], count) }
+        return out.text
+    }
+
+    static func split(_ path: String) -> (service: String, method: String) {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true)
+        guard parts.count == 2 else { return (path, "") }
+        return (String(parts[0]), String(parts[1]))
+    }
+
+    static func codeName(_ code: Int) -> String {
+        GRPCStatusCodeName.names[code]
+    }
+}
+
+enum GRPCStatusCodeName {
+    static let names = ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+                        "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+                        "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"]
+}
+
+extension LoopMetrics.CallSeries {
+    mutating func add(_ other: Self) {
+        for i in codes.indices { codes[i] += other.codes[i] }
+        for i in buckets.indices { buckets[i] += other.buckets[i] }
+        sumSeconds += other.sumSeconds
+        count += other.count
+    }
+}

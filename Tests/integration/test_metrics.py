@@ -1,0 +1,129 @@
+"""Prometheus metrics at the admin address: the exposition passes the real
+`promtool check metrics`, the numbers follow real traffic, and a real
+Prometheus server scrapes the gateway (`up == 1`, a counter that moved)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+import grpc
+import pytest
+
+from conftest import Launcher
+from meshkit import HOST, free_port, insecure_channel, to_yaml, wait_until
+
+PROMETHEUS = "/usr/bin/prometheus"
+PROMTOOL = "/usr/bin/promtool"
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode()
+
+
+def samples(text: str, name: str) -> dict[str, float]:
+    """{label text: value} of every sample of metric `name`."""
+    out = {}
+    for line in text.splitlines():
+        m = re.match(rf"^{re.escape(name)}(\{{.*\}})? (\S+)$", line)
+        if m:
+            out[m.group(1) or ""] = float(m.group(2))
+    return out
+
+
+@pytest.fixture
+def metered(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
+    """Two replicas behind a gateway with retries, one of them a file-discovered cluster."""
+    launch = Launcher(bins, tmp_path)
+    r1 = launch.replica("m1")
+    r2 = launch.replica("m2", "--fail-probability", "0.3", "--fail-code", "14")
+    endpoints = tmp_path / "endpoints.yaml"
+    endpoints.write_text(to_yaml({"endpoints": [{"address": f"{HOST}:{r1.port}"}, {"address": f"{HOST}:{r2.port}"}]}))
+    port, admin = free_port(), free_port()
+    retry = {"plugin": "retry", "config": {"max_attempts": 3, "initial_backoff": "1ms", "max_backoff": "5ms",
+                                            "retryable_status_codes": ["UNAVAILABLE"]}}
+    doc = {
+        "admin": {"address": f"{HOST}:{admin}"},
+        "listeners": [{"name": "public", "address": f"{HOST}:{port}", "routes": [
+            {"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh", "filters": [retry]}]}],
+        "clusters": [{"name": "mesh", "discovery": {"file": {"path": str(endpoints)}}}],
+    }
+    launch.gateway(to_yaml(doc), port, name="gw-metrics")
+    yield port, admin, launch
+    launch.stop_all()
+
+
+def test_metrics_follow_traffic_and_pass_promtool(metered, mesh_pb2, mesh_pb2_grpc):
+    port, admin, _ = metered
+    url = f"http://{HOST}:{admin}/metrics"
+    with insecure_channel(port) as channel:
+        stub = mesh_pb2_grpc.MeshServiceStub(channel)
+        ok = 0
+        for i in range(200):
+            try:
+                stub.Process(mesh_pb2.ProcessRequest(request_id=str(i)), timeout=5)
+                ok += 1
+            except grpc.RpcError:
+                pass
+        with pytest.raises(grpc.RpcError) as info:
+            channel.unary_unary("/mesh.v1.MeshService/Nope")(b"", timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    text = fetch(url)
+    requests = samples(text, "grpc_requests_total")
+    key = 'cluster="mesh",code="OK",method="Process",service="mesh.v1.MeshService"'
+    assert requests["{" + key + "}"] == ok, requests
+    assert requests['{cluster="mesh",code="UNIMPLEMENTED",method="Nope",service="mesh.v1.MeshService"}'] == 1, requests
+    count = samples(text, "grpc_request_duration_seconds_count")
+    assert count['{cluster="mesh",method="Process",service="mesh.v1.MeshService"}'] == 200
+    inf = samples(text, "grpc_request_duration_seconds_bucket")
+    assert inf['{cluster="mesh",le="+Inf",method="Process",service="mesh.v1.MeshService"}'] == 200
+    attempts = samples(text, "meshgate_upstream_attempts_total")
+    assert attempts['{cluster="mesh",kind="first"}'] == 201
+    assert attempts['{cluster="mesh",kind="retry"}'] > 10, attempts  # m2 fails 30 % with UNAVAILABLE
+    results = samples(text, "meshgate_upstream_attempt_results_total")
+    assert any("UNAVAILABLE" in k for k in results), results
+    assert samples(text, "grpc_endpoint_health") and all(v == 1 for v in samples(text, "grpc_endpoint_health").values())
+    assert samples(text, "meshgate_discovery_endpoints") == {'{cluster="mesh",source="file ' + str(metered[2].work_dir / "endpoints.yaml") + '"}': 2}
+    assert samples(text, "grpc_active_connections")[""] >= 0
+
+    check = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_real_prometheus_scrapes_the_gateway(metered, mesh_pb2, mesh_pb2_grpc, tmp_path):
+    port, admin, launch = metered
+    prom_port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(to_yaml({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "meshgate", "static_configs": [{"targets": [f"{HOST}:{admin}"]}]}],
+    }))
+    launch.group.start("prometheus", [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                      f"--web.listen-address={HOST}:{prom_port}"], port=prom_port)
+
+    def query(expr: str) -> list:
+        body = fetch(f"http://{HOST}:{prom_port}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+        return json.loads(body)["data"]["result"]
+
+    wait_until(lambda: [r for r in query('up{job="meshgate"}') if r["value"][1] == "1"], timeout=30, interval=0.5,
+               message="Prometheus to scrape the gateway (up == 1)")
+    wait_until(lambda: query("meshgate_config_generation"), timeout=10, interval=0.5, message="a first sample")
+    with insecure_channel(port) as channel:
+        stub = mesh_pb2_grpc.MeshServiceStub(channel)
+        for i in range(50):
+            try:
+                stub.Process(mesh_pb2.ProcessRequest(request_id=str(i)), timeout=5)
+            except grpc.RpcError:
+                pass
+
+    def moved() -> bool:
+        result = query('sum(grpc_requests_total{service="mesh.v1.MeshService"})')
+        return bool(result) and float(result[0]["value"][1]) >= 50
+    wait_until(moved, timeout=15, interval=0.5, message="Prometheus to see the request counter move")
+    assert query('grpc_endpoint_health{cluster="mesh"}')
