@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "Hedge", type: .dynamic, targets: ["Hedge"]),
         .library(name: "CircuitBreaker", type: .dynamic, targets: ["CircuitBreaker"]),
         .library(name: "OutlierDetection", type: .dynamic, targets: ["OutlierDetection"]),
+        .library(name: "Tracing", type: .dynamic, targets: ["Tracing"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -50,6 +51,9 @@ let package = Package(
         .target(name: "Hedge", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/Hedge"),
         .target(name: "CircuitBreaker", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/CircuitBreaker"),
         .target(name: "OutlierDetection", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/OutlierDetection"),
+        .target(name: "Tracing", dependencies: ["FilterABI", "PluginKit", "ProtoWire"], path: "Plugins/Tracing"),
+        // Protobuf wire format for hand-encoded messages (etcd, OTLP); linked statically.
+        .target(name: "ProtoWire"),
         .target(
             name: "MeshgateHTTP2",
             dependencies: [
@@ -68,7 +72,7 @@ let package = Package(
         .target(
             name: "MeshgateEtcd",
             dependencies: [
-                "MeshgateHTTP2", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS",
+                "ProtoWire", "MeshgateHTTP2", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
@@ -113,7 +117,7 @@ let package = Package(
             ]),
         .testTarget(
             name: "MeshgateTests",
-            dependencies: ["GatewayHost", "MeshgateGRPC", "MeshgateYAML", "MeshgateEtcd", "ConsistentHash", "PluginKit"],
+            dependencies: ["GatewayHost", "MeshgateGRPC", "MeshgateYAML", "MeshgateEtcd", "ProtoWire", "ConsistentHash", "PluginKit"],
             path: "Tests/MeshgateTests"),
     ],
     swiftLanguageModes: [.v6]

@@ -1,4 +1,5 @@
 import MeshgateGRPC
+import ProtoWire
 import MeshgateGRPCCalls
 import MeshgateHTTP2
 import MeshgateTLS

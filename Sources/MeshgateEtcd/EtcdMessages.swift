@@ -1,3 +1,5 @@
+import ProtoWire
+
 /// The etcd v3 messages Meshgate uses, encoded and decoded by field number
 /// as declared in etcd's `api/etcdserverpb/rpc.proto` and
 /// `api/mvccpb/kv.proto` (stable since etcd 3.0).

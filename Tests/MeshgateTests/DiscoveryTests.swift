@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import GatewayHost
 @testable import MeshgateEtcd
+import ProtoWire
 
 @Suite struct EtcdWireTests {
     @Test func prefixRangeEndIncrementsTheLastByte() {

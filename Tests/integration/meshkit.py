@@ -12,7 +12,9 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional
@@ -410,3 +412,43 @@ def grpc_messages(data: bytes) -> list[bytes]:
     if offset != len(data):
         raise ValueError(f"{len(data) - offset} trailing bytes after the last gRPC message")
     return messages
+
+
+# --------------------------------------------------------------------------
+# A recording upstream
+
+
+class RecordingUpstream:
+    """A grpcio server for MeshService that records when each call arrives,
+    its request bytes and headers, and answers as `behaviour` says."""
+
+    def __init__(self, behaviour):
+        self.behaviour = behaviour
+        self.calls = []  # (monotonic time, metadata dict, request bytes)
+        self.lock = threading.Lock()
+        self.port = free_port()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        handlers = {
+            "Process": grpc.unary_unary_rpc_method_handler(self.unary),
+            "CollectMetrics": grpc.stream_unary_rpc_method_handler(self.client_stream),
+        }
+        self.server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("mesh.v1.MeshService", handlers)])
+        self.server.add_insecure_port(f"127.0.0.1:{self.port}")
+        self.server.start()
+
+    def record(self, context, body):
+        with self.lock:
+            self.calls.append((time.monotonic(), dict(context.invocation_metadata()), body))
+            return len(self.calls)
+
+    def unary(self, request, context):
+        n = self.record(context, request)
+        return self.behaviour(n, request, context)
+
+    def client_stream(self, iterator, context):
+        body = b"".join(iterator)
+        n = self.record(context, body)
+        return self.behaviour(n, body, context)
+
+    def stop(self):
+        self.server.stop(0)

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from meshkit import free_port, gateway_config, insecure_channel, to_yaml, wait_until
+from meshkit import RecordingUpstream, free_port, gateway_config, insecure_channel, to_yaml, wait_until
 
 PROCESS = "/mesh.v1.MeshService/Process"
 COLLECT = "/mesh.v1.MeshService/CollectMetrics"
@@ -76,42 +76,6 @@ def test_retry_masks_a_replica_failing_half_its_calls(mesh, launcher):
     assert 220 <= len(failed_plain) <= 450, (ok_plain, len(failed_plain))
     assert set(failed_plain) == {grpc.StatusCode.UNAVAILABLE}
     assert ok_retry >= 1998, (ok_retry, failed_retry[:5])
-
-
-class RecordingUpstream:
-    """A grpcio server for MeshService that records when each call arrives,
-    its request bytes and headers, and answers as `behaviour` says."""
-
-    def __init__(self, behaviour):
-        self.behaviour = behaviour
-        self.calls = []  # (monotonic time, metadata dict, request bytes)
-        self.lock = threading.Lock()
-        self.port = free_port()
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-        handlers = {
-            "Process": grpc.unary_unary_rpc_method_handler(self.unary),
-            "CollectMetrics": grpc.stream_unary_rpc_method_handler(self.client_stream),
-        }
-        self.server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("mesh.v1.MeshService", handlers)])
-        self.server.add_insecure_port(f"127.0.0.1:{self.port}")
-        self.server.start()
-
-    def record(self, context, body):
-        with self.lock:
-            self.calls.append((time.monotonic(), dict(context.invocation_metadata()), body))
-            return len(self.calls)
-
-    def unary(self, request, context):
-        n = self.record(context, request)
-        return self.behaviour(n, request, context)
-
-    def client_stream(self, iterator, context):
-        body = b"".join(iterator)
-        n = self.record(context, body)
-        return self.behaviour(n, body, context)
-
-    def stop(self):
-        self.server.stop(0)
 
 
 def test_retry_backoff_attempts_and_headers_follow_a6(mesh, launcher):

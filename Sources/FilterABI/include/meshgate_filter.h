@@ -1,5 +1,6 @@
 /*
- * Meshgate filter plugin ABI, version 1.0 (released).
+ * Meshgate filter plugin ABI, version 1.1 (1.0 released; 1.1 appends
+ * call_set_log_field to mg_host).
  *
  * v1 never changes meaning: a minor version only appends (fields at the end
  * of the structs below, new optional hooks, new host functions); a breaking
@@ -70,7 +71,7 @@ extern "C" {
 #endif
 
 #define MG_ABI_MAJOR 1
-#define MG_ABI_MINOR 0
+#define MG_ABI_MINOR 1
 
 /* The one symbol a plugin exports: `const mg_plugin *meshgate_plugin_v1(const mg_host *host)`. */
 #define MG_PLUGIN_ENTRY_V1 "meshgate_plugin_v1"
@@ -278,6 +279,15 @@ typedef struct mg_host {
      * Fills *id and *address ("host:port", valid until the call ends);
      * returns 1, or 0 before an endpoint is chosen. */
     int (*attempt_endpoint)(const mg_attempt *attempt, uint64_t *id, mg_str *address);
+
+    /* ---- since 1.1 (check size >= offsetof(mg_host, call_set_log_field) + sizeof(void *)) ---- */
+
+    /* From any hook of the call, on_call_done included: set field `key` of
+     * the call's access-log line to `value` (e.g. trace_id and span_id from
+     * a tracing filter). The host copies both; a key set again keeps the
+     * last value. Returns 0, or -1 when the key is empty, longer than 64
+     * bytes, or one the host writes itself (ts, level, msg). */
+    int (*call_set_log_field)(mg_call *call, mg_str key, mg_str value);
 } mg_host;
 
 /* ------------------------------------------------------------ plugin API -- */

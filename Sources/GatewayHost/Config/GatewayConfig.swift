@@ -28,6 +28,9 @@ public struct RuntimeConfig: Sendable {
     public var eventLoops: Int?
     /// How long in-flight RPCs may run after SIGTERM before connections are closed.
     public var drainTimeout: Duration = .seconds(15)
+    /// One JSON line per RPC on stderr (see `AccessLog`); off by default,
+    /// and then it costs nothing.
+    public var accessLog = false
 }
 
 public struct AdminConfig: Sendable {

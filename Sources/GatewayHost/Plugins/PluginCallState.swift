@@ -25,6 +25,12 @@ final class PluginCallState {
     var responseHeaders: HTTP2HeaderList?
     /// Added by call_add_response_header.
     var extraResponseHeaders: HTTP2HeaderList = []
+    /// Set by call_set_log_field: extra fields of the access-log line.
+    private(set) var logFields: [(key: String, value: String)] = []
+
+    func setLogField(_ key: String, _ value: String) {
+        if let i = logFields.firstIndex(where: { $0.key == key }) { logFields[i].value = value } else { logFields.append((key, value)) }
+    }
     /// Bytes handed to plugins as mg_str; freed with the call.
     private var arena: [UnsafeMutableRawBufferPointer] = []
     /// The request headers laid out once as bytes, built on the first

@@ -99,6 +99,12 @@ enum PluginHostAPI {
                 id?.pointee = attempt.endpointID
                 address?.pointee = attempt.call.plugin.stable(attempt.addressText)
                 return 1
+            },
+            call_set_log_field: { call, key, value in
+                let k = PluginHostAPI.string(key)
+                guard !k.isEmpty, k.utf8.count <= 64, !["ts", "level", "msg"].contains(k) else { return -1 }
+                PluginCallState.from(call).setLogField(k, PluginHostAPI.string(value))
+                return 0
             }))
         return UnsafePointer(table)
     }()

@@ -40,6 +40,7 @@ public final class PluginRuntime: Sendable {
         "hedge": "libHedge.so",
         "circuit_breaker": "libCircuitBreaker.so",
         "outlier_detection": "libOutlierDetection.so",
+        "tracing": "libTracing.so",
     ]
     public static let defaultBalancer = "round_robin"
 

@@ -29,6 +29,9 @@ final class ProxyCall: HTTP2StreamDelegate {
     private let started = NIODeadline.now()
     /// When the client got (or lost) its final status: the duration counted.
     private var finishedAt: NIODeadline?
+    private let listenerIndex: Int
+    /// The endpoint of the last attempt that got a connection (access log).
+    private var lastUpstream: String?
 
     /// What the plugins' host functions see; `mg_call *` points at it.
     let plugin: PluginCallState
@@ -68,6 +71,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         self.requestHeaders = headers
         self.path = path
         self.route = route
+        self.listenerIndex = listenerIndex
         self.generation = generation
         self.chain = generation.plugins.chains[listenerIndex][route.index]
         self.loop = loop
@@ -166,6 +170,7 @@ final class ProxyCall: HTTP2StreamDelegate {
 
     /// A connection has room for the attempt: open the upstream stream.
     func attemptAttached(_ attempt: UpstreamAttempt, _ connection: UpstreamConnection) {
+        lastUpstream = attempt.addressText
         guard !finished, !attempt.cancelled, let http2 = connection.http2 else { return drop(attempt) }
         plugin.attemptHeaders = []
         if !chain.filters.isEmpty {
@@ -636,11 +641,20 @@ final class ProxyCall: HTTP2StreamDelegate {
                 filter.hooks.call_destroy?(instance(filter), state(i))
             }
         }
+        if generation.runtime.config.runtime.accessLog { writeAccessLog(seconds: seconds) }
         plugin.proxy = nil
         // Attempts hold their call: these references would keep both alive.
         committed = nil
         pendingOutcome = nil
         generation.callEnded()
+    }
+
+    private func writeAccessLog(seconds: Double) {
+        AccessLog.write(AccessLog.Entry(
+            listener: generation.runtime.listeners[listenerIndex].config.name, path: path, cluster: route.config.cluster,
+            status: finalStatus ?? GRPCStatus(.cancelled, ""), durationSeconds: seconds,
+            upstream: committed?.addressText ?? lastUpstream, attempts: attemptCount, requestBytes: receivedBytes,
+            clientIdentity: requestHeaders["x-forwarded-client-cert"], fields: plugin.logFields))
     }
 
     private func cancelTimer() {

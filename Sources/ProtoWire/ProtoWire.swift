@@ -1,28 +1,52 @@
-/// The protobuf wire format, just what the few etcd messages Meshgate
-/// speaks need (varints and length-delimited fields). etcd's API is stable
-/// and small; generating its whole proto tree for five calls would pull in
-/// gogoproto and google.api imports for nothing.
-struct ProtoWriter {
-    private(set) var bytes: [UInt8] = []
+/// The protobuf wire format, just what Meshgate's hand-encoded messages
+/// need: the few etcd v3 calls (whose generated code would drag in
+/// gogoproto and google.api) and OTLP spans from the Tracing plugin (which
+/// may depend on nothing but the filter ABI at run time).
+public struct ProtoWriter {
+    public private(set) var bytes: [UInt8] = []
 
-    mutating func varint(_ field: Int, _ value: UInt64) {
+    public init() {}
+
+    public mutating func varint(_ field: Int, _ value: UInt64) {
         guard value != 0 else { return }
         tag(field, wireType: 0)
         raw(value)
     }
 
-    mutating func int64(_ field: Int, _ value: Int64) { varint(field, UInt64(bitPattern: value)) }
+    /// A varint field written even when zero (a oneof member must be).
+    public mutating func varintAlways(_ field: Int, _ value: UInt64) {
+        tag(field, wireType: 0)
+        raw(value)
+    }
 
-    mutating func bool(_ field: Int, _ value: Bool) { varint(field, value ? 1 : 0) }
+    public mutating func int64(_ field: Int, _ value: Int64) { varint(field, UInt64(bitPattern: value)) }
 
-    mutating func bytes(_ field: Int, _ value: [UInt8]) {
+    public mutating func bool(_ field: Int, _ value: Bool) { varint(field, value ? 1 : 0) }
+
+    public mutating func bytes(_ field: Int, _ value: [UInt8]) {
         guard !value.isEmpty else { return }
         tag(field, wireType: 2)
         raw(UInt64(value.count))
         bytes.append(contentsOf: value)
     }
 
-    mutating func message(_ field: Int, _ value: ProtoWriter) {
+    /// Wire type 1: protobuf's fixed64 (OTLP timestamps).
+    public mutating func fixed64(_ field: Int, _ value: UInt64) {
+        guard value != 0 else { return }
+        tag(field, wireType: 1)
+        for i in 0..<8 { bytes.append(UInt8(truncatingIfNeeded: value >> (8 * UInt64(i)))) }
+    }
+
+    public mutating func string(_ field: Int, _ value: String) { bytes(field, Array(value.utf8)) }
+
+    /// A double, wire type 1.
+    public mutating func double(_ field: Int, _ value: Double) {
+        tag(field, wireType: 1)
+        let bits = value.bitPattern
+        for i in 0..<8 { bytes.append(UInt8(truncatingIfNeeded: bits >> (8 * UInt64(i)))) }
+    }
+
+    public mutating func message(_ field: Int, _ value: ProtoWriter) {
         tag(field, wireType: 2)
         raw(UInt64(value.bytes.count))
         bytes.append(contentsOf: value.bytes)
@@ -40,13 +64,13 @@ struct ProtoWriter {
     }
 }
 
-struct ProtoDecodeError: Error, CustomStringConvertible {
-    let description: String
+public struct ProtoDecodeError: Error, CustomStringConvertible {
+    public let description: String
 }
 
 /// Reads fields one after the other; unknown fields are skipped.
-struct ProtoReader {
-    enum Value {
+public struct ProtoReader {
+    public enum Value {
         case varint(UInt64)
         case bytes(ArraySlice<UInt8>)
         case fixed
@@ -55,14 +79,14 @@ struct ProtoReader {
     private let bytes: ArraySlice<UInt8>
     private var index: Int
 
-    init(_ bytes: ArraySlice<UInt8>) {
+    public init(_ bytes: ArraySlice<UInt8>) {
         self.bytes = bytes
         self.index = bytes.startIndex
     }
 
-    init(_ bytes: [UInt8]) { self.init(bytes[...]) }
+    public init(_ bytes: [UInt8]) { self.init(bytes[...]) }
 
-    mutating func next() throws(ProtoDecodeError) -> (field: Int, value: Value)? {
+    public mutating func next() throws(ProtoDecodeError) -> (field: Int, value: Value)? {
         guard index < bytes.endIndex else { return nil }
         let key = try readVarint()
         let field = Int(key >> 3)
@@ -101,12 +125,12 @@ struct ProtoReader {
 }
 
 extension ProtoReader.Value {
-    var int64: Int64 {
+    public var int64: Int64 {
         if case .varint(let v) = self { return Int64(bitPattern: v) }
         return 0
     }
 
-    var slice: ArraySlice<UInt8> {
+    public var slice: ArraySlice<UInt8> {
         if case .bytes(let b) = self { return b }
         return []
     }

@@ -1,0 +1,198 @@
+"""Tracing: the Tracing plugin's spans reach a real OTLP/HTTP receiver
+(started here, decoding with the official opentelemetry-proto package),
+a retried call shows as one server span with sibling client spans, the
+upstream sees each attempt's own `traceparent`, and the access log lines
+carry the same trace id."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from meshkit import HOST, RecordingUpstream, free_port, insecure_channel, to_yaml, wait_until
+
+PROCESS = "/mesh.v1.MeshService/Process"
+CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_SPAN = "00f067aa0ba902b7"
+
+
+class OTLPReceiver:
+    """POST /v1/traces with application/x-protobuf, as an OTel collector takes it."""
+
+    def __init__(self):
+        self.spans = []
+        self.requests = 0
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                with receiver.lock:
+                    receiver.requests += 1
+                    for resource_spans in request.resource_spans:
+                        service = {a.key: a.value.string_value for a in resource_spans.resource.attributes}.get("service.name")
+                        for scope in resource_spans.scope_spans:
+                            for span in scope.spans:
+                                receiver.spans.append((service, span))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.port = free_port()
+        self.server = ThreadingHTTPServer((HOST, self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}/v1/traces"
+
+    def trace(self, trace_id: str) -> list:
+        with self.lock:
+            return [s for _, s in self.spans if s.trace_id.hex() == trace_id]
+
+    def stop(self):
+        self.server.shutdown()
+
+
+def attrs(span) -> dict:
+    out = {}
+    for a in span.attributes:
+        kind = a.value.WhichOneof("value")
+        out[a.key] = getattr(a.value, kind) if kind else None
+    return out
+
+
+@pytest.fixture
+def receiver():
+    r = OTLPReceiver()
+    yield r
+    r.stop()
+
+
+def tracing_gateway(launcher, upstream_port: int, collector: str, ratio: float = 1.0):
+    port = free_port()
+    filters = [
+        {"plugin": "tracing", "config": {"collector": collector, "sampling_ratio": ratio, "flush_interval": "100ms",
+                                         "service_name": "meshgate-test"}},
+        {"plugin": "retry", "config": {"max_attempts": 3, "initial_backoff": "5ms", "max_backoff": "10ms"}},
+    ]
+    doc = {"runtime": {"access_log": True},
+           "listeners": [{"name": "public", "address": f"{HOST}:{port}",
+                          "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh", "filters": filters}]}],
+           "clusters": [{"name": "mesh", "endpoints": [{"address": f"{HOST}:{upstream_port}"}]}]}
+    return launcher.gateway(to_yaml(doc), port, name="gw-tracing")
+
+
+def access_lines(gateway) -> list[dict]:
+    lines = []
+    for text in gateway.proc.log_text().splitlines():
+        if text.startswith("{") and '"msg":"rpc"' in text:
+            lines.append(json.loads(text))
+    return lines
+
+
+def test_retried_call_is_one_trace_with_sibling_attempts(launcher, receiver):
+    def two_failures(n, body, context):
+        if n <= 2:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"attempt {n} refused")
+        return b""
+    upstream = RecordingUpstream(two_failures)
+    try:
+        gateway = tracing_gateway(launcher, upstream.port, receiver.url)
+        with insecure_channel(gateway.port) as channel:
+            channel.unary_unary(PROCESS)(b"\x0a\x01x", timeout=10,
+                                         metadata=[("traceparent", f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"), ("tracestate", "vendor=1")])
+        spans = wait_until(lambda: len(receiver.trace(CLIENT_TRACE)) == 4 and receiver.trace(CLIENT_TRACE), timeout=10,
+                           message="1 server + 3 client spans at the receiver")
+        server = [s for s in spans if s.kind == s.SPAN_KIND_SERVER]
+        clients = sorted((s for s in spans if s.kind == s.SPAN_KIND_CLIENT), key=lambda s: attrs(s)["meshgate.attempt"])
+        assert len(server) == 1 and len(clients) == 3, spans
+        server = server[0]
+        # The gateway's span continues the client's trace; the attempts are its children, siblings of each other.
+        assert server.parent_span_id.hex() == CLIENT_SPAN
+        assert all(c.parent_span_id == server.span_id for c in clients)
+        assert len({c.span_id for c in clients} | {server.span_id}) == 4
+        assert server.name == "mesh.v1.MeshService/Process" and server.trace_state == "vendor=1"
+        a = attrs(server)
+        assert a["rpc.system"] == "grpc" and a["rpc.service"] == "mesh.v1.MeshService" and a["rpc.method"] == "Process"
+        assert a["rpc.grpc.status_code"] == 0 and a["meshgate.attempts"] == 3
+        assert [attrs(c)["rpc.grpc.status_code"] for c in clients] == [14, 14, 0]
+        assert [c.status.code for c in clients] == [2, 2, 0]  # ERROR, ERROR, UNSET
+        assert attrs(clients[0])["server.address"] == HOST and attrs(clients[0])["server.port"] == upstream.port
+        assert server.start_time_unix_nano <= clients[0].start_time_unix_nano
+        assert clients[-1].end_time_unix_nano <= server.end_time_unix_nano
+
+        # Each attempt arrived with its own span as parent, same trace, sampled.
+        seen = [c[1]["traceparent"] for c in upstream.calls]
+        assert seen == [f"00-{CLIENT_TRACE}-{c.span_id.hex()}-01" for c in clients], seen
+        assert all(c[1].get("tracestate") == "vendor=1" for c in upstream.calls)
+
+        # The access log line of the call names the same trace and the server span.
+        line = wait_until(lambda: access_lines(gateway), timeout=5, message="the access log line")[-1]
+        assert line["trace_id"] == CLIENT_TRACE and line["span_id"] == server.span_id.hex(), line
+        assert line["status"] == "OK" and line["attempts"] == 3 and line["service"] == "mesh.v1.MeshService"
+        assert line["upstream"] == f"{HOST}:{upstream.port}" and line["cluster"] == "mesh"
+        assert line["duration_ms"] >= 0
+    finally:
+        upstream.stop()
+
+
+def test_new_traces_and_sampling_ratio(launcher, receiver):
+    """Without an incoming traceparent the gateway starts traces; with a
+    ratio of 0 nothing is exported but context still propagates (flag 00)."""
+    upstream = RecordingUpstream(lambda n, body, context: b"")
+    try:
+        sampled = tracing_gateway(launcher, upstream.port, receiver.url, ratio=1.0)
+        with insecure_channel(sampled.port) as channel:
+            for _ in range(5):
+                channel.unary_unary(PROCESS)(b"", timeout=5)
+        wait_until(lambda: len(receiver.spans) >= 10, timeout=10, message="10 spans of 5 new traces")
+        with receiver.lock:
+            traces = {s.trace_id.hex() for _, s in receiver.spans}
+            services = {svc for svc, _ in receiver.spans}
+        assert len(traces) == 5 and services == {"meshgate-test"}
+        ids = [line["trace_id"] for line in access_lines(sampled)]
+        assert set(ids) == traces
+
+        before = len(receiver.spans)
+        unsampled = tracing_gateway(launcher, upstream.port, receiver.url, ratio=0.0)
+        with insecure_channel(unsampled.port) as channel:
+            for _ in range(5):
+                channel.unary_unary(PROCESS)(b"", timeout=5)
+        time.sleep(0.5)
+        assert len(receiver.spans) == before
+        headers = [c[1]["traceparent"] for c in upstream.calls[-5:]]
+        assert all(h.startswith("00-") and h.endswith("-00") for h in headers), headers
+        assert all(line["trace_sampled"] == "false" for line in access_lines(unsampled))
+    finally:
+        upstream.stop()
+
+
+def test_a_dead_collector_never_slows_calls(launcher):
+    """Export failures are logged and counted; calls are not held up."""
+    upstream = RecordingUpstream(lambda n, body, context: b"")
+    dead = f"http://{HOST}:{free_port()}/v1/traces"
+    try:
+        gateway = tracing_gateway(launcher, upstream.port, dead)
+        with insecure_channel(gateway.port) as channel:
+            started = time.monotonic()
+            for _ in range(50):
+                channel.unary_unary(PROCESS)(b"", timeout=5)
+            assert time.monotonic() - started < 5
+        wait_until(lambda: "OTLP export" in gateway.proc.log_text(), timeout=5, message="the export failure to be logged")
+    finally:
+        upstream.stop()
