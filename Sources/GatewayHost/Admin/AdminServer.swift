@@ -2,31 +2,40 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// The admin HTTP/1.1 endpoint: `/healthz` (the process is alive),
-/// `/ready` (started and not draining: send traffic here), `/clusters`
-/// (JSON: endpoints with health, ejection and discovery state) and `POST
-/// /reload` (reload the config file; 200 with the new generation, or 400
-/// with the reason the running config stays). Metrics, config and the
-/// dashboard join it with the observability work.
+/// What the admin endpoint serves, provided by the gateway.
+struct AdminSources: Sendable {
+    var health: HealthRegistry
+    /// POST /reload (runs on the control thread).
+    var reload: @Sendable () -> Result<String, GatewayError>
+    /// Prometheus text, gathered from every loop.
+    var metrics: @Sendable (EventLoop) -> EventLoopFuture<String>
+    var clusters: @Sendable () -> String
+    var config: @Sendable () -> String
+    var plugins: @Sendable () -> String
+    var dashboard: @Sendable () -> DashboardData
+}
+
+/// The admin HTTP/1.1 endpoint:
+/// - `/healthz` (the process is alive), `/ready` (started and not draining),
+/// - `/metrics` (Prometheus), `/clusters` (endpoints with health, ejection
+///   and discovery state), `/config` (the current generation, secrets
+///   redacted), `/plugins` (loaded images: path, hash, ABI),
+/// - `/dashboard` (a live page), `/dashboard/data` (its JSON) and
+///   `/dashboard/events` (the same, as Server-Sent Events every second),
+/// - `POST /reload` (200 with the new generation, or 400 with the reason the
+///   running config stays).
 final class AdminHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
-    typealias Reload = @Sendable () -> Result<String, GatewayError>
-    typealias Clusters = @Sendable () -> String
-    typealias Metrics = @Sendable (EventLoop) -> EventLoopFuture<String>
 
-    let health: HealthRegistry
-    let reload: Reload
-    let clusters: Clusters
-    let metrics: Metrics
+    let sources: AdminSources
     private var path = ""
     private var method = HTTPMethod.GET
+    private var events: Scheduled<Void>?
+    private var open = true
 
-    init(health: HealthRegistry, reload: @escaping Reload, clusters: @escaping Clusters, metrics: @escaping Metrics) {
-        self.health = health
-        self.reload = reload
-        self.clusters = clusters
-        self.metrics = metrics
+    init(sources: AdminSources) {
+        self.sources = sources
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -37,68 +46,97 @@ final class AdminHandler: ChannelInboundHandler {
         case .body:
             break
         case .end:
-            if path == "/reload" && method == .POST {
-                // Plugin configs are created on the control thread; the
-                // admin loop never waits for it.
-                let reload = self.reload
-                ControlThread.loop.submit { reload() }.hop(to: context.eventLoop).assumeIsolated().whenSuccess { result in
-                    switch result {
-                    case .success(let message): self.respond(context, .ok, message + "\n")
-                    case .failure(let error): self.respond(context, .badRequest, error.message + "\n")
-                    }
-                }
-                return
-            }
-            if path == "/metrics" {
-                metrics(context.eventLoop).assumeIsolated().whenComplete { result in
-                    switch result {
-                    case .success(let text): self.respond(context, .ok, text, contentType: "text/plain; version=0.0.4; charset=utf-8")
-                    case .failure(let error): self.respond(context, .internalServerError, "metrics: \(error)\n")
-                    }
-                }
-                return
-            }
-            let (status, body) = answer()
-            respond(context, status, body, contentType: path == "/clusters" ? "application/json" : "text/plain; charset=utf-8")
+            route(context)
         }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        open = false
+        events?.cancel()
+        context.fireChannelInactive()
+    }
+
+    private func route(_ context: ChannelHandlerContext) {
+        switch path {
+        case "/reload" where method == .POST:
+            // Plugin configs are created on the control thread; the admin
+            // loop never waits for it.
+            let reload = sources.reload
+            ControlThread.loop.submit { reload() }.hop(to: context.eventLoop).assumeIsolated().whenSuccess { result in
+                switch result {
+                case .success(let message): self.respond(context, .ok, message + "\n")
+                case .failure(let error): self.respond(context, .badRequest, error.message + "\n")
+                }
+            }
+        case "/metrics":
+            sources.metrics(context.eventLoop).assumeIsolated().whenComplete { result in
+                switch result {
+                case .success(let text): self.respond(context, .ok, text, contentType: "text/plain; version=0.0.4; charset=utf-8")
+                case .failure(let error): self.respond(context, .internalServerError, "metrics: \(error)\n")
+                }
+            }
+        case "/dashboard/events":
+            streamEvents(context)
+        default:
+            let (status, body, type) = answer()
+            respond(context, status, body, contentType: type)
+        }
+    }
+
+    private func answer() -> (HTTPResponseStatus, String, String) {
+        let text = "text/plain; charset=utf-8"
+        let json = "application/json"
+        switch path {
+        case "/healthz": return (.ok, "ok\n", text)
+        case "/ready":
+            return sources.health.isReady ? (.ok, "ready\n", text) : (.serviceUnavailable, "not ready (starting or draining)\n", text)
+        case "/clusters": return (.ok, sources.clusters(), json)
+        case "/config": return (.ok, sources.config(), json)
+        case "/plugins": return (.ok, sources.plugins(), json)
+        case "/dashboard", "/dashboard/": return (.ok, DashboardPage.html(initial: sources.dashboard().json), "text/html; charset=utf-8")
+        case "/dashboard/data": return (.ok, sources.dashboard().json + "\n", json)
+        case "/reload": return (.methodNotAllowed, "use POST /reload\n", text)
+        default:
+            return (.notFound, "not found; try /healthz, /ready, /metrics, /clusters, /config, /plugins, /dashboard or POST /reload\n", text)
+        }
+    }
+
+    /// Server-Sent Events: the dashboard's JSON now and every second, until
+    /// the client goes away.
+    private func streamEvents(_ context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: "text/event-stream")
+        headers.add(name: "cache-control", value: "no-cache")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+        sendEvent(context)
+    }
+
+    private func sendEvent(_ context: ChannelHandlerContext) {
+        guard open else { return }
+        let event = "data: \(sources.dashboard().json)\n\n"
+        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: event)))), promise: nil)
+        events = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { self.sendEvent(context) }
     }
 
     private func respond(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ body: String,
                          contentType: String = "text/plain; charset=utf-8") {
-            var headers = HTTPHeaders()
-            headers.add(name: "content-type", value: contentType)
-            headers.add(name: "content-length", value: String(body.utf8.count))
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-    }
-
-    private func answer() -> (HTTPResponseStatus, String) {
-        switch path {
-        case "/healthz":
-            return (.ok, "ok\n")
-        case "/ready":
-            return health.isReady ? (.ok, "ready\n") : (.serviceUnavailable, "not ready (starting or draining)\n")
-        case "/clusters":
-            return (.ok, clusters())
-        case "/reload":
-            return (.methodNotAllowed, "use POST /reload\n")
-        default:
-            return (.notFound, "not found; try /healthz, /ready, /metrics, /clusters or POST /reload\n")
-        }
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: contentType)
+        headers.add(name: "content-length", value: String(body.utf8.count))
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
     }
 }
 
 enum AdminServer {
-    static func start(address: SocketAddressSpec, group: EventLoopGroup, health: HealthRegistry,
-                      reload: @escaping AdminHandler.Reload, clusters: @escaping AdminHandler.Clusters,
-                      metrics: @escaping AdminHandler.Metrics) async throws -> Channel {
+    static func start(address: SocketAddressSpec, group: EventLoopGroup, sources: AdminSources) async throws -> Channel {
         try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(AdminHandler(health: health, reload: reload, clusters: clusters, metrics: metrics))
+                    try channel.pipeline.syncOperations.addHandler(AdminHandler(sources: sources))
                 }
             }
             .bind(host: address.host, port: address.port).get()

@@ -28,9 +28,10 @@ public enum ConfigLoader {
         var config = GatewayConfig(runtime: RuntimeConfig(), admin: nil, listeners: [], clusters: [], sourceFile: file)
 
         if let node = top.node("runtime") {
-            let r = try YAMLFieldReader(node, file: file, path: "runtime", allowed: ["event_loops", "drain_timeout", "access_log"])
+            let r = try YAMLFieldReader(node, file: file, path: "runtime", allowed: ["event_loops", "drain_timeout", "access_log", "metrics"])
             config.runtime.eventLoops = try r.int("event_loops", range: 1...256)
             if let on = try r.bool("access_log") { config.runtime.accessLog = on }
+            if let on = try r.bool("metrics") { config.runtime.metrics = on }
             if let d = try r.duration("drain_timeout") { config.runtime.drainTimeout = d }
         }
         if let node = top.node("admin") {

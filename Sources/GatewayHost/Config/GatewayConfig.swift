@@ -31,6 +31,8 @@ public struct RuntimeConfig: Sendable {
     /// One JSON line per RPC on stderr (see `AccessLog`); off by default,
     /// and then it costs nothing.
     public var accessLog = false
+    /// Request counters for /metrics and the dashboard (default on).
+    public var metrics = true
 }
 
 public struct AdminConfig: Sendable {

@@ -30,6 +30,8 @@ final class LoopMetrics {
         var label: String { ["first", "retry", "hedge", "transparent"][rawValue] }
     }
 
+    /// `runtime.metrics: false` turns counting off (for measuring its cost).
+    var enabled = true
     private(set) var calls: [CallKey: CallSeries] = [:]
     /// Cluster -> attempts by kind.
     private(set) var attempts: [String: [UInt64]] = [:]
@@ -38,6 +40,7 @@ final class LoopMetrics {
     private(set) var localReplies = [UInt64](repeating: 0, count: 17)
 
     func callEnded(path: String, cluster: String, code: GRPCStatusCode, seconds: Double) {
+        guard enabled else { return }
         var key = CallKey(path: path, cluster: cluster)
         if calls[key] == nil, calls.count >= Self.maxSeries { key.path = "other" }
         let bucket = Self.durationBounds.firstIndex { seconds <= $0 } ?? Self.durationBounds.count
@@ -45,10 +48,12 @@ final class LoopMetrics {
     }
 
     func attemptStarted(cluster: String, kind: AttemptKind) {
+        guard enabled else { return }
         attempts[cluster, default: [UInt64](repeating: 0, count: AttemptKind.allCases.count)][kind.rawValue] += 1
     }
 
     func localReply(_ code: GRPCStatusCode) {
+        guard enabled else { return }
         localReplies[Int(code.rawValue)] += 1
     }
 }

@@ -27,6 +27,7 @@ public final class Gateway: Sendable {
     /// The TLS material of the generation new calls use (for rotation).
     private let currentTLS: NIOLockedValueBox<TLSMaterial>
     private let tlsWatch = NIOLockedValueBox<RepeatedTask?>(nil)
+    private let sampler = NIOLockedValueBox<DashboardSampler?>(nil)
     /// Discovered endpoints of the clusters that have `discovery:`.
     public let discovery = DiscoveryManager()
     /// Reloads and plugin loads, for /metrics.
@@ -104,13 +105,31 @@ public final class Gateway: Sendable {
     public func start() async throws {
         if let admin = runtime.config.admin {
             do {
-                let channel = try await AdminServer.start(address: admin.address, group: group, health: health, reload: { [weak self] in
-                    self?.reload() ?? .failure(GatewayError(.internalError, "the gateway is gone"))
-                }, clusters: { [weak self] in self?.clustersJSON() ?? "{}" }, metrics: { [weak self] loop in
-                    self?.metricsText(on: loop) ?? loop.makeSucceededFuture("")
-                })
+                let sampler = DashboardSampler(collect: { [weak self] loop in
+                    self?.collectMetrics(on: loop) ?? loop.makeFailedFuture(GatewayError(.internalError, "the gateway is gone"))
+                }, statuses: { [health] in health.allStatuses() })
+                self.sampler.withLockedValue { $0 = sampler }
+                let sources = AdminSources(
+                    health: health,
+                    reload: { [weak self] in self?.reload() ?? .failure(GatewayError(.internalError, "the gateway is gone")) },
+                    metrics: { [weak self] loop in
+                        self?.collectMetrics(on: loop).map { $0.prometheusText() } ?? loop.makeSucceededFuture("")
+                    },
+                    clusters: { [weak self] in self?.clustersJSON() ?? "{}" },
+                    config: { [weak self] in
+                        guard let self else { return "{}" }
+                        return AdminViews.config(self.currentRuntime.withLockedValue { $0 }, generation: self.state.withLockedValue { $0.generation })
+                    },
+                    plugins: { [weak self] in
+                        guard let plugins = self?.state.withLockedValue({ $0.plugins }) else { return "{}" }
+                        return AdminViews.plugins(plugins)
+                    },
+                    dashboard: { sampler.data() })
+                let channel = try await AdminServer.start(address: admin.address, group: group, sources: sources)
+                sampler.start()
                 state.withLockedValue { $0.admin = channel }
-                Log.info("admin listening", ["address": admin.address.description, "paths": "/healthz /ready /metrics /clusters POST /reload"])
+                Log.info("admin listening", ["address": admin.address.description,
+                                             "paths": "/healthz /ready /metrics /clusters /config /plugins /dashboard POST /reload"])
             } catch {
                 try? await group.shutdownGracefully()
                 throw GatewayError(.listenFailed, "admin: cannot listen on \(admin.address): \(Self.describe(error))")
@@ -213,6 +232,7 @@ public final class Gateway: Sendable {
         checker.withLockedValue { $0 }.stop()
         tlsWatch.withLockedValue { $0 }?.cancel()
         discovery.stopAll()
+        sampler.withLockedValue { $0 }?.stop()
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
         var remaining = 0
@@ -370,9 +390,9 @@ public final class Gateway: Sendable {
         Set(plugins.handles.map(\.image.name)).sorted()
     }
 
-    /// `/metrics`: every loop's counters, copied on that loop (the data
-    /// path never waits for a scrape), added up and rendered on `loop`.
-    func metricsText(on loop: EventLoop) -> EventLoopFuture<String> {
+    /// `/metrics` and the dashboard: every loop's counters, copied on that
+    /// loop (the data path never waits for a scrape), added up on `loop`.
+    func collectMetrics(on loop: EventLoop) -> EventLoopFuture<MetricsSnapshot> {
         let snapshots = contexts.values.map { context in context.eventLoop.submit { context.metricsSnapshot() } }
         return EventLoopFuture.whenAllSucceed(snapshots, on: loop).map { loops in
             let runtime = self.currentRuntime.withLockedValue { $0 }
@@ -391,9 +411,8 @@ public final class Gateway: Sendable {
                                            endpoints: status.endpoints?.count ?? 0, failures: status.totalFailures, updates: status.updates))
                 }
             }
-            let snapshot = MetricsSnapshot(loops: loops, endpoints: endpoints, discovery: discovery, ejections: self.ejections.ejectionsTotal,
-                                           generation: self.state.withLockedValue { $0.generation }, counters: self.counters.values)
-            return snapshot.prometheusText()
+            return MetricsSnapshot(loops: loops, endpoints: endpoints, discovery: discovery, ejections: self.ejections.ejectionsTotal,
+                                   generation: self.state.withLockedValue { $0.generation }, counters: self.counters.values)
         }
     }
 

@@ -36,6 +36,7 @@ final class LoopContext: @unchecked Sendable {
         // A placeholder without pools until `self` can make them.
         self.generation = LoopGeneration(number: 0, runtime: runtime, plugins: plugins, loopIndex: index, clusters: [])
         self.generation = LoopGeneration(number: 1, runtime: runtime, plugins: plugins, loopIndex: index, clusters: makeClusters(runtime))
+        metrics.enabled = runtime.config.runtime.metrics
     }
 
     /// Pools for `runtime`'s clusters. An endpoint that stays (same cluster,
@@ -67,6 +68,7 @@ final class LoopContext: @unchecked Sendable {
         eventLoop.assertInEventLoop()
         let old = generation
         generation = LoopGeneration(number: number, runtime: runtime, plugins: plugins, loopIndex: index, clusters: makeClusters(runtime))
+        metrics.enabled = runtime.config.runtime.metrics
         old.retire(onDrained: onOldDrained)
     }
 

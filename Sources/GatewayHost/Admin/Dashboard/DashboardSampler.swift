@@ -1,0 +1,238 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Takes a metrics snapshot every second (on the control thread; each
+/// loop copies its own counters) and keeps the last minute, so that the
+/// dashboard can show rates and latency percentiles over a recent window
+/// instead of since startup.
+final class DashboardSampler: Sendable {
+    struct Sample: Sendable {
+        var at: Double
+        var snapshot: MetricsSnapshot
+    }
+
+    static let window = 10.0
+    private let samples = NIOLockedValueBox<[Sample]>([])
+    private let task = NIOLockedValueBox<RepeatedTask?>(nil)
+    private let collect: @Sendable (EventLoop) -> EventLoopFuture<MetricsSnapshot>
+    private let statuses: @Sendable () -> [String: HealthRegistry.Status]
+
+    init(collect: @escaping @Sendable (EventLoop) -> EventLoopFuture<MetricsSnapshot>,
+         statuses: @escaping @Sendable () -> [String: HealthRegistry.Status]) {
+        self.collect = collect
+        self.statuses = statuses
+    }
+
+    func start() {
+        let loop = ControlThread.loop
+        task.withLockedValue {
+            $0 = loop.scheduleRepeatedAsyncTask(initialDelay: .zero, delay: .seconds(1)) { _ in
+                self.collect(loop).map { snapshot in
+                    self.samples.withLockedValue { s in
+                        s.append(Sample(at: Self.now(), snapshot: snapshot))
+                        if s.count > 61 { s.removeFirst(s.count - 61) }
+                    }
+                }
+            }
+        }
+    }
+
+    func stop() {
+        task.withLockedValue { $0 }?.cancel()
+    }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    /// The dashboard's numbers: rates, error ratios and percentiles over the
+    /// last ~10 s, endpoint shares, health.
+    func data() -> DashboardData {
+        let all = samples.withLockedValue { $0 }
+        guard let last = all.last else { return DashboardData(at: Self.now(), seconds: 0, services: statuses(), methods: [], endpoints: [], discovery: []) }
+        let first = all.last { last.at - $0.at >= Self.window } ?? all.first!
+        return DashboardData(latest: last, earlier: first, statuses: statuses())
+    }
+}
+
+/// What the dashboard shows, computed from two snapshots.
+struct DashboardData: Sendable {
+    struct Method: Sendable {
+        var service: String
+        var method: String
+        var cluster: String
+        var total: UInt64
+        var rate: Double
+        var errorRatio: Double
+        var p50: Double?
+        var p90: Double?
+        var p99: Double?
+    }
+
+    struct Endpoint: Sendable {
+        var cluster: String
+        var address: String
+        var healthy: Bool
+        var ejected: Bool
+        var weight: Int
+        var rate: Double
+        var share: Double
+        var inFlight: Int
+        var errorRatio: Double
+    }
+
+    var at: Double
+    var seconds: Double
+    var services: [String: HealthRegistry.Status]
+    var methods: [Method]
+    var endpoints: [Endpoint]
+    var discovery: [MetricsSnapshot.DiscoveryState]
+    var totalRate = 0.0
+    var totalErrorRatio = 0.0
+    var p50: Double?
+    var p99: Double?
+    var activeCalls = 0
+    var connections = 0
+
+    init(at: Double, seconds: Double, services: [String: HealthRegistry.Status], methods: [Method], endpoints: [Endpoint],
+         discovery: [MetricsSnapshot.DiscoveryState]) {
+        self.at = at
+        self.seconds = seconds
+        self.services = services
+        self.methods = methods
+        self.endpoints = endpoints
+        self.discovery = discovery
+    }
+
+    init(latest: DashboardSampler.Sample, earlier: DashboardSampler.Sample, statuses: [String: HealthRegistry.Status]) {
+        let seconds = max(latest.at - earlier.at, 0.001)
+        let now = latest.snapshot.mergedCalls()
+        let before = earlier.snapshot.mergedCalls()
+        var methods: [Method] = []
+        var allBuckets = [UInt64](repeating: 0, count: LoopMetrics.durationBounds.count + 1)
+        var total: UInt64 = 0
+        var errors: UInt64 = 0
+        for (key, series) in now.sorted(by: { $0.key.path < $1.key.path }) {
+            var delta = series
+            if let old = before[key] { delta.subtract(old) }
+            let (service, method) = MetricsSnapshot.split(key.path)
+            let failed = delta.count - delta.codes[0]
+            methods.append(Method(service: service, method: method, cluster: key.cluster, total: series.count,
+                                  rate: Double(delta.count) / seconds, errorRatio: delta.count > 0 ? Double(failed) / Double(delta.count) : 0,
+                                  p50: Self.percentile(delta.buckets, 0.5), p90: Self.percentile(delta.buckets, 0.9), p99: Self.percentile(delta.buckets, 0.99)))
+            for i in allBuckets.indices { allBuckets[i] += delta.buckets[i] }
+            total += delta.count
+            errors += failed
+        }
+        let nowEndpoints = latest.snapshot.mergedEndpoints()
+        let beforeEndpoints = earlier.snapshot.mergedEndpoints()
+        var endpoints: [Endpoint] = []
+        var attemptsTotal: UInt64 = 0
+        var deltas: [String: (UInt64, UInt64)] = [:]
+        for (id, e) in nowEndpoints {
+            let old = beforeEndpoints[id]?.codes ?? [UInt64](repeating: 0, count: 17)
+            let d = zip(e.codes, old).map { $0 >= $1 ? $0 - $1 : $0 }
+            let count = d.reduce(0, +)
+            deltas[id] = (count, count - d[0])
+            attemptsTotal += count
+        }
+        for state in latest.snapshot.endpoints {
+            let id = state.cluster + " " + state.address
+            let (count, failed) = deltas[id] ?? (0, 0)
+            endpoints.append(Endpoint(cluster: state.cluster, address: state.address, healthy: state.healthy, ejected: state.ejected,
+                                      weight: state.weight, rate: Double(count) / seconds,
+                                      share: attemptsTotal > 0 ? Double(count) / Double(attemptsTotal) : 0,
+                                      inFlight: nowEndpoints[id]?.inFlight ?? 0, errorRatio: count > 0 ? Double(failed) / Double(count) : 0))
+        }
+        self.init(at: latest.at, seconds: seconds, services: statuses, methods: methods, endpoints: endpoints, discovery: latest.snapshot.discovery)
+        totalRate = Double(total) / seconds
+        totalErrorRatio = total > 0 ? Double(errors) / Double(total) : 0
+        p50 = Self.percentile(allBuckets, 0.5)
+        p99 = Self.percentile(allBuckets, 0.99)
+        activeCalls = latest.snapshot.loops.reduce(0) { $0 + $1.activeCalls }
+        connections = latest.snapshot.loops.reduce(0) { $0 + $1.downstreamConnections }
+    }
+
+    /// Seconds, interpolated inside the bucket that holds the quantile (as
+    /// Prometheus' histogram_quantile does); nil without samples.
+    static func percentile(_ buckets: [UInt64], _ q: Double) -> Double? {
+        let total = buckets.reduce(0, +)
+        guard total > 0 else { return nil }
+        let rank = q * Double(total)
+        var cumulative: UInt64 = 0
+        let bounds = LoopMetrics.durationBounds
+        for (i, count) in buckets.enumerated() {
+            let previous = cumulative
+            cumulative += count
+            guard Double(cumulative) >= rank, count > 0 else { continue }
+            guard i < bounds.count else { return bounds.last }
+            let lower = i == 0 ? 0 : bounds[i - 1]
+            return lower + (bounds[i] - lower) * (rank - Double(previous)) / Double(count)
+        }
+        return bounds.last
+    }
+
+    var json: String {
+        func num(_ v: Double?) -> String {
+            guard let v, v.isFinite else { return "null" }
+            return String(Double(Int64(v * 1e6)) / 1e6)
+        }
+        var out = "{\"at\":\(num(at)),\"window_s\":\(num(seconds)),\"rate\":\(num(totalRate)),\"error_ratio\":\(num(totalErrorRatio))"
+        out += ",\"p50_ms\":\(num(p50.map { $0 * 1000 })),\"p99_ms\":\(num(p99.map { $0 * 1000 })),\"active_calls\":\(activeCalls),\"connections\":\(connections)"
+        out += ",\"services\":[" + services.sorted { $0.key < $1.key }.map { "{\"name\":\(Log.quote($0.key.isEmpty ? "(gateway)" : $0.key)),\"status\":\(Log.quote("\($0.value)"))}" }.joined(separator: ",") + "]"
+        out += ",\"methods\":[" + methods.map { m in
+            "{\"service\":\(Log.quote(m.service)),\"method\":\(Log.quote(m.method)),\"cluster\":\(Log.quote(m.cluster)),\"total\":\(m.total)"
+                + ",\"rate\":\(num(m.rate)),\"error_ratio\":\(num(m.errorRatio)),\"p50_ms\":\(num(m.p50.map { $0 * 1000 }))"
+                + ",\"p90_ms\":\(num(m.p90.map { $0 * 1000 })),\"p99_ms\":\(num(m.p99.map { $0 * 1000 }))}"
+        }.joined(separator: ",") + "]"
+        out += ",\"endpoints\":[" + endpoints.map { e in
+            "{\"cluster\":\(Log.quote(e.cluster)),\"address\":\(Log.quote(e.address)),\"healthy\":\(e.healthy),\"ejected\":\(e.ejected)"
+                + ",\"weight\":\(e.weight),\"rate\":\(num(e.rate)),\"share\":\(num(e.share)),\"in_flight\":\(e.inFlight),\"error_ratio\":\(num(e.errorRatio))}"
+        }.joined(separator: ",") + "]"
+        out += ",\"discovery\":[" + discovery.map { d in
+            "{\"cluster\":\(Log.quote(d.cluster)),\"source\":\(Log.quote(d.source)),\"ok\":\(d.ok),\"endpoints\":\(d.endpoints),\"failures\":\(d.failures)}"
+        }.joined(separator: ",") + "]}"
+        return out
+    }
+}
+
+extension MetricsSnapshot {
+    func mergedCalls() -> [LoopMetrics.CallKey: LoopMetrics.CallSeries] {
+        var calls: [LoopMetrics.CallKey: LoopMetrics.CallSeries] = [:]
+        for loop in loops {
+            for (key, series) in loop.calls { calls[key, default: LoopMetrics.CallSeries()].add(series) }
+        }
+        return calls
+    }
+
+    func mergedEndpoints() -> [String: (inFlight: Int, codes: [UInt64])] {
+        var out: [String: (inFlight: Int, codes: [UInt64])] = [:]
+        for loop in loops {
+            for e in loop.endpoints {
+                let id = e.cluster + " " + e.address
+                var entry = out[id] ?? (0, [UInt64](repeating: 0, count: 17))
+                entry.inFlight += e.inFlight
+                entry.codes = zip(entry.codes, e.attemptCodes).map { $0 + $1 }
+                out[id] = entry
+            }
+        }
+        return out
+    }
+}
+
+extension LoopMetrics.CallSeries {
+    mutating func subtract(_ other: Self) {
+        // A series that restarted (fewer than before) counts from zero.
+        guard count >= other.count else { return }
+        for i in codes.indices { codes[i] -= min(codes[i], other.codes[i]) }
+        for i in buckets.indices { buckets[i] -= min(buckets[i], other.buckets[i]) }
+        sumSeconds -= other.sumSeconds
+        count -= other.count
+    }
+}

@@ -1,0 +1,68 @@
+"""Run inside `unshare -n` by test_dashboard.py (Chromium looks outside
+otherwise): brings loopback up, starts two replicas and a gateway, sends
+traffic, then lets headless Chromium load /dashboard: its rendered DOM and a
+screenshot go into OUT_DIR.
+
+    unshare -n python3 dashboard_scenario.py MESHGATE MESH_SAMPLE OUT_DIR
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from meshkit import ProcessGroup, free_port, to_yaml, wait_until  # noqa: E402
+
+HOST = "127.0.0.1"
+CHROMIUM = "/usr/bin/chromium"
+
+
+def main() -> int:
+    meshgate, sample, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    group = ProcessGroup(out / "logs")
+    try:
+        ports = [free_port(), free_port()]
+        group.start("d1", [sample, "--host", HOST, "--port", str(ports[0]), "--replica-id", "d1"], port=ports[0])
+        group.start("d2", [sample, "--host", HOST, "--port", str(ports[1]), "--replica-id", "d2",
+                           "--fail-probability", "0.2", "--fail-code", "13"], port=ports[1])
+        port, admin = free_port(), free_port()
+        config = out / "gateway.yaml"
+        config.write_text(to_yaml({
+            "admin": {"address": f"{HOST}:{admin}"},
+            "listeners": [{"name": "public", "address": f"{HOST}:{port}",
+                           "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]}],
+            "clusters": [{"name": "mesh", "health_check": {"mode": "watch", "interval": "500ms"},
+                          "endpoints": [{"address": f"{HOST}:{p}"} for p in ports]}]}))
+        group.start("gateway", [meshgate, "run", "--config", str(config)], port=port)
+        with grpc.insecure_channel(f"{HOST}:{port}") as channel:
+            call = channel.unary_unary("/mesh.v1.MeshService/Process")
+            ok = failed = 0
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline:
+                try:
+                    call(b"\x0a\x01x", timeout=5)
+                    ok += 1
+                except grpc.RpcError:
+                    failed += 1
+        (out / "traffic.txt").write_text(f"{ok} {failed}\n")
+        time.sleep(1.2)  # one more dashboard sample after the traffic
+        url = f"http://{HOST}:{admin}/dashboard"
+        common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--no-first-run", "--timeout=4000", "--window-size=1280,900"]
+        dom = subprocess.run(common + ["--dump-dom", url], capture_output=True, text=True, timeout=90)
+        (out / "dom.html").write_text(dom.stdout)
+        (out / "chromium.log").write_text(dom.stderr)
+        subprocess.run(common + [f"--screenshot={out / 'dashboard.png'}", url], capture_output=True, timeout=90)
+        return 0
+    finally:
+        group.stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The live dashboard, as a person sees it: headless Chromium (Debian's,
+run under `unshare -n` so it cannot reach outside) loads /dashboard after
+real traffic; its rendered DOM must show live numbers (rates, latency
+percentiles, per-endpoint shares, health) and a screenshot is kept."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+def test_chromium_renders_live_numbers(bins, tmp_path):
+    assert Path("/usr/bin/chromium").exists(), "chromium is missing: run scripts/setup.sh"
+    result = subprocess.run(["unshare", "-n", sys.executable, str(HERE / "dashboard_scenario.py"),
+                             str(bins.meshgate), str(bins.mesh_sample), str(tmp_path)],
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    ok, failed = map(int, (tmp_path / "traffic.txt").read_text().split())
+    assert ok > 50 and failed > 0, (ok, failed)
+    dom = (tmp_path / "dom.html").read_text()
+    assert dom, (tmp_path / "chromium.log").read_text()[-2000:]
+
+    def text(element_id: str) -> str:
+        m = re.search(rf'id="{element_id}"[^>]*>([^<]*)<', dom)
+        assert m, f"no #{element_id} in the DOM"
+        return m.group(1)
+
+    # The tiles hold numbers computed from the traffic, not placeholders.
+    assert float(text("rate")) > 5, text("rate")
+    errors = float(text("errors").split()[0])
+    assert 0 < errors < 50, text("errors")  # d2 fails 20 % of its half
+    assert re.fullmatch(r"[\d.]+ ms", text("p50")) and re.fullmatch(r"[\d.]+ ms", text("p99"))
+    # Both endpoints, healthy, with their share of the load.
+    rows = re.findall(r"<tr><td>mesh</td><td>(127\.0\.0\.1:\d+)</td><td><span class=\"pill ok\">healthy</span></td>.*?([\d.]+) %</td>", dom)
+    assert len(rows) == 2, rows
+    assert all(20 < float(share) < 80 for _, share in rows), rows
+    assert "mesh.v1.MeshService" in dom and "serving" in dom
+    # The page followed /dashboard/events after loading (Server-Sent Events).
+    updates = int(re.search(r'id="status" data-updates="(\d+)"', dom).group(1))
+    assert updates >= 2, updates
+    png = (tmp_path / "dashboard.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    shutil.copy(tmp_path / "dashboard.png", HERE.parents[1] / ".build" / "dashboard.png")
