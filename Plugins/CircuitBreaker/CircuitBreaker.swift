@@ -38,11 +38,25 @@ final class BreakerCounters: Sendable {
     let active = Atomic<Int>(0)
     let pending = Atomic<Int>(0)
     let retries = Atomic<Int>(0)
-    /// Overflow totals, for logs now and metrics later.
-    let requestOverflows = Atomic<Int>(0)
-    let pendingOverflows = Atomic<Int>(0)
-    let retryOverflows = Atomic<Int>(0)
-    init(cluster: String) { self.cluster = cluster }
+    /// /metrics counters (host ABI 1.1): meshgate_breaker_overflows_total
+    /// by cluster and limit; shared by every config on the cluster.
+    let requestOverflows: UInt64
+    let pendingOverflows: UInt64
+    let retryOverflows: UInt64
+
+    init(cluster: String) {
+        self.cluster = cluster
+        let help = "Calls or retries the circuit breaker refused, by cluster and limit."
+        let label = { (limit: String) in "cluster=\"\(cluster.replacingQuotes)\",limit=\"\(limit)\"" }
+        requestOverflows = PluginHost.declareCounter("meshgate_breaker_overflows_total", help: help, labels: label("max_requests"))
+        pendingOverflows = PluginHost.declareCounter("meshgate_breaker_overflows_total", help: help, labels: label("max_pending_requests"))
+        retryOverflows = PluginHost.declareCounter("meshgate_breaker_overflows_total", help: help, labels: label("max_retries"))
+    }
+}
+
+extension String {
+    /// Label values go into the exposition as written.
+    fileprivate var replacingQuotes: String { String(map { $0 == "\"" || $0 == "\\" || $0 == "\n" ? "_" : $0 }) }
 }
 
 final class BreakerInstance {
@@ -74,7 +88,7 @@ enum CircuitBreakerPlugin {
         var d = mg_plugin()
         d.size = UInt32(MemoryLayout<mg_plugin>.size)
         d.abi_major = UInt32(MG_ABI_MAJOR)
-        d.abi_minor = 0
+        d.abi_minor = 0  // uses 1.1's counters only when the host offers them
         d.kinds = UInt32(MG_KIND_FILTER)
         d.name = PluginSupport.cString("circuit_breaker")
         d.version = PluginSupport.cString("1.0.0")
@@ -97,13 +111,13 @@ enum CircuitBreakerPlugin {
             let c = breaker.counters, config = breaker.config
             if c.active.add(1, ordering: .relaxed).newValue > config.maxRequests {
                 c.active.subtract(1, ordering: .relaxed)
-                c.requestOverflows.add(1, ordering: .relaxed)
+                PluginHost.add(c.requestOverflows)
                 return reject(call, "circuit breaker open for cluster '\(c.cluster)': \(config.maxRequests) requests in flight (max_requests)")
             }
             if c.pending.add(1, ordering: .relaxed).newValue > config.maxPending {
                 c.pending.subtract(1, ordering: .relaxed)
                 c.active.subtract(1, ordering: .relaxed)
-                c.pendingOverflows.add(1, ordering: .relaxed)
+                PluginHost.add(c.pendingOverflows)
                 return reject(call, "circuit breaker open for cluster '\(c.cluster)': \(config.maxPending) requests waiting for an upstream (max_pending_requests)")
             }
             held.admitted = true
@@ -129,7 +143,7 @@ enum CircuitBreakerPlugin {
             if let decision, decision.pointee.retry == UInt32(MG_RETRY_AFTER),
                c.retries.load(ordering: .relaxed) >= breaker.config.maxRetries {
                 decision.pointee.retry = UInt32(MG_RETRY_NO)
-                c.retryOverflows.add(1, ordering: .relaxed)
+                PluginHost.add(c.retryOverflows)
             }
         }
         d.on_call_done = { instance, state, _, _ in

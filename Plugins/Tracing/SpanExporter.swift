@@ -29,6 +29,10 @@ final class SpanExporter: @unchecked Sendable {
     private var stopping = false
     private var thread: Thread?
     private let finished = DispatchSemaphore(value: 0)
+    /// /metrics counters (host ABI 1.1), by service name.
+    private let exportedCounter: UInt64
+    private let droppedCounter: UInt64
+    private let failedCounter: UInt64
 
     init(endpoint: CollectorURL, serviceName: String, queueLimit: Int, batchSize: Int, flushIntervalMs: Int, timeoutMs: Int) {
         self.endpoint = endpoint
@@ -37,6 +41,12 @@ final class SpanExporter: @unchecked Sendable {
         self.batchSize = batchSize
         self.flushIntervalMs = flushIntervalMs
         self.timeoutMs = timeoutMs
+        let labels = "service=\"\(String(serviceName.map { $0 == "\"" || $0 == "\\" || $0 == "\n" ? "_" : $0 }))\""
+        exportedCounter = PluginHost.declareCounter("meshgate_tracing_spans_exported_total", help: "Spans the collector accepted.", labels: labels)
+        droppedCounter = PluginHost.declareCounter("meshgate_tracing_spans_dropped_total",
+                                                   help: "Spans dropped because the export queue was full.", labels: labels)
+        failedCounter = PluginHost.declareCounter("meshgate_tracing_spans_failed_total",
+                                                  help: "Spans lost because the collector failed or refused them.", labels: labels)
         let thread = Thread { [self] in run() }
         thread.name = "meshgate-otlp"
         self.thread = thread
@@ -48,6 +58,7 @@ final class SpanExporter: @unchecked Sendable {
         condition.lock()
         if queue.count >= queueLimit {
             dropped += 1
+            PluginHost.add(droppedCounter)
         } else {
             queue.append(span)
             if queue.count >= batchSize { condition.signal() }
@@ -82,9 +93,12 @@ final class SpanExporter: @unchecked Sendable {
                 switch HTTPPost.send(body, to: endpoint, contentType: "application/x-protobuf", timeoutMs: timeoutMs) {
                 case .success(let status) where (200..<300).contains(status):
                     exported += UInt64(batch.count)
+                    PluginHost.add(exportedCounter, UInt64(batch.count))
                 case .success(let status):
+                    PluginHost.add(failedCounter, UInt64(batch.count))
                     PluginHost.log(3, "tracing", "OTLP collector \(endpoint.text) answered HTTP \(status); \(batch.count) spans lost")
                 case .failure(let error):
+                    PluginHost.add(failedCounter, UInt64(batch.count))
                     PluginHost.log(3, "tracing", "OTLP export to \(endpoint.text) failed: \(error.message); \(batch.count) spans lost")
                 }
             }

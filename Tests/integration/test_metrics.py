@@ -127,3 +127,44 @@ def test_a_real_prometheus_scrapes_the_gateway(metered, mesh_pb2, mesh_pb2_grpc,
         return bool(result) and float(result[0]["value"][1]) >= 50
     wait_until(moved, timeout=15, interval=0.5, message="Prometheus to see the request counter move")
     assert query('grpc_endpoint_health{cluster="mesh"}')
+
+
+def test_plugin_counters_reach_metrics(launcher, mesh_pb2, mesh_pb2_grpc):
+    """Plugins' own counters (ABI 1.1): the circuit breaker's overflows and
+    the tracing exporter's lost spans show on /metrics and pass promtool."""
+    from concurrent.futures import ThreadPoolExecutor
+    slow = launcher.replica("slow", "--delay-ms", "300")
+    port, admin = free_port(), free_port()
+    dead = f"http://{HOST}:{free_port()}/v1/traces"
+    filters = [{"plugin": "tracing", "config": {"collector": dead, "flush_interval": "100ms", "export_timeout": "200ms"}},
+               {"plugin": "circuit_breaker", "config": {"max_requests": 1}}]
+    doc = {"admin": {"address": f"{HOST}:{admin}"},
+           "listeners": [{"name": "public", "address": f"{HOST}:{port}", "routes": [
+               {"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh", "filters": filters}]}],
+           "clusters": [{"name": "mesh", "endpoints": [{"address": f"{HOST}:{slow.port}"}]}]}
+    launcher.gateway(to_yaml(doc), port, name="gw-plugin-counters")
+    with insecure_channel(port) as channel:
+        stub = mesh_pb2_grpc.MeshServiceStub(channel)
+
+        def one(i):
+            try:
+                stub.Process(mesh_pb2.ProcessRequest(request_id=str(i)), timeout=5)
+                return "ok"
+            except grpc.RpcError as error:
+                return error.code().name
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            outcomes = list(pool.map(one, range(8)))
+    refused = outcomes.count("UNAVAILABLE")
+    assert refused >= 5 and outcomes.count("ok") >= 1, outcomes
+    url = f"http://{HOST}:{admin}/metrics"
+
+    def counted():
+        text = fetch(url)
+        failed = samples(text, "meshgate_tracing_spans_failed_total").get('{service="meshgate"}', 0)
+        return text if failed >= 1 else None
+    text = wait_until(counted, timeout=10, message="the tracing exporter's failures on /metrics")
+    overflows = samples(text, "meshgate_breaker_overflows_total")
+    assert overflows['{cluster="mesh",limit="max_requests"}'] == refused, overflows
+    assert overflows['{cluster="mesh",limit="max_retries"}'] == 0
+    check = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -1,6 +1,6 @@
 /*
  * Meshgate filter plugin ABI, version 1.1 (1.0 released; 1.1 appends
- * call_set_log_field to mg_host).
+ * call_set_log_field, counter_declare and counter_add to mg_host).
  *
  * v1 never changes meaning: a minor version only appends (fields at the end
  * of the structs below, new optional hooks, new host functions); a breaking
@@ -288,6 +288,20 @@ typedef struct mg_host {
      * last value. Returns 0, or -1 when the key is empty, longer than 64
      * bytes, or one the host writes itself (ts, level, msg). */
     int (*call_set_log_field)(mg_call *call, mg_str key, mg_str value);
+
+    /* Any thread: declare a Prometheus counter the plugin adds to, shown on
+     * the admin /metrics. `name` must match [a-zA-Z_:][a-zA-Z0-9_:]* and
+     * should end in _total; `labels` is `key="value",...` (or empty);
+     * `help` is one line. Declaring the same name and labels again (another
+     * config, a reload, a hot-swapped image) returns the same counter, so
+     * counts survive reloads. Returns an id > 0, or 0 when the name or labels
+     * are invalid or the host's table of counters (4096) is full. Cheap but
+     * takes a lock: declare once (config_new, instance_new), not per call. */
+    uint64_t (*counter_declare)(mg_str name, mg_str help, mg_str labels);
+
+    /* Any thread, any time: add `delta` to a declared counter (one relaxed
+     * atomic add, no lock). An id of 0 is ignored. */
+    void (*counter_add)(uint64_t counter_id, uint64_t delta);
 } mg_host;
 
 /* ------------------------------------------------------------ plugin API -- */

@@ -58,6 +58,7 @@ struct MetricsSnapshot: Sendable {
     var ejections: [String: UInt64]
     var generation: Int
     var counters: GatewayCounters.Values
+    var pluginCounters: [(PluginCounters.Declared, UInt64)] = PluginCounters.shared.snapshot()
 
     /// Prometheus text exposition format 0.0.4.
     func prometheusText() -> String {
@@ -158,6 +159,19 @@ struct MetricsSnapshot: Sendable {
         out.sample("meshgate_config_reloads_total", ["result": "error"], counters.reloadsFailed)
         out.header("meshgate_plugin_loads_total", "counter", "Plugin images loaded (startup and reloads), by plugin.")
         for (name, count) in counters.pluginLoads.sorted(by: { $0.key < $1.key }) { out.sample("meshgate_plugin_loads_total", ["plugin": name], count) }
+
+        // Plugins' own counters (ABI 1.1 counter_declare), grouped by name.
+        var byName: [String: [(PluginCounters.Declared, UInt64)]] = [:]
+        var order: [String] = []
+        for entry in pluginCounters {
+            if byName[entry.0.name] == nil { order.append(entry.0.name) }
+            byName[entry.0.name, default: []].append(entry)
+        }
+        for name in order {
+            let entries = byName[name]!
+            out.header(name, "counter", entries[0].0.help.isEmpty ? "A plugin's counter." : entries[0].0.help)
+            for (declared, value) in entries { out.raw(name, labels: declared.labels, value) }
+        }
         return out.text
     }
 

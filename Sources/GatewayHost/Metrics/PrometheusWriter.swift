@@ -15,6 +15,11 @@ struct PrometheusWriter {
         line(name, labels, Self.number(value))
     }
 
+    /// A sample whose label text was validated when it was declared.
+    mutating func raw(_ name: String, labels: String, _ value: UInt64) {
+        text += labels.isEmpty ? "\(name) \(value)\n" : "\(name){\(labels)} \(value)\n"
+    }
+
     private mutating func line(_ name: String, _ labels: [String: String], _ value: String) {
         text += name
         if !labels.isEmpty {

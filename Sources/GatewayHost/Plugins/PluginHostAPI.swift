@@ -105,6 +105,13 @@ enum PluginHostAPI {
                 guard !k.isEmpty, k.utf8.count <= 64, !["ts", "level", "msg"].contains(k) else { return -1 }
                 PluginCallState.from(call).setLogField(k, PluginHostAPI.string(value))
                 return 0
+            },
+            counter_declare: { name, help, labels in
+                PluginCounters.shared.declare(name: PluginHostAPI.string(name), help: PluginHostAPI.string(help),
+                                              labels: PluginHostAPI.string(labels))
+            },
+            counter_add: { id, delta in
+                PluginCounters.shared.add(id, delta)
             }))
         return UnsafePointer(table)
     }()
