@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -54,11 +55,21 @@ def main() -> int:
         time.sleep(1.2)  # one more dashboard sample after the traffic
         url = f"http://{HOST}:{admin}/dashboard"
         common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--no-first-run", "--timeout=4000", "--window-size=1280,900"]
+                  "--no-first-run", "--timeout=8000", "--window-size=1280,900"]
         dom = subprocess.run(common + ["--dump-dom", url], capture_output=True, text=True, timeout=90)
         (out / "dom.html").write_text(dom.stdout)
         (out / "chromium.log").write_text(dom.stderr)
         subprocess.run(common + [f"--screenshot={out / 'dashboard.png'}", url], capture_output=True, timeout=90)
+        # The page's live feed, read as a client: two events a second apart.
+        events = []
+        with urllib.request.urlopen(f"{url}/events", timeout=10) as stream:
+            for raw in stream:
+                line = raw.decode().strip()
+                if line.startswith("data: "):
+                    events.append(line[len("data: "):])
+                    if len(events) == 2:
+                        break
+        (out / "events.txt").write_text("\n".join(events) + "\n")
         return 0
     finally:
         group.stop_all()

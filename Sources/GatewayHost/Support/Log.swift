@@ -1,17 +1,25 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-import Foundation
+import Logging
 
-/// Structured logs: one JSON object per line on stderr. A stopgap until the
-/// observability work brings swift-log with trace context; the call sites
-/// already pass fields, not formatted strings.
+/// The gateway's logs: swift-log with `JSONLogHandler`, one JSON object per
+/// line on stderr. Call sites pass fields, never formatted strings, so that
+/// a log pipeline can index them.
 public enum Log {
     public enum Level: Int, Sendable { case debug, info, warning, error
-        var name: String { ["debug", "info", "warning", "error"][rawValue] }
+        var swiftLog: Logger.Level { [.debug, .info, .warning, .error][rawValue] }
     }
 
-    nonisolated(unsafe) public static var minimumLevel: Level = .info  // set once at startup, before any loop runs
+    /// Set once at startup (`--log-level`), before any loop runs.
+    nonisolated(unsafe) public static var minimumLevel: Level = .info {
+        didSet { logger.logLevel = minimumLevel.swiftLog }
+    }
+
+    /// The logger every part of the gateway writes to. `nonisolated(unsafe)`:
+    /// only `minimumLevel` changes it, once, before the event loops start.
+    nonisolated(unsafe) public static var logger: Logger = {
+        var logger = Logger(label: "meshgate") { JSONLogHandler(label: $0) }
+        logger.logLevel = .info
+        return logger
+    }()
 
     public static func debug(_ message: String, _ fields: KeyValuePairs<String, String> = [:]) { write(.debug, message, fields) }
     public static func info(_ message: String, _ fields: KeyValuePairs<String, String> = [:]) { write(.info, message, fields) }
@@ -20,28 +28,10 @@ public enum Log {
 
     static func write(_ level: Level, _ message: String, _ fields: KeyValuePairs<String, String>) {
         guard level.rawValue >= minimumLevel.rawValue else { return }
-        let ts = Date().timeIntervalSince1970
-        var line = "{\"ts\":\(String(format: "%.3f", ts)),\"level\":\"\(level.name)\",\"msg\":\(quote(message))"
-        for (k, v) in fields { line += ",\(quote(k)):\(quote(v))" }
-        line += "}\n"
-        // One write(2) per line keeps lines from different loops whole.
-        var bytes = Array(line.utf8)
-        _ = bytes.withUnsafeMutableBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+        var metadata: Logger.Metadata = [:]
+        for (k, v) in fields { metadata[k] = .string(v) }
+        logger.log(level: level.swiftLog, "\(message)", metadata: metadata)
     }
 
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 { out += String(format: "\\u%04x", scalar.value) } else { out.unicodeScalars.append(scalar) }
-            }
-        }
-        return out + "\""
-    }
+    static func quote(_ s: String) -> String { JSONLogHandler.quote(s) }
 }

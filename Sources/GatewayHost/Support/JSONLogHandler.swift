@@ -1,0 +1,84 @@
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A swift-log handler that writes one JSON object per line to stderr:
+/// `ts`, `level`, `msg`, then the metadata in key order. Numbers and
+/// booleans given as `.stringConvertible` stay bare JSON numbers; the rest
+/// are strings. One write(2) per line keeps lines from different threads
+/// whole.
+public struct JSONLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    public var metadataProvider: Logger.MetadataProvider?
+    public var logLevel: Logger.Level = .info
+    public let label: String
+
+    public init(label: String) { self.label = label }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        let millis = ts.tv_nsec / 1_000_000
+        var line = "{\"ts\":\(ts.tv_sec).\(millis < 10 ? "00" : millis < 100 ? "0" : "")\(millis),\"level\":\"\(Self.name(event.level))\""
+        line += ",\"msg\":\(Self.quote(event.message.description))"
+        var all = metadata
+        if let provided = metadataProvider?.get() { all.merge(provided) { a, _ in a } }
+        if let given = event.metadata { all.merge(given) { _, b in b } }
+        for (key, value) in all.sorted(by: { $0.key < $1.key }) where !["ts", "level", "msg"].contains(key) {
+            line += ",\(Self.quote(key)):\(Self.json(value))"
+        }
+        line += "}\n"
+        var bytes = Array(line.utf8)
+        _ = bytes.withUnsafeMutableBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+    }
+
+    static func name(_ level: Logger.Level) -> String {
+        switch level {
+        case .trace: return "trace"
+        case .debug: return "debug"
+        case .info, .notice: return "info"
+        case .warning: return "warning"
+        case .error, .critical: return "error"
+        }
+    }
+
+    static func json(_ value: Logger.Metadata.Value) -> String {
+        switch value {
+        case .string(let s): return quote(s)
+        case .stringConvertible(let v):
+            if v is Int || v is Int64 || v is UInt64 || v is UInt32 || v is Int32 || v is Bool { return "\(v)" }
+            if let d = v as? Double, d.isFinite { return "\(d)" }
+            return quote(v.description)
+        case .array(let items): return "[" + items.map(json).joined(separator: ",") + "]"
+        case .dictionary(let d): return "{" + d.sorted { $0.key < $1.key }.map { "\(quote($0.key)):\(json($0.value))" }.joined(separator: ",") + "}"
+        }
+    }
+
+    static func quote(_ s: String) -> String {
+        var out = "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if scalar.value < 0x20 {
+                    let hex = String(scalar.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return out + "\""
+    }
+}
