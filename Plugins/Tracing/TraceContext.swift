@@ -28,11 +28,32 @@ struct TraceParent: Equatable {
         self.flags = flags
     }
 
-    var header: String { "00-\(Hex.encode(traceID))-\(Hex.encode(parentID))-\(Hex.encode([flags]))" }
+    /// `00-<trace>-<parent>-<flags>`, written into one buffer.
+    var header: String {
+        String(unsafeUninitializedCapacity: 55) { out in
+            out[0] = UInt8(ascii: "0"); out[1] = UInt8(ascii: "0"); out[2] = UInt8(ascii: "-")
+            var i = Hex.write(traceID, into: out, at: 3)
+            out[i] = UInt8(ascii: "-")
+            i = Hex.write(parentID, into: out, at: i + 1)
+            out[i] = UInt8(ascii: "-")
+            return Hex.write([flags], into: out, at: i + 1)
+        }
+    }
 }
 
 enum Hex {
     private static let digits = Array("0123456789abcdef".utf8)
+
+    /// Writes `bytes` as lower-case hex at `at`; returns the next index.
+    static func write(_ bytes: [UInt8], into out: UnsafeMutableBufferPointer<UInt8>, at start: Int) -> Int {
+        var i = start
+        for b in bytes {
+            out[i] = digits[Int(b >> 4)]
+            out[i + 1] = digits[Int(b & 0xf)]
+            i += 2
+        }
+        return i
+    }
 
     static func encode(_ bytes: [UInt8]) -> String {
         var out = [UInt8]()

@@ -59,16 +59,16 @@ final class TracingCall {
     var traceState = ""
     var sampled: Bool
     let start = Clock.unixNanos()
-    let method: String
+    /// Read from the host only for sampled calls (span names).
+    var method = ""
     /// By attempt number: the attempt's span id, start and endpoint.
     var attempts: [(number: UInt32, spanID: [UInt8], start: UInt64, address: String)] = []
 
-    init(traceID: [UInt8], parentID: [UInt8], serverSpanID: [UInt8], sampled: Bool, method: String) {
+    init(traceID: [UInt8], parentID: [UInt8], serverSpanID: [UInt8], sampled: Bool) {
         self.traceID = traceID
         self.parentID = parentID
         self.serverSpanID = serverSpanID
         self.sampled = sampled
-        self.method = method
     }
 
     var flags: UInt8 { sampled ? 1 : 0 }
@@ -107,18 +107,17 @@ enum TracingPlugin {
         d.instance_destroy = { PluginSupport.release($0) }
         d.call_new = { instance, call in
             guard let instance = PluginSupport.object(instance, as: TracingInstance.self), let host = PluginHost.table?.pointee else { return nil }
-            let method = PluginSupport.string(host.call_method(call))
             let incoming = header(call, "traceparent").flatMap(TraceParent.init)
             let state: TracingCall
             if let incoming {
                 state = TracingCall(traceID: incoming.traceID, parentID: incoming.parentID, serverSpanID: instance.ids.bytes(8),
-                                    sampled: incoming.sampled, method: method)
+                                    sampled: incoming.sampled)
                 state.traceState = header(call, "tracestate") ?? ""
             } else {
                 let sampled = instance.config.samplingRatio >= 1 || instance.ids.unit() < instance.config.samplingRatio
-                state = TracingCall(traceID: instance.ids.bytes(16), parentID: [], serverSpanID: instance.ids.bytes(8),
-                                    sampled: sampled, method: method)
+                state = TracingCall(traceID: instance.ids.bytes(16), parentID: [], serverSpanID: instance.ids.bytes(8), sampled: sampled)
             }
+            if state.sampled { state.method = PluginSupport.string(host.call_method(call)) }
             return PluginSupport.retain(state)
         }
         d.call_destroy = { _, state in PluginSupport.release(state) }
@@ -133,14 +132,10 @@ enum TracingPlugin {
             guard let instance = PluginSupport.object(instance, as: TracingInstance.self),
                   let state = PluginSupport.object(state, as: TracingCall.self), let host = PluginHost.table?.pointee, let attempt else { return }
             let spanID = instance.ids.bytes(8)
-            let parent = TraceParent(traceID: state.traceID, parentID: spanID, flags: state.flags)
-            var value = parent.header
-            var name = "traceparent"
-            name.withUTF8 { n in
-                value.withUTF8 { v in
-                    _ = host.attempt_set_request_header(attempt, mg(n), mg(v))
-                }
-            }
+            var value = TraceParent(traceID: state.traceID, parentID: spanID, flags: state.flags).header
+            value.withUTF8 { v in _ = host.attempt_set_request_header(attempt, traceparentName, mg(v)) }
+            // What a span needs is only gathered for sampled calls.
+            guard state.sampled else { return }
             var address = mg_str(ptr: nil, len: 0)
             var id: UInt64 = 0
             let known = host.attempt_endpoint(attempt, &id, &address) == 1
@@ -187,6 +182,12 @@ enum TracingPlugin {
         return PluginSupport.publish(d)
     }()
 
+    /// Points at static storage and is never written: safe to share.
+    nonisolated(unsafe) static let traceparentName = mg_str(ptr: PluginSupport.cString("traceparent"), len: 11)
+
+    /// Whether the host offers call_set_log_field (ABI 1.1), decided once.
+    static let hostSetsLogFields = PluginHost.offers(\mg_host.call_set_log_field)
+
     static func mg(_ bytes: UnsafeBufferPointer<UInt8>) -> mg_str {
         mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count)
     }
@@ -201,9 +202,7 @@ enum TracingPlugin {
 
     /// call_set_log_field is ABI 1.1: used only when the host offers it.
     static func setLogField(_ call: OpaquePointer?, _ key: String, _ value: String) {
-        guard let table = PluginHost.table,
-              Int(table.pointee.size) >= MemoryLayout<mg_host>.offset(of: \mg_host.call_set_log_field)! + MemoryLayout<UnsafeRawPointer>.size,
-              let set = table.pointee.call_set_log_field else { return }
+        guard hostSetsLogFields, let set = PluginHost.table?.pointee.call_set_log_field else { return }
         var key = key
         var value = value
         key.withUTF8 { k in value.withUTF8 { v in _ = set(call, mg(k), mg(v)) } }
