@@ -32,8 +32,13 @@ public final class TLSHandler: ChannelDuplexHandler {
     public private(set) var peer: TLSPeerIdentity?
     /// Why the connection failed, when it did.
     public private(set) var failure: String?
-    /// Called on the channel's loop when the handshake fails.
+    /// Called on the channel's loop when the handshake fails (also when the
+    /// peer closes or stalls before it completes).
     public var onFailure: ((String) -> Void)?
+    /// A peer that has not completed the handshake by then is cut off, so a
+    /// slow or silent client cannot hold a socket (nil: no limit).
+    public var handshakeTimeout: TimeAmount? = .seconds(10)
+    private var handshakeTimer: Scheduled<Void>?
 
     /// `serverName` (client side): sent as SNI and checked against the
     /// server's certificate (DNS name, or IP address).
@@ -54,11 +59,16 @@ public final class TLSHandler: ChannelDuplexHandler {
         case .client:
             SSL_set_connect_state(ssl)
             if let serverName {
-                if serverName.contains(":") || serverName.allSatisfy({ $0.isNumber || $0 == "." }) {
-                    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), serverName)
+                // An address is checked as one; a name that OpenSSL refuses
+                // must not silently turn the name check off.
+                if serverName.contains(":") || serverName.allSatisfy({ $0.isNumber || $0 == "." }),
+                   X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), serverName) == 1 {
                 } else {
+                    // (deinit frees the SSL: every property is set by now.)
+                    guard SSL_set1_host(ssl, serverName) == 1 else {
+                        throw TLSError.openSSL("'\(serverName)' cannot be checked as a server name")
+                    }
                     _ = mg_ssl_set_sni(ssl, serverName)
-                    SSL_set1_host(ssl, serverName)
                 }
             }
         }
@@ -71,8 +81,32 @@ public final class TLSHandler: ChannelDuplexHandler {
     // MARK: Inbound
 
     public func channelActive(context: ChannelHandlerContext) {
+        if let timeout = handshakeTimeout {
+            handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+                guard !self.handshakeDone else { return }
+                self.fail(context, "no TLS handshake within \(timeout.nanoseconds / 1_000_000) ms")
+            }
+        }
         if role == .client { advanceHandshake(context) }
         context.fireChannelActive()
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        handshakeTimer?.cancel()
+        if !closed {
+            closed = true
+            for (_, promise) in pendingWrites { promise?.fail(ChannelError.ioOnClosedChannel) }
+            pendingWrites.removeAll()
+            if !handshakeDone {
+                failure = "the peer closed the connection during the TLS handshake"
+                onFailure?(failure!)
+            }
+        }
+        context.fireChannelInactive()
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        handshakeTimer?.cancel()
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -129,6 +163,7 @@ public final class TLSHandler: ChannelDuplexHandler {
         let result = SSL_do_handshake(ssl)
         if result == 1 {
             handshakeDone = true
+            handshakeTimer?.cancel()
             writeCiphertext(context, promise: nil, flush: true)
             var protocolName: UnsafePointer<UInt8>?
             var length: UInt32 = 0

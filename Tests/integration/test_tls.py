@@ -68,7 +68,8 @@ def tls_mesh(bins, mesh_pb2, mesh_pb2_grpc, tmp_path_factory):
     listener_tls = {"cert": str(certs / "gw.pem"), "key": str(certs / "gw.key"), "ca": str(certs / "ca.pem")}
     config = {
         "listeners": [
-            {"name": "optional", "address": f"{HOST}:{optional_port}", "tls": {**listener_tls, "client_auth": "optional"},
+            {"name": "optional", "address": f"{HOST}:{optional_port}",
+             "tls": {**listener_tls, "client_auth": "optional", "handshake_timeout": "1s"},
              "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"},
                         {"match": {"path_prefix": "/grpc.reflection."}, "cluster": "mesh"}]},
             {"name": "required", "address": f"{HOST}:{required_port}", "tls": {**listener_tls, "client_auth": "required"},
@@ -144,6 +145,30 @@ def test_plaintext_to_a_tls_port_is_refused(tls_mesh):
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     with tls_mesh.channel(tls_mesh.optional_port) as ch:
         assert tls_mesh.process(ch).replica_id
+
+
+def test_a_client_that_never_finishes_the_handshake_is_cut_off(tls_mesh):
+    """A silent client and one that stops halfway through its ClientHello
+    are closed after `handshake_timeout` (1 s here); others are served."""
+    import socket
+    silent = socket.create_connection((HOST, tls_mesh.optional_port))
+    partial = socket.create_connection((HOST, tls_mesh.optional_port))
+    partial.sendall(bytes.fromhex("16030100c8010000c40303") + b"\x00" * 20)  # a ClientHello's first 31 bytes
+    started = time.monotonic()
+    try:
+        with tls_mesh.channel(tls_mesh.optional_port) as ch:
+            assert tls_mesh.process(ch).replica_id
+        for sock in (silent, partial):
+            sock.settimeout(5)
+            data = sock.recv(4096)
+            while data:  # an alert may come first, then the close
+                data = sock.recv(4096)
+        assert 0.8 < time.monotonic() - started < 4
+    finally:
+        silent.close()
+        partial.close()
+    wait_until(lambda: "no TLS handshake within 1000 ms" in tls_mesh.gateway.proc.log_text(), timeout=5,
+               message="the timeout to be logged")
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")

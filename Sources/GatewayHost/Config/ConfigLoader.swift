@@ -154,7 +154,7 @@ public enum ConfigLoader {
     }
 
     private static func parseTLS(_ node: YAMLNode, file: String, path: String, listener: Bool) throws(ConfigError) -> TLSFilesConfig {
-        let allowed: [String] = listener ? ["cert", "key", "ca", "client_auth"] : ["cert", "key", "ca", "server_name"]
+        let allowed: [String] = listener ? ["cert", "key", "ca", "client_auth", "handshake_timeout"] : ["cert", "key", "ca", "server_name"]
         let t = try YAMLFieldReader(node, file: file, path: path, allowed: allowed)
         let directory = PluginRuntime.directory(of: file)
         func resolved(_ key: String) throws(ConfigError) -> String? {
@@ -170,6 +170,10 @@ public enum ConfigLoader {
                     throw t.error("client_auth", t.node("client_auth"), "must be none, optional or required, got '\(mode)'")
                 }
                 tls.clientAuth = mode
+            }
+            if let timeout = try t.duration("handshake_timeout") {
+                guard timeout > .zero else { throw t.error("handshake_timeout", t.node("handshake_timeout"), "must be more than zero") }
+                tls.handshakeTimeout = timeout
             }
             if tls.clientAuth != "none" && tls.ca == nil {
                 throw ConfigError(file: file, mark: node.mark, field: "\(path).ca", message: "client_auth \(tls.clientAuth) needs `ca`, the bundle that verifies client certificates")

@@ -65,11 +65,14 @@ public struct TLSFilesConfig: Sendable, Equatable {
     /// Cluster: the name sent as SNI and checked against the upstream's
     /// certificate (default: the endpoint's host).
     public var serverName: String?
+    /// Listener: how long a client may take to complete the handshake.
+    public var handshakeTimeout: Duration = .seconds(10)
     public var mark: YAMLMark
     public var field: String
 
     public static func == (a: TLSFilesConfig, b: TLSFilesConfig) -> Bool {
         a.cert == b.cert && a.key == b.key && a.ca == b.ca && a.clientAuth == b.clientAuth && a.serverName == b.serverName
+            && a.handshakeTimeout == b.handshakeTimeout
     }
 }
 

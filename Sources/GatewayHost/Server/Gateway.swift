@@ -150,6 +150,7 @@ public final class Gateway: Sendable {
                         if let source = tlsSource {
                             // TLS below HTTP/2; each handshake takes the current (rotated) material.
                             let handler = try TLSHandler(context: source.current)
+                            handler.handshakeTimeout = .nanoseconds(source.files.handshakeTimeout.nanosecondsClamped)
                             let peer = channel.remoteAddress.map { "\($0)" } ?? "?"
                             let name = listener.config.name
                             handler.onFailure = { reason in
