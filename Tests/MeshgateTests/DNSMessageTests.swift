@@ -70,4 +70,56 @@ import Testing
             _ = try? DNSMessage.parseResponse(bytes, expectedID: nil)
         }
     }
+
+    @Test func nameLimits() throws {
+        let label63 = String(repeating: "x", count: 63)
+        _ = try DNSMessage.query(id: 1, name: label63 + ".test", type: .a)
+        // 4 x 63-byte labels plus dots: 255 bytes, past the 253 a name may spell.
+        let long = Array(repeating: label63, count: 4).joined(separator: ".")
+        #expect(throws: DNSMessageError.self) { try DNSMessage.query(id: 1, name: long, type: .a) }
+        #expect(throws: DNSMessageError.self) { try DNSMessage.query(id: 1, name: "", type: .a) }
+        #expect(throws: DNSMessageError.self) { try DNSMessage.query(id: 1, name: ".test", type: .a) }
+    }
+
+    @Test func ipv6Formatting() throws {
+        func format(_ groups: [UInt16]) throws -> String? {
+            let data = groups.flatMap { [UInt8($0 >> 8), UInt8($0 & 0xff)] }
+            let r = try DNSMessage.parseResponse(response(answers: [record(type: 28, data)]), expectedID: 7)
+            guard case .aaaa(let text) = r.answers.first?.data else { return nil }
+            return text
+        }
+        #expect(try format([0, 0, 0, 0, 0, 0, 0, 1]) == "::1")
+        #expect(try format([0, 0, 0, 0, 0, 0, 0, 0]) == "::")
+        #expect(try format([0xfe80, 0, 0, 0, 0, 0, 0, 0]) == "fe80::")
+        // A lone zero group is not compressed; of two equal runs the first is.
+        #expect(try format([0x2001, 0xdb8, 0, 1, 1, 1, 1, 1]) == "2001:db8:0:1:1:1:1:1")
+        #expect(try format([1, 0, 0, 2, 0, 0, 3, 4]) == "1::2:0:0:3:4")
+        #expect(try format([0x2001, 0, 0, 1, 0, 0, 0, 1]) == "2001:0:0:1::1")
+        #expect(try format([0xABCD, 0x0a, 0xb, 0xc, 0xd, 0xe, 0xf, 0xff00]) == "abcd:a:b:c:d:e:f:ff00")
+    }
+
+    @Test func uncompressedNamesAndOtherClasses() throws {
+        let owner: [UInt8] = [2] + Array("r2".utf8) + [4] + Array("mesh".utf8) + [4] + Array("test".utf8) + [0]
+        let a = owner + [0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 1, 2, 3]
+        let chaos = owner + [0, 1, 0, 3, 0, 0, 0, 60, 0, 4, 10, 9, 9, 9]  // class CH: skipped
+        let txt = record(type: 16, [3] + Array("abc".utf8))
+        let r = try DNSMessage.parseResponse(response(answers: [chaos, a, txt]), expectedID: 7)
+        #expect(r.answers == [DNSRecord(name: "r2.mesh.test", ttl: 60, data: .a("10.1.2.3")),
+                              DNSRecord(name: "mesh.test", ttl: 30, data: .other(type: 16))])
+    }
+
+    @Test func pointersMustPointBackInsideTheMessage() {
+        var forward = response(answers: [record(type: 1, [1, 2, 3, 4])])
+        forward[27] = 0xff; forward[28] = 0xff  // the answer's owner: 0x3fff, past the end
+        #expect(throws: DNSMessageError.self) { try DNSMessage.parseResponse(forward, expectedID: 7) }
+        forward[27] = 0xc0; forward[28] = 40    // inside the message, but ahead of itself
+        #expect(throws: DNSMessageError.self) { try DNSMessage.parseResponse(forward, expectedID: 7) }
+        var twoStep = response(answers: [record(type: 1, [1, 2, 3, 4])])
+        twoStep[17] = 0xc0; twoStep[18] = 12    // "test" becomes a pointer back to "mesh": a cycle that passes through a label
+        #expect(throws: DNSMessageError.self) { try DNSMessage.parseResponse(twoStep, expectedID: 7) }
+        #expect(throws: DNSMessageError.self) { try DNSMessage.parseResponse([], expectedID: nil) }
+        #expect(throws: DNSMessageError.self) { try DNSMessage.parseResponse([0, 7, 0x81], expectedID: nil) }
+        #expect(throws: DNSMessageError.self) { try DNSMessage.parseResponse(response(answers: [record(type: 28, [1, 2, 3, 4])]), expectedID: 7) }
+        #expect(throws: DNSMessageError.self) { try DNSMessage.parseResponse(response(answers: [record(type: 33, [0, 1, 0, 1, 0, 80])]), expectedID: 7) }
+    }
 }

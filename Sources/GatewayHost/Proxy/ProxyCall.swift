@@ -235,7 +235,16 @@ final class ProxyCall: HTTP2StreamDelegate {
     private func drop(_ attempt: UpstreamAttempt) {
         if let i = attempts.firstIndex(where: { $0 === attempt }) { attempts.remove(at: i) }
         finishIfNothingRuns()
+        if attempt.cancelled { failIfEveryAttemptWasCancelled() }
         endCallIfDone()
+    }
+
+    /// A filter cancelled every attempt (call_cancel_attempts(NULL) before
+    /// any committed) and scheduled none: nothing would ever answer the
+    /// client, so the call ends now instead of at its deadline.
+    private func failIfEveryAttemptWasCancelled() {
+        guard !finished, committed == nil, scheduledAttempt == nil, pendingOutcome == nil, !hasRunningAttempt else { return }
+        fail(GRPCStatus(.cancelled, "a filter cancelled every attempt of the call and scheduled none"))
     }
 
     /// Attempts still waiting for their status (not ended, not cancelled).

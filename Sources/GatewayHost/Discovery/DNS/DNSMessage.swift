@@ -178,6 +178,7 @@ enum DNSMessage {
                 data = .srv(priority: priority, weight: weight, port: port, target: target)
             case .cname:
                 data = .cname(try name())
+                guard offset <= end else { throw DNSMessageError(message: "a CNAME target runs past its record") }
             case nil:
                 data = .other(type: type)
             }
