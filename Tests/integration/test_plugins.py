@@ -145,3 +145,45 @@ def test_validate_accepts_and_names_the_plugins(bins, tmp_path, require_header):
     result = validate(bins, tmp_path, text)
     assert result.returncode == 0, result.stderr
     assert "require_header 1.0" in result.stdout and "round_robin 1.0.0" in result.stdout
+
+
+CANCEL_ALL = r'''
+#include <stddef.h>
+#include "meshgate_filter.h"
+static const mg_host *host;
+static void *config_new(mg_config_ctx *ctx, mg_str json, char *error, size_t size) {
+    (void)ctx; (void)json; (void)error; (void)size; return (void *)1;
+}
+static void config_destroy(void *c) { (void)c; }
+static void *instance_new(void *c, uint32_t loop, mg_str cluster) { (void)loop; (void)cluster; return c; }
+static void on_attempt_start(void *instance, void *state, mg_call *call, mg_attempt *attempt) {
+    (void)instance; (void)state; (void)attempt;
+    host->call_cancel_attempts(call, NULL);  /* cancel everything, schedule nothing */
+}
+static const mg_plugin plugin = {
+    .size = sizeof(mg_plugin), .abi_major = MG_ABI_MAJOR, .abi_minor = 0, .kinds = MG_KIND_FILTER,
+    .name = "cancel_all", .version = "1.0", .config_new = config_new, .config_destroy = config_destroy,
+    .instance_new = instance_new, .on_attempt_start = on_attempt_start,
+};
+const mg_plugin *meshgate_plugin_v1(const mg_host *h) { host = h; return &plugin; }
+'''
+
+
+def test_a_filter_cancelling_every_attempt_ends_the_call_at_once(mesh, launcher, tmp_path):
+    """call_cancel_attempts(NULL) with nothing scheduled: the client gets
+    CANCELLED at once (the route has no deadline that would end it)."""
+    source = tmp_path / "cancel_all.c"
+    source.write_text(CANCEL_ALL)
+    lib = cc(source, tmp_path / "libcancel_all.so")
+    port = free_port()
+    route = dict(ROUTE, filters=[{"plugin": "cancel_all"}])
+    config = gateway_config(port, clusters={"mesh": [r.port for r in mesh.replicas.values()]}, routes=[route])
+    launcher.gateway(with_plugins(config, {"cancel_all": lib}), port, name="gw-cancel-all")
+    import time
+    with insecure_channel(port) as channel:
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            mesh.pb2_grpc.MeshServiceStub(channel).Process(mesh.pb2.ProcessRequest(request_id="c"), timeout=10)
+        assert info.value.code() == grpc.StatusCode.CANCELLED, info.value
+        assert "cancelled every attempt" in info.value.details()
+        assert time.monotonic() - started < 2
