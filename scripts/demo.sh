@@ -36,6 +36,8 @@ Meshgate is listening on localhost:50051 (mutual TLS) in front of replica-1..3. 
   grpcurl -d '{"stream_id":"s1","event_types":["a","b"],"count":5}' localhost:50051 mesh.v1.MeshService/StreamEvents
   grpcurl -d '{"data":"slow"}' -H 'x-mesh-delay-ms: 3000' -max-time 1 localhost:50051 mesh.v1.MeshService/Process
 
+Live dashboard: http://127.0.0.1:9901/dashboard   (also /metrics, /clusters, /config, /plugins)
+
 Ctrl-C stops everything.
 TRY
 wait
