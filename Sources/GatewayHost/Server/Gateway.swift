@@ -186,6 +186,9 @@ public final class Gateway: Sendable {
             }
         }
         health.markStarted()
+        // A source may have changed between the first snapshot (init) and
+        // now, before the gateway listened for changes: catch up once.
+        ControlThread.loop.execute { [weak self] in self?.applyDiscoveredMembership() }
     }
 
     /// Runs until SIGTERM or SIGINT, then drains and returns.
