@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -106,6 +107,14 @@ def test_a_real_prometheus_scrapes_the_gateway(metered, mesh_pb2, mesh_pb2_grpc,
     }))
     launch.group.start("prometheus", [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                                       f"--web.listen-address={HOST}:{prom_port}"], port=prom_port)
+
+    def ready() -> bool:
+        # Prometheus listens before its TSDB is open and answers 503 until then.
+        try:
+            return fetch(f"http://{HOST}:{prom_port}/-/ready") != ""
+        except (urllib.error.URLError, ConnectionError):
+            return False
+    wait_until(ready, timeout=30, interval=0.2, message="Prometheus to be ready (/-/ready)")
 
     def query(expr: str) -> list:
         body = fetch(f"http://{HOST}:{prom_port}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
