@@ -78,18 +78,27 @@ final class SpanExporter: @unchecked Sendable {
 
     private func run() {
         var lastDropReport: UInt64 = 0
+        var encoder = OTLPEncoder()
+        var batch: [SpanRecord] = []
+        batch.reserveCapacity(batchSize)
         while true {
             condition.lock()
             if queue.count < batchSize && !stopping {
                 _ = condition.wait(until: Date(timeIntervalSinceNow: Double(flushIntervalMs) / 1000))
             }
-            let batch = Array(queue.prefix(batchSize))
-            queue.removeFirst(batch.count)
+            if queue.count <= batchSize {
+                // The usual case: take the whole queue by swapping buffers.
+                swap(&batch, &queue)
+            } else {
+                batch.append(contentsOf: queue.prefix(batchSize))
+                queue.removeFirst(batchSize)
+            }
             let done = stopping && queue.isEmpty
             let drops = dropped
             condition.unlock()
+            defer { batch.removeAll(keepingCapacity: true) }
             if !batch.isEmpty {
-                let body = OTLPEncoding.exportRequest(batch, serviceName: serviceName)
+                let body = encoder.exportRequest(batch, serviceName: serviceName)
                 switch HTTPPost.send(body, to: endpoint, contentType: "application/x-protobuf", timeoutMs: timeoutMs) {
                 case .success(let status) where (200..<300).contains(status):
                     exported += UInt64(batch.count)
@@ -160,6 +169,7 @@ enum HTTPPost {
         }
         let head = "POST \(url.path) HTTP/1.1\r\nHost: \(url.host):\(url.port)\r\nContent-Type: \(contentType)\r\n"
             + "Content-Length: \(body.count)\r\nConnection: close\r\nUser-Agent: meshgate-tracing\r\n\r\n"
+        // One write: a second small one would wait on Nagle for the first's ACK.
         let request = Array(head.utf8) + body
         var sent = 0
         while sent < request.count {

@@ -1,68 +1,83 @@
 import ProtoWire
 
-/// A finished span, as exported (OTLP `Span`).
+/// A finished span as the data path hands it to the exporter: plain values
+/// only. Attributes are derived when the exporter thread encodes it, so an
+/// event loop does no splitting, formatting or encoding.
 struct SpanRecord {
     enum Kind: UInt64 { case server = 2, client = 3 }
 
-    enum Value {
-        case string(String)
-        case int(Int64)
-    }
-
-    var traceID: [UInt8]
-    var spanID: [UInt8]
-    var parentID: [UInt8]
-    var traceState: String
-    var name: String
     var kind: Kind
+    var traceID: TraceID
+    var spanID: UInt64
+    /// 0 for a root span.
+    var parentID: UInt64
+    var traceState: String
+    /// The gRPC path, "/pkg.Service/Method".
+    var path: String
     var startUnixNanos: UInt64
     var endUnixNanos: UInt64
-    var attributes: [(String, Value)]
-    /// gRPC status code of the call or attempt (OTel: ERROR for any non-OK
-    /// status at a client span; at a server span only for the codes the
-    /// semantic conventions list as server errors).
+    /// gRPC status code of the call or attempt.
     var grpcStatus: Int32
     var statusMessage: String
+    /// Server span: the attempts the call made. Client span: this attempt's number.
+    var attempts: UInt32
+    /// Client span: the endpoint's "host:port"; server span: `:authority`.
+    var peer: String
+    var transportFailure: Bool
 }
 
-/// OTLP/protobuf encoding (opentelemetry-proto, collector/trace/v1).
-enum OTLPEncoding {
-    static func exportRequest(_ spans: [SpanRecord], serviceName: String) -> [UInt8] {
-        var resource = ProtoWriter()
-        resource.message(1, keyValue("service.name", .string(serviceName)))
-        resource.message(1, keyValue("telemetry.sdk.name", .string("meshgate-tracing")))
-        var scope = ProtoWriter()
-        scope.string(1, "meshgate.tracing")
-        scope.string(2, "1.0.0")
-        var scopeSpans = ProtoWriter()
-        scopeSpans.message(1, scope)
-        for span in spans { scopeSpans.message(2, encode(span)) }
-        var resourceSpans = ProtoWriter()
-        resourceSpans.message(1, resource)
-        resourceSpans.message(2, scopeSpans)
-        var request = ProtoWriter()
-        request.message(1, resourceSpans)
-        return request.bytes
+/// OTLP/protobuf encoding (opentelemetry-proto, collector/trace/v1) into one
+/// reused buffer: nested messages are written in place and their lengths
+/// patched afterwards, so a batch costs no allocation once the buffer has
+/// grown to its size. One per exporter thread.
+struct OTLPEncoder {
+    private var writer = ProtoWriter()
+
+    mutating func exportRequest(_ spans: [SpanRecord], serviceName: String) -> [UInt8] {
+        writer.reset()
+        writer.nested(1) { resourceSpans in                          // ExportTraceServiceRequest.resource_spans
+            resourceSpans.nested(1) { resource in                    // ResourceSpans.resource
+                Self.attribute(&resource, 1, "service.name", string: serviceName[...])
+                Self.attribute(&resource, 1, "telemetry.sdk.name", string: "meshgate-tracing")
+            }
+            resourceSpans.nested(2) { scopeSpans in                  // ResourceSpans.scope_spans
+                scopeSpans.nested(1) { scope in
+                    scope.string(1, "meshgate.tracing")
+                    scope.string(2, "1.0.0")
+                }
+                for span in spans { scopeSpans.nested(2) { Self.encode(span, into: &$0) } }
+            }
+        }
+        return writer.bytes
     }
 
-    static func encode(_ span: SpanRecord) -> ProtoWriter {
-        var w = ProtoWriter()
-        w.bytes(1, span.traceID)
-        w.bytes(2, span.spanID)
+    static func encode(_ span: SpanRecord, into w: inout ProtoWriter) {
+        w.fixedBytes(1, high: span.traceID.high, low: span.traceID.low)
+        w.fixedBytes(2, span.spanID)
         w.string(3, span.traceState)
-        w.bytes(4, span.parentID)
-        w.string(5, span.name)
+        if span.parentID != 0 { w.fixedBytes(4, span.parentID) }
+        w.string(5, span.path.hasPrefix("/") ? span.path.dropFirst() : span.path[...])
         w.varint(6, span.kind.rawValue)
         w.fixed64(7, span.startUnixNanos)
         w.fixed64(8, span.endUnixNanos)
-        for (key, value) in span.attributes { w.message(9, keyValue(key, value)) }
-        var status = ProtoWriter()
-        if isError(span) {
-            status.string(2, span.statusMessage)
-            status.varint(3, 2)  // STATUS_CODE_ERROR
+        let (service, method) = serviceAndMethod(span.path)
+        attribute(&w, 9, "rpc.system", string: "grpc")
+        attribute(&w, 9, "rpc.service", string: service)
+        attribute(&w, 9, "rpc.method", string: method)
+        attribute(&w, 9, "rpc.grpc.status_code", int: Int64(span.grpcStatus))
+        attribute(&w, 9, span.kind == .server ? "meshgate.attempts" : "meshgate.attempt", int: Int64(span.attempts))
+        if let (host, port) = splitAddress(span.peer) {
+            attribute(&w, 9, "server.address", string: host)
+            attribute(&w, 9, "server.port", int: Int64(port))
+            if span.kind == .client { attribute(&w, 9, "network.peer.address", string: host) }
         }
-        w.message(15, status)
-        return w
+        if span.transportFailure { attribute(&w, 9, "meshgate.transport_failure", int: 1) }
+        w.nested(15) { status in
+            if isError(span) {
+                status.string(2, span.statusMessage)
+                status.varint(3, 2)  // STATUS_CODE_ERROR
+            }
+        }
     }
 
     /// OTel gRPC conventions: a client span is an error for any non-OK
@@ -75,17 +90,34 @@ enum OTLPEncoding {
         }
     }
 
-    static func keyValue(_ key: String, _ value: SpanRecord.Value) -> ProtoWriter {
-        var any = ProtoWriter()
-        switch value {
-        case .string(let s): any.string(1, s)
-        // A oneof member is written even when zero (status code OK is 0).
-        case .int(let i): any.varintAlways(3, UInt64(bitPattern: i))
+    /// A KeyValue with a string AnyValue.
+    static func attribute(_ w: inout ProtoWriter, _ field: Int, _ key: StaticString, string value: Substring) {
+        w.nested(field) { kv in
+            kv.string(1, key)
+            kv.nested(2) { $0.string(1, value) }
         }
-        var kv = ProtoWriter()
-        kv.string(1, key)
-        kv.message(2, any)
-        return kv
+    }
+
+    /// A KeyValue with an int AnyValue; a oneof member is written even when
+    /// zero (status code OK is 0).
+    static func attribute(_ w: inout ProtoWriter, _ field: Int, _ key: StaticString, int value: Int64) {
+        w.nested(field) { kv in
+            kv.string(1, key)
+            kv.nested(2) { $0.varintAlways(3, UInt64(bitPattern: value)) }
+        }
+    }
+
+    /// "/pkg.Service/Method" -> ("pkg.Service", "Method").
+    static func serviceAndMethod(_ path: String) -> (Substring, Substring) {
+        let parts = path.split(separator: "/")
+        return parts.count == 2 ? (parts[0], parts[1]) : (path[...], "")
+    }
+
+    /// "host:port" or "[v6]:port".
+    static func splitAddress(_ text: String) -> (Substring, Int)? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else { return nil }
+        var host = text[..<colon]
+        if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+        return (host, port)
     }
 }
-

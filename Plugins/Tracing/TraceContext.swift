@@ -1,91 +1,80 @@
+/// A W3C/OTel trace id: 16 bytes kept as two big-endian halves, so ids
+/// cost no allocation on the data path.
+struct TraceID: Equatable {
+    var high: UInt64
+    var low: UInt64
+}
+
 /// W3C Trace Context (`traceparent`): version 00, a 16-byte trace id, an
 /// 8-byte parent span id and the flags byte (bit 0: sampled).
 struct TraceParent: Equatable {
-    var traceID: [UInt8]
-    var parentID: [UInt8]
+    static let length = 55
+
+    var traceID: TraceID
+    var parentID: UInt64
     var flags: UInt8
 
     var sampled: Bool { flags & 1 != 0 }
 
-    /// Parses `00-<32 hex>-<16 hex>-<2 hex>`; nil for anything else, an
-    /// all-zero id, or version ff (the spec's "invalid").
-    init?(_ text: String) {
-        let bytes = Array(text.utf8)
-        guard bytes.count >= 55, bytes[2] == UInt8(ascii: "-"), bytes[35] == UInt8(ascii: "-"), bytes[52] == UInt8(ascii: "-"),
-              let version = Hex.decode(bytes[0..<2]), version != [0xff],
-              let trace = Hex.decode(bytes[3..<35]), let parent = Hex.decode(bytes[36..<52]), let flags = Hex.decode(bytes[53..<55]),
-              trace.contains(where: { $0 != 0 }), parent.contains(where: { $0 != 0 }) else { return nil }
-        // Version 00 is exactly 55 bytes; later versions may append fields.
-        guard version != [0] || bytes.count == 55 else { return nil }
-        self.traceID = trace
-        self.parentID = parent
-        self.flags = flags[0]
-    }
-
-    init(traceID: [UInt8], parentID: [UInt8], flags: UInt8) {
+    init(traceID: TraceID, parentID: UInt64, flags: UInt8) {
         self.traceID = traceID
         self.parentID = parentID
         self.flags = flags
     }
 
-    /// `00-<trace>-<parent>-<flags>`, written into one buffer.
-    var header: String {
-        String(unsafeUninitializedCapacity: 55) { out in
-            out[0] = UInt8(ascii: "0"); out[1] = UInt8(ascii: "0"); out[2] = UInt8(ascii: "-")
-            var i = Hex.write(traceID, into: out, at: 3)
-            out[i] = UInt8(ascii: "-")
-            i = Hex.write(parentID, into: out, at: i + 1)
-            out[i] = UInt8(ascii: "-")
-            return Hex.write([flags], into: out, at: i + 1)
-        }
+    /// Parses `00-<32 hex>-<16 hex>-<2 hex>` read straight from the
+    /// request's header bytes; nil for anything else, an all-zero id, or
+    /// version ff (the spec's "invalid").
+    init?(_ text: UnsafeRawBufferPointer) {
+        guard text.count >= Self.length, text[2] == UInt8(ascii: "-"), text[35] == UInt8(ascii: "-"), text[52] == UInt8(ascii: "-"),
+              let version = Hex.parse(text, at: 0, digits: 2), version != 0xff,
+              let high = Hex.parse(text, at: 3, digits: 16), let low = Hex.parse(text, at: 19, digits: 16),
+              let parent = Hex.parse(text, at: 36, digits: 16), let flags = Hex.parse(text, at: 53, digits: 2),
+              high | low != 0, parent != 0 else { return nil }
+        // Version 00 is exactly 55 bytes; later versions may append fields
+        // after a dash.
+        guard version == 0 ? text.count == Self.length : (text.count == Self.length || text[55] == UInt8(ascii: "-")) else { return nil }
+        self.init(traceID: TraceID(high: high, low: low), parentID: parent, flags: UInt8(flags))
+    }
+
+    /// Writes the 55 bytes of `00-<trace>-<parent>-<flags>` at the start of `out`.
+    func write(into out: UnsafeMutableRawBufferPointer) {
+        out[0] = UInt8(ascii: "0")
+        out[1] = UInt8(ascii: "0")
+        out[2] = UInt8(ascii: "-")
+        Hex.write(traceID.high, digits: 16, into: out, at: 3)
+        Hex.write(traceID.low, digits: 16, into: out, at: 19)
+        out[35] = UInt8(ascii: "-")
+        Hex.write(parentID, digits: 16, into: out, at: 36)
+        out[52] = UInt8(ascii: "-")
+        Hex.write(UInt64(flags), digits: 2, into: out, at: 53)
     }
 }
 
+/// Lower-case hex, as W3C requires, read and written in place.
 enum Hex {
-    private static let digits = Array("0123456789abcdef".utf8)
-
-    /// Writes `bytes` as lower-case hex at `at`; returns the next index.
-    static func write(_ bytes: [UInt8], into out: UnsafeMutableBufferPointer<UInt8>, at start: Int) -> Int {
-        var i = start
-        for b in bytes {
-            out[i] = digits[Int(b >> 4)]
-            out[i + 1] = digits[Int(b & 0xf)]
-            i += 2
+    /// The low `digits` nibbles of `value`, most significant first.
+    static func write(_ value: UInt64, digits: Int, into out: UnsafeMutableRawBufferPointer, at start: Int) {
+        for i in 0..<digits {
+            let nibble = UInt8(truncatingIfNeeded: value >> UInt64(4 * (digits - 1 - i))) & 0xf
+            out[start + i] = nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
         }
-        return i
     }
 
-    static func encode(_ bytes: [UInt8]) -> String {
-        var out = [UInt8]()
-        out.reserveCapacity(bytes.count * 2)
-        for b in bytes {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0xf)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    /// Lower-case hex only, as W3C requires.
-    static func decode(_ text: ArraySlice<UInt8>) -> [UInt8]? {
-        guard text.count % 2 == 0 else { return nil }
-        var out: [UInt8] = []
-        out.reserveCapacity(text.count / 2)
-        var high: UInt8?
-        for c in text {
-            let v: UInt8
+    /// `digits` (at most 16) lower-case hex digits at `start`; nil when any is not one.
+    static func parse(_ text: UnsafeRawBufferPointer, at start: Int, digits: Int) -> UInt64? {
+        var value: UInt64 = 0
+        for i in start..<start + digits {
+            let c = text[i]
+            let nibble: UInt8
             switch c {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): v = c - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): v = c - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): nibble = c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): nibble = c - UInt8(ascii: "a") + 10
             default: return nil
             }
-            if let h = high {
-                out.append(h << 4 | v)
-                high = nil
-            } else {
-                high = v
-            }
+            value = value << 4 | UInt64(nibble)
         }
-        return out
+        return value
     }
 }
 
@@ -113,19 +102,15 @@ struct IDGenerator {
 
     private func rotl(_ x: UInt64, _ k: UInt64) -> UInt64 { (x << k) | (x >> (64 - k)) }
 
-    mutating func bytes(_ count: Int) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(count)
-        while out.count < count {
-            var v = next()
-            if v == 0 { continue }
-            for _ in 0..<min(8, count - out.count) {
-                out.append(UInt8(truncatingIfNeeded: v))
-                v >>= 8
-            }
+    /// A span id: never zero (W3C's invalid id).
+    mutating func spanID() -> UInt64 {
+        while true {
+            let v = next()
+            if v != 0 { return v }
         }
-        return out
     }
+
+    mutating func traceID() -> TraceID { TraceID(high: next(), low: spanID()) }
 
     /// A uniform draw in [0, 1).
     mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }

@@ -53,18 +53,26 @@ final class TracingInstance {
 }
 
 final class TracingCall {
-    var traceID: [UInt8]
-    var parentID: [UInt8]
-    var serverSpanID: [UInt8]
-    var traceState = ""
-    var sampled: Bool
+    let traceID: TraceID
+    /// The client's span, 0 when this trace starts here.
+    let parentID: UInt64
+    let serverSpanID: UInt64
+    let sampled: Bool
     let start = Clock.unixNanos()
-    /// Read from the host only for sampled calls (span names).
-    var method = ""
-    /// By attempt number: the attempt's span id, start and endpoint.
-    var attempts: [(number: UInt32, spanID: [UInt8], start: UInt64, address: String)] = []
+    /// Read from the host only for sampled calls (span data).
+    var traceState = ""
+    var path = ""
+    /// The span id, start and endpoint of each attempt (sampled calls only).
+    var attempts: [AttemptSpan] = []
 
-    init(traceID: [UInt8], parentID: [UInt8], serverSpanID: [UInt8], sampled: Bool) {
+    struct AttemptSpan {
+        var number: UInt32
+        var spanID: UInt64
+        var start: UInt64
+        var address: String
+    }
+
+    init(traceID: TraceID, parentID: UInt64, serverSpanID: UInt64, sampled: Bool) {
         self.traceID = traceID
         self.parentID = parentID
         self.serverSpanID = serverSpanID
@@ -72,12 +80,6 @@ final class TracingCall {
     }
 
     var flags: UInt8 { sampled ? 1 : 0 }
-
-    /// "/pkg.Service/Method" -> ("pkg.Service", "Method").
-    var serviceAndMethod: (String, String) {
-        let parts = method.split(separator: "/")
-        return parts.count == 2 ? (String(parts[0]), String(parts[1])) : (method, "")
-    }
 }
 
 enum Clock {
@@ -107,113 +109,109 @@ enum TracingPlugin {
         d.instance_destroy = { PluginSupport.release($0) }
         d.call_new = { instance, call in
             guard let instance = PluginSupport.object(instance, as: TracingInstance.self), let host = PluginHost.table?.pointee else { return nil }
-            let incoming = header(call, "traceparent").flatMap(TraceParent.init)
             let state: TracingCall
-            if let incoming {
-                state = TracingCall(traceID: incoming.traceID, parentID: incoming.parentID, serverSpanID: instance.ids.bytes(8),
+            if let incoming = withHeader(call, traceparentName, TraceParent.init) {
+                state = TracingCall(traceID: incoming.traceID, parentID: incoming.parentID, serverSpanID: instance.ids.spanID(),
                                     sampled: incoming.sampled)
-                state.traceState = header(call, "tracestate") ?? ""
+                if state.sampled { state.traceState = withHeader(call, tracestateName) { String(decoding: $0, as: UTF8.self) } ?? "" }
             } else {
                 let sampled = instance.config.samplingRatio >= 1 || instance.ids.unit() < instance.config.samplingRatio
-                state = TracingCall(traceID: instance.ids.bytes(16), parentID: [], serverSpanID: instance.ids.bytes(8), sampled: sampled)
+                state = TracingCall(traceID: instance.ids.traceID(), parentID: 0, serverSpanID: instance.ids.spanID(), sampled: sampled)
             }
-            if state.sampled { state.method = PluginSupport.string(host.call_method(call)) }
+            if state.sampled { state.path = PluginSupport.string(host.call_method(call)) }
             return PluginSupport.retain(state)
         }
         d.call_destroy = { _, state in PluginSupport.release(state) }
         d.on_request_headers = { _, state, call in
-            guard let state = PluginSupport.object(state, as: TracingCall.self) else { return MG_CONTINUE }
-            setLogField(call, "trace_id", Hex.encode(state.traceID))
-            setLogField(call, "span_id", Hex.encode(state.serverSpanID))
-            setLogField(call, "trace_sampled", state.sampled ? "true" : "false")
+            guard let state = PluginSupport.object(state, as: TracingCall.self), hostSetsLogFields else { return MG_CONTINUE }
+            // Hex written on the stack: the host drops the fields at once
+            // when the access log is off, so this costs next to nothing then.
+            withUnsafeTemporaryAllocation(byteCount: 32, alignment: 1) { hex in
+                Hex.write(state.traceID.high, digits: 16, into: hex, at: 0)
+                Hex.write(state.traceID.low, digits: 16, into: hex, at: 16)
+                setLogField(call, traceIDKey, hex)
+                Hex.write(state.serverSpanID, digits: 16, into: hex, at: 0)
+                setLogField(call, spanIDKey, UnsafeMutableRawBufferPointer(rebasing: hex[0..<16]))
+            }
+            setLogField(call, sampledKey, state.sampled ? trueValue : falseValue)
             return MG_CONTINUE
         }
         d.on_attempt_start = { instance, state, _, attempt in
             guard let instance = PluginSupport.object(instance, as: TracingInstance.self),
                   let state = PluginSupport.object(state, as: TracingCall.self), let host = PluginHost.table?.pointee, let attempt else { return }
-            let spanID = instance.ids.bytes(8)
-            var value = TraceParent(traceID: state.traceID, parentID: spanID, flags: state.flags).header
-            value.withUTF8 { v in _ = host.attempt_set_request_header(attempt, traceparentName, mg(v)) }
+            let spanID = instance.ids.spanID()
+            withUnsafeTemporaryAllocation(byteCount: TraceParent.length, alignment: 1) { value in
+                TraceParent(traceID: state.traceID, parentID: spanID, flags: state.flags).write(into: value)
+                _ = host.attempt_set_request_header(attempt, traceparentName, mg(UnsafeRawBufferPointer(value)))
+            }
             // What a span needs is only gathered for sampled calls.
             guard state.sampled else { return }
             var address = mg_str(ptr: nil, len: 0)
             var id: UInt64 = 0
             let known = host.attempt_endpoint(attempt, &id, &address) == 1
-            state.attempts.append((host.attempt_number(attempt), spanID, Clock.unixNanos(), known ? PluginSupport.string(address) : ""))
+            state.attempts.append(.init(number: host.attempt_number(attempt), spanID: spanID, start: Clock.unixNanos(),
+                                        address: known ? PluginSupport.string(address) : ""))
         }
         d.on_attempt_done = { instance, state, _, result, _ in
             guard let instance = PluginSupport.object(instance, as: TracingInstance.self),
                   let state = PluginSupport.object(state, as: TracingCall.self), let result, state.sampled,
                   let exporter = instance.config.exporter,
                   let attempt = state.attempts.first(where: { $0.number == result.pointee.attempt }) else { return }
-            let (service, method) = state.serviceAndMethod
-            var attributes: [(String, SpanRecord.Value)] = [
-                ("rpc.system", .string("grpc")), ("rpc.service", .string(service)), ("rpc.method", .string(method)),
-                ("rpc.grpc.status_code", .int(Int64(result.pointee.grpc_status))),
-                ("meshgate.attempt", .int(Int64(result.pointee.attempt))),
-            ]
-            if let (host, port) = splitAddress(attempt.address) {
-                attributes += [("server.address", .string(host)), ("server.port", .int(Int64(port))), ("network.peer.address", .string(host))]
-            }
-            if result.pointee.transport_failure != 0 { attributes.append(("meshgate.transport_failure", .int(1))) }
             exporter.enqueue(SpanRecord(
-                traceID: state.traceID, spanID: attempt.spanID, parentID: state.serverSpanID, traceState: state.traceState,
-                name: String(state.method.dropFirst()), kind: .client, startUnixNanos: attempt.start, endUnixNanos: Clock.unixNanos(),
-                attributes: attributes, grpcStatus: result.pointee.grpc_status, statusMessage: PluginSupport.string(result.pointee.grpc_message)))
+                kind: .client, traceID: state.traceID, spanID: attempt.spanID, parentID: state.serverSpanID, traceState: state.traceState,
+                path: state.path, startUnixNanos: attempt.start, endUnixNanos: Clock.unixNanos(), grpcStatus: result.pointee.grpc_status,
+                statusMessage: PluginSupport.string(result.pointee.grpc_message), attempts: result.pointee.attempt,
+                peer: attempt.address, transportFailure: result.pointee.transport_failure != 0))
         }
         d.on_call_done = { instance, state, call, result in
             guard let instance = PluginSupport.object(instance, as: TracingInstance.self),
                   let state = PluginSupport.object(state, as: TracingCall.self), let result, state.sampled,
                   let exporter = instance.config.exporter else { return }
-            let (service, method) = state.serviceAndMethod
-            var attributes: [(String, SpanRecord.Value)] = [
-                ("rpc.system", .string("grpc")), ("rpc.service", .string(service)), ("rpc.method", .string(method)),
-                ("rpc.grpc.status_code", .int(Int64(result.pointee.grpc_status))),
-                ("meshgate.attempts", .int(Int64(result.pointee.attempts))),
-            ]
-            if let authority = header(call, ":authority"), let (host, port) = splitAddress(authority) {
-                attributes += [("server.address", .string(host)), ("server.port", .int(Int64(port)))]
-            }
             exporter.enqueue(SpanRecord(
-                traceID: state.traceID, spanID: state.serverSpanID, parentID: state.parentID, traceState: state.traceState,
-                name: String(state.method.dropFirst()), kind: .server, startUnixNanos: state.start, endUnixNanos: Clock.unixNanos(),
-                attributes: attributes, grpcStatus: result.pointee.grpc_status, statusMessage: PluginSupport.string(result.pointee.grpc_message)))
+                kind: .server, traceID: state.traceID, spanID: state.serverSpanID, parentID: state.parentID, traceState: state.traceState,
+                path: state.path, startUnixNanos: state.start, endUnixNanos: Clock.unixNanos(), grpcStatus: result.pointee.grpc_status,
+                statusMessage: PluginSupport.string(result.pointee.grpc_message), attempts: result.pointee.attempts,
+                peer: withHeader(call, authorityName) { String(decoding: $0, as: UTF8.self) } ?? "", transportFailure: false))
         }
         return PluginSupport.publish(d)
     }()
 
-    /// Points at static storage and is never written: safe to share.
-    nonisolated(unsafe) static let traceparentName = mg_str(ptr: PluginSupport.cString("traceparent"), len: 11)
+    // Names and values in static storage, never written: safe to share.
+    nonisolated(unsafe) static let traceparentName = constant("traceparent")
+    nonisolated(unsafe) static let tracestateName = constant("tracestate")
+    nonisolated(unsafe) static let authorityName = constant(":authority")
+    nonisolated(unsafe) static let traceIDKey = constant("trace_id")
+    nonisolated(unsafe) static let spanIDKey = constant("span_id")
+    nonisolated(unsafe) static let sampledKey = constant("trace_sampled")
+    nonisolated(unsafe) static let trueValue = constant("true")
+    nonisolated(unsafe) static let falseValue = constant("false")
+
+    static func constant(_ text: StaticString) -> mg_str { mg_str(ptr: PluginSupport.cString(text), len: text.utf8CodeUnitCount) }
 
     /// Whether the host offers call_set_log_field (ABI 1.1), decided once.
     static let hostSetsLogFields = PluginHost.offers(\mg_host.call_set_log_field)
 
-    static func mg(_ bytes: UnsafeBufferPointer<UInt8>) -> mg_str {
-        mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count)
+    static func mg(_ bytes: UnsafeRawBufferPointer) -> mg_str {
+        mg_str(ptr: bytes.baseAddress?.assumingMemoryBound(to: CChar.self), len: bytes.count)
     }
 
-    static func header(_ call: OpaquePointer?, _ name: String) -> String? {
+    /// `body` applied to the first value of request header `name`, read in
+    /// place (the host keeps it for the life of the call).
+    static func withHeader<T>(_ call: OpaquePointer?, _ name: mg_str, _ body: (UnsafeRawBufferPointer) -> T?) -> T? {
         guard let host = PluginHost.table?.pointee else { return nil }
-        var name = name
         var value = mg_str(ptr: nil, len: 0)
-        let found = name.withUTF8 { host.call_request_header(call, mg($0), 0, &value) }
-        return found == 1 ? PluginSupport.string(value) : nil
+        guard host.call_request_header(call, name, 0, &value) == 1 else { return nil }
+        return body(UnsafeRawBufferPointer(start: value.ptr, count: value.ptr == nil ? 0 : value.len))
+    }
+
+    static func setLogField(_ call: OpaquePointer?, _ key: mg_str, _ value: UnsafeMutableRawBufferPointer) {
+        setLogField(call, key, mg(UnsafeRawBufferPointer(value)))
     }
 
     /// call_set_log_field is ABI 1.1: used only when the host offers it.
-    static func setLogField(_ call: OpaquePointer?, _ key: String, _ value: String) {
+    static func setLogField(_ call: OpaquePointer?, _ key: mg_str, _ value: mg_str) {
         guard hostSetsLogFields, let set = PluginHost.table?.pointee.call_set_log_field else { return }
-        var key = key
-        var value = value
-        key.withUTF8 { k in value.withUTF8 { v in _ = set(call, mg(k), mg(v)) } }
-    }
-
-    /// "host:port" or "[v6]:port".
-    static func splitAddress(_ text: String) -> (String, Int)? {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else { return nil }
-        var host = text[..<colon]
-        if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
-        return (String(host), port)
+        _ = set(call, key, value)
     }
 }
 

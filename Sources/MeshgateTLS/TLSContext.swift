@@ -54,6 +54,14 @@ public final class TLSContext: @unchecked Sendable {
         switch role {
         case .server:
             mg_ssl_ctx_require_alpn_h2(ctx)
+            // OpenSSL refuses to resume a session (TLS 1.2 id or 1.3 ticket)
+            // on a context that verifies peers without a session id context:
+            // a reconnecting mTLS client would fail its handshake. Sessions
+            // stay per context, so a rotated certificate or CA bundle (a new
+            // context, new ticket keys) never resumes an older one.
+            guard SSL_CTX_set_session_id_context(ctx, Self.sessionIDContext, UInt32(Self.sessionIDContextLength)) == 1 else {
+                throw TLSError.openSSL("cannot set the session id context")
+            }
             if clientAuth != .none {
                 guard let trustedCAs else { throw TLSError("client_auth \(clientAuth.rawValue) needs a CA bundle (ca) to verify clients") }
                 try Self.loadCAs(ctx, trustedCAs)
@@ -72,6 +80,9 @@ public final class TLSContext: @unchecked Sendable {
         }
         _ = TLSError.drainErrorQueue()
     }
+
+    private static let sessionIDContextLength = 8
+    private static let sessionIDContext: [UInt8] = Array("meshgate".utf8)
 
     private static func loadCAs(_ ctx: OpaquePointer, _ path: String) throws(TLSError) {
         guard SSL_CTX_load_verify_locations(ctx, path, nil) == 1 else {

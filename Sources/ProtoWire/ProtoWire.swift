@@ -37,7 +37,65 @@ public struct ProtoWriter {
         for i in 0..<8 { bytes.append(UInt8(truncatingIfNeeded: value >> (8 * UInt64(i)))) }
     }
 
-    public mutating func string(_ field: Int, _ value: String) { bytes(field, Array(value.utf8)) }
+    public mutating func string(_ field: Int, _ value: String) { utf8(field, value.utf8) }
+
+    public mutating func string(_ field: Int, _ value: Substring) { utf8(field, value.utf8) }
+
+    public mutating func string(_ field: Int, _ value: StaticString) {
+        guard value.utf8CodeUnitCount > 0 else { return }
+        tag(field, wireType: 2)
+        raw(UInt64(value.utf8CodeUnitCount))
+        value.withUTF8Buffer { bytes.append(contentsOf: $0) }
+    }
+
+    private mutating func utf8<C: Collection>(_ field: Int, _ value: C) where C.Element == UInt8 {
+        let count = value.count
+        guard count > 0 else { return }
+        tag(field, wireType: 2)
+        raw(UInt64(count))
+        bytes.append(contentsOf: value)
+    }
+
+    /// A bytes field holding `value` big-endian (an 8-byte OTLP span id).
+    public mutating func fixedBytes(_ field: Int, _ value: UInt64) {
+        tag(field, wireType: 2)
+        raw(8)
+        bigEndian(value)
+    }
+
+    /// A bytes field of 16 bytes, `high` then `low`, big-endian (an OTLP trace id).
+    public mutating func fixedBytes(_ field: Int, high: UInt64, low: UInt64) {
+        tag(field, wireType: 2)
+        raw(16)
+        bigEndian(high)
+        bigEndian(low)
+    }
+
+    private mutating func bigEndian(_ value: UInt64) {
+        for i in (0..<8).reversed() { bytes.append(UInt8(truncatingIfNeeded: value >> (8 * UInt64(i)))) }
+    }
+
+    /// Empties the writer but keeps its buffer, for the next message.
+    public mutating func reset() { bytes.removeAll(keepingCapacity: true) }
+
+    /// A length-delimited field whose content `body` writes in place; the
+    /// length is patched in afterwards, so nesting copies nothing (beyond a
+    /// shift of the content when its length needs more than one byte).
+    public mutating func nested(_ field: Int, _ body: (inout ProtoWriter) -> Void) {
+        tag(field, wireType: 2)
+        let mark = bytes.count
+        bytes.append(0)
+        body(&self)
+        let length = bytes.count - mark - 1
+        var size = 1
+        while length >> (7 * size) != 0 { size += 1 }
+        if size > 1 { bytes.insert(contentsOf: repeatElement(0, count: size - 1), at: mark + 1) }
+        var v = length
+        for i in 0..<size {
+            bytes[mark + i] = UInt8(v & 0x7f) | (i < size - 1 ? 0x80 : 0)
+            v >>= 7
+        }
+    }
 
     /// A double, wire type 1.
     public mutating func double(_ field: Int, _ value: Double) {

@@ -355,9 +355,12 @@ class H2Response:
 
 
 def h2_request(port: int, headers: list[tuple[str, str]], body: bytes,
-               timeout: float = 5.0) -> H2Response:
+               timeout: float = 5.0, sock: Optional[socket.socket] = None) -> H2Response:
     """Sends one HTTP/2 request (prior knowledge, plaintext) with the `h2`
-    package and reads until its stream ends, at most `timeout` seconds."""
+    package and reads until its stream ends, at most `timeout` seconds.
+    With `sock` (e.g. a TLS socket the caller opened), the request goes
+    there and the caller closes it."""
+    import contextlib
     import h2.config
     import h2.connection
     import h2.events
@@ -367,7 +370,8 @@ def h2_request(port: int, headers: list[tuple[str, str]], body: bytes,
     blocks: list[dict[str, str]] = []
     data = b""
     ended: Optional[str] = None
-    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+    opened = contextlib.nullcontext(sock) if sock is not None else socket.create_connection((HOST, port), timeout=timeout)
+    with opened as sock:
         conn.initiate_connection()
         stream_id = conn.get_next_available_stream_id()
         conn.send_headers(stream_id, headers)

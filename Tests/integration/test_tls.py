@@ -21,7 +21,7 @@ import grpc
 import pytest
 
 import pki
-from meshkit import HOST, free_port, to_yaml, wait_until
+from meshkit import HOST, free_port, grpc_messages, h2_request, to_yaml, wait_until
 
 SPIFFE_CLIENT = "spiffe://meshgate.local/client"
 
@@ -169,6 +169,39 @@ def test_a_client_that_never_finishes_the_handshake_is_cut_off(tls_mesh):
         partial.close()
     wait_until(lambda: "no TLS handshake within 1000 ms" in tls_mesh.gateway.proc.log_text(), timeout=5,
                message="the timeout to be logged")
+
+
+def test_a_reconnecting_client_resumes_its_session_and_keeps_its_identity(tls_mesh):
+    """Client certificates required: a client that reconnects with its
+    session (a TLS 1.2 session and a TLS 1.3 ticket) resumes it, and the
+    resumed connection keeps its verified identity: the route's allow list
+    still admits it and the upstream still sees it in
+    x-forwarded-client-cert."""
+    certs = tls_mesh.certs
+    message = tls_mesh.pb2.ProcessRequest(request_id="resume", data="x").SerializeToString()
+    body = b"\x00" + len(message).to_bytes(4, "big") + message
+    headers = [(":method", "POST"), (":scheme", "https"), (":path", "/mesh.v1.MeshService/Process"),
+               (":authority", f"localhost:{tls_mesh.required_port}"), ("content-type", "application/grpc"),
+               ("te", "trailers"), ("x-mesh-echo-headers", "1")]
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+        context.load_cert_chain(str(certs / "client.pem"), str(certs / "client.key"))
+        context.set_alpn_protocols(["h2"])
+        context.minimum_version = context.maximum_version = version
+        session = None
+        for round_ in ("first", "resumed"):
+            raw = socket.create_connection((HOST, tls_mesh.required_port), timeout=5)
+            tls = context.wrap_socket(raw, server_hostname="localhost", session=session)
+            try:
+                response = h2_request(0, headers, body, sock=tls)
+                # A TLS 1.3 ticket arrives after the handshake: read with the response.
+                session, reused = tls.session, tls.session_reused
+            finally:
+                tls.close()
+            assert response.header("grpc-status") == "0", (version, round_, response)
+            assert reused == (round_ == "resumed"), (version, round_)
+            reply = tls_mesh.pb2.ProcessResponse.FromString(grpc_messages(response.data)[0])
+            assert f"URI={SPIFFE_CLIENT}" in reply.request_headers["x-forwarded-client-cert"], (version, round_)
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")

@@ -285,8 +285,10 @@ typedef struct mg_host {
     /* From any hook of the call, on_call_done included: set field `key` of
      * the call's access-log line to `value` (e.g. trace_id and span_id from
      * a tracing filter). The host copies both; a key set again keeps the
-     * last value. Returns 0, or -1 when the key is empty, longer than 64
-     * bytes, or one the host writes itself (ts, level, msg). */
+     * last value. When the access log is off the host drops the field
+     * before copying anything, so a filter need not check. Returns 0, or -1
+     * when the key is empty, longer than 64 bytes, or one the host writes
+     * itself (ts, level, msg). */
     int (*call_set_log_field)(mg_call *call, mg_str key, mg_str value);
 
     /* Any thread: declare a Prometheus counter the plugin adds to, shown on

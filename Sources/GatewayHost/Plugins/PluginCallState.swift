@@ -25,6 +25,8 @@ final class PluginCallState {
     var responseHeaders: HTTP2HeaderList?
     /// Added by call_add_response_header.
     var extraResponseHeaders: HTTP2HeaderList = []
+    /// Whether the access log is on, so call_set_log_field keeps fields.
+    let collectsLogFields: Bool
     /// Set by call_set_log_field: extra fields of the access-log line.
     private(set) var logFields: [(key: String, value: String)] = []
 
@@ -38,10 +40,11 @@ final class PluginCallState {
     private var headerBytes: UnsafeMutableRawBufferPointer?
     private var headerSpans: [(name: Range<Int>, value: Range<Int>)] = []
 
-    init(path: String, requestHeaders: HTTP2HeaderList, deadlineNanos: UInt64?) {
+    init(path: String, requestHeaders: HTTP2HeaderList, deadlineNanos: UInt64?, collectsLogFields: Bool) {
         self.path = path
         self.requestHeaders = requestHeaders
         self.deadlineNanos = deadlineNanos
+        self.collectsLogFields = collectsLogFields
     }
 
     deinit {

@@ -101,9 +101,12 @@ enum PluginHostAPI {
                 return 1
             },
             call_set_log_field: { call, key, value in
-                let k = PluginHostAPI.string(key)
-                guard !k.isEmpty, k.utf8.count <= 64, !["ts", "level", "msg"].contains(k) else { return -1 }
-                PluginCallState.from(call).setLogField(k, PluginHostAPI.string(value))
+                guard PluginHostAPI.isLogFieldKey(key) else { return -1 }
+                let state = PluginCallState.from(call)
+                // Without an access log the field has nowhere to go: dropped
+                // before any copy, so filters may set fields unconditionally.
+                guard state.collectsLogFields else { return 0 }
+                state.setLogField(PluginHostAPI.string(key), PluginHostAPI.string(value))
                 return 0
             },
             counter_declare: { name, help, labels in
@@ -119,6 +122,13 @@ enum PluginHostAPI {
     /// Header names arrive lower-case as a rule; only copy when they are not.
     static func lowerCased(_ name: String) -> String {
         name.utf8.contains { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") } ? name.lowercased() : name
+    }
+
+    /// 1 to 64 bytes, and none of the keys the host writes itself (ts, level, msg).
+    static func isLogFieldKey(_ key: mg_str) -> Bool {
+        guard let ptr = key.ptr, (1...64).contains(key.len) else { return false }
+        let bytes = UnsafeRawBufferPointer(start: ptr, count: key.len)
+        return !(bytes.elementsEqual("ts".utf8) || bytes.elementsEqual("level".utf8) || bytes.elementsEqual("msg".utf8))
     }
 
     static func string(_ s: mg_str) -> String {

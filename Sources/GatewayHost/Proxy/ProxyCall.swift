@@ -78,7 +78,8 @@ final class ProxyCall: HTTP2StreamDelegate {
         generation.callStarted()
         let deadline: NIODeadline? = timeoutNanos.map { .now() + .nanoseconds($0) }
         self.deadline = deadline
-        self.plugin = PluginCallState(path: path, requestHeaders: headers, deadlineNanos: deadline.map { $0.uptimeNanoseconds })
+        self.plugin = PluginCallState(path: path, requestHeaders: headers, deadlineNanos: deadline.map { $0.uptimeNanoseconds },
+                                      collectsLogFields: generation.runtime.config.runtime.accessLog)
         plugin.proxy = self
     }
 
