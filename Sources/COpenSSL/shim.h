@@ -70,14 +70,55 @@ static inline int mg_x509_san(X509 *cert, int index, int *type, const unsigned c
         *len = 0;
         if (value) {
             int n = ASN1_STRING_length(value);
-            if (n > (int)sizeof copy) n = (int)sizeof copy;
-            memcpy(copy, ASN1_STRING_get0_data(value), (size_t)n);
-            *len = n;
+            /* Never truncate a name: a prefix could match an allow list. */
+            if (n > (int)sizeof copy) {
+                *len = -1;
+            } else {
+                memcpy(copy, ASN1_STRING_get0_data(value), (size_t)n);
+                *len = n;
+            }
         }
         *data = copy;
         found = 1;
     }
     GENERAL_NAMES_free(names);
     return found;
+}
+/* The subject's common name as UTF-8 into `out` (the last CN, the most
+ * specific): its length, 0 when there is none, -1 when it does not fit. The
+ * bytes are copied whole, an embedded NUL included, for the caller to judge. */
+static inline int mg_x509_common_name(X509 *cert, unsigned char *out, int capacity) {
+    X509_NAME *name = X509_get_subject_name(cert);
+    if (!name) return 0;
+    int index = -1, last = -1;
+    while ((index = X509_NAME_get_index_by_NID(name, NID_commonName, index)) >= 0) last = index;
+    if (last < 0) return 0;
+    ASN1_STRING *data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, last));
+    unsigned char *utf8 = NULL;
+    int n = ASN1_STRING_to_UTF8(&utf8, data);
+    if (n < 0) return -1;
+    int result = n <= capacity ? n : -1;
+    if (result > 0) memcpy(out, utf8, (size_t)n);
+    OPENSSL_free(utf8);
+    return result;
+}
+
+/* The subject in RFC 2253 form ("CN=client,O=Example"), as Envoy writes it
+ * in x-forwarded-client-cert: its length, or -1 (none, or too long). */
+static inline int mg_x509_subject_rfc2253(X509 *cert, char *out, int capacity) {
+    X509_NAME *name = X509_get_subject_name(cert);
+    BIO *bio = name ? BIO_new(BIO_s_mem()) : NULL;
+    if (!bio) return -1;
+    int result = -1;
+    if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) >= 0) {
+        char *data = NULL;
+        long n = BIO_get_mem_data(bio, &data);
+        if (n >= 0 && n <= capacity) {
+            memcpy(out, data, (size_t)n);
+            result = (int)n;
+        }
+    }
+    BIO_free(bio);
+    return result;
 }
 #endif

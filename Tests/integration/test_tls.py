@@ -137,6 +137,35 @@ def test_route_allow_list(tls_mesh):
         assert tls_mesh.process(ch).replica_id
 
 
+def test_crafted_certificate_names_cannot_pass_for_another_identity(tls_mesh):
+    """Names from the same CA that try to pass for the allowed identity are
+    refused: a CN equal to it on a certificate that has SANs (RFC 6125: the
+    CN is no identity then), a CN with a NUL after it, and a URI that
+    smuggles an XFCC separator (which reaches the upstream quoted, as one
+    value)."""
+    certs, ca = tls_mesh.certs, pki.load_ca(tls_mesh.certs)
+    pki.issue(certs, "cn-with-san", ca, common_name=SPIFFE_CLIENT, dns=["other.meshgate.local"])
+    pki.issue(certs, "cn-with-nul", ca, common_name=SPIFFE_CLIENT + "\x00.evil")
+    smuggled = "spiffe://meshgate.local/x;URI=" + SPIFFE_CLIENT
+    pki.issue(certs, "smuggler", ca, common_name="smuggler", uris=[smuggled])
+    for cert in ("cn-with-san", "cn-with-nul", "smuggler"):
+        with tls_mesh.channel(tls_mesh.required_port, cert=cert) as ch:
+            with pytest.raises(grpc.RpcError) as caught:
+                tls_mesh.process(ch)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED, (cert, caught.value)
+    with tls_mesh.channel(tls_mesh.optional_port, cert="smuggler") as ch:
+        xfcc = tls_mesh.process(ch, echo=True).request_headers["x-forwarded-client-cert"]
+    assert xfcc == f'Subject="CN=smuggler";URI="{smuggled}"', xfcc
+    # A CN alone (no SANs) is still an identity: it shows in the refusal.
+    pki.issue(certs, "cn-only", ca, common_name="cn-only-client")
+    with tls_mesh.channel(tls_mesh.required_port, cert="cn-only") as ch:
+        with pytest.raises(grpc.RpcError) as caught:
+            tls_mesh.process(ch)
+    assert "cn-only-client" in caught.value.details()
+    with tls_mesh.channel(tls_mesh.required_port) as ch:
+        assert tls_mesh.process(ch).replica_id
+
+
 def test_plaintext_to_a_tls_port_is_refused(tls_mesh):
     """An h2c client on the TLS port gets UNAVAILABLE; the port keeps serving TLS."""
     with grpc.insecure_channel(f"{HOST}:{tls_mesh.optional_port}") as ch:

@@ -293,7 +293,10 @@ final class ProxyCall: HTTP2StreamDelegate {
     // MARK: Request side (downstream stream events)
 
     func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveHeaders headers: HTTP2HeaderList, isTrailers: Bool, endStream: Bool) {
-        // Request trailers: rare in gRPC, relayed all the same.
+        // Request trailers: rare in gRPC, relayed all the same, but without
+        // a client's own x-forwarded-client-cert (only the gateway vouches).
+        var headers = headers
+        headers.removeAll(named: "x-forwarded-client-cert")
         requestTrailers = headers
         endOfRequest()
     }
