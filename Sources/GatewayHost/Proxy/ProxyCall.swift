@@ -663,9 +663,9 @@ final class ProxyCall: HTTP2StreamDelegate {
     }
 
     private func writeAccessLog(seconds: Double) {
-        AccessLog.write(AccessLog.Entry(
+        loop.accessLog.write(AccessLog.Entry(
             listener: generation.runtime.listeners[listenerIndex].config.name, path: path, cluster: route.config.cluster,
-            status: finalStatus ?? GRPCStatus(.cancelled, ""), durationSeconds: seconds,
+            status: finalStatus ?? GRPCStatus(.cancelled, ""), durationMicros: Int64(seconds * 1_000_000),
             upstream: committed?.addressText ?? lastUpstream, attempts: attemptCount, requestBytes: receivedBytes,
             clientIdentity: requestHeaders["x-forwarded-client-cert"], fields: plugin.logFields))
     }

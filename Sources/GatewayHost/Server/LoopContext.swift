@@ -16,6 +16,8 @@ final class LoopContext: @unchecked Sendable {
     let writeBatch = HTTP2WriteBatch()
     /// This loop's request counters (see `LoopMetrics`).
     let metrics = LoopMetrics()
+    /// This loop's access-log lines, written once per tick.
+    let accessLog: AccessLog
     /// The current generation's upstream pools.
     var clusters: [ClusterPool] { generation.clusters }
     private var downstreams: [ObjectIdentifier: HTTP2Connection] = [:]
@@ -33,6 +35,7 @@ final class LoopContext: @unchecked Sendable {
         self.health = health
         self.ejections = ejections
         self.index = index
+        self.accessLog = AccessLog(eventLoop: eventLoop)
         // A placeholder without pools until `self` can make them.
         self.generation = LoopGeneration(number: 0, runtime: runtime, plugins: plugins, loopIndex: index, clusters: [])
         self.generation = LoopGeneration(number: 1, runtime: runtime, plugins: plugins, loopIndex: index, clusters: makeClusters(runtime))
