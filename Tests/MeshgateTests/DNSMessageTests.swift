@@ -96,6 +96,10 @@ import Testing
         #expect(try format([1, 0, 0, 2, 0, 0, 3, 4]) == "1::2:0:0:3:4")
         #expect(try format([0x2001, 0, 0, 1, 0, 0, 0, 1]) == "2001:0:0:1::1")
         #expect(try format([0xABCD, 0x0a, 0xb, 0xc, 0xd, 0xe, 0xf, 0xff00]) == "abcd:a:b:c:d:e:f:ff00")
+        // IPv4-mapped ends in dotted decimal (RFC 5952 §5); other ::ffff forms do not.
+        #expect(try format([0, 0, 0, 0, 0, 0xffff, 0x0102, 0x0304]) == "::ffff:1.2.3.4")
+        #expect(try format([0, 0, 0, 0, 0, 0xffff, 0xc000, 0x0201]) == "::ffff:192.0.2.1")
+        #expect(try format([0, 0, 0, 0, 0xffff, 0, 0x0102, 0x0304]) == "::ffff:0:102:304")
     }
 
     @Test func uncompressedNamesAndOtherClasses() throws {

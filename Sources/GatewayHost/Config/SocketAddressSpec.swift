@@ -8,7 +8,7 @@ public struct SocketAddressSpec: Sendable, Hashable, CustomStringConvertible {
         self.port = port
     }
 
-    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    public var description: String { host.utf8.contains(UInt8(ascii: ":")) ? "[\(host)]:\(port)" : "\(host):\(port)" }
 
     public enum ParseError: Error, CustomStringConvertible {
         case missingPort, badPort(String), emptyHost

@@ -212,7 +212,12 @@ final class ProxyCall: HTTP2StreamDelegate {
         }
         let endNow = requestEnded && replay.isEmpty && requestTrailers == nil
         guard let id = http2.openStream(headers: headers, endStream: endNow, delegate: attempt) else {
-            let outcome = AttemptOutcome(status: GRPCStatus(.unavailable, "upstream \(attempt.addressText) refused a new stream"), transportFailure: true)
+            // Nothing left the gateway (the connection is going away or out
+            // of stream ids): like REFUSED_STREAM, it may be retried
+            // transparently, once, without a retry policy.
+            var outcome = AttemptOutcome(status: GRPCStatus(.unavailable, "upstream \(attempt.addressText) could not take a new stream (its connection is closing)"),
+                                         transportFailure: true)
+            outcome.refused = true
             attempt.outcome = outcome
             attemptEnded(attempt, outcome)
             drop(attempt)

@@ -44,12 +44,15 @@ final class EndpointPool {
         self.cluster = cluster
         self.loop = loop
         self.tls = tls
+        self.address = endpoint.address.description
     }
 
     /// `:scheme` of the requests sent to it.
     var scheme: String { tls == nil ? "http" : "https" }
 
-    var address: String { endpoint.address.description }
+    /// "host:port" or "[v6]:port": formatted once, read per call (access
+    /// log, metrics labels, plugin attempt_endpoint).
+    let address: String
 
     var isBackingOff: Bool {
         guard let retryAfter else { return false }

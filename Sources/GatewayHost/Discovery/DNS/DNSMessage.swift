@@ -185,8 +185,13 @@ enum DNSMessage {
             return DNSRecord(name: owner, ttl: ttl & 0x7fff_ffff, data: data)
         }
 
-        /// RFC 5952: lowercase hex, the longest run (2+) of zero groups as "::".
+        /// RFC 5952: lowercase hex, the longest run (2+) of zero groups as
+        /// "::"; an IPv4-mapped address (::ffff:0:0/96) ends in dotted
+        /// decimal (§5), "::ffff:192.0.2.1".
         static func formatIPv6(_ b: [UInt8]) -> String {
+            if b[0..<10].allSatisfy({ $0 == 0 }) && b[10] == 0xff && b[11] == 0xff {
+                return "::ffff:\(b[12]).\(b[13]).\(b[14]).\(b[15])"
+            }
             let groups = (0..<8).map { UInt16(b[2 * $0]) << 8 | UInt16(b[2 * $0 + 1]) }
             var bestStart = -1, bestLength = 0, runStart = -1
             for i in 0...8 {
