@@ -289,6 +289,30 @@ def test_upstream_tls_without_a_client_certificate_fails_clearly(bins, launcher,
     assert "TLS" in caught.value.details(), caught.value.details()
 
 
+def test_health_checks_over_tls_say_why_the_handshake_failed(bins, launcher, tmp_path):
+    """A health-checked TLS cluster whose CA does not issue the replica's
+    certificate: the endpoint goes unhealthy and the reason logged names the
+    TLS failure, not just a lost connection."""
+    certs = pki.dev_pki(tmp_path / "certs")
+    pki.make_ca(certs, "foreign-ca")
+    replica = launcher.replica("h1", "--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"))
+    port = free_port()
+    config = {"listeners": [{"name": "p", "address": f"{HOST}:{port}",
+                             "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]}],
+              "clusters": [{"name": "mesh", "endpoints": [{"address": f"{HOST}:{replica.port}"}],
+                            "health_check": {"mode": "check", "interval": "200ms", "timeout": "1s", "unhealthy_threshold": 1},
+                            "tls": {"ca": str(certs / "foreign-ca.pem"), "server_name": "localhost"}}]}
+    gw = launcher.gateway(to_yaml(config), port, name="gw-probe-tls")
+
+    def unhealthy_line():
+        for text in gw.proc.log_text().splitlines():
+            if '"msg":"endpoint unhealthy"' in text:
+                return json.loads(text)
+        return None
+    line = wait_until(unhealthy_line, timeout=10, message="the endpoint to go unhealthy")
+    assert "TLS: " in line["reason"] and "certificate" in line["reason"], line
+
+
 def test_server_certificate_rotation_under_load(tls_mesh):
     """grpcio clients keep calling (new channels every few calls) while the
     gateway's certificate and key files are replaced: no call fails, and new

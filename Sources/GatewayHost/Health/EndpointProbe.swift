@@ -57,6 +57,9 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
 
     private var address: String { endpoint.address.description }
 
+    /// Why the last connection's TLS handshake failed, if it did.
+    private var tlsFailure: String?
+
     func start() {
         healthy = registry.isHealthy(cluster: clusterIndex, endpoint: endpointIndex)
         awaitingFirstCheck = !healthy
@@ -174,6 +177,8 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
     }
 
     private func recordFailure(_ reason: String) {
+        let reason = tlsFailure.map { "\(reason) (TLS: \($0))" } ?? reason
+        tlsFailure = nil
         awaitingFirstCheck = false
         successes = 0
         failures += 1
@@ -199,6 +204,7 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
         guard !connecting else { return }
         connecting = true
         connection = nil
+        tlsFailure = nil
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
         let tlsContext = tls?.current
         let serverName = tls?.files.serverName ?? endpoint.address.host
@@ -207,7 +213,12 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let tlsContext { try channel.pipeline.syncOperations.addHandler(try TLSHandler(context: tlsContext, serverName: serverName)) }
+                    if let tlsContext {
+                        let handler = try TLSHandler(context: tlsContext, serverName: serverName)
+                        // A failed handshake only closes the channel: keep why, for the check's reason.
+                        handler.onFailure = { reason in bound.value.tlsFailure = reason }
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                    }
                     try channel.pipeline.syncOperations.addHandler(HTTP2Connection(role: .client, delegate: bound.value))
                 }
             }
