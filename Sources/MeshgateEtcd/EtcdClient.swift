@@ -43,7 +43,9 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
 
     public let endpoints: [Endpoint]
     public let eventLoop: EventLoop
-    private let tls: TLSContext?
+    /// The TLS context for the next connection (read per connection, so
+    /// rotated certificates apply without a restart).
+    private let tls: (@Sendable () -> TLSContext)?
     private let serverName: String?
     private let dialTimeout: TimeAmount
     private var next = 0
@@ -55,12 +57,20 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
     /// that would otherwise only say "connection lost".
     private var tlsFailure: String?
 
-    public init(endpoints: [Endpoint], eventLoop: EventLoop, tls: TLSContext? = nil, serverName: String? = nil,
+    public convenience init(endpoints: [Endpoint], eventLoop: EventLoop, tls: TLSContext? = nil, serverName: String? = nil,
+                            dialTimeout: TimeAmount = .seconds(3)) {
+        var provider: (@Sendable () -> TLSContext)?
+        if let tls { provider = { tls } }
+        self.init(endpoints: endpoints, eventLoop: eventLoop, tlsProvider: provider, serverName: serverName, dialTimeout: dialTimeout)
+    }
+
+    /// `tlsProvider` is asked for the context at each new connection.
+    public init(endpoints: [Endpoint], eventLoop: EventLoop, tlsProvider: (@Sendable () -> TLSContext)?, serverName: String? = nil,
                 dialTimeout: TimeAmount = .seconds(3)) {
         precondition(!endpoints.isEmpty, "etcd needs at least one endpoint")
         self.endpoints = endpoints
         self.eventLoop = eventLoop
-        self.tls = tls
+        self.tls = tlsProvider
         self.serverName = serverName
         self.dialTimeout = dialTimeout
     }
@@ -238,7 +248,7 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
         connection = nil
         let endpoint = currentEndpoint
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
-        let tls = self.tls
+        let tls = self.tls?()
         let serverName = self.serverName ?? endpoint.host
         ClientBootstrap(group: eventLoop)
             .connectTimeout(dialTimeout)

@@ -475,5 +475,27 @@ def test_etcd_over_mutual_tls(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
         status = mesh_cluster(admin2)
         assert status["endpoints"] == [] and status["discovery"]["consecutive_failures"] > 0, status
         assert "TLS: " in status["discovery"]["last_error"] and "certificate" in status["discovery"]["last_error"], status
+
+        # Client certificate files replaced in place: a certificate from a CA
+        # etcd does not trust, then the right one, with no reload or restart.
+        import shutil
+        from pki import issue, make_ca
+        foreign = make_ca(pki, "foreign-ca")
+        issue(pki, "foreign-client", foreign, common_name="client")
+        rotating = {"ca": str(pki / "ca.pem"), "cert": str(tmp_path / "etcd-client.pem"), "key": str(tmp_path / "etcd-client.key"),
+                    "server_name": "localhost"}
+        shutil.copy(pki / "foreign-client.pem", rotating["cert"])
+        shutil.copy(pki / "foreign-client.key", rotating["key"])
+        port3, admin3 = free_port(), free_port()
+        start_gateway(launch, discovery_config(port3, admin3, {"etcd": {"endpoints": [etcd.endpoint], "prefix": PREFIX, "tls": rotating}},
+                                               health=False), port3)
+        status = mesh_cluster(admin3)
+        assert status["endpoints"] == [] and "TLS: " in status["discovery"]["last_error"], status
+        for suffix in ("key", "pem"):
+            staged = tmp_path / f"staged.{suffix}"
+            shutil.copy(pki / f"client.{suffix}", staged)
+            os.replace(staged, rotating["cert" if suffix == "pem" else "key"])
+        wait_until(lambda: [e for e in mesh_cluster(admin3)["endpoints"] if e["address"] == f"{HOST}:{replica_port}"],
+                   timeout=15, message="discovery to connect with the rotated certificate")
     finally:
         launch.stop_all()

@@ -46,13 +46,20 @@ public final class DiscoveryManager: Sendable {
     private final class RunningSource: @unchecked Sendable {
         let spec: DiscoveryConfig
         let source: DiscoverySource
-        init(spec: DiscoveryConfig, source: DiscoverySource) {
+        let tls: TLSContextSource?
+        init(spec: DiscoveryConfig, source: DiscoverySource, tls: TLSContextSource?) {
             self.spec = spec
             self.source = source
+            self.tls = tls
         }
     }
 
     public init() {}
+
+    /// The TLS material of the running etcd sources, for the gateway's
+    /// certificate watcher: files replaced in place apply to the next
+    /// connection to etcd, as they do for listeners and clusters.
+    var tlsSources: [TLSContextSource] { running.withLockedValue { $0.values.compactMap(\.tls) } }
 
     /// Called (on the control thread) after a membership change, at most
     /// once per 50 ms burst of changes.
@@ -97,7 +104,7 @@ public final class DiscoveryManager: Sendable {
             case .file(let file): source = FileDiscovery(config: file, eventLoop: loop)
             case .etcd(let etcd): source = EtcdDiscovery(config: etcd, eventLoop: loop, tls: tls)
             }
-            running.withLockedValue { $0[name] = RunningSource(spec: spec, source: source) }
+            running.withLockedValue { $0[name] = RunningSource(spec: spec, source: source, tls: tls) }
             statuses.withLockedValue { $0[name] = Status(source: spec.description, endpoints: carried[name]) }
             Log.info("discovery started", ["cluster": name, "source": spec.description])
             source.start { [weak self] result in self?.record(cluster: name, result) }

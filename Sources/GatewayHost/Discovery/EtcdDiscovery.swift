@@ -28,8 +28,10 @@ final class EtcdDiscovery: DiscoverySource {
     init(config: EtcdDiscoveryConfig, eventLoop: EventLoop, tls: TLSContextSource?) {
         self.config = config
         self.eventLoop = eventLoop
+        var provider: (@Sendable () -> TLSContext)?
+        if let tls { provider = { tls.current } }
         self.client = EtcdClient(endpoints: config.endpoints.map { EtcdClient.Endpoint(host: $0.host, port: $0.port) },
-                                 eventLoop: eventLoop, tls: tls?.current, serverName: tls?.files.serverName,
+                                 eventLoop: eventLoop, tlsProvider: provider, serverName: tls?.files.serverName,
                                  dialTimeout: .nanoseconds(config.dialTimeout.nanosecondsClamped))
     }
 

@@ -180,9 +180,10 @@ public final class Gateway: Sendable {
         checker.withLockedValue { $0 }.start()
         // Certificate rotation: changed files apply to new handshakes.
         let watched = currentTLS
+        let discovery = self.discovery
         tlsWatch.withLockedValue {
             $0 = ControlThread.loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
-                for source in watched.withLockedValue({ $0.all }) { source.reloadIfChanged() }
+                for source in watched.withLockedValue({ $0.all }) + discovery.tlsSources { source.reloadIfChanged() }
             }
         }
         health.markStarted()
