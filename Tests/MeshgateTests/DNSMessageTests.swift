@@ -26,6 +26,19 @@ import Testing
         #expect(throws: DNSMessageError.self) { try DNSMessage.query(id: 1, name: String(repeating: "x", count: 64), type: .a) }
     }
 
+    @Test func ednsQueryCarriesAnOPTRecord() throws {
+        let q = try DNSMessage.query(id: 0x1234, name: "mesh.test", type: .a, udpPayload: 1232)
+        let plain = try DNSMessage.query(id: 0x1234, name: "mesh.test", type: .a)
+        #expect(q[10...11] == [0, 1])  // ARCOUNT 1
+        #expect(Array(q[12..<plain.count]) == Array(plain[12...]))
+        // Root owner, type 41, class = 1232 (0x04d0), TTL 0, RDLENGTH 0.
+        #expect(Array(q[plain.count...]) == [0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0])
+        // A response's OPT record (class = payload size, not IN) is skipped.
+        let opt: [UInt8] = [0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]
+        let r = try DNSMessage.parseResponse(response(answers: [record(type: 1, [127, 0, 0, 9])], additionals: [opt]), expectedID: 7)
+        #expect(r.answers.map(\.data) == [.a("127.0.0.9")] && r.additionals.isEmpty)
+    }
+
     @Test func addressRecordsWithCompression() throws {
         let r = try DNSMessage.parseResponse(response(answers: [record(type: 1, [127, 0, 0, 2]),
                                                                 record(type: 28, ttl: 5, [0x20, 0x01, 0x0d, 0xb8] + [UInt8](repeating: 0, count: 11) + [1])]),

@@ -269,6 +269,27 @@ def test_dns_srv_records(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
         launch.stop_all()
 
 
+def test_dns_answer_too_big_for_udp_comes_over_tcp(bins, tmp_path):
+    """A name with 150 A records (a large headless Service): more than a
+    1232-byte UDP answer holds, so the truncated answer is asked again over
+    TCP and every address becomes an endpoint, not just the first ~70."""
+    launch = Launcher(bins, tmp_path)
+    try:
+        addresses = [f"127.0.{i // 250}.{i % 250 + 1}" for i in range(150)]
+        dns = Dnsmasq(tmp_path / "dnsmasq", launch.group)
+        dns.set_hosts({"big.mesh.test": addresses})
+        dns.start()
+        port, admin = free_port(), free_port()
+        discovery = {"dns": {"name": "big.mesh.test", "port": 50051, "resolver": dns.address, "refresh_interval": "1s",
+                             "min_refresh_interval": "200ms", "timeout": "500ms", "family": "v4"}}
+        start_gateway(launch, discovery_config(port, admin, discovery, health=False), port)
+        found = wait_until(lambda: len(endpoint_addresses(admin)) == 150 and endpoint_addresses(admin), timeout=10,
+                           message="all 150 addresses")
+        assert found == {f"{a}:50051" for a in addresses}
+    finally:
+        launch.stop_all()
+
+
 # --------------------------------------------------------------------------
 # etcd
 

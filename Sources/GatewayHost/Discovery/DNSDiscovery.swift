@@ -86,7 +86,7 @@ final class DNSDiscovery: DiscoverySource {
                     if response.rcode != 0 {
                         errors.append("\(type) \(name): \(Self.rcodeName(response.rcode))")
                     } else if response.truncated && response.answers.isEmpty {
-                        errors.append("\(type) \(name): the answer was truncated (DNS over TCP is not supported)")
+                        errors.append("\(type) \(name): the answer was truncated even over TCP")
                     }
                     for record in response.answers where Self.owns(record.name, name, response.answers) {
                         switch record.data {

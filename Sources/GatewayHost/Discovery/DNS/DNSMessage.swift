@@ -45,8 +45,10 @@ struct DNSMessageError: Error, CustomStringConvertible {
 
 enum DNSMessage {
     /// A recursive (RD) query for `name`, class IN.
-    static func query(id: UInt16, name: String, type: DNSRecordType) throws(DNSMessageError) -> [UInt8] {
-        var out: [UInt8] = [UInt8(id >> 8), UInt8(id & 0xff), 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]
+    /// With `udpPayload`, an EDNS(0) OPT record (RFC 6891) offers answers
+    /// of that many bytes over UDP instead of 512.
+    static func query(id: UInt16, name: String, type: DNSRecordType, udpPayload: UInt16? = nil) throws(DNSMessageError) -> [UInt8] {
+        var out: [UInt8] = [UInt8(id >> 8), UInt8(id & 0xff), 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, udpPayload == nil ? 0 : 1]
         let trimmed = name.hasSuffix(".") ? String(name.dropLast()) : name
         guard !trimmed.isEmpty, trimmed.utf8.count <= 253 else { throw DNSMessageError(message: "the name is empty or longer than 253 bytes") }
         for label in trimmed.split(separator: ".", omittingEmptySubsequences: false) {
@@ -56,6 +58,11 @@ enum DNSMessage {
             out += bytes
         }
         out += [0, UInt8(type.rawValue >> 8), UInt8(type.rawValue & 0xff), 0, 1]
+        if let udpPayload {
+            // Root owner, type OPT (41), class = payload size, TTL 0 (no
+            // extended rcode, version 0, no DO bit), no options.
+            out += [0, 0, 41, UInt8(udpPayload >> 8), UInt8(udpPayload & 0xff), 0, 0, 0, 0, 0, 0]
+        }
         return out
     }
 

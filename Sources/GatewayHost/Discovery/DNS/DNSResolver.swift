@@ -1,12 +1,20 @@
 import NIOCore
 import NIOPosix
 
-/// Asks one DNS server over UDP, on the event loop it is given. Each query
-/// gets its own socket (a random source port and id: the cheap defences
-/// against spoofed answers) and is sent again once if no answer comes in
-/// time. Discovery asks a handful of names every few seconds, so there is
-/// no cache and no connection reuse.
+/// Asks one DNS server, on the event loop it is given. Queries go over UDP
+/// with EDNS(0) offering 1232-byte answers; a truncated answer (a service
+/// with more replicas than fit) is asked again over TCP (RFC 7766), so a
+/// large headless Service is never cut short; a server that rejects EDNS
+/// (FORMERR) is asked again without it. Each query gets its own socket (a
+/// random source port and id: the cheap defences against spoofed answers)
+/// and a UDP query is sent again once if no answer comes in time.
+/// Discovery asks a handful of names every few seconds, so there is no
+/// cache and no connection reuse.
 final class DNSResolver {
+    /// The UDP answer size offered with EDNS(0): DNS Flag Day 2020's value,
+    /// small enough to avoid IP fragmentation.
+    static let ednsPayload: UInt16 = 1232
+
     let server: SocketAddressSpec
     let eventLoop: EventLoop
     let timeout: TimeAmount
@@ -34,14 +42,31 @@ final class DNSResolver {
     }
 
     func query(_ name: String, type: DNSRecordType, completion: @escaping (Result<DNSResponse, Failure>) -> Void) {
-        send(name, type: type, attempt: 1, completion: completion)
+        send(name, type: type, attempt: 1, edns: true) { result in
+            switch result {
+            case .success(let response) where response.truncated:
+                self.sendTCP(name, type: type, completion: completion)
+            case .success(let response) where response.rcode == 1:
+                // FORMERR to an EDNS query: a server from before RFC 6891 (§7).
+                self.send(name, type: type, attempt: 1, edns: false) { result in
+                    if case .success(let response) = result, response.truncated {
+                        self.sendTCP(name, type: type, completion: completion)
+                    } else {
+                        completion(result)
+                    }
+                }
+            default:
+                completion(result)
+            }
+        }
     }
 
-    private func send(_ name: String, type: DNSRecordType, attempt: Int, completion: @escaping (Result<DNSResponse, Failure>) -> Void) {
+    private func send(_ name: String, type: DNSRecordType, attempt: Int, edns: Bool,
+                      completion: @escaping (Result<DNSResponse, Failure>) -> Void) {
         let id = UInt16.random(in: 0...UInt16.max)
         let question: [UInt8]
         do {
-            question = try DNSMessage.query(id: id, name: name, type: type)
+            question = try DNSMessage.query(id: id, name: name, type: type, udpPayload: edns ? Self.ednsPayload : nil)
         } catch {
             completion(.failure(Failure(description: "'\(name)' is not a valid DNS name: \(error)")))
             return
@@ -77,7 +102,7 @@ final class DNSResolver {
                         finished = true
                         channel.close(promise: nil)
                         if attempt < 2 {
-                            self.send(name, type: type, attempt: attempt + 1, completion: completion)
+                            self.send(name, type: type, attempt: attempt + 1, edns: edns, completion: completion)
                         } else {
                             completion(.failure(Failure(description: "\(label): no answer after \(attempt) tries")))
                         }
@@ -93,6 +118,82 @@ final class DNSResolver {
                     channel.writeAndFlush(envelope, promise: nil)
                 }
             }
+    }
+}
+
+extension DNSResolver {
+    /// One query over TCP: the message with its two-byte length, one
+    /// answer back, within `timeout` from the connect.
+    private func sendTCP(_ name: String, type: DNSRecordType, completion: @escaping (Result<DNSResponse, Failure>) -> Void) {
+        let id = UInt16.random(in: 0...UInt16.max)
+        let label = "\(type) \(name) at \(server) over TCP (the UDP answer was truncated)"
+        guard let question = try? DNSMessage.query(id: id, name: name, type: type) else {
+            completion(.failure(Failure(description: "'\(name)' is not a valid DNS name")))
+            return
+        }
+        let message = [UInt8(question.count >> 8), UInt8(question.count & 0xff)] + question
+        ClientBootstrap(group: eventLoop)
+            .connectTimeout(timeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(DNSStreamReader(expectedID: id)) }
+            }
+            .connect(host: server.host, port: server.port)
+            .assumeIsolated()
+            .whenComplete { result in
+                switch result {
+                case .failure(let error):
+                    completion(.failure(Failure(description: "\(label): cannot connect: \(error)")))
+                case .success(let channel):
+                    guard let reader = try? channel.pipeline.syncOperations.handler(type: DNSStreamReader.self) else {
+                        channel.close(promise: nil)
+                        completion(.failure(Failure(description: "\(label): no reader on the TCP connection")))
+                        return
+                    }
+                    var finished = false
+                    let timer = self.eventLoop.assumeIsolated().scheduleTask(in: self.timeout) {
+                        guard !finished else { return }
+                        finished = true
+                        channel.close(promise: nil)
+                        completion(.failure(Failure(description: "\(label): no answer within \(self.timeout.nanoseconds / 1_000_000) ms")))
+                    }
+                    reader.onAnswer = { answer in
+                        guard !finished else { return }
+                        finished = true
+                        timer.cancel()
+                        channel.close(promise: nil)
+                        completion(answer.mapError { Failure(description: "\(label): \($0)") })
+                    }
+                    channel.writeAndFlush(channel.allocator.buffer(bytes: message), promise: nil)
+                }
+            }
+    }
+}
+
+/// Reads one length-prefixed DNS message from a TCP stream; the connection
+/// closing first is an error.
+private final class DNSStreamReader: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let expectedID: UInt16
+    var onAnswer: ((Result<DNSResponse, DNSMessageError>) -> Void)?
+    private var received: [UInt8] = []
+
+    init(expectedID: UInt16) { self.expectedID = expectedID }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        received += unwrapInboundIn(data).readableBytesView
+        guard received.count >= 2 else { return }
+        let length = Int(received[0]) << 8 | Int(received[1])
+        guard received.count >= 2 + length else { return }
+        let answer = Result { () throws(DNSMessageError) -> DNSResponse in
+            try DNSMessage.parseResponse(Array(received[2..<(2 + length)]), expectedID: expectedID)
+        }
+        onAnswer?(answer)
+        onAnswer = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        onAnswer?(.failure(DNSMessageError(message: "the server closed the connection before answering")))
+        onAnswer = nil
     }
 }
 
