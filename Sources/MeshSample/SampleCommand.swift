@@ -40,6 +40,11 @@ struct SampleCommand: ParsableCommand {
     @Option(name: .customLong("register-address"), help: "Address registered (default: HOST:PORT served).") var registerAddress: String?
     @Option(name: .customLong("register-ttl"), help: "Lease TTL in seconds: how long a crashed replica stays registered.") var registerTTL = 10
     @Option(name: .customLong("register-weight"), help: "Weight registered.") var registerWeight = 1
+    @Option(name: .customLong("register-etcd-ca"), help: "Speak TLS to etcd, verifying it with this PEM CA bundle.") var registerEtcdCA: String?
+    @Option(name: .customLong("register-etcd-cert"), help: "Client certificate (PEM) for etcd's mutual TLS.") var registerEtcdCert: String?
+    @Option(name: .customLong("register-etcd-key"), help: "The client certificate's PEM private key.") var registerEtcdKey: String?
+    @Option(name: .customLong("register-etcd-server-name"), help: "Name checked in etcd's certificate (default: the endpoint's host).")
+    var registerEtcdServerName: String?
 
     func run() throws {
         var tls: TLSContext?
@@ -59,7 +64,20 @@ struct SampleCommand: ParsableCommand {
             let address = registerAddress ?? (host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)")
             let entry = EtcdRegistration.Entry(key: registerPrefix + replicaID, address: address, weight: registerWeight,
                                                metadata: ["replica": replicaID])
-            registration = SampleRegistration(etcd: endpoints, entry: entry, ttlSeconds: Int64(registerTTL))
+            var etcdTLS: TLSContext?
+            if registerEtcdCA != nil || registerEtcdCert != nil {
+                guard (registerEtcdCert == nil) == (registerEtcdKey == nil) else {
+                    throw ValidationError("--register-etcd-cert and --register-etcd-key go together")
+                }
+                do {
+                    etcdTLS = try TLSContext(role: .client, certificateChain: registerEtcdCert, privateKey: registerEtcdKey,
+                                             trustedCAs: registerEtcdCA)
+                } catch {
+                    throw ValidationError("etcd TLS: \(error.message)")
+                }
+            }
+            registration = SampleRegistration(etcd: endpoints, entry: entry, ttlSeconds: Int64(registerTTL), tls: etcdTLS,
+                                              serverName: registerEtcdServerName)
         }
         try SampleServer.run(host: host, port: port, replicaID: replicaID, maxConcurrentStreams: maxConcurrentStreams,
                              faults: MeshProtoFaults(failProbability: failProbability, failCode: failCode,

@@ -75,7 +75,8 @@ final class SampleServer {
         log("listening", "\"replica\":\"\(replicaID)\",\"port\":\(channel.localAddress?.port ?? port)")
         // Registered only once it serves; unregistered before it stops serving.
         let registered = registration.map { r in
-            EtcdRegistration(etcd: r.etcd, entry: r.entry, ttlSeconds: r.ttlSeconds, eventLoop: loop) { message in
+            EtcdRegistration(etcd: r.etcd, entry: r.entry, ttlSeconds: r.ttlSeconds, eventLoop: loop, tls: r.tls,
+                             serverName: r.serverName) { message in
                 log("etcd", "\"replica\":\"\(replicaID)\",\"detail\":\(jsonQuote(message))")
             }
         }
@@ -138,4 +139,7 @@ struct SampleRegistration {
     var etcd: [EtcdClient.Endpoint]
     var entry: EtcdRegistration.Entry
     var ttlSeconds: Int64
+    /// TLS (or mutual TLS) to etcd; plaintext when nil.
+    var tls: TLSContext?
+    var serverName: String?
 }

@@ -488,6 +488,13 @@ def test_etcd_over_mutual_tls(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
             stub = mesh_pb2_grpc.MeshServiceStub(channel)
             wait_until(lambda: stub.Process(mesh_pb2.ProcessRequest(request_id="x"), timeout=5).replica_id == "t1",
                        timeout=10, message="t1 to serve through the gateway")
+            # The sample service registers itself over mutual TLS too.
+            start_replica(launch, "t2", extra=("--register-etcd", etcd.endpoint, "--register-prefix", PREFIX,
+                                               "--register-etcd-ca", str(pki / "ca.pem"), "--register-etcd-cert", str(pki / "client.pem"),
+                                               "--register-etcd-key", str(pki / "client.key"), "--register-etcd-server-name", "localhost"))
+            seen: set[str] = set()
+            wait_until(lambda: seen.add(stub.Process(mesh_pb2.ProcessRequest(request_id="y"), timeout=5).replica_id) or "t2" in seen,
+                       timeout=15, interval=0.05, message="t2, registered over TLS, to serve through the gateway")
 
         no_cert = {"ca": str(pki / "ca.pem"), "server_name": "localhost"}
         port2, admin2 = free_port(), free_port()
