@@ -196,6 +196,42 @@ def test_file_discovery_add_remove_and_broken_file(bins, mesh_pb2, mesh_pb2_grpc
 # DNS (dnsmasq)
 
 
+def test_a_membership_change_does_not_shortcut_recovery(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
+    """An endpoint that failed its checks needs `healthy_threshold` passes to
+    come back, even when a membership change restarts its probe meanwhile;
+    only an endpoint added at run time gets in on its first pass."""
+    launch = Launcher(bins, tmp_path)
+    try:
+        ports = {rid: start_replica(launch, rid)[1] for rid in ("k1", "k2", "k3")}
+        endpoints = tmp_path / "endpoints.yaml"
+        endpoints.write_text(endpoints_yaml({"k1": ports["k1"], "k2": ports["k2"]}))
+        port, admin = free_port(), free_port()
+        doc = discovery_config(port, admin, {"file": {"path": str(endpoints), "refresh_interval": "100ms"}}, health=False)
+        check = {"health_check": {"mode": "check", "interval": "200ms", "timeout": "500ms", "unhealthy_threshold": 1,
+                                  "healthy_threshold": 5}}
+        doc = doc.replace("  - name: mesh\n", "  - name: mesh\n" + to_yaml(check, indent=4), 1)
+        gw = start_gateway(launch, doc, port)
+        k2 = f"{HOST}:{ports['k2']}"
+        with insecure_channel(ports["k2"]) as control_channel:
+            control = mesh_pb2_grpc.SampleControlStub(control_channel)
+            control.SetServing(mesh_pb2.SetServingRequest(serving=False), timeout=5)
+            wait_until(lambda: not next(e for e in mesh_cluster(admin)["endpoints"] if e["address"] == k2)["healthy"],
+                       timeout=5, message="k2 to fail its checks")
+            # k2 serves again, and at once the membership changes (k3 added):
+            # every probe restarts while k2 has passed at most a check or two.
+            control.SetServing(mesh_pb2.SetServingRequest(serving=True), timeout=5)
+            write_atomically(endpoints, endpoints_yaml(ports))
+            wait_until(lambda: next(e for e in mesh_cluster(admin)["endpoints"] if e["address"] == k2)["healthy"],
+                       timeout=10, message="k2 to recover")
+        healthy_lines = [json.loads(t) for t in gw.log_text().splitlines() if '"msg":"endpoint healthy"' in t]
+        k2_lines = [line for line in healthy_lines if line["endpoint"] == k2]
+        assert k2_lines and all(line["reason"] == "5 consecutive successful checks" for line in k2_lines), k2_lines
+        k3_lines = [line for line in healthy_lines if line["endpoint"] == f"{HOST}:{ports['k3']}"]
+        assert k3_lines and k3_lines[0]["reason"] == "1 consecutive successful checks", healthy_lines
+    finally:
+        launch.stop_all()
+
+
 def test_dns_a_records_follow_the_hosts_file(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
     """A/AAAA discovery: three replicas on 127.0.0.1/.2/.3, one port; the
     name's records change under load; dnsmasq stopped keeps the endpoints."""

@@ -62,7 +62,7 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
 
     func start() {
         healthy = registry.isHealthy(cluster: clusterIndex, endpoint: endpointIndex)
-        awaitingFirstCheck = !healthy
+        awaitingFirstCheck = !healthy && registry.awaitsFirstCheck(cluster: clusterIndex, endpoint: endpointIndex)
         probe()
     }
 
@@ -179,7 +179,10 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
     private func recordFailure(_ reason: String) {
         let reason = tlsFailure.map { "\(reason) (TLS: \($0))" } ?? reason
         tlsFailure = nil
-        awaitingFirstCheck = false
+        if awaitingFirstCheck {
+            awaitingFirstCheck = false
+            registry.firstCheckFailed(epoch: epoch, cluster: clusterIndex, endpoint: endpointIndex)
+        }
         successes = 0
         failures += 1
         if healthy && failures >= config.unhealthyThreshold {

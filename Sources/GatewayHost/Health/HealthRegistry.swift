@@ -39,6 +39,11 @@ public final class HealthRegistry: Sendable {
         var epoch = 0
         var watches: [ObjectIdentifier: WatchEntry] = [:]
         var lastSent: [String: Status] = [:]
+        /// "cluster address" of endpoints added at run time that have had
+        /// no check verdict yet: their first passing check lets them in. An
+        /// endpoint that failed checks needs `healthy_threshold` passes,
+        /// even when a membership change restarts its probe.
+        var awaitingFirstCheck: Set<String> = []
     }
 
     private let state: NIOLockedValueBox<State>
@@ -76,6 +81,14 @@ public final class HealthRegistry: Sendable {
             s.endpointHealthy = runtime.clusters.map { cluster in
                 cluster.endpoints.map { known["\(cluster.name) \($0.address.description)"] ?? (cluster.healthCheck == nil) }
             }
+            var awaiting: Set<String> = []
+            for cluster in runtime.clusters where cluster.healthCheck != nil {
+                for endpoint in cluster.endpoints {
+                    let key = "\(cluster.name) \(endpoint.address.description)"
+                    if known[key] == nil || s.awaitingFirstCheck.contains(key) { awaiting.insert(key) }
+                }
+            }
+            s.awaitingFirstCheck = awaiting
             s.serviceClusters = services
             s.epoch += 1
             epoch = s.epoch
@@ -162,6 +175,23 @@ public final class HealthRegistry: Sendable {
     /// SIGTERM: every status turns NOT_SERVING before any GOAWAY goes out.
     func markDraining() { change { $0.draining = true } }
 
+    /// Whether the endpoint was added at run time and has had no check verdict yet.
+    func awaitsFirstCheck(cluster: Int, endpoint: Int) -> Bool {
+        state.withLockedValue { s in
+            guard cluster < s.endpointAddresses.count, endpoint < s.endpointAddresses[cluster].count else { return false }
+            return s.awaitingFirstCheck.contains("\(s.clusterNames[cluster]) \(s.endpointAddresses[cluster][endpoint])")
+        }
+    }
+
+    /// The endpoint's first check failed: from now on it recovers like any
+    /// unhealthy endpoint.
+    func firstCheckFailed(epoch: Int, cluster: Int, endpoint: Int) {
+        state.withLockedValue { s in
+            guard s.epoch == epoch, cluster < s.endpointAddresses.count, endpoint < s.endpointAddresses[cluster].count else { return }
+            s.awaitingFirstCheck.remove("\(s.clusterNames[cluster]) \(s.endpointAddresses[cluster][endpoint])")
+        }
+    }
+
     func setEndpoint(epoch: Int, cluster: Int, endpoint: Int, healthy: Bool, reason: String) {
         var changed = false
         var names = ("", "")
@@ -169,6 +199,7 @@ public final class HealthRegistry: Sendable {
             guard s.epoch == epoch, cluster < s.endpointHealthy.count, endpoint < s.endpointHealthy[cluster].count else { return }
             changed = s.endpointHealthy[cluster][endpoint] != healthy
             s.endpointHealthy[cluster][endpoint] = healthy
+            s.awaitingFirstCheck.remove("\(s.clusterNames[cluster]) \(s.endpointAddresses[cluster][endpoint])")
             names = (s.clusterNames[cluster], s.endpointAddresses[cluster][endpoint])
         }
         guard changed else { return }
