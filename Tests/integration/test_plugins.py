@@ -187,3 +187,56 @@ def test_a_filter_cancelling_every_attempt_ends_the_call_at_once(mesh, launcher,
         assert info.value.code() == grpc.StatusCode.CANCELLED, info.value
         assert "cancelled every attempt" in info.value.details()
         assert time.monotonic() - started < 2
+
+
+def test_a_c_balancer_routes_by_endpoint_metadata(launcher, mesh_pb2, mesh_pb2_grpc, tmp_path):
+    """ABI 1.2: the plain-C example balancer (Plugins/examples/subset_by_label.c)
+    reads each endpoint's labels from a watched endpoints file. Calls with
+    `x-version` go only to replicas labelled with it, and the response says
+    which label served them; calls without it use every replica; a version
+    nobody has gets UNAVAILABLE with the balancer's reason; relabelling a
+    replica in the file moves its calls."""
+    import os
+    plugin = cc(REPO_ROOT / "Plugins" / "examples" / "subset_by_label.c", tmp_path / "libsubset_by_label.so")
+    replicas = {rid: launcher.replica(rid) for rid in ("a1", "a2", "b1")}
+    labels = {"a1": "v1", "a2": "v1", "b1": "v2"}
+    endpoints = tmp_path / "endpoints.yaml"
+
+    def write_endpoints():
+        text = "endpoints:\n" + "".join(f"  - {{ address: \"127.0.0.1:{r.port}\", metadata: {{ version: {labels[rid]} }} }}\n"
+                                        for rid, r in replicas.items())
+        (tmp_path / "endpoints.tmp").write_text(text)
+        os.replace(tmp_path / "endpoints.tmp", endpoints)
+    write_endpoints()
+    port = free_port()
+    config = (f"plugins:\n  - {{ name: subset_by_label, path: {plugin} }}\n"
+              f"listeners:\n  - name: public\n    address: 127.0.0.1:{port}\n    routes:\n"
+              f"      - match: {{ service: mesh.v1.MeshService }}\n        cluster: mesh\n"
+              f"        filters: [ {{ plugin: subset_by_label, config: {{ label: version, header: x-version }} }} ]\n"
+              f"clusters:\n  - name: mesh\n    discovery: {{ file: {{ path: {endpoints}, refresh_interval: 100ms }} }}\n")
+    launcher.gateway(config, port, name="gw-subset")
+
+    def served(version, n=12):
+        seen = collections.Counter()
+        metadata = [("x-version", version)] if version else []
+        with insecure_channel(port) as channel:
+            stub = mesh_pb2_grpc.MeshServiceStub(channel)
+            for i in range(n):
+                response, call = stub.Process.with_call(mesh_pb2.ProcessRequest(request_id=str(i)), metadata=metadata, timeout=5)
+                seen[(response.replica_id, dict(call.initial_metadata()).get("x-upstream-version"))] += 1
+        return seen
+
+    assert served("v2") == {("b1", "v2"): 12}
+    assert served("v1") == {("a1", "v1"): 6, ("a2", "v1"): 6}
+    assert {rid for rid, _ in served(None)} == {"a1", "a2", "b1"}
+    with insecure_channel(port) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            mesh_pb2_grpc.MeshServiceStub(channel).Process(mesh_pb2.ProcessRequest(), metadata=[("x-version", "v3")], timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert info.value.details() == "no usable endpoint has label version=v3"
+
+    labels["a2"] = "v2"
+    write_endpoints()
+    from meshkit import wait_until
+    wait_until(lambda: {rid for rid, _ in served("v2", 8)} == {"a2", "b1"}, timeout=5, message="a2 relabelled v2 to take v2 calls")
+    assert served("v1") == {("a1", "v1"): 12}

@@ -1,6 +1,8 @@
 /*
- * Meshgate filter plugin ABI, version 1.1 (1.0 released; 1.1 appends
- * call_set_log_field, counter_declare and counter_add to mg_host).
+ * Meshgate filter plugin ABI, version 1.2 (1.0 released; 1.1 appends
+ * call_set_log_field, counter_declare and counter_add to mg_host; 1.2
+ * appends endpoint metadata: mg_endpoint_list.metadata and
+ * attempt_endpoint_metadata).
  *
  * v1 never changes meaning: a minor version only appends (fields at the end
  * of the structs below, new optional hooks, new host functions); a breaking
@@ -71,7 +73,7 @@ extern "C" {
 #endif
 
 #define MG_ABI_MAJOR 1
-#define MG_ABI_MINOR 1
+#define MG_ABI_MINOR 2
 
 /* The one symbol a plugin exports: `const mg_plugin *meshgate_plugin_v1(const mg_host *host)`. */
 #define MG_PLUGIN_ENTRY_V1 "meshgate_plugin_v1"
@@ -103,7 +105,8 @@ enum {
 /* What a plugin offers (mg_plugin.kinds, bit flags). A chain holds at most
  * one balancer, and at most one plugin that schedules further attempts. */
 enum {
-    MG_KIND_FILTER = 1u << 0,   /* request/response hooks */
+    MG_KIND_FILTER = 1u << 0,   /* request/response hooks (a balancer that is also a
+                                   filter gets them at its place in the chain) */
     MG_KIND_BALANCER = 1u << 1, /* lb_pick / lb_update */
     MG_KIND_RETRY = 1u << 2,    /* decides retries in on_attempt_done */
     MG_KIND_HEDGE = 1u << 3     /* starts extra attempts with call_start_attempt */
@@ -131,6 +134,19 @@ typedef struct mg_endpoint {
     uint8_t reserved[6];
 } mg_endpoint;
 
+/* Since 1.2: one `key: value` label of an endpoint, from its discovery
+ * source (etcd value, endpoints file) or its `metadata:` in the config. */
+typedef struct mg_metadata_entry {
+    mg_str key;
+    mg_str value;
+} mg_metadata_entry;
+
+/* Since 1.2: an endpoint's labels, sorted by key (no key twice). */
+typedef struct mg_endpoint_metadata {
+    const mg_metadata_entry *entries;
+    size_t count;
+} mg_endpoint_metadata;
+
 /* A cluster's endpoints. `version` changes whenever membership, weight,
  * health or ejection changes. Balancers skip endpoints with healthy == 0 or
  * ejected == 1 (outlier detection bounds how many it ejects; when nothing
@@ -142,6 +158,10 @@ typedef struct mg_endpoint_list {
     const mg_endpoint *items;
     size_t count;
     uint64_t version;
+    /* Since 1.2, read only when the host's abi_minor >= 2 (an older host
+     * does not have this field): metadata[i] labels items[i]. Valid, like
+     * the list, until the hook returns. */
+    const mg_endpoint_metadata *metadata;
 } mg_endpoint_list;
 
 /* What a pick is for. */
@@ -222,8 +242,10 @@ typedef struct mg_host {
      * Returns 1 and fills *value, or 0 when absent. */
     int (*call_request_header)(const mg_call *call, mg_str name, size_t index, mg_str *value);
 
-    /* From on_request_headers only: answer the call locally with a status
-     * (Trailers-Only); return MG_LOCAL_REPLY from the hook. */
+    /* From on_request_headers: answer the call locally with a status
+     * (Trailers-Only); return MG_LOCAL_REPLY from the hook. Since 1.2 also
+     * from lb_pick, before returning -1: the status the call ends with when
+     * no other attempt is left. */
     void (*call_local_reply)(mg_call *call, int32_t grpc_status, mg_str message);
 
     /* Microseconds left before the call's deadline; UINT64_MAX when it has none. */
@@ -304,6 +326,14 @@ typedef struct mg_host {
     /* Any thread, any time: add `delta` to a declared counter (one relaxed
      * atomic add, no lock). An id of 0 is ignored. */
     void (*counter_add)(uint64_t counter_id, uint64_t delta);
+
+    /* ---- since 1.2 (check size >= offsetof(mg_host, attempt_endpoint_metadata) + sizeof(void *)) ---- */
+
+    /* From on_attempt_start, on_response_headers or on_attempt_done: the
+     * value of label `key` of the attempt's endpoint. Returns 1 and sets
+     * *value (valid until the hook returns), or 0 when the endpoint has no
+     * such label or none is chosen yet. */
+    int (*attempt_endpoint_metadata)(const mg_attempt *attempt, mg_str key, mg_str *value);
 } mg_host;
 
 /* ------------------------------------------------------------ plugin API -- */
@@ -378,7 +408,8 @@ typedef struct mg_plugin {
 
     /* MG_KIND_BALANCER: choose an endpoint for an attempt. Write its index
      * into *chosen and return 0; return -1 when none fits (the call gets
-     * UNAVAILABLE). */
+     * UNAVAILABLE; since 1.2, the status and message of a call_local_reply
+     * made in this hook, when there is one). */
     int (*lb_pick)(void *instance, mg_call *call, const mg_pick_request *request,
                    const mg_endpoint_list *endpoints, uint32_t *chosen);
 } mg_plugin;

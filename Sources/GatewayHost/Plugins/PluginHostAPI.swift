@@ -115,6 +115,12 @@ enum PluginHostAPI {
             },
             counter_add: { id, delta in
                 PluginCounters.shared.add(id, delta)
+            },
+            attempt_endpoint_metadata: { attempt, key, value in
+                let attempt = UpstreamAttempt.from(attempt)
+                guard let found = attempt.call.endpointMetadata(attempt, key: key) else { return 0 }
+                value?.pointee = found
+                return 1
             }))
         return UnsafePointer(table)
     }()

@@ -102,6 +102,7 @@ public final class PluginImage: @unchecked Sendable {
     }
 
     public var isBalancer: Bool { kinds & UInt32(MG_KIND_BALANCER) != 0 }
+    public var isFilter: Bool { kinds & UInt32(MG_KIND_FILTER) != 0 }
     public var isRetry: Bool { kinds & UInt32(MG_KIND_RETRY) != 0 }
     public var schedulesAttempts: Bool { kinds & UInt32(MG_KIND_RETRY | MG_KIND_HEDGE) != 0 }
 

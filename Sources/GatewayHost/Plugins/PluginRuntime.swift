@@ -144,7 +144,8 @@ public final class PluginRuntime: Sendable {
                         }
                         balancer = defaultBalancer
                     }
-                    routeChains.append(RouteChain(filters: filters.filter { !$0.image.isBalancer }, balancer: balancer!))
+                    // A balancer's filter hooks run too when it is also a filter.
+                    routeChains.append(RouteChain(filters: filters.filter { !$0.image.isBalancer || $0.image.isFilter }, balancer: balancer!))
                 }
                 chains.append(routeChains)
             }

@@ -142,6 +142,8 @@ final class ProxyCall: HTTP2StreamDelegate {
             drop(attempt)
             guard !finished, attempts.isEmpty, scheduledAttempt == nil else { return }
             if let (last, outcome) = pendingOutcome { return finish(with: last, outcome) }
+            // The balancer said why it found none (call_local_reply in lb_pick).
+            if verdict != 0, let reply = plugin.localReply { return fail(reply) }
             guard !cluster.endpoints.isEmpty else {
                 let why = cluster.config.discovery.map { "its discovery source (\($0)) has found none yet" } ?? "none are configured"
                 fail(GRPCStatus(.unavailable, "cluster '\(cluster.name)' has no endpoints: \(why)"))
@@ -158,7 +160,15 @@ final class ProxyCall: HTTP2StreamDelegate {
         let picked = cluster.endpoints[Int(chosen)]
         attempt.pool = picked
         attempt.endpointID = cluster.endpointID(Int(chosen))
+        attempt.endpointIndex = Int(chosen)
         picked.acquire(for: attempt)
+    }
+
+    /// Label `key` of the attempt's endpoint (ABI 1.2), from the generation
+    /// the call runs in.
+    func endpointMetadata(_ attempt: UpstreamAttempt, key: mg_str) -> mg_str? {
+        guard attempt.pool != nil else { return nil }
+        return generation.clusters[route.clusterIndex].metadataValue(endpoint: attempt.endpointIndex, key: key)
     }
 
     /// The endpoint could not connect; nothing was sent, so try another.

@@ -17,6 +17,8 @@ final class UpstreamAttempt: HTTP2StreamDelegate {
 
     var pool: EndpointPool?
     var endpointID: UInt64 = 0
+    /// The chosen endpoint's index in its generation's cluster (for metadata).
+    var endpointIndex = -1
     var connection: HTTP2Connection?
     var stream: Int32 = 0
     /// The upstream stream is open and takes request bytes.

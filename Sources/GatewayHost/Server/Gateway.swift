@@ -462,7 +462,10 @@ public final class Gateway: Sendable {
     /// Everything about the clusters a reload has to act on.
     static func clusterSignature(_ config: GatewayConfig) -> [String] {
         config.clusters.map { cluster in
-            "\(cluster.name):" + cluster.endpoints.map { "\($0.address)*\($0.weight)" }.joined(separator: ",")
+            "\(cluster.name):" + cluster.endpoints.map { endpoint in
+                // Metadata counts: balancers and /clusters must see relabelled endpoints.
+                "\(endpoint.address)*\(endpoint.weight)" + endpoint.metadata.sorted { $0.key < $1.key }.map { "|\($0.key)=\($0.value)" }.joined()
+            }.joined(separator: ",")
                 + "/\(cluster.connectTimeout)/\(cluster.maxConnectionsPerEndpoint)/\(cluster.healthCheck.map { "\($0)" } ?? "-")"
                 + "/\(cluster.tls.map { "\($0.cert ?? "")|\($0.key ?? "")|\($0.ca ?? "")|\($0.serverName ?? "")" } ?? "-")"
         }

@@ -1,4 +1,7 @@
 import FilterABI
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One cluster's endpoints as seen from one event loop, and the view of
 /// them that balancer plugins pick from (`mg_endpoint_list`).
@@ -11,6 +14,12 @@ final class ClusterPool {
     private let nameBytes: UnsafeMutableBufferPointer<CChar>
     private var addressBytes: [UnsafeMutableBufferPointer<CChar>] = []
     private var version: UInt64 = 1
+    /// ABI 1.2: each endpoint's labels, parallel to `items`, sorted by key,
+    /// their bytes in `metadataBytes`. Built once per generation and loop;
+    /// never written after init.
+    private let metadata: UnsafeMutablePointer<mg_endpoint_metadata>
+    private var metadataEntries: [UnsafeMutableBufferPointer<mg_metadata_entry>] = []
+    private var metadataBytes: [UnsafeMutableBufferPointer<CChar>] = []
 
     /// `pool` gives the pool of each endpoint: a new one, or the one a
     /// previous generation used.
@@ -19,7 +28,21 @@ final class ClusterPool {
         self.index = index
         self.endpoints = config.endpoints.map(pool)
         items = .allocate(capacity: max(endpoints.count, 1))
+        metadata = .allocate(capacity: max(endpoints.count, 1))
         nameBytes = Self.copy(config.name)
+        for (i, endpointConfig) in config.endpoints.enumerated() {
+            let labels = endpointConfig.metadata.sorted { $0.key < $1.key }
+            let entries = UnsafeMutableBufferPointer<mg_metadata_entry>.allocate(capacity: max(labels.count, 1))
+            for (j, label) in labels.enumerated() {
+                let key = Self.copy(label.key)
+                let value = Self.copy(label.value)
+                metadataBytes += [key, value]
+                entries[j] = mg_metadata_entry(key: mg_str(ptr: key.baseAddress, len: key.count),
+                                               value: mg_str(ptr: value.baseAddress, len: value.count))
+            }
+            metadataEntries.append(entries)
+            metadata[i] = mg_endpoint_metadata(entries: entries.baseAddress, count: labels.count)
+        }
         for (i, endpoint) in endpoints.enumerated() {
             let address = Self.copy(endpoint.address)
             addressBytes.append(address)
@@ -34,6 +57,20 @@ final class ClusterPool {
         items.deallocate()
         nameBytes.deallocate()
         addressBytes.forEach { $0.deallocate() }
+        metadata.deallocate()
+        metadataEntries.forEach { $0.deallocate() }
+        metadataBytes.forEach { $0.deallocate() }
+    }
+
+    /// Label `key` of endpoint `index` (ABI 1.2 attempt_endpoint_metadata).
+    func metadataValue(endpoint index: Int, key: mg_str) -> mg_str? {
+        guard index >= 0, index < endpoints.count, let wanted = key.ptr else { return nil }
+        let labels = metadata[index]
+        for j in 0..<labels.count {
+            let entry = labels.entries[j]
+            if entry.key.len == key.len, entry.key.len == 0 || memcmp(entry.key.ptr, wanted, key.len) == 0 { return entry.value }
+        }
+        return nil
     }
 
     private static func copy(_ text: String) -> UnsafeMutableBufferPointer<CChar> {
@@ -60,7 +97,7 @@ final class ClusterPool {
             items[i].in_flight = UInt32(clamping: endpoint.inFlight)
         }
         return mg_endpoint_list(cluster: mg_str(ptr: nameBytes.baseAddress, len: nameBytes.count),
-                                items: items, count: endpoints.count, version: version)
+                                items: items, count: endpoints.count, version: version, metadata: metadata)
     }
 
     /// The id balancers see for endpoint `index`.
