@@ -315,6 +315,51 @@ def test_hedging_cuts_the_tail_and_cancels_the_loser(mesh, launcher):
     assert cancelled_after - cancelled_before >= 5, (cancelled_before, cancelled_after)
 
 
+def test_hedged_client_stream_past_the_replay_buffer_commits_to_one_attempt(launcher):
+    """Two hedged attempts of a client stream are both open when the request
+    outgrows the 64 KiB replay buffer: the call commits to one of them and
+    cancels the other at once (gRFC A6's commit point), instead of feeding
+    both upstreams to the end; the call still succeeds with every byte."""
+    received = []
+    lock = threading.Lock()
+
+    def collect(iterator, context):
+        entry = {"messages": 0, "bytes": b""}
+        with lock:
+            received.append(entry)
+        try:
+            for message in iterator:
+                entry["messages"] += 1
+                entry["bytes"] += message
+        except Exception:  # the gateway cancelled this attempt
+            pass
+        return hashlib.sha256(entry["bytes"]).hexdigest().encode()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "mesh.v1.MeshService", {"CollectMetrics": grpc.stream_unary_rpc_method_handler(collect)})])
+    upstream_port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{upstream_port}")
+    server.start()
+    try:
+        port = start_gateway(launcher, [upstream_port], [{"plugin": "hedge", "config": {
+            "max_attempts": 2, "hedging_delay": "50ms"}}], "gw-hedge-overflow", replay_buffer_limit=65536)
+        messages = [bytes([i]) * 4096 for i in range(40)]
+
+        def stream():
+            yield from messages[:4]
+            time.sleep(0.4)  # the hedge opens and gets the first 16 KiB replayed
+            yield from messages[4:]
+        with insecure_channel(port) as ch:
+            answer = ch.stream_unary(COLLECT)(stream(), timeout=10)
+        assert answer == hashlib.sha256(b"".join(messages)).hexdigest().encode()
+        wait_until(lambda: len(received) == 2, timeout=5, message="both attempts at the upstream")
+        counts = sorted(entry["messages"] for entry in received)
+        assert counts[1] == 40 and counts[0] < 30, counts
+    finally:
+        server.stop(0)
+
+
 # --------------------------------------------------------------------------
 # Circuit breaker
 

@@ -368,14 +368,17 @@ final class ProxyCall: HTTP2StreamDelegate {
         }
     }
 
-    /// The request outgrew the replay buffer: no new attempt can start, so
-    /// the attempts still waiting for a connection give way to an open one.
+    /// The request outgrew the replay buffer: the call commits (gRFC A6).
+    /// No new attempt can start, and of the open ones only the one furthest
+    /// along goes on; the others (hedges, and attempts still waiting for a
+    /// connection) are cancelled at once, so no upstream's backlog grows
+    /// past its window and the client's credit follows one attempt.
     private func stopReplaying() {
         canReplay = false
         scheduledAttempt?.cancel()
         scheduledAttempt = nil
-        if attempts.contains(where: { $0.isOpen }) {
-            for attempt in attempts where !attempt.isOpen { cancel(attempt) }
+        if let keep = attempts.filter({ $0.isOpen && !$0.cancelled }).max(by: { $0.written < $1.written }) {
+            for attempt in attempts where attempt !== keep { cancel(attempt) }
             replay.removeAll()
         } else if attempts.isEmpty, !finished, let (last, outcome) = pendingOutcome {
             // A retry was waiting for its backoff: there is nothing to retry with now.
