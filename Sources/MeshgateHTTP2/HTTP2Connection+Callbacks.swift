@@ -93,6 +93,11 @@ extension HTTP2Connection {
             if frame.hd.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 {
                 delegate?.http2ConnectionDidReceiveSettings(self)
             }
+        case NGHTTP2_PING.rawValue:
+            if frame.hd.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) != 0, let ack = pendingPingAck {
+                pendingPingAck = nil
+                ack()
+            }
         case NGHTTP2_GOAWAY.rawValue:
             receivedGoAway = true
             delegate?.http2(self, didReceiveGoAway: frame.goaway.last_stream_id, errorCode: frame.goaway.error_code)

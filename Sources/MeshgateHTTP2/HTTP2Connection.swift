@@ -26,6 +26,8 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
 
     /// Why the connection ended, when it ended on an error.
     public private(set) var closeReason: String?
+    /// Runs when the ACK of our outstanding PING arrives.
+    var pendingPingAck: (() -> Void)?
     /// The peer broke the protocol (bad preface, HTTP/1.x, invalid frames),
     /// as opposed to an ordinary disconnect.
     public private(set) var closedForProtocolError = false
@@ -297,6 +299,23 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         let last = nghttp2_session_get_last_proc_stream_id(session)
         nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, UInt32(NGHTTP2_NO_ERROR.rawValue), nil, 0)
         flush()
+    }
+
+    /// Sends a PING; `onAck` runs when its ACK arrives. One PING at a time:
+    /// false (and nothing sent) while one is outstanding or the connection
+    /// is closed.
+    public func ping(onAck: @escaping () -> Void) -> Bool {
+        guard let session, !isClosed, pendingPingAck == nil else { return false }
+        guard nghttp2_submit_ping(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nil) == 0 else { return false }
+        pendingPingAck = onAck
+        scheduleFlush()
+        return true
+    }
+
+    /// Closes the TCP connection now, saying why; open streams see `connectionLost`.
+    public func close(reason: String) {
+        if closeReason == nil { closeReason = reason }
+        close()
     }
 
     /// Closes the TCP connection now; open streams see `connectionLost`.

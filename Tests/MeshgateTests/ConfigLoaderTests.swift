@@ -91,6 +91,17 @@ import Testing
         #expect(listType.field.hasPrefix("listeners[0]"))
     }
 
+    @Test func keepaliveIsParsedAndChecked() throws {
+        let with = valid.replacingOccurrences(of: "    connect_timeout: 250ms\n", with: "    connect_timeout: 250ms\n    keepalive: { interval: 10s, timeout: 2s }\n")
+        let config = try ConfigLoader.parse(with, file: "mesh.yaml")
+        #expect(config.clusters[0].keepalive == KeepaliveConfig(interval: .seconds(10), timeout: .seconds(2)))
+        let tooOften = try #require(error(with.replacingOccurrences(of: "interval: 10s", with: "interval: 10ms")))
+        #expect(tooOften.field == "clusters[0].keepalive.interval")
+        #expect(tooOften.message.contains("at least 100ms"))
+        let unknown = try #require(error(with.replacingOccurrences(of: "interval: 10s, timeout: 2s }", with: "interval: 10s, timeout: 2s, every: 1s }")))
+        #expect(unknown.field == "clusters[0].keepalive.every")
+    }
+
     @Test func duplicateNamesAreRefused() throws {
         let twoClusters = valid + "\n  - name: mesh\n    endpoints: [{ address: 127.0.0.1:1 }]\n"
         let e = try #require(error(twoClusters))

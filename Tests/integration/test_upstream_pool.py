@@ -9,8 +9,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import pytest
 
-from meshkit import free_port, gateway_config, insecure_channel, wait_until
+from meshkit import free_port, gateway_config, insecure_channel, to_yaml, wait_until
 
 ROUTES = [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]
 
@@ -121,3 +122,46 @@ def test_silent_upstream_fails_after_connect_timeout(mesh, launcher):
             assert time.monotonic() - started < 3
     finally:
         silent.close()
+
+
+def test_keepalive_closes_a_connection_to_a_frozen_upstream(mesh, launcher):
+    """Cluster `keepalive` (PING every 200 ms, 300 ms for the ACK): a replica
+    frozen with SIGSTOP still has its TCP connection (the kernel ACKs), but
+    answers no PING, so the gateway closes the connection and the call on it
+    fails UNAVAILABLE in about half a second instead of waiting out its 10 s
+    deadline. Without keepalive the same call waits for the deadline."""
+    import os
+    import signal
+    pb = mesh.pb2
+    frozen = launcher.replica("frozen")
+    ports, gateways = {}, {}
+    for name, keepalive in (("ka", {"interval": "200ms", "timeout": "300ms"}), ("plain", None)):
+        port = free_port()
+        cluster = {"name": "mesh", "endpoints": [{"address": f"127.0.0.1:{frozen.port}"}]}
+        if keepalive:
+            cluster["keepalive"] = keepalive
+        doc = {"listeners": [{"name": "public", "address": f"127.0.0.1:{port}", "routes": ROUTES}], "clusters": [cluster]}
+        ports[name] = port
+        gateways[name] = launcher.gateway(to_yaml(doc), port, name=f"gw-keepalive-{name}")
+    channels = {name: insecure_channel(port) for name, port in ports.items()}
+    try:
+        stubs = {name: mesh.pb2_grpc.MeshServiceStub(ch) for name, ch in channels.items()}
+        for stub in stubs.values():
+            assert stub.Process(pb.ProcessRequest(request_id="warm"), timeout=5).replica_id == "frozen"
+        time.sleep(0.5)  # a few PINGs go back and forth while the replica runs
+        os.kill(frozen.proc.pid, signal.SIGSTOP)
+        try:
+            took = {}
+            for name in ("ka", "plain"):
+                started = time.monotonic()
+                with pytest.raises(grpc.RpcError) as caught:
+                    stubs[name].Process(pb.ProcessRequest(request_id="stuck"), timeout=3 if name == "plain" else 10)
+                took[name] = (time.monotonic() - started, caught.value.code())
+        finally:
+            os.kill(frozen.proc.pid, signal.SIGCONT)
+        assert took["ka"][1] == grpc.StatusCode.UNAVAILABLE and took["ka"][0] < 2.0, took
+        assert took["plain"][1] == grpc.StatusCode.DEADLINE_EXCEEDED, took
+        assert "upstream keepalive timed out" in gateways["ka"].proc.log_text()
+    finally:
+        for ch in channels.values():
+            ch.close()

@@ -189,7 +189,7 @@ public enum ConfigLoader {
 
     private static func parseCluster(_ node: YAMLNode, file: String, path: String) throws(ConfigError) -> ClusterConfig {
         let c = try YAMLFieldReader(node, file: file, path: path, allowed: [
-            "name", "endpoints", "discovery", "connect_timeout", "max_connections_per_endpoint", "health_check", "tls",
+            "name", "endpoints", "discovery", "connect_timeout", "max_connections_per_endpoint", "health_check", "tls", "keepalive",
         ])
         var cluster = ClusterConfig(name: try c.requiredString("name"), endpoints: [])
         if let d = try c.duration("connect_timeout") { cluster.connectTimeout = d }
@@ -199,6 +199,15 @@ public enum ConfigLoader {
         }
         if let node = c.node("health_check") {
             cluster.healthCheck = try parseHealthCheck(node, file: file, path: c.fieldPath("health_check"))
+        }
+        if let node = c.node("keepalive") {
+            let k = try YAMLFieldReader(node, file: file, path: c.fieldPath("keepalive"), allowed: ["interval", "timeout"])
+            var keepalive = KeepaliveConfig()
+            if let d = try k.duration("interval") { keepalive.interval = d }
+            if let d = try k.duration("timeout") { keepalive.timeout = d }
+            guard keepalive.interval >= .milliseconds(100) else { throw k.error("interval", k.node("interval"), "must be at least 100ms") }
+            guard keepalive.timeout > .zero else { throw k.error("timeout", k.node("timeout"), "must be more than zero") }
+            cluster.keepalive = keepalive
         }
         if let discoveryNode = c.node("discovery") {
             if c.node("endpoints") != nil {

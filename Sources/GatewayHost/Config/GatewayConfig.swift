@@ -132,13 +132,24 @@ public struct ClusterConfig: Sendable {
     /// Where endpoints come from when they are discovered; `endpoints` then
     /// holds the last known set.
     public var discovery: DiscoveryConfig?
+    /// HTTP/2 PINGs on every upstream connection; nil: none.
+    public var keepalive: KeepaliveConfig?
 
     /// Whether connections made for `other` would be made the same way (a
     /// reload keeps an endpoint's pool only then).
     func sameConnectionSettings(as other: ClusterConfig) -> Bool {
         name == other.name && connectTimeout == other.connectTimeout && maxConnectionsPerEndpoint == other.maxConnectionsPerEndpoint
-            && tls == other.tls
+            && tls == other.tls && keepalive == other.keepalive
     }
+}
+
+/// `keepalive:` of a cluster (Envoy's `connection_keepalive`): a PING every
+/// `interval` on each upstream connection; no ACK within `timeout` closes
+/// the connection, so calls on a peer that vanished without a FIN (a dead
+/// host, a dropped NAT entry) fail in seconds instead of at their deadline.
+public struct KeepaliveConfig: Sendable, Equatable {
+    public var interval: Duration = .seconds(30)
+    public var timeout: Duration = .seconds(5)
 }
 
 /// `health_check:` of a cluster: grpc.health.v1 probes of every endpoint.
