@@ -102,6 +102,14 @@ import Testing
         #expect(unknown.field == "clusters[0].keepalive.every")
     }
 
+    @Test func listenerIdleTimeoutDefaultsToAnHour() throws {
+        #expect(try ConfigLoader.parse(valid, file: "mesh.yaml").listeners[0].idleTimeout == .seconds(3600))
+        let off = valid.replacingOccurrences(of: "    address: 0.0.0.0:50051\n", with: "    address: 0.0.0.0:50051\n    idle_timeout: 0s\n")
+        #expect(try ConfigLoader.parse(off, file: "mesh.yaml").listeners[0].idleTimeout == .zero)
+        let bad = try #require(error(off.replacingOccurrences(of: "idle_timeout: 0s", with: "idle_timeout: soon")))
+        #expect(bad.field == "listeners[0].idle_timeout")
+    }
+
     @Test func duplicateNamesAreRefused() throws {
         let twoClusters = valid + "\n  - name: mesh\n    endpoints: [{ address: 127.0.0.1:1 }]\n"
         let e = try #require(error(twoClusters))

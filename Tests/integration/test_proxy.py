@@ -409,3 +409,27 @@ def test_sigterm_drains_in_flight_calls(mesh, launcher):
 
     assert gateway.proc.wait(timeout=drain_timeout_s + 5) == 0
     assert not port_accepts(port)
+
+
+def test_idle_connections_are_closed_after_the_listener_idle_timeout(mesh, launcher):
+    """Listener `idle_timeout` 500 ms: a call that runs longer than that is
+    not cut (its connection has a stream); once the connection has no stream
+    for 500 ms the gateway sends GOAWAY and closes it, and the client's next
+    call simply opens a new connection."""
+    pb = mesh.pb2
+    port = free_port()
+    config = gateway_config(port, clusters={"mesh": [r.port for r in mesh.replicas.values()]},
+                            routes=[{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}])
+    config = config.replace(f"address: 127.0.0.1:{port}\n", f"address: 127.0.0.1:{port}\n    idle_timeout: 500ms\n", 1)
+    assert "idle_timeout: 500ms" in config
+    gw = launcher.gateway(config, port, name="gw-idle")
+
+    def idle_closes() -> int:
+        return gw.proc.log_text().count('"msg":"downstream connection idle: closing"')
+    with insecure_channel(port) as channel:
+        stub = mesh.pb2_grpc.MeshServiceStub(channel)
+        reply = stub.Process(pb.ProcessRequest(request_id="slow", data="s"), metadata=[("x-mesh-delay-ms", "1200")], timeout=T)
+        assert reply.result == "processed: s"
+        assert idle_closes() == 0
+        wait_until(idle_closes, timeout=5, message="the idle connection to be closed")
+        assert stub.Process(pb.ProcessRequest(request_id="after", data="a"), timeout=T).result == "processed: a"

@@ -83,11 +83,12 @@ public enum ConfigLoader {
     }
 
     private static func parseListener(_ node: YAMLNode, file: String, path: String, clusters: Set<String>) throws(ConfigError) -> ListenerConfig {
-        let l = try YAMLFieldReader(node, file: file, path: path, allowed: ["name", "address", "routes", "max_concurrent_streams", "tls"])
+        let l = try YAMLFieldReader(node, file: file, path: path, allowed: ["name", "address", "routes", "max_concurrent_streams", "tls", "idle_timeout"])
         let name = try l.requiredString("name")
         let address = try l.requiredAddress("address")
         var listener = ListenerConfig(name: name, address: address, routes: [])
         if let n = try l.int("max_concurrent_streams", range: 1...1_000_000) { listener.maxConcurrentStreams = n }
+        if let d = try l.duration("idle_timeout") { listener.idleTimeout = d }
         if let tlsNode = l.node("tls") {
             listener.tls = try parseTLS(tlsNode, file: file, path: l.fieldPath("tls"), listener: true)
         }

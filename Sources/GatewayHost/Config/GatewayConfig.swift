@@ -47,6 +47,9 @@ public struct ListenerConfig: Sendable {
     public var routes: [RouteConfig]
     /// TLS (and mutual TLS) for downstream connections; nil: h2c.
     public var tls: TLSFilesConfig?
+    /// A connection with no stream for this long is closed (GOAWAY, then
+    /// close), as Envoy's `idle_timeout` does; zero: never.
+    public var idleTimeout: Duration = .seconds(3600)
 }
 
 /// `tls:` of a listener or a cluster: PEM files, resolved against the

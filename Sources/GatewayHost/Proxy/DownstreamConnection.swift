@@ -13,6 +13,10 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     unowned let loop: LoopContext
     /// The connection's TLS, on a TLS listener: its verified client identity.
     let tls: TLSHandler?
+    /// Runs out when the connection has had no stream for the listener's
+    /// `idle_timeout`: a client that keeps connections it no longer uses
+    /// does not keep the gateway's memory and file descriptors forever.
+    private var idleTimer: Scheduled<Void>?
 
     init(listener: GatewayRuntime.Listener, loop: LoopContext, tls: TLSHandler?) {
         self.listenerIndex = listener.index
@@ -21,7 +25,32 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
         self.tls = tls
     }
 
+    func http2ConnectionDidReceiveSettings(_ connection: HTTP2Connection) {
+        if idleTimer == nil && connection.activeStreamCount == 0 { armIdleTimer(connection) }
+    }
+
+    func http2(_ connection: HTTP2Connection, didCloseStream stream: Int32) {
+        if connection.activeStreamCount == 0 { armIdleTimer(connection) }
+    }
+
+    private func armIdleTimer(_ connection: HTTP2Connection) {
+        idleTimer?.cancel()
+        idleTimer = nil
+        let timeout = loop.generation.runtime.listeners[listenerIndex].config.idleTimeout
+        guard timeout > .zero else { return }
+        idleTimer = loop.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanosecondsClamped)) { [weak self, weak connection] in
+            guard let self, let connection, connection.activeStreamCount == 0 else { return }
+            Log.info("downstream connection idle: closing", [
+                "listener": self.listenerName, "peer": connection.remoteAddress.map { "\($0)" } ?? "-",
+                "idle_timeout_ms": String(timeout.nanosecondsClamped / 1_000_000),
+            ])
+            connection.beginGracefulShutdown(finalGoAwayDelay: .milliseconds(100))
+        }
+    }
+
     func http2(_ connection: HTTP2Connection, didReceiveRequest headers: HTTP2HeaderList, stream: Int32, endStream: Bool) -> HTTP2StreamDelegate? {
+        idleTimer?.cancel()
+        idleTimer = nil
         guard headers[":method"] == "POST" else {
             return reply(connection, stream, GRPCStatus(.internal, "gRPC requires POST, got \(headers[":method"] ?? "no method")"), httpStatus: 405)
         }
@@ -68,6 +97,8 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     }
 
     func http2ConnectionDidClose(_ connection: HTTP2Connection) {
+        idleTimer?.cancel()
+        idleTimer = nil
         loop.unregister(connection)
         if let reason = connection.closeReason {
             // Clients that break the protocol are worth a line; ordinary
