@@ -108,6 +108,10 @@ import Testing
         #expect(try ConfigLoader.parse(off, file: "mesh.yaml").listeners[0].idleTimeout == .zero)
         let bad = try #require(error(off.replacingOccurrences(of: "idle_timeout: 0s", with: "idle_timeout: soon")))
         #expect(bad.field == "listeners[0].idle_timeout")
+        let pinging = off.replacingOccurrences(of: "idle_timeout: 0s\n", with: "idle_timeout: 0s\n    keepalive: { interval: 1s }\n")
+        #expect(try ConfigLoader.parse(pinging, file: "mesh.yaml").listeners[0].keepalive == KeepaliveConfig(interval: .seconds(1), timeout: .seconds(5)))
+        let tooFast = try #require(error(pinging.replacingOccurrences(of: "interval: 1s", with: "interval: 5ms")))
+        #expect(tooFast.field == "listeners[0].keepalive.interval")
     }
 
     @Test func duplicateNamesAreRefused() throws {

@@ -433,3 +433,47 @@ def test_idle_connections_are_closed_after_the_listener_idle_timeout(mesh, launc
         assert idle_closes() == 0
         wait_until(idle_closes, timeout=5, message="the idle connection to be closed")
         assert stub.Process(pb.ProcessRequest(request_id="after", data="a"), timeout=T).result == "processed: a"
+
+
+def test_listener_keepalive_closes_a_client_that_stopped_answering(mesh, launcher):
+    """Listener `keepalive` (PING every 200 ms, 300 ms for the ACK): a raw
+    HTTP/2 client starts a 5 s call and then never reads again, like a client
+    whose host froze. Its TCP connection stays up, but no PING ACK comes, so
+    the gateway closes the connection within a second and the upstream call
+    is cancelled instead of running on. A grpcio client on the same listener,
+    which answers PINGs, keeps a 1.5 s call."""
+    import socket
+    import h2.config
+    import h2.connection
+    from meshkit import to_yaml
+    pb = mesh.pb2
+    replica = mesh.replicas["r1"]
+    port = free_port()
+    doc = {"listeners": [{"name": "public", "address": f"127.0.0.1:{port}", "keepalive": {"interval": "200ms", "timeout": "300ms"},
+                          "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]}],
+           "clusters": [{"name": "mesh", "endpoints": [{"address": f"127.0.0.1:{replica.port}"}]}]}
+    gw = launcher.gateway(to_yaml(doc), port, name="gw-client-keepalive")
+
+    with insecure_channel(port) as channel:
+        reply = mesh.pb2_grpc.MeshServiceStub(channel).Process(
+            pb.ProcessRequest(request_id="kept", data="k"), metadata=[("x-mesh-delay-ms", "1500")], timeout=T)
+        assert reply.result == "processed: k"
+    assert "downstream keepalive timed out" not in gw.proc.log_text()
+
+    def cancelled() -> int:
+        return mesh.control("r1").GetStats(pb.StatsRequest(), timeout=5).cancelled
+    before = cancelled()
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        conn.initiate_connection()
+        stream = conn.get_next_available_stream_id()
+        conn.send_headers(stream, [(":method", "POST"), (":scheme", "http"), (":path", "/mesh.v1.MeshService/Process"),
+                                   (":authority", f"127.0.0.1:{port}"), ("content-type", "application/grpc"), ("te", "trailers"),
+                                   ("x-mesh-delay-ms", "5000")])
+        conn.send_data(stream, grpc_frame(pb.ProcessRequest(request_id="frozen").SerializeToString()), end_stream=True)
+        sock.sendall(conn.data_to_send())
+        started = time.monotonic()
+        wait_until(lambda: "downstream keepalive timed out" in gw.proc.log_text(), timeout=5,
+                   message="the gateway to give up on the silent client")
+        assert time.monotonic() - started < 3
+        wait_until(lambda: cancelled() > before, timeout=5, message="the upstream call to be cancelled")

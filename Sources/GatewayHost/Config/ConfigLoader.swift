@@ -83,12 +83,13 @@ public enum ConfigLoader {
     }
 
     private static func parseListener(_ node: YAMLNode, file: String, path: String, clusters: Set<String>) throws(ConfigError) -> ListenerConfig {
-        let l = try YAMLFieldReader(node, file: file, path: path, allowed: ["name", "address", "routes", "max_concurrent_streams", "tls", "idle_timeout"])
+        let l = try YAMLFieldReader(node, file: file, path: path, allowed: ["name", "address", "routes", "max_concurrent_streams", "tls", "idle_timeout", "keepalive"])
         let name = try l.requiredString("name")
         let address = try l.requiredAddress("address")
         var listener = ListenerConfig(name: name, address: address, routes: [])
         if let n = try l.int("max_concurrent_streams", range: 1...1_000_000) { listener.maxConcurrentStreams = n }
         if let d = try l.duration("idle_timeout") { listener.idleTimeout = d }
+        if let node = l.node("keepalive") { listener.keepalive = try parseKeepalive(node, file: file, path: l.fieldPath("keepalive")) }
         if let tlsNode = l.node("tls") {
             listener.tls = try parseTLS(tlsNode, file: file, path: l.fieldPath("tls"), listener: true)
         }
@@ -201,15 +202,7 @@ public enum ConfigLoader {
         if let node = c.node("health_check") {
             cluster.healthCheck = try parseHealthCheck(node, file: file, path: c.fieldPath("health_check"))
         }
-        if let node = c.node("keepalive") {
-            let k = try YAMLFieldReader(node, file: file, path: c.fieldPath("keepalive"), allowed: ["interval", "timeout"])
-            var keepalive = KeepaliveConfig()
-            if let d = try k.duration("interval") { keepalive.interval = d }
-            if let d = try k.duration("timeout") { keepalive.timeout = d }
-            guard keepalive.interval >= .milliseconds(100) else { throw k.error("interval", k.node("interval"), "must be at least 100ms") }
-            guard keepalive.timeout > .zero else { throw k.error("timeout", k.node("timeout"), "must be more than zero") }
-            cluster.keepalive = keepalive
-        }
+        if let node = c.node("keepalive") { cluster.keepalive = try parseKeepalive(node, file: file, path: c.fieldPath("keepalive")) }
         if let discoveryNode = c.node("discovery") {
             if c.node("endpoints") != nil {
                 throw c.error("endpoints", c.node("endpoints"), "a cluster has either `endpoints:` or `discovery:`, not both")
@@ -326,6 +319,17 @@ public enum ConfigLoader {
         if let tlsNode = r.node("tls") { etcd.tls = try parseTLS(tlsNode, file: file, path: r.fieldPath("tls"), listener: false) }
         if let v = try r.duration("dial_timeout") { etcd.dialTimeout = v }
         return .etcd(etcd)
+    }
+
+    /// `keepalive: { interval, timeout }` of a cluster or a listener.
+    private static func parseKeepalive(_ node: YAMLNode, file: String, path: String) throws(ConfigError) -> KeepaliveConfig {
+        let k = try YAMLFieldReader(node, file: file, path: path, allowed: ["interval", "timeout"])
+        var keepalive = KeepaliveConfig()
+        if let d = try k.duration("interval") { keepalive.interval = d }
+        if let d = try k.duration("timeout") { keepalive.timeout = d }
+        guard keepalive.interval >= .milliseconds(100) else { throw k.error("interval", k.node("interval"), "must be at least 100ms") }
+        guard keepalive.timeout > .zero else { throw k.error("timeout", k.node("timeout"), "must be more than zero") }
+        return keepalive
     }
 
     private static func parseHealthCheck(_ node: YAMLNode, file: String, path: String) throws(ConfigError) -> HealthCheckConfig {

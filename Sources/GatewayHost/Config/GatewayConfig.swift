@@ -50,6 +50,8 @@ public struct ListenerConfig: Sendable {
     /// A connection with no stream for this long is closed (GOAWAY, then
     /// close), as Envoy's `idle_timeout` does; zero: never.
     public var idleTimeout: Duration = .seconds(3600)
+    /// HTTP/2 PINGs to each client connection; nil: none.
+    public var keepalive: KeepaliveConfig?
 }
 
 /// `tls:` of a listener or a cluster: PEM files, resolved against the
@@ -146,10 +148,11 @@ public struct ClusterConfig: Sendable {
     }
 }
 
-/// `keepalive:` of a cluster (Envoy's `connection_keepalive`): a PING every
-/// `interval` on each upstream connection; no ACK within `timeout` closes
-/// the connection, so calls on a peer that vanished without a FIN (a dead
-/// host, a dropped NAT entry) fail in seconds instead of at their deadline.
+/// `keepalive:` of a cluster (Envoy's `connection_keepalive`) or a listener:
+/// a PING every `interval` on each connection; no ACK within `timeout`
+/// closes the connection, so calls with a peer that vanished without a FIN
+/// (a dead host, a dropped NAT entry) end in seconds instead of at their
+/// deadline.
 public struct KeepaliveConfig: Sendable, Equatable {
     public var interval: Duration = .seconds(30)
     public var timeout: Duration = .seconds(5)

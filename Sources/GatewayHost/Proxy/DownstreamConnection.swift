@@ -17,6 +17,8 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     /// `idle_timeout`: a client that keeps connections it no longer uses
     /// does not keep the gateway's memory and file descriptors forever.
     private var idleTimer: Scheduled<Void>?
+    /// Listener `keepalive`: finds clients that vanished without a FIN.
+    private var keepalive: KeepalivePinger?
 
     init(listener: GatewayRuntime.Listener, loop: LoopContext, tls: TLSHandler?) {
         self.listenerIndex = listener.index
@@ -27,6 +29,15 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
 
     func http2ConnectionDidReceiveSettings(_ connection: HTTP2Connection) {
         if idleTimer == nil && connection.activeStreamCount == 0 { armIdleTimer(connection) }
+        if keepalive == nil, let config = loop.generation.runtime.listeners[listenerIndex].config.keepalive {
+            let listener = listenerName
+            keepalive = KeepalivePinger(config: config, connection: connection) { [weak connection] reason in
+                Log.warning("downstream keepalive timed out", [
+                    "listener": listener, "peer": connection?.remoteAddress.map { "\($0)" } ?? "-", "reason": reason,
+                ])
+            }
+            keepalive?.start()
+        }
     }
 
     func http2(_ connection: HTTP2Connection, didCloseStream stream: Int32) {
@@ -99,6 +110,8 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     func http2ConnectionDidClose(_ connection: HTTP2Connection) {
         idleTimer?.cancel()
         idleTimer = nil
+        keepalive?.stop()
+        keepalive = nil
         loop.unregister(connection)
         if let reason = connection.closeReason {
             // Clients that break the protocol are worth a line; ordinary

@@ -16,34 +16,11 @@ final class UpstreamConnection: HTTP2ConnectionDelegate {
     var isConnecting = true
     var failureReason: String?
     private(set) var isClosed = false
-    /// The next keepalive PING, or the wait for its ACK.
-    private var keepaliveTask: Scheduled<Void>?
+    /// Cluster `keepalive`, once the connection is up.
+    private var keepalive: KeepalivePinger?
 
     init(pool: EndpointPool) {
         self.pool = pool
-    }
-
-    /// Cluster `keepalive`: a PING every interval; no ACK within the
-    /// timeout closes the connection (its calls fail as a lost connection).
-    private func scheduleKeepalive() {
-        guard let keepalive = pool.cluster.keepalive, !isClosed, let loop = http2?.eventLoop else { return }
-        keepaliveTask = loop.assumeIsolated().scheduleTask(in: .nanoseconds(keepalive.interval.nanosecondsClamped)) {
-            self.sendKeepalive(keepalive)
-        }
-    }
-
-    private func sendKeepalive(_ keepalive: KeepaliveConfig) {
-        guard !isClosed, let http2, let loop = http2.eventLoop else { return }
-        let sent = http2.ping { [weak self] in
-            self?.keepaliveTask?.cancel()
-            self?.scheduleKeepalive()
-        }
-        guard sent else { return scheduleKeepalive() }
-        keepaliveTask = loop.assumeIsolated().scheduleTask(in: .nanoseconds(keepalive.timeout.nanosecondsClamped)) {
-            let reason = "no PING ACK within \(keepalive.timeout) (keepalive)"
-            Log.warning("upstream keepalive timed out", ["endpoint": self.pool.address, "reason": reason])
-            http2.close(reason: reason)
-        }
     }
 
     var isReady: Bool { !isConnecting && !isClosed && (http2?.canOpenStreams ?? false) }
@@ -60,7 +37,12 @@ final class UpstreamConnection: HTTP2ConnectionDelegate {
         guard connection === http2 else { return }
         if isConnecting {
             pool.connectionReady(self)
-            scheduleKeepalive()
+            if let config = pool.cluster.keepalive {
+                keepalive = KeepalivePinger(config: config, connection: connection) { [pool] reason in
+                    Log.warning("upstream keepalive timed out", ["endpoint": pool.address, "reason": reason])
+                }
+                keepalive?.start()
+            }
         } else {
             pool.serviceWaiters()
         }
@@ -81,8 +63,8 @@ final class UpstreamConnection: HTTP2ConnectionDelegate {
         // A losing or failed connect attempt: the connect result reports it.
         guard connection.hasStarted, http2 == nil || connection === http2 else { return }
         isClosed = true
-        keepaliveTask?.cancel()
-        keepaliveTask = nil
+        keepalive?.stop()
+        keepalive = nil
         if isConnecting {
             pool.connectionFailed(self, error: failureReason ?? connection.closeReason ?? "the upstream closed the connection before its HTTP/2 SETTINGS")
             return
