@@ -96,7 +96,9 @@ import ProtoWire
     }
 
     @Test func splitKeepsServiceAndMethod() {
-        #expect(AccessLog.split("/pkg.Service/Method") == ("pkg.Service", "Method"))
-        #expect(AccessLog.split("/odd") == ("/odd", ""))
+        #expect(GRPCPath.serviceAndMethod("/pkg.Service/Method") == ("pkg.Service", "Method"))
+        #expect(GRPCPath.serviceAndMethod("/odd") == ("/odd", ""))
+        #expect(GRPCPath.serviceAndMethod("/a/b/c") == ("/a/b/c", ""))
+        #expect(GRPCPath.serviceAndMethod("//b") == ("//b", ""))
     }
 }

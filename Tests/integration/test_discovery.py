@@ -35,10 +35,11 @@ PREFIX = "/meshgate/services/mesh/"
 # Helpers
 
 
-def discovery_config(port: int, admin_port: int, discovery: dict, health: bool = True) -> str:
+def discovery_config(port: int, admin_port: int, discovery: dict, health: bool | dict = True) -> str:
+    """health: True for HEALTH, False for none, or a health_check block."""
     cluster: dict = {"name": "mesh", "discovery": discovery}
     if health:
-        cluster["health_check"] = HEALTH
+        cluster["health_check"] = HEALTH if health is True else health
     doc = {
         "admin": {"address": f"{HOST}:{admin_port}"},
         "runtime": {"drain_timeout": "3s"},
@@ -206,11 +207,9 @@ def test_a_membership_change_does_not_shortcut_recovery(bins, mesh_pb2, mesh_pb2
         endpoints = tmp_path / "endpoints.yaml"
         endpoints.write_text(endpoints_yaml({"k1": ports["k1"], "k2": ports["k2"]}))
         port, admin = free_port(), free_port()
-        doc = discovery_config(port, admin, {"file": {"path": str(endpoints), "refresh_interval": "100ms"}}, health=False)
-        check = {"health_check": {"mode": "check", "interval": "200ms", "timeout": "500ms", "unhealthy_threshold": 1,
-                                  "healthy_threshold": 5}}
-        doc = doc.replace("  - name: mesh\n", "  - name: mesh\n" + to_yaml(check, indent=4), 1)
-        gw = start_gateway(launch, doc, port)
+        check = {"mode": "check", "interval": "200ms", "timeout": "500ms", "unhealthy_threshold": 1, "healthy_threshold": 5}
+        gw = start_gateway(launch, discovery_config(port, admin, {"file": {"path": str(endpoints), "refresh_interval": "100ms"}},
+                                                    health=check), port)
         k2 = f"{HOST}:{ports['k2']}"
         with insecure_channel(ports["k2"]) as control_channel:
             control = mesh_pb2_grpc.SampleControlStub(control_channel)

@@ -176,9 +176,8 @@ struct MetricsSnapshot: Sendable {
     }
 
     static func split(_ path: String) -> (service: String, method: String) {
-        let parts = path.split(separator: "/", omittingEmptySubsequences: true)
-        guard parts.count == 2 else { return (path, "") }
-        return (String(parts[0]), String(parts[1]))
+        let (service, method) = GRPCPath.serviceAndMethod(path)
+        return (String(service), String(method))
     }
 
     static func codeName(_ code: Int) -> String {

@@ -13,9 +13,11 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     unowned let loop: LoopContext
     /// The connection's TLS, on a TLS listener: its verified client identity.
     let tls: TLSHandler?
-    /// Runs out when the connection has had no stream for the listener's
-    /// `idle_timeout`: a client that keeps connections it no longer uses
-    /// does not keep the gateway's memory and file descriptors forever.
+    /// The listener's `idle_timeout`: a client that keeps connections it no
+    /// longer uses does not keep the gateway's memory and file descriptors
+    /// forever. Calls only move `idleSince`; the one timer, when it fires,
+    /// closes the connection or waits for the rest (no timer per call).
+    private var idleSince: NIODeadline?
     private var idleTimer: Scheduled<Void>?
     /// Listener `keepalive`: finds clients that vanished without a FIN.
     private var keepalive: KeepalivePinger?
@@ -28,7 +30,7 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     }
 
     func http2ConnectionDidReceiveSettings(_ connection: HTTP2Connection) {
-        if idleTimer == nil && connection.activeStreamCount == 0 { armIdleTimer(connection) }
+        if idleTimer == nil && connection.activeStreamCount == 0 { becameIdle(connection) }
         if keepalive == nil, let config = loop.generation.runtime.listeners[listenerIndex].config.keepalive {
             let listener = listenerName
             keepalive = KeepalivePinger(config: config, connection: connection) { [weak connection] reason in
@@ -41,16 +43,25 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     }
 
     func http2(_ connection: HTTP2Connection, didCloseStream stream: Int32) {
-        if connection.activeStreamCount == 0 { armIdleTimer(connection) }
+        if connection.activeStreamCount == 0 { becameIdle(connection) }
     }
 
-    private func armIdleTimer(_ connection: HTTP2Connection) {
-        idleTimer?.cancel()
-        idleTimer = nil
-        let timeout = loop.generation.runtime.listeners[listenerIndex].config.idleTimeout
-        guard timeout > .zero else { return }
-        idleTimer = loop.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanosecondsClamped)) { [weak self, weak connection] in
-            guard let self, let connection, connection.activeStreamCount == 0 else { return }
+    private func becameIdle(_ connection: HTTP2Connection) {
+        idleSince = .now()
+        if idleTimer == nil { armIdleTimer(connection, in: loop.generation.runtime.listeners[listenerIndex].config.idleTimeout) }
+    }
+
+    private func armIdleTimer(_ connection: HTTP2Connection, in delay: Duration) {
+        guard delay > .zero else { return }
+        idleTimer = loop.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(delay.nanosecondsClamped)) { [weak self, weak connection] in
+            guard let self, let connection else { return }
+            self.idleTimer = nil
+            // Busy now: the next idle moment arms the timer again.
+            guard connection.activeStreamCount == 0, let since = self.idleSince else { return }
+            let timeout = self.loop.generation.runtime.listeners[self.listenerIndex].config.idleTimeout
+            guard timeout > .zero else { return }
+            let left = timeout.nanosecondsClamped - (NIODeadline.now() - since).nanoseconds
+            guard left <= 0 else { return self.armIdleTimer(connection, in: .nanoseconds(left)) }
             Log.info("downstream connection idle: closing", [
                 "listener": self.listenerName, "peer": connection.remoteAddress.map { "\($0)" } ?? "-",
                 "idle_timeout_ms": String(timeout.nanosecondsClamped / 1_000_000),
@@ -60,8 +71,7 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     }
 
     func http2(_ connection: HTTP2Connection, didReceiveRequest headers: HTTP2HeaderList, stream: Int32, endStream: Bool) -> HTTP2StreamDelegate? {
-        idleTimer?.cancel()
-        idleTimer = nil
+        idleSince = nil
         guard headers[":method"] == "POST" else {
             return reply(connection, stream, GRPCStatus(.internal, "gRPC requires POST, got \(headers[":method"] ?? "no method")"), httpStatus: 405)
         }

@@ -64,7 +64,7 @@ final class AccessLog {
         if !e.status.message.isEmpty, wanted("grpc_message") { line.field("grpc_message", string: e.status.message) }
         if wanted("grpc_status") { line.field("grpc_status", int: Int64(e.status.code.rawValue)) }
         if wanted("listener") { line.field("listener", string: e.listener) }
-        let (service, method) = Self.split(e.path)
+        let (service, method) = GRPCPath.serviceAndMethod(e.path)
         if wanted("method") { line.field("method", string: method) }
         if wanted("request_bytes") { line.field("request_bytes", int: Int64(e.requestBytes)) }
         if wanted("service") { line.field("service", string: service) }
@@ -115,12 +115,5 @@ final class AccessLog {
             guard n > 0 else { return }  // stderr gone: nowhere to report it either
             offset += n
         }
-    }
-
-    /// "/pkg.Service/Method" -> ("pkg.Service", "Method"), without copies.
-    static func split(_ path: String) -> (service: Substring, method: Substring) {
-        let parts = path.split(separator: "/", maxSplits: 2, omittingEmptySubsequences: true)
-        guard parts.count == 2 else { return (path[...], "") }
-        return (parts[0], parts[1])
     }
 }

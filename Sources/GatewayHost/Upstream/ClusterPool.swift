@@ -32,7 +32,11 @@ final class ClusterPool {
         nameBytes = Self.copy(config.name)
         for (i, endpointConfig) in config.endpoints.enumerated() {
             let labels = endpointConfig.metadata.sorted { $0.key < $1.key }
-            let entries = UnsafeMutableBufferPointer<mg_metadata_entry>.allocate(capacity: max(labels.count, 1))
+            guard !labels.isEmpty else {
+                metadata[i] = mg_endpoint_metadata(entries: nil, count: 0)
+                continue
+            }
+            let entries = UnsafeMutableBufferPointer<mg_metadata_entry>.allocate(capacity: labels.count)
             for (j, label) in labels.enumerated() {
                 let key = Self.copy(label.key)
                 let value = Self.copy(label.value)

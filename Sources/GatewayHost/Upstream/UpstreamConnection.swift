@@ -1,5 +1,4 @@
 import MeshgateHTTP2
-import NIOCore
 
 /// One client HTTP/2 connection to an upstream endpoint, owned by its pool.
 final class UpstreamConnection: HTTP2ConnectionDelegate {

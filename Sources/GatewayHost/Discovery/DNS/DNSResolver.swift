@@ -91,28 +91,12 @@ final class DNSResolver {
                 case .failure(let error):
                     completion(.failure(Failure(description: "\(label): cannot open a UDP socket: \(error)")))
                 case .success(let channel):
-                    guard let reader = try? channel.pipeline.syncOperations.handler(type: DNSAnswerReader.self) else {
-                        channel.close(promise: nil)
-                        completion(.failure(Failure(description: "\(label): no reader on the UDP socket")))
-                        return
-                    }
-                    var finished = false
-                    let timer = self.eventLoop.assumeIsolated().scheduleTask(in: self.timeout) {
-                        guard !finished else { return }
-                        finished = true
-                        channel.close(promise: nil)
+                    self.awaitAnswer(on: channel, reader: DNSAnswerReader.self, label: label, completion: completion) {
                         if attempt < 2 {
                             self.send(name, type: type, attempt: attempt + 1, edns: edns, completion: completion)
                         } else {
                             completion(.failure(Failure(description: "\(label): no answer after \(attempt) tries")))
                         }
-                    }
-                    reader.onAnswer = { answer in
-                        guard !finished else { return }
-                        finished = true
-                        timer.cancel()
-                        channel.close(promise: nil)
-                        completion(answer.mapError { Failure(description: "\(label): \($0)") })
                     }
                     let envelope = AddressedEnvelope(remoteAddress: target, data: channel.allocator.buffer(bytes: question))
                     channel.writeAndFlush(envelope, promise: nil)
@@ -144,24 +128,8 @@ extension DNSResolver {
                 case .failure(let error):
                     completion(.failure(Failure(description: "\(label): cannot connect: \(error)")))
                 case .success(let channel):
-                    guard let reader = try? channel.pipeline.syncOperations.handler(type: DNSStreamReader.self) else {
-                        channel.close(promise: nil)
-                        completion(.failure(Failure(description: "\(label): no reader on the TCP connection")))
-                        return
-                    }
-                    var finished = false
-                    let timer = self.eventLoop.assumeIsolated().scheduleTask(in: self.timeout) {
-                        guard !finished else { return }
-                        finished = true
-                        channel.close(promise: nil)
+                    self.awaitAnswer(on: channel, reader: DNSStreamReader.self, label: label, completion: completion) {
                         completion(.failure(Failure(description: "\(label): no answer within \(self.timeout.nanoseconds / 1_000_000) ms")))
-                    }
-                    reader.onAnswer = { answer in
-                        guard !finished else { return }
-                        finished = true
-                        timer.cancel()
-                        channel.close(promise: nil)
-                        completion(answer.mapError { Failure(description: "\(label): \($0)") })
                     }
                     channel.writeAndFlush(channel.allocator.buffer(bytes: message), promise: nil)
                 }
@@ -169,9 +137,42 @@ extension DNSResolver {
     }
 }
 
+extension DNSResolver {
+    /// The one answer `reader` delivers on `channel`, or `onTimeout` after
+    /// `timeout`, whichever comes first; the channel is closed either way.
+    private func awaitAnswer<Reader: DNSAnswerSource>(on channel: Channel, reader: Reader.Type, label: String,
+                                                      completion: @escaping (Result<DNSResponse, Failure>) -> Void,
+                                                      onTimeout: @escaping () -> Void) {
+        guard let reader = try? channel.pipeline.syncOperations.handler(type: Reader.self) else {
+            channel.close(promise: nil)
+            completion(.failure(Failure(description: "\(label): no DNS reader on the channel")))
+            return
+        }
+        var finished = false
+        let timer = eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            guard !finished else { return }
+            finished = true
+            channel.close(promise: nil)
+            onTimeout()
+        }
+        reader.onAnswer = { answer in
+            guard !finished else { return }
+            finished = true
+            timer.cancel()
+            channel.close(promise: nil)
+            completion(answer.mapError { Failure(description: "\(label): \($0)") })
+        }
+    }
+}
+
+/// A channel handler that hands over one parsed answer.
+private protocol DNSAnswerSource: ChannelHandler {
+    var onAnswer: ((Result<DNSResponse, DNSMessageError>) -> Void)? { get set }
+}
+
 /// Reads one length-prefixed DNS message from a TCP stream; the connection
 /// closing first is an error.
-private final class DNSStreamReader: ChannelInboundHandler {
+private final class DNSStreamReader: ChannelInboundHandler, DNSAnswerSource {
     typealias InboundIn = ByteBuffer
     let expectedID: UInt16
     var onAnswer: ((Result<DNSResponse, DNSMessageError>) -> Void)?
@@ -199,7 +200,7 @@ private final class DNSStreamReader: ChannelInboundHandler {
 
 /// Takes the first datagram that parses as the answer to our id; others
 /// (late answers to an earlier try, spoofs) are dropped.
-private final class DNSAnswerReader: ChannelInboundHandler {
+private final class DNSAnswerReader: ChannelInboundHandler, DNSAnswerSource {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
     let expectedID: UInt16
     var onAnswer: ((Result<DNSResponse, DNSMessageError>) -> Void)?
