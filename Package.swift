@@ -119,7 +119,10 @@ let package = Package(
             ]),
         .testTarget(
             name: "MeshgateTests",
-            dependencies: ["GatewayHost", "MeshgateGRPC", "MeshgateYAML", "MeshgateEtcd", "ProtoWire", "ConsistentHash", "PluginKit"],
+            dependencies: [
+                "GatewayHost", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateYAML", "MeshgateEtcd", "ProtoWire",
+                "ConsistentHash", "PluginKit", .product(name: "NIOCore", package: "swift-nio"),
+            ],
             path: "Tests/MeshgateTests"),
     ],
     swiftLanguageModes: [.v6]

@@ -67,7 +67,7 @@ public final class GRPCClientCall: HTTP2StreamDelegate {
     /// Resets the stream and finishes with `status`.
     public func cancel(_ status: GRPCStatus = GRPCStatus(.cancelled, "cancelled")) {
         guard !done else { return }
-        connection?.reset(stream: stream, errorCode: 0x8)
+        connection?.reset(stream: stream, errorCode: .cancel)
         end(status)
     }
 
@@ -114,7 +114,7 @@ public final class GRPCClientCall: HTTP2StreamDelegate {
         case .finished:
             end(status ?? GRPCStatus(.internal, "stream ended without a gRPC status"))
         case .reset(let code, _):
-            end(GRPCStatus.fromHTTP2Error(code: code, context: "health check stream reset"))
+            end(GRPCStatus(http2Error: code, context: "stream reset"))
         case .connectionLost:
             end(GRPCStatus(.unavailable, "connection lost"))
         }

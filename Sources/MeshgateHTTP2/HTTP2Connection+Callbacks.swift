@@ -100,7 +100,7 @@ extension HTTP2Connection {
             }
         case NGHTTP2_GOAWAY.rawValue:
             receivedGoAway = true
-            delegate?.http2(self, didReceiveGoAway: frame.goaway.last_stream_id, errorCode: frame.goaway.error_code)
+            delegate?.http2(self, didReceiveGoAway: frame.goaway.last_stream_id, errorCode: HTTP2ErrorCode(frame.goaway.error_code))
         default:
             break
         }
@@ -138,7 +138,7 @@ extension HTTP2Connection {
             state.unconsumed = 0
         }
         state.outbound.removeAll()
-        let reason: HTTP2StreamCloseReason = errorCode == 0 ? .finished : .reset(code: errorCode, local: state.resetLocally)
+        let reason: HTTP2StreamCloseReason = errorCode == 0 ? .finished : .reset(code: HTTP2ErrorCode(errorCode), local: state.resetLocally)
         pendingCloses.append((state, reason))
         return 0
     }

@@ -248,13 +248,13 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// returning its size (a proxy gives that much window back on the other
     /// side). The delegate still gets `didCloseWith`.
     @discardableResult
-    public func reset(stream id: Int32, errorCode: UInt32) -> Int {
+    public func reset(stream id: Int32, errorCode: HTTP2ErrorCode) -> Int {
         guard let session, let state = streams[id] else { return 0 }
         state.resetLocally = true
         let dropped = state.outboundBytes
         state.outbound.removeAll()
         state.outboundBytes = 0
-        nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, errorCode)
+        nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, errorCode.rawValue)
         scheduleFlush()
         return dropped
     }

@@ -7,7 +7,7 @@ public enum HTTP2StreamCloseReason: Sendable, Equatable {
     /// A RST_STREAM ended the stream (sent by us when `local`, else by the
     /// peer), or nghttp2 closed it with this error code (REFUSED_STREAM for
     /// streams a GOAWAY left unprocessed).
-    case reset(code: UInt32, local: Bool)
+    case reset(code: HTTP2ErrorCode, local: Bool)
     /// The connection went away before the stream finished.
     case connectionLost
 }
@@ -37,7 +37,7 @@ public protocol HTTP2ConnectionDelegate: AnyObject {
     /// The peer's SETTINGS arrived (client side: the upstream's limits are known).
     func http2ConnectionDidReceiveSettings(_ connection: HTTP2Connection)
     /// The peer sent GOAWAY: no new streams may be opened on this connection.
-    func http2(_ connection: HTTP2Connection, didReceiveGoAway lastStreamID: Int32, errorCode: UInt32)
+    func http2(_ connection: HTTP2Connection, didReceiveGoAway lastStreamID: Int32, errorCode: HTTP2ErrorCode)
     /// A stream closed; active stream count dropped.
     func http2(_ connection: HTTP2Connection, didCloseStream stream: Int32)
     /// The TCP connection closed. Streams have already been told.
@@ -47,7 +47,7 @@ public protocol HTTP2ConnectionDelegate: AnyObject {
 extension HTTP2ConnectionDelegate {
     public func http2(_ connection: HTTP2Connection, didReceiveRequest headers: HTTP2HeaderList, stream: Int32, endStream: Bool) -> HTTP2StreamDelegate? { nil }
     public func http2ConnectionDidReceiveSettings(_ connection: HTTP2Connection) {}
-    public func http2(_ connection: HTTP2Connection, didReceiveGoAway lastStreamID: Int32, errorCode: UInt32) {}
+    public func http2(_ connection: HTTP2Connection, didReceiveGoAway lastStreamID: Int32, errorCode: HTTP2ErrorCode) {}
     public func http2(_ connection: HTTP2Connection, didCloseStream stream: Int32) {}
     public func http2ConnectionDidClose(_ connection: HTTP2Connection) {}
 }

@@ -30,3 +30,9 @@ public struct HTTP2HeaderList: Sendable, Sequence, ExpressibleByArrayLiteral {
 
     public func makeIterator() -> IndexingIterator<[Element]> { fields.makeIterator() }
 }
+
+extension HTTP2HeaderList: Equatable {
+    public static func == (lhs: HTTP2HeaderList, rhs: HTTP2HeaderList) -> Bool {
+        lhs.fields.count == rhs.fields.count && zip(lhs.fields, rhs.fields).allSatisfy { $0.name == $1.name && $0.value == $1.value }
+    }
+}

@@ -1,4 +1,6 @@
 import MeshgateGRPC
+import MeshgateGRPCCalls
+import MeshgateHTTP2
 import NIOCore
 import Testing
 
@@ -29,13 +31,13 @@ import Testing
     }
 
     @Test func http2ErrorsMapAsTheProtocolDocSays() {
-        #expect(GRPCStatus.fromHTTP2Error(code: 0x7, context: "x").code == .unavailable)
-        #expect(GRPCStatus.fromHTTP2Error(code: 0x8, context: "x").code == .cancelled)
-        #expect(GRPCStatus.fromHTTP2Error(code: 0xb, context: "x").code == .resourceExhausted)
-        #expect(GRPCStatus.fromHTTP2Error(code: 0xc, context: "x").code == .permissionDenied)
-        #expect(GRPCStatus.fromHTTP2Error(code: 0x1, context: "x").code == .internal)
-        #expect(GRPCStatus.fromHTTP2Error(code: 0x2, context: "x").code == .internal)
-        #expect(GRPCStatus.fromHTTP2Error(code: 0x8, context: "upstream reset").message.contains("upstream reset"))
+        #expect(GRPCStatus(http2Error: HTTP2ErrorCode(0x7), context: "x").code == .unavailable)
+        #expect(GRPCStatus(http2Error: HTTP2ErrorCode(0x8), context: "x").code == .cancelled)
+        #expect(GRPCStatus(http2Error: HTTP2ErrorCode(0xb), context: "x").code == .resourceExhausted)
+        #expect(GRPCStatus(http2Error: HTTP2ErrorCode(0xc), context: "x").code == .permissionDenied)
+        #expect(GRPCStatus(http2Error: HTTP2ErrorCode(0x1), context: "x").code == .internal)
+        #expect(GRPCStatus(http2Error: HTTP2ErrorCode(0x2), context: "x").code == .internal)
+        #expect(GRPCStatus(http2Error: HTTP2ErrorCode(0x8), context: "upstream reset").message.contains("upstream reset"))
     }
 
     @Test func httpStatusesMapAsTheMappingDocSays() {

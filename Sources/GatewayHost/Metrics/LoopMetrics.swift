@@ -25,11 +25,6 @@ final class LoopMetrics {
         var cluster: String
     }
 
-    enum AttemptKind: Int, CaseIterable, Sendable {
-        case first, retry, hedge, transparent
-        var label: String { ["first", "retry", "hedge", "transparent"][rawValue] }
-    }
-
     /// `runtime.metrics: false` turns counting off (for measuring its cost).
     var enabled = true
     private(set) var calls: [CallKey: CallSeries] = [:]

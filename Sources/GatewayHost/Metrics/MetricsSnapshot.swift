@@ -118,7 +118,7 @@ struct MetricsSnapshot: Sendable {
 
         out.header("meshgate_upstream_attempts_total", "counter", "Upstream attempts started, by cluster and kind (first, retry, hedge, transparent).")
         for (cluster, counts) in attempts.sorted(by: { $0.key < $1.key }) {
-            for kind in LoopMetrics.AttemptKind.allCases {
+            for kind in AttemptKind.allCases {
                 out.sample("meshgate_upstream_attempts_total", ["cluster": cluster, "kind": kind.label], counts[kind.rawValue])
             }
         }

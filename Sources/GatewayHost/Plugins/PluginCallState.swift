@@ -6,21 +6,20 @@ import MeshgateGRPC
 import MeshgateHTTP2
 
 /// What the host functions of the ABI read and write for one call: the
-/// `mg_call *` (and, for now, `mg_attempt *`) handle points at this object,
-/// which lives as long as its `ProxyCall`.
+/// `mg_call *` handle points at this object, which lives as long as its
+/// `ProxyCall`. (`mg_attempt *` points at the attempt's `UpstreamAttempt`.)
 final class PluginCallState {
     let path: String
     let requestHeaders: HTTP2HeaderList
     /// Uptime nanoseconds of the deadline, if the call has one.
     let deadlineNanos: UInt64?
-    /// The call, for the host functions that start or cancel attempts;
-    /// cleared when the call ends (plugins may only use handles inside hooks).
+    /// The call, for the host functions that start or cancel attempts.
+    /// `unowned(unsafe)`: the call owns this object, so the call outlives
+    /// it; it is cleared when the call ends, and plugins may only use
+    /// handles inside hooks, which run while the call is alive.
     unowned(unsafe) var proxy: ProxyCall?
     /// Set by call_local_reply.
     var localReply: GRPCStatus?
-    /// Filled by attempt_set_request_header during on_attempt_start.
-    var attemptHeaders: HTTP2HeaderList = []
-    var inAttemptStart = false
     /// The upstream's response head during on_response_headers.
     var responseHeaders: HTTP2HeaderList?
     /// Added by call_add_response_header.

@@ -46,12 +46,12 @@ enum PluginHostAPI {
                 return deadline > now ? (deadline - now) / 1000 : 0
             },
             attempt_set_request_header: { attempt, name, value in
-                let state = UpstreamAttempt.from(attempt).call.plugin
+                let attempt = UpstreamAttempt.from(attempt)
                 let n = PluginHostAPI.lowerCased(PluginHostAPI.string(name))
                 let v = PluginHostAPI.string(value)
-                guard state.inAttemptStart, PluginCallState.isValidHeaderName(n), PluginCallState.isValidHeaderValue(v) else { return -1 }
-                state.attemptHeaders.removeAll(named: n)
-                state.attemptHeaders.append(n, v)
+                guard attempt.acceptsRequestHeaders, PluginCallState.isValidHeaderName(n), PluginCallState.isValidHeaderValue(v) else { return -1 }
+                attempt.extraRequestHeaders.removeAll(named: n)
+                attempt.extraRequestHeaders.append(n, v)
                 return 0
             },
             attempt_response_header: { attempt, name, index, value in
@@ -69,14 +69,15 @@ enum PluginHostAPI {
                 state.extraResponseHeaders.append(n, v)
                 return 0
             },
+            // The two that change the call only queue an event: the call
+            // goes on with it once the current hook has returned.
             call_start_attempt: { call, delay in
                 guard let proxy = PluginCallState.from(call).proxy else { return -1 }
-                return proxy.scheduleAttempt(afterMs: delay) ? 0 : -1
+                return proxy.filterStartAttempt(afterMs: delay) ? 0 : -1
             },
             call_cancel_attempts: { call, keep in
                 guard let proxy = PluginCallState.from(call).proxy else { return }
-                let kept = keep.map { UpstreamAttempt.from($0) }
-                proxy.cancelAttempts(except: kept)
+                proxy.filterCancelAttempts(keep: keep.map { UpstreamAttempt.from($0) })
             },
             timer_start: { ctx, delay, repeats, fire, user in
                 guard let ctx, let fire else { return 0 }
@@ -91,13 +92,13 @@ enum PluginHostAPI {
                 return PluginConfigContext.from(ctx).ejections.eject(cluster: PluginHostAPI.string(cluster), endpointID: id, durationMs: duration) ? 0 : -1
             },
             attempt_number: { attempt in
-                UInt32(UpstreamAttempt.from(attempt).number)
+                UInt32(UpstreamAttempt.from(attempt).id)
             },
             attempt_endpoint: { attempt, id, address in
                 let attempt = UpstreamAttempt.from(attempt)
                 guard attempt.pool != nil else { return 0 }
                 id?.pointee = attempt.endpointID
-                address?.pointee = attempt.call.plugin.stable(attempt.addressText)
+                address?.pointee = attempt.call.plugin.stable(attempt.address)
                 return 1
             },
             call_set_log_field: { call, key, value in

@@ -143,18 +143,3 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
         return parts.count == 3 && parts[0].isEmpty && !parts[1].isEmpty && !parts[2].isEmpty
     }
 }
-
-/// Reads and drops the request body of a call answered locally, giving the
-/// window back so the client is never stuck.
-final class DiscardingStream: HTTP2StreamDelegate {
-    // Stateless; only ever used on event-loop threads.
-    nonisolated(unsafe) static let shared = DiscardingStream()
-
-    func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveHeaders headers: HTTP2HeaderList, isTrailers: Bool, endStream: Bool) {}
-    func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveData data: ByteBuffer) {
-        connection.consume(stream: stream, bytes: data.readableBytes)
-    }
-    func http2(_ connection: HTTP2Connection, didReceiveEndOfStream stream: Int32) {}
-    func http2(_ connection: HTTP2Connection, stream: Int32, didWriteData bytes: Int) {}
-    func http2(_ connection: HTTP2Connection, stream: Int32, didCloseWith reason: HTTP2StreamCloseReason) {}
-}

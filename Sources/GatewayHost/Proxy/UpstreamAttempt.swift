@@ -1,46 +1,37 @@
-import MeshgateGRPC
 import MeshgateHTTP2
 import NIOCore
 
-/// One try of a call against one upstream endpoint: the first attempt, a
-/// retry, a hedge, or a transparent retry of a refused stream.
+/// The I/O side of one attempt of a call: its place in an endpoint pool,
+/// its connection and its upstream stream. It turns pool and stream
+/// callbacks into `CallEvent`s for its call and carries out what the call
+/// asks of the stream; what the attempt *means* (committed, cancelled,
+/// reported) is the call's state machine's (`AttemptState`).
 ///
-/// It is the upstream stream's delegate and forwards every event to its
-/// call, which decides (with the plugins) what the events mean. The
-/// `mg_attempt *` handle plugins get points at this object.
+/// The `mg_attempt *` handle plugins get points at this object.
 final class UpstreamAttempt: HTTP2StreamDelegate {
-    /// Strong: the attempt keeps the call alive until the upstream has
-    /// closed its stream; the call drops its attempts as they close.
+    /// Strong: a waiting or streaming attempt keeps its call alive; the
+    /// call lets its attempts go once it is done.
     let call: ProxyCall
-    let number: Int
+    let id: AttemptID
     let started = NIODeadline.now()
 
-    var pool: EndpointPool?
-    var endpointID: UInt64 = 0
-    /// The chosen endpoint's index in its generation's cluster (for metadata).
-    var endpointIndex = -1
-    var connection: HTTP2Connection?
-    var stream: Int32 = 0
-    /// The upstream stream is open and takes request bytes.
-    var isOpen = false
-    /// on_attempt_start ran: on_attempt_done is owed exactly once.
-    var didStart = false
-    var reported = false
-    /// The host cancelled it (a losing hedge, the call ended).
-    var cancelled = false
-    /// Request body bytes the upstream took: the call credits the client
-    /// as the most advanced attempt moves on.
-    var written = 0
-    /// Response head held back until the call commits (retry mode).
-    var heldHead: HTTP2HeaderList?
-    /// Known once trailers (or Trailers-Only, or a reset) arrive.
-    var outcome: AttemptOutcome?
-    /// The address the endpoint was picked under, for plugins.
-    var addressText: String { pool?.address ?? "" }
+    private(set) var pool: EndpointPool?
+    /// The chosen endpoint's index in the call's generation's cluster (for
+    /// metadata), and the balancers' id for it.
+    private(set) var endpointIndex = -1
+    private(set) var endpointID: UInt64 = 0
+    private var connection: HTTP2Connection?
+    private var stream: Int32 = 0
+    private var hasStream = false
 
-    init(call: ProxyCall, number: Int) {
+    /// Headers the filters add in on_attempt_start (attempt_set_request_header),
+    /// which only works while `acceptsRequestHeaders`.
+    var extraRequestHeaders = HTTP2HeaderList()
+    var acceptsRequestHeaders = false
+
+    init(call: ProxyCall, id: AttemptID) {
         self.call = call
-        self.number = number
+        self.id = id
     }
 
     var handle: OpaquePointer { OpaquePointer(Unmanaged.passUnretained(self).toOpaque()) }
@@ -49,59 +40,82 @@ final class UpstreamAttempt: HTTP2StreamDelegate {
         Unmanaged<UpstreamAttempt>.fromOpaque(UnsafeRawPointer(handle!)).takeUnretainedValue()
     }
 
+    /// "host:port" of the endpoint it was placed on ("" before).
+    var address: String { pool?.address ?? "" }
+
+    /// `:scheme` of its request.
+    var scheme: String { pool?.scheme ?? "http" }
+
+    // MARK: Carried out for the call
+
+    /// The balancer chose `pool`; the attempt waits there for a connection
+    /// (`attach`, or `connectFailed`).
+    func place(on pool: EndpointPool, index: Int, endpointID: UInt64) {
+        self.pool = pool
+        self.endpointIndex = index
+        self.endpointID = endpointID
+        connection = nil
+        pool.acquire(for: self)
+    }
+
+    func abandonWait() {
+        pool?.cancelWait(self)
+    }
+
+    /// Opens the upstream stream; false when the connection cannot take it.
+    func openStream(headers: HTTP2HeaderList, endStream: Bool) -> Bool {
+        guard let connection, let stream = connection.openStream(headers: headers, endStream: endStream, delegate: self) else {
+            return false
+        }
+        self.stream = stream
+        hasStream = true
+        pool?.streamOpened()
+        return true
+    }
+
+    func send(_ data: ByteBuffer) { connection?.send(data: data, stream: stream) }
+
+    func sendEnd(trailers: HTTP2HeaderList?) { connection?.sendEnd(stream: stream, trailers: trailers) }
+
+    func reset(_ code: HTTP2ErrorCode) { connection?.reset(stream: stream, errorCode: code) }
+
+    /// Window credit back to the upstream for response bytes passed on.
+    func credit(bytes: Int) { connection?.consume(stream: stream, bytes: bytes) }
+
     // MARK: From the endpoint pool
 
-    func attach(_ connection: UpstreamConnection) { call.attemptAttached(self, connection) }
+    func attach(_ connection: UpstreamConnection) {
+        self.connection = connection.http2
+        call.handle(.connectionReady(id))
+    }
 
-    func connectFailed(on endpoint: EndpointPool, error: String) { call.attemptConnectFailed(self) }
+    func connectFailed(on endpoint: EndpointPool, error: String) {
+        call.handle(.connectFailed(id))
+    }
 
-    // MARK: Upstream stream events
+    // MARK: HTTP2StreamDelegate (the upstream stream)
 
     func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveHeaders headers: HTTP2HeaderList, isTrailers: Bool, endStream: Bool) {
-        call.attemptReceivedHeaders(self, headers, isTrailers: isTrailers, endStream: endStream)
+        call.handle(.attemptHeaders(id, headers, isTrailers: isTrailers, endStream: endStream))
     }
 
     func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveData data: ByteBuffer) {
-        call.attemptReceivedData(self, data)
+        call.handle(.attemptData(id, data))
     }
 
     func http2(_ connection: HTTP2Connection, didReceiveEndOfStream stream: Int32) {
-        call.attemptReceivedEnd(self)
+        call.handle(.attemptEnd(id))
     }
 
     func http2(_ connection: HTTP2Connection, stream: Int32, didWriteData bytes: Int) {
-        written += bytes
-        call.attemptWroteRequest(self)
+        call.handle(.attemptWrote(id, bytes: bytes))
     }
 
     func http2(_ connection: HTTP2Connection, stream: Int32, didCloseWith reason: HTTP2StreamCloseReason) {
-        call.attemptClosed(self, reason: reason)
-    }
-}
-
-/// How an attempt ended, as far as the call's outcome goes.
-struct AttemptOutcome {
-    var status: GRPCStatus
-    /// The response head, when it was held back and not yet sent on.
-    var head: HTTP2HeaderList?
-    /// Trailers, or the Trailers-Only head.
-    var trailers: HTTP2HeaderList?
-    var trailersOnly = false
-    /// No status from the server: reset, refused, or the connection was lost.
-    var transportFailure = false
-    /// REFUSED_STREAM (also what a GOAWAY does to streams it did not process).
-    var refused = false
-    var pushbackMs: Int64 = -1
-
-    static func fromStatusHeaders(_ headers: HTTP2HeaderList, head: HTTP2HeaderList?, trailersOnly: Bool) -> AttemptOutcome {
-        let code = headers["grpc-status"].flatMap(Int.init).flatMap(GRPCStatusCode.init(rawValue:)) ?? .unknown
-        var outcome = AttemptOutcome(status: GRPCStatus(code, GRPCMessageEncoding.percentDecode(headers["grpc-message"] ?? "")))
-        outcome.head = head
-        outcome.trailers = headers
-        outcome.trailersOnly = trailersOnly
-        if let pushback = headers["grpc-retry-pushback-ms"] {
-            outcome.pushbackMs = Int64(pushback).map { $0 >= 0 ? $0 : -2 } ?? -2
+        if hasStream {
+            hasStream = false
+            pool?.streamClosed()
         }
-        return outcome
+        call.handle(.attemptClosed(id, reason))
     }
 }

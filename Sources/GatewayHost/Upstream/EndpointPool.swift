@@ -31,13 +31,18 @@ final class EndpointPool {
     var generations = 0
     /// Outlier detection took it out of rotation.
     var ejected = false
-    /// Attempts attached to this endpoint from this loop and not yet ended.
-    var inFlight = 0
+    /// Attempt streams open to this endpoint from this loop (what least-conn
+    /// balancers read as `in_flight`).
+    private(set) var inFlight = 0
     /// Attempts this loop ended on this endpoint, by gRPC status code
     /// (transport failures count as UNAVAILABLE).
     private(set) var attemptCodes = [UInt64](repeating: 0, count: 17)
 
-    func attemptEnded(code: GRPCStatusCode) { attemptCodes[code.rawValue] += 1 }
+    func streamOpened() { inFlight += 1 }
+
+    func streamClosed() { inFlight -= 1 }
+
+    func recordResult(_ code: GRPCStatusCode) { attemptCodes[code.rawValue] += 1 }
 
     init(endpoint: EndpointConfig, cluster: ClusterConfig, loop: LoopContext, tls: TLSContextSource?) {
         self.endpoint = endpoint

@@ -1,0 +1,72 @@
+import MeshgateGRPC
+import MeshgateGRPCCalls
+import MeshgateHTTP2
+
+/// How an attempt ended, as far as the call's outcome goes.
+struct AttemptOutcome: Equatable {
+    var status: GRPCStatus
+    /// The response head, when it was held back and not yet sent on.
+    var head: HTTP2HeaderList?
+    /// Trailers, or the Trailers-Only head.
+    var trailers: HTTP2HeaderList?
+    var trailersOnly = false
+    /// No status from the server: reset, refused, or the connection was lost.
+    var transportFailure = false
+    /// REFUSED_STREAM (also what a GOAWAY does to streams it did not
+    /// process): nothing reached the server, so it may be sent again.
+    var refused = false
+    /// grpc-retry-pushback-ms: -1 absent, -2 present but invalid.
+    var pushbackMs: Int64 = -1
+
+    /// The status the server sent in `headers` (trailers, or a Trailers-Only head).
+    static func fromStatusHeaders(_ headers: HTTP2HeaderList, head: HTTP2HeaderList?, trailersOnly: Bool) -> AttemptOutcome {
+        var outcome = AttemptOutcome(status: GRPCStatus(statusHeaders: headers))
+        outcome.head = head
+        outcome.trailers = headers
+        outcome.trailersOnly = trailersOnly
+        if let pushback = headers["grpc-retry-pushback-ms"] {
+            outcome.pushbackMs = Int64(pushback).map { $0 >= 0 ? $0 : -2 } ?? -2
+        }
+        return outcome
+    }
+
+    /// No status came from the server: the stream ended on the transport.
+    /// `address` names the upstream in the message.
+    static func transportFailure(_ reason: HTTP2StreamCloseReason, address: String) -> AttemptOutcome {
+        let upstream = "upstream \(address)"
+        var outcome: AttemptOutcome
+        switch reason {
+        case .finished:
+            outcome = AttemptOutcome(status: GRPCStatus(.internal, "\(upstream) closed the stream without a gRPC status"))
+        case .reset(let code, local: false):
+            outcome = AttemptOutcome(status: GRPCStatus(http2Error: code, context: "\(upstream) reset the stream"))
+            outcome.refused = code == .refusedStream
+        case .reset(let code, local: true):
+            outcome = AttemptOutcome(status: GRPCStatus(http2Error: code, context: "the gateway reset the stream to \(upstream)"))
+            outcome.refused = code == .refusedStream
+        case .connectionLost:
+            outcome = AttemptOutcome(status: GRPCStatus(.unavailable, "connection to \(upstream) was lost"))
+        }
+        outcome.transportFailure = true
+        return outcome
+    }
+
+    /// The connection could not take a new stream (it is closing, or out of
+    /// stream ids): nothing left the gateway, as with REFUSED_STREAM.
+    static func streamNotOpened(address: String) -> AttemptOutcome {
+        var outcome = AttemptOutcome(
+            status: GRPCStatus(.unavailable, "upstream \(address) could not take a new stream (its connection is closing)"))
+        outcome.transportFailure = true
+        outcome.refused = true
+        return outcome
+    }
+}
+
+extension GRPCStatus {
+    /// `grpc-status` and `grpc-message` of a trailer block; UNKNOWN when the
+    /// status is missing or not a number.
+    init(statusHeaders headers: HTTP2HeaderList) {
+        let code = headers["grpc-status"].flatMap(Int.init).flatMap(GRPCStatusCode.init(rawValue:)) ?? .unknown
+        self.init(code, GRPCMessageEncoding.percentDecode(headers["grpc-message"] ?? ""))
+    }
+}

@@ -1,0 +1,77 @@
+import MeshgateGRPC
+import MeshgateHTTP2
+import NIOCore
+
+/// Everything that can happen to a proxied call, as input of
+/// `CallStateMachine.handle(_:into:)`. The executor (`ProxyCall`) turns
+/// HTTP/2 callbacks, pool callbacks, timers and plugin host functions into
+/// these.
+enum CallEvent: Equatable {
+    // MARK: The client's stream
+
+    /// The request head arrived (the first event of every call).
+    case start(requestEnded: Bool)
+    /// The filters' on_request_headers returned; `rejection` when one of
+    /// them answered the call locally.
+    case requestHeaderHooksReturned(rejection: GRPCStatus?)
+    case requestData(ByteBuffer)
+    /// END_STREAM from the client, with trailers when it sent any.
+    case requestEnd(trailers: HTTP2HeaderList?)
+    /// The client took `bytes` of response DATA: the upstream may send more.
+    case responseWritten(bytes: Int)
+    /// The client's stream closed; `cleanly` when both sides finished
+    /// normally (anything else is the client cancelling or vanishing).
+    case downstreamClosed(cleanly: Bool)
+    case deadlineExpired
+
+    // MARK: Balancer, pools and connections
+
+    /// The balancer chose an endpoint; the attempt now waits for a connection.
+    case picked(AttemptID, endpointID: UInt64, address: String)
+    /// The balancer found no endpoint; `status` says why (from the balancer's
+    /// call_local_reply, or the cluster's state).
+    case pickFailed(AttemptID, status: GRPCStatus)
+    /// The endpoint could not be connected to; nothing was sent.
+    case connectFailed(AttemptID)
+    /// A connection to the endpoint has room for the attempt's stream.
+    case connectionReady(AttemptID)
+    /// The filters' on_attempt_start hooks returned.
+    case attemptStartHooksReturned(AttemptID)
+    case streamOpened(AttemptID)
+    /// The connection did not take the stream (it is closing or out of ids).
+    case streamNotOpened(AttemptID)
+
+    // MARK: The attempt's stream
+
+    case attemptHeaders(AttemptID, HTTP2HeaderList, isTrailers: Bool, endStream: Bool)
+    case attemptData(AttemptID, ByteBuffer)
+    /// END_STREAM on DATA, without trailers.
+    case attemptEnd(AttemptID)
+    /// The upstream took `bytes` of request DATA.
+    case attemptWrote(AttemptID, bytes: Int)
+    case attemptClosed(AttemptID, HTTP2StreamCloseReason)
+
+    // MARK: Timers and plugins
+
+    case scheduledAttemptDue
+    /// call_start_attempt from a hook (already checked with
+    /// `CallStateMachine.acceptsNewAttempts`).
+    case filterScheduledAttempt(afterMs: UInt32)
+    /// call_cancel_attempts from a hook.
+    case filterCancelledAttempts(keep: AttemptID?)
+    /// The chain's answer to an attempt reported with `decides: true`.
+    case retryDecided(AttemptID, RetryDecision)
+}
+
+/// A retry or hedging plugin's answer for an attempt that ended before the
+/// call committed to it (`mg_retry_decision`).
+enum RetryDecision: Equatable {
+    /// MG_RETRY_NO: the call ends with this result unless other attempts
+    /// run or one is scheduled.
+    case no
+    /// MG_RETRY_AFTER: another attempt after `afterMs`. `withinDeadline` is
+    /// false when the delay reaches the call's deadline (then it is no retry).
+    case retry(afterMs: UInt32, withinDeadline: Bool)
+    /// MG_RETRY_FINISH: end the call with this result now.
+    case finish
+}

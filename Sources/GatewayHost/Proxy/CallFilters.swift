@@ -1,0 +1,136 @@
+import FilterABI
+import MeshgateGRPC
+import MeshgateHTTP2
+import NIOCore
+
+/// One call's pass through its route's filter chain: the filters' per-call
+/// state, and each hook run over the chain in order. `ProxyCall` runs
+/// these when its state machine asks; host functions the hooks call reach
+/// the call through `plugin` (the `mg_call *`), and those that would change
+/// the call only queue an event (`ProxyCall.handle`).
+///
+/// Only `begin` mutates: hooks run through non-mutating methods, so a host
+/// function reading the call meanwhile never overlaps a write.
+struct CallFilters {
+    let chain: PluginRuntime.RouteChain
+    let instances: LoopPluginInstances
+    let clusterIndex: Int
+    /// The `mg_call *` of the call.
+    let plugin: PluginCallState
+    /// The per-call state of each filter (empty when no filter keeps any).
+    private var states: [UnsafeMutableRawPointer?] = []
+
+    init(chain: PluginRuntime.RouteChain, instances: LoopPluginInstances, clusterIndex: Int, plugin: PluginCallState) {
+        self.chain = chain
+        self.instances = instances
+        self.clusterIndex = clusterIndex
+        self.plugin = plugin
+    }
+
+    /// The chain has filters: hooks run.
+    var isEmpty: Bool { chain.filters.isEmpty }
+
+    private func instance(_ filter: FilterHandle) -> UnsafeMutableRawPointer? {
+        instances.instance(filter, cluster: clusterIndex)
+    }
+
+    private func state(_ i: Int) -> UnsafeMutableRawPointer? {
+        i < states.count ? states[i] : nil
+    }
+
+    /// call_new of every filter.
+    mutating func begin() {
+        guard chain.needsCallState else { return }
+        states.reserveCapacity(chain.filters.count)
+        for filter in chain.filters {
+            states.append(filter.hooks.call_new?(instance(filter), plugin.handle))
+        }
+    }
+
+    /// on_request_headers in chain order, until one answers locally: then
+    /// the status it gave (call_local_reply).
+    func requestHeaders() -> GRPCStatus? {
+        for (i, filter) in chain.filters.enumerated() {
+            guard let hook = filter.hooks.on_request_headers else { continue }
+            if hook(instance(filter), state(i), plugin.handle) == MG_LOCAL_REPLY {
+                return plugin.localReply ?? GRPCStatus(.unknown, "filter '\(filter.image.name)' answered locally without a status")
+            }
+        }
+        return nil
+    }
+
+    /// on_attempt_start; the attempt takes request headers meanwhile.
+    func attemptStart(_ attempt: UpstreamAttempt) {
+        attempt.extraRequestHeaders = []
+        attempt.acceptsRequestHeaders = true
+        for (i, filter) in chain.filters.enumerated() {
+            filter.hooks.on_attempt_start?(instance(filter), state(i), plugin.handle, attempt.handle)
+        }
+        attempt.acceptsRequestHeaders = false
+    }
+
+    /// on_response_headers with the upstream's head readable; returns the
+    /// headers the filters added for the client.
+    func responseHeaders(_ head: HTTP2HeaderList, from attempt: UpstreamAttempt) -> HTTP2HeaderList {
+        plugin.responseHeaders = head
+        plugin.extraResponseHeaders = []
+        for (i, filter) in chain.filters.enumerated() {
+            filter.hooks.on_response_headers?(instance(filter), state(i), plugin.handle, attempt.handle)
+        }
+        plugin.responseHeaders = nil
+        return plugin.extraResponseHeaders
+    }
+
+    /// on_attempt_done: the chain's retry or hedging plugin first, since it
+    /// sets the decision the others may only lower.
+    func attemptDone(_ attempt: UpstreamAttempt, _ outcome: AttemptOutcome, responseStarted: Bool,
+                     decision: UnsafeMutablePointer<mg_retry_decision>?) {
+        var message = outcome.status.message
+        message.withUTF8 { bytes in
+            var result = mg_attempt_result(
+                size: UInt32(MemoryLayout<mg_attempt_result>.size), attempt: UInt32(attempt.id),
+                grpc_status: Int32(outcome.status.code.rawValue),
+                grpc_message: mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count),
+                endpoint_id: attempt.endpointID,
+                latency_us: UInt64(max(0, (NIODeadline.now() - attempt.started).nanoseconds / 1000)),
+                response_started: responseStarted ? 1 : 0, transport_failure: outcome.transportFailure ? 1 : 0,
+                transparent_retry_ok: outcome.refused ? 1 : 0, reserved: 0, pushback_ms: outcome.pushbackMs)
+            if let scheduler = chain.scheduler, let i = chain.filters.firstIndex(where: { $0 === scheduler }) {
+                scheduler.hooks.on_attempt_done?(instance(scheduler), state(i), plugin.handle, &result, decision)
+            }
+            for (i, filter) in chain.filters.enumerated() where filter !== chain.scheduler {
+                filter.hooks.on_attempt_done?(instance(filter), state(i), plugin.handle, &result, decision)
+            }
+        }
+    }
+
+    /// on_call_done, then call_destroy of every filter (each exactly once).
+    func callDone(status: GRPCStatus, attempts: Int, duration: TimeAmount, requestBytes: Int) {
+        var message = status.message
+        message.withUTF8 { bytes in
+            var result = mg_call_result(
+                size: UInt32(MemoryLayout<mg_call_result>.size), grpc_status: Int32(status.code.rawValue),
+                grpc_message: mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count),
+                attempts: UInt32(attempts), duration_us: UInt64(max(0, duration.nanoseconds / 1000)),
+                request_bytes: UInt64(requestBytes), response_bytes: 0)
+            for (i, filter) in chain.filters.enumerated() {
+                filter.hooks.on_call_done?(instance(filter), state(i), plugin.handle, &result)
+            }
+        }
+        for (i, filter) in chain.filters.enumerated() {
+            filter.hooks.call_destroy?(instance(filter), state(i))
+        }
+    }
+
+    /// lb_pick through the chain's balancer, with the cluster's current
+    /// view: the chosen endpoint's index, or nil.
+    func pick(attempt: AttemptID, avoiding avoidEndpoint: UInt64, in cluster: ClusterPool) -> Int? {
+        let balancer = chain.balancer
+        var list = cluster.endpointList()
+        withUnsafePointer(to: &list) { instances.noteEndpoints(balancer, cluster: clusterIndex, list: $0) }
+        var request = mg_pick_request(size: UInt32(MemoryLayout<mg_pick_request>.size), attempt: UInt32(attempt), avoid_endpoint: avoidEndpoint)
+        var chosen: UInt32 = 0
+        guard balancer.hooks.lb_pick!(instance(balancer), plugin.handle, &request, &list, &chosen) == 0 else { return nil }
+        return Int(chosen) < cluster.endpoints.count ? Int(chosen) : nil
+    }
+}
