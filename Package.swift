@@ -61,6 +61,14 @@ let package = Package(
                 "CNGHTTP2",
                 .product(name: "NIOCore", package: "swift-nio"),
             ]),
+        // The one client dialer: TCP, TLS, HTTP/2 SETTINGS, keepalive.
+        .target(
+            name: "MeshgateTransport",
+            dependencies: [
+                "MeshgateHTTP2", "MeshgateTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]),
         .target(name: "MeshgateYAML", dependencies: ["CYAML"]),
         .target(name: "MeshgateCrypto", dependencies: ["COpenSSL"]),
         .target(
@@ -73,14 +81,15 @@ let package = Package(
         .target(
             name: "MeshgateEtcd",
             dependencies: [
-                "ProtoWire", "MeshgateHTTP2", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS",
+                "ProtoWire", "MeshgateHTTP2", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
         .target(
             name: "GatewayHost",
             dependencies: [
-                "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateCrypto", "MeshgateTLS", "MeshgateEtcd",
+                "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateCrypto", "MeshgateTLS", "MeshgateTransport",
+                "MeshgateEtcd",
                 "GRPCHealthProto", "FilterABI",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -3,8 +3,8 @@ import ProtoWire
 import MeshgateGRPCCalls
 import MeshgateHTTP2
 import MeshgateTLS
+import MeshgateTransport
 import NIOCore
-import NIOPosix
 
 public struct EtcdError: Error, CustomStringConvertible, Sendable {
     public let message: String
@@ -53,9 +53,6 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
     private var connecting = false
     private var waiting: [(Result<HTTP2Connection, EtcdError>) -> Void] = []
     private var closed = false
-    /// Why the last TLS connection failed (OpenSSL's reason), for errors
-    /// that would otherwise only say "connection lost".
-    private var tlsFailure: String?
 
     public convenience init(endpoints: [Endpoint], eventLoop: EventLoop, tls: TLSContext? = nil, serverName: String? = nil,
                             dialTimeout: TimeAmount = .seconds(3)) {
@@ -133,10 +130,7 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
     }
 
     private func error(_ path: String, _ status: GRPCStatus) -> EtcdError {
-        if status.code == .unavailable, let tlsFailure {
-            return EtcdError("\(path) at \(currentEndpoint): TLS: \(tlsFailure)")
-        }
-        return EtcdError("\(path) at \(currentEndpoint): \(status)")
+        EtcdError("\(path) at \(currentEndpoint): \(status)")
     }
 
     private func start(_ call: GRPCClientCall, on connection: HTTP2Connection, path: String, message: [UInt8],
@@ -247,43 +241,21 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
         connecting = true
         connection = nil
         let endpoint = currentEndpoint
-        let bound = NIOLoopBound(self, eventLoop: eventLoop)
-        let tls = self.tls?()
-        let serverName = self.serverName ?? endpoint.host
-        ClientBootstrap(group: eventLoop)
-            .connectTimeout(dialTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if let tls {
-                        let handler = try TLSHandler(context: tls, serverName: serverName)
-                        handler.onFailure = { reason in bound.value.tlsFailure = reason }
-                        try channel.pipeline.syncOperations.addHandler(handler)
-                    }
-                    try channel.pipeline.syncOperations.addHandler(HTTP2Connection(role: .client, delegate: bound.value))
-                }
+        let options = HTTP2DialOptions(connectTimeout: dialTimeout, tls: tls.map { ($0(), serverName ?? endpoint.host) })
+        HTTP2Dialer.dial(host: endpoint.host, port: endpoint.port, on: eventLoop, options: options, delegate: self) { result in
+            self.connecting = false
+            let waiting = self.waiting
+            self.waiting.removeAll()
+            switch result {
+            case .success(let http2):
+                if self.closed { http2.close() }
+                self.connection = http2
+                waiting.forEach { $0(.success(http2)) }
+            case .failure(let error):
+                self.next += 1  // the next attempt tries the next endpoint
+                waiting.forEach { $0(.failure(EtcdError("cannot connect to etcd at \(endpoint): \(error.message)"))) }
             }
-            .connect(host: endpoint.host, port: endpoint.port)
-            .assumeIsolated()
-            .whenComplete { result in
-                self.connecting = false
-                let waiting = self.waiting
-                self.waiting.removeAll()
-                switch result {
-                case .success(let channel):
-                    guard let http2 = try? channel.pipeline.syncOperations.handler(type: HTTP2Connection.self) else {
-                        waiting.forEach { $0(.failure(EtcdError("no HTTP/2 handler"))) }
-                        return
-                    }
-                    if self.closed { http2.close() }
-                    self.tlsFailure = nil
-                    self.connection = http2
-                    waiting.forEach { $0(.success(http2)) }
-                case .failure(let error):
-                    self.next += 1  // the next attempt tries the next endpoint
-                    waiting.forEach { $0(.failure(EtcdError("cannot connect to etcd at \(endpoint): \(error)"))) }
-                }
-            }
+        }
     }
 
     public func http2ConnectionDidClose(_ connection: HTTP2Connection) {

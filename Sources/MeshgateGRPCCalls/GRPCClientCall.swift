@@ -13,7 +13,9 @@ public final class GRPCClientCall: HTTP2StreamDelegate {
     /// Called exactly once.
     public var onFinish: ((GRPCStatus) -> Void)?
 
-    private weak var connection: HTTP2Connection?
+    /// Strong until the call ends (no `weak`: see `KeepalivePinger`); the
+    /// connection holds the call as its stream's delegate until then too.
+    private var connection: HTTP2Connection?
     private var stream: Int32 = 0
     private var deframer = GRPCMessageDeframer()
     private var status: GRPCStatus?
@@ -74,6 +76,7 @@ public final class GRPCClientCall: HTTP2StreamDelegate {
     private func end(_ status: GRPCStatus) {
         guard !done else { return }
         done = true
+        connection = nil
         timer?.cancel()
         timer = nil
         let finish = onFinish

@@ -94,9 +94,9 @@ extension HTTP2Connection {
                 delegate?.http2ConnectionDidReceiveSettings(self)
             }
         case NGHTTP2_PING.rawValue:
-            if frame.hd.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) != 0, let ack = pendingPingAck {
-                pendingPingAck = nil
-                ack()
+            if frame.hd.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) != 0, awaitingPingAck {
+                awaitingPingAck = false
+                keepalive?.ackReceived()
             }
         case NGHTTP2_GOAWAY.rawValue:
             receivedGoAway = true

@@ -26,8 +26,10 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
 
     /// Why the connection ended, when it ended on an error.
     public private(set) var closeReason: String?
-    /// Runs when the ACK of our outstanding PING arrives.
-    var pendingPingAck: (() -> Void)?
+    /// Our PING is out and its ACK has not come back.
+    var awaitingPingAck = false
+    /// `startKeepalive`'s pinger; stopped and dropped when the connection ends.
+    var keepalive: KeepalivePinger?
     /// The peer broke the protocol (bad preface, HTTP/1.x, invalid frames),
     /// as opposed to an ordinary disconnect.
     public private(set) var closedForProtocolError = false
@@ -301,15 +303,27 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         flush()
     }
 
-    /// Sends a PING; `onAck` runs when its ACK arrives. One PING at a time:
+    /// Sends a PING; the keepalive hears of its ACK. One PING at a time:
     /// false (and nothing sent) while one is outstanding or the connection
     /// is closed.
-    public func ping(onAck: @escaping () -> Void) -> Bool {
-        guard let session, !isClosed, pendingPingAck == nil else { return false }
+    func sendPing() -> Bool {
+        guard let session, !isClosed, !awaitingPingAck else { return false }
         guard nghttp2_submit_ping(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nil) == 0 else { return false }
-        pendingPingAck = onAck
+        awaitingPingAck = true
         scheduleFlush()
         return true
+    }
+
+    /// Keepalive (a cluster's or a listener's `keepalive:`): a PING every
+    /// `interval`; when its ACK does not come within `timeout`, `onTimeout`
+    /// hears why and the connection closes (its streams see a lost
+    /// connection). It stops by itself when the connection ends. On the
+    /// connection's loop; a second call replaces the first.
+    public func startKeepalive(interval: TimeAmount, timeout: TimeAmount, onTimeout: @escaping (_ reason: String) -> Void) {
+        guard !isClosed else { return }
+        keepalive?.stop()
+        keepalive = KeepalivePinger(connection: self, interval: interval, timeout: timeout, onTimeout: onTimeout)
+        keepalive?.start()
     }
 
     /// Closes the TCP connection now, saying why; open streams see `connectionLost`.
@@ -490,6 +504,8 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     private func connectionDidEnd() {
         guard !isClosed else { return }
         isClosed = true
+        keepalive?.stop()
+        keepalive = nil
         let closing = pendingCloses
         pendingCloses.removeAll()
         pendingCredits.removeAll()

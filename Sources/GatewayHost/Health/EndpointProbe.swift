@@ -3,8 +3,8 @@ import MeshgateGRPC
 import MeshgateGRPCCalls
 import MeshgateHTTP2
 import MeshgateTLS
+import MeshgateTransport
 import NIOCore
-import NIOPosix
 
 /// Active health checking of one endpoint with grpc.health.v1, on its own
 /// HTTP/2 connection (never one of the data path's), on the health loop.
@@ -56,9 +56,6 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
     }
 
     private var address: String { endpoint.address.description }
-
-    /// Why the last connection's TLS handshake failed, if it did.
-    private var tlsFailure: String?
 
     func start() {
         healthy = registry.isHealthy(cluster: clusterIndex, endpoint: endpointIndex)
@@ -177,8 +174,6 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
     }
 
     private func recordFailure(_ reason: String) {
-        let reason = tlsFailure.map { "\(reason) (TLS: \($0))" } ?? reason
-        tlsFailure = nil
         if awaitingFirstCheck {
             awaitingFirstCheck = false
             registry.firstCheckFailed(epoch: epoch, cluster: clusterIndex, endpoint: endpointIndex)
@@ -207,43 +202,21 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
         guard !connecting else { return }
         connecting = true
         connection = nil
-        tlsFailure = nil
-        let bound = NIOLoopBound(self, eventLoop: eventLoop)
-        let tlsContext = tls?.current
-        let serverName = tls?.files.serverName ?? endpoint.address.host
-        ClientBootstrap(group: eventLoop)
-            .connectTimeout(.nanoseconds(config.timeout.nanosecondsClamped))
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if let tlsContext {
-                        let handler = try TLSHandler(context: tlsContext, serverName: serverName)
-                        // A failed handshake only closes the channel: keep why, for the check's reason.
-                        handler.onFailure = { reason in bound.value.tlsFailure = reason }
-                        try channel.pipeline.syncOperations.addHandler(handler)
-                    }
-                    try channel.pipeline.syncOperations.addHandler(HTTP2Connection(role: .client, delegate: bound.value))
-                }
+        let timeout = TimeAmount.nanoseconds(config.timeout.nanosecondsClamped)
+        let options = HTTP2DialOptions(connectTimeout: timeout, tls: tls.map { ($0.current, $0.files.serverName ?? endpoint.address.host) })
+        HTTP2Dialer.dial(host: endpoint.address.host, port: endpoint.address.port, on: eventLoop, options: options, delegate: self) { result in
+            self.connecting = false
+            let waiting = self.waitingForConnection
+            self.waitingForConnection.removeAll()
+            switch result {
+            case .success(let http2):
+                if self.stopped { http2.close() }
+                self.connection = http2
+                waiting.forEach { $0(.success(http2)) }
+            case .failure(let error):
+                waiting.forEach { $0(.failure(ProbeError(message: error.message))) }
             }
-            .connect(host: endpoint.address.host, port: endpoint.address.port)
-            .assumeIsolated()
-            .whenComplete { result in
-                self.connecting = false
-                let waiting = self.waitingForConnection
-                self.waitingForConnection.removeAll()
-                switch result {
-                case .success(let channel):
-                    guard let http2 = try? channel.pipeline.syncOperations.handler(type: HTTP2Connection.self) else {
-                        waiting.forEach { $0(.failure(ProbeError(message: "no HTTP/2 handler"))) }
-                        return
-                    }
-                    if self.stopped { http2.close() }
-                    self.connection = http2
-                    waiting.forEach { $0(.success(http2)) }
-                case .failure(let error):
-                    waiting.forEach { $0(.failure(ProbeError(message: "connect failed: \(error)"))) }
-                }
-            }
+        }
     }
 
     func http2ConnectionDidClose(_ connection: HTTP2Connection) {

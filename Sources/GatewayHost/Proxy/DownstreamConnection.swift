@@ -19,8 +19,7 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     /// closes the connection or waits for the rest (no timer per call).
     private var idleSince: NIODeadline?
     private var idleTimer: Scheduled<Void>?
-    /// Listener `keepalive`: finds clients that vanished without a FIN.
-    private var keepalive: KeepalivePinger?
+    private var keepaliveStarted = false
 
     init(listener: GatewayRuntime.Listener, loop: LoopContext, tls: TLSHandler?) {
         self.listenerIndex = listener.index
@@ -31,14 +30,15 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
 
     func http2ConnectionDidReceiveSettings(_ connection: HTTP2Connection) {
         if idleTimer == nil && connection.activeStreamCount == 0 { becameIdle(connection) }
-        if keepalive == nil, let config = loop.generation.runtime.listeners[listenerIndex].config.keepalive {
+        // Listener `keepalive`: finds clients that vanished without a FIN.
+        if !keepaliveStarted, let config = loop.generation.runtime.listeners[listenerIndex].config.keepalive {
+            keepaliveStarted = true
             let listener = listenerName
-            keepalive = KeepalivePinger(config: config, connection: connection) { [weak connection] reason in
-                Log.warning("downstream keepalive timed out", [
-                    "listener": listener, "peer": connection?.remoteAddress.map { "\($0)" } ?? "-", "reason": reason,
-                ])
+            let peer = connection.remoteAddress.map { "\($0)" } ?? "-"
+            connection.startKeepalive(interval: .nanoseconds(config.interval.nanosecondsClamped),
+                                      timeout: .nanoseconds(config.timeout.nanosecondsClamped)) { reason in
+                Log.warning("downstream keepalive timed out", ["listener": listener, "peer": peer, "reason": reason])
             }
-            keepalive?.start()
         }
     }
 
@@ -53,8 +53,9 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
 
     private func armIdleTimer(_ connection: HTTP2Connection, in delay: Duration) {
         guard delay > .zero else { return }
-        idleTimer = loop.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(delay.nanosecondsClamped)) { [weak self, weak connection] in
-            guard let self, let connection else { return }
+        // Strong captures (no `weak`: it would give every connection a
+        // side-table reference count); the close cancels the timer.
+        idleTimer = loop.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(delay.nanosecondsClamped)) {
             self.idleTimer = nil
             // Busy now: the next idle moment arms the timer again.
             guard connection.activeStreamCount == 0, let since = self.idleSince else { return }
@@ -120,8 +121,6 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     func http2ConnectionDidClose(_ connection: HTTP2Connection) {
         idleTimer?.cancel()
         idleTimer = nil
-        keepalive?.stop()
-        keepalive = nil
         loop.unregister(connection)
         if let reason = connection.closeReason {
             // Clients that break the protocol are worth a line; ordinary

@@ -1,8 +1,8 @@
 import MeshgateGRPC
 import MeshgateHTTP2
 import MeshgateTLS
+import MeshgateTransport
 import NIOCore
-import NIOPosix
 
 /// The HTTP/2 connections of one event loop to one upstream endpoint.
 ///
@@ -99,49 +99,30 @@ final class EndpointPool {
     private func connect() {
         let connection = UpstreamConnection(pool: self)
         connections.append(connection)
-        let bound = NIOLoopBound(connection, eventLoop: loop.eventLoop)
-        let writeBatch = NIOLoopBound(loop.writeBatch, eventLoop: loop.eventLoop)
         let timeout = TimeAmount.nanoseconds(cluster.connectTimeout.nanosecondsClamped)
-        let tlsContext = tls?.current
-        let serverName = tls?.files.serverName ?? endpoint.address.host
-        ClientBootstrap(group: loop.eventLoop)
-            .connectTimeout(timeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if let tlsContext {
-                        let handler = try TLSHandler(context: tlsContext, serverName: serverName)
-                        handler.onFailure = { reason in bound.value.failureReason = "TLS: \(reason)" }
-                        try channel.pipeline.syncOperations.addHandler(handler)
-                    }
-                    let http2 = HTTP2Connection(role: .client, settings: UpstreamConnection.settings, writeBatch: writeBatch.value, delegate: bound.value)
-                    try channel.pipeline.syncOperations.addHandler(http2)
-                }
+        var options = HTTP2DialOptions(connectTimeout: timeout, settings: UpstreamConnection.settings,
+                                       tls: tls.map { ($0.current, $0.files.serverName ?? endpoint.address.host) })
+        options.writeBatch = loop.writeBatch
+        if let keepalive = cluster.keepalive {
+            let address = self.address
+            options.keepalive = (.nanoseconds(keepalive.interval.nanosecondsClamped), .nanoseconds(keepalive.timeout.nanosecondsClamped), { reason in
+                Log.warning("upstream keepalive timed out", ["endpoint": address, "reason": reason])
+            })
+        }
+        HTTP2Dialer.dial(host: endpoint.address.host, port: endpoint.address.port, on: loop.eventLoop, options: options,
+                         delegate: connection) { result in
+            switch result {
+            case .success(let http2):
+                connection.http2 = http2
+                self.connectionReady(connection)
+            case .failure(let error):
+                self.connectionFailed(connection, error: error.message)
             }
-            .connect(host: endpoint.address.host, port: endpoint.address.port)
-            .assumeIsolated()
-            .whenComplete { result in
-                switch result {
-                case .success(let channel):
-                    // With several addresses, several attempts may start: the
-                    // connection is the winning channel's.
-                    connection.http2 = try? channel.pipeline.syncOperations.handler(type: HTTP2Connection.self)
-                    // Ready only once the upstream's SETTINGS tell its stream
-                    // limit; an upstream that never sends them is a failure.
-                    self.loop.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
-                        if connection.isConnecting {
-                            connection.failureReason = "no HTTP/2 SETTINGS from the upstream within \(timeout.nanoseconds / 1_000_000) ms"
-                            connection.http2?.close()
-                        }
-                    }
-                case .failure(let error):
-                    self.connectionFailed(connection, error: "\(error)")
-                }
-            }
+        }
     }
 
     /// The upstream's first SETTINGS arrived: the connection takes streams.
-    func connectionReady(_ connection: UpstreamConnection) {
+    private func connectionReady(_ connection: UpstreamConnection) {
         connection.isConnecting = false
         if consecutiveFailures > 0 {
             Log.info("upstream reachable again", ["cluster": cluster.name, "endpoint": address])
@@ -152,9 +133,9 @@ final class EndpointPool {
         serviceWaiters()
     }
 
-    /// Connecting failed (TCP, or the HTTP/2 handshake). Waiting calls go
-    /// back to be placed elsewhere: none of their bytes were sent.
-    func connectionFailed(_ connection: UpstreamConnection, error: String) {
+    /// Connecting failed (TCP, TLS, or the HTTP/2 handshake). Waiting calls
+    /// go back to be placed elsewhere: none of their bytes were sent.
+    private func connectionFailed(_ connection: UpstreamConnection, error: String) {
         guard connections.contains(where: { $0 === connection }) else { return }
         remove(connection)
         consecutiveFailures += 1

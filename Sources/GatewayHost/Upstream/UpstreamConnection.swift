@@ -1,6 +1,8 @@
 import MeshgateHTTP2
 
-/// One client HTTP/2 connection to an upstream endpoint, owned by its pool.
+/// One client HTTP/2 connection to an upstream endpoint, owned by its pool:
+/// made for the pool's dial (`HTTP2Dialer`), whose delegate it becomes
+/// once the upstream's first SETTINGS arrived.
 final class UpstreamConnection: HTTP2ConnectionDelegate {
     /// Upstream windows are as large as downstream ones, so a proxied stream
     /// is never throttled by the gateway's own buffers.
@@ -10,13 +12,11 @@ final class UpstreamConnection: HTTP2ConnectionDelegate {
     /// (they report to it until closed); the pool drops each connection as
     /// it closes, which ends the cycle.
     let pool: EndpointPool
+    /// Set when the dial succeeds.
     var http2: HTTP2Connection?
-    /// True until the upstream's first SETTINGS frame.
+    /// True until the dial succeeds (or fails).
     var isConnecting = true
-    var failureReason: String?
     private(set) var isClosed = false
-    /// Cluster `keepalive`, once the connection is up.
-    private var keepalive: KeepalivePinger?
 
     init(pool: EndpointPool) {
         self.pool = pool
@@ -31,26 +31,15 @@ final class UpstreamConnection: HTTP2ConnectionDelegate {
         return http2.activeStreamCount < http2.remoteMaxConcurrentStreams
     }
 
-    func http2ConnectionDidReceiveSettings(_ connection: HTTP2Connection) {
-        if http2 == nil { http2 = connection }
-        guard connection === http2 else { return }
-        if isConnecting {
-            pool.connectionReady(self)
-            if let config = pool.cluster.keepalive {
-                keepalive = KeepalivePinger(config: config, connection: connection) { [pool] reason in
-                    Log.warning("upstream keepalive timed out", ["endpoint": pool.address, "reason": reason])
-                }
-                keepalive?.start()
-            }
-        } else {
-            pool.serviceWaiters()
-        }
-    }
-
     var receivedGoAway: Bool { http2?.receivedGoAway ?? false }
 
-    func http2(_ connection: HTTP2Connection, didReceiveGoAway lastStreamID: Int32, errorCode: UInt32) {
-        Log.info("upstream sent GOAWAY", ["endpoint": pool.address, "last_stream_id": String(lastStreamID), "error_code": String(errorCode)])
+    /// A later SETTINGS may raise the stream limit.
+    func http2ConnectionDidReceiveSettings(_ connection: HTTP2Connection) {
+        pool.serviceWaiters()
+    }
+
+    func http2(_ connection: HTTP2Connection, didReceiveGoAway lastStreamID: Int32, errorCode: HTTP2ErrorCode) {
+        Log.info("upstream sent GOAWAY", ["endpoint": pool.address, "last_stream_id": String(lastStreamID), "error_code": errorCode.name])
         pool.connectionUnusable(self)
     }
 
@@ -59,15 +48,7 @@ final class UpstreamConnection: HTTP2ConnectionDelegate {
     }
 
     func http2ConnectionDidClose(_ connection: HTTP2Connection) {
-        // A losing or failed connect attempt: the connect result reports it.
-        guard connection.hasStarted, http2 == nil || connection === http2 else { return }
         isClosed = true
-        keepalive?.stop()
-        keepalive = nil
-        if isConnecting {
-            pool.connectionFailed(self, error: failureReason ?? connection.closeReason ?? "the upstream closed the connection before its HTTP/2 SETTINGS")
-            return
-        }
         if let reason = connection.closeReason {
             Log.warning("upstream connection closed", ["endpoint": pool.address, "reason": reason])
         }
