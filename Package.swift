@@ -130,7 +130,8 @@ let package = Package(
             name: "MeshgateTests",
             dependencies: [
                 "GatewayHost", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateYAML", "MeshgateEtcd", "ProtoWire",
-                "ConsistentHash", "PluginKit", .product(name: "NIOCore", package: "swift-nio"),
+                "ConsistentHash", "PluginKit", "MeshgateTransport",
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Tests/MeshgateTests"),
     ],
