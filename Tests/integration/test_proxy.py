@@ -411,6 +411,41 @@ def test_sigterm_drains_in_flight_calls(mesh, launcher):
     assert not port_accepts(port)
 
 
+def test_a_reloaded_drain_timeout_applies_to_the_drain(mesh, launcher):
+    """drain_timeout is read from the generation current at SIGTERM: started
+    with 30 s and reloaded (SIGHUP) to 1 s, the gateway cuts a 20 s call
+    after about 1 s of drain and exits, instead of waiting for it. (Before
+    one owner held the generations, the drain used the first config's
+    value while the reload reported success.)"""
+    pb = mesh.pb2
+    port = free_port()
+    routes = [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]
+    replicas = [r.port for r in mesh.replicas.values()]
+    gateway = launcher.gateway(gateway_config(port, clusters={"mesh": replicas}, routes=routes, drain_timeout="30s"),
+                               port, name="gw-redrain")
+    gateway.config_path.write_text(gateway_config(port, clusters={"mesh": replicas}, routes=routes, drain_timeout="1s"))
+    gateway.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "generation 2 loaded" in gateway.proc.log_text(), timeout=5, message="the reload")
+
+    with insecure_channel(port) as channel:
+        stub = mesh.pb2_grpc.MeshServiceStub(channel)
+        calls_before = mesh.total("calls")
+        future = stub.Process.future(pb.ProcessRequest(request_id="long", data="x"),
+                                     metadata=[("x-mesh-delay-ms", "20000")], timeout=30)
+        mesh.wait_total_above("calls", calls_before, timeout=5.0)
+        started = time.monotonic()
+        gateway.proc.send_signal(signal.SIGTERM)
+        assert gateway.proc.wait(timeout=10) == 0
+        took = time.monotonic() - started
+        # 0.8 s of health and watch grace, the 1 s drain, then the close.
+        assert took < 5, f"the drain took {took:.1f} s: the reloaded 1 s drain_timeout was not used"
+        with pytest.raises(grpc.RpcError) as cut:
+            future.result(timeout=5)
+        assert cut.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL)
+    draining = [line for line in gateway.proc.log_text().splitlines() if '"msg":"draining"' in line]
+    assert draining and '"drain_timeout_ms":"1000"' in draining[0], draining
+
+
 def test_idle_connections_are_closed_after_the_listener_idle_timeout(mesh, launcher):
     """Listener `idle_timeout` 500 ms: a call that runs longer than that is
     not cut (its connection has a stream); once the connection has no stream

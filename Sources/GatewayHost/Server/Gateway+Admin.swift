@@ -1,0 +1,79 @@
+import NIOCore
+
+/// What the admin server shows: every view reads one generation snapshot,
+/// so a generation number never stands next to another generation's config.
+extension Gateway {
+    /// The admin endpoints' data sources, and the dashboard's sampler.
+    func adminSources() -> (AdminSources, DashboardSampler) {
+        let sampler = DashboardSampler(collect: { [weak self] loop in
+            self?.collectMetrics(on: loop) ?? loop.makeFailedFuture(GatewayError(.internalError, "the gateway is gone"))
+        }, statuses: { [health] in health.allStatuses() })
+        let generations = self.generations
+        let sources = AdminSources(
+            health: health,
+            reload: { [weak self] in self?.reload() ?? .failure(GatewayError(.internalError, "the gateway is gone")) },
+            metrics: { [weak self] loop in
+                self?.collectMetrics(on: loop).map { $0.prometheusText() } ?? loop.makeSucceededFuture("")
+            },
+            clusters: { [weak self] in self?.clustersJSON() ?? "{}" },
+            config: {
+                let current = generations.current
+                return AdminViews.config(current.runtime, generation: current.number)
+            },
+            plugins: { AdminViews.plugins(generations.current.plugins) },
+            dashboard: { sampler.data() })
+        return (sources, sampler)
+    }
+
+    /// `/metrics` and the dashboard: every loop's counters, copied on that
+    /// loop (the data path never waits for a scrape), added up on `loop`.
+    func collectMetrics(on loop: EventLoop) -> EventLoopFuture<MetricsSnapshot> {
+        let snapshots = contexts.map { context in context.eventLoop.submit { context.metricsSnapshot() } }
+        return EventLoopFuture.whenAllSucceed(snapshots, on: loop).map { loops in
+            let current = self.generations.current
+            var endpoints: [MetricsSnapshot.EndpointState] = []
+            var discovery: [MetricsSnapshot.DiscoveryState] = []
+            for cluster in current.runtime.clusters {
+                for endpoint in cluster.endpoints {
+                    let address = endpoint.address.description
+                    endpoints.append(.init(cluster: cluster.name, address: address,
+                                           healthy: self.health.isHealthy(cluster: cluster.name, address: address),
+                                           ejected: self.ejections.isEjected(cluster: cluster.name, endpointID: ClusterPool.endpointID(address: address)),
+                                           weight: endpoint.weight))
+                }
+                if let status = self.discovery.status(of: cluster.name) {
+                    discovery.append(.init(cluster: cluster.name, source: status.source, ok: status.consecutiveFailures == 0 && status.endpoints != nil,
+                                           endpoints: status.endpoints?.count ?? 0, failures: status.totalFailures, updates: status.updates))
+                }
+            }
+            return MetricsSnapshot(loops: loops, endpoints: endpoints, discovery: discovery, ejections: self.ejections.ejectionsTotal,
+                                   generation: current.number, counters: self.counters.values)
+        }
+    }
+
+    /// `/clusters`: every cluster of the current generation, its endpoints
+    /// with health and ejection, and its discovery state.
+    func clustersJSON() -> String {
+        let current = generations.current
+        var clusters: [String] = []
+        for cluster in current.runtime.clusters {
+            let endpoints = cluster.endpoints.map { endpoint -> String in
+                let address = endpoint.address.description
+                let metadata = endpoint.metadata.sorted { $0.key < $1.key }.map { "\(Log.quote($0.key)):\(Log.quote($0.value))" }
+                return "{\"address\":\(Log.quote(address)),\"weight\":\(endpoint.weight)"
+                    + ",\"healthy\":\(health.isHealthy(cluster: cluster.name, address: address))"
+                    + ",\"ejected\":\(ejections.isEjected(cluster: cluster.name, endpointID: ClusterPool.endpointID(address: address)))"
+                    + ",\"metadata\":{\(metadata.joined(separator: ","))}}"
+            }
+            var entry = "{\"name\":\(Log.quote(cluster.name)),\"endpoints\":[\(endpoints.joined(separator: ","))]"
+            if let status = discovery.status(of: cluster.name) {
+                entry += ",\"discovery\":{\"source\":\(Log.quote(status.source)),\"state\":\(Log.quote(status.state))"
+                    + ",\"last_error\":\(status.lastError.map(Log.quote) ?? "null")"
+                    + ",\"consecutive_failures\":\(status.consecutiveFailures),\"failures_total\":\(status.totalFailures)"
+                    + ",\"updates\":\(status.updates),\"last_success_unix\":\(status.lastSuccess.map { String(Int($0)) } ?? "null")}"
+            }
+            clusters.append(entry + "}")
+        }
+        return "{\"generation\":\(current.number),\"clusters\":[\(clusters.joined(separator: ","))]}\n"
+    }
+}

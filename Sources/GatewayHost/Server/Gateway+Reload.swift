@@ -1,0 +1,110 @@
+/// Reloads and discovery membership changes: each builds the parts of a new
+/// generation on the control thread and hands them to `generations`, the
+/// one owner of what new calls use.
+extension Gateway {
+    /// Reloads the config file: routes, filter chains, plugins (a replaced
+    /// plugin file loads anew), clusters (endpoints that stay keep their
+    /// connections and health) and runtime settings (drain_timeout, access
+    /// log, metrics). New calls use the new generation at once; calls in
+    /// flight finish on theirs, whose plugin instances, configs and dropped
+    /// endpoints' connections go after their last call. On any error the
+    /// current generation keeps serving and the error is returned (and
+    /// logged). Listeners and the admin address need a restart.
+    /// Reloads run one at a time, on the control thread.
+    @discardableResult
+    public func reload() -> Result<String, GatewayError> {
+        ControlThread.run { self.reloadOnControlThread() }
+    }
+
+    private func reloadOnControlThread() -> Result<String, GatewayError> {
+        let current = generations.current
+        let file = current.config.sourceFile
+        let result = Result<String, GatewayError> { () throws(GatewayError) -> String in
+            let fileConfig: GatewayConfig
+            do {
+                fileConfig = try ConfigLoader.load(file: file)
+            } catch {
+                throw GatewayError(.invalidConfig, "\(error)")
+            }
+            if let difference = Self.restartOnlyDifference(current.config, fileConfig) {
+                throw GatewayError(.invalidConfig, "\(file): \(difference) changed; that needs a restart (the running config stays)")
+            }
+            let plugins: PluginRuntime
+            do {
+                plugins = try PluginRuntime.load(fileConfig, ejections: ejections)
+            } catch {
+                throw GatewayError(.invalidConfig, "\(error)")
+            }
+            let tls: TLSMaterial
+            do {
+                tls = try TLSMaterial.load(fileConfig, previous: current.runtime.tls)
+                // Sources whose spec stayed keep running and keep their endpoints.
+                try discovery.configure(fileConfig)
+            } catch {
+                plugins.destroy()
+                throw GatewayError(.invalidConfig, "\(error)")
+            }
+            let runtime = GatewayRuntime(discovery.overlay(fileConfig), tls: tls)
+            guard let installed = install(fileConfig: fileConfig, runtime: runtime, plugins: plugins, from: current) else {
+                plugins.destroy()
+                throw GatewayError(.invalidConfig, "the gateway is draining: the running config stays")
+            }
+            counters.pluginsLoaded(Self.pluginNames(plugins))
+            let names = Set(plugins.handles.map { "\($0.image.name) \($0.image.version) (\($0.image.sha256.prefix(12)))" }).sorted()
+            return "generation \(installed.number) loaded from \(file); plugins: \(names.joined(separator: ", "))"
+        }
+        counters.reload(succeeded: (try? result.get()) != nil)
+        switch result {
+        case .success(let message): Log.info("reloaded", ["detail": message])
+        case .failure(let error): Log.error("reload failed; the running config stays", ["error": error.message])
+        }
+        return result
+    }
+
+    /// A discovery source changed a cluster's endpoints: a new generation
+    /// with the same plugins and the new endpoints (kept endpoints keep
+    /// their connections and health; dropped ones close after their calls).
+    /// On the control thread.
+    func applyDiscoveredMembership() {
+        let current = generations.current
+        guard !generations.isShuttingDown else { return }
+        let runtime = GatewayRuntime(discovery.overlay(current.fileConfig), tls: current.runtime.tls)
+        guard GenerationStore.clusterSignature(runtime.config) != current.clusterSignature else { return }
+        if let installed = install(fileConfig: current.fileConfig, runtime: runtime, plugins: current.plugins, from: current) {
+            Log.info("cluster membership applied", ["generation": String(installed.number)])
+        }
+    }
+
+    /// Health and ejection state follow new cluster membership before any
+    /// loop builds pools for it, so that a new endpoint of a health-checked
+    /// cluster starts out of rotation until its first check passes; then
+    /// the generation is installed.
+    private func install(fileConfig: GatewayConfig, runtime: GatewayRuntime, plugins: PluginRuntime,
+                         from current: GenerationStore.Snapshot) -> GenerationStore.Snapshot? {
+        var checker: HealthChecker?
+        if GenerationStore.clusterSignature(runtime.config) != current.clusterSignature {
+            ejections.setMembership(runtime.clusters)
+            let epoch = health.reconfigure(runtime)
+            checker = HealthChecker(runtime: runtime, registry: health, eventLoop: healthLoop, epoch: epoch)
+        } else {
+            health.updateRoutes(runtime)
+        }
+        return generations.install(fileConfig: fileConfig, runtime: runtime, plugins: plugins, checker: checker)
+    }
+
+    static func pluginNames(_ plugins: PluginRuntime) -> [String] {
+        Set(plugins.handles.map(\.image.name)).sorted()
+    }
+
+    /// What a reload cannot apply yet, or nil.
+    static func restartOnlyDifference(_ old: GatewayConfig, _ new: GatewayConfig) -> String? {
+        let listeners = { (c: GatewayConfig) in c.listeners.map { "\($0.name)@\($0.address)/\($0.maxConcurrentStreams)" } }
+        if listeners(old) != listeners(new) { return "the listeners (names, addresses)" }
+        if old.listeners.map(\.tls) != new.listeners.map(\.tls) {
+            return "a listener's tls block (replacing the files it names needs no restart)"
+        }
+        if old.admin?.address != new.admin?.address { return "the admin address" }
+        if old.runtime.eventLoops != new.runtime.eventLoops { return "runtime.event_loops" }
+        return nil
+    }
+}
