@@ -2,7 +2,10 @@
 import PackageDescription
 
 // Module map (see README "Architecture"):
-//   C shims (CNGHTTP2, COpenSSL, CYAML)  ->  thin Swift wrappers (MeshgateHTTP2, MeshgateYAML)
+//   C shims (CNGHTTP2, COpenSSL, CYAML) -> one Swift wrapper each, the only importer
+//   (MeshgateHTTP2, MeshgateTLS, MeshgateYAML; `internal import`, checked by ModuleBoundaryTests)
+//   MeshgatePosix: the one place libc calls that can fail are made
+//   MeshgateTransport: the one client dialer (TCP, TLS, HTTP/2)
 //   MeshgateGRPC: gRPC wire rules shared by the gateway and the sample service
 //   GatewayHost: config, routing, upstream pools, the proxy itself
 //   meshgate: the command line; MeshSample: the sample upstream service
@@ -52,9 +55,11 @@ let package = Package(
         .target(name: "Hedge", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/Hedge"),
         .target(name: "CircuitBreaker", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/CircuitBreaker"),
         .target(name: "OutlierDetection", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/OutlierDetection"),
-        .target(name: "Tracing", dependencies: ["FilterABI", "PluginKit", "ProtoWire"], path: "Plugins/Tracing"),
+        .target(name: "Tracing", dependencies: ["FilterABI", "PluginKit", "ProtoWire", "MeshgatePosix"], path: "Plugins/Tracing"),
         // Protobuf wire format for hand-encoded messages (etcd, OTLP); linked statically.
         .target(name: "ProtoWire"),
+        // The one place libc calls that can fail are made (errno -> thrown error).
+        .target(name: "MeshgatePosix"),
         .target(
             name: "MeshgateHTTP2",
             dependencies: [
@@ -70,7 +75,6 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
         .target(name: "MeshgateYAML", dependencies: ["CYAML"]),
-        .target(name: "MeshgateCrypto", dependencies: ["COpenSSL"]),
         .target(
             name: "MeshgateTLS",
             dependencies: ["COpenSSL", .product(name: "NIOCore", package: "swift-nio")]),
@@ -88,9 +92,9 @@ let package = Package(
         .target(
             name: "GatewayHost",
             dependencies: [
-                "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateCrypto", "MeshgateTLS", "MeshgateTransport",
+                "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateTransport",
                 "MeshgateEtcd",
-                "GRPCHealthProto", "FilterABI",
+                "GRPCHealthProto", "FilterABI", "MeshgatePosix",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -100,7 +104,7 @@ let package = Package(
         .executableTarget(
             name: "meshgate",
             dependencies: [
-                "GatewayHost", "MeshgateEtcd", "MeshgateTLS",
+                "GatewayHost", "MeshgateEtcd", "MeshgateTLS", "MeshgatePosix",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
@@ -120,7 +124,7 @@ let package = Package(
         .executableTarget(
             name: "MeshSample",
             dependencies: [
-                "MeshProto", "GRPCHealthProto", "MeshgateHTTP2", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateEtcd",
+                "MeshProto", "GRPCHealthProto", "MeshgatePosix", "MeshgateHTTP2", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateEtcd",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -130,7 +134,7 @@ let package = Package(
             name: "MeshgateTests",
             dependencies: [
                 "GatewayHost", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateYAML", "MeshgateEtcd", "ProtoWire",
-                "ConsistentHash", "PluginKit", "MeshgateTransport",
+                "ConsistentHash", "PluginKit", "MeshgateTransport", "MeshgatePosix",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Tests/MeshgateTests"),

@@ -1,5 +1,4 @@
 import FilterABI
-import Foundation
 import PluginKit
 import Synchronization
 
@@ -123,7 +122,14 @@ final class ClusterOutliers: @unchecked Sendable {
         if ejectNow { eject([id], reason: "\(config.consecutiveFailures) consecutive failures") }
     }
 
-    private func now() -> Double { Date().timeIntervalSince1970 * 1000 }
+    /// Milliseconds on the monotonic clock (a wall-clock jump must not
+    /// end or stretch an ejection).
+    private func now() -> Double {
+        let elapsed = ContinuousClock.now - Self.origin
+        return Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+    }
+
+    private static let origin = ContinuousClock.now
 
     /// A50: eject only while fewer than max_ejection_percent are ejected.
     private func mayEject(_ table: [UInt64: Endpoint]) -> Bool {

@@ -1,5 +1,4 @@
 import FilterABI
-import Foundation
 import PluginKit
 import Synchronization
 
@@ -61,7 +60,9 @@ final class RetryConfig: @unchecked Sendable {
 
     /// A6: uniform in [0, min(initial × multiplier^(n-1), max)).
     func backoffMs(beforeRetry n: Int) -> UInt32 {
-        let ceiling = min(initialBackoffMs * pow(multiplier, Double(n - 1)), maxBackoffMs)
+        var ceiling = initialBackoffMs
+        for _ in 1..<max(n, 1) { ceiling = min(ceiling * multiplier, maxBackoffMs) }
+        ceiling = min(ceiling, maxBackoffMs)
         return UInt32(Double.random(in: 0..<ceiling).rounded(.down))
     }
 }

@@ -1,9 +1,7 @@
 import Foundation
+import MeshgatePosix
 import PluginKit
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Sends finished spans to an OTLP/HTTP collector (protobuf) from its own
 /// thread. Event loops only append to a bounded queue (one short lock per
@@ -151,38 +149,26 @@ enum HTTPPost {
     struct Failure: Error { let message: String }
 
     static func send(_ body: [UInt8], to url: CollectorURL, contentType: String, timeoutMs: Int) -> Result<Int, Failure> {
-        var hints = addrinfo()
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var list: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(url.host, String(url.port), &hints, &list) == 0, let first = list else {
-            return .failure(Failure(message: "cannot resolve \(url.host)"))
-        }
-        defer { freeaddrinfo(list) }
-        let fd = socket(first.pointee.ai_family, first.pointee.ai_socktype, first.pointee.ai_protocol)
-        guard fd >= 0 else { return .failure(Failure(message: "socket: \(String(cString: strerror(errno)))")) }
-        defer { close(fd) }
-        var tv = timeval(tv_sec: timeoutMs / 1000, tv_usec: (timeoutMs % 1000) * 1000)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        guard connect(fd, first.pointee.ai_addr, first.pointee.ai_addrlen) == 0 else {
-            return .failure(Failure(message: "connect: \(String(cString: strerror(errno)))"))
+        let connection: BlockingTCPConnection
+        do {
+            connection = try BlockingTCPConnection(host: url.host, port: url.port, timeoutMs: timeoutMs)
+        } catch {
+            return .failure(Failure(message: error.description))
         }
         let head = "POST \(url.path) HTTP/1.1\r\nHost: \(url.host):\(url.port)\r\nContent-Type: \(contentType)\r\n"
             + "Content-Length: \(body.count)\r\nConnection: close\r\nUser-Agent: meshgate-tracing\r\n\r\n"
         // One write: a second small one would wait on Nagle for the first's ACK.
-        let request = Array(head.utf8) + body
-        var sent = 0
-        while sent < request.count {
-            let n = request[sent...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            guard n > 0 else { return .failure(Failure(message: "write: \(String(cString: strerror(errno)))")) }
-            sent += n
-        }
         var response: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while !response.contains(UInt8(ascii: "\n")) {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            guard n > 0 else { return .failure(Failure(message: "no HTTP response: \(n == 0 ? "connection closed" : String(cString: strerror(errno)))")) }
-            response += buffer[0..<n]
+        do {
+            try connection.send(Array(head.utf8) + body)
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while !response.contains(UInt8(ascii: "\n")) {
+                let n = try connection.receive(into: &buffer)
+                guard n > 0 else { return .failure(Failure(message: "no HTTP response: connection closed")) }
+                response += buffer[0..<n]
+            }
+        } catch {
+            return .failure(Failure(message: error.description))
         }
         // "HTTP/1.1 200 OK"
         let line = String(decoding: response.prefix { $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\n") }, as: UTF8.self)

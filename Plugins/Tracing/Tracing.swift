@@ -1,9 +1,7 @@
 import FilterABI
+import MeshgatePosix
 import PluginKit
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// OpenTelemetry tracing of every RPC through the route. Config:
 /// `collector` (OTLP/HTTP URL, e.g. http://127.0.0.1:4318/v1/traces; none:
@@ -83,11 +81,7 @@ final class TracingCall {
 }
 
 enum Clock {
-    static func unixNanos() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-    }
+    static func unixNanos() -> UInt64 { UInt64(Posix.wallClockNanos()) }
 }
 
 enum TracingPlugin {

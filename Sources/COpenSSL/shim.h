@@ -6,7 +6,7 @@
 #include <openssl/x509v3.h>
 
 /* OpenSSL macros (and a callback) that Swift cannot call directly, as
- * static inline functions. Only MeshgateTLS and MeshgateCrypto use them. */
+ * static inline functions. Only MeshgateTLS (the one OpenSSL wrapper) sees them. */
 
 static inline int mg_ssl_ctx_set_min_tls12(SSL_CTX *ctx) {
     return (int)SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
@@ -54,36 +54,37 @@ static inline int mg_ssl_ctx_offer_alpn_h2(SSL_CTX *ctx) {
     return SSL_CTX_set_alpn_protos(ctx, protos, sizeof protos);
 }
 
-/* The `index`-th subject alternative name of `cert`: its GEN_* type and
- * bytes (valid while `cert` lives). Returns 0 past the end. */
-static inline int mg_x509_san(X509 *cert, int index, int *type, const unsigned char **data, int *len) {
+/* The `index`-th subject alternative name of `cert`: its GEN_* type into
+ * *type, its bytes copied into out[0..capacity). Returns the byte count (0
+ * for a type without bytes here), -1 when the name does not fit (never
+ * truncated: a prefix could match an allow list), or -2 past the last
+ * name. The caller owns `out`; nothing refers to OpenSSL's memory after
+ * the call. */
+static inline int mg_x509_san(X509 *cert, int index, int *type, unsigned char *out, int capacity) {
     GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-    if (!names) return 0;
-    int found = 0;
+    if (!names) return -2;
+    int result = -2;
     if (index < sk_GENERAL_NAME_num(names)) {
         const GENERAL_NAME *name = sk_GENERAL_NAME_value(names, index);
         *type = name->type;
         const ASN1_STRING *value = NULL;
         if (name->type == GEN_DNS || name->type == GEN_URI || name->type == GEN_EMAIL) value = name->d.ia5;
         else if (name->type == GEN_IPADD) value = name->d.iPAddress;
-        static __thread unsigned char copy[512];
-        *len = 0;
+        result = 0;
         if (value) {
             int n = ASN1_STRING_length(value);
-            /* Never truncate a name: a prefix could match an allow list. */
-            if (n > (int)sizeof copy) {
-                *len = -1;
+            if (n > capacity) {
+                result = -1;
             } else {
-                memcpy(copy, ASN1_STRING_get0_data(value), (size_t)n);
-                *len = n;
+                memcpy(out, ASN1_STRING_get0_data(value), (size_t)n);
+                result = n;
             }
         }
-        *data = copy;
-        found = 1;
     }
     GENERAL_NAMES_free(names);
-    return found;
+    return result;
 }
+
 /* The subject's common name as UTF-8 into `out` (the last CN, the most
  * specific): its length, 0 when there is none, -1 when it does not fit. The
  * bytes are copied whole, an embedded NUL included, for the caller to judge. */

@@ -6,10 +6,7 @@ import MeshgateEtcd
 import MeshgateTLS
 import NIOCore
 import NIOPosix
-
-#if canImport(Glibc)
-import Glibc
-#endif
+import MeshgatePosix
 
 /// One client connection to the sample server: dispatches each request to
 /// its method handler by path.
@@ -83,8 +80,8 @@ final class SampleServer {
 
         let stop = DispatchSemaphore(value: 0)
         var sources: [DispatchSourceSignal] = []
-        for sig in [SIGTERM, SIGINT] {
-            signal(sig, SIG_IGN)
+        for sig in [Posix.Signal.terminate, Posix.Signal.interrupt] {
+            try? Posix.ignoreSignal(sig)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler { stop.signal() }
             source.resume()
@@ -96,13 +93,13 @@ final class SampleServer {
             try? registered.stop().wait()
             // Keep serving while gateways watching etcd take this replica
             // out of rotation (what a Kubernetes preStop sleep is for).
-            Thread_sleep(milliseconds: 500)
+            Posix.sleep(milliseconds: 500)
         }
         try? channel.close().wait()
         try? loop.submit {
             for c in box.connections.values where !c.isClosed { c.beginGracefulShutdown(finalGoAwayDelay: .milliseconds(100)) }
         }.wait()
-        Thread_sleep(milliseconds: 300)
+        Posix.sleep(milliseconds: 300)
         try? group.syncShutdownGracefully()
         _ = sources
     }
@@ -110,13 +107,9 @@ final class SampleServer {
     static func jsonQuote(_ text: String) -> String { EtcdRegistration.Entry.quote(text) }
 
     static func log(_ message: String, _ fields: String) {
-        var bytes = Array("{\"msg\":\"\(message)\",\(fields)}\n".utf8)
-        _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
+        var line = "{\"msg\":\"\(message)\",\(fields)}\n"
+        line.withUTF8 { try? Posix.writeAll(Posix.standardError, UnsafeRawBufferPointer($0)) }
     }
-}
-
-private func Thread_sleep(milliseconds: Int) {
-    usleep(useconds_t(milliseconds * 1000))
 }
 
 /// The replica's state, handed to channel initializers on other threads.

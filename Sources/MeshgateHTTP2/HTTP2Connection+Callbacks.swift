@@ -1,4 +1,4 @@
-import CNGHTTP2
+internal import CNGHTTP2
 import NIOCore
 
 /// nghttp2's callbacks. Each is a C function pointer that finds its

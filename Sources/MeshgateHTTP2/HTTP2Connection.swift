@@ -1,4 +1,4 @@
-import CNGHTTP2
+internal import CNGHTTP2
 import NIOCore
 
 /// One HTTP/2 connection, server or client side, driven by nghttp2 and fed by

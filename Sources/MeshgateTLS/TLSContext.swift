@@ -1,4 +1,4 @@
-import COpenSSL
+internal import COpenSSL
 
 /// An OpenSSL `SSL_CTX` built from PEM files: TLS 1.2 and 1.3 only, a
 /// modern cipher list (ECDHE with AES-GCM or ChaCha20 for TLS 1.2; X25519,

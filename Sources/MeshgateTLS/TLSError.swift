@@ -1,4 +1,4 @@
-import COpenSSL
+internal import COpenSSL
 
 /// A TLS failure: what was being done, and OpenSSL's own reasons.
 public struct TLSError: Error, Sendable, CustomStringConvertible {

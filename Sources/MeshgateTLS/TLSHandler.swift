@@ -1,4 +1,4 @@
-import COpenSSL
+internal import COpenSSL
 import NIOCore
 
 /// TLS below HTTP/2 in a channel pipeline: OpenSSL drives the protocol

@@ -1,4 +1,4 @@
-import COpenSSL
+internal import COpenSSL
 
 /// Who the verified peer certificate says the peer is.
 public struct TLSPeerIdentity: Sendable, Equatable {
@@ -36,15 +36,18 @@ public struct TLSPeerIdentity: Sendable, Equatable {
             let subjectLength = mg_x509_subject_rfc2253(cert, buffer.baseAddress!.assumingMemoryBound(to: CChar.self), Int32(buffer.count))
             if subjectLength > 0 { subject = Self.name(UnsafeBufferPointer(start: base, count: Int(subjectLength))) }
         }
-        var index: Int32 = 0
-        var type: Int32 = 0
-        var data: UnsafePointer<UInt8>?
-        var length: Int32 = 0
-        while mg_x509_san(cert, index, &type, &data, &length) == 1 {
-            if let data, length > 0, let value = Self.name(UnsafeBufferPointer(start: data, count: Int(length))) {
-                if type == GEN_DNS { dnsNames.append(value) } else if type == GEN_URI { uris.append(value) }
+        // SANs longer than 512 bytes are skipped (-1), never truncated.
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 512) { buffer in
+            var index: Int32 = 0
+            var type: Int32 = 0
+            while true {
+                let length = mg_x509_san(cert, index, &type, buffer.baseAddress!, Int32(buffer.count))
+                if length == -2 { break }
+                if length > 0, let value = Self.name(UnsafeBufferPointer(start: buffer.baseAddress, count: Int(length))) {
+                    if type == GEN_DNS { dnsNames.append(value) } else if type == GEN_URI { uris.append(value) }
+                }
+                index += 1
             }
-            index += 1
         }
     }
 

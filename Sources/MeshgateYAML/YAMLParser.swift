@@ -1,4 +1,4 @@
-import CYAML
+internal import CYAML
 
 /// A YAML syntax error with its position.
 public struct YAMLSyntaxError: Error, Sendable, CustomStringConvertible {

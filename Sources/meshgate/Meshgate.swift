@@ -1,9 +1,6 @@
 import ArgumentParser
 import GatewayHost
-
-#if canImport(Glibc)
-import Glibc
-#endif
+import MeshgatePosix
 
 @main
 struct Meshgate: AsyncParsableCommand {
@@ -26,7 +23,7 @@ extension ConfigOption {
             return try ConfigLoader.load(file: config)
         } catch {
             printError("meshgate: invalid config: \(error)")
-            Glibc.exit(2)
+            Posix.exit(2)
         }
     }
 }
@@ -44,7 +41,7 @@ struct Validate: ParsableCommand {
             plugins = try PluginRuntime.load(config)
         } catch {
             printError("meshgate: invalid config: \(error)")
-            Glibc.exit(2)
+            Posix.exit(2)
         }
         defer { plugins.destroy() }
         let routes = config.listeners.reduce(0) { $0 + $1.routes.count }
@@ -76,15 +73,15 @@ struct Run: AsyncParsableCommand {
             await gateway.runUntilSignalled()
         } catch let error as GatewayError {
             printError("meshgate: \(error.message)")
-            Glibc.exit(1)
+            Posix.exit(1)
         } catch let error as ConfigError {
             printError("meshgate: invalid config: \(error)")
-            Glibc.exit(2)
+            Posix.exit(2)
         }
     }
 }
 
 func printError(_ message: String) {
-    var bytes = Array((message + "\n").utf8)
-    _ = bytes.withUnsafeMutableBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+    var line = message + "\n"
+    line.withUTF8 { try? Posix.writeAll(Posix.standardError, UnsafeRawBufferPointer($0)) }
 }

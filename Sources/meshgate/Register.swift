@@ -3,10 +3,7 @@ import Dispatch
 import MeshgateEtcd
 import MeshgateTLS
 import NIOPosix
-
-#if canImport(Glibc)
-import Glibc
-#endif
+import MeshgatePosix
 
 /// `meshgate register`: keeps an endpoint registered in etcd for as long as
 /// the command runs, for any process that cannot register itself (run it
@@ -60,8 +57,8 @@ struct Register: AsyncParsableCommand {
             printError("meshgate register: \(message)")
         }
         let (signals, continuation) = AsyncStream.makeStream(of: Int32.self)
-        let sources = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
-            signal(sig, SIG_IGN)
+        let sources = [Posix.Signal.terminate, Posix.Signal.interrupt].map { sig -> DispatchSourceSignal in
+            try? Posix.ignoreSignal(sig)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler { continuation.yield(sig) }
             source.resume()

@@ -1,15 +1,16 @@
 import MeshgateYAML
+import MeshgatePosix
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Turns YAML text into a validated `GatewayConfig`. Every error names the
 /// file, line, column and field.
 public enum ConfigLoader {
     public static func load(file: String) throws(ConfigError) -> GatewayConfig {
-        guard let bytes = FileBytes.read(file) else {
-            throw ConfigError(file: file, mark: nil, field: "", message: "cannot read the file: \(String(cString: strerror(errno)))")
+        let bytes: [UInt8]
+        do {
+            bytes = try Posix.readFile(file)
+        } catch {
+            throw ConfigError(file: file, mark: nil, field: "", message: "cannot read the file: \(error.reason)")
         }
         return try parse(String(decoding: bytes, as: UTF8.self), file: file)
     }

@@ -1,9 +1,7 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import MeshgatePosix
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Runs the discovery source of every cluster that has one, keeps each
 /// cluster's last known endpoints, and tells the gateway when a cluster's
@@ -119,7 +117,7 @@ public final class DiscoveryManager: Sendable {
         while clock.now < deadline {
             let done = statuses.withLockedValue { $0.values.allSatisfy { $0.endpoints != nil || $0.consecutiveFailures > 0 } }
             if done { return }
-            usleep(10_000)
+            Posix.sleep(milliseconds: 10)
         }
     }
 
@@ -143,7 +141,7 @@ public final class DiscoveryManager: Sendable {
                     Log.info("discovery recovered", ["cluster": cluster, "source": status.source])
                 }
                 status.consecutiveFailures = 0
-                status.lastSuccess = Double(time(nil))
+                status.lastSuccess = Double(Posix.wallClockNanos() / 1_000_000_000)
                 if endpoints.isEmpty, let known = status.endpoints, !known.isEmpty {
                     if !status.ignoredEmpty {
                         Log.warning("discovery answered with no endpoints; keeping the last known ones", [

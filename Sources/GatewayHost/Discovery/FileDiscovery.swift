@@ -1,9 +1,7 @@
 import MeshgateYAML
 import NIOCore
+import MeshgatePosix
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Endpoints from a YAML or JSON file, re-read when it changes (checked
 /// every `refresh_interval` by inode, size and modification time). Either a
@@ -51,12 +49,12 @@ final class FileDiscovery: DiscoverySource {
 
     private func check() {
         guard let report else { return }
-        var info = stat()
         let now: String
-        if stat(config.path, &info) == 0 {
-            now = "\(info.st_ino):\(info.st_size):\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec):\(info.st_ctim.tv_sec).\(info.st_ctim.tv_nsec)"
-        } else {
-            now = "missing:\(errno)"
+        do {
+            let info = try Posix.status(config.path)
+            now = "\(info.inode):\(info.size):\(info.modifiedNanos):\(info.changedNanos)"
+        } catch {
+            now = "missing:\(error.code)"
         }
         guard now != stamp else { return }
         stamp = now
@@ -64,8 +62,11 @@ final class FileDiscovery: DiscoverySource {
     }
 
     static func read(_ path: String) -> Result<[EndpointConfig], DiscoveryFailure> {
-        guard let bytes = FileBytes.read(path) else {
-            return .failure(DiscoveryFailure("\(path): cannot read the file: \(String(cString: strerror(errno)))"))
+        let bytes: [UInt8]
+        do {
+            bytes = try Posix.readFile(path)
+        } catch {
+            return .failure(DiscoveryFailure("\(path): cannot read the file: \(error.reason)"))
         }
         let root: YAMLNode
         do {

@@ -1,9 +1,7 @@
 import FilterABI
-#if canImport(Glibc)
-import Glibc
-#endif
 import MeshgateGRPC
 import MeshgateHTTP2
+import MeshgatePosix
 
 /// What the host functions of the ABI read and write for one call: the
 /// `mg_call *` handle points at this object, which lives as long as its
@@ -58,7 +56,7 @@ final class PluginCallState {
         guard let base = headerBytes?.baseAddress, let wanted = name.ptr else { return nil }
         var seen = 0
         for span in headerSpans where span.name.count == name.len {
-            if memcmp(base + span.name.lowerBound, wanted, name.len) == 0 {
+            if Posix.bytesEqual(base + span.name.lowerBound, wanted, count: name.len) {
                 if seen == index {
                     return mg_str(ptr: (base + span.value.lowerBound).assumingMemoryBound(to: CChar.self), len: span.value.count)
                 }

@@ -1,10 +1,8 @@
 import FilterABI
-import MeshgateCrypto
+import MeshgateTLS
 import NIOConcurrencyHelpers
+import MeshgatePosix
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// A plugin shared library, loaded and checked. The one place Meshgate calls
 /// `dlopen`/`dlsym`.
@@ -37,26 +35,38 @@ public final class PluginImage: @unchecked Sendable {
 
     /// Loads (or finds, when the same content is already loaded) the image.
     static func load(path: String, cacheDirectory: String) throws(LoadError) -> PluginImage {
-        guard let bytes = FileBytes.read(path) else {
-            throw LoadError(path: path, message: "cannot read the file: \(String(cString: strerror(errno)))")
+        let bytes: [UInt8]
+        do {
+            bytes = try Posix.readFile(path)
+        } catch {
+            throw LoadError(path: path, message: "cannot read the file: \(error.reason)")
         }
         let digest = SHA256Digest.hex(of: bytes)
         if let loaded = PluginImageCache.shared.image(forDigest: digest) { return loaded }
 
         let base = path.split(separator: "/").last.map(String.init) ?? "plugin.so"
         let privatePath = "\(cacheDirectory)/\(digest)-\(base)"
-        mkdir(cacheDirectory, 0o700)
-        if access(privatePath, R_OK) != 0 {
-            let temporary = privatePath + ".tmp\(getpid())"
-            guard writeAll(temporary, bytes), rename(temporary, privatePath) == 0 else {
-                throw LoadError(path: path, message: "cannot write the private copy \(privatePath): \(String(cString: strerror(errno)))")
+        do {
+            // A private directory: nobody else may plant a copy there. A
+            // copy already there is used only when its content still hashes
+            // to its name.
+            try Posix.privateDirectory(cacheDirectory)
+            if (try? Posix.readFile(privatePath)).map(SHA256Digest.hex(of:)) != digest {
+                let temporary = privatePath + ".tmp\(Posix.processID)"
+                try Posix.remove(temporary)
+                try Posix.writeNewFile(temporary, bytes)
+                try Posix.rename(temporary, to: privatePath)
             }
+        } catch {
+            throw LoadError(path: path, message: "cannot keep its private copy \(privatePath): \(error)")
         }
-        guard let handle = dlopen(privatePath, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE) else {
-            let reason = dlerror().map { String(cString: $0) } ?? "unknown dlopen error"
-            throw LoadError(path: path, message: "not a loadable shared object: \(reason)")
+        let handle: UnsafeMutableRawPointer
+        do {
+            handle = try Posix.openSharedObject(privatePath)
+        } catch {
+            throw LoadError(path: path, message: "not a loadable shared object: \(error.reason)")
         }
-        guard let symbol = dlsym(handle, MG_PLUGIN_ENTRY_V1) else {
+        guard let symbol = Posix.symbol(MG_PLUGIN_ENTRY_V1, in: handle) else {
             throw LoadError(path: path, message: "missing the entry symbol \(MG_PLUGIN_ENTRY_V1) (is it built against meshgate_filter.h ABI v\(MG_ABI_MAJOR)?)")
         }
         let entry = unsafeBitCast(symbol, to: mg_plugin_entry_v1.self)
@@ -105,12 +115,6 @@ public final class PluginImage: @unchecked Sendable {
     public var isFilter: Bool { kinds & UInt32(MG_KIND_FILTER) != 0 }
     public var isRetry: Bool { kinds & UInt32(MG_KIND_RETRY) != 0 }
     public var schedulesAttempts: Bool { kinds & UInt32(MG_KIND_RETRY | MG_KIND_HEDGE) != 0 }
-
-    private static func writeAll(_ path: String, _ bytes: [UInt8]) -> Bool {
-        guard let f = fopen(path, "wb") else { return false }
-        defer { fclose(f) }
-        return fwrite(bytes, 1, bytes.count, f) == bytes.count
-    }
 }
 
 /// Loaded images by content digest: the same bytes load once per process.

@@ -1,9 +1,7 @@
 import FilterABI
 import MeshgateYAML
+import MeshgatePosix
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The filter chains of one config generation: every route's filters and
 /// its balancer, with their plugin configs created (and so validated by the
@@ -61,7 +59,7 @@ public final class PluginRuntime: Sendable {
     private static func loadOnControlThread(_ config: GatewayConfig, ejections: EjectionRegistry) throws(ConfigError) -> PluginRuntime {
         let configDirectory = directory(of: config.sourceFile)
         let pluginDirectory = config.pluginDirectory.map { resolve($0, against: configDirectory) } ?? executableDirectory()
-        let cacheDirectory = "/tmp/meshgate-plugins-\(getuid())"
+        let cacheDirectory = "/tmp/meshgate-plugins-\(Posix.userID)"
         var declared: [String: PluginDeclaration] = [:]
         for d in config.plugins { declared[d.name] = d }
 
@@ -171,10 +169,6 @@ public final class PluginRuntime: Sendable {
     }
 
     static func executableDirectory() -> String {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        guard n > 0 else { return "." }
-        buffer[n] = 0
-        return directory(of: String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        (try? Posix.executablePath()).map(directory(of:)) ?? "."
     }
 }

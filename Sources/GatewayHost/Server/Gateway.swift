@@ -4,10 +4,7 @@ import MeshgateTLS
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
-
-#if canImport(Glibc)
-import Glibc
-#endif
+import MeshgatePosix
 
 /// The running gateway's lifecycle: event loops, listeners and the admin
 /// server, the drain on shutdown. What new calls use (routes, filter
@@ -87,7 +84,6 @@ public final class Gateway: Sendable {
     /// The event loop that runs the health checks.
     var healthLoop: EventLoop { contexts[0].eventLoop }
 
-
     /// Binds every listener. Throws `GatewayError.listenFailed` naming the
     /// listener and address when one cannot bind.
     public func start() async throws {
@@ -166,8 +162,9 @@ public final class Gateway: Sendable {
     /// Runs until SIGTERM or SIGINT, then drains and returns.
     public func runUntilSignalled() async {
         let (signals, continuation) = AsyncStream.makeStream(of: String.self)
-        let sources = [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT"), (SIGHUP, "SIGHUP")].map { sig, name -> DispatchSourceSignal in
-            signal(sig, SIG_IGN)
+        let sources = [(Posix.Signal.terminate, "SIGTERM"), (Posix.Signal.interrupt, "SIGINT"), (Posix.Signal.hangUp, "SIGHUP")].map { sig, name -> DispatchSourceSignal in
+            // Ignored as signals; the dispatch source still sees them.
+            try? Posix.ignoreSignal(sig)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler { continuation.yield(name) }
             source.resume()
@@ -252,7 +249,7 @@ public final class Gateway: Sendable {
 
     static func describe(_ error: Error) -> String {
         if let io = error as? IOError {
-            return String(cString: strerror(io.errnoCode))
+            return Posix.describe(errno: io.errnoCode)
         }
         return "\(error)"
     }

@@ -1,9 +1,7 @@
 import MeshgateGRPC
 import NIOCore
+import MeshgatePosix
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The access log: one JSON line per RPC on stderr, in the same shape as
 /// every other log line (`ts`, `level`, `"msg":"rpc"`, then fields), written
@@ -100,20 +98,11 @@ final class AccessLog {
                     }
                     end = cut
                 }
-                Self.writeAll(fd, UnsafeRawBufferPointer(rebasing: bytes[start..<end]))
+                // stderr gone: nowhere to report it either.
+                try? Posix.writeAll(fd, UnsafeRawBufferPointer(rebasing: bytes[start..<end]))
                 start = end
             }
         }
         pending.removeAll(keepingCapacity: true)
-    }
-
-    private static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) {
-        var offset = 0
-        while offset < bytes.count {
-            let n = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return }  // stderr gone: nowhere to report it either
-            offset += n
-        }
     }
 }

@@ -1,6 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import MeshgatePosix
+
 
 /// One JSON object on one line, written into a reused byte buffer: keys in
 /// the order given, strings escaped as RFC 8259 requires.
@@ -12,12 +11,11 @@ struct JSONLine {
     /// `{"ts":<seconds.millis>,"level":"info","msg":"<message>"`
     mutating func start(message: StaticString) {
         bytes.removeAll(keepingCapacity: true)
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
+        let now = Posix.wallClockNanos()
         append("{\"ts\":")
-        appendInt(Int64(ts.tv_sec))
+        appendInt(now / 1_000_000_000)
         bytes.append(UInt8(ascii: "."))
-        appendPadded(UInt64(ts.tv_nsec / 1_000_000), digits: 3)
+        appendPadded(UInt64(now / 1_000_000 % 1000), digits: 3)
         append(",\"level\":\"info\",\"msg\":\"")
         message.withUTF8Buffer { bytes.append(contentsOf: $0) }
         bytes.append(UInt8(ascii: "\""))

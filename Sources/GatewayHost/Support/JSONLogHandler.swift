@@ -1,8 +1,6 @@
 import Logging
+import MeshgatePosix
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// A swift-log handler that writes one JSON object per line to stderr:
 /// `ts`, `level`, `msg`, then the metadata in key order. Numbers and
@@ -23,10 +21,9 @@ public struct JSONLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        let millis = ts.tv_nsec / 1_000_000
-        var line = "{\"ts\":\(ts.tv_sec).\(millis < 10 ? "00" : millis < 100 ? "0" : "")\(millis),\"level\":\"\(Self.name(event.level))\""
+        let now = Posix.wallClockNanos()
+        let millis = now / 1_000_000 % 1000
+        var line = "{\"ts\":\(now / 1_000_000_000).\(millis < 10 ? "00" : millis < 100 ? "0" : "")\(millis),\"level\":\"\(Self.name(event.level))\""
         line += ",\"msg\":\(Self.quote(event.message.description))"
         var all = metadata
         if let provided = metadataProvider?.get() { all.merge(provided) { a, _ in a } }
@@ -35,8 +32,9 @@ public struct JSONLogHandler: LogHandler {
             line += ",\(Self.quote(key)):\(Self.json(value))"
         }
         line += "}\n"
-        var bytes = Array(line.utf8)
-        _ = bytes.withUnsafeMutableBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+        // One write per line, so lines of two threads do not interleave; a
+        // log that cannot be written has nowhere to report it.
+        line.withUTF8 { try? Posix.writeAll(Posix.standardError, UnsafeRawBufferPointer($0)) }
     }
 
     static func name(_ level: Logger.Level) -> String {

@@ -1,9 +1,7 @@
 import MeshgateTLS
 import NIOConcurrencyHelpers
+import MeshgatePosix
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The current TLS context of one listener or cluster, rebuilt when its
 /// files change. New handshakes take `current`; established connections
@@ -36,9 +34,8 @@ public final class TLSContextSource: Sendable {
     /// Modification time and size of each file: what "changed" means.
     private static func stamps(_ files: TLSFilesConfig) -> [String] {
         [files.cert, files.key, files.ca].compactMap { $0 }.map { path in
-            var info = stat()
-            guard stat(path, &info) == 0 else { return "\(path):missing" }
-            return "\(path):\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec):\(info.st_size)"
+            guard let info = try? Posix.status(path) else { return "\(path):missing" }
+            return "\(path):\(info.modifiedNanos):\(info.size)"
         }
     }
 

@@ -1,7 +1,5 @@
 import FilterABI
-#if canImport(Glibc)
-import Glibc
-#endif
+import MeshgatePosix
 
 /// One cluster's endpoints as seen from one event loop, and the view of
 /// them that balancer plugins pick from (`mg_endpoint_list`).
@@ -72,7 +70,7 @@ final class ClusterPool {
         let labels = metadata[index]
         for j in 0..<labels.count {
             let entry = labels.entries[j]
-            if entry.key.len == key.len, entry.key.len == 0 || memcmp(entry.key.ptr, wanted, key.len) == 0 { return entry.value }
+            if entry.key.len == key.len, entry.key.len == 0 || Posix.bytesEqual(entry.key.ptr, wanted, count: key.len) { return entry.value }
         }
         return nil
     }

@@ -1,4 +1,3 @@
-import Foundation
 
 /// `/dashboard`: one self-contained page (no external assets, so it works
 /// offline and under a strict network policy). The first numbers are
@@ -7,7 +6,7 @@ import Foundation
 enum DashboardPage {
     static func html(initial json: String) -> String {
         // `</` cannot appear in the JSON's strings unescaped inside <script>.
-        let embedded = json.replacingOccurrences(of: "</", with: "<\\/")
+        let embedded = json.split(separator: "</", omittingEmptySubsequences: false).joined(separator: "<\\/")
         return head + "<script>const initial = \(embedded);\n" + script + "</script></body></html>\n"
     }
 

@@ -1,9 +1,7 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import MeshgatePosix
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Takes a metrics snapshot every second (on the control thread; each
 /// loop copies its own counters) and keeps the last minute, so that the
@@ -46,9 +44,7 @@ final class DashboardSampler: Sendable {
     }
 
     static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+        Double(Posix.wallClockNanos()) / 1e9
     }
 
     /// The dashboard's numbers: rates, error ratios and percentiles over the

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import MeshgatePosix
 
 /// Asks one DNS server, on the event loop it is given. Queries go over UDP
 /// with EDNS(0) offering 1232-byte answers; a truncated answer (a service
@@ -27,7 +28,7 @@ final class DNSResolver {
 
     /// The first `nameserver` of /etc/resolv.conf, port 53 (127.0.0.53 when none).
     static func systemServer() -> SocketAddressSpec {
-        guard let bytes = FileBytes.read("/etc/resolv.conf") else { return SocketAddressSpec(host: "127.0.0.53", port: 53) }
+        guard let bytes = try? Posix.readFile("/etc/resolv.conf") else { return SocketAddressSpec(host: "127.0.0.53", port: 53) }
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
             let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
             if words.count >= 2, words[0] == "nameserver" {

@@ -1,6 +1,6 @@
-import COpenSSL
+internal import COpenSSL
 
-/// SHA-256 from OpenSSL's libcrypto, the one place Meshgate hashes content.
+/// SHA-256 from OpenSSL's libcrypto (through MeshgateTLS, the one OpenSSL wrapper): where Meshgate hashes content.
 public enum SHA256Digest {
     public static func hex(of bytes: [UInt8]) -> String {
         var digest = [UInt8](repeating: 0, count: 32)

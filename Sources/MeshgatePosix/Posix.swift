@@ -1,0 +1,237 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A libc call that failed: the call, what it was about, and errno (read
+/// at once, before anything else can change it).
+public struct PosixError: Error, CustomStringConvertible, Sendable, Equatable {
+    public let call: String
+    public let code: Int32
+    /// Said instead of strerror when the failure is not an errno (a
+    /// directory owned by someone else, a name that does not resolve).
+    public let detail: String?
+
+    public init(_ call: String, code: Int32, detail: String? = nil) {
+        self.call = call
+        self.code = code
+        self.detail = detail
+    }
+
+    /// strerror's text (or the detail).
+    public var reason: String { detail ?? Posix.describe(errno: code) }
+    public var description: String { "\(call): \(reason)" }
+
+    static func last(_ call: String) -> PosixError { PosixError(call, code: errno) }
+}
+
+/// The one place Meshgate calls libc functions that can fail (files,
+/// directories, dlopen, signals, descriptors, clocks, sleeping): each
+/// wrapper checks the result and turns errno into a thrown `PosixError` at
+/// once, retrying EINTR where that is the right answer. Nothing else
+/// imports Glibc (`ModuleBoundaryTests` checks).
+public enum Posix {
+    // MARK: Files
+
+    /// A file's identity and times, for "has it changed?".
+    public struct FileStatus: Sendable, Equatable {
+        public var inode: UInt64
+        public var size: Int64
+        public var modifiedNanos: Int64
+        public var changedNanos: Int64
+        public var isDirectory: Bool
+        public var owner: UInt32
+        /// The permission bits (0o777).
+        public var permissions: UInt32
+    }
+
+    public static func status(_ path: String) throws(PosixError) -> FileStatus {
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw .last("stat \(path)") }
+        return FileStatus(info)
+    }
+
+    /// The whole file. A directory, or a read that fails halfway, is an
+    /// error (never a short file passed off as the whole).
+    public static func readFile(_ path: String) throws(PosixError) -> [UInt8] {
+        let fd = try openRetrying(path, O_RDONLY | O_CLOEXEC, mode: 0)
+        defer { _ = close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw .last("fstat \(path)") }
+        guard info.st_mode & S_IFMT != S_IFDIR else { throw PosixError("read \(path)", code: EISDIR) }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(Int(max(info.st_size, 0)))
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .last("read \(path)")
+            }
+            if n == 0 { return bytes }
+            bytes.append(contentsOf: chunk[0..<n])
+        }
+    }
+
+    /// Writes `bytes` to a new file (it must not exist: O_EXCL), flushed to
+    /// disk, or removes what was written and throws.
+    public static func writeNewFile(_ path: String, _ bytes: [UInt8], permissions: UInt32 = 0o600) throws(PosixError) {
+        let fd = try openRetrying(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode: mode_t(permissions))
+        do throws(PosixError) {
+            try bytes.withUnsafeBytes { buffer in Result { () throws(PosixError) in try writeAll(fd, buffer, what: path) } }.get()
+            guard fsync(fd) == 0 else { throw PosixError.last("fsync \(path)") }
+        } catch {
+            _ = close(fd)
+            _ = unlink(path)
+            throw error
+        }
+        // A deferred write error shows at close.
+        guard close(fd) == 0 else {
+            let error = PosixError.last("close \(path)")
+            _ = unlink(path)
+            throw error
+        }
+    }
+
+    public static func rename(_ from: String, to: String) throws(PosixError) {
+        guard Glibc.rename(from, to) == 0 else { throw .last("rename \(from) to \(to)") }
+    }
+
+    /// Removes a file; one that is already gone is no error.
+    public static func remove(_ path: String) throws(PosixError) {
+        guard unlink(path) == 0 || errno == ENOENT else { throw .last("unlink \(path)") }
+    }
+
+    /// A directory only this user can use: made (0700) when missing; when
+    /// it exists it must be a real directory (not a symlink), owned by this
+    /// user, with no access for group or others — else another local user
+    /// could plant files in it.
+    public static func privateDirectory(_ path: String) throws(PosixError) {
+        if mkdir(path, 0o700) != 0 && errno != EEXIST { throw .last("mkdir \(path)") }
+        var info = stat()
+        guard lstat(path, &info) == 0 else { throw .last("lstat \(path)") }
+        guard info.st_mode & S_IFMT == S_IFDIR else { throw PosixError("lstat \(path)", code: ENOTDIR, detail: "not a directory") }
+        guard info.st_uid == getuid() else {
+            throw PosixError("lstat \(path)", code: EPERM, detail: "owned by uid \(info.st_uid), not by this user (\(getuid()))")
+        }
+        guard info.st_mode & 0o077 == 0 else {
+            throw PosixError("lstat \(path)", code: EPERM, detail: "open to other users (mode \(String(info.st_mode & 0o777, radix: 8)))")
+        }
+    }
+
+    /// This process's executable (/proc/self/exe).
+    public static func executablePath() throws(PosixError) -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count)
+        guard n >= 0 else { throw .last("readlink /proc/self/exe") }
+        guard n < buffer.count else { throw PosixError("readlink /proc/self/exe", code: ENAMETOOLONG) }
+        return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    private static func openRetrying(_ path: String, _ flags: Int32, mode: mode_t) throws(PosixError) -> Int32 {
+        while true {
+            let fd = open(path, flags, mode)
+            if fd >= 0 { return fd }
+            if errno != EINTR { throw .last("open \(path)") }
+        }
+    }
+
+    // MARK: Descriptors
+
+    /// Writes every byte, retrying EINTR and short writes.
+    public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, what: String = "") throws(PosixError) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .last(what.isEmpty ? "write fd \(fd)" : "write \(what)")
+            }
+            guard n > 0 else { throw PosixError(what.isEmpty ? "write fd \(fd)" : "write \(what)", code: EIO, detail: "wrote nothing") }
+            offset += n
+        }
+    }
+
+    public static let standardError: Int32 = 2
+
+    // MARK: Shared objects
+
+    /// dlopen(RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE): symbols resolved now,
+    /// kept private, never unmapped (a Swift runtime crashes when its image
+    /// goes away). Throws with dlerror's text.
+    public static func openSharedObject(_ path: String) throws(PosixError) -> UnsafeMutableRawPointer {
+        _ = dlerror()
+        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE) else {
+            throw PosixError("dlopen", code: 0, detail: dlerror().map { String(cString: $0) } ?? "unknown dlopen error")
+        }
+        return handle
+    }
+
+    /// The address of `name` in a handle from `openSharedObject`, or nil
+    /// when it has no such symbol.
+    public static func symbol(_ name: String, in handle: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer? {
+        _ = dlerror()
+        return dlsym(handle, name)
+    }
+
+    // MARK: Process
+
+    public static var userID: UInt32 { getuid() }
+    public static var processID: Int32 { getpid() }
+
+    /// The signals a server handles.
+    public enum Signal {
+        public static let terminate = SIGTERM
+        public static let interrupt = SIGINT
+        public static let hangUp = SIGHUP
+    }
+
+    /// SIG_IGN for `signal` (a DispatchSource then sees it instead).
+    public static func ignoreSignal(_ number: Int32) throws(PosixError) {
+        // SIG_ERR is the handler address -1.
+        if let previous = Glibc.signal(number, SIG_IGN), unsafeBitCast(previous, to: Int.self) == -1 { throw .last("signal \(number)") }
+    }
+
+    public static func exit(_ code: Int32) -> Never { Glibc.exit(code) }
+
+    // MARK: Clocks
+
+    /// Wall-clock time (CLOCK_REALTIME) in nanoseconds since the epoch,
+    /// for timestamps; durations use the monotonic clock (NIODeadline).
+    public static func wallClockNanos() -> Int64 {
+        var ts = timespec()
+        // Fails only for an unknown clock id or a bad pointer.
+        precondition(clock_gettime(CLOCK_REALTIME, &ts) == 0, "clock_gettime(CLOCK_REALTIME)")
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+    }
+
+    /// Sleeps the calling thread for `milliseconds`, through interruptions.
+    public static func sleep(milliseconds: Int) {
+        var request = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
+        var remaining = timespec()
+        while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+    }
+
+    // MARK: Errors and memory
+
+    /// strerror's text for an errno value.
+    public static func describe(errno code: Int32) -> String { String(cString: strerror(code)) }
+
+    /// The `count` bytes at `a` and `b` are equal (memcmp).
+    public static func bytesEqual(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, count: Int) -> Bool {
+        count == 0 || memcmp(a, b, count) == 0
+    }
+}
+
+extension Posix.FileStatus {
+    init(_ info: stat) {
+        inode = UInt64(info.st_ino)
+        size = Int64(info.st_size)
+        modifiedNanos = Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec)
+        changedNanos = Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec)
+        isDirectory = info.st_mode & S_IFMT == S_IFDIR
+        owner = info.st_uid
+        permissions = UInt32(info.st_mode & 0o777)
+    }
+}
