@@ -11,7 +11,7 @@ import Synchronization
 ///
 /// The counters of a cluster are shared by every event loop (atomics), and
 /// by every route whose chain holds this same `filters:` entry.
-final class BreakerConfig: @unchecked Sendable {
+final class BreakerConfig: Sendable {
     let maxRequests: Int
     let maxPending: Int
     let maxRetries: Int

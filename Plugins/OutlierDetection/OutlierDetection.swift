@@ -15,6 +15,11 @@ import Synchronization
 /// min(base_ejection_time × n, max(base, max_ejection_time)); n decays by
 /// one every interval the endpoint is not ejected. At most
 /// `max_ejection_percent` of the endpoints seen are ejected at a time.
+///
+/// `@unchecked Sendable` only for `context`: the host's `mg_config_ctx *`,
+/// an opaque handle the ABI lets any thread pass to endpoint_eject while
+/// the config exists (the host synchronizes behind it). Everything else is
+/// immutable, or behind `clusters`' Mutex.
 final class OutlierConfig: @unchecked Sendable {
     struct SuccessRate { var stdevFactor: Double, enforcement: Int, minimumHosts: Int, requestVolume: Int }
     struct FailurePercentage { var threshold: Int, enforcement: Int, minimumHosts: Int, requestVolume: Int }
@@ -29,7 +34,6 @@ final class OutlierConfig: @unchecked Sendable {
     let failureCodes: Set<Int32>
     let context: OpaquePointer?
     private let clusters = Mutex<[String: ClusterOutliers]>([:])
-    var timer: UInt64 = 0
 
     init(_ config: PluginConfig, context: OpaquePointer?) throws(PluginConfig.Invalid) {
         self.context = context
@@ -81,7 +85,7 @@ final class OutlierConfig: @unchecked Sendable {
 
 /// One cluster's counters and ejection history. Attempts report from the
 /// event loops under a short lock (no allocation once an endpoint is known).
-final class ClusterOutliers: @unchecked Sendable {
+final class ClusterOutliers: Sendable {
     struct Endpoint {
         var successes = 0
         var failures = 0
@@ -228,9 +232,11 @@ enum OutlierDetectionPlugin {
                 ])
                 let config = try OutlierConfig(parsed, context: context)
                 let pointer = PluginSupport.retain(config)
-                config.timer = PluginHost.table?.pointee.timer_start(context, config.intervalMs, 1, { user in
+                // The host cancels the config's timers before config_destroy:
+                // the id need not be kept.
+                _ = PluginHost.table?.pointee.timer_start(context, config.intervalMs, 1, { user in
                     PluginSupport.object(user, as: OutlierConfig.self)?.sweep()
-                }, pointer) ?? 0
+                }, pointer)
                 return pointer
             } catch {
                 PluginSupport.writeError(error.message, errorBuffer, errorSize)

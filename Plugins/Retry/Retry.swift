@@ -15,7 +15,7 @@ import Synchronization
 /// replays the request, picks again through the balancer (avoiding the
 /// endpoint that failed), keeps the call's deadline over all attempts, and
 /// sends `grpc-previous-rpc-attempts`.
-final class RetryConfig: @unchecked Sendable {
+final class RetryConfig: Sendable {
     let maxAttempts: Int
     let initialBackoffMs: Double
     let maxBackoffMs: Double

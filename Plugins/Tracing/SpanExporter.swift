@@ -2,7 +2,6 @@ import Foundation
 import MeshgatePosix
 import PluginKit
 
-
 /// Sends finished spans to an OTLP/HTTP collector (protobuf) from its own
 /// thread. Event loops only append to a bounded queue (one short lock per
 /// span, never I/O); a full queue drops the span and counts it, so a call
@@ -23,7 +22,6 @@ final class SpanExporter: @unchecked Sendable {
     private let condition = NSCondition()
     private var queue: [SpanRecord] = []
     private var dropped: UInt64 = 0
-    private var exported: UInt64 = 0
     private var stopping = false
     private var thread: Thread?
     private let finished = DispatchSemaphore(value: 0)
@@ -99,7 +97,6 @@ final class SpanExporter: @unchecked Sendable {
                 let body = encoder.exportRequest(batch, serviceName: serviceName)
                 switch HTTPPost.send(body, to: endpoint, contentType: "application/x-protobuf", timeoutMs: timeoutMs) {
                 case .success(let status) where (200..<300).contains(status):
-                    exported += UInt64(batch.count)
                     PluginHost.add(exportedCounter, UInt64(batch.count))
                 case .success(let status):
                     PluginHost.add(failedCounter, UInt64(batch.count))

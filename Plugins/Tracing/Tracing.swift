@@ -2,7 +2,6 @@ import FilterABI
 import MeshgatePosix
 import PluginKit
 
-
 /// OpenTelemetry tracing of every RPC through the route. Config:
 /// `collector` (OTLP/HTTP URL, e.g. http://127.0.0.1:4318/v1/traces; none:
 /// trace context is still propagated and logged, nothing is exported),

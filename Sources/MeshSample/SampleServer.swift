@@ -1,12 +1,12 @@
 import Dispatch
+import MeshgateEtcd
 import MeshgateGRPC
 import MeshgateGRPCCalls
 import MeshgateHTTP2
-import MeshgateEtcd
+import MeshgatePosix
 import MeshgateTLS
 import NIOCore
 import NIOPosix
-import MeshgatePosix
 
 /// One client connection to the sample server: dispatches each request to
 /// its method handler by path.

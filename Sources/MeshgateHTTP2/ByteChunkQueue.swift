@@ -15,17 +15,6 @@ public struct ByteChunkQueue {
         chunks.append(chunk)
     }
 
-    public mutating func popFirst() -> ByteBuffer? {
-        guard head < chunks.count else { return nil }
-        let chunk = chunks[head]
-        head += 1
-        if head == chunks.count {
-            chunks.removeAll(keepingCapacity: true)
-            head = 0
-        }
-        return chunk
-    }
-
     /// Copies up to `count` bytes from the front into `destination`,
     /// dropping what was copied. Returns the number of bytes copied.
     mutating func drain(into destination: UnsafeMutablePointer<UInt8>, count: Int) -> Int {

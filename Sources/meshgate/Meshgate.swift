@@ -35,10 +35,10 @@ struct Validate: ParsableCommand {
 
     func run() {
         let config = options.load()
-        let plugins: PluginRuntime
+        let plugins: FilterChains
         do {
             _ = try TLSMaterial.load(config)
-            plugins = try PluginRuntime.load(config)
+            plugins = try FilterChains.load(config)
         } catch {
             printError("meshgate: invalid config: \(error)")
             Posix.exit(2)

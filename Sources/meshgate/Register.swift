@@ -1,9 +1,9 @@
 import ArgumentParser
 import Dispatch
 import MeshgateEtcd
+import MeshgatePosix
 import MeshgateTLS
 import NIOPosix
-import MeshgatePosix
 
 /// `meshgate register`: keeps an endpoint registered in etcd for as long as
 /// the command runs, for any process that cannot register itself (run it

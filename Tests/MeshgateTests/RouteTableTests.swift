@@ -24,7 +24,7 @@ import Testing
               - { name: blue, endpoints: [{ address: 127.0.0.1:3 }] }
               - { name: canary, endpoints: [{ address: 127.0.0.1:4 }] }
             """, file: "t.yaml")
-        return GatewayRuntime(config).listeners[0].routes
+        return ServingConfig(config).listeners[0].routes
     }
 
     func cluster(_ table: RouteTable, _ path: String, _ headers: HTTP2HeaderList = []) -> String? {

@@ -5,8 +5,8 @@ enum AdminViews {
     /// The config new calls use (discovered endpoints included), with
     /// secrets redacted: private key paths, and filter config values whose
     /// key names a secret (token, password, secret, private or api key).
-    static func config(_ runtime: GatewayRuntime, generation: Int) -> String {
-        let c = runtime.config
+    static func config(_ serving: ServingConfig, generation: Int) -> String {
+        let c = serving.config
         var out = "{\"generation\":\(generation),\"source_file\":\(Log.quote(c.sourceFile))"
         out += ",\"runtime\":{\"event_loops\":\(c.runtime.eventLoops.map(String.init) ?? "null"),\"drain_timeout\":\(Log.quote("\(c.runtime.drainTimeout)")),\"access_log\":\(c.runtime.accessLog)}"
         out += ",\"admin\":\(c.admin.map { "{\"address\":\(Log.quote($0.address.description))}" } ?? "null")"
@@ -60,7 +60,7 @@ enum AdminViews {
     }
 
     /// Every plugin image the current generation uses.
-    static func plugins(_ plugins: PluginRuntime) -> String {
+    static func plugins(_ plugins: FilterChains) -> String {
         var seen: Set<String> = []
         var items: [String] = []
         for handle in plugins.handles where seen.insert(handle.image.sha256).inserted {

@@ -1,6 +1,5 @@
-import MeshgateYAML
 import MeshgatePosix
-
+import MeshgateYAML
 
 /// Turns YAML text into a validated `GatewayConfig`. Every error names the
 /// file, line, column and field.
@@ -159,9 +158,9 @@ public enum ConfigLoader {
     private static func parseTLS(_ node: YAMLNode, file: String, path: String, listener: Bool) throws(ConfigError) -> TLSFilesConfig {
         let allowed: [String] = listener ? ["cert", "key", "ca", "client_auth", "handshake_timeout"] : ["cert", "key", "ca", "server_name"]
         let t = try YAMLFieldReader(node, file: file, path: path, allowed: allowed)
-        let directory = PluginRuntime.directory(of: file)
+        let directory = ConfigPaths.directory(of: file)
         func resolved(_ key: String) throws(ConfigError) -> String? {
-            try t.string(key).map { PluginRuntime.resolve($0, against: directory) }
+            try t.string(key).map { ConfigPaths.resolve($0, against: directory) }
         }
         var tls = TLSFilesConfig(cert: try resolved("cert"), key: try resolved("key"), ca: try resolved("ca"), mark: node.mark, field: path)
         if listener {
@@ -254,7 +253,7 @@ public enum ConfigLoader {
             throw ConfigError(file: file, mark: node.mark, field: path,
                               message: given.isEmpty ? "needs one source: dns, file or etcd" : "has \(given.joined(separator: " and ")); a cluster takes exactly one source")
         }
-        let directory = PluginRuntime.directory(of: file)
+        let directory = ConfigPaths.directory(of: file)
         if let n = d.node("dns") {
             let r = try YAMLFieldReader(n, file: file, path: d.fieldPath("dns"), allowed: [
                 "name", "port", "srv", "resolver", "refresh_interval", "min_refresh_interval", "timeout", "family",
@@ -290,7 +289,7 @@ public enum ConfigLoader {
         }
         if let n = d.node("file") {
             let r = try YAMLFieldReader(n, file: file, path: d.fieldPath("file"), allowed: ["path", "refresh_interval"])
-            var config = FileDiscoveryConfig(path: PluginRuntime.resolve(try r.requiredString("path"), against: directory))
+            var config = FileDiscoveryConfig(path: ConfigPaths.resolve(try r.requiredString("path"), against: directory))
             if let v = try r.duration("refresh_interval") {
                 guard v > .zero else { throw r.error("refresh_interval", r.node("refresh_interval"), "must be more than zero") }
                 config.refreshInterval = v

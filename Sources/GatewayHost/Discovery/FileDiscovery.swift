@@ -1,7 +1,6 @@
+import MeshgatePosix
 import MeshgateYAML
 import NIOCore
-import MeshgatePosix
-
 
 /// Endpoints from a YAML or JSON file, re-read when it changes (checked
 /// every `refresh_interval` by inode, size and modification time). Either a

@@ -8,12 +8,12 @@ import NIOCore
 final class HealthChecker: @unchecked Sendable {
     let eventLoop: EventLoop
     private var probes: [EndpointProbe] = []
-    private let runtime: GatewayRuntime
+    private let serving: ServingConfig
     private let registry: HealthRegistry
     private let epoch: Int
 
-    init(runtime: GatewayRuntime, registry: HealthRegistry, eventLoop: EventLoop, epoch: Int = 0) {
-        self.runtime = runtime
+    init(serving: ServingConfig, registry: HealthRegistry, eventLoop: EventLoop, epoch: Int = 0) {
+        self.serving = serving
         self.epoch = epoch
         self.registry = registry
         self.eventLoop = eventLoop
@@ -21,12 +21,12 @@ final class HealthChecker: @unchecked Sendable {
 
     func start() {
         eventLoop.execute {
-            for (c, cluster) in self.runtime.clusters.enumerated() {
+            for (c, cluster) in self.serving.clusters.enumerated() {
                 guard let check = cluster.healthCheck else { continue }
                 for (e, endpoint) in cluster.endpoints.enumerated() {
                     let probe = EndpointProbe(epoch: self.epoch, cluster: c, endpoint: e, config: endpoint, check: check,
                                               registry: self.registry, eventLoop: self.eventLoop,
-                                              tls: self.runtime.tls.clusters[cluster.name])
+                                              tls: self.serving.tls.clusters[cluster.name])
                     self.probes.append(probe)
                     probe.start()
                 }

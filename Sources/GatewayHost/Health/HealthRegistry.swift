@@ -54,11 +54,11 @@ public final class HealthRegistry: Sendable {
     /// the health service's own name, as Kubernetes liveness probes often ask).
     static let selfNames: Set<String> = ["", "grpc.health.v1.Health"]
 
-    init(runtime: GatewayRuntime, applyToLoops: @escaping @Sendable (String, String, Bool) -> Void) {
-        self.state = NIOLockedValueBox(State(serviceClusters: Self.serviceClusters(runtime),
-                                             endpointHealthy: runtime.clusters.map { $0.endpoints.map { _ in true } },
-                                             clusterNames: runtime.clusters.map(\.name),
-                                             endpointAddresses: runtime.clusters.map { $0.endpoints.map { $0.address.description } }))
+    init(serving: ServingConfig, applyToLoops: @escaping @Sendable (String, String, Bool) -> Void) {
+        self.state = NIOLockedValueBox(State(serviceClusters: Self.serviceClusters(serving),
+                                             endpointHealthy: serving.clusters.map { $0.endpoints.map { _ in true } },
+                                             clusterNames: serving.clusters.map(\.name),
+                                             endpointAddresses: serving.clusters.map { $0.endpoints.map { $0.address.description } }))
         self.applyToLoops = applyToLoops
     }
 
@@ -68,21 +68,21 @@ public final class HealthRegistry: Sendable {
     /// health-checked cluster starts unhealthy until its first check passes
     /// (as Envoy treats hosts added at run time); without checks it starts
     /// healthy.
-    func reconfigure(_ runtime: GatewayRuntime) -> Int {
-        let services = Self.serviceClusters(runtime)
+    func reconfigure(_ serving: ServingConfig) -> Int {
+        let services = Self.serviceClusters(serving)
         var epoch = 0
         change { s in
             var known: [String: Bool] = [:]
             for (c, name) in s.clusterNames.enumerated() {
                 for (e, address) in s.endpointAddresses[c].enumerated() { known["\(name) \(address)"] = s.endpointHealthy[c][e] }
             }
-            s.clusterNames = runtime.clusters.map(\.name)
-            s.endpointAddresses = runtime.clusters.map { $0.endpoints.map { $0.address.description } }
-            s.endpointHealthy = runtime.clusters.map { cluster in
+            s.clusterNames = serving.clusters.map(\.name)
+            s.endpointAddresses = serving.clusters.map { $0.endpoints.map { $0.address.description } }
+            s.endpointHealthy = serving.clusters.map { cluster in
                 cluster.endpoints.map { known["\(cluster.name) \($0.address.description)"] ?? (cluster.healthCheck == nil) }
             }
             var awaiting: Set<String> = []
-            for cluster in runtime.clusters where cluster.healthCheck != nil {
+            for cluster in serving.clusters where cluster.healthCheck != nil {
                 for endpoint in cluster.endpoints {
                     let key = "\(cluster.name) \(endpoint.address.description)"
                     if known[key] == nil || s.awaitingFirstCheck.contains(key) { awaiting.insert(key) }
@@ -114,9 +114,9 @@ public final class HealthRegistry: Sendable {
     }
 
     /// Routed service name -> indexes of the clusters its routes point to.
-    private static func serviceClusters(_ runtime: GatewayRuntime) -> [String: [Int]] {
+    private static func serviceClusters(_ serving: ServingConfig) -> [String: [Int]] {
         var services: [String: Set<Int>] = [:]
-        for listener in runtime.listeners {
+        for listener in serving.listeners {
             for route in listener.routes.routes {
                 var name = route.config.match.service
                 if name == nil, let method = route.config.match.method {
@@ -129,8 +129,8 @@ public final class HealthRegistry: Sendable {
     }
 
     /// A reload changed the routes: service statuses follow the new ones.
-    func updateRoutes(_ runtime: GatewayRuntime) {
-        let services = Self.serviceClusters(runtime)
+    func updateRoutes(_ serving: ServingConfig) {
+        let services = Self.serviceClusters(serving)
         change { $0.serviceClusters = services }
     }
 
@@ -153,10 +153,6 @@ public final class HealthRegistry: Sendable {
 
     /// Started and not draining: ready to take traffic.
     public var isReady: Bool { state.withLockedValue { $0.started && !$0.draining } }
-
-    public func usableEndpoints(cluster: Int) -> Int {
-        state.withLockedValue { $0.endpointHealthy[cluster].filter { $0 }.count }
-    }
 
     private static func status(of service: String, in s: State) -> Status? {
         if selfNames.contains(service) {

@@ -5,7 +5,8 @@ import FilterABI
 ///
 /// `@unchecked Sendable`: the config pointer belongs to the plugin, which
 /// the ABI requires to treat it as immutable or synchronized once
-/// `config_new` returns; everything else is immutable.
+/// `config_new` returns; `destroyed` is only touched on the control thread;
+/// everything else is immutable.
 public final class FilterHandle: @unchecked Sendable {
     public let image: PluginImage
     /// Dense index across the generation, for loop-local instance tables.
@@ -30,14 +31,11 @@ public final class FilterHandle: @unchecked Sendable {
     /// once), both on the control thread. Callers make sure no instance,
     /// call or attempt made from this config is left.
     func destroy() {
-        guard !destroyed else { return }
-        destroyed = true
-        let context = self.context
-        let config = self.config.map { UInt(bitPattern: $0) }
-        let destroyHook = hooks.config_destroy
         ControlThread.run {
-            context.cancelAllTimers()
-            destroyHook?(config.flatMap { UnsafeMutableRawPointer(bitPattern: $0) })
+            guard !self.destroyed else { return }
+            self.destroyed = true
+            self.context.cancelAllTimers()
+            self.hooks.config_destroy?(self.config)
         }
     }
 }

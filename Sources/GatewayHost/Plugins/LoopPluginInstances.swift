@@ -5,7 +5,7 @@ import FilterABI
 /// a lock. Also remembers which endpoint-list version each balancer
 /// instance has seen, to call lb_update before a pick that sees a new one.
 final class LoopPluginInstances {
-    private let plugins: PluginRuntime
+    private let plugins: FilterChains
     private let loopIndex: UInt32
     private let clusterCount: Int
     private let clusterNames: [String]
@@ -13,7 +13,7 @@ final class LoopPluginInstances {
     private var created: [Bool]
     private var seenVersions: [UInt64]
 
-    init(plugins: PluginRuntime, loopIndex: Int, clusterNames: [String]) {
+    init(plugins: FilterChains, loopIndex: Int, clusterNames: [String]) {
         self.plugins = plugins
         self.loopIndex = UInt32(loopIndex)
         self.clusterNames = clusterNames

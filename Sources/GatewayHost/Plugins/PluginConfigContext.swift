@@ -7,15 +7,13 @@ import NIOCore
 /// `@unchecked Sendable`: the timer table is behind `lock`; everything else
 /// is immutable.
 final class PluginConfigContext: @unchecked Sendable {
-    let pluginName: String
     let ejections: EjectionRegistry
     private let lock = NIOLock()
     private var timers: [UInt64: RepeatedTask] = [:]
     private var nextTimer: UInt64 = 1
     private var closed = false
 
-    init(pluginName: String, ejections: EjectionRegistry) {
-        self.pluginName = pluginName
+    init(ejections: EjectionRegistry) {
         self.ejections = ejections
     }
 

@@ -1,8 +1,7 @@
 import FilterABI
+import MeshgatePosix
 import MeshgateTLS
 import NIOConcurrencyHelpers
-import MeshgatePosix
-
 
 /// A plugin shared library, loaded and checked. The one place Meshgate calls
 /// `dlopen`/`dlsym`.

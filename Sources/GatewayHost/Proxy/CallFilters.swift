@@ -12,7 +12,7 @@ import NIOCore
 /// Only `begin` mutates: hooks run through non-mutating methods, so a host
 /// function reading the call meanwhile never overlaps a write.
 struct CallFilters {
-    let chain: PluginRuntime.RouteChain
+    let chain: FilterChains.RouteChain
     let instances: LoopPluginInstances
     let clusterIndex: Int
     /// The `mg_call *` of the call.
@@ -20,7 +20,7 @@ struct CallFilters {
     /// The per-call state of each filter (empty when no filter keeps any).
     private var states: [UnsafeMutableRawPointer?] = []
 
-    init(chain: PluginRuntime.RouteChain, instances: LoopPluginInstances, clusterIndex: Int, plugin: PluginCallState) {
+    init(chain: FilterChains.RouteChain, instances: LoopPluginInstances, clusterIndex: Int, plugin: PluginCallState) {
         self.chain = chain
         self.instances = instances
         self.clusterIndex = clusterIndex

@@ -1,7 +1,7 @@
-import NIOCore
 import MeshgateGRPC
 import MeshgateHTTP2
 import MeshgateTLS
+import NIOCore
 
 /// The gateway's side of one client connection: turns each request head
 /// into a routed `ProxyCall`, or answers it locally with a gRPC status.
@@ -21,7 +21,7 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     private var idleTimer: Scheduled<Void>?
     private var keepaliveStarted = false
 
-    init(listener: GatewayRuntime.Listener, loop: LoopContext, tls: TLSHandler?) {
+    init(listener: ServingConfig.Listener, loop: LoopContext, tls: TLSHandler?) {
         self.listenerIndex = listener.index
         self.listenerName = listener.config.name
         self.loop = loop
@@ -31,7 +31,7 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     func http2ConnectionDidReceiveSettings(_ connection: HTTP2Connection) {
         if idleTimer == nil && connection.activeStreamCount == 0 { becameIdle(connection) }
         // Listener `keepalive`: finds clients that vanished without a FIN.
-        if !keepaliveStarted, let config = loop.generation.runtime.listeners[listenerIndex].config.keepalive {
+        if !keepaliveStarted, let config = loop.generation.serving.listeners[listenerIndex].config.keepalive {
             keepaliveStarted = true
             let listener = listenerName
             let peer = connection.remoteAddress.map { "\($0)" } ?? "-"
@@ -48,7 +48,7 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
 
     private func becameIdle(_ connection: HTTP2Connection) {
         idleSince = .now()
-        if idleTimer == nil { armIdleTimer(connection, in: loop.generation.runtime.listeners[listenerIndex].config.idleTimeout) }
+        if idleTimer == nil { armIdleTimer(connection, in: loop.generation.serving.listeners[listenerIndex].config.idleTimeout) }
     }
 
     private func armIdleTimer(_ connection: HTTP2Connection, in delay: Duration) {
@@ -59,7 +59,7 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
             self.idleTimer = nil
             // Busy now: the next idle moment arms the timer again.
             guard connection.activeStreamCount == 0, let since = self.idleSince else { return }
-            let timeout = self.loop.generation.runtime.listeners[self.listenerIndex].config.idleTimeout
+            let timeout = self.loop.generation.serving.listeners[self.listenerIndex].config.idleTimeout
             guard timeout > .zero else { return }
             let left = timeout.nanosecondsClamped - (NIODeadline.now() - since).nanoseconds
             guard left <= 0 else { return self.armIdleTimer(connection, in: .nanoseconds(left)) }
@@ -89,7 +89,7 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
             return call
         }
         let generation = loop.generation
-        guard let route = generation.runtime.listeners[listenerIndex].routes.match(path: path, headers: headers) else {
+        guard let route = generation.serving.listeners[listenerIndex].routes.match(path: path, headers: headers) else {
             return reply(connection, stream, GRPCStatus(.unimplemented, "no route for \(path) on listener '\(listenerName)'"))
         }
         let peer = tls?.peer

@@ -64,7 +64,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         let deadline: NIODeadline? = timeoutNanos.map { .now() + .nanoseconds($0) }
         self.deadline = deadline
         let plugin = PluginCallState(path: path, requestHeaders: headers, deadlineNanos: deadline.map { $0.uptimeNanoseconds },
-                                     collectsLogFields: generation.runtime.config.runtime.accessLog)
+                                     collectsLogFields: generation.serving.config.runtime.accessLog)
         self.plugin = plugin
         self.filters = CallFilters(chain: chain, instances: generation.instances, clusterIndex: route.clusterIndex, plugin: plugin)
         self.machine = CallStateMachine(configuration: .init(
@@ -322,10 +322,10 @@ final class ProxyCall: HTTP2StreamDelegate {
         if !filters.isEmpty {
             filters.callDone(status: status, attempts: attemptCount, duration: .now() - started, requestBytes: machine.request.received)
         }
-        if generation.runtime.config.runtime.accessLog {
+        if generation.serving.config.runtime.accessLog {
             let upstream = machine.committedAttempt.map { attempts[$0].address } ?? lastUpstream
             loop.accessLog.write(AccessLog.Entry(
-                listener: generation.runtime.listeners[listenerIndex].config.name, path: path, cluster: route.config.cluster,
+                listener: generation.serving.listeners[listenerIndex].config.name, path: path, cluster: route.config.cluster,
                 status: status, durationMicros: Int64(seconds * 1_000_000), upstream: upstream, attempts: attemptCount,
                 requestBytes: machine.request.received, clientIdentity: requestHeaders["x-forwarded-client-cert"], fields: plugin.logFields))
         }

@@ -5,7 +5,7 @@ import MeshgateHTTP2
 public struct RouteTable: Sendable {
     public struct Route: Sendable {
         public let config: RouteConfig
-        /// Index of the target cluster in `GatewayRuntime.clusters`.
+        /// Index of the target cluster in `ServingConfig.clusters`.
         public let clusterIndex: Int
         /// Position in the listener's routes (the filter chain's index).
         public let index: Int

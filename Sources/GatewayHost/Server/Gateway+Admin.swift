@@ -18,7 +18,7 @@ extension Gateway {
             clusters: { [weak self] in self?.clustersJSON() ?? "{}" },
             config: {
                 let current = generations.current
-                return AdminViews.config(current.runtime, generation: current.number)
+                return AdminViews.config(current.serving, generation: current.number)
             },
             plugins: { AdminViews.plugins(generations.current.plugins) },
             dashboard: { sampler.data() })
@@ -33,7 +33,7 @@ extension Gateway {
             let current = self.generations.current
             var endpoints: [MetricsSnapshot.EndpointState] = []
             var discovery: [MetricsSnapshot.DiscoveryState] = []
-            for cluster in current.runtime.clusters {
+            for cluster in current.serving.clusters {
                 for endpoint in cluster.endpoints {
                     let address = endpoint.address.description
                     endpoints.append(.init(cluster: cluster.name, address: address,
@@ -56,7 +56,7 @@ extension Gateway {
     func clustersJSON() -> String {
         let current = generations.current
         var clusters: [String] = []
-        for cluster in current.runtime.clusters {
+        for cluster in current.serving.clusters {
             let endpoints = cluster.endpoints.map { endpoint -> String in
                 let address = endpoint.address.description
                 let metadata = endpoint.metadata.sorted { $0.key < $1.key }.map { "\(Log.quote($0.key)):\(Log.quote($0.value))" }

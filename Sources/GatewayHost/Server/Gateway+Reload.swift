@@ -29,23 +29,23 @@ extension Gateway {
             if let difference = Self.restartOnlyDifference(current.config, fileConfig) {
                 throw GatewayError(.invalidConfig, "\(file): \(difference) changed; that needs a restart (the running config stays)")
             }
-            let plugins: PluginRuntime
+            let plugins: FilterChains
             do {
-                plugins = try PluginRuntime.load(fileConfig, ejections: ejections)
+                plugins = try FilterChains.load(fileConfig, ejections: ejections)
             } catch {
                 throw GatewayError(.invalidConfig, "\(error)")
             }
             let tls: TLSMaterial
             do {
-                tls = try TLSMaterial.load(fileConfig, previous: current.runtime.tls)
+                tls = try TLSMaterial.load(fileConfig, previous: current.serving.tls)
                 // Sources whose spec stayed keep running and keep their endpoints.
                 try discovery.configure(fileConfig)
             } catch {
                 plugins.destroy()
                 throw GatewayError(.invalidConfig, "\(error)")
             }
-            let runtime = GatewayRuntime(discovery.overlay(fileConfig), tls: tls)
-            guard let installed = install(fileConfig: fileConfig, runtime: runtime, plugins: plugins, from: current) else {
+            let serving = ServingConfig(discovery.overlay(fileConfig), tls: tls)
+            guard let installed = install(fileConfig: fileConfig, serving: serving, plugins: plugins, from: current) else {
                 plugins.destroy()
                 throw GatewayError(.invalidConfig, "the gateway is draining: the running config stays")
             }
@@ -68,9 +68,9 @@ extension Gateway {
     func applyDiscoveredMembership() {
         let current = generations.current
         guard !generations.isShuttingDown else { return }
-        let runtime = GatewayRuntime(discovery.overlay(current.fileConfig), tls: current.runtime.tls)
-        guard GenerationStore.clusterSignature(runtime.config) != current.clusterSignature else { return }
-        if let installed = install(fileConfig: current.fileConfig, runtime: runtime, plugins: current.plugins, from: current) {
+        let serving = ServingConfig(discovery.overlay(current.fileConfig), tls: current.serving.tls)
+        guard GenerationStore.clusterSignature(serving.config) != current.clusterSignature else { return }
+        if let installed = install(fileConfig: current.fileConfig, serving: serving, plugins: current.plugins, from: current) {
             Log.info("cluster membership applied", ["generation": String(installed.number)])
         }
     }
@@ -79,20 +79,20 @@ extension Gateway {
     /// loop builds pools for it, so that a new endpoint of a health-checked
     /// cluster starts out of rotation until its first check passes; then
     /// the generation is installed.
-    private func install(fileConfig: GatewayConfig, runtime: GatewayRuntime, plugins: PluginRuntime,
+    private func install(fileConfig: GatewayConfig, serving: ServingConfig, plugins: FilterChains,
                          from current: GenerationStore.Snapshot) -> GenerationStore.Snapshot? {
         var checker: HealthChecker?
-        if GenerationStore.clusterSignature(runtime.config) != current.clusterSignature {
-            ejections.setMembership(runtime.clusters)
-            let epoch = health.reconfigure(runtime)
-            checker = HealthChecker(runtime: runtime, registry: health, eventLoop: healthLoop, epoch: epoch)
+        if GenerationStore.clusterSignature(serving.config) != current.clusterSignature {
+            ejections.setMembership(serving.clusters)
+            let epoch = health.reconfigure(serving)
+            checker = HealthChecker(serving: serving, registry: health, eventLoop: healthLoop, epoch: epoch)
         } else {
-            health.updateRoutes(runtime)
+            health.updateRoutes(serving)
         }
-        return generations.install(fileConfig: fileConfig, runtime: runtime, plugins: plugins, checker: checker)
+        return generations.install(fileConfig: fileConfig, serving: serving, plugins: plugins, checker: checker)
     }
 
-    static func pluginNames(_ plugins: PluginRuntime) -> [String] {
+    static func pluginNames(_ plugins: FilterChains) -> [String] {
         Set(plugins.handles.map(\.image.name)).sorted()
     }
 

@@ -1,10 +1,10 @@
 import Dispatch
 import MeshgateHTTP2
+import MeshgatePosix
 import MeshgateTLS
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
-import MeshgatePosix
 
 /// The running gateway's lifecycle: event loops, listeners and the admin
 /// server, the drain on shutdown. What new calls use (routes, filter
@@ -15,7 +15,7 @@ public final class Gateway: Sendable {
     /// What the gateway started with: its listeners and admin address (a
     /// reload that changes those is refused), and the TLS sources they
     /// handshake with.
-    let startup: GatewayRuntime
+    let startup: ServingConfig
     let group: MultiThreadedEventLoopGroup
     let contexts: [LoopContext]
     /// The one owner of the current generation.
@@ -45,16 +45,16 @@ public final class Gateway: Sendable {
         try discovery.configure(fileConfig)
         discovery.waitForFirstAnswers(timeout: .seconds(5))
         let config = discovery.overlay(fileConfig)
-        let runtime = GatewayRuntime(config, tls: try TLSMaterial.load(config))
-        self.startup = runtime
+        let serving = ServingConfig(config, tls: try TLSMaterial.load(config))
+        self.startup = serving
         ejections.setMembership(config.clusters)
-        let plugins = try PluginRuntime.load(config, ejections: ejections)
+        let plugins = try FilterChains.load(config, ejections: ejections)
         counters.pluginsLoaded(Self.pluginNames(plugins))
         let threads = config.runtime.eventLoops ?? System.coreCount
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let loops = Array(group.makeIterator())
         let contextsBox = NIOLockedValueBox<[LoopContext]>([])
-        let health = HealthRegistry(runtime: runtime) { cluster, address, healthy in
+        let health = HealthRegistry(serving: serving) { cluster, address, healthy in
             for context in contextsBox.withLockedValue({ $0 }) {
                 context.eventLoop.execute { context.setEndpointHealth(cluster: cluster, address: address, healthy: healthy) }
             }
@@ -63,7 +63,7 @@ public final class Gateway: Sendable {
         for (i, loop) in loops.enumerated() {
             let ejections = self.ejections
             contexts.append(try loop.submit {
-                LoopContext(eventLoop: loop, index: i, runtime: runtime, health: health, ejections: ejections, plugins: plugins)
+                LoopContext(eventLoop: loop, index: i, serving: serving, health: health, ejections: ejections, plugins: plugins)
             }.wait())
         }
         contextsBox.withLockedValue { $0 = contexts }
@@ -74,9 +74,9 @@ public final class Gateway: Sendable {
         }
         self.contexts = contexts
         self.health = health
-        let first = GenerationStore.Snapshot(number: 1, fileConfig: fileConfig, runtime: runtime, plugins: plugins,
+        let first = GenerationStore.Snapshot(number: 1, fileConfig: fileConfig, serving: serving, plugins: plugins,
                                              clusterSignature: GenerationStore.clusterSignature(config))
-        self.generations = GenerationStore(first: first, checker: HealthChecker(runtime: runtime, registry: health, eventLoop: loops[0]),
+        self.generations = GenerationStore(first: first, checker: HealthChecker(serving: serving, registry: health, eventLoop: loops[0]),
                                            loops: contexts)
         discovery.setOnChange { [weak self] in self?.applyDiscoveredMembership() }
     }
@@ -150,7 +150,7 @@ public final class Gateway: Sendable {
         let generations = self.generations
         let discovery = self.discovery
         let watch = ControlThread.loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
-            for source in generations.current.runtime.tls.all + discovery.tlsSources { source.reloadIfChanged() }
+            for source in generations.current.serving.tls.all + discovery.tlsSources { source.reloadIfChanged() }
         }
         serving.withLockedValue { $0.tlsWatch = watch }
         health.markStarted()

@@ -19,19 +19,19 @@ final class GenerationStore: Sendable {
         let fileConfig: GatewayConfig
         /// What new calls use: the config with discovered endpoints, and
         /// its TLS material.
-        let runtime: GatewayRuntime
-        let plugins: PluginRuntime
+        let serving: ServingConfig
+        let plugins: FilterChains
         /// Everything about the clusters a change has to act on.
         let clusterSignature: [String]
 
-        var config: GatewayConfig { runtime.config }
-        var drainTimeout: Duration { runtime.config.runtime.drainTimeout }
+        var config: GatewayConfig { serving.config }
+        var drainTimeout: Duration { serving.config.runtime.drainTimeout }
     }
 
     private struct State {
         var current: Snapshot
         var checker: HealthChecker
-        /// Loops whose live generations use each plugin runtime: a runtime
+        /// Loops whose live generations use each filter-chain set: one
         /// is destroyed when no generation uses it and it is not current.
         var pluginUsers: [ObjectIdentifier: Int]
         var shuttingDown = false
@@ -56,15 +56,15 @@ final class GenerationStore: Sendable {
     /// on every loop (a new `checker` replaces the running one, which is
     /// stopped). The previous generation retires on each loop as its calls
     /// end. Nil, and nothing installed, once the drain has begun.
-    func install(fileConfig: GatewayConfig, runtime: GatewayRuntime, plugins: PluginRuntime,
+    func install(fileConfig: GatewayConfig, serving: ServingConfig, plugins: FilterChains,
                  checker: HealthChecker? = nil) -> Snapshot? {
         ControlThread.loop.preconditionInEventLoop()
         let loopCount = loops.count
-        let change = state.withLockedValue { s -> (Snapshot, PluginRuntime, HealthChecker?)? in
+        let change = state.withLockedValue { s -> (Snapshot, FilterChains, HealthChecker?)? in
             guard !s.shuttingDown else { return nil }
             let previous = s.current.plugins
-            s.current = Snapshot(number: s.current.number + 1, fileConfig: fileConfig, runtime: runtime, plugins: plugins,
-                                 clusterSignature: Self.clusterSignature(runtime.config))
+            s.current = Snapshot(number: s.current.number + 1, fileConfig: fileConfig, serving: serving, plugins: plugins,
+                                 clusterSignature: Self.clusterSignature(serving.config))
             s.pluginUsers[ObjectIdentifier(plugins), default: 0] += loopCount
             var replaced: HealthChecker?
             if let checker {
@@ -80,7 +80,7 @@ final class GenerationStore: Sendable {
         }
         for context in loops {
             context.eventLoop.execute {
-                context.install(number: snapshot.number, runtime: runtime, plugins: plugins) {
+                context.install(number: snapshot.number, serving: serving, plugins: plugins) {
                     self.release(previous)
                 }
             }
@@ -99,7 +99,7 @@ final class GenerationStore: Sendable {
     }
 
     /// A loop's generation that used `plugins` has drained there.
-    private func release(_ plugins: PluginRuntime) {
+    private func release(_ plugins: FilterChains) {
         let unused = state.withLockedValue { s -> Bool in
             let id = ObjectIdentifier(plugins)
             s.pluginUsers[id, default: 0] -= 1

@@ -11,7 +11,6 @@ import NIOCore
 /// every access happens on `eventLoop` (checked in debug builds).
 final class LoopContext: @unchecked Sendable {
     let eventLoop: EventLoop
-    let runtime: GatewayRuntime
     /// Coalesces writes of every HTTP/2 connection (both directions) on this loop.
     let writeBatch = HTTP2WriteBatch()
     /// This loop's request counters (see `LoopMetrics`).
@@ -29,34 +28,33 @@ final class LoopContext: @unchecked Sendable {
     /// What new calls use; replaced by a reload.
     private(set) var generation: LoopGeneration
 
-    init(eventLoop: EventLoop, index: Int, runtime: GatewayRuntime, health: HealthRegistry, ejections: EjectionRegistry, plugins: PluginRuntime) {
+    init(eventLoop: EventLoop, index: Int, serving: ServingConfig, health: HealthRegistry, ejections: EjectionRegistry, plugins: FilterChains) {
         self.eventLoop = eventLoop
-        self.runtime = runtime
         self.health = health
         self.ejections = ejections
         self.index = index
         self.accessLog = AccessLog(eventLoop: eventLoop)
         // A placeholder without pools until `self` can make them.
-        self.generation = LoopGeneration(number: 0, runtime: runtime, plugins: plugins, loopIndex: index, clusters: [])
-        self.generation = LoopGeneration(number: 1, runtime: runtime, plugins: plugins, loopIndex: index, clusters: makeClusters(runtime))
-        metrics.enabled = runtime.config.runtime.metrics
+        self.generation = LoopGeneration(number: 0, serving: serving, plugins: plugins, loopIndex: index, clusters: [])
+        self.generation = LoopGeneration(number: 1, serving: serving, plugins: plugins, loopIndex: index, clusters: makeClusters(serving))
+        metrics.enabled = serving.config.runtime.metrics
     }
 
-    /// Pools for `runtime`'s clusters. An endpoint that stays (same cluster,
+    /// Pools for `serving`'s clusters. An endpoint that stays (same cluster,
     /// address and connection settings) keeps its pool, with its open
     /// connections, backoff and health; new ones start from the shared
     /// health and ejection state.
-    private func makeClusters(_ runtime: GatewayRuntime) -> [ClusterPool] {
+    private func makeClusters(_ serving: ServingConfig) -> [ClusterPool] {
         var existing: [String: EndpointPool] = [:]
         for cluster in generation.clusters {
             for endpoint in cluster.endpoints { existing["\(cluster.name) \(endpoint.address)"] = endpoint }
         }
-        return runtime.clusters.enumerated().map { i, config in
+        return serving.clusters.enumerated().map { i, config in
             ClusterPool(config: config, index: i, loop: self) { endpoint in
                 let address = endpoint.address.description
                 if let kept = existing["\(config.name) \(address)"], kept.cluster.sameConnectionSettings(as: config),
-                   kept.tls === runtime.tls.clusters[config.name] { return kept }
-                let made = EndpointPool(endpoint: endpoint, cluster: config, loop: self, tls: runtime.tls.clusters[config.name])
+                   kept.tls === serving.tls.clusters[config.name] { return kept }
+                let made = EndpointPool(endpoint: endpoint, cluster: config, loop: self, tls: serving.tls.clusters[config.name])
                 made.healthy = self.health.isHealthy(cluster: config.name, address: address)
                 made.ejected = self.ejections.isEjected(cluster: config.name, endpointID: ClusterPool.endpointID(address: address))
                 return made
@@ -64,14 +62,14 @@ final class LoopContext: @unchecked Sendable {
         }
     }
 
-    /// Reload: new calls use `plugins`/`runtime` from now on; the previous
+    /// Reload: new calls use `plugins`/`serving` from now on; the previous
     /// generation is retired and reports through `onOldDrained` when its
     /// last call has ended on this loop.
-    func install(number: Int, runtime: GatewayRuntime, plugins: PluginRuntime, onOldDrained: @escaping () -> Void) {
+    func install(number: Int, serving: ServingConfig, plugins: FilterChains, onOldDrained: @escaping () -> Void) {
         eventLoop.assertInEventLoop()
         let old = generation
-        generation = LoopGeneration(number: number, runtime: runtime, plugins: plugins, loopIndex: index, clusters: makeClusters(runtime))
-        metrics.enabled = runtime.config.runtime.metrics
+        generation = LoopGeneration(number: number, serving: serving, plugins: plugins, loopIndex: index, clusters: makeClusters(serving))
+        metrics.enabled = serving.config.runtime.metrics
         old.retire(onDrained: onOldDrained)
     }
 

@@ -7,8 +7,8 @@
 /// plugin configs can be destroyed once every loop is done with them.
 final class LoopGeneration {
     let number: Int
-    let runtime: GatewayRuntime
-    let plugins: PluginRuntime
+    let serving: ServingConfig
+    let plugins: FilterChains
     let instances: LoopPluginInstances
     /// The upstream pools of this generation's clusters (endpoint pools are
     /// shared with other generations where the endpoint stayed).
@@ -17,13 +17,13 @@ final class LoopGeneration {
     private var retired = false
     private var onDrained: (() -> Void)?
 
-    init(number: Int, runtime: GatewayRuntime, plugins: PluginRuntime, loopIndex: Int, clusters: [ClusterPool]) {
+    init(number: Int, serving: ServingConfig, plugins: FilterChains, loopIndex: Int, clusters: [ClusterPool]) {
         self.number = number
-        self.runtime = runtime
+        self.serving = serving
         self.plugins = plugins
         self.clusters = clusters
         for cluster in clusters { cluster.endpoints.forEach { $0.generations += 1 } }
-        self.instances = LoopPluginInstances(plugins: plugins, loopIndex: loopIndex, clusterNames: runtime.clusters.map(\.name))
+        self.instances = LoopPluginInstances(plugins: plugins, loopIndex: loopIndex, clusterNames: serving.clusters.map(\.name))
     }
 
     func callStarted() { activeCalls += 1 }

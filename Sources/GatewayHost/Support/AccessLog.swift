@@ -1,7 +1,6 @@
 import MeshgateGRPC
-import NIOCore
 import MeshgatePosix
-
+import NIOCore
 
 /// The access log: one JSON line per RPC on stderr, in the same shape as
 /// every other log line (`ts`, `level`, `"msg":"rpc"`, then fields), written

@@ -1,6 +1,5 @@
 import MeshgatePosix
 
-
 /// One JSON object on one line, written into a reused byte buffer: keys in
 /// the order given, strings escaped as RFC 8259 requires.
 struct JSONLine {

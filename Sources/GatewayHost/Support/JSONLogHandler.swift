@@ -1,7 +1,6 @@
 import Logging
 import MeshgatePosix
 
-
 /// A swift-log handler that writes one JSON object per line to stderr:
 /// `ts`, `level`, `msg`, then the metadata in key order. Numbers and
 /// booleans given as `.stringConvertible` stay bare JSON numbers; the rest

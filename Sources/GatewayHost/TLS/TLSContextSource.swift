@@ -1,7 +1,6 @@
+import MeshgatePosix
 import MeshgateTLS
 import NIOConcurrencyHelpers
-import MeshgatePosix
-
 
 /// The current TLS context of one listener or cluster, rebuilt when its
 /// files change. New handshakes take `current`; established connections

@@ -1,7 +1,6 @@
+import MeshgatePosix
 import NIOConcurrencyHelpers
 import NIOCore
-import MeshgatePosix
-
 
 /// Takes a metrics snapshot every second (on the control thread; each
 /// loop copies its own counters) and keeps the last minute, so that the

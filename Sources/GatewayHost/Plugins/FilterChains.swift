@@ -1,12 +1,11 @@
 import FilterABI
-import MeshgateYAML
 import MeshgatePosix
-
+import MeshgateYAML
 
 /// The filter chains of one config generation: every route's filters and
 /// its balancer, with their plugin configs created (and so validated by the
 /// plugins) at load.
-public final class PluginRuntime: Sendable {
+public final class FilterChains: Sendable {
     public struct RouteChain: Sendable {
         public let filters: [FilterHandle]
         public let balancer: FilterHandle
@@ -50,15 +49,15 @@ public final class PluginRuntime: Sendable {
     /// Loads every plugin the config uses and creates every filter config.
     /// Errors name the config file, line and field, and the plugin's path,
     /// ABI version or own message.
-    public static func load(_ config: GatewayConfig, ejections: EjectionRegistry = EjectionRegistry()) throws(ConfigError) -> PluginRuntime {
+    public static func load(_ config: GatewayConfig, ejections: EjectionRegistry = EjectionRegistry()) throws(ConfigError) -> FilterChains {
         // config_new runs on the ABI's control thread.
-        let result = ControlThread.run { Result { () throws(ConfigError) -> PluginRuntime in try loadOnControlThread(config, ejections: ejections) } }
+        let result = ControlThread.run { Result { () throws(ConfigError) -> FilterChains in try loadOnControlThread(config, ejections: ejections) } }
         return try result.get()
     }
 
-    private static func loadOnControlThread(_ config: GatewayConfig, ejections: EjectionRegistry) throws(ConfigError) -> PluginRuntime {
-        let configDirectory = directory(of: config.sourceFile)
-        let pluginDirectory = config.pluginDirectory.map { resolve($0, against: configDirectory) } ?? executableDirectory()
+    private static func loadOnControlThread(_ config: GatewayConfig, ejections: EjectionRegistry) throws(ConfigError) -> FilterChains {
+        let configDirectory = ConfigPaths.directory(of: config.sourceFile)
+        let pluginDirectory = config.pluginDirectory.map { ConfigPaths.resolve($0, against: configDirectory) } ?? executableDirectory()
         let cacheDirectory = "/tmp/meshgate-plugins-\(Posix.userID)"
         var declared: [String: PluginDeclaration] = [:]
         for d in config.plugins { declared[d.name] = d }
@@ -70,7 +69,7 @@ public final class PluginRuntime: Sendable {
             if let loaded = images[name] { return loaded }
             let path: String
             if let d = declared[name] {
-                path = d.path.contains("/") ? resolve(d.path, against: configDirectory) : "\(pluginDirectory)/\(d.path)"
+                path = d.path.contains("/") ? ConfigPaths.resolve(d.path, against: configDirectory) : "\(pluginDirectory)/\(d.path)"
             } else if let file = builtIns[name] {
                 path = "\(pluginDirectory)/\(file)"
             } else {
@@ -88,7 +87,7 @@ public final class PluginRuntime: Sendable {
         }
 
         func create(_ image: PluginImage, json: String, mark: YAMLMark?, field: String) throws(ConfigError) -> FilterHandle {
-            let context = PluginConfigContext(pluginName: image.name, ejections: ejections)
+            let context = PluginConfigContext(ejections: ejections)
             var error = [CChar](repeating: 0, count: 1024)
             var json = json
             let created: UnsafeMutableRawPointer? = json.withUTF8 { bytes in
@@ -147,7 +146,7 @@ public final class PluginRuntime: Sendable {
                 }
                 chains.append(routeChains)
             }
-            return PluginRuntime(chains: chains, handles: handles)
+            return FilterChains(chains: chains, handles: handles)
         } catch {
             for handle in handles { handle.destroy() }
             throw error
@@ -159,16 +158,7 @@ public final class PluginRuntime: Sendable {
         for handle in handles { handle.destroy() }
     }
 
-    static func directory(of file: String) -> String {
-        guard let slash = file.lastIndex(of: "/") else { return "." }
-        return String(file[..<slash])
-    }
-
-    static func resolve(_ path: String, against directory: String) -> String {
-        path.hasPrefix("/") ? path : "\(directory)/\(path)"
-    }
-
     static func executableDirectory() -> String {
-        (try? Posix.executablePath()).map(directory(of:)) ?? "."
+        (try? Posix.executablePath()).map(ConfigPaths.directory(of:)) ?? "."
     }
 }

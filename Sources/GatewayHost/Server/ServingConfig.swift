@@ -1,6 +1,6 @@
 /// The config compiled for serving: immutable, shared by every event loop.
 /// A reload publishes a new one.
-public struct GatewayRuntime: Sendable {
+public struct ServingConfig: Sendable {
     public struct Listener: Sendable {
         public let config: ListenerConfig
         public let routes: RouteTable
