@@ -23,7 +23,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -88,6 +87,47 @@ def process_request_body() -> bytes:
 
     message = field(1, b"bench") + field(2, b"payload")
     return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def tree_pids(root_pid: int) -> list[int]:
+    """`root_pid` and all its descendants."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        parent[int(entry)] = int(stat[stat.rindex(")") + 2:].split()[1])
+    found, todo = [], [root_pid]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += [child for child, p in parent.items() if p == pid]
+    return found
+
+
+def tree_context_switches(root_pid: int) -> int:
+    """Voluntary + involuntary context switches of every thread of the
+    process tree: a count that does not depend on machine noise the way
+    CPU time does."""
+    total = 0
+    for pid in tree_pids(root_pid):
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                            total += int(line.split()[1])
+            except OSError:
+                continue
+    return total
 
 
 def tree_cpu_ticks(root_pid: int) -> int:
@@ -222,6 +262,7 @@ class Run:
     p50_ms: float
     p99_ms: float
     cpu_us_per_req: float
+    ctx_switches_per_req: float = 0.0
 
 
 def run_h2load(h2load: str, name: str, round_no: int, pid: int, port: int, body: Path,
@@ -230,9 +271,9 @@ def run_h2load(h2load: str, name: str, round_no: int, pid: int, port: int, body:
     argv = [h2load, "-n", str(args.requests), "-c", str(args.clients),
             "-m", str(args.streams), "-t", str(args.threads), "-d", str(body),
             *GRPC_HEADERS, f"--log-file={log_file}", f"http://{HOST}:{port}{PROCESS_PATH}"]
-    cpu_before = tree_cpu_ticks(pid)
+    cpu_before, switches_before = tree_cpu_ticks(pid), tree_context_switches(pid)
     result = subprocess.run(argv, capture_output=True, text=True, timeout=args.run_timeout)
-    cpu_after = tree_cpu_ticks(pid)
+    cpu_after, switches_after = tree_cpu_ticks(pid), tree_context_switches(pid)
     out = result.stdout
     if result.returncode != 0:
         sys.exit(f"h2load against {name} failed ({result.returncode}):\n{out}\n{result.stderr}")
@@ -258,7 +299,42 @@ def run_h2load(h2load: str, name: str, round_no: int, pid: int, port: int, body:
     return Run(proxy=name, round=round_no, requests=int(counts.group(1)), succeeded=succeeded,
                failed=int(counts.group(3)), non_200=non_200, rps=float(rps.group(1)),
                p50_ms=percentile(latencies, 50) / 1000, p99_ms=percentile(latencies, 99) / 1000,
-               cpu_us_per_req=cpu_us / max(succeeded, 1))
+               cpu_us_per_req=cpu_us / max(succeeded, 1),
+               ctx_switches_per_req=(switches_after - switches_before) / max(succeeded, 1))
+
+
+def malloc_counts(h2load: str, targets: dict, body: Path, args: argparse.Namespace, work_dir: Path) -> dict:
+    """malloc calls per RPC of each meshgate, from a uprobe on libc's malloc
+    (`perf probe -x libc malloc`, then `perf stat -e probe_libc:malloc -p`):
+    a count, so it does not depend on machine noise."""
+    libc = next((p for p in ("/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6",
+                             "/lib/aarch64-linux-gnu/libc.so.6") if os.path.exists(p)), None)
+    perf = shutil.which("perf")
+    if not (libc and perf):
+        print("mallocs: skipped (no perf or libc found)")
+        return {}
+    subprocess.run([perf, "probe", "-q", "-x", libc, "malloc"], capture_output=True)
+    counted = argparse.Namespace(**{**vars(args), "requests": args.mallocs})
+    result = {}
+    print(f"\nmalloc calls per RPC ({args.mallocs} requests each; perf uprobe, CPU not counted)")
+    for name, (pid, port) in targets.items():
+        if not name.startswith("meshgate"):
+            continue
+        stat = subprocess.Popen([perf, "stat", "-x", ",", "-e", "probe_libc:malloc", "-p", str(pid)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        run = run_h2load(h2load, name, 98, pid, port, body, counted, work_dir)
+        time.sleep(0.2)
+        stat.send_signal(signal.SIGINT)
+        _, err = stat.communicate(timeout=30)
+        count = next((int(line.split(",")[0]) for line in err.splitlines()
+                      if "probe_libc:malloc" in line and line.split(",")[0].isdigit()), None)
+        if count is None:
+            print(f"  {name:<16} perf gave no count: {err.strip()[:200]}")
+            continue
+        result[name] = count / max(run.succeeded, 1)
+        print(f"  {name:<16} {result[name]:>7.1f}")
+    return result
 
 
 # --------------------------------------------------------------------------
@@ -332,27 +408,39 @@ def hedge_bench(h2load, nghttp, fleet, meshgate, upstreams, body, args, work_dir
 def print_report(runs: list[Run], proxies: list[str]) -> dict:
     print()
     print(f"{'proxy':<14} {'round':>5} {'ok':>7} {'fail':>5} {'req/s':>10} "
-          f"{'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>11}")
+          f"{'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>11} {'ctxsw/req':>10}")
     for r in runs:
         print(f"{r.proxy:<14} {r.round:>5} {r.succeeded:>7} {r.failed + r.non_200:>5} "
-              f"{r.rps:>10.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} {r.cpu_us_per_req:>11.1f}")
+              f"{r.rps:>10.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} {r.cpu_us_per_req:>11.1f} {r.ctx_switches_per_req:>10.3f}")
 
-    metrics = ["rps", "p50_ms", "p99_ms", "cpu_us_per_req"]
+    metrics = ["rps", "p50_ms", "p99_ms", "cpu_us_per_req", "ctx_switches_per_req"]
     medians = {p: {m: statistics.median(getattr(r, m) for r in runs if r.proxy == p)
                    for m in metrics} for p in proxies}
     print()
     print(f"medians over {len(runs) // len(proxies)} rounds")
-    print(f"{'':<20} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>11}")
+    print(f"{'':<20} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>11} {'ctxsw/req':>10}")
     for p in proxies:
         m = medians[p]
         print(f"{p:<20} {m['rps']:>10.0f} {m['p50_ms']:>8.3f} {m['p99_ms']:>8.3f} "
-              f"{m['cpu_us_per_req']:>11.1f}")
-    ratio = {m: (medians["meshgate"][m] / medians["nghttpx"][m]
-                 if medians["nghttpx"][m] else float("nan")) for m in metrics}
-    print(f"{'meshgate / nghttpx':<20} {ratio['rps']:>10.2f} {ratio['p50_ms']:>8.2f} "
-          f"{ratio['p99_ms']:>8.2f} {ratio['cpu_us_per_req']:>11.2f}")
+              f"{m['cpu_us_per_req']:>11.1f} {m['ctx_switches_per_req']:>10.3f}")
+
+    def ratio_of(a: str, b: str) -> dict:
+        return {m: (medians[a][m] / medians[b][m] if medians[b][m] else float("nan")) for m in metrics}
+
+    def print_ratio(label: str, r: dict) -> None:
+        print(f"{label:<20} {r['rps']:>10.2f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+              f"{r['cpu_us_per_req']:>11.2f} {r['ctx_switches_per_req']:>10.2f}")
+
+    ratio = ratio_of("meshgate", "nghttpx")
+    print_ratio("meshgate / nghttpx", ratio)
+    ratios = {"ratio_meshgate_over_nghttpx": ratio}
+    for name in ("meshgate", "meshgate+3f"):
+        if f"{name}@base" in medians:
+            r = ratio_of(name, f"{name}@base")
+            print_ratio(f"{name} / @base", r)
+            ratios[f"ratio_{name}_over_base"] = r
     print("(req/s: higher is better; latency and CPU: lower is better)")
-    return {"medians": medians, "ratio_meshgate_over_nghttpx": ratio}
+    return {"medians": medians, **ratios}
 
 
 # --------------------------------------------------------------------------
@@ -374,6 +462,13 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bin-dir", help="dir with meshgate and mesh-sample (default: "
                     "$MESHGATE_BIN_DIR or `swift build -c release --show-bin-path`)")
+    ap.add_argument("--baseline-bin-dir", help="a second build's bin dir (e.g. the previous commit's): its "
+                    "meshgate runs beside this one, with and without the chain, as 'meshgate@base' and "
+                    "'meshgate+3f@base', in the same rounds")
+    ap.add_argument("--mallocs", type=int, default=0, metavar="N",
+                    help="after the rounds, count malloc calls per RPC over N requests per meshgate "
+                    "(perf uprobe on libc's malloc; needs root and linux-perf; slows the proxy, so "
+                    "its CPU is not counted)")
     ap.add_argument("-n", "--requests", type=int, default=50000, help="requests per run")
     ap.add_argument("-c", "--clients", type=int, default=50, help="h2load connections")
     ap.add_argument("-m", "--streams", type=int, default=10, help="concurrent streams per connection")
@@ -433,8 +528,21 @@ def main() -> int:
             *[f"-b{HOST},{p};;proto=h2" for p in upstreams],
             "--workers=2", "--no-ocsp"], nx_port)
 
-        targets = {"meshgate": (mg.pid, mg_port), "meshgate+3f": (mg_chain.pid, chain_port),
-                   "meshgate+retry": (mg_retry.pid, retry_port), "nghttpx": (nx.pid, nx_port)}
+        targets = {"meshgate": (mg.pid, mg_port)}
+        if args.baseline_bin_dir:
+            base = Path(args.baseline_bin_dir) / "meshgate"
+            base_port, base_chain_port = free_port(), free_port()
+            (work_dir / "base.yaml").write_text(meshgate_config(base_port, upstreams))
+            (work_dir / "base-chain.yaml").write_text(meshgate_config(base_chain_port, upstreams, chain_plugin=plugin))
+            mg_base = fleet.start("meshgate@base", [str(base), "run", "--config", str(work_dir / "base.yaml")], base_port)
+            mg_base_chain = fleet.start("meshgate+3f@base", [str(base), "run", "--config", str(work_dir / "base-chain.yaml")],
+                                        base_chain_port)
+            targets["meshgate@base"] = (mg_base.pid, base_port)
+        targets["meshgate+3f"] = (mg_chain.pid, chain_port)
+        if args.baseline_bin_dir:
+            targets["meshgate+3f@base"] = (mg_base_chain.pid, base_chain_port)
+        targets["meshgate+retry"] = (mg_retry.pid, retry_port)
+        targets["nghttpx"] = (nx.pid, nx_port)
         for name, (_, port) in targets.items():
             check_grpc_ok(nghttp, port, body, name)
         print(f"all proxies answer grpc-status 0; h2load -n {args.requests} -c {args.clients} "
@@ -447,7 +555,12 @@ def main() -> int:
 
         runs: list[Run] = []
         for round_no in range(1, args.rounds + 1):
-            for name, (pid, port) in targets.items():
+            # Alternate the order from round to round, so that no proxy
+            # always runs right after the same neighbour.
+            order = list(targets.items())
+            if round_no % 2 == 0:
+                order.reverse()
+            for name, (pid, port) in order:
                 run = run_h2load(h2load, name, round_no, pid, port, body, args, work_dir)
                 runs.append(run)
                 print(f"  round {round_no} {name:<11} {run.rps:>9.0f} req/s  "
@@ -482,6 +595,8 @@ def main() -> int:
             cost = retried["cpu_us_per_req"] - plain["cpu_us_per_req"]
             print(f"Retry filter cost when nothing fails: {cost:+.1f} us CPU per RPC "
                   f"({100 * cost / plain['cpu_us_per_req']:+.1f}%)")
+        if args.mallocs > 0:
+            summary["mallocs_per_req"] = malloc_counts(h2load, targets, body, args, work_dir)
         if not args.skip_hedge:
             summary["hedge"] = hedge_bench(h2load, nghttp, fleet, meshgate, upstreams, body, args, work_dir)
         if args.json:

@@ -35,14 +35,12 @@ final class ProxyCall: HTTP2StreamDelegate {
     let plugin: PluginCallState
     private var filters: CallFilters
     private var machine: CallStateMachine
-    /// The current event's actions; reused from event to event.
-    private var actions: [CallAction] = []
-    /// Events that arrived while actions were being carried out.
-    private var queued: [CallEvent] = []
-    private var processing = false
+    /// While the call processes an event: the depth of the loop's scratch
+    /// buffers it uses (its actions, and the events that arrive meanwhile).
+    private var scratchDepth = -1
 
     /// The attempts' I/O side, by id.
-    private var attempts: [UpstreamAttempt] = []
+    private var attempts = InlineFirstArray<UpstreamAttempt>()
     private var deadlineTimer: Scheduled<Void>?
     private var attemptTimer: Scheduled<Void>?
     /// When the client got (or lost) its final status: the duration counted.
@@ -89,22 +87,37 @@ final class ProxyCall: HTTP2StreamDelegate {
     // MARK: Events in
 
     /// Feeds `event` to the state machine and carries out what follows;
-    /// while that is under way, queues it instead.
+    /// while that is under way, queues it instead (in order).
     func handle(_ event: CallEvent) {
-        if processing {
-            queued.append(event)
+        let scratch = loop.callScratch
+        if scratchDepth >= 0 {
+            scratch.events[scratchDepth].append(event)
             return
         }
-        processing = true
-        process(event)
-        while !queued.isEmpty { process(queued.removeFirst()) }
-        processing = false
+        let depth = scratch.enter()
+        scratchDepth = depth
+        process(event, depth)
+        var next = 0
+        while next < scratch.events[depth].count {
+            let queued = scratch.events[depth][next]
+            next += 1
+            process(queued, depth)
+        }
+        scratch.events[depth].removeAll(keepingCapacity: true)
+        scratchDepth = -1
+        scratch.leave()
     }
 
-    private func process(_ event: CallEvent) {
-        actions.removeAll(keepingCapacity: true)
-        machine.handle(event, into: &actions)
-        for action in actions { execute(action) }
+    private func process(_ event: CallEvent, _ depth: Int) {
+        let scratch = loop.callScratch
+        scratch.actions[depth].removeAll(keepingCapacity: true)
+        machine.handle(event, into: &scratch.actions[depth])
+        // By index: carrying out an action may grow the scratch for deeper calls.
+        var i = 0
+        while i < scratch.actions[depth].count {
+            execute(scratch.actions[depth][i])
+            i += 1
+        }
     }
 
     /// call_start_attempt: false when the call can make no more attempts.

@@ -15,6 +15,8 @@ final class LoopContext: @unchecked Sendable {
     let writeBatch = HTTP2WriteBatch()
     /// This loop's request counters (see `LoopMetrics`).
     let metrics = LoopMetrics()
+    /// The buffers calls process their events in.
+    let callScratch = CallScratch()
     /// This loop's access-log lines, written once per tick.
     let accessLog: AccessLog
     /// The current generation's upstream pools.

@@ -98,7 +98,7 @@ struct CallStateMachine {
     let configuration: Configuration
     private(set) var phase = Phase.idle
     /// Every attempt made, indexed by id; gone ones stay (ids never move).
-    private(set) var attempts: [AttemptState] = []
+    private(set) var attempts = InlineFirstArray<AttemptState>()
     private(set) var request = RequestProgress()
     private(set) var downstreamClosed = false
     /// Request bytes kept to send again to later attempts (only while open).
