@@ -13,6 +13,9 @@ struct CallHarness {
     /// Every action so far, in order.
     private(set) var log: [CallAction] = []
     private var reports: [AttemptID: Int] = [:]
+    /// What each report carried (the machine's `attempts[id].outcome` when
+    /// it reported).
+    private(set) var reported: [AttemptID: AttemptOutcome] = [:]
     private var doneCount = 0
 
     init(hooks: Bool = false, scheduler: Bool = false, holdsHead: Bool = false, replayLimit: Int = 1 << 20) {
@@ -42,13 +45,15 @@ struct CallHarness {
         }
         for action in actions {
             switch action {
-            case .reportAttempt(let id, _, _, _):
+            case .reportAttempt(let id, _, _):
                 reports[id, default: 0] += 1
+                reported[id] = machine.attempts[id].outcome
+                #expect(reported[id] != nil, "attempt \(id) reported without an outcome", sourceLocation: sourceLocation)
                 #expect(reports[id] == 1, "attempt \(id) reported \(reports[id]!) times", sourceLocation: sourceLocation)
             case .callDone:
                 doneCount += 1
                 #expect(doneCount == 1, "the call ended twice", sourceLocation: sourceLocation)
-                for (id, attempt) in machine.attempts.enumerated() where attempt.started {
+                for id in machine.attempts.indices where machine.attempts[id].started {
                     #expect(reports[id] == 1, "attempt \(id) started but was not reported before the end", sourceLocation: sourceLocation)
                 }
                 #expect(machine.attempts.allSatisfy { !$0.isLive }, "the call ended with attempts alive", sourceLocation: sourceLocation)
@@ -125,7 +130,7 @@ func endStatus(_ actions: [CallAction]) -> GRPCStatus? {
 
 extension CallAction {
     var isReport: Bool { if case .reportAttempt = self { true } else { false } }
-    var reportDecides: Bool? { if case .reportAttempt(_, _, _, let decides) = self { decides } else { nil } }
-    var reportedStatus: GRPCStatus? { if case .reportAttempt(_, let outcome, _, _) = self { outcome.status } else { nil } }
+    var reportDecides: Bool? { if case .reportAttempt(_, _, let decides) = self { decides } else { nil } }
+    var reportedAttempt: AttemptID? { if case .reportAttempt(let id, _, _) = self { id } else { nil } }
     var resetCode: HTTP2ErrorCode? { if case .resetStream(_, let code) = self { code } else { nil } }
 }

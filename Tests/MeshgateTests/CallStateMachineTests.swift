@@ -31,7 +31,8 @@ import Testing
         #expect(h.send(.attemptHeaders(0, end, isTrailers: true, endStream: true)) == [.sendResponseEnd(trailers: end), .finished(ok)])
         #expect(h.phase == .finished(.init(status: ok, committed: 0)))
         let outcome = AttemptOutcome.fromStatusHeaders(end, head: nil, trailersOnly: false)
-        #expect(h.send(.attemptClosed(0, .finished)) == [.reportAttempt(0, outcome, responseStarted: true, decides: false)])
+        #expect(h.send(.attemptClosed(0, .finished)) == [.reportAttempt(0, responseStarted: true, decides: false)])
+        #expect(h.reported[0] == outcome)
         #expect(h.send(.downstreamClosed(cleanly: true)) == [.callDone(ok, attempts: 1)])
         #expect(h.phase == .done(.init(status: ok, committed: 0)))
         // Done is final: late events change nothing.
@@ -126,7 +127,7 @@ import Testing
         #expect(h.send(.requestData(bytes(10))) == [.sendRequestData(0, bytes(10))])
         #expect(h.machine.replay.isEmpty)
         let cancelled = h.send(.attemptClosed(1, .reset(code: .cancel, local: true)))
-        #expect(cancelled.count == 1 && cancelled[0].reportedStatus?.code == .cancelled)
+        #expect(cancelled.count == 1 && cancelled[0].reportedAttempt == 1 && h.reported[1]?.status.code == .cancelled)
         // Attempt 0 now ends without a retry: no plugin is asked (decides
         // false), the call ends with its result, and its unfinished
         // request is closed with NO_ERROR.
@@ -188,8 +189,8 @@ import Testing
         // The loser's late bytes are dropped (and credited upstream).
         #expect(h.send(.attemptData(0, bytes(4))) == [.creditUpstream(0, bytes: 4)])
         let closed = h.send(.attemptClosed(0, .reset(code: .cancel, local: true)))
-        #expect(closed == [.reportAttempt(0, AttemptOutcome(status: GRPCStatus(.cancelled, "attempt cancelled by the gateway")),
-                                          responseStarted: false, decides: false)])
+        #expect(closed == [.reportAttempt(0, responseStarted: false, decides: false)])
+        #expect(h.reported[0] == AttemptOutcome(status: GRPCStatus(.cancelled, "attempt cancelled by the gateway")))
         #expect(h.phase == .committed(1), "a cancelled loser does not end the call")
     }
 
@@ -216,7 +217,8 @@ import Testing
         h.open(0)
         let failed = trailersOnly(.unavailable, "overloaded")
         let ended = h.send(.attemptHeaders(0, failed, isTrailers: false, endStream: true))
-        #expect(ended == [.reportAttempt(0, .fromStatusHeaders(failed, head: nil, trailersOnly: true), responseStarted: false, decides: true)])
+        #expect(ended == [.reportAttempt(0, responseStarted: false, decides: true)])
+        #expect(h.reported[0] == .fromStatusHeaders(failed, head: nil, trailersOnly: true))
         #expect(h.send(.retryDecided(0, .retry(afterMs: 25, withinDeadline: true))) == [.scheduleAttempt(afterMs: 25)])
         #expect(h.send(.attemptClosed(0, .finished)) == [], "reported once already")
         #expect(h.send(.scheduledAttemptDue) == [.place(1, kind: .retry, avoidEndpoint: 100)])
@@ -239,7 +241,8 @@ import Testing
         _ = h.send(.attemptHeaders(0, responseHead, isTrailers: false, endStream: false))
         let end = trailers(.unavailable, "draining")
         let ended = h.send(.attemptHeaders(0, end, isTrailers: true, endStream: true))
-        #expect(ended == [.reportAttempt(0, .fromStatusHeaders(end, head: responseHead, trailersOnly: false), responseStarted: false, decides: true)])
+        #expect(ended == [.reportAttempt(0, responseStarted: false, decides: true)])
+        #expect(h.reported[0] == .fromStatusHeaders(end, head: responseHead, trailersOnly: false))
         // No retry: the client gets the held head, then the trailers.
         #expect(h.send(.retryDecided(0, .no)) == [
             .sendResponseHead(0, responseHead, endStream: false), .sendResponseEnd(trailers: end),
@@ -307,7 +310,7 @@ import Testing
         let refused = h.send(.attemptClosed(0, .reset(code: .refusedStream, local: false)))
         #expect(refused.count == 2)
         #expect(refused[0].reportDecides == false)
-        #expect(refused[0].reportedStatus?.code == .unavailable)
+        #expect(refused[0].reportedAttempt == 0 && h.reported[0]?.status.code == .unavailable)
         #expect(refused[1] == .place(1, kind: .transparent, avoidEndpoint: 100))
         h.open(1)
         // The second refusal goes to the retry plugin like any failure.
@@ -325,7 +328,8 @@ import Testing
         _ = h.send(.connectionReady(0))
         let actions = h.send(.streamNotOpened(0))
         #expect(actions.count == 2)
-        #expect(actions[0].reportedStatus?.message.contains("could not take a new stream") == true)
+        #expect(actions[0].reportedAttempt == 0)
+        #expect(h.reported[0]?.status.message.contains("could not take a new stream") == true)
         #expect(actions[1] == .place(1, kind: .transparent, avoidEndpoint: 100))
         #expect(h.attempt(0).stage == .gone)
     }
@@ -454,8 +458,8 @@ import Testing
         #expect(h.send(.downstreamClosed(cleanly: false)) == [.resetStream(0, .cancel), .finished(cancelled)])
         let closed = h.send(.attemptClosed(0, .reset(code: .cancel, local: true)))
         #expect(closed.count == 2)
-        #expect(closed[0] == .reportAttempt(0, AttemptOutcome(status: GRPCStatus(.cancelled, "attempt cancelled by the gateway")),
-                                            responseStarted: true, decides: false))
+        #expect(closed[0] == .reportAttempt(0, responseStarted: true, decides: false))
+        #expect(h.reported[0] == AttemptOutcome(status: GRPCStatus(.cancelled, "attempt cancelled by the gateway")))
         #expect(closed[1] == .callDone(cancelled, attempts: 1))
     }
 
@@ -499,8 +503,9 @@ import Testing
         let status = GRPCStatus(.cancelled, "a filter cancelled every attempt of the call and scheduled none")
         #expect(h.send(.filterCancelledAttempts(keep: nil)) == [.finished(status), .sendLocalStatus(status, responseStarted: false)])
         #expect(h.send(.attemptStartHooksReturned(0)) == [
-            .reportAttempt(0, AttemptOutcome(status: GRPCStatus(.cancelled, "attempt cancelled by a filter")), responseStarted: false, decides: false),
+            .reportAttempt(0, responseStarted: false, decides: false),
         ])
+        #expect(h.reported[0] == AttemptOutcome(status: GRPCStatus(.cancelled, "attempt cancelled by a filter")))
         #expect(h.send(.downstreamClosed(cleanly: true)) == [.callDone(status, attempts: 1)])
     }
 
@@ -522,7 +527,7 @@ import Testing
         _ = h.send(.attemptHeaders(0, responseHead, isTrailers: false, endStream: false))
         #expect(h.send(.filterCancelledAttempts(keep: nil)) == [.resetStream(0, .cancel)])
         let closed = h.send(.attemptClosed(0, .reset(code: .cancel, local: true)))
-        #expect(closed.first?.reportedStatus?.code == .cancelled)
+        #expect(closed.first?.reportedAttempt == 0 && h.reported[0]?.status.code == .cancelled)
         #expect(localStatus(closed) == GRPCStatus(.cancelled, "the upstream attempt was cancelled by a filter"))
         #expect(closed.last == .sendLocalStatus(localStatus(closed)!, responseStarted: true))
     }
@@ -536,7 +541,7 @@ import Testing
         _ = h.send(.attemptHeaders(0, responseHead, isTrailers: false, endStream: false))
         #expect(h.send(.attemptEnd(0)) == [.sendResponseEnd(trailers: nil), .finished(GRPCStatus(.unknown, ""))])
         let closed = h.send(.attemptClosed(0, .finished))
-        #expect(closed.first?.reportedStatus?.code == .internal, "the attempt itself had no status")
+        #expect(closed.first?.reportedAttempt == 0 && h.reported[0]?.status.code == .internal, "the attempt itself had no status")
     }
 
     @Test func theCommittedUpstreamResettingEndsTheResponseWithTrailers() {
@@ -546,7 +551,7 @@ import Testing
         _ = h.send(.attemptHeaders(0, responseHead, isTrailers: false, endStream: false))
         let actions = h.send(.attemptClosed(0, .reset(code: .internalError, local: false)))
         #expect(actions.count == 3)
-        #expect(actions[0].reportedStatus?.code == .internal)
+        #expect(actions[0].reportedAttempt == 0 && h.reported[0]?.status.code == .internal)
         #expect(localStatus(actions)?.message == "upstream 10.0.0.100:50051 reset the stream: INTERNAL_ERROR")
         #expect(actions[2] == .sendLocalStatus(localStatus(actions)!, responseStarted: true))
     }

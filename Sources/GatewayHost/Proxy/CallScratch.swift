@@ -25,4 +25,16 @@ final class CallScratch {
     func leave() {
         depth -= 1
     }
+
+    /// The action buffer of `depth`, emptied, for the caller to fill and
+    /// give back (`putBack`): no reference to it stays here meanwhile.
+    func takeActions(_ depth: Int) -> [CallAction] {
+        var taken: [CallAction] = []
+        swap(&taken, &actions[depth])
+        return taken
+    }
+
+    func putBack(_ buffer: [CallAction], _ depth: Int) {
+        actions[depth] = buffer
+    }
 }

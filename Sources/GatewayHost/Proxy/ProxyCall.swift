@@ -110,14 +110,16 @@ final class ProxyCall: HTTP2StreamDelegate {
 
     private func process(_ event: CallEvent, _ depth: Int) {
         let scratch = loop.callScratch
-        scratch.actions[depth].removeAll(keepingCapacity: true)
-        machine.handle(event, into: &scratch.actions[depth])
-        // By index: carrying out an action may grow the scratch for deeper calls.
-        var i = 0
-        while i < scratch.actions[depth].count {
-            execute(scratch.actions[depth][i])
-            i += 1
+        // The depth's buffer is taken out while in use (a deeper call may
+        // grow the scratch meanwhile), and its actions are carried out
+        // borrowed, not copied.
+        var actions = scratch.takeActions(depth)
+        machine.handle(event, into: &actions)
+        actions.withUnsafeBufferPointer { buffer in
+            for i in buffer.indices { execute(buffer[i]) }
         }
+        actions.removeAll(keepingCapacity: true)
+        scratch.putBack(actions, depth)
     }
 
     /// call_start_attempt: false when the call can make no more attempts.
@@ -181,8 +183,8 @@ final class ProxyCall: HTTP2StreamDelegate {
             attempts[id].reset(code)
         case .creditUpstream(let id, let bytes):
             attempts[id].credit(bytes: bytes)
-        case .reportAttempt(let id, let outcome, let responseStarted, let decides):
-            report(id, outcome, responseStarted: responseStarted, decides: decides)
+        case .reportAttempt(let id, let responseStarted, let decides):
+            report(id, machine.attempts[id].outcome!, responseStarted: responseStarted, decides: decides)
         case .scheduleAttempt(let delay):
             attemptTimer?.cancel()
             attemptTimer = loop.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delay))) {

@@ -47,7 +47,8 @@ struct AttemptState: Equatable {
     /// The response head, held back until the call commits (retry mode).
     var heldHead: HTTP2HeaderList?
     /// Known once its status arrives (trailers, Trailers-Only) or its stream
-    /// ends without one.
+    /// ends without one; for a cancelled attempt, set when it is reported.
+    /// What `reportAttempt` reports.
     var outcome: AttemptOutcome?
 
     init(kind: AttemptKind) { self.kind = kind }

@@ -32,10 +32,11 @@ enum CallAction: Equatable {
     case resetStream(AttemptID, HTTP2ErrorCode)
     /// Give the upstream `bytes` of window back on the attempt's stream.
     case creditUpstream(AttemptID, bytes: Int)
-    /// Count the attempt's result on its endpoint and run on_attempt_done.
-    /// With `decides`, the retry plugin decides and the executor answers
-    /// with `retryDecided`.
-    case reportAttempt(AttemptID, AttemptOutcome, responseStarted: Bool, decides: Bool)
+    /// Count the attempt's result (`attempts[id].outcome`, kept by the
+    /// machine so that actions stay small) on its endpoint and run
+    /// on_attempt_done. With `decides`, the retry plugin decides and the
+    /// executor answers with `retryDecided`.
+    case reportAttempt(AttemptID, responseStarted: Bool, decides: Bool)
     /// Start a timer that delivers `scheduledAttemptDue`, replacing the
     /// one running, if any.
     case scheduleAttempt(afterMs: UInt32)
