@@ -4,14 +4,43 @@ import NIOCore
 import Testing
 @testable import GatewayHost
 
+/// What an action amounts to once its data is resolved the way
+/// `ProxyCall` resolves it (the current event's bytes and headers, the
+/// machine's held heads, outcomes, trailers and final status, the kept
+/// replay bytes): the tests assert which bytes and headers go where.
+enum CallEffect: Equatable {
+    case runRequestHeaderHooks
+    case place(AttemptID, kind: AttemptKind, avoidEndpoint: UInt64)
+    case abandonWait(AttemptID)
+    case runAttemptStartHooks(AttemptID)
+    case openStream(AttemptID, endStream: Bool)
+    case sendRequestData(AttemptID, ByteBuffer)
+    case sendRequestEnd(AttemptID, trailers: HTTP2HeaderList?)
+    case resetStream(AttemptID, HTTP2ErrorCode)
+    case creditUpstream(AttemptID, bytes: Int)
+    case reportAttempt(AttemptID, responseStarted: Bool, decides: Bool)
+    case scheduleAttempt(afterMs: UInt32)
+    case cancelScheduledAttempt
+    case creditClient(bytes: Int)
+    case sendResponseHead(AttemptID, HTTP2HeaderList, endStream: Bool)
+    case sendResponseData(ByteBuffer)
+    case sendResponseEnd(trailers: HTTP2HeaderList?)
+    case sendLocalStatus(GRPCStatus, responseStarted: Bool)
+    case discardQueuedResponse
+    case finished(GRPCStatus)
+    case callDone(GRPCStatus, attempts: Int)
+}
+
 /// Drives a `CallStateMachine` the way `ProxyCall` does, without sockets,
 /// and checks the machine's promises on every event: each started attempt
 /// is reported exactly once and before the call's end, the end comes once,
 /// and nothing follows it.
 struct CallHarness {
     private(set) var machine: CallStateMachine
-    /// Every action so far, in order.
-    private(set) var log: [CallAction] = []
+    /// Every effect so far, in order.
+    private(set) var log: [CallEffect] = []
+    /// The request bytes the executor keeps for replay.
+    private(set) var replay: [ByteBuffer] = []
     private var reports: [AttemptID: Int] = [:]
     /// What each report carried (the machine's `attempts[id].outcome` when
     /// it reported).
@@ -36,13 +65,16 @@ struct CallHarness {
     func attempt(_ id: AttemptID) -> AttemptState { machine.attempts[id] }
 
     @discardableResult
-    mutating func send(_ event: CallEvent, sourceLocation: SourceLocation = #_sourceLocation) -> [CallAction] {
+    mutating func send(_ event: CallEvent, sourceLocation: SourceLocation = #_sourceLocation) -> [CallEffect] {
         let wasDone = if case .done = machine.phase { true } else { false }
-        var actions: [CallAction] = []
-        machine.handle(event, into: &actions)
+        var buffer = ActionBuffer()
+        machine.handle(event, into: &buffer)
+        let actions = Array(buffer.actions)
         if wasDone {
             #expect(actions.isEmpty, "actions after the call was done: \(actions)", sourceLocation: sourceLocation)
         }
+        var effects: [CallEffect] = []
+        for action in actions { effects += resolve(action, event, sourceLocation) }
         for action in actions {
             switch action {
             case .reportAttempt(let id, _, _):
@@ -61,15 +93,85 @@ struct CallHarness {
                 break
             }
         }
-        log += actions
-        return actions
+        log += effects
+        return effects
+    }
+
+    /// What `ProxyCall.execute` does with the action's data.
+    private mutating func resolve(_ action: CallAction, _ event: CallEvent, _ sourceLocation: SourceLocation) -> [CallEffect] {
+        func eventData() -> ByteBuffer {
+            switch event {
+            case .requestData(let data), .attemptData(_, let data): return data
+            default:
+                Issue.record("\(action) for an event without bytes: \(event)", sourceLocation: sourceLocation)
+                return ByteBuffer()
+            }
+        }
+        func eventHeaders() -> HTTP2HeaderList {
+            guard case .attemptHeaders(_, let headers, _, _) = event else {
+                Issue.record("\(action) for an event without headers: \(event)", sourceLocation: sourceLocation)
+                return []
+            }
+            return headers
+        }
+        switch action {
+        case .runRequestHeaderHooks: return [.runRequestHeaderHooks]
+        case .place(let id, let kind, let avoid): return [.place(id, kind: kind, avoidEndpoint: avoid)]
+        case .abandonWait(let id): return [.abandonWait(id)]
+        case .runAttemptStartHooks(let id): return [.runAttemptStartHooks(id)]
+        case .openStream(let id, let end): return [.openStream(id, endStream: end)]
+        case .forwardRequestData(let id): return [.sendRequestData(id, eventData())]
+        case .keepForReplay:
+            replay.append(eventData())
+            return []
+        case .replay(let id): return replay.map { .sendRequestData(id, $0) }
+        case .dropReplay:
+            replay.removeAll()
+            return []
+        case .sendRequestEnd(let id): return [.sendRequestEnd(id, trailers: machine.request.trailers)]
+        case .resetStream(let id, let code): return [.resetStream(id, code)]
+        case .creditUpstream(let id, let bytes): return [.creditUpstream(id, bytes: bytes)]
+        case .reportAttempt(let id, let started, let decides): return [.reportAttempt(id, responseStarted: started, decides: decides)]
+        case .scheduleAttempt(let delay): return [.scheduleAttempt(afterMs: delay)]
+        case .cancelScheduledAttempt: return [.cancelScheduledAttempt]
+        case .creditClient(let bytes): return [.creditClient(bytes: bytes)]
+        case .sendResponseHead(let id, let source, let end):
+            let head: HTTP2HeaderList?
+            switch source {
+            case .event: head = eventHeaders()
+            case .held: head = machine.attempts[id].heldHead
+            case .outcomeHead: head = machine.attempts[id].outcome?.head ?? []
+            case .outcomeTrailers: head = machine.attempts[id].outcome?.trailers
+            }
+            #expect(head != nil, "\(action) has no head to send", sourceLocation: sourceLocation)
+            return [.sendResponseHead(id, head ?? [], endStream: end)]
+        case .forwardResponseData: return [.sendResponseData(eventData())]
+        case .sendResponseEnd(let source):
+            switch source {
+            case .event: return [.sendResponseEnd(trailers: eventHeaders())]
+            case .outcome(let id): return [.sendResponseEnd(trailers: machine.attempts[id].outcome?.trailers)]
+            case .none: return [.sendResponseEnd(trailers: nil)]
+            }
+        case .sendLocalStatus(let started): return [.sendLocalStatus(finalStatus(sourceLocation), responseStarted: started)]
+        case .discardQueuedResponse: return [.discardQueuedResponse]
+        case .finished: return [.finished(finalStatus(sourceLocation))]
+        case .callDone(let attempts): return [.callDone(finalStatus(sourceLocation), attempts: attempts)]
+        }
+    }
+
+    private func finalStatus(_ sourceLocation: SourceLocation) -> GRPCStatus {
+        guard let status = machine.finalStatus else {
+            Issue.record("a final status is sent before the call has one", sourceLocation: sourceLocation)
+            return GRPCStatus(.unknown, "")
+        }
+        return status
     }
 
     /// Places attempt `id` on endpoint `endpoint` and takes it to an open
     /// stream, answering the hooks when the chain runs them. Returns the
     /// actions of `streamOpened` (replay, request end).
     @discardableResult
-    mutating func open(_ id: AttemptID, endpoint: UInt64? = nil, sourceLocation: SourceLocation = #_sourceLocation) -> [CallAction] {
+    mutating func open(_ id: AttemptID, endpoint: UInt64? = nil, sourceLocation: SourceLocation = #_sourceLocation) -> [CallEffect] {
         let endpoint = endpoint ?? UInt64(100 + id)
         send(.picked(id, endpointID: endpoint, address: "10.0.0.\(endpoint):50051"), sourceLocation: sourceLocation)
         var actions = send(.connectionReady(id), sourceLocation: sourceLocation)
@@ -89,7 +191,7 @@ struct CallHarness {
     /// them) with `rejection`.
     @discardableResult
     mutating func start(requestEnded: Bool = true, rejection: GRPCStatus? = nil,
-                        sourceLocation: SourceLocation = #_sourceLocation) -> [CallAction] {
+                        sourceLocation: SourceLocation = #_sourceLocation) -> [CallEffect] {
         let actions = send(.start(requestEnded: requestEnded), sourceLocation: sourceLocation)
         guard machine.configuration.runsHooks else { return actions }
         #expect(actions == [.runRequestHeaderHooks], sourceLocation: sourceLocation)
@@ -97,7 +199,7 @@ struct CallHarness {
     }
 
     /// The actions of the whole log of one kind, by a matcher.
-    func count(where matches: (CallAction) -> Bool) -> Int { log.filter(matches).count }
+    func count(where matches: (CallEffect) -> Bool) -> Int { log.filter(matches).count }
 }
 
 // MARK: Fixtures
@@ -117,18 +219,18 @@ func bytes(_ count: Int, _ fill: UInt8 = 0x2a) -> ByteBuffer {
 }
 
 /// The status of the first `sendLocalStatus` among `actions`.
-func localStatus(_ actions: [CallAction]) -> GRPCStatus? {
+func localStatus(_ actions: [CallEffect]) -> GRPCStatus? {
     for action in actions { if case .sendLocalStatus(let status, _) = action { return status } }
     return nil
 }
 
 /// The status of the call's `callDone`.
-func endStatus(_ actions: [CallAction]) -> GRPCStatus? {
+func endStatus(_ actions: [CallEffect]) -> GRPCStatus? {
     for action in actions { if case .callDone(let status, _) = action { return status } }
     return nil
 }
 
-extension CallAction {
+extension CallEffect {
     var isReport: Bool { if case .reportAttempt = self { true } else { false } }
     var reportDecides: Bool? { if case .reportAttempt(_, _, let decides) = self { decides } else { nil } }
     var reportedAttempt: AttemptID? { if case .reportAttempt(let id, _, _) = self { id } else { nil } }

@@ -5,18 +5,19 @@
 /// once, one level deeper: a pool that hands its connection to a waiting
 /// attempt), so once the loop is warm, processing events allocates nothing.
 final class CallScratch {
-    /// By depth.
-    var actions: [[CallAction]] = []
-    var events: [[CallEvent]] = []
-    private var depth = 0
+    /// By depth. `@exclusivity(unchecked)`: only the loop's thread touches
+    /// them, and each depth's buffers belong to the one call processing
+    /// at that depth (the actions are taken out while in use), so no two
+    /// accesses overlap; the dynamic check cost ~6 % of the proxy's CPU.
+    @exclusivity(unchecked) var actions: [ActionBuffer] = []
+    @exclusivity(unchecked) var events: [EventQueue] = []
+    @exclusivity(unchecked) private var depth = 0
 
     /// The depth a call processes at; `leave` when done.
     func enter() -> Int {
         if depth == actions.count {
-            actions.append([])
-            actions[depth].reserveCapacity(16)
-            events.append([])
-            events[depth].reserveCapacity(8)
+            actions.append(ActionBuffer(capacity: 16))
+            events.append(EventQueue())
         }
         depth += 1
         return depth - 1
@@ -26,15 +27,16 @@ final class CallScratch {
         depth -= 1
     }
 
-    /// The action buffer of `depth`, emptied, for the caller to fill and
+    /// The action buffer of `depth`, cleared, for the caller to fill and
     /// give back (`putBack`): no reference to it stays here meanwhile.
-    func takeActions(_ depth: Int) -> [CallAction] {
-        var taken: [CallAction] = []
+    func takeActions(_ depth: Int) -> ActionBuffer {
+        var taken = ActionBuffer()
         swap(&taken, &actions[depth])
+        taken.clear()
         return taken
     }
 
-    func putBack(_ buffer: [CallAction], _ depth: Int) {
+    func putBack(_ buffer: ActionBuffer, _ depth: Int) {
         actions[depth] = buffer
     }
 }

@@ -33,14 +33,24 @@ final class ProxyCall: HTTP2StreamDelegate {
 
     /// What the plugins' host functions see; `mg_call *` points at it.
     let plugin: PluginCallState
-    private var filters: CallFilters
-    private var machine: CallStateMachine
+    /// The loop's buffers for processing events (held strongly: no
+    /// `unowned` load per event).
+    private let scratch: CallScratch
+
+    // `@exclusivity(unchecked)` on the state below: it is touched only on
+    // the call's event loop, and never re-entrantly, since every event that
+    // arrives while the call is processing one is queued (`handle`); the
+    // dynamic checks cost about 6 % of the proxy's CPU.
+    @exclusivity(unchecked) private var filters: CallFilters
+    @exclusivity(unchecked) private var machine: CallStateMachine
     /// While the call processes an event: the depth of the loop's scratch
     /// buffers it uses (its actions, and the events that arrive meanwhile).
-    private var scratchDepth = -1
-
+    @exclusivity(unchecked) private var scratchDepth = -1
     /// The attempts' I/O side, by id.
-    private var attempts = InlineFirstArray<UpstreamAttempt>()
+    @exclusivity(unchecked) private var attempts = InlineFirstArray<UpstreamAttempt>()
+    /// Request bytes kept to send again to later attempts (the machine
+    /// decides what is kept and dropped, and counts it).
+    @exclusivity(unchecked) private var replay: [ByteBuffer] = []
     private var deadlineTimer: Scheduled<Void>?
     private var attemptTimer: Scheduled<Void>?
     /// When the client got (or lost) its final status: the duration counted.
@@ -58,6 +68,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         self.listenerIndex = listenerIndex
         self.generation = generation
         self.loop = loop
+        self.scratch = loop.callScratch
         let chain = generation.plugins.chains[listenerIndex][route.index]
         let deadline: NIODeadline? = timeoutNanos.map { .now() + .nanoseconds($0) }
         self.deadline = deadline
@@ -89,7 +100,6 @@ final class ProxyCall: HTTP2StreamDelegate {
     /// Feeds `event` to the state machine and carries out what follows;
     /// while that is under way, queues it instead (in order).
     func handle(_ event: CallEvent) {
-        let scratch = loop.callScratch
         if scratchDepth >= 0 {
             scratch.events[scratchDepth].append(event)
             return
@@ -97,28 +107,25 @@ final class ProxyCall: HTTP2StreamDelegate {
         let depth = scratch.enter()
         scratchDepth = depth
         process(event, depth)
-        var next = 0
-        while next < scratch.events[depth].count {
-            let queued = scratch.events[depth][next]
-            next += 1
-            process(queued, depth)
+        if !scratch.events[depth].isEmpty {
+            var next = 0
+            while next < scratch.events[depth].count {
+                let queued = scratch.events[depth][next]
+                next += 1
+                process(queued, depth)
+            }
+            scratch.events[depth].removeAll()
         }
-        scratch.events[depth].removeAll(keepingCapacity: true)
         scratchDepth = -1
         scratch.leave()
     }
 
     private func process(_ event: CallEvent, _ depth: Int) {
-        let scratch = loop.callScratch
         // The depth's buffer is taken out while in use (a deeper call may
-        // grow the scratch meanwhile), and its actions are carried out
-        // borrowed, not copied.
+        // grow the scratch meanwhile).
         var actions = scratch.takeActions(depth)
         machine.handle(event, into: &actions)
-        actions.withUnsafeBufferPointer { buffer in
-            for i in buffer.indices { execute(buffer[i]) }
-        }
-        actions.removeAll(keepingCapacity: true)
+        for i in 0..<actions.count { execute(actions[i], for: event) }
         scratch.putBack(actions, depth)
     }
 
@@ -162,7 +169,7 @@ final class ProxyCall: HTTP2StreamDelegate {
 
     // MARK: Actions out
 
-    private func execute(_ action: CallAction) {
+    private func execute(_ action: CallAction, for event: CallEvent) {
         switch action {
         case .runRequestHeaderHooks:
             handle(.requestHeaderHooksReturned(rejection: filters.requestHeaders()))
@@ -175,16 +182,22 @@ final class ProxyCall: HTTP2StreamDelegate {
             handle(.attemptStartHooksReturned(id))
         case .openStream(let id, let endStream):
             openStream(id, endStream: endStream)
-        case .sendRequestData(let id, let data):
-            attempts[id].send(data)
-        case .sendRequestEnd(let id, let trailers):
-            attempts[id].sendEnd(trailers: trailers)
+        case .forwardRequestData(let id):
+            if case .requestData(let data) = event { attempts[id].send(data) }
+        case .keepForReplay:
+            if case .requestData(let data) = event { replay.append(data) }
+        case .replay(let id):
+            for chunk in replay { attempts[id].send(chunk) }
+        case .dropReplay:
+            replay.removeAll()
+        case .sendRequestEnd(let id):
+            attempts[id].sendEnd(trailers: machine.request.trailers)
         case .resetStream(let id, let code):
             attempts[id].reset(code)
         case .creditUpstream(let id, let bytes):
             attempts[id].credit(bytes: bytes)
         case .reportAttempt(let id, let responseStarted, let decides):
-            report(id, machine.attempts[id].outcome!, responseStarted: responseStarted, decides: decides)
+            report(id, responseStarted: responseStarted, decides: decides)
         case .scheduleAttempt(let delay):
             attemptTimer?.cancel()
             attemptTimer = loop.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delay))) {
@@ -196,13 +209,25 @@ final class ProxyCall: HTTP2StreamDelegate {
             attemptTimer = nil
         case .creditClient(let bytes):
             downstream.consume(stream: downstreamStream, bytes: bytes)
-        case .sendResponseHead(let id, let head, let endStream):
+        case .sendResponseHead(let id, let source, let endStream):
+            let head: HTTP2HeaderList
+            switch source {
+            case .event: head = Self.headers(of: event)
+            case .held: head = machine.attempts[id].heldHead ?? []
+            case .outcomeHead: head = machine.attempts[id].outcome?.head ?? []
+            case .outcomeTrailers: head = machine.attempts[id].outcome?.trailers ?? []
+            }
             sendResponseHead(head, from: attempts[id], endStream: endStream)
-        case .sendResponseData(let data):
-            downstream.send(data: data, stream: downstreamStream)
-        case .sendResponseEnd(let trailers):
-            downstream.sendEnd(stream: downstreamStream, trailers: trailers)
-        case .sendLocalStatus(let status, let responseStarted):
+        case .forwardResponseData:
+            if case .attemptData(_, let data) = event { downstream.send(data: data, stream: downstreamStream) }
+        case .sendResponseEnd(let source):
+            switch source {
+            case .event: downstream.sendEnd(stream: downstreamStream, trailers: Self.headers(of: event))
+            case .outcome(let id): downstream.sendEnd(stream: downstreamStream, trailers: machine.attempts[id].outcome?.trailers)
+            case .none: downstream.sendEnd(stream: downstreamStream, trailers: nil)
+            }
+        case .sendLocalStatus(let responseStarted):
+            let status = machine.finalStatus ?? GRPCStatus(.unknown, "")
             if responseStarted {
                 downstream.sendEnd(stream: downstreamStream, trailers: GRPCLocalReply.trailers(status))
             } else {
@@ -214,9 +239,15 @@ final class ProxyCall: HTTP2StreamDelegate {
             finishedAt = .now()
             deadlineTimer?.cancel()
             deadlineTimer = nil
-        case .callDone(let status, let attemptCount):
-            callDone(status: status, attempts: attemptCount)
+        case .callDone(let attemptCount):
+            callDone(status: machine.finalStatus ?? GRPCStatus(.cancelled, ""), attempts: attemptCount)
         }
+    }
+
+    /// The headers an `attemptHeaders` event brought.
+    private static func headers(of event: CallEvent) -> HTTP2HeaderList {
+        if case .attemptHeaders(_, let headers, _, _) = event { return headers }
+        return []
     }
 
     /// Picks an endpoint through the balancer and queues the attempt on it.
@@ -288,8 +319,9 @@ final class ProxyCall: HTTP2StreamDelegate {
 
     /// Counts the attempt's result on its endpoint and runs on_attempt_done;
     /// with `decides`, the chain's decision goes back to the machine.
-    private func report(_ id: AttemptID, _ outcome: AttemptOutcome, responseStarted: Bool, decides: Bool) {
+    private func report(_ id: AttemptID, responseStarted: Bool, decides: Bool) {
         let attempt = attempts[id]
+        guard let outcome = machine.attempts[id].outcome else { return }
         attempt.pool?.recordResult(outcome.transportFailure ? .unavailable : outcome.status.code)
         guard !filters.isEmpty else {
             if decides { handle(.retryDecided(id, .no)) }

@@ -1,17 +1,24 @@
-import MeshgateGRPC
 import MeshgateHTTP2
-import NIOCore
 
 /// What `CallStateMachine` asks its executor (`ProxyCall`) to do, in order.
-/// Carrying out an action may produce events (a pool that attaches at once,
-/// a hook that cancels attempts); the executor queues them and feeds them
-/// in after the current batch, never from inside `handle`.
+///
+/// Actions are plain values (ids, counts, small enums: no reference, no
+/// String, no buffer), so that a batch of them is written, read and
+/// dropped without a retain or a release. The data they concern stays
+/// where it already is: the bytes and headers of the event being handled,
+/// the attempt's held head and outcome (in the machine: `attempts[id]`),
+/// the request's trailers (`request.trailers`), the final status
+/// (`finalStatus`), and the request bytes kept for replay, which the
+/// executor holds (the machine keeps only their count).
+///
+/// Carrying out an action may produce events (a pool that attaches at
+/// once, a hook that cancels attempts); the executor queues them and feeds
+/// them in after the current batch, never from inside `handle`.
 enum CallAction: Equatable {
     // MARK: Attempts
 
     /// Run on_request_headers; answered with `requestHeaderHooksReturned`.
     case runRequestHeaderHooks
-
     /// Ask the balancer for an endpoint (avoiding `avoidEndpoint` when
     /// another exists) and queue the attempt on its pool. Answered with
     /// `picked` or `pickFailed`, then `connectionReady` or `connectFailed`.
@@ -25,17 +32,25 @@ enum CallAction: Equatable {
     /// Open the attempt's stream with the request head (END_STREAM when
     /// `endStream`); answered with `streamOpened` or `streamNotOpened`.
     case openStream(AttemptID, endStream: Bool)
-    case sendRequestData(AttemptID, ByteBuffer)
-    case sendRequestEnd(AttemptID, trailers: HTTP2HeaderList?)
+    /// Send the request bytes of the current event (`requestData`).
+    case forwardRequestData(AttemptID)
+    /// Keep the request bytes of the current event for replay.
+    case keepForReplay
+    /// Send every request byte kept for replay, in order.
+    case replay(to: AttemptID)
+    /// Forget the request bytes kept for replay.
+    case dropReplay
+    /// End the attempt's request: with the client's trailers
+    /// (`request.trailers`) when it sent any, else END_STREAM.
+    case sendRequestEnd(AttemptID)
     /// RST_STREAM: CANCEL for a cancelled attempt, NO_ERROR for a request
     /// the upstream no longer needs (it answered already).
     case resetStream(AttemptID, HTTP2ErrorCode)
     /// Give the upstream `bytes` of window back on the attempt's stream.
     case creditUpstream(AttemptID, bytes: Int)
-    /// Count the attempt's result (`attempts[id].outcome`, kept by the
-    /// machine so that actions stay small) on its endpoint and run
-    /// on_attempt_done. With `decides`, the retry plugin decides and the
-    /// executor answers with `retryDecided`.
+    /// Count the attempt's result (`attempts[id].outcome`) on its endpoint
+    /// and run on_attempt_done. With `decides`, the retry plugin decides and
+    /// the executor answers with `retryDecided`.
     case reportAttempt(AttemptID, responseStarted: Bool, decides: Bool)
     /// Start a timer that delivers `scheduledAttemptDue`, replacing the
     /// one running, if any.
@@ -48,24 +63,47 @@ enum CallAction: Equatable {
     case creditClient(bytes: Int)
     /// Run on_response_headers, then send the head (Trailers-Only when
     /// `endStream`).
-    case sendResponseHead(AttemptID, HTTP2HeaderList, endStream: Bool)
-    case sendResponseData(ByteBuffer)
-    /// End the response: the upstream's trailers, or END_STREAM on DATA
-    /// when it sent none.
-    case sendResponseEnd(trailers: HTTP2HeaderList?)
-    /// The gateway's own final status: trailers after a response head, or
-    /// Trailers-Only.
-    case sendLocalStatus(GRPCStatus, responseStarted: Bool)
+    case sendResponseHead(AttemptID, HeadSource, endStream: Bool)
+    /// Send the response bytes of the current event (`attemptData`).
+    case forwardResponseData
+    /// End the response: with trailers, or END_STREAM on DATA (`.none`).
+    case sendResponseEnd(TrailerSource)
+    /// The gateway's own final status (`finalStatus`): trailers after a
+    /// response head, or Trailers-Only.
+    case sendLocalStatus(responseStarted: Bool)
     /// Drop response bytes queued for the client (a final status must not
     /// wait behind them).
     case discardQueuedResponse
 
     // MARK: The call
 
-    /// The call's status is known (the client has it or is gone): stop the
-    /// deadline timer, note the time.
-    case finished(GRPCStatus)
+    /// The call's status (`finalStatus`) is known: the client has it or is
+    /// gone. Stop the deadline timer, note the time.
+    case finished
     /// The client's stream and every attempt have ended: run on_call_done,
     /// destroy the filters' call state, count, log, and let go.
-    case callDone(GRPCStatus, attempts: Int)
+    case callDone(attempts: Int)
+
+    /// Where a response head comes from.
+    enum HeadSource: Equatable {
+        /// The headers of the current event (`attemptHeaders`).
+        case event
+        /// `attempts[id].heldHead` (a retry chain commits on the first message).
+        case held
+        /// `attempts[id].outcome.head` (the call ends with an attempt's result
+        /// after a held head), or no header when there was none.
+        case outcomeHead
+        /// `attempts[id].outcome.trailers`: a Trailers-Only answer relayed.
+        case outcomeTrailers
+    }
+
+    /// Where the trailers that end a response come from.
+    enum TrailerSource: Equatable {
+        /// The headers of the current event.
+        case event
+        /// `attempts[id].outcome.trailers`.
+        case outcome(AttemptID)
+        /// None: END_STREAM on an empty DATA frame.
+        case none
+    }
 }

@@ -25,8 +25,9 @@ import NIOCore
 /// - Every started attempt is reported exactly once, the call's end only
 ///   after every attempt has ended and the client's stream has closed.
 ///
-/// Nothing here allocates per event but the replay buffer's growth and
-/// the attempt table's first entries; the caller's action array is reused.
+/// Nothing here allocates per event (the attempt table allocates once per
+/// call), and actions are plain values: the caller's action array is
+/// reused and dropped without a release.
 struct CallStateMachine {
     struct Configuration: Equatable {
         /// The chain has filters: the request head and each attempt go
@@ -105,11 +106,12 @@ struct CallStateMachine {
     private(set) var attempts: [AttemptState] = []
     private(set) var request = RequestProgress()
     private(set) var downstreamClosed = false
-    /// Request bytes kept to send again to later attempts (only while open).
-    private(set) var replay: [ByteBuffer] = []
-    private var replayBytes = 0
-    /// Where the current event's actions go (the caller's array, swapped in).
-    private var output: [CallAction] = []
+    /// Request bytes kept (by the executor) to send again to later
+    /// attempts: how many chunks and bytes.
+    private(set) var replayChunks = 0
+    private(set) var replayBytes = 0
+    /// Where the current event's actions go (the caller's buffer, swapped in).
+    private var output = ActionBuffer()
 
     init(configuration: Configuration) {
         self.configuration = configuration
@@ -132,6 +134,15 @@ struct CallStateMachine {
         }
     }
 
+    /// The status the client got (or the call ended with): set once the
+    /// call has finished.
+    var finalStatus: GRPCStatus? {
+        switch phase {
+        case .finished(let finished), .done(let finished): finished.status
+        default: nil
+        }
+    }
+
     var isFinished: Bool {
         switch phase {
         case .finished, .done: true
@@ -142,8 +153,8 @@ struct CallStateMachine {
     // MARK: Events
 
     /// Applies `event` and appends what follows from it to `actions`
-    /// (which the caller empties and reuses).
-    mutating func handle(_ event: CallEvent, into actions: inout [CallAction]) {
+    /// (which the caller clears and reuses).
+    mutating func handle(_ event: CallEvent, into actions: inout ActionBuffer) {
         swap(&output, &actions)
         defer { swap(&output, &actions) }
         switch event {
@@ -151,7 +162,8 @@ struct CallStateMachine {
         case .requestHeaderHooksReturned(let rejection): requestHeaderHooksReturned(rejection: rejection)
         case .requestData(let data): receiveRequestData(data)
         case .requestEnd(let trailers): receiveRequestEnd(trailers: trailers)
-        case .responseWritten(let bytes): responseWritten(bytes: bytes)
+        case .responseWritten(let bytes):
+            return responseWritten(bytes: bytes)
         case .downstreamClosed(let cleanly): downstreamDidClose(cleanly: cleanly)
         case .deadlineExpired: deadlineExpired()
         case .picked(let id, let endpointID, let address): picked(id, endpointID: endpointID, address: address)
@@ -165,7 +177,9 @@ struct CallStateMachine {
             receiveHeaders(id, headers, isTrailers: isTrailers, endStream: endStream)
         case .attemptData(let id, let data): receiveResponseData(id, data)
         case .attemptEnd(let id): receiveResponseEnd(id)
-        case .attemptWrote(let id, let bytes): attemptWrote(id, bytes: bytes)
+        case .attemptWrote(let id, let bytes):
+            // Flow control only: no phase or attempt changes, nothing to settle.
+            return attemptWrote(id, bytes: bytes)
         case .attemptClosed(let id, let reason): attemptClosed(id, reason: reason)
         case .scheduledAttemptDue: scheduledAttemptDue()
         case .filterScheduledAttempt(let delay): filterScheduledAttempt(afterMs: delay)
@@ -202,19 +216,20 @@ struct CallStateMachine {
         case .idle, .open:
             var sent = false
             for id in attempts.indices where attempts[id].takesRequest {
-                send(data, to: id)
+                forward(data.readableBytes, to: id)
                 sent = true
             }
             let replaying = acceptsNewAttempts
             // Past the replay limit the bytes still wait here when no
             // attempt is open yet: the first to open gets them all.
             if replaying || !sent {
-                replay.append(data)
+                output.append(.keepForReplay)
+                replayChunks += 1
                 replayBytes += data.readableBytes
                 if replaying && replayBytes > configuration.replayLimit { stopReplaying() }
             }
         case .committed:
-            for id in attempts.indices where attempts[id].takesRequest { send(data, to: id) }
+            for id in attempts.indices where attempts[id].takesRequest { forward(data.readableBytes, to: id) }
         case .finished, .done:
             // Read and dropped: the client gets its window back.
             creditClient()
@@ -227,7 +242,7 @@ struct CallStateMachine {
         request.trailers = trailers
         for id in attempts.indices where attempts[id].takesRequest {
             attempts[id].sentEnd = true
-            output.append(.sendRequestEnd(id, trailers: trailers))
+            output.append(.sendRequestEnd(id))
         }
     }
 
@@ -248,7 +263,7 @@ struct CallStateMachine {
             let status = GRPCStatus(.cancelled, "the client cancelled the call")
             phase = .finished(Finished(status: status, committed: committed))
             dropReplay()
-            output.append(.finished(status))
+            output.append(.finished)
         case .finished:
             // It has its status; a reset before the last bytes went out
             // still cancels what runs.
@@ -335,7 +350,7 @@ struct CallStateMachine {
             return
         }
         attempts[id].stage = .opening
-        let endNow = request.ended && replay.isEmpty && request.trailers == nil
+        let endNow = request.ended && replayChunks == 0 && request.trailers == nil
         attempts[id].sentEnd = endNow
         output.append(.openStream(id, endStream: endNow))
     }
@@ -350,7 +365,10 @@ struct CallStateMachine {
             output.append(.resetStream(id, .cancel))
             return
         }
-        for chunk in replay { send(chunk, to: id) }
+        if replayChunks > 0 {
+            attempts[id].sent += replayBytes
+            output.append(.replay(to: id))
+        }
         if !open.replaying {
             // Past the replay limit only this attempt has every byte: the
             // others still on their way would get a truncated request.
@@ -359,7 +377,7 @@ struct CallStateMachine {
         }
         if request.ended && !attempts[id].sentEnd {
             attempts[id].sentEnd = true
-            output.append(.sendRequestEnd(id, trailers: request.trailers))
+            output.append(.sendRequestEnd(id))
         }
     }
 
@@ -383,14 +401,14 @@ struct CallStateMachine {
             // Trailers of the committed attempt: the call's status.
             let outcome = AttemptOutcome.fromStatusHeaders(headers, head: nil, trailersOnly: false)
             attempts[id].outcome = outcome
-            output.append(.sendResponseEnd(trailers: headers))
+            output.append(.sendResponseEnd(.event))
             complete(status: outcome.status, committed: id)
         case .open:
             if !isTrailers && !endStream {
                 if configuration.holdsResponseHead {
                     attempts[id].heldHead = headers
                 } else {
-                    commit(id, head: headers)
+                    commit(id, head: .event)
                 }
                 return
             }
@@ -406,11 +424,11 @@ struct CallStateMachine {
 
     private mutating func receiveResponseData(_ id: AttemptID, _ data: ByteBuffer) {
         guard attempts.indices.contains(id), attempts[id].hasStream else { return }
-        if case .open = phase, !attempts[id].cancelled, let head = attempts[id].heldHead {
-            commit(id, head: head)
+        if case .open = phase, !attempts[id].cancelled, attempts[id].heldHead != nil {
+            commit(id, head: .held)
         }
         if case .committed(let committed) = phase, committed == id {
-            output.append(.sendResponseData(data))
+            output.append(.forwardResponseData)
         } else {
             // Nobody reads it: dropped, and the upstream gets its window back.
             output.append(.creditUpstream(id, bytes: data.readableBytes))
@@ -421,7 +439,7 @@ struct CallStateMachine {
     /// it is; the client reports the missing status itself.
     private mutating func receiveResponseEnd(_ id: AttemptID) {
         guard case .committed(let committed) = phase, committed == id else { return }
-        output.append(.sendResponseEnd(trailers: nil))
+        output.append(.sendResponseEnd(.none))
         complete(status: GRPCStatus(.unknown, ""), committed: id)
     }
 
@@ -565,11 +583,11 @@ struct CallStateMachine {
 
     /// The call commits to `id`: the others are cancelled, the replay
     /// buffer goes, and the response head is sent on.
-    private mutating func commit(_ id: AttemptID, head: HTTP2HeaderList) {
+    private mutating func commit(_ id: AttemptID, head: CallAction.HeadSource) {
         cancelAttempts(except: id)
         phase = .committed(id)
         dropReplay()
-        attempts[id].heldHead = nil
+        // (A held head stays readable: the executor sends it from there.)
         output.append(.sendResponseHead(id, head, endStream: false))
     }
 
@@ -579,10 +597,10 @@ struct CallStateMachine {
         if outcome.transportFailure { return fail(outcome.status) }
         cancelAttempts(except: id)
         if outcome.trailersOnly {
-            output.append(.sendResponseHead(id, outcome.trailers ?? [], endStream: true))
+            output.append(.sendResponseHead(id, .outcomeTrailers, endStream: true))
         } else {
-            output.append(.sendResponseHead(id, outcome.head ?? [], endStream: false))
-            output.append(.sendResponseEnd(trailers: outcome.trailers))
+            output.append(.sendResponseHead(id, .outcomeHead, endStream: false))
+            output.append(.sendResponseEnd(outcome.trailers == nil ? .none : .outcome(id)))
         }
         complete(status: outcome.status, committed: id)
     }
@@ -592,7 +610,7 @@ struct CallStateMachine {
         cancelScheduledAttempt()
         phase = .finished(Finished(status: status, committed: id))
         dropReplay()
-        output.append(.finished(status))
+        output.append(.finished)
         // An upstream that answered before the request ended needs no more
         // of it: our half closes with NO_ERROR (not CANCEL: it did nothing
         // wrong).
@@ -615,9 +633,9 @@ struct CallStateMachine {
         cancelAttempts(except: nil)
         phase = .finished(Finished(status: status, committed: committed))
         dropReplay()
-        output.append(.finished(status))
+        output.append(.finished)
         creditClient()
-        if !downstreamClosed { output.append(.sendLocalStatus(status, responseStarted: committed != nil)) }
+        if !downstreamClosed { output.append(.sendLocalStatus(responseStarted: committed != nil)) }
     }
 
     /// The transitions that follow from the state itself, checked once
@@ -641,18 +659,20 @@ struct CallStateMachine {
         }
         guard downstreamClosed, case .finished(let finished) = phase, !attempts.contains(where: { $0.isLive }) else { return }
         phase = .done(finished)
-        output.append(.callDone(finished.status, attempts: attempts.count))
+        output.append(.callDone(attempts: attempts.count))
     }
 
     // MARK: Helpers
 
-    private mutating func send(_ data: ByteBuffer, to id: AttemptID) {
-        attempts[id].sent += data.readableBytes
-        output.append(.sendRequestData(id, data))
+    private mutating func forward(_ bytes: Int, to id: AttemptID) {
+        attempts[id].sent += bytes
+        output.append(.forwardRequestData(id))
     }
 
     private mutating func dropReplay() {
-        replay.removeAll()
+        guard replayChunks > 0 else { return }
+        output.append(.dropReplay)
+        replayChunks = 0
         replayBytes = 0
     }
 
