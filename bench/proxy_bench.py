@@ -209,10 +209,16 @@ class Fleet:
 
 
 def meshgate_config(port: int, upstreams: list[int], chain_plugin: Optional[Path] = None,
-                    filters: str = "") -> str:
+                    filters: str = "", routes_before: int = 0) -> str:
     """The bench gateway; with `chain_plugin`, each call passes a chain of
     three filters (the C example, requiring three headers); `filters` is a
-    YAML flow list of built-in filters instead."""
+    YAML flow list of built-in filters instead. `routes_before` routes that
+    never match (methods, services and prefixes of other services, in turn)
+    come before the one that does: the cost of a large route table."""
+    other_routes = "".join(
+        "      - match: { " + ("method: /bench.S%d/Call" % i, "service: bench.S%d" % i,
+                              "path_prefix: /bench.S%d/" % i)[i % 3] + " }\n        cluster: mesh\n"
+        for i in range(routes_before))
     endpoints = "".join(f"      - address: {HOST}:{p}\n" for p in upstreams)
     plugins = ""
     if filters:
@@ -227,7 +233,7 @@ def meshgate_config(port: int, upstreams: list[int], chain_plugin: Optional[Path
         "listeners:\n"
         "  - name: bench\n"
         f"    address: {HOST}:{port}\n"
-        "    routes:\n"
+        "    routes:\n" + other_routes +
         "      - match: { service: mesh.v1.MeshService }\n"
         "        cluster: mesh\n" + filters +
         "clusters:\n"
@@ -526,6 +532,11 @@ def main() -> int:
         retry_config.write_text(meshgate_config(retry_port, upstreams, filters="[{ plugin: retry }]"))
         mg_retry = fleet.start("meshgate+retry", [str(meshgate), "run", "--config", str(retry_config)], retry_port)
 
+        routes_port = free_port()
+        routes_config = work_dir / "meshgate-1000routes.yaml"
+        routes_config.write_text(meshgate_config(routes_port, upstreams, routes_before=999))
+        mg_routes = fleet.start("meshgate+1000r", [str(meshgate), "run", "--config", str(routes_config)], routes_port)
+
         nx_port = free_port()
         nx = fleet.start("nghttpx", [
             nghttpx, "--conf=/dev/null", f"-f{HOST},{nx_port};no-tls",
@@ -546,6 +557,13 @@ def main() -> int:
         if args.baseline_bin_dir:
             targets["meshgate+3f@base"] = (mg_base_chain.pid, base_chain_port)
         targets["meshgate+retry"] = (mg_retry.pid, retry_port)
+        targets["meshgate+1000r"] = (mg_routes.pid, routes_port)
+        if args.baseline_bin_dir:
+            base_routes_port = free_port()
+            (work_dir / "base-1000routes.yaml").write_text(meshgate_config(base_routes_port, upstreams, routes_before=999))
+            mg_base_routes = fleet.start("meshgate+1000r@base", [str(base), "run", "--config",
+                                                                  str(work_dir / "base-1000routes.yaml")], base_routes_port)
+            targets["meshgate+1000r@base"] = (mg_base_routes.pid, base_routes_port)
         targets["nghttpx"] = (nx.pid, nx_port)
         if args.targets:
             wanted = args.targets.split(",")

@@ -58,4 +58,48 @@ import Testing
         let canary = try #require(t.match(path: "/mesh.v1.MeshService/Chat", headers: [("x-canary", "1")]))
         #expect(canary.effectiveTimeout(clientTimeout: nil) == nil)
     }
+
+    /// The index must pick exactly what the first-match scan over every route
+    /// picks: random route sets (methods, services, prefixes, header rules,
+    /// catch-alls, mixed) against random paths.
+    @Test func theIndexFindsWhatAScanFinds() throws {
+        var rng = SplitMix64(seed: 0x6d65_7368)
+        let services = ["a.S", "a.T", "b.S", "a.S.x", "odd/svc"]
+        let methods = ["M", "N", "Long/Extra"]
+        let prefixes = ["/", "/a", "/a.", "/a.S", "/a.S/", "/a.S/M", "/b", "/zz"]
+        func pick<T>(_ items: [T]) -> T { items[Int(rng.next() % UInt64(items.count))] }
+        for _ in 0..<200 {
+            var yaml = "listeners:\n  - name: l\n    address: 127.0.0.1:1\n    routes:\n"
+            for _ in 0..<(1 + Int(rng.next() % 12)) {
+                var fields: [String] = []
+                let kind = rng.next() % 6
+                if kind == 0 || kind == 4 { fields.append("service: \"\(pick(services))\"") }
+                if kind == 1 || kind == 4 { fields.append("method: /\(pick(["a.S", "a.T", "b.S"]))/\(pick(["M", "N"]))") }
+                if kind == 2 || kind == 5 { fields.append("path_prefix: \"\(pick(prefixes))\"") }
+                if rng.next() % 3 == 0 { fields.append("headers: [{ name: x-h, exact: \(pick(["1", "2"])) }]") }
+                yaml += "      - match: { \(fields.joined(separator: ", ")) }\n        cluster: c\n"
+            }
+            yaml += "clusters:\n  - { name: c, endpoints: [{ address: 127.0.0.1:2 }] }\n"
+            let table = ServingConfig(try ConfigLoader.parse(yaml, file: "t.yaml")).listeners[0].routes
+            for _ in 0..<40 {
+                let path = rng.next() % 8 == 0 ? pick(prefixes) : "/\(pick(services))/\(pick(methods))"
+                let headers: HTTP2HeaderList = rng.next() % 2 == 0 ? [("x-h", pick(["1", "2"]))] : []
+                let scanned = table.routes.first { $0.matches(path: path, headers: headers) }?.index
+                #expect(table.match(path: path, headers: headers)?.index == scanned, "\(path) in\n\(yaml)")
+            }
+        }
+    }
+}
+
+/// A small deterministic generator, so a failure repeats.
+struct SplitMix64 {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
 }

@@ -1,7 +1,8 @@
 import MeshgateHTTP2
 
 /// A listener's routes, compiled for matching on the request path: first
-/// match wins. Immutable and shared by every event loop.
+/// match wins, found through a `RouteIndex` rather than a scan. Immutable and
+/// shared by every event loop.
 public struct RouteTable: Sendable {
     public struct Route: Sendable {
         public let config: RouteConfig
@@ -40,6 +41,7 @@ public struct RouteTable: Sendable {
     }
 
     public let routes: [Route]
+    private let index: RouteIndex
 
     public init(_ routes: [RouteConfig], clusterIndex: [String: Int]) {
         self.routes = routes.enumerated().map { i, r in
@@ -48,11 +50,11 @@ public struct RouteTable: Sendable {
                   timeoutNanos: r.timeout?.nanosecondsClamped,
                   maxTimeoutNanos: r.maxTimeout?.nanosecondsClamped)
         }
+        self.index = RouteIndex(routes)
     }
 
     /// The first route matching the request, if any.
     public func match(path: String, headers: HTTP2HeaderList) -> Route? {
-        for route in routes where route.matches(path: path, headers: headers) { return route }
-        return nil
+        index.first(path: path) { routes[$0].matches(path: path, headers: headers) }.map { routes[$0] }
     }
 }
