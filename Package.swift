@@ -60,10 +60,12 @@ let package = Package(
         .target(name: "ProtoWire"),
         // The one place libc calls that can fail are made (errno -> thrown error).
         .target(name: "MeshgatePosix"),
+        // Per-thread free lists handed to nghttp2 as its allocator.
+        .target(name: "CFreeListAllocator"),
         .target(
             name: "MeshgateHTTP2",
             dependencies: [
-                "CNGHTTP2",
+                "CNGHTTP2", "CFreeListAllocator",
                 .product(name: "NIOCore", package: "swift-nio"),
             ]),
         // The one client dialer: TCP, TLS, HTTP/2 SETTINGS, keepalive.
@@ -134,7 +136,7 @@ let package = Package(
             name: "MeshgateTests",
             dependencies: [
                 "GatewayHost", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateYAML", "MeshgateEtcd", "ProtoWire",
-                "ConsistentHash", "PluginKit", "MeshgateTransport", "MeshgatePosix",
+                "ConsistentHash", "PluginKit", "MeshgateTransport", "MeshgatePosix", "CFreeListAllocator",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Tests/MeshgateTests"),

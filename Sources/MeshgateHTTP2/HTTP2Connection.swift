@@ -1,3 +1,4 @@
+internal import CFreeListAllocator
 internal import CNGHTTP2
 import NIOCore
 
@@ -358,10 +359,16 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         nghttp2_option_set_max_send_header_block_length(option, Int(settings.maxHeaderListSize) * 2)
 
         let userData = Unmanaged.passUnretained(self).toOpaque()
+        // nghttp2 allocates stream structs, outbound items, header copies and
+        // frame buffers per stream on both sessions of every RPC: per-thread
+        // free lists (the connection's event loop is one thread) serve them
+        // without libc. The session copies this struct.
+        var memory = nghttp2_mem(mem_user_data: nil, malloc: mg_fl_malloc, free: mg_fl_free,
+                                 calloc: mg_fl_calloc, realloc: mg_fl_realloc)
         var newSession: OpaquePointer?
         switch role {
-        case .server: nghttp2_session_server_new2(&newSession, callbacks, userData, option)
-        case .client: nghttp2_session_client_new2(&newSession, callbacks, userData, option)
+        case .server: nghttp2_session_server_new3(&newSession, callbacks, userData, option, &memory)
+        case .client: nghttp2_session_client_new3(&newSession, callbacks, userData, option, &memory)
         }
         session = newSession
     }
