@@ -56,7 +56,7 @@ extension HTTP2Connection {
 
     func onHeader(stream id: Int32, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> Int32 {
         guard let state = streams[id] else { return 0 }
-        state.incomingHeaders.append(String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self))
+        state.incomingHeaders.append(headerStrings.string(name), headerStrings.string(value))
         return 0
     }
 

@@ -43,6 +43,12 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     var session: OpaquePointer?
     var context: ChannelHandlerContext?
     var streams: [Int32: StreamState] = [:]
+    /// Received header fields become Strings through this (see its comment).
+    var headerStrings = HeaderStringCache()
+    /// The last flush's output buffer, filled again by the next flush: once
+    /// the socket has taken its bytes nobody else holds it, and `clear()`
+    /// keeps its storage. Kept only while small (idle connections stay small).
+    private var spareOutput: ByteBuffer?
     private var started = false
     private var settingsSubmitted = false
     private var inRead = false
@@ -437,11 +443,19 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
                 let n = nghttp2_session_mem_send(session, &chunk)
                 if n < 0 { failure = n; break }
                 if n == 0 { break }
-                if out == nil { out = context.channel.allocator.buffer(capacity: max(n, 1024)) }
+                if out == nil {
+                    if var spare = spareOutput.take() {
+                        spare.clear()
+                        out = spare
+                    } else {
+                        out = context.channel.allocator.buffer(capacity: max(n, 1024))
+                    }
+                }
                 out!.writeBytes(UnsafeRawBufferPointer(start: chunk, count: n))
             }
             guard let out else { break }
             context.write(wrapOutboundOut(out), promise: nil)
+            if out.capacity <= 4096 { spareOutput = out }
             wrote = true
             if failure != 0 { break }
         }

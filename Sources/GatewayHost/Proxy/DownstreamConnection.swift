@@ -137,8 +137,8 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
         return DiscardingStream.shared
     }
 
+    /// "/service/method" with both parts non-empty (no array: this runs per request).
     static func isGRPCPath(_ path: String) -> Bool {
-        let parts = path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
-        return parts.count == 3 && parts[0].isEmpty && !parts[1].isEmpty && !parts[2].isEmpty
+        !GRPCPath.serviceAndMethod(path).method.isEmpty
     }
 }
