@@ -19,15 +19,17 @@ final class RoundRobinInstance {
     func pick(_ list: mg_endpoint_list, avoid: UInt64) -> Int? {
         if list.version != version || currentWeights.count != list.count { update(list) }
         let items = UnsafeBufferPointer(start: list.items, count: list.count)
-        func usable(_ e: mg_endpoint) -> Bool { e.healthy != 0 && e.ejected == 0 }
-        var allowed = items.indices.filter { usable(items[$0]) && items[$0].id != avoid }
-        if allowed.isEmpty { allowed = items.indices.filter { usable(items[$0]) } }
-        guard let first = allowed.first else { return nil }
+        // No arrays: this runs for every attempt of every call.
+        func usable(_ i: Int) -> Bool { items[i].healthy != 0 && items[i].ejected == 0 }
+        // Avoid the endpoint the previous attempt used, unless it is the only usable one.
+        let avoiding = items.indices.contains { usable($0) && items[$0].id != avoid }
+        func allowed(_ i: Int) -> Bool { usable(i) && (!avoiding || items[i].id != avoid) }
+        guard let first = items.indices.first(where: allowed) else { return nil }
         let weight = items[first].weight
-        if allowed.allSatisfy({ items[$0].weight == weight }) {
+        if !items.indices.contains(where: { allowed($0) && items[$0].weight != weight }) {
             for step in 0..<items.count {
                 let i = (cursor + step) % items.count
-                if allowed.contains(i) {
+                if allowed(i) {
                     cursor = (i + 1) % items.count
                     return i
                 }
@@ -36,7 +38,7 @@ final class RoundRobinInstance {
         }
         var total = 0
         var best = first
-        for i in allowed {
+        for i in items.indices where allowed(i) {
             currentWeights[i] += Int(items[i].weight)
             total += Int(items[i].weight)
             if currentWeights[i] > currentWeights[best] { best = i }

@@ -48,8 +48,12 @@ extension HTTP2Connection {
             state.incomingHeaders.reserveCapacity(12)
             streams[id] = state
         } else if let state = streams[id] {
-            state.incomingHeaders = HTTP2HeaderList()
-            state.incomingHeaders.reserveCapacity(8)
+            if let spare = spareHeaders.take() {
+                state.incomingHeaders = spare
+            } else {
+                state.incomingHeaders = HTTP2HeaderList()
+                state.incomingHeaders.reserveCapacity(8)
+            }
         }
         return 0
     }
@@ -66,7 +70,7 @@ extension HTTP2Connection {
         switch UInt32(frame.hd.type) {
         case NGHTTP2_HEADERS.rawValue:
             guard let state = streams[id] else { return 0 }
-            let headers = state.incomingHeaders
+            var headers = state.incomingHeaders
             state.incomingHeaders = HTTP2HeaderList()
             if role == .server && frame.headers.cat == NGHTTP2_HCAT_REQUEST {
                 state.receivedInitialHeaders = true
@@ -85,6 +89,10 @@ extension HTTP2Connection {
             } else {
                 state.delegate?.http2(self, stream: id, didReceiveHeaders: headers, isTrailers: true, endStream: endStream)
             }
+            // The next response head or trailers of the connection fill this
+            // list's storage again (a new one if the delegate kept it).
+            headers.removeAll(keepingCapacity: true)
+            spareHeaders = headers
         case NGHTTP2_DATA.rawValue:
             if endStream, let state = streams[id] {
                 state.delegate?.http2(self, didReceiveEndOfStream: id)

@@ -45,6 +45,9 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     var streams: [Int32: StreamState] = [:]
     /// Received header fields become Strings through this (see its comment).
     var headerStrings = HeaderStringCache()
+    /// Client side: an emptied header list for the next response head or
+    /// trailers (see onFrameReceived).
+    var spareHeaders: HTTP2HeaderList?
     /// The last flush's output buffer, filled again by the next flush: once
     /// the socket has taken its bytes nobody else holds it, and `clear()`
     /// keeps its storage. Kept only while small (idle connections stay small).

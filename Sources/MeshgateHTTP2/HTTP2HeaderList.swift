@@ -19,6 +19,10 @@ public struct HTTP2HeaderList: Sendable, Sequence, ExpressibleByArrayLiteral {
 
     public mutating func reserveCapacity(_ n: Int) { fields.reserveCapacity(n) }
 
+    /// Empties the list; keeps its storage when nothing else shares it, so
+    /// the list can be filled again without allocating.
+    public mutating func removeAll(keepingCapacity: Bool) { fields.removeAll(keepingCapacity: keepingCapacity) }
+
     /// The first value of `name`, or nil.
     public subscript(name: String) -> String? {
         for field in fields where field.name == name { return field.value }

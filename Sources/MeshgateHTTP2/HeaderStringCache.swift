@@ -7,10 +7,11 @@
 /// about six allocations per proxied RPC. Shorter strings are stored inline
 /// and are made directly.
 ///
-/// A few direct-mapped slots, replaced on a miss; a hit is a byte comparison.
-/// Owned by one connection, used on its event loop only.
+/// 32 slots in pairs (a pair is a two-entry LRU: the newest String in the
+/// even slot); a hit is a byte comparison. Owned by one connection, used on
+/// its event loop only.
 struct HeaderStringCache {
-    private static let slotCount = 16
+    private static let slotCount = 32
     private var slots: [String]
 
     init() {
@@ -20,14 +21,23 @@ struct HeaderStringCache {
     mutating func string(_ bytes: UnsafeBufferPointer<UInt8>) -> String {
         let count = bytes.count
         guard count > 15 else { return String(decoding: bytes, as: UTF8.self) }
-        let mix = count &* 31 &+ Int(bytes[count - 1]) &* 7 &+ Int(bytes[count / 2])
-        let slot = mix & (Self.slotCount - 1)
-        let same = slots[slot].utf8.withContiguousStorageIfAvailable { cached in
-            cached.count == count && cached.elementsEqual(bytes)
-        } ?? false
-        if same { return slots[slot] }
+        let raw = UnsafeRawBufferPointer(bytes)
+        let head = raw.loadUnaligned(as: UInt64.self)
+        let tail = raw.loadUnaligned(fromByteOffset: count - 8, as: UInt64.self)
+        let mix = (head ^ (tail << 29 | tail >> 35) ^ UInt64(count)) &* 0x9E37_79B9_7F4A_7C15
+        let newest = Int(truncatingIfNeeded: mix >> 60) << 1
+        if Self.same(slots[newest], bytes) { return slots[newest] }
+        if Self.same(slots[newest + 1], bytes) {
+            slots.swapAt(newest, newest + 1)
+            return slots[newest]
+        }
         let made = String(decoding: bytes, as: UTF8.self)
-        slots[slot] = made
+        slots[newest + 1] = slots[newest]
+        slots[newest] = made
         return made
+    }
+
+    private static func same(_ cached: String, _ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        cached.utf8.withContiguousStorageIfAvailable { $0.count == bytes.count && $0.elementsEqual(bytes) } ?? false
     }
 }

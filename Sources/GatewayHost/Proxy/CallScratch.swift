@@ -1,3 +1,5 @@
+import MeshgateHTTP2
+
 /// Reusable buffers for the calls of one event loop: the actions of the
 /// event a call is processing, and the events that arrive for it
 /// meanwhile. A call borrows the buffers of one nesting depth while it
@@ -12,6 +14,11 @@ final class CallScratch {
     @exclusivity(unchecked) var actions: [ActionBuffer] = []
     @exclusivity(unchecked) var events: [EventQueue] = []
     @exclusivity(unchecked) private var depth = 0
+    /// The upstream request head a call builds for an attempt: taken out,
+    /// filled, handed to nghttp2 (which copies it) and put back emptied.
+    /// A call that opens a stream while another's head is out (it cannot
+    /// happen today) would just get a fresh list.
+    @exclusivity(unchecked) private var requestHead = HTTP2HeaderList()
 
     /// The depth a call processes at; `leave` when done.
     func enter() -> Int {
@@ -38,5 +45,16 @@ final class CallScratch {
 
     func putBack(_ buffer: ActionBuffer, _ depth: Int) {
         actions[depth] = buffer
+    }
+
+    func takeRequestHead() -> HTTP2HeaderList {
+        var taken = HTTP2HeaderList()
+        swap(&taken, &requestHead)
+        return taken
+    }
+
+    func putBack(requestHead head: consuming HTTP2HeaderList) {
+        head.removeAll(keepingCapacity: true)
+        requestHead = head
     }
 }

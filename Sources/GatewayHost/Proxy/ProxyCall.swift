@@ -50,7 +50,7 @@ final class ProxyCall: HTTP2StreamDelegate {
     @exclusivity(unchecked) private var attempts = InlineFirstArray<UpstreamAttempt>()
     /// Request bytes kept to send again to later attempts (the machine
     /// decides what is kept and dropped, and counts it).
-    @exclusivity(unchecked) private var replay: [ByteBuffer] = []
+    @exclusivity(unchecked) private var replay = InlineFirstArray<ByteBuffer>()
     private var deadlineTimer: Scheduled<Void>?
     private var attemptTimer: Scheduled<Void>?
     /// When the client got (or lost) its final status: the duration counted.
@@ -291,7 +291,7 @@ final class ProxyCall: HTTP2StreamDelegate {
     private func openStream(_ id: AttemptID, endStream: Bool) {
         let attempt = attempts[id]
         lastUpstream = attempt.address
-        var headers = HTTP2HeaderList()
+        var headers = scratch.takeRequestHead()
         headers.reserveCapacity(requestHeaders.count + 2 + attempt.extraRequestHeaders.count)
         for (name, value) in requestHeaders {
             switch name {
@@ -314,7 +314,9 @@ final class ProxyCall: HTTP2StreamDelegate {
             headers.removeAll(named: field.name)
             headers.append(field.name, field.value)
         }
-        handle(attempt.openStream(headers: headers, endStream: endStream) ? .streamOpened(id) : .streamNotOpened(id))
+        let opened = attempt.openStream(headers: headers, endStream: endStream)
+        scratch.putBack(requestHead: headers)
+        handle(opened ? .streamOpened(id) : .streamNotOpened(id))
     }
 
     /// Counts the attempt's result on its endpoint and runs on_attempt_done;
