@@ -132,10 +132,21 @@ extension HTTP2Connection {
             return 0
         }
         state.unconsumed += data.count
+        streamDelegate.http2(self, stream: id, didReceiveData: slice(of: data))
+        return 0
+    }
+
+    /// `data` as a slice of the buffer being read when it lies inside it
+    /// (DATA payloads do: nghttp2 does not copy them), else as a copy.
+    private func slice(of data: UnsafeRawBufferPointer) -> ByteBuffer {
+        if let inputBytes, let start = data.baseAddress, let base = inputBytes.baseAddress,
+           start >= base, base.distance(to: start) + data.count <= inputBytes.count,
+           let slice = input?.getSlice(at: input!.readerIndex + base.distance(to: start), length: data.count) {
+            return slice
+        }
         var buffer = context!.channel.allocator.buffer(capacity: data.count)
         buffer.writeBytes(data)
-        streamDelegate.http2(self, stream: id, didReceiveData: buffer)
-        return 0
+        return buffer
     }
 
     func onStreamClose(stream id: Int32, errorCode: UInt32) -> Int32 {

@@ -45,6 +45,11 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     var streams: [Int32: StreamState] = [:]
     /// Received header fields become Strings through this (see its comment).
     var headerStrings = HeaderStringCache()
+    /// The buffer nghttp2 is reading, and its readable bytes, during
+    /// `nghttp2_session_mem_recv`: DATA payloads point into it, so they are
+    /// handed on as slices of it instead of copies (see onDataChunk).
+    var input: ByteBuffer?
+    var inputBytes: UnsafeRawBufferPointer?
     /// Client side: an emptied header list for the next response head or
     /// trailers (see onFrameReceived).
     var spareHeaders: HTTP2HeaderList?
@@ -152,9 +157,13 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         }
         inRead = true
         writeBatch?.readers += 1
+        input = buffer
         let result = buffer.withUnsafeReadableBytes { bytes in
-            nghttp2_session_mem_recv(session, bytes.bindMemory(to: UInt8.self).baseAddress, bytes.count)
+            inputBytes = bytes
+            defer { inputBytes = nil }
+            return nghttp2_session_mem_recv(session, bytes.bindMemory(to: UInt8.self).baseAddress, bytes.count)
         }
+        input = nil
         writeBatch?.readers -= 1
         inRead = false
         if result < 0 {
@@ -227,7 +236,15 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     public func send(data: ByteBuffer, stream id: Int32) {
         guard let state = streams[id], state.hasDataProvider, !state.outboundEnded else { return }
         state.outboundBytes += data.readableBytes
-        state.outbound.append(data)
+        if !state.outbound.isEmpty && data.storageCapacity > 2 * data.readableBytes + 1024 {
+            // It will wait behind other bytes (flow control): a compact copy,
+            // so a small slice does not keep a whole read buffer alive.
+            var compact = context?.channel.allocator.buffer(capacity: data.readableBytes) ?? ByteBuffer()
+            compact.writeImmutableBuffer(data)
+            state.outbound.append(compact)
+        } else {
+            state.outbound.append(data)
+        }
         resumeIfDeferred(state)
     }
 

@@ -53,8 +53,10 @@ final class CallScratch {
         return taken
     }
 
-    func putBack(requestHead head: consuming HTTP2HeaderList) {
-        head.removeAll(keepingCapacity: true)
-        requestHead = head
+    /// Takes `head` (leaving it empty) so that its storage is not shared
+    /// when emptied: emptying shared storage would allocate.
+    func putBack(requestHead head: inout HTTP2HeaderList) {
+        swap(&head, &requestHead)
+        requestHead.removeAll(keepingCapacity: true)
     }
 }

@@ -315,7 +315,7 @@ final class ProxyCall: HTTP2StreamDelegate {
             headers.append(field.name, field.value)
         }
         let opened = attempt.openStream(headers: headers, endStream: endStream)
-        scratch.putBack(requestHead: headers)
+        scratch.putBack(requestHead: &headers)
         handle(opened ? .streamOpened(id) : .streamNotOpened(id))
     }
 
