@@ -44,7 +44,7 @@ extension HTTP2Connection {
         guard frame.hd.type == UInt8(NGHTTP2_HEADERS.rawValue) else { return 0 }
         let id = frame.hd.stream_id
         if role == .server, frame.headers.cat == NGHTTP2_HCAT_REQUEST {
-            let state = StreamState(id: id, delegate: nil)
+            let state = makeStreamState(id: id, delegate: nil)
             state.incomingHeaders.reserveCapacity(12)
             streams[id] = state
         } else if let state = streams[id] {
