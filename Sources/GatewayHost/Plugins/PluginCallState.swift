@@ -34,8 +34,11 @@ final class PluginCallState {
     private var arena: [UnsafeMutableRawBufferPointer] = []
     /// The request headers laid out once as bytes, built on the first
     /// plugin lookup, so that lookups allocate nothing.
-    private var headerBytes: UnsafeMutableRawBufferPointer?
-    private var headerSpans: [(name: Range<Int>, value: Range<Int>)] = []
+    /// The request headers laid out for plugins in one allocation: for each
+    /// field three Ints (name start, value start, value end: offsets into
+    /// this buffer), then the bytes. Made on the first lookup.
+    private var headerLayout: UnsafeMutableRawBufferPointer?
+    private var headerCount = 0
 
     init(path: String, requestHeaders: HTTP2HeaderList, deadlineNanos: UInt64?, collectsLogFields: Bool) {
         self.path = path
@@ -46,40 +49,44 @@ final class PluginCallState {
 
     deinit {
         for buffer in arena { buffer.deallocate() }
-        headerBytes?.deallocate()
+        headerLayout?.deallocate()
     }
 
     /// The `index`-th value of request header `name` (exact, lower-case
     /// bytes), pointing into storage that lives as long as the call.
     func requestHeader(_ name: mg_str, index: Int) -> mg_str? {
-        if headerBytes == nil { layOutHeaders() }
-        guard let base = headerBytes?.baseAddress, let wanted = name.ptr else { return nil }
+        if headerLayout == nil { layOutHeaders() }
+        guard let base = headerLayout?.baseAddress, let wanted = name.ptr else { return nil }
+        let spans = base.assumingMemoryBound(to: Int.self)
         var seen = 0
-        for span in headerSpans where span.name.count == name.len {
-            if Posix.bytesEqual(base + span.name.lowerBound, wanted, count: name.len) {
-                if seen == index {
-                    return mg_str(ptr: (base + span.value.lowerBound).assumingMemoryBound(to: CChar.self), len: span.value.count)
-                }
-                seen += 1
+        for i in 0..<headerCount {
+            let nameStart = spans[3 * i], valueStart = spans[3 * i + 1], valueEnd = spans[3 * i + 2]
+            guard valueStart - nameStart == name.len, Posix.bytesEqual(base + nameStart, wanted, count: name.len) else { continue }
+            if seen == index {
+                return mg_str(ptr: (base + valueStart).assumingMemoryBound(to: CChar.self), len: valueEnd - valueStart)
             }
+            seen += 1
         }
         return nil
     }
 
     private func layOutHeaders() {
-        var total = 1
+        let count = requestHeaders.count
+        let spanBytes = 3 * count * MemoryLayout<Int>.stride
+        var total = spanBytes + 1
         for field in requestHeaders { total += field.name.utf8.count + field.value.utf8.count }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: total, alignment: 1)
-        var offset = 0
-        headerSpans.reserveCapacity(requestHeaders.count)
-        for field in requestHeaders {
-            let nameStart = offset
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: total, alignment: MemoryLayout<Int>.alignment)
+        let spans = buffer.baseAddress!.bindMemory(to: Int.self, capacity: 3 * count)
+        var offset = spanBytes
+        for (i, field) in requestHeaders.enumerated() {
+            spans[3 * i] = offset
             offset += copy(field.name, into: buffer, at: offset)
-            let valueStart = offset
+            spans[3 * i + 1] = offset
             offset += copy(field.value, into: buffer, at: offset)
-            headerSpans.append((nameStart..<valueStart, valueStart..<offset))
+            spans[3 * i + 2] = offset
         }
-        headerBytes = buffer
+        headerLayout = buffer
+        headerCount = count
     }
 
     private func copy(_ text: String, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Int {
