@@ -69,7 +69,7 @@ struct CallHarness {
         let wasDone = if case .done = machine.phase { true } else { false }
         var buffer = ActionBuffer()
         machine.handle(event, into: &buffer)
-        let actions = Array(buffer.actions)
+        let actions = Array(buffer.elements)
         if wasDone {
             #expect(actions.isEmpty, "actions after the call was done: \(actions)", sourceLocation: sourceLocation)
         }

@@ -114,7 +114,7 @@ final class ProxyCall: HTTP2StreamDelegate {
                 next += 1
                 process(queued, depth)
             }
-            scratch.events[depth].removeAll()
+            scratch.events[depth].removeAll(releasingWith: .deadlineExpired)
         }
         scratchDepth = -1
         scratch.leave()

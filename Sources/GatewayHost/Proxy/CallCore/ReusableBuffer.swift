@@ -1,0 +1,52 @@
+/// A list reused from event to event: emptying it resets a count instead of
+/// freeing storage, so a warm buffer costs neither an allocation nor a
+/// generic array operation per event. Two uses:
+/// - `ActionBuffer`, the actions of one event, written by
+///   `CallStateMachine.handle` and read by its executor (actions are plain
+///   values: `clear()` has nothing to release);
+/// - `EventQueue`, the events that arrive for a call while it processes one
+///   (kept per loop in `CallScratch`; events carry buffers and headers, so
+///   it is emptied with `removeAll(releasingWith:)`).
+struct ReusableBuffer<Element> {
+    private var storage: [Element] = []
+    private(set) var count = 0
+
+    init(capacity: Int = 0) {
+        storage.reserveCapacity(capacity)
+    }
+
+    var isEmpty: Bool { count == 0 }
+
+    subscript(index: Int) -> Element {
+        precondition(index < count)
+        return storage[index]
+    }
+
+    mutating func append(_ element: Element) {
+        if count < storage.count {
+            storage[count] = element
+        } else {
+            storage.append(element)
+        }
+        count += 1
+    }
+
+    /// Empties the buffer; the old elements stay in their slots until
+    /// overwritten (for elements that own nothing).
+    mutating func clear() {
+        count = 0
+    }
+
+    /// Empties the buffer, overwriting each used slot with `filler` so that
+    /// what the old elements held is released now.
+    mutating func removeAll(releasingWith filler: Element) {
+        for i in 0..<count { storage[i] = filler }
+        count = 0
+    }
+
+    /// The elements, for tests and logs.
+    var elements: ArraySlice<Element> { storage[..<count] }
+}
+
+typealias ActionBuffer = ReusableBuffer<CallAction>
+typealias EventQueue = ReusableBuffer<CallEvent>
