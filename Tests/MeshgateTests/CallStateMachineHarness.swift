@@ -47,11 +47,14 @@ struct CallHarness {
     private(set) var reported: [AttemptID: AttemptOutcome] = [:]
     private var doneCount = 0
 
-    init(hooks: Bool = false, scheduler: Bool = false, holdsHead: Bool = false, replayLimit: Int = 1 << 20) {
+    init(hooks: Bool = false, scheduler: Bool = false, holdsHead: Bool = false, replayLimit: Int = 1 << 20,
+         attemptStorage: [AttemptState] = []) {
         machine = CallStateMachine(configuration: .init(
             runsHooks: hooks, hasScheduler: scheduler, holdsResponseHead: holdsHead, replayLimit: replayLimit,
-            path: "/mesh.v1.MeshService/Process"))
+            path: "/mesh.v1.MeshService/Process"), attemptStorage: attemptStorage)
     }
+
+    mutating func takeAttemptStorage() -> [AttemptState] { machine.takeAttemptStorage() }
 
     /// A hedging chain: the first response head commits.
     static func hedging() -> CallHarness { CallHarness(hooks: true, scheduler: true, holdsHead: false) }

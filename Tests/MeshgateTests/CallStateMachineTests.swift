@@ -41,6 +41,29 @@ import Testing
         #expect(h.send(.filterCancelledAttempts(keep: nil)) == [])
     }
 
+    @Test func aDoneCallGivesItsAttemptTableBackForTheNextCall() {
+        var h = CallHarness()
+        _ = h.start()
+        _ = h.send(.picked(0, endpointID: 7, address: "a:1"))
+        // Not done yet: nothing is handed back, the attempt stays.
+        #expect(h.takeAttemptStorage().isEmpty)
+        #expect(h.machine.attempts.count == 1)
+        _ = h.send(.connectionReady(0))
+        _ = h.send(.streamOpened(0))
+        let end = trailers(.ok)
+        _ = h.send(.attemptHeaders(0, end, isTrailers: false, endStream: true))
+        _ = h.send(.attemptClosed(0, .finished))
+        #expect(h.send(.downstreamClosed(cleanly: true)) == [.callDone(ok, attempts: 1)])
+        let table = h.takeAttemptStorage()
+        #expect(table.isEmpty && table.capacity >= 1)
+        #expect(h.machine.attempts.isEmpty)
+        #expect(h.send(.attemptClosed(0, .finished)) == [], "late events find no attempt")
+
+        var next = CallHarness(attemptStorage: table)
+        #expect(next.start() == [.place(0, kind: .first, avoidEndpoint: 0)])
+        #expect(next.machine.attempts.capacity == table.capacity)
+    }
+
     @Test func requestHooksRunBeforeTheFirstAttempt() {
         var h = CallHarness(hooks: true)
         #expect(h.send(.start(requestEnded: true)) == [.runRequestHeaderHooks])

@@ -30,13 +30,13 @@ final class PluginCallState {
     func setLogField(_ key: String, _ value: String) {
         if let i = logFields.firstIndex(where: { $0.key == key }) { logFields[i].value = value } else { logFields.append((key, value)) }
     }
-    /// Bytes handed to plugins as mg_str; freed with the call.
+    /// Bytes handed to plugins as mg_str; freed with the call. (From the
+    /// loop's free lists, like the header layout: per-call buffers.)
     private var arena: [UnsafeMutableRawBufferPointer] = []
-    /// The request headers laid out once as bytes, built on the first
-    /// plugin lookup, so that lookups allocate nothing.
     /// The request headers laid out for plugins in one allocation: for each
     /// field three Ints (name start, value start, value end: offsets into
-    /// this buffer), then the bytes. Made on the first lookup.
+    /// this buffer), then the bytes. Made on the first lookup, so that
+    /// lookups allocate nothing.
     private var headerLayout: UnsafeMutableRawBufferPointer?
     private var headerCount = 0
 
@@ -48,8 +48,8 @@ final class PluginCallState {
     }
 
     deinit {
-        for buffer in arena { buffer.deallocate() }
-        headerLayout?.deallocate()
+        for buffer in arena { ThreadCachedMemory.deallocate(buffer) }
+        if let headerLayout { ThreadCachedMemory.deallocate(headerLayout) }
     }
 
     /// The `index`-th value of request header `name` (exact, lower-case
@@ -75,7 +75,7 @@ final class PluginCallState {
         let spanBytes = 3 * count * MemoryLayout<Int>.stride
         var total = spanBytes + 1
         for field in requestHeaders { total += field.name.utf8.count + field.value.utf8.count }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: total, alignment: MemoryLayout<Int>.alignment)
+        let buffer = ThreadCachedMemory.allocate(byteCount: total)
         let spans = buffer.baseAddress!.bindMemory(to: Int.self, capacity: 3 * count)
         var offset = spanBytes
         for (i, field) in requestHeaders.enumerated() {
@@ -107,7 +107,7 @@ final class PluginCallState {
     func stable(_ text: String) -> mg_str {
         var text = text
         return text.withUTF8 { bytes in
-            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 1)
+            let buffer = ThreadCachedMemory.allocate(byteCount: max(bytes.count, 1))
             if let base = bytes.baseAddress { buffer.copyMemory(from: UnsafeRawBufferPointer(start: base, count: bytes.count)) }
             arena.append(buffer)
             return mg_str(ptr: buffer.baseAddress!.assumingMemoryBound(to: CChar.self), len: bytes.count)

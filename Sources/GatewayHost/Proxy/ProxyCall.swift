@@ -79,7 +79,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         self.machine = CallStateMachine(configuration: .init(
             runsHooks: !chain.filters.isEmpty, hasScheduler: chain.scheduler != nil,
             holdsResponseHead: chain.scheduler?.image.isRetry ?? false,
-            replayLimit: route.config.replayBufferLimit, path: path))
+            replayLimit: route.config.replayBufferLimit, path: path), attemptStorage: loop.callScratch.takeAttemptTable())
         generation.callStarted()
         plugin.proxy = self
     }
@@ -381,6 +381,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         plugin.proxy = nil
         // The attempts hold their call: let both go.
         attempts.removeAll()
+        scratch.recycle(attemptTable: machine.takeAttemptStorage())
         generation.callEnded()
     }
 }

@@ -113,8 +113,23 @@ struct CallStateMachine {
     /// Where the current event's actions go (the caller's buffer, swapped in).
     private var output = ActionBuffer()
 
-    init(configuration: Configuration) {
+    /// `attemptStorage`: an empty table whose capacity a finished call gave
+    /// back (`takeAttemptStorage`), so that the table costs no allocation.
+    init(configuration: Configuration, attemptStorage: [AttemptState] = []) {
         self.configuration = configuration
+        precondition(attemptStorage.isEmpty, "a reused attempt table must be empty")
+        self.attempts = attemptStorage
+    }
+
+    /// Once the call is done: the attempt table, emptied with its capacity
+    /// kept, for the loop's next call. (Events after `.callDone` find no
+    /// attempt, as they find none live today.) Before that: an empty table.
+    mutating func takeAttemptStorage() -> [AttemptState] {
+        guard case .done = phase else { return [] }
+        var table: [AttemptState] = []
+        swap(&table, &attempts)
+        table.removeAll(keepingCapacity: true)
+        return table
     }
 
     // MARK: Questions the executor asks
