@@ -42,7 +42,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
 
     var session: OpaquePointer?
     var context: ChannelHandlerContext?
-    var streams: [Int32: StreamState] = [:]
+    var streams = StreamTable()
     /// Received header fields become Strings through this (see its comment).
     var headerStrings = HeaderStringCache()
     /// The buffer nghttp2 is reading, and its readable bytes, during
