@@ -50,8 +50,8 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// handed on as slices of it instead of copies (see onDataChunk).
     var input: ByteBuffer?
     var inputBytes: UnsafeRawBufferPointer?
-    /// States of closed streams, ready for new ones: two fewer allocations
-    /// per proxied RPC (one per session). At most four per connection.
+    /// States of closed streams, ready for new ones, when there is no
+    /// write batch to keep them for the whole loop (at most four).
     private var spareStreamStates: [StreamState] = []
     /// Client side: an emptied header list for the next response head or
     /// trailers (see onFrameReceived).
@@ -517,7 +517,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
 
     /// A stream's state from the spares, or a new one.
     func makeStreamState(id: Int32, delegate: HTTP2StreamDelegate?) -> StreamState {
-        if let spare = spareStreamStates.popLast() {
+        if let spare = writeBatch?.spareStreamStates.popLast() ?? spareStreamStates.popLast() {
             spare.reuse(id: id, delegate: delegate)
             return spare
         }
@@ -528,9 +528,15 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// refers to it (a late credit or close entry would otherwise reach the
     /// new stream's delegate).
     private func recycle(_ state: inout StreamState) {
-        guard spareStreamStates.count < 4, isKnownUniquelyReferenced(&state) else { return }
-        state.reuse(id: 0, delegate: nil)
-        spareStreamStates.append(state)
+        guard isKnownUniquelyReferenced(&state) else { return }
+        if let writeBatch {
+            guard writeBatch.spareStreamStates.count < HTTP2WriteBatch.spareStreamStateLimit else { return }
+            state.reuse(id: 0, delegate: nil)
+            writeBatch.spareStreamStates.append(state)
+        } else if spareStreamStates.count < 4 {
+            state.reuse(id: 0, delegate: nil)
+            spareStreamStates.append(state)
+        }
     }
 
     func notifyClosed(_ state: StreamState, reason: HTTP2StreamCloseReason) {

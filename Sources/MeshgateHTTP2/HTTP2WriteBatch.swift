@@ -5,11 +5,19 @@
 /// every dirty connection is flushed once. That is one write per connection
 /// per read batch, with no task queued on the loop.
 ///
+/// It also keeps the stream states its connections closed, for their next
+/// streams: streams open and close in bursts as large as the loop's
+/// concurrency, across all its connections, so a per-connection spare list
+/// either misses most of them or keeps memory on every idle connection.
+///
 /// One instance per event loop, used only from that loop.
 public final class HTTP2WriteBatch {
     var readers = 0
     var dirty: [HTTP2Connection] = []
     private var flushing: [HTTP2Connection] = []
+    /// Closed streams' states, reset, nothing else referring to them.
+    var spareStreamStates: [StreamState] = []
+    static let spareStreamStateLimit = 1024
 
     public init() {
         dirty.reserveCapacity(64)
