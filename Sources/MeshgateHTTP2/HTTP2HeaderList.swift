@@ -13,6 +13,10 @@ public struct HTTP2HeaderList: Sendable, Sequence, ExpressibleByArrayLiteral {
         fields.append((name, value))
     }
 
+    public mutating func append(contentsOf other: HTTP2HeaderList) {
+        fields.append(contentsOf: other.fields)
+    }
+
     public mutating func removeAll(named name: String) {
         fields.removeAll { $0.name == name }
     }

@@ -20,8 +20,9 @@ final class PluginCallState {
     var localReply: GRPCStatus?
     /// The upstream's response head during on_response_headers.
     var responseHeaders: HTTP2HeaderList?
-    /// Added by call_add_response_header.
-    var extraResponseHeaders: HTTP2HeaderList = []
+    /// During on_response_headers: the head the client will get (the
+    /// upstream's fields, then those call_add_response_header appends).
+    var clientResponseHead: HTTP2HeaderList = []
     /// Whether the access log is on, so call_set_log_field keeps fields.
     let collectsLogFields: Bool
     /// Set by call_set_log_field: extra fields of the access-log line.

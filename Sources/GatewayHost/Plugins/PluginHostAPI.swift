@@ -66,7 +66,7 @@ enum PluginHostAPI {
                 let n = PluginHostAPI.lowerCased(PluginHostAPI.string(name))
                 let v = PluginHostAPI.string(value)
                 guard state.responseHeaders != nil, PluginCallState.isValidHeaderName(n), PluginCallState.isValidHeaderValue(v) else { return -1 }
-                state.extraResponseHeaders.append(n, v)
+                state.clientResponseHead.append(n, v)
                 return 0
             },
             // The two that change the call only queue an event: the call

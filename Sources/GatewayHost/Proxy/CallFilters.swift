@@ -69,16 +69,17 @@ struct CallFilters {
         attempt.acceptsRequestHeaders = false
     }
 
-    /// on_response_headers with the upstream's head readable; returns the
-    /// headers the filters added for the client.
-    func responseHeaders(_ head: HTTP2HeaderList, from attempt: UpstreamAttempt) -> HTTP2HeaderList {
-        plugin.responseHeaders = head
-        plugin.extraResponseHeaders = []
+    /// on_response_headers with the upstream's head readable; the fields
+    /// the filters add (call_add_response_header) are appended to
+    /// `clientHead`, which is lent to the plugin state meanwhile.
+    func runResponseHeaderHooks(upstreamHead: HTTP2HeaderList, clientHead: inout HTTP2HeaderList, from attempt: UpstreamAttempt) {
+        plugin.responseHeaders = upstreamHead
+        swap(&plugin.clientResponseHead, &clientHead)
         for (i, filter) in chain.filters.enumerated() {
             filter.hooks.on_response_headers?(instance(filter), state(i), plugin.handle, attempt.handle)
         }
+        swap(&plugin.clientResponseHead, &clientHead)
         plugin.responseHeaders = nil
-        return plugin.extraResponseHeaders
     }
 
     /// on_attempt_done: the chain's retry or hedging plugin first, since it

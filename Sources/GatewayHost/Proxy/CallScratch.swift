@@ -20,6 +20,9 @@ final class CallScratch {
     /// happen today) would just get a fresh list.
     @exclusivity(unchecked) private var requestHead = HTTP2HeaderList()
 
+    /// The head a call with filters sends the client: the upstream's
+    /// fields plus the filters' (see ProxyCall.sendResponseHead).
+    @exclusivity(unchecked) private var responseHead = HTTP2HeaderList()
     /// Attempt tables of finished calls, emptied, for new calls. Calls
     /// start and end in bursts as large as the loop's concurrency (500
     /// streams in the benchmark: a cap of 64 kept only half the saving),
@@ -65,6 +68,18 @@ final class CallScratch {
     func putBack(requestHead head: inout HTTP2HeaderList) {
         swap(&head, &requestHead)
         requestHead.removeAll(keepingCapacity: true)
+    }
+
+    func takeResponseHead() -> HTTP2HeaderList {
+        var taken = HTTP2HeaderList()
+        swap(&taken, &responseHead)
+        return taken
+    }
+
+    /// As `putBack(requestHead:)`.
+    func putBack(responseHead head: inout HTTP2HeaderList) {
+        swap(&head, &responseHead)
+        responseHead.removeAll(keepingCapacity: true)
     }
 
     /// An empty attempt table, with capacity when a finished call left one.

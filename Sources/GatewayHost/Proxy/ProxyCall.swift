@@ -346,15 +346,18 @@ final class ProxyCall: HTTP2StreamDelegate {
     }
 
     private func sendResponseHead(_ headers: HTTP2HeaderList, from attempt: UpstreamAttempt, endStream: Bool) {
-        var head = headers
-        if !filters.isEmpty {
-            let extra = filters.responseHeaders(headers, from: attempt)
-            if !extra.isEmpty {
-                head.reserveCapacity(head.count + extra.count)
-                for field in extra { head.append(field.name, field.value) }
-            }
+        guard !filters.isEmpty else {
+            downstream.sendResponseHeaders(stream: downstreamStream, headers: headers, endStream: endStream)
+            return
         }
+        // The filters may add fields: the client's head is built in the
+        // loop's scratch list (nghttp2 copies it on submit), so neither
+        // the merge nor the filters' appends allocate once warm.
+        var head = scratch.takeResponseHead()
+        head.append(contentsOf: headers)
+        filters.runResponseHeaderHooks(upstreamHead: headers, clientHead: &head, from: attempt)
         downstream.sendResponseHeaders(stream: downstreamStream, headers: head, endStream: endStream)
+        scratch.putBack(responseHead: &head)
     }
 
     /// The client's stream and every attempt have ended: filters learn the
