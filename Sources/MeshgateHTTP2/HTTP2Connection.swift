@@ -142,9 +142,6 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
 
     public func channelInactive(context: ChannelHandlerContext) {
         connectionDidEnd()
-        // A read that ends in an error or EOF fires no channelReadComplete:
-        // flush what this read made other connections send.
-        writeBatch?.flushDirty()
         context.fireChannelInactive()
     }
 
@@ -159,7 +156,6 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
             start()
         }
         inRead = true
-        writeBatch?.readers += 1
         input = buffer
         let result = buffer.withUnsafeReadableBytes { bytes in
             inputBytes = bytes
@@ -167,7 +163,6 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
             return nghttp2_session_mem_recv(session, bytes.bindMemory(to: UInt8.self).baseAddress, bytes.count)
         }
         input = nil
-        writeBatch?.readers -= 1
         inRead = false
         if result < 0 {
             failConnection(code: Int32(truncatingIfNeeded: result))
@@ -177,7 +172,9 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     }
 
     public func channelReadComplete(context: ChannelHandlerContext) {
-        if let writeBatch { writeBatch.flush(after: self) } else { flush() }
+        // With a write batch, the frames this read produced go out with
+        // the rest of the loop's output, at the end of its wake-up.
+        if writeBatch != nil { scheduleFlush() } else { flush() }
         context.fireChannelReadComplete()
     }
 
@@ -188,7 +185,6 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
 
     public func errorCaught(context: ChannelHandlerContext, error: Error) {
         if closeReason == nil { closeReason = "\(error)" }
-        writeBatch?.flushDirty()
         context.close(promise: nil)
     }
 
@@ -434,17 +430,20 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         scheduleFlush()
     }
 
-    /// Output is produced once per batch: at the end of a read (this
-    /// connection's, or any connection's of the same write batch), or in one
-    /// task queued on the loop for sends made outside any read.
+    /// Output is produced once per batch: with a write batch, once per
+    /// wake-up of the loop (see HTTP2WriteBatch); without one, at the end
+    /// of this connection's read, or in one task queued on the loop for
+    /// sends made outside a read.
     func scheduleFlush() {
-        if inRead || flushScheduled || isClosed { return }
+        if flushScheduled || isClosed { return }
         guard let context else { return }
-        flushScheduled = true
-        if let writeBatch, writeBatch.readers > 0 {
-            writeBatch.dirty.append(self)
+        if let writeBatch {
+            flushScheduled = true
+            writeBatch.markDirty(self, on: context.eventLoop)
             return
         }
+        if inRead { return }
+        flushScheduled = true
         context.eventLoop.assumeIsolated().execute {
             self.flush()
         }
