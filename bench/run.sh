@@ -1,13 +1,33 @@
 #!/usr/bin/env bash
-# Builds the release binaries, then benchmarks meshgate against nghttpx in
-# front of the same two mesh-sample replicas (see bench/proxy_bench.py).
+# Benchmarks meshgate (plain and with a filter chain), nghttpx and HAProxy in
+# front of the same two mesh-sample replicas, beside h2load straight to one
+# replica, and prints one row per target with the ratios to nghttpx (see
+# bench/proxy_bench.py). Installs the Debian packages it needs if missing,
+# then builds the release binaries (MESHGATE_BIN_DIR=DIR: use DIR's instead).
 # Extra arguments go to proxy_bench.py, e.g.:  bench/run.sh -n 20000 --rounds 5
-# Needs: h2load and nghttp (apt: nghttp2-client), nghttpx (apt: nghttp2-proxy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-swift build -c release
-bin_dir="$(swift build -c release --show-bin-path)"
+# h2load and nghttp, nghttpx, haproxy, perf (malloc and syscall counts),
+# nm (the address of each allocator's malloc).
+packages=(nghttp2-client nghttp2-proxy haproxy linux-perf binutils)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "bench: installing Debian packages: ${missing[*]}"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [[ -n "${MESHGATE_BIN_DIR:-}" ]]; then
+  bin_dir="$MESHGATE_BIN_DIR"
+else
+  swift build -c release
+  bin_dir="$(swift build -c release --show-bin-path)"
+fi
 mkdir -p bench/out
 exec python3 bench/proxy_bench.py --bin-dir "$bin_dir" \
     --json "bench/out/proxy-bench-$(date +%Y%m%d-%H%M%S).json" "$@"
