@@ -41,21 +41,41 @@ final class TracingConfig {
     deinit { exporter?.stop() }
 }
 
-/// One per event loop: its id generator needs no lock.
+/// One per event loop: its id generator and its spare call states need no
+/// lock (the host calls an instance's hooks on its loop only).
 final class TracingInstance {
     let config: TracingConfig
     var ids = IDGenerator()
+    /// States of ended calls, for new calls: no allocation per call once
+    /// warm. Bounded by the loop's peak of calls in flight (and 1,024).
+    private var spareCalls: [TracingCall] = []
 
     init(config: TracingConfig) { self.config = config }
+
+    func makeCall(traceID: TraceID, parentID: UInt64, serverSpanID: UInt64, sampled: Bool) -> TracingCall {
+        guard let call = spareCalls.popLast() else {
+            return TracingCall(traceID: traceID, parentID: parentID, serverSpanID: serverSpanID, sampled: sampled)
+        }
+        call.reset(traceID: traceID, parentID: parentID, serverSpanID: serverSpanID, sampled: sampled)
+        return call
+    }
+
+    func recycle(_ call: TracingCall) {
+        guard spareCalls.count < 1024 else { return }
+        call.traceState = ""
+        call.path = ""
+        call.attempts.removeAll(keepingCapacity: true)
+        spareCalls.append(call)
+    }
 }
 
 final class TracingCall {
-    let traceID: TraceID
+    private(set) var traceID: TraceID
     /// The client's span, 0 when this trace starts here.
-    let parentID: UInt64
-    let serverSpanID: UInt64
-    let sampled: Bool
-    let start = Clock.unixNanos()
+    private(set) var parentID: UInt64
+    private(set) var serverSpanID: UInt64
+    private(set) var sampled: Bool
+    private(set) var start = Clock.unixNanos()
     /// Read from the host only for sampled calls (span data).
     var traceState = ""
     var path = ""
@@ -74,6 +94,15 @@ final class TracingCall {
         self.parentID = parentID
         self.serverSpanID = serverSpanID
         self.sampled = sampled
+    }
+
+    /// A spare made new for another call (see TracingInstance.recycle).
+    func reset(traceID: TraceID, parentID: UInt64, serverSpanID: UInt64, sampled: Bool) {
+        self.traceID = traceID
+        self.parentID = parentID
+        self.serverSpanID = serverSpanID
+        self.sampled = sampled
+        start = Clock.unixNanos()
     }
 
     var flags: UInt8 { sampled ? 1 : 0 }
@@ -104,17 +133,23 @@ enum TracingPlugin {
             guard let instance = PluginSupport.object(instance, as: TracingInstance.self), let host = PluginHost.table?.pointee else { return nil }
             let state: TracingCall
             if let incoming = withHeader(call, traceparentName, TraceParent.init) {
-                state = TracingCall(traceID: incoming.traceID, parentID: incoming.parentID, serverSpanID: instance.ids.spanID(),
-                                    sampled: incoming.sampled)
+                state = instance.makeCall(traceID: incoming.traceID, parentID: incoming.parentID, serverSpanID: instance.ids.spanID(),
+                                          sampled: incoming.sampled)
                 if state.sampled { state.traceState = withHeader(call, tracestateName) { String(decoding: $0, as: UTF8.self) } ?? "" }
             } else {
                 let sampled = instance.config.samplingRatio >= 1 || instance.ids.unit() < instance.config.samplingRatio
-                state = TracingCall(traceID: instance.ids.traceID(), parentID: 0, serverSpanID: instance.ids.spanID(), sampled: sampled)
+                state = instance.makeCall(traceID: instance.ids.traceID(), parentID: 0, serverSpanID: instance.ids.spanID(), sampled: sampled)
             }
             if state.sampled { state.path = PluginSupport.string(host.call_method(call)) }
             return PluginSupport.retain(state)
         }
-        d.call_destroy = { _, state in PluginSupport.release(state) }
+        d.call_destroy = { instance, state in
+            if let instance = PluginSupport.object(instance, as: TracingInstance.self),
+               let call = PluginSupport.object(state, as: TracingCall.self) {
+                instance.recycle(call)
+            }
+            PluginSupport.release(state)
+        }
         d.on_request_headers = { _, state, call in
             guard let state = PluginSupport.object(state, as: TracingCall.self), hostSetsLogFields else { return MG_CONTINUE }
             // Hex written on the stack: the host drops the fields at once

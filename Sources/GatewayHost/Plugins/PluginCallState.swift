@@ -31,15 +31,10 @@ final class PluginCallState {
     func setLogField(_ key: String, _ value: String) {
         if let i = logFields.firstIndex(where: { $0.key == key }) { logFields[i].value = value } else { logFields.append((key, value)) }
     }
-    /// Bytes handed to plugins as mg_str; freed with the call. (From the
-    /// loop's free lists, like the header layout: per-call buffers.)
-    private var arena: [UnsafeMutableRawBufferPointer] = []
-    /// The request headers laid out for plugins in one allocation: for each
-    /// field three Ints (name start, value start, value end: offsets into
-    /// this buffer), then the bytes. Made on the first lookup, so that
-    /// lookups allocate nothing.
-    private var headerLayout: UnsafeMutableRawBufferPointer?
-    private var headerCount = 0
+    /// Bytes handed to plugins as mg_str, from the loop's free lists and
+    /// freed with the call: a chain of blocks, each starting with the
+    /// address of the one made before it (no array to grow per copy).
+    private var arena: UnsafeMutableRawPointer?
 
     init(path: String, requestHeaders: HTTP2HeaderList, deadlineNanos: UInt64?, collectsLogFields: Bool) {
         self.path = path
@@ -49,53 +44,27 @@ final class PluginCallState {
     }
 
     deinit {
-        for buffer in arena { ThreadCachedMemory.deallocate(buffer) }
-        if let headerLayout { ThreadCachedMemory.deallocate(headerLayout) }
+        var block = arena
+        while let current = block {
+            block = current.load(as: UnsafeMutableRawPointer?.self)
+            ThreadCachedMemory.deallocate(UnsafeMutableRawBufferPointer(start: current, count: 0))
+        }
     }
 
     /// The `index`-th value of request header `name` (exact, lower-case
-    /// bytes), pointing into storage that lives as long as the call.
+    /// bytes), copied to storage that lives as long as the call. Names are
+    /// compared in place: a lookup that finds nothing (a tracing filter
+    /// asking for `traceparent` on calls that carry none) copies nothing.
     func requestHeader(_ name: mg_str, index: Int) -> mg_str? {
-        if headerLayout == nil { layOutHeaders() }
-        guard let base = headerLayout?.baseAddress, let wanted = name.ptr else { return nil }
-        let spans = base.assumingMemoryBound(to: Int.self)
+        guard let wanted = name.ptr, name.len > 0 else { return nil }
         var seen = 0
-        for i in 0..<headerCount {
-            let nameStart = spans[3 * i], valueStart = spans[3 * i + 1], valueEnd = spans[3 * i + 2]
-            guard valueStart - nameStart == name.len, Posix.bytesEqual(base + nameStart, wanted, count: name.len) else { continue }
-            if seen == index {
-                return mg_str(ptr: (base + valueStart).assumingMemoryBound(to: CChar.self), len: valueEnd - valueStart)
-            }
+        for field in requestHeaders where field.name.utf8.count == name.len {
+            var fieldName = field.name
+            guard fieldName.withUTF8({ Posix.bytesEqual($0.baseAddress!, wanted, count: name.len) }) else { continue }
+            if seen == index { return stable(field.value) }
             seen += 1
         }
         return nil
-    }
-
-    private func layOutHeaders() {
-        let count = requestHeaders.count
-        let spanBytes = 3 * count * MemoryLayout<Int>.stride
-        var total = spanBytes + 1
-        for field in requestHeaders { total += field.name.utf8.count + field.value.utf8.count }
-        let buffer = ThreadCachedMemory.allocate(byteCount: total)
-        let spans = buffer.baseAddress!.bindMemory(to: Int.self, capacity: 3 * count)
-        var offset = spanBytes
-        for (i, field) in requestHeaders.enumerated() {
-            spans[3 * i] = offset
-            offset += copy(field.name, into: buffer, at: offset)
-            spans[3 * i + 1] = offset
-            offset += copy(field.value, into: buffer, at: offset)
-            spans[3 * i + 2] = offset
-        }
-        headerLayout = buffer
-        headerCount = count
-    }
-
-    private func copy(_ text: String, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Int {
-        var text = text
-        return text.withUTF8 { bytes in
-            if let source = bytes.baseAddress { (buffer.baseAddress! + offset).copyMemory(from: source, byteCount: bytes.count) }
-            return bytes.count
-        }
     }
 
     var handle: OpaquePointer { OpaquePointer(Unmanaged.passUnretained(self).toOpaque()) }
@@ -108,10 +77,13 @@ final class PluginCallState {
     func stable(_ text: String) -> mg_str {
         var text = text
         return text.withUTF8 { bytes in
-            let buffer = ThreadCachedMemory.allocate(byteCount: max(bytes.count, 1))
-            if let base = bytes.baseAddress { buffer.copyMemory(from: UnsafeRawBufferPointer(start: base, count: bytes.count)) }
-            arena.append(buffer)
-            return mg_str(ptr: buffer.baseAddress!.assumingMemoryBound(to: CChar.self), len: bytes.count)
+            let link = MemoryLayout<UnsafeMutableRawPointer?>.stride
+            let block = ThreadCachedMemory.allocate(byteCount: link + bytes.count).baseAddress!
+            block.storeBytes(of: arena, as: UnsafeMutableRawPointer?.self)
+            arena = block
+            let text = block + link
+            if let base = bytes.baseAddress { text.copyMemory(from: base, byteCount: bytes.count) }
+            return mg_str(ptr: text.assumingMemoryBound(to: CChar.self), len: bytes.count)
         }
     }
 

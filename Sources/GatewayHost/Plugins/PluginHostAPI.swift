@@ -50,8 +50,11 @@ enum PluginHostAPI {
                 let n = PluginHostAPI.lowerCased(PluginHostAPI.string(name))
                 let v = PluginHostAPI.string(value)
                 guard attempt.acceptsRequestHeaders, PluginCallState.isValidHeaderName(n), PluginCallState.isValidHeaderValue(v) else { return -1 }
-                attempt.extraRequestHeaders.removeAll(named: n)
-                attempt.extraRequestHeaders.append(n, v)
+                if let i = attempt.extraRequestHeaders.firstIndex(where: { $0.name == n }) {
+                    attempt.extraRequestHeaders[i] = (n, v)
+                } else {
+                    attempt.extraRequestHeaders.append((n, v))
+                }
                 return 0
             },
             attempt_response_header: { attempt, name, index, value in

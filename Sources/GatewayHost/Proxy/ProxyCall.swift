@@ -41,7 +41,7 @@ final class ProxyCall: HTTP2StreamDelegate {
     // the call's event loop, and never re-entrantly, since every event that
     // arrives while the call is processing one is queued (`handle`); the
     // dynamic checks cost about 6 % of the proxy's CPU.
-    @exclusivity(unchecked) private var filters: CallFilters
+    private let filters: CallFilters
     @exclusivity(unchecked) private var machine: CallStateMachine
     /// While the call processes an event: the depth of the loop's scratch
     /// buffers it uses (its actions, and the events that arrive meanwhile).
@@ -82,6 +82,10 @@ final class ProxyCall: HTTP2StreamDelegate {
             replayLimit: route.config.replayBufferLimit, path: path), attemptStorage: loop.callScratch.takeAttemptTable())
         generation.callStarted()
         plugin.proxy = self
+    }
+
+    deinit {
+        filters.releaseStates()
     }
 
     func start(requestEnded: Bool) {
