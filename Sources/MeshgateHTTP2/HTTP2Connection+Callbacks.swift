@@ -60,7 +60,7 @@ extension HTTP2Connection {
 
     func onHeader(stream id: Int32, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> Int32 {
         guard let state = streams[id] else { return 0 }
-        state.incomingHeaders.append(headerStrings.string(name), headerStrings.string(value))
+        state.incomingHeaders.append(name: UnsafeRawBufferPointer(name), value: UnsafeRawBufferPointer(value))
         return 0
     }
 

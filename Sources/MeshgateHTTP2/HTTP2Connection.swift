@@ -43,7 +43,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     var session: OpaquePointer?
     var context: ChannelHandlerContext?
     var streams = StreamTable()
-    /// Received header fields become Strings through this (see its comment).
+    /// Strings for received header values that repeat (see cachedString).
     var headerStrings = HeaderStringCache()
     /// The buffer nghttp2 is reading, and its readable bytes, during
     /// `nghttp2_session_mem_recv`: DATA payloads point into it, so they are
@@ -97,6 +97,14 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     public var eventLoop: EventLoop? { context?.eventLoop }
 
     /// Streams open on this connection.
+    /// A String for received header bytes that repeat on this connection
+    /// (a request's `:path`), reusing the one made for the same bytes
+    /// before (see HeaderStringCache): header lists keep bytes, and only
+    /// what the gateway must read as text becomes a String.
+    public func cachedString(_ bytes: UnsafeRawBufferPointer) -> String {
+        headerStrings.string(bytes.bindMemory(to: UInt8.self))
+    }
+
     public var activeStreamCount: Int { streams.count }
 
     /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS (nghttp2 assumes 100 until
@@ -588,38 +596,26 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         delegate?.http2ConnectionDidClose(self)
     }
 
-    /// Calls `body` with the header block as nghttp2 name/value pairs, laid
-    /// out in stack-allocated scratch memory (nghttp2 copies them).
+    /// Calls `body` with the header block as nghttp2 name/value pairs
+    /// pointing into the list's bytes (nghttp2 copies them on submit).
     func withNameValuePairs<R>(_ headers: HTTP2HeaderList, _ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
-        var byteCount = 1
-        for (name, value) in headers { byteCount += name.utf8.count + value.utf8.count }
-        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: byteCount) { storage in
+        headers.withUnsafeFieldBytes { fields in
             withUnsafeTemporaryAllocation(of: nghttp2_nv.self, capacity: max(headers.count, 1)) { pairs in
-                let base = storage.baseAddress!
-                var offset = 0
                 var count = 0
-                for (name, value) in headers {
-                    let nameStart = base + offset
-                    offset += copyUTF8(name, to: base + offset)
-                    let valueStart = base + offset
-                    offset += copyUTF8(value, to: base + offset)
+                HTTP2HeaderList.forEachField(in: fields) { name, value in
+                    // nghttp2 takes non-const pointers but only reads them;
+                    // a field's bytes (even empty ones) point into the
+                    // list's storage, which is not empty when it has one.
                     pairs[count] = nghttp2_nv(
-                        name: nameStart, value: valueStart,
-                        namelen: valueStart - nameStart, valuelen: base + offset - valueStart,
+                        name: UnsafeMutablePointer(mutating: name.baseAddress!.assumingMemoryBound(to: UInt8.self)),
+                        value: UnsafeMutablePointer(mutating: value.baseAddress!.assumingMemoryBound(to: UInt8.self)),
+                        namelen: name.count, valuelen: value.count,
                         flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
                     count += 1
+                    return true
                 }
                 return body(UnsafePointer(pairs.baseAddress!), count)
             }
-        }
-    }
-
-    private func copyUTF8(_ string: String, to destination: UnsafeMutablePointer<UInt8>) -> Int {
-        var string = string
-        return string.withUTF8 { bytes in
-            guard let source = bytes.baseAddress else { return 0 }
-            destination.update(from: source, count: bytes.count)
-            return bytes.count
         }
     }
 }

@@ -1,11 +1,11 @@
-/// Turns received header names and values into Strings, reusing the String
-/// made for the same bytes earlier on the connection.
+/// Turns received header values the gateway reads as text (a request's
+/// `:path`, through `HTTP2Connection.cachedString`) into Strings, reusing
+/// the String made for the same bytes earlier on the connection: header
+/// lists keep bytes, and these few repeat on every stream.
 ///
 /// Why: a String longer than 15 UTF-8 bytes is a heap allocation, and a
-/// connection receives the same long fields on every stream (`:path`,
-/// `content-type: application/grpc`, `user-agent`, `grpc-accept-encoding`):
-/// about six allocations per proxied RPC. Shorter strings are stored inline
-/// and are made directly.
+/// connection receives the same path on stream after stream. Shorter
+/// strings are stored inline and are made directly.
 ///
 /// 32 slots in pairs (a pair is a two-entry LRU: the newest String in the
 /// even slot); a hit is a byte comparison. Owned by one connection, used on

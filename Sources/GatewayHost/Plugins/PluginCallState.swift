@@ -57,14 +57,19 @@ final class PluginCallState {
     /// asking for `traceparent` on calls that carry none) copies nothing.
     func requestHeader(_ name: mg_str, index: Int) -> mg_str? {
         guard let wanted = name.ptr, name.len > 0 else { return nil }
+        let wantedBytes = UnsafeRawBufferPointer(start: wanted, count: name.len)
         var seen = 0
-        for field in requestHeaders where field.name.utf8.count == name.len {
-            var fieldName = field.name
-            guard fieldName.withUTF8({ Posix.bytesEqual($0.baseAddress!, wanted, count: name.len) }) else { continue }
-            if seen == index { return stable(field.value) }
+        var found: mg_str?
+        requestHeaders.forEachField { fieldName, value in
+            guard fieldName.count == name.len, Posix.bytesEqual(fieldName.baseAddress!, wantedBytes.baseAddress!, count: name.len) else { return true }
+            if seen == index {
+                found = stable(value)
+                return false
+            }
             seen += 1
+            return true
         }
-        return nil
+        return found
     }
 
     var handle: OpaquePointer { OpaquePointer(Unmanaged.passUnretained(self).toOpaque()) }
@@ -76,15 +81,18 @@ final class PluginCallState {
     /// A copy of `text` that stays valid until the call ends.
     func stable(_ text: String) -> mg_str {
         var text = text
-        return text.withUTF8 { bytes in
-            let link = MemoryLayout<UnsafeMutableRawPointer?>.stride
-            let block = ThreadCachedMemory.allocate(byteCount: link + bytes.count).baseAddress!
-            block.storeBytes(of: arena, as: UnsafeMutableRawPointer?.self)
-            arena = block
-            let text = block + link
-            if let base = bytes.baseAddress { text.copyMemory(from: base, byteCount: bytes.count) }
-            return mg_str(ptr: text.assumingMemoryBound(to: CChar.self), len: bytes.count)
-        }
+        return text.withUTF8 { stable(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// A copy of `bytes` that stays valid until the call ends.
+    func stable(_ bytes: UnsafeRawBufferPointer) -> mg_str {
+        let link = MemoryLayout<UnsafeMutableRawPointer?>.stride
+        let block = ThreadCachedMemory.allocate(byteCount: link + bytes.count).baseAddress!
+        block.storeBytes(of: arena, as: UnsafeMutableRawPointer?.self)
+        arena = block
+        let text = block + link
+        if let base = bytes.baseAddress { text.copyMemory(from: base, byteCount: bytes.count) }
+        return mg_str(ptr: text.assumingMemoryBound(to: CChar.self), len: bytes.count)
     }
 
     static func nth(_ headers: HTTP2HeaderList, _ name: String, _ index: Int) -> String? {

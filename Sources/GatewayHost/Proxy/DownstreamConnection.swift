@@ -73,13 +73,15 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
 
     func http2(_ connection: HTTP2Connection, didReceiveRequest headers: HTTP2HeaderList, stream: Int32, endStream: Bool) -> HTTP2StreamDelegate? {
         idleSince = nil
-        guard headers[":method"] == "POST" else {
+        // Byte-level checks: the list holds bytes, and only the path
+        // becomes a String (the connection's cache reuses it per stream).
+        guard headers.value(of: ":method", equals: "POST") else {
             return reply(connection, stream, GRPCStatus(.internal, "gRPC requires POST, got \(headers[":method"] ?? "no method")"), httpStatus: 405)
         }
-        guard let contentType = headers["content-type"], contentType.hasPrefix("application/grpc") else {
+        guard headers.valueHasPrefix("content-type", "application/grpc") else {
             return reply(connection, stream, GRPCStatus(.internal, "not a gRPC request: content-type is '\(headers["content-type"] ?? "")', expected application/grpc"), httpStatus: 415)
         }
-        guard let path = headers[":path"], Self.isGRPCPath(path) else {
+        guard let path = headers.withValue(of: ":path", connection.cachedString), Self.isGRPCPath(path) else {
             return reply(connection, stream, GRPCStatus(.unimplemented, "malformed gRPC path '\(headers[":path"] ?? "")', expected /package.Service/Method"))
         }
         if path.hasPrefix(GatewayHealthService.pathPrefix) {
@@ -102,7 +104,7 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
         var headers = headers
         // Only the gateway vouches for client certificates (Envoy's
         // SANITIZE_SET): a client's own x-forwarded-client-cert is dropped.
-        if headers["x-forwarded-client-cert"] != nil { headers.removeAll(named: "x-forwarded-client-cert") }
+        if headers.contains("x-forwarded-client-cert") { headers.removeAll(named: "x-forwarded-client-cert") }
         if let peer { headers.append("x-forwarded-client-cert", peer.forwardedClientCert) }
         var clientTimeout: Int64?
         if let text = headers["grpc-timeout"] {

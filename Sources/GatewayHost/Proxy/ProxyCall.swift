@@ -297,15 +297,23 @@ final class ProxyCall: HTTP2StreamDelegate {
         lastUpstream = attempt.address
         var headers = scratch.takeRequestHead()
         headers.reserveCapacity(requestHeaders.count + 2 + attempt.extraRequestHeaders.count)
-        for (name, value) in requestHeaders {
-            switch name {
-            case "grpc-timeout", "grpc-previous-rpc-attempts", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
-                continue
-            case ":scheme":
-                headers.append(name, attempt.scheme)
-            default:
-                headers.append(name, value)
+        var scheme = attempt.scheme
+        let extras = attempt.extraRequestHeaders
+        // The client's fields pass as bytes; hop-by-hop ones, the deadline
+        // and the attempt count are the gateway's to set, and a field a
+        // filter sets replaces the client's.
+        requestHeaders.forEachField { name, value in
+            switch UpstreamRequestField.treatment(of: name) {
+            case .drop:
+                break
+            case .scheme:
+                scheme.withUTF8 { headers.append(name: name, value: UnsafeRawBufferPointer($0)) }
+            case .pass:
+                if extras.isEmpty || !extras.contains(where: { UpstreamRequestField.is(name, $0.name) }) {
+                    headers.append(name: name, value: value)
+                }
             }
+            return true
         }
         if let deadline {
             let remaining = (deadline - .now()).nanoseconds
@@ -314,10 +322,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         if id > 0 {
             headers.append("grpc-previous-rpc-attempts", String(id))
         }
-        for field in attempt.extraRequestHeaders {
-            headers.removeAll(named: field.name)
-            headers.append(field.name, field.value)
-        }
+        for field in extras { headers.append(field.name, field.value) }
         let opened = attempt.openStream(headers: headers, endStream: endStream)
         scratch.putBack(requestHead: &headers)
         handle(opened ? .streamOpened(id) : .streamNotOpened(id))
