@@ -24,6 +24,7 @@ let package = Package(
     products: [
         .executable(name: "meshgate", targets: ["meshgate"]),
         .executable(name: "mesh-sample", targets: ["MeshSample"]),
+        .executable(name: "mesh-load", targets: ["MeshLoad"]),
         .library(name: "FilterABI", targets: ["FilterABI"]),
         // Filter plugins: each its own shared library, depending on FilterABI only.
         .library(name: "RoundRobin", type: .dynamic, targets: ["RoundRobin"]),
@@ -141,6 +142,15 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        // Bidirectional-streaming load for bench/ (h2load speaks only unary).
+        .executableTarget(
+            name: "MeshLoad",
+            dependencies: [
+                "MeshProto", "MeshgateHTTP2", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(

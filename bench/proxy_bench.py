@@ -501,6 +501,45 @@ def fixed_rate_runs(h2load: str, targets: Targets, body: Path, args: argparse.Na
     return runs
 
 
+def bidi_runs(load: Path, targets: Targets, args: argparse.Namespace) -> dict[str, dict]:
+    """Bidirectional streaming, which h2load cannot drive: mesh-load runs
+    --bidi-streams Chat streams over 4 connections as ping-pong (the next
+    message goes when the answer arrives) until --bidi-messages answers,
+    through each target in turn for --rounds rounds (order alternating).
+    Per target the medians of messages/s and the proxy's CPU µs per
+    message (a message each way counts as one)."""
+    print(f"\nbidi: {args.bidi_streams} Chat streams (ping-pong) over 4 connections, "
+          f"{args.bidi_messages} messages per run, {args.rounds} rounds", flush=True)
+    samples: dict[str, list[tuple[float, Optional[float]]]] = {name: [] for name in targets}
+    for round_no in range(args.rounds):
+        order = list(targets.items()) if round_no % 2 == 0 else list(reversed(targets.items()))
+        for name, (pid, port) in order:
+            before = tree_cpu_ticks(pid) if pid else 0
+            result = subprocess.run([str(load), "--port", str(port), "--connections", "4",
+                                     "--streams", str(args.bidi_streams), "--messages", str(args.bidi_messages),
+                                     *[f"--header={h}: bench" for h in CHAIN_HEADERS]],
+                                    capture_output=True, text=True, timeout=args.run_timeout)
+            if result.returncode != 0:
+                sys.exit(f"mesh-load through {name} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+            report = json.loads(result.stdout.strip().splitlines()[-1])
+            cpu = (tree_cpu_ticks(pid) - before) / CLK_TCK * 1e6 / report["messages"] if pid else None
+            samples[name].append((report["msgs_per_s"], cpu))
+    medians = {}
+    for name, runs in samples.items():
+        cpus = [c for _, c in runs if c is not None]
+        medians[name] = {"msgs_per_s": statistics.median(r for r, _ in runs),
+                         "cpu_us_per_msg": statistics.median(cpus) if cpus else None}
+    reference = medians.get("nghttpx")
+    print(f"{'target':<20} {'msgs/s':>9} {'CPU us/msg':>11} {'msgs/s vs nghttpx':>18} {'CPU vs nghttpx':>15}")
+    for name, m in medians.items():
+        rate_ratio = m["msgs_per_s"] / reference["msgs_per_s"] if reference else None
+        cpu_ratio = (m["cpu_us_per_msg"] / reference["cpu_us_per_msg"]
+                     if reference and m["cpu_us_per_msg"] is not None and reference["cpu_us_per_msg"] else None)
+        print(f"{name:<20} {m['msgs_per_s']:>9.0f} {cell(m['cpu_us_per_msg'], '{:.2f}', 11)} "
+              f"{cell(rate_ratio, '{:.2f}', 18)} {cell(cpu_ratio, '{:.2f}', 15)}")
+    return medians
+
+
 def hot_swap_run(h2load: str, chain: tuple[int, int], body: Path, args: argparse.Namespace,
                  work_dir: Path) -> tuple[Run, int]:
     """One more run through the chain while the gateway reloads (a new
@@ -944,6 +983,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=2000, help="unmeasured requests per target first")
     ap.add_argument("--rate", type=int, default=2000, help="the fixed-rate run's req/s in total (0: skip it)")
     ap.add_argument("--rate-requests", type=int, default=10000, help="requests of each fixed-rate run")
+    ap.add_argument("--bidi-messages", type=int, default=100000,
+                    help="messages per bidirectional-streaming run (mesh-load, Chat ping-pong; 0: skip them)")
+    ap.add_argument("--bidi-streams", type=int, default=100, help="Chat streams of each bidi run")
     ap.add_argument("--rate-clients", type=int, default=20, help="connections of the fixed-rate run")
     ap.add_argument("--idle-connections", type=int, default=500, metavar="N",
                     help="idle HTTP/2 connections opened to each proxy, before the load, to measure memory "
@@ -976,8 +1018,8 @@ def main() -> int:
     # the proxies and replicas running.
     signal.signal(signal.SIGTERM, lambda signo, _frame: sys.exit(128 + signo))
     bin_dir = find_bin_dir(args.bin_dir)
-    meshgate, sample = bin_dir / "meshgate", bin_dir / "mesh-sample"
-    for b in (meshgate, sample):
+    meshgate, sample, load = bin_dir / "meshgate", bin_dir / "mesh-sample", bin_dir / "mesh-load"
+    for b in (meshgate, sample, load):
         if not os.access(b, os.X_OK):
             sys.exit(f"{b} missing: run `swift build -c release`")
     base_meshgate = Path(args.baseline_bin_dir) / "meshgate" if args.baseline_bin_dir else None
@@ -1015,11 +1057,13 @@ def main() -> int:
         swap_run, swaps = hot_swap_run(h2load, every_target["meshgate+3f"], body, args, work_dir)
         fixed_rate = fixed_rate_runs(h2load, targets, body, args, work_dir) if args.rate > 0 else {}
         counted = counted_runs(h2load, targets, body, args, work_dir) if args.mallocs > 0 else {}
+        bidi = bidi_runs(load, targets, args) if args.bidi_messages > 0 else {}
 
         summary = print_report(runs, targets, fixed_rate, counted, peak_rss_kib, idle_kib, args)
         print(f"hot swap: {swaps} reloads during {swap_run.requests} requests through the chain: "
               f"{swap_run.failed + swap_run.non_200} failed, {swap_run.rps:.0f} req/s")
         summary["hot_swap"] = {"reloads": swaps, **asdict(swap_run)}
+        summary["bidi"] = bidi
         plain = summary["medians"].get("meshgate")
         for name, label in (("meshgate+3f", "3 C filters (require_header)"),
                             ("meshgate+chain", "tracing (sampling 0) + retry + round robin")):

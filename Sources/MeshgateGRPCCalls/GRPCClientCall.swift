@@ -21,6 +21,7 @@ public final class GRPCClientCall: HTTP2StreamDelegate {
     private var status: GRPCStatus?
     private var timer: Scheduled<Void>?
     private var done = false
+    private var requestEnded = false
 
     public init() {}
 
@@ -39,7 +40,7 @@ public final class GRPCClientCall: HTTP2StreamDelegate {
     @discardableResult
     public func start(on connection: HTTP2Connection, authority: String, path: String, message: [UInt8],
                       endRequest: Bool, timeout: TimeAmount?, scheme: String = "http",
-                      userAgent: String = "meshgate-health") -> Bool {
+                      userAgent: String = "meshgate-health", extraHeaders: HTTP2HeaderList = HTTP2HeaderList()) -> Bool {
         var headers: HTTP2HeaderList = [
             (":method", "POST"), (":scheme", scheme), (":authority", authority), (":path", path),
             ("content-type", "application/grpc"), ("te", "trailers"), ("user-agent", userAgent),
@@ -47,11 +48,15 @@ public final class GRPCClientCall: HTTP2StreamDelegate {
         if let timeout {
             headers.append("grpc-timeout", GRPCTimeout.format(nanoseconds: timeout.nanoseconds))
         }
+        headers.append(contentsOf: extraHeaders)
         guard let id = connection.openStream(headers: headers, endStream: false, delegate: self) else { return false }
         self.connection = connection
         stream = id
         connection.send(data: GRPCMessageDeframer.frame(message), stream: id)
-        if endRequest { connection.sendEnd(stream: id, trailers: nil) }
+        if endRequest {
+            connection.sendEnd(stream: id, trailers: nil)
+            requestEnded = true
+        }
         if let timeout, let loop = connection.eventLoop {
             timer = loop.assumeIsolated().scheduleTask(in: timeout) {
                 self.cancel(GRPCStatus(.deadlineExceeded, "no answer within \(timeout.nanoseconds / 1_000_000) ms"))
@@ -64,6 +69,14 @@ public final class GRPCClientCall: HTTP2StreamDelegate {
     public func send(message: [UInt8]) {
         guard !done, let connection else { return }
         connection.send(data: GRPCMessageDeframer.frame(message), stream: stream)
+    }
+
+    /// Ends the request stream (END_STREAM) of a call started with
+    /// `endRequest: false`; responses still arrive.
+    public func endRequest() {
+        guard !done, !requestEnded, let connection else { return }
+        connection.sendEnd(stream: stream, trailers: nil)
+        requestEnded = true
     }
 
     /// Resets the stream and finishes with `status`.
@@ -98,6 +111,14 @@ public final class GRPCClientCall: HTTP2StreamDelegate {
             status = GRPCStatus.fromHTTPStatus(httpStatus)
         }
         if let s = Self.status(from: headers) { status = s }
+        if endStream, !done {
+            // The response is complete (trailers, or a trailers-only
+            // answer such as a gateway's local reply). A request side still
+            // open would keep the stream half-open: reset it (NO_ERROR),
+            // as gRPC clients do, and finish now.
+            if !requestEnded { _ = connection.reset(stream: stream, errorCode: .noError) }
+            end(status ?? GRPCStatus(.internal, "response ended without a gRPC status"))
+        }
     }
 
     public func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveData data: ByteBuffer) {

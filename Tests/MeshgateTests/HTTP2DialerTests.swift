@@ -1,3 +1,5 @@
+import MeshgateGRPC
+import MeshgateGRPCCalls
 import MeshgateHTTP2
 import MeshgateTransport
 import NIOCore
@@ -167,6 +169,50 @@ import Testing
 
         try await loop.submit { client.close() }.get()
         try await eventually { owner.closed }
+        try await server.close()
+    }
+
+    /// Answers every request at once with a trailers-only status, as the
+    /// gateway's local replies do, without waiting for the request to end.
+    final class RefusingServer: HTTP2ConnectionDelegate, HTTP2StreamDelegate, @unchecked Sendable {
+        var closeReasons: [HTTP2StreamCloseReason] = []
+        func http2(_ connection: HTTP2Connection, didReceiveRequest headers: HTTP2HeaderList, stream: Int32, endStream: Bool) -> HTTP2StreamDelegate? {
+            connection.sendResponseHeaders(stream: stream, headers: [(":status", "200"), ("content-type", "application/grpc"),
+                                                                    ("grpc-status", "7"), ("grpc-message", "no")], endStream: true)
+            return self
+        }
+        func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveHeaders headers: HTTP2HeaderList, isTrailers: Bool, endStream: Bool) {}
+        func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveData data: ByteBuffer) {}
+        func http2(_ connection: HTTP2Connection, didReceiveEndOfStream stream: Int32) {}
+        func http2(_ connection: HTTP2Connection, stream: Int32, didWriteData bytes: Int) {}
+        func http2(_ connection: HTTP2Connection, stream: Int32, didCloseWith reason: HTTP2StreamCloseReason) { closeReasons.append(reason) }
+    }
+
+    @Test func aStreamingCallAnsweredTrailersOnlyFinishesWithThatStatusAndFreesItsStream() async throws {
+        let refusing = RefusingServer()
+        let server = try await listen { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(HTTP2Connection(role: .server, delegate: refusing))
+            }
+        }
+        let result = try await dial(port: server.localAddress!.port!, options: HTTP2DialOptions(connectTimeout: .seconds(2)), owner: Owner())
+        guard case .success(let connection) = result else { Issue.record("dial failed: \(result)"); return }
+        nonisolated(unsafe) let client = connection
+        final class Outcome: @unchecked Sendable { var status: GRPCStatus? }
+        let outcome = Outcome()
+        try await loop.submit {
+            let call = GRPCClientCall()
+            call.onFinish = { outcome.status = $0 }
+            // The request side stays open (a bidirectional stream).
+            #expect(call.start(on: client, authority: "x", path: "/a.B/Chat", message: [1, 2, 3], endRequest: false, timeout: nil))
+        }.get()
+        try await eventually { outcome.status != nil && client.activeStreamCount == 0 }
+        #expect(outcome.status?.code == .permissionDenied && outcome.status?.message == "no")
+        try await eventually { refusing.closeReasons.count == 1 }
+        // The client's RST_STREAM(NO_ERROR) closes the server's half-closed
+        // stream as a normal end.
+        #expect(refusing.closeReasons.first == .finished, "the client let go of its side")
+        try await loop.submit { client.close() }.get()
         try await server.close()
     }
 
