@@ -35,6 +35,9 @@ public struct HTTP2HeaderList: Sendable, Sequence, ExpressibleByArrayLiteral {
     }
 
     public mutating func append(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
+        // One growth for the three pieces (geometric, as Array's own).
+        let needed = bytes.count + Self.lengthsSize + name.count + value.count
+        if needed > bytes.capacity { bytes.reserveCapacity(Swift.max(needed, 2 * bytes.capacity)) }
         var lengths = (UInt32(truncatingIfNeeded: name.count), UInt32(truncatingIfNeeded: value.count))
         withUnsafeBytes(of: &lengths) { bytes.append(contentsOf: $0) }
         bytes.append(contentsOf: name)

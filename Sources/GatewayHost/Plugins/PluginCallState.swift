@@ -103,26 +103,4 @@ final class PluginCallState {
         }
         return nil
     }
-
-    /// RFC 9113 field names: lower-case tokens, no pseudo-headers, no
-    /// connection-specific fields.
-    static func isValidHeaderName(_ name: String) -> Bool {
-        let utf8 = name.utf8
-        guard !utf8.isEmpty, utf8.allSatisfy({ b in
-            (b >= UInt8(ascii: "a") && b <= UInt8(ascii: "z")) || (b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9"))
-                || b == UInt8(ascii: "-") || b == UInt8(ascii: "_") || b == UInt8(ascii: ".")
-        }) else { return false }
-        switch utf8.count {
-        case 2, 4, 7, 10, 16, 17: return !connectionSpecific.contains(name)
-        default: return true
-        }
-    }
-
-    private static let connectionSpecific: Set<String> = [
-        "connection", "te", "transfer-encoding", "upgrade", "keep-alive", "proxy-connection", "host",
-    ]
-
-    static func isValidHeaderValue(_ value: String) -> Bool {
-        value.utf8.allSatisfy { $0 >= 0x20 && $0 != 0x7f || $0 == 0x09 }
-    }
 }

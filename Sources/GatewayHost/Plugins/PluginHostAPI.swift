@@ -47,15 +47,8 @@ enum PluginHostAPI {
             },
             attempt_set_request_header: { attempt, name, value in
                 let attempt = UpstreamAttempt.from(attempt)
-                let n = PluginHostAPI.lowerCased(PluginHostAPI.string(name))
-                let v = PluginHostAPI.string(value)
-                guard attempt.acceptsRequestHeaders, PluginCallState.isValidHeaderName(n), PluginCallState.isValidHeaderValue(v) else { return -1 }
-                if let i = attempt.extraRequestHeaders.firstIndex(where: { $0.name == n }) {
-                    attempt.extraRequestHeaders[i] = (n, v)
-                } else {
-                    attempt.extraRequestHeaders.append((n, v))
-                }
-                return 0
+                guard attempt.acceptsRequestHeaders else { return -1 }
+                return PluginHeaderField.append(name, value, to: &attempt.extraRequestHeaders, replacing: true) ? 0 : -1
             },
             attempt_response_header: { attempt, name, index, value in
                 let state = UpstreamAttempt.from(attempt).call.plugin
@@ -66,11 +59,8 @@ enum PluginHostAPI {
             },
             call_add_response_header: { call, name, value in
                 let state = PluginCallState.from(call)
-                let n = PluginHostAPI.lowerCased(PluginHostAPI.string(name))
-                let v = PluginHostAPI.string(value)
-                guard state.responseHeaders != nil, PluginCallState.isValidHeaderName(n), PluginCallState.isValidHeaderValue(v) else { return -1 }
-                state.clientResponseHead.append(n, v)
-                return 0
+                guard state.responseHeaders != nil else { return -1 }
+                return PluginHeaderField.append(name, value, to: &state.clientResponseHead, replacing: false) ? 0 : -1
             },
             // The two that change the call only queue an event: the call
             // goes on with it once the current hook has returned.

@@ -77,7 +77,7 @@ struct CallFilters {
 
     /// on_attempt_start; the attempt takes request headers meanwhile.
     func attemptStart(_ attempt: UpstreamAttempt) {
-        attempt.extraRequestHeaders.removeAll()
+        attempt.extraRequestHeaders.removeAll(keepingCapacity: true)
         attempt.acceptsRequestHeaders = true
         for (i, filter) in chain.filters.enumerated() {
             filter.hooks.on_attempt_start?(instance(filter), state(i), plugin.handle, attempt.handle)

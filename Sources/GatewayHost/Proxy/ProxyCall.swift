@@ -309,7 +309,7 @@ final class ProxyCall: HTTP2StreamDelegate {
             case .scheme:
                 scheme.withUTF8 { headers.append(name: name, value: UnsafeRawBufferPointer($0)) }
             case .pass:
-                if extras.isEmpty || !extras.contains(where: { UpstreamRequestField.is(name, $0.name) }) {
+                if extras.isEmpty || !UpstreamRequestField.list(extras, names: name) {
                     headers.append(name: name, value: value)
                 }
             }
@@ -322,7 +322,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         if id > 0 {
             headers.append("grpc-previous-rpc-attempts", String(id))
         }
-        for field in extras { headers.append(field.name, field.value) }
+        headers.append(contentsOf: extras)
         let opened = attempt.openStream(headers: headers, endStream: endStream)
         scratch.putBack(requestHead: &headers)
         handle(opened ? .streamOpened(id) : .streamNotOpened(id))

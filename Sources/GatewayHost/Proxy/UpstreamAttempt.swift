@@ -25,9 +25,9 @@ final class UpstreamAttempt: HTTP2StreamDelegate {
     private var hasStream = false
 
     /// Headers the filters add in on_attempt_start (attempt_set_request_header),
-    /// which only works while `acceptsRequestHeaders`. The first inline: a
-    /// tracing filter sets one (`traceparent`) on every attempt.
-    var extraRequestHeaders = InlineFirstArray<(name: String, value: String)>()
+    /// which only works while `acceptsRequestHeaders`; they replace the
+    /// client's fields of the same names.
+    var extraRequestHeaders = HTTP2HeaderList()
     var acceptsRequestHeaders = false
 
     init(call: ProxyCall, id: AttemptID) {

@@ -1,3 +1,5 @@
+import MeshgateHTTP2
+
 /// What the gateway does with each field of a client's request head when
 /// it builds an attempt's: decided on the name's bytes (length first), so
 /// passing a field on makes no String and compares at most one name.
@@ -27,10 +29,14 @@ enum UpstreamRequestField {
         }
     }
 
-    /// Whether the field name `bytes` is `name`.
-    static func `is`(_ bytes: UnsafeRawBufferPointer, _ name: String) -> Bool {
-        var name = name
-        return name.withUTF8 { $0.count == bytes.count && memoryEqual(bytes, UnsafeRawBufferPointer($0)) }
+    /// Whether `list` has a field named `name` (bytes).
+    static func list(_ list: HTTP2HeaderList, names name: UnsafeRawBufferPointer) -> Bool {
+        var found = false
+        list.forEachField { fieldName, _ in
+            found = fieldName.count == name.count && memoryEqual(fieldName, name)
+            return !found
+        }
+        return found
     }
 
     private static func matches(_ bytes: UnsafeRawBufferPointer, _ literal: StaticString) -> Bool {
