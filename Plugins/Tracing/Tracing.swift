@@ -223,8 +223,8 @@ enum TracingPlugin {
         mg_str(ptr: bytes.baseAddress?.assumingMemoryBound(to: CChar.self), len: bytes.count)
     }
 
-    /// `body` applied to the first value of request header `name`, read in
-    /// place (the host keeps it for the life of the call).
+    /// `body` applied to the first value of request header `name` (the
+    /// host copies it into storage that lives as long as the call).
     static func withHeader<T>(_ call: OpaquePointer?, _ name: mg_str, _ body: (UnsafeRawBufferPointer) -> T?) -> T? {
         guard let host = PluginHost.table?.pointee else { return nil }
         var value = mg_str(ptr: nil, len: 0)

@@ -116,7 +116,11 @@ public final class GRPCClientCall: HTTP2StreamDelegate {
             // answer such as a gateway's local reply). A request side still
             // open would keep the stream half-open: reset it (NO_ERROR),
             // as gRPC clients do, and finish now.
-            if !requestEnded { _ = connection.reset(stream: stream, errorCode: .noError) }
+            // (Also when END_STREAM is queued behind request bytes that
+            // flow control holds: it may never get out.)
+            if !requestEnded || connection.queuedBytes(stream: stream) > 0 {
+                _ = connection.reset(stream: stream, errorCode: .noError)
+            }
             end(status ?? GRPCStatus(.internal, "response ended without a gRPC status"))
         }
     }

@@ -96,7 +96,6 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
 
     public var eventLoop: EventLoop? { context?.eventLoop }
 
-    /// Streams open on this connection.
     /// A String for received header bytes that repeat on this connection
     /// (a request's `:path`), reusing the one made for the same bytes
     /// before (see HeaderStringCache): header lists keep bytes, and only
@@ -105,6 +104,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         headerStrings.string(bytes.bindMemory(to: UInt8.self))
     }
 
+    /// Streams open on this connection.
     public var activeStreamCount: Int { streams.count }
 
     /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS (nghttp2 assumes 100 until

@@ -34,7 +34,10 @@ public struct HTTP2HeaderList: Sendable, Sequence, ExpressibleByArrayLiteral {
         }
     }
 
+    /// `name` and `value` must not point into this list (growing it may
+    /// free them).
     public mutating func append(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
+        precondition(name.count <= Int(UInt32.max) && value.count <= Int(UInt32.max), "a header field over 4 GiB")
         // One growth for the three pieces (geometric, as Array's own).
         let needed = bytes.count + Self.lengthsSize + name.count + value.count
         if needed > bytes.capacity { bytes.reserveCapacity(Swift.max(needed, 2 * bytes.capacity)) }

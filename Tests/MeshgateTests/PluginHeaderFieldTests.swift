@@ -21,6 +21,9 @@ import Testing
         #expect(add("x-empty", "", to: &list))
         #expect(Array(list).map(\.name) == ["x-trace.id_2", "x-empty"])
         #expect(list["x-trace.id_2"] == "a\tb c")
+        let long = "x-" + String(repeating: "A", count: 2_000)
+        #expect(add(long, "v", to: &list), "no length cap beyond HTTP/2's own")
+        #expect(list[long.lowercased()] == "v")
     }
 
     @Test func invalidFieldsAreRefusedAndNothingIsAppended() {

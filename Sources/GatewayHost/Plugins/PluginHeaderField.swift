@@ -3,7 +3,8 @@ import MeshgateHTTP2
 
 /// A header field a plugin adds (attempt_set_request_header,
 /// call_add_response_header), checked and appended as bytes: no String is
-/// made for it on the data path.
+/// made for it, except to replace an earlier field of the same name (a
+/// filter setting a header twice in one attempt: rare).
 enum PluginHeaderField {
     /// Appends `name` (lower-cased) and `value` to `list` when both are
     /// valid (RFC 9113: lower-case tokens, no pseudo-headers, no
@@ -11,7 +12,7 @@ enum PluginHeaderField {
     /// controls but tab). With `replacing`, an earlier field of that name
     /// goes first. False, and nothing appended, when invalid.
     static func append(_ name: mg_str, _ value: mg_str, to list: inout HTTP2HeaderList, replacing: Bool) -> Bool {
-        guard let namePointer = name.ptr, (1...256).contains(name.len) else { return false }
+        guard let namePointer = name.ptr, name.len > 0 else { return false }
         let valueBytes = UnsafeRawBufferPointer(start: value.ptr, count: value.ptr == nil ? 0 : value.len)
         guard isValidValue(valueBytes) else { return false }
         return withUnsafeTemporaryAllocation(byteCount: name.len, alignment: 1) { lowered in

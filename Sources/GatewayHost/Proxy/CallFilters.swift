@@ -136,6 +136,9 @@ struct CallFilters {
         }
         for (i, filter) in chain.filters.enumerated() {
             filter.hooks.call_destroy?(instance(filter), state(i))
+            // A plugin may reuse the state for another call (tracing
+            // does): nothing of this call may reach it again.
+            states?[i] = nil
         }
     }
 

@@ -301,7 +301,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         let extras = attempt.extraRequestHeaders
         // The client's fields pass as bytes; hop-by-hop ones, the deadline
         // and the attempt count are the gateway's to set, and a field a
-        // filter sets replaces the client's.
+        // filter sets replaces the client's and the gateway's.
         requestHeaders.forEachField { name, value in
             switch UpstreamRequestField.treatment(of: name) {
             case .drop:
@@ -315,11 +315,11 @@ final class ProxyCall: HTTP2StreamDelegate {
             }
             return true
         }
-        if let deadline {
+        if let deadline, !extras.contains("grpc-timeout") {
             let remaining = (deadline - .now()).nanoseconds
             headers.append("grpc-timeout", GRPCTimeout.format(nanoseconds: max(remaining, 1)))
         }
-        if id > 0 {
+        if id > 0, !extras.contains("grpc-previous-rpc-attempts") {
             headers.append("grpc-previous-rpc-attempts", String(id))
         }
         headers.append(contentsOf: extras)

@@ -26,7 +26,7 @@ final class UpstreamAttempt: HTTP2StreamDelegate {
 
     /// Headers the filters add in on_attempt_start (attempt_set_request_header),
     /// which only works while `acceptsRequestHeaders`; they replace the
-    /// client's fields of the same names.
+    /// client's and the gateway's fields of the same names.
     var extraRequestHeaders = HTTP2HeaderList()
     var acceptsRequestHeaders = false
 
