@@ -67,7 +67,10 @@ enum MeshServiceHandlers {
                 response.replicaID = replica.id
                 response.payload = request.payload
                 if call.headers["x-mesh-echo-headers"] == "1" {
-                    for (name, value) in call.headers { response.requestHeaders[name] = value }
+                    // A repeated field comes back as one, its values joined (as HTTP folds them).
+                    for (name, value) in call.headers {
+                        response.requestHeaders[name] = response.requestHeaders[name].map { $0 + ", " + value } ?? value
+                    }
                 }
                 call.send(response)
                 call.finish()

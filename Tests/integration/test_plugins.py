@@ -240,3 +240,53 @@ def test_a_c_balancer_routes_by_endpoint_metadata(launcher, mesh_pb2, mesh_pb2_g
     from meshkit import wait_until
     wait_until(lambda: {rid for rid, _ in served("v2", 8)} == {"a2", "b1"}, timeout=5, message="a2 relabelled v2 to take v2 calls")
     assert served("v1") == {("a1", "v1"): 12}
+
+
+SET_HEADERS = r'''
+#include <stddef.h>
+#include "meshgate_filter.h"
+static const mg_host *host;
+static mg_str s(const char *text) { size_t n = 0; while (text[n]) n++; return (mg_str){ text, n }; }
+static void *config_new(mg_config_ctx *ctx, mg_str json, char *error, size_t size) {
+    (void)ctx; (void)json; (void)error; (void)size; return (void *)1;
+}
+static void config_destroy(void *c) { (void)c; }
+static void *instance_new(void *c, uint32_t loop, mg_str cluster) { (void)loop; (void)cluster; return c; }
+static void on_attempt_start(void *instance, void *state, mg_call *call, mg_attempt *attempt) {
+    (void)instance; (void)state; (void)call;
+    host->attempt_set_request_header(attempt, s("X-Set-By-Filter"), s("on"));
+    host->attempt_set_request_header(attempt, s("user-agent"), s("filter-ua"));
+    host->attempt_set_request_header(attempt, s("grpc-timeout"), s("7S"));
+    if (host->attempt_set_request_header(attempt, s("connection"), s("close")) == -1 &&
+        host->attempt_set_request_header(attempt, s("x-bad-value"), s("a\r\nb")) == -1)
+        host->attempt_set_request_header(attempt, s("x-invalid-refused"), s("yes"));
+}
+static const mg_plugin plugin = {
+    .size = sizeof(mg_plugin), .abi_major = MG_ABI_MAJOR, .abi_minor = 0, .kinds = MG_KIND_FILTER,
+    .name = "set_headers", .version = "1.0", .config_new = config_new, .config_destroy = config_destroy,
+    .instance_new = instance_new, .on_attempt_start = on_attempt_start,
+};
+const mg_plugin *meshgate_plugin_v1(const mg_host *h) { host = h; return &plugin; }
+'''
+
+
+def test_request_headers_a_filter_sets_replace_the_clients_and_the_gateways(mesh, launcher, tmp_path):
+    """attempt_set_request_header: names lower-cased; a field the client sent
+    (user-agent) or the gateway sets (grpc-timeout from the deadline) is
+    replaced, not doubled; invalid names and values are refused."""
+    source = tmp_path / "set_headers.c"
+    source.write_text(SET_HEADERS)
+    lib = cc(source, tmp_path / "libset_headers.so")
+    port = free_port()
+    route = dict(ROUTE, filters=[{"plugin": "set_headers"}])
+    config = gateway_config(port, clusters={"mesh": [r.port for r in mesh.replicas.values()]}, routes=[route])
+    launcher.gateway(with_plugins(config, {"set_headers": lib}), port, name="gw-set-headers")
+    with insecure_channel(port) as channel:
+        response = mesh.pb2_grpc.MeshServiceStub(channel).Process(
+            mesh.pb2.ProcessRequest(request_id="h"), metadata=[("x-mesh-echo-headers", "1")], timeout=10)
+    seen = dict(response.request_headers)
+    assert seen.get("x-set-by-filter") == "on", seen
+    assert seen.get("user-agent") == "filter-ua", seen
+    assert seen.get("grpc-timeout") == "7S", seen
+    assert seen.get("x-invalid-refused") == "yes", seen
+    assert "connection" not in seen and "x-bad-value" not in seen, seen

@@ -252,7 +252,10 @@ typedef struct mg_host {
     uint64_t (*call_deadline_remaining_us)(const mg_call *call);
 
     /* From on_attempt_start only: add a header to the attempt's request
-     * (e.g. traceparent). Returns 0, or -1 when the name is invalid. */
+     * (e.g. traceparent); the name is lower-cased, and a field of that name
+     * the client or the gateway set (grpc-timeout included) is replaced.
+     * Returns 0, or -1 when the name or value is invalid (pseudo-headers,
+     * connection-specific fields, control characters). */
     int (*attempt_set_request_header)(mg_attempt *attempt, mg_str name, mg_str value);
 
     /* From on_response_headers only: the `index`-th value of a response header. */
