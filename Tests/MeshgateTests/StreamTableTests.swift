@@ -7,7 +7,7 @@ import Testing
     /// random (collisions, probing across the end of the table, growth).
     @Test(arguments: [false, true])
     func behavesLikeADictionary(randomIDs: Bool) {
-        var generator = SplitMix(seed: randomIDs ? 7 : 11)
+        var generator = SplitMix64(seed: randomIDs ? 7 : 11)
         var table = StreamTable()
         var reference: [Int32: StreamState] = [:]
         var next: Int32 = 1
@@ -40,18 +40,5 @@ import Testing
         #expect(table.removeValue(forKey: 1) == nil)
         table[3] = nil
         #expect(table.count == 0)
-    }
-}
-
-/// A small deterministic generator, so a failure replays.
-private struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -18,11 +18,11 @@ final class CallScratch {
     /// filled, handed to nghttp2 (which copies it) and put back emptied.
     /// A call that opens a stream while another's head is out (it cannot
     /// happen today) would just get a fresh list.
-    @exclusivity(unchecked) private var requestHead = HTTP2HeaderList()
+    @exclusivity(unchecked) var requestHead = SpareHeaderList()
 
     /// The head a call with filters sends the client: the upstream's
     /// fields plus the filters' (see ProxyCall.sendResponseHead).
-    @exclusivity(unchecked) private var responseHead = HTTP2HeaderList()
+    @exclusivity(unchecked) var responseHead = SpareHeaderList()
     /// Attempt tables of finished calls, emptied, for new calls. Calls
     /// start and end in bursts as large as the loop's concurrency (500
     /// streams in the benchmark: a cap of 64 kept only half the saving),
@@ -57,31 +57,6 @@ final class CallScratch {
         actions[depth] = buffer
     }
 
-    func takeRequestHead() -> HTTP2HeaderList {
-        var taken = HTTP2HeaderList()
-        swap(&taken, &requestHead)
-        return taken
-    }
-
-    /// Takes `head` (leaving it empty) so that its storage is not shared
-    /// when emptied: emptying shared storage would allocate.
-    func putBack(requestHead head: inout HTTP2HeaderList) {
-        swap(&head, &requestHead)
-        requestHead.removeAll(keepingCapacity: true)
-    }
-
-    func takeResponseHead() -> HTTP2HeaderList {
-        var taken = HTTP2HeaderList()
-        swap(&taken, &responseHead)
-        return taken
-    }
-
-    /// As `putBack(requestHead:)`.
-    func putBack(responseHead head: inout HTTP2HeaderList) {
-        swap(&head, &responseHead)
-        responseHead.removeAll(keepingCapacity: true)
-    }
-
     /// An empty attempt table, with capacity when a finished call left one.
     func takeAttemptTable() -> [AttemptState] {
         spareAttemptTables.popLast() ?? []
@@ -90,5 +65,24 @@ final class CallScratch {
     func recycle(attemptTable table: [AttemptState]) {
         guard table.capacity > 0, spareAttemptTables.count < Self.spareAttemptTableLimit else { return }
         spareAttemptTables.append(table)
+    }
+}
+
+/// A header list lent out and given back emptied, keeping its storage:
+/// filling it again allocates nothing once it has grown to fit.
+struct SpareHeaderList {
+    private var list = HTTP2HeaderList()
+
+    mutating func take() -> HTTP2HeaderList {
+        var taken = HTTP2HeaderList()
+        swap(&taken, &list)
+        return taken
+    }
+
+    /// Takes `head` (leaving it empty) so that its storage is not shared
+    /// when emptied: emptying shared storage would allocate.
+    mutating func putBack(_ head: inout HTTP2HeaderList) {
+        swap(&head, &list)
+        list.removeAll(keepingCapacity: true)
     }
 }

@@ -295,7 +295,7 @@ final class ProxyCall: HTTP2StreamDelegate {
     private func openStream(_ id: AttemptID, endStream: Bool) {
         let attempt = attempts[id]
         lastUpstream = attempt.address
-        var headers = scratch.takeRequestHead()
+        var headers = scratch.requestHead.take()
         headers.reserveCapacity(requestHeaders.count + 2 + attempt.extraRequestHeaders.count)
         var scheme = attempt.scheme
         let extras = attempt.extraRequestHeaders
@@ -324,7 +324,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         }
         headers.append(contentsOf: extras)
         let opened = attempt.openStream(headers: headers, endStream: endStream)
-        scratch.putBack(requestHead: &headers)
+        scratch.requestHead.putBack(&headers)
         handle(opened ? .streamOpened(id) : .streamNotOpened(id))
     }
 
@@ -362,11 +362,11 @@ final class ProxyCall: HTTP2StreamDelegate {
         // The filters may add fields: the client's head is built in the
         // loop's scratch list (nghttp2 copies it on submit), so neither
         // the merge nor the filters' appends allocate once warm.
-        var head = scratch.takeResponseHead()
+        var head = scratch.responseHead.take()
         head.append(contentsOf: headers)
         filters.runResponseHeaderHooks(upstreamHead: headers, clientHead: &head, from: attempt)
         downstream.sendResponseHeaders(stream: downstreamStream, headers: head, endStream: endStream)
-        scratch.putBack(responseHead: &head)
+        scratch.responseHead.putBack(&head)
     }
 
     /// The client's stream and every attempt have ended: filters learn the
