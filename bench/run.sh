@@ -10,17 +10,7 @@ cd "$(dirname "$0")/.."
 
 # h2load and nghttp, nghttpx, haproxy, perf (malloc and syscall counts),
 # nm (the address of each allocator's malloc).
-packages=(nghttp2-client nghttp2-proxy haproxy linux-perf binutils)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "bench: installing Debian packages: ${missing[*]}"
-  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+scripts/install-debian-packages.sh bench nghttp2-client nghttp2-proxy haproxy linux-perf binutils
 
 if [[ -n "${MESHGATE_BIN_DIR:-}" ]]; then
   bin_dir="$MESHGATE_BIN_DIR"

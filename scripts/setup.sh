@@ -13,16 +13,7 @@ if [[ "${1:-}" != "--run" ]]; then
   apt_packages+=(nghttp2-client nghttp2-proxy etcd-server etcd-client dnsmasq-base prometheus chromium)
 fi
 
-missing=()
-for p in "${apt_packages[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "setup: installing Debian packages: ${missing[*]}"
-  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+scripts/install-debian-packages.sh setup "${apt_packages[@]}"
 
 if [[ "${1:-}" != "--run" ]]; then
   python3 -m pip install -q --disable-pip-version-check -r Tests/integration/requirements.txt
