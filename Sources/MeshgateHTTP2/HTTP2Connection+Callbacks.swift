@@ -157,6 +157,8 @@ extension HTTP2Connection {
             state.unconsumed = 0
         }
         state.outbound.removeAll()
+        // nghttp2 packs no more frames of a closed stream.
+        state.sentTrailers = nil
         let reason: HTTP2StreamCloseReason = errorCode == 0 ? .finished : .reset(code: HTTP2ErrorCode(errorCode), local: state.resetLocally)
         pendingCloses.append((state, reason))
         return 0
@@ -176,6 +178,8 @@ extension HTTP2Connection {
             if let trailers = state.trailers, let session {
                 flags.pointee |= NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
                 state.trailers = nil
+                // Kept until the stream closes: nghttp2 reads them later.
+                state.sentTrailers = trailers
                 submitTrailers(session: session, stream: id, trailers: trailers)
             }
             return written

@@ -290,3 +290,68 @@ def test_request_headers_a_filter_sets_replace_the_clients_and_the_gateways(mesh
     assert seen.get("grpc-timeout") == "7S", seen
     assert seen.get("x-invalid-refused") == "yes", seen
     assert "connection" not in seen and "x-bad-value" not in seen, seen
+
+
+SMALL_DESCRIPTOR = r'''
+#include <stddef.h>
+#include <string.h>
+#include "meshgate_filter.h"
+static const mg_host *host;
+static mg_str s(const char *text) { mg_str r = { text, strlen(text) }; return r; }
+static void *config_new(mg_config_ctx *ctx, mg_str json, char *error, size_t size) {
+    (void)ctx; (void)json; (void)error; (void)size; return (void *)1;
+}
+static void on_attempt_start(void *instance, void *state, mg_call *call, mg_attempt *attempt) {
+    (void)instance; (void)state; (void)call;
+    host->attempt_set_request_header(attempt, s("x-small-descriptor"), s("seen"));
+}
+/* The descriptor of a plugin built when mg_plugin ended before
+   on_call_done: what lies after the size it declares is not its own (here
+   bytes that are no function), and the host must not read it as hooks. */
+static union { mg_plugin p; unsigned char bytes[sizeof(mg_plugin)]; } d;
+const mg_plugin *meshgate_plugin_v1(const mg_host *h) {
+    host = h;
+    memset(d.bytes, 0xAB, sizeof d.bytes);
+    memset(d.bytes, 0, offsetof(mg_plugin, on_call_done));
+    d.p.size = DECLARED_SIZE;
+    d.p.abi_major = MG_ABI_MAJOR;
+    d.p.abi_minor = 0;
+    d.p.kinds = MG_KIND_FILTER;
+    d.p.name = "small_descriptor";
+    d.p.version = "0.9";
+    d.p.config_new = config_new;
+    d.p.on_attempt_start = on_attempt_start;
+    return &d.p;
+}
+'''
+
+
+def small_descriptor_plugin(tmp_path: Path, declared_size: str) -> Path:
+    source = tmp_path / "small_descriptor.c"
+    source.write_text(SMALL_DESCRIPTOR.replace("DECLARED_SIZE", declared_size))
+    return cc(source, tmp_path / "libsmall_descriptor.so")
+
+
+def test_an_older_smaller_descriptor_loads_and_what_lies_past_its_size_is_not_read(mesh, launcher, tmp_path):
+    """A plugin whose mg_plugin is shorter than today's (an older minor)
+    loads; its hooks inside the size run, and the bytes past it — garbage
+    here, where on_call_done, lb_update and lb_pick would be — are never
+    called (the host copies only `size` bytes and zeroes the rest)."""
+    lib = small_descriptor_plugin(tmp_path, "offsetof(mg_plugin, on_call_done)")
+    port = free_port()
+    route = dict(ROUTE, filters=[{"plugin": "small_descriptor"}])
+    config = gateway_config(port, clusters={"mesh": [r.port for r in mesh.replicas.values()]}, routes=[route])
+    gateway = launcher.gateway(with_plugins(config, {"small_descriptor": lib}), port, name="gw-small-descriptor")
+    with insecure_channel(port) as channel:
+        stub = mesh.pb2_grpc.MeshServiceStub(channel)
+        for i in range(20):
+            response = stub.Process(mesh.pb2.ProcessRequest(request_id=f"s{i}"),
+                                    metadata=[("x-mesh-echo-headers", "1")], timeout=10)
+            assert dict(response.request_headers).get("x-small-descriptor") == "seen"
+    assert gateway.proc.alive(), gateway.proc.tail()
+
+
+def test_refuses_a_descriptor_too_small_for_the_first_fields(bins, tmp_path):
+    lib = small_descriptor_plugin(tmp_path, "16")
+    refused(validate(bins, tmp_path, with_plugins(base_config([{"plugin": "small_descriptor"}]), {"small_descriptor": lib})),
+            str(lib), "descriptor says it is 16 bytes", "too small")

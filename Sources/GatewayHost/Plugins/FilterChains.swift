@@ -13,12 +13,33 @@ public final class FilterChains: Sendable {
         public let scheduler: FilterHandle?
         /// Some filter keeps per-call state (call_new).
         public let needsCallState: Bool
+        /// `filters` as plain values, in the same order, for the hooks.
+        let links: [FilterLink]
+        let balancerLink: FilterLink
+        /// The scheduler's position in `filters`.
+        let schedulerIndex: Int?
+        /// Which hooks some filter of the chain has: the others are skipped
+        /// without walking the chain.
+        let hasRequestHeaderHook: Bool
+        let hasAttemptStartHook: Bool
+        let hasResponseHeaderHook: Bool
+        let hasAttemptDoneHook: Bool
+        let hasCallDoneHook: Bool
 
         init(filters: [FilterHandle], balancer: FilterHandle) {
             self.filters = filters
             self.balancer = balancer
-            self.scheduler = filters.first { $0.image.schedulesAttempts }
+            self.schedulerIndex = filters.firstIndex { $0.image.schedulesAttempts }
+            self.scheduler = schedulerIndex.map { filters[$0] }
             self.needsCallState = filters.contains { $0.hooks.call_new != nil }
+            let links = filters.map(\.link)
+            self.links = links
+            self.balancerLink = balancer.link
+            hasRequestHeaderHook = links.contains { $0.hooks.on_request_headers != nil }
+            hasAttemptStartHook = links.contains { $0.hooks.on_attempt_start != nil }
+            hasResponseHeaderHook = links.contains { $0.hooks.on_response_headers != nil }
+            hasAttemptDoneHook = links.contains { $0.hooks.on_attempt_done != nil }
+            hasCallDoneHook = links.contains { $0.hooks.on_call_done != nil || $0.hooks.call_destroy != nil }
         }
     }
 
@@ -92,7 +113,7 @@ public final class FilterChains: Sendable {
             var json = json
             let created: UnsafeMutableRawPointer? = json.withUTF8 { bytes in
                 let text = mg_str(ptr: UnsafeRawPointer(bytes.baseAddress!).assumingMemoryBound(to: CChar.self), len: bytes.count)
-                return image.descriptor.pointee.config_new!(context.opaque, text, &error, error.count)
+                return image.hooks.config_new!(context.opaque, text, &error, error.count)
             }
             guard let created else {
                 let reason = error.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }

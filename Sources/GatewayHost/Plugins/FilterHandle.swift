@@ -25,7 +25,10 @@ public final class FilterHandle: @unchecked Sendable {
         self.field = field
     }
 
-    var hooks: mg_plugin { image.descriptor.pointee }
+    var hooks: mg_plugin { image.hooks }
+
+    /// What a call's hooks need of this handle, as plain values.
+    var link: FilterLink { FilterLink(index: index, config: config, hooks: image.hooks) }
 
     /// Cancels the config's timers, then runs config_destroy (exactly
     /// once), both on the control thread. Callers make sure no instance,
@@ -38,4 +41,15 @@ public final class FilterHandle: @unchecked Sendable {
             self.hooks.config_destroy?(self.config)
         }
     }
+}
+
+/// A filter of a chain as the data path uses it: plain values (no
+/// reference), so running a hook over a chain retains nothing.
+struct FilterLink: @unchecked Sendable {
+    // @unchecked Sendable: `config` is the plugin's immutable-or-synchronized
+    // config object (see FilterHandle); `hooks` holds C function pointers.
+    /// `FilterHandle.index`: the slot of its loop-local instances.
+    let index: Int
+    let config: UnsafeMutableRawPointer?
+    let hooks: mg_plugin
 }

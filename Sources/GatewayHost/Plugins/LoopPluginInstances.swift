@@ -27,24 +27,31 @@ final class LoopPluginInstances {
     private func slot(_ handle: FilterHandle, _ cluster: Int) -> Int { handle.index * clusterCount + cluster }
 
     func instance(_ handle: FilterHandle, cluster: Int) -> UnsafeMutableRawPointer? {
-        let i = slot(handle, cluster)
-        if !created[i] {
-            created[i] = true
-            guard let hook = handle.hooks.instance_new else { return nil }
-            var name = cluster < clusterNames.count ? clusterNames[cluster] : ""
-            instances[i] = name.withUTF8 { bytes in
-                hook(handle.config, loopIndex, mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count))
-            }
+        instance(handle.link, cluster: cluster)
+    }
+
+    func instance(_ link: FilterLink, cluster: Int) -> UnsafeMutableRawPointer? {
+        let i = link.index * clusterCount + cluster
+        if _slowPath(!created[i]) { return create(link, cluster: cluster, slot: i) }
+        return instances[i]
+    }
+
+    private func create(_ link: FilterLink, cluster: Int, slot i: Int) -> UnsafeMutableRawPointer? {
+        created[i] = true
+        guard let hook = link.hooks.instance_new else { return nil }
+        var name = cluster < clusterNames.count ? clusterNames[cluster] : ""
+        instances[i] = name.withUTF8 { bytes in
+            hook(link.config, loopIndex, mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count))
         }
         return instances[i]
     }
 
     /// Calls lb_update when `list` is newer than what this instance saw.
-    func noteEndpoints(_ handle: FilterHandle, cluster: Int, list: UnsafePointer<mg_endpoint_list>) {
-        let i = slot(handle, cluster)
+    func noteEndpoints(_ link: FilterLink, cluster: Int, list: UnsafePointer<mg_endpoint_list>) {
+        let i = link.index * clusterCount + cluster
         guard seenVersions[i] != list.pointee.version else { return }
         seenVersions[i] = list.pointee.version
-        handle.hooks.lb_update?(instance(handle, cluster: cluster), list)
+        link.hooks.lb_update?(instance(link, cluster: cluster), list)
     }
 
     /// Runs instance_destroy for every instance made on this loop.

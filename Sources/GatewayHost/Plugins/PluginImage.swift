@@ -13,7 +13,7 @@ import NIOConcurrencyHelpers
 /// closed (unmapping a Swift image crashes the host later).
 public final class PluginImage: @unchecked Sendable {
     // @unchecked Sendable: every field is immutable after init; the
-    // descriptor points at the plugin's static storage.
+    // descriptor copy's pointers point at the plugin's static storage.
 
     public let path: String
     public let loadedPath: String
@@ -23,7 +23,9 @@ public final class PluginImage: @unchecked Sendable {
     public let abiMajor: UInt32
     public let abiMinor: UInt32
     public let kinds: UInt32
-    let descriptor: UnsafePointer<mg_plugin>
+    /// The plugin's descriptor as loaded: its hooks, the fields beyond the
+    /// size it declared zeroed (see `copyOfDescriptor`).
+    let hooks: mg_plugin
 
     /// Everything that can go wrong while loading, said with the path.
     public struct LoadError: Error, CustomStringConvertible {
@@ -72,7 +74,13 @@ public final class PluginImage: @unchecked Sendable {
         guard let descriptor = entry(PluginHostAPI.table) else {
             throw LoadError(path: path, message: "the plugin refused to load with this host (host ABI \(MG_ABI_MAJOR).\(MG_ABI_MINOR))")
         }
-        let d = descriptor.pointee
+        // Only the bytes the plugin says its descriptor has are read: one
+        // built for an older minor may end before today's last field.
+        let size = Int(UnsafeRawPointer(descriptor).load(as: UInt32.self))
+        guard size >= minimumDescriptorSize else {
+            throw LoadError(path: path, message: "its mg_plugin descriptor says it is \(size) bytes, too small for the ABI \(MG_ABI_MAJOR).0 fields up to config_new (\(minimumDescriptorSize))")
+        }
+        let d = copyOfDescriptor(descriptor, size: size)
         guard d.abi_major == MG_ABI_MAJOR else {
             throw LoadError(path: path, message: "built for filter ABI \(d.abi_major).\(d.abi_minor); this host supports \(MG_ABI_MAJOR).0 to \(MG_ABI_MAJOR).\(MG_ABI_MINOR)")
         }
@@ -93,21 +101,34 @@ public final class PluginImage: @unchecked Sendable {
         }
         let image = PluginImage(path: path, loadedPath: privatePath, sha256: digest, name: name,
                                 version: d.version.map { String(cString: $0) } ?? "",
-                                descriptor: descriptor)
+                                hooks: d)
         PluginImageCache.shared.remember(image)
         return image
     }
 
-    private init(path: String, loadedPath: String, sha256: String, name: String, version: String, descriptor: UnsafePointer<mg_plugin>) {
+    private init(path: String, loadedPath: String, sha256: String, name: String, version: String, hooks: mg_plugin) {
         self.path = path
         self.loadedPath = loadedPath
         self.sha256 = sha256
         self.name = name
         self.version = version
-        self.descriptor = descriptor
-        self.abiMajor = descriptor.pointee.abi_major
-        self.abiMinor = descriptor.pointee.abi_minor
-        self.kinds = descriptor.pointee.kinds
+        self.hooks = hooks
+        self.abiMajor = hooks.abi_major
+        self.abiMinor = hooks.abi_minor
+        self.kinds = hooks.kinds
+    }
+
+    /// The header fields and config_new: what every minor's descriptor has.
+    static let minimumDescriptorSize = MemoryLayout<mg_plugin>.offset(of: \mg_plugin.config_destroy)!
+
+    /// The first `size` bytes of the plugin's descriptor; the fields past
+    /// them (added by later minors) are zero, so their hooks read as absent.
+    static func copyOfDescriptor(_ descriptor: UnsafePointer<mg_plugin>, size: Int) -> mg_plugin {
+        var copy = mg_plugin()
+        withUnsafeMutableBytes(of: &copy) { destination in
+            destination.copyMemory(from: UnsafeRawBufferPointer(start: descriptor, count: min(size, destination.count)))
+        }
+        return copy
     }
 
     public var isBalancer: Bool { kinds & UInt32(MG_KIND_BALANCER) != 0 }

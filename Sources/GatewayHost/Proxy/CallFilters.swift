@@ -47,8 +47,8 @@ struct CallFilters {
     /// The chain has filters: hooks run.
     var isEmpty: Bool { chain.filters.isEmpty }
 
-    private func instance(_ filter: FilterHandle) -> UnsafeMutableRawPointer? {
-        instances.instance(filter, cluster: clusterIndex)
+    private func instance(_ link: FilterLink) -> UnsafeMutableRawPointer? {
+        instances.instance(link, cluster: clusterIndex)
     }
 
     private func state(_ i: Int) -> UnsafeMutableRawPointer? {
@@ -58,18 +58,22 @@ struct CallFilters {
     /// call_new of every filter.
     func begin() {
         guard let states else { return }
-        for (i, filter) in chain.filters.enumerated() {
-            states[i] = filter.hooks.call_new?(instance(filter), plugin.handle)
+        let links = chain.links
+        for i in links.indices {
+            guard let hook = links[i].hooks.call_new else { continue }
+            states[i] = hook(instance(links[i]), plugin.handle)
         }
     }
 
     /// on_request_headers in chain order, until one answers locally: then
     /// the status it gave (call_local_reply).
     func requestHeaders() -> GRPCStatus? {
-        for (i, filter) in chain.filters.enumerated() {
-            guard let hook = filter.hooks.on_request_headers else { continue }
-            if hook(instance(filter), state(i), plugin.handle) == MG_LOCAL_REPLY {
-                return plugin.localReply ?? GRPCStatus(.unknown, "filter '\(filter.image.name)' answered locally without a status")
+        guard chain.hasRequestHeaderHook else { return nil }
+        let links = chain.links
+        for i in links.indices {
+            guard let hook = links[i].hooks.on_request_headers else { continue }
+            if hook(instance(links[i]), state(i), plugin.handle) == MG_LOCAL_REPLY {
+                return plugin.localReply ?? GRPCStatus(.unknown, "filter '\(chain.filters[i].image.name)' answered locally without a status")
             }
         }
         return nil
@@ -78,9 +82,12 @@ struct CallFilters {
     /// on_attempt_start; the attempt takes request headers meanwhile.
     func attemptStart(_ attempt: UpstreamAttempt) {
         attempt.extraRequestHeaders.removeAll(keepingCapacity: true)
+        guard chain.hasAttemptStartHook else { return }
         attempt.acceptsRequestHeaders = true
-        for (i, filter) in chain.filters.enumerated() {
-            filter.hooks.on_attempt_start?(instance(filter), state(i), plugin.handle, attempt.handle)
+        let links = chain.links
+        for i in links.indices {
+            guard let hook = links[i].hooks.on_attempt_start else { continue }
+            hook(instance(links[i]), state(i), plugin.handle, attempt.handle)
         }
         attempt.acceptsRequestHeaders = false
     }
@@ -89,10 +96,13 @@ struct CallFilters {
     /// the filters add (call_add_response_header) are appended to
     /// `clientHead`, which is lent to the plugin state meanwhile.
     func runResponseHeaderHooks(upstreamHead: HTTP2HeaderList, clientHead: inout HTTP2HeaderList, from attempt: UpstreamAttempt) {
+        guard chain.hasResponseHeaderHook else { return }
         plugin.responseHeaders = upstreamHead
         swap(&plugin.clientResponseHead, &clientHead)
-        for (i, filter) in chain.filters.enumerated() {
-            filter.hooks.on_response_headers?(instance(filter), state(i), plugin.handle, attempt.handle)
+        let links = chain.links
+        for i in links.indices {
+            guard let hook = links[i].hooks.on_response_headers else { continue }
+            hook(instance(links[i]), state(i), plugin.handle, attempt.handle)
         }
         swap(&plugin.clientResponseHead, &clientHead)
         plugin.responseHeaders = nil
@@ -102,6 +112,7 @@ struct CallFilters {
     /// sets the decision the others may only lower.
     func attemptDone(_ attempt: UpstreamAttempt, _ outcome: AttemptOutcome, responseStarted: Bool,
                      decision: UnsafeMutablePointer<mg_retry_decision>?) {
+        guard chain.hasAttemptDoneHook else { return }
         var message = outcome.status.message
         message.withUTF8 { bytes in
             var result = mg_attempt_result(
@@ -112,17 +123,21 @@ struct CallFilters {
                 latency_us: UInt64(max(0, (NIODeadline.now() - attempt.started).nanoseconds / 1000)),
                 response_started: responseStarted ? 1 : 0, transport_failure: outcome.transportFailure ? 1 : 0,
                 transparent_retry_ok: outcome.refused ? 1 : 0, reserved: 0, pushback_ms: outcome.pushbackMs)
-            if let scheduler = chain.scheduler, let i = chain.filters.firstIndex(where: { $0 === scheduler }) {
-                scheduler.hooks.on_attempt_done?(instance(scheduler), state(i), plugin.handle, &result, decision)
+            let links = chain.links
+            if let s = chain.schedulerIndex, let hook = links[s].hooks.on_attempt_done {
+                hook(instance(links[s]), state(s), plugin.handle, &result, decision)
             }
-            for (i, filter) in chain.filters.enumerated() where filter !== chain.scheduler {
-                filter.hooks.on_attempt_done?(instance(filter), state(i), plugin.handle, &result, decision)
+            for i in links.indices where i != chain.schedulerIndex {
+                guard let hook = links[i].hooks.on_attempt_done else { continue }
+                hook(instance(links[i]), state(i), plugin.handle, &result, decision)
             }
         }
     }
 
     /// on_call_done, then call_destroy of every filter (each exactly once).
     func callDone(status: GRPCStatus, attempts: Int, duration: TimeAmount, requestBytes: Int) {
+        guard chain.hasCallDoneHook else { return }
+        let links = chain.links
         var message = status.message
         message.withUTF8 { bytes in
             var result = mg_call_result(
@@ -130,12 +145,13 @@ struct CallFilters {
                 grpc_message: mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count),
                 attempts: UInt32(attempts), duration_us: UInt64(max(0, duration.nanoseconds / 1000)),
                 request_bytes: UInt64(requestBytes), response_bytes: 0)
-            for (i, filter) in chain.filters.enumerated() {
-                filter.hooks.on_call_done?(instance(filter), state(i), plugin.handle, &result)
+            for i in links.indices {
+                guard let hook = links[i].hooks.on_call_done else { continue }
+                hook(instance(links[i]), state(i), plugin.handle, &result)
             }
         }
-        for (i, filter) in chain.filters.enumerated() {
-            filter.hooks.call_destroy?(instance(filter), state(i))
+        for i in links.indices {
+            links[i].hooks.call_destroy?(instance(links[i]), state(i))
             // A plugin may reuse the state for another call (tracing
             // does): nothing of this call may reach it again.
             states?[i] = nil
@@ -145,7 +161,7 @@ struct CallFilters {
     /// lb_pick through the chain's balancer, with the cluster's current
     /// view: the chosen endpoint's index, or nil.
     func pick(attempt: AttemptID, avoiding avoidEndpoint: UInt64, in cluster: ClusterPool) -> Int? {
-        let balancer = chain.balancer
+        let balancer = chain.balancerLink
         var list = cluster.endpointList()
         withUnsafePointer(to: &list) { instances.noteEndpoints(balancer, cluster: clusterIndex, list: $0) }
         var request = mg_pick_request(size: UInt32(MemoryLayout<mg_pick_request>.size), attempt: UInt32(attempt), avoid_endpoint: avoidEndpoint)
