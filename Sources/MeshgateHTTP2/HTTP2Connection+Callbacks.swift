@@ -5,38 +5,42 @@ import NIOCore
 /// `HTTP2Connection` through the session's user data (passed unretained: the
 /// connection owns the session and outlives every callback).
 extension HTTP2Connection {
+    /// `body` with the connection, without a retain and release around it
+    /// (about 30 callbacks per proxied call): the connection owns the
+    /// session and is alive for as long as nghttp2 runs a callback, since
+    /// nghttp2 only calls back from inside the connection's own methods.
     @inline(__always)
-    static func connection(_ userData: UnsafeMutableRawPointer?) -> HTTP2Connection {
-        Unmanaged<HTTP2Connection>.fromOpaque(userData!).takeUnretainedValue()
+    static func with<R>(_ userData: UnsafeMutableRawPointer?, _ body: (HTTP2Connection) -> R) -> R {
+        Unmanaged<HTTP2Connection>.fromOpaque(userData!)._withUnsafeGuaranteedRef(body)
     }
 
     static let dataProvider = nghttp2_data_provider(
         source: nghttp2_data_source(ptr: nil),
         read_callback: { _, streamID, buffer, length, flags, _, userData in
-            HTTP2Connection.connection(userData).readOutbound(stream: streamID, into: buffer!, length: length, flags: flags!)
+            HTTP2Connection.with(userData) { $0.readOutbound(stream: streamID, into: buffer!, length: length, flags: flags!) }
         })
 
     static func installCallbacks(_ callbacks: OpaquePointer?) {
         nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks) { _, frame, userData in
-            HTTP2Connection.connection(userData).onBeginHeaders(frame!.pointee)
+            HTTP2Connection.with(userData) { $0.onBeginHeaders(frame!.pointee) }
         }
         nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, nameLength, value, valueLength, _, userData in
-            HTTP2Connection.connection(userData).onHeader(
+            HTTP2Connection.with(userData) { $0.onHeader(
                 stream: frame!.pointee.hd.stream_id,
                 name: UnsafeBufferPointer(start: name, count: nameLength),
-                value: UnsafeBufferPointer(start: value, count: valueLength))
+                value: UnsafeBufferPointer(start: value, count: valueLength)) }
         }
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, userData in
-            HTTP2Connection.connection(userData).onFrameReceived(frame!.pointee)
+            HTTP2Connection.with(userData) { $0.onFrameReceived(frame!.pointee) }
         }
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, streamID, data, length, userData in
-            HTTP2Connection.connection(userData).onDataChunk(stream: streamID, UnsafeRawBufferPointer(start: data, count: length))
+            HTTP2Connection.with(userData) { $0.onDataChunk(stream: streamID, UnsafeRawBufferPointer(start: data, count: length)) }
         }
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, streamID, errorCode, userData in
-            HTTP2Connection.connection(userData).onStreamClose(stream: streamID, errorCode: errorCode)
+            HTTP2Connection.with(userData) { $0.onStreamClose(stream: streamID, errorCode: errorCode) }
         }
         nghttp2_session_callbacks_set_on_frame_not_send_callback(callbacks) { _, frame, _, userData in
-            HTTP2Connection.connection(userData).onFrameNotSent(frame!.pointee)
+            HTTP2Connection.with(userData) { $0.onFrameNotSent(frame!.pointee) }
         }
     }
 

@@ -6,7 +6,9 @@ import MeshgateYAML
 /// its balancer, with their plugin configs created (and so validated by the
 /// plugins) at load.
 public final class FilterChains: Sendable {
-    public struct RouteChain: Sendable {
+    /// A class: each call holds its chain, and a struct copy would retain
+    /// each array and handle in it.
+    public final class RouteChain: Sendable {
         public let filters: [FilterHandle]
         public let balancer: FilterHandle
         /// The retry or hedge filter, which decides about further attempts.

@@ -3,8 +3,10 @@ import MeshgateHTTP2
 /// A listener's routes, compiled for matching on the request path: first
 /// match wins, found through a `RouteIndex` rather than a scan. Immutable and
 /// shared by every event loop.
-public struct RouteTable: Sendable {
-    public struct Route: Sendable {
+public final class RouteTable: Sendable {
+    /// A class, not a struct: each call holds its route, and a struct copy
+    /// would retain every reference inside the config (a dozen per call).
+    public final class Route: Sendable {
         public let config: RouteConfig
         /// Index of the target cluster in `ServingConfig.clusters`.
         public let clusterIndex: Int
@@ -13,6 +15,16 @@ public struct RouteTable: Sendable {
         let servicePrefix: String?
         let timeoutNanos: Int64?
         let maxTimeoutNanos: Int64?
+
+        init(config: RouteConfig, clusterIndex: Int, index: Int, servicePrefix: String?,
+             timeoutNanos: Int64?, maxTimeoutNanos: Int64?) {
+            self.config = config
+            self.clusterIndex = clusterIndex
+            self.index = index
+            self.servicePrefix = servicePrefix
+            self.timeoutNanos = timeoutNanos
+            self.maxTimeoutNanos = maxTimeoutNanos
+        }
 
         /// The deadline to enforce, in nanoseconds from now, given the
         /// client's `grpc-timeout` (nil when it sent none). Nil: no deadline.

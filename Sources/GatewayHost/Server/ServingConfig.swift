@@ -1,10 +1,18 @@
 /// The config compiled for serving: immutable, shared by every event loop.
 /// A reload publishes a new one.
 public struct ServingConfig: Sendable {
-    public struct Listener: Sendable {
+    /// A class: each request looks its listener up, and a struct copy
+    /// would retain every reference in its config and route table.
+    public final class Listener: Sendable {
         public let config: ListenerConfig
         public let routes: RouteTable
         public let index: Int
+
+        init(config: ListenerConfig, routes: RouteTable, index: Int) {
+            self.config = config
+            self.routes = routes
+            self.index = index
+        }
     }
 
     public let config: GatewayConfig

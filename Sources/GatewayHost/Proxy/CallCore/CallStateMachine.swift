@@ -414,10 +414,9 @@ struct CallStateMachine {
         switch phase {
         case .committed(let committed) where committed == id:
             // Trailers of the committed attempt: the call's status.
-            let outcome = AttemptOutcome.fromStatusHeaders(headers, head: nil, trailersOnly: false)
-            attempts[id].outcome = outcome
+            attempts[id].outcome = AttemptOutcome.fromStatusHeaders(headers, head: nil, trailersOnly: false)
             output.append(.sendResponseEnd(.event))
-            complete(status: outcome.status, committed: id)
+            complete(status: attempts[id].outcome!.status, committed: id)
         case .open:
             if !isTrailers && !endStream {
                 if configuration.holdsResponseHead {
@@ -478,15 +477,14 @@ struct CallStateMachine {
             if isCommitted { fail(GRPCStatus(.cancelled, "the upstream attempt was cancelled by a filter")) }
             return
         }
-        if let outcome = attempts[id].outcome {
-            report(id, outcome)
+        if attempts[id].outcome != nil {
+            report(id)
             return
         }
-        let outcome = AttemptOutcome.transportFailure(reason, address: attempts[id].address)
-        attempts[id].outcome = outcome
+        attempts[id].outcome = AttemptOutcome.transportFailure(reason, address: attempts[id].address)
         if isCommitted {
-            report(id, outcome)
-            fail(outcome.status)
+            report(id)
+            fail(attempts[id].outcome!.status)
         } else {
             attemptEnded(id)
         }
@@ -497,27 +495,28 @@ struct CallStateMachine {
     /// An attempt the call had not committed to ended (`outcome` is set):
     /// retry transparently, ask the chain, or end the call with it.
     private mutating func attemptEnded(_ id: AttemptID) {
-        guard let outcome = attempts[id].outcome else { return }
+        // The outcome is read in place: a copy retains each reference in it.
+        guard attempts[id].outcome != nil else { return }
         guard case .open(var open) = phase else {
-            report(id, outcome)
+            report(id)
             return
         }
         open.avoidEndpoint = attempts[id].endpointID
-        if outcome.refused && !open.transparentRetryUsed && open.replaying {
+        if attempts[id].outcome!.refused && !open.transparentRetryUsed && open.replaying {
             open.transparentRetryUsed = true
             phase = .open(open)
-            report(id, outcome)
+            report(id)
             attempts[id].stage = .gone
             startAttempt(.transparent)
             return
         }
-        if configuration.hasScheduler && open.replaying && report(id, outcome, decides: true) {
+        if configuration.hasScheduler && open.replaying && report(id, decides: true) {
             open.awaitingDecision = id
             phase = .open(open)
             return
         }
         phase = .open(open)
-        report(id, outcome)
+        report(id)
         apply(.no, to: id)
     }
 
@@ -729,11 +728,12 @@ struct CallStateMachine {
 
     /// Emits the attempt's one report if it is owed; false when it is not
     /// (never started, or already reported).
+    /// `outcome`: the attempt's outcome when it is not set yet (nil: it is).
     @discardableResult
-    private mutating func report(_ id: AttemptID, _ outcome: AttemptOutcome, decides: Bool = false) -> Bool {
+    private mutating func report(_ id: AttemptID, _ outcome: AttemptOutcome? = nil, decides: Bool = false) -> Bool {
         guard attempts[id].started, !attempts[id].reported else { return false }
         attempts[id].reported = true
-        attempts[id].outcome = outcome
+        if let outcome { attempts[id].outcome = outcome }
         output.append(.reportAttempt(id, responseStarted: committedAttempt == id, decides: decides))
         return true
     }

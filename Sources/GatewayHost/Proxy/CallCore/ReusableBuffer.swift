@@ -12,7 +12,10 @@ struct ReusableBuffer<Element> {
     private(set) var count = 0
 
     init(capacity: Int = 0) {
-        storage.reserveCapacity(capacity)
+        // reserveCapacity(0) is not free: on the empty array it makes a
+        // "new" empty buffer (a call and a release), and empty buffers are
+        // made for every event a call processes.
+        if capacity > 0 { storage.reserveCapacity(capacity) }
     }
 
     var isEmpty: Bool { count == 0 }
