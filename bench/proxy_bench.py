@@ -613,6 +613,32 @@ def malloc_probe(perf: str, lib: str) -> Optional[str]:
     return event
 
 
+def arc_probes(perf: str, pids: list[int]) -> list[str]:
+    """Uprobes on swift_retain and swift_release of the Swift runtime these
+    processes map (none for C proxies): reference-count operations per RPC,
+    a count that does not move with machine noise, to steer by."""
+    runtime = None
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                runtime = next((line.split()[-1] for line in f if line.rstrip().endswith("/libswiftCore.so")), None)
+        except OSError:
+            continue
+        if runtime:
+            break
+    if runtime is None:
+        return []
+    events = []
+    for function in ("swift_retain", "swift_release"):
+        event = f"probe_libswiftCore:{function}"
+        added = subprocess.run([perf, "probe", "-x", runtime, f"{event}={function}"], capture_output=True, text=True)
+        if added.returncode == 0 or "already exists" in added.stderr:
+            events.append(event)
+        else:
+            print(f"  perf probe on {runtime}'s {function} failed: {added.stderr.strip()[:200]}")
+    return events
+
+
 def perf_counts(perf: str, events: list[str], pids: list[int],
                 work: Callable[[], Run]) -> tuple[Optional[dict[str, int]], Run, str]:
     """Counts `events` in `pids` (all their threads) while `work` runs:
@@ -650,14 +676,15 @@ def counted_runs(h2load: str, targets: Targets, body: Path, args: argparse.Names
     counted = argparse.Namespace(**{**vars(args), "requests": args.mallocs})
     syscall_events = ["raw_syscalls:sys_enter", *[f"syscalls:sys_enter_{s}" for s in IO_SYSCALLS]]
     print(f"\nper RPC, counted by perf over {args.mallocs} requests (CPU not counted)")
-    print(f"  {'target':<20} {'mallocs':>8} {'I/O sys':>8} {'all sys':>8}  allocators")
+    print(f"  {'target':<20} {'mallocs':>8} {'I/O sys':>8} {'all sys':>8} {'retain':>7} {'release':>7}  allocators")
     result = {}
     for name, (pid, port) in targets.items():
         if pid is None:
             continue
         pids = tree_pids(pid)
         malloc_events = [e for e in (malloc_probe(perf, lib) for lib in mapped_allocators(pids)) if e]
-        counts, run, err = perf_counts(perf, malloc_events + syscall_events, pids, lambda: run_h2load(
+        arc_events = arc_probes(perf, pids)
+        counts, run, err = perf_counts(perf, malloc_events + syscall_events + arc_events, pids, lambda: run_h2load(
             h2load, name, COUNTED_ROUND, pid, port, body, counted, work_dir))
         if counts is None:
             print(f"  {name:<20} perf gave no counts (root needed): {err.strip()[:200]}")
@@ -669,12 +696,15 @@ def counted_runs(h2load: str, targets: Targets, body: Path, args: argparse.Names
             "mallocs_per_req": per_rpc(malloc_events),
             "io_syscalls_per_req": per_rpc(syscall_events[1:]),
             "syscalls_per_req": per_rpc(syscall_events[:1]),
+            "retains_per_req": per_rpc(arc_events[:1]) if arc_events else None,
+            "releases_per_req": per_rpc(arc_events[1:]) if arc_events else None,
             "counts": counts, "requests": run.succeeded}
         r = result[name]
         allocators = " ".join(f"{e.split(':')[1]}={counts.get(e, 0) / max(run.succeeded, 1):.1f}"
                               for e in malloc_events)
         print(f"  {name:<20} {r['mallocs_per_req']:>8.1f} {r['io_syscalls_per_req']:>8.2f} "
-              f"{r['syscalls_per_req']:>8.2f}  {allocators}", flush=True)
+              f"{r['syscalls_per_req']:>8.2f} {cell(r['retains_per_req'], '{:.0f}', 7)} "
+              f"{cell(r['releases_per_req'], '{:.0f}', 7)}  {allocators}", flush=True)
     return result
 
 
@@ -841,6 +871,7 @@ COLUMNS = [
     ("mallocs_per_req", "mallocs/RPC", "{:.1f}"),
     ("io_syscalls_per_req", "I/O sys/RPC", "{:.2f}"),
     ("syscalls_per_req", "all sys/RPC", "{:.2f}"),
+    ("retains_per_req", "retains/RPC", "{:.0f}"),
     ("ctx_switches_per_req", "ctxsw/RPC", "{:.3f}"),
     ("peak_rss_mib", "peak RSS MiB", "{:.1f}"),
     ("idle_kib_per_conn", "idle KiB/conn", "{:.1f}"),
@@ -879,7 +910,7 @@ def summary_rows(targets: Targets, runs: list[Run], fixed_rate: dict[str, Run], 
         paced = fixed_rate.get(name)
         row["cpu_us_per_req_2k"] = paced.cpu_us_per_req if paced else None
         row["ctx_switches_per_req_2k"] = paced.ctx_switches_per_req if paced else None
-        for key in ("mallocs_per_req", "io_syscalls_per_req", "syscalls_per_req"):
+        for key in ("mallocs_per_req", "io_syscalls_per_req", "syscalls_per_req", "retains_per_req"):
             row[key] = counted.get(name, {}).get(key)
         row["peak_rss_mib"] = peak_rss_kib[name] / 1024 if name in peak_rss_kib else None
         row["idle_kib_per_conn"] = idle_kib.get(name)
@@ -912,8 +943,8 @@ def print_legend(args: argparse.Namespace) -> None:
     if args.rate > 0:
         notes.append(f"CPU us@2k: the fixed-rate run ({args.rate} req/s)")
     if args.mallocs > 0:
-        notes.append(f"mallocs/RPC, I/O sys/RPC ({', '.join(IO_SYSCALLS)}), all sys/RPC: "
-                     f"counted by perf over {args.mallocs} requests")
+        notes.append(f"mallocs/RPC, I/O sys/RPC ({', '.join(IO_SYSCALLS)}), all sys/RPC, retains/RPC "
+                     f"(swift_retain; Swift processes only): counted by perf over {args.mallocs} requests")
     notes.append("ctxsw: voluntary + involuntary, all threads; peak RSS: VmHWM after the rounds")
     if args.idle_connections > 0:
         notes.append(f"idle: RSS growth per idle HTTP/2 connection ({args.idle_connections} open, before any load)")
