@@ -39,9 +39,36 @@ extension HTTP2Connection {
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, streamID, errorCode, userData in
             HTTP2Connection.with(userData) { $0.onStreamClose(stream: streamID, errorCode: errorCode) }
         }
+        nghttp2_session_callbacks_set_on_begin_frame_callback(callbacks) { _, header, userData in
+            HTTP2Connection.with(userData) { $0.onBeginFrame(header!.pointee) }
+        }
+        nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(callbacks) { _, _, _, userData in
+            HTTP2Connection.with(userData) { $0.onInvalidFrame() }
+        }
         nghttp2_session_callbacks_set_on_frame_not_send_callback(callbacks) { _, frame, _, userData in
             HTTP2Connection.with(userData) { $0.onFrameNotSent(frame!.pointee) }
         }
+    }
+
+    /// Server side: each frame header of the client, before nghttp2 acts
+    /// on the frame (see HTTP2InboundFramePolicy).
+    func onBeginFrame(_ header: nghttp2_frame_hd) -> Int32 {
+        guard role == .server, let session, closeReason == nil else { return 0 }
+        let id = header.stream_id
+        if let violation = framePolicy.frameBegins(
+            type: header.type, flags: header.flags, length: header.length, stream: id,
+            // Only HEADERS needs it: no stream lookup for the other frames.
+            streamIsOpen: header.type == HTTP2InboundFramePolicy.headersFrame && id != 0 && streams[id] != nil,
+            highestClientStream: nghttp2_session_get_last_proc_stream_id(session)) {
+            terminate(for: violation)
+        }
+        return 0
+    }
+
+    func onInvalidFrame() -> Int32 {
+        guard role == .server, closeReason == nil else { return 0 }
+        if let violation = framePolicy.invalidFrameReceived() { terminate(for: violation) }
+        return 0
     }
 
     func onBeginHeaders(_ frame: nghttp2_frame) -> Int32 {
@@ -71,6 +98,7 @@ extension HTTP2Connection {
     func onFrameReceived(_ frame: nghttp2_frame) -> Int32 {
         let id = frame.hd.stream_id
         let endStream = frame.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
+        if endStream, let state = streams[id] { state.remoteEnded = true }
         switch UInt32(frame.hd.type) {
         case NGHTTP2_HEADERS.rawValue:
             guard let state = streams[id] else { return 0 }
@@ -161,6 +189,7 @@ extension HTTP2Connection {
             state.unconsumed = 0
         }
         state.outbound.removeAll()
+        if role == .server && !state.remoteEnded { framePolicy.streamReset(id) }
         // nghttp2 packs no more frames of a closed stream.
         state.sentTrailers = nil
         let reason: HTTP2StreamCloseReason = errorCode == 0 ? .finished : .reset(code: HTTP2ErrorCode(errorCode), local: state.resetLocally)
@@ -179,6 +208,7 @@ extension HTTP2Connection {
         if written > 0 { pendingCredits.append((state, written)) }
         if state.outbound.isEmpty && state.outboundEnded {
             flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+            if role == .server && !state.remoteEnded { endedWithRequestOpen.append(id) }
             if let trailers = state.trailers, let session {
                 flags.pointee |= NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
                 state.trailers = nil

@@ -56,6 +56,8 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// Client side: an emptied header list for the next response head or
     /// trailers (see onFrameReceived).
     var spareHeaders: HTTP2HeaderList?
+    /// Server side: the checks of the client's frames nghttp2 leaves to us.
+    var framePolicy: HTTP2InboundFramePolicy
     /// The last flush's output buffer, filled again by the next flush: once
     /// the socket has taken its bytes nobody else holds it, and `clear()`
     /// keeps its storage. Kept only while small (idle connections stay small).
@@ -70,6 +72,11 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// Write credits and closes seen while nghttp2 is producing output are
     /// delivered after `mem_send` returns, so that delegates may call back
     /// into this connection safely.
+    /// Server side: streams whose response ended (END_STREAM submitted)
+    /// while the client had not ended its request. Once the end is on the
+    /// wire they are reset with NO_ERROR (RFC 9113 §8.1, as grpc-go does),
+    /// so a client that never ends its requests cannot pile streams up.
+    var endedWithRequestOpen: [Int32] = []
     var pendingCredits: [(state: StreamState, bytes: Int)] = []
     var pendingCloses: [(state: StreamState, reason: HTTP2StreamCloseReason)] = []
     /// Spare storage swapped with the pending lists while delivering them,
@@ -86,6 +93,8 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         self.settings = settings
         self.writeBatch = writeBatch
         self.delegate = delegate
+        self.framePolicy = HTTP2InboundFramePolicy(maxConsecutiveEmptyFrames: settings.maxConsecutiveEmptyFrames,
+                                                   maxInvalidFrames: settings.maxInvalidFrames)
     }
 
     deinit {
@@ -237,6 +246,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         if rv == 0 {
             state.hasDataProvider = !endStream
             state.outboundEnded = endStream
+            if endStream && !state.remoteEnded { endedWithRequestOpen.append(id) }
         }
         scheduleFlush()
     }
@@ -393,6 +403,10 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         nghttp2_option_set_no_auto_window_update(option, 1)
         // Keep nghttp2's default checks of header fields (RFC 9113 §8.2.1).
         nghttp2_option_set_max_send_header_block_length(option, Int(settings.maxHeaderListSize) * 2)
+        nghttp2_option_set_max_outbound_ack(option, settings.maxOutboundAcks)
+        nghttp2_option_set_max_settings(option, settings.maxSettingsEntries)
+        nghttp2_option_set_stream_reset_rate_limit(option, settings.streamResetBurst, settings.streamResetRate)
+        nghttp2_option_set_max_continuations(option, settings.maxContinuations)
 
         let userData = Unmanaged.passUnretained(self).toOpaque()
         // nghttp2 allocates stream structs, outbound items, header copies and
@@ -494,6 +508,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         }
         inSend = false
         if wrote { context.flush() }
+        if !endedWithRequestOpen.isEmpty { resetStreamsEndedWithRequestOpen(session) }
         deliverPendingEvents()
         if failure != 0 {
             closeReason = closeReason ?? "nghttp2: \(String(cString: nghttp2_strerror(Int32(truncatingIfNeeded: failure))))"
@@ -503,6 +518,24 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
             close()
         }
+    }
+
+    /// RST_STREAM(NO_ERROR) for each stream of `endedWithRequestOpen` whose
+    /// END_STREAM has left and whose request is still open; the others wait
+    /// for a later flush (their end is still queued behind data).
+    private func resetStreamsEndedWithRequestOpen(_ session: OpaquePointer) {
+        var waiting = 0
+        for id in endedWithRequestOpen {
+            guard let state = streams[id], !state.remoteEnded else { continue }
+            if nghttp2_session_get_stream_local_close(session, id) == 1 {
+                nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_NO_ERROR.rawValue))
+                scheduleFlush()
+            } else {
+                endedWithRequestOpen[waiting] = id
+                waiting += 1
+            }
+        }
+        endedWithRequestOpen.removeLast(endedWithRequestOpen.count - waiting)
     }
 
     private func deliverPendingEvents() {
@@ -565,6 +598,16 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         answer.writeString("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)")
         context.writeAndFlush(wrapOutboundOut(answer), promise: nil)
         close()
+    }
+
+    /// The peer broke a rule of `framePolicy`: GOAWAY with its code, sent
+    /// before the connection closes (nghttp2 stops reading meanwhile).
+    func terminate(for violation: HTTP2InboundFramePolicy.Violation) {
+        guard let session, closeReason == nil else { return }
+        closeReason = "HTTP/2 \(violation.code.name): \(violation.reason)"
+        closedForProtocolError = true
+        nghttp2_session_terminate_session(session, violation.code.rawValue)
+        scheduleFlush()
     }
 
     private func failConnection(code: Int32) {
@@ -662,6 +705,8 @@ final class StreamState {
     /// DATA bytes received and not yet given back as window credit.
     var unconsumed = 0
     var resetLocally = false
+    /// The peer ended its side (END_STREAM received).
+    var remoteEnded = false
 
     init(id: Int32, delegate: HTTP2StreamDelegate?) {
         self.id = id
@@ -686,6 +731,7 @@ final class StreamState {
         deferred = false
         unconsumed = 0
         resetLocally = false
+        remoteEnded = false
     }
 
     /// A client stream learns its id when nghttp2 accepts its head.

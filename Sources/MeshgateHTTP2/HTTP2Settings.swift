@@ -10,6 +10,29 @@ public struct HTTP2Settings: Sendable {
     /// SETTINGS_MAX_HEADER_LIST_SIZE.
     public var maxHeaderListSize: UInt32
 
+    // Limits on what a peer may make us do, enforced by nghttp2 (set here
+    // explicitly rather than relied on as its defaults; the values are
+    // nghttp2's, which nghttpx runs with too).
+
+    /// SETTINGS and PING ACKs queued because the peer does not read: more
+    /// end the connection (SETTINGS/PING floods, CVE-2019-9512/9515).
+    public var maxOutboundAcks: Int = 1000
+    /// Entries in one SETTINGS frame: more is a connection error
+    /// (ENHANCE_YOUR_CALM).
+    public var maxSettingsEntries: Int = 32
+    /// RST_STREAM from the peer: a token bucket of `streamResetBurst`
+    /// tokens refilled at `streamResetRate` per second; an empty bucket
+    /// ends the connection with GOAWAY (rapid reset, CVE-2023-44487).
+    public var streamResetBurst: UInt64 = 1000
+    public var streamResetRate: UInt64 = 33
+    /// CONTINUATION frames after one HEADERS: more end the connection
+    /// (CONTINUATION flood).
+    public var maxContinuations: Int = 8
+    /// The checks nghttp2 leaves to us (`HTTP2InboundFramePolicy`):
+    /// consecutive empty DATA/HEADERS frames, and invalid frames in all.
+    public var maxConsecutiveEmptyFrames: Int = 1
+    public var maxInvalidFrames: Int = 100
+
     public init(
         maxConcurrentStreams: UInt32 = 1024,
         initialStreamWindowSize: UInt32 = 1 << 20,

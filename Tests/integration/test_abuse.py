@@ -111,3 +111,176 @@ def test_garbage_frames_do_not_hurt_other_streams(mesh):
         rest = list(stream)
         assert stream.code() == grpc.StatusCode.OK
         assert [first.sequence] + [e.sequence for e in rest] == list(range(20))
+
+
+# --------------------------------------------------------------------------
+# Zero-progress frames, stream ids, and nghttp2's explicit limits
+
+GOAWAY, SETTINGS, HEADERS, DATA, RST_STREAM = 0x7, 0x4, 0x1, 0x0, 0x3
+END_STREAM, END_HEADERS = 0x1, 0x4
+PROTOCOL_ERROR, ENHANCE_YOUR_CALM = 0x1, 0xB
+
+
+def parse_frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    """(type, flags, stream id, payload) of each whole frame in `data`."""
+    frames, i = [], 0
+    while i + 9 <= len(data):
+        length = int.from_bytes(data[i:i + 3], "big")
+        if i + 9 + length > len(data):
+            break
+        stream = int.from_bytes(data[i + 5:i + 9], "big") & 0x7FFFFFFF
+        frames.append((data[i + 3], data[i + 4], stream, data[i + 9:i + 9 + length]))
+        i += 9 + length
+    return frames
+
+
+def goaway_codes(data: bytes) -> list[int]:
+    return [int.from_bytes(p[4:8], "big") for kind, _, _, p in parse_frames(data) if kind == GOAWAY]
+
+
+class WellBehavedClient:
+    """A grpcio server-streaming call that runs while an abuser works on its
+    own connection: `finish` asserts it got every event, in order."""
+
+    def __init__(self, mesh, count: int = 20, interval_ms: int = 50):
+        self.channel = insecure_channel(mesh.port)
+        stub = mesh.pb2_grpc.MeshServiceStub(self.channel)
+        self.count = count
+        self.stream = stub.StreamEvents(mesh.pb2.StreamRequest(count=count, interval_ms=interval_ms), timeout=20)
+        self.first = next(self.stream)
+
+    def finish(self) -> None:
+        try:
+            rest = list(self.stream)
+            assert self.stream.code() == grpc.StatusCode.OK
+            assert [self.first.sequence] + [e.sequence for e in rest] == list(range(self.count))
+        finally:
+            self.channel.close()
+
+
+def request_headers(encoder, path: str = "/mesh.v1.MeshService/Process", extra=()) -> bytes:
+    return encoder.encode([(":method", "POST"), (":scheme", "http"), (":authority", HOST), (":path", path),
+                           ("content-type", "application/grpc"), ("te", "trailers"), *extra])
+
+
+def read_until(sock: socket.socket, done, seconds: float = 5) -> bytes:
+    """Reads until `done(data)` or the deadline; returns what came."""
+    data, deadline = b"", time.monotonic() + seconds
+    while time.monotonic() < deadline and not done(data):
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def stream_ended(stream: int):
+    return lambda data: any(kind == HEADERS and flags & END_STREAM and sid == stream
+                            for kind, flags, sid, _ in parse_frames(data))
+
+
+def test_empty_data_flood_is_cut_off_with_enhance_your_calm(mesh):
+    """20,000 empty DATA frames on one open stream (CVE-2019-9518 class):
+    GOAWAY ENHANCE_YOUR_CALM and close, while a grpcio client on its own
+    connection keeps getting its stream."""
+    import hpack
+    client = WellBehavedClient(mesh)
+    with socket.create_connection((HOST, mesh.port), timeout=5) as sock:
+        sock.sendall(PREFACE + frame(SETTINGS, 0, 0, b"") +
+                     frame(HEADERS, END_HEADERS, 1, request_headers(hpack.Encoder())))
+        flood = frame(DATA, 0, 1, b"") * 1000
+        closed = False
+        for _ in range(20):
+            try:
+                sock.sendall(flood)
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+        data, closed_after = drain(sock, 5)
+    assert ENHANCE_YOUR_CALM in goaway_codes(data), f"GOAWAY codes {goaway_codes(data)}"
+    assert closed or closed_after, "the connection stayed open after the flood"
+    client.finish()
+    still_serving(mesh)
+
+
+def test_a_few_empty_data_frames_among_real_ones_are_fine(mesh):
+    """The budget counts consecutive empty frames: a client that sends an
+    empty DATA frame between real ones is served."""
+    import hpack
+    message = grpc_frame(mesh.pb2.ProcessRequest(request_id="e", data="x").SerializeToString())
+    with socket.create_connection((HOST, mesh.port), timeout=5) as sock:
+        sock.sendall(PREFACE + frame(SETTINGS, 0, 0, b"") +
+                     frame(HEADERS, END_HEADERS, 1, request_headers(hpack.Encoder())) +
+                     frame(DATA, 0, 1, b"") + frame(DATA, 0, 1, message[:3]) + frame(DATA, 0, 1, b"") +
+                     frame(DATA, END_STREAM, 1, message[3:]))
+        data = read_until(sock, stream_ended(1))
+    assert stream_ended(1)(data), f"no trailers on stream 1: frames {[f[:3] for f in parse_frames(data)]}"
+    assert not goaway_codes(data)
+    decoded = hpack.Decoder().decode(b"".join(p for kind, _, sid, p in parse_frames(data) if kind == HEADERS and sid == 1))
+    assert ("grpc-status", "0") in decoded, decoded
+
+
+def test_headers_on_a_lower_used_stream_id_is_a_protocol_error(mesh):
+    """Stream 5 opened and answered, then HEADERS on stream 3 (RFC 9113
+    §5.1.1: ids only grow): GOAWAY PROTOCOL_ERROR, not silence."""
+    import hpack
+    encoder = hpack.Encoder()
+    message = grpc_frame(mesh.pb2.ProcessRequest(request_id="s5", data="x").SerializeToString())
+    client = WellBehavedClient(mesh)
+    with socket.create_connection((HOST, mesh.port), timeout=5) as sock:
+        sock.sendall(PREFACE + frame(SETTINGS, 0, 0, b"") +
+                     frame(HEADERS, END_HEADERS, 5, request_headers(encoder)) + frame(DATA, END_STREAM, 5, message))
+        answered = read_until(sock, stream_ended(5))
+        assert stream_ended(5)(answered), "stream 5 was not answered"
+        sock.sendall(frame(HEADERS, END_HEADERS, 3, request_headers(encoder)) + frame(DATA, END_STREAM, 3, message))
+        data, closed = drain(sock, 5)
+    goaways = [p for kind, _, _, p in parse_frames(data) if kind == GOAWAY]
+    assert goaways, f"no GOAWAY after HEADERS on a lower stream id: frames {[f[:3] for f in parse_frames(data)]}"
+    assert int.from_bytes(goaways[0][4:8], "big") == PROTOCOL_ERROR
+    assert int.from_bytes(goaways[0][:4], "big") == 5, "the GOAWAY's last stream id is the highest processed"
+    assert closed
+    assert not stream_ended(3)(data), "stream 3 was served"
+    client.finish()
+
+
+def test_trailers_on_a_stream_the_gateway_reset_are_ignored(mesh):
+    """The gateway ends a call early (deadline) while the client still
+    sends: the client's late HEADERS (trailers) on that stream must be
+    ignored (RFC 9113 §5.1), not taken for a lower-id violation, and the
+    connection keeps serving."""
+    import hpack
+    encoder = hpack.Encoder()
+    message = grpc_frame(mesh.pb2.ProcessRequest(request_id="late", data="x").SerializeToString())
+    with socket.create_connection((HOST, mesh.port), timeout=5) as sock:
+        sock.sendall(PREFACE + frame(SETTINGS, 0, 0, b"") +
+                     frame(HEADERS, END_HEADERS, 1, request_headers(
+                         encoder, extra=[("grpc-timeout", "100m"), ("x-mesh-delay-ms", "1000")])) +
+                     frame(DATA, 0, 1, message))
+        ended = read_until(sock, stream_ended(1))
+        assert stream_ended(1)(ended), "the deadline did not end stream 1"
+        ended += read_until(sock, lambda d: any(kind == RST_STREAM for kind, _, _, _ in parse_frames(d)), 2)
+        assert any(kind == RST_STREAM and sid == 1 for kind, _, sid, _ in parse_frames(ended)), \
+            "the gateway did not reset stream 1, whose request side was still open"
+        time.sleep(0.2)
+        sock.sendall(frame(HEADERS, END_HEADERS | END_STREAM, 1, encoder.encode([("x-late-trailer", "1")])) +
+                     frame(HEADERS, END_HEADERS, 3, request_headers(encoder)) + frame(DATA, END_STREAM, 3, message))
+        data = read_until(sock, stream_ended(3))
+    assert not goaway_codes(data), f"GOAWAY {goaway_codes(data)} for trailers on a reset stream"
+    assert stream_ended(3)(data), "stream 3 was not served after the late trailers"
+
+
+def test_a_settings_frame_with_too_many_entries_is_refused(mesh):
+    """nghttp2's SETTINGS entry limit (32, set explicitly in HTTP2Settings):
+    a SETTINGS frame of 40 entries ends the connection with GOAWAY
+    ENHANCE_YOUR_CALM."""
+    entries = b"".join(struct.pack(">HI", 0x3, 100) for _ in range(40))  # MAX_CONCURRENT_STREAMS x40
+    with socket.create_connection((HOST, mesh.port), timeout=5) as sock:
+        sock.sendall(PREFACE + frame(SETTINGS, 0, 0, entries))
+        data, closed = drain(sock, 5)
+    assert ENHANCE_YOUR_CALM in goaway_codes(data), f"GOAWAY codes {goaway_codes(data)}"
+    assert closed
+    still_serving(mesh)
