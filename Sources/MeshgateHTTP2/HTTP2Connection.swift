@@ -595,7 +595,8 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         closedForProtocolError = true
         var answer = context.channel.allocator.buffer(capacity: 160)
         let body = "This port speaks HTTP/2 (gRPC) only.\n"
-        answer.writeString("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)")
+        // 505: the request's HTTP version is the one thing wrong with it.
+        answer.writeString("HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)")
         context.writeAndFlush(wrapOutboundOut(answer), promise: nil)
         close()
     }

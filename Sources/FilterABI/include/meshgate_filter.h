@@ -212,8 +212,8 @@ typedef struct mg_call_result {
     mg_str grpc_message;
     uint32_t attempts;
     uint64_t duration_us;       /* request headers in to final status out */
-    uint64_t request_bytes;
-    uint64_t response_bytes;
+    uint64_t request_bytes;     /* DATA bytes received from the client (gRPC framing included) */
+    uint64_t response_bytes;    /* DATA bytes sent to the client (gRPC framing included) */
 } mg_call_result;
 
 /* Request hook results. */

@@ -135,7 +135,7 @@ struct CallFilters {
     }
 
     /// on_call_done, then call_destroy of every filter (each exactly once).
-    func callDone(status: GRPCStatus, attempts: Int, duration: TimeAmount, requestBytes: Int) {
+    func callDone(status: GRPCStatus, attempts: Int, duration: TimeAmount, requestBytes: Int, responseBytes: Int) {
         guard chain.hasCallDoneHook else { return }
         let links = chain.links
         var message = status.message
@@ -144,7 +144,7 @@ struct CallFilters {
                 size: UInt32(MemoryLayout<mg_call_result>.size), grpc_status: Int32(status.code.rawValue),
                 grpc_message: mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count),
                 attempts: UInt32(attempts), duration_us: UInt64(max(0, duration.nanoseconds / 1000)),
-                request_bytes: UInt64(requestBytes), response_bytes: 0)
+                request_bytes: UInt64(requestBytes), response_bytes: UInt64(responseBytes))
             for i in links.indices {
                 guard let hook = links[i].hooks.on_call_done else { continue }
                 hook(instance(links[i]), state(i), plugin.handle, &result)

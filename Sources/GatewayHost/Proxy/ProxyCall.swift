@@ -381,14 +381,15 @@ final class ProxyCall: HTTP2StreamDelegate {
         deadlineTimer?.cancel()
         deadlineTimer = nil
         if !filters.isEmpty {
-            filters.callDone(status: status, attempts: attemptCount, duration: .now() - started, requestBytes: machine.request.received)
+            filters.callDone(status: status, attempts: attemptCount, duration: .now() - started,
+                             requestBytes: machine.request.received, responseBytes: machine.responseBytesWritten)
         }
         if generation.serving.config.runtime.accessLog {
             let upstream = machine.committedAttempt.map { attempts[$0].address } ?? lastUpstream
             loop.accessLog.write(AccessLog.Entry(
                 listener: generation.serving.listeners[listenerIndex].config.name, path: path, cluster: route.config.cluster,
                 status: status, durationMicros: Int64(seconds * 1_000_000), upstream: upstream, attempts: attemptCount,
-                requestBytes: machine.request.received, clientIdentity: requestHeaders["x-forwarded-client-cert"], fields: plugin.logFields))
+                requestBytes: machine.request.received, responseBytes: machine.responseBytesWritten, clientIdentity: requestHeaders["x-forwarded-client-cert"], fields: plugin.logFields))
         }
         plugin.proxy = nil
         // The attempts hold their call: let both go.

@@ -24,6 +24,7 @@ final class AccessLog {
         var upstream: String?
         var attempts: Int
         var requestBytes: Int
+        var responseBytes: Int
         var clientIdentity: String?
         var fields: [(key: String, value: String)]
     }
@@ -64,6 +65,7 @@ final class AccessLog {
         let (service, method) = GRPCPath.serviceAndMethod(e.path)
         if wanted("method") { line.field("method", string: method) }
         if wanted("request_bytes") { line.field("request_bytes", int: Int64(e.requestBytes)) }
+        if wanted("response_bytes") { line.field("response_bytes", int: Int64(e.responseBytes)) }
         if wanted("service") { line.field("service", string: service) }
         if wanted("status") { line.field("status", string: GRPCStatusCodeName.names[e.status.code.rawValue]) }
         if let upstream = e.upstream, wanted("upstream") { line.field("upstream", string: upstream) }

@@ -106,6 +106,8 @@ struct CallStateMachine {
     private(set) var attempts: [AttemptState] = []
     private(set) var request = RequestProgress()
     private(set) var downstreamClosed = false
+    /// Response DATA bytes (gRPC framing included) that left for the client.
+    private(set) var responseBytesWritten = 0
     /// Request bytes kept (by the executor) to send again to later
     /// attempts: how many chunks and bytes.
     private(set) var replayChunks = 0
@@ -264,6 +266,7 @@ struct CallStateMachine {
     /// The client took response bytes: the committed upstream gets that
     /// much window back.
     private mutating func responseWritten(bytes: Int) {
+        responseBytesWritten += bytes
         if let id = committedAttempt { output.append(.creditUpstream(id, bytes: bytes)) }
     }
 
