@@ -255,6 +255,27 @@ def test_tls_offers_h2_only_and_modern_protocols(tls_mesh):
         connect(["http/1.1"])
 
 
+def test_a_tls_client_without_alpn_gets_http2_only(tls_mesh):
+    """A client offering no ALPN completes the handshake (scanners and
+    load-balancer checks do that) but is spoken HTTP/2 to: its HTTP/1.1
+    request gets a 505 and the connection closes."""
+    context = ssl.create_default_context(cafile=str(tls_mesh.certs / "ca.pem"))
+    with socket.create_connection((HOST, tls_mesh.optional_port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            assert tls.selected_alpn_protocol() is None
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            data = b""
+            while True:
+                try:
+                    chunk = tls.recv(4096)
+                except (ssl.SSLError, OSError):
+                    break
+                if not chunk:
+                    break
+                data += chunk
+    assert data.startswith(b"HTTP/1.1 505 "), data[:200]
+
+
 def test_grpcurl_over_tls(tls_mesh):
     """grpcurl with the dev CA and client certificate: list and a call."""
     certs = tls_mesh.certs
