@@ -205,6 +205,7 @@ extension HTTP2Connection {
         }
         let written = state.outbound.drain(into: buffer, count: length)
         state.outboundBytes -= written
+        state.drained &+= written
         if written > 0 { pendingCredits.append((state, written)) }
         if state.outbound.isEmpty && state.outboundEnded {
             flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue

@@ -31,9 +31,13 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     var awaitingPingAck = false
     /// `startKeepalive`'s pinger; stopped and dropped when the connection ends.
     var keepalive: KeepalivePinger?
+    /// With `settings.sendTimeout`: resets streams whose sending stalls.
+    var sendStallWatch: SendStallWatch?
     /// The peer broke the protocol (bad preface, HTTP/1.x, invalid frames),
     /// as opposed to an ordinary disconnect.
     public private(set) var closedForProtocolError = false
+    /// Streams reset because their sending stalled (settings.sendTimeout).
+    public private(set) var stalledStreamResets = 0
     public private(set) var isClosed = false
     /// The peer sent GOAWAY: open no new streams here.
     public internal(set) var receivedGoAway = false
@@ -256,6 +260,10 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     public func send(data: ByteBuffer, stream id: Int32) {
         guard let state = streams[id], state.hasDataProvider, !state.outboundEnded else { return }
         state.outboundBytes += data.readableBytes
+        if settings.sendTimeout > .zero, let loop = context?.eventLoop {
+            if sendStallWatch == nil { sendStallWatch = SendStallWatch(connection: self, timeout: settings.sendTimeout) }
+            sendStallWatch!.arm(on: loop)
+        }
         if !state.outbound.isEmpty && data.storageCapacity > 2 * data.readableBytes + 1024 {
             // It will wait behind other bytes (flow control): a compact copy,
             // so a small slice does not keep a whole read buffer alive.
@@ -626,11 +634,41 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         return methods.contains { head.hasPrefix($0) }
     }
 
+    /// One check of `SendStallWatch`: streams with bytes queued and none
+    /// sent since the last check count one more stalled check; at `limit`
+    /// they are reset. Returns whether some stream still has bytes queued.
+    func checkSendStalls(limit: Int) -> Bool {
+        var queued = false
+        var stalled: [Int32] = []
+        for state in streams.values {
+            guard state.outboundBytes > 0 else {
+                state.stalledChecks = 0
+                state.drainedAtCheck = state.drained
+                continue
+            }
+            queued = true
+            if state.drained == state.drainedAtCheck {
+                state.stalledChecks += 1
+                if state.stalledChecks >= limit { stalled.append(state.id) }
+            } else {
+                state.stalledChecks = 0
+                state.drainedAtCheck = state.drained
+            }
+        }
+        for id in stalled {
+            stalledStreamResets += 1
+            reset(stream: id, errorCode: .cancel)
+        }
+        return queued && !isClosed
+    }
+
     private func connectionDidEnd() {
         guard !isClosed else { return }
         isClosed = true
         keepalive?.stop()
         keepalive = nil
+        sendStallWatch?.stop()
+        sendStallWatch = nil
         let closing = pendingCloses
         pendingCloses.removeAll()
         pendingCredits.removeAll()
@@ -708,6 +746,11 @@ final class StreamState {
     var resetLocally = false
     /// The peer ended its side (END_STREAM received).
     var remoteEnded = false
+    /// Outbound bytes handed to nghttp2 so far, and what SendStallWatch
+    /// saw at its last check.
+    var drained = 0
+    var drainedAtCheck = 0
+    var stalledChecks = 0
 
     init(id: Int32, delegate: HTTP2StreamDelegate?) {
         self.id = id
@@ -733,6 +776,9 @@ final class StreamState {
         unconsumed = 0
         resetLocally = false
         remoteEnded = false
+        drained = 0
+        drainedAtCheck = 0
+        stalledChecks = 0
     }
 
     /// A client stream learns its id when nghttp2 accepts its head.

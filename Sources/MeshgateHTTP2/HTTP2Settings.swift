@@ -1,3 +1,5 @@
+import NIOCore
+
 /// Local HTTP/2 settings of one connection.
 public struct HTTP2Settings: Sendable {
     /// SETTINGS_MAX_CONCURRENT_STREAMS announced to the peer.
@@ -32,6 +34,9 @@ public struct HTTP2Settings: Sendable {
     /// consecutive empty DATA/HEADERS frames, and invalid frames in all.
     public var maxConsecutiveEmptyFrames: Int = 1
     public var maxInvalidFrames: Int = 100
+    /// A stream whose queued outbound bytes make no progress for this long
+    /// (the peer's window stays shut) is reset with CANCEL; zero: never.
+    public var sendTimeout: TimeAmount = .zero
 
     public init(
         maxConcurrentStreams: UInt32 = 1024,

@@ -102,6 +102,14 @@ import Testing
         #expect(unknown.field == "clusters[0].keepalive.every")
     }
 
+    @Test func listenerSendTimeoutDefaultsToFiveMinutes() throws {
+        #expect(try ConfigLoader.parse(valid, file: "mesh.yaml").listeners[0].sendTimeout == .seconds(300))
+        let set = valid.replacingOccurrences(of: "    address: 0.0.0.0:50051\n", with: "    address: 0.0.0.0:50051\n    send_timeout: 30s\n")
+        #expect(try ConfigLoader.parse(set, file: "mesh.yaml").listeners[0].sendTimeout == .seconds(30))
+        let bad = try #require(error(set.replacingOccurrences(of: "send_timeout: 30s", with: "send_timeout: -1s")))
+        #expect(bad.field == "listeners[0].send_timeout")
+    }
+
     @Test func listenerIdleTimeoutDefaultsToAnHour() throws {
         #expect(try ConfigLoader.parse(valid, file: "mesh.yaml").listeners[0].idleTimeout == .seconds(3600))
         let off = valid.replacingOccurrences(of: "    address: 0.0.0.0:50051\n", with: "    address: 0.0.0.0:50051\n    idle_timeout: 0s\n")

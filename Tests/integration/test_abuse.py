@@ -284,3 +284,54 @@ def test_a_settings_frame_with_too_many_entries_is_refused(mesh):
     assert ENHANCE_YOUR_CALM in goaway_codes(data), f"GOAWAY codes {goaway_codes(data)}"
     assert closed
     still_serving(mesh)
+
+
+def test_a_client_that_never_opens_its_window_has_its_streams_reset(mesh, launcher):
+    """Window-zero slowloris: a client announces an initial window of 0,
+    opens 20 calls whose replies are 60 KB, and never reads. With
+    `send_timeout: 1s` each stream is reset (RST_STREAM CANCEL) within
+    about a second and a quarter of stalling, freeing what it buffered;
+    a grpcio client on its own connection is served meanwhile, and the
+    abuser's connection stays usable for calls that fit its window."""
+    import hpack
+    from meshkit import free_port, gateway_config, to_yaml
+    import yaml
+    port = free_port()
+    doc = yaml.safe_load(gateway_config(port, clusters={"mesh": [r.port for r in mesh.replicas.values()]},
+                                        routes=[{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]))
+    doc["listeners"][0]["send_timeout"] = "1s"
+    launcher.gateway(to_yaml(doc), port, name="gw-send-timeout")
+
+    client = WellBehavedClient(type("M", (), {"port": port, "pb2_grpc": mesh.pb2_grpc, "pb2": mesh.pb2})(),
+                               count=30, interval_ms=100)
+    encoder = hpack.Encoder()
+    # Under 65,535 bytes: the stream window a client may use before it has
+    # acknowledged the gateway's SETTINGS (this one never does).
+    big = grpc_frame(mesh.pb2.ProcessRequest(request_id="big", data="x" * 60000).SerializeToString())
+    window_zero = struct.pack(">HI", 0x4, 0)  # SETTINGS_INITIAL_WINDOW_SIZE = 0
+    streams = list(range(1, 41, 2))
+    with socket.create_connection((HOST, port), timeout=5) as sock:
+        sock.sendall(PREFACE + frame(SETTINGS, 0, 0, window_zero))
+        opened = time.monotonic()
+        for sid in streams:
+            chunks = [big[i:i + 16384] for i in range(0, len(big), 16384)]  # the default max frame size
+            sock.sendall(frame(HEADERS, END_HEADERS, sid, request_headers(encoder)) +
+                         b"".join(frame(DATA, END_STREAM if i == len(chunks) - 1 else 0, sid, c) for i, c in enumerate(chunks)))
+
+        def all_reset(data: bytes) -> bool:
+            reset = {sid for kind, _, sid, _ in parse_frames(data) if kind == RST_STREAM}
+            return set(streams) <= reset
+        data = read_until(sock, all_reset, seconds=8)
+        elapsed = time.monotonic() - opened
+        frames = parse_frames(data)
+        resets = {sid: int.from_bytes(p[:4], "big") for kind, _, sid, p in frames if kind == RST_STREAM}
+        assert set(streams) <= set(resets), f"streams not reset: {sorted(set(streams) - set(resets))}"
+        assert all(resets[sid] == 0x8 for sid in streams), resets  # CANCEL
+        assert 0.7 < elapsed < 4, f"reset after {elapsed:.2f} s with send_timeout 1s"
+        assert not any(kind == DATA and sid in streams and p for kind, _, sid, p in frames), "DATA beyond a zero window"
+        # The connection itself is fine: a call whose reply needs no window
+        # (an unknown method: Trailers-Only) is answered on it.
+        sock.sendall(frame(HEADERS, END_HEADERS | END_STREAM, 41, request_headers(encoder, path="/mesh.v1.MeshService/Nope")))
+        answered = read_until(sock, stream_ended(41))
+        assert stream_ended(41)(answered) and not goaway_codes(answered)
+    client.finish()

@@ -50,6 +50,11 @@ public struct ListenerConfig: Sendable {
     /// A connection with no stream for this long is closed (GOAWAY, then
     /// close), as Envoy's `idle_timeout` does; zero: never.
     public var idleTimeout: Duration = .seconds(3600)
+    /// A stream whose response bytes wait on the client's flow-control
+    /// window without any leaving for this long is reset (CANCEL), freeing
+    /// them (nginx's `send_timeout`; default Envoy's stream idle timeout,
+    /// 5 min); zero: never.
+    public var sendTimeout: Duration = .seconds(300)
     /// HTTP/2 PINGs to each client connection; nil: none.
     public var keepalive: KeepaliveConfig?
 }

@@ -106,7 +106,8 @@ public final class Gateway: Sendable {
         for listener in startup.listeners {
             let contexts = self.contexts
             let tlsSource = startup.tls.listeners[listener.index]
-            let settings = HTTP2Settings(maxConcurrentStreams: UInt32(listener.config.maxConcurrentStreams))
+            var settings = HTTP2Settings(maxConcurrentStreams: UInt32(listener.config.maxConcurrentStreams))
+            settings.sendTimeout = .nanoseconds(listener.config.sendTimeout.nanosecondsClamped)
             let bootstrap = ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 1024)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
