@@ -98,10 +98,10 @@ extension HTTP2Connection {
     func onFrameReceived(_ frame: nghttp2_frame) -> Int32 {
         let id = frame.hd.stream_id
         let endStream = frame.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
-        if endStream, let state = streams[id] { state.remoteEnded = true }
         switch UInt32(frame.hd.type) {
         case NGHTTP2_HEADERS.rawValue:
             guard let state = streams[id] else { return 0 }
+            if endStream { state.remoteEnded = true }
             var headers = state.incomingHeaders
             state.incomingHeaders = HTTP2HeaderList()
             if role == .server && frame.headers.cat == NGHTTP2_HCAT_REQUEST {
@@ -127,6 +127,7 @@ extension HTTP2Connection {
             spareHeaders = headers
         case NGHTTP2_DATA.rawValue:
             if endStream, let state = streams[id] {
+                state.remoteEnded = true
                 state.delegate?.http2(self, didReceiveEndOfStream: id)
             }
         case NGHTTP2_SETTINGS.rawValue:

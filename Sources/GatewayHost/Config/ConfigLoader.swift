@@ -101,7 +101,8 @@ public enum ConfigLoader {
     }
 
     private static func parseRoute(_ node: YAMLNode, file: String, path: String, clusters: Set<String>) throws(ConfigError) -> RouteConfig {
-        let r = try YAMLFieldReader(node, file: file, path: path, allowed: ["match", "cluster", "timeout", "max_timeout", "replay_buffer_limit", "allowed_identities", "filters"])
+        let r = try YAMLFieldReader(node, file: file, path: path, allowed: ["match", "cluster", "timeout", "max_timeout", "replay_buffer_limit",
+                                                                      "max_request_message_bytes", "max_response_message_bytes", "allowed_identities", "filters"])
         let matchNode = try r.requiredNode("match")
         let m = try YAMLFieldReader(matchNode, file: file, path: r.fieldPath("match"), allowed: ["service", "method", "path_prefix", "headers"])
         var match = RouteMatchConfig()
@@ -139,6 +140,8 @@ public enum ConfigLoader {
         var route = RouteConfig(match: match, cluster: cluster, timeout: try r.duration("timeout"),
                                 maxTimeout: try r.duration("max_timeout"), filters: [], mark: node.mark)
         if let limit = try r.int("replay_buffer_limit", range: 0...(64 << 20)) { route.replayBufferLimit = limit }
+        route.maxRequestMessageBytes = try r.int("max_request_message_bytes", range: 0...Int(Int32.max))
+        route.maxResponseMessageBytes = try r.int("max_response_message_bytes", range: 0...Int(Int32.max))
         if r.node("allowed_identities") != nil {
             var names: [String] = []
             for (item, itemPath) in try r.list("allowed_identities") {

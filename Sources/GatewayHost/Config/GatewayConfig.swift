@@ -96,6 +96,11 @@ public struct RouteConfig: Sendable {
     /// Request bytes kept for replay (retries, hedges, transparent retries)
     /// before the call commits to the attempt it has.
     public var replayBufferLimit: Int = 256 * 1024
+    /// The largest gRPC message (its declared length) the route lets
+    /// through each way; nil: no limit. Over it the call ends with
+    /// RESOURCE_EXHAUSTED, as a gRPC server or client would answer.
+    public var maxRequestMessageBytes: Int?
+    public var maxResponseMessageBytes: Int?
     /// Client identities (SPIFFE URI, DNS SAN or subject CN of a verified
     /// client certificate) allowed on this route; nil: anyone.
     public var allowedIdentities: [String]?

@@ -79,7 +79,9 @@ final class ProxyCall: HTTP2StreamDelegate {
         self.machine = CallStateMachine(configuration: .init(
             runsHooks: !chain.filters.isEmpty, hasScheduler: chain.scheduler != nil,
             holdsResponseHead: chain.scheduler?.image.isRetry ?? false,
-            replayLimit: route.config.replayBufferLimit, path: path), attemptStorage: loop.callScratch.takeAttemptTable())
+            replayLimit: route.config.replayBufferLimit, path: path,
+            maxRequestMessageBytes: route.config.maxRequestMessageBytes,
+            maxResponseMessageBytes: route.config.maxResponseMessageBytes), attemptStorage: loop.callScratch.takeAttemptTable())
         generation.callStarted()
         plugin.proxy = self
     }

@@ -43,6 +43,9 @@ struct CallStateMachine {
         var replayLimit: Int
         /// The call's path, for the gateway's own status messages.
         var path: String
+        /// The route's message size limits (nil: none).
+        var maxRequestMessageBytes: Int? = nil
+        var maxResponseMessageBytes: Int? = nil
     }
 
     enum Phase: Equatable {
@@ -108,6 +111,9 @@ struct CallStateMachine {
     private(set) var downstreamClosed = false
     /// Response DATA bytes (gRPC framing included) that left for the client.
     private(set) var responseBytesWritten = 0
+    /// Message boundaries, followed only under a size limit.
+    private var requestMessages = GRPCMessageLengthScanner()
+    private var responseMessages = GRPCMessageLengthScanner()
     /// Request bytes kept (by the executor) to send again to later
     /// attempts: how many chunks and bytes.
     private(set) var replayChunks = 0
@@ -229,6 +235,12 @@ struct CallStateMachine {
 
     private mutating func receiveRequestData(_ data: ByteBuffer) {
         request.received += data.readableBytes
+        if let limit = configuration.maxRequestMessageBytes, !isFinished,
+           let declared = data.withUnsafeReadableBytes({ requestMessages.scan($0, limit: limit) }) {
+            // Nothing of this chunk goes on; the client gets its window back.
+            return fail(GRPCStatus(.resourceExhausted,
+                                   "request message of \(declared) bytes exceeds the route's max_request_message_bytes (\(limit))"))
+        }
         switch phase {
         case .idle, .open:
             var sent = false
@@ -445,6 +457,14 @@ struct CallStateMachine {
             commit(id, head: .held)
         }
         if case .committed(let committed) = phase, committed == id {
+            if let limit = configuration.maxResponseMessageBytes,
+               let declared = data.withUnsafeReadableBytes({ responseMessages.scan($0, limit: limit) }) {
+                // This chunk is not forwarded (messages before the large
+                // one in it are lost with it): the client gets the status.
+                output.append(.creditUpstream(id, bytes: data.readableBytes))
+                return fail(GRPCStatus(.resourceExhausted,
+                                       "response message of \(declared) bytes exceeds the route's max_response_message_bytes (\(limit))"))
+            }
             output.append(.forwardResponseData)
         } else {
             // Nobody reads it: dropped, and the upstream gets its window back.
