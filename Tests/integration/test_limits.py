@@ -49,3 +49,59 @@ def test_a_response_message_over_the_limit_is_resource_exhausted(limited):
     assert "response message of" in info.value.details()
     assert info.value.details().endswith("exceeds the route's max_response_message_bytes (600)")
     assert stub.Process(pb2.ProcessRequest(request_id="after", data="y"), timeout=5).result == "processed: y"
+
+
+def test_a_listener_at_max_connections_closes_new_connections(mesh, launcher):
+    """max_connections: 2. Two clients are served; a third connection is
+    closed at once without a SETTINGS frame; once one of the two leaves,
+    a new client is served again."""
+    import socket
+    import time
+    from meshkit import HOST, to_yaml
+    import yaml
+    port = free_port()
+    doc = yaml.safe_load(gateway_config(port, clusters={"mesh": [r.port for r in mesh.replicas.values()]},
+                                        routes=[{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]))
+    doc["listeners"][0]["max_connections"] = 2
+    launcher.gateway(to_yaml(doc), port, name="gw-max-connections")
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+    def open_h2() -> tuple[socket.socket, bytes, bool]:
+        """Connects and sends the preface: (socket, what came within 2 s, closed?)."""
+        sock = socket.create_connection((HOST, port), timeout=5)
+        try:
+            sock.sendall(preface)
+        except (BrokenPipeError, ConnectionResetError):
+            return sock, b"", True
+        data, deadline = b"", time.monotonic() + 2
+        while time.monotonic() < deadline:
+            sock.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                chunk = sock.recv(4096)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                return sock, data, True
+            if not chunk:
+                return sock, data, True
+            data += chunk
+            if len(data) >= 9:
+                break
+        return sock, data, False
+
+    first, data1, closed1 = open_h2()
+    second, data2, closed2 = open_h2()
+    assert not closed1 and not closed2 and data1[3] == 0x4 and data2[3] == 0x4, "the first two got no SETTINGS"
+    third, data3, closed3 = open_h2()
+    third.close()
+    assert closed3 and data3 == b"", f"the third connection was served: {data3[:20]!r}"
+    first.close()
+    deadline = time.monotonic() + 5
+    while True:
+        fourth, data4, closed4 = open_h2()
+        fourth.close()
+        if not closed4 and data4[:9] and data4[3] == 0x4:
+            break
+        assert time.monotonic() < deadline, "no connection served after one of the two left"
+        time.sleep(0.1)
+    second.close()

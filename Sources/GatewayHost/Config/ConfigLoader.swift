@@ -83,13 +83,14 @@ public enum ConfigLoader {
     }
 
     private static func parseListener(_ node: YAMLNode, file: String, path: String, clusters: Set<String>) throws(ConfigError) -> ListenerConfig {
-        let l = try YAMLFieldReader(node, file: file, path: path, allowed: ["name", "address", "routes", "max_concurrent_streams", "tls", "idle_timeout", "send_timeout", "keepalive"])
+        let l = try YAMLFieldReader(node, file: file, path: path, allowed: ["name", "address", "routes", "max_concurrent_streams", "max_connections", "tls", "idle_timeout", "send_timeout", "keepalive"])
         let name = try l.requiredString("name")
         let address = try l.requiredAddress("address")
         var listener = ListenerConfig(name: name, address: address, routes: [])
         if let n = try l.int("max_concurrent_streams", range: 1...1_000_000) { listener.maxConcurrentStreams = n }
         if let d = try l.duration("idle_timeout") { listener.idleTimeout = d }
         if let d = try l.duration("send_timeout") { listener.sendTimeout = d }
+        listener.maxConnections = try l.int("max_connections", range: 1...10_000_000)
         if let node = l.node("keepalive") { listener.keepalive = try parseKeepalive(node, file: file, path: l.fieldPath("keepalive")) }
         if let tlsNode = l.node("tls") {
             listener.tls = try parseTLS(tlsNode, file: file, path: l.fieldPath("tls"), listener: true)

@@ -55,6 +55,9 @@ public struct ListenerConfig: Sendable {
     /// them (nginx's `send_timeout`; default Envoy's stream idle timeout,
     /// 5 min); zero: never.
     public var sendTimeout: Duration = .seconds(300)
+    /// Client connections open at once on this listener, over all event
+    /// loops; one more is accepted and closed at once. nil: no limit.
+    public var maxConnections: Int?
     /// HTTP/2 PINGs to each client connection; nil: none.
     public var keepalive: KeepaliveConfig?
 }

@@ -108,12 +108,25 @@ public final class Gateway: Sendable {
             let tlsSource = startup.tls.listeners[listener.index]
             var settings = HTTP2Settings(maxConcurrentStreams: UInt32(listener.config.maxConcurrentStreams))
             settings.sendTimeout = .nanoseconds(listener.config.sendTimeout.nanosecondsClamped)
+            let connectionLimit = listener.config.maxConnections.map(ConnectionLimit.init(max:))
             let bootstrap = ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 1024)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        if let connectionLimit {
+                            guard connectionLimit.acquire() else {
+                                // Accepted and closed at once: the client sees
+                                // the close, and the limit's log line is a
+                                // debug one (a flood would flood the log).
+                                Log.debug("connection refused: listener at max_connections", [
+                                    "listener": listener.config.name, "max_connections": String(connectionLimit.max)])
+                                channel.close(promise: nil)
+                                return
+                            }
+                            channel.closeFuture.whenComplete { _ in connectionLimit.release() }
+                        }
                         let loop = contexts.first { $0.eventLoop === channel.eventLoop }!
                         var tls: TLSHandler?
                         if let source = tlsSource {
