@@ -52,6 +52,45 @@ import ProtoWire
         #expect(throws: ProtoDecodeError.self) { try EtcdMessages.watchResponse([0x08, 0xff]) }
     }
 
+    /// The etcd decoders fed random bytes and mutated valid messages
+    /// (seeded): each input decodes or throws ProtoDecodeError, never traps;
+    /// random bytes are mostly refused, and mutations of a valid response
+    /// that decode keep revisions and key/value sizes within the input.
+    @Test func randomAndMutatedBytesDecodeOrThrow() {
+        var rng = SplitMix64(seed: 0xE7CD)
+        var kv = ProtoWriter()
+        kv.bytes(1, Array("/mesh/replicas/r1".utf8))
+        kv.bytes(5, Array("127.0.0.1:50051".utf8))
+        var header = ProtoWriter()
+        header.varint(3, 42)
+        var response = ProtoWriter()
+        response.message(1, header)
+        response.message(2, kv)
+        let valid = response.bytes
+        var refusedRandom = 0
+        for i in 0..<3000 {
+            var input: [UInt8]
+            if i % 2 == 0 {
+                input = (0..<Int(rng.next() % 64)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            } else {
+                input = valid
+                for _ in 0..<(1 + Int(rng.next() % 3)) {
+                    input[Int(rng.next() % UInt64(input.count))] = UInt8(truncatingIfNeeded: rng.next())
+                }
+                if rng.next() % 4 == 0 { input.removeLast(Int(rng.next() % UInt64(input.count))) }
+            }
+            do {
+                let decoded = try EtcdMessages.rangeResponse(input)
+                for kv in decoded.kvs { #expect(kv.key.count + kv.value.count <= input.count, "case \(i)") }
+            } catch {
+                if i % 2 == 0 { refusedRandom += 1 }
+            }
+            do { _ = try EtcdMessages.watchResponse(input) } catch {}
+            do { _ = try EtcdMessages.leaseResponse(input) } catch {}
+        }
+        #expect(refusedRandom > 500, "random bytes should mostly be refused (\(refusedRandom) of 1500)")
+    }
+
     @Test func registrationValueIsJSONTheDiscoveryReads() {
         let entry = EtcdRegistration.Entry(key: "/p/r1", address: "127.0.0.1:5", weight: 3, metadata: ["zone": "a\"b"])
         #expect(entry.json == #"{"address":"127.0.0.1:5","weight":3,"metadata":{"zone":"a\"b"}}"#)

@@ -335,3 +335,60 @@ def test_a_client_that_never_opens_its_window_has_its_streams_reset(mesh, launch
         answered = read_until(sock, stream_ended(41))
         assert stream_ended(41)(answered) and not goaway_codes(answered)
     client.finish()
+
+
+def test_random_and_mutated_frames_do_not_hurt_the_gateway(mesh, launcher):
+    """A frame-level fuzzer (seeded, bounded: 300 connections of up to 24
+    frames each, ~10 s): valid request frames with mutated types, flags,
+    stream ids, lengths and payloads, and plain random frames. The gateway
+    survives, a grpcio stream running meanwhile gets every event, and new
+    clients are served afterwards."""
+    import random
+    import hpack
+    from meshkit import free_port, gateway_config
+    port = free_port()
+    gateway = launcher.gateway(gateway_config(port, clusters={"mesh": [r.port for r in mesh.replicas.values()]},
+                                              routes=[{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]),
+                               port, name="gw-frame-fuzz")
+    mesh_here = type("M", (), {"port": port, "pb2_grpc": mesh.pb2_grpc, "pb2": mesh.pb2})()
+    client = WellBehavedClient(mesh_here, count=40, interval_ms=200)
+    rng = random.Random(0xF2A3E)
+    message = grpc_frame(mesh.pb2.ProcessRequest(request_id="f", data="x").SerializeToString())
+    started = time.monotonic()
+    for case in range(300):
+        encoder = hpack.Encoder()
+        valid = [frame(HEADERS, END_HEADERS, 1, request_headers(encoder)), frame(DATA, END_STREAM, 1, message),
+                 frame(0x8, 0, 0, struct.pack(">I", 1000)), frame(0x6, 0, 0, b"12345678"),
+                 frame(SETTINGS, 0, 0, struct.pack(">HI", 0x4, 65535)), frame(0x2, 0, 1, b"\x00\x00\x00\x00\x10"),
+                 frame(RST_STREAM, 0, 1, b"\x00\x00\x00\x08"), frame(0x9, 0, 1, b"\x82")]
+        frames = []
+        for _ in range(rng.randint(1, 24)):
+            f = bytearray(rng.choice(valid))
+            mutation = rng.randrange(7)
+            if mutation == 0:
+                f[3] = rng.randrange(256)  # type, unknown ones included
+            elif mutation == 1:
+                f[4] = rng.randrange(256)  # flags
+            elif mutation == 2:
+                f[5:9] = struct.pack(">I", rng.choice([0, 1, 2, 3, 0x7FFFFFFF, 0xFFFFFFFF, rng.randrange(1 << 31)]))
+            elif mutation == 3:
+                f[0:3] = rng.randrange(1 << 24).to_bytes(3, "big")  # a length that lies
+            elif mutation == 4 and len(f) > 9:
+                i = rng.randrange(9, len(f))
+                f[i] = rng.randrange(256)  # a payload byte
+            elif mutation == 5:
+                f = bytearray(frame(rng.randrange(256), rng.randrange(256), rng.randrange(1 << 31),
+                                    bytes(rng.randrange(256) for _ in range(rng.randrange(64)))))
+            frames.append(bytes(f))
+        try:
+            with socket.create_connection((HOST, port), timeout=2) as sock:
+                sock.sendall(PREFACE + frame(SETTINGS, 0, 0, b"") + b"".join(frames))
+                drain(sock, 0.02)
+        except OSError:
+            pass  # the gateway may close on us at any point: that is its right
+        assert gateway.proc.alive(), f"the gateway died on case {case}:\n{gateway.proc.tail()}"
+    assert time.monotonic() - started < 60
+    client.finish()
+    with insecure_channel(port) as channel:
+        stub = mesh.pb2_grpc.MeshServiceStub(channel)
+        assert stub.Process(mesh.pb2.ProcessRequest(request_id="ok", data="x"), timeout=5).result == "processed: x"
