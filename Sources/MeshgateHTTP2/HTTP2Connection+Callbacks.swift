@@ -190,6 +190,8 @@ extension HTTP2Connection {
             state.unconsumed = 0
         }
         state.outbound.removeAll()
+        queuedBytes -= state.outboundBytes
+        state.outboundBytes = 0
         if role == .server && !state.remoteEnded { framePolicy.streamReset(id) }
         // nghttp2 packs no more frames of a closed stream.
         state.sentTrailers = nil
@@ -206,6 +208,7 @@ extension HTTP2Connection {
         }
         let written = state.outbound.drain(into: buffer, count: length)
         state.outboundBytes -= written
+        queuedBytes -= written
         state.drained &+= written
         if written > 0 { pendingCredits.append((state, written)) }
         if state.outbound.isEmpty && state.outboundEnded {

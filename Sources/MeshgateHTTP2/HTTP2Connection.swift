@@ -38,6 +38,8 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     public private(set) var closedForProtocolError = false
     /// Streams reset because their sending stalled (settings.sendTimeout).
     public private(set) var stalledStreamResets = 0
+    /// Outbound bytes queued on all streams (see settings.maxQueuedBytes).
+    public internal(set) var queuedBytes = 0
     public private(set) var isClosed = false
     /// The peer sent GOAWAY: open no new streams here.
     public internal(set) var receivedGoAway = false
@@ -260,6 +262,13 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     public func send(data: ByteBuffer, stream id: Int32) {
         guard let state = streams[id], state.hasDataProvider, !state.outboundEnded else { return }
         state.outboundBytes += data.readableBytes
+        queuedBytes += data.readableBytes
+        if settings.maxQueuedBytes > 0 && queuedBytes > settings.maxQueuedBytes {
+            // Past the connection's cap: this stream's queue goes (it is the
+            // one growing), not the memory. (`reset` drops what it counts.)
+            reset(stream: id, errorCode: .enhanceYourCalm)
+            return
+        }
         if settings.sendTimeout > .zero, let loop = context?.eventLoop {
             if sendStallWatch == nil { sendStallWatch = SendStallWatch(connection: self, timeout: settings.sendTimeout) }
             sendStallWatch!.arm(on: loop)
@@ -293,6 +302,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         let dropped = state.outboundBytes
         state.outbound.removeAll()
         state.outboundBytes = 0
+        queuedBytes -= dropped
         return dropped
     }
 
@@ -311,6 +321,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         let dropped = state.outboundBytes
         state.outbound.removeAll()
         state.outboundBytes = 0
+        queuedBytes -= dropped
         nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, errorCode.rawValue)
         scheduleFlush()
         return dropped

@@ -37,6 +37,11 @@ public struct HTTP2Settings: Sendable {
     /// A stream whose queued outbound bytes make no progress for this long
     /// (the peer's window stays shut) is reset with CANCEL; zero: never.
     public var sendTimeout: TimeAmount = .zero
+    /// Outbound bytes queued on all the connection's streams together (the
+    /// peer does not read fast enough): the stream whose bytes would pass
+    /// this is reset with ENHANCE_YOUR_CALM and its queue dropped; zero:
+    /// no cap beyond each stream's window.
+    public var maxQueuedBytes: Int = 0
 
     public init(
         maxConcurrentStreams: UInt32 = 1024,

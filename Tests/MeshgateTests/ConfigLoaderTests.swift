@@ -108,6 +108,11 @@ import Testing
         #expect(try ConfigLoader.parse(set, file: "mesh.yaml").listeners[0].sendTimeout == .seconds(30))
         let bad = try #require(error(set.replacingOccurrences(of: "send_timeout: 30s", with: "send_timeout: -1s")))
         #expect(bad.field == "listeners[0].send_timeout")
+        #expect(try ConfigLoader.parse(valid, file: "mesh.yaml").listeners[0].perConnectionBufferLimitBytes == 32 << 20)
+        let capped = set.replacingOccurrences(of: "send_timeout: 30s", with: "per_connection_buffer_limit_bytes: 1048576")
+        #expect(try ConfigLoader.parse(capped, file: "mesh.yaml").listeners[0].perConnectionBufferLimitBytes == 1 << 20)
+        let tiny = try #require(error(capped.replacingOccurrences(of: "1048576", with: "100")))
+        #expect(tiny.field == "listeners[0].per_connection_buffer_limit_bytes")
     }
 
     @Test func listenerIdleTimeoutDefaultsToAnHour() throws {

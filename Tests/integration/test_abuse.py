@@ -392,3 +392,37 @@ def test_random_and_mutated_frames_do_not_hurt_the_gateway(mesh, launcher):
     with insecure_channel(port) as channel:
         stub = mesh.pb2_grpc.MeshServiceStub(channel)
         assert stub.Process(mesh.pb2.ProcessRequest(request_id="ok", data="x"), timeout=5).result == "processed: x"
+
+
+def test_a_connections_queued_response_bytes_are_capped(mesh, launcher):
+    """per_connection_buffer_limit_bytes: 150000. A client at window 0
+    opens 5 calls with ~60 KB replies: at most two replies' worth stays
+    queued; each stream whose bytes would pass the cap is reset with
+    ENHANCE_YOUR_CALM at once (not after send_timeout), and a grpcio
+    client on its own connection is served meanwhile."""
+    import hpack
+    import yaml
+    from meshkit import free_port, gateway_config, to_yaml
+    port = free_port()
+    doc = yaml.safe_load(gateway_config(port, clusters={"mesh": [r.port for r in mesh.replicas.values()]},
+                                        routes=[{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]))
+    doc["listeners"][0]["per_connection_buffer_limit_bytes"] = 150000
+    launcher.gateway(to_yaml(doc), port, name="gw-buffer-cap")
+    client = WellBehavedClient(type("M", (), {"port": port, "pb2_grpc": mesh.pb2_grpc, "pb2": mesh.pb2})(),
+                               count=20, interval_ms=100)
+    encoder = hpack.Encoder()
+    big = grpc_frame(mesh.pb2.ProcessRequest(request_id="big", data="x" * 60000).SerializeToString())
+    streams = [1, 3, 5, 7, 9]
+    with socket.create_connection((HOST, port), timeout=5) as sock:
+        sock.sendall(PREFACE + frame(SETTINGS, 0, 0, struct.pack(">HI", 0x4, 0)))
+        for sid in streams:
+            chunks = [big[i:i + 16384] for i in range(0, len(big), 16384)]
+            sock.sendall(frame(HEADERS, END_HEADERS, sid, request_headers(encoder)) +
+                         b"".join(frame(DATA, END_STREAM if i == len(chunks) - 1 else 0, sid, c) for i, c in enumerate(chunks)))
+        data = read_until(sock, lambda d: len({s for k, _, s, _ in parse_frames(d) if k == RST_STREAM}) >= 3, seconds=5)
+    resets = {sid: int.from_bytes(p[:4], "big") for kind, _, sid, p in parse_frames(data) if kind == RST_STREAM}
+    kept = [sid for sid in streams if sid not in resets]
+    assert 3 <= len(resets) <= 4 and 1 <= len(kept) <= 2, f"resets {resets}, kept {kept}"
+    assert all(code == ENHANCE_YOUR_CALM for code in resets.values()), resets
+    assert not goaway_codes(data), "the connection itself was ended"
+    client.finish()

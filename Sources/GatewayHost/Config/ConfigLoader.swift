@@ -83,7 +83,8 @@ public enum ConfigLoader {
     }
 
     private static func parseListener(_ node: YAMLNode, file: String, path: String, clusters: Set<String>) throws(ConfigError) -> ListenerConfig {
-        let l = try YAMLFieldReader(node, file: file, path: path, allowed: ["name", "address", "routes", "max_concurrent_streams", "max_connections", "tls", "idle_timeout", "send_timeout", "keepalive"])
+        let l = try YAMLFieldReader(node, file: file, path: path, allowed: ["name", "address", "routes", "max_concurrent_streams", "max_connections", "tls",
+                                                                         "idle_timeout", "send_timeout", "per_connection_buffer_limit_bytes", "keepalive"])
         let name = try l.requiredString("name")
         let address = try l.requiredAddress("address")
         var listener = ListenerConfig(name: name, address: address, routes: [])
@@ -91,6 +92,7 @@ public enum ConfigLoader {
         if let d = try l.duration("idle_timeout") { listener.idleTimeout = d }
         if let d = try l.duration("send_timeout") { listener.sendTimeout = d }
         listener.maxConnections = try l.int("max_connections", range: 1...10_000_000)
+        if let n = try l.int("per_connection_buffer_limit_bytes", range: 65_536...(1 << 40)) { listener.perConnectionBufferLimitBytes = n }
         if let node = l.node("keepalive") { listener.keepalive = try parseKeepalive(node, file: file, path: l.fieldPath("keepalive")) }
         if let tlsNode = l.node("tls") {
             listener.tls = try parseTLS(tlsNode, file: file, path: l.fieldPath("tls"), listener: true)

@@ -58,6 +58,11 @@ public struct ListenerConfig: Sendable {
     /// Client connections open at once on this listener, over all event
     /// loops; one more is accepted and closed at once. nil: no limit.
     public var maxConnections: Int?
+    /// Response bytes a client connection may have waiting on its flow
+    /// control, all streams together (Envoy's
+    /// `per_connection_buffer_limit_bytes`); the stream that would pass it
+    /// is reset with ENHANCE_YOUR_CALM (the client sees RESOURCE_EXHAUSTED).
+    public var perConnectionBufferLimitBytes: Int = 32 << 20
     /// HTTP/2 PINGs to each client connection; nil: none.
     public var keepalive: KeepaliveConfig?
 }

@@ -108,6 +108,7 @@ public final class Gateway: Sendable {
             let tlsSource = startup.tls.listeners[listener.index]
             var settings = HTTP2Settings(maxConcurrentStreams: UInt32(listener.config.maxConcurrentStreams))
             settings.sendTimeout = .nanoseconds(listener.config.sendTimeout.nanosecondsClamped)
+            settings.maxQueuedBytes = listener.config.perConnectionBufferLimitBytes
             let connectionLimit = listener.config.maxConnections.map(ConnectionLimit.init(max:))
             let bootstrap = ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 1024)
