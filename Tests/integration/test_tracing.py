@@ -148,7 +148,7 @@ def test_retried_call_is_one_trace_with_sibling_attempts(launcher, receiver):
         assert line["upstream"] == f"{HOST}:{upstream.port}" and line["cluster"] == "mesh"
         # The line's duration is the call's, which the server span measures too.
         span_ms = (server.end_time_unix_nano - server.start_time_unix_nano) / 1e6
-        assert 0 < line["duration_ms"] and abs(line["duration_ms"] - span_ms) < 10, (line["duration_ms"], span_ms)
+        assert 0 < line["duration_ms"] and abs(line["duration_ms"] - span_ms) < 50, (line["duration_ms"], span_ms)
     finally:
         upstream.stop()
 
