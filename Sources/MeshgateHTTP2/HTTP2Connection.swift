@@ -36,10 +36,8 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// The peer broke the protocol (bad preface, HTTP/1.x, invalid frames),
     /// as opposed to an ordinary disconnect.
     public private(set) var closedForProtocolError = false
-    /// Streams reset because their sending stalled (settings.sendTimeout).
-    public private(set) var stalledStreamResets = 0
     /// Outbound bytes queued on all streams (see settings.maxQueuedBytes).
-    public internal(set) var queuedBytes = 0
+    var queuedBytes = 0
     public private(set) var isClosed = false
     /// The peer sent GOAWAY: open no new streams here.
     public internal(set) var receivedGoAway = false
@@ -75,14 +73,14 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     private var flushScheduled = false
     private var closeScheduled = false
     private var sawFirstBytes = false
-    /// Write credits and closes seen while nghttp2 is producing output are
-    /// delivered after `mem_send` returns, so that delegates may call back
-    /// into this connection safely.
     /// Server side: streams whose response ended (END_STREAM submitted)
     /// while the client had not ended its request. Once the end is on the
     /// wire they are reset with NO_ERROR (RFC 9113 §8.1, as grpc-go does),
     /// so a client that never ends its requests cannot pile streams up.
     var endedWithRequestOpen: [Int32] = []
+    /// Write credits and closes seen while nghttp2 is producing output are
+    /// delivered after `mem_send` returns, so that delegates may call back
+    /// into this connection safely.
     var pendingCredits: [(state: StreamState, bytes: Int)] = []
     var pendingCloses: [(state: StreamState, reason: HTTP2StreamCloseReason)] = []
     /// Spare storage swapped with the pending lists while delivering them,
@@ -666,10 +664,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
                 state.drainedAtCheck = state.drained
             }
         }
-        for id in stalled {
-            stalledStreamResets += 1
-            reset(stream: id, errorCode: .cancel)
-        }
+        for id in stalled { reset(stream: id, errorCode: .cancel) }
         return queued && !isClosed
     }
 

@@ -316,13 +316,12 @@ def parse_h2_frames(data: bytes) -> Optional[list[tuple[str, int, int]]]:
     return frames
 
 
-def read_until_close(sock: socket.socket, timeout: float) -> tuple[bytes, bool]:
-    """Reads until the peer closes or `timeout` s pass: (bytes, closed?).
-
-    A connection reset counts as closed."""
+def read_until_close(sock: socket.socket, timeout: float, done=None) -> tuple[bytes, bool]:
+    """Reads until the peer closes, `done(bytes so far)` holds, or `timeout`
+    s pass: (bytes, closed?). A connection reset counts as closed."""
     data = b""
     deadline = time.monotonic() + timeout
-    while True:
+    while not (done and done(data)):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return data, False
@@ -336,6 +335,7 @@ def read_until_close(sock: socket.socket, timeout: float) -> tuple[bytes, bool]:
         if not chunk:
             return data, True
         data += chunk
+    return data, False
 
 
 @dataclass

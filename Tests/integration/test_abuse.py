@@ -10,7 +10,7 @@ import time
 import grpc
 import h2.settings
 
-from meshkit import HOST, grpc_frame, insecure_channel
+from meshkit import HOST, grpc_frame, insecure_channel, read_until_close
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -21,19 +21,7 @@ def frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
 
 def drain(sock: socket.socket, seconds: float) -> tuple[bytes, bool]:
     """Reads for up to `seconds`; returns what came and whether the peer closed."""
-    data, deadline = b"", time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        sock.settimeout(max(0.05, deadline - time.monotonic()))
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            continue
-        except ConnectionResetError:
-            return data, True
-        if not chunk:
-            return data, True
-        data += chunk
-    return data, False
+    return read_until_close(sock, seconds)
 
 
 def still_serving(mesh) -> None:
@@ -164,18 +152,8 @@ def request_headers(encoder, path: str = "/mesh.v1.MeshService/Process", extra=(
 
 
 def read_until(sock: socket.socket, done, seconds: float = 5) -> bytes:
-    """Reads until `done(data)` or the deadline; returns what came."""
-    data, deadline = b"", time.monotonic() + seconds
-    while time.monotonic() < deadline and not done(data):
-        sock.settimeout(max(0.05, deadline - time.monotonic()))
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            continue
-        if not chunk:
-            break
-        data += chunk
-    return data
+    """Reads until `done(data)`, a close or the deadline; returns what came."""
+    return read_until_close(sock, seconds, done)[0]
 
 
 def stream_ended(stream: int):

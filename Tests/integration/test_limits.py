@@ -8,7 +8,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from meshkit import free_port, gateway_config, insecure_channel
+from meshkit import free_port, gateway_config, insecure_channel, read_until_close
 
 
 @pytest.fixture
@@ -73,21 +73,8 @@ def test_a_listener_at_max_connections_closes_new_connections(mesh, launcher):
             sock.sendall(preface)
         except (BrokenPipeError, ConnectionResetError):
             return sock, b"", True
-        data, deadline = b"", time.monotonic() + 2
-        while time.monotonic() < deadline:
-            sock.settimeout(max(0.05, deadline - time.monotonic()))
-            try:
-                chunk = sock.recv(4096)
-            except socket.timeout:
-                break
-            except ConnectionResetError:
-                return sock, data, True
-            if not chunk:
-                return sock, data, True
-            data += chunk
-            if len(data) >= 9:
-                break
-        return sock, data, False
+        data, closed = read_until_close(sock, 2, done=lambda d: len(d) >= 9)
+        return sock, data, closed
 
     # The launcher's readiness probe was a connection too: its slot frees
     # once the gateway has seen it close, so the first two may need a retry.

@@ -24,14 +24,14 @@ final class LoopPluginInstances {
         seenVersions = Array(repeating: .max, count: n)
     }
 
-    private func slot(_ handle: FilterHandle, _ cluster: Int) -> Int { handle.index * clusterCount + cluster }
+    private func slot(_ index: Int, _ cluster: Int) -> Int { index * clusterCount + cluster }
 
     func instance(_ handle: FilterHandle, cluster: Int) -> UnsafeMutableRawPointer? {
         instance(handle.link, cluster: cluster)
     }
 
     func instance(_ link: FilterLink, cluster: Int) -> UnsafeMutableRawPointer? {
-        let i = link.index * clusterCount + cluster
+        let i = slot(link.index, cluster)
         if _slowPath(!created[i]) { return create(link, cluster: cluster, slot: i) }
         return instances[i]
     }
@@ -48,7 +48,7 @@ final class LoopPluginInstances {
 
     /// Calls lb_update when `list` is newer than what this instance saw.
     func noteEndpoints(_ link: FilterLink, cluster: Int, list: UnsafePointer<mg_endpoint_list>) {
-        let i = link.index * clusterCount + cluster
+        let i = slot(link.index, cluster)
         guard seenVersions[i] != list.pointee.version else { return }
         seenVersions[i] = list.pointee.version
         link.hooks.lb_update?(instance(link, cluster: cluster), list)
@@ -58,7 +58,7 @@ final class LoopPluginInstances {
     func destroyAll() {
         for handle in plugins.handles {
             for cluster in 0..<clusterCount {
-                let i = slot(handle, cluster)
+                let i = slot(handle.index, cluster)
                 if created[i] { handle.hooks.instance_destroy?(instances[i]) }
                 created[i] = false
                 instances[i] = nil
