@@ -38,6 +38,9 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     public private(set) var closedForProtocolError = false
     /// Outbound bytes queued on all streams (see settings.maxQueuedBytes).
     var queuedBytes = 0
+    /// What this connection holds of `settings.bufferBudget`: a multiple of
+    /// its granule, at least `queuedBytes` after each flush.
+    var budgetReserved = 0
     public private(set) var isClosed = false
     /// The peer sent GOAWAY: open no new streams here.
     public internal(set) var receivedGoAway = false
@@ -527,6 +530,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         if wrote { context.flush() }
         if !endedWithRequestOpen.isEmpty { resetStreamsEndedWithRequestOpen(session) }
         deliverPendingEvents()
+        if let budget = settings.bufferBudget, !isClosed { settleBufferBudget(budget) }
         if failure != 0 {
             closeReason = closeReason ?? "nghttp2: \(String(cString: nghttp2_strerror(Int32(truncatingIfNeeded: failure))))"
             close()
@@ -534,6 +538,31 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         }
         if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
             close()
+        }
+    }
+
+    /// Brings this connection's share of the process-wide budget in line
+    /// with what is still queued after a flush: more when the queues grew
+    /// past it; when the budget has no more, the largest queues are reset
+    /// (ENHANCE_YOUR_CALM, their bytes dropped) until the rest fits. A
+    /// share a granule or more above the queues goes back.
+    private func settleBufferBudget(_ budget: HTTP2BufferBudget) {
+        let granule = HTTP2BufferBudget.granule
+        while queuedBytes > budgetReserved {
+            let need = (queuedBytes - budgetReserved + granule - 1) / granule * granule
+            if budget.reserve(need) {
+                budgetReserved += need
+                return
+            }
+            var largest: StreamState?
+            for state in streams.values where state.outboundBytes > (largest?.outboundBytes ?? 0) { largest = state }
+            guard let largest else { return }
+            reset(stream: largest.id, errorCode: .enhanceYourCalm)
+        }
+        if budgetReserved - queuedBytes >= granule {
+            let keep = (queuedBytes + granule - 1) / granule * granule
+            budget.release(budgetReserved - keep)
+            budgetReserved = keep
         }
     }
 
@@ -671,6 +700,10 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     private func connectionDidEnd() {
         guard !isClosed else { return }
         isClosed = true
+        if budgetReserved > 0 {
+            settings.bufferBudget?.release(budgetReserved)
+            budgetReserved = 0
+        }
         keepalive?.stop()
         keepalive = nil
         sendStallWatch?.stop()

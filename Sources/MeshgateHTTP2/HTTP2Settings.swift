@@ -42,6 +42,9 @@ public struct HTTP2Settings: Sendable {
     /// this is reset with ENHANCE_YOUR_CALM and its queue dropped; zero:
     /// no cap beyond each stream's window.
     public var maxQueuedBytes: Int = 0
+    /// The process-wide cap on queued outbound bytes, shared with every
+    /// other connection (see `HTTP2BufferBudget`); nil: none.
+    public var bufferBudget: HTTP2BufferBudget?
 
     public init(
         maxConcurrentStreams: UInt32 = 1024,

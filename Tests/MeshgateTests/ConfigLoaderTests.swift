@@ -115,6 +115,20 @@ import Testing
         #expect(tiny.field == "listeners[0].per_connection_buffer_limit_bytes")
     }
 
+    @Test func globalBufferLimitDefaultsTo256MiBAndRefusesLessThanAGranule() throws {
+        #expect(try ConfigLoader.parse(valid, file: "mesh.yaml").runtime.globalBufferLimitBytes == 256 << 20)
+        let set = valid.replacingOccurrences(of: "runtime: { drain_timeout: 2s }", with: "runtime: { drain_timeout: 2s, global_buffer_limit_bytes: 1048576 }")
+        #expect(try ConfigLoader.parse(set, file: "mesh.yaml").runtime.globalBufferLimitBytes == 1 << 20)
+        let off = set.replacingOccurrences(of: "1048576", with: "0")
+        #expect(try ConfigLoader.parse(off, file: "mesh.yaml").runtime.globalBufferLimitBytes == 0)
+        let tiny = try #require(error(set.replacingOccurrences(of: "1048576", with: "4096")))
+        #expect(tiny.field == "runtime.global_buffer_limit_bytes")
+        #expect(tiny.mark?.line == 2)
+        #expect(tiny.message.contains("65536"))
+        let negative = try #require(error(set.replacingOccurrences(of: "1048576", with: "-1")))
+        #expect(negative.field == "runtime.global_buffer_limit_bytes")
+    }
+
     @Test func listenerIdleTimeoutDefaultsToAnHour() throws {
         #expect(try ConfigLoader.parse(valid, file: "mesh.yaml").listeners[0].idleTimeout == .seconds(3600))
         let off = valid.replacingOccurrences(of: "    address: 0.0.0.0:50051\n", with: "    address: 0.0.0.0:50051\n    idle_timeout: 0s\n")

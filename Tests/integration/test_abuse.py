@@ -404,3 +404,73 @@ def test_a_connections_queued_response_bytes_are_capped(mesh, launcher):
     assert all(code == ENHANCE_YOUR_CALM for code in resets.values()), resets
     assert not goaway_codes(data), "the connection itself was ended"
     client.finish()
+
+
+def test_bytes_queued_on_all_connections_are_capped(mesh, launcher):
+    """runtime.global_buffer_limit_bytes: 262144 (four 64 KiB granules).
+    Clients at window 0 each open 3 calls with ~60 KB replies. The first
+    one's replies all stay queued (3 granules, shown on /metrics); the
+    second has room for one more: two of its streams are reset with
+    ENHANCE_YOUR_CALM and the connection stays up. The per-connection cap
+    (32 MiB by default) plays no part. A grpcio client is served all
+    along; once the abusers leave, the budget is whole again and a third
+    such client keeps all its replies."""
+    import hpack
+    import urllib.request
+    import yaml
+    from meshkit import addr, free_port, gateway_config, to_yaml, wait_until
+    port, admin = free_port(), free_port()
+    doc = yaml.safe_load(gateway_config(port, clusters={"mesh": [r.port for r in mesh.replicas.values()]},
+                                        routes=[{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]))
+    doc["runtime"]["global_buffer_limit_bytes"] = 262144
+    doc["admin"] = {"address": addr(admin)}
+    launcher.gateway(to_yaml(doc), port, name="gw-global-buffer-cap")
+    client = WellBehavedClient(type("M", (), {"port": port, "pb2_grpc": mesh.pb2_grpc, "pb2": mesh.pb2})(),
+                               count=40, interval_ms=100)
+    big = grpc_frame(mesh.pb2.ProcessRequest(request_id="big", data="x" * 60000).SerializeToString())
+
+    def metric(name: str) -> int:
+        text = urllib.request.urlopen(f"http://{HOST}:{admin}/metrics", timeout=5).read().decode()
+        return int(next(line.split()[1] for line in text.splitlines() if line.startswith(name + " ")))
+
+    def window_zero_client(resets: int) -> tuple[socket.socket, dict[int, int]]:
+        """Opens 3 calls at window 0; returns, with the RST_STREAM codes by
+        stream, once each has its response head and `resets` of them were
+        reset (a head leaves before the reply's bytes are queued), and
+        half a second more has brought no other reset."""
+        encoder = hpack.Encoder()
+        sock = socket.create_connection((HOST, port), timeout=5)
+        sock.sendall(PREFACE + frame(SETTINGS, 0, 0, struct.pack(">HI", 0x4, 0)))
+        streams = [1, 3, 5]
+        for sid in streams:
+            chunks = [big[i:i + 16384] for i in range(0, len(big), 16384)]
+            sock.sendall(frame(HEADERS, END_HEADERS, sid, request_headers(encoder)) +
+                         b"".join(frame(DATA, END_STREAM if i == len(chunks) - 1 else 0, sid, c) for i, c in enumerate(chunks)))
+
+        def settled(data: bytes) -> bool:
+            frames = parse_frames(data)
+            return ({sid for kind, _, sid, _ in frames if kind in (HEADERS, RST_STREAM)} >= set(streams) and
+                    sum(1 for kind, _, _, _ in frames if kind == RST_STREAM) >= resets)
+        data = read_until(sock, settled, seconds=5)
+        assert settled(data), f"not every stream got a head or {resets} resets: {parse_frames(data)}"
+        data += read_until(sock, lambda _: False, seconds=0.5)
+        assert not goaway_codes(data), "the connection itself was ended"
+        assert not any(kind == DATA and p for kind, _, _, p in parse_frames(data)), "DATA beyond a zero window"
+        return sock, {sid: int.from_bytes(p[:4], "big") for kind, _, sid, p in parse_frames(data) if kind == RST_STREAM}
+
+    first, first_resets = window_zero_client(0)
+    assert first_resets == {}, f"the first client fits the budget, yet: {first_resets}"
+    assert wait_until(lambda: metric("meshgate_buffered_bytes") == 3 * 65536, timeout=3,
+                      message="three replies queued = three granules reserved")
+    second, second_resets = window_zero_client(2)
+    assert len(second_resets) == 2 and set(second_resets.values()) == {ENHANCE_YOUR_CALM}, second_resets
+    assert wait_until(lambda: metric("meshgate_buffered_bytes") == 262144, timeout=3, message="the whole budget reserved")
+    assert metric("meshgate_buffer_limit_refusals_total") >= 1
+    first.close()
+    second.close()
+    assert wait_until(lambda: metric("meshgate_buffered_bytes") == 0, timeout=5,
+                      message="the closed connections gave their share back")
+    third, third_resets = window_zero_client(0)
+    assert third_resets == {}, f"the budget was not whole again: {third_resets}"
+    third.close()
+    client.finish()

@@ -28,11 +28,19 @@ public enum ConfigLoader {
         var config = GatewayConfig(runtime: RuntimeConfig(), admin: nil, listeners: [], clusters: [], sourceFile: file)
 
         if let node = top.node("runtime") {
-            let r = try YAMLFieldReader(node, file: file, path: "runtime", allowed: ["event_loops", "drain_timeout", "access_log", "metrics"])
+            let r = try YAMLFieldReader(node, file: file, path: "runtime", allowed: ["event_loops", "drain_timeout", "access_log", "metrics",
+                                                                                     "global_buffer_limit_bytes"])
             config.runtime.eventLoops = try r.int("event_loops", range: 1...256)
             if let on = try r.bool("access_log") { config.runtime.accessLog = on }
             if let on = try r.bool("metrics") { config.runtime.metrics = on }
             if let d = try r.duration("drain_timeout") { config.runtime.drainTimeout = d }
+            if let n = try r.int("global_buffer_limit_bytes", range: 0...(1 << 40)) {
+                if n != 0 && n < 65_536 {
+                    throw ConfigError(file: file, mark: r.node("global_buffer_limit_bytes")?.mark, field: r.fieldPath("global_buffer_limit_bytes"),
+                                      message: "must be 0 (no cap) or at least 65536 (one 64 KiB granule), got \(n)")
+                }
+                config.runtime.globalBufferLimitBytes = n
+            }
         }
         if let node = top.node("admin") {
             let a = try YAMLFieldReader(node, file: file, path: "admin", allowed: ["address"])

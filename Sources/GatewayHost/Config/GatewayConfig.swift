@@ -33,6 +33,11 @@ public struct RuntimeConfig: Sendable {
     public var accessLog = false
     /// Request counters for /metrics and the dashboard (default on).
     public var metrics = true
+    /// Bytes all connections together may keep queued for peers that do
+    /// not read (`global_buffer_limit_bytes`; see `HTTP2BufferBudget`):
+    /// past it, the largest queues of the connection asking for more are
+    /// reset (ENHANCE_YOUR_CALM). Zero: no cap. A reload may change it.
+    public var globalBufferLimitBytes: Int = 256 << 20
 }
 
 public struct AdminConfig: Sendable {

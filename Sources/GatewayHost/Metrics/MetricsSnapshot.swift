@@ -58,6 +58,7 @@ struct MetricsSnapshot: Sendable {
     var ejections: [String: UInt64]
     var generation: Int
     var counters: GatewayCounters.Values
+    var buffers: (reserved: Int, limit: Int, refusals: UInt64)
     var pluginCounters: [(PluginCounters.Declared, UInt64)] = PluginCounters.shared.snapshot()
 
     /// Prometheus text exposition format 0.0.4.
@@ -115,6 +116,13 @@ struct MetricsSnapshot: Sendable {
         out.sample("grpc_active_connections", [:], loops.reduce(0) { $0 + $1.downstreamConnections })
         out.header("meshgate_active_calls", "gauge", "RPCs in flight through the gateway.")
         out.sample("meshgate_active_calls", [:], loops.reduce(0) { $0 + $1.activeCalls })
+
+        out.header("meshgate_buffered_bytes", "gauge", "Bytes queued for peers that do not read, all connections (as reserved from the global budget, in 64 KiB granules).")
+        out.sample("meshgate_buffered_bytes", [:], buffers.reserved)
+        out.header("meshgate_buffer_limit_bytes", "gauge", "runtime.global_buffer_limit_bytes (0: no cap).")
+        out.sample("meshgate_buffer_limit_bytes", [:], buffers.limit)
+        out.header("meshgate_buffer_limit_refusals_total", "counter", "Times the global buffer cap was reached (each reset the largest queued streams of a connection).")
+        out.sample("meshgate_buffer_limit_refusals_total", [:], buffers.refusals)
 
         out.header("meshgate_upstream_attempts_total", "counter", "Upstream attempts started, by cluster and kind (first, retry, hedge, transparent).")
         for (cluster, counts) in attempts.sorted(by: { $0.key < $1.key }) {

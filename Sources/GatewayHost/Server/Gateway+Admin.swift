@@ -47,7 +47,8 @@ extension Gateway {
                 }
             }
             return MetricsSnapshot(loops: loops, endpoints: endpoints, discovery: discovery, ejections: self.ejections.ejectionsTotal,
-                                   generation: current.number, counters: self.counters.values)
+                                   generation: current.number, counters: self.counters.values,
+                                   buffers: (self.bufferBudget.reservedBytes, self.bufferBudget.limit, self.bufferBudget.refusals))
         }
     }
 

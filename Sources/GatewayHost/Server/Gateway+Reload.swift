@@ -5,7 +5,7 @@ extension Gateway {
     /// Reloads the config file: routes, filter chains, plugins (a replaced
     /// plugin file loads anew), clusters (endpoints that stay keep their
     /// connections and health) and runtime settings (drain_timeout, access
-    /// log, metrics). New calls use the new generation at once; calls in
+    /// log, metrics, global_buffer_limit_bytes). New calls use the new generation at once; calls in
     /// flight finish on theirs, whose plugin instances, configs and dropped
     /// endpoints' connections go after their last call. On any error the
     /// current generation keeps serving and the error is returned (and
@@ -50,6 +50,7 @@ extension Gateway {
                 throw GatewayError(.invalidConfig, "the gateway is draining: the running config stays")
             }
             counters.pluginsLoaded(Self.pluginNames(plugins))
+            bufferBudget.limit = fileConfig.runtime.globalBufferLimitBytes
             let names = Set(plugins.handles.map { "\($0.image.name) \($0.image.version) (\($0.image.sha256.prefix(12)))" }).sorted()
             return "generation \(installed.number) loaded from \(file); plugins: \(names.joined(separator: ", "))"
         }

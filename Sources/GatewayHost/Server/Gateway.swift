@@ -27,6 +27,9 @@ public final class Gateway: Sendable {
     public let discovery = DiscoveryManager()
     /// Reloads and plugin loads, for /metrics.
     let counters = GatewayCounters()
+    /// `runtime.global_buffer_limit_bytes`, shared by every connection in
+    /// both directions.
+    let bufferBudget: HTTP2BufferBudget
     /// The server channels and the timers of a running gateway.
     private let serving = NIOLockedValueBox(Serving())
 
@@ -51,6 +54,8 @@ public final class Gateway: Sendable {
         let plugins = try FilterChains.load(config, ejections: ejections)
         counters.pluginsLoaded(Self.pluginNames(plugins))
         let threads = config.runtime.eventLoops ?? System.coreCount
+        let bufferBudget = HTTP2BufferBudget(limit: config.runtime.globalBufferLimitBytes)
+        self.bufferBudget = bufferBudget
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let loops = Array(group.makeIterator())
         let contextsBox = NIOLockedValueBox<[LoopContext]>([])
@@ -63,7 +68,8 @@ public final class Gateway: Sendable {
         for (i, loop) in loops.enumerated() {
             let ejections = self.ejections
             contexts.append(try loop.submit {
-                LoopContext(eventLoop: loop, index: i, serving: serving, health: health, ejections: ejections, plugins: plugins)
+                LoopContext(eventLoop: loop, index: i, serving: serving, health: health, ejections: ejections, plugins: plugins,
+                            bufferBudget: bufferBudget)
             }.wait())
         }
         contextsBox.withLockedValue { $0 = contexts }
@@ -106,9 +112,11 @@ public final class Gateway: Sendable {
         for listener in startup.listeners {
             let contexts = self.contexts
             let tlsSource = startup.tls.listeners[listener.index]
-            var settings = HTTP2Settings(maxConcurrentStreams: UInt32(listener.config.maxConcurrentStreams))
-            settings.sendTimeout = .nanoseconds(listener.config.sendTimeout.nanosecondsClamped)
-            settings.maxQueuedBytes = listener.config.perConnectionBufferLimitBytes
+            var listenerSettings = HTTP2Settings(maxConcurrentStreams: UInt32(listener.config.maxConcurrentStreams))
+            listenerSettings.sendTimeout = .nanoseconds(listener.config.sendTimeout.nanosecondsClamped)
+            listenerSettings.maxQueuedBytes = listener.config.perConnectionBufferLimitBytes
+            listenerSettings.bufferBudget = bufferBudget
+            let settings = listenerSettings
             let connectionLimit = listener.config.maxConnections.map(ConnectionLimit.init(max:))
             let bootstrap = ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 1024)

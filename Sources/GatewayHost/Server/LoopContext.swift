@@ -15,6 +15,9 @@ final class LoopContext: @unchecked Sendable {
     let writeBatch = HTTP2WriteBatch()
     /// This loop's request counters (see `LoopMetrics`).
     let metrics = LoopMetrics()
+    /// The process-wide cap on queued bytes (`Gateway.bufferBudget`), for
+    /// this loop's upstream connections.
+    let bufferBudget: HTTP2BufferBudget
     /// The buffers calls process their events in.
     let callScratch = CallScratch()
     /// This loop's access-log lines, written once per tick.
@@ -30,8 +33,10 @@ final class LoopContext: @unchecked Sendable {
     /// What new calls use; replaced by a reload.
     private(set) var generation: LoopGeneration
 
-    init(eventLoop: EventLoop, index: Int, serving: ServingConfig, health: HealthRegistry, ejections: EjectionRegistry, plugins: FilterChains) {
+    init(eventLoop: EventLoop, index: Int, serving: ServingConfig, health: HealthRegistry, ejections: EjectionRegistry, plugins: FilterChains,
+         bufferBudget: HTTP2BufferBudget) {
         self.eventLoop = eventLoop
+        self.bufferBudget = bufferBudget
         self.health = health
         self.ejections = ejections
         self.index = index

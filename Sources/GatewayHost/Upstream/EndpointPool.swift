@@ -100,7 +100,9 @@ final class EndpointPool {
         let connection = UpstreamConnection(pool: self)
         connections.append(connection)
         let timeout = TimeAmount.nanoseconds(cluster.connectTimeout.nanosecondsClamped)
-        var options = HTTP2DialOptions(connectTimeout: timeout, settings: UpstreamConnection.settings,
+        var settings = UpstreamConnection.settings
+        settings.bufferBudget = loop.bufferBudget
+        var options = HTTP2DialOptions(connectTimeout: timeout, settings: settings,
                                        tls: tls.map { ($0.current, $0.files.serverName ?? endpoint.address.host) })
         options.writeBatch = loop.writeBatch
         if let keepalive = cluster.keepalive {
