@@ -530,7 +530,12 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         if wrote { context.flush() }
         if !endedWithRequestOpen.isEmpty { resetStreamsEndedWithRequestOpen(session) }
         deliverPendingEvents()
-        if let budget = settings.bufferBudget, !isClosed { settleBufferBudget(budget) }
+        // Integers first: the budget (a class, retained when read) is
+        // touched only when the share must change.
+        if queuedBytes > budgetReserved || budgetReserved - queuedBytes >= HTTP2BufferBudget.granule,
+           !isClosed, let budget = settings.bufferBudget {
+            settleBufferBudget(budget)
+        }
         if failure != 0 {
             closeReason = closeReason ?? "nghttp2: \(String(cString: nghttp2_strerror(Int32(truncatingIfNeeded: failure))))"
             close()
