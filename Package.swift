@@ -119,6 +119,8 @@ let package = Package(
             name: "meshgate",
             dependencies: [
                 "GatewayHost", "MeshgateEtcd", "MeshgateTLS", "MeshgatePosix",
+                "GRPCHealthProto", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),

@@ -180,6 +180,13 @@ public enum Posix {
     public static var userID: UInt32 { getuid() }
     public static var processID: Int32 { getpid() }
 
+    /// An environment variable's value; nil when unset or empty.
+    public static func environment(_ name: String) -> String? {
+        guard let value = getenv(name) else { return nil }
+        let text = String(cString: value)
+        return text.isEmpty ? nil : text
+    }
+
     /// The signals a server handles.
     public enum Signal {
         public static let terminate = SIGTERM

@@ -7,7 +7,7 @@ struct Meshgate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "meshgate",
         abstract: "A gRPC service-mesh gateway.",
-        subcommands: [Run.self, Validate.self, Register.self],
+        subcommands: [Run.self, Validate.self, Register.self, Probe.self],
         defaultSubcommand: Run.self)
 }
 

@@ -211,3 +211,63 @@ def test_sigterm_turns_not_serving_before_goaway(bins, mesh_pb2, mesh_pb2_grpc, 
         assert gw.proc.wait(timeout=10) == 0
     finally:
         launch.stop_all()
+
+
+def test_a_health_only_listener_serves_probes_and_nothing_else(mesh, launcher, bins):
+    """`health_only: true`: a plaintext port for probes that cannot present
+    a client certificate (Kubernetes' gRPC probes). It answers
+    grpc.health.v1 for every service the gateway routes, refuses every
+    other call with UNIMPLEMENTED naming why, and `meshgate probe` (the
+    container image's HEALTHCHECK) gives grpc_health_probe's exit codes:
+    0 SERVING, 4 NOT_SERVING, 3 an RPC error, 2 no connection, 1 bad
+    arguments."""
+    import yaml
+    port, health_port, dead_port = free_port(), free_port(), free_port()
+    doc = yaml.safe_load(gateway_config(port, clusters={"mesh": [r.port for r in mesh.replicas.values()], "dead": [dead_port]},
+                                        routes=[{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"},
+                                                {"match": {"service": "grpc.reflection.v1.ServerReflection"}, "cluster": "dead"}]))
+    dead = next(c for c in doc["clusters"] if c["name"] == "dead")
+    dead["health_check"] = {"mode": "check", "interval": "1s", "timeout": "500ms"}
+    doc["listeners"].append({"name": "health", "address": f"{HOST}:{health_port}", "health_only": True})
+    launcher.gateway(to_yaml(doc), port, name="gw-health-only")
+    wait_until(lambda: __import__("meshkit").port_accepts(health_port), timeout=5, message="the health port")
+
+    with insecure_channel(health_port) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        assert health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status == SERVING
+        assert health.Check(health_pb2.HealthCheckRequest(service="mesh.v1.MeshService"), timeout=5).status == SERVING
+        # The dead cluster's endpoint leaves rotation once its checks fail.
+        wait_until(lambda: health.Check(health_pb2.HealthCheckRequest(service="grpc.reflection.v1.ServerReflection"),
+                                        timeout=5).status == health_pb2.HealthCheckResponse.NOT_SERVING,
+                   timeout=10, interval=0.2, message="the dead cluster NOT_SERVING")
+        stub = mesh.pb2_grpc.MeshServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Process(mesh.pb2.ProcessRequest(request_id="x", data="x"), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "serves only grpc.health.v1" in refused.value.details()
+    # The same call on the public listener is served.
+    with insecure_channel(port) as channel:
+        stub = mesh.pb2_grpc.MeshServiceStub(channel)
+        assert stub.Process(mesh.pb2.ProcessRequest(request_id="x", data="x"), timeout=5).result == "processed: x"
+
+    def probe(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(bins.meshgate), "probe", *args], capture_output=True, text=True, timeout=20)
+    ok = probe("--addr", f"{HOST}:{health_port}", "--service", "mesh.v1.MeshService")
+    assert ok.returncode == 0 and "SERVING" in ok.stdout, ok
+    down = probe("--addr", f"{HOST}:{health_port}", "--service", "grpc.reflection.v1.ServerReflection")
+    assert down.returncode == 4 and "NOT_SERVING" in down.stderr, down
+    unknown = probe("--addr", f"{HOST}:{health_port}", "--service", "no.such.Service")
+    assert unknown.returncode == 3 and "NOT_FOUND" in unknown.stderr, unknown
+    nobody = probe("--addr", f"{HOST}:{free_port()}", "--connect-timeout", "500ms")
+    assert nobody.returncode == 2 and "cannot connect" in nobody.stderr, nobody
+    bad = probe("--addr", "no-port-here")
+    assert bad.returncode == 1 and "HOST:PORT" in bad.stderr, bad
+
+
+def test_a_health_only_listener_takes_no_routes(bins, tmp_path):
+    config = tmp_path / "mesh.yaml"
+    config.write_text("listeners:\n  - name: probes\n    address: 127.0.0.1:1\n    health_only: true\n"
+                      "    routes: []\nclusters: []\n")
+    result = subprocess.run([str(bins.meshgate), "validate", "--config", str(config)], capture_output=True, text=True, timeout=20)
+    assert result.returncode == 2
+    assert f"{config}:5:13: listeners[0].routes: a health_only listener serves only grpc.health.v1" in result.stderr

@@ -92,7 +92,8 @@ public enum ConfigLoader {
 
     private static func parseListener(_ node: YAMLNode, file: String, path: String, clusters: Set<String>) throws(ConfigError) -> ListenerConfig {
         let l = try YAMLFieldReader(node, file: file, path: path, allowed: ["name", "address", "routes", "max_concurrent_streams", "max_connections", "tls",
-                                                                         "idle_timeout", "send_timeout", "per_connection_buffer_limit_bytes", "keepalive"])
+                                                                         "idle_timeout", "send_timeout", "per_connection_buffer_limit_bytes", "keepalive",
+                                                                         "health_only"])
         let name = try l.requiredString("name")
         let address = try l.requiredAddress("address")
         var listener = ListenerConfig(name: name, address: address, routes: [])
@@ -104,6 +105,10 @@ public enum ConfigLoader {
         if let node = l.node("keepalive") { listener.keepalive = try parseKeepalive(node, file: file, path: l.fieldPath("keepalive")) }
         if let tlsNode = l.node("tls") {
             listener.tls = try parseTLS(tlsNode, file: file, path: l.fieldPath("tls"), listener: true)
+        }
+        listener.healthOnly = try l.bool("health_only") ?? false
+        if listener.healthOnly, let routes = l.node("routes") {
+            throw l.error("routes", routes, "a health_only listener serves only grpc.health.v1: it takes no routes (put them on another listener)")
         }
         for (routeNode, routePath) in try l.list("routes") {
             listener.routes.append(try parseRoute(routeNode, file: file, path: routePath, clusters: clusters))

@@ -70,6 +70,10 @@ public struct ListenerConfig: Sendable {
     public var perConnectionBufferLimitBytes: Int = 32 << 20
     /// HTTP/2 PINGs to each client connection; nil: none.
     public var keepalive: KeepaliveConfig?
+    /// Serves only grpc.health.v1 (`health_only: true`; no routes): a
+    /// port for probes that cannot present a client certificate, such as
+    /// Kubernetes' gRPC probes, while client traffic stays on mTLS.
+    public var healthOnly = false
 }
 
 /// `tls:` of a listener or a cluster: PEM files, resolved against the

@@ -80,7 +80,10 @@ public final class FilterChains: Sendable {
 
     private static func loadOnControlThread(_ config: GatewayConfig, ejections: EjectionRegistry) throws(ConfigError) -> FilterChains {
         let configDirectory = ConfigPaths.directory(of: config.sourceFile)
-        let pluginDirectory = config.pluginDirectory.map { ConfigPaths.resolve($0, against: configDirectory) } ?? executableDirectory()
+        // `plugin_dir`, else MESHGATE_PLUGIN_DIR (the container image sets
+        // it), else the executable's folder (where `swift build` puts them).
+        let pluginDirectory = config.pluginDirectory.map { ConfigPaths.resolve($0, against: configDirectory) }
+            ?? Posix.environment("MESHGATE_PLUGIN_DIR") ?? executableDirectory()
         let cacheDirectory = "/tmp/meshgate-plugins-\(Posix.userID)"
         var declared: [String: PluginDeclaration] = [:]
         for d in config.plugins { declared[d.name] = d }

@@ -92,6 +92,9 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
         }
         let generation = loop.generation
         guard let route = generation.serving.listeners[listenerIndex].routes.match(path: path, headers: headers) else {
+            if generation.serving.listeners[listenerIndex].config.healthOnly {
+                return reply(connection, stream, GRPCStatus(.unimplemented, "listener '\(listenerName)' serves only grpc.health.v1 (health_only), not \(path)"))
+            }
             return reply(connection, stream, GRPCStatus(.unimplemented, "no route for \(path) on listener '\(listenerName)'"))
         }
         let peer = tls?.peer
