@@ -119,7 +119,7 @@ let package = Package(
             name: "meshgate",
             dependencies: [
                 "GatewayHost", "MeshgateEtcd", "MeshgateTLS", "MeshgatePosix",
-                "GRPCHealthProto", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateTransport",
+                "GRPCHealthProto", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateTransport", "MeshgateYAML",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -1,13 +1,14 @@
 import ArgumentParser
 import GatewayHost
 import MeshgatePosix
+import MeshgateYAML
 
 @main
 struct Meshgate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "meshgate",
         abstract: "A gRPC service-mesh gateway.",
-        subcommands: [Run.self, Validate.self, Register.self, Probe.self],
+        subcommands: [Run.self, Validate.self, Convert.self, Register.self, Probe.self],
         defaultSubcommand: Run.self)
 }
 
@@ -40,7 +41,7 @@ struct Validate: ParsableCommand {
             _ = try TLSMaterial.load(config)
             plugins = try FilterChains.load(config)
         } catch {
-            printError("meshgate: invalid config: \(error)")
+            printError("meshgate: invalid config: \(config.located(error))")
             Posix.exit(2)
         }
         defer { plugins.destroy() }
@@ -75,7 +76,7 @@ struct Run: AsyncParsableCommand {
             printError("meshgate: \(error.message)")
             Posix.exit(1)
         } catch let error as ConfigError {
-            printError("meshgate: invalid config: \(error)")
+            printError("meshgate: invalid config: \(config.located(error))")
             Posix.exit(2)
         }
     }
@@ -84,4 +85,28 @@ struct Run: AsyncParsableCommand {
 func printError(_ message: String) {
     var line = message + "\n"
     line.withUTF8 { try? Posix.writeAll(Posix.standardError, UnsafeRawBufferPointer($0)) }
+}
+
+/// `meshgate convert`: the config in Meshgate's native form, as YAML. A
+/// config in the product description's form comes out translated (what
+/// `run` would serve); a native one comes out as the loader reads it.
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a config (native or in the product description's form) in Meshgate's native form.")
+
+    @OptionGroup var options: ConfigOption
+
+    func run() {
+        let document: YAMLNode
+        do {
+            document = try ConfigLoader.nativeDocument(file: options.config)
+            // Only a config the gateway would accept is printed.
+            _ = try ConfigLoader.load(file: options.config)
+        } catch {
+            printError("meshgate: invalid config: \(error)")
+            Posix.exit(2)
+        }
+        print("# The native form of \(options.config) (meshgate convert)")
+        print(document.yamlText, terminator: "")
+    }
 }

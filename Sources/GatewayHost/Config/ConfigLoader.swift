@@ -5,16 +5,30 @@ import MeshgateYAML
 /// file, line, column and field.
 public enum ConfigLoader {
     public static func load(file: String) throws(ConfigError) -> GatewayConfig {
+        try parse(try document(file: file), file: file)
+    }
+
+    public static func parse(_ text: String, file: String) throws(ConfigError) -> GatewayConfig {
+        try parse(try document(text, file: file), file: file)
+    }
+
+    /// The config's YAML tree in the native form: as written, or translated
+    /// from the product description's form (`DescriptionConfigTranslator`).
+    public static func nativeDocument(file: String) throws(ConfigError) -> YAMLNode {
+        try document(file: file).document
+    }
+
+    private static func document(file: String) throws(ConfigError) -> DescriptionConfigTranslator.Translation {
         let bytes: [UInt8]
         do {
             bytes = try Posix.readFile(file)
         } catch {
             throw ConfigError(file: file, mark: nil, field: "", message: "cannot read the file: \(error.reason)")
         }
-        return try parse(String(decoding: bytes, as: UTF8.self), file: file)
+        return try document(String(decoding: bytes, as: UTF8.self), file: file)
     }
 
-    public static func parse(_ text: String, file: String) throws(ConfigError) -> GatewayConfig {
+    private static func document(_ text: String, file: String) throws(ConfigError) -> DescriptionConfigTranslator.Translation {
         let root: YAMLNode
         do {
             root = try YAMLParser.parse(text)
@@ -24,6 +38,27 @@ public enum ConfigLoader {
         if case .null = root {
             throw ConfigError(file: file, mark: nil, field: "", message: "the config is empty; it needs at least `listeners:` and `clusters:`")
         }
+        if try DescriptionConfigTranslator.isDescriptionForm(root, file: file) {
+            return try DescriptionConfigTranslator.translate(root, file: file)
+        }
+        return .init(document: root, origins: [:])
+    }
+
+    /// A translated config's errors name the description field at their
+    /// position, and the native field it became.
+    private static func parse(_ translation: DescriptionConfigTranslator.Translation, file: String) throws(ConfigError) -> GatewayConfig {
+        var untranslated = GatewayConfig(runtime: RuntimeConfig(), admin: nil, listeners: [], clusters: [], sourceFile: file)
+        untranslated.fieldOrigins = translation.origins
+        do {
+            var config = try parse(root: translation.document, file: file)
+            config.fieldOrigins = translation.origins
+            return config
+        } catch {
+            throw untranslated.located(error)
+        }
+    }
+
+    static func parse(root: YAMLNode, file: String) throws(ConfigError) -> GatewayConfig {
         let top = try YAMLFieldReader(root, file: file, path: "", allowed: ["runtime", "admin", "listeners", "clusters", "plugins", "plugin_dir"])
         var config = GatewayConfig(runtime: RuntimeConfig(), admin: nil, listeners: [], clusters: [], sourceFile: file)
 

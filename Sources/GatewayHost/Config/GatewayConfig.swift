@@ -14,6 +14,19 @@ public struct GatewayConfig: Sendable {
     public var pluginDirectory: String?
     /// Where the config came from (for messages).
     public var sourceFile: String
+    /// A config written in the product description's form: the description
+    /// field at each position the native config reuses (see `located`).
+    public var fieldOrigins: [YAMLMark: String] = [:]
+
+    /// `error` naming the field as the user wrote it: for a translated
+    /// config, the description field at the error's position, then the
+    /// native field it became.
+    public func located(_ error: ConfigError) -> ConfigError {
+        guard let mark = error.mark, let origin = fieldOrigins[mark] else { return error }
+        var located = error
+        located.field = error.field.isEmpty ? origin : "\(origin) (native: \(error.field))"
+        return located
+    }
 }
 
 /// `plugins:` entry: a name for a shared library.

@@ -33,7 +33,7 @@ extension Gateway {
             do {
                 plugins = try FilterChains.load(fileConfig, ejections: ejections)
             } catch {
-                throw GatewayError(.invalidConfig, "\(error)")
+                throw GatewayError(.invalidConfig, (error as? ConfigError).map { "\(fileConfig.located($0))" } ?? "\(error)")
             }
             let tls: TLSMaterial
             do {
@@ -42,7 +42,7 @@ extension Gateway {
                 try discovery.configure(fileConfig)
             } catch {
                 plugins.destroy()
-                throw GatewayError(.invalidConfig, "\(error)")
+                throw GatewayError(.invalidConfig, (error as? ConfigError).map { "\(fileConfig.located($0))" } ?? "\(error)")
             }
             let serving = ServingConfig(discovery.overlay(fileConfig), tls: tls)
             guard let installed = install(fileConfig: fileConfig, serving: serving, plugins: plugins, from: current) else {
