@@ -42,9 +42,10 @@ ENV PATH=/opt/meshgate/bin:/usr/local/bin:/usr/bin:/bin \
     MESHGATE_PLUGIN_DIR=/opt/meshgate/plugins
 COPY deploy/container/mesh.yaml /etc/meshgate/mesh.yaml
 WORKDIR /etc/meshgate
-# 50051: gRPC (mutual TLS); 8086: plaintext grpc.health.v1 for probes.
-# The admin API stays on the container's loopback (9901).
-EXPOSE 50051 8086
+# 50051: gRPC (mutual TLS); 8086: plaintext grpc.health.v1 for probes;
+# 8080 (/dashboard) and 9090 (/metrics): the admin views, read-only. The
+# full admin API (POST /reload) stays on the container's loopback (9901).
+EXPOSE 50051 8086 8080 9090
 USER 10001:10001
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \

@@ -115,6 +115,18 @@ import Testing
         #expect(tiny.field == "listeners[0].per_connection_buffer_limit_bytes")
     }
 
+    @Test func adminReadOnlyAddressesAreCheckedAndUnique() throws {
+        #expect(try ConfigLoader.parse(valid, file: "mesh.yaml").admin?.readOnlyAddresses == [])
+        let two = valid.replacingOccurrences(of: "admin: { address: 127.0.0.1:9901 }",
+                                             with: "admin: { address: 127.0.0.1:9901, read_only_addresses: [0.0.0.0:8080, \"[::]:9090\"] }")
+        #expect(try ConfigLoader.parse(two, file: "mesh.yaml").admin?.readOnlyAddresses ==
+                [SocketAddressSpec(host: "0.0.0.0", port: 8080), SocketAddressSpec(host: "::", port: 9090)])
+        let again = try #require(error(two.replacingOccurrences(of: "0.0.0.0:8080", with: "127.0.0.1:9901")))
+        #expect(again.field == "admin.read_only_addresses[0]" && again.message.contains("already admin.address"))
+        let bad = try #require(error(two.replacingOccurrences(of: "0.0.0.0:8080", with: "nowhere")))
+        #expect(bad.field == "admin.read_only_addresses[0]" && bad.mark?.line == 1)
+    }
+
     @Test func globalBufferLimitDefaultsTo256MiBAndRefusesLessThanAGranule() throws {
         #expect(try ConfigLoader.parse(valid, file: "mesh.yaml").runtime.globalBufferLimitBytes == 256 << 20)
         let set = valid.replacingOccurrences(of: "runtime: { drain_timeout: 2s }", with: "runtime: { drain_timeout: 2s, global_buffer_limit_bytes: 1048576 }")

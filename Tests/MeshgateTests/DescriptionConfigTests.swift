@@ -56,6 +56,7 @@ import Testing
         #expect(cluster.tls?.key?.hasSuffix("certs/client.key") == true)
         #expect(cluster.tls?.ca?.hasSuffix("certs/ca.pem") == true)
         #expect(config.admin?.address == SocketAddressSpec(host: "127.0.0.1", port: 9901))
+        #expect(config.admin?.readOnlyAddresses == [SocketAddressSpec(host: "0.0.0.0", port: 8080), SocketAddressSpec(host: "0.0.0.0", port: 9090)])
     }
 
     @Test func connectionPoolAndHedgingKeysMap() throws {

@@ -19,7 +19,7 @@ from conftest import REPO_ROOT, Launcher
 from meshkit import HOST
 
 DESCRIPTION_CONFIG = REPO_ROOT / "config/examples/description-mesh.yaml"
-PORTS = [50051, 50061, 50062, 50063]
+PORTS = [50051, 50061, 50062, 50063, 8080, 9090]
 
 
 def port_is_free(port: int) -> bool:
@@ -77,6 +77,14 @@ def test_the_descriptions_config_serves_as_written(bins, mesh_pb2, mesh_pb2_grpc
                                  "-key", str(certs / "client.key"), "localhost:50051", "list"],
                                 capture_output=True, text=True, timeout=30)
         assert listed.returncode == 0 and "mesh.v1.MeshService" in listed.stdout, listed
+
+        # The description's dashboard and metrics ports (read-only admin views).
+        import urllib.request
+        metrics = urllib.request.urlopen(f"http://{HOST}:9090/metrics", timeout=10).read().decode()
+        ok_calls = [line for line in metrics.splitlines() if line.startswith("grpc_requests_total{")
+                    and 'method="Process"' in line and 'code="OK"' in line]
+        assert len(ok_calls) == 1 and ok_calls[0].endswith(" 9"), ok_calls
+        assert "<html" in urllib.request.urlopen(f"http://{HOST}:8080/dashboard", timeout=10).read().decode()
     finally:
         launch.stop_all()
 

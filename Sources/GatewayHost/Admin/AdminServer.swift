@@ -23,19 +23,26 @@ struct AdminSources: Sendable {
 /// - `/dashboard` (a live page), `/dashboard/data` (its JSON) and
 ///   `/dashboard/events` (the same, as Server-Sent Events every second),
 /// - `POST /reload` (200 with the new generation, or 400 with the reason the
-///   running config stays).
+///   running config stays), only on the full admin address: read-only
+///   addresses answer 403, and every other method than GET/HEAD gets 405.
 final class AdminHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     let sources: AdminSources
+    /// A read-only address (`admin.read_only_addresses`): views only.
+    let readOnly: Bool
+    /// Where POST /reload answers, for the refusal's message.
+    let fullAddress: String
     private var path = ""
     private var method = HTTPMethod.GET
     private var events: Scheduled<Void>?
     private var open = true
 
-    init(sources: AdminSources) {
+    init(sources: AdminSources, readOnly: Bool, fullAddress: String) {
         self.sources = sources
+        self.readOnly = readOnly
+        self.fullAddress = fullAddress
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -57,6 +64,14 @@ final class AdminHandler: ChannelInboundHandler {
     }
 
     private func route(_ context: ChannelHandlerContext) {
+        // Views answer GET (and HEAD); the one action, POST /reload, only
+        // on the full admin address.
+        if path == "/reload" && method == .POST && readOnly {
+            return respond(context, .forbidden, "this admin address is read-only: POST /reload answers only on admin.address (\(fullAddress))\n")
+        }
+        if method != .GET && method != .HEAD && !(path == "/reload" && method == .POST) {
+            return respond(context, .methodNotAllowed, "\(method) is not served here: the admin views answer GET\(readOnly ? " (this address is read-only)" : "; POST /reload reloads")\n")
+        }
         switch path {
         case "/reload" where method == .POST:
             // Plugin configs are created on the control thread; the admin
@@ -95,9 +110,11 @@ final class AdminHandler: ChannelInboundHandler {
         case "/plugins": return (.ok, sources.plugins(), json)
         case "/dashboard", "/dashboard/": return (.ok, DashboardPage.html(initial: sources.dashboard().json), "text/html; charset=utf-8")
         case "/dashboard/data": return (.ok, sources.dashboard().json + "\n", json)
-        case "/reload": return (.methodNotAllowed, "use POST /reload\n", text)
+        case "/reload":
+            return readOnly ? (.forbidden, "this admin address is read-only: POST /reload answers only on admin.address (\(fullAddress))\n", text)
+                : (.methodNotAllowed, "use POST /reload\n", text)
         default:
-            return (.notFound, "not found; try /healthz, /ready, /metrics, /clusters, /config, /plugins, /dashboard or POST /reload\n", text)
+            return (.notFound, "not found; try /healthz, /ready, /metrics, /clusters, /config, /plugins, /dashboard\(readOnly ? "" : " or POST /reload")\n", text)
         }
     }
 
@@ -130,13 +147,15 @@ final class AdminHandler: ChannelInboundHandler {
 }
 
 enum AdminServer {
-    static func start(address: SocketAddressSpec, group: EventLoopGroup, sources: AdminSources) async throws -> Channel {
-        try await ServerBootstrap(group: group)
+    static func start(address: SocketAddressSpec, readOnly: Bool, fullAddress: SocketAddressSpec, group: EventLoopGroup,
+                      sources: AdminSources) async throws -> Channel {
+        let full = fullAddress.description
+        return try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(AdminHandler(sources: sources))
+                    try channel.pipeline.syncOperations.addHandler(AdminHandler(sources: sources, readOnly: readOnly, fullAddress: full))
                 }
             }
             .bind(host: address.host, port: address.port).get()

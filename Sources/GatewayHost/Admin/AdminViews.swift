@@ -9,7 +9,7 @@ enum AdminViews {
         let c = serving.config
         var out = "{\"generation\":\(generation),\"source_file\":\(Log.quote(c.sourceFile))"
         out += ",\"runtime\":{\"event_loops\":\(c.runtime.eventLoops.map(String.init) ?? "null"),\"drain_timeout\":\(Log.quote("\(c.runtime.drainTimeout)")),\"access_log\":\(c.runtime.accessLog)}"
-        out += ",\"admin\":\(c.admin.map { "{\"address\":\(Log.quote($0.address.description))}" } ?? "null")"
+        out += ",\"admin\":\(c.admin.map { "{\"address\":\(Log.quote($0.address.description)),\"read_only_addresses\":[\($0.readOnlyAddresses.map { Log.quote($0.description) }.joined(separator: ","))]}" } ?? "null")"
         out += ",\"listeners\":[" + c.listeners.map { l in
             "{\"name\":\(Log.quote(l.name)),\"address\":\(Log.quote(l.address.description)),\"max_concurrent_streams\":\(l.maxConcurrentStreams)"
                 + ",\"tls\":\(tls(l.tls)),\"routes\":[" + l.routes.map(route).joined(separator: ",") + "]}"

@@ -78,8 +78,26 @@ public enum ConfigLoader {
             }
         }
         if let node = top.node("admin") {
-            let a = try YAMLFieldReader(node, file: file, path: "admin", allowed: ["address"])
-            config.admin = AdminConfig(address: try a.requiredAddress("address"))
+            let a = try YAMLFieldReader(node, file: file, path: "admin", allowed: ["address", "read_only_addresses"])
+            var admin = AdminConfig(address: try a.requiredAddress("address"))
+            var seen = [admin.address.description: "address"]
+            for (item, itemPath) in try a.list("read_only_addresses") {
+                guard let text = item.scalarText else {
+                    throw ConfigError(file: file, mark: item.mark, field: itemPath, message: "expected HOST:PORT, e.g. 0.0.0.0:8080, found \(item.kindName)")
+                }
+                let address: SocketAddressSpec
+                do {
+                    address = try SocketAddressSpec.parse(text)
+                } catch {
+                    throw ConfigError(file: file, mark: item.mark, field: itemPath, message: "'\(text)': \(error)")
+                }
+                if let first = seen[address.description] {
+                    throw ConfigError(file: file, mark: item.mark, field: itemPath, message: "\(address) is already admin.\(first)")
+                }
+                seen[address.description] = "read_only_addresses"
+                admin.readOnlyAddresses.append(address)
+            }
+            config.admin = admin
         }
 
         config.pluginDirectory = try top.string("plugin_dir")

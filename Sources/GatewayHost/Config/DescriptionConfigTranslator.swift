@@ -208,7 +208,12 @@ enum DescriptionConfigTranslator {
         }
 
         let document = mapping([
-            ("admin", mapping([("address", scalar("127.0.0.1:9901", here))], here)),
+            // The description's dashboard (:8080/dashboard) and metrics
+            // (:9090/metrics) ports, read-only; the full admin on loopback.
+            ("admin", mapping([
+                ("address", scalar("127.0.0.1:9901", here)),
+                ("read_only_addresses", .sequence([scalar("0.0.0.0:8080", here), scalar("0.0.0.0:9090", here)], here)),
+            ], here)),
             ("listeners", .sequence(listeners, here)),
             ("clusters", .sequence(clusters, here)),
         ], here)

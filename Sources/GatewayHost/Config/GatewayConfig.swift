@@ -54,7 +54,17 @@ public struct RuntimeConfig: Sendable {
 }
 
 public struct AdminConfig: Sendable {
+    /// Every admin path, POST /reload included: keep it on loopback.
     public var address: SocketAddressSpec
+    /// More addresses serving the read-only views (dashboard, metrics,
+    /// health, clusters, redacted config, plugins) and refusing anything
+    /// that changes state: the ports a container publishes.
+    public var readOnlyAddresses: [SocketAddressSpec] = []
+
+    public init(address: SocketAddressSpec, readOnlyAddresses: [SocketAddressSpec] = []) {
+        self.address = address
+        self.readOnlyAddresses = readOnlyAddresses
+    }
 }
 
 public struct ListenerConfig: Sendable {

@@ -105,6 +105,7 @@ extension Gateway {
             return "a listener's tls block (replacing the files it names needs no restart)"
         }
         if old.admin?.address != new.admin?.address { return "the admin address" }
+        if old.admin?.readOnlyAddresses != new.admin?.readOnlyAddresses { return "admin.read_only_addresses" }
         if old.runtime.eventLoops != new.runtime.eventLoops { return "runtime.event_loops" }
         return nil
     }

@@ -35,7 +35,8 @@ public final class Gateway: Sendable {
 
     private struct Serving {
         var listeners: [Channel] = []
-        var admin: Channel?
+        /// The full admin address's channel first, then the read-only ones.
+        var admin: [Channel] = []
         var tlsWatch: RepeatedTask?
         var sampler: DashboardSampler?
     }
@@ -94,20 +95,22 @@ public final class Gateway: Sendable {
     /// listener and address when one cannot bind.
     public func start() async throws {
         if let admin = startup.config.admin {
-            do {
-                let (sources, sampler) = adminSources()
-                let channel = try await AdminServer.start(address: admin.address, group: group, sources: sources)
-                sampler.start()
-                serving.withLockedValue {
-                    $0.admin = channel
-                    $0.sampler = sampler
+            let (sources, sampler) = adminSources()
+            for (address, readOnly) in [(admin.address, false)] + admin.readOnlyAddresses.map({ ($0, true) }) {
+                do {
+                    let channel = try await AdminServer.start(address: address, readOnly: readOnly, fullAddress: admin.address,
+                                                              group: group, sources: sources)
+                    serving.withLockedValue { $0.admin.append(channel) }
+                    Log.info("admin listening", ["address": address.description, "read_only": String(readOnly),
+                                                 "paths": "/healthz /ready /metrics /clusters /config /plugins /dashboard" + (readOnly ? "" : " POST /reload")])
+                } catch {
+                    for channel in serving.withLockedValue({ $0.admin }) { try? await channel.close() }
+                    try? await group.shutdownGracefully()
+                    throw GatewayError(.listenFailed, "admin: cannot listen on \(address): \(Self.describe(error))")
                 }
-                Log.info("admin listening", ["address": admin.address.description,
-                                             "paths": "/healthz /ready /metrics /clusters /config /plugins /dashboard POST /reload"])
-            } catch {
-                try? await group.shutdownGracefully()
-                throw GatewayError(.listenFailed, "admin: cannot listen on \(admin.address): \(Self.describe(error))")
             }
+            sampler.start()
+            serving.withLockedValue { $0.sampler = sampler }
         }
         for listener in startup.listeners {
             let contexts = self.contexts
@@ -163,7 +166,7 @@ public final class Gateway: Sendable {
                 Log.info("listening", ["listener": listener.config.name, "address": address.description])
             } catch {
                 await stopListeners()
-                if let admin = serving.withLockedValue({ $0.admin }) { try? await admin.close() }
+                for admin in serving.withLockedValue({ $0.admin }) { try? await admin.close() }
                 try? await group.shutdownGracefully()
                 throw GatewayError(.listenFailed, "listener '\(listener.config.name)': cannot listen on \(address): \(Self.describe(error))")
             }
@@ -247,7 +250,7 @@ public final class Gateway: Sendable {
         }
         generations.current.plugins.destroy()
         // The admin server stays up through the drain, so /ready says 503.
-        if let admin = serving.withLockedValue({ s -> Channel? in defer { s.admin = nil }; return s.admin }) {
+        for admin in serving.withLockedValue({ s -> [Channel] in defer { s.admin = [] }; return s.admin }) {
             try? await admin.close()
         }
         try? await group.shutdownGracefully()
