@@ -57,6 +57,13 @@ public final class GRPCServerCall: HTTP2StreamDelegate {
         connection.send(data: GRPCMessageDeframer.frame(bytes), stream: stream)
     }
 
+    /// Sends one message already serialized (a proxy passing bytes on).
+    public func send(bytes: [UInt8]) {
+        guard !finished, !closed else { return }
+        sendHeaders()
+        connection.send(data: GRPCMessageDeframer.frame(bytes), stream: stream)
+    }
+
     /// Ends the call with `status` (Trailers-Only when nothing was sent yet).
     public func finish(_ status: GRPCStatus = GRPCStatus(.ok, "")) {
         guard !finished, !closed else { return }

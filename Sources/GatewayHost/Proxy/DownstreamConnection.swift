@@ -95,6 +95,13 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
             if generation.serving.listeners[listenerIndex].config.healthOnly {
                 return reply(connection, stream, GRPCStatus(.unimplemented, "listener '\(listenerName)' serves only grpc.health.v1 (health_only), not \(path)"))
             }
+            if GatewayReflectionService.paths.contains(path) {
+                // No route sends reflection elsewhere: the gateway merges it.
+                let call = GatewayReflectionService.handle(connection: connection, stream: stream, headers: headers, path: path,
+                                                           listenerIndex: listenerIndex, loop: loop)
+                if endStream { call.onEnd?() }
+                return call
+            }
             return reply(connection, stream, GRPCStatus(.unimplemented, "no route for \(path) on listener '\(listenerName)'"))
         }
         let peer = tls?.peer

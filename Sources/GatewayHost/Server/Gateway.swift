@@ -57,6 +57,7 @@ public final class Gateway: Sendable {
         let threads = config.runtime.eventLoops ?? System.coreCount
         let bufferBudget = HTTP2BufferBudget(limit: config.runtime.globalBufferLimitBytes)
         self.bufferBudget = bufferBudget
+        let reflection = ReflectionCache()
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let loops = Array(group.makeIterator())
         let contextsBox = NIOLockedValueBox<[LoopContext]>([])
@@ -70,7 +71,7 @@ public final class Gateway: Sendable {
             let ejections = self.ejections
             contexts.append(try loop.submit {
                 LoopContext(eventLoop: loop, index: i, serving: serving, health: health, ejections: ejections, plugins: plugins,
-                            bufferBudget: bufferBudget)
+                            bufferBudget: bufferBudget, reflection: reflection)
             }.wait())
         }
         contextsBox.withLockedValue { $0 = contexts }

@@ -18,6 +18,8 @@ final class LoopContext: @unchecked Sendable {
     /// The process-wide cap on queued bytes (`Gateway.bufferBudget`), for
     /// this loop's upstream connections.
     let bufferBudget: HTTP2BufferBudget
+    /// What clusters answered to reflection (`Gateway.reflection`).
+    let reflection: ReflectionCache
     /// The buffers calls process their events in.
     let callScratch = CallScratch()
     /// This loop's access-log lines, written once per tick.
@@ -34,9 +36,10 @@ final class LoopContext: @unchecked Sendable {
     private(set) var generation: LoopGeneration
 
     init(eventLoop: EventLoop, index: Int, serving: ServingConfig, health: HealthRegistry, ejections: EjectionRegistry, plugins: FilterChains,
-         bufferBudget: HTTP2BufferBudget) {
+         bufferBudget: HTTP2BufferBudget, reflection: ReflectionCache) {
         self.eventLoop = eventLoop
         self.bufferBudget = bufferBudget
+        self.reflection = reflection
         self.health = health
         self.ejections = ejections
         self.index = index

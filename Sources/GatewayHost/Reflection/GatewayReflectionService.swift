@@ -1,0 +1,254 @@
+import MeshgateGRPC
+import MeshgateGRPCCalls
+import MeshgateHTTP2
+import NIOCore
+import ProtoWire
+
+/// grpc.reflection v1 and v1alpha, answered by the gateway for a listener
+/// whose routes do not send reflection anywhere themselves (an explicit
+/// route wins): `list_services` merges what every cluster routed on the
+/// listener serves — each service listed once, and only by the cluster the
+/// listener's routes send it to — with the gateway's own health and
+/// reflection services; symbol, file and extension queries go to the
+/// cluster that routes the symbol's service, then to the one that answered
+/// for it before, then to the others in route order. A cluster without
+/// reflection (or down) is left out with a log line, not an error.
+///
+/// Requests on one stream are answered one at a time, in order.
+final class GatewayReflectionService {
+    static let paths: Set<String> = Set(ReflectionUpstreamQuery.Version.allCases.map(\.rawValue))
+    static let ownServices = ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]
+    static let upstreamTimeout = TimeAmount.seconds(5)
+    static let notFound: Int32 = 5
+    static let invalidArgument: Int32 = 3
+
+    private let call: GRPCServerCall
+    private let listener: ServingConfig.Listener
+    private let generation: LoopGeneration
+    private let cache: ReflectionCache
+    private let version: ReflectionUpstreamQuery.Version
+    private var pending: [[UInt8]] = []
+    private var answering = false
+    private var requestEnded = false
+    private var closed = false
+
+    private init(call: GRPCServerCall, listener: ServingConfig.Listener, generation: LoopGeneration, cache: ReflectionCache,
+                 version: ReflectionUpstreamQuery.Version) {
+        self.call = call
+        self.listener = listener
+        self.generation = generation
+        self.cache = cache
+        self.version = version
+    }
+
+    static func handle(connection: HTTP2Connection, stream: Int32, headers: HTTP2HeaderList, path: String,
+                       listenerIndex: Int, loop: LoopContext) -> GRPCServerCall {
+        let call = GRPCServerCall(connection: connection, stream: stream, headers: headers, path: path)
+        let generation = loop.generation
+        let service = GatewayReflectionService(call: call, listener: generation.serving.listeners[listenerIndex], generation: generation,
+                                               cache: loop.reflection, version: path == ReflectionUpstreamQuery.Version.v1alpha.rawValue ? .v1alpha : .v1)
+        // The call holds the service through these closures until it ends.
+        call.onMessage = { bytes in
+            service.pending.append(Array(bytes.readableBytesView))
+            service.next()
+        }
+        call.onEnd = {
+            service.requestEnded = true
+            service.next()
+        }
+        call.onClose = { service.release() }
+        return call
+    }
+
+    private func release() {
+        closed = true
+        pending.removeAll()
+        call.onMessage = nil
+        call.onEnd = nil
+        call.onClose = nil
+    }
+
+    private func next() {
+        guard !answering, !closed else { return }
+        guard !pending.isEmpty else {
+            if requestEnded {
+                call.finish()
+                release()
+            }
+            return
+        }
+        answering = true
+        let request = pending.removeFirst()
+        answer(request) { response in
+            self.answering = false
+            guard !self.closed else { return }
+            self.call.send(bytes: response)
+            self.next()
+        }
+    }
+
+    private func answer(_ bytes: [UInt8], _ done: @escaping ([UInt8]) -> Void) {
+        let host: String
+        let request: ReflectionRequest
+        do {
+            (host, request) = try ReflectionRequest.decode(bytes)
+        } catch {
+            call.finish(GRPCStatus(.invalidArgument, "malformed ServerReflectionRequest: \(error)"))
+            return release()
+        }
+        switch request {
+        case .listServices:
+            listServices { done(ReflectionResponse.list($0, host: host, request: bytes)) }
+        case .fileByFilename(let name):
+            ask(candidates(cache.cluster(file: name, generation: generation.number), symbol: nil), bytes, symbol: nil) { answer in
+                done(answer ?? ReflectionResponse.error(code: Self.notFound, "file '\(name)' is not served by any cluster routed on listener '\(self.listener.config.name)'",
+                                                        host: host, request: bytes))
+            }
+        case .fileContainingSymbol, .fileContainingExtension, .allExtensionNumbersOfType:
+            let symbol = request.symbol ?? ""
+            ask(candidates(cache.cluster(symbol: symbol, generation: generation.number), symbol: symbol), bytes, symbol: symbol) { answer in
+                done(answer ?? ReflectionResponse.error(code: Self.notFound, "symbol '\(symbol)' is not served by any cluster routed on listener '\(self.listener.config.name)'",
+                                                        host: host, request: bytes))
+            }
+        case .empty:
+            done(ReflectionResponse.error(code: Self.invalidArgument, "the ServerReflectionRequest asks nothing", host: host, request: bytes))
+        }
+    }
+
+    // MARK: Which cluster
+
+    /// The clusters the listener routes to, in route order, once each.
+    private var routedClusters: [String] {
+        var seen: Set<String> = []
+        return listener.config.routes.map(\.cluster).filter { seen.insert($0).inserted }
+    }
+
+    /// The cluster of the first route whose path match can take a method
+    /// of `service` (header matches aside: a service reachable with the
+    /// right headers is still routed).
+    func cluster(forService service: String) -> String? {
+        Self.cluster(forService: service, routes: listener.config.routes)
+    }
+
+    static func cluster(forService service: String, routes: [RouteConfig]) -> String? {
+        let prefix = "/\(service)/"
+        for route in routes {
+            let m = route.match
+            if let s = m.service, s != service { continue }
+            if let method = m.method, !method.hasPrefix(prefix) { continue }
+            if let p = m.pathPrefix, !(prefix.hasPrefix(p) || p.hasPrefix(prefix)) { continue }
+            return route.cluster
+        }
+        return nil
+    }
+
+    /// Who to ask about `symbol`: the cluster routing the symbol's service
+    /// (the symbol itself, or a parent: `pkg.Service.Method`), the one that
+    /// answered for it before, then every routed cluster.
+    private func candidates(_ remembered: String?, symbol: String?) -> [String] {
+        var order: [String] = []
+        if let symbol {
+            var name = Substring(symbol)
+            while !name.isEmpty {
+                if let routed = cluster(forService: String(name)) {
+                    order.append(routed)
+                    break
+                }
+                guard let dot = name.lastIndex(of: ".") else { break }
+                name = name[..<dot]
+            }
+        }
+        if let remembered { order.append(remembered) }
+        order += routedClusters
+        var seen: Set<String> = []
+        return order.filter { seen.insert($0).inserted }
+    }
+
+    /// An endpoint of `cluster` in rotation (healthy, not ejected), else any.
+    private func endpoint(of cluster: String) -> EndpointPool? {
+        guard let pool = generation.clusters.first(where: { $0.config.name == cluster }) else { return nil }
+        let usable = pool.endpoints.filter { $0.healthy && !$0.ejected }
+        return usable.randomElement() ?? pool.endpoints.first
+    }
+
+    // MARK: Asking
+
+    /// Asks each cluster in turn until one answers with something other
+    /// than an error; nil when none did (the last upstream error, if any,
+    /// is passed on instead).
+    private func ask(_ clusters: [String], _ request: [UInt8], symbol: String?, _ done: @escaping ([UInt8]?) -> Void) {
+        var remaining = clusters[...]
+        var lastError: [UInt8]?
+        func tryNext() {
+            guard let cluster = remaining.popFirst() else { return done(lastError) }
+            guard let endpoint = endpoint(of: cluster) else { return tryNext() }
+            ReflectionUpstreamQuery.ask(endpoint, version: version, request: request, timeout: Self.upstreamTimeout) { result in
+                switch result {
+                case .failure(let failure):
+                    Log.info("reflection: cluster did not answer; asking the next", ["cluster": cluster, "reason": failure.message])
+                    tryNext()
+                case .success(let answer):
+                    switch try? ReflectionResponse.parse(answer) {
+                    case .error?:
+                        lastError = answer
+                        tryNext()
+                    case .files(let names)?:
+                        self.cache.store(cluster: cluster, symbol: symbol, files: names, generation: self.generation.number)
+                        done(answer)
+                    case .some:
+                        done(answer)
+                    case nil:
+                        Log.info("reflection: malformed answer; asking the next cluster", ["cluster": cluster])
+                        tryNext()
+                    }
+                }
+            }
+        }
+        tryNext()
+    }
+
+    /// Every service the listener routes, from the clusters' own lists
+    /// (cached), plus the gateway's own.
+    private func listServices(_ done: @escaping ([String]) -> Void) {
+        let clusters = routedClusters
+        var lists: [String: [String]] = [:]
+        var waiting = 0
+        var request = ProtoWriter()
+        request.string(7, "*")  // list_services
+        let listRequest = request.bytes
+
+        func merge() {
+            var names = Set(Self.ownServices)
+            for (lister, services) in lists {
+                for service in services where cluster(forService: service) == lister { names.insert(service) }
+            }
+            done(names.sorted())
+        }
+        for cluster in clusters {
+            if let cached = cache.services(of: cluster, generation: generation.number) {
+                lists[cluster] = cached ?? []
+                continue
+            }
+            guard let endpoint = endpoint(of: cluster) else { continue }
+            waiting += 1
+            ReflectionUpstreamQuery.ask(endpoint, version: version, request: listRequest, timeout: Self.upstreamTimeout) { result in
+                var services: [String]?
+                switch result {
+                case .success(let answer):
+                    if case .services(let names)? = try? ReflectionResponse.parse(answer) {
+                        services = names
+                    } else {
+                        Log.info("reflection: cluster answered list_services with something else; its services are left out", ["cluster": cluster])
+                    }
+                case .failure(let failure):
+                    Log.info("reflection: cluster has no reflection or is down; its services are left out", ["cluster": cluster, "reason": failure.message])
+                }
+                self.cache.store(services: services, of: cluster, generation: self.generation.number)
+                lists[cluster] = services ?? []
+                waiting -= 1
+                if waiting == 0 { merge() }
+            }
+        }
+        if waiting == 0 { merge() }
+    }
+}

