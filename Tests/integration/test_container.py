@@ -5,10 +5,9 @@ plaintext health-only port and the image's HEALTHCHECK, a non-root user,
 and SIGTERM draining an in-flight stream before a clean exit.
 
 No registry is reachable here: the base image is made from the Debian
-archive with `debootstrap --variant=minbase bookworm` and `podman import`
-and slimmed as debian:bookworm-slim is (no package cache, lists, docs, man
-pages or locales; kept between runs as localhost/meshgate-base:bookworm-slim),
-and passed to the
+archive by scripts/container-base.sh (debootstrap --variant=minbase
+bookworm, slimmed as debian:bookworm-slim is, podman import; kept between
+runs as localhost/meshgate-base:bookworm-slim) and passed to the
 Dockerfile's RUNTIME_IMAGE argument. The test is skipped, with the reason,
 only where podman cannot run a container at all."""
 
@@ -18,7 +17,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -45,52 +43,14 @@ def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.C
     return result
 
 
-def debian_mirror() -> str:
-    """The Debian mirror apt on this machine uses (debootstrap takes it)."""
-    for source in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
-        try:
-            text = source.read_text()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            words = line.split()
-            if words[:1] == ["URIs:"] or words[:1] == ["deb"]:
-                uri = words[1] if words[0] == "URIs:" else next((w for w in words[1:] if "://" in w), "")
-                if uri.rstrip("/").endswith("/debian"):
-                    return uri
-    return "http://deb.debian.org/debian"
-
-
 @pytest.fixture(scope="module")
 def image(bins):
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed (scripts/setup.sh installs it): the container image cannot be built here")
-    probe = podman("run", "--rm", *ULIMITS, "--network", "none", "--pull=never", BASE_IMAGE, "true", check=False) \
-        if podman("image", "exists", BASE_IMAGE, check=False).returncode == 0 else None
-    if probe is None:
-        if shutil.which("debootstrap") is None:
-            pytest.fail("debootstrap is not installed (scripts/setup.sh installs it)")
-        with tempfile.TemporaryDirectory(prefix="meshgate-rootfs-") as rootfs:
-            made = subprocess.run(["debootstrap", "--variant=minbase", "bookworm", rootfs, debian_mirror()],
-                                  capture_output=True, text=True, timeout=600)
-            assert made.returncode == 0, f"debootstrap failed:\n{made.stdout[-2000:]}\n{made.stderr[-2000:]}"
-            # What debian:bookworm-slim's build (debuerreotype) adds: apt
-            # keeps no package caches in image layers.
-            (Path(rootfs) / "etc/apt/apt.conf.d/docker-clean").write_text(
-                'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };\n'
-                'APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };\n'
-                'Dir::Cache::pkgcache "";\nDir::Cache::srcpkgcache "";\n')
-            for folder in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info"):
-                for entry in (Path(rootfs) / folder).glob("*"):
-                    if entry.is_dir() and not entry.is_symlink():
-                        shutil.rmtree(entry)
-                    elif entry.name != "lock":
-                        entry.unlink()
-            tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
-            imported = subprocess.run([*PODMAN, "import", "-", BASE_IMAGE], stdin=tar.stdout, capture_output=True, text=True, timeout=300)
-            tar.wait(timeout=60)
-            assert imported.returncode == 0, imported.stderr
-        probe = podman("run", "--rm", *ULIMITS, "--network", "none", "--pull=never", BASE_IMAGE, "true", check=False)
+    # The base image (scripts/container-base.sh: debootstrap + podman import; kept between runs).
+    made = subprocess.run([str(REPO_ROOT / "scripts/container-base.sh"), BASE_IMAGE], capture_output=True, text=True, timeout=900)
+    assert made.returncode == 0, f"scripts/container-base.sh failed:\n{made.stdout[-2000:]}\n{made.stderr[-3000:]}"
+    probe = podman("run", "--rm", *ULIMITS, "--network", "none", "--pull=never", BASE_IMAGE, "true", check=False)
     if probe.returncode != 0:
         pytest.skip(f"podman cannot run a container on this machine: {probe.stderr.strip()[-500:]}")
 
