@@ -14,7 +14,7 @@
 # built-in filter plugins in /opt/meshgate/plugins (MESHGATE_PLUGIN_DIR),
 # and the default config in /etc/meshgate/mesh.yaml; it runs as user 10001.
 
-ARG SWIFT_IMAGE=swift:6.1-bookworm
+ARG SWIFT_IMAGE=swift:6.3-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${SWIFT_IMAGE} AS builder

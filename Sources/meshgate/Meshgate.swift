@@ -8,7 +8,8 @@ struct Meshgate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "meshgate",
         abstract: "A gRPC service-mesh gateway.",
-        subcommands: [Run.self, Validate.self, Convert.self, Register.self, Probe.self],
+        version: MeshgateVersion.text,
+        subcommands: [Run.self, Validate.self, Convert.self, Status.self, Reload.self, PluginCommand.self, Register.self, Probe.self],
         defaultSubcommand: Run.self)
 }
 

@@ -20,7 +20,7 @@ from conftest import REPO_ROOT
 
 K8S = REPO_ROOT / "deploy/kubernetes"
 MANIFESTS = sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
-KUBERNETES_VERSION = "1.35.0"
+KUBERNETES_VERSION = "1.37.0"
 
 
 def resources() -> list[dict]:

@@ -108,13 +108,14 @@ final class AdminHandler: ChannelInboundHandler {
         case "/clusters": return (.ok, sources.clusters(), json)
         case "/config": return (.ok, sources.config(), json)
         case "/plugins": return (.ok, sources.plugins(), json)
+        case "/events": return (.ok, GatewayEvents.shared.json(), json)
         case "/dashboard", "/dashboard/": return (.ok, DashboardPage.html(initial: sources.dashboard().json), "text/html; charset=utf-8")
         case "/dashboard/data": return (.ok, sources.dashboard().json + "\n", json)
         case "/reload":
             return readOnly ? (.forbidden, "this admin address is read-only: POST /reload answers only on admin.address (\(fullAddress))\n", text)
                 : (.methodNotAllowed, "use POST /reload\n", text)
         default:
-            return (.notFound, "not found; try /healthz, /ready, /metrics, /clusters, /config, /plugins, /dashboard\(readOnly ? "" : " or POST /reload")\n", text)
+            return (.notFound, "not found; try /healthz, /ready, /metrics, /clusters, /config, /plugins, /events, /dashboard\(readOnly ? "" : " or POST /reload")\n", text)
         }
     }
 

@@ -199,7 +199,8 @@ public final class HealthRegistry: Sendable {
             names = (s.clusterNames[cluster], s.endpointAddresses[cluster][endpoint])
         }
         guard changed else { return }
-        Log.info(healthy ? "endpoint healthy" : "endpoint unhealthy", ["cluster": names.0, "endpoint": names.1, "reason": reason])
+        GatewayEvents.shared.record(.health, healthy ? .info : .warning, healthy ? "endpoint healthy" : "endpoint unhealthy",
+                                    ["cluster": names.0, "endpoint": names.1, "reason": reason])
         applyToLoops(names.0, names.1, healthy)
     }
 

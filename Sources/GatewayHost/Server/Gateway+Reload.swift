@@ -33,7 +33,9 @@ extension Gateway {
             do {
                 plugins = try FilterChains.load(fileConfig, ejections: ejections)
             } catch {
-                throw GatewayError(.invalidConfig, (error as? ConfigError).map { "\(fileConfig.located($0))" } ?? "\(error)")
+                let message = (error as? ConfigError).map { "\(fileConfig.located($0))" } ?? "\(error)"
+                GatewayEvents.shared.record(.plugin, .error, "plugin refused; the running config stays", ["error": message])
+                throw GatewayError(.invalidConfig, message)
             }
             let tls: TLSMaterial
             do {
@@ -50,14 +52,18 @@ extension Gateway {
                 throw GatewayError(.invalidConfig, "the gateway is draining: the running config stays")
             }
             counters.pluginsLoaded(Self.pluginNames(plugins))
+            Self.recordPluginLoads(plugins, previous: current.plugins)
             bufferBudget.limit = fileConfig.runtime.globalBufferLimitBytes
             let names = Set(plugins.handles.map { "\($0.image.name) \($0.image.version) (\($0.image.sha256.prefix(12)))" }).sorted()
             return "generation \(installed.number) loaded from \(file); plugins: \(names.joined(separator: ", "))"
         }
         counters.reload(succeeded: (try? result.get()) != nil)
         switch result {
-        case .success(let message): Log.info("reloaded", ["detail": message])
-        case .failure(let error): Log.error("reload failed; the running config stays", ["error": error.message])
+        case .success(let message):
+            GatewayEvents.shared.record(.reload, .info, "reloaded", ["generation": String(generations.current.number), "detail": message])
+        case .failure(let error):
+            GatewayEvents.shared.record(.reload, .error, "reload failed; the running config stays",
+                                        ["generation": String(generations.current.number), "error": error.message])
         }
         return result
     }
@@ -72,7 +78,15 @@ extension Gateway {
         let serving = ServingConfig(discovery.overlay(current.fileConfig), tls: current.serving.tls)
         guard GenerationStore.clusterSignature(serving.config) != current.clusterSignature else { return }
         if let installed = install(fileConfig: current.fileConfig, serving: serving, plugins: current.plugins, from: current) {
-            Log.info("cluster membership applied", ["generation": String(installed.number)])
+            let changed = serving.config.clusters.filter { cluster in
+                current.serving.config.clusters.first { $0.name == cluster.name }.map { $0.endpoints.map(\.address) != cluster.endpoints.map(\.address) } ?? true
+            }
+            for cluster in changed {
+                GatewayEvents.shared.record(.membership, .info, "cluster membership applied", [
+                    "generation": String(installed.number), "cluster": cluster.name,
+                    "endpoints": cluster.endpoints.map(\.address.description).joined(separator: " "),
+                ])
+            }
         }
     }
 
@@ -95,6 +109,20 @@ extension Gateway {
 
     static func pluginNames(_ plugins: FilterChains) -> [String] {
         Set(plugins.handles.map(\.image.name)).sorted()
+    }
+
+    /// A "plugin loaded" event per image the new chains use that the
+    /// previous ones did not (a new plugin, or a replaced file).
+    static func recordPluginLoads(_ plugins: FilterChains, previous: FilterChains?) {
+        let before = Set(previous?.handles.map(\.image.sha256) ?? [])
+        var seen: Set<String> = []
+        for handle in plugins.handles where !before.contains(handle.image.sha256) && seen.insert(handle.image.sha256).inserted {
+            let image = handle.image
+            GatewayEvents.shared.record(.plugin, .info, "plugin loaded", [
+                "plugin": image.name, "version": image.version, "abi": "\(image.abiMajor).\(image.abiMinor)",
+                "sha256": String(image.sha256.prefix(12)), "path": image.path,
+            ])
+        }
     }
 
     /// What a reload cannot apply yet, or nil.

@@ -54,6 +54,7 @@ public final class Gateway: Sendable {
         ejections.setMembership(config.clusters)
         let plugins = try FilterChains.load(config, ejections: ejections)
         counters.pluginsLoaded(Self.pluginNames(plugins))
+        Self.recordPluginLoads(plugins, previous: nil)
         let threads = config.runtime.eventLoops ?? System.coreCount
         let bufferBudget = HTTP2BufferBudget(limit: config.runtime.globalBufferLimitBytes)
         self.bufferBudget = bufferBudget
@@ -103,7 +104,7 @@ public final class Gateway: Sendable {
                                                               group: group, sources: sources)
                     serving.withLockedValue { $0.admin.append(channel) }
                     Log.info("admin listening", ["address": address.description, "read_only": String(readOnly),
-                                                 "paths": "/healthz /ready /metrics /clusters /config /plugins /dashboard" + (readOnly ? "" : " POST /reload")])
+                                                 "paths": "/healthz /ready /metrics /clusters /config /plugins /events /dashboard" + (readOnly ? "" : " POST /reload")])
                 } catch {
                     for channel in serving.withLockedValue({ $0.admin }) { try? await channel.close() }
                     try? await group.shutdownGracefully()
@@ -214,8 +215,8 @@ public final class Gateway: Sendable {
     public func drainAndStop(signal: String) async {
         guard let generation = generations.beginShutdown() else { return }
         let timeout = generation.drainTimeout
-        Log.info("draining", ["signal": signal, "drain_timeout_ms": String(timeout.nanosecondsClamped / 1_000_000),
-                              "generation": String(generation.number)])
+        GatewayEvents.shared.record(.drain, .info, "draining", ["signal": signal, "drain_timeout_ms": String(timeout.nanosecondsClamped / 1_000_000),
+                                                                "generation": String(generation.number)])
         // Health turns NOT_SERVING first, so that whatever balances in
         // front of the gateway moves away before connections get GOAWAY.
         health.markDraining()

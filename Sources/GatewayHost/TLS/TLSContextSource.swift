@@ -47,12 +47,13 @@ public final class TLSContextSource: Sendable {
         do {
             let context = try Self.build(files, role: role)
             state.withLockedValue { $0 = (context, stamps) }
-            Log.info("TLS material reloaded", ["cert": files.cert ?? "-", "ca": files.ca ?? "-"])
+            GatewayEvents.shared.record(.certificate, .info, "TLS material reloaded", ["field": files.field, "cert": files.cert ?? "-", "ca": files.ca ?? "-"])
             return true
         } catch {
             // Remember the stamps so that one bad write is logged once.
             state.withLockedValue { $0.stamps = stamps }
-            Log.error("TLS material not reloaded; the previous certificates stay in use", ["field": files.field, "error": error.message])
+            GatewayEvents.shared.record(.certificate, .error, "TLS material not reloaded; the previous certificates stay in use",
+                                        ["field": files.field, "error": error.message])
             return false
         }
     }

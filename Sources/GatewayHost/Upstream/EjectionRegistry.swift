@@ -13,8 +13,9 @@ public final class EjectionRegistry: Sendable {
     }
 
     private let state = NIOLockedValueBox<[String: [UInt64: Entry]]>([:])
-    /// Known endpoints per cluster (for the "unknown endpoint" answer).
-    private let known = NIOLockedValueBox<[String: Set<UInt64>]>([:])
+    /// Known endpoints per cluster, id to address (for the "unknown
+    /// endpoint" answer, and to name endpoints in events).
+    private let known = NIOLockedValueBox<[String: [UInt64: String]]>([:])
     /// Applies a change on every event loop.
     private let publish = NIOLockedValueBox<(@Sendable (String, UInt64, Bool) -> Void)?>(nil)
     /// Ejections made so far, by cluster (for /metrics).
@@ -31,13 +32,20 @@ public final class EjectionRegistry: Sendable {
     func setMembership(_ clusters: [ClusterConfig]) {
         known.withLockedValue { known in
             known = [:]
-            for cluster in clusters { known[cluster.name] = Set(cluster.endpoints.map { ClusterPool.endpointID(address: $0.address.description) }) }
+            for cluster in clusters {
+                var ids: [UInt64: String] = [:]
+                for endpoint in cluster.endpoints {
+                    let address = endpoint.address.description
+                    ids[ClusterPool.endpointID(address: address)] = address
+                }
+                known[cluster.name] = ids
+            }
         }
     }
 
     /// Ejects for `durationMs` (0 = uneject now). False when unknown.
     func eject(cluster: String, endpointID: UInt64, durationMs: UInt32) -> Bool {
-        guard known.withLockedValue({ $0[cluster]?.contains(endpointID) ?? false }) else { return false }
+        guard known.withLockedValue({ $0[cluster]?[endpointID] != nil }) else { return false }
         if durationMs == 0 {
             end(cluster: cluster, endpointID: endpointID)
             return true
@@ -54,7 +62,8 @@ public final class EjectionRegistry: Sendable {
         previous?.timer?.cancel()
         if previous == nil {
             ejectionCounts.withLockedValue { $0[cluster, default: 0] += 1 }
-            Log.warning("endpoint ejected", ["cluster": cluster, "endpoint_id": String(endpointID), "duration_ms": String(durationMs)])
+            GatewayEvents.shared.record(.ejection, .warning, "endpoint ejected", ["cluster": cluster, "endpoint": address(cluster, endpointID),
+                                                                              "duration_ms": String(durationMs)])
             publish.withLockedValue { $0 }?(cluster, endpointID, true)
         }
         return true
@@ -70,8 +79,13 @@ public final class EjectionRegistry: Sendable {
         let removed = state.withLockedValue { $0[cluster]?.removeValue(forKey: endpointID) }
         guard let removed else { return }
         removed.timer?.cancel()
-        Log.info("endpoint ejection ended", ["cluster": cluster, "endpoint_id": String(endpointID)])
+        GatewayEvents.shared.record(.ejection, .info, "endpoint ejection ended", ["cluster": cluster, "endpoint": address(cluster, endpointID)])
         publish.withLockedValue { $0 }?(cluster, endpointID, false)
+    }
+
+    /// The endpoint's address, or its id when it left the membership.
+    private func address(_ cluster: String, _ endpointID: UInt64) -> String {
+        known.withLockedValue { $0[cluster]?[endpointID] } ?? "id \(endpointID)"
     }
 
     func isEjected(cluster: String, endpointID: UInt64) -> Bool {
