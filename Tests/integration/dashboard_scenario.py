@@ -29,16 +29,23 @@ def main() -> int:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     group = ProcessGroup(out / "logs")
     try:
-        ports = [free_port(), free_port()]
+        ports = [free_port(), free_port(), free_port()]
         group.start("d1", [sample, "--host", HOST, "--port", str(ports[0]), "--replica-id", "d1"], port=ports[0])
         group.start("d2", [sample, "--host", HOST, "--port", str(ports[1]), "--replica-id", "d2",
                            "--fail-probability", "0.2", "--fail-code", "13"], port=ports[1])
+        # d3 fails every call with UNAVAILABLE: outlier detection ejects it
+        # (an event, and a band on its charts).
+        group.start("d3", [sample, "--host", HOST, "--port", str(ports[2]), "--replica-id", "d3",
+                           "--fail-probability", "1.0", "--fail-code", "14"], port=ports[2])
         port, admin = free_port(), free_port()
         config = out / "gateway.yaml"
         config.write_text(to_yaml({
             "admin": {"address": f"{HOST}:{admin}"},
             "listeners": [{"name": "public", "address": f"{HOST}:{port}",
-                           "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]}],
+                           "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh", "filters": [
+                               {"plugin": "outlier_detection", "config": {
+                                   "consecutive_failures": 5, "failure_status_codes": ["UNAVAILABLE"],
+                                   "base_ejection_time": "120s", "max_ejection_percent": 50, "interval": "1s"}}]}]}],
             "clusters": [{"name": "mesh", "health_check": {"mode": "watch", "interval": "500ms"},
                           "endpoints": [{"address": f"{HOST}:{p}"} for p in ports]}]}))
         group.start("gateway", [meshgate, "run", "--config", str(config)], port=port)
@@ -62,10 +69,11 @@ def main() -> int:
         sender = threading.Thread(target=traffic, daemon=True)
         sender.start()
         try:
-            time.sleep(3.0)
+            # Long enough for the time series to hold several seconds.
+            time.sleep(5.0)
             url = f"http://{HOST}:{admin}/dashboard"
             common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                      "--no-first-run", "--timeout=8000", "--window-size=1280,900"]
+                      "--no-first-run", "--timeout=8000", "--window-size=1280,2200"]
             dom = subprocess.run(common + ["--dump-dom", url], capture_output=True, text=True, timeout=90)
             (out / "dom.html").write_text(dom.stdout)
             (out / "chromium.log").write_text(dom.stderr)

@@ -39,10 +39,28 @@ def test_chromium_renders_live_numbers(bins, tmp_path):
     errors = float(text("errors").split()[0])
     assert 0 < errors < 50, text("errors")  # d2 fails 20 % of its half
     assert re.fullmatch(r"[\d.]+ ms", text("p50")) and re.fullmatch(r"[\d.]+ ms", text("p99"))
-    # Both endpoints, healthy, with their share of the load.
+    # The two good endpoints, healthy, with their share of the load; the
+    # failing one ejected.
     rows = re.findall(r"<tr><td>mesh</td><td>(127\.0\.0\.1:\d+)</td><td><span class=\"pill ok\">healthy</span></td>.*?([\d.]+) %</td>", dom)
     assert len(rows) == 2, rows
     assert all(20 < float(share) < 80 for _, share in rows), rows
+    endpoints = re.search(r'<tbody id="endpoints">(.*?)</tbody>', dom).group(1)
+    assert endpoints.count('<span class="pill warn">ejected</span>') == 1, endpoints
+    # Lines over time: the gateway's four charts and three per endpoint,
+    # each with points drawn from the series (not empty SVGs).
+    charts = re.findall(r'<div class="chart" data-points="(\d+)">', dom)
+    assert len(charts) == 4 + 3 * 3, charts
+    assert int(charts[0]) >= 3, charts  # requests/s: a point a second since traffic began
+    paths = re.findall(r'<path class="line" d="(M[^"]+)"', dom)
+    assert len(paths) >= 10 and all(p.count("L") >= 2 for p in paths[:2]), paths[:3]
+    # The ejected endpoint's charts carry an ejection band.
+    assert re.search(r'<rect class="band ejected" x="[\d.]+" y="\d+" width="[\d.]+"', dom), "no ejection band"
+    # The events list shows the ejection, with the endpoint.
+    ejection = re.search(r'<li data-kind="ejection">.*?endpoint ejected.*?endpoint=(127\.0\.0\.1:\d+)', dom)
+    assert ejection, re.findall(r"<li[^>]*>.*?</li>", dom)[:5]
+    # The routes table: the route, its cluster and its chain with versions and hashes.
+    assert re.search(r"<tr><td>public</td><td>service mesh.v1.MeshService</td><td>mesh</td><td><code>outlier_detection 1\.\d+\.\d+ \([0-9a-f]{12}\)</code> → <code>round_robin", dom), \
+        re.findall(r'<tbody id="routes">.*?</tbody>', dom)
     assert "mesh.v1.MeshService" in dom and "serving" in dom
     # The page's script rendered the data (it counts its renders), and the
     # feed it follows sends a new sample every second (Server-Sent Events).

@@ -12,7 +12,8 @@ struct AdminSources: Sendable {
     var clusters: @Sendable () -> String
     var config: @Sendable () -> String
     var plugins: @Sendable () -> String
-    var dashboard: @Sendable () -> DashboardData
+    /// The dashboard's data with the last N points of its time series.
+    var dashboard: @Sendable (Int) -> DashboardData
 }
 
 /// The admin HTTP/1.1 endpoint:
@@ -109,8 +110,9 @@ final class AdminHandler: ChannelInboundHandler {
         case "/config": return (.ok, sources.config(), json)
         case "/plugins": return (.ok, sources.plugins(), json)
         case "/events": return (.ok, GatewayEvents.shared.json(), json)
-        case "/dashboard", "/dashboard/": return (.ok, DashboardPage.html(initial: sources.dashboard().json), "text/html; charset=utf-8")
-        case "/dashboard/data": return (.ok, sources.dashboard().json + "\n", json)
+        case "/dashboard", "/dashboard/":
+            return (.ok, DashboardPage.html(initial: sources.dashboard(DashboardSeries.capacity).json), "text/html; charset=utf-8")
+        case "/dashboard/data": return (.ok, sources.dashboard(DashboardSeries.capacity).json + "\n", json)
         case "/reload":
             return readOnly ? (.forbidden, "this admin address is read-only: POST /reload answers only on admin.address (\(fullAddress))\n", text)
                 : (.methodNotAllowed, "use POST /reload\n", text)
@@ -131,7 +133,8 @@ final class AdminHandler: ChannelInboundHandler {
 
     private func sendEvent(_ context: ChannelHandlerContext) {
         guard open else { return }
-        let event = "data: \(sources.dashboard().json)\n\n"
+        // Each update carries the newest point; the page appends it.
+        let event = "data: \(sources.dashboard(1).json)\n\n"
         context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: event)))), promise: nil)
         events = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { self.sendEvent(context) }
     }

@@ -7,7 +7,10 @@ extension Gateway {
     func adminSources() -> (AdminSources, DashboardSampler) {
         let sampler = DashboardSampler(collect: { [weak self] loop in
             self?.collectMetrics(on: loop) ?? loop.makeFailedFuture(GatewayError(.internalError, "the gateway is gone"))
-        }, statuses: { [health] in health.allStatuses() })
+        }, statuses: { [health] in health.allStatuses() }, routes: { [generations] in
+            let current = generations.current
+            return DashboardRoute.routes(current.serving, current.plugins)
+        })
         let generations = self.generations
         let sources = AdminSources(
             health: health,
@@ -21,7 +24,7 @@ extension Gateway {
                 return AdminViews.config(current.serving, generation: current.number)
             },
             plugins: { AdminViews.plugins(generations.current.plugins) },
-            dashboard: { sampler.data() })
+            dashboard: { sampler.data(seriesPoints: $0) })
         return (sources, sampler)
     }
 

@@ -13,15 +13,22 @@ final class DashboardSampler: Sendable {
     }
 
     static let window = 10.0
+    /// Events the dashboard shows.
+    static let events = 30
     private let samples = NIOLockedValueBox<[Sample]>([])
+    /// One point a second, the last ten minutes (see DashboardSeries).
+    private let series = NIOLockedValueBox(DashboardSeries())
     private let task = NIOLockedValueBox<RepeatedTask?>(nil)
     private let collect: @Sendable (EventLoop) -> EventLoopFuture<MetricsSnapshot>
     private let statuses: @Sendable () -> [String: HealthRegistry.Status]
+    private let routes: @Sendable () -> [DashboardRoute]
 
     init(collect: @escaping @Sendable (EventLoop) -> EventLoopFuture<MetricsSnapshot>,
-         statuses: @escaping @Sendable () -> [String: HealthRegistry.Status]) {
+         statuses: @escaping @Sendable () -> [String: HealthRegistry.Status],
+         routes: @escaping @Sendable () -> [DashboardRoute] = { [] }) {
         self.collect = collect
         self.statuses = statuses
+        self.routes = routes
     }
 
     func start() {
@@ -29,9 +36,14 @@ final class DashboardSampler: Sendable {
         task.withLockedValue {
             $0 = loop.scheduleRepeatedAsyncTask(initialDelay: .zero, delay: .seconds(1)) { _ in
                 self.collect(loop).map { snapshot in
-                    self.samples.withLockedValue { s in
+                    let pair = self.samples.withLockedValue { s -> (Sample, Sample)? in
                         s.append(Sample(at: Self.now(), snapshot: snapshot))
                         if s.count > 61 { s.removeFirst(s.count - 61) }
+                        return s.count >= 2 ? (s[s.count - 2], s[s.count - 1]) : nil
+                    }
+                    if let (earlier, latest) = pair {
+                        let point = DashboardSeries.point(from: DashboardData(latest: latest, earlier: earlier, statuses: [:]))
+                        self.series.withLockedValue { $0.append(point) }
                     }
                 }
             }
@@ -47,12 +59,31 @@ final class DashboardSampler: Sendable {
     }
 
     /// The dashboard's numbers: rates, error ratios and percentiles over the
-    /// last ~10 s, endpoint shares, health.
-    func data() -> DashboardData {
+    /// last ~10 s, endpoint shares, health; the last `seriesPoints` points
+    /// of the time series; recent events; the routes with their load.
+    func data(seriesPoints: Int = DashboardSeries.capacity) -> DashboardData {
         let all = samples.withLockedValue { $0 }
-        guard let last = all.last else { return DashboardData(at: Self.now(), seconds: 0, services: statuses(), methods: [], endpoints: [], discovery: []) }
-        let first = all.last { last.at - $0.at >= Self.window } ?? all.first!
-        return DashboardData(latest: last, earlier: first, statuses: statuses())
+        var data: DashboardData
+        if let last = all.last {
+            let first = all.last { last.at - $0.at >= Self.window } ?? all.first!
+            data = DashboardData(latest: last, earlier: first, statuses: statuses())
+        } else {
+            data = DashboardData(at: Self.now(), seconds: 0, services: statuses(), methods: [], endpoints: [], discovery: [])
+        }
+        data.series = series.withLockedValue { $0.last(seriesPoints) }
+        data.events = GatewayEvents.shared.recent(limit: Self.events)
+        data.routes = routes()
+        for method in data.methods {
+            let path = "/\(method.service)/\(method.method)"
+            guard let i = data.routes.firstIndex(where: { $0.cluster == method.cluster && $0.pathMatches(path) }) else { continue }
+            let before = data.routes[i].rate
+            data.routes[i].rate += method.rate
+            // Errors as a weighted ratio over the route's methods.
+            if data.routes[i].rate > 0 {
+                data.routes[i].errorRatio = (data.routes[i].errorRatio * before + method.errorRatio * method.rate) / data.routes[i].rate
+            }
+        }
+        return data
     }
 }
 
@@ -94,6 +125,9 @@ struct DashboardData: Sendable {
     var p99: Double?
     var activeCalls = 0
     var connections = 0
+    var series: [DashboardSeries.Point] = []
+    var events: [GatewayEvents.Event] = []
+    var routes: [DashboardRoute] = []
 
     init(at: Double, seconds: Double, services: [String: HealthRegistry.Status], methods: [Method], endpoints: [Endpoint],
          discovery: [MetricsSnapshot.DiscoveryState]) {
@@ -192,6 +226,15 @@ struct DashboardData: Sendable {
         }.joined(separator: ",") + "]"
         out += ",\"discovery\":[" + discovery.map { d in
             "{\"cluster\":\(Log.quote(d.cluster)),\"source\":\(Log.quote(d.source)),\"ok\":\(d.ok),\"endpoints\":\(d.endpoints),\"failures\":\(d.failures)}"
+        }.joined(separator: ",") + "]"
+        out += ",\"series\":" + DashboardSeries.json(series)
+        out += ",\"events\":[" + events.map { e in
+            let fields = e.fields.map { "\(Log.quote($0.0)):\(Log.quote($0.1))" }.joined(separator: ",")
+            return "{\"time\":\(num(e.time)),\"seq\":\(e.sequence),\"kind\":\"\(e.kind.rawValue)\",\"message\":\(Log.quote(e.message)),\"fields\":{\(fields)}}"
+        }.joined(separator: ",") + "]"
+        out += ",\"routes\":[" + routes.map { r in
+            "{\"listener\":\(Log.quote(r.listener)),\"match\":\(Log.quote(r.match)),\"cluster\":\(Log.quote(r.cluster))"
+                + ",\"chain\":[\(r.chain.map(Log.quote).joined(separator: ","))],\"rate\":\(num(r.rate)),\"error_ratio\":\(num(r.errorRatio))}"
         }.joined(separator: ",") + "]}"
         return out
     }

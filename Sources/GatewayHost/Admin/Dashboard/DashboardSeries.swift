@@ -1,0 +1,135 @@
+/// The dashboard's time series: one point per second, the last ten minutes,
+/// made by the sampler from the snapshots it already takes (so the data path
+/// pays nothing for them). Memory is bounded by `capacity` points of a few
+/// numbers per endpoint.
+struct DashboardSeries: Sendable {
+    static let capacity = 600
+
+    struct EndpointPoint: Sendable {
+        var rate: Double
+        var errorRatio: Double
+        var inFlight: Int
+        var healthy: Bool
+        var ejected: Bool
+    }
+
+    struct Point: Sendable {
+        /// Seconds since 1970.
+        var at: Double
+        var rate: Double
+        var errorRatio: Double
+        var p50: Double?
+        var p99: Double?
+        var inFlight: Int
+        /// By "cluster address".
+        var endpoints: [String: EndpointPoint]
+    }
+
+    private(set) var points: [Point] = []
+    private var start = 0
+
+    /// The change between two snapshots a second apart.
+    static func point(from data: DashboardData) -> Point {
+        var endpoints: [String: EndpointPoint] = [:]
+        for e in data.endpoints {
+            endpoints["\(e.cluster) \(e.address)"] = EndpointPoint(rate: e.rate, errorRatio: e.errorRatio, inFlight: e.inFlight,
+                                                                  healthy: e.healthy, ejected: e.ejected)
+        }
+        return Point(at: data.at, rate: data.totalRate, errorRatio: data.totalErrorRatio, p50: data.p50, p99: data.p99,
+                     inFlight: data.activeCalls, endpoints: endpoints)
+    }
+
+    mutating func append(_ point: Point) {
+        if points.count < Self.capacity {
+            points.append(point)
+        } else {
+            points[start] = point
+            start = (start + 1) % Self.capacity
+        }
+    }
+
+    /// The newest `limit` points, oldest first.
+    func last(_ limit: Int) -> [Point] {
+        let ordered = points.count < Self.capacity ? points : Array(points[start...] + points[..<start])
+        return Array(ordered.suffix(limit))
+    }
+
+    /// Column-wise JSON: `{"t":[…],"rate":[…],"err":[…],"p50_ms":[…],
+    /// "p99_ms":[…],"in_flight":[…],"endpoints":{"cluster address":{"rate":[…],
+    /// "err":[…],"in_flight":[…],"state":[…]}}}`; an endpoint absent at a
+    /// time has null there; `state` is 0 healthy, 1 unhealthy, 2 ejected.
+    static func json(_ points: [Point]) -> String {
+        func num(_ v: Double?) -> String {
+            guard let v, v.isFinite else { return "null" }
+            return String(Double(Int64(v * 1000)) / 1000)
+        }
+        func column(_ values: [String]) -> String { "[" + values.joined(separator: ",") + "]" }
+        var out = "{\"t\":" + column(points.map { num($0.at) })
+        out += ",\"rate\":" + column(points.map { num($0.rate) })
+        out += ",\"err\":" + column(points.map { num($0.errorRatio) })
+        out += ",\"p50_ms\":" + column(points.map { num($0.p50.map { $0 * 1000 }) })
+        out += ",\"p99_ms\":" + column(points.map { num($0.p99.map { $0 * 1000 }) })
+        out += ",\"in_flight\":" + column(points.map { String($0.inFlight) })
+        var ids: [String] = []
+        var seen: Set<String> = []
+        for p in points {
+            for id in p.endpoints.keys.sorted() where seen.insert(id).inserted { ids.append(id) }
+        }
+        out += ",\"endpoints\":{" + ids.map { id in
+            let values = points.map { $0.endpoints[id] }
+            return Log.quote(id) + ":{\"rate\":" + column(values.map { num($0?.rate) })
+                + ",\"err\":" + column(values.map { num($0?.errorRatio) })
+                + ",\"in_flight\":" + column(values.map { $0.map { String($0.inFlight) } ?? "null" })
+                + ",\"state\":" + column(values.map { v in v.map { $0.ejected ? "2" : ($0.healthy ? "0" : "1") } ?? "null" }) + "}"
+        }.joined(separator: ",") + "}}"
+        return out
+    }
+}
+
+/// One route of a listener as the dashboard lists it: what it matches,
+/// where it sends calls, through which plugins, and its recent load
+/// (from the per-method counters: a method's calls count for the first
+/// route whose path match takes it with that cluster).
+struct DashboardRoute: Sendable {
+    var listener: String
+    var match: String
+    var cluster: String
+    /// "name version (sha256 prefix)" of each filter, balancer included.
+    var chain: [String]
+    var matchConfig: RouteMatchConfig
+    var rate = 0.0
+    var errorRatio = 0.0
+
+    static func routes(_ serving: ServingConfig, _ plugins: FilterChains) -> [DashboardRoute] {
+        var out: [DashboardRoute] = []
+        for (l, listener) in serving.config.listeners.enumerated() {
+            for (r, route) in listener.routes.enumerated() {
+                var match: [String] = []
+                if let s = route.match.service { match.append("service \(s)") }
+                if let m = route.match.method { match.append("method \(m)") }
+                if let p = route.match.pathPrefix { match.append("prefix \(p)") }
+                for h in route.match.headers { match.append("header \(h.name)") }
+                var chain: [String] = []
+                if l < plugins.chains.count, r < plugins.chains[l].count {
+                    let routeChain = plugins.chains[l][r]
+                    var handles = routeChain.filters
+                    if !handles.contains(where: { $0 === routeChain.balancer }) { handles.append(routeChain.balancer) }
+                    chain = handles.map { "\($0.image.name) \($0.image.version) (\($0.image.sha256.prefix(12)))" }
+                }
+                out.append(DashboardRoute(listener: listener.name, match: match.isEmpty ? "everything" : match.joined(separator: ", "),
+                                          cluster: route.cluster, chain: chain, matchConfig: route.match))
+            }
+        }
+        return out
+    }
+
+    /// Whether a call to `path` could be taken by `match` (headers aside).
+    func pathMatches(_ path: String) -> Bool { Self.pathMatches(matchConfig, path) }
+
+    static func pathMatches(_ match: RouteMatchConfig, _ path: String) -> Bool {
+        if let s = match.service, !path.hasPrefix("/\(s)/") { return false }
+        if let m = match.method, path != m { return false }
+        if let p = match.pathPrefix, !path.hasPrefix(p) { return false }
+        return true
+    }
+}
