@@ -4,6 +4,10 @@
 /// numbers per endpoint.
 struct DashboardSeries: Sendable {
     static let capacity = 600
+    /// Endpoints with their own series (the first, by cluster and address):
+    /// memory stays bounded however large the clusters grow (~100 bytes a
+    /// point each: at most ~4 MB).
+    static let endpointCapacity = 64
 
     struct EndpointPoint: Sendable {
         var rate: Double
@@ -31,7 +35,8 @@ struct DashboardSeries: Sendable {
     /// The change between two snapshots a second apart.
     static func point(from data: DashboardData) -> Point {
         var endpoints: [String: EndpointPoint] = [:]
-        for e in data.endpoints {
+        let charted = data.endpoints.sorted { ($0.cluster, $0.address) < ($1.cluster, $1.address) }.prefix(endpointCapacity)
+        for e in charted {
             endpoints["\(e.cluster) \(e.address)"] = EndpointPoint(rate: e.rate, errorRatio: e.errorRatio, inFlight: e.inFlight,
                                                                   healthy: e.healthy, ejected: e.ejected)
         }
