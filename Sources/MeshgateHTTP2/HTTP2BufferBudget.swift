@@ -6,11 +6,12 @@ import Synchronization
 ///
 /// Connections reserve from it in whole `granule`s, and only for what is
 /// still queued once a flush has handed everything it could to the socket
-/// (`HTTP2Connection.settleBufferBudget`): bytes that leave in the same
-/// wake-up they arrived in never touch it, so a proxy whose peers read
-/// costs no atomic operation per frame or per call, and one that is
-/// throttled costs one per 64 KiB of change. The cap therefore holds for
-/// bytes waiting across flushes, to within a granule per connection.
+/// (`HTTP2Connection.settleBufferBudget`), beyond a first granule each
+/// connection has free: bytes that leave in the same wake-up they arrived
+/// in never touch it, so a proxy whose peers read costs no atomic
+/// operation per frame or per call, and one that is throttled costs one
+/// per 64 KiB of change. The cap therefore holds for bytes waiting across
+/// flushes, to within a granule per connection.
 public final class HTTP2BufferBudget: Sendable {
     /// Reservations are made and given back in multiples of this.
     public static let granule = 64 << 10

@@ -532,7 +532,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         deliverPendingEvents()
         // Integers first: the budget (a class, retained when read) is
         // touched only when the share must change.
-        if queuedBytes > budgetReserved || budgetReserved - queuedBytes >= HTTP2BufferBudget.granule,
+        if countedQueuedBytes > budgetReserved || budgetReserved - countedQueuedBytes >= HTTP2BufferBudget.granule,
            !isClosed, let budget = settings.bufferBudget {
             settleBufferBudget(budget)
         }
@@ -546,6 +546,13 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         }
     }
 
+    /// The queued bytes this connection must hold a share for: all but its
+    /// first granule. Counting that one too would let many connections
+    /// with a few bytes each (rounded up to a granule apiece) use up the
+    /// budget while almost nothing is queued; uncounted, the cap can be
+    /// passed by at most a granule per connection, as documented.
+    var countedQueuedBytes: Int { max(queuedBytes - HTTP2BufferBudget.granule, 0) }
+
     /// Brings this connection's share of the process-wide budget in line
     /// with what is still queued after a flush: more when the queues grew
     /// past it; when the budget has no more, the largest queues are reset
@@ -553,8 +560,8 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// share a granule or more above the queues goes back.
     private func settleBufferBudget(_ budget: HTTP2BufferBudget) {
         let granule = HTTP2BufferBudget.granule
-        while queuedBytes > budgetReserved {
-            let need = (queuedBytes - budgetReserved + granule - 1) / granule * granule
+        while countedQueuedBytes > budgetReserved {
+            let need = (countedQueuedBytes - budgetReserved + granule - 1) / granule * granule
             if budget.reserve(need) {
                 budgetReserved += need
                 return
@@ -564,8 +571,8 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
             guard let largest else { return }
             reset(stream: largest.id, errorCode: .enhanceYourCalm)
         }
-        if budgetReserved - queuedBytes >= granule {
-            let keep = (queuedBytes + granule - 1) / granule * granule
+        if budgetReserved - countedQueuedBytes >= granule {
+            let keep = (countedQueuedBytes + granule - 1) / granule * granule
             budget.release(budgetReserved - keep)
             budgetReserved = keep
         }

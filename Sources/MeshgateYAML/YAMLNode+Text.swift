@@ -25,6 +25,12 @@ extension YAMLNode {
         }
     }
 
+    /// A mapping key: its scalar as a scalar is written, keeping its quoting.
+    private var keyText: String {
+        if case .scalar(let text, let quoted, _) = self { return Self.scalarText(text, quoted: quoted) }
+        return "\"\""
+    }
+
     /// A value written after `key:` or `- ` on the same line.
     private var inlineText: String {
         switch self {
@@ -40,7 +46,7 @@ extension YAMLNode {
         switch self {
         case .mapping(let pairs, _) where !pairs.isEmpty:
             for pair in pairs {
-                out += pad + Self.scalarText(pair.key.scalarText ?? "", quoted: false) + ":"
+                out += pad + pair.key.keyText + ":"
                 if pair.value.isCollection {
                     out += "\n"
                     // A list under a key is indented like its key's children.
@@ -79,9 +85,11 @@ extension YAMLNode {
             case "\t": out += "\\t"
             case "\r": out += "\\r"
             default:
-                if scalar.value < 0x20 || scalar.value == 0x7F {
+                if Self.needsEscape(scalar) {
+                    // \u: YAML's escape for any code point, which libyaml reads back.
                     let hex = String(scalar.value, radix: 16)
-                    out += "\\x" + String(repeating: "0", count: 2 - hex.count) + hex
+                    out += scalar.value <= 0xFFFF ? "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                        : "\\U" + String(repeating: "0", count: 8 - hex.count) + hex
                 } else {
                     out.unicodeScalars.append(scalar)
                 }
@@ -90,9 +98,18 @@ extension YAMLNode {
         return out + "\""
     }
 
+    /// Characters YAML does not take raw (C0/C1 controls, DEL, NEL, the
+    /// line and paragraph separators, BOM and non-characters): escaped.
+    static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
+        let v = scalar.value
+        return v < 0x20 || (0x7F...0x9F).contains(v) || v == 0x2028 || v == 0x2029 || v == 0xFEFF || v == 0xFFFE || v == 0xFFFF
+    }
+
     /// Plain scalars that cannot be mistaken for YAML syntax: no leading
-    /// indicator, no `: ` or ` #`, no surrounding spaces.
+    /// indicator, no `: ` or ` #`, no surrounding spaces, not a spelling
+    /// of null, nothing that needs an escape.
     private static func isSafePlain(_ text: String) -> Bool {
+        if ["~", "null", "Null", "NULL"].contains(text) { return false }
         guard let first = text.unicodeScalars.first, let last = text.unicodeScalars.last else { return false }
         if first == " " || last == " " || last == ":" { return false }
         if "-?:,[]{}#&*!|>'\"%@`".unicodeScalars.contains(first) {
@@ -100,6 +117,6 @@ extension YAMLNode {
             guard first == "-", text.count > 1, !text.hasPrefix("- ") else { return false }
         }
         if text.contains(": ") || text.contains(" #") || text.contains("\t") { return false }
-        return text.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value != 0x7F && $0 != "\n" }
+        return !text.unicodeScalars.contains(where: needsEscape)
     }
 }

@@ -90,6 +90,12 @@ import Testing
         #expect(unknown.field == "load_balancer.algorithm" && unknown.message.contains("round_robin"))
         let plain = try #require(error("services: [{ name: a, port: 1 }]\nmtls: { enabled: true }\n"))
         #expect(plain.field == "services[0].use_tls")
+        let loop = try #require(error("services:\n  - { name: a, port: 50051, replicas: 3 }\n  - { name: b, port: 50061 }\n"))
+        #expect(loop.field == "services[0].replicas" && loop.message.contains("service 'b''s listener"))
+        let admin = try #require(error("services: [{ name: a, port: 8070, replicas: 1 }]\n"))
+        #expect(admin.field == "services[0].replicas" && admin.message.contains("the dashboard's port"))
+        let twice = try #require(error("services:\n  - { name: a, port: 7000 }\n  - { name: b, port: 7000, replica_base_port: 9500 }\n"))
+        #expect(twice.field == "services[1].port")
         let typo = try #require(error("services: [{ name: a, port: 1, replica: 3 }]\n"))
         #expect(typo.field == "services[0].replica" && typo.message.contains("unknown key"))
     }
@@ -115,13 +121,19 @@ import Testing
 
     @Test func yamlTextQuotesWhatWouldReadBackDifferently() throws {
         let tricky = ["", " lead", "trail ", "a: b", "x #y", "- item", "-", "#c", "'q'", "\"dq\"", "multi\nline", "tab\there",
-                      "{flow}", "[list]", "*alias", "&anchor", "!tag", "%dir", "@at", "`tick`", "ok", "-5", "1.0", "ünïcode", "a:b"]
+"{flow}", "[list]", "*alias", "&anchor", "!tag", "%dir", "@at", "`tick`", "ok", "-5", "1.0", "ünïcode", "a:b",
+                      "null", "~", "NULL", "c1\u{85}nel", "ls\u{2028}ps\u{2029}", "bom\u{FEFF}", "del\u{7F}", "emoji 🙂"]
         let node = YAMLNode.mapping(tricky.enumerated().map { i, text in
             (key: .scalar("k\(i)", quoted: false, YAMLMark(line: 1, column: 1)), value: .scalar(text, quoted: false, YAMLMark(line: 1, column: 1)))
         }, YAMLMark(line: 1, column: 1))
         let back = try YAMLParser.parse(node.yamlText)
         guard case .mapping(let pairs, _) = back else { Issue.record("not a mapping"); return }
         #expect(pairs.map { $0.value.scalarText } == tricky)
+        // Keys keep their quoting: a quoted "null" key stays a string key.
+        let keyed = YAMLNode.mapping([(key: .scalar("null", quoted: true, YAMLMark(line: 1, column: 1)), value: .scalar("v", quoted: false, YAMLMark(line: 1, column: 1)))],
+                                     YAMLMark(line: 1, column: 1))
+        guard case .mapping(let keyPairs, _) = try YAMLParser.parse(keyed.yamlText) else { Issue.record("not a mapping"); return }
+        #expect(keyPairs.first?.key.scalarText == "null")
     }
 }
 

@@ -407,12 +407,13 @@ def test_a_connections_queued_response_bytes_are_capped(mesh, launcher):
 
 
 def test_bytes_queued_on_all_connections_are_capped(mesh, launcher):
-    """runtime.global_buffer_limit_bytes: 262144 (four 64 KiB granules).
-    Clients at window 0 each open 3 calls with ~60 KB replies. The first
-    one's replies all stay queued (3 granules, shown on /metrics); the
-    second has room for one more: two of its streams are reset with
-    ENHANCE_YOUR_CALM and the connection stays up. The per-connection cap
-    (32 MiB by default) plays no part. A grpcio client is served all
+    """runtime.global_buffer_limit_bytes: 196608 (three 64 KiB granules;
+    each connection's first granule is not counted). Clients at window 0
+    each open 3 calls with ~60 KB replies (~180 KB queued: two counted
+    granules). The first keeps all its replies (/metrics shows 2 granules);
+    the second has room for one more granule: one of its streams is reset
+    with ENHANCE_YOUR_CALM and the connection stays up. The per-connection
+    cap (32 MiB by default) plays no part. A grpcio client is served all
     along; once the abusers leave, the budget is whole again and a third
     such client keeps all its replies."""
     import hpack
@@ -422,7 +423,7 @@ def test_bytes_queued_on_all_connections_are_capped(mesh, launcher):
     port, admin = free_port(), free_port()
     doc = yaml.safe_load(gateway_config(port, clusters={"mesh": [r.port for r in mesh.replicas.values()]},
                                         routes=[{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]))
-    doc["runtime"]["global_buffer_limit_bytes"] = 262144
+    doc["runtime"]["global_buffer_limit_bytes"] = 196608
     doc["admin"] = {"address": addr(admin)}
     launcher.gateway(to_yaml(doc), port, name="gw-global-buffer-cap")
     client = WellBehavedClient(type("M", (), {"port": port, "pb2_grpc": mesh.pb2_grpc, "pb2": mesh.pb2})(),
@@ -460,11 +461,11 @@ def test_bytes_queued_on_all_connections_are_capped(mesh, launcher):
 
     first, first_resets = window_zero_client(0)
     assert first_resets == {}, f"the first client fits the budget, yet: {first_resets}"
-    assert wait_until(lambda: metric("meshgate_buffered_bytes") == 3 * 65536, timeout=3,
-                      message="three replies queued = three granules reserved")
-    second, second_resets = window_zero_client(2)
-    assert len(second_resets) == 2 and set(second_resets.values()) == {ENHANCE_YOUR_CALM}, second_resets
-    assert wait_until(lambda: metric("meshgate_buffered_bytes") == 262144, timeout=3, message="the whole budget reserved")
+    assert wait_until(lambda: metric("meshgate_buffered_bytes") == 2 * 65536, timeout=3,
+                      message="three replies queued = the free granule + two reserved")
+    second, second_resets = window_zero_client(1)
+    assert len(second_resets) == 1 and set(second_resets.values()) == {ENHANCE_YOUR_CALM}, second_resets
+    assert wait_until(lambda: metric("meshgate_buffered_bytes") == 196608, timeout=3, message="the whole budget reserved")
     assert metric("meshgate_buffer_limit_refusals_total") >= 1
     first.close()
     second.close()

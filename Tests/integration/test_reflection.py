@@ -117,3 +117,34 @@ def test_an_explicit_reflection_route_wins(mesh):
     its list is the replicas' own (mesh.v1.SampleControl included)."""
     listed = grpcurl(f"{HOST}:{mesh.port}", "list")
     assert listed.returncode == 0 and "mesh.v1.SampleControl" in listed.stdout.split(), listed
+
+
+def test_merged_reflection_can_be_turned_off_and_never_bypasses_a_reflection_route(bins, mesh, tmp_path):
+    """`reflection: false` answers UNIMPLEMENTED; so does a listener whose
+    reflection route requires a header the client did not send (the
+    merged answer must not go around that route)."""
+    off, guarded, port = free_port(), free_port(), free_port()
+    cluster = {"name": "mesh", "endpoints": [{"address": f"{HOST}:{r.port}"} for r in mesh.replicas.values()]}
+    doc = {
+        "listeners": [
+            {"name": "off", "address": f"{HOST}:{off}", "reflection": False,
+             "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]},
+            {"name": "guarded", "address": f"{HOST}:{guarded}", "routes": [
+                {"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"},
+                {"match": {"path_prefix": "/grpc.reflection.", "headers": [{"name": "x-reflect", "exact": "yes"}]}, "cluster": "mesh"}]},
+            {"name": "on", "address": f"{HOST}:{port}", "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]},
+        ],
+        "clusters": [cluster],
+    }
+    launch = Launcher(bins, tmp_path)
+    try:
+        launch.gateway(to_yaml(doc), port, name="gw-reflection-guard")
+        for refused in (off, guarded):
+            result = grpcurl(f"{HOST}:{refused}", "list")
+            assert result.returncode != 0 and "does not support the reflection API" in result.stderr, (refused, result)
+        allowed = grpcurl("-H", "x-reflect: yes", f"{HOST}:{guarded}", "list")
+        assert allowed.returncode == 0 and "mesh.v1.SampleControl" in allowed.stdout, allowed  # the replicas' own list
+        merged = grpcurl(f"{HOST}:{port}", "list")
+        assert merged.returncode == 0 and "mesh.v1.MeshService" in merged.stdout.split(), merged
+    finally:
+        launch.stop_all()

@@ -6,6 +6,7 @@ connection dies mid-call."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -150,6 +151,14 @@ def test_keepalive_closes_a_connection_to_a_frozen_upstream(mesh, launcher):
             assert stub.Process(pb.ProcessRequest(request_id="warm"), timeout=5).replica_id == "frozen"
         time.sleep(0.5)  # a few PINGs go back and forth while the replica runs
         os.kill(frozen.proc.pid, signal.SIGSTOP)
+
+        def stopped() -> bool:
+            # SIGSTOP is delivered asynchronously: every thread must be
+            # stopped before a call may count on it (a CI run once saw the
+            # replica answer just after kill() returned).
+            tasks = Path(f"/proc/{frozen.proc.pid}/task")
+            return all(Path(t, "stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "t") for t in tasks.iterdir())
+        wait_until(stopped, timeout=5, interval=0.01, message="the replica stopped")
         try:
             took = {}
             for name in ("ka", "plain"):

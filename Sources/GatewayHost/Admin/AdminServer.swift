@@ -133,6 +133,13 @@ final class AdminHandler: ChannelInboundHandler {
 
     private func sendEvent(_ context: ChannelHandlerContext) {
         guard open else { return }
+        // A reader that does not read gets no more until it does: the
+        // stream never piles updates up in the gateway (these addresses
+        // may be public).
+        guard context.channel.isWritable else {
+            events = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { self.sendEvent(context) }
+            return
+        }
         // Each update carries the newest point; the page appends it.
         let event = "data: \(sources.dashboard(1).json)\n\n"
         context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: event)))), promise: nil)

@@ -146,7 +146,7 @@ public enum ConfigLoader {
     private static func parseListener(_ node: YAMLNode, file: String, path: String, clusters: Set<String>) throws(ConfigError) -> ListenerConfig {
         let l = try YAMLFieldReader(node, file: file, path: path, allowed: ["name", "address", "routes", "max_concurrent_streams", "max_connections", "tls",
                                                                          "idle_timeout", "send_timeout", "per_connection_buffer_limit_bytes", "keepalive",
-                                                                         "health_only"])
+                                                                         "health_only", "reflection"])
         let name = try l.requiredString("name")
         let address = try l.requiredAddress("address")
         var listener = ListenerConfig(name: name, address: address, routes: [])
@@ -160,6 +160,7 @@ public enum ConfigLoader {
             listener.tls = try parseTLS(tlsNode, file: file, path: l.fieldPath("tls"), listener: true)
         }
         listener.healthOnly = try l.bool("health_only") ?? false
+        listener.reflection = try l.bool("reflection") ?? true
         if listener.healthOnly, let routes = l.node("routes") {
             throw l.error("routes", routes, "a health_only listener serves only grpc.health.v1: it takes no routes (put them on another listener)")
         }

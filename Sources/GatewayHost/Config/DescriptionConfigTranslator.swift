@@ -133,7 +133,8 @@ enum DescriptionConfigTranslator {
 
         var listeners: [YAMLNode] = []
         var clusters: [YAMLNode] = []
-        var replicaPorts: [Int: String] = [:]
+        var replicaPorts: [Int: (service: String, field: String, mark: YAMLMark)] = [:]
+        var listenerPorts: [Int: String] = [:]
         let services = try top.list("services")
         guard !services.isEmpty else {
             throw ConfigError(file: file, mark: here, field: "services", message: "at least one service is required")
@@ -161,10 +162,14 @@ enum DescriptionConfigTranslator {
             }
             for replicaPort in base..<(base + replicas) {
                 if let other = replicaPorts[replicaPort] {
-                    throw s.error("replicas", s.node("replicas") ?? node, "replica port \(replicaPort) is also one of service '\(other)''s: set replica_base_port")
+                    throw s.error("replicas", s.node("replicas") ?? node, "replica port \(replicaPort) is also one of service '\(other.service)''s: set replica_base_port")
                 }
-                replicaPorts[replicaPort] = name
+                replicaPorts[replicaPort] = (name, s.fieldPath("replicas"), (s.node("replicas") ?? node).mark)
             }
+            if let other = listenerPorts[port] {
+                throw s.error("port", s.node("port"), "port \(port) is also service '\(other)''s")
+            }
+            listenerPorts[port] = name
 
             var listener: [(String, YAMLNode)] = [
                 ("name", scalar(name, node.mark)),
@@ -207,6 +212,16 @@ enum DescriptionConfigTranslator {
             clusters.append(mapping(cluster, node.mark))
         }
 
+        // A replica must not be one of the gateway's own ports: its
+        // cluster would send calls back into the gateway.
+        for (replicaPort, owner) in replicaPorts.sorted(by: { $0.key < $1.key }) {
+            let clash = listenerPorts[replicaPort].map { "service '\($0)''s listener" }
+                ?? ([8080: "the dashboard's", 9090: "the metrics'", 9901: "the admin API's"][replicaPort].map { "\($0) port" })
+            if let clash {
+                throw ConfigError(file: file, mark: owner.mark, field: owner.field,
+                                  message: "replica port \(replicaPort) of service '\(owner.service)' is \(clash): set replica_base_port")
+            }
+        }
         let document = mapping([
             // The description's dashboard (:8080/dashboard) and metrics
             // (:9090/metrics) ports, read-only; the full admin on loopback.

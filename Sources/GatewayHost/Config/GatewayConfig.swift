@@ -93,6 +93,10 @@ public struct ListenerConfig: Sendable {
     public var perConnectionBufferLimitBytes: Int = 32 << 20
     /// HTTP/2 PINGs to each client connection; nil: none.
     public var keepalive: KeepaliveConfig?
+    /// Answers grpc.reflection itself, merged across the routed clusters,
+    /// when no route sends reflection anywhere (`reflection`, default true;
+    /// see `GatewayReflectionService`).
+    public var reflection = true
     /// Serves only grpc.health.v1 (`health_only: true`; no routes): a
     /// port for probes that cannot present a client certificate, such as
     /// Kubernetes' gRPC probes, while client traffic stays on mTLS.

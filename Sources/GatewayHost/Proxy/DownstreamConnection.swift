@@ -95,8 +95,11 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
             if generation.serving.listeners[listenerIndex].config.healthOnly {
                 return reply(connection, stream, GRPCStatus(.unimplemented, "listener '\(listenerName)' serves only grpc.health.v1 (health_only), not \(path)"))
             }
-            if GatewayReflectionService.paths.contains(path) {
-                // No route sends reflection elsewhere: the gateway merges it.
+            let listener = generation.serving.listeners[listenerIndex].config
+            if GatewayReflectionService.paths.contains(path), listener.reflection,
+               !listener.routes.contains(where: { $0.match.pathMatches(path) }) {
+                // No route sends reflection elsewhere (not even one whose
+                // headers did not match): the gateway merges it.
                 let call = GatewayReflectionService.handle(connection: connection, stream: stream, headers: headers, path: path,
                                                            listenerIndex: listenerIndex, loop: loop)
                 if endStream { call.onEnd?() }

@@ -21,20 +21,25 @@ final class GatewayReflectionService {
     static let upstreamTimeout = TimeAmount.seconds(5)
     static let notFound: Int32 = 5
     static let invalidArgument: Int32 = 3
+    /// Requests a client may have waiting on one stream; more ends the
+    /// stream with RESOURCE_EXHAUSTED (grpcurl sends one at a time).
+    static let maxPending = 16
 
     private let call: GRPCServerCall
     private let listener: ServingConfig.Listener
     private let generation: LoopGeneration
     private let cache: ReflectionCache
     private let version: ReflectionUpstreamQuery.Version
+    private let eventLoop: EventLoop
     private var pending: [[UInt8]] = []
     private var answering = false
     private var requestEnded = false
     private var closed = false
 
     private init(call: GRPCServerCall, listener: ServingConfig.Listener, generation: LoopGeneration, cache: ReflectionCache,
-                 version: ReflectionUpstreamQuery.Version) {
+                 version: ReflectionUpstreamQuery.Version, eventLoop: EventLoop) {
         self.call = call
+        self.eventLoop = eventLoop
         self.listener = listener
         self.generation = generation
         self.cache = cache
@@ -46,9 +51,14 @@ final class GatewayReflectionService {
         let call = GRPCServerCall(connection: connection, stream: stream, headers: headers, path: path)
         let generation = loop.generation
         let service = GatewayReflectionService(call: call, listener: generation.serving.listeners[listenerIndex], generation: generation,
-                                               cache: loop.reflection, version: path == ReflectionUpstreamQuery.Version.v1alpha.rawValue ? .v1alpha : .v1)
+                                               cache: loop.reflection, version: path == ReflectionUpstreamQuery.Version.v1alpha.rawValue ? .v1alpha : .v1,
+                                               eventLoop: loop.eventLoop)
         // The call holds the service through these closures until it ends.
         call.onMessage = { bytes in
+            guard service.pending.count < Self.maxPending else {
+                call.finish(GRPCStatus(.resourceExhausted, "more than \(Self.maxPending) reflection requests waiting on one stream"))
+                return service.release()
+            }
             service.pending.append(Array(bytes.readableBytesView))
             service.next()
         }
@@ -83,7 +93,9 @@ final class GatewayReflectionService {
             self.answering = false
             guard !self.closed else { return }
             self.call.send(bytes: response)
-            self.next()
+            // The next request on a later turn of the loop: answers that are
+            // ready at once (cached, refused) never nest one inside another.
+            self.eventLoop.assumeIsolated().execute { self.next() }
         }
     }
 
@@ -180,6 +192,8 @@ final class GatewayReflectionService {
         var remaining = clusters[...]
         var lastError: [UInt8]?
         func tryNext() {
+            // A client that went away stops the search.
+            guard !closed else { return }
             guard let cluster = remaining.popFirst() else { return done(lastError) }
             guard let endpoint = endpoint(of: cluster) else { return tryNext() }
             ReflectionUpstreamQuery.ask(endpoint, version: version, request: request, timeout: Self.upstreamTimeout) { result in

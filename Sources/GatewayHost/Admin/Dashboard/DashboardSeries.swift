@@ -129,12 +129,7 @@ struct DashboardRoute: Sendable {
     }
 
     /// Whether a call to `path` could be taken by `match` (headers aside).
-    func pathMatches(_ path: String) -> Bool { Self.pathMatches(matchConfig, path) }
+    func pathMatches(_ path: String) -> Bool { matchConfig.pathMatches(path) }
 
-    static func pathMatches(_ match: RouteMatchConfig, _ path: String) -> Bool {
-        if let s = match.service, !path.hasPrefix("/\(s)/") { return false }
-        if let m = match.method, path != m { return false }
-        if let p = match.pathPrefix, !path.hasPrefix(p) { return false }
-        return true
-    }
+    static func pathMatches(_ match: RouteMatchConfig, _ path: String) -> Bool { match.pathMatches(path) }
 }
