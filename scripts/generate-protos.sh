@@ -21,6 +21,8 @@ PROTO_DIR="proto"
 OUT_DIR="Sources/MeshProto/Generated"
 # grpc.health.v1 is shared by the gateway (which serves and uses it) and the sample.
 HEALTH_OUT_DIR="Sources/GRPCHealthProto/Generated"
+# The gateway's own descriptors (health, reflection), for merged reflection.
+GATEWAY_OUT_DIR="Sources/GatewayHost/Reflection/Generated"
 TOOLS_DIR=".build-protoc"
 
 # Proto files that get Swift message types.
@@ -97,13 +99,19 @@ mkdir -p "$tmp/swift"
     "${DESCRIPTOR_PROTOS[@]}"
 
 python3 scripts/descriptors_to_swift.py "$tmp/descriptors.pb" "$tmp/swift/FileDescriptors.swift"
+# The gateway answers reflection about its own services from these.
+python3 scripts/descriptors_to_swift.py --enum GatewayFileDescriptors \
+    --only grpc/health/v1/health.proto,grpc/reflection/v1alpha/reflection.proto,grpc/reflection/v1/reflection.proto \
+    "$tmp/descriptors.pb" "$tmp/GatewayFileDescriptors.swift"
 
 mkdir -p "$OUT_DIR" "$HEALTH_OUT_DIR"
 rm -f "$OUT_DIR"/*.pb.swift "$OUT_DIR"/FileDescriptors.swift "$HEALTH_OUT_DIR"/*.pb.swift
 mv "$tmp"/swift/grpc_health_v1_health.pb.swift "$HEALTH_OUT_DIR"/
+mkdir -p "$GATEWAY_OUT_DIR"
+cp "$tmp"/GatewayFileDescriptors.swift "$GATEWAY_OUT_DIR"/
 cp "$tmp"/swift/*.swift "$OUT_DIR"/
 
 echo "wrote:"
-for f in "$OUT_DIR"/*.swift "$HEALTH_OUT_DIR"/*.swift; do
+for f in "$OUT_DIR"/*.swift "$HEALTH_OUT_DIR"/*.swift "$GATEWAY_OUT_DIR"/*.swift; do
     echo "  $f ($(wc -c <"$f") bytes)"
 done

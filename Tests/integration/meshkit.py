@@ -50,6 +50,18 @@ def free_port() -> int:
     raise RuntimeError("could not find a fresh free port")
 
 
+def port_is_free(port: int) -> bool:
+    """Whether `port` can be bound on every address (for tests that must
+    use the fixed ports the product description or the demo name)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+            return True
+        except OSError:
+            return False
+
+
 def port_accepts(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
     """True when a TCP connect to host:port succeeds."""
     try:

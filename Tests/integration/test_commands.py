@@ -10,7 +10,7 @@ import urllib.request
 
 from conftest import Launcher
 from meshkit import HOST, free_port, gateway_config, to_yaml, wait_until
-from test_plugins import cc
+from test_plugins import future_abi_plugin
 
 import yaml
 
@@ -59,13 +59,7 @@ def test_plugin_inspect_describes_checks_abi_and_tries_configs(bins, tmp_path):
     assert balancer.returncode == 0 and re.search(r"^kinds:\s+balancer$", balancer.stdout, re.M), balancer.stdout
 
     # A plugin for another ABI major, and a file that is no plugin: exit 2, the path and the reason named.
-    source = tmp_path / "abi2.c"
-    source.write_text('#include "meshgate_filter.h"\n'
-                      "static void *cfg(mg_config_ctx *c, mg_str j, char *e, size_t n) { (void)c; (void)j; (void)e; (void)n; return (void *)1; }\n"
-                      "static const mg_plugin p = { .size = sizeof(mg_plugin), .abi_major = 2, .abi_minor = 3, .kinds = MG_KIND_FILTER,\n"
-                      '  .name = "future", .version = "9", .config_new = cfg };\n'
-                      "const mg_plugin *meshgate_plugin_v1(const mg_host *h) { (void)h; return &p; }\n")
-    future = cc(source, tmp_path / "libfuture.so")
+    future = future_abi_plugin(tmp_path)
     wrong = meshgate(bins, "plugin", "inspect", str(future))
     assert wrong.returncode == 2 and str(future) in wrong.stderr and "built for filter ABI 2.3" in wrong.stderr, wrong
     text = tmp_path / "notes.txt"

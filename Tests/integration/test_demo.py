@@ -11,7 +11,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -19,19 +18,9 @@ import urllib.request
 import pytest
 
 from conftest import REPO_ROOT
-from meshkit import HOST, wait_until
+from meshkit import HOST, port_is_free, wait_until
 
 PORTS = [50051, 50061, 50062, 50063, 8080, 9090, 9901]
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("0.0.0.0", port))
-            return True
-        except OSError:
-            return False
 
 
 def run(command: str) -> subprocess.CompletedProcess:

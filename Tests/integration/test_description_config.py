@@ -7,7 +7,6 @@ effect; `meshgate convert` prints a native config that serves the same."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from collections import Counter
 
@@ -16,20 +15,10 @@ import pytest
 
 import pki
 from conftest import REPO_ROOT, Launcher
-from meshkit import HOST
+from meshkit import HOST, port_is_free
 
 DESCRIPTION_CONFIG = REPO_ROOT / "config/examples/description-mesh.yaml"
 PORTS = [50051, 50061, 50062, 50063, 8080, 9090]
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("0.0.0.0", port))
-            return True
-        except OSError:
-            return False
 
 
 def test_the_descriptions_config_serves_as_written(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):

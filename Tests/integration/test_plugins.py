@@ -95,14 +95,19 @@ def refused(result: subprocess.CompletedProcess, *fragments: str) -> str:
     return result.stderr
 
 
-def test_refuses_a_plugin_built_for_another_abi_major(bins, tmp_path):
-    source = tmp_path / "abi2.c"
+def future_abi_plugin(directory: Path) -> Path:
+    """A C plugin that declares filter ABI 2.3, which no 1.x host loads."""
+    source = directory / "abi2.c"
     source.write_text('#include "meshgate_filter.h"\n'
                       "static void *cfg(mg_config_ctx *c, mg_str j, char *e, size_t n) { (void)c; (void)j; (void)e; (void)n; return (void *)1; }\n"
                       "static const mg_plugin p = { .size = sizeof(mg_plugin), .abi_major = 2, .abi_minor = 3, .kinds = MG_KIND_FILTER,\n"
                       '  .name = "future", .version = "9", .config_new = cfg };\n'
                       "const mg_plugin *meshgate_plugin_v1(const mg_host *h) { (void)h; return &p; }\n")
-    lib = cc(source, tmp_path / "libfuture.so")
+    return cc(source, directory / "libfuture.so")
+
+
+def test_refuses_a_plugin_built_for_another_abi_major(bins, tmp_path):
+    lib = future_abi_plugin(tmp_path)
     err = refused(validate(bins, tmp_path, with_plugins(base_config([{"plugin": "future"}]), {"future": lib})),
                   str(lib), "built for filter ABI 2.3", "this host supports 1.0", "filters[0].plugin")
     # Located at the filter that names the plugin: file, line and column.

@@ -148,3 +148,27 @@ def test_merged_reflection_can_be_turned_off_and_never_bypasses_a_reflection_rou
         assert merged.returncode == 0 and "mesh.v1.MeshService" in merged.stdout.split(), merged
     finally:
         launch.stop_all()
+
+
+def test_the_gateways_own_services_are_described_whatever_the_clusters_register(bins, greeter_server, tmp_path):
+    """Behind a cluster that registers neither grpc.health.v1 nor
+    grpc.reflection.v1 (grpcio-reflection: v1alpha only), `grpcurl describe`
+    of everything listed still works: the gateway describes its own
+    services from the descriptors it carries."""
+    port = free_port()
+    doc = {"listeners": [{"name": "public", "address": f"{HOST}:{port}",
+                          "routes": [{"match": {"service": "greet.v1.Greeter"}, "cluster": "greet"}]}],
+           "clusters": [{"name": "greet", "endpoints": [{"address": f"{HOST}:{greeter_server}"}]}]}
+    launch = Launcher(bins, tmp_path)
+    try:
+        launch.gateway(to_yaml(doc), port, name="gw-reflection-own")
+        described = grpcurl(f"{HOST}:{port}", "describe")
+        assert described.returncode == 0, described
+        for expected in ("greet.v1.Greeter is a service", "grpc.health.v1.Health is a service",
+                         "grpc.reflection.v1.ServerReflection is a service", "grpc.reflection.v1alpha.ServerReflection is a service",
+                         "rpc Watch ( .grpc.health.v1.HealthCheckRequest ) returns ( stream .grpc.health.v1.HealthCheckResponse )"):
+            assert expected in described.stdout, (expected, described.stdout)
+        message = grpcurl(f"{HOST}:{port}", "describe", "grpc.health.v1.HealthCheckResponse.ServingStatus")
+        assert message.returncode == 0 and "SERVICE_UNKNOWN = 3;" in message.stdout, message
+    finally:
+        launch.stop_all()

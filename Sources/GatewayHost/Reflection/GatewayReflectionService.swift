@@ -111,6 +111,12 @@ final class GatewayReflectionService {
         switch request {
         case .listServices:
             listServices { done(ReflectionResponse.list($0, host: host, request: bytes)) }
+        case .fileByFilename(let name) where Self.ownFile(named: name) != nil:
+            done(ReflectionResponse.files([Self.ownFile(named: name)!], host: host, request: bytes))
+        case .fileContainingSymbol(let symbol) where Self.ownFile(symbol: symbol) != nil:
+            // The gateway's own services (health, reflection) are described
+            // by the gateway, whatever the clusters register.
+            done(ReflectionResponse.files([Self.ownFile(symbol: symbol)!], host: host, request: bytes))
         case .fileByFilename(let name):
             ask(candidates(cache.cluster(file: name, generation: generation.number), symbol: nil), bytes, symbol: nil) { answer in
                 done(answer ?? ReflectionResponse.error(code: Self.notFound, "file '\(name)' is not served by any cluster routed on listener '\(self.listener.config.name)'",
@@ -125,6 +131,27 @@ final class GatewayReflectionService {
         case .empty:
             done(ReflectionResponse.error(code: Self.invalidArgument, "the ServerReflectionRequest asks nothing", host: host, request: bytes))
         }
+    }
+
+    // MARK: The gateway's own files
+
+    /// The serialized file (health.proto, a reflection.proto) named `name`.
+    static func ownFile(named name: String) -> [UInt8]? {
+        GatewayFileDescriptors.all.first { $0.name == name }?.bytes
+    }
+
+    /// The gateway's own file defining `symbol`, or a parent of it
+    /// (`grpc.health.v1.Health.Check` → health.proto).
+    static func ownFile(symbol: String) -> [UInt8]? {
+        var name = Substring(symbol)
+        while !name.isEmpty {
+            for (file, symbols) in GatewayFileDescriptors.symbolsByFile where symbols.contains(String(name)) {
+                return ownFile(named: file)
+            }
+            guard let dot = name.lastIndex(of: ".") else { break }
+            name = name[..<dot]
+        }
+        return nil
     }
 
     // MARK: Which cluster

@@ -127,6 +127,15 @@ enum ReflectionResponse {
         return out.bytes
     }
 
+    /// A `file_descriptor_response` with serialized FileDescriptorProtos.
+    static func files(_ descriptors: [[UInt8]], host: String, request: [UInt8]) -> [UInt8] {
+        var out = header(host: host, request: request)
+        out.nested(Field.fileDescriptorResponse) { files in
+            for descriptor in descriptors { files.bytes(1, descriptor) }
+        }
+        return out.bytes
+    }
+
     static func error(code: Int32, _ message: String, host: String, request: [UInt8]) -> [UInt8] {
         var out = header(host: host, request: request)
         out.nested(Field.errorResponse) { e in
