@@ -43,7 +43,10 @@ extension YAMLNode {
         return !digits.hasPrefix(".") && !digits.hasSuffix(".") && !text.contains("x") && !text.lowercased().contains("inf") && !text.lowercased().contains("nan")
     }
 
-    private static func writeString(_ text: String, into out: inout String) {
+    /// A JSON string, which is also a YAML double-quoted scalar: every
+    /// character YAML does not take raw (`needsEscape`) is escaped as
+    /// `\uXXXX`, which both read back.
+    static func writeString(_ text: String, into out: inout String) {
         out += "\""
         for scalar in text.unicodeScalars {
             switch scalar {
@@ -53,7 +56,7 @@ extension YAMLNode {
             case "\r": out += "\\r"
             case "\t": out += "\\t"
             default:
-                if scalar.value < 0x20 {
+                if needsEscape(scalar) {
                     let hex = String(scalar.value, radix: 16)
                     out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
                 } else {

@@ -73,33 +73,17 @@ extension YAMLNode {
     }
 
     /// `text` plain when the parser reads it back as the same string of the
-    /// same kind, else double-quoted with escapes.
+    /// same kind, else double-quoted with escapes (as a JSON string).
     static func scalarText(_ text: String, quoted: Bool) -> String {
         if !quoted && isSafePlain(text) { return text }
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case "\r": out += "\\r"
-            default:
-                if Self.needsEscape(scalar) {
-                    // \u: YAML's escape for any code point, which libyaml reads back.
-                    let hex = String(scalar.value, radix: 16)
-                    out += scalar.value <= 0xFFFF ? "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                        : "\\U" + String(repeating: "0", count: 8 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
+        var out = ""
+        writeString(text, into: &out)
+        return out
     }
 
     /// Characters YAML does not take raw (C0/C1 controls, DEL, NEL, the
     /// line and paragraph separators, BOM and non-characters): escaped.
+    /// All are in the Basic Multilingual Plane, so `\uXXXX` spells each.
     static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
         let v = scalar.value
         return v < 0x20 || (0x7F...0x9F).contains(v) || v == 0x2028 || v == 0x2029 || v == 0xFEFF || v == 0xFFFE || v == 0xFFFF

@@ -172,3 +172,32 @@ def test_the_gateways_own_services_are_described_whatever_the_clusters_register(
         assert message.returncode == 0 and "SERVICE_UNKNOWN = 3;" in message.stdout, message
     finally:
         launch.stop_all()
+
+
+def test_requests_piling_up_on_one_reflection_stream_are_refused(bins, tmp_path):
+    """While the first list_services waits on a cluster that accepted TCP
+    but never speaks HTTP/2, a client pushing 40 more requests on the same
+    stream is cut off with RESOURCE_EXHAUSTED (at most 16 wait), instead
+    of queueing without bound."""
+    import socket
+    silent = socket.socket()
+    silent.bind((HOST, 0))
+    silent.listen(8)  # accepts into the backlog, never answers
+    port = free_port()
+    doc = {"listeners": [{"name": "public", "address": f"{HOST}:{port}",
+                          "routes": [{"match": {"service": "slow.v1.Slow"}, "cluster": "slow"}]}],
+           "clusters": [{"name": "slow", "connect_timeout": "3s",
+                         "endpoints": [{"address": f"{HOST}:{silent.getsockname()[1]}"}]}]}
+    launch = Launcher(bins, tmp_path)
+    try:
+        launch.gateway(to_yaml(doc), port, name="gw-reflection-flood")
+        list_services = b"\x3a\x01*"  # ServerReflectionRequest{list_services: "*"}
+        with grpc.insecure_channel(f"{HOST}:{port}") as channel:
+            stream = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+            with pytest.raises(grpc.RpcError) as refused:
+                list(stream(iter([list_services] * 41), timeout=10))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value
+        assert "more than 16 reflection requests waiting" in refused.value.details()
+    finally:
+        launch.stop_all()
+        silent.close()

@@ -47,14 +47,12 @@ public enum ConfigLoader {
     /// A translated config's errors name the description field at their
     /// position, and the native field it became.
     private static func parse(_ translation: DescriptionConfigTranslator.Translation, file: String) throws(ConfigError) -> GatewayConfig {
-        var untranslated = GatewayConfig(runtime: RuntimeConfig(), admin: nil, listeners: [], clusters: [], sourceFile: file)
-        untranslated.fieldOrigins = translation.origins
         do {
             var config = try parse(root: translation.document, file: file)
             config.fieldOrigins = translation.origins
             return config
         } catch {
-            throw untranslated.located(error)
+            throw GatewayConfig.located(error, origins: translation.origins)
         }
     }
 

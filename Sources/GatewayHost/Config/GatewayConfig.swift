@@ -22,7 +22,11 @@ public struct GatewayConfig: Sendable {
     /// config, the description field at the error's position, then the
     /// native field it became.
     public func located(_ error: ConfigError) -> ConfigError {
-        guard let mark = error.mark, let origin = fieldOrigins[mark] else { return error }
+        Self.located(error, origins: fieldOrigins)
+    }
+
+    static func located(_ error: ConfigError, origins: [YAMLMark: String]) -> ConfigError {
+        guard let mark = error.mark, let origin = origins[mark] else { return error }
         var located = error
         located.field = error.field.isEmpty ? origin : "\(origin) (native: \(error.field))"
         return located

@@ -75,7 +75,7 @@ final class DashboardSampler: Sendable {
         data.routes = routes()
         for method in data.methods {
             let path = "/\(method.service)/\(method.method)"
-            guard let i = data.routes.firstIndex(where: { $0.cluster == method.cluster && $0.pathMatches(path) }) else { continue }
+            guard let i = data.routes.firstIndex(where: { $0.cluster == method.cluster && $0.matchConfig.pathMatches(path) }) else { continue }
             let before = data.routes[i].rate
             data.routes[i].rate += method.rate
             // Errors as a weighted ratio over the route's methods.

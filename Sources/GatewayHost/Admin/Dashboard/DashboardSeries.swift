@@ -129,7 +129,4 @@ struct DashboardRoute: Sendable {
     }
 
     /// Whether a call to `path` could be taken by `match` (headers aside).
-    func pathMatches(_ path: String) -> Bool { matchConfig.pathMatches(path) }
-
-    static func pathMatches(_ match: RouteMatchConfig, _ path: String) -> Bool { match.pathMatches(path) }
 }
