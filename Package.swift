@@ -36,6 +36,8 @@ let package = Package(
         .library(name: "CircuitBreaker", type: .dynamic, targets: ["CircuitBreaker"]),
         .library(name: "OutlierDetection", type: .dynamic, targets: ["OutlierDetection"]),
         .library(name: "Tracing", type: .dynamic, targets: ["Tracing"]),
+        .library(name: "RateLimit", type: .dynamic, targets: ["RateLimit"]),
+        .library(name: "Mirror", type: .dynamic, targets: ["Mirror"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -65,6 +67,9 @@ let package = Package(
         .target(name: "Hedge", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/Hedge"),
         .target(name: "CircuitBreaker", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/CircuitBreaker"),
         .target(name: "OutlierDetection", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/OutlierDetection"),
+        // Traffic plugins (ABI 1.3).
+        .target(name: "RateLimit", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/RateLimit"),
+        .target(name: "Mirror", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/Mirror"),
         .target(name: "Tracing", dependencies: ["FilterABI", "PluginKit", "ProtoWire", "MeshgatePosix"], path: "Plugins/Tracing"),
         // Protobuf wire format for hand-encoded messages (etcd, OTLP); linked statically.
         .target(name: "ProtoWire"),

@@ -9,7 +9,7 @@ build="$1"; out="$2"
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/plugins" "$out/lib"
 cp "$build/meshgate" "$build/mesh-sample" "$out/bin/"
-plugins=(libRoundRobin libLeastConn libRandom libConsistentHash libRetry libHedge libCircuitBreaker libOutlierDetection libTracing)
+plugins=(libRoundRobin libLeastConn libRandom libConsistentHash libRetry libHedge libCircuitBreaker libOutlierDetection libTracing libRateLimit libMirror)
 for p in "${plugins[@]}"; do cp "$build/$p.so" "$out/plugins/"; done
 # Every library the binaries and plugins load that is not the system's.
 for f in "$out"/bin/* "$out"/plugins/*; do

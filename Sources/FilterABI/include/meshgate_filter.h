@@ -1,8 +1,10 @@
 /*
- * Meshgate filter plugin ABI, version 1.2 (1.0 released; 1.1 appends
+ * Meshgate filter plugin ABI, version 1.3 (1.0 released; 1.1 appends
  * call_set_log_field, counter_declare and counter_add to mg_host; 1.2
  * appends endpoint metadata: mg_endpoint_list.metadata and
- * attempt_endpoint_metadata).
+ * attempt_endpoint_metadata; 1.3 appends call_peer_address and shadow
+ * calls (call_start_shadow, mg_shadow_result), and lets
+ * call_add_response_header add fields to a filter's local reply).
  *
  * v1 never changes meaning: a minor version only appends (fields at the end
  * of the structs below, new optional hooks, new host functions); a breaking
@@ -73,7 +75,7 @@ extern "C" {
 #endif
 
 #define MG_ABI_MAJOR 1
-#define MG_ABI_MINOR 2
+#define MG_ABI_MINOR 3
 
 /* The one symbol a plugin exports: `const mg_plugin *meshgate_plugin_v1(const mg_host *host)`. */
 #define MG_PLUGIN_ENTRY_V1 "meshgate_plugin_v1"
@@ -216,6 +218,19 @@ typedef struct mg_call_result {
     uint64_t response_bytes;    /* DATA bytes sent to the client (gRPC framing included) */
 } mg_call_result;
 
+/* Since 1.3: how a shadow call (call_start_shadow) ended. */
+typedef struct mg_shadow_result {
+    uint32_t size;              /* sizeof(mg_shadow_result) as the host built it */
+    int32_t grpc_status;        /* the shadow's status (from its trailers, or mapped
+                                   from a reset); CANCELLED when abandoned */
+    mg_str cluster;
+    uint64_t latency_us;        /* shadow start to end */
+    uint8_t abandoned;          /* the host gave up on it: buffer full, timeout,
+                                   or the client cancelled the call */
+    uint8_t transport_failure;  /* no connection, or reset/lost without a status */
+    uint8_t reserved[6];
+} mg_shadow_result;
+
 /* Request hook results. */
 typedef enum mg_action {
     MG_CONTINUE = 0,    /* go on with the chain */
@@ -261,7 +276,11 @@ typedef struct mg_host {
     /* From on_response_headers only: the `index`-th value of a response header. */
     int (*attempt_response_header)(const mg_attempt *attempt, mg_str name, size_t index, mg_str *value);
 
-    /* From on_response_headers only: add a header to the response the client gets. */
+    /* From on_response_headers: add a header to the response the client
+     * gets. Since 1.3 also from on_request_headers after call_local_reply:
+     * the field goes into the local reply's Trailers-Only head (e.g.
+     * grpc-retry-pushback-ms). Returns 0, or -1 when called elsewhere or
+     * the name or value is invalid. */
     int (*call_add_response_header)(mg_call *call, mg_str name, mg_str value);
 
     /* MG_KIND_HEDGE, from on_request_headers, on_attempt_start or
@@ -337,6 +356,35 @@ typedef struct mg_host {
      * *value (valid until the hook returns), or 0 when the endpoint has no
      * such label or none is chosen yet. */
     int (*attempt_endpoint_metadata)(const mg_attempt *attempt, mg_str key, mg_str *value);
+
+    /* ---- since 1.3 (check size >= offsetof(mg_host, call_start_shadow) + sizeof(void *)) ---- */
+
+    /* From any hook of the call: the client's address, "ip:port" (IPv6 as
+     * "[addr]:port"), valid until the call ends. Returns 1 and sets
+     * *address, or 0 when the host does not know it. */
+    int (*call_peer_address)(const mg_call *call, mg_str *address);
+
+    /* From on_request_headers: send a copy of the call ("shadow") to
+     * `cluster` and drop its response (traffic mirroring). The shadow gets
+     * the client's request head with ":authority" suffixed "-shadow" (as
+     * Envoy does), the call's remaining deadline as grpc-timeout, and every
+     * request byte the client sends; its endpoint is chosen round robin
+     * among the cluster's healthy, non-ejected endpoints on the call's loop
+     * (no balancer plugin is asked). The shadow never affects the call:
+     * request bytes the shadow has not taken are buffered up to
+     * `max_buffer_bytes` (0 = 64 KiB), beyond which the shadow is abandoned
+     * (RST_STREAM CANCEL); so it is after `timeout_ms` (0 = 10 s), or when
+     * the client cancels before its request ended. Its response is read and
+     * discarded as it arrives.
+     * `done` (may be NULL) runs once, on the call's loop, when the shadow
+     * ended, possibly after the call ended (then without the call's
+     * handle): `result` is valid during `done`; `user` is the plugin's. The
+     * host keeps the call's config and instances alive until every shadow
+     * of the call has ended, so `user` may be the instance.
+     * Returns 0, or -1 when the cluster is unknown, has no usable endpoint,
+     * or the function is called from another hook (then `done` never runs). */
+    int (*call_start_shadow)(mg_call *call, mg_str cluster, uint32_t timeout_ms, uint32_t max_buffer_bytes,
+                             void (*done)(void *user, const struct mg_shadow_result *result), void *user);
 } mg_host;
 
 /* ------------------------------------------------------------ plugin API -- */

@@ -59,6 +59,8 @@ public final class FilterChains: Sendable {
         "retry": "libRetry.so",
         "hedge": "libHedge.so",
         "circuit_breaker": "libCircuitBreaker.so",
+        "rate_limit": "libRateLimit.so",
+        "mirror": "libMirror.so",
         "outlier_detection": "libOutlierDetection.so",
         "tracing": "libTracing.so",
     ]

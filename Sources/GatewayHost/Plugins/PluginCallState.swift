@@ -18,6 +18,15 @@ final class PluginCallState {
     unowned(unsafe) var proxy: ProxyCall?
     /// Set by call_local_reply.
     var localReply: GRPCStatus?
+    /// While on_request_headers hooks run: call_start_shadow works, and
+    /// call_add_response_header adds to a local reply (ABI 1.3).
+    var inRequestHeaderHooks = false
+    /// Fields call_add_response_header added to a filter's local reply
+    /// (e.g. grpc-retry-pushback-ms from a rate limiter); nil when none.
+    var localReplyFields: HTTP2HeaderList?
+    /// The client's "ip:port" (ABI 1.3 call_peer_address), made on the
+    /// first ask and kept for the call.
+    var peerAddress: mg_str?
     /// The upstream's response head during on_response_headers.
     var responseHeaders: HTTP2HeaderList?
     /// During on_response_headers: the head the client will get (the

@@ -1,5 +1,6 @@
 import FilterABI
 import MeshgateGRPC
+import MeshgateHTTP2
 import NIOCore
 
 /// The `mg_host` table handed to every plugin: the functions the host
@@ -59,7 +60,13 @@ enum PluginHostAPI {
             },
             call_add_response_header: { call, name, value in
                 let state = PluginCallState.from(call)
-                guard state.responseHeaders != nil else { return -1 }
+                if state.responseHeaders == nil {
+                    // 1.3: a field of a filter's local reply.
+                    guard state.inRequestHeaderHooks, state.localReply != nil else { return -1 }
+                    var fields = state.localReplyFields ?? HTTP2HeaderList()
+                    defer { state.localReplyFields = fields }
+                    return PluginHeaderField.append(name, value, to: &fields, replacing: false) ? 0 : -1
+                }
                 return PluginHeaderField.append(name, value, to: &state.clientResponseHead, replacing: false) ? 0 : -1
             },
             // The two that change the call only queue an event: the call
@@ -115,6 +122,21 @@ enum PluginHostAPI {
                 guard let found = attempt.call.endpointMetadata(attempt, key: key) else { return 0 }
                 value?.pointee = found
                 return 1
+            },
+            call_peer_address: { call, address in
+                let state = PluginCallState.from(call)
+                if state.peerAddress == nil, let text = state.proxy?.peerAddressText {
+                    state.peerAddress = state.stable(text)
+                }
+                guard let found = state.peerAddress else { return 0 }
+                address?.pointee = found
+                return 1
+            },
+            call_start_shadow: { call, cluster, timeoutMs, bufferLimit, done, user in
+                let state = PluginCallState.from(call)
+                guard state.inRequestHeaderHooks, let proxy = state.proxy else { return -1 }
+                return proxy.startShadow(cluster: PluginHostAPI.string(cluster), timeoutMs: timeoutMs, bufferLimit: bufferLimit,
+                                         done: done, user: user) ? 0 : -1
             }))
         return UnsafePointer(table)
     }()

@@ -69,6 +69,8 @@ struct CallFilters {
     /// the status it gave (call_local_reply).
     func requestHeaders() -> GRPCStatus? {
         guard chain.hasRequestHeaderHook else { return nil }
+        plugin.inRequestHeaderHooks = true
+        defer { plugin.inRequestHeaderHooks = false }
         let links = chain.links
         for i in links.indices {
             guard let hook = links[i].hooks.on_request_headers else { continue }

@@ -57,6 +57,12 @@ final class ProxyCall: HTTP2StreamDelegate {
     private var finishedAt: NIODeadline?
     /// The endpoint of the last attempt that got a stream (access log).
     private var lastUpstream: String?
+    /// Mirrored copies of the call (ABI 1.3 call_start_shadow), fed the
+    /// client's request bytes; empty for nearly every call (one branch per
+    /// request event).
+    private var shadows: [ShadowStream] = []
+    /// The client's request has ended (END_STREAM or trailers).
+    private var clientRequestEnded = false
 
     init(downstream: HTTP2Connection, stream: Int32, headers: HTTP2HeaderList, path: String,
          route: RouteTable.Route, generation: LoopGeneration, listenerIndex: Int, timeoutNanos: Int64?, loop: LoopContext) {
@@ -91,6 +97,7 @@ final class ProxyCall: HTTP2StreamDelegate {
     }
 
     func start(requestEnded: Bool) {
+        clientRequestEnded = requestEnded
         filters.begin()
         if let deadline {
             deadlineTimer = loop.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
@@ -154,14 +161,19 @@ final class ProxyCall: HTTP2StreamDelegate {
         // a client's own x-forwarded-client-cert (only the gateway vouches).
         var headers = headers
         headers.removeAll(named: "x-forwarded-client-cert")
+        clientRequestEnded = true
+        if !shadows.isEmpty { for shadow in shadows { shadow.endRequest(trailers: headers) } }
         handle(.requestEnd(trailers: headers))
     }
 
     func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveData data: ByteBuffer) {
+        if !shadows.isEmpty { for shadow in shadows { shadow.forward(data) } }
         handle(.requestData(data))
     }
 
     func http2(_ connection: HTTP2Connection, didReceiveEndOfStream stream: Int32) {
+        clientRequestEnded = true
+        if !shadows.isEmpty { for shadow in shadows { shadow.endRequest(trailers: nil) } }
         handle(.requestEnd(trailers: nil))
     }
 
@@ -170,7 +182,52 @@ final class ProxyCall: HTTP2StreamDelegate {
     }
 
     func http2(_ connection: HTTP2Connection, stream: Int32, didCloseWith reason: HTTP2StreamCloseReason) {
+        if !shadows.isEmpty { for shadow in shadows { shadow.clientClosed() } }
         handle(.downstreamClosed(cleanly: reason == .finished))
+    }
+
+    // MARK: Shadows (traffic mirroring)
+
+    /// call_start_shadow: a copy of the call to `clusterName`, on an
+    /// endpoint of its own round robin; false when the cluster is unknown
+    /// or has no usable endpoint.
+    func startShadow(cluster clusterName: String, timeoutMs: UInt32, bufferLimit: UInt32,
+                     done: ShadowStream.Done?, user: UnsafeMutableRawPointer?) -> Bool {
+        guard let cluster = generation.clusters.first(where: { $0.name == clusterName }),
+              let chosen = cluster.nextShadowEndpoint() else { return false }
+        let pool = cluster.endpoints[chosen]
+        let shadow = ShadowStream(cluster: clusterName, pool: pool, head: shadowHead(scheme: pool.scheme),
+                                  requestEnded: clientRequestEnded, generation: generation,
+                                  bufferLimit: bufferLimit == 0 ? 64 * 1024 : Int(bufferLimit), done: done, user: user)
+        shadows.append(shadow)
+        shadow.start(timeout: .milliseconds(Int64(timeoutMs == 0 ? 10_000 : timeoutMs)), on: loop)
+        return true
+    }
+
+    /// The client's request head for a shadow: hop-by-hop fields dropped,
+    /// the shadow endpoint's `:scheme`, `:authority` suffixed "-shadow"
+    /// (Envoy's marker), and the call's remaining deadline.
+    private func shadowHead(scheme: String) -> HTTP2HeaderList {
+        var head = HTTP2HeaderList()
+        head.reserveCapacity(requestHeaders.count + 1)
+        var scheme = scheme
+        requestHeaders.forEachField { name, value in
+            switch UpstreamRequestField.treatment(of: name) {
+            case .drop: break
+            case .scheme: scheme.withUTF8 { head.append(name: name, value: UnsafeRawBufferPointer($0)) }
+            case .pass:
+                if name.elementsEqual(":authority".utf8) {
+                    head.append(":authority", String(decoding: value, as: UTF8.self) + "-shadow")
+                } else {
+                    head.append(name: name, value: value)
+                }
+            }
+            return true
+        }
+        if let deadline {
+            head.append("grpc-timeout", GRPCTimeout.format(nanoseconds: max((deadline - .now()).nanoseconds, 1)))
+        }
+        return head
     }
 
     // MARK: Actions out
@@ -237,7 +294,10 @@ final class ProxyCall: HTTP2StreamDelegate {
             if responseStarted {
                 downstream.sendEnd(stream: downstreamStream, trailers: GRPCLocalReply.trailers(status))
             } else {
-                downstream.sendResponseHeaders(stream: downstreamStream, headers: GRPCLocalReply.trailersOnly(status), endStream: true)
+                var head = GRPCLocalReply.trailersOnly(status)
+                // A filter's own fields on its local reply (ABI 1.3).
+                if let extra = plugin.localReplyFields { head.append(contentsOf: extra) }
+                downstream.sendResponseHeaders(stream: downstreamStream, headers: head, endStream: true)
             }
         case .discardQueuedResponse:
             downstream.discardQueuedData(stream: downstreamStream)
@@ -285,6 +345,13 @@ final class ProxyCall: HTTP2StreamDelegate {
         }
         let detail = cluster.endpoints.compactMap { ep in ep.lastConnectError.map { "\(ep.address): \($0)" } }.joined(separator: "; ")
         return GRPCStatus(.unavailable, "no upstream of cluster '\(cluster.name)' is reachable" + (detail.isEmpty ? "" : " (\(detail))"))
+    }
+
+    /// The client's "ip:port" ("[v6]:port"), for call_peer_address.
+    var peerAddressText: String? {
+        guard let address = downstream.remoteAddress, let ip = address.ipAddress, let port = address.port else { return nil }
+        if case .v6 = address { return "[\(ip)]:\(port)" }
+        return "\(ip):\(port)"
     }
 
     /// Label `key` of the attempt's endpoint (ABI 1.2), from the generation
@@ -394,6 +461,8 @@ final class ProxyCall: HTTP2StreamDelegate {
                 requestBytes: machine.request.received, responseBytes: machine.responseBytesWritten, clientIdentity: requestHeaders["x-forwarded-client-cert"], fields: plugin.logFields))
         }
         plugin.proxy = nil
+        // Shadows go on by themselves (they hold the generation).
+        shadows = []
         // The attempts hold their call: let both go.
         attempts.removeAll()
         scratch.recycle(attemptTable: machine.takeAttemptStorage())

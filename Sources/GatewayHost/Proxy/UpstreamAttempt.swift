@@ -8,7 +8,7 @@ import NIOCore
 /// reported) is the call's state machine's (`AttemptState`).
 ///
 /// The `mg_attempt *` handle plugins get points at this object.
-final class UpstreamAttempt: HTTP2StreamDelegate {
+final class UpstreamAttempt: HTTP2StreamDelegate, UpstreamPoolWaiter {
     /// Strong: a waiting or streaming attempt keeps its call alive; the
     /// call lets its attempts go once it is done.
     let call: ProxyCall

@@ -123,6 +123,25 @@ final class ClusterPool {
 
     var hasHealthyEndpoint: Bool { endpoints.contains { $0.healthy && !$0.ejected } }
 
+    /// Where the next shadow (mirrored) call to this cluster goes: round
+    /// robin over the endpoints that are healthy, not ejected and not
+    /// backing off, from this loop's cursor. No balancer plugin is asked,
+    /// so mirroring cannot disturb a balancer's state.
+    private var shadowCursor = 0
+
+    func nextShadowEndpoint() -> Int? {
+        guard !endpoints.isEmpty else { return nil }
+        for step in 0..<endpoints.count {
+            let i = (shadowCursor + step) % endpoints.count
+            let endpoint = endpoints[i]
+            if endpoint.healthy && !endpoint.ejected && !endpoint.isBackingOff {
+                shadowCursor = i + 1
+                return i
+            }
+        }
+        return nil
+    }
+
     func closeAll() {
         for endpoint in endpoints { endpoint.closeAll() }
     }

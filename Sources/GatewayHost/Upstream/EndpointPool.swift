@@ -20,7 +20,7 @@ final class EndpointPool {
     /// TLS to the endpoint (the cluster's current material at each connect).
     let tls: TLSContextSource?
     private(set) var connections: [UpstreamConnection] = []
-    private var waiters = CircularBuffer<UpstreamAttempt>()
+    private var waiters = CircularBuffer<any UpstreamPoolWaiter>()
     private var consecutiveFailures = 0
     private var retryAfter: NIODeadline?
     private(set) var lastConnectError: String?
@@ -65,7 +65,7 @@ final class EndpointPool {
     }
 
     /// Gives the attempt a connection now (`attach`) or once one is ready.
-    func acquire(for call: UpstreamAttempt) {
+    func acquire(for call: any UpstreamPoolWaiter) {
         if let connection = connectionWithRoom() {
             call.attach(connection)
             return
@@ -74,7 +74,7 @@ final class EndpointPool {
         openConnectionIfNeeded()
     }
 
-    func cancelWait(_ call: UpstreamAttempt) {
+    func cancelWait(_ call: any UpstreamPoolWaiter) {
         if let i = waiters.firstIndex(where: { $0 === call }) { waiters.remove(at: i) }
     }
 

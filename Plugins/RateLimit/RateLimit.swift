@@ -1,0 +1,321 @@
+import FilterABI
+import PluginKit
+import Synchronization
+
+/// `rate_limit`: token buckets per route, keyed by a request header, the
+/// verified client identity or the peer address (or one bucket for the
+/// route). A call over its bucket's limit is answered at once with
+/// RESOURCE_EXHAUSTED, a message naming the limit, and
+/// `grpc-retry-pushback-ms` set to when the next token is due (ABI 1.3:
+/// fields on a local reply), so Meshgate's retry plugin and gRPC clients
+/// with a retry policy wait exactly that long.
+///
+/// Config: `rate` (calls per second, > 0), `burst` (bucket size, default
+/// the rate rounded up), `key` (`route` default, `peer`, `identity`,
+/// `header` with `header: <name>`), `max_keys` (default 10,000), `name`
+/// (the `limit` label on /metrics, default "rate_limit").
+final class RateLimitConfig: Sendable {
+    enum Key: Sendable, Equatable {
+        case route, peer, identity
+        case header(String)
+
+        var isHeader: Bool {
+            if case .header = self { return true }
+            return false
+        }
+    }
+
+    let name: String
+    let rate: Double
+    let burst: Int
+    let key: Key
+    let maxKeys: Int
+    /// GCRA: one token every `interval`; a bucket admits a call while its
+    /// theoretical arrival time is at most `tolerance` ahead of now.
+    let intervalNanos: Int64
+    let toleranceNanos: Int64
+    let allowedCounter: UInt64
+    let limitedCounter: UInt64
+    let message: String
+    /// The buckets of every event loop (one for `key: route`).
+    let buckets: BucketTable
+
+    init(_ config: PluginConfig) throws(PluginConfig.Invalid) {
+        rate = try config.double("rate", default: 0, in: 0...1_000_000_000)
+        guard rate > 0 else { throw .init("rate (calls per second) is required and must be above 0") }
+        burst = try config.int("burst", default: max(1, Int(rate.rounded(.up))), in: 1...1_000_000_000)
+        name = config.string("name") ?? "rate_limit"
+        guard !name.isEmpty, name.utf8.allSatisfy({ $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") && $0 < 0x7f }) else {
+            throw .init("name must be printable ASCII without quotes or backslashes")
+        }
+        let header = config.string("header")
+        switch config.string("key") ?? (header == nil ? "route" : "header") {
+        case "route": key = .route
+        case "peer": key = .peer
+        case "identity": key = .identity
+        case "header":
+            guard let header, !header.isEmpty, !header.hasPrefix(":") else {
+                throw .init("key: header needs `header: <name>` (a request header, not a pseudo-header)")
+            }
+            key = .header(header.lowercased())
+        case let other: throw .init("key must be route, peer, identity or header, got '\(other)'")
+        }
+        if header != nil, !key.isHeader { throw .init("header is only read with key: header") }
+        maxKeys = try config.int("max_keys", default: 10_000, in: 1...10_000_000)
+        intervalNanos = max(1, Int64((1e9 / rate).rounded()))
+        toleranceNanos = intervalNanos * Int64(burst - 1)
+        let labels = "limit=\"\(name)\""
+        allowedCounter = PluginHost.declareCounter("meshgate_rate_limit_allowed_total",
+                                                   help: "Calls a rate_limit filter let through, by limit name.", labels: labels)
+        limitedCounter = PluginHost.declareCounter("meshgate_rate_limit_limited_total",
+                                                   help: "Calls a rate_limit filter refused with RESOURCE_EXHAUSTED, by limit name.", labels: labels)
+        let per: String
+        switch key {
+        case .route: per = "for this route"
+        case .peer: per = "per client address"
+        case .identity: per = "per client identity"
+        case .header(let h): per = "per \(h)"
+        }
+        let rateText = rate == rate.rounded() ? String(Int(rate)) : String(rate)
+        message = "rate limit '\(name)' exceeded: \(rateText) calls/s, burst \(burst), \(per)"
+        buckets = BucketTable(maxKeys: maxKeys)
+    }
+}
+
+/// One token bucket as a GCRA cell: the theoretical arrival time of the
+/// next call, in monotonic nanoseconds. Taking a token is one
+/// compare-exchange, from any event loop: the limit holds for the whole
+/// gateway without a lock.
+final class Bucket: Sendable {
+    let arrival = Atomic<Int64>(0)
+    /// Set when the table dropped the bucket: loops re-resolve the key.
+    let evicted = Atomic<Bool>(false)
+
+    /// 0 when the call may go; else nanoseconds until a token is due.
+    func take(now: Int64, interval: Int64, tolerance: Int64) -> Int64 {
+        var current = arrival.load(ordering: .relaxed)
+        while true {
+            let base = max(current, now)
+            let wait = base - now - tolerance
+            if wait > 0 { return wait }
+            let (exchanged, original) = arrival.compareExchange(expected: current, desired: base + interval, ordering: .relaxed)
+            if exchanged { return 0 }
+            current = original
+        }
+    }
+}
+
+/// The buckets of one limit, shared by every event loop: found under a
+/// lock only when a loop meets a key it has not cached. At most `maxKeys`
+/// buckets: a new key evicts the least recently used of 8 sampled buckets
+/// (the one whose arrival time is furthest behind; Redis samples the same
+/// way), and a bucket that has refilled completely is evicted for free: it
+/// is the same as a new one.
+final class BucketTable: Sendable {
+    private struct Entries {
+        var byKey: [UInt64: (bucket: Bucket, slot: Int)] = [:]
+        var keys: [UInt64] = []
+        var sampler: UInt64 = 0x9e37_79b9_7f4a_7c15
+    }
+
+    let maxKeys: Int
+    private let entries = Mutex(Entries())
+    /// `key: route`: one bucket, no table.
+    let single = Bucket()
+
+    init(maxKeys: Int) { self.maxKeys = maxKeys }
+
+    var count: Int { entries.withLock { $0.keys.count } }
+
+    func bucket(for key: UInt64) -> Bucket {
+        entries.withLock { table in
+            if let found = table.byKey[key] { return found.bucket }
+            if table.keys.count >= maxKeys { Self.evictOne(&table) }
+            let bucket = Bucket()
+            table.byKey[key] = (bucket, table.keys.count)
+            table.keys.append(key)
+            return bucket
+        }
+    }
+
+    private static func evictOne(_ table: inout Entries) {
+        var victim = -1
+        var oldest = Int64.max
+        for _ in 0..<min(8, table.keys.count) {
+            table.sampler = table.sampler &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            let slot = Int((table.sampler >> 33) % UInt64(table.keys.count))
+            let arrival = table.byKey[table.keys[slot]]!.bucket.arrival.load(ordering: .relaxed)
+            if arrival < oldest {
+                oldest = arrival
+                victim = slot
+            }
+        }
+        let key = table.keys[victim]
+        table.byKey.removeValue(forKey: key)!.bucket.evicted.store(true, ordering: .relaxed)
+        let last = table.keys.removeLast()
+        if victim < table.keys.count {
+            table.keys[victim] = last
+            table.byKey[last]!.slot = victim
+        }
+    }
+}
+
+/// One limit on one event loop: its cache of the shared buckets (no lock
+/// on a hit).
+final class RateLimitInstance {
+    let config: RateLimitConfig
+    private var cache: [UInt64: Bucket] = [:]
+    private let cacheLimit: Int
+
+    init(config: RateLimitConfig) {
+        self.config = config
+        cacheLimit = min(config.maxKeys, 4096)
+    }
+
+    func bucket(for key: UInt64) -> Bucket {
+        if let cached = cache[key], !cached.evicted.load(ordering: .relaxed) { return cached }
+        if cache.count >= cacheLimit {
+            cache = cache.filter { !$0.value.evicted.load(ordering: .relaxed) }
+            if cache.count >= cacheLimit { cache.removeAll(keepingCapacity: true) }
+        }
+        let bucket = config.buckets.bucket(for: key)
+        cache[key] = bucket
+        return bucket
+    }
+}
+
+enum RateLimitPlugin {
+    /// Keys are 64-bit hashes of their bytes (FNV-1a, seeded per process,
+    /// then mixed), so a lookup makes no String.
+    nonisolated(unsafe) static let seed: UInt64 = UInt64.random(in: 1...UInt64.max)
+
+    static func hash(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325 ^ seed
+        for byte in bytes {
+            h ^= UInt64(byte)
+            h = h &* 0x100_0000_01b3
+        }
+        h ^= h >> 33
+        h = h &* 0xff51_afd7_ed55_8ccd
+        h ^= h >> 33
+        return h
+    }
+
+    static func hash(_ value: mg_str) -> UInt64 {
+        hash(UnsafeRawBufferPointer(start: value.ptr, count: value.ptr == nil ? 0 : value.len))
+    }
+
+    static func requestHeader(_ call: OpaquePointer?, _ name: String) -> mg_str? {
+        var name = name
+        var value = mg_str()
+        let found = name.withUTF8 { bytes in
+            PluginHost.table?.pointee.call_request_header(call, mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count), 0, &value) ?? 0
+        }
+        return found == 1 ? value : nil
+    }
+
+    /// The call's key, or nil when the call has none (no such header, no
+    /// client certificate, no known address): such calls are not limited,
+    /// as Envoy skips a descriptor whose entry is missing.
+    static func key(_ config: RateLimitConfig, _ call: OpaquePointer?) -> UInt64? {
+        switch config.key {
+        case .route:
+            return 0
+        case .header(let name):
+            return requestHeader(call, name).map(hash)
+        case .identity:
+            // x-forwarded-client-cert: the gateway's own (a client's is
+            // dropped): "Subject=...;URI=...;DNS=...". The first URI, else
+            // the first DNS name, else the whole value.
+            guard let xfcc = requestHeader(call, "x-forwarded-client-cert"), let ptr = xfcc.ptr else { return nil }
+            let bytes = UnsafeRawBufferPointer(start: ptr, count: xfcc.len)
+            return hash(field(bytes, "URI=") ?? field(bytes, "DNS=") ?? bytes)
+        case .peer:
+            guard PluginHost.offers(\mg_host.call_peer_address), let peer = PluginHost.table?.pointee.call_peer_address else { return nil }
+            var address = mg_str()
+            guard peer(call, &address) == 1, let ptr = address.ptr else { return nil }
+            // The IP without the port: one client, however many connections.
+            let bytes = UnsafeRawBufferPointer(start: ptr, count: address.len)
+            let colon = bytes.lastIndex(of: UInt8(ascii: ":")) ?? bytes.count
+            return hash(UnsafeRawBufferPointer(rebasing: bytes[0..<colon]))
+        }
+    }
+
+    /// The value of `prefix` (e.g. "URI=") among `;`-separated parts.
+    static func field(_ bytes: UnsafeRawBufferPointer, _ prefix: StaticString) -> UnsafeRawBufferPointer? {
+        let p = UnsafeRawBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount)
+        var start = 0
+        while start < bytes.count {
+            let end = bytes[start...].firstIndex(of: UInt8(ascii: ";")) ?? bytes.count
+            if end - start > p.count, bytes[start..<(start + p.count)].elementsEqual(p) {
+                return UnsafeRawBufferPointer(rebasing: bytes[(start + p.count)..<end])
+            }
+            start = end + 1
+        }
+        return nil
+    }
+
+    static func nowNanos() -> Int64 {
+        let elapsed = ContinuousClock.now - origin
+        return elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
+            + 1_000_000_000  // never 0, the initial arrival time
+    }
+
+    private static let origin = ContinuousClock.now
+
+    static func refuse(_ call: OpaquePointer?, _ config: RateLimitConfig, waitNanos: Int64) -> mg_action {
+        guard let host = PluginHost.table?.pointee else { return MG_CONTINUE }
+        let pushbackMs = (waitNanos + 999_999) / 1_000_000
+        var message = "\(config.message); retry in \(pushbackMs) ms"
+        message.withUTF8 { bytes in
+            host.call_local_reply(call, Int32(MG_STATUS_RESOURCE_EXHAUSTED),
+                                  mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count))
+        }
+        var name = "grpc-retry-pushback-ms"
+        var value = String(pushbackMs)
+        name.withUTF8 { n in
+            value.withUTF8 { v in
+                _ = host.call_add_response_header(call, mg_str(ptr: UnsafeRawPointer(n.baseAddress)?.assumingMemoryBound(to: CChar.self), len: n.count),
+                                                  mg_str(ptr: UnsafeRawPointer(v.baseAddress)?.assumingMemoryBound(to: CChar.self), len: v.count))
+            }
+        }
+        PluginHost.add(config.limitedCounter)
+        return MG_LOCAL_REPLY
+    }
+
+    nonisolated(unsafe) static let descriptor: UnsafePointer<mg_plugin> = {
+        var d = PluginSupport.descriptor(name: "rate_limit", version: "1.0.0", kinds: Int(MG_KIND_FILTER))
+        // 1.3: the pushback field on the local reply and the peer address.
+        d.abi_minor = 3
+        d.config_new = { _, json, errorBuffer, errorSize in
+            PluginSupport.makeConfig(json, allowedKeys: ["rate", "burst", "key", "header", "max_keys", "name"], errorBuffer, errorSize) {
+                config throws(PluginConfig.Invalid) in try RateLimitConfig(config)
+            }
+        }
+        d.config_destroy = { PluginSupport.release($0) }
+        d.instance_new = { config, _, _ in
+            guard let config = PluginSupport.object(config, as: RateLimitConfig.self) else { return nil }
+            return PluginSupport.retain(RateLimitInstance(config: config))
+        }
+        d.instance_destroy = { PluginSupport.release($0) }
+        d.on_request_headers = { instance, _, call in
+            guard let limiter = PluginSupport.object(instance, as: RateLimitInstance.self) else { return MG_CONTINUE }
+            let config = limiter.config
+            guard let key = key(config, call) else { return MG_CONTINUE }
+            let bucket = config.key == .route ? config.buckets.single : limiter.bucket(for: key)
+            let wait = bucket.take(now: nowNanos(), interval: config.intervalNanos, tolerance: config.toleranceNanos)
+            guard wait > 0 else {
+                PluginHost.add(config.allowedCounter)
+                return MG_CONTINUE
+            }
+            return refuse(call, config, waitNanos: wait)
+        }
+        return PluginSupport.publish(d)
+    }()
+}
+
+@_cdecl("meshgate_plugin_v1")
+public func meshgatePluginV1(_ host: UnsafePointer<mg_host>?) -> UnsafePointer<mg_plugin>? {
+    guard PluginHost.accept(host), let host, host.pointee.abi_minor >= 3 else { return nil }
+    return RateLimitPlugin.descriptor
+}
