@@ -174,6 +174,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         let buffer = unwrapInboundIn(data)
         if !sawFirstBytes && role == .server {
             if HTTP2Connection.looksLikeHTTP1(buffer) {
+                if let handoff = http1Handoff { return handOffToHTTP1(context, data, handoff) }
                 refuseHTTP1()
                 return
             }
@@ -645,6 +646,25 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         state.delegate = nil
         delegate?.http2(self, stream: state.id, didCloseWith: reason)
         self.delegate?.http2(self, didCloseStream: state.id)
+    }
+
+    /// Server side, on a port that also serves HTTP/1.1 (gRPC-Web): adds
+    /// the HTTP/1 handlers after this one when a client's first bytes are
+    /// an HTTP/1.x request; the connection then hands them those bytes and
+    /// leaves the pipeline. nil: such a client gets 505.
+    public var http1Handoff: ((ChannelPipeline.SynchronousOperations) throws -> Void)?
+
+    private func handOffToHTTP1(_ context: ChannelHandlerContext, _ data: NIOAny, _ handoff: (ChannelPipeline.SynchronousOperations) throws -> Void) {
+        http1Handoff = nil
+        do {
+            try handoff(context.pipeline.syncOperations)
+        } catch {
+            closeReason = "cannot serve HTTP/1.1: \(error)"
+            close()
+            return
+        }
+        context.fireChannelRead(data)
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 
     private func refuseHTTP1() {

@@ -144,7 +144,7 @@ public enum ConfigLoader {
     private static func parseListener(_ node: YAMLNode, file: String, path: String, clusters: Set<String>) throws(ConfigError) -> ListenerConfig {
         let l = try YAMLFieldReader(node, file: file, path: path, allowed: ["name", "address", "routes", "max_concurrent_streams", "max_connections", "tls",
                                                                          "idle_timeout", "send_timeout", "per_connection_buffer_limit_bytes", "keepalive",
-                                                                         "health_only", "reflection"])
+                                                                         "health_only", "reflection", "grpc_web", "cors"])
         let name = try l.requiredString("name")
         let address = try l.requiredAddress("address")
         var listener = ListenerConfig(name: name, address: address, routes: [])
@@ -159,6 +159,11 @@ public enum ConfigLoader {
         }
         listener.healthOnly = try l.bool("health_only") ?? false
         listener.reflection = try l.bool("reflection") ?? true
+        listener.grpcWeb = try l.bool("grpc_web") ?? false
+        if let corsNode = l.node("cors") {
+            guard listener.grpcWeb else { throw l.error("cors", corsNode, "cors applies to gRPC-Web calls: set grpc_web: true on this listener") }
+            listener.cors = try parseCORS(corsNode, file: file, path: l.fieldPath("cors"))
+        }
         if listener.healthOnly, let routes = l.node("routes") {
             throw l.error("routes", routes, "a health_only listener serves only grpc.health.v1: it takes no routes (put them on another listener)")
         }
@@ -166,6 +171,33 @@ public enum ConfigLoader {
             listener.routes.append(try parseRoute(routeNode, file: file, path: routePath, clusters: clusters))
         }
         return listener
+    }
+
+    private static func parseCORS(_ node: YAMLNode, file: String, path: String) throws(ConfigError) -> CORSConfig {
+        let c = try YAMLFieldReader(node, file: file, path: path, allowed: ["allowed_origins", "allowed_headers", "expose_headers", "max_age", "allow_credentials"])
+        func strings(_ key: String, _ check: (String) -> Bool, _ what: String) throws(ConfigError) -> [String] {
+            var out: [String] = []
+            for (item, itemPath) in try c.list(key) {
+                guard case .scalar(let value, _, _) = item, check(value) else {
+                    throw ConfigError(file: file, mark: item.mark, field: itemPath, message: what)
+                }
+                out.append(value)
+            }
+            return out
+        }
+        let origins = try strings("allowed_origins", { $0 == "*" || ($0.hasPrefix("http://") || $0.hasPrefix("https://")) && !$0.hasSuffix("/") },
+                                  "must be an origin such as https://app.example.com (scheme and host, no path) or \"*\"")
+        guard !origins.isEmpty else { throw c.error("allowed_origins", c.node("allowed_origins"), "list at least one origin (or \"*\")") }
+        let token: (String) -> Bool = { !$0.isEmpty && $0.utf8.allSatisfy { b in b > 0x20 && b < 0x7f && b != UInt8(ascii: ",") && b != UInt8(ascii: ":") } }
+        var cors = CORSConfig(allowedOrigins: origins)
+        cors.allowedHeaders = try strings("allowed_headers", token, "must be a header name").map { $0.lowercased() }
+        cors.exposeHeaders = try strings("expose_headers", token, "must be a header name").map { $0.lowercased() }
+        if let d = try c.duration("max_age") { cors.maxAge = d }
+        cors.allowCredentials = try c.bool("allow_credentials") ?? false
+        if cors.allowCredentials && origins.contains("*") {
+            throw c.error("allow_credentials", c.node("allow_credentials"), "browsers refuse credentials with a wildcard origin: list the origins")
+        }
+        return cors
     }
 
     private static func parseRoute(_ node: YAMLNode, file: String, path: String, clusters: Set<String>) throws(ConfigError) -> RouteConfig {

@@ -105,6 +105,32 @@ public struct ListenerConfig: Sendable {
     /// port for probes that cannot present a client certificate, such as
     /// Kubernetes' gRPC probes, while client traffic stays on mTLS.
     public var healthOnly = false
+    /// Also accepts gRPC-Web (`grpc_web: true`): browsers' calls over
+    /// HTTP/1.1 or HTTP/2, translated to gRPC upstream and back (see
+    /// `GRPCWebStream`).
+    public var grpcWeb = false
+    /// CORS for gRPC-Web calls from pages of other origins (`cors:`); nil:
+    /// no CORS headers, preflights refused.
+    public var cors: CORSConfig?
+}
+
+/// A listener's `cors:` block (what Envoy's CORS filter offers for
+/// gRPC-Web).
+public struct CORSConfig: Sendable, Equatable {
+    /// Exact origins ("https://app.example.com"), or "*" for any.
+    public var allowedOrigins: [String]
+    /// Request headers a page may send beyond the gRPC-Web ones.
+    public var allowedHeaders: [String] = []
+    /// Response headers a page may read beyond grpc-status and grpc-message.
+    public var exposeHeaders: [String] = []
+    /// How long a browser may cache a preflight's answer.
+    public var maxAge: Duration = .seconds(86_400)
+    /// Access-Control-Allow-Credentials: true (cookies, Authorization).
+    public var allowCredentials = false
+
+    public init(allowedOrigins: [String]) { self.allowedOrigins = allowedOrigins }
+
+    public func allows(origin: String) -> Bool { allowedOrigins.contains("*") || allowedOrigins.contains(origin) }
 }
 
 /// `tls:` of a listener or a cluster: PEM files, resolved against the

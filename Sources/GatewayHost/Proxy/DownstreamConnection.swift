@@ -71,8 +71,16 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
         }
     }
 
+    /// The listener's config in the loop's current generation.
+    var listenerConfig: ListenerConfig { loop.generation.serving.listeners[listenerIndex].config }
+
     func http2(_ connection: HTTP2Connection, didReceiveRequest headers: HTTP2HeaderList, stream: Int32, endStream: Bool) -> HTTP2StreamDelegate? {
         idleSince = nil
+        if loop.generation.serving.listeners[listenerIndex].config.grpcWeb,
+           headers.valueHasPrefix("content-type", "application/grpc-web") || headers.value(of: ":method", equals: "OPTIONS"),
+           let web = webRequest(connection, headers: headers, stream: stream, endStream: endStream) {
+            return web
+        }
         // Byte-level checks: the list holds bytes, and only the path
         // becomes a String (the connection's cache reuses it per stream).
         guard headers.value(of: ":method", equals: "POST") else {
@@ -90,13 +98,55 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
             if endStream { call.onEnd?() }
             return call
         }
+        return route(headers, path: path, client: connection, stream: stream, endStream: endStream, http2: connection)
+    }
+
+    /// A gRPC-Web request or a CORS preflight on an HTTP/2 connection of a
+    /// `grpc_web: true` listener (nil: neither, handled as gRPC).
+    private func webRequest(_ connection: HTTP2Connection, headers: HTTP2HeaderList, stream: Int32, endStream: Bool) -> HTTP2StreamDelegate? {
+        let cors = listenerConfig.cors
+        if headers.value(of: ":method", equals: "OPTIONS") {
+            let answer = GRPCWebCORS.preflight(cors, origin: headers["origin"])
+            var head: HTTP2HeaderList = [(":status", String(answer.status))]
+            head.append(contentsOf: answer.fields)
+            connection.sendResponseHeaders(stream: stream, headers: head, endStream: true)
+            return DiscardingStream.shared
+        }
+        guard let request = GRPCWebRequest(contentType: headers["content-type"] ?? "") else { return nil }
+        let web = GRPCWebStream(transport: .http2(connection, stream), request: request,
+                                corsFields: GRPCWebCORS.responseFields(cors, origin: headers["origin"]))
+        startWebCall(web, headers: request.upstreamHead(headers), endStream: endStream)
+        return web
+    }
+
+    /// A gRPC-Web call (HTTP/2 or HTTP/1.1), its head already gRPC's:
+    /// routed like any call, or answered through `web` (health and
+    /// reflection are not served over gRPC-Web).
+    func startWebCall(_ web: GRPCWebStream, headers: HTTP2HeaderList, endStream: Bool) {
+        guard headers.value(of: ":method", equals: "POST") else {
+            _ = reply(web, 0, GRPCStatus(.internal, "gRPC-Web requires POST"), httpStatus: 405)
+            return
+        }
+        guard let path = headers[":path"], Self.isGRPCPath(path) else {
+            _ = reply(web, 0, GRPCStatus(.unimplemented, "malformed gRPC path '\(headers[":path"] ?? "")', expected /package.Service/Method"))
+            return
+        }
+        idleSince = nil
+        if endStream { web.requestEndedWithHead() }
+        web.call = route(headers, path: path, client: web, stream: 0, endStream: endStream, http2: nil) as? ProxyCall
+    }
+
+    /// Routes a request to a `ProxyCall`, or answers it on `client`. Only
+    /// a plain HTTP/2 client (`http2`) may reach the merged reflection.
+    private func route(_ headers: HTTP2HeaderList, path: String, client: any CallClientStream, stream: Int32, endStream: Bool,
+                       http2 connection: HTTP2Connection?) -> HTTP2StreamDelegate {
         let generation = loop.generation
         guard let route = generation.serving.listeners[listenerIndex].routes.match(path: path, headers: headers) else {
             if generation.serving.listeners[listenerIndex].config.healthOnly {
-                return reply(connection, stream, GRPCStatus(.unimplemented, "listener '\(listenerName)' serves only grpc.health.v1 (health_only), not \(path)"))
+                return reply(client, stream, GRPCStatus(.unimplemented, "listener '\(listenerName)' serves only grpc.health.v1 (health_only), not \(path)"))
             }
             let listener = generation.serving.listeners[listenerIndex].config
-            if GatewayReflectionService.paths.contains(path), listener.reflection,
+            if let connection, GatewayReflectionService.paths.contains(path), listener.reflection,
                !listener.routes.contains(where: { $0.match.pathMatches(path) }) {
                 // No route sends reflection elsewhere (not even one whose
                 // headers did not match): the gateway merges it.
@@ -105,13 +155,13 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
                 if endStream { call.onEnd?() }
                 return call
             }
-            return reply(connection, stream, GRPCStatus(.unimplemented, "no route for \(path) on listener '\(listenerName)'"))
+            return reply(client, stream, GRPCStatus(.unimplemented, "no route for \(path) on listener '\(listenerName)'"))
         }
         let peer = tls?.peer
         if let allowed = route.config.allowedIdentities {
             guard let peer, peer.names.contains(where: allowed.contains) else {
                 let who = peer.map { "client identity \($0.names.first ?? "(a certificate without names)")" } ?? "a client without a certificate"
-                return reply(connection, stream, GRPCStatus(.permissionDenied, "\(who) is not allowed to call \(path)"))
+                return reply(client, stream, GRPCStatus(.permissionDenied, "\(who) is not allowed to call \(path)"))
             }
         }
         var headers = headers
@@ -122,11 +172,11 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
         var clientTimeout: Int64?
         if let text = headers["grpc-timeout"] {
             guard let parsed = GRPCTimeout.parse(text) else {
-                return reply(connection, stream, GRPCStatus(.internal, "malformed grpc-timeout '\(text)'"))
+                return reply(client, stream, GRPCStatus(.internal, "malformed grpc-timeout '\(text)'"))
             }
             clientTimeout = parsed
         }
-        let call = ProxyCall(downstream: connection, stream: stream, headers: headers, path: path, route: route,
+        let call = ProxyCall(downstream: client, stream: stream, headers: headers, path: path, route: route,
                              generation: generation, listenerIndex: listenerIndex,
                              timeoutNanos: route.effectiveTimeout(clientTimeout: clientTimeout), loop: loop)
         call.start(requestEnded: endStream)
@@ -146,9 +196,9 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
         }
     }
 
-    private func reply(_ connection: HTTP2Connection, _ stream: Int32, _ status: GRPCStatus, httpStatus: Int = 200) -> HTTP2StreamDelegate {
+    private func reply(_ client: any CallClientStream, _ stream: Int32, _ status: GRPCStatus, httpStatus: Int = 200) -> HTTP2StreamDelegate {
         loop.metrics.localReply(status.code)
-        connection.sendResponseHeaders(stream: stream, headers: GRPCLocalReply.trailersOnly(status, httpStatus: httpStatus), endStream: true)
+        client.sendResponseHeaders(stream: stream, headers: GRPCLocalReply.trailersOnly(status, httpStatus: httpStatus), endStream: true)
         return DiscardingStream.shared
     }
 

@@ -18,7 +18,8 @@ import NIOCore
 /// Bytes pass through untouched (messages are never reassembled); flow
 /// control stays end to end (see `CallStateMachine`).
 final class ProxyCall: HTTP2StreamDelegate {
-    let downstream: HTTP2Connection
+    /// The client's HTTP/2 connection, or a gRPC-Web translation.
+    let downstream: any CallClientStream
     let downstreamStream: Int32
     let requestHeaders: HTTP2HeaderList
     let path: String
@@ -64,7 +65,7 @@ final class ProxyCall: HTTP2StreamDelegate {
     /// The client's request has ended (END_STREAM or trailers).
     private var clientRequestEnded = false
 
-    init(downstream: HTTP2Connection, stream: Int32, headers: HTTP2HeaderList, path: String,
+    init(downstream: any CallClientStream, stream: Int32, headers: HTTP2HeaderList, path: String,
          route: RouteTable.Route, generation: LoopGeneration, listenerIndex: Int, timeoutNanos: Int64?, loop: LoopContext) {
         self.downstream = downstream
         self.downstreamStream = stream
@@ -154,27 +155,18 @@ final class ProxyCall: HTTP2StreamDelegate {
         handle(.filterCancelledAttempts(keep: keep.flatMap { $0.call === self ? $0.id : nil }))
     }
 
-    // MARK: HTTP2StreamDelegate (the client's stream)
+    // MARK: The client's stream (HTTP/2, or through a gRPC-Web translation)
 
     func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveHeaders headers: HTTP2HeaderList, isTrailers: Bool, endStream: Bool) {
-        // Request trailers: rare in gRPC, relayed all the same, but without
-        // a client's own x-forwarded-client-cert (only the gateway vouches).
-        var headers = headers
-        headers.removeAll(named: "x-forwarded-client-cert")
-        clientRequestEnded = true
-        if !shadows.isEmpty { for shadow in shadows { shadow.endRequest(trailers: headers) } }
-        handle(.requestEnd(trailers: headers))
+        clientEnded(trailers: headers)
     }
 
     func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveData data: ByteBuffer) {
-        if !shadows.isEmpty { for shadow in shadows { shadow.forward(data) } }
-        handle(.requestData(data))
+        clientData(data)
     }
 
     func http2(_ connection: HTTP2Connection, didReceiveEndOfStream stream: Int32) {
-        clientRequestEnded = true
-        if !shadows.isEmpty { for shadow in shadows { shadow.endRequest(trailers: nil) } }
-        handle(.requestEnd(trailers: nil))
+        clientEnded(trailers: nil)
     }
 
     func http2(_ connection: HTTP2Connection, stream: Int32, didWriteData bytes: Int) {
@@ -182,8 +174,32 @@ final class ProxyCall: HTTP2StreamDelegate {
     }
 
     func http2(_ connection: HTTP2Connection, stream: Int32, didCloseWith reason: HTTP2StreamCloseReason) {
+        clientClosed(cleanly: reason == .finished)
+    }
+
+    func clientData(_ data: ByteBuffer) {
+        if !shadows.isEmpty { for shadow in shadows { shadow.forward(data) } }
+        handle(.requestData(data))
+    }
+
+    func clientEnded(trailers: HTTP2HeaderList?) {
+        clientRequestEnded = true
+        var trailers = trailers
+        // Request trailers: rare in gRPC, relayed all the same, but without
+        // a client's own x-forwarded-client-cert (only the gateway vouches).
+        trailers?.removeAll(named: "x-forwarded-client-cert")
+        if !shadows.isEmpty { for shadow in shadows { shadow.endRequest(trailers: trailers) } }
+        handle(.requestEnd(trailers: trailers))
+    }
+
+    /// The client took `bytes` of response DATA.
+    func clientWrote(bytes: Int) {
+        handle(.responseWritten(bytes: bytes))
+    }
+
+    func clientClosed(cleanly: Bool) {
         if !shadows.isEmpty { for shadow in shadows { shadow.clientClosed() } }
-        handle(.downstreamClosed(cleanly: reason == .finished))
+        handle(.downstreamClosed(cleanly: cleanly))
     }
 
     // MARK: Shadows (traffic mirroring)
@@ -300,7 +316,7 @@ final class ProxyCall: HTTP2StreamDelegate {
                 downstream.sendResponseHeaders(stream: downstreamStream, headers: head, endStream: true)
             }
         case .discardQueuedResponse:
-            downstream.discardQueuedData(stream: downstreamStream)
+            _ = downstream.discardQueuedData(stream: downstreamStream)
         case .finished:
             finishedAt = .now()
             deadlineTimer?.cancel()

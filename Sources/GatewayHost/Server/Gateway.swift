@@ -4,6 +4,7 @@ import MeshgatePosix
 import MeshgateTLS
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 
 /// The running gateway's lifecycle: event loops, listeners and the admin
@@ -157,6 +158,13 @@ public final class Gateway: Sendable {
                         }
                         let downstream = DownstreamConnection(listener: listener, loop: loop, tls: tls)
                         let http2 = HTTP2Connection(role: .server, settings: settings, writeBatch: loop.writeBatch, delegate: downstream)
+                        if listener.config.grpcWeb {
+                            // gRPC-Web from browsers that speak HTTP/1.1 to this port.
+                            http2.http1Handoff = { pipeline in
+                                try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+                                try pipeline.addHandler(GRPCWebHTTP1Handler(router: downstream))
+                            }
+                        }
                         try channel.pipeline.syncOperations.addHandler(http2)
                         loop.register(http2)
                     }

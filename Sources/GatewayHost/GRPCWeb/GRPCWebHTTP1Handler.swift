@@ -1,0 +1,136 @@
+import MeshgateHTTP2
+import NIOCore
+import NIOHTTP1
+
+/// gRPC-Web over HTTP/1.1 on a `grpc_web: true` listener: a connection
+/// whose first bytes are an HTTP/1.x request (not the HTTP/2 preface)
+/// gets NIO's HTTP/1 codec and this handler. Each request is one
+/// exchange: a preflight answered here, or a call routed like an HTTP/2
+/// one (`DownstreamConnection.startWebCall`) and translated by a
+/// `GRPCWebStream`; the response streams as chunked transfer encoding.
+/// Exchanges on one connection follow each other (keep-alive; pipelined
+/// requests wait in NIO's pipelining handler).
+final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let router: DownstreamConnection
+    private var context: ChannelHandlerContext?
+    private var current: GRPCWebStream?
+    private var keepAlive = true
+    /// A request whose answer was given here (preflight, refusal): its
+    /// body is read and dropped until its end.
+    private var answeredLocally = false
+
+    init(router: DownstreamConnection) {
+        self.router = router
+    }
+
+    var remoteAddress: SocketAddress? { context?.channel.remoteAddress }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            keepAlive = head.isKeepAlive
+            request(head)
+        case .body(let body):
+            current?.requestBody(body)
+        case .end(let trailers):
+            if answeredLocally {
+                answeredLocally = false
+                finishExchange(closeConnection: false)
+            }
+            current?.requestEnd(trailers: trailers.map(Self.headerList))
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        let web = current
+        current = nil
+        web?.clientClosed(cleanly: false)
+        context.fireChannelInactive()
+    }
+
+    private func request(_ head: HTTPRequestHead) {
+        let origin = head.headers.first(name: "origin")
+        let listener = router.listenerConfig
+        if head.method == .OPTIONS {
+            let answer = GRPCWebCORS.preflight(listener.cors, origin: origin)
+            return answerLocally(status: answer.status, fields: answer.fields)
+        }
+        guard head.method == .POST, let web = GRPCWebRequest(contentType: head.headers.first(name: "content-type") ?? "") else {
+            return answerLocally(status: 415, fields: [("content-type", "text/plain"), ("content-length", "0")])
+        }
+        var headers = HTTP2HeaderList()
+        headers.append(":method", "POST")
+        headers.append(":scheme", router.tls == nil ? "http" : "https")
+        headers.append(":path", head.uri)
+        headers.append(":authority", head.headers.first(name: "host") ?? "")
+        for field in head.headers {
+            headers.append(field.name.lowercased(), field.value)
+        }
+        let stream = GRPCWebStream(transport: .http1(self), request: web,
+                                   corsFields: GRPCWebCORS.responseFields(listener.cors, origin: origin))
+        current = stream
+        router.startWebCall(stream, headers: web.upstreamHead(headers), endStream: false)
+    }
+
+    private func answerLocally(status: Int, fields: HTTP2HeaderList) {
+        answeredLocally = true
+        var head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status))
+        for field in fields { head.headers.add(name: field.name, value: field.value) }
+        context?.write(wrapOutboundOut(.head(head)), promise: nil)
+        context?.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    private static func headerList(_ headers: HTTPHeaders) -> HTTP2HeaderList {
+        var list = HTTP2HeaderList()
+        for field in headers { list.append(field.name.lowercased(), field.value) }
+        return list
+    }
+
+    // MARK: From the exchange's GRPCWebStream
+
+    /// The answer's head (`:status` first, no other pseudo-field).
+    func writeHead(_ headers: HTTP2HeaderList, endStream: Bool) {
+        guard let context else { return }
+        var head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: Int(headers[":status"] ?? "200") ?? 200))
+        for field in headers where !field.name.hasPrefix(":") { head.headers.add(name: field.name, value: field.value) }
+        if endStream { head.headers.replaceOrAdd(name: "content-length", value: "0") }
+        if !keepAlive { head.headers.replaceOrAdd(name: "connection", value: "close") }
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if endStream {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        } else {
+            context.flush()
+        }
+    }
+
+    /// A chunk of the answer's body; the stream learns when it left.
+    func writeBody(_ bytes: ByteBuffer, for stream: GRPCWebStream) {
+        guard let context else { return }
+        let count = bytes.readableBytes
+        let written = context.eventLoop.makePromise(of: Void.self)
+        written.futureResult.assumeIsolated().whenSuccess { stream.clientTook(wireBytes: count) }
+        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(bytes))), promise: written)
+    }
+
+    func writeEnd() {
+        context?.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    /// The exchange is over (answer and request both ended), or cannot go
+    /// on (`closeConnection`).
+    func exchangeDone(_ stream: GRPCWebStream, closeConnection: Bool) {
+        if current === stream { current = nil }
+        finishExchange(closeConnection: closeConnection)
+    }
+
+    private func finishExchange(closeConnection: Bool) {
+        if closeConnection || !keepAlive { context?.close(promise: nil) }
+    }
+}

@@ -1,0 +1,275 @@
+import MeshgateGRPC
+import MeshgateHTTP2
+import NIOCore
+
+/// One gRPC-Web call between a browser's request (an HTTP/2 stream, or an
+/// HTTP/1.1 exchange) and its `ProxyCall`, which sees an ordinary gRPC
+/// client (`CallClientStream`). On the way (grpc doc/PROTOCOL-WEB.md):
+/// - request: a text body is base64-decoded; the head is gRPC's
+///   (`GRPCWebRequest.upstreamHead`);
+/// - response: the head gets the gRPC-Web content type and CORS fields;
+///   messages pass as they are (base64 for text, carried across chunks);
+///   trailers become the body's last frame (flag 0x80, then
+///   `name:value\r\n` lines); a Trailers-Only answer stays headers only.
+/// Flow control stays end to end: the call is credited the response
+/// bytes the client actually took, mapped back from the (base64) wire
+/// bytes, and the client the request bytes the call passed on.
+///
+/// Lives on the connection's event loop. It and its call refer to each
+/// other until the client's side ends (`clientClosed`), when it lets the
+/// call go.
+final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
+    enum Transport {
+        case http2(HTTP2Connection, Int32)
+        case http1(GRPCWebHTTP1Handler)
+    }
+
+    let transport: Transport
+    let request: GRPCWebRequest
+    /// CORS fields every answer carries (empty without an allowed origin).
+    private let corsFields: HTTP2HeaderList
+    var call: ProxyCall?
+    private let allocator = ByteBufferAllocator()
+    private var decoder = GRPCWebBase64.Decoder()
+    private var encoder = GRPCWebBase64.Encoder()
+    /// Response bytes handed to the transport and not yet taken by the
+    /// client: (wire bytes, the call's bytes among them), in order.
+    private var inFlight = CircularBuffer<(wire: Int, original: Int)>()
+    /// Text requests: wire bytes received and bytes decoded from them that
+    /// the call has not credited yet (request flow control over HTTP/2).
+    private var uncreditedWire = 0
+    private var uncreditedDecoded = 0
+    private var requestEnded = false
+    private var responseEnded = false
+    /// The call was ended here (a malformed text body): what the call
+    /// still sends is dropped.
+    private var cutOff = false
+
+    init(transport: Transport, request: GRPCWebRequest, corsFields: HTTP2HeaderList) {
+        self.transport = transport
+        self.request = request
+        self.corsFields = corsFields
+    }
+
+    var remoteAddress: SocketAddress? {
+        switch transport {
+        case .http2(let connection, _): return connection.remoteAddress
+        case .http1(let handler): return handler.remoteAddress
+        }
+    }
+
+    // MARK: The response (from the call)
+
+    func sendResponseHeaders(stream: Int32, headers: HTTP2HeaderList, endStream: Bool) {
+        guard !cutOff else { return }
+        let head = webHead(headers)
+        if endStream { responseEnded = true }
+        switch transport {
+        case .http2(let connection, let id):
+            connection.sendResponseHeaders(stream: id, headers: head, endStream: endStream)
+        case .http1(let handler):
+            handler.writeHead(head, endStream: endStream)
+            if endStream { http1ResponseEnded(handler) }
+        }
+    }
+
+    func send(data: ByteBuffer, stream: Int32) {
+        guard !cutOff else { return }
+        let wire = request.text ? encoder.encode(data, allocator: allocator) : data
+        write(wire, original: data.readableBytes)
+    }
+
+    func sendEnd(stream: Int32, trailers: HTTP2HeaderList?) {
+        guard !cutOff, !responseEnded else { return }
+        responseEnded = true
+        var frame = allocator.buffer(capacity: 64)
+        if let trailers { Self.writeTrailerFrame(trailers, to: &frame) }
+        var wire = frame
+        if request.text {
+            wire = encoder.encode(frame, allocator: allocator)
+            var last = encoder.finish(allocator: allocator)
+            wire.writeBuffer(&last)
+        }
+        write(wire, original: 0)
+        switch transport {
+        case .http2(let connection, let id):
+            connection.sendEnd(stream: id, trailers: nil)
+        case .http1(let handler):
+            handler.writeEnd()
+            http1ResponseEnded(handler)
+        }
+    }
+
+    func consume(stream: Int32, bytes: Int) {
+        guard case .http2(let connection, let id) = transport else { return }
+        guard request.text else { return connection.consume(stream: id, bytes: bytes) }
+        // The call took `bytes` decoded bytes: credit their share of the wire.
+        guard uncreditedDecoded > 0 else { return }
+        let taken = min(bytes, uncreditedDecoded)
+        let wire = taken == uncreditedDecoded ? uncreditedWire : uncreditedWire * taken / uncreditedDecoded
+        uncreditedDecoded -= taken
+        uncreditedWire -= wire
+        if wire > 0 { connection.consume(stream: id, bytes: wire) }
+    }
+
+    func discardQueuedData(stream: Int32) -> Int {
+        guard case .http2(let connection, let id) = transport else { return 0 }
+        inFlight.removeAll()
+        return connection.discardQueuedData(stream: id)
+    }
+
+    private func write(_ wire: ByteBuffer, original: Int) {
+        guard wire.readableBytes > 0 else {
+            if original > 0 { call?.clientWrote(bytes: original) }
+            return
+        }
+        inFlight.append((wire.readableBytes, original))
+        switch transport {
+        case .http2(let connection, let id): connection.send(data: wire, stream: id)
+        case .http1(let handler): handler.writeBody(wire, for: self)
+        }
+    }
+
+    /// The client took `bytes` of wire bytes: the call gets credit for its
+    /// own bytes among them.
+    func clientTook(wireBytes bytes: Int) {
+        var left = bytes
+        var original = 0
+        while left > 0, var first = inFlight.first {
+            if left >= first.wire {
+                left -= first.wire
+                original += first.original
+                inFlight.removeFirst()
+            } else {
+                let part = first.original * left / first.wire
+                first.wire -= left
+                first.original -= part
+                original += part
+                inFlight[inFlight.startIndex] = first
+                left = 0
+            }
+        }
+        if original > 0 { call?.clientWrote(bytes: original) }
+    }
+
+    /// The web head: `:status` first, the gRPC-Web content type, the
+    /// upstream's other fields, then CORS.
+    private func webHead(_ headers: HTTP2HeaderList) -> HTTP2HeaderList {
+        var head = HTTP2HeaderList()
+        head.reserveCapacity(headers.count + corsFields.count + 1)
+        head.append(":status", headers[":status"] ?? "200")
+        head.append("content-type", request.responseContentType)
+        for field in headers where field.name != ":status" && field.name != "content-type" {
+            head.append(field.name, field.value)
+        }
+        head.append(contentsOf: corsFields)
+        return head
+    }
+
+    /// Trailers as gRPC-Web's last frame: 0x80, a 4-byte length, then each
+    /// field as an HTTP/1 header line (names lower-case, as received).
+    static func writeTrailerFrame(_ trailers: HTTP2HeaderList, to frame: inout ByteBuffer) {
+        let start = frame.writerIndex
+        frame.writeInteger(UInt8(0x80))
+        frame.writeInteger(UInt32(0))
+        trailers.forEachField { name, value in
+            if name.first != UInt8(ascii: ":") {
+                frame.writeBytes(name)
+                frame.writeInteger(UInt8(ascii: ":"))
+                frame.writeBytes(value)
+                frame.writeInteger(UInt8(ascii: "\r"))
+                frame.writeInteger(UInt8(ascii: "\n"))
+            }
+            return true
+        }
+        frame.setInteger(UInt32(frame.writerIndex - start - 5), at: start + 1)
+    }
+
+    // MARK: The request (from the transport)
+
+    func requestBody(_ data: ByteBuffer) {
+        guard !cutOff, let call else { return }
+        guard request.text else { return call.clientData(data) }
+        let decoded: ByteBuffer
+        do {
+            decoded = try decoder.decode(data, allocator: allocator)
+        } catch {
+            return cutOffMalformed("the grpc-web-text request body is not base64")
+        }
+        if decoded.readableBytes == 0 {
+            // Fewer than 4 characters: they wait in the decoder, their
+            // window goes back now.
+            if case .http2(let connection, let id) = transport { connection.consume(stream: id, bytes: data.readableBytes) }
+            return
+        }
+        uncreditedWire += data.readableBytes
+        uncreditedDecoded += decoded.readableBytes
+        call.clientData(decoded)
+    }
+
+    /// The request ended with its head (END_STREAM on HEADERS): the call
+    /// knows from its start.
+    func requestEndedWithHead() { requestEnded = true }
+
+    func requestEnd(trailers: HTTP2HeaderList?) {
+        guard !cutOff, !requestEnded else { return }
+        requestEnded = true
+        guard decoder.isAtBoundary else { return cutOffMalformed("the grpc-web-text request body ends inside a base64 group") }
+        call?.clientEnded(trailers: trailers)
+        if case .http1(let handler) = transport, responseEnded { http1ResponseEnded(handler) }
+    }
+
+    /// The transport is gone (or the exchange over): the call learns it,
+    /// once, and is let go.
+    func clientClosed(cleanly: Bool) {
+        let call = self.call
+        self.call = nil
+        call?.clientClosed(cleanly: cleanly)
+    }
+
+    /// A malformed body: the client gets INVALID_ARGUMENT (when nothing of
+    /// the answer left yet), the call a cancelled client.
+    private func cutOffMalformed(_ message: String) {
+        if !responseEnded {
+            sendResponseHeaders(stream: 0, headers: GRPCLocalReply.trailersOnly(GRPCStatus(.invalidArgument, message)), endStream: true)
+        }
+        cutOff = true
+        switch transport {
+        case .http2(let connection, let id): connection.reset(stream: id, errorCode: .noError)
+        case .http1(let handler): handler.exchangeDone(self, closeConnection: true)
+        }
+        clientClosed(cleanly: false)
+    }
+
+    /// HTTP/1.1 has no stream to close: the exchange is over once both the
+    /// answer and the request ended (an answer given early, such as a
+    /// local reply, waits for the rest of the request, which is read and
+    /// dropped, as an HTTP/2 stream would wait for END_STREAM).
+    private func http1ResponseEnded(_ handler: GRPCWebHTTP1Handler) {
+        guard requestEnded, responseEnded else { return }
+        handler.exchangeDone(self, closeConnection: false)
+        clientClosed(cleanly: true)
+    }
+
+    // MARK: HTTP2StreamDelegate (a gRPC-Web call over HTTP/2)
+
+    func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveHeaders headers: HTTP2HeaderList, isTrailers: Bool, endStream: Bool) {
+        requestEnd(trailers: headers)
+    }
+
+    func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveData data: ByteBuffer) {
+        requestBody(data)
+    }
+
+    func http2(_ connection: HTTP2Connection, didReceiveEndOfStream stream: Int32) {
+        requestEnd(trailers: nil)
+    }
+
+    func http2(_ connection: HTTP2Connection, stream: Int32, didWriteData bytes: Int) {
+        clientTook(wireBytes: bytes)
+    }
+
+    func http2(_ connection: HTTP2Connection, stream: Int32, didCloseWith reason: HTTP2StreamCloseReason) {
+        clientClosed(cleanly: reason == .finished)
+    }
+}

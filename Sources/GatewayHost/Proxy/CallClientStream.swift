@@ -1,0 +1,20 @@
+import MeshgateHTTP2
+import NIOCore
+
+/// The client's side of a call as `ProxyCall` writes to it: an HTTP/2
+/// stream of a gRPC client (the connection itself, `stream` naming the
+/// stream), or a gRPC-Web call translated on the way (`GRPCWebStream`,
+/// which ignores `stream`). A class-bound existential: calling through it
+/// costs one indirect call and no allocation.
+protocol CallClientStream: AnyObject {
+    func sendResponseHeaders(stream: Int32, headers: HTTP2HeaderList, endStream: Bool)
+    func send(data: ByteBuffer, stream: Int32)
+    func sendEnd(stream: Int32, trailers: HTTP2HeaderList?)
+    /// Window credit back to the client for request bytes passed on.
+    func consume(stream: Int32, bytes: Int)
+    /// Drops response bytes still queued for the client; returns how many.
+    func discardQueuedData(stream: Int32) -> Int
+    var remoteAddress: SocketAddress? { get }
+}
+
+extension HTTP2Connection: CallClientStream {}
