@@ -42,7 +42,7 @@ final class RateLimitConfig: Sendable {
 
     init(_ config: PluginConfig) throws(PluginConfig.Invalid) {
         rate = try config.double("rate", default: 0, in: 0...1_000_000_000)
-        guard rate > 0 else { throw .init("rate (calls per second) is required and must be above 0") }
+        guard rate >= 0.001 else { throw .init("rate (calls per second) is required and must be at least 0.001") }
         burst = try config.int("burst", default: max(1, Int(rate.rounded(.up))), in: 1...1_000_000_000)
         name = config.string("name") ?? "rate_limit"
         guard !name.isEmpty, name.utf8.allSatisfy({ $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") && $0 < 0x7f }) else {
@@ -63,7 +63,9 @@ final class RateLimitConfig: Sendable {
         if header != nil, !key.isHeader { throw .init("header is only read with key: header") }
         maxKeys = try config.int("max_keys", default: 10_000, in: 1...10_000_000)
         intervalNanos = max(1, Int64((1e9 / rate).rounded()))
-        toleranceNanos = intervalNanos * Int64(burst - 1)
+        let (tolerance, overflow) = intervalNanos.multipliedReportingOverflow(by: Int64(burst - 1))
+        guard !overflow, tolerance < Int64(1) << 60 else { throw .init("burst \(burst) at rate \(rate) would take centuries to refill: lower it") }
+        toleranceNanos = tolerance
         let labels = "limit=\"\(name)\""
         allowedCounter = PluginHost.declareCounter("meshgate_rate_limit_allowed_total",
                                                    help: "Calls a rate_limit filter let through, by limit name.", labels: labels)
@@ -109,8 +111,9 @@ final class Bucket: Sendable {
 /// lock only when a loop meets a key it has not cached. At most `maxKeys`
 /// buckets: a new key evicts the least recently used of 8 sampled buckets
 /// (the one whose arrival time is furthest behind; Redis samples the same
-/// way), and a bucket that has refilled completely is evicted for free: it
-/// is the same as a new one.
+/// way). A bucket whose arrival time has passed has refilled completely,
+/// so evicting it loses nothing (a new bucket starts full), and such
+/// buckets are the furthest behind.
 final class BucketTable: Sendable {
     private struct Entries {
         var byKey: [UInt64: (bucket: Bucket, slot: Int)] = [:]

@@ -12,6 +12,9 @@ public struct GRPCMessageLengthScanner: Sendable, Equatable {
 
     public init() {}
 
+    /// Whether the bytes so far end exactly after a whole message.
+    public var isAtMessageBoundary: Bool { remaining == 0 && prefixSeen == 0 }
+
     /// Feeds `bytes`; returns the declared length of the first message in
     /// them longer than `limit` (its prefix complete in `bytes`), or nil.
     public mutating func scan(_ bytes: UnsafeRawBufferPointer, limit: Int) -> Int? {

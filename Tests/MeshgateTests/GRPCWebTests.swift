@@ -43,6 +43,10 @@ import Testing
         #expect(text(e.encode(buffer(Array("Ma".utf8)), allocator: allocator)) == "")
         #expect(text(e.finish(allocator: allocator)) == "TWE=")
         #expect(text(e.finish(allocator: allocator)) == "")
+        // A carried byte never takes bits from an older carry.
+        #expect(text(e.encode(buffer([0x00, 0xff]), allocator: allocator)) == "")
+        #expect(text(e.encode(buffer([0x01, 0x02]), allocator: allocator)) == "AP8B")
+        #expect(text(e.finish(allocator: allocator)) == "Ag==")
     }
 
     @Test func decoderTakesAnySplitAndPaddedPiecesInOneStream() throws {

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -378,3 +379,54 @@ def test_chromium_calls_cross_origin_with_fetch(bins, tmp_path):
                                     "replicaId": "b1"}], got
     pages = (tmp_path / "page-server.log").read_text()
     assert "GET /index.html" in pages, pages
+
+
+# --------------------------------------------------------------------------
+# Flow control and the drain over HTTP/1.1
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_large_bodies_over_http1_pass_through_its_flow_control(web, text):
+    """A 3 MiB request (4 MiB as base64) and its 3 MiB echo over HTTP/1.1:
+    the gateway stops reading the socket past 1 MiB the call has not passed
+    on, and reads again as the upstream takes it; nothing stalls."""
+    pb = web.pb2
+    request = pb.ProcessRequest(request_id="big", data="d", payload=bytes(range(256)) * (3 * 4096))
+    resp = call_http1(web.port, PROCESS, [request.SerializeToString()], text=text, timeout=30)
+    assert_ok(resp, text, "http1")
+    reply = pb.ProcessResponse.FromString(resp.messages[0])
+    assert reply.payload == request.payload
+
+
+def test_sigterm_lets_an_http1_stream_finish_then_exits(bins, mesh_pb2, tmp_path):
+    """An HTTP/1.1 gRPC-Web stream in flight when the gateway gets SIGTERM
+    runs to its end (the drain waits for HTTP/1.1 exchanges as for HTTP/2
+    streams), then the gateway exits 0."""
+    import signal
+    import threading
+    from conftest import Launcher
+    launcher = Launcher(bins, tmp_path)
+    try:
+        replica = launcher.replica("d1")
+        port = free_port()
+        config = {"runtime": {"drain_timeout": "10s"},
+                  "listeners": [{"name": "web", "address": addr(port), "grpc_web": True,
+                                 "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]}],
+                  "clusters": [{"name": "mesh", "endpoints": [{"address": addr(replica.port)}]}]}
+        gateway = launcher.gateway(to_yaml(config), port, name="gw-web-drain")
+        result = {}
+        request = mesh_pb2.StreamRequest(stream_id="drain", count=6, interval_ms=300)
+        conn = Http1Connection(port, timeout=15)
+        caller = threading.Thread(target=lambda: result.setdefault("resp", conn.call(STREAM, [request.SerializeToString()], text=True)))
+        caller.start()
+        time.sleep(0.5)  # the stream is under way (its events come 300 ms apart)
+        gateway.proc.send_signal(signal.SIGTERM)
+        caller.join(15)
+        conn.close()
+        resp = result["resp"]
+        assert_ok(resp, True, "http1")
+        assert [mesh_pb2.Event.FromString(m).sequence for m in resp.messages] == list(range(6))
+        assert gateway.proc.wait(15) == 0, gateway.proc.tail()
+        assert '"msg":"draining"' in gateway.proc.log_text()
+    finally:
+        launcher.stop_all()

@@ -50,7 +50,7 @@ enum GRPCWebBase64 {
         /// The last group, padded (empty when nothing is carried).
         mutating func finish(allocator: ByteBufferAllocator) -> ByteBuffer {
             var out = allocator.buffer(capacity: 4)
-            if carried > 0 { Self.write(carry.0, carry.1, 0, count: carried, to: &out) }
+            if carried > 0 { Self.write(carry.0, carried == 2 ? carry.1 : 0, 0, count: carried, to: &out) }
             carried = 0
             return out
         }

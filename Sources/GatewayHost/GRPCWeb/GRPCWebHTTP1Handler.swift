@@ -28,9 +28,39 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
 
     var remoteAddress: SocketAddress? { context?.channel.remoteAddress }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        router.loop.register(self)
+    }
 
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+    func handlerRemoved(context: ChannelHandlerContext) {
+        router.loop.unregister(self)
+        self.context = nil
+    }
+
+    /// An exchange is under way (what the drain waits for).
+    var hasExchange: Bool { current != nil }
+
+    /// The gateway drains: no further exchange; the connection closes when
+    /// the current one ends (at once when there is none).
+    func beginGracefulShutdown() {
+        keepAlive = false
+        if current == nil { context?.close(promise: nil) }
+    }
+
+    func close() { context?.close(promise: nil) }
+
+    /// Request bytes the call has not passed on pile up: stop reading the
+    /// socket until it has (HTTP/1.1's only flow control).
+    func pauseReading() {
+        _ = context?.channel.setOption(ChannelOptions.autoRead, value: false)
+    }
+
+    func resumeReading() {
+        guard let context else { return }
+        _ = context.channel.setOption(ChannelOptions.autoRead, value: true)
+        context.read()
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
@@ -127,6 +157,7 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
     /// on (`closeConnection`).
     func exchangeDone(_ stream: GRPCWebStream, closeConnection: Bool) {
         if current === stream { current = nil }
+        resumeReading()
         finishExchange(closeConnection: closeConnection)
     }
 

@@ -40,7 +40,17 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
     private var uncreditedWire = 0
     private var uncreditedDecoded = 0
     private var requestEnded = false
+    private var headSent = false
     private var responseEnded = false
+    /// Where the response's messages end: trailers go in-band, so they
+    /// may only follow a whole message.
+    private var responseFraming = GRPCMessageLengthScanner()
+    /// HTTP/1.1: request bytes handed to the call and not yet credited
+    /// back (reading stops above `http1ReadWindow`).
+    private var http1Unconsumed = 0
+    private var readingPaused = false
+    /// HTTP/2's default stream window: the same bound for HTTP/1.1.
+    private static let http1ReadWindow = 1 << 20
     /// The call was ended here (a malformed text body): what the call
     /// still sends is dropped.
     private var cutOff = false
@@ -63,6 +73,7 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
     func sendResponseHeaders(stream: Int32, headers: HTTP2HeaderList, endStream: Bool) {
         guard !cutOff else { return }
         let head = webHead(headers)
+        headSent = true
         if endStream { responseEnded = true }
         switch transport {
         case .http2(let connection, let id):
@@ -75,12 +86,16 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
 
     func send(data: ByteBuffer, stream: Int32) {
         guard !cutOff else { return }
+        data.withUnsafeReadableBytes { _ = responseFraming.scan($0, limit: Int.max) }
         let wire = request.text ? encoder.encode(data, allocator: allocator) : data
         write(wire, original: data.readableBytes)
     }
 
     func sendEnd(stream: Int32, trailers: HTTP2HeaderList?) {
         guard !cutOff, !responseEnded else { return }
+        // A status after part of a message (a deadline mid-message) cannot
+        // follow in-band: the client would read it as the message's rest.
+        guard responseFraming.isAtMessageBoundary else { return abortResponse() }
         responseEnded = true
         var frame = allocator.buffer(capacity: 64)
         if let trailers { Self.writeTrailerFrame(trailers, to: &frame) }
@@ -101,7 +116,14 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
     }
 
     func consume(stream: Int32, bytes: Int) {
-        guard case .http2(let connection, let id) = transport else { return }
+        guard case .http2(let connection, let id) = transport else {
+            http1Unconsumed = max(0, http1Unconsumed - bytes)
+            if readingPaused, http1Unconsumed <= Self.http1ReadWindow / 2, case .http1(let handler) = transport {
+                readingPaused = false
+                handler.resumeReading()
+            }
+            return
+        }
         guard request.text else { return connection.consume(stream: id, bytes: bytes) }
         // The call took `bytes` decoded bytes: credit their share of the wire.
         guard uncreditedDecoded > 0 else { return }
@@ -112,10 +134,22 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
         if wire > 0 { connection.consume(stream: id, bytes: wire) }
     }
 
-    func discardQueuedData(stream: Int32) -> Int {
-        guard case .http2(let connection, let id) = transport else { return 0 }
-        inFlight.removeAll()
-        return connection.discardQueuedData(stream: id)
+    /// Nothing is dropped: a gRPC-Web body is one byte stream, and cutting
+    /// it anywhere but between messages would garble what follows (a final
+    /// status waits behind the queued bytes; a client that does not read
+    /// meets the listener's send_timeout).
+    func discardQueuedData(stream: Int32) -> Int { 0 }
+
+    /// The answer cannot end well: the client sees the stream break (HTTP/2
+    /// RST_STREAM, HTTP/1.1 the connection closed before the last chunk).
+    private func abortResponse() {
+        cutOff = true
+        responseEnded = true
+        switch transport {
+        case .http2(let connection, let id): connection.reset(stream: id, errorCode: .internalError)
+        case .http1(let handler): handler.exchangeDone(self, closeConnection: true)
+        }
+        clientClosed(cleanly: false)
     }
 
     private func write(_ wire: ByteBuffer, original: Int) {
@@ -189,22 +223,30 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
 
     func requestBody(_ data: ByteBuffer) {
         guard !cutOff, let call else { return }
-        guard request.text else { return call.clientData(data) }
-        let decoded: ByteBuffer
-        do {
-            decoded = try decoder.decode(data, allocator: allocator)
-        } catch {
-            return cutOffMalformed("the grpc-web-text request body is not base64")
+        var payload = data
+        if request.text {
+            do {
+                payload = try decoder.decode(data, allocator: allocator)
+            } catch {
+                return cutOffMalformed("the grpc-web-text request body is not base64")
+            }
+            guard payload.readableBytes > 0 else {
+                // Fewer than 4 characters: they wait in the decoder, their
+                // window goes back now.
+                if case .http2(let connection, let id) = transport { connection.consume(stream: id, bytes: data.readableBytes) }
+                return
+            }
+            uncreditedWire += data.readableBytes
+            uncreditedDecoded += payload.readableBytes
         }
-        if decoded.readableBytes == 0 {
-            // Fewer than 4 characters: they wait in the decoder, their
-            // window goes back now.
-            if case .http2(let connection, let id) = transport { connection.consume(stream: id, bytes: data.readableBytes) }
-            return
+        if case .http1(let handler) = transport {
+            http1Unconsumed += payload.readableBytes
+            if !readingPaused, http1Unconsumed > Self.http1ReadWindow {
+                readingPaused = true
+                handler.pauseReading()
+            }
         }
-        uncreditedWire += data.readableBytes
-        uncreditedDecoded += decoded.readableBytes
-        call.clientData(decoded)
+        call.clientData(payload)
     }
 
     /// The request ended with its head (END_STREAM on HEADERS): the call
@@ -230,9 +272,8 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
     /// A malformed body: the client gets INVALID_ARGUMENT (when nothing of
     /// the answer left yet), the call a cancelled client.
     private func cutOffMalformed(_ message: String) {
-        if !responseEnded {
-            sendResponseHeaders(stream: 0, headers: GRPCLocalReply.trailersOnly(GRPCStatus(.invalidArgument, message)), endStream: true)
-        }
+        guard !headSent else { return abortResponse() }
+        sendResponseHeaders(stream: 0, headers: GRPCLocalReply.trailersOnly(GRPCStatus(.invalidArgument, message)), endStream: true)
         cutOff = true
         switch transport {
         case .http2(let connection, let id): connection.reset(stream: id, errorCode: .noError)

@@ -77,6 +77,8 @@ struct CallFilters {
             if hook(instance(links[i]), state(i), plugin.handle) == MG_LOCAL_REPLY {
                 return plugin.localReply ?? GRPCStatus(.unknown, "filter '\(chain.filters[i].image.name)' answered locally without a status")
             }
+            // Fields for a local reply the hook did not make are dropped.
+            plugin.localReplyFields = nil
         }
         return nil
     }

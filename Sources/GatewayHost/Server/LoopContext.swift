@@ -107,25 +107,52 @@ final class LoopContext: @unchecked Sendable {
         downstreams.removeValue(forKey: ObjectIdentifier(connection))
     }
 
-    var downstreamCount: Int { downstreams.count }
+    /// gRPC-Web connections served over HTTP/1.1 (their HTTP/2 handler
+    /// handed them over), drained and counted like the others.
+    private var webConnections: [ObjectIdentifier: GRPCWebHTTP1Handler] = [:]
 
-    var activeCallCount: Int { downstreams.values.reduce(0) { $0 + $1.activeStreamCount } }
+    func register(_ connection: GRPCWebHTTP1Handler) {
+        eventLoop.assertInEventLoop()
+        webConnections[ObjectIdentifier(connection)] = connection
+        if draining { connection.beginGracefulShutdown() }
+    }
+
+    func unregister(_ connection: GRPCWebHTTP1Handler) {
+        webConnections.removeValue(forKey: ObjectIdentifier(connection))
+    }
+
+    /// Mirrored calls still running (they may outlive their calls).
+    private var shadows: [ObjectIdentifier: ShadowStream] = [:]
+
+    func shadowStarted(_ shadow: ShadowStream) { shadows[ObjectIdentifier(shadow)] = shadow }
+
+    func shadowEnded(_ shadow: ShadowStream) { shadows.removeValue(forKey: ObjectIdentifier(shadow)) }
+
+    var downstreamCount: Int { downstreams.count + webConnections.count }
+
+    var activeCallCount: Int {
+        downstreams.values.reduce(0) { $0 + $1.activeStreamCount } + webConnections.values.reduce(0) { $0 + ($1.hasExchange ? 1 : 0) }
+    }
 
     /// GOAWAY to every downstream connection; each closes when its calls end.
     func beginDrain() {
         eventLoop.assertInEventLoop()
         draining = true
         for connection in downstreams.values { connection.beginGracefulShutdown() }
+        for connection in webConnections.values { connection.beginGracefulShutdown() }
     }
 
     /// The drain timeout passed: close what is left.
     func closeAll() {
         for connection in downstreams.values { connection.close() }
+        for connection in webConnections.values { connection.close() }
         for cluster in clusters { cluster.closeAll() }
     }
 
     /// At exit, after the calls are gone.
     func destroyPluginInstances() {
+        // Shadows outlive calls: none may call into a plugin after this.
+        for shadow in Array(shadows.values) { shadow.abandonSilently() }
         generation.instances.destroyAll()
     }
 }

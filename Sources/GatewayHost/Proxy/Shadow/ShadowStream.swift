@@ -43,6 +43,11 @@ final class ShadowStream: HTTP2StreamDelegate, UpstreamPoolWaiter {
     private var status: GRPCStatusCode?
     private var abandoned = false
     private var transportFailure = false
+    /// At shutdown: the plugin's instances are about to go, so `done`
+    /// must not run any more.
+    private var silenced = false
+    private var finished = false
+    private var loop: LoopContext?
 
     init(cluster: String, pool: EndpointPool, head: HTTP2HeaderList, requestEnded: Bool, generation: LoopGeneration,
          bufferLimit: Int, done: Done?, user: UnsafeMutableRawPointer?) {
@@ -58,6 +63,8 @@ final class ShadowStream: HTTP2StreamDelegate, UpstreamPoolWaiter {
 
     /// Queues the shadow on its endpoint and starts its clock.
     func start(timeout: TimeAmount, on loop: LoopContext) {
+        self.loop = loop
+        loop.shadowStarted(self)
         generation.callStarted()
         timer = loop.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
             self.timer = nil
@@ -103,6 +110,12 @@ final class ShadowStream: HTTP2StreamDelegate, UpstreamPoolWaiter {
         if !requestEnded { abandon() }
     }
 
+    /// The gateway stops: the shadow ends without telling its plugin.
+    func abandonSilently() {
+        silenced = true
+        abandon()
+    }
+
     /// Gives up on the shadow: CANCEL its stream, or leave the pool's queue.
     func abandon() {
         switch state {
@@ -126,7 +139,11 @@ final class ShadowStream: HTTP2StreamDelegate, UpstreamPoolWaiter {
         let endStream = requestEnded && pending.isEmpty && requestTrailers == nil
         guard let stream = http2.openStream(headers: head, endStream: endStream, delegate: self) else {
             transportFailure = true
-            return finish()
+            // Later: the pool may attach inside call_start_shadow, and
+            // `done` runs only after it returned.
+            state = .ended
+            pool.loop.eventLoop.assumeIsolated().execute { self.finish() }
+            return
         }
         head = HTTP2HeaderList()
         state = .streaming(http2, stream)
@@ -176,13 +193,15 @@ final class ShadowStream: HTTP2StreamDelegate, UpstreamPoolWaiter {
     // MARK: The end
 
     private func finish() {
-        guard !hasEnded else { return }
+        guard !finished else { return }
+        finished = true
         state = .ended
         timer?.cancel()
         timer = nil
         pending = []
         let code: GRPCStatusCode = abandoned ? .cancelled : (status ?? (transportFailure ? .unavailable : .unknown))
-        if let done {
+        loop?.shadowEnded(self)
+        if let done, !silenced {
             var name = cluster
             name.withUTF8 { bytes in
                 var result = mg_shadow_result(
