@@ -78,7 +78,7 @@ struct CallFilters {
                 return plugin.localReply ?? GRPCStatus(.unknown, "filter '\(chain.filters[i].image.name)' answered locally without a status")
             }
             // Fields for a local reply the hook did not make are dropped.
-            plugin.localReplyFields = nil
+            if plugin.localReplyFields != nil { plugin.localReplyFields = nil }
         }
         return nil
     }

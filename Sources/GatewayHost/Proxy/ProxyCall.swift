@@ -59,9 +59,10 @@ final class ProxyCall: HTTP2StreamDelegate {
     /// The endpoint of the last attempt that got a stream (access log).
     private var lastUpstream: String?
     /// Mirrored copies of the call (ABI 1.3 call_start_shadow), fed the
-    /// client's request bytes; empty for nearly every call (one branch per
-    /// request event).
-    private var shadows: [ShadowStream] = []
+    /// client's request bytes; nil for nearly every call (one branch per
+    /// request event, and no array touched: an empty array's storage would
+    /// be retained at each check).
+    private var shadows: [ShadowStream]?
     /// The client's request has ended (END_STREAM or trailers).
     private var clientRequestEnded = false
 
@@ -178,7 +179,7 @@ final class ProxyCall: HTTP2StreamDelegate {
     }
 
     func clientData(_ data: ByteBuffer) {
-        if !shadows.isEmpty { for shadow in shadows { shadow.forward(data) } }
+        if let shadows { for shadow in shadows { shadow.forward(data) } }
         handle(.requestData(data))
     }
 
@@ -188,7 +189,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         // Request trailers: rare in gRPC, relayed all the same, but without
         // a client's own x-forwarded-client-cert (only the gateway vouches).
         trailers?.removeAll(named: "x-forwarded-client-cert")
-        if !shadows.isEmpty { for shadow in shadows { shadow.endRequest(trailers: trailers) } }
+        if let shadows { for shadow in shadows { shadow.endRequest(trailers: trailers) } }
         handle(.requestEnd(trailers: trailers))
     }
 
@@ -198,7 +199,7 @@ final class ProxyCall: HTTP2StreamDelegate {
     }
 
     func clientClosed(cleanly: Bool) {
-        if !shadows.isEmpty { for shadow in shadows { shadow.clientClosed() } }
+        if let shadows { for shadow in shadows { shadow.clientClosed() } }
         handle(.downstreamClosed(cleanly: cleanly))
     }
 
@@ -215,7 +216,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         let shadow = ShadowStream(cluster: clusterName, pool: pool, head: shadowHead(scheme: pool.scheme),
                                   requestEnded: clientRequestEnded, generation: generation,
                                   bufferLimit: bufferLimit == 0 ? 64 * 1024 : Int(bufferLimit), done: done, user: user)
-        shadows.append(shadow)
+        shadows = (shadows ?? []) + [shadow]
         shadow.start(timeout: .milliseconds(Int64(timeoutMs == 0 ? 10_000 : timeoutMs)), on: loop)
         return true
     }
@@ -478,7 +479,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         }
         plugin.proxy = nil
         // Shadows go on by themselves (they hold the generation).
-        shadows = []
+        shadows = nil
         // The attempts hold their call: let both go.
         attempts.removeAll()
         scratch.recycle(attemptTable: machine.takeAttemptStorage())

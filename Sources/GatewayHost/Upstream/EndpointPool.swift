@@ -65,7 +65,9 @@ final class EndpointPool {
     }
 
     /// Gives the attempt a connection now (`attach`) or once one is ready.
-    func acquire(for call: any UpstreamPoolWaiter) {
+    /// Generic, not an existential: the usual path (a connection has room)
+    /// is specialized per waiter type and boxes nothing.
+    func acquire<Waiter: UpstreamPoolWaiter>(for call: Waiter) {
         if let connection = connectionWithRoom() {
             call.attach(connection)
             return
