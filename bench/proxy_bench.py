@@ -266,7 +266,7 @@ class Fleet:
 
 
 def meshgate_config(port: int, upstreams: list[int], chain_plugin: Optional[Path] = None,
-                    filters: str = "", routes_before: int = 0) -> str:
+                    filters: str = "", routes_before: int = 0, shadow_cluster: bool = False) -> str:
     """The bench gateway; with `chain_plugin`, each call passes a chain of
     three filters (the C example, requiring three headers); `filters` is a
     YAML flow list of built-in filters instead. `routes_before` routes that
@@ -295,7 +295,9 @@ def meshgate_config(port: int, upstreams: list[int], chain_plugin: Optional[Path
         "        cluster: mesh\n" + filters +
         "clusters:\n"
         "  - name: mesh\n"
-        "    endpoints:\n" + endpoints)
+        "    endpoints:\n" + endpoints +
+        # The mirror's shadow: the last replica again, under another name.
+        (f"  - name: shadow\n    endpoints:\n      - address: {HOST}:{upstreams[-1]}\n" if shadow_cluster else ""))
 
 
 def haproxy_config(port: int, upstreams: list[int], max_connections: int) -> str:
@@ -371,6 +373,10 @@ def start_targets(fleet: Fleet, meshgate: Path, base_meshgate: Optional[Path], n
         "meshgate+chain": meshgate_config(0, upstreams, filters=CHAIN_FILTERS),
         "meshgate+retry": meshgate_config(0, upstreams, filters="[{ plugin: retry }]"),
         "meshgate+1000r": meshgate_config(0, upstreams, routes_before=999),
+        # The traffic plugins in use: a rate limit that never refuses (one
+        # key, the x-client header), and a mirror of every call.
+        "meshgate+ratelimit": meshgate_config(0, upstreams, filters="[{ plugin: rate_limit, config: { rate: 1000000000, key: header, header: x-client } }]"),
+        "meshgate+mirror": meshgate_config(0, upstreams, filters="[{ plugin: mirror, config: { cluster: shadow } }]", shadow_cluster=True),
     }
     with_base = ("meshgate", "meshgate+3f", "meshgate+chain", "meshgate+1000r")
     targets: Targets = {"direct": (None, upstreams[0])}
@@ -1103,6 +1109,11 @@ def main() -> int:
                 cost = chained["cpu_us_per_req"] - plain["cpu_us_per_req"]
                 print(f"chain cost, {label}: {cost:+.1f} us CPU per RPC "
                       f"({100 * cost / plain['cpu_us_per_req']:+.1f}% of meshgate's proxy CPU per RPC)")
+        for name, label in (("meshgate+ratelimit", "rate_limit (never refusing)"), ("meshgate+mirror", "mirror of every call (the shadow's stream included)")):
+            used = summary["medians"].get(name)
+            if plain and used:
+                cost = used["cpu_us_per_req"] - plain["cpu_us_per_req"]
+                print(f"{label}: {cost:+.1f} us CPU per RPC ({100 * cost / plain['cpu_us_per_req']:+.1f}%)")
         retried = summary["medians"].get("meshgate+retry")
         if plain and retried:
             cost = retried["cpu_us_per_req"] - plain["cpu_us_per_req"]
