@@ -179,6 +179,70 @@ def test_the_retry_plugin_in_front_waits_for_the_pushback(mesh, launcher):
     assert metric(back_admin, "meshgate_rate_limit_limited_total", 'limit="rate_limit"') == 1
 
 
+def test_a_grpc_client_with_a_retry_policy_waits_for_the_pushback(mesh, launcher):
+    """A grpcio channel whose service config retries RESOURCE_EXHAUSTED
+    after 1 ms: the limiter's grpc-retry-pushback-ms (~250 ms) makes it
+    wait, and the second of two back-to-back calls succeeds; without the
+    pushback its three attempts would all be refused within milliseconds."""
+    import json as _json
+    port, admin = free_port(), free_port()
+    launcher.gateway(config(port, admin, [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh",
+                                           "filters": [{"plugin": "rate_limit", "config": {"rate": 4, "burst": 1}}]}],
+                            {"mesh": [mesh.replicas["r3"].port]}), port, name="gw-limited-grpcio")
+    service_config = {"methodConfig": [{"name": [{"service": "mesh.v1.MeshService"}], "retryPolicy": {
+        "maxAttempts": 3, "initialBackoff": "0.001s", "maxBackoff": "0.001s", "backoffMultiplier": 1,
+        "retryableStatusCodes": ["RESOURCE_EXHAUSTED"]}}]}
+    with insecure_channel(port, {"grpc.enable_retries": 1, "grpc.service_config": _json.dumps(service_config)}) as channel:
+        stub = mesh.pb2_grpc.MeshServiceStub(channel)
+        stub.Process(mesh.pb2.ProcessRequest(request_id="first"), timeout=5)
+        started = time.monotonic()
+        stub.Process(mesh.pb2.ProcessRequest(request_id="second"), timeout=5)
+        took = time.monotonic() - started
+    assert 0.15 <= took <= 1.5, took
+    assert metric(admin, "meshgate_rate_limit_limited_total", 'limit="rate_limit"') == 1
+
+
+def test_identity_key_limits_each_client_certificate_apart(launcher, mesh_pb2, mesh_pb2_grpc, tmp_path):
+    """key: identity over mutual TLS: two clients with their own SPIFFE
+    identities share nothing; with burst 2 each gets two calls through and
+    the third refused, naming the identity limit."""
+    import pki
+    certs = pki.dev_pki(tmp_path / "certs")
+    ca = pki.load_ca(certs)
+    pki.issue(certs, "other", ca, common_name="other", uris=["spiffe://meshgate.local/other"])
+    replica = launcher.replica("id1")
+    port, admin = free_port(), free_port()
+    doc = {
+        "admin": {"address": f"{HOST}:{admin}"},
+        "listeners": [{"name": "mtls", "address": addr(port),
+                       "tls": {"cert": str(certs / "server.pem"), "key": str(certs / "server.key"), "ca": str(certs / "ca.pem"),
+                               "client_auth": "required"},
+                       "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh", "filters": [
+                           {"plugin": "rate_limit", "config": {"name": "per-identity", "rate": 0.2, "burst": 2, "key": "identity"}}]}]}],
+        "clusters": [{"name": "mesh", "endpoints": [{"address": addr(replica.port)}]}],
+    }
+    launcher.gateway(to_yaml(doc), port, name="gw-limit-identity")
+
+    def outcomes(cert: str) -> list[str]:
+        creds = grpc.ssl_channel_credentials(root_certificates=(certs / "ca.pem").read_bytes(),
+                                             private_key=(certs / f"{cert}.key").read_bytes(),
+                                             certificate_chain=(certs / f"{cert}.pem").read_bytes())
+        out = []
+        with grpc.secure_channel(f"localhost:{port}", creds, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+            stub = mesh_pb2_grpc.MeshServiceStub(channel)
+            for i in range(3):
+                try:
+                    stub.Process(mesh_pb2.ProcessRequest(request_id=f"{cert}{i}"), timeout=5)
+                    out.append("ok")
+                except grpc.RpcError as error:
+                    assert "per client identity" in error.details(), error.details()
+                    out.append(error.code().name)
+        return out
+
+    assert outcomes("client") == ["ok", "ok", "RESOURCE_EXHAUSTED"]
+    assert outcomes("other") == ["ok", "ok", "RESOURCE_EXHAUSTED"]
+
+
 # --------------------------------------------------------------------------
 # mirror
 
