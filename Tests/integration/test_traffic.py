@@ -153,6 +153,24 @@ def test_peer_address_key_and_bad_configs(mesh, launcher, bins, tmp_path):
         assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
+def limited_gateway(launcher, replica_port: int, name: str) -> tuple[int, int]:
+    """A gateway limiting its route to 4 calls/s, burst 1: (port, admin)."""
+    port, admin = free_port(), free_port()
+    launcher.gateway(config(port, admin, [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh",
+                                           "filters": [{"plugin": "rate_limit", "config": {"rate": 4, "burst": 1}}]}],
+                            {"mesh": [replica_port]}), port, name=name)
+    return port, admin
+
+
+def second_call_seconds(channel, mesh) -> float:
+    """Two calls back to back; how long the second took (it must succeed)."""
+    stub = mesh.pb2_grpc.MeshServiceStub(channel)
+    stub.Process(mesh.pb2.ProcessRequest(request_id="first"), timeout=5)
+    started = time.monotonic()
+    stub.Process(mesh.pb2.ProcessRequest(request_id="second"), timeout=5)
+    return time.monotonic() - started
+
+
 def test_the_retry_plugin_in_front_waits_for_the_pushback(mesh, launcher):
     """A gateway with the retry plugin (RESOURCE_EXHAUSTED retryable,
     backoff 1 ms) in front of one that rate-limits the route to 4/s with
@@ -160,21 +178,14 @@ def test_the_retry_plugin_in_front_waits_for_the_pushback(mesh, launcher):
     a pushback of ~250 ms; the front waits that long (not its 1 ms
     backoff, which would spend every attempt at once and fail) and the
     call succeeds."""
-    back, back_admin = free_port(), free_port()
-    limit = {"plugin": "rate_limit", "config": {"rate": 4, "burst": 1}}
-    launcher.gateway(config(back, back_admin, [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh", "filters": [limit]}],
-                            {"mesh": [mesh.replicas["r2"].port]}), back, name="gw-limited")
+    back, back_admin = limited_gateway(launcher, mesh.replicas["r2"].port, "gw-limited")
     front, front_admin = free_port(), free_port()
     retry = {"plugin": "retry", "config": {"max_attempts": 3, "initial_backoff": "1ms", "max_backoff": "1ms",
                                            "retryable_status_codes": ["RESOURCE_EXHAUSTED"]}}
     launcher.gateway(config(front, front_admin, [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "limited", "filters": [retry]}],
                             {"limited": [back]}), front, name="gw-front")
     with insecure_channel(front) as channel:
-        stub = mesh.pb2_grpc.MeshServiceStub(channel)
-        stub.Process(mesh.pb2.ProcessRequest(request_id="first"), timeout=5)
-        started = time.monotonic()
-        stub.Process(mesh.pb2.ProcessRequest(request_id="second"), timeout=5)
-        took = time.monotonic() - started
+        took = second_call_seconds(channel, mesh)
     assert 0.15 <= took <= 1.5, took
     assert metric(back_admin, "meshgate_rate_limit_limited_total", 'limit="rate_limit"') == 1
 
@@ -184,20 +195,12 @@ def test_a_grpc_client_with_a_retry_policy_waits_for_the_pushback(mesh, launcher
     after 1 ms: the limiter's grpc-retry-pushback-ms (~250 ms) makes it
     wait, and the second of two back-to-back calls succeeds; without the
     pushback its three attempts would all be refused within milliseconds."""
-    import json as _json
-    port, admin = free_port(), free_port()
-    launcher.gateway(config(port, admin, [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh",
-                                           "filters": [{"plugin": "rate_limit", "config": {"rate": 4, "burst": 1}}]}],
-                            {"mesh": [mesh.replicas["r3"].port]}), port, name="gw-limited-grpcio")
+    port, admin = limited_gateway(launcher, mesh.replicas["r3"].port, "gw-limited-grpcio")
     service_config = {"methodConfig": [{"name": [{"service": "mesh.v1.MeshService"}], "retryPolicy": {
         "maxAttempts": 3, "initialBackoff": "0.001s", "maxBackoff": "0.001s", "backoffMultiplier": 1,
         "retryableStatusCodes": ["RESOURCE_EXHAUSTED"]}}]}
-    with insecure_channel(port, {"grpc.enable_retries": 1, "grpc.service_config": _json.dumps(service_config)}) as channel:
-        stub = mesh.pb2_grpc.MeshServiceStub(channel)
-        stub.Process(mesh.pb2.ProcessRequest(request_id="first"), timeout=5)
-        started = time.monotonic()
-        stub.Process(mesh.pb2.ProcessRequest(request_id="second"), timeout=5)
-        took = time.monotonic() - started
+    with insecure_channel(port, {"grpc.enable_retries": 1, "grpc.service_config": json.dumps(service_config)}) as channel:
+        took = second_call_seconds(channel, mesh)
     assert 0.15 <= took <= 1.5, took
     assert metric(admin, "meshgate_rate_limit_limited_total", 'limit="rate_limit"') == 1
 
