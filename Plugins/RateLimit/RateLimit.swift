@@ -109,7 +109,8 @@ final class Bucket: Sendable {
 
 /// The buckets of one limit, shared by every event loop: found under a
 /// lock only when a loop meets a key it has not cached. At most `maxKeys`
-/// buckets: a new key evicts the least recently used of 8 sampled buckets
+/// buckets: a new key evicts the least recently used bucket (of all when
+/// there are at most 16, else of 8 sampled)
 /// (the one whose arrival time is furthest behind; Redis samples the same
 /// way). A bucket whose arrival time has passed has refilled completely,
 /// so evicting it loses nothing (a new bucket starts full), and such
@@ -144,9 +145,11 @@ final class BucketTable: Sendable {
     private static func evictOne(_ table: inout Entries) {
         var victim = -1
         var oldest = Int64.max
-        for _ in 0..<min(8, table.keys.count) {
+        // A small table is searched whole (exact LRU); a large one sampled.
+        let exact = table.keys.count <= 16
+        for i in 0..<(exact ? table.keys.count : 8) {
             table.sampler = table.sampler &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-            let slot = Int((table.sampler >> 33) % UInt64(table.keys.count))
+            let slot = exact ? i : Int((table.sampler >> 33) % UInt64(table.keys.count))
             let arrival = table.byKey[table.keys[slot]]!.bucket.arrival.load(ordering: .relaxed)
             if arrival < oldest {
                 oldest = arrival

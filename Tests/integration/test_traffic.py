@@ -153,6 +153,32 @@ def test_peer_address_key_and_bad_configs(mesh, launcher, bins, tmp_path):
         assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
+def test_the_least_recently_used_key_is_dropped_at_max_keys(mesh, launcher):
+    """max_keys bounds the buckets: rate 0.1/s, burst 1, so each key's
+    second call within 10 s is refused while its bucket is kept. With
+    max_keys 2, keys a, b, c: c's bucket evicts a's (the least recently
+    used), so b's second call is still refused (kept) while a's passes on
+    a new bucket. With max_keys 3 nothing is evicted: both are refused."""
+    def run(max_keys: int) -> list[str]:
+        port, admin = free_port(), free_port()
+        route = {"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh", "filters": [
+            {"plugin": "rate_limit", "config": {"rate": 0.1, "burst": 1, "key": "header", "header": "x-user", "max_keys": max_keys}}]}
+        launcher.gateway(config(port, admin, [route], {"mesh": [mesh.replicas["r1"].port]}), port, name=f"gw-maxkeys-{max_keys}")
+        out = []
+        with insecure_channel(port) as channel:
+            stub = mesh.pb2_grpc.MeshServiceStub(channel)
+            for user in ["a", "b", "c", "b", "a"]:
+                try:
+                    stub.Process(mesh.pb2.ProcessRequest(request_id=user), metadata=[("x-user", user)], timeout=5)
+                    out.append(f"{user}:ok")
+                except grpc.RpcError as error:
+                    out.append(f"{user}:{error.code().name}")
+        return out
+
+    assert run(2) == ["a:ok", "b:ok", "c:ok", "b:RESOURCE_EXHAUSTED", "a:ok"]
+    assert run(3) == ["a:ok", "b:ok", "c:ok", "b:RESOURCE_EXHAUSTED", "a:RESOURCE_EXHAUSTED"]
+
+
 def limited_gateway(launcher, replica_port: int, name: str) -> tuple[int, int]:
     """A gateway limiting its route to 4 calls/s, burst 1: (port, admin)."""
     port, admin = free_port(), free_port()
