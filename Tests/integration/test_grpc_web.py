@@ -430,3 +430,36 @@ def test_sigterm_lets_an_http1_stream_finish_then_exits(bins, mesh_pb2, tmp_path
         assert '"msg":"draining"' in gateway.proc.log_text()
     finally:
         launcher.stop_all()
+
+
+def test_idle_http1_connections_are_closed_at_the_idle_timeout(bins, mesh_pb2, tmp_path):
+    """The listener's idle_timeout applies to HTTP/1.1 gRPC-Web connections
+    as to HTTP/2 ones: after a call, a connection left silent for 1 s is
+    closed, and so is one that never completes a request head."""
+    import socket
+    from conftest import Launcher
+    launcher = Launcher(bins, tmp_path)
+    try:
+        replica = launcher.replica("i1")
+        port = free_port()
+        config = {"listeners": [{"name": "web", "address": addr(port), "grpc_web": True, "idle_timeout": "1s",
+                                 "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]}],
+                  "clusters": [{"name": "mesh", "endpoints": [{"address": addr(replica.port)}]}]}
+        launcher.gateway(to_yaml(config), port, name="gw-web-idle")
+        conn = Http1Connection(port, timeout=5)
+        resp = conn.call(PROCESS, [mesh_pb2.ProcessRequest(request_id="idle").SerializeToString()])
+        assert_ok(resp, False, "http1")
+        sock = conn.sock
+        sock.settimeout(3)
+        started = time.monotonic()
+        assert sock.recv(1) == b""  # closed by the gateway
+        assert 0.7 <= time.monotonic() - started <= 2.5
+        conn.close()
+        partial = socket.create_connection(("127.0.0.1", port), timeout=3)
+        partial.sendall(b"POST /mesh.v1.MeshService/Process HTTP/1.1\r\nhost: x\r\n")  # head never completed
+        started = time.monotonic()
+        assert partial.recv(1) == b""
+        assert 0.7 <= time.monotonic() - started <= 2.5
+        partial.close()
+    finally:
+        launcher.stop_all()

@@ -21,6 +21,9 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
     /// A request whose answer was given here (preflight, refusal): its
     /// body is read and dropped until its end.
     private var answeredLocally = false
+    /// The listener's `idle_timeout` between exchanges (and before the
+    /// first one's head is complete), as for HTTP/2 connections.
+    private var idleTimer: Scheduled<Void>?
 
     init(router: DownstreamConnection) {
         self.router = router
@@ -31,11 +34,28 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         router.loop.register(self)
+        armIdleTimer()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        idleTimer = nil
         router.loop.unregister(self)
         self.context = nil
+    }
+
+    private func armIdleTimer() {
+        idleTimer?.cancel()
+        idleTimer = nil
+        let timeout = router.listenerConfig.idleTimeout
+        guard timeout > .zero, let context else { return }
+        // Strong capture, no `weak`: the close cancels the timer.
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanosecondsClamped)) {
+            self.idleTimer = nil
+            guard self.current == nil, !self.answeredLocally else { return }
+            Log.debug("gRPC-Web HTTP/1.1 connection idle: closing", ["listener": self.router.listenerName])
+            self.context?.close(promise: nil)
+        }
     }
 
     /// An exchange is under way (what the drain waits for).
@@ -65,6 +85,8 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
+            idleTimer?.cancel()
+            idleTimer = nil
             keepAlive = head.isKeepAlive
             request(head)
         case .body(let body):
@@ -162,6 +184,10 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     private func finishExchange(closeConnection: Bool) {
-        if closeConnection || !keepAlive { context?.close(promise: nil) }
+        if closeConnection || !keepAlive {
+            context?.close(promise: nil)
+        } else {
+            armIdleTimer()
+        }
     }
 }
