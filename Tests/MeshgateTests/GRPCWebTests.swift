@@ -119,6 +119,16 @@ import Testing
         clusters: [{ name: c, endpoints: [{ address: 127.0.0.1:1 }] }]
         """
 
+    @Test func aReloadMayChangeCORSButNotGRPCWeb() throws {
+        let on = try ConfigLoader.parse(listenerYAML.replacingOccurrences(of: "CORS", with: "cors: { allowed_origins: [\"*\"] }"), file: "web.yaml")
+        var corsChanged = on
+        corsChanged.listeners[0].cors?.allowedOrigins = ["https://b.example"]
+        #expect(Gateway.restartOnlyDifference(on, corsChanged) == nil)
+        var off = on
+        off.listeners[0].grpcWeb = false
+        #expect(Gateway.restartOnlyDifference(on, off)?.contains("grpc_web") == true)
+    }
+
     @Test func grpcWebAndCORSConfig() throws {
         let config = try ConfigLoader.parse(listenerYAML.replacingOccurrences(of: "CORS", with: "cors: { allowed_origins: [\"https://a.example\", \"*\"], max_age: 10m }"), file: "web.yaml")
         #expect(config.listeners[0].grpcWeb)

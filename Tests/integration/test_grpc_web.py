@@ -461,5 +461,17 @@ def test_idle_http1_connections_are_closed_at_the_idle_timeout(bins, mesh_pb2, t
         assert partial.recv(1) == b""
         assert 0.7 <= time.monotonic() - started <= 2.5
         partial.close()
+        # An answer given before the request's body ended (no route): the
+        # rest of the body is awaited for the idle timeout, not forever.
+        stalled = socket.create_connection(("127.0.0.1", port), timeout=3)
+        stalled.sendall(b"POST /no.Such/Method HTTP/1.1\r\nhost: x\r\ncontent-type: application/grpc-web\r\n"
+                        b"content-length: 100\r\n\r\n" + b"\x00" * 10)
+        answer = stalled.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200") and b"grpc-status: 12" in answer, answer
+        started = time.monotonic()
+        while stalled.recv(4096):
+            pass
+        assert 0.7 <= time.monotonic() - started <= 2.5
+        stalled.close()
     finally:
         launcher.stop_all()

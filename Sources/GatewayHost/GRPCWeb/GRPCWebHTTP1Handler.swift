@@ -17,7 +17,10 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
     private let router: DownstreamConnection
     private var context: ChannelHandlerContext?
     private var current: GRPCWebStream?
+    /// The current request asked to keep the connection, and the gateway
+    /// is not draining.
     private var keepAlive = true
+    private var draining = false
     /// A request whose answer was given here (preflight, refusal): its
     /// body is read and dropped until its end.
     private var answeredLocally = false
@@ -64,6 +67,7 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
     /// The gateway drains: no further exchange; the connection closes when
     /// the current one ends (at once when there is none).
     func beginGracefulShutdown() {
+        draining = true
         keepAlive = false
         if current == nil { context?.close(promise: nil) }
     }
@@ -87,7 +91,7 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
         case .head(let head):
             idleTimer?.cancel()
             idleTimer = nil
-            keepAlive = head.isKeepAlive
+            keepAlive = head.isKeepAlive && !draining
             request(head)
         case .body(let body):
             current?.requestBody(body)
@@ -178,9 +182,30 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
     /// The exchange is over (answer and request both ended), or cannot go
     /// on (`closeConnection`).
     func exchangeDone(_ stream: GRPCWebStream, closeConnection: Bool) {
-        if current === stream { current = nil }
+        guard current === stream else {
+            // A pipelined request already took over (NIO delivers it inside
+            // the write of this one's end): the connection is its now.
+            if closeConnection { context?.close(promise: nil) }
+            return
+        }
+        current = nil
         resumeReading()
         finishExchange(closeConnection: closeConnection)
+    }
+
+    /// The answer ended before the request: the rest of the request is
+    /// read and dropped, for at most the idle timeout (a client that
+    /// stops sending it is cut off).
+    func drainRequestBody(of stream: GRPCWebStream) {
+        resumeReading()
+        idleTimer?.cancel()
+        idleTimer = nil
+        let timeout = router.listenerConfig.idleTimeout
+        guard timeout > .zero, let context else { return }
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanosecondsClamped)) {
+            self.idleTimer = nil
+            if self.current === stream { self.context?.close(promise: nil) }
+        }
     }
 
     private func finishExchange(closeConnection: Bool) {

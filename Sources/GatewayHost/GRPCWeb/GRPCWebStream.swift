@@ -287,7 +287,15 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
     /// local reply, waits for the rest of the request, which is read and
     /// dropped, as an HTTP/2 stream would wait for END_STREAM).
     private func http1ResponseEnded(_ handler: GRPCWebHTTP1Handler) {
-        guard requestEnded, responseEnded else { return }
+        guard responseEnded else { return }
+        guard requestEnded else {
+            // The call is over for the proxy (its answer is out); the
+            // request's rest is read and dropped (`call` is gone).
+            clientClosed(cleanly: true)
+            readingPaused = false
+            handler.drainRequestBody(of: self)
+            return
+        }
         handler.exchangeDone(self, closeConnection: false)
         clientClosed(cleanly: true)
     }

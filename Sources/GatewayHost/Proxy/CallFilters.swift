@@ -77,8 +77,12 @@ struct CallFilters {
             if hook(instance(links[i]), state(i), plugin.handle) == MG_LOCAL_REPLY {
                 return plugin.localReply ?? GRPCStatus(.unknown, "filter '\(chain.filters[i].image.name)' answered locally without a status")
             }
-            // Fields for a local reply the hook did not make are dropped.
-            if plugin.localReplyFields != nil { plugin.localReplyFields = nil }
+            // A status or fields for a local reply the hook did not make
+            // are dropped (they must not reach a later hook's reply).
+            if plugin.localReplyFields != nil || plugin.localReply != nil {
+                plugin.localReplyFields = nil
+                plugin.localReply = nil
+            }
         }
         return nil
     }

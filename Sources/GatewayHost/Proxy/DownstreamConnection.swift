@@ -21,9 +21,10 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     private var idleTimer: Scheduled<Void>?
     private var keepaliveStarted = false
 
-    /// `grpc_web: true`, read at bind like the listener's other settings
-    /// (a per-request look into the generation's listener config copies
-    /// it: two retains per call).
+    /// `grpc_web: true`: a restart-only setting (it decides how the
+    /// listener accepts connections), so read once here; a per-request
+    /// look into the generation's listener config would copy it (two
+    /// retains per call).
     private let acceptsGRPCWeb: Bool
 
     init(listener: ServingConfig.Listener, loop: LoopContext, tls: TLSHandler?) {

@@ -132,6 +132,9 @@ extension Gateway {
         if old.listeners.map(\.tls) != new.listeners.map(\.tls) {
             return "a listener's tls block (replacing the files it names needs no restart)"
         }
+        if old.listeners.map(\.grpcWeb) != new.listeners.map(\.grpcWeb) {
+            return "a listener's grpc_web (it decides how connections are accepted; its cors block needs no restart)"
+        }
         if old.admin?.address != new.admin?.address { return "the admin address" }
         if old.admin?.readOnlyAddresses != new.admin?.readOnlyAddresses { return "admin.read_only_addresses" }
         if old.runtime.eventLoops != new.runtime.eventLoops { return "runtime.event_loops" }
