@@ -468,6 +468,13 @@ def test_idle_connections_are_closed_after_the_listener_idle_timeout(mesh, launc
         assert idle_closes() == 0
         wait_until(idle_closes, timeout=5, message="the idle connection to be closed")
         assert stub.Process(pb.ProcessRequest(request_id="after", data="a"), timeout=T).result == "processed: a"
+    # A connection that never sends a byte is idle from its accept.
+    import socket
+    silent = socket.create_connection(("127.0.0.1", port), timeout=5)
+    started = time.monotonic()
+    assert silent.recv(1) == b""
+    assert 0.3 <= time.monotonic() - started <= 3, time.monotonic() - started
+    silent.close()
 
 
 def test_listener_keepalive_closes_a_client_that_stopped_answering(mesh, launcher):

@@ -35,6 +35,12 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
         self.tls = tls
     }
 
+    /// A new connection is idle from its accept (as Envoy's idle_timeout):
+    /// a client that never sends a byte does not hold it forever.
+    func connectionAccepted(_ connection: HTTP2Connection) {
+        becameIdle(connection)
+    }
+
     func http2ConnectionDidReceiveSettings(_ connection: HTTP2Connection) {
         if idleTimer == nil && connection.activeStreamCount == 0 { becameIdle(connection) }
         // Listener `keepalive`: finds clients that vanished without a FIN.

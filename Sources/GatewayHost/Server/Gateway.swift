@@ -167,6 +167,7 @@ public final class Gateway: Sendable {
                         }
                         try channel.pipeline.syncOperations.addHandler(http2)
                         loop.register(http2)
+                        downstream.connectionAccepted(http2)
                     }
                 }
             let address = listener.config.address
