@@ -216,7 +216,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         let shadow = ShadowStream(cluster: clusterName, pool: pool, head: shadowHead(scheme: pool.scheme),
                                   requestEnded: clientRequestEnded, generation: generation,
                                   bufferLimit: bufferLimit == 0 ? 64 * 1024 : Int(bufferLimit), done: done, user: user)
-        shadows = (shadows ?? []) + [shadow]
+        if shadows == nil { shadows = [shadow] } else { shadows!.append(shadow) }
         shadow.start(timeout: .milliseconds(Int64(timeoutMs == 0 ? 10_000 : timeoutMs)), on: loop)
         return true
     }

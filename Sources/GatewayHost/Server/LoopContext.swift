@@ -124,7 +124,32 @@ final class LoopContext: @unchecked Sendable {
     /// Mirrored calls still running (they may outlive their calls).
     private var shadows: [ObjectIdentifier: ShadowStream] = [:]
 
-    func shadowStarted(_ shadow: ShadowStream) { shadows[ObjectIdentifier(shadow)] = shadow }
+    /// One repeating check for all of them (no timer per shadow: it would
+    /// cost two allocations per mirrored call); runs while any is live.
+    private var shadowSweep: Scheduled<Void>?
+    static let shadowSweepInterval = TimeAmount.milliseconds(100)
+
+    func shadowStarted(_ shadow: ShadowStream) {
+        shadows[ObjectIdentifier(shadow)] = shadow
+        if shadowSweep == nil { armShadowSweep() }
+    }
+
+    private func armShadowSweep() {
+        shadowSweep = eventLoop.assumeIsolated().scheduleTask(in: Self.shadowSweepInterval) {
+            self.shadowSweep = nil
+            self.sweepShadows()
+        }
+    }
+
+    /// Abandons the shadows past their deadline (at most one interval
+    /// late); the sweep stops when none is left.
+    private func sweepShadows() {
+        let now = NIODeadline.now()
+        var expired: [ShadowStream] = []
+        for shadow in shadows.values where shadow.deadline <= now { expired.append(shadow) }
+        for shadow in expired { shadow.abandon() }
+        if !shadows.isEmpty { armShadowSweep() }
+    }
 
     func shadowEnded(_ shadow: ShadowStream) { shadows.removeValue(forKey: ObjectIdentifier(shadow)) }
 

@@ -9,10 +9,11 @@ import NIOCore
 /// dropped. Nothing of it reaches the call: the call only hands it request
 /// bytes; the shadow never credits the client, never holds the call's
 /// bytes beyond `bufferLimit` (then it gives up: RST_STREAM CANCEL), and
-/// ends by itself (its own timer) however slow its upstream is.
+/// ends by itself (its deadline, which the loop's sweep enforces) however
+/// slow its upstream is.
 ///
 /// Lives on the call's event loop. Kept alive by whatever waits on it (the
-/// pool's queue, the stream, its timer) and by the call until the call
+/// pool's queue, the stream, the loop's table of shadows) and by the call until the call
 /// ends; it keeps the call's generation (the plugin instances its `done`
 /// callback may use) until it ended.
 final class ShadowStream: HTTP2StreamDelegate, UpstreamPoolWaiter {
@@ -34,7 +35,8 @@ final class ShadowStream: HTTP2StreamDelegate, UpstreamPoolWaiter {
     private let user: UnsafeMutableRawPointer?
     private let started = NIODeadline.now()
     private var state = State.waiting
-    private var timer: Scheduled<Void>?
+    /// When the loop's sweep abandons it (`LoopContext.sweepShadows`).
+    private(set) var deadline = NIODeadline.distantFuture
     /// Request bytes that arrived before the stream opened.
     private var pending: [ByteBuffer] = []
     private var pendingBytes = 0
@@ -64,12 +66,9 @@ final class ShadowStream: HTTP2StreamDelegate, UpstreamPoolWaiter {
     /// Queues the shadow on its endpoint and starts its clock.
     func start(timeout: TimeAmount, on loop: LoopContext) {
         self.loop = loop
+        deadline = .now() + timeout
         loop.shadowStarted(self)
         generation.callStarted()
-        timer = loop.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
-            self.timer = nil
-            self.abandon()
-        }
         pool.acquire(for: self)
     }
 
@@ -118,6 +117,7 @@ final class ShadowStream: HTTP2StreamDelegate, UpstreamPoolWaiter {
 
     /// Gives up on the shadow: CANCEL its stream, or leave the pool's queue.
     func abandon() {
+        guard !abandoned else { return }
         switch state {
         case .waiting:
             abandoned = true
@@ -196,8 +196,6 @@ final class ShadowStream: HTTP2StreamDelegate, UpstreamPoolWaiter {
         guard !finished else { return }
         finished = true
         state = .ended
-        timer?.cancel()
-        timer = nil
         pending = []
         let code: GRPCStatusCode = abandoned ? .cancelled : (status ?? (transportFailure ? .unavailable : .unknown))
         loop?.shadowEnded(self)
