@@ -47,16 +47,11 @@ final class BreakerCounters: Sendable {
     init(cluster: String) {
         self.cluster = cluster
         let help = "Calls or retries the circuit breaker refused, by cluster and limit."
-        let label = { (limit: String) in "cluster=\"\(cluster.replacingQuotes)\",limit=\"\(limit)\"" }
+        let label = { (limit: String) in "cluster=\"\(PluginHost.labelValue(cluster))\",limit=\"\(limit)\"" }
         requestOverflows = PluginHost.declareCounter("meshgate_breaker_overflows_total", help: help, labels: label("max_requests"))
         pendingOverflows = PluginHost.declareCounter("meshgate_breaker_overflows_total", help: help, labels: label("max_pending_requests"))
         retryOverflows = PluginHost.declareCounter("meshgate_breaker_overflows_total", help: help, labels: label("max_retries"))
     }
-}
-
-extension String {
-    /// Label values go into the exposition as written.
-    fileprivate var replacingQuotes: String { String(map { $0 == "\"" || $0 == "\\" || $0 == "\n" ? "_" : $0 }) }
 }
 
 final class BreakerInstance {
@@ -76,11 +71,7 @@ final class BreakerCall {
 
 enum CircuitBreakerPlugin {
     static func reject(_ call: OpaquePointer?, _ message: String) -> mg_action {
-        var message = message
-        message.withUTF8 { bytes in
-            PluginHost.table?.pointee.call_local_reply(call, Int32(MG_STATUS_UNAVAILABLE),
-                mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count))
-        }
+        PluginHost.localReply(call, Int32(MG_STATUS_UNAVAILABLE), message)
         return MG_LOCAL_REPLY
     }
 

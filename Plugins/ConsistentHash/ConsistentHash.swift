@@ -89,17 +89,9 @@ enum ConsistentHashPlugin {
             Unmanaged<RingInstance>.fromOpaque(instance).takeUnretainedValue().update(list.pointee)
         }
         d.lb_pick = { instance, call, request, list, chosen in
-            guard let instance, let list, let chosen, let host = PluginHost.table else { return -1 }
+            guard let instance, let list, let chosen else { return -1 }
             let ring = Unmanaged<RingInstance>.fromOpaque(instance).takeUnretainedValue()
-            var key: UInt64?
-            var header = ring.config.header
-            header.withUTF8 { name in
-                var value = mg_str(ptr: nil, len: 0)
-                let nameStr = mg_str(ptr: UnsafeRawPointer(name.baseAddress!).assumingMemoryBound(to: CChar.self), len: name.count)
-                if host.pointee.call_request_header(call, nameStr, 0, &value) == 1 {
-                    key = XXH64.hash(UnsafeRawBufferPointer(start: value.ptr, count: value.len))
-                }
-            }
+            let key = PluginHost.requestHeader(call, ring.config.header).map { XXH64.hash($0) }
             guard let index = ring.pick(list.pointee, key: key, avoid: request?.pointee.avoid_endpoint ?? 0) else { return -1 }
             chosen.pointee = UInt32(index)
             return 0

@@ -40,7 +40,7 @@ final class MirrorConfig: Sendable {
         if let header, header.isEmpty || header.hasPrefix(":") { throw .init("header must name a request header, not a pseudo-header") }
         timeoutMs = UInt32(try config.durationMs("timeout", default: 10_000, min: 1).rounded(.up).clamped(to: 1...86_400_000))
         maxBufferBytes = UInt32(try config.int("max_buffer_bytes", default: 65_536, in: 1024...(64 << 20)))
-        let label = "cluster=\"\(cluster.map { $0 == "\"" || $0 == "\\" ? "_" : String($0) }.joined())\""
+        let label = "cluster=\"\(PluginHost.labelValue(cluster))\""
         let help = "Calls the mirror filter copied to a shadow cluster, by shadow cluster and outcome."
         started = PluginHost.declareCounter("meshgate_mirror_requests_total", help: help, labels: label + ",result=\"started\"")
         unstarted = PluginHost.declareCounter("meshgate_mirror_requests_total", help: help, labels: label + ",result=\"not_started\"")
@@ -85,17 +85,9 @@ final class MirrorInstance {
 enum MirrorPlugin {
     static func wanted(_ config: MirrorConfig, _ call: OpaquePointer?) -> Bool {
         guard let header = config.header else { return true }
-        var name = header
-        var value = mg_str()
-        let found = name.withUTF8 { bytes in
-            PluginHost.table?.pointee.call_request_header(call, mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count), 0, &value) ?? 0
-        }
-        guard found == 1 else { return false }
+        guard let value = PluginHost.requestHeader(call, header) else { return false }
         guard let expected = config.headerValue else { return true }
-        var wantedValue = expected
-        return wantedValue.withUTF8 { bytes in
-            bytes.count == value.len && (value.len == 0 || UnsafeRawBufferPointer(start: value.ptr, count: value.len).elementsEqual(bytes))
-        }
+        return value.elementsEqual(expected.utf8)
     }
 
     /// Runs on the call's loop when a shadow ended; `user` is the instance

@@ -36,7 +36,38 @@ public enum PluginHost {
         add(counter, delta)
     }
 
-    private static func str(_ bytes: UnsafeBufferPointer<UInt8>) -> mg_str {
+    /// A Prometheus label value as the exposition takes it raw: quotes,
+    /// backslashes and line breaks become "_".
+    public static func labelValue(_ text: String) -> String {
+        String(text.map { $0 == "\"" || $0 == "\\" || $0 == "\n" ? "_" : $0 })
+    }
+
+    /// The first value of request header `name` (lower-case), valid until
+    /// the call ends; nil when the call has none.
+    public static func requestHeader(_ call: OpaquePointer?, _ name: String) -> UnsafeRawBufferPointer? {
+        guard let host = table?.pointee else { return nil }
+        var name = name
+        var value = mg_str(ptr: nil, len: 0)
+        guard name.withUTF8({ host.call_request_header(call, str($0), 0, &value) }) == 1 else { return nil }
+        return UnsafeRawBufferPointer(start: value.ptr, count: value.ptr == nil ? 0 : value.len)
+    }
+
+    /// call_local_reply with `message` (the host copies it).
+    public static func localReply(_ call: OpaquePointer?, _ status: Int32, _ message: String) {
+        guard let host = table?.pointee else { return }
+        var message = message
+        message.withUTF8 { host.call_local_reply(call, status, str($0)) }
+    }
+
+    /// call_add_response_header; false when the host refused the field.
+    @discardableResult
+    public static func addResponseHeader(_ call: OpaquePointer?, _ name: String, _ value: String) -> Bool {
+        guard let host = table?.pointee else { return false }
+        var name = name, value = value
+        return name.withUTF8 { n in value.withUTF8 { v in host.call_add_response_header(call, str(n), str(v)) } } == 0
+    }
+
+    public static func str(_ bytes: UnsafeBufferPointer<UInt8>) -> mg_str {
         mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count)
     }
 

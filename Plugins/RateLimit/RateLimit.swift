@@ -207,18 +207,6 @@ enum RateLimitPlugin {
         return h
     }
 
-    static func hash(_ value: mg_str) -> UInt64 {
-        hash(UnsafeRawBufferPointer(start: value.ptr, count: value.ptr == nil ? 0 : value.len))
-    }
-
-    static func requestHeader(_ call: OpaquePointer?, _ name: String) -> mg_str? {
-        var name = name
-        var value = mg_str()
-        let found = name.withUTF8 { bytes in
-            PluginHost.table?.pointee.call_request_header(call, mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count), 0, &value) ?? 0
-        }
-        return found == 1 ? value : nil
-    }
 
     /// The call's key, or nil when the call has none (no such header, no
     /// client certificate, no known address): such calls are not limited,
@@ -228,14 +216,13 @@ enum RateLimitPlugin {
         case .route:
             return 0
         case .header(let name):
-            return requestHeader(call, name).map(hash)
+            return PluginHost.requestHeader(call, name).map(hash)
         case .identity:
             // x-forwarded-client-cert: the gateway's own (a client's is
             // dropped): "Subject=...;URI=...;DNS=...". The first URI, else
             // the first DNS name, else the whole value.
-            guard let xfcc = requestHeader(call, "x-forwarded-client-cert"), let ptr = xfcc.ptr else { return nil }
-            let bytes = UnsafeRawBufferPointer(start: ptr, count: xfcc.len)
-            return hash(field(bytes, "URI=") ?? field(bytes, "DNS=") ?? bytes)
+            guard let xfcc = PluginHost.requestHeader(call, "x-forwarded-client-cert") else { return nil }
+            return hash(field(xfcc, "URI=") ?? field(xfcc, "DNS=") ?? xfcc)
         case .peer:
             guard PluginHost.offers(\mg_host.call_peer_address), let peer = PluginHost.table?.pointee.call_peer_address else { return nil }
             var address = mg_str()
@@ -270,21 +257,9 @@ enum RateLimitPlugin {
     private static let origin = ContinuousClock.now
 
     static func refuse(_ call: OpaquePointer?, _ config: RateLimitConfig, waitNanos: Int64) -> mg_action {
-        guard let host = PluginHost.table?.pointee else { return MG_CONTINUE }
         let pushbackMs = (waitNanos + 999_999) / 1_000_000
-        var message = "\(config.message); retry in \(pushbackMs) ms"
-        message.withUTF8 { bytes in
-            host.call_local_reply(call, Int32(MG_STATUS_RESOURCE_EXHAUSTED),
-                                  mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count))
-        }
-        var name = "grpc-retry-pushback-ms"
-        var value = String(pushbackMs)
-        name.withUTF8 { n in
-            value.withUTF8 { v in
-                _ = host.call_add_response_header(call, mg_str(ptr: UnsafeRawPointer(n.baseAddress)?.assumingMemoryBound(to: CChar.self), len: n.count),
-                                                  mg_str(ptr: UnsafeRawPointer(v.baseAddress)?.assumingMemoryBound(to: CChar.self), len: v.count))
-            }
-        }
+        PluginHost.localReply(call, Int32(MG_STATUS_RESOURCE_EXHAUSTED), "\(config.message); retry in \(pushbackMs) ms")
+        PluginHost.addResponseHeader(call, "grpc-retry-pushback-ms", String(pushbackMs))
         PluginHost.add(config.limitedCounter)
         return MG_LOCAL_REPLY
     }

@@ -37,7 +37,7 @@ final class SpanExporter: @unchecked Sendable {
         self.batchSize = batchSize
         self.flushIntervalMs = flushIntervalMs
         self.timeoutMs = timeoutMs
-        let labels = "service=\"\(String(serviceName.map { $0 == "\"" || $0 == "\\" || $0 == "\n" ? "_" : $0 }))\""
+        let labels = "service=\"\(PluginHost.labelValue(serviceName))\""
         exportedCounter = PluginHost.declareCounter("meshgate_tracing_spans_exported_total", help: "Spans the collector accepted.", labels: labels)
         droppedCounter = PluginHost.declareCounter("meshgate_tracing_spans_dropped_total",
                                                    help: "Spans dropped because the export queue was full.", labels: labels)

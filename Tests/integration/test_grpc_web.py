@@ -473,5 +473,14 @@ def test_idle_http1_connections_are_closed_at_the_idle_timeout(bins, mesh_pb2, t
             pass
         assert 0.7 <= time.monotonic() - started <= 2.5
         stalled.close()
+        # The same for a request the HTTP/1.1 side refuses itself (not gRPC-Web: 415).
+        refused = socket.create_connection(("127.0.0.1", port), timeout=3)
+        refused.sendall(b"POST /a.B/C HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-length: 100\r\n\r\n" + b"x" * 10)
+        assert refused.recv(4096).startswith(b"HTTP/1.1 415")
+        started = time.monotonic()
+        while refused.recv(4096):
+            pass
+        assert 0.7 <= time.monotonic() - started <= 2.5
+        refused.close()
     finally:
         launcher.stop_all()

@@ -24,8 +24,11 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
     /// A request whose answer was given here (preflight, refusal): its
     /// body is read and dropped until its end.
     private var answeredLocally = false
-    /// The listener's `idle_timeout` between exchanges (and before the
-    /// first one's head is complete), as for HTTP/2 connections.
+    /// The listener's `idle_timeout`, armed whenever the connection waits
+    /// on the client alone: between exchanges (and before a request head
+    /// is complete), and for the rest of a request whose answer is out.
+    /// A request head cancels it, so when it fires the client is idle or
+    /// stuck: the connection closes.
     private var idleTimer: Scheduled<Void>?
 
     init(router: DownstreamConnection) {
@@ -55,7 +58,6 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
         // Strong capture, no `weak`: the close cancels the timer.
         idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanosecondsClamped)) {
             self.idleTimer = nil
-            guard self.current == nil, !self.answeredLocally else { return }
             Log.debug("gRPC-Web HTTP/1.1 connection idle: closing", ["listener": self.router.listenerName])
             self.context?.close(promise: nil)
         }
@@ -141,6 +143,8 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
         for field in fields { head.headers.add(name: field.name, value: field.value) }
         context?.write(wrapOutboundOut(.head(head)), promise: nil)
         context?.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        // Its body (if any) is awaited for the idle timeout at most.
+        armIdleTimer()
     }
 
     private static func headerList(_ headers: HTTPHeaders) -> HTTP2HeaderList {
@@ -196,16 +200,9 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
     /// The answer ended before the request: the rest of the request is
     /// read and dropped, for at most the idle timeout (a client that
     /// stops sending it is cut off).
-    func drainRequestBody(of stream: GRPCWebStream) {
+    func drainRequestBody() {
         resumeReading()
-        idleTimer?.cancel()
-        idleTimer = nil
-        let timeout = router.listenerConfig.idleTimeout
-        guard timeout > .zero, let context else { return }
-        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanosecondsClamped)) {
-            self.idleTimer = nil
-            if self.current === stream { self.context?.close(promise: nil) }
-        }
+        armIdleTimer()
     }
 
     private func finishExchange(closeConnection: Bool) {

@@ -29,20 +29,24 @@ struct GRPCWebRequest {
     /// The content type of the answer.
     var responseContentType: String { (text ? "application/grpc-web-text" : "application/grpc-web") + format }
 
+    /// Fields of the web request the upstream head does not carry: the
+    /// body's description, the browser's gRPC-Web markers, HTTP/1.1's
+    /// connection fields.
+    private static let replacedFields: [[UInt8]] = [
+        "content-type", "content-length", "te", "x-grpc-web", "accept", "host",
+        "connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection",
+    ].map { Array($0.utf8) }
+
     /// The request head as a gRPC client would have sent it: gRPC's content
     /// type, `te: trailers`, and none of the fields that described the web
     /// body (its length, the browser's gRPC-Web markers).
     func upstreamHead(_ headers: HTTP2HeaderList) -> HTTP2HeaderList {
         var out = HTTP2HeaderList()
         out.reserveCapacity(headers.count + 1)
-        for field in headers {
-            switch field.name {
-            case "content-type", "content-length", "te", "x-grpc-web", "accept", "host",
-                 "connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection":
-                continue
-            default:
-                out.append(field.name, field.value)
-            }
+        // Compared as bytes: no String per field.
+        headers.forEachField { name, value in
+            if !Self.replacedFields.contains(where: { $0.elementsEqual(name) }) { out.append(name: name, value: value) }
+            return true
         }
         out.append("content-type", format == "+proto" ? "application/grpc" : "application/grpc" + format)
         out.append("te", "trailers")

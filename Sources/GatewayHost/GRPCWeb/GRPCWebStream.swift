@@ -191,10 +191,17 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
     private func webHead(_ headers: HTTP2HeaderList) -> HTTP2HeaderList {
         var head = HTTP2HeaderList()
         head.reserveCapacity(headers.count + corsFields.count + 1)
-        head.append(":status", headers[":status"] ?? "200")
+        // Byte-level, no String per field: `:status` first (pseudo-fields
+        // lead), then the web content type and the rest.
+        headers.forEachField { name, value in
+            if name.elementsEqual(":status".utf8) { head.append(name: name, value: value) }
+            return head.isEmpty
+        }
+        if head.isEmpty { head.append(":status", "200") }
         head.append("content-type", request.responseContentType)
-        for field in headers where field.name != ":status" && field.name != "content-type" {
-            head.append(field.name, field.value)
+        headers.forEachField { name, value in
+            if !name.elementsEqual(":status".utf8) && !name.elementsEqual("content-type".utf8) { head.append(name: name, value: value) }
+            return true
         }
         head.append(contentsOf: corsFields)
         return head
@@ -293,7 +300,7 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
             // request's rest is read and dropped (`call` is gone).
             clientClosed(cleanly: true)
             readingPaused = false
-            handler.drainRequestBody(of: self)
+            handler.drainRequestBody()
             return
         }
         handler.exchangeDone(self, closeConnection: false)

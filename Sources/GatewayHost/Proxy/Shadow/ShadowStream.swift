@@ -72,11 +72,6 @@ final class ShadowStream: HTTP2StreamDelegate, UpstreamPoolWaiter {
         pool.acquire(for: self)
     }
 
-    var hasEnded: Bool {
-        if case .ended = state { return true }
-        return false
-    }
-
     // MARK: From the call
 
     /// Request bytes from the client (the same buffer the call sends on:
