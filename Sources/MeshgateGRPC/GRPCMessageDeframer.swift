@@ -8,6 +8,9 @@ public struct GRPCMessageDeframer {
         public var payload: ByteBuffer
     }
 
+    /// The compressed flag and the length before each message.
+    public static let prefixSize = 5
+
     public enum DeframeError: Error {
         case messageTooLarge(Int, limit: Int)
     }

@@ -145,6 +145,8 @@ public final class GRPCClientCall: HTTP2StreamDelegate {
             end(GRPCStatus(http2Error: code, context: "stream reset"))
         case .connectionLost:
             end(GRPCStatus(.unavailable, "connection lost"))
+        case .headersTooLarge(let violation):
+            end(GRPCStatus(.resourceExhausted, "the server sent \(violation)"))
         }
     }
 }

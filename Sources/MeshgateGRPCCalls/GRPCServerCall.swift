@@ -4,10 +4,38 @@ import NIOCore
 import SwiftProtobuf
 
 /// One RPC answered locally on an HTTP/2 server connection (the gateway's
-/// own health service, the sample service): deframes request messages,
-/// frames response messages, ends with a status. Handlers set the `on…`
-/// closures; everything runs on the connection's event loop.
+/// own health and reflection services, the sample service): deframes
+/// request messages, frames response messages, ends with a status.
+/// Handlers set the `on…` closures; everything runs on the connection's
+/// event loop.
+///
+/// What a client can make it hold is bounded by its `RequestLimits`: a
+/// message over `maxMessageBytes` ends the call with RESOURCE_EXHAUSTED as
+/// soon as its length prefix arrives; more messages than `maxMessages`
+/// end it with INTERNAL (a unary method takes one, as gRPC servers
+/// enforce); and, when a message fits well inside the stream's window,
+/// window credit goes back only as whole messages are handed to the
+/// handler, so the bytes of a message still arriving stay the client's
+/// problem (its window), not the gateway's memory. A `GRPCServerCallBudget`
+/// shared by a connection's calls caps what they hold together.
 public final class GRPCServerCall: HTTP2StreamDelegate {
+    /// What one call accepts from its client.
+    public struct RequestLimits: Sendable {
+        /// The largest request message (its declared length).
+        public var maxMessageBytes: Int
+        /// Request messages the method takes; nil: any number (streaming).
+        public var maxMessages: Int?
+
+        public init(maxMessageBytes: Int, maxMessages: Int? = nil) {
+            self.maxMessageBytes = maxMessageBytes
+            self.maxMessages = maxMessages
+        }
+
+        /// gRPC's usual default receive limit, any number of messages (the
+        /// sample service).
+        public static let `default` = RequestLimits(maxMessageBytes: 4 << 20)
+    }
+
     public let connection: HTTP2Connection
     public let stream: Int32
     public let headers: HTTP2HeaderList
@@ -26,18 +54,37 @@ public final class GRPCServerCall: HTTP2StreamDelegate {
     /// The handler ended the call with this status.
     public var onFinish: ((GRPCStatus) -> Void)?
 
-    private var deframer = GRPCMessageDeframer()
+    public let limits: RequestLimits
+    /// The connection's share for its own-service calls; nil: no cap
+    /// beyond `limits`.
+    public let budget: GRPCServerCallBudget?
+    private var deframer: GRPCMessageDeframer
+    /// Request messages handed to the handler so far.
+    public private(set) var messagesReceived = 0
+    /// Received request bytes not yet given back as window credit (and
+    /// held from `budget`): the message being assembled.
+    private var uncredited = 0
+    /// Credit goes back per whole message only when a message fits in half
+    /// the stream's window; a larger limit would stall a message that
+    /// needs more than the window, so such calls credit bytes on arrival
+    /// (their memory is bounded by the window and the message limit).
+    private let creditsPerMessage: Bool
     public private(set) var headersSent = false
     public private(set) var finished = false
     public private(set) var closed = false
 
     public static let lowWater = 256 * 1024
 
-    public init(connection: HTTP2Connection, stream: Int32, headers: HTTP2HeaderList, path: String) {
+    public init(connection: HTTP2Connection, stream: Int32, headers: HTTP2HeaderList, path: String,
+                limits: RequestLimits = .default, budget: GRPCServerCallBudget? = nil) {
         self.connection = connection
         self.stream = stream
         self.headers = headers
         self.path = path
+        self.limits = limits
+        self.budget = budget
+        self.deframer = GRPCMessageDeframer(maxMessageSize: limits.maxMessageBytes)
+        self.creditsPerMessage = limits.maxMessageBytes + GRPCMessageDeframer.prefixSize <= Int(connection.settings.initialStreamWindowSize) / 2
     }
 
     public var queuedBytes: Int { connection.queuedBytes(stream: stream) }
@@ -68,6 +115,9 @@ public final class GRPCServerCall: HTTP2StreamDelegate {
     public func finish(_ status: GRPCStatus = GRPCStatus(.ok, "")) {
         guard !finished, !closed else { return }
         finished = true
+        // Nothing more is read: what is held goes back to the client.
+        creditAll()
+        deframer = GRPCMessageDeframer(maxMessageSize: limits.maxMessageBytes)
         onFinish?(status)
         onFinish = nil
         var trailers: HTTP2HeaderList = [("grpc-status", String(status.code.rawValue))]
@@ -94,15 +144,74 @@ public final class GRPCServerCall: HTTP2StreamDelegate {
     }
 
     public func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveData data: ByteBuffer) {
-        connection.consume(stream: stream, bytes: data.readableBytes)
+        let count = data.readableBytes
+        guard !finished, creditsPerMessage else {
+            // Answered already (the rest is read and dropped), or a call
+            // whose messages may outgrow the window: credit at once.
+            connection.consume(stream: stream, bytes: count)
+            if !finished { deliver(data) }
+            return
+        }
+        if let budget, !budget.take(count) {
+            connection.consume(stream: stream, bytes: count)
+            refuse(.connectionBufferFull, GRPCStatus(.resourceExhausted,
+                "the requests held for this connection's calls to the gateway's own services passed \(budget.limit) bytes"))
+            return
+        }
+        uncredited += count
+        deliver(data)
+    }
+
+    /// Deframes and hands on every whole message in `data`, crediting each
+    /// as it goes; a message over the limits ends the call.
+    private func deliver(_ data: ByteBuffer) {
         deframer.append(data)
         do {
-            while let message = try deframer.next() {
+            while !finished, let message = try deframer.next() {
+                messagesReceived += 1
+                if let maximum = limits.maxMessages, messagesReceived > maximum {
+                    refuse(.tooManyMessages, GRPCStatus(.internal, "\(path) takes \(maximum == 1 ? "one request message" : "at most \(maximum) request messages"); the client sent more"))
+                    return
+                }
+                credit(GRPCMessageDeframer.prefixSize + message.payload.readableBytes)
                 onMessage?(message.payload)
             }
+        } catch GRPCMessageDeframer.DeframeError.messageTooLarge(let size, let limit) {
+            refuse(.messageTooLarge, GRPCStatus(.resourceExhausted, "request message of \(size) bytes exceeds \(path)'s limit of \(limit) bytes"))
         } catch {
-            finish(GRPCStatus(.resourceExhausted, "\(error)"))
+            finish(GRPCStatus(.internal, "\(error)"))
         }
+    }
+
+    /// Why a call ended for passing one of its limits (`onRefused`).
+    public enum Refusal: Int, CaseIterable, Sendable {
+        /// A request message over `limits.maxMessageBytes`.
+        case messageTooLarge
+        /// More messages than `limits.maxMessages`.
+        case tooManyMessages
+        /// The connection's `budget` had no room for more bytes.
+        case connectionBufferFull
+    }
+
+    /// Called once when the call ends for passing one of its limits.
+    public var onRefused: ((Refusal) -> Void)?
+
+    private func refuse(_ refusal: Refusal, _ status: GRPCStatus) {
+        onRefused?(refusal)
+        onRefused = nil
+        finish(status)
+    }
+
+    private func credit(_ bytes: Int) {
+        guard creditsPerMessage, bytes > 0 else { return }
+        let n = min(bytes, uncredited)
+        uncredited -= n
+        budget?.give(n)
+        connection.consume(stream: stream, bytes: n)
+    }
+
+    private func creditAll() {
+        credit(uncredited)
     }
 
     public func http2(_ connection: HTTP2Connection, didReceiveEndOfStream stream: Int32) {
@@ -118,6 +227,10 @@ public final class GRPCServerCall: HTTP2StreamDelegate {
 
     public func http2(_ connection: HTTP2Connection, stream: Int32, didCloseWith reason: HTTP2StreamCloseReason) {
         closed = true
+        // The connection takes back the window of a closed stream itself;
+        // the budget's share is ours to return.
+        budget?.give(uncredited)
+        uncredited = 0
         if !finished {
             switch reason {
             case .reset(_, local: false), .connectionLost: onCancelled?()
@@ -130,6 +243,30 @@ public final class GRPCServerCall: HTTP2StreamDelegate {
         onDrained = nil
         onClose = nil
         onCancelled = nil
+        onRefused = nil
         close?()
+    }
+}
+
+/// The request bytes all of one connection's locally answered calls may
+/// hold at once (partial messages, requests queued for an answer): with a
+/// message limit per call, this bounds what a client can park in the
+/// gateway over many streams. Used on the connection's event loop only.
+public final class GRPCServerCallBudget {
+    public let limit: Int
+    public private(set) var held = 0
+
+    public init(limit: Int) { self.limit = limit }
+
+    /// Takes `bytes`, or returns false (taking nothing) past the limit.
+    public func take(_ bytes: Int) -> Bool {
+        guard held + bytes <= limit else { return false }
+        held += bytes
+        return true
+    }
+
+    public func give(_ bytes: Int) {
+        held -= bytes
+        assert(held >= 0, "gave back more than was taken")
     }
 }

@@ -79,6 +79,7 @@ extension HTTP2Connection {
             state.incomingHeaders.reserveCapacity(12)
             streams[id] = state
         } else if let state = streams[id] {
+            state.incomingBlock.reset()
             if let spare = spareHeaders.take() {
                 state.incomingHeaders = spare
             } else {
@@ -89,10 +90,43 @@ extension HTTP2Connection {
         return 0
     }
 
+    /// Each decoded field, measured against the limits before it is
+    /// copied: past them the block is refused and its other fields are
+    /// dropped as nghttp2 decodes them (see HTTP2HeaderBlockMeter).
     func onHeader(stream id: Int32, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> Int32 {
-        guard let state = streams[id] else { return 0 }
+        guard let state = streams[id], state.incomingBlock.violation == nil else { return 0 }
+        guard state.incomingBlock.admit(nameAndValueBytes: name.count + value.count,
+                                        maxBytes: Int(settings.maxHeaderListSize), maxFields: settings.maxHeaderFields) else {
+            headerBlockWentOver(state)
+            return 0
+        }
         state.incomingHeaders.append(name: UnsafeRawBufferPointer(name), value: UnsafeRawBufferPointer(value))
         return 0
+    }
+
+    /// A block passed a limit: what it holds goes at once. A server's
+    /// request head is answered when the block ends (a stream must not be
+    /// answered before its head is complete: `onFrameReceived`); any other
+    /// block (trailers, a response head) resets its stream now with
+    /// ENHANCE_YOUR_CALM, which gRPC reads as RESOURCE_EXHAUSTED, and its
+    /// delegate sees `headersTooLarge` when the stream closes.
+    private func headerBlockWentOver(_ state: StreamState) {
+        state.incomingHeaders = HTTP2HeaderList()
+        let requestHead = role == .server && !state.receivedInitialHeaders
+        guard !requestHead, let session, let violation = state.incomingBlock.violation else { return }
+        state.resetLocally = true
+        nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), state.id, HTTP2ErrorCode.enhanceYourCalm.rawValue)
+        delegate?.http2(self, didRefuseHeaderBlock: violation, stream: state.id, requestHead: false)
+    }
+
+    /// The end of a request head that passed a limit: the connection's
+    /// delegate may answer it (a gRPC status); otherwise it is reset.
+    private func refuseRequestHead(_ state: StreamState, _ violation: HTTP2HeaderLimitViolation) {
+        state.receivedInitialHeaders = true
+        delegate?.http2(self, didRefuseHeaderBlock: violation, stream: state.id, requestHead: true)
+        guard !state.sentHeaders, let session, streams[state.id] != nil else { return }
+        state.resetLocally = true
+        nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), state.id, HTTP2ErrorCode.enhanceYourCalm.rawValue)
     }
 
     func onFrameReceived(_ frame: nghttp2_frame) -> Int32 {
@@ -102,6 +136,12 @@ extension HTTP2Connection {
         case NGHTTP2_HEADERS.rawValue:
             guard let state = streams[id] else { return 0 }
             if endStream { state.remoteEnded = true }
+            if let violation = state.incomingBlock.violation {
+                // Over a limit: a request head gets its answer; any other
+                // block's stream was reset as it went over.
+                if role == .server && frame.headers.cat == NGHTTP2_HCAT_REQUEST { refuseRequestHead(state, violation) }
+                return 0
+            }
             var headers = state.incomingHeaders
             state.incomingHeaders = HTTP2HeaderList()
             if role == .server && frame.headers.cat == NGHTTP2_HCAT_REQUEST {
@@ -195,7 +235,14 @@ extension HTTP2Connection {
         if role == .server && !state.remoteEnded { framePolicy.streamReset(id) }
         // nghttp2 packs no more frames of a closed stream.
         state.sentTrailers = nil
-        let reason: HTTP2StreamCloseReason = errorCode == 0 ? .finished : .reset(code: HTTP2ErrorCode(errorCode), local: state.resetLocally)
+        let reason: HTTP2StreamCloseReason
+        if errorCode == 0 {
+            reason = .finished
+        } else if state.resetLocally, let violation = state.incomingBlock.violation {
+            reason = .headersTooLarge(violation)
+        } else {
+            reason = .reset(code: HTTP2ErrorCode(errorCode), local: state.resetLocally)
+        }
         pendingCloses.append((state, reason))
         return 0
     }

@@ -796,6 +796,8 @@ final class StreamState {
     var delegate: HTTP2StreamDelegate?
     /// Header fields of the HEADERS frame being received.
     var incomingHeaders = HTTP2HeaderList()
+    /// That block's size and field count against the connection's limits.
+    var incomingBlock = HTTP2HeaderBlockMeter()
     var receivedInitialHeaders = false
     var sentHeaders = false
     var outbound = ByteChunkQueue()
@@ -836,6 +838,7 @@ final class StreamState {
         sentHead.removeAll(keepingCapacity: true)
         sentTrailers = nil
         incomingHeaders = HTTP2HeaderList()
+        incomingBlock.reset()
         receivedInitialHeaders = false
         sentHeaders = false
         outbound.removeAll()

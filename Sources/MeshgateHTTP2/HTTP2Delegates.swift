@@ -10,6 +10,11 @@ public enum HTTP2StreamCloseReason: Sendable, Equatable {
     case reset(code: HTTP2ErrorCode, local: Bool)
     /// The connection went away before the stream finished.
     case connectionLost
+    /// The peer sent a header block (head or trailers) over the
+    /// connection's limits (`HTTP2Settings.maxHeaderListSize`,
+    /// `maxHeaderFields`): the connection reset the stream with
+    /// ENHANCE_YOUR_CALM and kept none of the block.
+    case headersTooLarge(HTTP2HeaderLimitViolation)
 }
 
 /// Receives the events of one stream. All calls happen on the connection's
@@ -42,6 +47,14 @@ public protocol HTTP2ConnectionDelegate: AnyObject {
     func http2(_ connection: HTTP2Connection, didCloseStream stream: Int32)
     /// The TCP connection closed. Streams have already been told.
     func http2ConnectionDidClose(_ connection: HTTP2Connection)
+    /// A header block passed the connection's limits and was dropped
+    /// (for counting and logging). Server side, for a request head
+    /// (`requestHead`): no stream delegate exists yet, and the delegate may
+    /// answer it here with `sendResponseHeaders(endStream: true)`; when it
+    /// does not, the stream is reset with ENHANCE_YOUR_CALM. Any other
+    /// block's stream is reset already (its delegate sees
+    /// `headersTooLarge`).
+    func http2(_ connection: HTTP2Connection, didRefuseHeaderBlock violation: HTTP2HeaderLimitViolation, stream: Int32, requestHead: Bool)
 }
 
 extension HTTP2ConnectionDelegate {
@@ -50,4 +63,5 @@ extension HTTP2ConnectionDelegate {
     public func http2(_ connection: HTTP2Connection, didReceiveGoAway lastStreamID: Int32, errorCode: HTTP2ErrorCode) {}
     public func http2(_ connection: HTTP2Connection, didCloseStream stream: Int32) {}
     public func http2ConnectionDidClose(_ connection: HTTP2Connection) {}
+    public func http2(_ connection: HTTP2Connection, didRefuseHeaderBlock violation: HTTP2HeaderLimitViolation, stream: Int32, requestHead: Bool) {}
 }

@@ -9,8 +9,17 @@ public struct HTTP2Settings: Sendable {
     public var initialStreamWindowSize: UInt32
     /// The connection-level receive window.
     public var connectionWindowSize: UInt32
-    /// SETTINGS_MAX_HEADER_LIST_SIZE.
+    /// SETTINGS_MAX_HEADER_LIST_SIZE, and what the connection enforces on
+    /// every header block it receives (head or trailers): RFC 9113 §6.5.2's
+    /// size (names and values plus 32 per field). nghttp2 only advertises
+    /// it; the connection counts while decoding (`HTTP2HeaderBlockMeter`).
     public var maxHeaderListSize: UInt32
+    /// Fields in one received header block (pseudo-headers included), as
+    /// Envoy's `max_headers_count`. A block over either limit is refused:
+    /// a server's request head gets the delegate's answer
+    /// (`didRefuseHeaderBlock`), any other block resets its stream with
+    /// ENHANCE_YOUR_CALM.
+    public var maxHeaderFields: Int = 100
 
     // Limits on what a peer may make us do, enforced by nghttp2 (set here
     // explicitly rather than relied on as its defaults; the values are
@@ -50,7 +59,7 @@ public struct HTTP2Settings: Sendable {
         maxConcurrentStreams: UInt32 = 1024,
         initialStreamWindowSize: UInt32 = 1 << 20,
         connectionWindowSize: UInt32 = 16 << 20,
-        maxHeaderListSize: UInt32 = 64 << 10
+        maxHeaderListSize: UInt32 = 60 << 10
     ) {
         self.maxConcurrentStreams = maxConcurrentStreams
         self.initialStreamWindowSize = initialStreamWindowSize

@@ -144,7 +144,8 @@ public enum ConfigLoader {
     private static func parseListener(_ node: YAMLNode, file: String, path: String, clusters: Set<String>) throws(ConfigError) -> ListenerConfig {
         let l = try YAMLFieldReader(node, file: file, path: path, allowed: ["name", "address", "routes", "max_concurrent_streams", "max_connections", "tls",
                                                                          "idle_timeout", "send_timeout", "per_connection_buffer_limit_bytes", "keepalive",
-                                                                         "health_only", "reflection", "grpc_web", "cors"])
+                                                                         "health_only", "reflection", "grpc_web", "cors",
+                                                                         "max_request_headers_kb", "max_headers_count"])
         let name = try l.requiredString("name")
         let address = try l.requiredAddress("address")
         var listener = ListenerConfig(name: name, address: address, routes: [])
@@ -153,6 +154,9 @@ public enum ConfigLoader {
         if let d = try l.duration("send_timeout") { listener.sendTimeout = d }
         listener.maxConnections = try l.int("max_connections", range: 1...10_000_000)
         if let n = try l.int("per_connection_buffer_limit_bytes", range: 65_536...(1 << 40)) { listener.perConnectionBufferLimitBytes = n }
+        // Envoy's ranges: up to 8 MiB of headers, at least one field.
+        if let n = try l.int("max_request_headers_kb", range: 1...8192) { listener.maxRequestHeadersKB = n }
+        if let n = try l.int("max_headers_count", range: 1...100_000) { listener.maxHeadersCount = n }
         if let node = l.node("keepalive") { listener.keepalive = try parseKeepalive(node, file: file, path: l.fieldPath("keepalive")) }
         if let tlsNode = l.node("tls") {
             listener.tls = try parseTLS(tlsNode, file: file, path: l.fieldPath("tls"), listener: true)
@@ -296,10 +300,13 @@ public enum ConfigLoader {
     private static func parseCluster(_ node: YAMLNode, file: String, path: String) throws(ConfigError) -> ClusterConfig {
         let c = try YAMLFieldReader(node, file: file, path: path, allowed: [
             "name", "endpoints", "discovery", "connect_timeout", "max_connections_per_endpoint", "health_check", "tls", "keepalive",
+            "max_response_headers_kb", "max_headers_count",
         ])
         var cluster = ClusterConfig(name: try c.requiredString("name"), endpoints: [])
         if let d = try c.duration("connect_timeout") { cluster.connectTimeout = d }
         if let n = try c.int("max_connections_per_endpoint", range: 1...1024) { cluster.maxConnectionsPerEndpoint = n }
+        if let n = try c.int("max_response_headers_kb", range: 1...8192) { cluster.maxResponseHeadersKB = n }
+        if let n = try c.int("max_headers_count", range: 1...100_000) { cluster.maxHeadersCount = n }
         if let tlsNode = c.node("tls") {
             cluster.tls = try parseTLS(tlsNode, file: file, path: c.fieldPath("tls"), listener: false)
         }

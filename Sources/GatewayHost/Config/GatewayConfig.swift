@@ -97,6 +97,13 @@ public struct ListenerConfig: Sendable {
     public var perConnectionBufferLimitBytes: Int = 32 << 20
     /// HTTP/2 PINGs to each client connection; nil: none.
     public var keepalive: KeepaliveConfig?
+    /// A client's header block (request head or trailers) may hold this
+    /// many KiB, counted as RFC 9113 does (names and values plus 32 per
+    /// field), and this many fields (Envoy's `max_request_headers_kb` and
+    /// `max_headers_count`, with their defaults). Enforced while decoding;
+    /// the KiB are advertised as SETTINGS_MAX_HEADER_LIST_SIZE.
+    public var maxRequestHeadersKB = 60
+    public var maxHeadersCount = 100
     /// Answers grpc.reflection itself, merged across the routed clusters,
     /// when no route sends reflection anywhere (`reflection`, default true;
     /// see `GatewayReflectionService`).
@@ -223,12 +230,18 @@ public struct ClusterConfig: Sendable {
     public var discovery: DiscoveryConfig?
     /// HTTP/2 PINGs on every upstream connection; nil: none.
     public var keepalive: KeepaliveConfig?
+    /// An upstream's response head or trailers may hold this many KiB
+    /// (RFC 9113's count) and this many fields, as a listener's limits do
+    /// for clients (Envoy's `max_response_headers_kb`, `max_headers_count`).
+    public var maxResponseHeadersKB = 60
+    public var maxHeadersCount = 100
 
     /// Whether connections made for `other` would be made the same way (a
     /// reload keeps an endpoint's pool only then).
     func sameConnectionSettings(as other: ClusterConfig) -> Bool {
         name == other.name && connectTimeout == other.connectTimeout && maxConnectionsPerEndpoint == other.maxConnectionsPerEndpoint
             && tls == other.tls && keepalive == other.keepalive
+            && maxResponseHeadersKB == other.maxResponseHeadersKB && maxHeadersCount == other.maxHeadersCount
     }
 }
 

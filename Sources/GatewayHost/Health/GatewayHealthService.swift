@@ -6,11 +6,16 @@ import MeshgateHTTP2
 /// grpc.health.v1.Health served by the gateway on every listener.
 enum GatewayHealthService {
     static let pathPrefix = "/grpc.health.v1.Health/"
+    /// Every method takes one HealthCheckRequest (a service name: a few
+    /// bytes); 4 KiB leaves room for any real name and no more.
+    static let requestLimits = GRPCServerCall.RequestLimits(maxMessageBytes: 4096, maxMessages: 1)
 
-    /// Answers a health call; nil when `path` is not a health method.
+    /// Answers a health call.
     static func handle(connection: HTTP2Connection, stream: Int32, headers: HTTP2HeaderList, path: String,
-                       registry: HealthRegistry, loop: LoopContext) -> GRPCServerCall {
-        let call = GRPCServerCall(connection: connection, stream: stream, headers: headers, path: path)
+                       registry: HealthRegistry, loop: LoopContext, budget: GRPCServerCallBudget) -> GRPCServerCall {
+        let call = GRPCServerCall(connection: connection, stream: stream, headers: headers, path: path,
+                                  limits: requestLimits, budget: budget)
+        call.onRefused = { LimitCounters.shared.ownServiceRefused($0) }
         switch path.dropFirst(pathPrefix.count) {
         case "Check": check(call, registry)
         case "Watch": watch(call, registry, loop)
@@ -21,10 +26,24 @@ enum GatewayHealthService {
         return call
     }
 
+    /// The one request of a health method, then `body` once the client
+    /// ended its side. No message, or one that does not decode, ends the
+    /// call as a gRPC server would (INTERNAL, INVALID_ARGUMENT); a second
+    /// message is refused by the call's limits.
     private static func request(_ call: GRPCServerCall, then body: @escaping (Grpc_Health_V1_HealthCheckRequest) -> Void) {
-        var request = Grpc_Health_V1_HealthCheckRequest()
-        call.onMessage = { request = call.decode(Grpc_Health_V1_HealthCheckRequest.self, $0) ?? request }
-        call.onEnd = { body(request) }
+        var request: Grpc_Health_V1_HealthCheckRequest?
+        call.onMessage = { bytes in
+            guard let decoded = call.decode(Grpc_Health_V1_HealthCheckRequest.self, bytes) else {
+                return call.finish(GRPCStatus(.invalidArgument, "\(call.path): the request is not a grpc.health.v1.HealthCheckRequest"))
+            }
+            request = decoded
+        }
+        call.onEnd = {
+            guard let request else {
+                return call.finish(GRPCStatus(.internal, "\(call.path) takes one request message; the client sent none"))
+            }
+            body(request)
+        }
     }
 
     private static func response(_ status: HealthRegistry.Status) -> Grpc_Health_V1_HealthCheckResponse {
@@ -57,6 +76,9 @@ enum GatewayHealthService {
 
     static func list(_ call: GRPCServerCall, _ registry: HealthRegistry) {
         call.onEnd = {
+            guard call.messagesReceived == 1 else {
+                return call.finish(GRPCStatus(.internal, "\(call.path) takes one request message; the client sent none"))
+            }
             var r = Grpc_Health_V1_HealthListResponse()
             for (service, status) in registry.allStatuses() { r.statuses[service] = response(status) }
             call.send(r)

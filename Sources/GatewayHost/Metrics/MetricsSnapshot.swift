@@ -60,6 +60,7 @@ struct MetricsSnapshot: Sendable {
     var counters: GatewayCounters.Values
     var buffers: (reserved: Int, limit: Int, refusals: UInt64)
     var pluginCounters: [(PluginCounters.Declared, UInt64)] = PluginCounters.shared.snapshot()
+    var limits: LimitCounters.Values = LimitCounters.shared.snapshot()
 
     /// Prometheus text exposition format 0.0.4.
     func prometheusText() -> String {
@@ -123,6 +124,8 @@ struct MetricsSnapshot: Sendable {
         out.sample("meshgate_buffer_limit_bytes", [:], buffers.limit)
         out.header("meshgate_buffer_limit_refusals_total", "counter", "Times the global buffer cap was reached (each reset the largest queued streams of a connection).")
         out.sample("meshgate_buffer_limit_refusals_total", [:], buffers.refusals)
+
+        limits.write(to: &out)
 
         out.header("meshgate_upstream_attempts_total", "counter", "Upstream attempts started, by cluster and kind (first, retry, hedge, transparent).")
         for (cluster, counts) in attempts.sorted(by: { $0.key < $1.key }) {

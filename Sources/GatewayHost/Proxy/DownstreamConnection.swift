@@ -1,4 +1,5 @@
 import MeshgateGRPC
+import MeshgateGRPCCalls
 import MeshgateHTTP2
 import MeshgateTLS
 import NIOCore
@@ -26,6 +27,13 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     /// look into the generation's listener config would copy it (two
     /// retains per call).
     private let acceptsGRPCWeb: Bool
+    /// What this connection's calls to the gateway's own services (health,
+    /// merged reflection) may hold together: their partial messages and
+    /// queued requests. Made at the first such call.
+    private var ownServiceBudget: GRPCServerCallBudget?
+    /// 256 KiB: 64 health requests of the largest allowed size being
+    /// assembled at once, or 16 of reflection's.
+    static let ownServiceBytesPerConnection = 256 << 10
 
     init(listener: ServingConfig.Listener, loop: LoopContext, tls: TLSHandler?) {
         self.acceptsGRPCWeb = listener.config.grpcWeb
@@ -107,7 +115,7 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
         }
         if path.hasPrefix(GatewayHealthService.pathPrefix) {
             let call = GatewayHealthService.handle(connection: connection, stream: stream, headers: headers, path: path,
-                                                   registry: loop.health, loop: loop)
+                                                   registry: loop.health, loop: loop, budget: ownServiceCallBudget())
             if endStream { call.onEnd?() }
             return call
         }
@@ -167,7 +175,7 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
                 // No route sends reflection elsewhere (not even one whose
                 // headers did not match): the gateway merges it.
                 let call = GatewayReflectionService.handle(connection: connection, stream: stream, headers: headers, path: path,
-                                                           listenerIndex: listenerIndex, loop: loop)
+                                                           listenerIndex: listenerIndex, loop: loop, budget: ownServiceCallBudget())
                 if endStream { call.onEnd?() }
                 return call
             }
@@ -199,6 +207,21 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
         return call
     }
 
+    /// A client's header block passed the listener's limits. A request
+    /// head is answered as a gRPC server answers metadata over its limit:
+    /// RESOURCE_EXHAUSTED, Trailers-Only, naming the limit (the connection
+    /// then resets the stream with NO_ERROR if the client is still
+    /// sending); trailers over it already reset their stream.
+    func http2(_ connection: HTTP2Connection, didRefuseHeaderBlock violation: HTTP2HeaderLimitViolation, stream: Int32, requestHead: Bool) {
+        LimitCounters.shared.headerBlockRefused(.downstream, violation)
+        Log.debug("client header block over the listener's limit", [
+            "listener": listenerName, "peer": connection.remoteAddress.map { "\($0)" } ?? "?", "stream": String(stream),
+            "limit": violation.listenerLimitText, "block": requestHead ? "request head" : "trailers",
+        ])
+        guard requestHead else { return }
+        _ = reply(connection, stream, GRPCStatus(.resourceExhausted, violation.listenerLimitText))
+    }
+
     func http2ConnectionDidClose(_ connection: HTTP2Connection) {
         idleTimer?.cancel()
         idleTimer = nil
@@ -216,6 +239,13 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
         loop.metrics.localReply(status.code)
         client.sendResponseHeaders(stream: stream, headers: GRPCLocalReply.trailersOnly(status, httpStatus: httpStatus), endStream: true)
         return DiscardingStream.shared
+    }
+
+    private func ownServiceCallBudget() -> GRPCServerCallBudget {
+        if let ownServiceBudget { return ownServiceBudget }
+        let budget = GRPCServerCallBudget(limit: Self.ownServiceBytesPerConnection)
+        ownServiceBudget = budget
+        return budget
     }
 
     /// "/service/method" with both parts non-empty (no array: this runs per request).

@@ -24,6 +24,9 @@ final class GatewayReflectionService {
     /// Requests a client may have waiting on one stream; more ends the
     /// stream with RESOURCE_EXHAUSTED (grpcurl sends one at a time).
     static let maxPending = 16
+    /// A ServerReflectionRequest names one symbol, file or extension:
+    /// 16 KiB is far beyond any real one.
+    static let requestLimits = GRPCServerCall.RequestLimits(maxMessageBytes: 16 << 10)
 
     private let call: GRPCServerCall
     private let listener: ServingConfig.Listener
@@ -31,6 +34,8 @@ final class GatewayReflectionService {
     private let cache: ReflectionCache
     private let version: ReflectionUpstreamQuery.Version
     private let eventLoop: EventLoop
+    /// Requests waiting for their answer; their bytes are held from the
+    /// connection's own-service budget until answered.
     private var pending: [[UInt8]] = []
     private var answering = false
     private var requestEnded = false
@@ -47,8 +52,10 @@ final class GatewayReflectionService {
     }
 
     static func handle(connection: HTTP2Connection, stream: Int32, headers: HTTP2HeaderList, path: String,
-                       listenerIndex: Int, loop: LoopContext) -> GRPCServerCall {
-        let call = GRPCServerCall(connection: connection, stream: stream, headers: headers, path: path)
+                       listenerIndex: Int, loop: LoopContext, budget: GRPCServerCallBudget) -> GRPCServerCall {
+        let call = GRPCServerCall(connection: connection, stream: stream, headers: headers, path: path,
+                                  limits: requestLimits, budget: budget)
+        call.onRefused = { LimitCounters.shared.ownServiceRefused($0) }
         let generation = loop.generation
         let service = GatewayReflectionService(call: call, listener: generation.serving.listeners[listenerIndex], generation: generation,
                                                cache: loop.reflection, version: path == ReflectionUpstreamQuery.Version.v1alpha.rawValue ? .v1alpha : .v1,
@@ -57,6 +64,12 @@ final class GatewayReflectionService {
         call.onMessage = { bytes in
             guard service.pending.count < Self.maxPending else {
                 call.finish(GRPCStatus(.resourceExhausted, "more than \(Self.maxPending) reflection requests waiting on one stream"))
+                return service.release()
+            }
+            guard budget.take(bytes.readableBytes) else {
+                LimitCounters.shared.ownServiceRefused(.connectionBufferFull)
+                call.finish(GRPCStatus(.resourceExhausted,
+                                       "the requests held for this connection's calls to the gateway's own services passed \(budget.limit) bytes"))
                 return service.release()
             }
             service.pending.append(Array(bytes.readableBytesView))
@@ -72,6 +85,7 @@ final class GatewayReflectionService {
 
     private func release() {
         closed = true
+        for request in pending { call.budget?.give(request.count) }
         pending.removeAll()
         call.onMessage = nil
         call.onEnd = nil
@@ -89,6 +103,7 @@ final class GatewayReflectionService {
         }
         answering = true
         let request = pending.removeFirst()
+        call.budget?.give(request.count)
         answer(request) { response in
             self.answering = false
             guard !self.closed else { return }

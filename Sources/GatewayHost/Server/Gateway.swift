@@ -122,6 +122,8 @@ public final class Gateway: Sendable {
             listenerSettings.sendTimeout = .nanoseconds(listener.config.sendTimeout.nanosecondsClamped)
             listenerSettings.maxQueuedBytes = listener.config.perConnectionBufferLimitBytes
             listenerSettings.bufferBudget = bufferBudget
+            listenerSettings.maxHeaderListSize = UInt32(listener.config.maxRequestHeadersKB << 10)
+            listenerSettings.maxHeaderFields = listener.config.maxHeadersCount
             let settings = listenerSettings
             let connectionLimit = listener.config.maxConnections.map(ConnectionLimit.init(max:))
             let bootstrap = ServerBootstrap(group: group)
@@ -159,9 +161,16 @@ public final class Gateway: Sendable {
                         let downstream = DownstreamConnection(listener: listener, loop: loop, tls: tls)
                         let http2 = HTTP2Connection(role: .server, settings: settings, writeBatch: loop.writeBatch, delegate: downstream)
                         if listener.config.grpcWeb {
-                            // gRPC-Web from browsers that speak HTTP/1.1 to this port.
+                            // gRPC-Web from browsers that speak HTTP/1.1 to this port,
+                            // held to the listener's header limits (NIO's decoder
+                            // answers a head over them with 400 and closes).
+                            var limits = NIOHTTPDecoderLimitConfiguration()
+                            limits.maxHeaderListSize = listener.config.maxRequestHeadersKB << 10
+                            limits.maxHeaderFieldSize = listener.config.maxRequestHeadersKB << 10
+                            limits.maxHeaderFieldCount = listener.config.maxHeadersCount
                             http2.http1Handoff = { pipeline in
-                                try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+                                try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true,
+                                                                         withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
                                 try pipeline.addHandler(GRPCWebHTTP1Handler(router: downstream))
                             }
                         }

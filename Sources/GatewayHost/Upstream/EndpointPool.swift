@@ -104,6 +104,8 @@ final class EndpointPool {
         let timeout = TimeAmount.nanoseconds(cluster.connectTimeout.nanosecondsClamped)
         var settings = UpstreamConnection.settings
         settings.bufferBudget = loop.bufferBudget
+        settings.maxHeaderListSize = UInt32(cluster.maxResponseHeadersKB << 10)
+        settings.maxHeaderFields = cluster.maxHeadersCount
         var options = HTTP2DialOptions(connectTimeout: timeout, settings: settings,
                                        tls: tls.map { ($0.current, $0.files.serverName ?? endpoint.address.host) })
         options.writeBatch = loop.writeBatch

@@ -47,6 +47,15 @@ final class UpstreamConnection: HTTP2ConnectionDelegate {
         pool.serviceWaiters()
     }
 
+    /// An upstream's response head or trailers passed the cluster's
+    /// limits: its stream is reset and the call sees RESOURCE_EXHAUSTED.
+    func http2(_ connection: HTTP2Connection, didRefuseHeaderBlock violation: HTTP2HeaderLimitViolation, stream: Int32, requestHead: Bool) {
+        LimitCounters.shared.headerBlockRefused(.upstream, violation)
+        Log.debug("upstream header block over the cluster's limit", [
+            "cluster": pool.cluster.name, "endpoint": pool.address, "stream": String(stream), "limit": violation.clusterLimitText,
+        ])
+    }
+
     func http2ConnectionDidClose(_ connection: HTTP2Connection) {
         isClosed = true
         if let reason = connection.closeReason {

@@ -46,6 +46,9 @@ struct AttemptOutcome: Equatable {
             outcome.refused = code == .refusedStream
         case .connectionLost:
             outcome = AttemptOutcome(status: GRPCStatus(.unavailable, "connection to \(upstream) was lost"))
+        case .headersTooLarge(let violation):
+            // What a gRPC client answers to metadata over its limit.
+            outcome = AttemptOutcome(status: GRPCStatus(.resourceExhausted, "\(upstream) sent " + violation.clusterLimitText))
         }
         outcome.transportFailure = true
         return outcome
@@ -59,6 +62,24 @@ struct AttemptOutcome: Equatable {
         outcome.transportFailure = true
         outcome.refused = true
         return outcome
+    }
+}
+
+extension HTTP2HeaderLimitViolation {
+    /// The violation, naming the cluster setting that sets the limit.
+    var clusterLimitText: String {
+        switch self {
+        case .bytes(let limit): "response headers over \(limit) bytes (the cluster's max_response_headers_kb)"
+        case .fields(let limit): "response headers of more than \(limit) fields (the cluster's max_headers_count)"
+        }
+    }
+
+    /// The violation, naming the listener setting that sets the limit.
+    var listenerLimitText: String {
+        switch self {
+        case .bytes(let limit): "request headers over \(limit) bytes (the listener's max_request_headers_kb)"
+        case .fields(let limit): "request headers of more than \(limit) fields (the listener's max_headers_count)"
+        }
     }
 }
 

@@ -181,6 +181,8 @@ final class ShadowStream: HTTP2StreamDelegate, UpstreamPoolWaiter {
             }
         case .connectionLost:
             if status == nil { transportFailure = true }
+        case .headersTooLarge:
+            if status == nil, !abandoned { status = .resourceExhausted }
         }
         finish()
     }

@@ -1,0 +1,84 @@
+import MeshgateGRPCCalls
+import MeshgateHTTP2
+import Synchronization
+
+/// Counts of inputs the gateway refused or cut short because they passed a
+/// limit (README "Limits"). They rise when someone sends too much — an
+/// abusive client, a broken upstream — never per call of ordinary traffic,
+/// so one relaxed atomic add each, from any loop, is cheap enough; shown on
+/// /metrics.
+final class LimitCounters: Sendable {
+    static let shared = LimitCounters()
+
+    /// Which side sent the header block.
+    enum Side: Int, CaseIterable, Sendable {
+        /// A client (request heads and trailers, against the listener's limits).
+        case downstream
+        /// An upstream (response heads and trailers, against the cluster's).
+        case upstream
+
+        var label: String { self == .downstream ? "downstream" : "upstream" }
+    }
+
+    /// An atomic in a box: `Atomic` cannot be copied into an array.
+    private final class Cell: Sendable {
+        let value = Atomic<UInt64>(0)
+    }
+
+    private let headerBlocks = (0..<4).map { _ in Cell() }
+    private let ownService = GRPCServerCall.Refusal.allCases.map { _ in Cell() }
+
+    private static func index(_ side: Side, _ violation: HTTP2HeaderLimitViolation) -> Int {
+        switch violation {
+        case .bytes: side.rawValue * 2
+        case .fields: side.rawValue * 2 + 1
+        }
+    }
+
+    func headerBlockRefused(_ side: Side, _ violation: HTTP2HeaderLimitViolation) {
+        headerBlocks[Self.index(side, violation)].value.add(1, ordering: .relaxed)
+    }
+
+    /// One of the gateway's own services (health, reflection) ended a
+    /// request stream for passing a limit.
+    func ownServiceRefused(_ reason: GRPCServerCall.Refusal) {
+        ownService[reason.rawValue].value.add(1, ordering: .relaxed)
+    }
+
+    struct Values: Sendable {
+        /// Indexed as `index(side, violation)`.
+        var headerBlocks: [UInt64]
+        var ownService: [UInt64]
+    }
+
+    func snapshot() -> Values {
+        Values(headerBlocks: headerBlocks.map { $0.value.load(ordering: .relaxed) },
+               ownService: ownService.map { $0.value.load(ordering: .relaxed) })
+    }
+}
+
+extension LimitCounters.Values {
+    func write(to out: inout PrometheusWriter) {
+        out.header("meshgate_header_limit_exceeded_total", "counter",
+                   "Header blocks refused for passing a limit, by who sent them (downstream: the listener's max_request_headers_kb / max_headers_count; upstream: the cluster's) and which limit (bytes or fields).")
+        for side in LimitCounters.Side.allCases {
+            out.sample("meshgate_header_limit_exceeded_total", ["side": side.label, "limit": "bytes"], headerBlocks[side.rawValue * 2])
+            out.sample("meshgate_header_limit_exceeded_total", ["side": side.label, "limit": "fields"], headerBlocks[side.rawValue * 2 + 1])
+        }
+        out.header("meshgate_own_service_refusals_total", "counter",
+                   "Requests to the gateway's own services (health, reflection) ended for passing a limit, by reason.")
+        for reason in GRPCServerCall.Refusal.allCases {
+            out.sample("meshgate_own_service_refusals_total", ["reason": reason.label], ownService[reason.rawValue])
+        }
+    }
+}
+
+extension GRPCServerCall.Refusal {
+    var label: String {
+        switch self {
+        case .messageTooLarge: "message_too_large"
+        case .tooManyMessages: "too_many_messages"
+        case .connectionBufferFull: "connection_buffer_full"
+        }
+    }
+}
