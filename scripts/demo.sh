@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job: build Meshgate, make a development PKI (config/certs) if there
-# is none, start three sample replicas serving mutual TLS (50061-50063) and the
+# The main job: build Meshgate, make a development PKI (config/certs, its CA
+# key in config/ca) if there is none, start three sample replicas serving mutual TLS (50061-50063) and the
 # gateway on config/mesh.yaml (port 50051, mTLS on both sides), print commands
 # to try, and run until Ctrl-C.
 #   scripts/demo.sh               mutual TLS (the default)
@@ -28,8 +28,12 @@ if $plaintext; then
   tls=()
 else
   config=config/mesh.yaml
-  [ -f config/certs/ca.pem ] || scripts/dev-certs.sh config/certs
-  tls=(--tls-cert config/certs/server.pem --tls-key config/certs/server.key --tls-ca config/certs/ca.pem)
+  # The CA key stays in config/ca; config/certs gets one identity per
+  # workload. An older layout (ca.key in config/certs, no replica.pem) is remade.
+  if [ ! -f config/certs/replica.pem ] || [ -f config/certs/ca.key ]; then
+    scripts/dev-certs.sh --ca-dir config/ca config/certs
+  fi
+  tls=(--tls-cert config/certs/replica.pem --tls-key config/certs/replica.key --tls-ca config/certs/ca.pem)
 fi
 
 pids=()

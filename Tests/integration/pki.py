@@ -16,11 +16,22 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from conftest import REPO_ROOT
 
 
-def dev_pki(directory: Path) -> Path:
-    """ca.pem, server.pem/key (localhost, 127.0.0.1), client.pem/key
-    (spiffe://meshgate.local/client), made by scripts/dev-certs.sh."""
-    subprocess.run([str(REPO_ROOT / "scripts/dev-certs.sh"), str(directory)], check=True, capture_output=True, timeout=60)
+def dev_pki(directory: Path, ca_dir: Path | None = None) -> Path:
+    """The workload folder made by scripts/dev-certs.sh: ca.pem, server.pem/key
+    (the gateway, spiffe://meshgate.local/gateway), replica.pem/key (the
+    replicas, spiffe://meshgate.local/replica), client.pem/key
+    (spiffe://meshgate.local/client); all for localhost and 127.0.0.1. The CA
+    key is not there: it is in `ca_dir`, by default `ca` beside `directory`
+    (see ca_dir_of)."""
+    argv = [str(REPO_ROOT / "scripts/dev-certs.sh")] + (["--ca-dir", str(ca_dir)] if ca_dir else []) + [str(directory)]
+    subprocess.run(argv, check=True, capture_output=True, timeout=60)
     return directory
+
+
+def ca_dir_of(directory: Path) -> Path:
+    """Where scripts/dev-certs.sh keeps the CA (ca.pem, ca.key) by default:
+    the folder `ca` beside the workload folder."""
+    return directory.parent / "ca"
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -28,9 +39,12 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
-def load_ca(directory: Path):
-    cert = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
-    key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
+def load_ca(directory: Path, ca_dir: Path | None = None):
+    """The dev CA of the workload folder `directory` (its key from the
+    signing folder, never from `directory`), for issuing more identities."""
+    ca_dir = ca_dir or ca_dir_of(directory)
+    cert = x509.load_pem_x509_certificate((ca_dir / "ca.pem").read_bytes())
+    key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), password=None)
     return cert, key
 
 

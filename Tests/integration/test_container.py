@@ -94,15 +94,27 @@ def test_the_image_is_small_non_root_and_has_a_healthcheck(image):
 
 
 def test_the_container_serves_mtls_and_health_and_drains_on_sigterm(image, mesh, tmp_path):
-    # Config and certificates as a user mounts them at /etc/meshgate. The
-    # container's user (10001) must read the keys: a Kubernetes Secret
-    # does that with defaultMode/fsGroup, here the copies are made readable.
+    # Config and certificates as a user mounts them at /etc/meshgate: the
+    # gateway's own files only (what its Kubernetes Secret holds); the CA
+    # key stays in tmp_path/ca and the replica and client keys in pki/. The
+    # container's user (10001) must read its key: a Kubernetes Secret does
+    # that with defaultMode/fsGroup, here the copy is given to that user
+    # (as root) or made readable (rootless podman).
+    workload = pki.dev_pki(tmp_path / "pki")
     etc = tmp_path / "etc"
-    certs = pki.dev_pki(etc / "certs")
-    for f in certs.iterdir():
-        f.chmod(0o644)
+    gateway_certs = etc / "certs"
+    gateway_certs.mkdir(parents=True)
+    for name in ("ca.pem", "server.pem", "server.key"):
+        copy = gateway_certs / name
+        shutil.copy(workload / name, copy)
+        if os.geteuid() == 0:
+            os.chown(copy, 10001, 10001)
+            copy.chmod(0o400 if name.endswith(".key") else 0o444)
+        else:
+            copy.chmod(0o644)
     etc.chmod(0o755)
-    certs.chmod(0o755)
+    gateway_certs.chmod(0o755)
+    certs = workload   # the client's side
     port, health_port = free_port(), free_port()
     doc = {
         "runtime": {"drain_timeout": "10s"},

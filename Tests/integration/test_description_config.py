@@ -28,7 +28,7 @@ def test_the_descriptions_config_serves_as_written(bins, mesh_pb2, mesh_pb2_grpc
     launch = Launcher(bins, tmp_path)
     try:
         certs = pki.dev_pki(tmp_path / "certs")   # mtls.cert_dir: certs, beside the config
-        tls = ["--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"), "--tls-ca", str(certs / "ca.pem")]
+        tls = ["--tls-cert", str(certs / "replica.pem"), "--tls-key", str(certs / "replica.key"), "--tls-ca", str(certs / "ca.pem")]
         launch.replica("r1", *tls, port=50061)
         launch.replica("r2", *tls, port=50062)
         # r3 fails every call with UNAVAILABLE: the retry policy (3 attempts)

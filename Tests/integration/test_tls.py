@@ -62,7 +62,7 @@ def tls_mesh(bins, mesh_pb2, mesh_pb2_grpc, tmp_path_factory):
     shutil.copy(certs / "server.pem", certs / "gw.pem")
     shutil.copy(certs / "server.key", certs / "gw.key")
     launcher = Launcher(bins, work)
-    tls_args = ("--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"), "--tls-ca", str(certs / "ca.pem"))
+    tls_args = ("--tls-cert", str(certs / "replica.pem"), "--tls-key", str(certs / "replica.key"), "--tls-ca", str(certs / "ca.pem"))
     replicas = [launcher.replica(rid, *tls_args) for rid in ("t1", "t2")]
     optional_port, required_port = free_port(), free_port()
     listener_tls = {"cert": str(certs / "gw.pem"), "key": str(certs / "gw.key"), "ca": str(certs / "ca.pem")}
@@ -77,7 +77,8 @@ def tls_mesh(bins, mesh_pb2, mesh_pb2_grpc, tmp_path_factory):
                          "allowed_identities": [SPIFFE_CLIENT]}]},
         ],
         "clusters": [{"name": "mesh", "endpoints": [{"address": f"{HOST}:{r.port}"} for r in replicas],
-                      "tls": {"ca": str(certs / "ca.pem"), "cert": str(certs / "client.pem"), "key": str(certs / "client.key"),
+                      # Towards the replicas the gateway is itself (server.pem: client auth too), not a client.
+                      "tls": {"ca": str(certs / "ca.pem"), "cert": str(certs / "server.pem"), "key": str(certs / "server.key"),
                               "server_name": "localhost"}}],
     }
     gateway = launcher.gateway(to_yaml(config), optional_port, name="gw-tls")
@@ -295,7 +296,7 @@ def test_upstream_tls_without_a_client_certificate_fails_clearly(bins, launcher,
     """A cluster that speaks TLS to replicas requiring client certificates,
     but has none to give: calls fail UNAVAILABLE with the TLS reason."""
     certs = pki.dev_pki(tmp_path / "certs")
-    replica = launcher.replica("m1", "--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"),
+    replica = launcher.replica("m1", "--tls-cert", str(certs / "replica.pem"), "--tls-key", str(certs / "replica.key"),
                                "--tls-ca", str(certs / "ca.pem"))
     port = free_port()
     config = {"listeners": [{"name": "p", "address": f"{HOST}:{port}",
@@ -316,7 +317,7 @@ def test_health_checks_over_tls_say_why_the_handshake_failed(bins, launcher, tmp
     TLS failure, not just a lost connection."""
     certs = pki.dev_pki(tmp_path / "certs")
     pki.make_ca(certs, "foreign-ca")
-    replica = launcher.replica("h1", "--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"))
+    replica = launcher.replica("h1", "--tls-cert", str(certs / "replica.pem"), "--tls-key", str(certs / "replica.key"))
     port = free_port()
     config = {"listeners": [{"name": "p", "address": f"{HOST}:{port}",
                              "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]}],
