@@ -51,6 +51,15 @@ public struct ByteChunkQueue {
         }
     }
 
+    /// Gives every chunk that pins a larger storage (a small slice of a
+    /// read buffer) storage of its own, for a queue that is going to wait.
+    public mutating func unpin(allocator: ByteBufferAllocator) {
+        if let chunk = front, chunk.pinsLargerStorage { front = chunk.unpinned(allocator: allocator) }
+        for i in head..<behind.count where behind[i].pinsLargerStorage {
+            behind[i] = behind[i].unpinned(allocator: allocator)
+        }
+    }
+
     /// Drops every chunk; returns the number of bytes dropped.
     @discardableResult
     public mutating func removeAll() -> Int {

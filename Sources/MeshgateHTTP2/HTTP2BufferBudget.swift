@@ -39,7 +39,7 @@ public final class HTTP2BufferBudget: Sendable {
 
     /// Takes `bytes` from the budget, or returns false (and takes nothing)
     /// when that would pass the cap.
-    func reserve(_ bytes: Int) -> Bool {
+    public func reserve(_ bytes: Int) -> Bool {
         let cap = limit
         var current = reserved.load(ordering: .relaxed)
         while true {
@@ -53,7 +53,7 @@ public final class HTTP2BufferBudget: Sendable {
         }
     }
 
-    func release(_ bytes: Int) {
+    public func release(_ bytes: Int) {
         reserved.subtract(bytes, ordering: .relaxed)
     }
 }

@@ -38,6 +38,14 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     public private(set) var closedForProtocolError = false
     /// Outbound bytes queued on all streams (see settings.maxQueuedBytes).
     var queuedBytes = 0
+    /// Received bytes the owner keeps for this connection's streams
+    /// (`holdBytes`: a proxy's replay buffers), counted with `queuedBytes`
+    /// against the caps.
+    public private(set) var heldBytes = 0
+    /// Chunks queued since the last flush that pin a larger storage (see
+    /// `ByteBuffer.pinsLargerStorage`); those still queued after the flush
+    /// get storage of their own (`unpinWaitingQueues`).
+    private var pinningChunks = 0
     /// What this connection holds of `settings.bufferBudget`: a multiple of
     /// its granule, at least `queuedBytes` after each flush.
     var budgetReserved = 0
@@ -275,12 +283,17 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
             if sendStallWatch == nil { sendStallWatch = SendStallWatch(connection: self, timeout: settings.sendTimeout) }
             sendStallWatch!.arm(on: loop)
         }
-        if !state.outbound.isEmpty && data.storageCapacity > 2 * data.readableBytes + 1024 {
-            // It will wait behind other bytes (flow control): a compact copy,
-            // so a small slice does not keep a whole read buffer alive.
-            var compact = context?.channel.allocator.buffer(capacity: data.readableBytes) ?? ByteBuffer()
-            compact.writeImmutableBuffer(data)
-            state.outbound.append(compact)
+        if data.pinsLargerStorage {
+            if state.outbound.isEmpty {
+                // Most likely it leaves in this wake-up's flush: copied only
+                // if it is still here after it (`unpinWaitingQueues`).
+                pinningChunks += 1
+                state.outbound.append(data)
+            } else {
+                // It will wait behind other bytes (flow control): a compact
+                // copy, so a small slice does not keep a read buffer alive.
+                state.outbound.append(data.unpinned(allocator: context?.channel.allocator ?? ByteBufferAllocator()))
+            }
         } else {
             state.outbound.append(data)
         }
@@ -327,6 +340,41 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, errorCode.rawValue)
         scheduleFlush()
         return dropped
+    }
+
+    /// Keeps `bytes` the owner holds for this connection's streams (request
+    /// bytes a proxy keeps to send again) within the connection's cap
+    /// (`settings.maxQueuedBytes`, with its queued outbound bytes) and the
+    /// process-wide budget; false, holding nothing, when either has no
+    /// room: the owner must not keep more. One integer check per call; the
+    /// budget's atomic only when the holdings cross a granule.
+    public func holdBytes(_ bytes: Int) -> Bool {
+        guard !isClosed else { return false }
+        if settings.maxQueuedBytes > 0 && queuedBytes + heldBytes + bytes > settings.maxQueuedBytes { return false }
+        heldBytes += bytes
+        if countedQueuedBytes > budgetReserved, let budget = settings.bufferBudget {
+            let granule = HTTP2BufferBudget.granule
+            let need = (countedQueuedBytes - budgetReserved + granule - 1) / granule * granule
+            guard budget.reserve(need) else {
+                heldBytes -= bytes
+                return false
+            }
+            budgetReserved += need
+        }
+        return true
+    }
+
+    /// Gives back `bytes` taken with `holdBytes`.
+    public func releaseHeldBytes(_ bytes: Int) {
+        guard !isClosed, bytes > 0 else { return }
+        heldBytes -= bytes
+        assert(heldBytes >= 0, "released more than was held")
+        if budgetReserved - countedQueuedBytes >= HTTP2BufferBudget.granule, let budget = settings.bufferBudget {
+            let granule = HTTP2BufferBudget.granule
+            let keep = (countedQueuedBytes + granule - 1) / granule * granule
+            budget.release(budgetReserved - keep)
+            budgetReserved = keep
+        }
     }
 
     /// Hands `bytes` of received DATA back to the peer as window credit.
@@ -529,6 +577,10 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         }
         inSend = false
         if wrote { context.flush() }
+        if pinningChunks > 0 {
+            if queuedBytes > 0 { unpinWaitingQueues(context.channel.allocator) }
+            pinningChunks = 0
+        }
         if !endedWithRequestOpen.isEmpty { resetStreamsEndedWithRequestOpen(session) }
         deliverPendingEvents()
         // Integers first: the budget (a class, retained when read) is
@@ -552,7 +604,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// with a few bytes each (rounded up to a granule apiece) use up the
     /// budget while almost nothing is queued; uncounted, the cap can be
     /// passed by at most a granule per connection, as documented.
-    var countedQueuedBytes: Int { max(queuedBytes - HTTP2BufferBudget.granule, 0) }
+    var countedQueuedBytes: Int { max(queuedBytes + heldBytes - HTTP2BufferBudget.granule, 0) }
 
     /// Brings this connection's share of the process-wide budget in line
     /// with what is still queued after a flush: more when the queues grew
@@ -576,6 +628,17 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
             let keep = (countedQueuedBytes + granule - 1) / granule * granule
             budget.release(budgetReserved - keep)
             budgetReserved = keep
+        }
+    }
+
+    /// Slices of read buffers that are still queued after a flush wait for
+    /// the peer's window: each gets storage of its own, so that what waits
+    /// costs its bytes, not the buffers it came in (the caps count bytes).
+    /// Only after a flush that left bytes queued and had such a slice
+    /// queued: a proxy whose peers read never comes here.
+    private func unpinWaitingQueues(_ allocator: ByteBufferAllocator) {
+        streams.forEachState { state in
+            if state.outboundBytes > 0 { state.outbound.unpin(allocator: allocator) }
         }
     }
 

@@ -90,6 +90,11 @@ struct StreamTable {
     /// The open streams, in no particular order.
     var values: [StreamState] { states.compactMap { $0 } }
 
+    /// Each open stream's state, without making an array.
+    func forEachState(_ body: (StreamState) -> Void) {
+        for state in states { if let state { body(state) } }
+    }
+
     mutating func removeAll() {
         guard count > 0 else { return }
         for i in ids.indices {

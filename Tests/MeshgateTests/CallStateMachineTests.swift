@@ -176,6 +176,23 @@ import Testing
         #expect(h.replay.isEmpty && h.machine.replayBytes == 0)
     }
 
+    @Test func aReplayBudgetWithNoRoomCommitsLikeTheReplayLimit() {
+        var h = CallHarness.retrying()
+        h.start(requestEnded: false)
+        h.open(0)
+        _ = h.send(.requestData(bytes(60)))
+        #expect(h.machine.acceptsNewAttempts && h.machine.replayBytes == 60)
+        // The executor could not count the kept bytes against the client's
+        // connection: the call stops keeping them and can no longer retry.
+        #expect(h.send(.replayBudgetExhausted) == [])
+        #expect(!h.machine.acceptsNewAttempts)
+        #expect(h.replay.isEmpty && h.machine.replayBytes == 0)
+        #expect(h.send(.requestData(bytes(10))) == [.sendRequestData(0, bytes(10))], "later bytes are sent, not kept")
+        #expect(h.replay.isEmpty)
+        // Repeated, or after the commit, it changes nothing.
+        #expect(h.send(.replayBudgetExhausted) == [])
+    }
+
     @Test func bytesAfterTheEndAreReadAndCredited() {
         var h = CallHarness()
         h.start(requestEnded: false)

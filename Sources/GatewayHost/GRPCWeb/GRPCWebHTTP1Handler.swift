@@ -46,6 +46,7 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
     func handlerRemoved(context: ChannelHandlerContext) {
         idleTimer?.cancel()
         idleTimer = nil
+        releaseHeldBytes(heldBytes)
         router.loop.unregister(self)
         self.context = nil
     }
@@ -61,6 +62,26 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
             Log.debug("gRPC-Web HTTP/1.1 connection idle: closing", ["listener": self.router.listenerName])
             self.context?.close(promise: nil)
         }
+    }
+
+    /// Request bytes the current call keeps to send again, counted as an
+    /// HTTP/2 connection counts them (`HTTP2Connection.holdBytes`): within
+    /// the listener's per_connection_buffer_limit_bytes, and reserved from
+    /// the process-wide budget byte for byte (one call at a time here, on
+    /// a route that retries: an atomic per kept chunk is cheap enough).
+    private var heldBytes = 0
+
+    func holdBytes(_ bytes: Int) -> Bool {
+        guard context != nil, heldBytes + bytes <= router.listenerConfig.perConnectionBufferLimitBytes,
+              router.loop.bufferBudget.reserve(bytes) else { return false }
+        heldBytes += bytes
+        return true
+    }
+
+    func releaseHeldBytes(_ bytes: Int) {
+        let released = min(bytes, heldBytes)
+        heldBytes -= released
+        router.loop.bufferBudget.release(released)
     }
 
     /// An exchange is under way (what the drain waits for).

@@ -115,6 +115,20 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
         }
     }
 
+    func holdBytes(_ bytes: Int) -> Bool {
+        switch transport {
+        case .http2(let connection, _): return connection.holdBytes(bytes)
+        case .http1(let handler): return handler.holdBytes(bytes)
+        }
+    }
+
+    func releaseHeldBytes(_ bytes: Int) {
+        switch transport {
+        case .http2(let connection, _): connection.releaseHeldBytes(bytes)
+        case .http1(let handler): handler.releaseHeldBytes(bytes)
+        }
+    }
+
     func consume(stream: Int32, bytes: Int) {
         guard case .http2(let connection, let id) = transport else {
             http1Unconsumed = max(0, http1Unconsumed - bytes)

@@ -50,8 +50,11 @@ final class ProxyCall: HTTP2StreamDelegate {
     /// The attempts' I/O side, by id.
     @exclusivity(unchecked) private var attempts = InlineFirstArray<UpstreamAttempt>()
     /// Request bytes kept to send again to later attempts (the machine
-    /// decides what is kept and dropped, and counts it).
+    /// decides what is kept and dropped, and counts it), and how many of
+    /// them are counted against the client's connection and the process
+    /// (`CallClientStream.holdBytes`).
     @exclusivity(unchecked) private var replay = InlineFirstArray<ByteBuffer>()
+    @exclusivity(unchecked) private var heldReplayBytes = 0
     private var deadlineTimer: Scheduled<Void>?
     private var attemptTimer: Scheduled<Void>?
     /// When the client got (or lost) its final status: the duration counted.
@@ -87,7 +90,9 @@ final class ProxyCall: HTTP2StreamDelegate {
         self.machine = CallStateMachine(configuration: .init(
             runsHooks: !chain.filters.isEmpty, hasScheduler: chain.scheduler != nil,
             holdsResponseHead: chain.scheduler?.image.isRetry ?? false,
-            replayLimit: route.config.replayBufferLimit, path: path,
+            replayLimit: chain.scheduler != nil ? route.config.replayBufferLimit
+                : min(route.config.replayBufferLimit, Self.transparentRetryReplayLimit),
+            path: path,
             maxRequestMessageBytes: route.config.maxRequestMessageBytes,
             maxResponseMessageBytes: route.config.maxResponseMessageBytes), attemptStorage: loop.callScratch.takeAttemptTable())
         generation.callStarted()
@@ -97,6 +102,14 @@ final class ProxyCall: HTTP2StreamDelegate {
     deinit {
         filters.releaseStates()
     }
+
+    /// What a call whose chain cannot retry (no retry or hedge filter)
+    /// keeps of its request until it commits: enough to send a typical
+    /// request again when the upstream refuses its stream (REFUSED_STREAM,
+    /// a GOAWAY race: gRFC A6's transparent retry), and no more; a larger
+    /// request commits to its attempt once past it.
+    static let transparentRetryReplayLimit = 16 << 10
+    private static let allocator = ByteBufferAllocator()
 
     func start(requestEnded: Bool) {
         clientRequestEnded = requestEnded
@@ -265,11 +278,12 @@ final class ProxyCall: HTTP2StreamDelegate {
         case .forwardRequestData(let id):
             if case .requestData(let data) = event { attempts[id].send(data) }
         case .keepForReplay:
-            if case .requestData(let data) = event { replay.append(data) }
+            if case .requestData(let data) = event { keepForReplay(data) }
         case .replay(let id):
             for chunk in replay { attempts[id].send(chunk) }
         case .dropReplay:
             replay.removeAll()
+            releaseReplayBytes()
         case .sendRequestEnd(let id):
             attempts[id].sendEnd(trailers: machine.request.trailers)
         case .resetStream(let id, let code):
@@ -325,6 +339,27 @@ final class ProxyCall: HTTP2StreamDelegate {
         case .callDone(let attemptCount):
             callDone(status: machine.finalStatus ?? GRPCStatus(.cancelled, ""), attempts: attemptCount)
         }
+    }
+
+    /// Keeps `data` for later attempts, in storage of its own when it is a
+    /// small slice of a larger read buffer (kept, the slice would keep the
+    /// whole buffer while the caps count its few bytes), and counted
+    /// against the client's connection and the process; without room
+    /// there, the call stops keeping bytes (it commits).
+    private func keepForReplay(_ data: ByteBuffer) {
+        let kept = data.unpinned(allocator: Self.allocator)
+        replay.append(kept)
+        if downstream.holdBytes(kept.readableBytes) {
+            heldReplayBytes += kept.readableBytes
+        } else {
+            handle(.replayBudgetExhausted)
+        }
+    }
+
+    private func releaseReplayBytes() {
+        guard heldReplayBytes > 0 else { return }
+        downstream.releaseHeldBytes(heldReplayBytes)
+        heldReplayBytes = 0
     }
 
     /// The headers an `attemptHeaders` event brought.
@@ -478,6 +513,8 @@ final class ProxyCall: HTTP2StreamDelegate {
                 requestBytes: machine.request.received, responseBytes: machine.responseBytesWritten, clientIdentity: requestHeaders["x-forwarded-client-cert"], fields: plugin.logFields))
         }
         plugin.proxy = nil
+        replay.removeAll()
+        releaseReplayBytes()
         // Shadows go on by themselves (they hold the generation).
         shadows = nil
         // The attempts hold their call: let both go.

@@ -23,6 +23,10 @@ enum CallEvent: Equatable {
     /// normally (anything else is the client cancelling or vanishing).
     case downstreamClosed(cleanly: Bool)
     case deadlineExpired
+    /// The client's connection or the process has no room for more kept
+    /// request bytes (`CallClientStream.holdBytes` refused): the call stops
+    /// keeping them, as past its replay limit.
+    case replayBudgetExhausted
 
     // MARK: Balancer, pools and connections
 

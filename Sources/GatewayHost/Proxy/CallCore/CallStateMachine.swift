@@ -11,8 +11,10 @@ import NIOCore
 ///
 /// The rules (gRFC A6, and the filter ABI's on_attempt_done):
 /// - Request bytes go to every open attempt and are kept for replay until
-///   the call commits or they pass `replayLimit`; past it no new attempt
-///   starts and, of the open attempts, only the one furthest along goes on.
+///   the call commits or they pass `replayLimit` (or the client's
+///   connection or the process has no room for them:
+///   `replayBudgetExhausted`); past it no new attempt starts and, of the
+///   open attempts, only the one furthest along goes on.
 /// - An attempt commits when its response head arrives (hedging, or no
 ///   retry plugin), or with a retry plugin on its first response message,
 ///   so that a status in trailers after a bare head can still be retried.
@@ -39,7 +41,9 @@ struct CallStateMachine {
         /// A retry plugin: a response head waits for the first message
         /// before it commits.
         var holdsResponseHead: Bool
-        /// Request bytes kept for replay before the call commits.
+        /// Request bytes kept for replay before the call commits (the
+        /// executor sets a small one for chains that cannot retry: enough
+        /// for a transparent retry of a typical request, no more).
         var replayLimit: Int
         /// The call's path, for the gateway's own status messages.
         var path: String
@@ -189,6 +193,7 @@ struct CallStateMachine {
             return responseWritten(bytes: bytes)
         case .downstreamClosed(let cleanly): downstreamDidClose(cleanly: cleanly)
         case .deadlineExpired: deadlineExpired()
+        case .replayBudgetExhausted: stopReplaying()
         case .picked(let id, let endpointID, let address): picked(id, endpointID: endpointID, address: address)
         case .pickFailed(let id, let status): pickFailed(id, status: status)
         case .connectFailed(let id): connectFailed(id)
@@ -594,7 +599,8 @@ struct CallStateMachine {
         }
     }
 
-    /// The request outgrew the replay buffer: the call commits (gRFC A6).
+    /// The request outgrew the replay buffer, or its budget: the call
+    /// commits (gRFC A6).
     /// No new attempt can start, and of the open ones only the one furthest
     /// along goes on; the others (hedges, and attempts still on their way)
     /// are cancelled at once, so that no upstream's backlog grows past its

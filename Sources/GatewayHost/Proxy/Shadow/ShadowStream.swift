@@ -39,6 +39,7 @@ final class ShadowStream: HTTP2StreamDelegate, UpstreamPoolWaiter {
     private(set) var deadline = NIODeadline.distantFuture
     /// Request bytes that arrived before the stream opened.
     private var pending: [ByteBuffer] = []
+    private static let allocator = ByteBufferAllocator()
     private var pendingBytes = 0
     private var requestEnded: Bool
     private var requestTrailers: HTTP2HeaderList?
@@ -81,7 +82,9 @@ final class ShadowStream: HTTP2StreamDelegate, UpstreamPoolWaiter {
         case .waiting:
             pendingBytes += data.readableBytes
             guard pendingBytes <= bufferLimit else { return abandon() }
-            pending.append(data)
+            // It waits for a connection: its own storage, not the read
+            // buffer it came in (the limit counts bytes, not buffers).
+            pending.append(data.unpinned(allocator: Self.allocator))
         case .streaming(let connection, let stream):
             guard connection.queuedBytes(stream: stream) + data.readableBytes <= bufferLimit else { return abandon() }
             connection.send(data: data, stream: stream)
