@@ -494,7 +494,7 @@ class ControlCalls:
     the attacker's are covered too), each with `deadline` seconds, while an
     attack runs; failures are kept with their status."""
 
-    def __init__(self, port: int, pb2, pb2_grpc, channels: int = 2, deadline: float = 2.0, pause: float = 0.02):
+    def __init__(self, port: int, pb2, pb2_grpc, channels: int = 2, deadline: float = 3.0, pause: float = 0.02):
         import grpc
         self._grpc = grpc
         self.pb2 = pb2
@@ -960,5 +960,51 @@ def replay_pending_calls(port: int, pb2, channels: int = 1, calls: int = 400, si
             outcome.calls_ok += ok
             outcome.sent_bytes += calls * (len(body) + 5)
             outcome.errors.extend(errors[:10])
+
+    return _run_attackers(channels, attacker)
+
+
+def oversize_heads(port: int, connections: int = 1, streams: int = 10, fields_over: int = 14) -> AttackOutcome:
+    """On each connection, `streams` calls whose heads break a listener
+    limit: odd ones ~66 KB (`fields_over` fields of 4,740 bytes), even ones
+    101 small fields; each with a message and END_STREAM."""
+    big = [(f"x-big-{i:02d}", "v" * 4700) for i in range(fields_over)]
+    many = [(f"x-f{i:03d}", "1") for i in range(101 - REQUEST_HEAD_FIELDS)]
+
+    def attacker(i: int, outcome: AttackOutcome, lock: threading.Lock) -> None:
+        with RawH2Client(port) as c:
+            c.ready()
+            ids = [1 + 2 * k for k in range(streams)]
+            for k, sid in enumerate(ids):
+                c.send(header_frames(sid, request_head(extra=big if k % 2 == 0 else many)) +
+                       data_frame(sid, grpc_frame(b""), end=True))
+            c.wait_streams(ids, 10)
+            _record(c, i, ids, outcome, lock)
+
+    return _run_attackers(connections, attacker)
+
+
+def grpc_calls(port: int, pb2, channels: int = 1, calls: int = 1, metadata=(), timeout: float = 10.0) -> AttackOutcome:
+    """`calls` unary Process calls at once on each of `channels` grpcio
+    channels (e.g. to a route whose upstream abuses the gateway);
+    the outcome's `errors` holds each failure's status."""
+    import grpc
+
+    def attacker(i: int, outcome: AttackOutcome, lock: threading.Lock) -> None:
+        with grpc.insecure_channel(f"{HOST}:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+            stub = channel.unary_unary(PROCESS, request_serializer=lambda m: m.SerializeToString(),
+                                       response_deserializer=pb2.ProcessResponse.FromString)
+            futures = [stub.future(pb2.ProcessRequest(request_id=f"a{i}-{k}", data="x"), timeout=timeout,
+                                   metadata=list(metadata)) for k in range(calls)]
+            ok, errors = 0, []
+            for f in futures:
+                try:
+                    f.result()
+                    ok += 1
+                except grpc.RpcError as e:
+                    errors.append(f"{e.code().name}: {(e.details() or '')[:120]}")
+        with lock:
+            outcome.calls_ok += ok
+            outcome.errors.extend(errors)
 
     return _run_attackers(channels, attacker)

@@ -235,7 +235,7 @@ def abusive_routes() -> list[dict]:
     ("trailers_bytes", "max_response_headers_kb"),
     ("head_fields", "max_headers_count"),
     ("head_bomb", "max_response_headers_kb|max_headers_count"),
-], indirect=["abusive"])
+], indirect=["abusive"], ids=["head_bytes", "trailers_bytes", "head_fields", "head_bomb"])
 def test_an_upstream_answer_over_the_cluster_limits(mesh, launcher, abusive, limit):
     """A raw HTTP/2 upstream (the `h2` package) answers with a 70 KB head,
     70 KB trailers, a 150-field head, or an HPACK bomb head: the grpcio
