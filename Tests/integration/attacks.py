@@ -436,11 +436,24 @@ def settle_rss(pid: int, seconds: float = 0.5) -> int:
     return last
 
 
+def reset_peak_rss(pid: int) -> bool:
+    """Resets the process's VmHWM to its current RSS (Linux: "5" into
+    /proc/PID/clear_refs); False where that is not allowed."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 class RssSampler:
     """Samples a process's VmRSS every `interval` s in a thread: `peak_kib`
-    is the highest seen. A kill switch: above `kill_above_kib` the process
-    (one this test run started) gets SIGKILL, so that an unfixed gateway
-    cannot take the machine with it; `killed` says so."""
+    is the highest seen, and on exit also the kernel's VmHWM (reset on
+    entry where allowed), so a spike between two samples counts too. A kill
+    switch: above `kill_above_kib` the process (one this test run started)
+    gets SIGKILL, so that an unfixed gateway cannot take the machine with
+    it; `killed` says so."""
 
     def __init__(self, pid: int, interval: float = 0.01, kill_above_kib: Optional[int] = None):
         self.pid = pid
@@ -472,12 +485,15 @@ class RssSampler:
         return (self.peak_kib - self.baseline_kib) / 1024
 
     def __enter__(self) -> "RssSampler":
+        self._hwm_reset = reset_peak_rss(self.pid)
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
+        if self._hwm_reset and not self.killed:
+            self.peak_kib = max(self.peak_kib, proc_kib(self.pid, "VmHWM"))
 
     def describe(self) -> str:
         return (f"RSS {self.baseline_kib / 1024:.1f} -> peak {self.peak_kib / 1024:.1f} MiB "

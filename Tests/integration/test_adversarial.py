@@ -467,20 +467,24 @@ def test_pending_calls_on_a_route_without_replay_keep_no_request_bytes(mesh, lau
     assert rss.growth_mib < 40, rss.describe()
 
 
-def test_replay_bytes_are_counted_in_the_global_budget(mesh, launcher):
-    """The same 400 x 250 KB on a route with a retry filter and
-    `global_buffer_limit_bytes: 16 MiB`: replay bytes count in the budget;
-    past it a call stops keeping bytes (it can no longer be retried) but
-    completes. All 400 succeed and RSS growth stays under the budget + 32
-    MiB (an unfixed gateway: +98 MiB)."""
-    budget = 16 * MiB
-    gw = start_gateway(launcher, mesh, "gw-adv-replay-budget", routes=retry_route(mesh.replicas),
-                       runtime={"global_buffer_limit_bytes": budget})
+@pytest.mark.parametrize("cap", ["global", "per_connection"])
+def test_replay_bytes_are_counted_in_the_buffer_caps(mesh, launcher, cap):
+    """The same 400 x 250 KB on a route with a retry filter, with
+    `runtime.global_buffer_limit_bytes: 16 MiB`, or the listener's
+    `per_connection_buffer_limit_bytes: 16 MiB` (all 400 calls share one
+    connection): replay bytes count in that cap; past it a call stops
+    keeping bytes (it can no longer be retried) but completes. All 400
+    succeed and RSS growth stays under the cap + 32 MiB (an unfixed
+    gateway: +98 MiB)."""
+    limit = 16 * MiB
+    gw = start_gateway(launcher, mesh, f"gw-adv-replay-{cap}", routes=retry_route(mesh.replicas),
+                       runtime={"global_buffer_limit_bytes": limit} if cap == "global" else None,
+                       listener={"per_connection_buffer_limit_bytes": limit} if cap == "per_connection" else None)
     with gw.sampler() as rss:
         outcome = replay_pending_calls(gw.port, mesh.pb2, channels=1, calls=400, size=250_000, delay_ms=6000)
     assert not rss.killed, rss.describe()
     assert outcome.calls_ok == 400, outcome.summary()
-    assert rss.growth_mib < budget / MiB + 32, rss.describe()
+    assert rss.growth_mib < limit / MiB + 32, rss.describe()
 
 
 @pytest.mark.parametrize("route", ["retry", "no_filter"])
