@@ -10,8 +10,9 @@ attack needs full control of the dynamic table) or the `h2` package, to
   memory               proc_kib(), RssSampler (peak RSS, with a kill switch)
   a control client     ControlCalls: grpcio unary calls through the gateway while an attack runs
   a raw upstream       AbusiveUpstream: an `h2` server whose answers break the header limits
-  the attacks          hpack_bomb(), field_count_request(), own_service_flood(),
-                       own_service_partials(), replay_pending_calls(), replay_pinning()
+  the attacks          hpack_bomb(), oversize_heads(), own_service_flood(), own_service_partials(),
+                       replay_pending_calls(), replay_pinning(), grpc_calls(); each runs N
+                       attackers at once and returns an AttackOutcome
 """
 
 from __future__ import annotations

@@ -52,9 +52,6 @@ class Gw:
         self.pid = gateway.proc.pid
         self.admin = admin
 
-    def rss_baseline(self) -> int:
-        return settle_rss(self.pid)
-
     def sampler(self, kill_growth_kib: int = KILL_SWITCH_KIB) -> RssSampler:
         base = settle_rss(self.pid)
         return RssSampler(self.pid, kill_above_kib=base + kill_growth_kib)
@@ -449,7 +446,7 @@ def test_partial_own_service_messages_are_capped_per_connection(mesh, launcher):
 # Item 3: replay bytes
 
 
-def retry_route(replicas) -> list[dict]:
+def retry_route() -> list[dict]:
     return [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh", "filters": [{"plugin": "retry"}]}]
 
 
@@ -477,7 +474,7 @@ def test_replay_bytes_are_counted_in_the_buffer_caps(mesh, launcher, cap):
     succeed and RSS growth stays under the cap + 32 MiB (an unfixed
     gateway: +98 MiB)."""
     limit = 16 * MiB
-    gw = start_gateway(launcher, mesh, f"gw-adv-replay-{cap}", routes=retry_route(mesh.replicas),
+    gw = start_gateway(launcher, mesh, f"gw-adv-replay-{cap}", routes=retry_route(),
                        runtime={"global_buffer_limit_bytes": limit} if cap == "global" else None,
                        listener={"per_connection_buffer_limit_bytes": limit} if cap == "per_connection" else None)
     with gw.sampler() as rss:
@@ -496,7 +493,7 @@ def test_one_byte_data_frames_do_not_pin_read_buffers(mesh, launcher, route):
     unfixed gateway: +65.7 MiB, against +3.9 MiB for the same streams
     without the filler). Copied, RSS grows < 24 MiB. A grpcio client sees
     no failure."""
-    routes = retry_route(mesh.replicas) if route == "retry" else None
+    routes = retry_route() if route == "retry" else None
     gw = start_gateway(launcher, mesh, f"gw-adv-pinning-{route}", routes=routes)
     with ControlCalls(gw.port, mesh.pb2, mesh.pb2_grpc) as control, gw.sampler() as rss:
         outcome = replay_pinning(gw.port, connections=4, streams=1000, filler=True, hold=2.0)
