@@ -53,6 +53,22 @@ public final class HTTP2BufferBudget: Sendable {
         }
     }
 
+    /// Takes `bytes` the owner could do without (request bytes kept for a
+    /// retry): such holdings may fill at most half of the cap, so that
+    /// they never leave the bytes queued for slow peers — which cannot be
+    /// dropped without failing a call — without room. False (taking
+    /// nothing) past that half.
+    public func reserveForHolding(_ bytes: Int) -> Bool {
+        let cap = limit
+        var current = reserved.load(ordering: .relaxed)
+        while true {
+            if cap > 0 && current + bytes > cap / 2 { return false }
+            let (exchanged, original) = reserved.compareExchange(expected: current, desired: current + bytes, ordering: .relaxed)
+            if exchanged { return true }
+            current = original
+        }
+    }
+
     public func release(_ bytes: Int) {
         reserved.subtract(bytes, ordering: .relaxed)
     }

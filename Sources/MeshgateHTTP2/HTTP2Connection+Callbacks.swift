@@ -94,11 +94,19 @@ extension HTTP2Connection {
     /// copied: past them the block is refused and its other fields are
     /// dropped as nghttp2 decodes them (see HTTP2HeaderBlockMeter).
     func onHeader(stream id: Int32, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> Int32 {
-        guard let state = streams[id], state.incomingBlock.violation == nil else { return 0 }
-        guard state.incomingBlock.admit(nameAndValueBytes: name.count + value.count,
-                                        maxBytes: Int(settings.maxHeaderListSize), maxFields: settings.maxHeaderFields) else {
-            headerBlockWentOver(state)
+        guard let state = streams[id] else { return 0 }
+        let size = name.count + value.count
+        let limit = Int(settings.maxHeaderListSize)
+        if state.incomingBlock.violation != nil {
+            // A request head over the limit, answered when it ends; unless
+            // it decodes to what only HPACK references can make.
+            guard state.incomingBlock.countDropped(nameAndValueBytes: size, cutoff: HTTP2HeaderBlockMeter.cutoff(forLimit: limit)) else {
+                return cutOff(state)
+            }
             return 0
+        }
+        guard state.incomingBlock.admit(nameAndValueBytes: size, maxBytes: limit, maxFields: settings.maxHeaderFields) else {
+            return headerBlockWentOver(state)
         }
         state.incomingHeaders.append(name: UnsafeRawBufferPointer(name), value: UnsafeRawBufferPointer(value))
         return 0
@@ -107,23 +115,33 @@ extension HTTP2Connection {
     /// A block passed a limit: what it holds goes at once. A server's
     /// request head is answered when the block ends (a stream must not be
     /// answered before its head is complete: `onFrameReceived`); any other
-    /// block (trailers, a response head) resets its stream now with
-    /// ENHANCE_YOUR_CALM, which gRPC reads as RESOURCE_EXHAUSTED, and its
-    /// delegate sees `headersTooLarge` when the stream closes.
-    private func headerBlockWentOver(_ state: StreamState) {
+    /// block (trailers, a response head) is cut off now.
+    private func headerBlockWentOver(_ state: StreamState) -> Int32 {
         state.incomingHeaders = HTTP2HeaderList()
         let requestHead = role == .server && !state.receivedInitialHeaders
-        guard !requestHead, let session, let violation = state.incomingBlock.violation else { return }
+        return requestHead ? 0 : cutOff(state)
+    }
+
+    /// Resets the stream with ENHANCE_YOUR_CALM (gRPC reads it as
+    /// RESOURCE_EXHAUSTED) and has nghttp2 skip the rest of the block:
+    /// NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE, after our own RST_STREAM (its
+    /// INTERNAL_ERROR one is then not sent), decodes the remaining fields
+    /// without checking them or calling back. The stream's delegate sees
+    /// `headersTooLarge` when it closes.
+    private func cutOff(_ state: StreamState) -> Int32 {
+        guard let session, let violation = state.incomingBlock.violation else { return 0 }
+        state.incomingHeaders = HTTP2HeaderList()
         state.resetLocally = true
         nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), state.id, HTTP2ErrorCode.enhanceYourCalm.rawValue)
-        delegate?.http2(self, didRefuseHeaderBlock: violation, stream: state.id, requestHead: false)
+        delegate?.http2(self, didRefuseHeaderBlock: violation, stream: state.id, answerable: false)
+        return Int32(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
     }
 
     /// The end of a request head that passed a limit: the connection's
     /// delegate may answer it (a gRPC status); otherwise it is reset.
     private func refuseRequestHead(_ state: StreamState, _ violation: HTTP2HeaderLimitViolation) {
         state.receivedInitialHeaders = true
-        delegate?.http2(self, didRefuseHeaderBlock: violation, stream: state.id, requestHead: true)
+        delegate?.http2(self, didRefuseHeaderBlock: violation, stream: state.id, answerable: true)
         guard !state.sentHeaders, let session, streams[state.id] != nil else { return }
         state.resetLocally = true
         nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), state.id, HTTP2ErrorCode.enhanceYourCalm.rawValue)

@@ -345,8 +345,9 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// Keeps `bytes` the owner holds for this connection's streams (request
     /// bytes a proxy keeps to send again) within the connection's cap
     /// (`settings.maxQueuedBytes`, with its queued outbound bytes) and the
-    /// process-wide budget; false, holding nothing, when either has no
-    /// room: the owner must not keep more. One integer check per call; the
+    /// process-wide budget (at most half of it: `reserveForHolding`);
+    /// false, holding nothing, when either has no room: the owner must not
+    /// keep more. One integer check per call; the
     /// budget's atomic only when the holdings cross a granule.
     public func holdBytes(_ bytes: Int) -> Bool {
         guard !isClosed else { return false }
@@ -355,7 +356,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         if countedQueuedBytes > budgetReserved, let budget = settings.bufferBudget {
             let granule = HTTP2BufferBudget.granule
             let need = (countedQueuedBytes - budgetReserved + granule - 1) / granule * granule
-            guard budget.reserve(need) else {
+            guard budget.reserveForHolding(need) else {
                 heldBytes -= bytes
                 return false
             }

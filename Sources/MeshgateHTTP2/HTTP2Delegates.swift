@@ -48,13 +48,14 @@ public protocol HTTP2ConnectionDelegate: AnyObject {
     /// The TCP connection closed. Streams have already been told.
     func http2ConnectionDidClose(_ connection: HTTP2Connection)
     /// A header block passed the connection's limits and was dropped
-    /// (for counting and logging). Server side, for a request head
-    /// (`requestHead`): no stream delegate exists yet, and the delegate may
-    /// answer it here with `sendResponseHeaders(endStream: true)`; when it
-    /// does not, the stream is reset with ENHANCE_YOUR_CALM. Any other
-    /// block's stream is reset already (its delegate sees
-    /// `headersTooLarge`).
-    func http2(_ connection: HTTP2Connection, didRefuseHeaderBlock violation: HTTP2HeaderLimitViolation, stream: Int32, requestHead: Bool)
+    /// (for counting and logging). With `answerable` (server side, a
+    /// request head that ended): no stream delegate exists yet, and the
+    /// delegate may answer it here with `sendResponseHeaders(endStream:
+    /// true)`; when it does not, the stream is reset with
+    /// ENHANCE_YOUR_CALM. Otherwise (trailers, a response head, or a
+    /// request head decoding to an amplified size) the stream is reset
+    /// already, and its delegate, if any, sees `headersTooLarge`.
+    func http2(_ connection: HTTP2Connection, didRefuseHeaderBlock violation: HTTP2HeaderLimitViolation, stream: Int32, answerable: Bool)
 }
 
 extension HTTP2ConnectionDelegate {
@@ -63,5 +64,5 @@ extension HTTP2ConnectionDelegate {
     public func http2(_ connection: HTTP2Connection, didReceiveGoAway lastStreamID: Int32, errorCode: HTTP2ErrorCode) {}
     public func http2(_ connection: HTTP2Connection, didCloseStream stream: Int32) {}
     public func http2ConnectionDidClose(_ connection: HTTP2Connection) {}
-    public func http2(_ connection: HTTP2Connection, didRefuseHeaderBlock violation: HTTP2HeaderLimitViolation, stream: Int32, requestHead: Bool) {}
+    public func http2(_ connection: HTTP2Connection, didRefuseHeaderBlock violation: HTTP2HeaderLimitViolation, stream: Int32, answerable: Bool) {}
 }

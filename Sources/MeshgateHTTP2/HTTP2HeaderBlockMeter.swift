@@ -22,8 +22,16 @@ public enum HTTP2HeaderLimitViolation: Sendable, Equatable, CustomStringConverti
 /// a single byte, so a 147 KB block can decode to gigabytes of fields. The
 /// meter is what keeps a block's cost to its limit: once a field would
 /// pass it, the block is over, and the rest of its fields are dropped
-/// unread (nghttp2 still decodes them, which it must to keep HPACK's table
-/// in step, but nothing is kept).
+/// unread.
+///
+/// A request head over the limit is still answered (with a status naming
+/// the limit) once the block ends, so its dropped fields are counted on;
+/// a block that decodes past `cutoff(forLimit:)` can only be HPACK
+/// references repeated (an honest block of at most nine 16 KB frames does
+/// not decode to that much), and decoding it to the end would cost the
+/// loop nghttp2's checks of every field: such a block is cut off with
+/// RST_STREAM at once (nghttp2 then decodes the rest without checks or
+/// callbacks, as it must to keep HPACK's table in step).
 struct HTTP2HeaderBlockMeter {
     /// RFC 9113 §6.5.2: a field costs its name and value plus 32 octets.
     static let fieldOverhead = 32
@@ -32,6 +40,19 @@ struct HTTP2HeaderBlockMeter {
     private(set) var fields = 0
     /// Set by the field that passed a limit; the block is then over.
     private(set) var violation: HTTP2HeaderLimitViolation?
+
+    /// The decoded size past which a block is an amplification attack:
+    /// eight times the limit, and at least 512 KiB.
+    static func cutoff(forLimit limit: Int) -> Int { Swift.max(8 * limit, 512 << 10) }
+
+    /// A field of a block that is over already, dropped: counted towards
+    /// the cutoff. False once the block's decoded size passed `cutoff`.
+    @inline(__always)
+    mutating func countDropped(nameAndValueBytes size: Int, cutoff: Int) -> Bool {
+        fields += 1
+        bytes += size + Self.fieldOverhead
+        return bytes <= cutoff
+    }
 
     /// A new block begins.
     mutating func reset() {

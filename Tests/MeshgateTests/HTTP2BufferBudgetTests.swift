@@ -26,6 +26,19 @@ import Testing
         #expect(budget.reserve(HTTP2BufferBudget.granule))
     }
 
+    @Test func holdingsTakeAtMostHalfAndLeaveTheRestToQueues() {
+        let granule = HTTP2BufferBudget.granule
+        let budget = HTTP2BufferBudget(limit: 8 * granule)
+        #expect(budget.reserveForHolding(3 * granule))
+        #expect(!budget.reserveForHolding(2 * granule), "past half of the cap")
+        #expect(budget.reserveForHolding(granule))
+        #expect(!budget.reserveForHolding(1))
+        #expect(budget.reserve(4 * granule), "queued bytes still have the other half")
+        #expect(!budget.reserve(1))
+        budget.release(4 * granule)
+        #expect(!budget.reserveForHolding(1), "holdings count with queues: 4 of 8 granules are held")
+    }
+
     @Test func zeroMeansNoCapButStillCounts() {
         let budget = HTTP2BufferBudget(limit: 0)
         #expect(budget.reserve(1 << 40))

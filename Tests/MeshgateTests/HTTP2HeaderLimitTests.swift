@@ -44,7 +44,7 @@ extension HTTP2DialerTests {
     /// request head with RESOURCE_EXHAUSTED, as the gateway does.
     final class LimitedServer: HTTP2ConnectionDelegate, @unchecked Sendable {
         let echo = EchoServer()
-        var refusals: [(HTTP2HeaderLimitViolation, requestHead: Bool)] = []
+        var refusals: [(HTTP2HeaderLimitViolation, answerable: Bool)] = []
         var bigResponseHead = false
 
         func http2(_ connection: HTTP2Connection, didReceiveRequest headers: HTTP2HeaderList, stream: Int32, endStream: Bool) -> HTTP2StreamDelegate? {
@@ -55,9 +55,9 @@ extension HTTP2DialerTests {
             return echo
         }
 
-        func http2(_ connection: HTTP2Connection, didRefuseHeaderBlock violation: HTTP2HeaderLimitViolation, stream: Int32, requestHead: Bool) {
-            refusals.append((violation, requestHead))
-            guard requestHead else { return }
+        func http2(_ connection: HTTP2Connection, didRefuseHeaderBlock violation: HTTP2HeaderLimitViolation, stream: Int32, answerable: Bool) {
+            refusals.append((violation, answerable))
+            guard answerable else { return }
             connection.sendResponseHeaders(stream: stream, headers: [(":status", "200"), ("content-type", "application/grpc"),
                                                                     ("grpc-status", "8")], endStream: true)
         }
@@ -99,7 +99,7 @@ extension HTTP2DialerTests {
         try await eventually { refused.closed != nil && ok.closed != nil }
         #expect(refused.head?["grpc-status"] == "8", "the delegate's answer reached the client")
         #expect(ok.closed == .finished && ok.body == 1000 && ok.trailers?["grpc-status"] == "0", "the other stream is unaffected")
-        let refusals = try await loop.submit { server.refusals.map { "\($0.0) \($0.requestHead)" } }.get()
+        let refusals = try await loop.submit { server.refusals.map { "\($0.0) \($0.answerable)" } }.get()
         #expect(refusals == ["\(HTTP2HeaderLimitViolation.fields(limit: 10)) true"])
         #expect(try await loop.submit { server.echo.heads.count }.get() == 1, "the refused head never became a request")
         try await loop.submit { client.close() }.get()
@@ -132,6 +132,38 @@ extension HTTP2DialerTests {
         try await listener.close()
     }
 
+    @Test func aRequestHeadDecodingPastTheCutoffIsResetWithoutAnAnswer() async throws {
+        // 2,000 references to one 500-byte field: about 1 MB decoded from
+        // a block of a few KB, past the cutoff (512 KiB here): an
+        // amplification, cut off with RST_STREAM instead of decoded and
+        // checked to its end. The connection goes on.
+        var settings = HTTP2Settings(maxHeaderListSize: 16 << 10)
+        settings.maxHeaderFields = 100_000
+        let server = LimitedServer()
+        var clientSettings = HTTP2Settings(maxHeaderListSize: 4 << 20)
+        clientSettings.maxHeaderFields = 100_000
+        let (listener, connection) = try await limitedPair(server, serverSettings: settings, clientSettings: clientSettings)
+        nonisolated(unsafe) let client = connection
+        let bomb = Collector(), after = Collector()
+        try await loop.submit {
+            var head = Self.requestHead
+            for _ in 0..<2000 { head.append("x-bomb", String(repeating: "b", count: 500)) }
+            _ = client.openStream(headers: head, endStream: true, delegate: bomb)
+        }.get()
+        try await eventually { bomb.closed != nil }
+        #expect(bomb.closed == .reset(code: .enhanceYourCalm, local: false))
+        #expect(bomb.head == nil, "no answer: the stream was cut off")
+        #expect(try await loop.submit { server.refusals.map { "\($0.0) \($0.answerable)" } }.get()
+                == ["\(HTTP2HeaderLimitViolation.bytes(limit: 16 << 10)) false"])
+        try await loop.submit {
+            _ = client.openStream(headers: Self.requestHead, endStream: true, delegate: after)
+        }.get()
+        try await eventually { after.closed != nil }
+        #expect(after.closed == .finished && after.trailers?["grpc-status"] == "0", "HPACK stayed in step: the next stream is served")
+        try await loop.submit { client.close() }.get()
+        try await listener.close()
+    }
+
     @Test func trailersOverTheLimitResetTheirStream() async throws {
         var settings = HTTP2Settings(maxHeaderListSize: 1024)
         settings.maxHeaderFields = 100
@@ -146,7 +178,7 @@ extension HTTP2DialerTests {
         try await eventually { stream.closed != nil && server.echo.closeReasons.count == 1 }
         #expect(stream.closed == .reset(code: .enhanceYourCalm, local: false))
         #expect(try await loop.submit { server.echo.closeReasons } .get() == [.headersTooLarge(.bytes(limit: 1024))])
-        #expect(try await loop.submit { server.refusals.map(\.requestHead) }.get() == [false])
+        #expect(try await loop.submit { server.refusals.map(\.answerable) }.get() == [false])
         try await loop.submit { client.close() }.get()
         try await listener.close()
     }

@@ -120,15 +120,18 @@ def test_hpack_bomb_on_one_connection(mesh, launcher):
     unfixed gateway went 30 -> 1,692 MiB here). The gateway refuses it at
     the byte limit while decoding: RESOURCE_EXHAUSTED naming the limit, at
     once; RSS stays within 50 MiB of its baseline; the same connection then
-    serves a plain call; a grpcio client sees no failure."""
+    serves a plain call; a grpcio client sees no failure. A block that
+    decodes past eight times the limit can only be HPACK references
+    repeated: it is cut off with RST_STREAM ENHANCE_YOUR_CALM rather than
+    decoded and checked to its end (an honest head just over the limit gets
+    a RESOURCE_EXHAUSTED answer instead: see the tests below)."""
     gw = start_gateway(launcher, mesh, "gw-adv-bomb1")
     with ControlCalls(gw.port, mesh.pb2, mesh.pb2_grpc) as control, gw.sampler() as rss:
         outcome = hpack_bomb(gw.port, connections=1, timeout=10, follow_up=True)
     assert not rss.killed, f"{rss.describe()}; {outcome.summary()}"
     bomb = outcome.streams[(0, 1)]
-    assert bomb.grpc_status == RESOURCE_EXHAUSTED, f"{bomb.describe()}; {outcome.summary()}"
-    assert "max_request_headers_kb" in bomb.grpc_message or "max_headers_count" in bomb.grpc_message, bomb.grpc_message
-    assert outcome.elapsed < 5, f"the bomb took {outcome.elapsed:.1f} s to be answered"
+    assert bomb.reset == ENHANCE_YOUR_CALM and bomb.grpc_status is None, f"{bomb.describe()}; {outcome.summary()}"
+    assert outcome.elapsed < 1, f"the bomb took {outcome.elapsed:.1f} s to be refused"
     assert rss.growth_mib < 50, rss.describe()
     assert outcome.streams[(0, 3)].grpc_status == 0, f"the bomb's connection then: {outcome.streams[(0, 3)].describe()}"
     assert not outcome.goaways and not outcome.closed, outcome.summary()
@@ -137,14 +140,14 @@ def test_hpack_bomb_on_one_connection(mesh, launcher):
 
 
 def test_hpack_bomb_on_100_connections(mesh, launcher):
-    """The same bomb from 100 connections at once: every attacker gets
-    RESOURCE_EXHAUSTED within 20 s, peak RSS stays within 64 MiB of the
-    baseline, and a grpcio client sees no failure."""
+    """The same bomb from 100 connections at once: every attacker's stream
+    is cut off (RST_STREAM ENHANCE_YOUR_CALM) within 20 s, peak RSS stays
+    within 64 MiB of the baseline, and a grpcio client sees no failure."""
     gw = start_gateway(launcher, mesh, "gw-adv-bomb100")
     with ControlCalls(gw.port, mesh.pb2, mesh.pb2_grpc) as control, gw.sampler(1024 * KiB) as rss:
         outcome = hpack_bomb(gw.port, connections=100, timeout=20)
     assert not rss.killed, f"{rss.describe()}; {outcome.summary()}"
-    assert outcome.statuses() == {RESOURCE_EXHAUSTED: 100}, outcome.summary()
+    assert outcome.resets() == {ENHANCE_YOUR_CALM: 100}, outcome.summary()
     assert rss.growth_mib < 64, rss.describe()
     assert not control.failures, f"{len(control.failures)} control calls failed: {control.failures[:3]}"
 
@@ -166,6 +169,7 @@ def test_a_request_head_over_max_request_headers_kb(mesh, launcher):
         c.send(header_frames(5, request_head()) + data_frame(5, message(mesh), end=True))
         c.wait_streams([1, 3, 5], 5)
         c.wait(lambda: c.streams[1].reset is not None, 2)
+        peer_closed = c.closed
     assert c.streams[3].grpc_status == 0, f"a head under the limit: {c.streams[3].describe()}"
     assert c.streams[5].grpc_status == 0, c.streams[5].describe()
     refused = c.streams[1]
@@ -174,7 +178,7 @@ def test_a_request_head_over_max_request_headers_kb(mesh, launcher):
         f"not a Trailers-Only answer: {refused.describe()}"
     assert "max_request_headers_kb" in refused.grpc_message, refused.grpc_message
     assert refused.reset == NO_ERROR, f"the unfinished request was not reset NO_ERROR: {refused.describe()}"
-    assert c.goaway is None and not c.closed
+    assert c.goaway is None and not peer_closed, "the connection must stay open"
 
 
 def test_a_request_head_over_max_headers_count(mesh, launcher):
@@ -188,11 +192,12 @@ def test_a_request_head_over_max_headers_count(mesh, launcher):
         c.send(header_frames(3, request_head(extra=small_fields(DEFAULT_MAX_FIELDS + 1 - REQUEST_HEAD_FIELDS))) +
                data_frame(3, message(mesh), end=True))
         c.wait_streams([1, 3], 5)
+        peer_closed = c.closed
     assert c.streams[1].grpc_status == 0, f"100 fields: {c.streams[1].describe()}"
     refused = c.streams[3]
     assert refused.grpc_status == RESOURCE_EXHAUSTED, f"101 fields: {refused.describe()}"
     assert "max_headers_count" in refused.grpc_message, refused.grpc_message
-    assert c.goaway is None and not c.closed
+    assert c.goaway is None and not peer_closed, "the connection must stay open"
 
 
 @pytest.mark.parametrize("kind", ["bytes", "fields"])
@@ -209,10 +214,11 @@ def test_request_trailers_over_a_limit_reset_the_stream(mesh, launcher, kind):
         c.wait_streams([1], 5)
         c.send(header_frames(3, request_head()) + data_frame(3, message(mesh), end=True))
         c.wait_streams([3], 5)
+        peer_closed = c.closed
     assert c.streams[1].grpc_status != 0, f"the call went on: {c.streams[1].describe()}"
     assert c.streams[1].reset == ENHANCE_YOUR_CALM, c.streams[1].describe()
     assert c.streams[3].grpc_status == 0, c.streams[3].describe()
-    assert c.goaway is None and not c.closed
+    assert c.goaway is None and not peer_closed, "the connection must stay open"
 
 
 @pytest.fixture

@@ -67,13 +67,13 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
     /// Request bytes the current call keeps to send again, counted as an
     /// HTTP/2 connection counts them (`HTTP2Connection.holdBytes`): within
     /// the listener's per_connection_buffer_limit_bytes, and reserved from
-    /// the process-wide budget byte for byte (one call at a time here, on
+    /// (half of) the process-wide budget byte for byte (one call at a time here, on
     /// a route that retries: an atomic per kept chunk is cheap enough).
     private var heldBytes = 0
 
     func holdBytes(_ bytes: Int) -> Bool {
         guard context != nil, heldBytes + bytes <= router.listenerConfig.perConnectionBufferLimitBytes,
-              router.loop.bufferBudget.reserve(bytes) else { return false }
+              router.loop.bufferBudget.reserveForHolding(bytes) else { return false }
         heldBytes += bytes
         return true
     }

@@ -211,14 +211,15 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     /// head is answered as a gRPC server answers metadata over its limit:
     /// RESOURCE_EXHAUSTED, Trailers-Only, naming the limit (the connection
     /// then resets the stream with NO_ERROR if the client is still
-    /// sending); trailers over it already reset their stream.
-    func http2(_ connection: HTTP2Connection, didRefuseHeaderBlock violation: HTTP2HeaderLimitViolation, stream: Int32, requestHead: Bool) {
+    /// sending). Trailers over it, and a head that decodes to an amplified
+    /// size (an HPACK bomb), were reset already with ENHANCE_YOUR_CALM.
+    func http2(_ connection: HTTP2Connection, didRefuseHeaderBlock violation: HTTP2HeaderLimitViolation, stream: Int32, answerable: Bool) {
         LimitCounters.shared.headerBlockRefused(.downstream, violation)
         Log.debug("client header block over the listener's limit", [
             "listener": listenerName, "peer": connection.remoteAddress.map { "\($0)" } ?? "?", "stream": String(stream),
-            "limit": violation.listenerLimitText, "block": requestHead ? "request head" : "trailers",
+            "limit": violation.listenerLimitText, "answer": answerable ? "RESOURCE_EXHAUSTED" : "RST_STREAM ENHANCE_YOUR_CALM",
         ])
-        guard requestHead else { return }
+        guard answerable else { return }
         _ = reply(connection, stream, GRPCStatus(.resourceExhausted, violation.listenerLimitText))
     }
 
