@@ -31,9 +31,9 @@ public final class GRPCServerCall: HTTP2StreamDelegate {
             self.maxMessages = maxMessages
         }
 
-        /// gRPC's usual default receive limit, any number of messages (the
-        /// sample service).
-        public static let `default` = RequestLimits(maxMessageBytes: 4 << 20)
+        /// 64 MiB, any number of messages: what the sample service takes
+        /// (its tests send messages past gRPC's usual 4 MiB).
+        public static let `default` = RequestLimits(maxMessageBytes: 64 << 20)
     }
 
     public let connection: HTTP2Connection

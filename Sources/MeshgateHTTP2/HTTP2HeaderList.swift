@@ -27,6 +27,9 @@ public struct HTTP2HeaderList: Sendable, Sequence, ExpressibleByArrayLiteral {
 
     public var isEmpty: Bool { count == 0 }
 
+    /// The bytes the list holds (its fields and their lengths).
+    public var byteCount: Int { bytes.count }
+
     // MARK: Adding and removing
 
     public mutating func append(_ name: String, _ value: String) {

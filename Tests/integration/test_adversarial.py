@@ -509,3 +509,64 @@ def test_one_byte_data_frames_do_not_pin_read_buffers(mesh, launcher, route):
     assert outcome.ended() == 0, f"the stalled calls should wait, not end: {outcome.summary()}"
     assert rss.growth_mib < 24, rss.describe()
     assert not control.failures, f"{len(control.failures)} control calls failed: {control.failures[:3]}"
+
+
+# ==========================================================================
+# Request heads held by open calls
+
+
+def test_request_heads_of_open_calls_count_against_the_connection_cap(mesh, launcher):
+    """Each open call keeps its request head (twice: the call's copy and its
+    upstream stream's). Streams of heads just under the header limit to a
+    slow upstream used to grow a connection's memory by max_concurrent_streams
+    x 2 x 60 KiB. With per_connection_buffer_limit_bytes at 1 MiB, about
+    nine such calls fit; the rest are refused with RESOURCE_EXHAUSTED naming
+    the cap, the admitted ones complete, and a second connection is served."""
+    gw = start_gateway(launcher, mesh, "gw-adv-held-heads", listener={"per_connection_buffer_limit_bytes": 1 << 20})
+    head = request_head(extra=UNDER_DEFAULT + [("x-mesh-delay-ms", "1500")])
+    with RawH2Client(gw.port) as c, RawH2Client(gw.port) as other:
+        c.ready()
+        other.ready()
+        ids = list(range(1, 2 * 30, 2))
+        for sid in ids:
+            c.send(header_frames(sid, head) + data_frame(sid, message(mesh), end=True))
+        other.send(header_frames(1, request_head()) + data_frame(1, message(mesh), end=True))
+        other.wait_streams([1], 5)
+        c.wait_streams(ids, 10)
+        peer_closed = c.closed
+    statuses = [c.streams[sid].grpc_status for sid in ids]
+    refused = [c.streams[sid] for sid in ids if c.streams[sid].grpc_status == RESOURCE_EXHAUSTED]
+    assert 5 <= statuses.count(0) <= 12, f"admitted {statuses.count(0)} of 30: {statuses}"
+    assert statuses.count(0) + len(refused) == len(ids), statuses
+    assert all("per_connection_buffer_limit_bytes" in r.grpc_message for r in refused), refused[0].grpc_message
+    assert other.streams[1].grpc_status == 0, other.streams[1].describe()
+    assert not peer_closed
+
+
+def test_grpc_web_over_http1_is_held_to_the_header_limits(mesh, launcher):
+    """A gRPC-Web request over HTTP/1.1 whose head passes the listener's
+    max_request_headers_kb gets 400 and a close (NIO's HTTP/1 decoder, set
+    to the listener's limits), not an unbounded head buffer."""
+    import socket
+    gw = start_gateway(launcher, mesh, "gw-adv-web-heads", listener={"grpc_web": True, "max_request_headers_kb": 8})
+    def exchange(extra: str) -> bytes:
+        request = ("POST /mesh.v1.MeshService/Process HTTP/1.1\r\nHost: x\r\n"
+                   "Content-Type: application/grpc-web+proto\r\nContent-Length: 5\r\n" + extra + "\r\n").encode() + b"\0\0\0\0\0"
+        with socket.create_connection((HOST, gw.port), timeout=5) as sock:
+            sock.sendall(request)
+            answer = b""
+            while True:
+                try:
+                    chunk = sock.recv(65536)
+                except (ConnectionResetError, socket.timeout):
+                    break
+                if not chunk:
+                    break
+                answer += chunk
+                if b"\r\n0\r\n\r\n" in answer or (answer.startswith(b"HTTP/1.1 4") and b"\r\n\r\n" in answer):
+                    break
+            return answer
+    ok = exchange("X-Small: 1\r\n")
+    assert ok.startswith(b"HTTP/1.1 200"), ok[:200]
+    big = exchange("".join(f"X-Big-{i}: {'v' * 1000}\r\n" for i in range(12)))
+    assert big.startswith(b"HTTP/1.1 400"), big[:200]

@@ -200,9 +200,18 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
             }
             clientTimeout = parsed
         }
+        // The head stays for the call's life, twice (the call's copy and
+        // its upstream stream's): counted with the connection's other held
+        // bytes, so that many streams of large heads meet the connection's
+        // cap and the global budget instead of growing without bound.
+        let headBytes = 2 * headers.byteCount
+        guard client.holdBytes(headBytes) else {
+            return reply(client, stream, GRPCStatus(.resourceExhausted,
+                "the gateway holds all it may for this connection's calls (listener per_connection_buffer_limit_bytes) or for all clients (runtime.global_buffer_limit_bytes)"))
+        }
         let call = ProxyCall(downstream: client, stream: stream, headers: headers, path: path, route: route,
                              generation: generation, listenerIndex: listenerIndex,
-                             timeoutNanos: route.effectiveTimeout(clientTimeout: clientTimeout), loop: loop)
+                             timeoutNanos: route.effectiveTimeout(clientTimeout: clientTimeout), heldHeadBytes: headBytes, loop: loop)
         call.start(requestEnded: endStream)
         return call
     }

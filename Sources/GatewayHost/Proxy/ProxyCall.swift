@@ -55,6 +55,9 @@ final class ProxyCall: HTTP2StreamDelegate {
     /// (`CallClientStream.holdBytes`).
     @exclusivity(unchecked) private var replay = InlineFirstArray<ByteBuffer>()
     @exclusivity(unchecked) private var heldReplayBytes = 0
+    /// The request head's share of the client connection's held bytes
+    /// (`DownstreamConnection.route`), given back when the call is done.
+    private let heldHeadBytes: Int
     private var deadlineTimer: Scheduled<Void>?
     private var attemptTimer: Scheduled<Void>?
     /// When the client got (or lost) its final status: the duration counted.
@@ -70,13 +73,15 @@ final class ProxyCall: HTTP2StreamDelegate {
     private var clientRequestEnded = false
 
     init(downstream: any CallClientStream, stream: Int32, headers: HTTP2HeaderList, path: String,
-         route: RouteTable.Route, generation: LoopGeneration, listenerIndex: Int, timeoutNanos: Int64?, loop: LoopContext) {
+         route: RouteTable.Route, generation: LoopGeneration, listenerIndex: Int, timeoutNanos: Int64?, heldHeadBytes: Int,
+         loop: LoopContext) {
         self.downstream = downstream
         self.downstreamStream = stream
         self.requestHeaders = headers
         self.path = path
         self.route = route
         self.listenerIndex = listenerIndex
+        self.heldHeadBytes = heldHeadBytes
         self.generation = generation
         self.loop = loop
         self.scratch = loop.callScratch
@@ -515,6 +520,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         plugin.proxy = nil
         replay.removeAll()
         releaseReplayBytes()
+        if heldHeadBytes > 0 { downstream.releaseHeldBytes(heldHeadBytes) }
         // Shadows go on by themselves (they hold the generation).
         shadows = nil
         // The attempts hold their call: let both go.
