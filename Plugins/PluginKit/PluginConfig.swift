@@ -65,6 +65,15 @@ public struct PluginConfig {
         return number.doubleValue
     }
 
+    /// A JSON `true` or `false` (not a number, not a string).
+    public func bool(_ key: String, default value: Bool) throws(Invalid) -> Bool {
+        guard let raw = object[key] else { return value }
+        guard let flag = raw as? NSNumber, String(cString: flag.objCType) == "c" else {
+            throw Invalid("\(key) must be true or false, got \(raw)")
+        }
+        return flag.boolValue
+    }
+
     /// A duration in milliseconds: a number of seconds (`1.5`, as the
     /// product description writes them) or a string with a unit (`100ms`,
     /// `2s`, `1m`).

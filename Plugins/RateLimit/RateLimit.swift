@@ -197,10 +197,26 @@ enum RateLimitPlugin {
 
     static func hash(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325 ^ seed
-        for byte in bytes {
-            h ^= UInt64(byte)
-            h = h &* 0x100_0000_01b3
-        }
+        for byte in bytes { mix(&h, byte) }
+        return finish(h)
+    }
+
+    /// A client identity: its kind (URI, DNS, whole header) then its
+    /// unescaped bytes.
+    static func hash(kind: UInt8, _ value: ForwardedClientCert.Value) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325 ^ seed
+        mix(&h, kind)
+        value.forEachByte { mix(&h, $0) }
+        return finish(h)
+    }
+
+    private static func mix(_ h: inout UInt64, _ byte: UInt8) {
+        h ^= UInt64(byte)
+        h = h &* 0x100_0000_01b3
+    }
+
+    private static func finish(_ hash: UInt64) -> UInt64 {
+        var h = hash
         h ^= h >> 33
         h = h &* 0xff51_afd7_ed55_8ccd
         h ^= h >> 33
@@ -219,10 +235,14 @@ enum RateLimitPlugin {
             return PluginHost.requestHeader(call, name).map(hash)
         case .identity:
             // x-forwarded-client-cert: the gateway's own (a client's is
-            // dropped): "Subject=...;URI=...;DNS=...". The first URI, else
-            // the first DNS name, else the whole value.
+            // dropped): `Subject="...";URI=...;DNS=...`, read with its
+            // quoting. The first URI, else the first DNS name, else the
+            // whole value; which of the three goes into the hash, so a DNS
+            // name spelled like someone's URI is still someone else.
             guard let xfcc = PluginHost.requestHeader(call, "x-forwarded-client-cert") else { return nil }
-            return hash(field(xfcc, "URI=") ?? field(xfcc, "DNS=") ?? xfcc)
+            if let uri = ForwardedClientCert.value("URI", in: xfcc) { return hash(kind: UInt8(ascii: "U"), uri) }
+            if let dns = ForwardedClientCert.value("DNS", in: xfcc) { return hash(kind: UInt8(ascii: "D"), dns) }
+            return hash(kind: UInt8(ascii: "W"), ForwardedClientCert.Value(raw: xfcc, quoted: false))
         case .peer:
             guard PluginHost.offers(\mg_host.call_peer_address), let peer = PluginHost.table?.pointee.call_peer_address else { return nil }
             var address = mg_str()
@@ -232,20 +252,6 @@ enum RateLimitPlugin {
             let colon = bytes.lastIndex(of: UInt8(ascii: ":")) ?? bytes.count
             return hash(UnsafeRawBufferPointer(rebasing: bytes[0..<colon]))
         }
-    }
-
-    /// The value of `prefix` (e.g. "URI=") among `;`-separated parts.
-    static func field(_ bytes: UnsafeRawBufferPointer, _ prefix: StaticString) -> UnsafeRawBufferPointer? {
-        let p = UnsafeRawBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount)
-        var start = 0
-        while start < bytes.count {
-            let end = bytes[start...].firstIndex(of: UInt8(ascii: ";")) ?? bytes.count
-            if end - start > p.count, bytes[start..<(start + p.count)].elementsEqual(p) {
-                return UnsafeRawBufferPointer(rebasing: bytes[(start + p.count)..<end])
-            }
-            start = end + 1
-        }
-        return nil
     }
 
     static func nowNanos() -> Int64 {

@@ -6,7 +6,12 @@ import PluginKit
 /// `collector` (OTLP/HTTP URL, e.g. http://127.0.0.1:4318/v1/traces; none:
 /// trace context is still propagated and logged, nothing is exported),
 /// `sampling_ratio` (0..1, default 1; an incoming `traceparent` decides for
-/// its trace), `service_name` (default "meshgate"), `queue_size` (default
+/// its trace), `trust_client_sampling` (default true, as OpenTelemetry's
+/// parent-based sampler and Envoy do; false: the client's trace is
+/// continued but `sampling_ratio` decides whether it is sampled, so a
+/// client at the edge can neither have every call of its own traced and
+/// exported, nor keep its calls out of traces), `service_name` (default
+/// "meshgate"), `queue_size` (default
 /// 2048 spans), `batch_size` (default 256), `flush_interval` (default 1s),
 /// `export_timeout` (default 2s).
 ///
@@ -19,9 +24,11 @@ import PluginKit
 final class TracingConfig {
     let exporter: SpanExporter?
     let samplingRatio: Double
+    let trustClientSampling: Bool
 
     init(_ config: PluginConfig) throws(PluginConfig.Invalid) {
         samplingRatio = try config.double("sampling_ratio", default: 1, in: 0...1)
+        trustClientSampling = try config.bool("trust_client_sampling", default: true)
         let serviceName = config.string("service_name") ?? "meshgate"
         let queue = try config.int("queue_size", default: 2048, in: 1...1_000_000)
         let batch = try config.int("batch_size", default: 256, in: 1...10_000)
@@ -51,6 +58,11 @@ final class TracingInstance {
     private var spareCalls: [TracingCall] = []
 
     init(config: TracingConfig) { self.config = config }
+
+    /// The gateway's own sampling decision (`sampling_ratio`).
+    func sample() -> Bool {
+        config.samplingRatio >= 1 || ids.unit() < config.samplingRatio
+    }
 
     func makeCall(traceID: TraceID, parentID: UInt64, serverSpanID: UInt64, sampled: Bool) -> TracingCall {
         guard let call = spareCalls.popLast() else {
@@ -113,7 +125,8 @@ enum Clock {
 }
 
 enum TracingPlugin {
-    static let keys: Set<String> = ["collector", "sampling_ratio", "service_name", "queue_size", "batch_size", "flush_interval", "export_timeout"]
+    static let keys: Set<String> = ["collector", "sampling_ratio", "trust_client_sampling", "service_name", "queue_size", "batch_size",
+                                    "flush_interval", "export_timeout"]
 
     nonisolated(unsafe) static let descriptor: UnsafePointer<mg_plugin> = {
         var d = PluginSupport.descriptor(name: "tracing", version: "1.0.0", kinds: Int(MG_KIND_FILTER))
@@ -133,12 +146,12 @@ enum TracingPlugin {
             guard let instance = PluginSupport.object(instance, as: TracingInstance.self), let host = PluginHost.table?.pointee else { return nil }
             let state: TracingCall
             if let incoming = withHeader(call, traceparentName, TraceParent.init) {
+                let sampled = instance.config.trustClientSampling ? incoming.sampled : instance.sample()
                 state = instance.makeCall(traceID: incoming.traceID, parentID: incoming.parentID, serverSpanID: instance.ids.spanID(),
-                                          sampled: incoming.sampled)
+                                          sampled: sampled)
                 if state.sampled { state.traceState = withHeader(call, tracestateName) { String(decoding: $0, as: UTF8.self) } ?? "" }
             } else {
-                let sampled = instance.config.samplingRatio >= 1 || instance.ids.unit() < instance.config.samplingRatio
-                state = instance.makeCall(traceID: instance.ids.traceID(), parentID: 0, serverSpanID: instance.ids.spanID(), sampled: sampled)
+                state = instance.makeCall(traceID: instance.ids.traceID(), parentID: 0, serverSpanID: instance.ids.spanID(), sampled: instance.sample())
             }
             if state.sampled { state.path = PluginSupport.string(host.call_method(call)) }
             return PluginSupport.retain(state)

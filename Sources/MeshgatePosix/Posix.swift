@@ -53,13 +53,19 @@ public enum Posix {
     }
 
     /// The whole file. A directory, or a read that fails halfway, is an
-    /// error (never a short file passed off as the whole).
-    public static func readFile(_ path: String) throws(PosixError) -> [UInt8] {
+    /// error (never a short file passed off as the whole); so is a file
+    /// of more than `maxBytes` (EFBIG), found before it is read, or while
+    /// it is read when it grows meanwhile: nothing past the limit is kept.
+    public static func readFile(_ path: String, maxBytes: Int = .max) throws(PosixError) -> [UInt8] {
         let fd = try openRetrying(path, O_RDONLY | O_CLOEXEC, mode: 0)
         defer { _ = close(fd) }
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw .last("fstat \(path)") }
         guard info.st_mode & S_IFMT != S_IFDIR else { throw PosixError("read \(path)", code: EISDIR) }
+        let tooLarge = { (size: Int64) in
+            PosixError("read \(path)", code: EFBIG, detail: "the file is \(size) bytes, over the limit of \(maxBytes) bytes")
+        }
+        guard info.st_size <= Int64(clamping: maxBytes) else { throw tooLarge(Int64(info.st_size)) }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(Int(max(info.st_size, 0)))
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
@@ -70,6 +76,7 @@ public enum Posix {
                 throw .last("read \(path)")
             }
             if n == 0 { return bytes }
+            guard bytes.count + n <= maxBytes else { throw tooLarge(Int64(bytes.count + n)) }
             bytes.append(contentsOf: chunk[0..<n])
         }
     }
@@ -176,6 +183,14 @@ public enum Posix {
     }
 
     // MARK: Process
+
+    /// This machine's host name (gethostname), lower-case; nil if unknown.
+    public static var hostName: String? {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return nil }
+        let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).lowercased()
+        return name.isEmpty ? nil : name
+    }
 
     public static var userID: UInt32 { getuid() }
     public static var processID: Int32 { getpid() }

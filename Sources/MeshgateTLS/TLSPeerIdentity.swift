@@ -28,6 +28,14 @@ public struct TLSPeerIdentity: Sendable, Equatable {
         return parts.joined(separator: ";")
     }
 
+    /// Names as given (what a certificate would have said).
+    init(subject: String?, commonName: String?, dnsNames: [String], uris: [String]) {
+        self.subject = subject
+        self.commonName = commonName
+        self.dnsNames = dnsNames
+        self.uris = uris
+    }
+
     init(certificate cert: OpaquePointer) {
         withUnsafeTemporaryAllocation(byteCount: 1024, alignment: 1) { buffer in
             let base = buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)

@@ -4,16 +4,39 @@ internal import CYAML
 public struct YAMLSyntaxError: Error, Sendable, CustomStringConvertible {
     public var message: String
     public var mark: YAMLMark
+    /// The document broke a `YAMLLimits` limit, not YAML's grammar.
+    public var isLimit = false
+
+    public init(message: String, mark: YAMLMark, isLimit: Bool = false) {
+        self.message = message
+        self.mark = mark
+        self.isLimit = isLimit
+    }
 
     public var description: String { "\(mark): \(message)" }
+
+    /// The message for a person: "YAML syntax error: …", or the limit.
+    public var explanation: String { isLimit ? message : "YAML syntax error: \(message)" }
 }
 
 /// The one place Meshgate calls libyaml. It turns text into a `YAMLNode` tree.
 ///
 /// Anchors and aliases are refused: configs are small, and aliases make
 /// "which line is wrong" ambiguous (and open the door to billion-laughs input).
+///
+/// The same parser reads the config, watched discovery files and etcd
+/// values, so every document is held to `YAMLLimits`: its size is checked
+/// before libyaml sees a byte, and its nesting while the tree is built,
+/// refusing the first collection past the limit before descending into it
+/// (a 100,000-deep `[[[…]]]` would otherwise overflow the stack, building
+/// the tree and again freeing it).
 public enum YAMLParser {
-    public static func parse(_ text: String) throws(YAMLSyntaxError) -> YAMLNode {
+    public static func parse(_ text: String, limits: YAMLLimits = YAMLLimits()) throws(YAMLSyntaxError) -> YAMLNode {
+        let size = text.utf8.count
+        guard size <= limits.maxBytes else {
+            throw YAMLSyntaxError(message: "the document is \(size) bytes, over the limit of \(limits.maxBytes) bytes",
+                                  mark: YAMLMark(line: 1, column: 1), isLimit: true)
+        }
         // libyaml keeps pointers into the parser struct: it must not move.
         let parser = UnsafeMutablePointer<yaml_parser_t>.allocate(capacity: 1)
         defer { parser.deallocate() }
@@ -26,7 +49,7 @@ public enum YAMLParser {
         if bytes.isEmpty { bytes = [0x0a] }
         return try bytes.withUnsafeMutableBufferPointer { (buffer) throws(YAMLSyntaxError) -> YAMLNode in
             yaml_parser_set_input_string(parser, buffer.baseAddress, buffer.count)
-            var reader = EventReader(parser: parser)
+            var reader = EventReader(parser: parser, maxDepth: limits.maxDepth)
             return try reader.readDocument()
         }
     }
@@ -35,6 +58,15 @@ public enum YAMLParser {
 /// Pulls libyaml events and assembles nodes. Each event is deleted right after use.
 private struct EventReader {
     let parser: UnsafeMutablePointer<yaml_parser_t>
+    let maxDepth: Int
+    /// Collections open around the node being read; `readNode` recurses
+    /// once per level, so this also bounds the recursion.
+    private var depth = 0
+
+    init(parser: UnsafeMutablePointer<yaml_parser_t>, maxDepth: Int) {
+        self.parser = parser
+        self.maxDepth = maxDepth
+    }
 
     private enum Event {
         case streamStart, streamEnd, documentStart, documentEnd
@@ -66,6 +98,8 @@ private struct EventReader {
             }
             return .scalar(text, quoted: quoted, mark)
         case .sequenceStart(let mark):
+            try enter(mark)
+            defer { depth -= 1 }
             var items: [YAMLNode] = []
             while true {
                 let e = try next()
@@ -74,6 +108,8 @@ private struct EventReader {
             }
             return .sequence(items, mark)
         case .mappingStart(let mark):
+            try enter(mark)
+            defer { depth -= 1 }
             var pairs: [(key: YAMLNode, value: YAMLNode)] = []
             while true {
                 let e = try next()
@@ -88,6 +124,16 @@ private struct EventReader {
         default:
             throw error("unexpected YAML structure")
         }
+    }
+
+    /// One more level of nesting, refused past `maxDepth` before anything
+    /// inside it is read.
+    private mutating func enter(_ mark: YAMLMark) throws(YAMLSyntaxError) {
+        guard depth < maxDepth else {
+            throw YAMLSyntaxError(message: "lists and mappings nested deeper than \(maxDepth) levels, the limit",
+                                  mark: mark, isLimit: true)
+        }
+        depth += 1
     }
 
     private func error(_ message: String) -> YAMLSyntaxError {

@@ -75,6 +75,10 @@ public struct ProtoWriter {
         for i in (0..<8).reversed() { bytes.append(UInt8(truncatingIfNeeded: value >> (8 * UInt64(i)))) }
     }
 
+    /// Bytes already encoded (whole fields copied from a `ProtoReader`'s
+    /// input between two `offset`s).
+    public mutating func append(encoded: ArraySlice<UInt8>) { bytes.append(contentsOf: encoded) }
+
     /// Empties the writer but keeps its buffer, for the next message.
     public mutating func reset() { bytes.removeAll(keepingCapacity: true) }
 
@@ -143,6 +147,10 @@ public struct ProtoReader {
     }
 
     public init(_ bytes: [UInt8]) { self.init(bytes[...]) }
+
+    /// Where the next field starts, in the input's indices: the bytes
+    /// between two offsets are whole encoded fields.
+    public var offset: Int { index }
 
     public mutating func next() throws(ProtoDecodeError) -> (field: Int, value: Value)? {
         guard index < bytes.endIndex else { return nil }

@@ -1,3 +1,5 @@
+import NIOConcurrencyHelpers
+import NIOPosix
 import ProtoWire
 import Testing
 @testable import GatewayHost
@@ -70,5 +72,83 @@ import Testing
         #expect(GatewayReflectionService.cluster(forService: "c.v1.Special", routes: routes) == "third")
         #expect(GatewayReflectionService.cluster(forService: "d.v1.D", routes: routes) == nil)
         #expect(GatewayReflectionService.cluster(forService: "a.v1.AB", routes: routes) == nil)
+    }
+}
+
+@Suite struct RoutedFileDescriptorsTests {
+    /// A FileDescriptorProto like mesh.proto: a message, two services, and
+    /// source code info.
+    private func file(package: String = "mesh.v1") -> [UInt8] {
+        var w = ProtoWriter()
+        w.string(1, "mesh.proto")
+        if !package.isEmpty { w.string(2, package) }
+        w.nested(4) { $0.string(1, "ProcessRequest") }
+        w.nested(6) { s in s.string(1, "MeshService"); s.nested(2) { $0.string(1, "Process") } }
+        w.nested(6) { s in s.string(1, "SampleControl"); s.nested(2) { $0.string(1, "SetFailureRate") } }
+        w.nested(9) { $0.nested(1) { $0.string(3, "comment on service 1") } }
+        w.string(12, "proto3")
+        return w.bytes
+    }
+
+    private func fields(_ bytes: [UInt8]) throws -> [(Int, [UInt8])] {
+        var reader = ProtoReader(bytes)
+        var out: [(Int, [UInt8])] = []
+        while let (field, value) = try reader.next() { out.append((field, Array(value.slice))) }
+        return out
+    }
+
+    @Test func servicesNotRoutedThereAreRemovedWithTheSourceInfo() throws {
+        let original = file()
+        let routed = try RoutedFileDescriptors([original[...]], routed: { $0 == "mesh.v1.MeshService" })
+        #expect(routed.removed == ["mesh.v1.SampleControl"])
+        let kept = try fields(routed.files[0])
+        #expect(kept.map(\.0) == [1, 2, 4, 6, 12])
+        #expect(String(decoding: kept[3].1, as: UTF8.self).contains("MeshService"))
+        // Everything else is byte for byte as it was.
+        let before = try fields(original).filter { $0.0 != 9 && !String(decoding: $0.1, as: UTF8.self).contains("SampleControl") }
+        #expect(before.map(\.1) == kept.map(\.1))
+    }
+
+    @Test func aFileWhoseServicesAreAllRoutedPassesUnchanged() throws {
+        let original = file(package: "")
+        let routed = try RoutedFileDescriptors([original[...]], routed: { ["MeshService", "SampleControl"].contains($0) })
+        #expect(routed.removed.isEmpty && routed.files == [original])
+        let none = try RoutedFileDescriptors([original[...]], routed: { _ in false })
+        #expect(none.removed == ["MeshService", "SampleControl"])
+        #expect(try fields(none.files[0]).map(\.0) == [1, 4, 12])
+    }
+
+    @Test func cacheKeysTellQuestionsApart() {
+        #expect(ReflectionRequest.fileContainingSymbol("a.B").cacheKey == "symbol a.B")
+        #expect(ReflectionRequest.fileByFilename("a.B").cacheKey == "file a.B")
+        #expect(ReflectionRequest.fileContainingExtension(type: "a.B", number: 7).cacheKey == "extension a.B 7")
+        #expect(ReflectionRequest.listServices.cacheKey == nil)
+    }
+}
+
+@Suite struct ReflectionQueryLimiterTests {
+    @Test func placesPassInOrderAndTheQueueIsBounded() throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        let loop = group.next()
+        let limiter = ReflectionQueryLimiter()
+        let started = NIOLockedValueBox<[Int]>([])
+        let inFlight = ReflectionQueryLimiter.maxInFlight, capacity = inFlight + ReflectionQueryLimiter.maxWaiting
+        let admitted = try loop.submit { () -> [Bool] in
+            (0...capacity).map { i in limiter.admit(listener: "l", on: loop) { started.withLockedValue { $0.append(i) } } }
+        }.wait()
+        #expect(admitted == Array(repeating: true, count: capacity) + [false])
+        #expect(started.withLockedValue { $0 } == Array(0..<inFlight))
+        // Another listener has its own places.
+        #expect(try loop.submit { limiter.admit(listener: "other", on: loop) { started.withLockedValue { $0.append(1000) } } }.wait())
+        #expect(started.withLockedValue { $0.last } == 1000)
+        try loop.submit { limiter.release(listener: "l") }.wait()
+        try loop.submit {}.wait()
+        #expect(started.withLockedValue { $0.last } == inFlight)
+        #expect(limiter.load(of: "l") == (inFlight, ReflectionQueryLimiter.maxWaiting - 1))
+        try loop.submit { for _ in 0..<capacity { limiter.release(listener: "l") } }.wait()
+        try loop.submit {}.wait()
+        #expect(started.withLockedValue { $0.count } == capacity + 1 && !started.withLockedValue { $0.contains(capacity) })
+        #expect(limiter.load(of: "l") == (0, 0))
     }
 }

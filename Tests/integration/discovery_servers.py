@@ -138,12 +138,12 @@ class EtcdServer:
             return False
         return result.returncode == 0
 
-    def ctl(self, *args: str) -> str:
+    def ctl(self, *args: str, stdin: Optional[str] = None) -> str:
         """Runs `etcdctl <args>` against this server; its stdout. Raises
         RuntimeError (with etcdctl's stderr) when it fails or hangs."""
         argv = self._ctl_argv(*args)
         try:
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=CTL_TIMEOUT_S, env=_etcd_env())
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=CTL_TIMEOUT_S, env=_etcd_env(), input=stdin)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"etcdctl {' '.join(args)}: no answer within {CTL_TIMEOUT_S:.0f}s") from None
         if result.returncode != 0:
@@ -153,7 +153,13 @@ class EtcdServer:
 
     def put(self, key: str, value: str, lease: Optional[str] = None) -> None:
         """Sets `key`; with `lease` (an id from lease_grant) it goes when the lease does."""
-        self.ctl("put", *([f"--lease={lease}"] if lease else []), "--", key, value)  # `--`: values may start with '-'
+        lease_args = [f"--lease={lease}"] if lease else []
+        if len(value) > 64 * 1024:
+            # One argument may hold at most 128 KiB (MAX_ARG_STRLEN):
+            # etcdctl reads a value it is not given from stdin.
+            self.ctl("put", *lease_args, "--", key, stdin=value)
+        else:
+            self.ctl("put", *lease_args, "--", key, value)  # `--`: values may start with '-'
 
     def delete(self, key: str) -> int:
         """Deletes `key`; how many keys went (0 or 1)."""

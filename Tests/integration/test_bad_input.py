@@ -257,3 +257,37 @@ def test_validate_on_mutated_configs_exits_0_or_2_with_a_located_message(bins, t
                 (case, result.stderr, path.read_text())
         codes[result.returncode] += 1
     assert codes[0] > 5 and codes[2] > 20, codes
+
+
+# --------------------------------------------------------------------------
+# Input limits of the config (README "Input limits")
+
+
+def test_deeply_nested_config_is_refused_at_its_line_not_a_crash(bins, tmp_path):
+    """A config whose value is a 100,000-deep flow sequence `[[[…]]]`
+    (the parser used to build the tree recursively and die with SIGSEGV)
+    is refused at the line and column of the first list past 64 levels,
+    naming the limit."""
+    deep = "[" * 100_000 + "]" * 100_000
+    text = VALID.replace("      - address: 127.0.0.1:19001\n",
+                         f"      - address: 127.0.0.1:19001\n        metadata: {{ deep: {deep} }}\n")
+    path = tmp_path / "deep.yaml"
+    path.write_text(text)
+    result = run_meshgate(bins, "validate", "--config", str(path))
+    assert_clean_failure(result)
+    line = text.splitlines().index(f"        metadata: {{ deep: {deep} }}") + 1
+    # clusters, the list, the cluster, endpoints, the endpoint, metadata:
+    # six levels, so the 59th "[" is the 65th level.
+    column = len("        metadata: { deep: ") + 59
+    where = re.escape(str(path)) + rf":{line}:{column}: lists and mappings nested deeper than 64 levels"
+    assert re.search(where, result.stderr), result.stderr[-2000:]
+
+
+def test_config_file_over_the_size_limit_is_refused(bins, tmp_path):
+    """A config file of more than 8 MiB is refused before it is read,
+    naming its size and the limit."""
+    path = tmp_path / "huge.yaml"
+    path.write_text(VALID + "#" * (8 * 1024 * 1024) + "\n")
+    result = run_meshgate(bins, "validate", "--config", str(path))
+    assert_clean_failure(result)
+    assert str(path) in result.stderr and "over the limit of 8388608 bytes" in result.stderr, result.stderr[-2000:]

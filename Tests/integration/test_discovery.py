@@ -562,3 +562,143 @@ def test_etcd_over_mutual_tls(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
                    timeout=15, message="discovery to connect with the rotated certificate")
     finally:
         launch.stop_all()
+
+
+# --------------------------------------------------------------------------
+# Input limits (README "Input limits"): what a source may give the gateway
+
+
+def etcd_value(port: int, rid: str) -> str:
+    return json.dumps({"address": f"{HOST}:{port}", "weight": 1, "metadata": {"replica": rid}})
+
+
+def test_etcd_value_nested_10000_deep_is_refused_and_the_gateway_keeps_serving(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
+    """Anyone who can write under the prefix (every replica that registers
+    itself can) writes a 10,000-deep JSON value, then a 100,000-deep one:
+    the gateway refuses each key with a log line naming it and the limit
+    (depth, at its line and column; size), keeps
+    serving its endpoints without a failed call, and still follows the
+    prefix (a key written afterwards takes calls)."""
+    launch = Launcher(bins, tmp_path)
+    try:
+        etcd = EtcdServer(tmp_path / "etcd", launch.group)
+        etcd.start()
+        ports = {rid: start_replica(launch, rid)[1] for rid in ("j1", "j2", "j3")}
+        for rid in ("j1", "j2"):
+            etcd.put(PREFIX + rid, etcd_value(ports[rid], rid))
+        port, admin = free_port(), free_port()
+        gateway = start_gateway(launch, discovery_config(port, admin, {"etcd": {"endpoints": [etcd.endpoint], "prefix": PREFIX}}), port)
+        with Load(port, mesh_pb2, mesh_pb2_grpc) as load:
+            load.wait_for("j1", 0)
+            load.wait_for("j2", 0)
+            # 10,000 levels (the issue's figure), then 100,000: the tree used
+            # to be built recursively, and the second overflowed the stack
+            # (SIGSEGV). Now the first passes the size limit and is refused
+            # at the 65th level, the second (200 KB) by its size.
+            prefix = '{"address": "127.0.0.1:1", "metadata": '
+            # The root object is level 1: the 64th "[" is the 65th.
+            too_deep = f"1:{len(prefix) + 64}: lists and mappings nested deeper than 64 levels, the limit"
+            too_large = f"the value is {len(prefix) + 200_001} bytes, over the limit of 65536 bytes"
+            for key, depth, error in (("evil", 10_000, too_deep), ("evil-deeper", 100_000, too_large)):
+                deep = prefix + "[" * depth + "]" * depth + "}"
+                etcd.put(PREFIX + key, deep)
+                wait_until(lambda: not gateway.alive() or f'"key":"{PREFIX}{key}"' in gateway.log_text(),
+                           timeout=10, message=f"the {depth}-deep value refused with a log line")
+                assert gateway.alive(), gateway.describe()
+                line = next(json.loads(l) for l in gateway.log_text().splitlines() if f'"key":"{PREFIX}{key}"' in l)
+                assert line["error"] == error, line
+            after = time.monotonic()
+            time.sleep(1.0)
+            assert gateway.alive(), gateway.describe()
+            assert set(load.since(after)) == {"j1", "j2"}, load.since(after)
+            assert endpoint_addresses(admin) == {f"{HOST}:{ports['j1']}", f"{HOST}:{ports['j2']}"}
+            added = time.monotonic()
+            etcd.put(PREFIX + "j3", etcd_value(ports["j3"], "j3"))
+            load.wait_for("j3", added)
+            assert load.failures == [], load.failures[:5]
+    finally:
+        launch.stop_all()
+
+
+def test_etcd_keeps_at_most_max_endpoints_keys(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
+    """`max_endpoints: 2` on an etcd source: a third key is ignored with a
+    log line (the gateway keeps no more than two); when a kept key goes,
+    the waiting one takes its place."""
+    launch = Launcher(bins, tmp_path)
+    try:
+        etcd = EtcdServer(tmp_path / "etcd", launch.group)
+        etcd.start()
+        ports = {rid: start_replica(launch, rid)[1] for rid in ("k1", "k2", "k3")}
+        for rid in ("k1", "k2"):
+            etcd.put(PREFIX + rid, etcd_value(ports[rid], rid))
+        port, admin = free_port(), free_port()
+        source = {"etcd": {"endpoints": [etcd.endpoint], "prefix": PREFIX}, "max_endpoints": 2}
+        gateway = start_gateway(launch, discovery_config(port, admin, source, health=False), port)
+        assert endpoint_addresses(admin) == {f"{HOST}:{ports['k1']}", f"{HOST}:{ports['k2']}"}
+        etcd.put(PREFIX + "k3", etcd_value(ports["k3"], "k3"))
+        wait_until(lambda: "more keys under the prefix than max_endpoints" in gateway.log_text(), timeout=10,
+                   message="the third key ignored with a log line")
+        assert endpoint_addresses(admin) == {f"{HOST}:{ports['k1']}", f"{HOST}:{ports['k2']}"}
+        etcd.delete(PREFIX + "k1")
+        wait_until(lambda: endpoint_addresses(admin) == {f"{HOST}:{ports['k2']}", f"{HOST}:{ports['k3']}"}, timeout=10,
+                   message="k3 to take k1's place")
+        with insecure_channel(port) as channel:
+            stub = mesh_pb2_grpc.MeshServiceStub(channel)
+            seen = {stub.Process(mesh_pb2.ProcessRequest(request_id=f"c{i}"), timeout=5).replica_id for i in range(20)}
+        assert seen == {"k2", "k3"}, seen
+    finally:
+        launch.stop_all()
+
+
+def test_a_file_source_beyond_max_endpoints_is_cut_to_the_first(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
+    """`max_endpoints: 2` on a file of three: the first two in the file's
+    order are used, /clusters says one was dropped, and a log line says
+    so; a file back within the limit drops none."""
+    launch = Launcher(bins, tmp_path)
+    try:
+        ports = {rid: start_replica(launch, rid)[1] for rid in ("m1", "m2", "m3")}
+        endpoints = tmp_path / "endpoints.yaml"
+        endpoints.write_text(endpoints_yaml(ports))
+        port, admin = free_port(), free_port()
+        source = {"file": {"path": str(endpoints), "refresh_interval": "100ms"}, "max_endpoints": 2}
+        gateway = start_gateway(launch, discovery_config(port, admin, source, health=False), port)
+        assert endpoint_addresses(admin) == {f"{HOST}:{ports['m1']}", f"{HOST}:{ports['m2']}"}
+        assert mesh_cluster(admin)["discovery"]["dropped_endpoints"] == 1
+        assert "more endpoints than max_endpoints" in gateway.log_text()
+        with insecure_channel(port) as channel:
+            stub = mesh_pb2_grpc.MeshServiceStub(channel)
+            seen = {stub.Process(mesh_pb2.ProcessRequest(request_id=f"c{i}"), timeout=5).replica_id for i in range(20)}
+        assert seen == {"m1", "m2"}, seen
+        write_atomically(endpoints, endpoints_yaml({"m2": ports["m2"], "m3": ports["m3"]}))
+        wait_until(lambda: endpoint_addresses(admin) == {f"{HOST}:{ports['m2']}", f"{HOST}:{ports['m3']}"}, timeout=5,
+                   message="the new file applied")
+        assert mesh_cluster(admin)["discovery"]["dropped_endpoints"] == 0
+    finally:
+        launch.stop_all()
+
+
+def test_discovered_endpoints_that_are_the_gateways_own_addresses_are_refused(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
+    """A discovery file that lists the gateway's own listener (as
+    localhost and as an IPv4-mapped IPv6 address) and its admin address
+    besides a replica: those are refused with a log line naming the
+    listener and admin address (calls sent there would come back in and
+    loop), and every call reaches the replica."""
+    launch = Launcher(bins, tmp_path)
+    try:
+        _, replica_port = start_replica(launch, "o1")
+        port, admin = free_port(), free_port()
+        endpoints = tmp_path / "endpoints.yaml"
+        endpoints.write_text(to_yaml({"endpoints": [{"address": f"localhost:{port}"}, {"address": f"{HOST}:{replica_port}"},
+                                                    {"address": f"[::ffff:{HOST}]:{port}"}, {"address": f"{HOST}:{admin}"}]}))
+        gateway = start_gateway(launch, discovery_config(port, admin, {"file": {"path": str(endpoints)}}, health=False), port)
+        assert endpoint_addresses(admin) == {f"{HOST}:{replica_port}"}
+        refused = mesh_cluster(admin)["discovery"]["refused_own_addresses"]
+        assert refused == [f"localhost:{port} (listener 'public' {HOST}:{port})", f"[::ffff:{HOST}]:{port} (listener 'public' {HOST}:{port})",
+                           f"{HOST}:{admin} (admin {HOST}:{admin})"], refused
+        assert "refusing endpoints that are the gateway's own addresses" in gateway.log_text()
+        with insecure_channel(port) as channel:
+            stub = mesh_pb2_grpc.MeshServiceStub(channel)
+            for i in range(20):
+                assert stub.Process(mesh_pb2.ProcessRequest(request_id=f"c{i}"), timeout=5).replica_id == "o1"
+    finally:
+        launch.stop_all()

@@ -484,3 +484,100 @@ def test_idle_http1_connections_are_closed_at_the_idle_timeout(bins, mesh_pb2, t
         refused.close()
     finally:
         launcher.stop_all()
+
+
+# --------------------------------------------------------------------------
+# An upstream's content-length
+
+
+class ContentLengthUpstream:
+    """A raw HTTP/2 gRPC server (python-h2) whose answers carry a correct
+    `content-length` for their gRPC body (7 bytes: one message "ok"), as
+    some servers and proxies send."""
+
+    def __init__(self):
+        import socket
+        import threading
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        import threading
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._connection, args=(sock,), daemon=True).start()
+
+    def _connection(self, sock):
+        import h2.config
+        import h2.connection
+        import h2.events
+        import h2.exceptions
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        body = b"\x00\x00\x00\x00\x02ok"
+        with sock:
+            while True:
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.DataReceived):
+                        conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, h2.events.StreamEnded):
+                        try:
+                            conn.send_headers(event.stream_id, [(":status", "200"), ("content-type", "application/grpc"),
+                                                                ("content-length", str(len(body)))])
+                            conn.send_data(event.stream_id, body)
+                            conn.send_headers(event.stream_id, [("grpc-status", "0")], end_stream=True)
+                        except h2.exceptions.StreamClosedError:
+                            pass
+                sock.sendall(conn.data_to_send())
+
+    def stop(self):
+        self.listener.close()
+
+
+def test_the_upstreams_content_length_is_not_passed_on(bins, tmp_path):
+    """The upstream's content-length counts its gRPC body; the web body is
+    longer (the trailer frame; base64 for text). The gateway drops it:
+    over HTTP/1.1 the answer is chunked and ends with its status (a client
+    trusting the length stopped before it), over HTTP/2 the client gets
+    the whole stream (it refused a body longer than the length), and a
+    second call on the same HTTP/1.1 connection is not confused by bytes
+    left over from the first."""
+    from conftest import Launcher
+    upstream = ContentLengthUpstream()
+    launcher = Launcher(bins, tmp_path)
+    try:
+        port = free_port()
+        config = {"listeners": [{"name": "web", "address": addr(port), "grpc_web": True,
+                                 "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "raw"}]}],
+                  "clusters": [{"name": "raw", "endpoints": [{"address": addr(upstream.port)}]}]}
+        launcher.gateway(to_yaml(config), port, name="gw-web-length")
+        for transport, call in CALLS.items():
+            for text in (False, True):
+                resp = call(port, PROCESS, [b"request"], text=text, timeout=T)
+                assert_ok(resp, text, transport)
+                assert "content-length" not in resp.headers, (transport, text, resp.headers)
+                assert resp.messages == [b"ok"], (transport, text, resp.messages)
+        conn = Http1Connection(port)
+        try:
+            for text in (False, True, False):
+                resp = conn.call(PROCESS, [b"request"], text=text)
+                assert_ok(resp, text, "http1")
+                assert resp.messages == [b"ok"], resp.messages
+        finally:
+            conn.close()
+    finally:
+        launcher.stop_all()
+        upstream.stop()

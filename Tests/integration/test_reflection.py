@@ -8,6 +8,7 @@ without reflection is left out with a log line; a reload refreshes it."""
 from __future__ import annotations
 
 import importlib
+import time
 import shutil
 import subprocess
 import sys
@@ -201,3 +202,172 @@ def test_requests_piling_up_on_one_reflection_stream_are_refused(bins, tmp_path)
     finally:
         launch.stop_all()
         silent.close()
+
+
+# --------------------------------------------------------------------------
+# Input limits (README "Input limits"): what clients can make merged
+# reflection do
+
+
+def reflection_request(**fields) -> bytes:
+    from grpc_reflection.v1alpha import reflection_pb2
+    return reflection_pb2.ServerReflectionRequest(**fields).SerializeToString()
+
+
+def reflection_answer(data: bytes):
+    from grpc_reflection.v1alpha import reflection_pb2
+    return reflection_pb2.ServerReflectionResponse.FromString(data)
+
+
+class ScriptedReflection:
+    """An independent reflection server (grpcio, v1alpha only) that knows
+    nothing: each request is answered NOT_FOUND after `delay` seconds. It
+    records every request it got and how many it was answering at once."""
+
+    def __init__(self, delay: float = 0.0):
+        import threading
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.requests: list[str] = []
+        self.answering = 0
+        self.most_at_once = 0
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=128))
+        handler = grpc.stream_stream_rpc_method_handler(self._info)
+        self.server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            "grpc.reflection.v1alpha.ServerReflection", {"ServerReflectionInfo": handler})])
+        self.port = free_port()
+        self.server.add_insecure_port(f"{HOST}:{self.port}")
+        self.server.start()
+
+    def _info(self, requests, context):
+        import time
+        from grpc_reflection.v1alpha import reflection_pb2
+        for raw in requests:
+            request = reflection_pb2.ServerReflectionRequest.FromString(raw)
+            with self.lock:
+                self.requests.append(request.file_containing_symbol or request.file_by_filename or request.WhichOneof("message_request"))
+                self.answering += 1
+                self.most_at_once = max(self.most_at_once, self.answering)
+            time.sleep(self.delay)
+            with self.lock:
+                self.answering -= 1
+            yield reflection_pb2.ServerReflectionResponse(
+                original_request=request,
+                error_response=reflection_pb2.ErrorResponse(error_code=5, error_message="not here")).SerializeToString()
+
+    def stop(self):
+        self.server.stop(grace=None)
+
+
+def ask(channel, request: bytes, timeout: float = 10):
+    """One request on its own reflection stream (v1alpha); the answer."""
+    stream = channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+    return reflection_answer(next(iter(stream(iter([request]), timeout=timeout))))
+
+
+def test_only_routed_services_are_described(bins, mesh, tmp_path):
+    """The replicas serve mesh.v1.SampleControl, which no route sends
+    there: it is NOT_FOUND (service and method), and the file describing
+    the routed MeshService comes without it, though mesh.proto declares
+    both."""
+    port = free_port()
+    doc = {"listeners": [{"name": "public", "address": f"{HOST}:{port}",
+                          "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]}],
+           "clusters": [{"name": "mesh", "endpoints": [{"address": f"{HOST}:{r.port}"} for r in mesh.replicas.values()]}]}
+    launch = Launcher(bins, tmp_path)
+    try:
+        launch.gateway(to_yaml(doc), port, name="gw-reflection-routed")
+        address = f"{HOST}:{port}"
+        for symbol in ("mesh.v1.SampleControl", "mesh.v1.SampleControl.SetFaults"):
+            refused = grpcurl(address, "describe", symbol)
+            assert refused.returncode != 0 and f"Symbol not found: {symbol}" in refused.stderr, refused
+        described = grpcurl(address, "describe")
+        assert described.returncode == 0 and "mesh.v1.MeshService is a service" in described.stdout, described
+        assert "SampleControl" not in described.stdout, described.stdout
+        from google.protobuf import descriptor_pb2
+        with grpc.insecure_channel(address) as channel:
+            refused = ask(channel, reflection_request(file_containing_symbol="mesh.v1.SampleControl")).error_response
+            assert refused.error_code == grpc.StatusCode.NOT_FOUND.value[0], refused
+            assert "not served by any cluster routed on listener 'public'" in refused.error_message, refused
+            answer = ask(channel, reflection_request(file_containing_symbol="mesh.v1.MeshService"))
+            files = [descriptor_pb2.FileDescriptorProto.FromString(b) for b in answer.file_descriptor_response.file_descriptor_proto]
+            mesh_file = next(f for f in files if f.package == "mesh.v1")
+            assert [s.name for s in mesh_file.service] == ["MeshService"], mesh_file.service
+            assert "ProcessRequest" in [m.name for m in mesh_file.message_type]
+            by_name = ask(channel, reflection_request(file_by_filename=mesh_file.name))
+            again = descriptor_pb2.FileDescriptorProto.FromString(by_name.file_descriptor_response.file_descriptor_proto[0])
+            assert [s.name for s in again.service] == ["MeshService"], again.service
+        # A call by reflection still works.
+        processed = grpcurl("-d", '{"request_id":"r","data":"d"}', address, "mesh.v1.MeshService/Process")
+        assert processed.returncode == 0 and "processed: d" in processed.stdout, processed
+    finally:
+        launch.stop_all()
+
+
+def test_a_symbol_no_cluster_knows_is_not_asked_again(bins, tmp_path):
+    """Two clusters that know nothing: the first question about a symbol
+    goes to both, the next four to neither (NOT_FOUND from the gateway's
+    memory, for 30 s); another symbol is asked again."""
+    one, two = ScriptedReflection(), ScriptedReflection()
+    port = free_port()
+    doc = {"listeners": [{"name": "public", "address": f"{HOST}:{port}", "routes": [
+               {"match": {"service": "one.v1.One"}, "cluster": "one"}, {"match": {"service": "two.v1.Two"}, "cluster": "two"}]}],
+           "clusters": [{"name": "one", "endpoints": [{"address": f"{HOST}:{one.port}"}]},
+                        {"name": "two", "endpoints": [{"address": f"{HOST}:{two.port}"}]}]}
+    launch = Launcher(bins, tmp_path)
+    try:
+        launch.gateway(to_yaml(doc), port, name="gw-reflection-misses")
+        with grpc.insecure_channel(f"{HOST}:{port}") as channel:
+            for _ in range(5):
+                answer = ask(channel, reflection_request(file_containing_symbol="no.such.Thing"))
+                assert answer.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0], answer
+            assert one.requests == ["no.such.Thing"] and two.requests == ["no.such.Thing"], (one.requests, two.requests)
+            assert ask(channel, reflection_request(file_by_filename="no/such.proto")).error_response.error_code == 5
+            assert ask(channel, reflection_request(file_by_filename="no/such.proto")).error_response.error_code == 5
+            assert one.requests == ["no.such.Thing", "no/such.proto"], one.requests
+    finally:
+        launch.stop_all()
+        one.stop()
+        two.stop()
+
+
+def test_upstream_reflection_queries_per_listener_are_bounded(bins, tmp_path):
+    """80 clients at once, each asking about a symbol of its own, while the
+    cluster takes 2 s per answer: the upstream never answers more than 8
+    queries at once, 64 more wait their turn and are answered in order,
+    and the 8 beyond are answered RESOURCE_EXHAUSTED at once. Afterwards
+    every place is free again (a new question is answered)."""
+    import threading
+    slow = ScriptedReflection(delay=2.0)
+    port = free_port()
+    doc = {"listeners": [{"name": "public", "address": f"{HOST}:{port}",
+                          "routes": [{"match": {"service": "slow.v1.Slow"}, "cluster": "slow"}]}],
+           "clusters": [{"name": "slow", "endpoints": [{"address": f"{HOST}:{slow.port}"}]}]}
+    launch = Launcher(bins, tmp_path)
+    try:
+        launch.gateway(to_yaml(doc), port, name="gw-reflection-cap")
+        answers: list[tuple[float, int]] = []
+        lock = threading.Lock()
+        started = time.monotonic()
+        with grpc.insecure_channel(f"{HOST}:{port}") as channel:
+            def client(i: int) -> None:
+                code = ask(channel, reflection_request(file_containing_symbol=f"slow.v1.S{i}"), timeout=60).error_response.error_code
+                with lock:
+                    answers.append((time.monotonic() - started, code))
+
+            threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(80)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=60)
+        exhausted = [at for at, code in answers if code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]]
+        not_found = [at for at, code in answers if code == grpc.StatusCode.NOT_FOUND.value[0]]
+        assert len(exhausted) == 8 and len(not_found) == 72, answers
+        assert max(exhausted) < 2.0, exhausted  # refused at once, not after waiting
+        assert slow.most_at_once == 8 and len(slow.requests) == 72, (slow.most_at_once, len(slow.requests))
+        with grpc.insecure_channel(f"{HOST}:{port}") as fresh:
+            answer = ask(fresh, reflection_request(file_containing_symbol="slow.v1.After"), timeout=20)
+        assert answer.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0], answer
+    finally:
+        launch.stop_all()
+        slow.stop()

@@ -445,3 +445,46 @@ def test_a_broken_certificate_file_keeps_the_old_material(tls_mesh):
     finally:
         (certs / "gw.pem.tmp").write_bytes(good)
         (certs / "gw.pem.tmp").replace(certs / "gw.pem")
+
+
+def test_a_private_key_readable_by_others_is_warned_about(bins, tmp_path):
+    """A listener's private key file of mode 0644: a warning at start
+    naming the file, its mode and the field; again at a reload while it
+    stays open to others (now 0640); none once it is 0600. A key of 0600
+    (the cluster's) is never named."""
+    import urllib.request
+    from conftest import Launcher
+    certs = pki.dev_pki(tmp_path / "certs")
+    key = certs / "loose.key"
+    shutil.copy(certs / "server.key", key)
+    key.chmod(0o644)
+    port, admin = free_port(), free_port()
+    config = {
+        "admin": {"address": f"{HOST}:{admin}"},
+        "listeners": [{"name": "tls", "address": f"{HOST}:{port}", "tls": {"cert": str(certs / "server.pem"), "key": str(key)},
+                       "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]}],
+        "clusters": [{"name": "mesh", "endpoints": [{"address": f"{HOST}:{free_port()}"}],
+                      "tls": {"ca": str(certs / "ca.pem"), "cert": str(certs / "client.pem"), "key": str(certs / "client.key")}}],
+    }
+    launch = Launcher(bins, tmp_path)
+    try:
+        gateway = launch.gateway(to_yaml(config), port, name="gw-key-mode")
+
+        def warnings() -> list[dict]:
+            return [json.loads(line) for line in gateway.proc.log_text().splitlines()
+                    if line.startswith("{") and "TLS private key file is readable by group or others" in line]
+
+        def reload() -> None:
+            with urllib.request.urlopen(urllib.request.Request(f"http://{HOST}:{admin}/reload", method="POST"), timeout=20) as answer:
+                assert answer.status == 200
+
+        first = wait_until(lambda: warnings(), timeout=5, message="the warning at start")
+        assert [(w["level"], w["file"], w["mode"], w["field"]) for w in first] == [("warning", str(key), "0644", "listeners[0].tls")], first
+        key.chmod(0o640)
+        reload()
+        assert [w["mode"] for w in warnings()] == ["0644", "0640"], warnings()
+        key.chmod(0o600)
+        reload()
+        assert len(warnings()) == 2, warnings()
+    finally:
+        launch.stop_all()

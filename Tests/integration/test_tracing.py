@@ -83,11 +83,11 @@ def receiver():
     r.stop()
 
 
-def tracing_gateway(launcher, upstream_port: int, collector: str, ratio: float = 1.0):
+def tracing_gateway(launcher, upstream_port: int, collector: str, ratio: float = 1.0, **settings):
     port = free_port()
     filters = [
         {"plugin": "tracing", "config": {"collector": collector, "sampling_ratio": ratio, "flush_interval": "100ms",
-                                         "service_name": "meshgate-test"}},
+                                         "service_name": "meshgate-test", **settings}},
         {"plugin": "retry", "config": {"max_attempts": 3, "initial_backoff": "5ms", "max_backoff": "10ms"}},
     ]
     doc = {"runtime": {"access_log": True},
@@ -196,5 +196,44 @@ def test_a_dead_collector_never_slows_calls(launcher):
                 channel.unary_unary(PROCESS)(b"", timeout=5)
             assert time.monotonic() - started < 5
         wait_until(lambda: "OTLP export" in gateway.proc.log_text(), timeout=5, message="the export failure to be logged")
+    finally:
+        upstream.stop()
+
+
+def test_the_clients_sampling_flag_can_be_overruled(launcher, receiver):
+    """`trust_client_sampling: false`: the client's trace is continued
+    (same trace id, its span as the parent) but the gateway decides on
+    sampling itself: with a ratio of 0 a client asking for sampling (-01)
+    is not traced or exported and the upstream gets -00; with a ratio of 1
+    a client asking not to be (-00) is traced, exported and passed -01.
+    The default follows the client, as OpenTelemetry's parent-based
+    sampler does."""
+    upstream = RecordingUpstream(lambda n, body, context: b"")
+    asked = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
+    declined = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-00"
+    try:
+        never = tracing_gateway(launcher, upstream.port, receiver.url, ratio=0.0, trust_client_sampling=False)
+        with insecure_channel(never.port) as channel:
+            for _ in range(3):
+                channel.unary_unary(PROCESS)(b"", timeout=5, metadata=[("traceparent", asked)])
+        seen = [c[1]["traceparent"] for c in upstream.calls[-3:]]
+        assert all(h.startswith(f"00-{CLIENT_TRACE}-") and h.endswith("-00") for h in seen), seen
+        assert all(line["trace_sampled"] == "false" and line["trace_id"] == CLIENT_TRACE for line in access_lines(never))
+        time.sleep(0.5)
+        assert receiver.trace(CLIENT_TRACE) == [], receiver.trace(CLIENT_TRACE)
+
+        always = tracing_gateway(launcher, upstream.port, receiver.url, ratio=1.0, trust_client_sampling=False)
+        with insecure_channel(always.port) as channel:
+            channel.unary_unary(PROCESS)(b"", timeout=5, metadata=[("traceparent", declined)])
+        assert upstream.calls[-1][1]["traceparent"].endswith("-01"), upstream.calls[-1][1]
+        spans = wait_until(lambda: len(receiver.trace(CLIENT_TRACE)) == 2 and receiver.trace(CLIENT_TRACE), timeout=10,
+                           message="the server and client span of the overruled call")
+        server = next(s for s in spans if s.kind == s.SPAN_KIND_SERVER)
+        assert server.parent_span_id.hex() == CLIENT_SPAN
+
+        trusting = tracing_gateway(launcher, upstream.port, receiver.url, ratio=0.0)
+        with insecure_channel(trusting.port) as channel:
+            channel.unary_unary(PROCESS)(b"", timeout=5, metadata=[("traceparent", asked)])
+        assert upstream.calls[-1][1]["traceparent"].endswith("-01"), upstream.calls[-1][1]
     finally:
         upstream.stop()

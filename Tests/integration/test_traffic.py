@@ -272,6 +272,49 @@ def test_identity_key_limits_each_client_certificate_apart(launcher, mesh_pb2, m
     assert outcomes("other") == ["ok", "ok", "RESOURCE_EXHAUSTED"]
 
 
+def test_identity_key_reads_xfcc_quoting(launcher, mesh_pb2, mesh_pb2_grpc, tmp_path):
+    """key: identity when a client's DNS name holds `;URI=<someone else's
+    URI>`: the gateway quotes it in x-forwarded-client-cert, and the rate
+    limiter reads it as the one DNS name it is (not as that URI), so the
+    client's calls do not use up the other identity's bucket. Three calls
+    from it (the third refused), then the victim's two still pass."""
+    import pki
+    certs = pki.dev_pki(tmp_path / "certs")
+    ca = pki.load_ca(certs)
+    victim = "spiffe://meshgate.local/victim"
+    pki.issue(certs, "victim", ca, common_name="victim", uris=[victim])
+    pki.issue(certs, "smuggler", ca, common_name="smuggler", dns=[f"x;URI={victim};y"])
+    replica = launcher.replica("xq1")
+    port = free_port()
+    doc = {
+        "listeners": [{"name": "mtls", "address": addr(port),
+                       "tls": {"cert": str(certs / "server.pem"), "key": str(certs / "server.key"), "ca": str(certs / "ca.pem"),
+                               "client_auth": "required"},
+                       "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh", "filters": [
+                           {"plugin": "rate_limit", "config": {"name": "per-identity", "rate": 0.05, "burst": 2, "key": "identity"}}]}]}],
+        "clusters": [{"name": "mesh", "endpoints": [{"address": addr(replica.port)}]}],
+    }
+    launcher.gateway(to_yaml(doc), port, name="gw-limit-xfcc")
+
+    def outcomes(cert: str, calls: int) -> list[str]:
+        creds = grpc.ssl_channel_credentials(root_certificates=(certs / "ca.pem").read_bytes(),
+                                             private_key=(certs / f"{cert}.key").read_bytes(),
+                                             certificate_chain=(certs / f"{cert}.pem").read_bytes())
+        out = []
+        with grpc.secure_channel(f"localhost:{port}", creds, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+            stub = mesh_pb2_grpc.MeshServiceStub(channel)
+            for i in range(calls):
+                try:
+                    stub.Process(mesh_pb2.ProcessRequest(request_id=f"{cert}{i}"), timeout=5)
+                    out.append("ok")
+                except grpc.RpcError as error:
+                    out.append(error.code().name)
+        return out
+
+    assert outcomes("smuggler", 3) == ["ok", "ok", "RESOURCE_EXHAUSTED"]
+    assert outcomes("victim", 2) == ["ok", "ok"]
+
+
 # --------------------------------------------------------------------------
 # mirror
 

@@ -21,7 +21,7 @@ public enum ConfigLoader {
     private static func document(file: String) throws(ConfigError) -> DescriptionConfigTranslator.Translation {
         let bytes: [UInt8]
         do {
-            bytes = try Posix.readFile(file)
+            bytes = try Posix.readFile(file, maxBytes: InputLimits.configFile.maxBytes)
         } catch {
             throw ConfigError(file: file, mark: nil, field: "", message: "cannot read the file: \(error.reason)")
         }
@@ -31,9 +31,9 @@ public enum ConfigLoader {
     private static func document(_ text: String, file: String) throws(ConfigError) -> DescriptionConfigTranslator.Translation {
         let root: YAMLNode
         do {
-            root = try YAMLParser.parse(text)
+            root = try YAMLParser.parse(text, limits: InputLimits.configFile)
         } catch {
-            throw ConfigError(file: file, mark: error.mark, field: "", message: "YAML syntax error: \(error.message)")
+            throw ConfigError(file: file, mark: error.mark, field: "", message: error.explanation)
         }
         if case .null = root {
             throw ConfigError(file: file, mark: nil, field: "", message: "the config is empty; it needs at least `listeners:` and `clusters:`")
@@ -319,6 +319,8 @@ public enum ConfigLoader {
                 throw c.error("endpoints", c.node("endpoints"), "a cluster has either `endpoints:` or `discovery:`, not both")
             }
             cluster.discovery = try parseDiscovery(discoveryNode, file: file, path: c.fieldPath("discovery"))
+            let d = try YAMLFieldReader(discoveryNode, file: file, path: c.fieldPath("discovery"), allowed: ["dns", "file", "etcd", "max_endpoints"])
+            if let n = try d.int("max_endpoints", range: 1...1_000_000) { cluster.maxDiscoveredEndpoints = n }
             return cluster
         }
         let endpointNodes = try c.list("endpoints")
@@ -358,7 +360,7 @@ public enum ConfigLoader {
     }
 
     private static func parseDiscovery(_ node: YAMLNode, file: String, path: String) throws(ConfigError) -> DiscoveryConfig {
-        let d = try YAMLFieldReader(node, file: file, path: path, allowed: ["dns", "file", "etcd"])
+        let d = try YAMLFieldReader(node, file: file, path: path, allowed: ["dns", "file", "etcd", "max_endpoints"])
         let given = ["dns", "file", "etcd"].filter { d.node($0) != nil }
         guard given.count == 1 else {
             throw ConfigError(file: file, mark: node.mark, field: path,

@@ -228,6 +228,9 @@ public struct ClusterConfig: Sendable {
     /// Where endpoints come from when they are discovered; `endpoints` then
     /// holds the last known set.
     public var discovery: DiscoveryConfig?
+    /// `discovery.max_endpoints`: the most endpoints the source may give;
+    /// the rest of an answer are dropped.
+    public var maxDiscoveredEndpoints = InputLimits.defaultMaxEndpointsPerSource
     /// HTTP/2 PINGs on every upstream connection; nil: none.
     public var keepalive: KeepaliveConfig?
     /// An upstream's response head or trailers may hold this many KiB

@@ -10,6 +10,11 @@ import NIOCore
 /// A source that fails, or answers with no endpoints at all, never empties
 /// its cluster: the last known set stays, and the failure shows on
 /// `/clusters`. Sources run on the control thread.
+///
+/// Every answer is checked before it is used: an endpoint that is one of
+/// the gateway's own addresses is refused (`GatewayOwnAddresses`), and
+/// past the cluster's `max_endpoints` the rest are dropped; each with a
+/// log line when it starts or changes.
 public final class DiscoveryManager: Sendable {
     /// What `/clusters` shows of one cluster's discovery.
     public struct Status: Sendable {
@@ -24,6 +29,11 @@ public final class DiscoveryManager: Sendable {
         public var lastSuccess: Double?
         /// The last answer was empty and was not applied.
         public var ignoredEmpty = false
+        /// Endpoints of the last answer past `max_endpoints`, left out.
+        public var droppedEndpoints = 0
+        /// Endpoints of the last answer that are the gateway's own
+        /// addresses, refused: "ADDRESS (listener 'public' 0.0.0.0:50051)".
+        public var refusedOwnAddresses: [String] = []
 
         public var state: String {
             if endpoints == nil { return consecutiveFailures > 0 ? "failing (no endpoints yet)" : "waiting" }
@@ -42,13 +52,28 @@ public final class DiscoveryManager: Sendable {
     /// carries it between calls that all run there.
     private final class RunningSource: @unchecked Sendable {
         let spec: DiscoveryConfig
+        let checks: AnswerChecks
         let source: DiscoverySource
         let tls: TLSContextSource?
-        init(spec: DiscoveryConfig, source: DiscoverySource, tls: TLSContextSource?) {
+        init(spec: DiscoveryConfig, checks: AnswerChecks, source: DiscoverySource, tls: TLSContextSource?) {
             self.spec = spec
+            self.checks = checks
             self.source = source
             self.tls = tls
         }
+    }
+
+    /// What every answer of a cluster's source is held to. A reload that
+    /// changes it restarts the source, whose next answer is checked anew.
+    struct AnswerChecks: Equatable, Sendable {
+        var maxEndpoints: Int
+        var own: GatewayOwnAddresses
+    }
+
+    private struct Wanted {
+        var spec: DiscoveryConfig
+        var checks: AnswerChecks
+        var tls: TLSContextSource?
     }
 
     public init() {}
@@ -68,40 +93,42 @@ public final class DiscoveryManager: Sendable {
     /// reload). A source whose spec did not change keeps running and keeps
     /// its endpoints. Throws when an etcd `tls:` block cannot be loaded.
     public func configure(_ config: GatewayConfig) throws(ConfigError) {
-        var wanted: [String: (DiscoveryConfig, TLSContextSource?)] = [:]
+        var wanted: [String: Wanted] = [:]
+        let own = config.clusters.contains { $0.discovery != nil } ? GatewayOwnAddresses(config) : GatewayOwnAddresses()
         for cluster in config.clusters {
             guard let spec = cluster.discovery else { continue }
             var tls: TLSContextSource?
             if case .etcd(let etcd) = spec, let files = etcd.tls {
                 tls = try TLSContextSource(files, role: .client, configFile: config.sourceFile)
             }
-            wanted[cluster.name] = (spec, tls)
+            wanted[cluster.name] = Wanted(spec: spec, checks: AnswerChecks(maxEndpoints: cluster.maxDiscoveredEndpoints, own: own), tls: tls)
         }
         let sources = wanted
         ControlThread.run { self.apply(sources) }
     }
 
-    private func apply(_ wanted: [String: (DiscoveryConfig, TLSContextSource?)]) {
+    private func apply(_ wanted: [String: Wanted]) {
         let current = running.withLockedValue { $0 }
         // A cluster whose source is replaced keeps its endpoints until the
         // new source answers.
         var carried: [String: [EndpointConfig]] = [:]
-        for (name, entry) in current where wanted[name]?.0 != entry.spec {
+        for (name, entry) in current where wanted[name]?.spec != entry.spec || wanted[name]?.checks != entry.checks {
             entry.source.stop()
             running.withLockedValue { _ = $0.removeValue(forKey: name) }
             let last = statuses.withLockedValue { $0.removeValue(forKey: name) }
             if wanted[name] != nil { carried[name] = last?.endpoints }
             Log.info("discovery stopped", ["cluster": name, "source": entry.spec.description])
         }
-        for (name, (spec, tls)) in wanted where running.withLockedValue({ $0[name] }) == nil {
+        for (name, want) in wanted where running.withLockedValue({ $0[name] }) == nil {
             let loop = ControlThread.loop
+            let (spec, tls) = (want.spec, want.tls)
             let source: DiscoverySource
             switch spec {
             case .dns(let dns): source = DNSDiscovery(config: dns, eventLoop: loop)
             case .file(let file): source = FileDiscovery(config: file, eventLoop: loop)
-            case .etcd(let etcd): source = EtcdDiscovery(config: etcd, eventLoop: loop, tls: tls)
+            case .etcd(let etcd): source = EtcdDiscovery(config: etcd, maxEndpoints: want.checks.maxEndpoints, eventLoop: loop, tls: tls)
             }
-            running.withLockedValue { $0[name] = RunningSource(spec: spec, source: source, tls: tls) }
+            running.withLockedValue { $0[name] = RunningSource(spec: spec, checks: want.checks, source: source, tls: tls) }
             statuses.withLockedValue { $0[name] = Status(source: spec.description, endpoints: carried[name]) }
             Log.info("discovery started", ["cluster": name, "source": spec.description])
             source.start { [weak self] result in self?.record(cluster: name, result) }
@@ -120,7 +147,15 @@ public final class DiscoveryManager: Sendable {
         }
     }
 
-    private func record(cluster: String, _ result: Result<[EndpointConfig], DiscoveryFailure>) {
+    private func record(cluster: String, _ answer: Result<[EndpointConfig], DiscoveryFailure>) {
+        var result = answer
+        var refused: [String] = []
+        var dropped = 0
+        if case .success(let endpoints) = answer, let checks = running.withLockedValue({ $0[cluster]?.checks }) {
+            let checked = Self.check(endpoints, checks)
+            (refused, dropped) = (checked.refused, checked.dropped)
+            result = .success(checked.kept)
+        }
         var changed = false
         statuses.withLockedValue { all in
             guard var status = all[cluster] else { return }
@@ -139,6 +174,18 @@ public final class DiscoveryManager: Sendable {
                 if status.consecutiveFailures > 0 {
                     Log.info("discovery recovered", ["cluster": cluster, "source": status.source])
                 }
+                if !refused.isEmpty && refused != status.refusedOwnAddresses {
+                    Log.warning("discovery: refusing endpoints that are the gateway's own addresses (calls sent there would loop through the gateway)", [
+                        "cluster": cluster, "source": status.source, "refused": refused.joined(separator: ", "),
+                    ])
+                }
+                status.refusedOwnAddresses = refused
+                if dropped > 0 && dropped != status.droppedEndpoints, let checks = running.withLockedValue({ $0[cluster]?.checks }) {
+                    Log.warning("discovery: the source gave more endpoints than max_endpoints; the rest are dropped", [
+                        "cluster": cluster, "source": status.source, "max_endpoints": String(checks.maxEndpoints), "dropped": String(dropped),
+                    ])
+                }
+                status.droppedEndpoints = dropped
                 status.consecutiveFailures = 0
                 status.lastSuccess = Double(Posix.wallClockNanos() / 1_000_000_000)
                 if endpoints.isEmpty, let known = status.endpoints, !known.isEmpty {
@@ -174,6 +221,25 @@ public final class DiscoveryManager: Sendable {
             self.changePending.withLockedValue { $0 = false }
             self.onChange.withLockedValue { $0 }?()
         }
+    }
+
+    /// `endpoints` without the gateway's own addresses, then at most
+    /// `maxEndpoints` of them (the first, in the source's order).
+    static func check(_ endpoints: [EndpointConfig], _ checks: AnswerChecks,
+                      local: @autoclosure () -> LocalAddresses = LocalAddresses.current()) -> (kept: [EndpointConfig], refused: [String], dropped: Int) {
+        var kept = endpoints
+        var refused: [String] = []
+        if !checks.own.own.isEmpty && !endpoints.isEmpty {
+            let here = local()
+            kept = endpoints.filter { endpoint in
+                guard let own = checks.own.match(endpoint.address, local: here) else { return true }
+                refused.append("\(endpoint.address) (\(own.what))")
+                return false
+            }
+        }
+        let dropped = max(0, kept.count - checks.maxEndpoints)
+        if dropped > 0 { kept.removeLast(dropped) }
+        return (kept, refused, dropped)
     }
 
     /// `config` with every discovered cluster's endpoints set to the last

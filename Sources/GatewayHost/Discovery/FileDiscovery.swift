@@ -63,15 +63,15 @@ final class FileDiscovery: DiscoverySource {
     static func read(_ path: String) -> Result<[EndpointConfig], DiscoveryFailure> {
         let bytes: [UInt8]
         do {
-            bytes = try Posix.readFile(path)
+            bytes = try Posix.readFile(path, maxBytes: InputLimits.discoveryFile.maxBytes)
         } catch {
             return .failure(DiscoveryFailure("\(path): cannot read the file: \(error.reason)"))
         }
         let root: YAMLNode
         do {
-            root = try YAMLParser.parse(String(decoding: bytes, as: UTF8.self))
+            root = try YAMLParser.parse(String(decoding: bytes, as: UTF8.self), limits: InputLimits.discoveryFile)
         } catch {
-            return .failure(DiscoveryFailure("\(path):\(error.mark): YAML syntax error: \(error.message)"))
+            return .failure(DiscoveryFailure("\(path):\(error.mark): \(error.explanation)"))
         }
         do throws(ConfigError) {
             var list = root

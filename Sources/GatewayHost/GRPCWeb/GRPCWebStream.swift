@@ -201,7 +201,12 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
     }
 
     /// The web head: `:status` first, the gRPC-Web content type, the
-    /// upstream's other fields, then CORS.
+    /// upstream's other fields, then CORS. The upstream's `content-length`
+    /// is dropped: it counts the gRPC body, and the web body is another
+    /// length (the trailer frame added, base64 for text). Passed on, it
+    /// would make an HTTP/1.1 client stop reading before the status and
+    /// take the rest for the next response, and an HTTP/2 client refuse
+    /// the stream (RFC 9113 §8.1.1).
     private func webHead(_ headers: HTTP2HeaderList) -> HTTP2HeaderList {
         var head = HTTP2HeaderList()
         head.reserveCapacity(headers.count + corsFields.count + 1)
@@ -214,7 +219,9 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
         if head.isEmpty { head.append(":status", "200") }
         head.append("content-type", request.responseContentType)
         headers.forEachField { name, value in
-            if !name.elementsEqual(":status".utf8) && !name.elementsEqual("content-type".utf8) { head.append(name: name, value: value) }
+            if !name.elementsEqual(":status".utf8) && !name.elementsEqual("content-type".utf8) && !name.elementsEqual("content-length".utf8) {
+                head.append(name: name, value: value)
+            }
             return true
         }
         head.append(contentsOf: corsFields)

@@ -14,6 +14,14 @@ import ProtoWire
 /// for it before, then to the others in route order. A cluster without
 /// reflection (or down) is left out with a log line, not an error.
 ///
+/// Only routed services are described: files pass without the services
+/// no route of the listener sends to the cluster that answered
+/// (`RoutedFileDescriptors`), and a symbol of such a service is NOT_FOUND.
+/// A cluster that did not know a symbol or file is not asked again for
+/// `ReflectionCache.ttl`, and the listener's upstream queries are bounded
+/// (`ReflectionQueryLimiter`): a client sending unknown names cannot make
+/// the gateway fan out to every cluster per request without limit.
+///
 /// Requests on one stream are answered one at a time, in order.
 final class GatewayReflectionService {
     static let paths: Set<String> = Set(ReflectionUpstreamQuery.Version.allCases.map(\.rawValue))
@@ -21,6 +29,7 @@ final class GatewayReflectionService {
     static let upstreamTimeout = TimeAmount.seconds(5)
     static let notFound: Int32 = 5
     static let invalidArgument: Int32 = 3
+    static let resourceExhausted: Int32 = 8
     /// Requests a client may have waiting on one stream; more ends the
     /// stream with RESOURCE_EXHAUSTED (grpcurl sends one at a time).
     static let maxPending = 16
@@ -123,9 +132,12 @@ final class GatewayReflectionService {
             call.finish(GRPCStatus(.invalidArgument, "malformed ServerReflectionRequest: \(error)"))
             return release()
         }
+        let listenerName = listener.config.name
         switch request {
         case .listServices:
-            listServices { done(ReflectionResponse.list($0, host: host, request: bytes)) }
+            listServices { names in
+                done(names.map { ReflectionResponse.list($0, host: host, request: bytes) } ?? self.busy(host: host, request: bytes))
+            }
         case .fileByFilename(let name) where Self.ownFile(named: name) != nil:
             done(ReflectionResponse.files([Self.ownFile(named: name)!], host: host, request: bytes))
         case .fileContainingSymbol(let symbol) where Self.ownFile(symbol: symbol) != nil:
@@ -133,19 +145,45 @@ final class GatewayReflectionService {
             // by the gateway, whatever the clusters register.
             done(ReflectionResponse.files([Self.ownFile(symbol: symbol)!], host: host, request: bytes))
         case .fileByFilename(let name):
-            ask(candidates(cache.cluster(file: name, generation: generation.number), symbol: nil), bytes, symbol: nil) { answer in
-                done(answer ?? ReflectionResponse.error(code: Self.notFound, "file '\(name)' is not served by any cluster routed on listener '\(self.listener.config.name)'",
-                                                        host: host, request: bytes))
+            ask(candidates(cache.cluster(file: name, generation: generation.number), symbol: nil), bytes, request, host: host) { outcome in
+                done(self.reply(outcome, host: host, request: bytes,
+                                notFound: "file '\(name)' is not served by any cluster routed on listener '\(listenerName)'"))
             }
         case .fileContainingSymbol, .fileContainingExtension, .allExtensionNumbersOfType:
             let symbol = request.symbol ?? ""
-            ask(candidates(cache.cluster(symbol: symbol, generation: generation.number), symbol: symbol), bytes, symbol: symbol) { answer in
-                done(answer ?? ReflectionResponse.error(code: Self.notFound, "symbol '\(symbol)' is not served by any cluster routed on listener '\(self.listener.config.name)'",
-                                                        host: host, request: bytes))
+            ask(candidates(cache.cluster(symbol: symbol, generation: generation.number), symbol: symbol), bytes, request, host: host) { outcome in
+                done(self.reply(outcome, host: host, request: bytes,
+                                notFound: "symbol '\(symbol)' is not served by any cluster routed on listener '\(listenerName)'"))
             }
         case .empty:
             done(ReflectionResponse.error(code: Self.invalidArgument, "the ServerReflectionRequest asks nothing", host: host, request: bytes))
         }
+    }
+
+    /// How asking the clusters about one request ended.
+    private enum Outcome {
+        /// What to pass on: one cluster's answer, cut to the routed services.
+        case answer([UInt8])
+        /// No cluster knew; the last upstream error, if any.
+        case unknown(lastError: [UInt8]?)
+        /// `ReflectionQueryLimiter` refused: too many queries of this
+        /// listener in flight and waiting.
+        case busy
+    }
+
+    private func reply(_ outcome: Outcome, host: String, request: [UInt8], notFound: String) -> [UInt8] {
+        switch outcome {
+        case .answer(let answer): return answer
+        case .unknown(let lastError): return lastError ?? ReflectionResponse.error(code: Self.notFound, notFound, host: host, request: request)
+        case .busy: return busy(host: host, request: request)
+        }
+    }
+
+    private func busy(host: String, request: [UInt8]) -> [UInt8] {
+        ReflectionResponse.error(code: Self.resourceExhausted,
+                                 "listener '\(listener.config.name)' has \(ReflectionQueryLimiter.maxInFlight) reflection queries to upstreams in flight "
+                                    + "and \(ReflectionQueryLimiter.maxWaiting) waiting; try again",
+                                 host: host, request: request)
     }
 
     // MARK: The gateway's own files
@@ -227,48 +265,93 @@ final class GatewayReflectionService {
 
     // MARK: Asking
 
+    /// Runs `query` once the listener's `ReflectionQueryLimiter` lets it
+    /// start; it must call the `finished` it is given once. false when
+    /// refused (nothing runs).
+    private func admitted(_ query: @escaping (_ finished: @escaping () -> Void) -> Void) -> Bool {
+        let limiter = cache.queries
+        let name = listener.config.name
+        return limiter.admit(listener: name, on: eventLoop) {
+            // A client that went away while this waited gives its place on.
+            guard !self.closed else { return limiter.release(listener: name) }
+            query { limiter.release(listener: name) }
+        }
+    }
+
+    /// Whether `cluster` may describe `service`: the listener routes the
+    /// service there (or it is the gateway's own).
+    private func describes(_ service: String, from answering: String) -> Bool {
+        Self.ownServices.contains(service) || cluster(forService: service) == answering
+    }
+
     /// Asks each cluster in turn until one answers with something other
-    /// than an error; nil when none did (the last upstream error, if any,
-    /// is passed on instead).
-    private func ask(_ clusters: [String], _ request: [UInt8], symbol: String?, _ done: @escaping ([UInt8]?) -> Void) {
+    /// than an error; a cluster that answered the same request with an
+    /// error less than `ReflectionCache.ttl` ago is not asked again. Files
+    /// pass cut to the services routed to the cluster that answered; a
+    /// symbol of a service not routed there counts as unknown to it.
+    private func ask(_ clusters: [String], _ bytes: [UInt8], _ request: ReflectionRequest, host: String, _ done: @escaping (Outcome) -> Void) {
         var remaining = clusters[...]
         var lastError: [UInt8]?
+        let key = request.cacheKey ?? ""
+        let symbol = request.symbol
+        let generationNumber = generation.number
         func tryNext() {
             // A client that went away stops the search.
             guard !closed else { return }
-            guard let cluster = remaining.popFirst() else { return done(lastError) }
+            guard let cluster = remaining.popFirst() else { return done(.unknown(lastError: lastError)) }
+            if cache.isMiss(cluster: cluster, query: key, generation: generationNumber) { return tryNext() }
             guard let endpoint = endpoint(of: cluster) else { return tryNext() }
-            ReflectionUpstreamQuery.ask(endpoint, version: version, request: request, timeout: Self.upstreamTimeout) { result in
-                switch result {
-                case .failure(let failure):
-                    Log.info("reflection: cluster did not answer; asking the next", ["cluster": cluster, "reason": failure.message])
-                    tryNext()
-                case .success(let answer):
-                    switch try? ReflectionResponse.parse(answer) {
-                    case .error?:
-                        lastError = answer
+            let started = admitted { finished in
+                ReflectionUpstreamQuery.ask(endpoint, version: self.version, request: bytes, timeout: Self.upstreamTimeout) { result in
+                    finished()
+                    switch result {
+                    case .failure(let failure):
+                        Log.info("reflection: cluster did not answer; asking the next", ["cluster": cluster, "reason": failure.message])
                         tryNext()
-                    case .files(let names)?:
-                        self.cache.store(cluster: cluster, symbol: symbol, files: names, generation: self.generation.number)
-                        done(answer)
-                    case .some:
-                        done(answer)
-                    case nil:
-                        Log.info("reflection: malformed answer; asking the next cluster", ["cluster": cluster])
-                        tryNext()
+                    case .success(let answer):
+                        switch try? ReflectionResponse.parse(answer) {
+                        case .error?:
+                            self.cache.storeMiss(cluster: cluster, query: key, generation: generationNumber)
+                            lastError = answer
+                            tryNext()
+                        case .files(let names)?:
+                            guard let descriptors = try? ReflectionResponse.descriptors(answer) ?? [],
+                                  let routed = try? RoutedFileDescriptors(descriptors, routed: { self.describes($0, from: cluster) }) else {
+                                Log.info("reflection: malformed file descriptors; asking the next cluster", ["cluster": cluster])
+                                return tryNext()
+                            }
+                            if let symbol, routed.removed.contains(where: { symbol == $0 || symbol.hasPrefix($0 + ".") }) {
+                                // A service (or its method) that this cluster
+                                // serves but no route sends it: not described.
+                                self.cache.storeMiss(cluster: cluster, query: key, generation: generationNumber)
+                                return tryNext()
+                            }
+                            self.cache.store(cluster: cluster, symbol: symbol, files: names, generation: generationNumber)
+                            done(.answer(routed.removed.isEmpty ? answer : ReflectionResponse.files(routed.files, host: host, request: bytes)))
+                        case .some:
+                            done(.answer(answer))
+                        case nil:
+                            Log.info("reflection: malformed answer; asking the next cluster", ["cluster": cluster])
+                            tryNext()
+                        }
                     }
                 }
             }
+            if !started { done(.busy) }
         }
         tryNext()
     }
 
     /// Every service the listener routes, from the clusters' own lists
-    /// (cached), plus the gateway's own.
-    private func listServices(_ done: @escaping ([String]) -> Void) {
+    /// (cached), plus the gateway's own; nil when the listener's query
+    /// limiter refused a cluster's list (a list without it would be wrong).
+    private func listServices(_ done: @escaping ([String]?) -> Void) {
         let clusters = routedClusters
         var lists: [String: [String]] = [:]
-        var waiting = 0
+        // One for this loop itself: a query that ends before the loop does
+        // (a dial refused at once) must not finish the list early.
+        var waiting = 1
+        var refused = false
         var request = ProtoWriter()
         request.string(7, "*")  // list_services
         let listRequest = request.bytes
@@ -280,6 +363,11 @@ final class GatewayReflectionService {
             }
             done(names.sorted())
         }
+        func finishOne() {
+            waiting -= 1
+            guard waiting == 0 else { return }
+            if refused { done(nil) } else { merge() }
+        }
         for cluster in clusters {
             if let cached = cache.services(of: cluster, generation: generation.number) {
                 lists[cluster] = cached ?? []
@@ -287,24 +375,30 @@ final class GatewayReflectionService {
             }
             guard let endpoint = endpoint(of: cluster) else { continue }
             waiting += 1
-            ReflectionUpstreamQuery.ask(endpoint, version: version, request: listRequest, timeout: Self.upstreamTimeout) { result in
-                var services: [String]?
-                switch result {
-                case .success(let answer):
-                    if case .services(let names)? = try? ReflectionResponse.parse(answer) {
-                        services = names
-                    } else {
-                        Log.info("reflection: cluster answered list_services with something else; its services are left out", ["cluster": cluster])
+            let started = admitted { finished in
+                ReflectionUpstreamQuery.ask(endpoint, version: self.version, request: listRequest, timeout: Self.upstreamTimeout) { result in
+                    finished()
+                    var services: [String]?
+                    switch result {
+                    case .success(let answer):
+                        if case .services(let names)? = try? ReflectionResponse.parse(answer) {
+                            services = names
+                        } else {
+                            Log.info("reflection: cluster answered list_services with something else; its services are left out", ["cluster": cluster])
+                        }
+                    case .failure(let failure):
+                        Log.info("reflection: cluster has no reflection or is down; its services are left out", ["cluster": cluster, "reason": failure.message])
                     }
-                case .failure(let failure):
-                    Log.info("reflection: cluster has no reflection or is down; its services are left out", ["cluster": cluster, "reason": failure.message])
+                    self.cache.store(services: services, of: cluster, generation: self.generation.number)
+                    lists[cluster] = services ?? []
+                    finishOne()
                 }
-                self.cache.store(services: services, of: cluster, generation: self.generation.number)
-                lists[cluster] = services ?? []
+            }
+            if !started {
+                refused = true
                 waiting -= 1
-                if waiting == 0 { merge() }
             }
         }
-        if waiting == 0 { merge() }
+        finishOne()
     }
 }

@@ -2,12 +2,20 @@ import NIOConcurrencyHelpers
 import NIOCore
 
 /// What clusters answered to reflection, shared by every event loop:
-/// each cluster's service list (for `ttl`), and which cluster knows a
-/// symbol or a file (for the generation). A new generation (a reload, a
-/// membership change) starts it empty. A lock per lookup: reflection is
-/// rare and never on the data path.
+/// each cluster's service list (for `ttl`), which cluster knows a symbol
+/// or a file (for the generation), and which cluster did not know one
+/// (for `ttl`: a symbol nobody knows, asked again, is not asked of every
+/// cluster again). A new generation (a reload, a membership change)
+/// starts it empty. Symbols and file names come from clients, so each
+/// table holds at most `maxEntries`, and a full one starts over. A lock
+/// per lookup: reflection is rare and never on the data path.
 final class ReflectionCache: Sendable {
     static let ttl = TimeAmount.seconds(30)
+    static let maxEntries = 4096
+
+    /// Upstream queries in flight per listener (not per generation: a
+    /// reload must not reset the count of queries still running).
+    let queries = ReflectionQueryLimiter()
 
     private struct State {
         var generation = 0
@@ -16,6 +24,9 @@ final class ReflectionCache: Sendable {
         var services: [String: (services: [String]?, until: NIODeadline)] = [:]
         var clusterBySymbol: [String: String] = [:]
         var clusterByFile: [String: String] = [:]
+        /// "cluster NUL query" of queries the cluster answered with an
+        /// error (it does not know the symbol or file), until when.
+        var misses: [String: NIODeadline] = [:]
     }
 
     private let state = NIOLockedValueBox(State())
@@ -49,8 +60,33 @@ final class ReflectionCache: Sendable {
 
     func store(cluster: String, symbol: String?, files: [String], generation: Int) {
         withState(generation) { s in
-            if let symbol { s.clusterBySymbol[symbol] = cluster }
-            for file in files { s.clusterByFile[file] = cluster }
+            if let symbol { Self.insert(cluster, for: symbol, into: &s.clusterBySymbol) }
+            for file in files { Self.insert(cluster, for: file, into: &s.clusterByFile) }
         }
+    }
+
+    /// Whether `cluster` answered `query` (see `ReflectionRequest.cacheKey`)
+    /// with an error less than `ttl` ago.
+    func isMiss(cluster: String, query: String, generation: Int) -> Bool {
+        withState(generation) { s in
+            guard let until = s.misses[cluster + "\u{0}" + query] else { return false }
+            return until > .now()
+        }
+    }
+
+    func storeMiss(cluster: String, query: String, generation: Int) {
+        withState(generation) { s in
+            if s.misses.count >= Self.maxEntries {
+                let now = NIODeadline.now()
+                s.misses = s.misses.filter { $0.value > now }
+            }
+            Self.insert(.now() + Self.ttl, for: cluster + "\u{0}" + query, into: &s.misses)
+        }
+    }
+
+    /// Sets `table[key]`, emptying a full table first.
+    private static func insert<Value>(_ value: Value, for key: String, into table: inout [String: Value]) {
+        if table[key] == nil && table.count >= maxEntries { table.removeAll(keepingCapacity: true) }
+        table[key] = value
     }
 }

@@ -23,6 +23,18 @@ enum ReflectionRequest: Equatable {
         }
     }
 
+    /// What the request asks, as a key for `ReflectionCache`'s misses
+    /// (nil: not a question one cluster answers).
+    var cacheKey: String? {
+        switch self {
+        case .fileByFilename(let name): return "file " + name
+        case .fileContainingSymbol(let symbol): return "symbol " + symbol
+        case .fileContainingExtension(let type, let number): return "extension \(type) \(number)"
+        case .allExtensionNumbersOfType(let type): return "extension numbers " + type
+        case .listServices, .empty: return nil
+        }
+    }
+
     // Field numbers of ServerReflectionRequest.
     private enum Field {
         static let host = 1, fileByFilename = 3, fileContainingSymbol = 4, fileContainingExtension = 5
@@ -113,6 +125,23 @@ enum ReflectionResponse {
             }
         }
         return parsed
+    }
+
+    /// The serialized FileDescriptorProtos of a `file_descriptor_response`;
+    /// nil for any other answer.
+    static func descriptors(_ bytes: [UInt8]) throws(ProtoDecodeError) -> [ArraySlice<UInt8>]? {
+        var reader = ProtoReader(bytes)
+        var found: [ArraySlice<UInt8>]?
+        while let (field, value) = try reader.next() {
+            guard field == Field.fileDescriptorResponse else { continue }
+            var files = ProtoReader(value.slice)
+            var list: [ArraySlice<UInt8>] = []
+            while let (f, file) = try files.next() {
+                if f == 1 { list.append(file.slice) }
+            }
+            found = list
+        }
+        return found
     }
 
     /// A `list_services` answer to `request` (the client's bytes, echoed as

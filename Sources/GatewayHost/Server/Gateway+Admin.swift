@@ -74,7 +74,9 @@ extension Gateway {
                 entry += ",\"discovery\":{\"source\":\(Log.quote(status.source)),\"state\":\(Log.quote(status.state))"
                     + ",\"last_error\":\(status.lastError.map(Log.quote) ?? "null")"
                     + ",\"consecutive_failures\":\(status.consecutiveFailures),\"failures_total\":\(status.totalFailures)"
-                    + ",\"updates\":\(status.updates),\"last_success_unix\":\(status.lastSuccess.map { String(Int($0)) } ?? "null")}"
+                    + ",\"updates\":\(status.updates),\"last_success_unix\":\(status.lastSuccess.map { String(Int($0)) } ?? "null")"
+                    + ",\"dropped_endpoints\":\(status.droppedEndpoints)"
+                    + ",\"refused_own_addresses\":[\(status.refusedOwnAddresses.map(Log.quote).joined(separator: ","))]}"
             }
             clusters.append(entry + "}")
         }

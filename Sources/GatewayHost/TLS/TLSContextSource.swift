@@ -21,6 +21,21 @@ public final class TLSContextSource: Sendable {
         } catch {
             throw ConfigError(file: configFile, mark: files.mark, field: files.field, message: error.message)
         }
+        warnIfKeyIsExposed()
+    }
+
+    /// Logs a warning when the private key file can be read (or written)
+    /// by its group or by others (any of mode 0o077): anyone else on the
+    /// machine could then impersonate the gateway. OpenSSH and PostgreSQL
+    /// refuse such keys; the gateway says so at start, at each reload and
+    /// rotation, and goes on (a Kubernetes Secret mounts files 0644 unless
+    /// its `defaultMode` says otherwise).
+    func warnIfKeyIsExposed() {
+        guard let key = files.key, let info = try? Posix.status(key), info.permissions & 0o077 != 0 else { return }
+        let mode = String(info.permissions & 0o7777, radix: 8)
+        Log.warning("TLS private key file is readable by group or others; make it readable by the gateway's user only (chmod 600)", [
+            "file": key, "mode": String(repeating: "0", count: max(0, 4 - mode.count)) + mode, "field": files.field,
+        ])
     }
 
     var current: TLSContext { state.withLockedValue { $0.context } }
@@ -48,6 +63,7 @@ public final class TLSContextSource: Sendable {
             let context = try Self.build(files, role: role)
             state.withLockedValue { $0 = (context, stamps) }
             GatewayEvents.shared.record(.certificate, .info, "TLS material reloaded", ["field": files.field, "cert": files.cert ?? "-", "ca": files.ca ?? "-"])
+            warnIfKeyIsExposed()
             return true
         } catch {
             // Remember the stamps so that one bad write is logged once.

@@ -14,7 +14,7 @@ public struct TLSMaterial: Sendable {
         for (i, listener) in config.listeners.enumerated() {
             if let files = listener.tls {
                 if let kept = previous?.listeners.indices.contains(i) == true ? previous?.listeners[i] : nil, kept.files == files {
-                    kept.reloadIfChanged()
+                    if !kept.reloadIfChanged() { kept.warnIfKeyIsExposed() }
                     material.listeners.append(kept)
                 } else {
                     material.listeners.append(try TLSContextSource(files, role: .server, configFile: config.sourceFile))
@@ -26,7 +26,7 @@ public struct TLSMaterial: Sendable {
         for cluster in config.clusters {
             guard let files = cluster.tls else { continue }
             if let kept = previous?.clusters[cluster.name], kept.files == files {
-                kept.reloadIfChanged()
+                if !kept.reloadIfChanged() { kept.warnIfKeyIsExposed() }
                 material.clusters[cluster.name] = kept
             } else {
                 material.clusters[cluster.name] = try TLSContextSource(files, role: .client, configFile: config.sourceFile)

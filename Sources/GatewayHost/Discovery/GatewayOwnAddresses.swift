@@ -1,0 +1,142 @@
+import MeshgatePosix
+import NIOCore
+
+/// The addresses the gateway itself listens on (listeners, admin, the
+/// read-only admin addresses), to refuse a discovered endpoint that is one
+/// of them: calls sent there would come back into the gateway, be routed
+/// to the same cluster and loop until their deadline, each turn holding a
+/// connection and a stream.
+///
+/// An endpoint is the gateway's own when its port is one the gateway
+/// listens on and its host reaches that listening socket:
+/// - the same IP (an IPv4-mapped IPv6 address counts as its IPv4 one);
+/// - any address of this machine (loopback, an interface's address) when
+///   the gateway listens on 0.0.0.0 (IPv4) or `::` (both families);
+/// - 0.0.0.0 or `::` as the endpoint's host (connecting there reaches
+///   this machine);
+/// - `localhost` (and `*.localhost`) as loopback, and this machine's host
+///   name as any of its addresses.
+/// Other host names are not resolved for this check (it would take a DNS
+/// query per discovered name on the control thread): a name that
+/// resolves to the gateway is not caught.
+struct GatewayOwnAddresses: Equatable, Sendable {
+    struct Own: Equatable, Sendable {
+        /// What it is, for the log: "listener 'public' 0.0.0.0:50051".
+        var what: String
+        var port: Int
+        /// The IPs the socket is bound to (all zeros: every address of
+        /// its family; `::` takes both families).
+        var ips: [[UInt8]]
+    }
+
+    private(set) var own: [Own] = []
+
+    init() {}
+
+    /// From the config: listener and admin addresses, host names
+    /// resolved as binding them does (a name that does not resolve is
+    /// left out: the gateway could not listen there either).
+    init(_ config: GatewayConfig) {
+        for listener in config.listeners {
+            add("listener '\(listener.name)' \(listener.address)", listener.address)
+        }
+        if let admin = config.admin {
+            add("admin \(admin.address)", admin.address)
+            for address in admin.readOnlyAddresses { add("admin (read-only) \(address)", address) }
+        }
+    }
+
+    private mutating func add(_ what: String, _ address: SocketAddressSpec) {
+        var ips = Self.literalOrLocalName(address.host, local: nil) ?? []
+        if ips.isEmpty, let resolved = try? SocketAddress.makeAddressResolvingHost(address.host, port: address.port),
+           let bytes = Self.bytes(resolved) {
+            ips = [bytes]
+        }
+        guard !ips.isEmpty else { return }
+        own.append(Own(what: what, port: address.port, ips: ips))
+    }
+
+    /// The own address `endpoint` would reach, or nil.
+    func match(_ endpoint: SocketAddressSpec, local: LocalAddresses) -> Own? {
+        guard let targets = Self.literalOrLocalName(endpoint.host, local: local) else { return nil }
+        for own in own where own.port == endpoint.port {
+            for target in targets where Self.reaches(target, own, local) { return own }
+        }
+        return nil
+    }
+
+    private static func reaches(_ target: [UInt8], _ own: Own, _ local: LocalAddresses) -> Bool {
+        if isUnspecified(target) { return true }
+        for ip in own.ips {
+            if isUnspecified(ip) {
+                // 0.0.0.0 takes IPv4 only; `::` both (Linux's default bindv6only=0).
+                if (ip.count == 16 || target.count == 4) && local.contains(target) { return true }
+            } else if ip == target {
+                return true
+            }
+        }
+        return false
+    }
+
+    /// The IPs `host` stands for without a DNS query: an IP literal,
+    /// localhost, or (with `local`) this machine's name; nil otherwise.
+    static func literalOrLocalName(_ host: String, local: LocalAddresses?) -> [[UInt8]]? {
+        if let address = try? SocketAddress(ipAddress: host, port: 0), let bytes = bytes(address) { return [bytes] }
+        let name = host.lowercased()
+        if name == "localhost" || name.hasSuffix(".localhost") { return [LocalAddresses.loopbackV4, LocalAddresses.loopbackV6] }
+        if let local, let machine = local.hostName, name == machine || name.hasPrefix(machine + ".") {
+            return [LocalAddresses.loopbackV4, LocalAddresses.loopbackV6] + local.interfaceIPs
+        }
+        return nil
+    }
+
+    static func isUnspecified(_ ip: [UInt8]) -> Bool { ip.allSatisfy { $0 == 0 } }
+
+    /// The IP of an IPv4 or IPv6 socket address: 4 or 16 bytes, an
+    /// IPv4-mapped IPv6 address as its 4.
+    static func bytes(_ address: SocketAddress) -> [UInt8]? {
+        // sockaddr_in: family, port, then the 4-byte address at offset 4;
+        // sockaddr_in6: family, port, flow info, then 16 bytes at offset 8.
+        let range: Range<Int>
+        switch address.protocol {
+        case .inet: range = 4..<8
+        case .inet6: range = 8..<24
+        default: return nil
+        }
+        let ip = address.withSockAddr { pointer, length -> [UInt8]? in
+            guard length >= range.upperBound else { return nil }
+            return Array(UnsafeRawBufferPointer(start: pointer, count: length)[range])
+        }
+        guard let ip else { return nil }
+        if ip.count == 16, ip[0..<10].allSatisfy({ $0 == 0 }), ip[10] == 0xff, ip[11] == 0xff { return Array(ip[12...]) }
+        return ip
+    }
+}
+
+/// This machine's addresses, read when a discovery answer is checked.
+struct LocalAddresses: Sendable {
+    static let loopbackV4: [UInt8] = [127, 0, 0, 1]
+    static let loopbackV6: [UInt8] = Array(repeating: 0, count: 15) + [1]
+
+    var interfaceIPs: [[UInt8]]
+    var hostName: String?
+
+    init(interfaceIPs: [[UInt8]], hostName: String?) {
+        self.interfaceIPs = interfaceIPs
+        self.hostName = hostName
+    }
+
+    /// The interfaces' addresses now (getifaddrs) and the host name.
+    static func current() -> LocalAddresses {
+        let devices = (try? System.enumerateDevices()) ?? []
+        return LocalAddresses(interfaceIPs: devices.compactMap { $0.address.flatMap(GatewayOwnAddresses.bytes) }, hostName: Posix.hostName)
+    }
+
+    /// Whether connecting to `ip` reaches this machine: 127.0.0.0/8, ::1,
+    /// or an interface's address.
+    func contains(_ ip: [UInt8]) -> Bool {
+        if ip.count == 4 && ip[0] == 127 { return true }
+        if ip == Self.loopbackV6 { return true }
+        return interfaceIPs.contains(ip)
+    }
+}

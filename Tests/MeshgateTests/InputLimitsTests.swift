@@ -1,0 +1,172 @@
+import Foundation
+import Testing
+@testable import GatewayHost
+import MeshgatePosix
+import MeshgateYAML
+
+/// Depth and size limits of the documents the gateway reads (config,
+/// discovery files, etcd values), and the checks on discovery answers.
+@Suite struct YAMLLimitsTests {
+    func nested(_ depth: Int, open: String = "[", close: String = "]") -> String {
+        String(repeating: open, count: depth) + String(repeating: close, count: depth)
+    }
+
+    @Test func nestingUpToTheLimitIsRead() throws {
+        var node = try YAMLParser.parse(nested(YAMLLimits.defaultMaxDepth))
+        var depth = 0
+        while case .sequence(let items, _) = node {
+            depth += 1
+            guard let first = items.first else { break }
+            node = first
+        }
+        #expect(depth == YAMLLimits.defaultMaxDepth)
+    }
+
+    @Test func oneLevelPastTheLimitIsRefusedAtItsColumn() {
+        do {
+            _ = try YAMLParser.parse("key: " + nested(YAMLLimits.defaultMaxDepth))
+            Issue.record("accepted")
+        } catch {
+            // The root mapping is level 1: the 64th "[" (column 6 + 63) is level 65.
+            #expect(error.isLimit && error.mark == YAMLMark(line: 1, column: 6 + 63), "\(error)")
+            #expect(error.message.contains("nested deeper than 64 levels"), "\(error)")
+        }
+    }
+
+    /// The issue's input: 100,000 nested flow sequences overflowed the
+    /// stack (SIGSEGV) building the tree.
+    @Test func aHundredThousandLevelsAreRefusedNotOverflowed() {
+        for (open, close) in [("[", "]"), ("{a: ", "}")] {
+            do {
+                _ = try YAMLParser.parse("v: " + nested(100_000, open: open, close: close))
+                Issue.record("accepted")
+            } catch {
+                #expect(error.isLimit && error.mark.line == 1, "\(error)")
+            }
+        }
+        let deepJSON = "{\"address\": \"127.0.0.1:1\", \"metadata\": " + nested(10_000) + "}"
+        guard case .failure(let failure) = EtcdDiscovery.parse(deepJSON) else { Issue.record("accepted"); return }
+        #expect(failure.description.contains("nested deeper than 64 levels"), "\(failure)")
+    }
+
+    @Test func aDocumentOverItsSizeIsRefusedBeforeParsing() {
+        do {
+            _ = try YAMLParser.parse("a: 1234567890", limits: YAMLLimits(maxBytes: 10))
+            Issue.record("accepted")
+        } catch {
+            #expect(error.isLimit && error.message == "the document is 13 bytes, over the limit of 10 bytes", "\(error)")
+        }
+        #expect((try? YAMLParser.parse("a: 1", limits: YAMLLimits(maxBytes: 4))) != nil)
+        let value = #"{"address": "127.0.0.1:1", "metadata": {"x": ""# + String(repeating: "y", count: 70_000) + #""}}"#
+        guard case .failure(let failure) = EtcdDiscovery.parse(value) else { Issue.record("accepted"); return }
+        #expect(failure.description.contains("over the limit of 65536 bytes"), "\(failure)")
+    }
+
+    @Test func aConfigPastTheDepthNamesFileLineAndLimit() {
+        let yaml = """
+            listeners:
+              - name: l
+                address: 127.0.0.1:1
+                routes: [{ match: { service: s }, cluster: c }]
+            clusters:
+              - name: c
+                endpoints:
+                  - { address: 127.0.0.1:2, metadata: { deep: \(nested(100_000)) } }
+            """
+        do {
+            _ = try ConfigLoader.parse(yaml, file: "deep.yaml")
+            Issue.record("accepted")
+        } catch {
+            #expect(error.description.hasPrefix("deep.yaml:8:"), "\(error)")
+            #expect(error.message.contains("nested deeper than 64 levels") && !error.message.contains("syntax"), "\(error)")
+        }
+    }
+
+    @Test func filesOverTheirLimitAreRefusedBeforeBeingRead() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mg-limits-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("big.yaml").path
+        try Data(repeating: UInt8(ascii: "#"), count: 100).write(to: URL(fileURLWithPath: path))
+        #expect(try Posix.readFile(path, maxBytes: 100).count == 100)
+        #expect(throws: PosixError("read \(path)", code: EFBIG, detail: "the file is 100 bytes, over the limit of 99 bytes")) {
+            try Posix.readFile(path, maxBytes: 99)
+        }
+        let file = Data(repeating: UInt8(ascii: "#"), count: InputLimits.discoveryFile.maxBytes + 1)
+        try file.write(to: URL(fileURLWithPath: path))
+        guard case .failure(let failure) = FileDiscovery.read(path) else { Issue.record("accepted"); return }
+        #expect(failure.description.contains("over the limit of 4194304 bytes"), "\(failure)")
+        try ("endpoints:\n  - address: 127.0.0.1:1\n    metadata: { a: " + nested(1000) + " }\n").write(toFile: path, atomically: true, encoding: .utf8)
+        guard case .failure(let deep) = FileDiscovery.read(path) else { Issue.record("accepted"); return }
+        #expect(deep.description.hasPrefix("\(path):3:") && deep.description.contains("nested deeper than 64"), "\(deep)")
+    }
+}
+
+@Suite struct DiscoveredEndpointChecksTests {
+    func spec(_ text: String) -> SocketAddressSpec { try! SocketAddressSpec.parse(text) }
+
+    func own(_ yaml: String) throws -> GatewayOwnAddresses {
+        GatewayOwnAddresses(try ConfigLoader.parse(yaml, file: "own.yaml"))
+    }
+
+    let local = LocalAddresses(interfaceIPs: [[10, 1, 2, 3], [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]], hostName: "gw-host")
+
+    let config = """
+        admin: { address: 127.0.0.1:9901, read_only_addresses: ["[::]:8080"] }
+        listeners:
+          - { name: public, address: 0.0.0.0:50051, routes: [{ match: { service: s }, cluster: c }] }
+          - { name: local, address: "localhost:50052", routes: [{ match: { service: s }, cluster: c }] }
+          - { name: pinned, address: "10.1.2.3:50053", routes: [{ match: { service: s }, cluster: c }] }
+        clusters:
+          - name: c
+            discovery: { file: { path: x.yaml }, max_endpoints: 3 }
+        """
+
+    @Test func theGatewaysOwnAddressesAreRecognised() throws {
+        let own = try own(config)
+        let isOwn = { (text: String) in own.match(self.spec(text), local: self.local)?.what }
+        // 0.0.0.0:50051 takes every local IPv4 address, not other hosts, not IPv6.
+        #expect(isOwn("127.0.0.1:50051") == "listener 'public' 0.0.0.0:50051")
+        #expect(isOwn("127.9.9.9:50051") != nil)
+        #expect(isOwn("10.1.2.3:50051") != nil)
+        #expect(isOwn("[::ffff:127.0.0.1]:50051") != nil)
+        #expect(isOwn("localhost:50051") != nil && isOwn("GW-HOST:50051") != nil && isOwn("0.0.0.0:50051") != nil)
+        #expect(isOwn("10.1.2.4:50051") == nil)
+        #expect(isOwn("[::1]:50051") == nil)
+        #expect(isOwn("127.0.0.1:50061") == nil)
+        // localhost binds loopback; a pinned address only itself.
+        #expect(isOwn("127.0.0.1:50052") != nil && isOwn("[::1]:50052") != nil && isOwn("10.1.2.3:50052") == nil)
+        #expect(isOwn("10.1.2.3:50053") != nil && isOwn("127.0.0.1:50053") == nil && isOwn("[::]:50053") != nil)
+        // Admin: the full address and a read-only `::` one (both families).
+        #expect(isOwn("127.0.0.1:9901") == "admin 127.0.0.1:9901")
+        #expect(isOwn("[fd00::7]:8080") == "admin (read-only) [::]:8080" && isOwn("127.0.0.1:8080") != nil)
+        #expect(isOwn("[fd00::8]:8080") == nil)
+        // Names other than this machine's are not resolved for the check.
+        #expect(isOwn("replica.example:50051") == nil)
+    }
+
+    @Test func answersLoseOwnAddressesThenKeepAtMostMaxEndpoints() throws {
+        let parsed = try ConfigLoader.parse(config, file: "own.yaml")
+        #expect(parsed.clusters[0].maxDiscoveredEndpoints == 3)
+        let checks = DiscoveryManager.AnswerChecks(maxEndpoints: parsed.clusters[0].maxDiscoveredEndpoints, own: GatewayOwnAddresses(parsed))
+        let endpoints = ["127.0.0.1:50061", "127.0.0.1:50051", "127.0.0.1:50062", "127.0.0.1:50063", "127.0.0.1:50064", "127.0.0.1:50065"]
+            .map { EndpointConfig(address: spec($0)) }
+        let checked = DiscoveryManager.check(endpoints, checks, local: local)
+        #expect(checked.kept.map(\.address.port) == [50061, 50062, 50063])
+        #expect(checked.refused == ["127.0.0.1:50051 (listener 'public' 0.0.0.0:50051)"])
+        #expect(checked.dropped == 2)
+        let few = DiscoveryManager.check(Array(endpoints.prefix(1)), checks, local: local)
+        #expect(few.kept.count == 1 && few.dropped == 0 && few.refused.isEmpty)
+    }
+
+    @Test func maxEndpointsDefaultsAndRange() throws {
+        let base = config.replacingOccurrences(of: ", max_endpoints: 3", with: "")
+        #expect(try ConfigLoader.parse(base, file: "a.yaml").clusters[0].maxDiscoveredEndpoints == 10_000)
+        do {
+            _ = try ConfigLoader.parse(config.replacingOccurrences(of: "max_endpoints: 3", with: "max_endpoints: 0"), file: "a.yaml")
+            Issue.record("accepted 0")
+        } catch {
+            #expect(error.field == "clusters[0].discovery.max_endpoints", "\(error)")
+        }
+    }
+}
