@@ -343,20 +343,25 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     }
 
     /// Keeps `bytes` the owner holds for this connection's streams (request
-    /// bytes a proxy keeps to send again) within the connection's cap
-    /// (`settings.maxQueuedBytes`, with its queued outbound bytes) and the
-    /// process-wide budget (at most half of it: `reserveForHolding`);
-    /// false, holding nothing, when either has no room: the owner must not
-    /// keep more. One integer check per call; the
-    /// budget's atomic only when the holdings cross a granule.
-    public func holdBytes(_ bytes: Int) -> Bool {
+    /// heads of open calls, request bytes a proxy keeps to send again)
+    /// within the connection's cap (`settings.maxQueuedBytes`, shared with
+    /// its queued outbound bytes) and the process-wide budget; false,
+    /// holding nothing, when either has no room. `droppable` holdings (a
+    /// replay buffer: the call can do without it) stop at half of either,
+    /// so that they never leave what cannot be dropped without failing a
+    /// call — queued bytes, heads — without room. One integer check per
+    /// call; the budget's atomic only when the holdings cross a granule.
+    public func holdBytes(_ bytes: Int, droppable: Bool) -> Bool {
         guard !isClosed else { return false }
-        if settings.maxQueuedBytes > 0 && queuedBytes + heldBytes + bytes > settings.maxQueuedBytes { return false }
+        if settings.maxQueuedBytes > 0 {
+            let cap = droppable ? settings.maxQueuedBytes / 2 : settings.maxQueuedBytes
+            if queuedBytes + heldBytes + bytes > cap { return false }
+        }
         heldBytes += bytes
         if countedQueuedBytes > budgetReserved, let budget = settings.bufferBudget {
             let granule = HTTP2BufferBudget.granule
             let need = (countedQueuedBytes - budgetReserved + granule - 1) / granule * granule
-            guard budget.reserveForHolding(need) else {
+            guard droppable ? budget.reserveForHolding(need) : budget.reserve(need) else {
                 heldBytes -= bytes
                 return false
             }

@@ -64,16 +64,19 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
         }
     }
 
-    /// Request bytes the current call keeps to send again, counted as an
-    /// HTTP/2 connection counts them (`HTTP2Connection.holdBytes`): within
-    /// the listener's per_connection_buffer_limit_bytes, and reserved from
-    /// (half of) the process-wide budget byte for byte (one call at a time here, on
-    /// a route that retries: an atomic per kept chunk is cheap enough).
+    /// Bytes the current call keeps (its head, its replay buffer), counted
+    /// as an HTTP/2 connection counts them (`HTTP2Connection.holdBytes`):
+    /// within the listener's per_connection_buffer_limit_bytes, and
+    /// reserved from the process-wide budget byte for byte (one call at a
+    /// time here: an atomic per kept chunk is cheap enough); droppable
+    /// ones up to half of each.
     private var heldBytes = 0
 
-    func holdBytes(_ bytes: Int) -> Bool {
-        guard context != nil, heldBytes + bytes <= router.listenerConfig.perConnectionBufferLimitBytes,
-              router.loop.bufferBudget.reserveForHolding(bytes) else { return false }
+    func holdBytes(_ bytes: Int, droppable: Bool) -> Bool {
+        let cap = router.listenerConfig.perConnectionBufferLimitBytes
+        guard context != nil, heldBytes + bytes <= (droppable ? cap / 2 : cap) else { return false }
+        let budget = router.loop.bufferBudget
+        guard droppable ? budget.reserveForHolding(bytes) : budget.reserve(bytes) else { return false }
         heldBytes += bytes
         return true
     }

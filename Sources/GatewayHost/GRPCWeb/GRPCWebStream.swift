@@ -115,10 +115,10 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
         }
     }
 
-    func holdBytes(_ bytes: Int) -> Bool {
+    func holdBytes(_ bytes: Int, droppable: Bool) -> Bool {
         switch transport {
-        case .http2(let connection, _): return connection.holdBytes(bytes)
-        case .http1(let handler): return handler.holdBytes(bytes)
+        case .http2(let connection, _): return connection.holdBytes(bytes, droppable: droppable)
+        case .http1(let handler): return handler.holdBytes(bytes, droppable: droppable)
         }
     }
 

@@ -14,10 +14,11 @@ protocol CallClientStream: AnyObject {
     func consume(stream: Int32, bytes: Int)
     /// Drops response bytes still queued for the client; returns how many.
     func discardQueuedData(stream: Int32) -> Int
-    /// Counts request bytes the call keeps to send again (its replay
-    /// buffer) against the client connection's cap and the process-wide
-    /// budget; false, counting nothing, when there is no room.
-    func holdBytes(_ bytes: Int) -> Bool
+    /// Counts bytes the call keeps (its request head; its replay buffer,
+    /// `droppable`) against the client connection's cap and the
+    /// process-wide budget; false, counting nothing, when there is no room
+    /// (see `HTTP2Connection.holdBytes`).
+    func holdBytes(_ bytes: Int, droppable: Bool) -> Bool
     /// Gives back bytes counted with `holdBytes`.
     func releaseHeldBytes(_ bytes: Int)
     var remoteAddress: SocketAddress? { get }

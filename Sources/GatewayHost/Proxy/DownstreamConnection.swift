@@ -205,7 +205,7 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
         // bytes, so that many streams of large heads meet the connection's
         // cap and the global budget instead of growing without bound.
         let headBytes = 2 * headers.byteCount
-        guard client.holdBytes(headBytes) else {
+        guard client.holdBytes(headBytes, droppable: false) else {
             return reply(client, stream, GRPCStatus(.resourceExhausted,
                 "the gateway holds all it may for this connection's calls (listener per_connection_buffer_limit_bytes) or for all clients (runtime.global_buffer_limit_bytes)"))
         }

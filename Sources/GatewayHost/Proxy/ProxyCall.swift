@@ -354,7 +354,7 @@ final class ProxyCall: HTTP2StreamDelegate {
     private func keepForReplay(_ data: ByteBuffer) {
         let kept = data.unpinned(allocator: Self.allocator)
         replay.append(kept)
-        if downstream.holdBytes(kept.readableBytes) {
+        if downstream.holdBytes(kept.readableBytes, droppable: true) {
             heldReplayBytes += kept.readableBytes
         } else {
             handle(.replayBudgetExhausted)

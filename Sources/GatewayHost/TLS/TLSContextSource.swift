@@ -31,7 +31,11 @@ public final class TLSContextSource: Sendable {
     /// rotation, and goes on (a Kubernetes Secret mounts files 0644 unless
     /// its `defaultMode` says otherwise).
     func warnIfKeyIsExposed() {
-        guard let key = files.key, let info = try? Posix.status(key), info.permissions & 0o077 != 0 else { return }
+        // PostgreSQL's rule: others never; the group only on a file root
+        // owns (a Kubernetes Secret mounted with defaultMode 0440 and an
+        // fsGroup: root's file, readable by the pod's group, as intended).
+        guard let key = files.key, let info = try? Posix.status(key),
+              info.permissions & 0o007 != 0 || (info.permissions & 0o070 != 0 && info.owner != 0) else { return }
         let mode = String(info.permissions & 0o7777, radix: 8)
         Log.warning("TLS private key file is readable by group or others; make it readable by the gateway's user only (chmod 600)", [
             "file": key, "mode": String(repeating: "0", count: max(0, 4 - mode.count)) + mode, "field": files.field,
