@@ -184,13 +184,27 @@ import Testing
         #expect(h.machine.acceptsNewAttempts && h.machine.replayBytes == 60)
         // The executor could not count the kept bytes against the client's
         // connection: the call stops keeping them and can no longer retry.
-        #expect(h.send(.replayBudgetExhausted) == [])
+        #expect(h.send(.keptBytesRefused(awaitingStream: false)) == [])
         #expect(!h.machine.acceptsNewAttempts)
         #expect(h.replay.isEmpty && h.machine.replayBytes == 0)
         #expect(h.send(.requestData(bytes(10))) == [.sendRequestData(0, bytes(10))], "later bytes are sent, not kept")
         #expect(h.replay.isEmpty)
         // Repeated, or after the commit, it changes nothing.
-        #expect(h.send(.replayBudgetExhausted) == [])
+        #expect(h.send(.keptBytesRefused(awaitingStream: false)) == [])
+    }
+
+    @Test func bytesWaitingForAStreamWithoutRoomEndTheCall() {
+        var h = CallHarness()
+        h.start(requestEnded: false)
+        _ = h.send(.picked(0, endpointID: 1, address: "a:1"))
+        // No attempt takes them yet: kept as required bytes.
+        #expect(h.send(.requestData(bytes(40))) == [])
+        #expect(h.replay == [bytes(40)])
+        let refused = h.send(.keptBytesRefused(awaitingStream: true))
+        #expect(localStatus(refused)?.code == .resourceExhausted)
+        #expect(localStatus(refused)?.message.contains("per_connection_buffer_limit_bytes") == true)
+        #expect(h.replay.isEmpty, "the kept bytes go with the call")
+        #expect(refused.contains(.abandonWait(0)), "the waiting attempt is let go")
     }
 
     @Test func bytesAfterTheEndAreReadAndCredited() {

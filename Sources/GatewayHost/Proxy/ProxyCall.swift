@@ -282,8 +282,8 @@ final class ProxyCall: HTTP2StreamDelegate {
             openStream(id, endStream: endStream)
         case .forwardRequestData(let id):
             if case .requestData(let data) = event { attempts[id].send(data) }
-        case .keepForReplay:
-            if case .requestData(let data) = event { keepForReplay(data) }
+        case .keepForReplay(let awaitingStream):
+            if case .requestData(let data) = event { keepForReplay(data, awaitingStream: awaitingStream) }
         case .replay(let id):
             for chunk in replay { attempts[id].send(chunk) }
         case .dropReplay:
@@ -349,15 +349,16 @@ final class ProxyCall: HTTP2StreamDelegate {
     /// Keeps `data` for later attempts, in storage of its own when it is a
     /// small slice of a larger read buffer (kept, the slice would keep the
     /// whole buffer while the caps count its few bytes), and counted
-    /// against the client's connection and the process; without room
-    /// there, the call stops keeping bytes (it commits).
-    private func keepForReplay(_ data: ByteBuffer) {
+    /// against the client's connection and the process: bytes for replay
+    /// only as droppable (without room the call stops keeping them), bytes
+    /// no attempt took yet as required (without room the call ends).
+    private func keepForReplay(_ data: ByteBuffer, awaitingStream: Bool) {
         let kept = data.unpinned(allocator: Self.allocator)
         replay.append(kept)
-        if downstream.holdBytes(kept.readableBytes, droppable: true) {
+        if downstream.holdBytes(kept.readableBytes, droppable: !awaitingStream) {
             heldReplayBytes += kept.readableBytes
         } else {
-            handle(.replayBudgetExhausted)
+            handle(.keptBytesRefused(awaitingStream: awaitingStream))
         }
     }
 

@@ -34,8 +34,12 @@ enum CallAction: Equatable {
     case openStream(AttemptID, endStream: Bool)
     /// Send the request bytes of the current event (`requestData`).
     case forwardRequestData(AttemptID)
-    /// Keep the request bytes of the current event for replay.
-    case keepForReplay
+    /// Keep the request bytes of the current event for replay. With
+    /// `awaitingStream`, no attempt took them yet: they must be kept
+    /// whatever replay allows, and not finding room for them ends the call
+    /// (`keptBytesRefused(awaitingStream: true)`); otherwise they are only
+    /// for a later attempt, and without room the call stops keeping bytes.
+    case keepForReplay(awaitingStream: Bool)
     /// Send every request byte kept for replay, in order.
     case replay(to: AttemptID)
     /// Forget the request bytes kept for replay.

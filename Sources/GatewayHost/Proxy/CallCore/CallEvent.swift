@@ -23,10 +23,13 @@ enum CallEvent: Equatable {
     /// normally (anything else is the client cancelling or vanishing).
     case downstreamClosed(cleanly: Bool)
     case deadlineExpired
-    /// The client's connection or the process has no room for more kept
-    /// request bytes (`CallClientStream.holdBytes` refused): the call stops
-    /// keeping them, as past its replay limit.
-    case replayBudgetExhausted
+    /// The client's connection or the process has no room for request
+    /// bytes the call keeps (`CallClientStream.holdBytes` refused). Bytes
+    /// kept for replay only: the call stops keeping them, as past its
+    /// replay limit. Bytes no attempt took yet (`awaitingStream`): they
+    /// cannot be dropped, so the call ends RESOURCE_EXHAUSTED, as a queue
+    /// past the global budget is reset.
+    case keptBytesRefused(awaitingStream: Bool)
 
     // MARK: Balancer, pools and connections
 

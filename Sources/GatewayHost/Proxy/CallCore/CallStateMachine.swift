@@ -193,7 +193,7 @@ struct CallStateMachine {
             return responseWritten(bytes: bytes)
         case .downstreamClosed(let cleanly): downstreamDidClose(cleanly: cleanly)
         case .deadlineExpired: deadlineExpired()
-        case .replayBudgetExhausted: stopReplaying()
+        case .keptBytesRefused(let awaitingStream): keptBytesRefused(awaitingStream: awaitingStream)
         case .picked(let id, let endpointID, let address): picked(id, endpointID: endpointID, address: address)
         case .pickFailed(let id, let status): pickFailed(id, status: status)
         case .connectFailed(let id): connectFailed(id)
@@ -257,7 +257,7 @@ struct CallStateMachine {
             // Past the replay limit the bytes still wait here when no
             // attempt is open yet: the first to open gets them all.
             if replaying || !sent {
-                output.append(.keepForReplay)
+                output.append(.keepForReplay(awaitingStream: !sent))
                 replayChunks += 1
                 replayBytes += data.readableBytes
                 if replaying && replayBytes > configuration.replayLimit { stopReplaying() }
@@ -306,6 +306,12 @@ struct CallStateMachine {
         case .done:
             break
         }
+    }
+
+    private mutating func keptBytesRefused(awaitingStream: Bool) {
+        guard awaitingStream else { return stopReplaying() }
+        fail(GRPCStatus(.resourceExhausted,
+                        "the gateway holds all it may for this connection (per_connection_buffer_limit_bytes) or for all clients (global_buffer_limit_bytes) while \(configuration.path) waits for its upstream"))
     }
 
     private mutating func deadlineExpired() {
