@@ -1,0 +1,47 @@
+/// Whether a request that changes state (POST /reload) comes from a client
+/// of this admin address rather than from a browser page of another site:
+/// a page can make a browser POST to `http://127.0.0.1:9901/reload` (CSRF)
+/// or rebind its own DNS name to the admin's address (DNS rebinding).
+///
+/// - `Host` must name this address: its configured host, `localhost`, or an
+///   IP literal, with its port. A DNS-rebinding page's requests carry the
+///   page's own name, which is none of those (an IP literal involves no DNS,
+///   so it cannot be rebound).
+/// - `Origin`, when present (browsers send it with every POST), must be
+///   `http://` and that same `Host`: a page of another origin is refused.
+///   Command-line clients (`meshgate reload`, curl) send no `Origin`.
+struct AdminOriginCheck: Sendable {
+    let address: SocketAddressSpec
+
+    /// nil when the request may proceed, else why it may not (for a 403).
+    func refusal(host: String?, origin: String?) -> String? {
+        guard let host, !host.isEmpty else {
+            return "the request has no Host header; POST /reload needs Host naming this admin address"
+        }
+        guard hostNamesThisAddress(host) else {
+            return "Host '\(host)' does not name this admin address (use its address, localhost or an IP literal, with port \(address.port)); refused as a possible DNS-rebinding request"
+        }
+        if let origin, origin.lowercased() != "http://" + host.lowercased() {
+            return "Origin '\(origin)' is not this admin address's (http://\(host)); a page of another site cannot reload the gateway"
+        }
+        return nil
+    }
+
+    func hostNamesThisAddress(_ header: String) -> Bool {
+        guard let spec = try? SocketAddressSpec.parse(header), spec.port == address.port else { return false }
+        let name = spec.host.lowercased()
+        return name == address.host.lowercased() || name == "localhost" || Self.isIPLiteral(name)
+    }
+
+    /// Dotted-quad IPv4, or an IPv6 literal (what was in brackets: hex
+    /// digits and colons, maybe an embedded IPv4 or a zone).
+    static func isIPLiteral(_ name: String) -> Bool {
+        if name.contains(":") {
+            return name.allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "." || $0 == "%" }
+        }
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts.allSatisfy { part in
+            !part.isEmpty && part.count <= 3 && part.allSatisfy(\.isASCII) && part.allSatisfy(\.isNumber) && Int(part).map { $0 <= 255 } == true
+        }
+    }
+}
