@@ -37,7 +37,9 @@ struct AdminOriginCheck: Sendable {
     /// digits and colons, maybe an embedded IPv4 or a zone).
     static func isIPLiteral(_ name: String) -> Bool {
         if name.contains(":") {
-            return name.allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "." || $0 == "%" }
+            // A zone (`%eth0`) may follow the address.
+            let address = name.split(separator: "%", maxSplits: 1).first ?? ""
+            return !address.isEmpty && address.allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "." }
         }
         let parts = name.split(separator: ".", omittingEmptySubsequences: false)
         return parts.count == 4 && parts.allSatisfy { part in

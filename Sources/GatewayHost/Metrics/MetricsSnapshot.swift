@@ -169,6 +169,8 @@ struct MetricsSnapshot: Sendable {
         out.sample("meshgate_config_reloads_total", ["result": "error"], counters.reloadsFailed)
         out.header("meshgate_plugin_loads_total", "counter", "Plugin images loaded (startup and reloads), by plugin.")
         for (name, count) in counters.pluginLoads.sorted(by: { $0.key < $1.key }) { out.sample("meshgate_plugin_loads_total", ["plugin": name], count) }
+        out.header("meshgate_metric_series", "gauge", "Request series kept (service, method, cluster; runtime.max_metric_series caps them, idle ones expire).")
+        out.sample("meshgate_metric_series", [:], calls.count)
         out.header("meshgate_admin_connections_refused_total", "counter", "Admin connections closed at once because their address had admin.max_connections open.")
         out.sample("meshgate_admin_connections_refused_total", [:], counters.adminConnectionsRefused)
         if let scrapes {
@@ -194,6 +196,7 @@ struct MetricsSnapshot: Sendable {
     }
 
     static func split(_ path: String) -> (service: String, method: String) {
+        if path == LoopMetrics.otherPath { return ("other", "other") }
         let (service, method) = GRPCPath.serviceAndMethod(path)
         return (String(service), String(method))
     }

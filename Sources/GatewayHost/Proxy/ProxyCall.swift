@@ -461,7 +461,7 @@ final class ProxyCall: HTTP2StreamDelegate {
     private func callDone(status: GRPCStatus, attempts attemptCount: Int) {
         let end = finishedAt ?? .now()
         let seconds = Double((end - started).nanoseconds) / 1e9
-        loop.metrics.callEnded(path: path, cluster: route.config.cluster, code: status.code, seconds: seconds)
+        loop.metrics.callEnded(path: path, cluster: route.config.cluster, code: status.code, seconds: seconds, endNanos: end.uptimeNanoseconds)
         attemptTimer?.cancel()
         attemptTimer = nil
         deadlineTimer?.cancel()

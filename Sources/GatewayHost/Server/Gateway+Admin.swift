@@ -60,6 +60,31 @@ extension Gateway {
         }
     }
 
+    /// Drops the request series no loop has had a call for in `idle`: each
+    /// loop says which of its series are idle and which are not; those
+    /// idle wherever they exist go (a series dropped on one loop only
+    /// would make the summed counter go down while it still counts
+    /// elsewhere). Their places in `runtime.max_metric_series` are free
+    /// again. Runs on the control thread; each loop's part on that loop.
+    func expireIdleSeries(idle: Duration) -> EventLoopFuture<Void> {
+        let idleNanos = UInt64(idle.nanosecondsClamped)
+        let loop = ControlThread.loop
+        let reports = contexts.map { context in
+            context.eventLoop.submit { context.metrics.seriesActivity(nowNanos: NIODeadline.now().uptimeNanoseconds, idleNanos: idleNanos) }
+        }
+        return EventLoopFuture.whenAllSucceed(reports, on: loop).flatMap { reports in
+            var idleKeys = Set<LoopMetrics.CallKey>()
+            for report in reports { idleKeys.formUnion(report.idle) }
+            for report in reports { idleKeys.subtract(report.active) }
+            guard !idleKeys.isEmpty else { return loop.makeSucceededVoidFuture() }
+            let keys = idleKeys
+            let expired = self.contexts.map { context in
+                context.eventLoop.submit { context.metrics.expire(keys, nowNanos: NIODeadline.now().uptimeNanoseconds, idleNanos: idleNanos) }
+            }
+            return EventLoopFuture.andAllSucceed(expired, on: loop)
+        }
+    }
+
     /// `/clusters`: every cluster of the current generation, its endpoints
     /// with health and ejection, and its discovery state. A read-only
     /// address does not get the discovery source's last error (it may name

@@ -32,6 +32,8 @@ public final class Gateway: Sendable {
     public let discovery = DiscoveryManager()
     /// Reloads and plugin loads, for /metrics.
     let counters = GatewayCounters()
+    /// `runtime.max_metric_series`, shared by every loop's `LoopMetrics`.
+    let metricSeries: MetricSeriesBudget
     /// `runtime.global_buffer_limit_bytes`, shared by every connection in
     /// both directions.
     let bufferBudget: HTTP2BufferBudget
@@ -46,6 +48,7 @@ public final class Gateway: Sendable {
         /// The full admin address's channel first, then the read-only ones.
         var admin: [Channel] = []
         var tlsWatch: RepeatedTask?
+        var seriesExpiry: RepeatedTask?
         var sampler: DashboardSampler?
     }
 
@@ -69,6 +72,8 @@ public final class Gateway: Sendable {
         let bufferBudget = HTTP2BufferBudget(limit: config.runtime.globalBufferLimitBytes)
         self.bufferBudget = bufferBudget
         let reflection = ReflectionCache()
+        let metricSeries = MetricSeriesBudget(capacity: config.runtime.maxMetricSeries)
+        self.metricSeries = metricSeries
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         self.adminGroup = config.admin == nil ? nil : MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loops = Array(group.makeIterator())
@@ -83,7 +88,7 @@ public final class Gateway: Sendable {
             let ejections = self.ejections
             contexts.append(try loop.submit {
                 LoopContext(eventLoop: loop, index: i, serving: serving, health: health, ejections: ejections, plugins: plugins,
-                            bufferBudget: bufferBudget, reflection: reflection)
+                            bufferBudget: bufferBudget, reflection: reflection, metricSeries: metricSeries)
             }.wait())
         }
         contextsBox.withLockedValue { $0 = contexts }
@@ -202,6 +207,16 @@ public final class Gateway: Sendable {
             for source in generations.current.serving.tls.all + discovery.tlsSources { source.reloadIfChanged() }
         }
         serving.withLockedValue { $0.tlsWatch = watch }
+        let idle = startup.config.runtime.metricSeriesIdleTimeout
+        if idle > .zero {
+            // A sweep every quarter of the idle timeout (at most a minute):
+            // a series goes between idle_timeout and 1.25 times it.
+            let period = TimeAmount.nanoseconds(min(max(idle.nanosecondsClamped / 4, 100_000_000), 60_000_000_000))
+            let expiry = ControlThread.loop.scheduleRepeatedAsyncTask(initialDelay: period, delay: period) { [weak self] _ in
+                self?.expireIdleSeries(idle: idle) ?? ControlThread.loop.makeSucceededVoidFuture()
+            }
+            serving.withLockedValue { $0.seriesExpiry = expiry }
+        }
         health.markStarted()
         // A source may have changed between the first snapshot (init) and
         // now, before the gateway listened for changes: catch up once.
@@ -250,8 +265,9 @@ public final class Gateway: Sendable {
         try? await Task.sleep(for: .milliseconds(600))
         health.finishAllWatches()
         generations.checker.stop()
-        let (watch, sampler) = serving.withLockedValue { ($0.tlsWatch, $0.sampler) }
+        let (watch, sampler, expiry) = serving.withLockedValue { ($0.tlsWatch, $0.sampler, $0.seriesExpiry) }
         watch?.cancel()
+        expiry?.cancel()
         discovery.stopAll()
         sampler?.stop()
         let clock = ContinuousClock()
