@@ -65,10 +65,12 @@ import Testing
             rate: 5
             authorization: Bearer abc
             nested: { hmac_key: k1, list: [{ cookie: c1 }], header_value: "Bearer xyz", url: "postgres://u:pw@db:5432/x", plain: "http://h/p" }
+            mirror: { header: X-Api-Key, header_value: opaque1 }
+            other: { header: x-tenant, header_value: blue }
             """)
         let json = AdminViews.redacted(config).jsonText
-        for secret in ["abc", "k1", "c1", "xyz", "pw@db"] { #expect(!json.contains(secret), "\(secret) in \(json)") }
-        #expect(json.contains("\"rate\":5") && json.contains("http://h/p"))
+        for secret in ["abc", "k1", "c1", "xyz", "pw@db", "opaque1"] { #expect(!json.contains(secret), "\(secret) in \(json)") }
+        #expect(json.contains("\"rate\":5") && json.contains("http://h/p") && json.contains("blue") && json.contains("X-Api-Key"))
     }
 
     @Test func aReadOnlyAddressRedactsEveryValueAndKeepsTheShape() throws {

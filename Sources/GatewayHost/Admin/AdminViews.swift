@@ -91,8 +91,17 @@ enum AdminViews {
     static func redacted(_ node: YAMLNode) -> YAMLNode {
         switch node {
         case .mapping(let pairs, let mark):
+            // `{header: authorization, header_value: ...}`: the value's key
+            // names no secret, the header beside it does.
+            let namesSecretHeader = pairs.contains { pair in
+                guard let key = pair.key.scalarText?.lowercased(), key.contains("header") || key == "name",
+                      let value = pair.value.scalarText else { return false }
+                return isSecretKey(value)
+            }
             return .mapping(pairs.map { pair in
-                if let key = pair.key.scalarText, isSecretKey(key) { return (pair.key, .scalar(Self.redacted, quoted: true, pair.value.mark)) }
+                if let key = pair.key.scalarText, isSecretKey(key) || (namesSecretHeader && key.lowercased().contains("value")) {
+                    return (pair.key, .scalar(Self.redacted, quoted: true, pair.value.mark))
+                }
                 return (pair.key, redacted(pair.value))
             }, mark)
         case .sequence(let items, let mark):
