@@ -17,9 +17,11 @@ import Testing
         #expect(loopback.refusal(host: "[::1]:9901", origin: nil) == nil)
         // A DNS-rebinding page's requests carry its own name.
         #expect(loopback.refusal(host: "evil.example:9901", origin: nil)?.contains("DNS-rebinding") == true)
-        // Another port, or none.
-        #expect(loopback.refusal(host: "127.0.0.1:9902", origin: nil) != nil)
-        #expect(loopback.refusal(host: "127.0.0.1", origin: nil) != nil)
+        // Another port (a port-forward), or none: no port makes a name rebindable.
+        #expect(loopback.refusal(host: "127.0.0.1:19901", origin: nil) == nil)
+        #expect(loopback.refusal(host: "localhost", origin: nil) == nil)
+        #expect(loopback.refusal(host: "127.0.0.1:x", origin: nil) != nil)
+        #expect(loopback.refusal(host: "[::1", origin: nil) != nil)
         #expect(loopback.refusal(host: nil, origin: nil)?.contains("no Host") == true)
         #expect(loopback.refusal(host: "", origin: nil) != nil)
         // A name the address is configured with is its own.

@@ -4,9 +4,11 @@
 /// or rebind its own DNS name to the admin's address (DNS rebinding).
 ///
 /// - `Host` must name this address: its configured host, `localhost`, or an
-///   IP literal, with its port. A DNS-rebinding page's requests carry the
-///   page's own name, which is none of those (an IP literal involves no DNS,
-///   so it cannot be rebound).
+///   IP literal. A DNS-rebinding page's requests carry the page's own name,
+///   which is none of those (an IP literal involves no DNS, so it cannot be
+///   rebound). The port is not checked: a `kubectl port-forward` or a NAT
+///   may put the address behind another one, and no port makes a name
+///   rebindable.
 /// - `Origin`, when present (browsers send it with every POST), must be
 ///   `http://` and that same `Host`: a page of another origin is refused.
 ///   Command-line clients (`meshgate reload`, curl) send no `Origin`.
@@ -19,7 +21,7 @@ struct AdminOriginCheck: Sendable {
             return "the request has no Host header; POST /reload needs Host naming this admin address"
         }
         guard hostNamesThisAddress(host) else {
-            return "Host '\(host)' does not name this admin address (use its address, localhost or an IP literal, with port \(address.port)); refused as a possible DNS-rebinding request"
+            return "Host '\(host)' does not name this admin address (use \(address.host == "0.0.0.0" || address.host == "::" ? "" : "its host, ")localhost or an IP address); refused as a possible DNS-rebinding request"
         }
         if let origin, origin.lowercased() != "http://" + host.lowercased() {
             return "Origin '\(origin)' is not this admin address's (http://\(host)); a page of another site cannot reload the gateway"
@@ -28,9 +30,23 @@ struct AdminOriginCheck: Sendable {
     }
 
     func hostNamesThisAddress(_ header: String) -> Bool {
-        guard let spec = try? SocketAddressSpec.parse(header), spec.port == address.port else { return false }
-        let name = spec.host.lowercased()
+        let name = Self.hostName(header).lowercased()
+        guard !name.isEmpty else { return false }
         return name == address.host.lowercased() || name == "localhost" || Self.isIPLiteral(name)
+    }
+
+    /// The host of a `Host` value: `name`, `name:port`, `[v6]` or `[v6]:port`.
+    static func hostName(_ header: String) -> Substring {
+        if header.hasPrefix("[") {
+            guard let close = header.firstIndex(of: "]") else { return "" }
+            let rest = header[header.index(after: close)...]
+            guard rest.isEmpty || (rest.hasPrefix(":") && rest.dropFirst().allSatisfy(\.isNumber)) else { return "" }
+            return header[header.index(after: header.startIndex)..<close]
+        }
+        let parts = header.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count <= 2 else { return "" }
+        if parts.count == 2, parts[1].isEmpty || !parts[1].allSatisfy(\.isNumber) { return "" }
+        return parts[0]
     }
 
     /// Dotted-quad IPv4, or an IPv6 literal (what was in brackets: hex
