@@ -229,9 +229,9 @@ def test_a_flood_of_method_names_keeps_metrics_bounded(bins, launcher):
             {"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]}],
         "clusters": [{"name": "mesh", "endpoints": [{"address": f"{HOST}:{replica.port}"}]}]}), port, name="gw-flood")
     long_name = "L" * 300
-    # Over two connections, so both event loops see new names: the cap is
+    # Over four connections, so every event loop sees new names: the cap is
     # for the loops together.
-    flood(port, [f"/mesh.v1.MeshService/{long_name}"] + [f"/mesh.v1.MeshService/Unknown{i:05d}" for i in range(5000)], connections=2)
+    flood(port, [f"/mesh.v1.MeshService/{long_name}"] + [f"/mesh.v1.MeshService/Unknown{i:05d}" for i in range(5000)], connections=4)
     text = fetch(f"http://{HOST}:{admin}/metrics")
     series = request_series(text)
     assert len(series) <= 1001, len(series)
