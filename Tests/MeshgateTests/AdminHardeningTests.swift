@@ -213,6 +213,17 @@ import Testing
         #expect(ConnectionLimit.listenerDefault(openFileLimit: 1, listeners: 3) == 1)
     }
 
+    @Test func aHealthOnlyListenerIdlesOutAfterAMinuteByDefault() throws {
+        let config = try ConfigLoader.parse("""
+            listeners:
+              - { name: probes, address: 127.0.0.1:1, health_only: true }
+              - { name: slow-probes, address: 127.0.0.1:2, health_only: true, idle_timeout: 5m }
+              - { name: public, address: 127.0.0.1:3, routes: [] }
+            clusters: []
+            """, file: "a.yaml")
+        #expect(config.listeners.map(\.idleTimeout) == [.seconds(60), .seconds(300), .seconds(3600)])
+    }
+
     @Test func adminLimitsParseWithDefaults() throws {
         let base = "listeners: [{ name: l, address: 127.0.0.1:1, routes: [] }]\nclusters: []\n"
         let plain = try ConfigLoader.parse("admin: { address: 127.0.0.1:9901 }\n" + base, file: "a.yaml")

@@ -271,3 +271,46 @@ def test_a_health_only_listener_takes_no_routes(bins, tmp_path):
     result = subprocess.run([str(bins.meshgate), "validate", "--config", str(config)], capture_output=True, text=True, timeout=20)
     assert result.returncode == 2
     assert f"{config}:5:13: listeners[0].routes: a health_only listener serves only grpc.health.v1" in result.stderr
+
+
+def test_a_health_only_port_holds_256_connections_by_default(bins, launcher):
+    """The plaintext probe port is public: without max_connections it keeps
+    256 connections open at once (idle ones too: each is one descriptor);
+    the 257th is accepted and closed at once, probes work again once some
+    close, and its `listening` line says the default (issue 26)."""
+    import socket
+    port, health_port = free_port(), free_port()
+    gateway = launcher.gateway(to_yaml({
+        "listeners": [{"name": "public", "address": f"{HOST}:{port}", "routes": []},
+                      {"name": "probes", "address": f"{HOST}:{health_port}", "health_only": True}],
+        "clusters": []}), port, name="gw-probe-cap")
+    held = []
+    try:
+        for _ in range(256):
+            held.append(socket.create_connection((HOST, health_port), timeout=5))
+        extra = socket.create_connection((HOST, health_port), timeout=5)
+        extra.settimeout(3)
+        try:
+            assert extra.recv(100) == b"", "the 257th connection was answered"
+        except ConnectionResetError:
+            pass
+        except socket.timeout:
+            raise AssertionError("a 257th connection to the probe port stayed open")
+        finally:
+            extra.close()
+        for sock in held[:16]:
+            sock.close()
+
+        def probes() -> bool:
+            try:
+                with insecure_channel(health_port) as channel:
+                    return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status == SERVING
+            except grpc.RpcError:
+                return False
+        wait_until(probes, timeout=10, interval=0.2, message="a probe once slots are free")
+        listening = [json.loads(line) for line in gateway.proc.log_text().splitlines()
+                     if line.startswith("{") and '"listening"' in line]
+        assert {line["listener"]: line["max_connections"] for line in listening}["probes"] == "256 (default)", listening
+    finally:
+        for sock in held:
+            sock.close()

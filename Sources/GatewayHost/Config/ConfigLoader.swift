@@ -171,6 +171,10 @@ public enum ConfigLoader {
             listener.tls = try parseTLS(tlsNode, file: file, path: l.fieldPath("tls"), listener: true)
         }
         listener.healthOnly = try l.bool("health_only") ?? false
+        // A probe port is public (plaintext, for probes that cannot present
+        // a certificate) and serves connections that last a probe: an idle
+        // one is closed after a minute unless the config says otherwise.
+        if listener.healthOnly, l.node("idle_timeout") == nil { listener.idleTimeout = ListenerConfig.healthOnlyIdleTimeout }
         listener.reflection = try l.bool("reflection") ?? true
         listener.grpcWeb = try l.bool("grpc_web") ?? false
         if let corsNode = l.node("cors") {

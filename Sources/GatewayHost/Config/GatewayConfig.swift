@@ -123,8 +123,12 @@ public struct ListenerConfig: Sendable {
     public var reflection = true
     /// Serves only grpc.health.v1 (`health_only: true`; no routes): a
     /// port for probes that cannot present a client certificate, such as
-    /// Kubernetes' gRPC probes, while client traffic stays on mTLS.
+    /// Kubernetes' gRPC probes, while client traffic stays on mTLS. Its
+    /// defaults are tighter (`healthOnlyIdleTimeout`,
+    /// `ConnectionLimit.healthOnlyDefault`).
     public var healthOnly = false
+    /// `idle_timeout` of a health-only listener that sets none.
+    public static let healthOnlyIdleTimeout: Duration = .seconds(60)
     /// Also accepts gRPC-Web (`grpc_web: true`): browsers' calls over
     /// HTTP/1.1 or HTTP/2, translated to gRPC upstream and back (see
     /// `GRPCWebStream`).

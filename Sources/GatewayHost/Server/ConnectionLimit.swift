@@ -30,6 +30,10 @@ final class ConnectionLimit: Sendable {
 extension ConnectionLimit {
     /// A listener's `max_connections` when its config sets none.
     static let listenerDefault = 10_000
+    /// The same for a `health_only` listener: probes (kubelet, a load
+    /// balancer's checks) need a few connections at a time, and the port is
+    /// plaintext and public.
+    static let healthOnlyDefault = 256
     /// Descriptors kept out of the listeners' share of the open-file limit:
     /// upstream connections, admin connections, plugin and config files.
     static let reservedFraction = 4

@@ -140,7 +140,8 @@ public final class Gateway: Sendable {
             listenerSettings.maxQueuedBytes = listener.config.perConnectionBufferLimitBytes
             listenerSettings.bufferBudget = bufferBudget
             let settings = listenerSettings
-            let connectionLimit = ConnectionLimit(max: listener.config.maxConnections ?? defaultMaxConnections)
+            let connectionLimit = ConnectionLimit(max: listener.config.maxConnections
+                ?? (listener.config.healthOnly ? min(ConnectionLimit.healthOnlyDefault, defaultMaxConnections) : defaultMaxConnections))
             let bootstrap = ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 1024)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
