@@ -276,7 +276,7 @@ def test_a_health_only_listener_takes_no_routes(bins, tmp_path):
 def test_a_health_only_port_holds_256_connections_by_default(bins, launcher):
     """The plaintext probe port is public: without max_connections it keeps
     256 connections open at once (idle ones too: each is one descriptor);
-    the 257th is accepted and closed at once, probes work again once some
+    one of 257 is accepted and closed at once, probes work again once some
     close, and its `listening` line says the default (issue 26)."""
     import socket
     port, health_port = free_port(), free_port()
@@ -286,18 +286,14 @@ def test_a_health_only_port_holds_256_connections_by_default(bins, launcher):
         "clusters": []}), port, name="gw-probe-cap")
     held = []
     try:
-        for _ in range(256):
+        for _ in range(257):
             held.append(socket.create_connection((HOST, health_port), timeout=5))
-        extra = socket.create_connection((HOST, health_port), timeout=5)
-        extra.settimeout(3)
-        try:
-            assert extra.recv(100) == b"", "the 257th connection was answered"
-        except ConnectionResetError:
-            pass
-        except socket.timeout:
-            raise AssertionError("a 257th connection to the probe port stayed open")
-        finally:
-            extra.close()
+        # Which one is refused depends on which event loop sets its
+        # connection up first; one of the 257 is closed at once.
+        closed = _closed_within(held, seconds=3)
+        assert len(closed) == 1, f"{len(closed)} of 257 connections were closed"
+        held = [sock for sock in held if sock not in closed]
+        closed[0].close()
         for sock in held[:16]:
             sock.close()
 
@@ -314,3 +310,26 @@ def test_a_health_only_port_holds_256_connections_by_default(bins, launcher):
     finally:
         for sock in held:
             sock.close()
+
+
+def _closed_within(socks, seconds: float) -> list:
+    """The sockets of `socks` their peer closes within `seconds` (EOF or reset)."""
+    import select
+    import socket
+    import time
+    closed = []
+    deadline = time.monotonic() + seconds
+    open_ = list(socks)
+    while open_ and time.monotonic() < deadline:
+        readable, _, _ = select.select(open_, [], [], max(0.0, deadline - time.monotonic()))
+        for sock in readable:
+            try:
+                data = sock.recv(4096, socket.MSG_DONTWAIT)
+            except ConnectionResetError:
+                data = b""
+            except BlockingIOError:
+                continue
+            if not data:
+                closed.append(sock)
+                open_.remove(sock)
+    return closed
