@@ -354,7 +354,7 @@ final class ProxyCall: HTTP2StreamDelegate {
     /// gets the kind of failure, not the cluster's name, its discovery
     /// source or its endpoints' addresses and connect errors: those are
     /// config and topology, in the log (`upstream connect failed`, and
-    /// this debug line) and on the full admin address.
+    /// this debug line) and `/clusters`.
     private func pickFailure(_ cluster: ClusterPool) -> GRPCStatus {
         if let reply = plugin.localReply { return reply }
         let status: GRPCStatus
