@@ -217,6 +217,51 @@ public enum Posix {
 
     public static func exit(_ code: Int32) -> Never { Glibc.exit(code) }
 
+    /// RLIMIT_NOFILE: how many descriptors the process may have open. The
+    /// soft limit is the one enforced; the hard limit is how far an
+    /// unprivileged process may raise it. `UInt64.max` is RLIM_INFINITY.
+    public struct OpenFileLimit: Sendable, Equatable {
+        public var soft: UInt64
+        public var hard: UInt64
+
+        public init(soft: UInt64, hard: UInt64) {
+            self.soft = soft
+            self.hard = hard
+        }
+    }
+
+    public static func openFileLimit() throws(PosixError) -> OpenFileLimit {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { throw .last("getrlimit RLIMIT_NOFILE") }
+        return OpenFileLimit(limit)
+    }
+
+    /// Raises the soft open-file limit to the hard one (a server holding a
+    /// connection per client needs more than the usual soft 1024) and
+    /// returns the limits before and after. Linux refuses RLIM_INFINITY for
+    /// descriptors; a hard limit of "unlimited" is then read as
+    /// /proc/sys/fs/nr_open, the kernel's ceiling.
+    public static func raiseOpenFileLimit() throws(PosixError) -> (before: OpenFileLimit, after: OpenFileLimit) {
+        let before = try openFileLimit()
+        guard before.soft < before.hard else { return (before, before) }
+        var target = before.hard
+        if target == UInt64.max {
+            let text = (try? readFile("/proc/sys/fs/nr_open")).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            target = UInt64(text.filter { $0.isNumber }) ?? 1_048_576
+        }
+        var limit = rlimit(rlim_cur: rlim_t(target), rlim_max: before.hard == UInt64.max ? rlim_t.max : rlim_t(before.hard))
+        guard setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { throw .last("setrlimit RLIMIT_NOFILE \(target)") }
+        return (before, try openFileLimit())
+    }
+
+    /// Lowers the soft open-file limit (tests start from a small one).
+    public static func setOpenFileSoftLimit(_ soft: UInt64) throws(PosixError) {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { throw .last("getrlimit RLIMIT_NOFILE") }
+        limit.rlim_cur = rlim_t(soft)
+        guard setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { throw .last("setrlimit RLIMIT_NOFILE \(soft)") }
+    }
+
     // MARK: Clocks
 
     /// Wall-clock time (CLOCK_REALTIME) in nanoseconds since the epoch,
@@ -255,5 +300,12 @@ extension Posix.FileStatus {
         isDirectory = info.st_mode & S_IFMT == S_IFDIR
         owner = info.st_uid
         permissions = UInt32(info.st_mode & 0o777)
+    }
+}
+
+extension Posix.OpenFileLimit {
+    init(_ limit: rlimit) {
+        soft = limit.rlim_cur == rlim_t.max ? UInt64.max : UInt64(limit.rlim_cur)
+        hard = limit.rlim_max == rlim_t.max ? UInt64.max : UInt64(limit.rlim_max)
     }
 }

@@ -606,7 +606,8 @@ import Testing
         let actions = h.send(.attemptClosed(0, .reset(code: .internalError, local: false)))
         #expect(actions.count == 3)
         #expect(actions[0].reportedAttempt == 0 && h.reported[0]?.status.code == .internal)
-        #expect(localStatus(actions)?.message == "upstream 10.0.0.100:50051 reset the stream: INTERNAL_ERROR")
+        // The client learns what happened, not the upstream's address.
+        #expect(localStatus(actions)?.message == "the upstream reset the stream: INTERNAL_ERROR")
         #expect(actions[2] == .sendLocalStatus(localStatus(actions)!, responseStarted: true))
     }
 

@@ -52,3 +52,18 @@ import Testing
         #expect(abs(ours - Date().timeIntervalSince1970) < 1)
     }
 }
+
+/// The open-file limit is raised to the hard one at start. (Lowering it
+/// here first would starve tests running beside this one of descriptors;
+/// `test_admin.py` starts the gateway from a soft limit of 256.)
+@Suite struct OpenFileLimitTests {
+    @Test func theSoftLimitIsRaisedToTheHardOne() throws {
+        let (before, after) = try Posix.raiseOpenFileLimit()
+        #expect(after.hard == before.hard)
+        #expect(after.soft >= before.soft)
+        if before.hard != UInt64.max { #expect(after.soft == before.hard) }
+        // Already at the hard limit: nothing to do, the same both times.
+        let (again, same) = try Posix.raiseOpenFileLimit()
+        #expect(again == same && same == after)
+    }
+}

@@ -22,6 +22,7 @@ from meshkit import ProcessGroup, free_port, to_yaml, wait_until  # noqa: E402
 
 HOST = "127.0.0.1"
 CHROMIUM = "/usr/bin/chromium"
+NASTY_METHOD = "<!--<script>"
 
 
 def main() -> int:
@@ -49,6 +50,15 @@ def main() -> int:
             "clusters": [{"name": "mesh", "health_check": {"mode": "watch", "interval": "500ms"},
                           "endpoints": [{"address": f"{HOST}:{p}"} for p in ports]}]}))
         group.start("gateway", [meshgate, "run", "--config", str(config)], port=port)
+        # A method name chosen to break a page that embeds it raw: inside
+        # <script>, `<!--<script>` would make the HTML parser skip the
+        # script's real end (issue 26). The replicas answer UNIMPLEMENTED;
+        # the gateway counts it as a method of the routed service.
+        with grpc.insecure_channel(f"{HOST}:{port}") as channel:
+            try:
+                channel.unary_unary(f"/mesh.v1.MeshService/{NASTY_METHOD}")(b"", timeout=5)
+            except grpc.RpcError:
+                pass
         # Traffic flows from 3 s before Chromium starts until it has
         # rendered: the tiles show rates over the last 10 s, and Chromium's
         # start-up on a busy 2-core machine can take longer than that.
@@ -76,6 +86,7 @@ def main() -> int:
                       "--no-first-run", "--timeout=8000", "--window-size=1280,2200"]
             dom = subprocess.run(common + ["--dump-dom", url], capture_output=True, text=True, timeout=90)
             (out / "dom.html").write_text(dom.stdout)
+            (out / "served.html").write_text(urllib.request.urlopen(url, timeout=10).read().decode())
             (out / "chromium.log").write_text(dom.stderr)
             subprocess.run(common + [f"--screenshot={out / 'dashboard.png'}", url], capture_output=True, timeout=90)
         finally:

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
+import socket
+from pathlib import Path
 
 import pki
 from conftest import Launcher
-from meshkit import HOST, free_port, to_yaml
+from meshkit import HOST, free_port, insecure_channel, to_yaml, wait_until
 
 
 def request(port: int, method: str, path: str) -> tuple[int, str]:
@@ -45,7 +48,8 @@ def test_read_only_admin_addresses_serve_views_and_refuse_changes(bins, mesh, tm
                 status, body = request(read_only, "GET", path)
                 assert status == 200 and marker in body, (read_only, path, status, body[:200])
             status, body = request(read_only, "POST", "/reload")
-            assert status == 403 and f"admin.address ({HOST}:{admin})" in body, (status, body)
+            # The refusal names the setting, not its value (issue 26).
+            assert status == 403 and "admin.address" in body and str(admin) not in body, (status, body)
             for method in ("PUT", "DELETE", "PATCH"):
                 status, body = request(read_only, method, "/config")
                 assert status == 405 and "read-only" in body, (method, status, body)
@@ -84,3 +88,312 @@ def test_a_read_only_address_that_cannot_bind_stops_startup(bins, tmp_path):
         assert f"admin: cannot listen on {HOST}:{taken}" in result.stderr, result.stderr
     finally:
         holder.close()
+
+
+# --------------------------------------------------------------------------
+# Issue 26: the admin addresses may be public (the description's :8080 and
+# :9090); nobody may hold them, reload through a browser, read secrets from
+# them, or slow calls down by hammering them.
+
+
+def request_with(port: int, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, str]:
+    connection = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def plain_gateway(launch: Launcher, admin: dict, replica_port: int | None = None, runtime: dict | None = None,
+                  filters: list | None = None) -> int:
+    port = free_port()
+    doc: dict = {"admin": admin,
+                 "listeners": [{"name": "public", "address": f"{HOST}:{port}", "routes": []}],
+                 "clusters": []}
+    if runtime:
+        doc["runtime"] = runtime
+    if replica_port:
+        doc["listeners"][0]["routes"] = [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh", "filters": filters or []}]
+        doc["clusters"] = [{"name": "mesh", "endpoints": [{"address": f"{HOST}:{replica_port}"}]}]
+    launch.gateway(to_yaml(doc), port, name=f"gw-admin-{port}")
+    return port
+
+
+def metric(port: int, name: str) -> float:
+    text = request(port, "GET", "/metrics")[1]
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} is not on /metrics")
+
+
+def closed_by_peer(sock: socket.socket, within: float) -> bool:
+    """True when the peer closes `sock` (EOF or reset) within `within` s."""
+    sock.settimeout(within)
+    try:
+        while True:
+            data = sock.recv(4096)
+            if not data:
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_reload_refuses_csrf_and_dns_rebinding(bins, tmp_path):
+    """POST /reload needs a Host naming the admin address (its own host,
+    localhost or an IP literal) and no Origin of another
+    site: a page's form post or fetch (CSRF) and a DNS-rebinding page are
+    refused with 403 and a reason; curl-style clients and `meshgate
+    reload` still reload."""
+    import subprocess
+    admin = free_port()
+    launch = Launcher(bins, tmp_path)
+    try:
+        plain_gateway(launch, {"address": f"{HOST}:{admin}"})
+        refused = [
+            ({"Host": f"rebound.example:{admin}"}, "DNS-rebinding"),
+            ({"Host": f"{HOST}:{admin}", "Origin": "http://evil.example"}, "Origin"),
+            ({"Host": f"{HOST}:{admin}", "Origin": "null"}, "Origin"),
+            ({"Host": f"localhost:{admin}", "Origin": f"http://{HOST}:{admin}"}, "Origin"),
+            ({"Host": f"{HOST}:{admin}", "Origin": "http://evil.example",
+              "Content-Type": "application/x-www-form-urlencoded"}, "Origin"),
+            ({"Host": f"{HOST}.nip.io:{admin}"}, "does not name"),
+        ]
+        for headers, reason in refused:
+            status, body = request_with(admin, "POST", "/reload", headers, body=b"a=b")
+            assert status == 403 and reason in body, (headers, status, body)
+        assert metric(admin, 'meshgate_config_reloads_total{result="ok"}') == 0
+        for headers in ({"Host": f"{HOST}:{admin}"}, {"Host": f"localhost:{admin}", "Origin": f"http://localhost:{admin}"},
+                        {"Host": f"[::1]:{admin}"}, {"Host": "127.0.0.1:19901"}):  # the last: through a port-forward
+            status, body = request_with(admin, "POST", "/reload", headers)
+            assert status == 200 and "generation" in body, (headers, status, body)
+        result = subprocess.run([str(bins.meshgate), "reload", "--admin", f"{HOST}:{admin}"], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0 and "generation 6" in result.stdout, result.stdout + result.stderr
+    finally:
+        launch.stop_all()
+
+
+def test_an_admin_address_holds_at_most_max_connections(bins, tmp_path):
+    """With the defaults, a read-only address keeps 64 connections open at
+    once: idle ones and event streams (`/dashboard/events`) alike. The
+    65th is accepted and closed at once; the full address, with its own
+    cap, still answers and counts the refusals; a freed slot serves again."""
+    admin, public = free_port(), free_port()
+    launch = Launcher(bins, tmp_path)
+    held: list[socket.socket] = []
+    try:
+        plain_gateway(launch, {"address": f"{HOST}:{admin}", "read_only_addresses": [f"{HOST}:{public}"]})
+        for _ in range(32):
+            held.append(socket.create_connection((HOST, public), timeout=5))
+        for _ in range(32):
+            stream = socket.create_connection((HOST, public), timeout=5)
+            stream.sendall(f"GET /dashboard/events HTTP/1.1\r\nHost: {HOST}:{public}\r\n\r\n".encode())
+            first = b""
+            while b"data: " not in first:
+                chunk = stream.recv(65536)
+                assert chunk, "an event stream within the cap was closed"
+                first += chunk
+            held.append(stream)
+        # The idle ones were accepted before the streams answered (accepts
+        # are served in order); one more is over the cap.
+        extra = socket.create_connection((HOST, public), timeout=5)
+        assert closed_by_peer(extra, within=3), "a 65th connection stayed open"
+        extra.close()
+        try:
+            status, _ = request(public, "GET", "/healthz")
+            raise AssertionError(f"a request past the cap was answered ({status})")
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            pass
+        # The full address has its own slots, and says what happened.
+        assert metric(admin, "meshgate_admin_connections_refused_total") >= 2
+        for sock in held[:8]:
+            sock.close()
+        wait_until(lambda: _answers(public), timeout=5, message="a freed slot to serve again")
+    finally:
+        for sock in held:
+            sock.close()
+        launch.stop_all()
+
+
+def _answers(port: int) -> bool:
+    try:
+        return request(port, "GET", "/healthz")[0] == 200
+    except (http.client.RemoteDisconnected, ConnectionError):
+        return False
+
+
+def test_idle_and_unfinished_admin_connections_are_closed(bins, tmp_path):
+    """admin.idle_timeout closes a connection that sends nothing (or nothing
+    more after an answer); admin.request_timeout one whose request never
+    ends, however slowly it keeps sending (a head a byte at a time, a body
+    shorter than its content-length)."""
+    import time
+    admin = free_port()
+    launch = Launcher(bins, tmp_path)
+    try:
+        plain_gateway(launch, {"address": f"{HOST}:{admin}", "idle_timeout": "1s", "request_timeout": "1s"})
+        started = time.monotonic()
+        silent = socket.create_connection((HOST, admin), timeout=5)
+        assert closed_by_peer(silent, within=4), "a silent connection stayed open"
+        assert time.monotonic() - started >= 0.8
+        # Keep-alive: an answer, then idle.
+        connection = http.client.HTTPConnection(HOST, admin, timeout=5)
+        connection.request("GET", "/healthz")
+        assert connection.getresponse().read() == b"ok\n"
+        assert closed_by_peer(connection.sock, within=4), "an idle keep-alive connection stayed open"
+        connection.close()
+        # A head sent a byte at a time keeps no connection past request_timeout.
+        dribble = socket.create_connection((HOST, admin), timeout=5)
+        started = time.monotonic()
+        closed = False
+        for byte in b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 40:
+            try:
+                dribble.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            time.sleep(0.1)
+            if time.monotonic() - started > 4:
+                break
+        assert closed or closed_by_peer(dribble, within=1), "a request sent a byte at a time held its connection"
+        assert time.monotonic() - started < 4
+        # A body that never arrives whole.
+        body = socket.create_connection((HOST, admin), timeout=5)
+        body.sendall(f"POST /reload HTTP/1.1\r\nHost: {HOST}:{admin}\r\nContent-Length: 1000\r\n\r\n0123456789".encode())
+        assert closed_by_peer(body, within=4), "a request with a stalled body held its connection"
+        # The address still serves.
+        assert request(admin, "GET", "/healthz")[0] == 200
+    finally:
+        launch.stop_all()
+
+
+def test_the_open_file_limit_is_raised_and_logged(bins, tmp_path):
+    """Started with a soft open-file limit of 256, the gateway raises it to
+    the hard limit and logs both; a listener without max_connections gets
+    the documented default (10,000, or three quarters of the limit)."""
+    import json as json_module
+    import resource
+    import pytest
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"the hard open-file limit is {hard}")
+    port, admin = free_port(), free_port()
+    config = tmp_path / "mesh.yaml"
+    config.write_text(to_yaml({"admin": {"address": f"{HOST}:{admin}"},
+                               "listeners": [{"name": "public", "address": f"{HOST}:{port}", "routes": []}], "clusters": []}))
+    launch = Launcher(bins, tmp_path)
+    try:
+        proc = launch.group.start("gw-nofile", ["sh", "-c", f'ulimit -Sn 256 && exec "{bins.meshgate}" run --config "{config}"'], port=port)
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        soft_now, hard_now = re.search(r"Max open files\s+(\d+)\s+(\d+)", limits).groups()
+        assert soft_now == hard_now and int(soft_now) > 256, limits
+        lines = [json_module.loads(line) for line in proc.log_text().splitlines() if line.startswith("{")]
+        limit = next(line for line in lines if line.get("msg") == "open file limit")
+        assert limit["soft_at_start"] == "256" and limit["soft"] == soft_now and limit["hard"] == hard_now, limit
+        listening = next(line for line in lines if line.get("msg") == "listening")
+        expected = min(10_000, (int(soft_now) - int(soft_now) // 4))
+        assert listening["max_connections"] == f"{expected} (default)", listening
+    finally:
+        launch.stop_all()
+
+
+def test_read_only_addresses_show_no_filter_settings_or_error_texts(bins, launcher, tmp_path):
+    """Filter configs are free-form: a read-only address shows their keys
+    with every value redacted; the full address redacts what is named or
+    shaped like a secret (here a mirror's value for an `authorization`
+    header and a collector URL with a password). Error texts that may
+    quote config values (a failed reload) are left out of read-only
+    /events, /dashboard/data and /clusters."""
+    replica = launcher.replica("r")
+    admin, public = free_port(), free_port()
+    filters = [{"plugin": "tracing", "config": {"collector": "http://tracer:s3cr3t-pw@127.0.0.1:9/v1/traces", "sampling_ratio": 0.5}},
+               {"plugin": "mirror", "config": {"cluster": "mesh", "percent": 0, "header": "authorization",
+                                               "header_value": "Bearer opaque-token-77"}},
+               {"plugin": "retry", "config": {"max_attempts": 3}}]
+    launch = Launcher(launcher.bins, tmp_path)
+    try:
+        plain_gateway(launch, {"address": f"{HOST}:{admin}", "read_only_addresses": [f"{HOST}:{public}"]},
+                      replica_port=replica.port, filters=filters)
+        secrets = ("s3cr3t-pw", "opaque-token-77")
+        shown = json.loads(request(public, "GET", "/config")[1])
+        chain = shown["listeners"][0]["routes"][0]["filters"]
+        assert chain[2] == {"plugin": "retry", "config": {"max_attempts": "[redacted]"}}, chain
+        assert set(chain[1]["config"]) == {"cluster", "percent", "header", "header_value"}
+        assert all(v == "[redacted]" for f in chain for v in f["config"].values()), chain
+        full = request(admin, "GET", "/config")[1]
+        assert not any(s in full for s in secrets), full
+        assert json.loads(full)["listeners"][0]["routes"][0]["filters"][2]["config"] == {"max_attempts": 3}
+        # A reload that fails on a value: the full address shows why, a
+        # read-only one does not quote it.
+        config_path = next(tmp_path.glob("gw-admin-*.yaml"))
+        good = config_path.read_text()
+        config_path.write_text(good.replace("admin:", "runtime:\n  drain_timeout: hunter2-value\nadmin:", 1))
+        status, body = request(admin, "POST", "/reload")
+        assert status == 400 and "hunter2-value" in body, body
+        assert "hunter2-value" in request(admin, "GET", "/events")[1]
+        for path in ("/events", "/dashboard/data", "/dashboard"):
+            status, body = request(public, "GET", path)
+            assert status == 200 and "reload failed" in body and "hunter2-value" not in body, (path, body[-500:])
+            assert str(config_path) not in body, path
+        config_path.write_text(good)
+    finally:
+        launch.stop_all()
+
+
+def test_hammering_metrics_neither_fails_calls_nor_gathers_per_request(bins, launcher, mesh_pb2, mesh_pb2_grpc, tmp_path):
+    """180 clients (h2load, HTTP/1.1 keep-alive) ask for /metrics on the
+    three admin addresses as fast as they are answered for 4 s while a
+    grpcio client calls through the gateway: every call succeeds, and the
+    event loops copy their counters at most about once a second
+    (`meshgate_metrics_gathers_total`) however many scrapes come."""
+    import subprocess
+    import threading
+    import time
+    import grpc
+    replica = launcher.replica("r")
+    admin, public1, public2 = free_port(), free_port(), free_port()
+    launch = Launcher(launcher.bins, tmp_path)
+    try:
+        port = plain_gateway(launch, {"address": f"{HOST}:{admin}", "read_only_addresses": [f"{HOST}:{public1}", f"{HOST}:{public2}"]},
+                             replica_port=replica.port)
+        gathers_before = metric(admin, "meshgate_metrics_gathers_total")
+        failures: list[str] = []
+        calls = [0]
+        stop = threading.Event()
+
+        def traffic() -> None:
+            with insecure_channel(port) as channel:
+                stub = mesh_pb2_grpc.MeshServiceStub(channel)
+                while not stop.is_set():
+                    try:
+                        stub.Process(mesh_pb2.ProcessRequest(request_id="c", data="x"), timeout=5)
+                        calls[0] += 1
+                    except grpc.RpcError as error:
+                        failures.append(f"{error.code()}: {error.details()}")
+        sender = threading.Thread(target=traffic, daemon=True)
+        sender.start()
+        started = time.monotonic()
+        loads = [subprocess.Popen(["h2load", "--h1", "-c", "60", "-D", "4", f"http://{HOST}:{p}/metrics"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for p in (admin, public1, public2)]
+        outputs = [load.communicate(timeout=60)[0] for load in loads]
+        elapsed = time.monotonic() - started
+        stop.set()
+        sender.join(timeout=10)
+        succeeded = 0
+        for output in outputs:
+            m = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", output)
+            assert m, output
+            succeeded += int(m.group(1))
+        gathers = metric(admin, "meshgate_metrics_gathers_total") - gathers_before
+        assert not failures, failures[:5]
+        assert calls[0] > 50, calls[0]
+        assert succeeded >= 180, outputs
+        # One gather a second at most (plus the one this check asked for).
+        assert 1 <= gathers <= elapsed + 3, (gathers, elapsed, succeeded)
+        assert metric(admin, "meshgate_metrics_scrapes_total") >= succeeded
+    finally:
+        launch.stop_all()

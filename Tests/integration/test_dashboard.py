@@ -69,6 +69,14 @@ def test_chromium_renders_live_numbers(bins, tmp_path):
     events = [json.loads(line) for line in (tmp_path / "events.txt").read_text().splitlines()]
     assert len(events) == 2 and 0.8 < events[1]["at"] - events[0]["at"] < 2.5, [e["at"] for e in events]
     assert all(e["methods"] and e["endpoints"] for e in events)
+    # A client named a method `<!--<script>`: the served page embeds it
+    # escaped (no raw `<` in the script's data), the page's script still
+    # ran (the renders counted above), and the methods table shows the
+    # name as text.
+    served = (tmp_path / "served.html").read_text()
+    script = served[served.index("<script>") + len("<script>"):served.rindex("</script>")]
+    assert "<!--" not in script and "<script" not in script and "\\u003c!--\\u003cscript\\u003e" in script, script[:300]
+    assert "<td>&lt;!--&lt;script&gt;</td>" in dom, re.findall(r'<tbody id="methods">.*?</tbody>', dom)
     png = (tmp_path / "dashboard.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     shutil.copy(tmp_path / "dashboard.png", HERE.parents[1] / ".build" / "dashboard.png")

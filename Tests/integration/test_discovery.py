@@ -473,7 +473,8 @@ def test_membership_update_remaps_only_the_new_endpoints_keys(bins, mesh_pb2, me
 
 def test_a_source_with_nothing_yet_starts_empty_then_fills(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
     """A file that does not exist yet: the gateway starts (after its 5 s
-    wait), calls get UNAVAILABLE naming the cluster, and the file's
+    wait), calls get UNAVAILABLE saying discovery has found nothing yet
+    (without naming the file: issue 26), and the file's
     endpoints take calls as soon as it appears."""
     launch = Launcher(bins, tmp_path)
     try:
@@ -490,7 +491,8 @@ def test_a_source_with_nothing_yet_starts_empty_then_fills(bins, mesh_pb2, mesh_
             with pytest.raises(grpc.RpcError) as info:
                 stub.Process(mesh_pb2.ProcessRequest(request_id="x"), timeout=5)
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value
-            assert "has no endpoints" in info.value.details() and "file" in info.value.details(), info.value.details()
+            assert "has no endpoints" in info.value.details() and "discovery" in info.value.details(), info.value.details()
+            assert str(endpoints) not in info.value.details() and "later.yaml" not in info.value.details(), info.value.details()
             write_atomically(endpoints, endpoints_yaml({"n1": replica_port}))
             wait_until(lambda: mesh_cluster(admin)["endpoints"], timeout=5, message="the file's endpoint in the cluster")
             assert mesh_cluster(admin)["discovery"]["state"] == "ok"

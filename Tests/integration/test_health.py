@@ -271,3 +271,65 @@ def test_a_health_only_listener_takes_no_routes(bins, tmp_path):
     result = subprocess.run([str(bins.meshgate), "validate", "--config", str(config)], capture_output=True, text=True, timeout=20)
     assert result.returncode == 2
     assert f"{config}:5:13: listeners[0].routes: a health_only listener serves only grpc.health.v1" in result.stderr
+
+
+def test_a_health_only_port_holds_256_connections_by_default(bins, launcher):
+    """The plaintext probe port is public: without max_connections it keeps
+    256 connections open at once (idle ones too: each is one descriptor);
+    one of 257 is accepted and closed at once, probes work again once some
+    close, and its `listening` line says the default (issue 26)."""
+    import socket
+    port, health_port = free_port(), free_port()
+    gateway = launcher.gateway(to_yaml({
+        "listeners": [{"name": "public", "address": f"{HOST}:{port}", "routes": []},
+                      {"name": "probes", "address": f"{HOST}:{health_port}", "health_only": True}],
+        "clusters": []}), port, name="gw-probe-cap")
+    held = []
+    try:
+        for _ in range(257):
+            held.append(socket.create_connection((HOST, health_port), timeout=5))
+        # Which one is refused depends on which event loop sets its
+        # connection up first; one of the 257 is closed at once.
+        closed = _closed_within(held, seconds=3)
+        assert len(closed) == 1, f"{len(closed)} of 257 connections were closed"
+        held = [sock for sock in held if sock not in closed]
+        closed[0].close()
+        for sock in held[:16]:
+            sock.close()
+
+        def probes() -> bool:
+            try:
+                with insecure_channel(health_port) as channel:
+                    return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status == SERVING
+            except grpc.RpcError:
+                return False
+        wait_until(probes, timeout=10, interval=0.2, message="a probe once slots are free")
+        listening = [json.loads(line) for line in gateway.proc.log_text().splitlines()
+                     if line.startswith("{") and '"listening"' in line]
+        assert {line["listener"]: line["max_connections"] for line in listening}["probes"] == "256 (default)", listening
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def _closed_within(socks, seconds: float) -> list:
+    """The sockets of `socks` their peer closes within `seconds` (EOF or reset)."""
+    import select
+    import socket
+    import time
+    closed = []
+    deadline = time.monotonic() + seconds
+    open_ = list(socks)
+    while open_ and time.monotonic() < deadline:
+        readable, _, _ = select.select(open_, [], [], max(0.0, deadline - time.monotonic()))
+        for sock in readable:
+            try:
+                data = sock.recv(4096, socket.MSG_DONTWAIT)
+            except ConnectionResetError:
+                data = b""
+            except BlockingIOError:
+                continue
+            if not data:
+                closed.append(sock)
+                open_.remove(sock)
+    return closed

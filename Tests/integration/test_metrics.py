@@ -184,3 +184,84 @@ def test_plugin_counters_reach_metrics(launcher, mesh_pb2, mesh_pb2_grpc):
     assert overflows['{cluster="mesh",limit="max_retries"}'] == 0
     check = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def request_series(text: str) -> dict[tuple[str, str], float]:
+    """{(service, method): calls} from grpc_requests_total."""
+    out: dict[tuple[str, str], float] = {}
+    for labels, value in samples(text, "grpc_requests_total").items():
+        service = re.search(r'service="((?:[^"\\]|\\.)*)"', labels).group(1)
+        method = re.search(r'method="((?:[^"\\]|\\.)*)"', labels).group(1)
+        out[(service, method)] = out.get((service, method), 0) + value
+    return out
+
+
+def flood(port: int, paths: list[str], window: int = 200, connections: int = 1) -> None:
+    """Calls every path once (UNIMPLEMENTED from the replica), `window` at a
+    time, spread over `connections` connections (which the gateway spreads
+    over its event loops)."""
+    channels = [insecure_channel(port) for _ in range(connections)]
+    try:
+        for start in range(0, len(paths), window):
+            futures = [channels[i % connections].unary_unary(p).future(b"", timeout=10)
+                       for i, p in enumerate(paths[start:start + window], start)]
+            for future in futures:
+                try:
+                    future.result()
+                except grpc.RpcError as error:
+                    assert error.code() == grpc.StatusCode.UNIMPLEMENTED, (error.code(), error.details())
+    finally:
+        for channel in channels:
+            channel.close()
+
+
+def test_a_flood_of_method_names_keeps_metrics_bounded(bins, launcher):
+    """The method label comes from the client's :path. 5,000 names nobody
+    serves, sent to a routed service, and one 300-byte name: /metrics keeps
+    at most runtime.max_metric_series (default 1,000) series for all event
+    loops together, counts the rest as service="other",method="other",
+    leaves the long name out, stays bounded in size and passes promtool."""
+    replica = launcher.replica("m1")
+    port, admin = free_port(), free_port()
+    launcher.gateway(to_yaml({
+        "admin": {"address": f"{HOST}:{admin}"},
+        "listeners": [{"name": "public", "address": f"{HOST}:{port}", "routes": [
+            {"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]}],
+        "clusters": [{"name": "mesh", "endpoints": [{"address": f"{HOST}:{replica.port}"}]}]}), port, name="gw-flood")
+    long_name = "L" * 300
+    # Over four connections, so every event loop sees new names: the cap is
+    # for the loops together.
+    flood(port, [f"/mesh.v1.MeshService/{long_name}"] + [f"/mesh.v1.MeshService/Unknown{i:05d}" for i in range(5000)], connections=4)
+    text = fetch(f"http://{HOST}:{admin}/metrics")
+    series = request_series(text)
+    assert len(series) <= 1001, len(series)
+    assert series[("other", "other")] >= 4001, series.get(("other", "other"))
+    assert sum(series.values()) == 5001
+    assert long_name not in text
+    assert samples(text, "meshgate_metric_series")[""] <= 1001
+    # About 2.5 KB per series at most (its codes, 16 buckets, sum, count).
+    assert len(text) < 1001 * 2600 + 20_000, len(text)
+    check = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
+
+
+def test_idle_series_expire_and_make_room(bins, launcher):
+    """With runtime.max_metric_series 10 and metric_series_idle_timeout 1s:
+    20 names make 10 series and `other`; a second later with no calls they
+    are gone, and a new name gets its own series again."""
+    replica = launcher.replica("m1")
+    port, admin = free_port(), free_port()
+    launcher.gateway(to_yaml({
+        "runtime": {"max_metric_series": 10, "metric_series_idle_timeout": "1s"},
+        "admin": {"address": f"{HOST}:{admin}"},
+        "listeners": [{"name": "public", "address": f"{HOST}:{port}", "routes": [
+            {"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]}],
+        "clusters": [{"name": "mesh", "endpoints": [{"address": f"{HOST}:{replica.port}"}]}]}), port, name="gw-expiry")
+    url = f"http://{HOST}:{admin}/metrics"
+    flood(port, [f"/mesh.v1.MeshService/First{i}" for i in range(20)], window=1)
+    series = request_series(fetch(url))
+    assert len(series) == 11 and series[("other", "other")] == 10, series
+    wait_until(lambda: not request_series(fetch(url)), timeout=10, interval=0.3, message="the idle series to expire")
+    assert samples(fetch(url), "meshgate_metric_series")[""] == 0
+    flood(port, ["/mesh.v1.MeshService/Later"])
+    assert request_series(fetch(url)) == {("mesh.v1.MeshService", "Later"): 1}

@@ -295,7 +295,8 @@ def test_grpcurl_over_tls(tls_mesh):
 
 def test_upstream_tls_without_a_client_certificate_fails_clearly(bins, launcher, tmp_path, mesh_pb2, mesh_pb2_grpc):
     """A cluster that speaks TLS to replicas requiring client certificates,
-    but has none to give: calls fail UNAVAILABLE with the TLS reason."""
+    but has none to give: calls fail UNAVAILABLE, and the gateway's log
+    says it is TLS (the client's message names no endpoint: issue 26)."""
     certs = pki.dev_pki(tmp_path / "certs")
     replica = launcher.replica("m1", "--tls-cert", str(certs / "replica.pem"), "--tls-key", str(certs / "replica.key"),
                                "--tls-ca", str(certs / "ca.pem"))
@@ -304,12 +305,14 @@ def test_upstream_tls_without_a_client_certificate_fails_clearly(bins, launcher,
                              "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]}],
               "clusters": [{"name": "mesh", "endpoints": [{"address": f"{HOST}:{replica.port}"}],
                             "tls": {"ca": str(certs / "ca.pem")}}]}
-    launcher.gateway(to_yaml(config), port, name="gw-notls-cert")
+    gateway = launcher.gateway(to_yaml(config), port, name="gw-notls-cert")
     with grpc.insecure_channel(f"{HOST}:{port}") as ch:
         with pytest.raises(grpc.RpcError) as caught:
             mesh_pb2_grpc.MeshServiceStub(ch).Process(mesh_pb2.ProcessRequest(), timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "TLS" in caught.value.details(), caught.value.details()
+    assert "reachable" in caught.value.details() and str(replica.port) not in caught.value.details(), caught.value.details()
+    failures = [json.loads(line) for line in gateway.proc.log_text().splitlines() if '"upstream connect failed"' in line]
+    assert failures and "TLS" in failures[0]["error"] and failures[0]["endpoint"] == f"{HOST}:{replica.port}", failures
 
 
 def test_health_checks_over_tls_say_why_the_handshake_failed(bins, launcher, tmp_path):

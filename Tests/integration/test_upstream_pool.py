@@ -46,7 +46,7 @@ def test_endpoint_back_after_backoff(mesh, launcher):
     pb = mesh.pb2
     replica_port = free_port()
     port = free_port()
-    launcher.gateway(gateway_config(port, clusters={"mesh": [replica_port]}, routes=ROUTES), port, name="gw-back")
+    gateway = launcher.gateway(gateway_config(port, clusters={"mesh": [replica_port]}, routes=ROUTES), port, name="gw-back")
     with insecure_channel(port) as channel:
         stub = mesh.pb2_grpc.MeshServiceStub(channel)
         try:
@@ -54,7 +54,10 @@ def test_endpoint_back_after_backoff(mesh, launcher):
             raise AssertionError("a call to a dead endpoint succeeded")
         except grpc.RpcError as error:
             assert error.code() == grpc.StatusCode.UNAVAILABLE
-            assert "127.0.0.1" in error.details()
+            # The client learns that no upstream is reachable; which one
+            # and why is the operator's (the log), not the client's.
+            assert "reachable" in error.details() and str(replica_port) not in error.details(), error.details()
+        assert f'"endpoint":"127.0.0.1:{replica_port}"' in gateway.proc.log_text().replace(" ", "")
         launcher.replica("late", port=replica_port)
 
         def serves() -> bool:
@@ -99,7 +102,8 @@ def test_upstream_death_mid_stream_is_unavailable(mesh, launcher):
 
 def test_silent_upstream_fails_after_connect_timeout(mesh, launcher):
     """An upstream that accepts TCP but never speaks HTTP/2 is a failed
-    connect after `connect_timeout`: the call gets UNAVAILABLE naming it."""
+    connect after `connect_timeout`: the call gets UNAVAILABLE, the log
+    says why."""
     import socket
 
     silent = socket.socket()
@@ -110,7 +114,7 @@ def test_silent_upstream_fails_after_connect_timeout(mesh, launcher):
         config = gateway_config(port, clusters={"mesh": [silent.getsockname()[1]]}, routes=ROUTES)
         config = config.replace("  - name: mesh\n", "  - name: mesh\n    connect_timeout: 300ms\n")
         assert "connect_timeout: 300ms" in config
-        launcher.gateway(config, port, name="gw-silent")
+        gateway = launcher.gateway(config, port, name="gw-silent")
         with insecure_channel(port) as channel:
             stub = mesh.pb2_grpc.MeshServiceStub(channel)
             started = time.monotonic()
@@ -119,7 +123,9 @@ def test_silent_upstream_fails_after_connect_timeout(mesh, launcher):
                 raise AssertionError("a call to a silent upstream succeeded")
             except grpc.RpcError as error:
                 assert error.code() == grpc.StatusCode.UNAVAILABLE, error
-                assert "SETTINGS" in error.details(), error.details()
+                assert "reachable" in error.details(), error.details()
+            failure = [line for line in gateway.proc.log_text().splitlines() if "upstream connect failed" in line]
+            assert failure and "SETTINGS" in failure[0], failure
             assert time.monotonic() - started < 3
     finally:
         silent.close()

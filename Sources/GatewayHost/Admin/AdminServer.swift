@@ -7,10 +7,12 @@ struct AdminSources: Sendable {
     var health: HealthRegistry
     /// POST /reload (runs on the control thread).
     var reload: @Sendable () -> Result<String, GatewayError>
-    /// Prometheus text, gathered from every loop.
-    var metrics: @Sendable (EventLoop) -> EventLoopFuture<String>
-    var clusters: @Sendable () -> String
-    var config: @Sendable () -> String
+    /// Prometheus text, gathered from every loop at most once a second.
+    var metrics: MetricsScrapes
+    /// `/clusters`; a read-only address gets error texts left out.
+    var clusters: @Sendable (_ readOnly: Bool) -> String
+    /// `/config`; a read-only address gets filter configs fully redacted.
+    var config: @Sendable (_ readOnly: Bool) -> String
     var plugins: @Sendable () -> String
     /// The dashboard's data with the last N points of its time series.
     var dashboard: @Sendable (Int) -> DashboardData
@@ -24,26 +26,36 @@ struct AdminSources: Sendable {
 /// - `/dashboard` (a live page), `/dashboard/data` (its JSON) and
 ///   `/dashboard/events` (the same, as Server-Sent Events every second),
 /// - `POST /reload` (200 with the new generation, or 400 with the reason the
-///   running config stays), only on the full admin address: read-only
-///   addresses answer 403, and every other method than GET/HEAD gets 405.
+///   running config stays), only on the full admin address and only with a
+///   `Host` naming it and no foreign `Origin` (`AdminOriginCheck`):
+///   read-only addresses answer 403, and every other method than GET/HEAD
+///   gets 405.
 final class AdminHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     let sources: AdminSources
-    /// A read-only address (`admin.read_only_addresses`): views only.
+    /// A read-only address (`admin.read_only_addresses`): views only, with
+    /// plugin configs and error texts redacted.
     let readOnly: Bool
-    /// Where POST /reload answers, for the refusal's message.
-    let fullAddress: String
+    /// The full admin address: POST /reload must name it.
+    let originCheck: AdminOriginCheck
+    let timeouts: AdminConnectionTimeouts
     private var path = ""
     private var method = HTTPMethod.GET
+    private var host: String?
+    private var origin: String?
+    private var keepAlive = true
     private var events: Scheduled<Void>?
+    /// When the event stream last found its connection writable.
+    private var streamProgress = NIODeadline.now()
     private var open = true
 
-    init(sources: AdminSources, readOnly: Bool, fullAddress: String) {
+    init(sources: AdminSources, readOnly: Bool, originCheck: AdminOriginCheck, timeouts: AdminConnectionTimeouts) {
         self.sources = sources
         self.readOnly = readOnly
-        self.fullAddress = fullAddress
+        self.originCheck = originCheck
+        self.timeouts = timeouts
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -51,9 +63,13 @@ final class AdminHandler: ChannelInboundHandler {
         case .head(let head):
             path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "")
             method = head.method
+            host = head.headers.first(name: "host")
+            origin = head.headers.first(name: "origin")
+            keepAlive = head.isKeepAlive
         case .body:
             break
         case .end:
+            timeouts.requestComplete()
             route(context)
         }
     }
@@ -64,17 +80,23 @@ final class AdminHandler: ChannelInboundHandler {
         context.fireChannelInactive()
     }
 
+    private static let readOnlyRefusal = "this admin address is read-only: POST /reload answers only on admin.address\n"
+
     private func route(_ context: ChannelHandlerContext) {
         // Views answer GET (and HEAD); the one action, POST /reload, only
         // on the full admin address.
         if path == "/reload" && method == .POST && readOnly {
-            return respond(context, .forbidden, "this admin address is read-only: POST /reload answers only on admin.address (\(fullAddress))\n")
+            return respond(context, .forbidden, Self.readOnlyRefusal)
         }
         if method != .GET && method != .HEAD && !(path == "/reload" && method == .POST) {
             return respond(context, .methodNotAllowed, "\(method) is not served here: the admin views answer GET\(readOnly ? " (this address is read-only)" : "; POST /reload reloads")\n")
         }
         switch path {
         case "/reload" where method == .POST:
+            if let refusal = originCheck.refusal(host: host, origin: origin) {
+                Log.info("admin: POST /reload refused", ["reason": refusal, "peer": context.channel.remoteAddress.map { "\($0)" } ?? "?"])
+                return respond(context, .forbidden, refusal + "\n")
+            }
             // Plugin configs are created on the control thread; the admin
             // loop never waits for it.
             let reload = sources.reload
@@ -85,10 +107,12 @@ final class AdminHandler: ChannelInboundHandler {
                 }
             }
         case "/metrics":
-            sources.metrics(context.eventLoop).assumeIsolated().whenComplete { result in
+            sources.metrics.text(on: context.eventLoop).assumeIsolated().whenComplete { result in
                 switch result {
                 case .success(let text): self.respond(context, .ok, text, contentType: "text/plain; version=0.0.4; charset=utf-8")
-                case .failure(let error): self.respond(context, .internalServerError, "metrics: \(error)\n")
+                case .failure:
+                    // The reason goes to the log, not to a possibly public client.
+                    self.respond(context, .internalServerError, "metrics could not be gathered (see the gateway's log)\n")
                 }
             }
         case "/dashboard/events":
@@ -106,28 +130,36 @@ final class AdminHandler: ChannelInboundHandler {
         case "/healthz": return (.ok, "ok\n", text)
         case "/ready":
             return sources.health.isReady ? (.ok, "ready\n", text) : (.serviceUnavailable, "not ready (starting or draining)\n", text)
-        case "/clusters": return (.ok, sources.clusters(), json)
-        case "/config": return (.ok, sources.config(), json)
+        case "/clusters": return (.ok, sources.clusters(readOnly), json)
+        case "/config": return (.ok, sources.config(readOnly), json)
         case "/plugins": return (.ok, sources.plugins(), json)
-        case "/events": return (.ok, GatewayEvents.shared.json(), json)
+        case "/events": return (.ok, AdminViews.events(readOnly: readOnly), json)
         case "/dashboard", "/dashboard/":
-            return (.ok, DashboardPage.html(initial: sources.dashboard(DashboardSeries.capacity).json), "text/html; charset=utf-8")
-        case "/dashboard/data": return (.ok, sources.dashboard(DashboardSeries.capacity).json + "\n", json)
+            return (.ok, DashboardPage.html(initial: dashboardData(points: DashboardSeries.capacity).json), "text/html; charset=utf-8")
+        case "/dashboard/data": return (.ok, dashboardData(points: DashboardSeries.capacity).json + "\n", json)
         case "/reload":
-            return readOnly ? (.forbidden, "this admin address is read-only: POST /reload answers only on admin.address (\(fullAddress))\n", text)
-                : (.methodNotAllowed, "use POST /reload\n", text)
+            return readOnly ? (.forbidden, Self.readOnlyRefusal, text) : (.methodNotAllowed, "use POST /reload\n", text)
         default:
             return (.notFound, "not found; try /healthz, /ready, /metrics, /clusters, /config, /plugins, /events, /dashboard\(readOnly ? "" : " or POST /reload")\n", text)
         }
     }
 
+    private func dashboardData(points: Int) -> DashboardData {
+        var data = sources.dashboard(points)
+        if readOnly { data.events = data.events.map(AdminViews.publicEvent) }
+        return data
+    }
+
     /// Server-Sent Events: the dashboard's JSON now and every second, until
-    /// the client goes away.
+    /// the client goes away. The stream holds one of the address's
+    /// connection slots like any other request.
     private func streamEvents(_ context: ChannelHandlerContext) {
+        timeouts.streamStarted()
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: "text/event-stream")
         headers.add(name: "cache-control", value: "no-cache")
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+        streamProgress = .now()
         sendEvent(context)
     }
 
@@ -135,38 +167,83 @@ final class AdminHandler: ChannelInboundHandler {
         guard open else { return }
         // A reader that does not read gets no more until it does: the
         // stream never piles updates up in the gateway (these addresses
-        // may be public).
+        // may be public); one that reads nothing for idle_timeout loses
+        // its connection, and its slot.
         guard context.channel.isWritable else {
+            let idle = timeouts.idleTimeout
+            if idle > .zero, NIODeadline.now() - streamProgress >= idle {
+                Log.debug("admin event stream closed", ["reason": "idle_timeout (the client reads nothing)"])
+                context.close(promise: nil)
+                return
+            }
             events = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { self.sendEvent(context) }
             return
         }
+        streamProgress = .now()
         // Each update carries the newest point; the page appends it.
-        let event = "data: \(sources.dashboard(1).json)\n\n"
+        let event = "data: \(dashboardData(points: 1).json)\n\n"
         context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: event)))), promise: nil)
         events = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { self.sendEvent(context) }
     }
 
     private func respond(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ body: String,
                          contentType: String = "text/plain; charset=utf-8") {
+        respond(context, status, context.channel.allocator.buffer(string: body), contentType: contentType)
+    }
+
+    private func respond(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ body: ByteBuffer,
+                         contentType: String = "text/plain; charset=utf-8") {
+        guard open else { return }
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: contentType)
-        headers.add(name: "content-length", value: String(body.utf8.count))
+        headers.add(name: "content-length", value: String(body.readableBytes))
+        if !keepAlive { headers.add(name: "connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        if method != .HEAD {
+            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        }
+        let sent = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: sent)
+        timeouts.answerWritten()
+        let keepAlive = self.keepAlive
+        sent.futureResult.assumeIsolated().whenComplete { result in
+            if case .success = result, keepAlive {
+                self.timeouts.answerSent()
+            } else {
+                context.close(promise: nil)
+            }
+        }
     }
 }
 
 enum AdminServer {
-    static func start(address: SocketAddressSpec, readOnly: Bool, fullAddress: SocketAddressSpec, group: EventLoopGroup,
-                      sources: AdminSources) async throws -> Channel {
-        let full = fullAddress.description
+    /// Binds one admin address on `group` (the admin's own event loop, never
+    /// a data-path one). Past `admin.max_connections` open connections, a
+    /// new one is accepted and closed at once.
+    static func start(address: SocketAddressSpec, readOnly: Bool, admin: AdminConfig, group: EventLoopGroup,
+                      sources: AdminSources, counters: GatewayCounters) async throws -> Channel {
+        let limit = ConnectionLimit(max: admin.maxConnections)
+        let originCheck = AdminOriginCheck(address: admin.address)
+        let idle = TimeAmount.nanoseconds(admin.idleTimeout.nanosecondsClamped)
+        let request = TimeAmount.nanoseconds(admin.requestTimeout.nanosecondsClamped)
+        let name = address.description
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(.backlog, value: 256)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    guard limit.acquire() else {
+                        counters.adminConnectionRefused()
+                        Log.debug("admin connection refused: address at admin.max_connections", ["address": name, "max_connections": String(limit.max)])
+                        channel.close(promise: nil)
+                        return
+                    }
+                    channel.closeFuture.whenComplete { _ in limit.release() }
+                    let timeouts = AdminConnectionTimeouts(idleTimeout: idle, requestTimeout: request)
+                    try channel.pipeline.syncOperations.addHandler(timeouts)
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(AdminHandler(sources: sources, readOnly: readOnly, fullAddress: full))
+                    try channel.pipeline.syncOperations.addHandler(AdminHandler(sources: sources, readOnly: readOnly, originCheck: originCheck,
+                                                                                timeouts: timeouts))
                 }
             }
             .bind(host: address.host, port: address.port).get()

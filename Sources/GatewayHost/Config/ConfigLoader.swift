@@ -62,7 +62,8 @@ public enum ConfigLoader {
 
         if let node = top.node("runtime") {
             let r = try YAMLFieldReader(node, file: file, path: "runtime", allowed: ["event_loops", "drain_timeout", "access_log", "metrics",
-                                                                                     "global_buffer_limit_bytes"])
+                                                                                     "global_buffer_limit_bytes", "max_metric_series",
+                                                                                     "metric_series_idle_timeout"])
             config.runtime.eventLoops = try r.int("event_loops", range: 1...256)
             if let on = try r.bool("access_log") { config.runtime.accessLog = on }
             if let on = try r.bool("metrics") { config.runtime.metrics = on }
@@ -74,10 +75,22 @@ public enum ConfigLoader {
                 }
                 config.runtime.globalBufferLimitBytes = n
             }
+            if let n = try r.int("max_metric_series", range: 1...1_000_000) { config.runtime.maxMetricSeries = n }
+            if let d = try r.duration("metric_series_idle_timeout") { config.runtime.metricSeriesIdleTimeout = d }
         }
         if let node = top.node("admin") {
-            let a = try YAMLFieldReader(node, file: file, path: "admin", allowed: ["address", "read_only_addresses"])
+            let a = try YAMLFieldReader(node, file: file, path: "admin", allowed: ["address", "read_only_addresses", "max_connections",
+                                                                                  "idle_timeout", "request_timeout"])
             var admin = AdminConfig(address: try a.requiredAddress("address"))
+            if let n = try a.int("max_connections", range: 1...100_000) { admin.maxConnections = n }
+            if let d = try a.duration("idle_timeout") { admin.idleTimeout = d }
+            if let d = try a.duration("request_timeout") {
+                guard d > .zero else {
+                    throw ConfigError(file: file, mark: a.node("request_timeout")?.mark, field: a.fieldPath("request_timeout"),
+                                      message: "must be more than 0s: a request that never completes would hold its connection for good")
+                }
+                admin.requestTimeout = d
+            }
             var seen = [admin.address.description: "address"]
             for (item, itemPath) in try a.list("read_only_addresses") {
                 guard let text = item.scalarText else {
@@ -162,6 +175,10 @@ public enum ConfigLoader {
             listener.tls = try parseTLS(tlsNode, file: file, path: l.fieldPath("tls"), listener: true)
         }
         listener.healthOnly = try l.bool("health_only") ?? false
+        // A probe port is public (plaintext, for probes that cannot present
+        // a certificate) and serves connections that last a probe: an idle
+        // one is closed after a minute unless the config says otherwise.
+        if listener.healthOnly, l.node("idle_timeout") == nil { listener.idleTimeout = ListenerConfig.healthOnlyIdleTimeout }
         listener.reflection = try l.bool("reflection") ?? true
         listener.grpcWeb = try l.bool("grpc_web") ?? false
         if let corsNode = l.node("cors") {

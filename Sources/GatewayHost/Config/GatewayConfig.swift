@@ -55,6 +55,15 @@ public struct RuntimeConfig: Sendable {
     /// past it, the largest queues of the connection asking for more are
     /// reset (ENHANCE_YOUR_CALM). Zero: no cap. A reload may change it.
     public var globalBufferLimitBytes: Int = 256 << 20
+    /// Request series (service, method, cluster) /metrics and the dashboard
+    /// keep, all event loops together; a call whose series is not among
+    /// them counts under `service="other",method="other"`. The method
+    /// comes from the client (`:path`), so without a cap each new name
+    /// would be a new series for good. Restart-only.
+    public var maxMetricSeries: Int = 1000
+    /// A series with no call for this long (on any loop) is dropped and its
+    /// place freed; zero: never. Restart-only.
+    public var metricSeriesIdleTimeout: Duration = .seconds(600)
 }
 
 public struct AdminConfig: Sendable {
@@ -64,6 +73,17 @@ public struct AdminConfig: Sendable {
     /// health, clusters, redacted config, plugins) and refusing anything
     /// that changes state: the ports a container publishes.
     public var readOnlyAddresses: [SocketAddressSpec] = []
+    /// Connections open at once on each admin address; one more is
+    /// accepted and closed at once. Event streams (`/dashboard/events`)
+    /// count. These addresses may be public.
+    public var maxConnections = 64
+    /// A connection with no request in progress for this long is closed
+    /// (also one that never sends its first request); zero: never.
+    public var idleTimeout: Duration = .seconds(60)
+    /// A request must arrive whole (head and body) within this long of its
+    /// first byte, else the connection is closed (nginx's
+    /// `client_header_timeout`/`client_body_timeout`).
+    public var requestTimeout: Duration = .seconds(10)
 
     public init(address: SocketAddressSpec, readOnlyAddresses: [SocketAddressSpec] = []) {
         self.address = address
@@ -110,8 +130,12 @@ public struct ListenerConfig: Sendable {
     public var reflection = true
     /// Serves only grpc.health.v1 (`health_only: true`; no routes): a
     /// port for probes that cannot present a client certificate, such as
-    /// Kubernetes' gRPC probes, while client traffic stays on mTLS.
+    /// Kubernetes' gRPC probes, while client traffic stays on mTLS. Its
+    /// defaults are tighter (`healthOnlyIdleTimeout`,
+    /// `ConnectionLimit.healthOnlyDefault`).
     public var healthOnly = false
+    /// `idle_timeout` of a health-only listener that sets none.
+    public static let healthOnlyIdleTimeout: Duration = .seconds(60)
     /// Also accepts gRPC-Web (`grpc_web: true`): browsers' calls over
     /// HTTP/1.1 or HTTP/2, translated to gRPC upstream and back (see
     /// `GRPCWebStream`).

@@ -1,12 +1,13 @@
 import NIOConcurrencyHelpers
 
-/// Counters of rare, gateway-wide events (reloads, plugin loads). They
-/// take a lock, which is fine off the data path.
+/// Counters of rare, gateway-wide events (reloads, plugin loads, admin
+/// connections refused). They take a lock, which is fine off the data path.
 public final class GatewayCounters: Sendable {
     struct Values: Sendable {
         var reloadsOK: UInt64 = 0
         var reloadsFailed: UInt64 = 0
         var pluginLoads: [String: UInt64] = [:]
+        var adminConnectionsRefused: UInt64 = 0
     }
 
     private let state = NIOLockedValueBox(Values())
@@ -15,6 +16,10 @@ public final class GatewayCounters: Sendable {
 
     func reload(succeeded: Bool) {
         state.withLockedValue { if succeeded { $0.reloadsOK += 1 } else { $0.reloadsFailed += 1 } }
+    }
+
+    func adminConnectionRefused() {
+        state.withLockedValue { $0.adminConnectionsRefused += 1 }
     }
 
     func pluginsLoaded(_ names: [String]) {

@@ -7,9 +7,10 @@ import MeshgateGRPC
 final class LoopMetrics {
     /// Upper bounds (seconds) of the request duration histogram: 0.5 ms to 10 s.
     static let durationBounds: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
-    /// A client can send any path on a routed service; past this many
-    /// distinct paths per loop, new ones count under `path="other"`.
-    static let maxSeries = 1000
+    /// The path of the series that counts the calls whose own series the
+    /// budget refused (shown as `service="other",method="other"`). Not a
+    /// gRPC path, so no client can name it.
+    static let otherPath = "other"
 
     struct CallSeries: Sendable {
         /// By gRPC status code (0...16).
@@ -18,6 +19,8 @@ final class LoopMetrics {
         var buckets = [UInt64](repeating: 0, count: LoopMetrics.durationBounds.count + 1)
         var sumSeconds = 0.0
         var count: UInt64 = 0
+        /// When the last call ended (uptime nanoseconds), for expiry.
+        var lastCallNanos: UInt64 = 0
     }
 
     struct CallKey: Hashable, Sendable {
@@ -27,6 +30,8 @@ final class LoopMetrics {
 
     /// `runtime.metrics: false` turns counting off (for measuring its cost).
     var enabled = true
+    /// The series all loops together may keep (`runtime.max_metric_series`).
+    let budget: MetricSeriesBudget
     private(set) var calls: [CallKey: CallSeries] = [:]
     /// Cluster -> attempts by kind.
     private(set) var attempts: [String: [UInt64]] = [:]
@@ -34,12 +39,18 @@ final class LoopMetrics {
     /// request), by status code.
     private(set) var localReplies = [UInt64](repeating: 0, count: 17)
 
-    func callEnded(path: String, cluster: String, code: GRPCStatusCode, seconds: Double) {
+    init(budget: MetricSeriesBudget) {
+        self.budget = budget
+    }
+
+    /// `endNanos`: uptime nanoseconds at the call's end.
+    func callEnded(path: String, cluster: String, code: GRPCStatusCode, seconds: Double, endNanos: UInt64) {
         guard enabled else { return }
         var key = CallKey(path: path, cluster: cluster)
-        if calls[key] == nil, calls.count >= Self.maxSeries { key.path = "other" }
+        // Only a series' first call on this loop asks the budget.
+        if calls[key] == nil, !budget.admit(key) { key.path = Self.otherPath }
         let bucket = Self.durationBounds.firstIndex { seconds <= $0 } ?? Self.durationBounds.count
-        calls[key, default: CallSeries()].record(code: code, bucket: bucket, seconds: seconds)
+        calls[key, default: CallSeries()].record(code: code, bucket: bucket, seconds: seconds, at: endNanos)
     }
 
     func attemptStarted(cluster: String, kind: AttemptKind) {
@@ -51,13 +62,41 @@ final class LoopMetrics {
         guard enabled else { return }
         localReplies[Int(code.rawValue)] += 1
     }
+
+    /// This loop's series with a call within `idleNanos` of `nowNanos`
+    /// (`active`), and the others (`idle`).
+    func seriesActivity(nowNanos: UInt64, idleNanos: UInt64) -> (active: Set<CallKey>, idle: Set<CallKey>) {
+        var active = Set<CallKey>()
+        var idle = Set<CallKey>()
+        for (key, series) in calls {
+            if Self.idleFor(series, nowNanos) < idleNanos { active.insert(key) } else { idle.insert(key) }
+        }
+        return (active, idle)
+    }
+
+    /// Drops those of `keys` still idle (a call may have come since they
+    /// were chosen) and gives their places back to the budget.
+    func expire(_ keys: Set<CallKey>, nowNanos: UInt64, idleNanos: UInt64) {
+        var dropped: [CallKey] = []
+        for key in keys {
+            guard let series = calls[key], Self.idleFor(series, nowNanos) >= idleNanos else { continue }
+            calls[key] = nil
+            dropped.append(key)
+        }
+        budget.release(dropped)
+    }
+
+    private static func idleFor(_ series: CallSeries, _ nowNanos: UInt64) -> UInt64 {
+        nowNanos > series.lastCallNanos ? nowNanos - series.lastCallNanos : 0
+    }
 }
 
 extension LoopMetrics.CallSeries {
-    mutating func record(code: GRPCStatusCode, bucket: Int, seconds: Double) {
+    mutating func record(code: GRPCStatusCode, bucket: Int, seconds: Double, at nanos: UInt64) {
         codes[Int(code.rawValue)] += 1
         buckets[bucket] += 1
         sumSeconds += seconds
         count += 1
+        lastCallNanos = nanos
     }
 }

@@ -61,6 +61,8 @@ struct MetricsSnapshot: Sendable {
     var buffers: (reserved: Int, limit: Int, refusals: UInt64)
     var pluginCounters: [(PluginCounters.Declared, UInt64)] = PluginCounters.shared.snapshot()
     var limits: LimitCounters.Values = LimitCounters.shared.snapshot()
+    /// /metrics' own gathers and scrapes (nil outside a scrape).
+    var scrapes: MetricsScrapes.Counts?
 
     /// Prometheus text exposition format 0.0.4.
     func prometheusText() -> String {
@@ -170,6 +172,16 @@ struct MetricsSnapshot: Sendable {
         out.sample("meshgate_config_reloads_total", ["result": "error"], counters.reloadsFailed)
         out.header("meshgate_plugin_loads_total", "counter", "Plugin images loaded (startup and reloads), by plugin.")
         for (name, count) in counters.pluginLoads.sorted(by: { $0.key < $1.key }) { out.sample("meshgate_plugin_loads_total", ["plugin": name], count) }
+        out.header("meshgate_metric_series", "gauge", "Request series kept (service, method, cluster; runtime.max_metric_series caps them, idle ones expire).")
+        out.sample("meshgate_metric_series", [:], calls.count)
+        out.header("meshgate_admin_connections_refused_total", "counter", "Admin connections closed at once because their address had admin.max_connections open.")
+        out.sample("meshgate_admin_connections_refused_total", [:], counters.adminConnectionsRefused)
+        if let scrapes {
+            out.header("meshgate_metrics_gathers_total", "counter", "Times /metrics had every event loop copy its counters (at most one a second, shared by the scrapes waiting for it).")
+            out.sample("meshgate_metrics_gathers_total", [:], scrapes.gathers)
+            out.header("meshgate_metrics_scrapes_total", "counter", "/metrics requests, all admin addresses.")
+            out.sample("meshgate_metrics_scrapes_total", [:], scrapes.scrapes)
+        }
 
         // Plugins' own counters (ABI 1.1 counter_declare), grouped by name.
         var byName: [String: [(PluginCounters.Declared, UInt64)]] = [:]
@@ -187,6 +199,7 @@ struct MetricsSnapshot: Sendable {
     }
 
     static func split(_ path: String) -> (service: String, method: String) {
+        if path == LoopMetrics.otherPath { return ("other", "other") }
         let (service, method) = GRPCPath.serviceAndMethod(path)
         return (String(service), String(method))
     }

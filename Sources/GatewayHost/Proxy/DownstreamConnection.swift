@@ -167,7 +167,7 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
         let generation = loop.generation
         guard let route = generation.serving.listeners[listenerIndex].routes.match(path: path, headers: headers) else {
             if generation.serving.listeners[listenerIndex].config.healthOnly {
-                return reply(client, stream, GRPCStatus(.unimplemented, "listener '\(listenerName)' serves only grpc.health.v1 (health_only), not \(path)"))
+                return reply(client, stream, GRPCStatus(.unimplemented, "this listener serves only grpc.health.v1 (health_only), not \(path)"))
             }
             let listener = generation.serving.listeners[listenerIndex].config
             if let connection, GatewayReflectionService.paths.contains(path), listener.reflection,
@@ -179,7 +179,7 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
                 if endStream { call.onEnd?() }
                 return call
             }
-            return reply(client, stream, GRPCStatus(.unimplemented, "no route for \(path) on listener '\(listenerName)'"))
+            return reply(client, stream, GRPCStatus(.unimplemented, "no route for \(path)"))
         }
         let peer = tls?.peer
         if let allowed = route.config.allowedIdentities {

@@ -391,18 +391,29 @@ final class ProxyCall: HTTP2StreamDelegate {
     }
 
     /// Why no endpoint could be picked: the balancer's own reason
-    /// (call_local_reply in lb_pick), or the cluster's state.
+    /// (call_local_reply in lb_pick), or the cluster's state. The client
+    /// gets the kind of failure, not the cluster's name, its discovery
+    /// source or its endpoints' addresses and connect errors: those are
+    /// config and topology, in the log (`upstream connect failed`, and
+    /// this debug line) and `/clusters`.
     private func pickFailure(_ cluster: ClusterPool) -> GRPCStatus {
         if let reply = plugin.localReply { return reply }
+        let status: GRPCStatus
         guard !cluster.endpoints.isEmpty else {
-            let why = cluster.config.discovery.map { "its discovery source (\($0)) has found none yet" } ?? "none are configured"
-            return GRPCStatus(.unavailable, "cluster '\(cluster.name)' has no endpoints: \(why)")
+            status = GRPCStatus(.unavailable, cluster.config.discovery == nil
+                ? "the route's cluster has no endpoints" : "the route's cluster has no endpoints: its discovery source has found none yet")
+            Log.debug("no endpoint to pick", ["cluster": cluster.name, "reason": "no endpoints", "discovery": cluster.config.discovery.map { "\($0)" } ?? "-"])
+            return status
         }
         guard cluster.hasHealthyEndpoint else {
-            return GRPCStatus(.unavailable, "no healthy upstream in cluster '\(cluster.name)': every endpoint fails its health checks or is ejected")
+            Log.debug("no endpoint to pick", ["cluster": cluster.name, "reason": "none healthy"])
+            return GRPCStatus(.unavailable, "no healthy upstream: every endpoint of the route's cluster fails its health checks or is ejected")
         }
-        let detail = cluster.endpoints.compactMap { ep in ep.lastConnectError.map { "\(ep.address): \($0)" } }.joined(separator: "; ")
-        return GRPCStatus(.unavailable, "no upstream of cluster '\(cluster.name)' is reachable" + (detail.isEmpty ? "" : " (\(detail))"))
+        if Log.minimumLevel.rawValue <= Log.Level.debug.rawValue {
+            let detail = cluster.endpoints.compactMap { ep in ep.lastConnectError.map { "\(ep.address): \($0)" } }.joined(separator: "; ")
+            Log.debug("no endpoint to pick", ["cluster": cluster.name, "reason": "none reachable", "connect_errors": detail])
+        }
+        return GRPCStatus(.unavailable, "no upstream of the route's cluster is reachable (connect failed; the gateway's log names the endpoints and errors)")
     }
 
     /// The client's "ip:port" ("[v6]:port"), for call_peer_address.
@@ -502,7 +513,7 @@ final class ProxyCall: HTTP2StreamDelegate {
     private func callDone(status: GRPCStatus, attempts attemptCount: Int) {
         let end = finishedAt ?? .now()
         let seconds = Double((end - started).nanoseconds) / 1e9
-        loop.metrics.callEnded(path: path, cluster: route.config.cluster, code: status.code, seconds: seconds)
+        loop.metrics.callEnded(path: path, cluster: route.config.cluster, code: status.code, seconds: seconds, endNanos: end.uptimeNanoseconds)
         attemptTimer?.cancel()
         attemptTimer = nil
         deadlineTimer?.cancel()

@@ -4,7 +4,8 @@ import NIOCore
 /// so a generation number never stands next to another generation's config.
 extension Gateway {
     /// The admin endpoints' data sources, and the dashboard's sampler.
-    func adminSources() -> (AdminSources, DashboardSampler) {
+    /// `adminLoop` runs the admin servers and renders /metrics.
+    func adminSources(adminLoop: EventLoop) -> (AdminSources, DashboardSampler) {
         let sampler = DashboardSampler(collect: { [weak self] loop in
             self?.collectMetrics(on: loop) ?? loop.makeFailedFuture(GatewayError(.internalError, "the gateway is gone"))
         }, statuses: { [health] in health.allStatuses() }, routes: { [generations] in
@@ -15,13 +16,17 @@ extension Gateway {
         let sources = AdminSources(
             health: health,
             reload: { [weak self] in self?.reload() ?? .failure(GatewayError(.internalError, "the gateway is gone")) },
-            metrics: { [weak self] loop in
-                self?.collectMetrics(on: loop).map { $0.prometheusText() } ?? loop.makeSucceededFuture("")
+            metrics: MetricsScrapes(loop: adminLoop) { [weak self] loop, counts in
+                self?.collectMetrics(on: loop).map { snapshot in
+                    var snapshot = snapshot
+                    snapshot.scrapes = counts
+                    return snapshot.prometheusText()
+                } ?? loop.makeSucceededFuture("")
             },
-            clusters: { [weak self] in self?.clustersJSON() ?? "{}" },
-            config: {
+            clusters: { [weak self] readOnly in self?.clustersJSON(readOnly: readOnly) ?? "{}" },
+            config: { readOnly in
                 let current = generations.current
-                return AdminViews.config(current.serving, generation: current.number)
+                return AdminViews.config(current.serving, generation: current.number, readOnly: readOnly)
             },
             plugins: { AdminViews.plugins(generations.current.plugins) },
             dashboard: { sampler.data(seriesPoints: $0) })
@@ -55,9 +60,36 @@ extension Gateway {
         }
     }
 
+    /// Drops the request series no loop has had a call for in `idle`: each
+    /// loop says which of its series are idle and which are not; those
+    /// idle wherever they exist go (a series dropped on one loop only
+    /// would make the summed counter go down while it still counts
+    /// elsewhere). Their places in `runtime.max_metric_series` are free
+    /// again. Runs on the control thread; each loop's part on that loop.
+    func expireIdleSeries(idle: Duration) -> EventLoopFuture<Void> {
+        let idleNanos = UInt64(idle.nanosecondsClamped)
+        let loop = ControlThread.loop
+        let reports = contexts.map { context in
+            context.eventLoop.submit { context.metrics.seriesActivity(nowNanos: NIODeadline.now().uptimeNanoseconds, idleNanos: idleNanos) }
+        }
+        return EventLoopFuture.whenAllSucceed(reports, on: loop).flatMap { reports in
+            var idleKeys = Set<LoopMetrics.CallKey>()
+            for report in reports { idleKeys.formUnion(report.idle) }
+            for report in reports { idleKeys.subtract(report.active) }
+            guard !idleKeys.isEmpty else { return loop.makeSucceededVoidFuture() }
+            let keys = idleKeys
+            let expired = self.contexts.map { context in
+                context.eventLoop.submit { context.metrics.expire(keys, nowNanos: NIODeadline.now().uptimeNanoseconds, idleNanos: idleNanos) }
+            }
+            return EventLoopFuture.andAllSucceed(expired, on: loop)
+        }
+    }
+
     /// `/clusters`: every cluster of the current generation, its endpoints
-    /// with health and ejection, and its discovery state.
-    func clustersJSON() -> String {
+    /// with health and ejection, and its discovery state. A read-only
+    /// address does not get the discovery source's last error (it may name
+    /// files, hosts and what they answered).
+    func clustersJSON(readOnly: Bool = false) -> String {
         let current = generations.current
         var clusters: [String] = []
         for cluster in current.serving.clusters {
@@ -72,7 +104,7 @@ extension Gateway {
             var entry = "{\"name\":\(Log.quote(cluster.name)),\"endpoints\":[\(endpoints.joined(separator: ","))]"
             if let status = discovery.status(of: cluster.name) {
                 entry += ",\"discovery\":{\"source\":\(Log.quote(status.source)),\"state\":\(Log.quote(status.state))"
-                    + ",\"last_error\":\(status.lastError.map(Log.quote) ?? "null")"
+                    + ",\"last_error\":\(status.lastError.map { readOnly ? Log.quote(AdminViews.redactedError) : Log.quote($0) } ?? "null")"
                     + ",\"consecutive_failures\":\(status.consecutiveFailures),\"failures_total\":\(status.totalFailures)"
                     + ",\"updates\":\(status.updates),\"last_success_unix\":\(status.lastSuccess.map { String(Int($0)) } ?? "null")"
                     + ",\"dropped_endpoints\":\(status.droppedEndpoints)"

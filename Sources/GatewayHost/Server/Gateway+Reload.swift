@@ -137,6 +137,13 @@ extension Gateway {
         }
         if old.admin?.address != new.admin?.address { return "the admin address" }
         if old.admin?.readOnlyAddresses != new.admin?.readOnlyAddresses { return "admin.read_only_addresses" }
+        if old.admin.map({ [$0.maxConnections, Int($0.idleTimeout.nanosecondsClamped), Int($0.requestTimeout.nanosecondsClamped)] })
+            != new.admin.map({ [$0.maxConnections, Int($0.idleTimeout.nanosecondsClamped), Int($0.requestTimeout.nanosecondsClamped)] }) {
+            return "admin.max_connections, idle_timeout or request_timeout"
+        }
+        if old.runtime.maxMetricSeries != new.runtime.maxMetricSeries || old.runtime.metricSeriesIdleTimeout != new.runtime.metricSeriesIdleTimeout {
+            return "runtime.max_metric_series or metric_series_idle_timeout"
+        }
         if old.runtime.eventLoops != new.runtime.eventLoops { return "runtime.event_loops" }
         return nil
     }

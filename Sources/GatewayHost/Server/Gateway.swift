@@ -18,6 +18,10 @@ public final class Gateway: Sendable {
     /// handshake with.
     let startup: ServingConfig
     let group: MultiThreadedEventLoopGroup
+    /// The admin addresses' own thread: a flood of admin requests (or a
+    /// slow /config) takes no time from the data path's loops. nil without
+    /// an admin address.
+    let adminGroup: MultiThreadedEventLoopGroup?
     let contexts: [LoopContext]
     /// The one owner of the current generation.
     let generations: GenerationStore
@@ -28,17 +32,23 @@ public final class Gateway: Sendable {
     public let discovery = DiscoveryManager()
     /// Reloads and plugin loads, for /metrics.
     let counters = GatewayCounters()
+    /// `runtime.max_metric_series`, shared by every loop's `LoopMetrics`.
+    let metricSeries: MetricSeriesBudget
     /// `runtime.global_buffer_limit_bytes`, shared by every connection in
     /// both directions.
     let bufferBudget: HTTP2BufferBudget
     /// The server channels and the timers of a running gateway.
     private let serving = NIOLockedValueBox(Serving())
+    /// `max_connections` of a listener that sets none (see
+    /// `ConnectionLimit.listenerDefault`), from the raised open-file limit.
+    let defaultMaxConnections: Int
 
     private struct Serving {
         var listeners: [Channel] = []
         /// The full admin address's channel first, then the read-only ones.
         var admin: [Channel] = []
         var tlsWatch: RepeatedTask?
+        var seriesExpiry: RepeatedTask?
         var sampler: DashboardSampler?
     }
 
@@ -47,6 +57,8 @@ public final class Gateway: Sendable {
     /// Discovered clusters get their first endpoints before serving (up
     /// to 5 s; a source that has not answered by then starts empty).
     public init(config fileConfig: GatewayConfig) throws {
+        let openFiles = Self.raiseOpenFileLimit()
+        defaultMaxConnections = ConnectionLimit.listenerDefault(openFileLimit: openFiles.soft, listeners: fileConfig.listeners.count)
         try discovery.configure(fileConfig)
         discovery.waitForFirstAnswers(timeout: .seconds(5))
         let config = discovery.overlay(fileConfig)
@@ -60,7 +72,10 @@ public final class Gateway: Sendable {
         let bufferBudget = HTTP2BufferBudget(limit: config.runtime.globalBufferLimitBytes)
         self.bufferBudget = bufferBudget
         let reflection = ReflectionCache()
+        let metricSeries = MetricSeriesBudget(capacity: config.runtime.maxMetricSeries)
+        self.metricSeries = metricSeries
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        self.adminGroup = config.admin == nil ? nil : MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loops = Array(group.makeIterator())
         let contextsBox = NIOLockedValueBox<[LoopContext]>([])
         let health = HealthRegistry(serving: serving) { cluster, address, healthy in
@@ -73,7 +88,7 @@ public final class Gateway: Sendable {
             let ejections = self.ejections
             contexts.append(try loop.submit {
                 LoopContext(eventLoop: loop, index: i, serving: serving, health: health, ejections: ejections, plugins: plugins,
-                            bufferBudget: bufferBudget, reflection: reflection)
+                            bufferBudget: bufferBudget, reflection: reflection, metricSeries: metricSeries)
             }.wait())
         }
         contextsBox.withLockedValue { $0 = contexts }
@@ -97,17 +112,19 @@ public final class Gateway: Sendable {
     /// Binds every listener. Throws `GatewayError.listenFailed` naming the
     /// listener and address when one cannot bind.
     public func start() async throws {
-        if let admin = startup.config.admin {
-            let (sources, sampler) = adminSources()
+        if let admin = startup.config.admin, let adminGroup {
+            let (sources, sampler) = adminSources(adminLoop: adminGroup.next())
             for (address, readOnly) in [(admin.address, false)] + admin.readOnlyAddresses.map({ ($0, true) }) {
                 do {
-                    let channel = try await AdminServer.start(address: address, readOnly: readOnly, fullAddress: admin.address,
-                                                              group: group, sources: sources)
+                    let channel = try await AdminServer.start(address: address, readOnly: readOnly, admin: admin,
+                                                              group: adminGroup, sources: sources, counters: counters)
                     serving.withLockedValue { $0.admin.append(channel) }
                     Log.info("admin listening", ["address": address.description, "read_only": String(readOnly),
+                                                 "max_connections": String(admin.maxConnections), "idle_timeout": "\(admin.idleTimeout)",
                                                  "paths": "/healthz /ready /metrics /clusters /config /plugins /events /dashboard" + (readOnly ? "" : " POST /reload")])
                 } catch {
                     for channel in serving.withLockedValue({ $0.admin }) { try? await channel.close() }
+                    try? await adminGroup.shutdownGracefully()
                     try? await group.shutdownGracefully()
                     throw GatewayError(.listenFailed, "admin: cannot listen on \(address): \(Self.describe(error))")
                 }
@@ -125,25 +142,24 @@ public final class Gateway: Sendable {
             listenerSettings.maxHeaderListSize = UInt32(listener.config.maxRequestHeadersKB << 10)
             listenerSettings.maxHeaderFields = listener.config.maxHeadersCount
             let settings = listenerSettings
-            let connectionLimit = listener.config.maxConnections.map(ConnectionLimit.init(max:))
+            let connectionLimit = ConnectionLimit(max: listener.config.maxConnections
+                ?? (listener.config.healthOnly ? min(ConnectionLimit.healthOnlyDefault, defaultMaxConnections) : defaultMaxConnections))
             let bootstrap = ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 1024)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        if let connectionLimit {
-                            guard connectionLimit.acquire() else {
-                                // Accepted and closed at once: the client sees
-                                // the close, and the limit's log line is a
-                                // debug one (a flood would flood the log).
-                                Log.debug("connection refused: listener at max_connections", [
-                                    "listener": listener.config.name, "max_connections": String(connectionLimit.max)])
-                                channel.close(promise: nil)
-                                return
-                            }
-                            channel.closeFuture.whenComplete { _ in connectionLimit.release() }
+                        guard connectionLimit.acquire() else {
+                            // Accepted and closed at once: the client sees
+                            // the close, and the limit's log line is a
+                            // debug one (a flood would flood the log).
+                            Log.debug("connection refused: listener at max_connections", [
+                                "listener": listener.config.name, "max_connections": String(connectionLimit.max)])
+                            channel.close(promise: nil)
+                            return
                         }
+                        channel.closeFuture.whenComplete { _ in connectionLimit.release() }
                         let loop = contexts.first { $0.eventLoop === channel.eventLoop }!
                         var tls: TLSHandler?
                         if let source = tlsSource {
@@ -183,10 +199,12 @@ public final class Gateway: Sendable {
             do {
                 let channel = try await bootstrap.bind(host: address.host, port: address.port).get()
                 serving.withLockedValue { $0.listeners.append(channel) }
-                Log.info("listening", ["listener": listener.config.name, "address": address.description])
+                Log.info("listening", ["listener": listener.config.name, "address": address.description,
+                                       "max_connections": String(connectionLimit.max) + (listener.config.maxConnections == nil ? " (default)" : "")])
             } catch {
                 await stopListeners()
                 for admin in serving.withLockedValue({ $0.admin }) { try? await admin.close() }
+                try? await adminGroup?.shutdownGracefully()
                 try? await group.shutdownGracefully()
                 throw GatewayError(.listenFailed, "listener '\(listener.config.name)': cannot listen on \(address): \(Self.describe(error))")
             }
@@ -199,6 +217,16 @@ public final class Gateway: Sendable {
             for source in generations.current.serving.tls.all + discovery.tlsSources { source.reloadIfChanged() }
         }
         serving.withLockedValue { $0.tlsWatch = watch }
+        let idle = startup.config.runtime.metricSeriesIdleTimeout
+        if idle > .zero {
+            // A sweep every quarter of the idle timeout (at most a minute):
+            // a series goes between idle_timeout and 1.25 times it.
+            let period = TimeAmount.nanoseconds(min(max(idle.nanosecondsClamped / 4, 100_000_000), 60_000_000_000))
+            let expiry = ControlThread.loop.scheduleRepeatedAsyncTask(initialDelay: period, delay: period) { [weak self] _ in
+                self?.expireIdleSeries(idle: idle) ?? ControlThread.loop.makeSucceededVoidFuture()
+            }
+            serving.withLockedValue { $0.seriesExpiry = expiry }
+        }
         health.markStarted()
         // A source may have changed between the first snapshot (init) and
         // now, before the gateway listened for changes: catch up once.
@@ -247,8 +275,9 @@ public final class Gateway: Sendable {
         try? await Task.sleep(for: .milliseconds(600))
         health.finishAllWatches()
         generations.checker.stop()
-        let (watch, sampler) = serving.withLockedValue { ($0.tlsWatch, $0.sampler) }
+        let (watch, sampler, expiry) = serving.withLockedValue { ($0.tlsWatch, $0.sampler, $0.seriesExpiry) }
         watch?.cancel()
+        expiry?.cancel()
         discovery.stopAll()
         sampler?.stop()
         let clock = ContinuousClock()
@@ -273,6 +302,7 @@ public final class Gateway: Sendable {
         for admin in serving.withLockedValue({ s -> [Channel] in defer { s.admin = [] }; return s.admin }) {
             try? await admin.close()
         }
+        try? await adminGroup?.shutdownGracefully()
         try? await group.shutdownGracefully()
         Log.info("stopped")
     }
@@ -291,6 +321,23 @@ public final class Gateway: Sendable {
             return s.listeners
         }
         for channel in channels { try? await channel.close() }
+    }
+
+    /// Raises the soft open-file limit to the hard one and logs both: each
+    /// client connection is a descriptor, and the usual soft limit (1024)
+    /// would cap a gateway far below its listeners' `max_connections`.
+    /// Returns the limit the process runs with.
+    private static func raiseOpenFileLimit() -> Posix.OpenFileLimit {
+        func text(_ n: UInt64) -> String { n == UInt64.max ? "unlimited" : String(n) }
+        do {
+            let (before, after) = try Posix.raiseOpenFileLimit()
+            Log.info("open file limit", ["soft": text(after.soft), "hard": text(after.hard), "soft_at_start": text(before.soft)])
+            return after
+        } catch {
+            let current = (try? Posix.openFileLimit()) ?? Posix.OpenFileLimit(soft: 1024, hard: 1024)
+            Log.warning("open file limit not raised", ["error": error.description, "soft": text(current.soft), "hard": text(current.hard)])
+            return current
+        }
     }
 
     static func describe(_ error: Error) -> String {

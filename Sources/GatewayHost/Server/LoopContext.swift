@@ -14,7 +14,7 @@ final class LoopContext: @unchecked Sendable {
     /// Coalesces writes of every HTTP/2 connection (both directions) on this loop.
     let writeBatch = HTTP2WriteBatch()
     /// This loop's request counters (see `LoopMetrics`).
-    let metrics = LoopMetrics()
+    let metrics: LoopMetrics
     /// The process-wide cap on queued bytes (`Gateway.bufferBudget`), for
     /// this loop's upstream connections.
     let bufferBudget: HTTP2BufferBudget
@@ -36,8 +36,9 @@ final class LoopContext: @unchecked Sendable {
     private(set) var generation: LoopGeneration
 
     init(eventLoop: EventLoop, index: Int, serving: ServingConfig, health: HealthRegistry, ejections: EjectionRegistry, plugins: FilterChains,
-         bufferBudget: HTTP2BufferBudget, reflection: ReflectionCache) {
+         bufferBudget: HTTP2BufferBudget, reflection: ReflectionCache, metricSeries: MetricSeriesBudget) {
         self.eventLoop = eventLoop
+        self.metrics = LoopMetrics(budget: metricSeries)
         self.bufferBudget = bufferBudget
         self.reflection = reflection
         self.health = health

@@ -58,8 +58,8 @@ public final class GatewayEvents: Sendable {
     }
 
     /// `{"events":[{"time":…,"seq":…,"kind":…,"message":…,"fields":{…}}]}`.
-    public func json(limit: Int = capacity) -> String {
-        let items = recent(limit: limit).map { e in
+    public func json(limit: Int = capacity, transform: (Event) -> Event = { $0 }) -> String {
+        let items = recent(limit: limit).map(transform).map { e in
             let fields = e.fields.map { "\(Log.quote($0.0)):\(Log.quote($0.1))" }.joined(separator: ",")
             return "{\"time\":\(e.time),\"seq\":\(e.sequence),\"kind\":\"\(e.kind.rawValue)\",\"message\":\(Log.quote(e.message)),\"fields\":{\(fields)}}"
         }

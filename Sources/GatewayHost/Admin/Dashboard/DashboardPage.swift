@@ -5,9 +5,26 @@
 /// (Server-Sent Events, one update a second).
 enum DashboardPage {
     static func html(initial json: String) -> String {
-        // `</` cannot appear in the JSON's strings unescaped inside <script>.
-        let embedded = json.split(separator: "</", omittingEmptySubsequences: false).joined(separator: "<\\/")
-        return head + "<script>const initial = \(embedded);\n" + script + "</script></body></html>\n"
+        head + "<script>const initial = \(scriptSafe(json));\n" + script + "</script></body></html>\n"
+    }
+
+    /// JSON that can stand inside a `<script>` element whatever its strings
+    /// hold (method names come from clients): `<`, `>` and `&` written as
+    /// JSON escapes, the same string to the script, so that neither `</script>`
+    /// nor `<!--<script>` (which would make the HTML parser skip the real
+    /// `</script>`) can appear. Outside strings JSON has none of the three.
+    static func scriptSafe(_ json: String) -> String {
+        var out = [UInt8]()
+        out.reserveCapacity(json.utf8.count)
+        for byte in json.utf8 {
+            switch byte {
+            case UInt8(ascii: "<"): out += Array("\\u003c".utf8)
+            case UInt8(ascii: ">"): out += Array("\\u003e".utf8)
+            case UInt8(ascii: "&"): out += Array("\\u0026".utf8)
+            default: out.append(byte)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     private static let head = """

@@ -31,24 +31,25 @@ struct AttemptOutcome: Equatable {
     }
 
     /// No status came from the server: the stream ended on the transport.
-    /// `address` names the upstream in the message.
-    static func transportFailure(_ reason: HTTP2StreamCloseReason, address: String) -> AttemptOutcome {
-        let upstream = "upstream \(address)"
+    /// The message goes to the client, so it says what happened and not
+    /// where: upstream addresses are the operator's to know (the access
+    /// log's `upstream`, the log).
+    static func transportFailure(_ reason: HTTP2StreamCloseReason) -> AttemptOutcome {
         var outcome: AttemptOutcome
         switch reason {
         case .finished:
-            outcome = AttemptOutcome(status: GRPCStatus(.internal, "\(upstream) closed the stream without a gRPC status"))
+            outcome = AttemptOutcome(status: GRPCStatus(.internal, "the upstream closed the stream without a gRPC status"))
         case .reset(let code, local: false):
-            outcome = AttemptOutcome(status: GRPCStatus(http2Error: code, context: "\(upstream) reset the stream"))
+            outcome = AttemptOutcome(status: GRPCStatus(http2Error: code, context: "the upstream reset the stream"))
             outcome.refused = code == .refusedStream
         case .reset(let code, local: true):
-            outcome = AttemptOutcome(status: GRPCStatus(http2Error: code, context: "the gateway reset the stream to \(upstream)"))
+            outcome = AttemptOutcome(status: GRPCStatus(http2Error: code, context: "the gateway reset the stream to the upstream"))
             outcome.refused = code == .refusedStream
         case .connectionLost:
-            outcome = AttemptOutcome(status: GRPCStatus(.unavailable, "connection to \(upstream) was lost"))
+            outcome = AttemptOutcome(status: GRPCStatus(.unavailable, "the connection to the upstream was lost"))
         case .headersTooLarge(let violation):
             // What a gRPC client answers to metadata over its limit.
-            outcome = AttemptOutcome(status: GRPCStatus(.resourceExhausted, "\(upstream) sent " + violation.clusterLimitText))
+            outcome = AttemptOutcome(status: GRPCStatus(.resourceExhausted, "the upstream sent " + violation.clusterLimitText))
         }
         outcome.transportFailure = true
         return outcome
@@ -56,9 +57,9 @@ struct AttemptOutcome: Equatable {
 
     /// The connection could not take a new stream (it is closing, or out of
     /// stream ids): nothing left the gateway, as with REFUSED_STREAM.
-    static func streamNotOpened(address: String) -> AttemptOutcome {
+    static func streamNotOpened() -> AttemptOutcome {
         var outcome = AttemptOutcome(
-            status: GRPCStatus(.unavailable, "upstream \(address) could not take a new stream (its connection is closing)"))
+            status: GRPCStatus(.unavailable, "the upstream could not take a new stream (its connection is closing)"))
         outcome.transportFailure = true
         outcome.refused = true
         return outcome

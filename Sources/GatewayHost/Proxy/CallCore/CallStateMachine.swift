@@ -429,7 +429,7 @@ struct CallStateMachine {
             report(id, AttemptOutcome(status: GRPCStatus(.cancelled, "attempt cancelled by the gateway")))
             return
         }
-        attempts[id].outcome = .streamNotOpened(address: attempts[id].address)
+        attempts[id].outcome = .streamNotOpened()
         attemptEnded(id)
     }
 
@@ -515,7 +515,7 @@ struct CallStateMachine {
             report(id)
             return
         }
-        attempts[id].outcome = AttemptOutcome.transportFailure(reason, address: attempts[id].address)
+        attempts[id].outcome = AttemptOutcome.transportFailure(reason)
         if isCommitted {
             report(id)
             fail(attempts[id].outcome!.status)

@@ -1,0 +1,93 @@
+import NIOCore
+
+/// The clock of one admin connection, in front of the HTTP decoder so that
+/// it sees each request's first byte. Admin addresses may be public, and a
+/// connection is one of `admin.max_connections` slots, so none is held by a
+/// client that does nothing:
+/// - waiting for a request (from the accept, or after an answer left):
+///   closed after `admin.idle_timeout`;
+/// - from a request's first byte to its end (head and body): closed after
+///   `admin.request_timeout` (a head sent a byte at a time, a body that
+///   never ends);
+/// - an answer that does not leave (the client does not read it) within
+///   `request_timeout` of being written: closed, which also frees its bytes.
+/// While the gateway works on an answer, or streams events, no timer runs
+/// (the event stream watches its own progress).
+final class AdminConnectionTimeouts: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    enum Phase: Equatable {
+        case waiting, receiving, answering, sending, streaming
+    }
+
+    let idleTimeout: TimeAmount
+    let requestTimeout: TimeAmount
+    private(set) var phase = Phase.waiting
+    private var timer: Scheduled<Void>?
+    private var context: ChannelHandlerContext?
+
+    init(idleTimeout: TimeAmount, requestTimeout: TimeAmount) {
+        self.idleTimeout = idleTimeout
+        self.requestTimeout = requestTimeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        enter(.waiting)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        self.context = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if phase == .waiting { enter(.receiving) }
+        context.fireChannelRead(data)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        context.fireChannelInactive()
+    }
+
+    /// The request is whole; the gateway is working on the answer.
+    func requestComplete() { enter(.answering) }
+
+    /// The answer is written; it must leave within `request_timeout`.
+    func answerWritten() { enter(.sending) }
+
+    /// The answer has left: wait for the next request.
+    func answerSent() {
+        // A pipelined request may already be in (its bytes came with the
+        // previous ones); the decoder hands it over next.
+        if phase == .sending { enter(.waiting) }
+    }
+
+    func streamStarted() { enter(.streaming) }
+
+    private func enter(_ next: Phase) {
+        phase = next
+        timer?.cancel()
+        timer = nil
+        guard let context else { return }
+        let limit: TimeAmount
+        let reason: String
+        switch next {
+        case .waiting:
+            guard idleTimeout > .zero else { return }
+            (limit, reason) = (idleTimeout, "idle_timeout")
+        case .receiving, .sending:
+            (limit, reason) = (requestTimeout, next == .receiving ? "request_timeout (request incomplete)" : "request_timeout (answer not read)")
+        case .answering, .streaming:
+            return
+        }
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: limit) { [weak self] in
+            guard let self, let context = self.context else { return }
+            Log.debug("admin connection closed", ["reason": reason, "peer": context.channel.remoteAddress.map { "\($0)" } ?? "?"])
+            context.close(promise: nil)
+        }
+    }
+}
