@@ -69,6 +69,9 @@ public final class GRPCServerCall: HTTP2StreamDelegate {
     /// needs more than the window, so such calls credit bytes on arrival
     /// (their memory is bounded by the window and the message limit).
     private let creditsPerMessage: Bool
+    /// The call's own cost was taken from `budget` (`admitted`); false
+    /// when the connection's budget had no room for another call.
+    public let admitted: Bool
     public private(set) var headersSent = false
     public private(set) var finished = false
     public private(set) var closed = false
@@ -85,6 +88,16 @@ public final class GRPCServerCall: HTTP2StreamDelegate {
         self.budget = budget
         self.deframer = GRPCMessageDeframer(maxMessageSize: limits.maxMessageBytes)
         self.creditsPerMessage = limits.maxMessageBytes + GRPCMessageDeframer.prefixSize <= Int(connection.settings.initialStreamWindowSize) / 2
+        self.admitted = budget?.take(GRPCServerCallBudget.perCallBytes) ?? true
+    }
+
+    /// Ends a call the connection's budget did not admit (`admitted`
+    /// false) with RESOURCE_EXHAUSTED; true when it did so.
+    public func refuseUnlessAdmitted() -> Bool {
+        guard !admitted, let budget else { return false }
+        refuse(.connectionBufferFull, GRPCStatus(.resourceExhausted,
+            "this connection has \(budget.limit / GRPCServerCallBudget.perCallBytes) calls or more to the gateway's own services open, or their requests passed \(budget.limit) bytes"))
+        return true
     }
 
     public var queuedBytes: Int { connection.queuedBytes(stream: stream) }
@@ -229,7 +242,7 @@ public final class GRPCServerCall: HTTP2StreamDelegate {
         closed = true
         // The connection takes back the window of a closed stream itself;
         // the budget's share is ours to return.
-        budget?.give(uncredited)
+        budget?.give(uncredited + (admitted && budget != nil ? GRPCServerCallBudget.perCallBytes : 0))
         uncredited = 0
         if !finished {
             switch reason {
@@ -248,11 +261,18 @@ public final class GRPCServerCall: HTTP2StreamDelegate {
     }
 }
 
-/// The request bytes all of one connection's locally answered calls may
-/// hold at once (partial messages, requests queued for an answer): with a
-/// message limit per call, this bounds what a client can park in the
-/// gateway over many streams. Used on the connection's event loop only.
+/// What all of one connection's locally answered calls may hold at once:
+/// their request bytes (partial messages, requests queued for an answer)
+/// and `perCallBytes` per open call. With a message limit per call, this
+/// bounds what a client can park in the gateway over many streams. Used on
+/// the connection's event loop only.
 public final class GRPCServerCallBudget {
+    /// What each open call costs beyond its request bytes (its objects,
+    /// its nghttp2 stream): taken while the call is open, so a budget
+    /// also caps the calls a connection keeps open (Watch streams, calls
+    /// never ended).
+    public static let perCallBytes = 2048
+
     public let limit: Int
     public private(set) var held = 0
 

@@ -60,6 +60,14 @@ public struct ByteChunkQueue {
         }
     }
 
+    /// The storage its chunks keep alive (slices of one buffer counted
+    /// each time): what `unpin` brings down to the bytes themselves.
+    var storageBytes: Int {
+        var total = front?.storageCapacity ?? 0
+        for i in head..<behind.count { total += behind[i].storageCapacity }
+        return total
+    }
+
     /// Drops every chunk; returns the number of bytes dropped.
     @discardableResult
     public mutating func removeAll() -> Int {

@@ -38,10 +38,18 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     public private(set) var closedForProtocolError = false
     /// Outbound bytes queued on all streams (see settings.maxQueuedBytes).
     var queuedBytes = 0
-    /// Received bytes the owner keeps for this connection's streams
-    /// (`holdBytes`: a proxy's replay buffers), counted with `queuedBytes`
-    /// against the caps.
-    public private(set) var heldBytes = 0
+    /// Bytes the owner keeps for this connection's streams (`holdBytes`:
+    /// request heads, a proxy's replay buffers), counted with `queuedBytes`
+    /// against the connection's cap and the budget; `receivedHeldBytes`
+    /// (`.received`) against the budget only; `heldStorages`: the read
+    /// buffers kept slices pin, each counted once (see
+    /// HTTP2Connection+Holding).
+    public internal(set) var heldBytes = 0
+    public internal(set) var receivedHeldBytes = 0
+    var heldStorages = HeldStorageLedger()
+    /// `queuedBytes` when the budget was last settled (after a flush): a
+    /// hold reserves for what persists, not for bytes about to leave.
+    var settledQueuedBytes = 0
     /// Chunks queued since the last flush that pin a larger storage (see
     /// `ByteBuffer.pinsLargerStorage`); those still queued after the flush
     /// get storage of their own (`unpinWaitingQueues`).
@@ -273,9 +281,10 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         guard let state = streams[id], state.hasDataProvider, !state.outboundEnded else { return }
         state.outboundBytes += data.readableBytes
         queuedBytes += data.readableBytes
-        if settings.maxQueuedBytes > 0 && queuedBytes > settings.maxQueuedBytes {
-            // Past the connection's cap: this stream's queue goes (it is the
-            // one growing), not the memory. (`reset` drops what it counts.)
+        if settings.maxQueuedBytes > 0 && queuedBytes + heldBytes > settings.maxQueuedBytes {
+            // Past the connection's cap (queued and held bytes together):
+            // this stream's queue goes (it is the one growing), not the
+            // memory. (`reset` drops what it counts.)
             reset(stream: id, errorCode: .enhanceYourCalm)
             return
         }
@@ -340,47 +349,6 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, errorCode.rawValue)
         scheduleFlush()
         return dropped
-    }
-
-    /// Keeps `bytes` the owner holds for this connection's streams (request
-    /// heads of open calls, request bytes a proxy keeps to send again)
-    /// within the connection's cap (`settings.maxQueuedBytes`, shared with
-    /// its queued outbound bytes) and the process-wide budget; false,
-    /// holding nothing, when either has no room. `droppable` holdings (a
-    /// replay buffer: the call can do without it) stop at half of either,
-    /// so that they never leave what cannot be dropped without failing a
-    /// call — queued bytes, heads — without room. One integer check per
-    /// call; the budget's atomic only when the holdings cross a granule.
-    public func holdBytes(_ bytes: Int, droppable: Bool) -> Bool {
-        guard !isClosed else { return false }
-        if settings.maxQueuedBytes > 0 {
-            let cap = droppable ? settings.maxQueuedBytes / 2 : settings.maxQueuedBytes
-            if queuedBytes + heldBytes + bytes > cap { return false }
-        }
-        heldBytes += bytes
-        if countedQueuedBytes > budgetReserved, let budget = settings.bufferBudget {
-            let granule = HTTP2BufferBudget.granule
-            let need = (countedQueuedBytes - budgetReserved + granule - 1) / granule * granule
-            guard droppable ? budget.reserveForHolding(need) : budget.reserve(need) else {
-                heldBytes -= bytes
-                return false
-            }
-            budgetReserved += need
-        }
-        return true
-    }
-
-    /// Gives back `bytes` taken with `holdBytes`.
-    public func releaseHeldBytes(_ bytes: Int) {
-        guard !isClosed, bytes > 0 else { return }
-        heldBytes -= bytes
-        assert(heldBytes >= 0, "released more than was held")
-        if budgetReserved - countedQueuedBytes >= HTTP2BufferBudget.granule, let budget = settings.bufferBudget {
-            let granule = HTTP2BufferBudget.granule
-            let keep = (countedQueuedBytes + granule - 1) / granule * granule
-            budget.release(budgetReserved - keep)
-            budgetReserved = keep
-        }
     }
 
     /// Hands `bytes` of received DATA back to the peer as window credit.
@@ -477,7 +445,9 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         defer { nghttp2_option_del(option) }
         nghttp2_option_set_no_auto_window_update(option, 1)
         // Keep nghttp2's default checks of header fields (RFC 9113 §8.2.1).
-        nghttp2_option_set_max_send_header_block_length(option, Int(settings.maxHeaderListSize) * 2)
+        // What we may send is not what we accept: a listener that takes 8 KiB
+        // heads still relays its clusters' larger response heads.
+        nghttp2_option_set_max_send_header_block_length(option, max(Int(settings.maxHeaderListSize) * 2, 128 << 10))
         nghttp2_option_set_max_outbound_ack(option, settings.maxOutboundAcks)
         nghttp2_option_set_max_settings(option, settings.maxSettingsEntries)
         nghttp2_option_set_stream_reset_rate_limit(option, settings.streamResetBurst, settings.streamResetRate)
@@ -589,6 +559,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         }
         if !endedWithRequestOpen.isEmpty { resetStreamsEndedWithRequestOpen(session) }
         deliverPendingEvents()
+        settledQueuedBytes = queuedBytes
         // Integers first: the budget (a class, retained when read) is
         // touched only when the share must change.
         if countedQueuedBytes > budgetReserved || budgetReserved - countedQueuedBytes >= HTTP2BufferBudget.granule,
@@ -610,7 +581,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// with a few bytes each (rounded up to a granule apiece) use up the
     /// budget while almost nothing is queued; uncounted, the cap can be
     /// passed by at most a granule per connection, as documented.
-    var countedQueuedBytes: Int { max(queuedBytes + heldBytes - HTTP2BufferBudget.granule, 0) }
+    var countedQueuedBytes: Int { max(queuedBytes + heldBytes + receivedHeldBytes - HTTP2BufferBudget.granule, 0) }
 
     /// Brings this connection's share of the process-wide budget in line
     /// with what is still queued after a flush: more when the queues grew
@@ -805,6 +776,9 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
             settings.bufferBudget?.release(budgetReserved)
             budgetReserved = 0
         }
+        heldBytes = 0
+        receivedHeldBytes = 0
+        heldStorages.removeAll()
         keepalive?.stop()
         keepalive = nil
         sendStallWatch?.stop()
@@ -904,7 +878,10 @@ final class StreamState {
     func reuse(id: Int32, delegate: HTTP2StreamDelegate?) {
         self.id = id
         self.delegate = delegate
-        sentHead.removeAll(keepingCapacity: true)
+        // Spare states wait for the next stream of the loop: a large head's
+        // storage is not kept for it (1,024 spares of 60 KiB heads would
+        // be 60 MiB no cap counts).
+        sentHead.removeAll(keepingCapacityUpTo: 4096)
         sentTrailers = nil
         incomingHeaders = HTTP2HeaderList()
         incomingBlock.reset()

@@ -27,8 +27,8 @@ public struct HTTP2HeaderList: Sendable, Sequence, ExpressibleByArrayLiteral {
 
     public var isEmpty: Bool { count == 0 }
 
-    /// The bytes the list holds (its fields and their lengths).
-    public var byteCount: Int { bytes.count }
+    /// The memory the list holds: its storage's capacity.
+    public var storageBytes: Int { bytes.capacity }
 
     // MARK: Adding and removing
 
@@ -88,6 +88,13 @@ public struct HTTP2HeaderList: Sendable, Sequence, ExpressibleByArrayLiteral {
 
     /// Room for about `n` fields of a typical size.
     public mutating func reserveCapacity(_ n: Int) { bytes.reserveCapacity(n * 40) }
+
+    /// Empties the list, keeping its storage (to be filled again without
+    /// allocating) only while it is at most `maxBytes`.
+    public mutating func removeAll(keepingCapacityUpTo maxBytes: Int) {
+        bytes.removeAll(keepingCapacity: bytes.capacity <= maxBytes)
+        count = 0
+    }
 
     /// Empties the list; keeps its storage when nothing else shares it, so
     /// the list can be filled again without allocating.

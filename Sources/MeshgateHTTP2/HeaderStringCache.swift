@@ -12,6 +12,7 @@
 /// its event loop only.
 struct HeaderStringCache {
     private static let slotCount = 32
+    static let longestCached = 256
     private var slots: [String]
 
     init() {
@@ -20,7 +21,10 @@ struct HeaderStringCache {
 
     mutating func string(_ bytes: UnsafeBufferPointer<UInt8>) -> String {
         let count = bytes.count
-        guard count > 15 else { return String(decoding: bytes, as: UTF8.self) }
+        // Short ones are inline (no allocation to save); long ones are not
+        // kept: 32 of them for the connection's life would be up to 32
+        // header limits of memory no cap counts, and real paths are short.
+        guard count > 15, count <= Self.longestCached else { return String(decoding: bytes, as: UTF8.self) }
         let raw = UnsafeRawBufferPointer(bytes)
         let head = raw.loadUnaligned(as: UInt64.self)
         let tail = raw.loadUnaligned(fromByteOffset: count - 8, as: UInt64.self)

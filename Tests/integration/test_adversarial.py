@@ -497,10 +497,15 @@ def test_one_byte_data_frames_do_not_pin_read_buffers(mesh, launcher, route):
     unknown-type frames before each, so each byte comes in its own large
     socket read. Kept as a slice, each byte pins a 64 KiB buffer (an
     unfixed gateway: +65.7 MiB, against +3.9 MiB for the same streams
-    without the filler). Copied, RSS grows < 24 MiB. A grpcio client sees
-    no failure."""
+    without the filler, uncounted). The gateway counts what a kept slice
+    pins (the whole read, once for all its slices) against the connection's
+    cap: with per_connection_buffer_limit_bytes at 4 MiB, replay bytes take
+    at most 2 MiB per connection, past which a call stops keeping bytes
+    (and lets its read go): RSS grows < 24 MiB, the calls wait on, and a
+    grpcio client sees no failure."""
     routes = retry_route() if route == "retry" else None
-    gw = start_gateway(launcher, mesh, f"gw-adv-pinning-{route}", routes=routes)
+    gw = start_gateway(launcher, mesh, f"gw-adv-pinning-{route}", routes=routes,
+                       listener={"per_connection_buffer_limit_bytes": 4 * MiB})
     with ControlCalls(gw.port, mesh.pb2, mesh.pb2_grpc) as control, gw.sampler() as rss:
         outcome = replay_pinning(gw.port, connections=4, streams=1000, filler=True, hold=2.0)
         time.sleep(0.3)

@@ -46,7 +46,7 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
     func handlerRemoved(context: ChannelHandlerContext) {
         idleTimer?.cancel()
         idleTimer = nil
-        releaseHeldBytes(heldBytes)
+        releaseHeldBytes(heldBytes, kind: .required)
         router.loop.unregister(self)
         self.context = nil
     }
@@ -66,22 +66,23 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
 
     /// Bytes the current call keeps (its head, its replay buffer), counted
     /// as an HTTP/2 connection counts them (`HTTP2Connection.holdBytes`):
-    /// within the listener's per_connection_buffer_limit_bytes, and
-    /// reserved from the process-wide budget byte for byte (one call at a
-    /// time here: an atomic per kept chunk is cheap enough); droppable
-    /// ones up to half of each.
+    /// within the listener's per_connection_buffer_limit_bytes (droppable
+    /// ones up to half of it; received ones, bounded by the read window,
+    /// not there), and reserved from the process-wide budget byte for byte
+    /// (one call at a time here: an atomic per kept chunk is cheap enough).
     private var heldBytes = 0
 
-    func holdBytes(_ bytes: Int, droppable: Bool) -> Bool {
+    func holdBytes(_ bytes: Int, kind: HTTP2HoldKind) -> Bool {
+        guard context != nil else { return false }
         let cap = router.listenerConfig.perConnectionBufferLimitBytes
-        guard context != nil, heldBytes + bytes <= (droppable ? cap / 2 : cap) else { return false }
+        if kind != .received, heldBytes + bytes > (kind == .droppable ? cap / 2 : cap) { return false }
         let budget = router.loop.bufferBudget
-        guard droppable ? budget.reserveForHolding(bytes) : budget.reserve(bytes) else { return false }
+        guard kind == .droppable ? budget.reserveForHolding(bytes) : budget.reserve(bytes) else { return false }
         heldBytes += bytes
         return true
     }
 
-    func releaseHeldBytes(_ bytes: Int) {
+    func releaseHeldBytes(_ bytes: Int, kind: HTTP2HoldKind) {
         let released = min(bytes, heldBytes)
         heldBytes -= released
         router.loop.bufferBudget.release(released)

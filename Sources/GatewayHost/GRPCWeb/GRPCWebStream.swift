@@ -115,17 +115,35 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
         }
     }
 
-    func holdBytes(_ bytes: Int, droppable: Bool) -> Bool {
+    func holdBytes(_ bytes: Int, kind: HTTP2HoldKind) -> Bool {
         switch transport {
-        case .http2(let connection, _): return connection.holdBytes(bytes, droppable: droppable)
-        case .http1(let handler): return handler.holdBytes(bytes, droppable: droppable)
+        case .http2(let connection, _): return connection.holdBytes(bytes, kind: kind)
+        case .http1(let handler): return handler.holdBytes(bytes, kind: kind)
         }
     }
 
-    func releaseHeldBytes(_ bytes: Int) {
+    func releaseHeldBytes(_ bytes: Int, kind: HTTP2HoldKind) {
         switch transport {
-        case .http2(let connection, _): connection.releaseHeldBytes(bytes)
-        case .http1(let handler): handler.releaseHeldBytes(bytes)
+        case .http2(let connection, _): connection.releaseHeldBytes(bytes, kind: kind)
+        case .http1(let handler): handler.releaseHeldBytes(bytes, kind: kind)
+        }
+    }
+
+    /// Over HTTP/2 the connection counts what the slice pins; over HTTP/1.1
+    /// (one call at a time) its storage counts in full.
+    func holdSlice(_ slice: ByteBuffer, kind: HTTP2HoldKind) -> HTTP2HeldSlice? {
+        switch transport {
+        case .http2(let connection, _): return connection.holdSlice(slice, kind: kind)
+        case .http1(let handler):
+            let cost = slice.pinsLargerStorage ? slice.storageCapacity : slice.readableBytes
+            return handler.holdBytes(cost, kind: kind) ? HTTP2HeldSlice(bytes: cost, kind: kind) : nil
+        }
+    }
+
+    func release(_ held: HTTP2HeldSlice) {
+        switch transport {
+        case .http2(let connection, _): connection.release(held)
+        case .http1(let handler): handler.releaseHeldBytes(held.bytes, kind: held.kind)
         }
     }
 

@@ -13,9 +13,12 @@ enum GatewayHealthService {
     /// Answers a health call.
     static func handle(connection: HTTP2Connection, stream: Int32, headers: HTTP2HeaderList, path: String,
                        registry: HealthRegistry, loop: LoopContext, budget: GRPCServerCallBudget) -> GRPCServerCall {
-        let call = GRPCServerCall(connection: connection, stream: stream, headers: headers, path: path,
+        // The head is not kept: the service reads none of it, and a call
+        // may stay open for long (Watch).
+        let call = GRPCServerCall(connection: connection, stream: stream, headers: HTTP2HeaderList(), path: path,
                                   limits: requestLimits, budget: budget)
         call.onRefused = { LimitCounters.shared.ownServiceRefused($0) }
+        if call.refuseUnlessAdmitted() { return call }
         switch path.dropFirst(pathPrefix.count) {
         case "Check": check(call, registry)
         case "Watch": watch(call, registry, loop)
@@ -28,13 +31,13 @@ enum GatewayHealthService {
 
     /// The one request of a health method, then `body` once the client
     /// ended its side. No message, or one that does not decode, ends the
-    /// call as a gRPC server would (INTERNAL, INVALID_ARGUMENT); a second
-    /// message is refused by the call's limits.
+    /// call INTERNAL, as grpc-go and grpc-java answer; a second message is
+    /// refused by the call's limits.
     private static func request(_ call: GRPCServerCall, then body: @escaping (Grpc_Health_V1_HealthCheckRequest) -> Void) {
         var request: Grpc_Health_V1_HealthCheckRequest?
         call.onMessage = { bytes in
             guard let decoded = call.decode(Grpc_Health_V1_HealthCheckRequest.self, bytes) else {
-                return call.finish(GRPCStatus(.invalidArgument, "\(call.path): the request is not a grpc.health.v1.HealthCheckRequest"))
+                return call.finish(GRPCStatus(.internal, "\(call.path): the request is not a grpc.health.v1.HealthCheckRequest"))
             }
             request = decoded
         }

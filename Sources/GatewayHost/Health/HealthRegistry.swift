@@ -241,7 +241,13 @@ public final class HealthRegistry: Sendable {
     }
 
     func removeWatch(id: ObjectIdentifier) {
-        _ = state.withLockedValue { $0.watches.removeValue(forKey: id) }
+        state.withLockedValue { s in
+            // A name no watch follows any more is forgotten: clients choose
+            // the names, so keeping each one would grow without bound.
+            guard let removed = s.watches.removeValue(forKey: id),
+                  !s.watches.values.contains(where: { $0.service == removed.service }) else { return }
+            s.lastSent.removeValue(forKey: removed.service)
+        }
     }
 
     /// Ends every Watch stream (drain: they would otherwise hold their

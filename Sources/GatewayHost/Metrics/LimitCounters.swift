@@ -25,7 +25,27 @@ final class LimitCounters: Sendable {
         let value = Atomic<UInt64>(0)
     }
 
+    /// What a call could not keep for lack of room in its client
+    /// connection's cap or the global budget.
+    enum HeldBytes: Int, CaseIterable, Sendable {
+        /// A new call's request head: the call was refused.
+        case head
+        /// Request bytes for a retry: the call stopped keeping them.
+        case replay
+        /// Request bytes waiting for an upstream stream: the call ended.
+        case received
+
+        var label: String {
+            switch self {
+            case .head: "head"
+            case .replay: "replay"
+            case .received: "received"
+            }
+        }
+    }
+
     private let headerBlocks = (0..<4).map { _ in Cell() }
+    private let heldBytes = HeldBytes.allCases.map { _ in Cell() }
     private let ownService = GRPCServerCall.Refusal.allCases.map { _ in Cell() }
 
     private static func index(_ side: Side, _ violation: HTTP2HeaderLimitViolation) -> Int {
@@ -45,15 +65,21 @@ final class LimitCounters: Sendable {
         ownService[reason.rawValue].value.add(1, ordering: .relaxed)
     }
 
+    func heldBytesRefused(_ what: HeldBytes) {
+        heldBytes[what.rawValue].value.add(1, ordering: .relaxed)
+    }
+
     struct Values: Sendable {
         /// Indexed as `index(side, violation)`.
         var headerBlocks: [UInt64]
         var ownService: [UInt64]
+        var heldBytes: [UInt64]
     }
 
     func snapshot() -> Values {
         Values(headerBlocks: headerBlocks.map { $0.value.load(ordering: .relaxed) },
-               ownService: ownService.map { $0.value.load(ordering: .relaxed) })
+               ownService: ownService.map { $0.value.load(ordering: .relaxed) },
+               heldBytes: heldBytes.map { $0.value.load(ordering: .relaxed) })
     }
 }
 
@@ -69,6 +95,11 @@ extension LimitCounters.Values {
                    "Requests to the gateway's own services (health, reflection) ended for passing a limit, by reason.")
         for reason in GRPCServerCall.Refusal.allCases {
             out.sample("meshgate_own_service_refusals_total", ["reason": reason.label], ownService[reason.rawValue])
+        }
+        out.header("meshgate_held_bytes_refusals_total", "counter",
+                   "Bytes a call could not keep for lack of room in its client connection's per_connection_buffer_limit_bytes or the global budget: a new call's head (the call refused), replay bytes (the call can no longer retry), received bytes waiting for an upstream stream (the call ended).")
+        for what in LimitCounters.HeldBytes.allCases {
+            out.sample("meshgate_held_bytes_refusals_total", ["kind": what.label], heldBytes[what.rawValue])
         }
     }
 }

@@ -124,7 +124,7 @@ struct MetricsSnapshot: Sendable {
         out.sample("meshgate_buffered_bytes", [:], buffers.reserved)
         out.header("meshgate_buffer_limit_bytes", "gauge", "runtime.global_buffer_limit_bytes (0: no cap).")
         out.sample("meshgate_buffer_limit_bytes", [:], buffers.limit)
-        out.header("meshgate_buffer_limit_refusals_total", "counter", "Times the global buffer cap was reached (each reset the largest queued streams of a connection).")
+        out.header("meshgate_buffer_limit_refusals_total", "counter", "Times the global buffer cap had no room: for queued bytes (the largest queued streams of a connection were reset) or for bytes a call keeps (see meshgate_held_bytes_refusals_total).")
         out.sample("meshgate_buffer_limit_refusals_total", [:], buffers.refusals)
 
         limits.write(to: &out)

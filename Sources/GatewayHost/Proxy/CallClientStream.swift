@@ -14,13 +14,13 @@ protocol CallClientStream: AnyObject {
     func consume(stream: Int32, bytes: Int)
     /// Drops response bytes still queued for the client; returns how many.
     func discardQueuedData(stream: Int32) -> Int
-    /// Counts bytes the call keeps (its request head; its replay buffer,
-    /// `droppable`) against the client connection's cap and the
-    /// process-wide budget; false, counting nothing, when there is no room
-    /// (see `HTTP2Connection.holdBytes`).
-    func holdBytes(_ bytes: Int, droppable: Bool) -> Bool
-    /// Gives back bytes counted with `holdBytes`.
-    func releaseHeldBytes(_ bytes: Int)
+    /// Counts bytes the call keeps against the client connection's cap and
+    /// the process-wide budget, by kind (see `HTTP2Connection.holdBytes`
+    /// and `holdSlice`); false, counting nothing, when there is no room.
+    func holdBytes(_ bytes: Int, kind: HTTP2HoldKind) -> Bool
+    func releaseHeldBytes(_ bytes: Int, kind: HTTP2HoldKind)
+    func holdSlice(_ slice: ByteBuffer, kind: HTTP2HoldKind) -> HTTP2HeldSlice?
+    func release(_ held: HTTP2HeldSlice)
     var remoteAddress: SocketAddress? { get }
 }
 

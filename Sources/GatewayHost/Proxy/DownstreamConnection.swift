@@ -204,8 +204,9 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
         // its upstream stream's): counted with the connection's other held
         // bytes, so that many streams of large heads meet the connection's
         // cap and the global budget instead of growing without bound.
-        let headBytes = 2 * headers.byteCount
-        guard client.holdBytes(headBytes, droppable: false) else {
+        let headBytes = 2 * headers.storageBytes
+        guard client.holdBytes(headBytes, kind: .required) else {
+            LimitCounters.shared.heldBytesRefused(.head)
             return reply(client, stream, GRPCStatus(.resourceExhausted,
                 "the gateway holds all it may for this connection's calls (listener per_connection_buffer_limit_bytes) or for all clients (runtime.global_buffer_limit_bytes)"))
         }
@@ -224,10 +225,12 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     /// size (an HPACK bomb), were reset already with ENHANCE_YOUR_CALM.
     func http2(_ connection: HTTP2Connection, didRefuseHeaderBlock violation: HTTP2HeaderLimitViolation, stream: Int32, answerable: Bool) {
         LimitCounters.shared.headerBlockRefused(.downstream, violation)
-        Log.debug("client header block over the listener's limit", [
-            "listener": listenerName, "peer": connection.remoteAddress.map { "\($0)" } ?? "?", "stream": String(stream),
-            "limit": violation.listenerLimitText, "answer": answerable ? "RESOURCE_EXHAUSTED" : "RST_STREAM ENHANCE_YOUR_CALM",
-        ])
+        if Log.minimumLevel == .debug {
+            Log.debug("client header block over the listener's limit", [
+                "listener": listenerName, "peer": connection.remoteAddress.map { "\($0)" } ?? "?", "stream": String(stream),
+                "limit": violation.listenerLimitText, "answer": answerable ? "RESOURCE_EXHAUSTED" : "RST_STREAM ENHANCE_YOUR_CALM",
+            ])
+        }
         guard answerable else { return }
         _ = reply(connection, stream, GRPCStatus(.resourceExhausted, violation.listenerLimitText))
     }

@@ -49,12 +49,15 @@ final class ProxyCall: HTTP2StreamDelegate {
     @exclusivity(unchecked) private var scratchDepth = -1
     /// The attempts' I/O side, by id.
     @exclusivity(unchecked) private var attempts = InlineFirstArray<UpstreamAttempt>()
-    /// Request bytes kept to send again to later attempts (the machine
-    /// decides what is kept and dropped, and counts it), and how many of
-    /// them are counted against the client's connection and the process
-    /// (`CallClientStream.holdBytes`).
+    /// Request bytes kept to send again to later attempts, or to the first
+    /// once its stream opens (the machine decides what is kept and
+    /// dropped, and counts it), each as counted against the client's
+    /// connection and the process (`CallClientStream.holdSlice`).
     @exclusivity(unchecked) private var replay = InlineFirstArray<ByteBuffer>()
-    @exclusivity(unchecked) private var heldReplayBytes = 0
+    /// How each was counted (plain values: dropped without reference
+    /// counting); a chunk the caps had no room for has none (the call then
+    /// stops keeping bytes, or ends).
+    @exclusivity(unchecked) private var replayHolds = InlineFirstArray<HTTP2HeldSlice>()
     /// The request head's share of the client connection's held bytes
     /// (`DownstreamConnection.route`), given back when the call is done.
     private let heldHeadBytes: Int
@@ -114,7 +117,6 @@ final class ProxyCall: HTTP2StreamDelegate {
     /// a GOAWAY race: gRFC A6's transparent retry), and no more; a larger
     /// request commits to its attempt once past it.
     static let transparentRetryReplayLimit = 16 << 10
-    private static let allocator = ByteBufferAllocator()
 
     func start(requestEnded: Bool) {
         clientRequestEnded = requestEnded
@@ -287,8 +289,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         case .replay(let id):
             for chunk in replay { attempts[id].send(chunk) }
         case .dropReplay:
-            replay.removeAll()
-            releaseReplayBytes()
+            dropReplay()
         case .sendRequestEnd(let id):
             attempts[id].sendEnd(trailers: machine.request.trailers)
         case .resetStream(let id, let code):
@@ -346,26 +347,29 @@ final class ProxyCall: HTTP2StreamDelegate {
         }
     }
 
-    /// Keeps `data` for later attempts, in storage of its own when it is a
-    /// small slice of a larger read buffer (kept, the slice would keep the
-    /// whole buffer while the caps count its few bytes), and counted
-    /// against the client's connection and the process: bytes for replay
-    /// only as droppable (without room the call stops keeping them), bytes
-    /// no attempt took yet as required (without room the call ends).
+    /// Keeps `data` for later attempts, counted against the client's
+    /// connection and the process by what it costs: a slice of a socket
+    /// read keeps the read's whole buffer alive, so the buffer is counted
+    /// (once for all the slices kept of it), not the slice's bytes —
+    /// without a copy per call. Bytes for replay only are droppable
+    /// (without room the call stops keeping bytes); bytes no attempt took
+    /// yet are received bytes the call cannot drop (without room it ends).
     private func keepForReplay(_ data: ByteBuffer, awaitingStream: Bool) {
-        let kept = data.unpinned(allocator: Self.allocator)
-        replay.append(kept)
-        if downstream.holdBytes(kept.readableBytes, droppable: !awaitingStream) {
-            heldReplayBytes += kept.readableBytes
+        replay.append(data)
+        if let held = downstream.holdSlice(data, kind: awaitingStream ? .received : .droppable) {
+            replayHolds.append(held)
         } else {
+            LimitCounters.shared.heldBytesRefused(awaitingStream ? .received : .replay)
             handle(.keptBytesRefused(awaitingStream: awaitingStream))
         }
     }
 
-    private func releaseReplayBytes() {
-        guard heldReplayBytes > 0 else { return }
-        downstream.releaseHeldBytes(heldReplayBytes)
-        heldReplayBytes = 0
+    private func dropReplay() {
+        replay.removeAll()
+        guard !replayHolds.isEmpty else { return }
+        // By index: an iterator would copy (and retain) the array.
+        for i in replayHolds.indices { downstream.release(replayHolds[i]) }
+        replayHolds.removeAll()
     }
 
     /// The headers an `attemptHeaders` event brought.
@@ -530,9 +534,8 @@ final class ProxyCall: HTTP2StreamDelegate {
                 requestBytes: machine.request.received, responseBytes: machine.responseBytesWritten, clientIdentity: requestHeaders["x-forwarded-client-cert"], fields: plugin.logFields))
         }
         plugin.proxy = nil
-        replay.removeAll()
-        releaseReplayBytes()
-        if heldHeadBytes > 0 { downstream.releaseHeldBytes(heldHeadBytes) }
+        dropReplay()
+        if heldHeadBytes > 0 { downstream.releaseHeldBytes(heldHeadBytes, kind: .required) }
         // Shadows go on by themselves (they hold the generation).
         shadows = nil
         // The attempts hold their call: let both go.

@@ -62,9 +62,11 @@ final class GatewayReflectionService {
 
     static func handle(connection: HTTP2Connection, stream: Int32, headers: HTTP2HeaderList, path: String,
                        listenerIndex: Int, loop: LoopContext, budget: GRPCServerCallBudget) -> GRPCServerCall {
-        let call = GRPCServerCall(connection: connection, stream: stream, headers: headers, path: path,
+        // The head is not kept: the service reads none of it.
+        let call = GRPCServerCall(connection: connection, stream: stream, headers: HTTP2HeaderList(), path: path,
                                   limits: requestLimits, budget: budget)
         call.onRefused = { LimitCounters.shared.ownServiceRefused($0) }
+        if call.refuseUnlessAdmitted() { return call }
         let generation = loop.generation
         let service = GatewayReflectionService(call: call, listener: generation.serving.listeners[listenerIndex], generation: generation,
                                                cache: loop.reflection, version: path == ReflectionUpstreamQuery.Version.v1alpha.rawValue ? .v1alpha : .v1,

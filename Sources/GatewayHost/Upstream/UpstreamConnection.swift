@@ -51,9 +51,11 @@ final class UpstreamConnection: HTTP2ConnectionDelegate {
     /// limits: its stream is reset and the call sees RESOURCE_EXHAUSTED.
     func http2(_ connection: HTTP2Connection, didRefuseHeaderBlock violation: HTTP2HeaderLimitViolation, stream: Int32, answerable: Bool) {
         LimitCounters.shared.headerBlockRefused(.upstream, violation)
-        Log.debug("upstream header block over the cluster's limit", [
-            "cluster": pool.cluster.name, "endpoint": pool.address, "stream": String(stream), "limit": violation.clusterLimitText,
-        ])
+        if Log.minimumLevel == .debug {
+            Log.debug("upstream header block over the cluster's limit", [
+                "cluster": pool.cluster.name, "endpoint": pool.address, "stream": String(stream), "limit": violation.clusterLimitText,
+            ])
+        }
     }
 
     func http2ConnectionDidClose(_ connection: HTTP2Connection) {

@@ -13,8 +13,10 @@ import NIOCore
 /// - Request bytes go to every open attempt and are kept for replay until
 ///   the call commits or they pass `replayLimit` (or the client's
 ///   connection or the process has no room for them:
-///   `replayBudgetExhausted`); past it no new attempt starts and, of the
-///   open attempts, only the one furthest along goes on.
+///   `keptBytesRefused`); past it no new attempt starts and, of the
+///   open attempts, only the one furthest along goes on. Bytes no attempt
+///   took yet wait here whatever the limit; without room for them the
+///   call ends RESOURCE_EXHAUSTED.
 /// - An attempt commits when its response head arrives (hedging, or no
 ///   retry plugin), or with a retry plugin on its first response message,
 ///   so that a status in trailers after a bare head can still be retried.

@@ -185,7 +185,10 @@ final class ShadowStream: HTTP2StreamDelegate, UpstreamPoolWaiter {
         case .connectionLost:
             if status == nil { transportFailure = true }
         case .headersTooLarge:
-            if status == nil, !abandoned { status = .resourceExhausted }
+            if status == nil, !abandoned {
+                status = .resourceExhausted
+                transportFailure = true
+            }
         }
         finish()
     }
