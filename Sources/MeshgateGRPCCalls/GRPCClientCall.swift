@@ -17,13 +17,20 @@ public final class GRPCClientCall: HTTP2StreamDelegate {
     /// connection holds the call as its stream's delegate until then too.
     private var connection: HTTP2Connection?
     private var stream: Int32 = 0
-    private var deframer = GRPCMessageDeframer()
+    private var deframer: GRPCMessageDeframer
     private var status: GRPCStatus?
     private var timer: Scheduled<Void>?
     private var done = false
     private var requestEnded = false
 
-    public init() {}
+    /// `maxResponseMessageBytes`: a larger response message ends the call
+    /// RESOURCE_EXHAUSTED at its length prefix (gRPC's default receive
+    /// limit, 4 MiB, unless the caller knows its answers are smaller):
+    /// window credit goes back as bytes arrive, so only this bounds what
+    /// a peer can make the call buffer.
+    public init(maxResponseMessageBytes: Int = 4 << 20) {
+        deframer = GRPCMessageDeframer(maxMessageSize: maxResponseMessageBytes)
+    }
 
     /// Starts the call; false when the connection cannot take a stream.
     @discardableResult
@@ -127,9 +134,16 @@ public final class GRPCClientCall: HTTP2StreamDelegate {
 
     public func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveData data: ByteBuffer) {
         connection.consume(stream: stream, bytes: data.readableBytes)
+        guard !done else { return }
         deframer.append(data)
-        while !done, let message = try? deframer.next() {
-            onMessage?(message.payload)
+        do {
+            while !done, let message = try deframer.next() {
+                onMessage?(message.payload)
+            }
+        } catch GRPCMessageDeframer.DeframeError.messageTooLarge(let size, let limit) {
+            cancel(GRPCStatus(.resourceExhausted, "response message of \(size) bytes exceeds the limit of \(limit) bytes"))
+        } catch {
+            cancel(GRPCStatus(.internal, "\(error)"))
         }
     }
 

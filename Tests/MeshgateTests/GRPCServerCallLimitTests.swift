@@ -132,4 +132,47 @@ extension HTTP2DialerTests {
         try await eventually { service.budget.held == 0 }
         try await listener.close()
     }
+
+    /// Answers every request with a response message that declares 100 MB
+    /// and never finishes it.
+    final class HugeAnswerServer: HTTP2ConnectionDelegate, HTTP2StreamDelegate, @unchecked Sendable {
+        func http2(_ connection: HTTP2Connection, didReceiveRequest headers: HTTP2HeaderList, stream: Int32, endStream: Bool) -> HTTP2StreamDelegate? {
+            connection.sendResponseHeaders(stream: stream, headers: [(":status", "200"), ("content-type", "application/grpc")], endStream: false)
+            var prefix = ByteBuffer()
+            prefix.writeInteger(UInt8(0))
+            prefix.writeInteger(UInt32(100_000_000))
+            prefix.writeBytes([UInt8](repeating: 9, count: 1000))
+            connection.send(data: prefix, stream: stream)
+            return self
+        }
+        func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveHeaders headers: HTTP2HeaderList, isTrailers: Bool, endStream: Bool) {}
+        func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveData data: ByteBuffer) {
+            connection.consume(stream: stream, bytes: data.readableBytes)
+        }
+        func http2(_ connection: HTTP2Connection, didReceiveEndOfStream stream: Int32) {}
+        func http2(_ connection: HTTP2Connection, stream: Int32, didWriteData bytes: Int) {}
+        func http2(_ connection: HTTP2Connection, stream: Int32, didCloseWith reason: HTTP2StreamCloseReason) {}
+    }
+
+    @Test func aClientCallEndsAtAResponseMessageOverItsLimit() async throws {
+        let listener = try await listen { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(HTTP2Connection(role: .server, delegate: HugeAnswerServer()))
+            }
+        }
+        let result = try await dial(port: listener.localAddress!.port!, options: HTTP2DialOptions(connectTimeout: .seconds(2)), owner: Owner())
+        guard case .success(let connection) = result else { throw HTTP2DialError("dial failed: \(result)") }
+        nonisolated(unsafe) let client = connection
+        let statuses = Statuses()
+        try await loop.submit {
+            let call = GRPCClientCall(maxResponseMessageBytes: 4096)
+            call.onFinish = { statuses.values[0] = $0 }
+            call.start(on: client, authority: "x", path: "/t.S/M", message: [1], endRequest: true, timeout: .seconds(5))
+        }.get()
+        try await eventually { statuses.values[0] != nil }
+        #expect(statuses.values[0]?.code == .resourceExhausted, "\(String(describing: statuses.values[0]))")
+        #expect(statuses.values[0]?.message.contains("100000000 bytes") == true)
+        try await loop.submit { client.close() }.get()
+        try await listener.close()
+    }
 }

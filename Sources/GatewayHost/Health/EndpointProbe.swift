@@ -17,6 +17,10 @@ import NIOCore
 /// `check` mode calls Check every `interval` (+ jitter) with `timeout`;
 /// thresholds decide the transitions.
 final class EndpointProbe: HTTP2ConnectionDelegate {
+    /// A HealthCheckResponse is a status: an upstream answering more than
+    /// this (a few bytes) is not answering health checks.
+    static let maxResponseBytes = 4096
+
     let clusterIndex: Int
     let endpointIndex: Int
     let endpoint: EndpointConfig
@@ -103,7 +107,7 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
     }
 
     private func sendCheck(on connection: HTTP2Connection) {
-        let call = GRPCClientCall()
+        let call = GRPCClientCall(maxResponseMessageBytes: Self.maxResponseBytes)
         var reported: HealthRegistry.Status?
         call.onMessage = { bytes in
             reported = (try? Grpc_Health_V1_HealthCheckResponse(serializedBytes: Array(bytes.readableBytesView)))?.status
@@ -129,7 +133,7 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
     }
 
     private func openWatch(on connection: HTTP2Connection) {
-        let call = GRPCClientCall()
+        let call = GRPCClientCall(maxResponseMessageBytes: Self.maxResponseBytes)
         call.onMessage = { bytes in
             let status = (try? Grpc_Health_V1_HealthCheckResponse(serializedBytes: Array(bytes.readableBytesView)))?.status
             if status == .serving {
