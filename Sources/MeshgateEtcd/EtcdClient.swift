@@ -1,14 +1,26 @@
 import MeshgateGRPC
-import ProtoWire
 import MeshgateGRPCCalls
 import MeshgateHTTP2
 import MeshgateTLS
 import MeshgateTransport
 import NIOCore
+import ProtoWire
 
 public struct EtcdError: Error, CustomStringConvertible, Sendable {
+    public enum Code: Sendable, Equatable {
+        /// A response message was over the client's `maxMessageBytes`
+        /// (the call was ended as its length prefix arrived).
+        case responseTooLarge
+        case failed
+    }
+
+    public let code: Code
     public let message: String
-    public init(_ message: String) { self.message = message }
+    public init(_ message: String, code: Code = .failed) {
+        self.code = code
+        self.message = message
+    }
+
     public var description: String { message }
 }
 
@@ -16,7 +28,7 @@ public struct EtcdError: Error, CustomStringConvertible, Sendable {
 /// connection, made with Meshgate's own HTTP/2 and TLS layers. Confined to
 /// `eventLoop`: every method must be called there, and every callback runs
 /// there. With several etcd endpoints, a failed connection moves to the
-/// next one.
+/// next one. No response message may be larger than `maxMessageBytes`.
 public final class EtcdClient: HTTP2ConnectionDelegate {
     public struct Endpoint: Sendable, CustomStringConvertible {
         public var host: String
@@ -48,28 +60,38 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
     private let tls: (@Sendable () -> TLSContext)?
     private let serverName: String?
     private let dialTimeout: TimeAmount
+    /// The largest response message taken (see `EtcdCall`).
+    public let maxMessageBytes: Int
     private var next = 0
     private var connection: HTTP2Connection?
     private var connecting = false
     private var waiting: [(Result<HTTP2Connection, EtcdError>) -> Void] = []
     private var closed = false
 
+    /// The default `maxMessageBytes`: above etcd's own request limit
+    /// (1.5 MiB unless `--max-request-bytes` raises it), so that one
+    /// key-value, one watch event and one fragment of a watch batch always
+    /// fit.
+    public static let defaultMaxMessageBytes = 4 << 20
+
     public convenience init(endpoints: [Endpoint], eventLoop: EventLoop, tls: TLSContext? = nil, serverName: String? = nil,
-                            dialTimeout: TimeAmount = .seconds(3)) {
+                            dialTimeout: TimeAmount = .seconds(3), maxMessageBytes: Int = EtcdClient.defaultMaxMessageBytes) {
         var provider: (@Sendable () -> TLSContext)?
         if let tls { provider = { tls } }
-        self.init(endpoints: endpoints, eventLoop: eventLoop, tlsProvider: provider, serverName: serverName, dialTimeout: dialTimeout)
+        self.init(endpoints: endpoints, eventLoop: eventLoop, tlsProvider: provider, serverName: serverName, dialTimeout: dialTimeout,
+                  maxMessageBytes: maxMessageBytes)
     }
 
     /// `tlsProvider` is asked for the context at each new connection.
     public init(endpoints: [Endpoint], eventLoop: EventLoop, tlsProvider: (@Sendable () -> TLSContext)?, serverName: String? = nil,
-                dialTimeout: TimeAmount = .seconds(3)) {
+                dialTimeout: TimeAmount = .seconds(3), maxMessageBytes: Int = EtcdClient.defaultMaxMessageBytes) {
         precondition(!endpoints.isEmpty, "etcd needs at least one endpoint")
         self.endpoints = endpoints
         self.eventLoop = eventLoop
         self.tls = tlsProvider
         self.serverName = serverName
         self.dialTimeout = dialTimeout
+        self.maxMessageBytes = maxMessageBytes
     }
 
     /// The endpoint the client is connected (or connecting) to.
@@ -90,14 +112,14 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
             switch result {
             case .failure(let error): completion(.failure(error))
             case .success(let connection):
-                let call = GRPCClientCall()
+                let call = EtcdCall(maxMessageBytes: self.maxMessageBytes)
                 var response: [UInt8]?
-                call.onMessage = { response = Array($0.readableBytesView) }
+                call.onMessage = { response = $0 }
                 call.onFinish = { status in
                     if status.code == .ok, let response {
                         completion(.success(response))
                     } else {
-                        completion(.failure(self.error(path, status)))
+                        completion(.failure(self.error(path, status, call)))
                     }
                 }
                 if !self.start(call, on: connection, path: path, message: request, endRequest: true, timeout: timeout) {
@@ -108,18 +130,18 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
     }
 
     /// Opens a bidirectional stream with its first request message.
-    /// `onMessage` gets each response message; `onEnd` runs once. The
-    /// returned call cancels the stream; nil when no connection could be
+    /// `onMessage` gets each response message; `onEnd` runs once. `onOpen`
+    /// gets the call (to cancel the stream) unless no connection could be
     /// made (`onEnd` has run).
     public func stream(_ path: String, first request: [UInt8], onMessage: @escaping ([UInt8]) -> Void,
-                       onEnd: @escaping (EtcdError) -> Void, onOpen: @escaping (GRPCClientCall) -> Void) {
+                       onEnd: @escaping (EtcdError) -> Void, onOpen: @escaping (EtcdCall) -> Void) {
         withConnection { result in
             switch result {
             case .failure(let error): onEnd(error)
             case .success(let connection):
-                let call = GRPCClientCall()
-                call.onMessage = { onMessage(Array($0.readableBytesView)) }
-                call.onFinish = { status in onEnd(self.error(path, status)) }
+                let call = EtcdCall(maxMessageBytes: self.maxMessageBytes)
+                call.onMessage = onMessage
+                call.onFinish = { status in onEnd(self.error(path, status, call)) }
                 if self.start(call, on: connection, path: path, message: request, endRequest: false, timeout: nil) {
                     onOpen(call)
                 } else {
@@ -129,22 +151,22 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
         }
     }
 
-    private func error(_ path: String, _ status: GRPCStatus) -> EtcdError {
-        EtcdError("\(path) at \(currentEndpoint): \(status)")
+    private func error(_ path: String, _ status: GRPCStatus, _ call: EtcdCall) -> EtcdError {
+        EtcdError("\(path) at \(currentEndpoint): \(status)", code: call.exceededMessageLimit ? .responseTooLarge : .failed)
     }
 
-    private func start(_ call: GRPCClientCall, on connection: HTTP2Connection, path: String, message: [UInt8],
+    private func start(_ call: EtcdCall, on connection: HTTP2Connection, path: String, message: [UInt8],
                        endRequest: Bool, timeout: TimeAmount?) -> Bool {
         call.start(on: connection, authority: currentEndpoint.description, path: path, message: message, endRequest: endRequest,
-                   timeout: timeout, scheme: tls == nil ? "http" : "https", userAgent: "meshgate-etcd")
+                   timeout: timeout, scheme: tls == nil ? "http" : "https")
     }
 
     // MARK: etcd operations
 
-    /// Every key under `prefix`, and the revision they were read at.
-    public func range(prefix: String, timeout: TimeAmount = .seconds(5),
-                      completion: @escaping (Result<(kvs: [EtcdKeyValue], revision: Int64), EtcdError>) -> Void) {
-        unary("/etcdserverpb.KV/Range", EtcdMessages.rangeRequest(prefix: Array(prefix.utf8)).bytes, timeout: timeout) { result in
+    /// One page of keys: at most `request.limit` of `[key, rangeEnd)`.
+    public func range(_ request: EtcdRangeRequest, timeout: TimeAmount = .seconds(5),
+                      completion: @escaping (Result<EtcdRangePage, EtcdError>) -> Void) {
+        unary("/etcdserverpb.KV/Range", EtcdMessages.rangeRequest(request).bytes, timeout: timeout) { result in
             completion(result.flatMap { bytes in
                 Result { () throws(ProtoDecodeError) in try EtcdMessages.rangeResponse(bytes) }.mapError { EtcdError("Range: \($0)") }
             })
@@ -192,18 +214,19 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
 
     /// Watches every key under `prefix` from `startRevision` (inclusive).
     /// `onResponse` gets each batch of events with the revision it brings the
-    /// watcher to; `onEnd` runs once when the watch ends for any reason
-    /// (compaction included: the caller lists again).
+    /// watcher to (`fragment`: the batch goes on in the next response);
+    /// `onEnd` runs once when the watch ends for any reason (compaction
+    /// included: the caller lists again).
     public func watch(prefix: String, startRevision: Int64,
-                      onResponse: @escaping (_ events: [EtcdWatchEvent], _ revision: Int64) -> Void,
-                      onEnd: @escaping (EtcdError) -> Void, onOpen: @escaping (GRPCClientCall) -> Void) {
+                      onResponse: @escaping (_ events: [EtcdWatchEvent], _ revision: Int64, _ fragment: Bool) -> Void,
+                      onEnd: @escaping (EtcdError) -> Void, onOpen: @escaping (EtcdCall) -> Void) {
         var ended = false
         let end = { (error: EtcdError) in
             guard !ended else { return }
             ended = true
             onEnd(error)
         }
-        var openCall: GRPCClientCall?
+        var openCall: EtcdCall?
         let request = EtcdMessages.watchCreateRequest(prefix: Array(prefix.utf8), startRevision: startRevision).bytes
         stream("/etcdserverpb.Watch/Watch", first: request, onMessage: { bytes in
             guard let response = try? EtcdMessages.watchResponse(bytes) else {
@@ -217,7 +240,7 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
                 end(EtcdError("watch canceled by etcd: \(reason)"))
                 return
             }
-            onResponse(response.events, response.revision)
+            onResponse(response.events, response.revision, response.fragment)
         }, onEnd: end, onOpen: { call in
             openCall = call
             onOpen(call)

@@ -7,6 +7,9 @@ public struct EtcdKeyValue: Sendable, Equatable {
     public var key: [UInt8]
     public var value: [UInt8]
     public var modRevision: Int64
+    /// 1 when the put created the key (a deletion resets it): a watch
+    /// tells new keys from changed ones by it.
+    public var version: Int64
     public var lease: Int64
 
     public var keyString: String { String(decoding: key, as: UTF8.self) }
@@ -16,18 +19,54 @@ public struct EtcdKeyValue: Sendable, Equatable {
         key = []
         value = []
         modRevision = 0
+        version = 0
         lease = 0
         var reader = ProtoReader(bytes)
         while let (field, v) = try reader.next() {
             switch field {
             case 1: key = Array(v.slice)
             case 3: modRevision = v.int64
+            case 4: version = v.int64
             case 5: value = Array(v.slice)
             case 6: lease = v.int64
             default: break
             }
         }
     }
+}
+
+/// One page of a Range: the key-values read (at most the request's
+/// `limit`), the store revision they were read at, whether keys beyond the
+/// limit remain in the range, and how many keys the whole range holds.
+public struct EtcdRangePage: Sendable {
+    public var kvs: [EtcdKeyValue] = []
+    public var revision: Int64 = 0
+    public var more = false
+    public var count: Int64 = 0
+}
+
+/// A Range request over `[key, rangeEnd)`.
+public struct EtcdRangeRequest: Sendable, Equatable {
+    public var key: [UInt8]
+    public var rangeEnd: [UInt8]
+    /// At most this many keys (0: no limit).
+    public var limit: Int
+    /// Read at this store revision (0: the newest), so that the pages of
+    /// one listing are one snapshot.
+    public var revision: Int64
+    /// Keys without their values.
+    public var keysOnly: Bool
+
+    public init(key: [UInt8], rangeEnd: [UInt8], limit: Int, revision: Int64 = 0, keysOnly: Bool = false) {
+        self.key = key
+        self.rangeEnd = rangeEnd
+        self.limit = limit
+        self.revision = revision
+        self.keysOnly = keysOnly
+    }
+
+    /// The `rangeEnd` that covers every key starting with `prefix`.
+    public static func end(ofPrefix prefix: [UInt8]) -> [UInt8] { EtcdMessages.prefixEnd(prefix) }
 }
 
 public struct EtcdWatchEvent: Sendable {
@@ -50,10 +89,13 @@ enum EtcdMessages {
         return [0]  // every key
     }
 
-    static func rangeRequest(prefix: [UInt8]) -> ProtoWriter {
+    static func rangeRequest(_ request: EtcdRangeRequest) -> ProtoWriter {
         var w = ProtoWriter()
-        w.bytes(1, prefix)
-        w.bytes(2, prefixEnd(prefix))
+        w.bytes(1, request.key)
+        w.bytes(2, request.rangeEnd)
+        w.int64(3, Int64(request.limit))
+        w.int64(4, request.revision)
+        w.bool(8, request.keysOnly)
         return w
     }
 
@@ -77,6 +119,11 @@ enum EtcdMessages {
         create.bytes(2, prefixEnd(prefix))
         create.int64(3, startRevision)
         create.bool(4, true)  // progress_notify: an idle watch still hears from the server
+        // fragment: etcd splits a batch larger than its request limit into
+        // several responses, so that no response is larger than that limit
+        // or one event; unsplit, a batch of up to 1,000 revisions is one
+        // message of any size.
+        create.bool(8, true)
         var w = ProtoWriter()
         w.message(1, create)
         return w
@@ -104,19 +151,19 @@ enum EtcdMessages {
         return revision
     }
 
-    /// RangeResponse: the key-values and the store revision they were read at.
-    static func rangeResponse(_ bytes: [UInt8]) throws(ProtoDecodeError) -> (kvs: [EtcdKeyValue], revision: Int64) {
+    static func rangeResponse(_ bytes: [UInt8]) throws(ProtoDecodeError) -> EtcdRangePage {
         var reader = ProtoReader(bytes)
-        var kvs: [EtcdKeyValue] = []
-        var revision: Int64 = 0
+        var page = EtcdRangePage()
         while let (field, v) = try reader.next() {
             switch field {
-            case 1: revision = try headerRevision(v.slice)
-            case 2: kvs.append(try EtcdKeyValue(v.slice))
+            case 1: page.revision = try headerRevision(v.slice)
+            case 2: page.kvs.append(try EtcdKeyValue(v.slice))
+            case 3: page.more = v.int64 != 0
+            case 4: page.count = v.int64
             default: break
             }
         }
-        return (kvs, revision)
+        return page
     }
 
     struct WatchResponse {
@@ -125,6 +172,8 @@ enum EtcdMessages {
         var canceled = false
         var compactRevision: Int64 = 0
         var cancelReason = ""
+        /// More responses follow with the rest of this batch's events.
+        var fragment = false
         var events: [EtcdWatchEvent] = []
     }
 
@@ -138,6 +187,7 @@ enum EtcdMessages {
             case 4: out.canceled = v.int64 != 0
             case 5: out.compactRevision = v.int64
             case 6: out.cancelReason = String(decoding: v.slice, as: UTF8.self)
+            case 7: out.fragment = v.int64 != 0
             case 11:
                 var event = ProtoReader(v.slice)
                 var kind = EtcdWatchEvent.Kind.put

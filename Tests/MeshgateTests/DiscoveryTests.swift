@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import GatewayHost
 @testable import MeshgateEtcd
+import NIOCore
 import ProtoWire
 
 @Suite struct EtcdWireTests {
@@ -23,10 +24,63 @@ import ProtoWire
         response.message(1, header)
         response.message(2, kv)
         response.varint(99, 5)  // unknown fields are skipped
-        let (kvs, revision) = try EtcdMessages.rangeResponse(response.bytes)
-        #expect(revision == 42)
-        #expect(kvs.count == 1)
-        #expect(kvs[0].keyString == "/svc/a" && kvs[0].valueString == "127.0.0.1:1" && kvs[0].lease == 7 && kvs[0].modRevision == 41)
+        let page = try EtcdMessages.rangeResponse(response.bytes)
+        #expect(page.revision == 42 && !page.more && page.count == 0)
+        #expect(page.kvs.count == 1)
+        let read = page.kvs[0]
+        #expect(read.keyString == "/svc/a" && read.valueString == "127.0.0.1:1" && read.lease == 7 && read.modRevision == 41)
+        var more = response
+        more.varint(3, 1)
+        more.varint(4, 12_000)
+        let next = try EtcdMessages.rangeResponse(more.bytes)
+        #expect(next.more && next.count == 12_000)
+    }
+
+    /// RangeRequest fields as etcd's rpc.proto numbers them: key 1,
+    /// range_end 2, limit 3, revision 4, keys_only 8.
+    @Test func rangeRequestCarriesLimitRevisionAndKeysOnly() throws {
+        let request = EtcdRangeRequest(key: Array("/svc/".utf8), rangeEnd: EtcdRangeRequest.end(ofPrefix: Array("/svc/".utf8)),
+                                       limit: 225, revision: 77, keysOnly: true)
+        var reader = ProtoReader(EtcdMessages.rangeRequest(request).bytes)
+        var fields: [Int: [UInt8]] = [:]
+        var numbers: [Int: Int64] = [:]
+        while let (field, value) = try reader.next() {
+            if field <= 2 { fields[field] = Array(value.slice) } else { numbers[field] = value.int64 }
+        }
+        #expect(fields == [1: Array("/svc/".utf8), 2: Array("/svc0".utf8)])
+        #expect(numbers == [3: 225, 4: 77, 8: 1])
+        // No limit, the newest revision, values: the fields are left out.
+        var plain = ProtoReader(EtcdMessages.rangeRequest(EtcdRangeRequest(key: [1], rangeEnd: [2], limit: 0)).bytes)
+        var count = 0
+        while try plain.next() != nil { count += 1 }
+        #expect(count == 2)
+    }
+
+    /// WatchCreateRequest asks for fragments (field 8), so that etcd never
+    /// sends a batch larger than its request limit in one message; a
+    /// fragment says more follow (WatchResponse field 7), and a put that
+    /// created its key has version 1.
+    @Test func watchAsksForFragmentsAndReadsThem() throws {
+        var outer = ProtoReader(EtcdMessages.watchCreateRequest(prefix: Array("/p/".utf8), startRevision: 5).bytes)
+        var create: [Int: Int64] = [:]
+        while let (field, value) = try outer.next() {
+            #expect(field == 1)
+            var inner = ProtoReader(value.slice)
+            while let (f, v) = try inner.next() {
+                if f > 2 { create[f] = v.int64 }
+            }
+        }
+        #expect(create == [3: 5, 4: 1, 8: 1])
+        var kv = ProtoWriter()
+        kv.bytes(1, Array("/p/a".utf8))
+        kv.varint(4, 1)
+        var event = ProtoWriter()
+        event.message(2, kv)
+        var response = ProtoWriter()
+        response.varint(7, 1)
+        response.message(11, event)
+        let decoded = try EtcdMessages.watchResponse(response.bytes)
+        #expect(decoded.fragment && decoded.events.first?.kv.version == 1)
     }
 
     @Test func watchResponseEvents() throws {
@@ -109,6 +163,128 @@ import ProtoWire
         #expect(EtcdClient.Endpoint(parsing: "http://127.0.0.1:2379/")?.description == "127.0.0.1:2379")
         #expect(EtcdClient.Endpoint(parsing: "[::1]:2379")?.host == "::1")
         #expect(EtcdClient.Endpoint(parsing: "localhost") == nil)
+    }
+}
+
+/// The paged listing of an etcd prefix (`EtcdListing`), driven with the
+/// pages etcd would answer.
+@Suite struct EtcdListingTests {
+    func kv(_ key: String) -> EtcdKeyValue {
+        var w = ProtoWriter()
+        w.bytes(1, Array(key.utf8))
+        return try! EtcdKeyValue(w.bytes[...])
+    }
+
+    func page(_ keys: [String], more: Bool, count: Int64 = 0, revision: Int64 = 9) -> EtcdRangePage {
+        EtcdRangePage(kvs: keys.map(kv), revision: revision, more: more, count: count)
+    }
+
+    func request(_ step: EtcdListing.Step) -> EtcdRangeRequest? {
+        switch step {
+        case .read(let r), .findOversizeKey(let r): return r
+        case .done: return nil
+        }
+    }
+
+    @Test func pagesAskForNoMoreKeysThanPlacesLeftAndReadAtOneRevision() throws {
+        var listing = EtcdListing(prefix: "/p/", maxPageKeys: 3)
+        let first = try #require(request(listing.next(placesLeft: 5)))
+        #expect(first == EtcdRangeRequest(key: Array("/p/".utf8), rangeEnd: Array("/p0".utf8), limit: 3, revision: 0))
+        listing.didRead(page(["/p/a", "/p/b", "/p/c"], more: true, count: 40, revision: 12))
+        #expect(listing.revision == 12 && listing.keysUnderPrefix == 40)
+        // Two places left: a page of two, from just after the last key, at revision 12.
+        let second = try #require(request(listing.next(placesLeft: 2)))
+        #expect(second == EtcdRangeRequest(key: Array("/p/c".utf8) + [0], rangeEnd: Array("/p0".utf8), limit: 2, revision: 12))
+        listing.didRead(page(["/p/d", "/p/e"], more: true, count: 37, revision: 15))
+        #expect(listing.revision == 12 && listing.keysUnderPrefix == 40)
+        let last = listing.next(placesLeft: 0)
+        #expect(last == .done && listing.keysLeftUnread)
+    }
+
+    @Test func badKeysTakeNoPlaceSoTheListingReadsOnUntilThePrefixEnds() throws {
+        var listing = EtcdListing(prefix: "/p/", maxPageKeys: 2)
+        _ = listing.next(placesLeft: 2)
+        listing.didRead(page(["/p/bad1", "/p/bad2"], more: true, count: 3))
+        let second = listing.next(placesLeft: 2)
+        #expect(request(second)?.limit == 2)
+        listing.didRead(page(["/p/good"], more: false))
+        let last = listing.next(placesLeft: 1)
+        #expect(last == .done && !listing.keysLeftUnread)
+    }
+
+    @Test func aPageOverTheMessageLimitIsAskedInHalvesThenTheKeyAloneIsSteppedOver() throws {
+        var listing = EtcdListing(prefix: "/p/", maxPageKeys: 4)
+        var limits: [Int?] = []
+        var halved: [Bool] = []
+        for _ in 0..<3 {
+            limits.append(request(listing.next(placesLeft: 100))?.limit)
+            halved.append(listing.pageTooLarge())
+        }
+        #expect(limits == [4, 2, 1] && halved == [true, true, true])
+        // One key is over the limit with its value: read it without, to name it and go past it.
+        let find = listing.next(placesLeft: 100)
+        guard case .findOversizeKey(let keyOnly) = find else { Issue.record("\(find)"); return }
+        #expect(keyOnly.keysOnly && keyOnly.limit == 1 && keyOnly.key == Array("/p/".utf8))
+        listing.didRead(page(["/p/huge"], more: true, count: 9))
+        let after = try #require(request(listing.next(placesLeft: 100)))
+        #expect(!after.keysOnly && after.limit == 1 && after.key == Array("/p/huge".utf8) + [0])
+        // Pages grow back once they fit.
+        listing.didRead(page(["/p/x"], more: true))
+        let two = listing.next(placesLeft: 100)
+        listing.didRead(page(["/p/y", "/p/z"], more: true))
+        let four = listing.next(placesLeft: 100)
+        listing.didRead(page(["/p/zz"], more: false))
+        let end = listing.next(placesLeft: 100)
+        #expect(request(two)?.limit == 2 && request(four)?.limit == 4 && end == .done)
+    }
+
+    @Test func aKeyAloneOverTheLimitEndsTheListing() {
+        var listing = EtcdListing(prefix: "/p/", maxPageKeys: 1)
+        _ = listing.next(placesLeft: 1)
+        let halved = listing.pageTooLarge()
+        guard case .findOversizeKey = listing.next(placesLeft: 1) else { Issue.record("no key-only read"); return }
+        let goesOn = listing.pageTooLarge()
+        #expect(halved && !goesOn)
+    }
+
+    @Test func anEmptyPrefixIsOnePage() {
+        var listing = EtcdListing(prefix: "/p/", maxPageKeys: 225)
+        _ = listing.next(placesLeft: 10_000)
+        listing.didRead(page([], more: false, count: 0, revision: 3))
+        let end = listing.next(placesLeft: 10_000)
+        #expect(end == .done && listing.revision == 3 && !listing.keysLeftUnread)
+    }
+
+    /// An honest page (keys and values at their limits) fills at most half
+    /// of the largest message the gateway takes from etcd.
+    @Test func honestPagesFitTheMessageLimit() {
+        let honest = InputLimits.etcdPageKeys * (InputLimits.etcdKeyBytes + InputLimits.etcdValue.maxBytes + 64)
+        #expect(InputLimits.etcdPageKeys >= 100 && honest <= InputLimits.etcdMessageBytes / 2)
+    }
+}
+
+@Suite struct DiscoveryLogBudgetTests {
+    @Test func aBudgetLetsThroughItsLinesPerInterval() {
+        var budget = LogLineBudget(lines: 3, interval: .seconds(60))
+        let t0 = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        let verdicts = (0..<5).map { budget.take(now: t0 + .seconds(Int64($0))) }
+        let later = budget.take(now: t0 + .seconds(61))
+        #expect(verdicts == [.log, .log, .logLast, .drop, .drop] && later == .log)
+    }
+
+    @Test func aBadKeyIsLoggedOnceWhileItStaysBadAndTheRestWithinTheBudget() {
+        var log = BadKeyLog()
+        let t0 = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        let first = log.shouldLog("/p/a", now: t0)
+        let again = log.shouldLog("/p/a", now: t0)
+        log.forget("/p/a")
+        let afterForget = log.shouldLog("/p/a", now: t0)
+        #expect(first == .log && again == .drop && afterForget == .log)
+        let verdicts = (0..<100).map { log.shouldLog("/p/k\($0)", now: t0) }
+        #expect(verdicts.filter { $0 != .drop }.count == BadKeyLog.linesPerMinute - 2)
+        #expect(verdicts.filter { $0 == .logLast }.count == 1)
+        let nextMinute = log.shouldLog("/p/k99", now: t0 + .seconds(61))
+        #expect(nextMinute == .log)
     }
 }
 

@@ -44,9 +44,14 @@ import MeshgateYAML
                 #expect(error.isLimit && error.mark.line == 1, "\(error)")
             }
         }
-        let deepJSON = "{\"address\": \"127.0.0.1:1\", \"metadata\": " + nested(10_000) + "}"
+        // An etcd value within its size (8 KiB) is refused by its depth;
+        // the issue's 10,000 levels already by their size.
+        let deepJSON = "{\"address\": \"127.0.0.1:1\", \"metadata\": " + nested(1_000) + "}"
         guard case .failure(let failure) = EtcdDiscovery.parse(deepJSON) else { Issue.record("accepted"); return }
         #expect(failure.description.contains("nested deeper than 64 levels"), "\(failure)")
+        let deeper = "{\"address\": \"127.0.0.1:1\", \"metadata\": " + nested(10_000) + "}"
+        guard case .failure(let large) = EtcdDiscovery.parse(deeper) else { Issue.record("accepted"); return }
+        #expect(large.description.contains("over the limit of 8192 bytes"), "\(large)")
     }
 
     @Test func aDocumentOverItsSizeIsRefusedBeforeParsing() {
@@ -59,7 +64,10 @@ import MeshgateYAML
         #expect((try? YAMLParser.parse("a: 1", limits: YAMLLimits(maxBytes: 4))) != nil)
         let value = #"{"address": "127.0.0.1:1", "metadata": {"x": ""# + String(repeating: "y", count: 70_000) + #""}}"#
         guard case .failure(let failure) = EtcdDiscovery.parse(value) else { Issue.record("accepted"); return }
-        #expect(failure.description.contains("over the limit of 65536 bytes"), "\(failure)")
+        #expect(failure.description.contains("over the limit of 8192 bytes"), "\(failure)")
+        // The bytes an etcd key-value carries are measured before they are decoded.
+        guard case .failure(let bytes) = EtcdDiscovery.parse(Array(value.utf8)) else { Issue.record("accepted"); return }
+        #expect(bytes.description == "the value is \(value.utf8.count) bytes, over the limit of 8192 bytes", "\(bytes)")
     }
 
     @Test func aConfigPastTheDepthNamesFileLineAndLimit() {
@@ -99,6 +107,64 @@ import MeshgateYAML
         try ("endpoints:\n  - address: 127.0.0.1:1\n    metadata: { a: " + nested(1000) + " }\n").write(toFile: path, atomically: true, encoding: .utf8)
         guard case .failure(let deep) = FileDiscovery.read(path) else { Issue.record("accepted"); return }
         #expect(deep.description.hasPrefix("\(path):3:") && deep.description.contains("nested deeper than 64"), "\(deep)")
+    }
+}
+
+/// Labels of one endpoint: at most 32 names and 4 KiB of names and
+/// values, from the config, a discovery file and an etcd value alike.
+@Suite struct EndpointMetadataLimitsTests {
+    func metadata(_ count: Int, valueBytes: Int = 1) -> String {
+        "{" + (0..<count).map { "k\($0): " + String(repeating: "v", count: valueBytes) }.joined(separator: ", ") + "}"
+    }
+
+    func config(_ metadata: String) -> String {
+        """
+        listeners:
+          - { name: l, address: 127.0.0.1:1, routes: [{ match: { service: s }, cluster: c }] }
+        clusters:
+          - name: c
+            endpoints:
+              - address: 127.0.0.1:2
+                metadata: \(metadata)
+        """
+    }
+
+    @Test func theConfigRefusesAnEndpointOverEitherLimitAtItsLine() throws {
+        let full = try ConfigLoader.parse(config(metadata(32, valueBytes: 100)), file: "m.yaml")
+        #expect(full.clusters[0].endpoints[0].metadata.count == 32)
+        let cases = [
+            (metadata(33), "33 names, over the limit of 32 per endpoint"),
+            // 2 names of 2 bytes (k0, k1) and 2 values of 2,047 bytes: 4,098 bytes.
+            (metadata(2, valueBytes: 2047), "names and values of 4098 bytes, over the limit of 4096 bytes per endpoint"),
+        ]
+        for (text, message) in cases {
+            do {
+                _ = try ConfigLoader.parse(config(text), file: "m.yaml")
+                Issue.record("accepted \(message)")
+            } catch {
+                #expect(error.description.hasPrefix("m.yaml:7:") && error.field == "clusters[0].endpoints[0].metadata", "\(error)")
+                #expect(error.message == message, "\(error)")
+            }
+        }
+        #expect((try? ConfigLoader.parse(config(metadata(2, valueBytes: 2046)), file: "m.yaml")) != nil)
+    }
+
+    @Test func discoveryFilesAndEtcdValuesAreHeldToTheSameLimits() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mg-meta-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("eps.yaml").path
+        try "endpoints:\n  - address: 127.0.0.1:1\n  - address: 127.0.0.1:2\n    metadata: \(metadata(40))\n".write(toFile: path, atomically: true, encoding: .utf8)
+        guard case .failure(let file) = FileDiscovery.read(path) else { Issue.record("accepted"); return }
+        #expect(file.description.hasPrefix("\(path):4:") && file.description.contains("endpoints[1].metadata: 40 names, over the limit of 32"), "\(file)")
+        let names = (0..<33).map { "\"k\($0)\": \"v\"" }.joined(separator: ", ")
+        guard case .failure(let etcd) = EtcdDiscovery.parse("{\"address\": \"127.0.0.1:1\", \"metadata\": {\(names)}}") else { Issue.record("accepted"); return }
+        #expect(etcd.description == "value.metadata: 33 names, over the limit of 32 per endpoint", "\(etcd)")
+        // The most metadata an endpoint may have fits the etcd value limit as JSON.
+        let most = (0..<32).map { "\"k\($0 + 10)\": \"\(String(repeating: "v", count: 124))\"" }.joined(separator: ", ")
+        let value = "{\"address\": \"replica-with-a-long-name.namespace.svc.cluster.local:50051\", \"weight\": 100, \"metadata\": {\(most)}}"
+        #expect((try? EtcdDiscovery.parse(value).get())?.metadata.count == 32)
+        #expect(value.utf8.count < InputLimits.etcdValue.maxBytes)
     }
 }
 

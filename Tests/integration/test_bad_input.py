@@ -93,6 +93,16 @@ BROKEN = [
         VALID.replace("127.0.0.1:18080", "127.0.0.1:99999"),
         marker="127.0.0.1:99999", field="listeners[0].address", mentions="99999"),
     BrokenConfig(
+        "metadata-too-many-names",
+        VALID.replace("      - address: 127.0.0.1:19001\n", "      - address: 127.0.0.1:19001\n        metadata: {"
+                      + ", ".join(f"k{i}: v" for i in range(33)) + "}\n"),
+        marker="metadata: {k0", field="clusters[0].endpoints[0].metadata", mentions="33 names, over the limit of 32 per endpoint"),
+    BrokenConfig(
+        "metadata-too-many-bytes",
+        VALID.replace("        weight: 2\n", "        weight: 2\n        metadata:\n          note: " + "n" * 4100 + "\n"),
+        marker="note: nnn", field="clusters[0].endpoints[1].metadata",
+        mentions="names and values of 4104 bytes, over the limit of 4096 bytes per endpoint"),
+    BrokenConfig(
         "address-without-port",
         VALID.replace("address: 127.0.0.1:19001", "address: nohost"),
         marker="address: nohost", field="clusters[0].endpoints[0].address", mentions="nohost"),

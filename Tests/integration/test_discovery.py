@@ -576,7 +576,8 @@ def etcd_value(port: int, rid: str) -> str:
 
 def test_etcd_value_nested_10000_deep_is_refused_and_the_gateway_keeps_serving(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
     """Anyone who can write under the prefix (every replica that registers
-    itself can) writes a 10,000-deep JSON value, then a 100,000-deep one:
+    itself can) writes a 1,000-deep JSON value, a 10,000-deep one, then a
+    100,000-deep one:
     the gateway refuses each key with a log line naming it and the limit
     (depth, at its line and column; size), keeps
     serving its endpoints without a failed call, and still follows the
@@ -595,13 +596,15 @@ def test_etcd_value_nested_10000_deep_is_refused_and_the_gateway_keeps_serving(b
             load.wait_for("j2", 0)
             # 10,000 levels (the issue's figure), then 100,000: the tree used
             # to be built recursively, and the second overflowed the stack
-            # (SIGSEGV). Now the first passes the size limit and is refused
-            # at the 65th level, the second (200 KB) by its size.
+            # (SIGSEGV). Now both are refused by their size (an etcd value
+            # takes at most 8 KiB), and 1,000 levels (2 KB) at the 65th level.
             prefix = '{"address": "127.0.0.1:1", "metadata": '
             # The root object is level 1: the 64th "[" is the 65th.
             too_deep = f"1:{len(prefix) + 64}: lists and mappings nested deeper than 64 levels, the limit"
-            too_large = f"the value is {len(prefix) + 200_001} bytes, over the limit of 65536 bytes"
-            for key, depth, error in (("evil", 10_000, too_deep), ("evil-deeper", 100_000, too_large)):
+            def too_large(depth: int) -> str:
+                return f"the value is {len(prefix) + 2 * depth + 1} bytes, over the limit of 8192 bytes"
+            for key, depth, error in (("evil-deep", 1_000, too_deep), ("evil", 10_000, too_large(10_000)),
+                                      ("evil-deeper", 100_000, too_large(100_000))):
                 deep = prefix + "[" * depth + "]" * depth + "}"
                 etcd.put(PREFIX + key, deep)
                 wait_until(lambda: not gateway.alive() or f'"key":"{PREFIX}{key}"' in gateway.log_text(),
@@ -702,5 +705,210 @@ def test_discovered_endpoints_that_are_the_gateways_own_addresses_are_refused(bi
             stub = mesh_pb2_grpc.MeshServiceStub(channel)
             for i in range(20):
                 assert stub.Process(mesh_pb2.ProcessRequest(request_id=f"c{i}"), timeout=5).replica_id == "o1"
+    finally:
+        launch.stop_all()
+
+
+# What an etcd source reads and holds: a prefix is untrusted input too
+
+
+def vm_hwm_mib(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), in MiB."""
+    line = next(l for l in Path(f"/proc/{pid}/status").read_text().splitlines() if l.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def bad_value_lines(log: str) -> list[dict]:
+    return [json.loads(l) for l in log.splitlines() if "ignoring a key whose value is not an endpoint" in l]
+
+
+def test_etcd_prefix_of_72_mb_lists_in_pages_in_bounded_memory(bins, tmp_path):
+    """60 values of 1.2 MB under the prefix (72 MB, each within etcd's own
+    1.5 MiB request limit, so anyone who can write the prefix can do it)
+    before three good keys. The listing used to be one Range answered in
+    one message: past the gRPC deframer's 64 MiB it failed on every retry
+    and the cluster never got an endpoint. Now it reads pages of at most
+    4 MiB (a page over it is asked again in halves, each large value is
+    named in the log and stepped over): the three good keys serve, the
+    source reports no failure, the gateway's peak memory stays far below
+    the prefix's size, and the 60 bad values take at most 20 log lines."""
+    launch = Launcher(bins, tmp_path)
+    try:
+        etcd = EtcdServer(tmp_path / "etcd", launch.group)
+        etcd.start()
+        large = "x" * 1_200_000
+        for i in range(60):
+            etcd.put_fast(f"{PREFIX}big-{i:02d}", large)
+        good = {f"{HOST}:{20_000 + i}" for i in range(3)}
+        for i, address in enumerate(sorted(good)):
+            etcd.put_fast(f"{PREFIX}good-{i}", json.dumps({"address": address}))
+        port, admin = free_port(), free_port()
+        gateway = start_gateway(launch, discovery_config(port, admin, {"etcd": {"endpoints": [etcd.endpoint], "prefix": PREFIX}},
+                                                         health=False), port)
+        wait_until(lambda: endpoint_addresses(admin) == good, timeout=30, message="the three good keys listed past 72 MB of values")
+        discovery = mesh_cluster(admin)["discovery"]
+        assert discovery["state"] == "ok" and discovery["failures_total"] == 0, discovery
+        peak = vm_hwm_mib(gateway.pid)
+        assert peak < 64, f"gateway peak RSS {peak:.0f} MiB while listing a 72 MB prefix"
+        lines = bad_value_lines(gateway.log_text())
+        assert len(lines) == 20, len(lines)
+        assert all(l["error"] == "the value is 1200000 bytes, over the limit of 8192 bytes" for l in lines), lines[0]
+        assert "more keys with bad values than the log takes" in gateway.log_text()
+        # Still following the prefix: a value written now arrives by the watch.
+        etcd.put_fast(f"{PREFIX}good-3", json.dumps({"address": f"{HOST}:20003"}))
+        wait_until(lambda: f"{HOST}:20003" in endpoint_addresses(admin), timeout=10, message="a key put after the listing")
+    finally:
+        launch.stop_all()
+
+
+def test_etcd_listing_reads_no_more_keys_than_max_endpoints(bins, tmp_path):
+    """`max_endpoints: 3` over a prefix of 600 keys of about 1 KB: the
+    listing asks etcd for three keys (Range `limit`), not the 600 KB under
+    the prefix (measured with etcd's own count of bytes sent to gRPC
+    clients), and the log line says how many keys there are, once."""
+    launch = Launcher(bins, tmp_path)
+    try:
+        etcd = EtcdServer(tmp_path / "etcd", launch.group)
+        etcd.start()
+        padding = {"note": "p" * 900}
+        for i in range(600):
+            etcd.put_fast(f"{PREFIX}k{i:03d}", json.dumps({"address": f"{HOST}:{20_000 + i}", "metadata": padding}))
+        sent_before = etcd.metric("etcd_network_client_grpc_sent_bytes_total")
+        port, admin = free_port(), free_port()
+        source = {"etcd": {"endpoints": [etcd.endpoint], "prefix": PREFIX}, "max_endpoints": 3}
+        gateway = start_gateway(launch, discovery_config(port, admin, source, health=False), port)
+        assert endpoint_addresses(admin) == {f"{HOST}:{20_000 + i}" for i in range(3)}
+        sent = etcd.metric("etcd_network_client_grpc_sent_bytes_total") - sent_before
+        assert sent < 50_000, f"etcd sent the gateway {sent:.0f} bytes to list 3 keys of about 1 KB"
+        warnings = [json.loads(l) for l in gateway.log_text().splitlines() if "more keys under the prefix than max_endpoints" in l]
+        assert len(warnings) == 1 and warnings[0]["keys"] == "600" and warnings[0]["max_endpoints"] == "3", warnings
+    finally:
+        launch.stop_all()
+
+
+def test_etcd_relisting_after_removals_is_delayed_and_coalesced(bins, tmp_path):
+    """`max_endpoints: 3` over 30 keys. A writer deletes the kept keys one
+    after another, 20 deletes in 2 s: each delete of a kept key used to
+    list the prefix again at once (one small write, one full read). Now a
+    freed place is filled by one listing after a delay (1 s, then doubling
+    while re-listings follow each other): at most three Range calls for
+    the 20 deletes, and the waiting keys still take the places."""
+    launch = Launcher(bins, tmp_path)
+    try:
+        etcd = EtcdServer(tmp_path / "etcd", launch.group)
+        etcd.start()
+        address = {i: f"{HOST}:{20_000 + i}" for i in range(30)}
+        for i in range(30):
+            etcd.put_fast(f"{PREFIX}k{i:02d}", json.dumps({"address": address[i]}))
+        port, admin = free_port(), free_port()
+        source = {"etcd": {"endpoints": [etcd.endpoint], "prefix": PREFIX}, "max_endpoints": 3}
+        gateway = start_gateway(launch, discovery_config(port, admin, source, health=False), port)
+        assert endpoint_addresses(admin) == {address[0], address[1], address[2]}
+        ranges_before = etcd.metric("grpc_server_started_total", grpc_method="Range")
+        for i in range(20):
+            assert etcd.delete_fast(f"{PREFIX}k{i:02d}") == 1
+            time.sleep(0.1)
+        wait_until(lambda: endpoint_addresses(admin) == {address[20], address[21], address[22]}, timeout=15,
+                   message="the waiting keys to take the freed places")
+        ranges = etcd.metric("grpc_server_started_total", grpc_method="Range") - ranges_before
+        assert 1 <= ranges <= 3, f"{ranges:.0f} Range calls for 20 deletes"
+        assert gateway.alive()
+    finally:
+        launch.stop_all()
+
+
+def test_etcd_a_kept_key_turning_bad_frees_its_place_and_unkept_keys_are_not_parsed(bins, tmp_path):
+    """`max_endpoints: 2`, keys k1, k2 kept and k3 waiting. Puts of keys
+    that have no place are not parsed (a bad value there is not logged)
+    and the "more keys than max_endpoints" warning comes once, not per
+    put. When k1's value turns bad, its place is freed and the prefix
+    listed again, so k3 takes it."""
+    launch = Launcher(bins, tmp_path)
+    try:
+        etcd = EtcdServer(tmp_path / "etcd", launch.group)
+        etcd.start()
+        address = {rid: f"{HOST}:{20_000 + n}" for n, rid in enumerate(("k1", "k2", "k3"))}
+        for rid in ("k1", "k2", "k3"):
+            etcd.put_fast(PREFIX + rid, json.dumps({"address": address[rid]}))
+        port, admin = free_port(), free_port()
+        source = {"etcd": {"endpoints": [etcd.endpoint], "prefix": PREFIX}, "max_endpoints": 2}
+        gateway = start_gateway(launch, discovery_config(port, admin, source, health=False), port)
+        assert endpoint_addresses(admin) == {address["k1"], address["k2"]}
+        for n in range(5):
+            etcd.put_fast(f"{PREFIX}k3", json.dumps({"address": address["k3"], "metadata": {"n": str(n)}}))
+            etcd.put_fast(f"{PREFIX}z-unkept-{n}", "not an endpoint")
+        # The watch delivers in order: once k1's change shows, the puts before it were seen.
+        etcd.put_fast(PREFIX + "k1", "no longer an endpoint")
+        wait_until(lambda: endpoint_addresses(admin) == {address["k2"], address["k3"]}, timeout=10,
+                   message="k3 to take the place k1's bad value freed")
+        log = gateway.log_text()
+        assert [l["key"] for l in bad_value_lines(log)] == [PREFIX + "k1"], bad_value_lines(log)
+        assert log.count("more keys under the prefix than max_endpoints") == 1, log
+    finally:
+        launch.stop_all()
+
+
+def test_etcd_bad_values_within_places_are_logged_within_a_budget(bins, tmp_path):
+    """40 keys with values that are not endpoints, put one after another
+    (a writer in a loop): at most 20 error lines a minute and one warning
+    that the rest are not logged, instead of a line per put."""
+    launch = Launcher(bins, tmp_path)
+    try:
+        etcd = EtcdServer(tmp_path / "etcd", launch.group)
+        etcd.start()
+        etcd.put_fast(PREFIX + "good", json.dumps({"address": f"{HOST}:20000"}))
+        port, admin = free_port(), free_port()
+        gateway = start_gateway(launch, discovery_config(port, admin, {"etcd": {"endpoints": [etcd.endpoint], "prefix": PREFIX}},
+                                                         health=False), port)
+        assert endpoint_addresses(admin) == {f"{HOST}:20000"}
+        for i in range(40):
+            etcd.put_fast(f"{PREFIX}bad-{i:02d}", f"not-an-endpoint-{i}")
+        etcd.put_fast(PREFIX + "last", json.dumps({"address": f"{HOST}:20001"}))
+        wait_until(lambda: f"{HOST}:20001" in endpoint_addresses(admin), timeout=10, message="the key put after the bad ones")
+        log = gateway.log_text()
+        assert len(bad_value_lines(log)) == 20, len(bad_value_lines(log))
+        assert log.count("more keys with bad values than the log takes") == 1
+    finally:
+        launch.stop_all()
+
+
+def test_endpoint_metadata_is_capped_in_etcd_values_and_discovery_files(bins, tmp_path):
+    """Labels of one endpoint: at most 32 names and 4 KiB of names and
+    values (10,000 etcd keys of 64 KiB of labels each used to be held, per
+    event loop, and built into /clusters). An etcd value past either limit
+    is refused with a log line naming the key and the limit; a discovery
+    file with such an entry is refused at its line (the last endpoints
+    stay)."""
+    launch = Launcher(bins, tmp_path)
+    try:
+        etcd = EtcdServer(tmp_path / "etcd", launch.group)
+        etcd.start()
+        etcd.put_fast(PREFIX + "ok", json.dumps({"address": f"{HOST}:20000", "metadata": {f"k{i}": "v" * 100 for i in range(32)}}))
+        etcd.put_fast(PREFIX + "names", json.dumps({"address": f"{HOST}:20001", "metadata": {f"k{i}": "v" for i in range(33)}}))
+        etcd.put_fast(PREFIX + "bytes", json.dumps({"address": f"{HOST}:20002", "metadata": {"a": "v" * 2100, "b": "v" * 2100}}))
+        endpoints_file = tmp_path / "endpoints.yaml"
+        endpoints_file.write_text(to_yaml({"endpoints": [{"address": f"{HOST}:20010"}]}))
+        port, admin = free_port(), free_port()
+        config = to_yaml({
+            "admin": {"address": f"{HOST}:{admin}"},
+            "runtime": {"drain_timeout": "3s"},
+            "listeners": [{"name": "public", "address": f"{HOST}:{port}",
+                           "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]}],
+            "clusters": [{"name": "mesh", "discovery": {"etcd": {"endpoints": [etcd.endpoint], "prefix": PREFIX}}},
+                         {"name": "files", "discovery": {"file": {"path": str(endpoints_file), "refresh_interval": "100ms"}}}],
+        })
+        gateway = start_gateway(launch, config, port)
+        assert endpoint_addresses(admin) == {f"{HOST}:20000"}
+        errors = {l["key"]: l["error"] for l in bad_value_lines(gateway.log_text())}
+        assert errors == {PREFIX + "names": "value.metadata: 33 names, over the limit of 32 per endpoint",
+                          PREFIX + "bytes": "value.metadata: names and values of 4202 bytes, over the limit of 4096 bytes per endpoint"}, errors
+        files = lambda: next(c for c in clusters(admin)["clusters"] if c["name"] == "files")
+        assert {e["address"] for e in files()["endpoints"]} == {f"{HOST}:20010"}
+        write_atomically(endpoints_file, to_yaml({"endpoints": [{"address": f"{HOST}:20011"},
+                                                                {"address": f"{HOST}:20012", "metadata": {f"k{i}": "v" for i in range(40)}}]}))
+        wait_until(lambda: files()["discovery"]["consecutive_failures"] > 0, timeout=10, message="the file refused")
+        error = files()["discovery"]["last_error"]
+        assert error.startswith(f"{endpoints_file}:") and "endpoints[1].metadata: 40 names, over the limit of 32 per endpoint" in error, error
+        assert {e["address"] for e in files()["endpoints"]} == {f"{HOST}:20010"}
     finally:
         launch.stop_all()

@@ -361,6 +361,15 @@ public enum ConfigLoader {
                 guard case .mapping(let pairs, _) = meta else {
                     throw e.error("metadata", meta, "must be a mapping of names to text")
                 }
+                // Checked before anything is copied: the labels of every
+                // endpoint are held per event loop and shown on /clusters.
+                guard pairs.count <= InputLimits.maxMetadataEntries else {
+                    throw e.error("metadata", meta, "\(pairs.count) names, over the limit of \(InputLimits.maxMetadataEntries) per endpoint")
+                }
+                let bytes = pairs.reduce(0) { $0 + ($1.key.scalarText?.utf8.count ?? 0) + ($1.value.scalarText?.utf8.count ?? 0) }
+                guard bytes <= InputLimits.maxMetadataBytes else {
+                    throw e.error("metadata", meta, "names and values of \(bytes) bytes, over the limit of \(InputLimits.maxMetadataBytes) bytes per endpoint")
+                }
                 for (key, value) in pairs {
                     guard let name = key.scalarText, let text = value.scalarText else {
                         throw ConfigError(file: file, mark: value.mark, field: "\(endpointPath).metadata", message: "names and values must be text")

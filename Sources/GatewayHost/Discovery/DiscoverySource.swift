@@ -17,19 +17,25 @@ struct DiscoveryFailure: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// Retry delays of a failing source: 0.5 s doubling up to `limit`, with
-/// ±20 % jitter so that many gateways do not retry in step.
+/// Retry delays of a failing source, in milliseconds: `first` (0.5 s)
+/// doubling up to `limit`, with ±20 % jitter so that many gateways do not
+/// retry in step.
 struct DiscoveryBackoff {
     let limit: Duration
+    let first: Duration
     private(set) var failures = 0
 
-    init(limit: Duration) { self.limit = limit }
+    init(limit: Duration, first: Duration = .milliseconds(500)) {
+        self.limit = limit
+        self.first = first
+    }
 
     mutating func reset() { failures = 0 }
 
     mutating func next() -> Int64 {
         failures += 1
-        let base = min(500 * Int64(1 << min(failures - 1, 10)), max(limit.nanosecondsClamped / 1_000_000, 500))
+        let firstMillis = max(first.nanosecondsClamped / 1_000_000, 1)
+        let base = min(firstMillis * Int64(1 << min(failures - 1, 10)), max(limit.nanosecondsClamped / 1_000_000, firstMillis))
         return Int64(Double(base) * Double.random(in: 0.8...1.2))
     }
 }
