@@ -60,7 +60,9 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
     private let tls: (@Sendable () -> TLSContext)?
     private let serverName: String?
     private let dialTimeout: TimeAmount
-    /// The largest response message taken (see `EtcdCall`).
+    /// The largest response message taken (see `GRPCClientCall`): etcd is
+    /// written by whoever can write the watched prefix, so its answers are
+    /// untrusted input.
     public let maxMessageBytes: Int
     private var next = 0
     private var connection: HTTP2Connection?
@@ -112,9 +114,9 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
             switch result {
             case .failure(let error): completion(.failure(error))
             case .success(let connection):
-                let call = EtcdCall(maxMessageBytes: self.maxMessageBytes)
+                let call = GRPCClientCall(maxResponseMessageBytes: self.maxMessageBytes)
                 var response: [UInt8]?
-                call.onMessage = { response = $0 }
+                call.onMessage = { response = Array($0.readableBytesView) }
                 call.onFinish = { status in
                     if status.code == .ok, let response {
                         completion(.success(response))
@@ -134,13 +136,13 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
     /// gets the call (to cancel the stream) unless no connection could be
     /// made (`onEnd` has run).
     public func stream(_ path: String, first request: [UInt8], onMessage: @escaping ([UInt8]) -> Void,
-                       onEnd: @escaping (EtcdError) -> Void, onOpen: @escaping (EtcdCall) -> Void) {
+                       onEnd: @escaping (EtcdError) -> Void, onOpen: @escaping (GRPCClientCall) -> Void) {
         withConnection { result in
             switch result {
             case .failure(let error): onEnd(error)
             case .success(let connection):
-                let call = EtcdCall(maxMessageBytes: self.maxMessageBytes)
-                call.onMessage = onMessage
+                let call = GRPCClientCall(maxResponseMessageBytes: self.maxMessageBytes)
+                call.onMessage = { onMessage(Array($0.readableBytesView)) }
                 call.onFinish = { status in onEnd(self.error(path, status, call)) }
                 if self.start(call, on: connection, path: path, message: request, endRequest: false, timeout: nil) {
                     onOpen(call)
@@ -151,14 +153,14 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
         }
     }
 
-    private func error(_ path: String, _ status: GRPCStatus, _ call: EtcdCall) -> EtcdError {
+    private func error(_ path: String, _ status: GRPCStatus, _ call: GRPCClientCall) -> EtcdError {
         EtcdError("\(path) at \(currentEndpoint): \(status)", code: call.exceededMessageLimit ? .responseTooLarge : .failed)
     }
 
-    private func start(_ call: EtcdCall, on connection: HTTP2Connection, path: String, message: [UInt8],
+    private func start(_ call: GRPCClientCall, on connection: HTTP2Connection, path: String, message: [UInt8],
                        endRequest: Bool, timeout: TimeAmount?) -> Bool {
         call.start(on: connection, authority: currentEndpoint.description, path: path, message: message, endRequest: endRequest,
-                   timeout: timeout, scheme: tls == nil ? "http" : "https")
+                   timeout: timeout, scheme: tls == nil ? "http" : "https", userAgent: "meshgate-etcd")
     }
 
     // MARK: etcd operations
@@ -219,14 +221,14 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
     /// included: the caller lists again).
     public func watch(prefix: String, startRevision: Int64,
                       onResponse: @escaping (_ events: [EtcdWatchEvent], _ revision: Int64, _ fragment: Bool) -> Void,
-                      onEnd: @escaping (EtcdError) -> Void, onOpen: @escaping (EtcdCall) -> Void) {
+                      onEnd: @escaping (EtcdError) -> Void, onOpen: @escaping (GRPCClientCall) -> Void) {
         var ended = false
         let end = { (error: EtcdError) in
             guard !ended else { return }
             ended = true
             onEnd(error)
         }
-        var openCall: EtcdCall?
+        var openCall: GRPCClientCall?
         let request = EtcdMessages.watchCreateRequest(prefix: Array(prefix.utf8), startRevision: startRevision).bytes
         stream("/etcdserverpb.Watch/Watch", first: request, onMessage: { bytes in
             guard let response = try? EtcdMessages.watchResponse(bytes) else {

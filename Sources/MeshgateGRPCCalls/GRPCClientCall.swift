@@ -4,7 +4,7 @@ import NIOCore
 import SwiftProtobuf
 
 /// One gRPC call made by Meshgate itself on a client HTTP/2 connection
-/// (active health checks, etcd discovery): sends request messages,
+/// (active health checks, merged reflection's queries, etcd): sends request messages,
 /// delivers response messages, and ends exactly once with a status, also
 /// on a local timeout.
 /// Runs on the connection's event loop.
@@ -18,6 +18,8 @@ public final class GRPCClientCall: HTTP2StreamDelegate {
     private var connection: HTTP2Connection?
     private var stream: Int32 = 0
     private var deframer: GRPCMessageDeframer
+    /// The call ended because a response message was over its limit.
+    public private(set) var exceededMessageLimit = false
     private var status: GRPCStatus?
     private var timer: Scheduled<Void>?
     private var done = false
@@ -99,6 +101,8 @@ public final class GRPCClientCall: HTTP2StreamDelegate {
         connection = nil
         timer?.cancel()
         timer = nil
+        // A partial message goes now, not with the call.
+        deframer = GRPCMessageDeframer(maxMessageSize: deframer.maxMessageSize)
         let finish = onFinish
         onFinish = nil
         onMessage = nil
@@ -141,6 +145,7 @@ public final class GRPCClientCall: HTTP2StreamDelegate {
                 onMessage?(message.payload)
             }
         } catch GRPCMessageDeframer.DeframeError.messageTooLarge(let size, let limit) {
+            exceededMessageLimit = true
             cancel(GRPCStatus(.resourceExhausted, "response message of \(size) bytes exceeds the limit of \(limit) bytes"))
         } catch {
             cancel(GRPCStatus(.internal, "\(error)"))

@@ -1,5 +1,6 @@
 import MeshgateEtcd
 import MeshgateGRPC
+import MeshgateGRPCCalls
 import MeshgateTLS
 import MeshgateYAML
 import NIOCore
@@ -38,7 +39,7 @@ final class EtcdDiscovery: DiscoverySource {
     /// Some key was left out for want of a place (found by the listing,
     /// or put while every place was taken).
     private var keysWaiting = false
-    private var watch: EtcdCall?
+    private var watch: GRPCClientCall?
     private var retryTimer: Scheduled<Void>?
     private var backoff = DiscoveryBackoff(limit: .seconds(5))
     private var relistTimer: Scheduled<Void>?
