@@ -456,12 +456,13 @@ def retry_route() -> list[dict]:
     return [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh", "filters": [{"plugin": "retry"}]}]
 
 
-def test_pending_calls_on_a_route_without_replay_keep_no_request_bytes(mesh, launcher):
+def test_pending_calls_on_a_route_without_retries_keep_little_of_their_requests(mesh, launcher):
     """The issue's measurement: 400 unary calls of 250 KB at once on one
     grpcio channel, to a route with no filter, replicas answering after
     6 s (an unfixed gateway: +98 MiB while they wait, nghttpx +1 MiB).
-    Nothing can replay them, so nothing keeps them: RSS growth < 40 MiB,
-    and all 400 succeed."""
+    No filter can retry them, so each call keeps at most 16 KiB (for a
+    transparent retry of a refused stream): RSS growth < 40 MiB, and all
+    400 succeed."""
     gw = start_gateway(launcher, mesh, "gw-adv-replay-none")
     with gw.sampler() as rss:
         outcome = replay_pending_calls(gw.port, mesh.pb2, channels=1, calls=400, size=250_000, delay_ms=6000)
