@@ -200,19 +200,20 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
             }
             clientTimeout = parsed
         }
-        // The head stays for the call's life, twice (the call's copy and
-        // its upstream stream's): counted with the connection's other held
-        // bytes, so that many streams of large heads meet the connection's
-        // cap and the global budget instead of growing without bound.
-        let headBytes = 2 * headers.storageBytes
-        guard client.holdBytes(headBytes, kind: .required) else {
+        // What the call costs while it lives — its head, twice (the call's
+        // copy and its upstream stream's), and its own objects and HTTP/2
+        // state — counted with the connection's other held bytes, so that
+        // many calls (or calls with large heads) meet the connection's cap
+        // and the global budget instead of growing without bound.
+        let admissionBytes = 2 * headers.storageBytes + ProxyCall.fixedCostBytes
+        guard client.holdBytes(admissionBytes, kind: .required) else {
             LimitCounters.shared.heldBytesRefused(.head)
             return reply(client, stream, GRPCStatus(.resourceExhausted,
                 "the gateway holds all it may for this connection's calls (listener per_connection_buffer_limit_bytes) or for all clients (runtime.global_buffer_limit_bytes)"))
         }
         let call = ProxyCall(downstream: client, stream: stream, headers: headers, path: path, route: route,
                              generation: generation, listenerIndex: listenerIndex,
-                             timeoutNanos: route.effectiveTimeout(clientTimeout: clientTimeout), heldHeadBytes: headBytes, loop: loop)
+                             timeoutNanos: route.effectiveTimeout(clientTimeout: clientTimeout), admissionBytes: admissionBytes, loop: loop)
         call.start(requestEnded: endStream)
         return call
     }
