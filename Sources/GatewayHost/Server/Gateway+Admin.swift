@@ -108,7 +108,8 @@ extension Gateway {
                     + ",\"consecutive_failures\":\(status.consecutiveFailures),\"failures_total\":\(status.totalFailures)"
                     + ",\"updates\":\(status.updates),\"last_success_unix\":\(status.lastSuccess.map { String(Int($0)) } ?? "null")"
                     + ",\"dropped_endpoints\":\(status.droppedEndpoints)"
-                    + ",\"refused_own_addresses\":[\(status.refusedOwnAddresses.map(Log.quote).joined(separator: ","))]}"
+                    + ",\"refused_own_addresses\":[\(status.refusedOwnAddresses.map(Log.quote).joined(separator: ","))]"
+                    + ",\"refused_own_addresses_total\":\(status.refusedOwnAddressCount)}"
             }
             clusters.append(entry + "}")
         }

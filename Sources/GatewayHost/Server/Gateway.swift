@@ -77,6 +77,7 @@ public final class Gateway: Sendable {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         self.adminGroup = config.admin == nil ? nil : MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loops = Array(group.makeIterator())
+        let ownAddresses = GatewayOwnAddresses(config)
         let contextsBox = NIOLockedValueBox<[LoopContext]>([])
         let health = HealthRegistry(serving: serving) { cluster, address, healthy in
             for context in contextsBox.withLockedValue({ $0 }) {
@@ -88,7 +89,8 @@ public final class Gateway: Sendable {
             let ejections = self.ejections
             contexts.append(try loop.submit {
                 LoopContext(eventLoop: loop, index: i, serving: serving, health: health, ejections: ejections, plugins: plugins,
-                            bufferBudget: bufferBudget, reflection: reflection, metricSeries: metricSeries)
+                            bufferBudget: bufferBudget, reflection: reflection, metricSeries: metricSeries,
+                            ownAddresses: ownAddresses)
             }.wait())
         }
         contextsBox.withLockedValue { $0 = contexts }

@@ -109,6 +109,19 @@ final class EndpointPool {
         var options = HTTP2DialOptions(connectTimeout: timeout, settings: settings,
                                        tls: tls.map { ($0.current, $0.files.serverName ?? endpoint.address.host) })
         options.writeBatch = loop.writeBatch
+        let own = loop.ownAddresses
+        if !own.own.isEmpty {
+            // A name (or a number the discovery check missed) that reaches
+            // the gateway's own listener or admin address: calls sent there
+            // would come back in, be routed here again and loop until their
+            // deadline. Checked once per connection, never per call.
+            let address = self.address
+            options.refusePeer = { peer in
+                own.match(peer: peer, local: LocalAddresses.current).map {
+                    "endpoint \(address) resolves to the gateway's own \($0.what): refused, it would loop calls through the gateway"
+                }
+            }
+        }
         if let keepalive = cluster.keepalive {
             let address = self.address
             options.keepalive = (.nanoseconds(keepalive.interval.nanosecondsClamped), .nanoseconds(keepalive.timeout.nanosecondsClamped), { reason in
