@@ -129,6 +129,29 @@ import Testing
         #expect(MetricsSnapshot.split(LoopMetrics.otherPath) == ("other", "other"))
     }
 
+    /// Junk method names end UNIMPLEMENTED upstream (or are cut short by
+    /// their client): they never take a place, so a flood of them leaves
+    /// room for the real methods; a series already kept counts every code.
+    @Test func callsThatShowNoMethodStartNoSeries() {
+        let budget = MetricSeriesBudget(capacity: 2)
+        let loop = LoopMetrics(budget: budget)
+        let other = LoopMetrics.CallKey(path: LoopMetrics.otherPath, cluster: "c")
+        for i in 0..<100 { loop.callEnded(path: "/svc.S/junk\(i)", cluster: "c", code: .unimplemented, seconds: 0.001, endNanos: 1) }
+        loop.callEnded(path: "/svc.S/reset", cluster: "c", code: .cancelled, seconds: 0.002, endNanos: 1)
+        loop.callEnded(path: "/svc.S/expired", cluster: "c", code: .deadlineExceeded, seconds: 0.0001, endNanos: 1)
+        #expect(budget.count == 0 && loop.calls.count == 1)
+        #expect(loop.calls[other]?.count == 102)
+        // A real method takes a place with any other outcome; a stream its
+        // client cancels after a while is one too.
+        loop.callEnded(path: "/svc.S/Real", cluster: "c", code: .notFound, seconds: 0.001, endNanos: 2)
+        loop.callEnded(path: "/svc.S/Watch", cluster: "c", code: .cancelled, seconds: 30, endNanos: 2)
+        #expect(loop.calls[key("Real")]?.count == 1 && loop.calls[key("Watch")]?.count == 1 && budget.count == 2)
+        // Once kept, UNIMPLEMENTED counts in it too.
+        loop.callEnded(path: "/svc.S/Real", cluster: "c", code: .unimplemented, seconds: 0.001, endNanos: 3)
+        #expect(loop.calls[key("Real")]?.codes[12] == 1)
+        #expect(loop.calls[other]?.count == 102)
+    }
+
     @Test func aLoopMayCountASeriesAnotherLoopHolds() {
         let budget = MetricSeriesBudget(capacity: 2)
         let a = LoopMetrics(budget: budget)
