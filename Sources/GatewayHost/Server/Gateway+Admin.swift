@@ -56,7 +56,8 @@ extension Gateway {
             }
             return MetricsSnapshot(loops: loops, endpoints: endpoints, discovery: discovery, ejections: self.ejections.ejectionsTotal,
                                    generation: current.number, counters: self.counters.values,
-                                   buffers: (self.bufferBudget.reservedBytes, self.bufferBudget.limit, self.bufferBudget.refusals))
+                                   buffers: (self.bufferBudget.reservedBytes, self.bufferBudget.limit, self.bufferBudget.refusals),
+                                   listenerRefusals: zip(self.startup.listeners, self.listenerLimits).map { ($0.config.name, $1.refused) })
         }
     }
 
