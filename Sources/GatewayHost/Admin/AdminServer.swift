@@ -202,10 +202,14 @@ final class AdminHandler: ChannelInboundHandler {
         if method != .HEAD {
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         }
+        // Both before `.end` is written: writing it hands the next
+        // pipelined request over at once (NIO's HTTPServerPipelineHandler),
+        // which sets `keepAlive` anew and moves the connection's clock on
+        // (an event stream must not be put back on the answer's timer).
+        let keepAlive = self.keepAlive
+        timeouts.answerWritten()
         let sent = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: sent)
-        timeouts.answerWritten()
-        let keepAlive = self.keepAlive
         sent.futureResult.assumeIsolated().whenComplete { result in
             if case .success = result, keepAlive {
                 self.timeouts.answerSent()
