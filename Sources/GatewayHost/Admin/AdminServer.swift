@@ -27,9 +27,11 @@ struct AdminSources: Sendable {
 ///   `/dashboard/events` (the same, as Server-Sent Events every second),
 /// - `POST /reload` (200 with the new generation, or 400 with the reason the
 ///   running config stays), only on the full admin address and only with a
-///   `Host` naming it and no foreign `Origin` (`AdminOriginCheck`):
-///   read-only addresses answer 403, and every other method than GET/HEAD
-///   gets 405.
+///   `Host` naming it and no foreign `Origin` or `Sec-Fetch-Site`
+///   (`AdminOriginCheck`): read-only addresses answer 403, and every other
+///   method than GET/HEAD gets 405.
+/// The full admin address answers nothing (403) to a request whose `Host`
+/// does not name it: a DNS-rebinding page could otherwise read its views.
 final class AdminHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -45,6 +47,7 @@ final class AdminHandler: ChannelInboundHandler {
     private var method = HTTPMethod.GET
     private var host: String?
     private var origin: String?
+    private var fetchSite: String?
     private var keepAlive = true
     private var events: Scheduled<Void>?
     /// When the event stream last found its connection writable.
@@ -65,6 +68,7 @@ final class AdminHandler: ChannelInboundHandler {
             method = head.method
             host = head.headers.first(name: "host")
             origin = head.headers.first(name: "origin")
+            fetchSite = head.headers.first(name: "sec-fetch-site")
             keepAlive = head.isKeepAlive
         case .body:
             break
@@ -83,6 +87,13 @@ final class AdminHandler: ChannelInboundHandler {
     private static let readOnlyRefusal = "this admin address is read-only: POST /reload answers only on admin.address\n"
 
     private func route(_ context: ChannelHandlerContext) {
+        // The full address shows config, errors and events unredacted:
+        // only to requests that name it (DNS rebinding).
+        if !readOnly, let refusal = originCheck.hostRefusal(host: host) {
+            // Debug: a page can send these in a loop.
+            Log.debug("admin: request refused", ["reason": refusal, "path": path, "peer": context.channel.remoteAddress.map { "\($0)" } ?? "?"])
+            return respond(context, .forbidden, refusal + "\n")
+        }
         // Views answer GET (and HEAD); the one action, POST /reload, only
         // on the full admin address.
         if path == "/reload" && method == .POST && readOnly {
@@ -93,7 +104,7 @@ final class AdminHandler: ChannelInboundHandler {
         }
         switch path {
         case "/reload" where method == .POST:
-            if let refusal = originCheck.refusal(host: host, origin: origin) {
+            if let refusal = originCheck.refusal(host: host, origin: origin, fetchSite: fetchSite) {
                 Log.info("admin: POST /reload refused", ["reason": refusal, "peer": context.channel.remoteAddress.map { "\($0)" } ?? "?"])
                 return respond(context, .forbidden, refusal + "\n")
             }
@@ -227,7 +238,7 @@ enum AdminServer {
     static func start(address: SocketAddressSpec, readOnly: Bool, admin: AdminConfig, group: EventLoopGroup,
                       sources: AdminSources, counters: GatewayCounters) async throws -> Channel {
         let limit = ConnectionLimit(max: admin.maxConnections)
-        let originCheck = AdminOriginCheck(address: admin.address)
+        let originCheck = AdminOriginCheck(address: admin.address, allowedHosts: admin.allowedHosts)
         let idle = TimeAmount.nanoseconds(admin.idleTimeout.nanosecondsClamped)
         let request = TimeAmount.nanoseconds(admin.requestTimeout.nanosecondsClamped)
         let name = address.description
