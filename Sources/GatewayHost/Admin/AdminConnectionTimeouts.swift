@@ -65,6 +65,9 @@ final class AdminConnectionTimeouts: ChannelInboundHandler, RemovableChannelHand
         enter(.sending)
     }
 
+    /// An answer's last byte has not left yet.
+    var answerLeaving: Bool { answersLeaving > 0 }
+
     /// An answer has left: once all have, wait for the next request.
     func answerSent() {
         answersLeaving = max(0, answersLeaving - 1)

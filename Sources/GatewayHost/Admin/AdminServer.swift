@@ -49,8 +49,12 @@ final class AdminHandler: ChannelInboundHandler {
     private var origin: String?
     private var fetchSite: String?
     private var keepAlive = true
+    /// A pipelined request that came whole while the answer before it was
+    /// still leaving: answered once that one has left.
+    private var requestWaiting = false
     private var events: Scheduled<Void>?
-    /// When the event stream last found its connection writable.
+    /// When the kernel last took a whole update of the event stream (or
+    /// the stream started).
     private var streamProgress = NIODeadline.now()
     private var open = true
 
@@ -73,8 +77,18 @@ final class AdminHandler: ChannelInboundHandler {
         case .body:
             break
         case .end:
-            timeouts.requestComplete()
-            route(context)
+            // One answer leaves before the next request is answered: a
+            // client pipelining requests it never reads would otherwise
+            // have the gateway pile answers up in memory (a gigabyte in
+            // seconds of /dashboard pages). NIO's pipelining handler reads
+            // no further request until this one's answer is written, so
+            // the client's requests wait in its own socket.
+            if timeouts.answerLeaving {
+                requestWaiting = true
+            } else {
+                timeouts.requestComplete()
+                route(context)
+            }
         }
     }
 
@@ -161,11 +175,18 @@ final class AdminHandler: ChannelInboundHandler {
         return data
     }
 
+    /// The send buffer of an event-stream connection: a client that stops
+    /// reading leaves at most this (and its own receive buffer) in the
+    /// kernels, and its stop shows once they are full, not after the
+    /// megabytes of a default buffer (hours of updates).
+    static let eventStreamSendBuffer: SocketOptionValue = 16 << 10
+
     /// Server-Sent Events: the dashboard's JSON now and every second, until
     /// the client goes away. The stream holds one of the address's
     /// connection slots like any other request.
     private func streamEvents(_ context: ChannelHandlerContext) {
         timeouts.streamStarted()
+        try? context.channel.syncOptions?.setOption(ChannelOptions.socketOption(.so_sndbuf), value: Self.eventStreamSendBuffer)
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: "text/event-stream")
         headers.add(name: "cache-control", value: "no-cache")
@@ -174,13 +195,17 @@ final class AdminHandler: ChannelInboundHandler {
         sendEvent(context)
     }
 
+    /// An update was written and the kernel has not taken all of it yet.
+    private var updateLeaving = false
+
     private func sendEvent(_ context: ChannelHandlerContext) {
         guard open else { return }
         // A reader that does not read gets no more until it does: the
         // stream never piles updates up in the gateway (these addresses
-        // may be public); one that reads nothing for idle_timeout loses
-        // its connection, and its slot.
-        guard context.channel.isWritable else {
+        // may be public), at most one waits for the socket; one whose
+        // socket has taken nothing for idle_timeout loses its connection,
+        // and its slot.
+        guard !updateLeaving && context.channel.isWritable else {
             let idle = timeouts.idleTimeout
             if idle > .zero, NIODeadline.now() - streamProgress >= idle {
                 Log.debug("admin event stream closed", ["reason": "idle_timeout (the client reads nothing)"])
@@ -190,10 +215,15 @@ final class AdminHandler: ChannelInboundHandler {
             events = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { self.sendEvent(context) }
             return
         }
-        streamProgress = .now()
         // Each update carries the newest point; the page appends it.
         let event = "data: \(dashboardData(points: 1).json)\n\n"
-        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: event)))), promise: nil)
+        updateLeaving = true
+        let taken = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: event)))), promise: taken)
+        taken.futureResult.assumeIsolated().whenSuccess {
+            self.updateLeaving = false
+            self.streamProgress = .now()
+        }
         events = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { self.sendEvent(context) }
     }
 
@@ -224,6 +254,11 @@ final class AdminHandler: ChannelInboundHandler {
         sent.futureResult.assumeIsolated().whenComplete { result in
             if case .success = result, keepAlive {
                 self.timeouts.answerSent()
+                if self.requestWaiting && !self.timeouts.answerLeaving {
+                    self.requestWaiting = false
+                    self.timeouts.requestComplete()
+                    self.route(context)
+                }
             } else {
                 context.close(promise: nil)
             }
