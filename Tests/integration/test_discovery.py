@@ -746,7 +746,8 @@ def test_an_endpoint_that_connects_to_the_gateway_itself_is_refused_and_calls_fa
     finds its peer is that listener, like a failed connect. Calls get
     UNAVAILABLE instead of coming back into the gateway and looping until
     their deadline: the gateway counts each call once, and the log says
-    which endpoint reached which listener."""
+    which endpoint reached which listener. Merged reflection, which dials
+    the cluster itself, leaves it out."""
     launch = Launcher(bins, tmp_path)
     try:
         port, admin = free_port(), free_port()
@@ -769,6 +770,17 @@ def test_an_endpoint_that_connects_to_the_gateway_itself_is_refused_and_calls_fa
         assert codes == ["UNAVAILABLE"] * 6, codes
         # Six calls from the client, six counted: none came back in.
         assert request_counts(admin) == 6
+        # Merged reflection dials the cluster too: it is left out, instead
+        # of the gateway asking its own reflection, which asks again.
+        from grpc_reflection.v1alpha import reflection_pb2
+        with insecure_channel(port) as channel:
+            stream = channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+            request = reflection_pb2.ServerReflectionRequest(list_services="*").SerializeToString()
+            answer = reflection_pb2.ServerReflectionResponse.FromString(next(iter(stream(iter([request]), timeout=10))))
+        listed = [s.name for s in answer.list_services_response.service]
+        assert "mesh.v1.MeshService" not in listed and "grpc.health.v1.Health" in listed, answer
+        assert any("reflection: cluster has no reflection" in line and "resolves to the gateway's own listener" in line
+                   for line in gateway.log_text().splitlines()), gateway.log_text()[-3000:]
         log = gateway.log_text()
         for endpoint in (f"127.1:{port}", f"localhost:{port}"):
             assert (f"endpoint {endpoint} resolves to the gateway's own listener 'public' {HOST}:{port}: "
