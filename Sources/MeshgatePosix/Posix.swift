@@ -192,6 +192,35 @@ public enum Posix {
         return name.isEmpty ? nil : name
     }
 
+    /// The address `host` stands for when read as a number, exactly as
+    /// getaddrinfo reads it with AI_NUMERICHOST (what a dial does before
+    /// any lookup): the inet_aton forms of IPv4 (`127.1`, `2130706433`,
+    /// `0x7f.1`, `0177.0.0.1`, `0`), and IPv6 with an optional zone
+    /// (`fe80::1%lo`). 4 bytes for IPv4, 16 for IPv6 (an IPv4-mapped one
+    /// included); nil when `host` is not numeric (a name).
+    public static func numericHostAddress(_ host: String) -> [UInt8]? {
+        var hints = addrinfo()
+        hints.ai_flags = AI_NUMERICHOST
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, nil, &hints, &result) == 0, let first = result else { return nil }
+        defer { freeaddrinfo(first) }
+        guard let address = first.pointee.ai_addr else { return nil }
+        switch Int32(address.pointee.sa_family) {
+        case AF_INET:
+            return address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { v4 in
+                withUnsafeBytes(of: v4.pointee.sin_addr) { Array($0) }
+            }
+        case AF_INET6:
+            return address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { v6 in
+                withUnsafeBytes(of: v6.pointee.sin6_addr) { Array($0) }
+            }
+        default:
+            return nil
+        }
+    }
+
     public static var userID: UInt32 { getuid() }
     public static var processID: Int32 { getpid() }
 

@@ -19,6 +19,11 @@ public struct HTTP2DialOptions {
     public var keepalive: (interval: TimeAmount, timeout: TimeAmount, onTimeout: (_ reason: String) -> Void)?
     /// Shared by the connections of one event loop (see `HTTP2WriteBatch`).
     public var writeBatch: HTTP2WriteBatch?
+    /// Asked once TCP is connected, with the address it reached (what the
+    /// host name resolved to): a reason makes the dial fail with it, the
+    /// connection closed before TLS or HTTP/2 go further. Upstream pools
+    /// refuse the gateway's own listeners here.
+    public var refusePeer: ((SocketAddress) -> String?)?
 
     public init(connectTimeout: TimeAmount, settingsTimeout: TimeAmount? = nil, settings: HTTP2Settings = HTTP2Settings(),
                 tls: (context: TLSContext, serverName: String)? = nil) {
@@ -56,6 +61,7 @@ public enum HTTP2Dialer {
         let writeBatch = NIOLoopBound(options.writeBatch, eventLoop: eventLoop)
         let settings = options.settings
         let tls = options.tls.map { (context: $0.context, serverName: $0.serverName) }
+        let refusePeer = options.refusePeer
         ClientBootstrap(group: eventLoop)
             .connectTimeout(options.connectTimeout)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
@@ -76,6 +82,13 @@ public enum HTTP2Dialer {
             .whenComplete { result in
                 switch result {
                 case .success(let channel):
+                    if let refusePeer, let peer = channel.remoteAddress, let refusal = refusePeer(peer) {
+                        // Failed before the channel's close reaches the
+                        // delegate, which then has no winner to report.
+                        dial.fail(refusal)
+                        channel.close(promise: nil)
+                        return
+                    }
                     // With several addresses several channels may start: the
                     // connection is the winning channel's.
                     guard let http2 = try? channel.pipeline.syncOperations.handler(type: HTTP2Connection.self) else {

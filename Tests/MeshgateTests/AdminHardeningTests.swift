@@ -38,6 +38,42 @@ import Testing
         #expect(loopback.refusal(host: "127.0.0.1:9901", origin: "http://localhost:9901") != nil)
     }
 
+    /// Every request to the full address, GET included: a page that
+    /// rebinds its own name to the address must not read /config.
+    @Test func everyRequestMustNameTheAddressUnlessAllowed() {
+        #expect(loopback.hostRefusal(host: "127.0.0.1:9901") == nil && loopback.hostRefusal(host: "localhost.:9901") == nil)
+        #expect(loopback.hostRefusal(host: "rebound.example:9901")?.contains("admin.allowed_hosts") == true)
+        #expect(loopback.hostRefusal(host: "") != nil)
+        // No Host at all (HTTP/1.0 tools) is no browser's request.
+        #expect(loopback.hostRefusal(host: nil) == nil)
+        let allowing = AdminOriginCheck(address: SocketAddressSpec(host: "0.0.0.0", port: 9901), allowedHosts: ["Gateway.Internal", "ops.example."])
+        #expect(allowing.hostRefusal(host: "gateway.internal:9901") == nil && allowing.hostRefusal(host: "GATEWAY.INTERNAL.") == nil)
+        #expect(allowing.hostRefusal(host: "ops.example") == nil)
+        #expect(allowing.hostRefusal(host: "x.gateway.internal") != nil && allowing.hostRefusal(host: "gateway.internal.evil.example") != nil)
+        #expect(allowing.refusal(host: "gateway.internal:9901", origin: "http://gateway.internal:9901") == nil)
+    }
+
+    @Test func secFetchSiteMustBeSameOriginOrNone() {
+        #expect(loopback.refusal(host: "127.0.0.1:9901", origin: nil, fetchSite: "same-origin") == nil)
+        #expect(loopback.refusal(host: "127.0.0.1:9901", origin: nil, fetchSite: "none") == nil)
+        #expect(loopback.refusal(host: "127.0.0.1:9901", origin: "http://127.0.0.1:9901", fetchSite: "cross-site")?.contains("Sec-Fetch-Site") == true)
+        #expect(loopback.refusal(host: "127.0.0.1:9901", origin: nil, fetchSite: "same-site") != nil)
+    }
+
+    @Test func allowedHostsAreNamesWithoutPortOrScheme() throws {
+        let base = "listeners: [{ name: l, address: 127.0.0.1:1, routes: [] }]\nclusters: []\nadmin: { address: 0.0.0.0:9901, allowed_hosts: HOSTS }\n"
+        let parsed = try ConfigLoader.parse(base.replacingOccurrences(of: "HOSTS", with: "[gateway.internal, ops.example.]"), file: "a.yaml")
+        #expect(parsed.admin?.allowedHosts == ["gateway.internal", "ops.example."])
+        for bad in ["[gateway.internal:9901]", "[\"http://gateway.internal\"]", "[\"*.internal\"]", "[\"\"]", "[{ a: b }]"] {
+            do {
+                _ = try ConfigLoader.parse(base.replacingOccurrences(of: "HOSTS", with: bad), file: "a.yaml")
+                Issue.record("accepted \(bad)")
+            } catch {
+                #expect(error.field == "admin.allowed_hosts[0]" && error.message.contains("host name without port"), "\(error)")
+            }
+        }
+    }
+
     @Test func ipLiterals() {
         #expect(AdminOriginCheck.isIPLiteral("10.0.0.1"))
         #expect(AdminOriginCheck.isIPLiteral("::1") && AdminOriginCheck.isIPLiteral("fe80::1%eth0"))
@@ -92,6 +128,24 @@ import Testing
         #expect(shown.fields[0] == ("generation", "3"))
         #expect(shown.fields[1].0 == "error" && !shown.fields[1].1.contains("hunter2") && !shown.fields[1].1.contains("/etc"))
     }
+
+    /// An allow-list: a health event's `reason` (what the upstream said, a
+    /// connect or TLS error), paths, and fields nobody listed are replaced;
+    /// names, addresses and numbers stay.
+    @Test func readOnlyEventsKeepOnlyListedFields() {
+        let health = GatewayEvents.Event(time: 1, sequence: 2, kind: .health, message: "endpoint unhealthy",
+                                         fields: [("cluster", "mesh"), ("endpoint", "10.0.0.1:50051"),
+                                                  ("reason", "1 consecutive failed checks; last: Check failed: INTERNAL: db password hunter3 refused")])
+        let shown = AdminViews.publicEvent(health)
+        #expect(shown.fields[0] == ("cluster", "mesh") && shown.fields[1] == ("endpoint", "10.0.0.1:50051"))
+        #expect(shown.fields[2] == ("reason", AdminViews.redactedError))
+        let plugin = GatewayEvents.Event(time: 1, sequence: 3, kind: .plugin, message: "plugin loaded",
+                                         fields: [("plugin", "retry"), ("sha256", "abc"), ("path", "/opt/p/libretry.so"), ("someday", "x")])
+        #expect(AdminViews.publicEvent(plugin).fields.map(\.1) == ["retry", "abc", AdminViews.redactedError, AdminViews.redactedError])
+        let certificate = GatewayEvents.Event(time: 1, sequence: 4, kind: .certificate, message: "TLS material reloaded",
+                                              fields: [("field", "listeners[0].tls"), ("cert", "/etc/certs/s.pem"), ("ca", "/etc/certs/ca.pem")])
+        #expect(AdminViews.publicEvent(certificate).fields.map(\.1) == ["listeners[0].tls", AdminViews.redactedError, AdminViews.redactedError])
+    }
 }
 
 @Suite struct DashboardEmbeddingTests {
@@ -127,6 +181,29 @@ import Testing
         #expect(b.calls[key("new")] == nil)
         #expect(budget.count == 3)
         #expect(MetricsSnapshot.split(LoopMetrics.otherPath) == ("other", "other"))
+    }
+
+    /// Junk method names end UNIMPLEMENTED upstream (or are cut short by
+    /// their client): they never take a place, so a flood of them leaves
+    /// room for the real methods; a series already kept counts every code.
+    @Test func callsThatShowNoMethodStartNoSeries() {
+        let budget = MetricSeriesBudget(capacity: 2)
+        let loop = LoopMetrics(budget: budget)
+        let other = LoopMetrics.CallKey(path: LoopMetrics.otherPath, cluster: "c")
+        for i in 0..<100 { loop.callEnded(path: "/svc.S/junk\(i)", cluster: "c", code: .unimplemented, seconds: 0.001, endNanos: 1) }
+        loop.callEnded(path: "/svc.S/reset", cluster: "c", code: .cancelled, seconds: 0.002, endNanos: 1)
+        loop.callEnded(path: "/svc.S/expired", cluster: "c", code: .deadlineExceeded, seconds: 0.0001, endNanos: 1)
+        #expect(budget.count == 0 && loop.calls.count == 1)
+        #expect(loop.calls[other]?.count == 102)
+        // A real method takes a place with any other outcome; a stream its
+        // client cancels after a while is one too.
+        loop.callEnded(path: "/svc.S/Real", cluster: "c", code: .notFound, seconds: 0.001, endNanos: 2)
+        loop.callEnded(path: "/svc.S/Watch", cluster: "c", code: .cancelled, seconds: 30, endNanos: 2)
+        #expect(loop.calls[key("Real")]?.count == 1 && loop.calls[key("Watch")]?.count == 1 && budget.count == 2)
+        // Once kept, UNIMPLEMENTED counts in it too.
+        loop.callEnded(path: "/svc.S/Real", cluster: "c", code: .unimplemented, seconds: 0.001, endNanos: 3)
+        #expect(loop.calls[key("Real")]?.codes[12] == 1)
+        #expect(loop.calls[other]?.count == 102)
     }
 
     @Test func aLoopMayCountASeriesAnotherLoopHolds() {

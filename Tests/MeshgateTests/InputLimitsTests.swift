@@ -3,6 +3,7 @@ import Testing
 @testable import GatewayHost
 import MeshgatePosix
 import MeshgateYAML
+import NIOCore
 
 /// Depth and size limits of the documents the gateway reads (config,
 /// discovery files, etcd values), and the checks on discovery answers.
@@ -209,6 +210,77 @@ import MeshgateYAML
         #expect(isOwn("[fd00::8]:8080") == nil)
         // Names other than this machine's are not resolved for the check.
         #expect(isOwn("replica.example:50051") == nil)
+    }
+
+    /// A dial reads `127.1`, `2130706433`, `0x7f.1`, `0177.0.0.1` and `0`
+    /// as numbers (getaddrinfo's inet_aton forms) and `localhost.` as
+    /// localhost: so does the check.
+    @Test func everyFormADialTakesIsRecognised() throws {
+        let own = try own(config)
+        let isOwn = { (text: String) in own.match(self.spec(text), local: self.local)?.what }
+        for host in ["127.1", "2130706433", "0x7f.1", "0x7F.0.0.1", "0177.0.0.1", "0", "0x7f000001", "127.0.0.1.", "localhost.", "LocalHost.",
+                     "gw-host.", "a.localhost.", "012.1.2.3", "10.66051"] {
+            #expect(isOwn("\(host):50051") == "listener 'public' 0.0.0.0:50051", "\(host)")
+        }
+        #expect(isOwn("0x7f.1:50052") == "listener 'local' localhost:50052")
+        #expect(isOwn("012.1.2.3:50053") == "listener 'pinned' 10.1.2.3:50053")
+        #expect(isOwn("2130706433:9901") == "admin 127.0.0.1:9901")
+        // Not this machine, not a number, not an own port.
+        for text in ["012.1.2.4:50051", "10.1.2.4.:50051", "cafe:50051", "127.1:50061", "localhost..:50051", "127.0.0.1 x:50051"] {
+            #expect(isOwn(text) == nil, "\(text)")
+        }
+    }
+
+    @Test func hostsAreReadAsGetaddrinfoReadsNumbers() {
+        #expect(Posix.numericHostAddress("127.1") == [127, 0, 0, 1])
+        #expect(Posix.numericHostAddress("2130706433") == [127, 0, 0, 1])
+        #expect(Posix.numericHostAddress("0x7f.1") == [127, 0, 0, 1])
+        #expect(Posix.numericHostAddress("0177.0.0.1") == [127, 0, 0, 1])
+        #expect(Posix.numericHostAddress("0") == [0, 0, 0, 0])
+        #expect(Posix.numericHostAddress("::1") == LocalAddresses.loopbackV6)
+        #expect(Posix.numericHostAddress("fe80::1%lo")?.count == 16)
+        #expect(Posix.numericHostAddress("::ffff:127.0.0.1")?.count == 16)
+        #expect(GatewayOwnAddresses.normalizedIP("::ffff:127.0.0.1") == [127, 0, 0, 1])
+        for name in ["localhost", "1.2.3.4.", "127.0.0.1 x", "[::1]", "", "256.1.1.1.1", "cafe"] {
+            #expect(Posix.numericHostAddress(name) == nil, "\(name)")
+            #expect(GatewayOwnAddresses.normalizedIP(name) == nil, "\(name)")
+        }
+    }
+
+    /// After an upstream connect: the peer's address against the listeners
+    /// and admin addresses; this machine's addresses are read only for a
+    /// peer on an own port that is not a bound IP itself.
+    @Test func aConnectedPeerIsCheckedByItsAddress() throws {
+        let own = try own(config)
+        var reads = 0
+        let local = { () -> LocalAddresses in
+            reads += 1
+            return self.local
+        }
+        let peer = { (ip: String, port: Int) in own.match(peer: try! SocketAddress(ipAddress: ip, port: port), local: local)?.what }
+        #expect(peer("10.1.2.3", 50053) == "listener 'pinned' 10.1.2.3:50053" && reads == 0)
+        #expect(peer("127.0.0.1", 9901) == "admin 127.0.0.1:9901" && reads == 0)
+        #expect(peer("10.9.9.9", 50061) == nil && reads == 0)
+        #expect(peer("127.0.0.1", 50051) == "listener 'public' 0.0.0.0:50051")
+        #expect(peer("10.1.2.3", 50051) != nil)
+        #expect(peer("::ffff:10.1.2.3", 50051) != nil)
+        #expect(peer("fd00::7", 8080) == "admin (read-only) [::]:8080")
+        #expect(peer("10.1.2.4", 50051) == nil && peer("::1", 50051) == nil)
+        #expect(reads >= 1)
+    }
+
+    /// A 4 MiB file of self-addresses is ~250,000 of them: the first 16 are
+    /// kept to show, the rest counted.
+    @Test func refusedOwnAddressesAreCountedAndTheFirstSixteenKept() throws {
+        let parsed = try ConfigLoader.parse(config, file: "own.yaml")
+        let checks = DiscoveryManager.AnswerChecks(maxEndpoints: 10, own: GatewayOwnAddresses(parsed))
+        let endpoints = (0..<5000).map { EndpointConfig(address: spec("127.0.\($0 / 250).\($0 % 250 + 1):50051")) }
+            + [EndpointConfig(address: spec("10.9.9.9:50051"))]
+        let checked = DiscoveryManager.check(endpoints, checks, local: local)
+        #expect(checked.kept.map(\.address.host) == ["10.9.9.9"])
+        #expect(checked.refusedCount == 5000)
+        #expect(checked.refused.count == DiscoveryManager.maxRefusedShown && DiscoveryManager.maxRefusedShown == 16)
+        #expect(checked.refused.first == "127.0.0.1:50051 (listener 'public' 0.0.0.0:50051)")
     }
 
     @Test func answersLoseOwnAddressesThenKeepAtMostMaxEndpoints() throws {

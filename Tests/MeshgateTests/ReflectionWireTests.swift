@@ -1,4 +1,5 @@
 import NIOConcurrencyHelpers
+import MeshgateYAML
 import NIOPosix
 import ProtoWire
 import Testing
@@ -72,6 +73,71 @@ import Testing
         #expect(GatewayReflectionService.cluster(forService: "c.v1.Special", routes: routes) == "third")
         #expect(GatewayReflectionService.cluster(forService: "d.v1.D", routes: routes) == nil)
         #expect(GatewayReflectionService.cluster(forService: "a.v1.AB", routes: routes) == nil)
+    }
+}
+
+/// Names are compared in place (a symbol's parents are looked up level by
+/// level, none built as a string), with the results of building them, and
+/// names over 1 KiB are refused before any lookup.
+@Suite struct ReflectionNameTests {
+    /// What the lookups answered when each level built `/service/`.
+    func builtCluster(_ service: String, _ routes: [RouteConfig]) -> String? {
+        let prefix = "/\(service)/"
+        for route in routes {
+            let m = route.match
+            if let s = m.service, s != service { continue }
+            if let method = m.method, !method.hasPrefix(prefix) { continue }
+            if let p = m.pathPrefix, !(prefix.hasPrefix(p) || p.hasPrefix(prefix)) { continue }
+            return route.cluster
+        }
+        return nil
+    }
+
+    @Test func inPlaceComparisonsAnswerAsBuiltNamesDid() throws {
+        var routes: [RouteConfig] = []
+        for (i, prefix) in ["/", "/c", "/c.", "/c.v1.S", "/c.v1.S/", "/c.v1.S/M", "/c.v1.SX/", "c.v1.S/", ""].enumerated() {
+            var match = RouteMatchConfig()
+            match.pathPrefix = prefix
+            routes.append(RouteConfig(match: match, cluster: "p\(i)", filters: [], mark: YAMLMark(line: 1, column: 1)))
+        }
+        for (i, method) in ["/c.v1.S/M", "/c.v1.SX/M", "/c.v1/M"].enumerated() {
+            var match = RouteMatchConfig()
+            match.method = method
+            routes.append(RouteConfig(match: match, cluster: "m\(i)", filters: [], mark: YAMLMark(line: 1, column: 1)))
+        }
+        for service in ["c.v1.S", "c.v1.SX", "c.v1", "c", "d.v1.S", "", "c.v1.S.M"] {
+            for start in routes.indices {
+                let tail = Array(routes[start...])
+                #expect(GatewayReflectionService.cluster(forService: service, routes: tail) == builtCluster(service, tail), "\(service) from \(start)")
+                #expect(GatewayReflectionService.cluster(forService: Substring(service), routes: tail) == builtCluster(service, tail))
+            }
+        }
+    }
+
+    @Test func ownFilesAreFoundByTheLongestOwnParent() {
+        let health = GatewayReflectionService.ownFile(named: "grpc/health/v1/health.proto")
+        let v1alpha = GatewayReflectionService.ownFile(named: "grpc/reflection/v1alpha/reflection.proto")
+        #expect(health != nil && v1alpha != nil)
+        #expect(GatewayReflectionService.ownFile(symbol: "grpc.health.v1.Health") == health)
+        #expect(GatewayReflectionService.ownFile(symbol: "grpc.health.v1.Health.Check") == health)
+        #expect(GatewayReflectionService.ownFile(symbol: "grpc.health.v1.HealthCheckResponse.ServingStatus.SERVING") == health)
+        #expect(GatewayReflectionService.ownFile(symbol: "grpc.reflection.v1alpha.ServerReflection.ServerReflectionInfo") == v1alpha)
+        #expect(GatewayReflectionService.ownFile(symbol: "grpc.health.v1.HealthX") == nil)
+        #expect(GatewayReflectionService.ownFile(symbol: "grpc.health.v1") == nil)
+        #expect(GatewayReflectionService.ownFile(symbol: String(repeating: "a.", count: 8192)) == nil)
+    }
+
+    @Test func namesOverOneKiBAreRefusedUnquoted() {
+        let fits = String(repeating: "a.", count: 512)
+        let long = fits + "a"
+        #expect(fits.utf8.count == GatewayReflectionService.maxNameBytes)
+        for make in [ReflectionRequest.fileContainingSymbol, ReflectionRequest.fileByFilename, ReflectionRequest.allExtensionNumbersOfType,
+                     { ReflectionRequest.fileContainingExtension(type: $0, number: 7) }] {
+            #expect(GatewayReflectionService.nameRefusal(make(fits)) == nil)
+            let refusal = GatewayReflectionService.nameRefusal(make(long))
+            #expect(refusal?.hasSuffix("is 1025 bytes, over the gateway's limit of 1024 bytes for reflection names") == true, "\(String(describing: refusal))")
+        }
+        #expect(GatewayReflectionService.nameRefusal(.listServices) == nil)
     }
 }
 

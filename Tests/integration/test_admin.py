@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pki
 from conftest import Launcher
-from meshkit import HOST, free_port, insecure_channel, to_yaml, wait_until
+from meshkit import HOST, free_port, insecure_channel, read_until_close, to_yaml, wait_until
 
 
 def request(port: int, method: str, path: str) -> tuple[int, str]:
@@ -397,3 +397,250 @@ def test_hammering_metrics_neither_fails_calls_nor_gathers_per_request(bins, lau
         assert metric(admin, "meshgate_metrics_scrapes_total") >= succeeded
     finally:
         launch.stop_all()
+
+
+# --------------------------------------------------------------------------
+# Review of issue 26: read-only events, DNS rebinding on the full address,
+# pipelined requests, answers and event streams nobody reads.
+
+
+class FailingHealth:
+    """An independent grpcio server whose grpc.health.v1 Check fails with
+    INTERNAL and a message quoting something private, as an upstream's
+    error may."""
+
+    SECRET = "db password hunter3-value rejected"
+
+    def __init__(self):
+        import grpc
+        from concurrent import futures
+
+        def check(request, context):
+            context.abort(grpc.StatusCode.INTERNAL, self.SECRET)
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self.server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(check)})])
+        self.port = free_port()
+        self.server.add_insecure_port(f"{HOST}:{self.port}")
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop(grace=None)
+
+
+def test_read_only_events_show_only_allowed_fields(bins, tmp_path):
+    """A health check fails with what the upstream said (INTERNAL and a
+    message quoting a password): the full address's /events shows the
+    reason; read-only /events, /dashboard/data and /dashboard show the
+    event, its cluster and endpoint, and the reason redacted."""
+    upstream = FailingHealth()
+    admin, public = free_port(), free_port()
+    port = free_port()
+    doc = {"admin": {"address": f"{HOST}:{admin}", "read_only_addresses": [f"{HOST}:{public}"]},
+           "listeners": [{"name": "public", "address": f"{HOST}:{port}",
+                          "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]}],
+           "clusters": [{"name": "mesh", "endpoints": [{"address": f"{HOST}:{upstream.port}"}],
+                         "health_check": {"mode": "check", "interval": "200ms", "timeout": "1s", "unhealthy_threshold": 1}}]}
+    launch = Launcher(bins, tmp_path)
+    try:
+        launch.gateway(to_yaml(doc), port, name="gw-events")
+        wait_until(lambda: FailingHealth.SECRET in request(admin, "GET", "/events")[1], timeout=10,
+                   message="the failed check's reason on the full address's /events")
+        events = json.loads(request(public, "GET", "/events")[1])["events"]
+        unhealthy = next(e for e in events if e["message"] == "endpoint unhealthy")
+        assert unhealthy["fields"]["cluster"] == "mesh" and unhealthy["fields"]["endpoint"] == f"{HOST}:{upstream.port}", unhealthy
+        assert unhealthy["fields"]["reason"].startswith("[redacted"), unhealthy
+        for path in ("/events", "/dashboard/data", "/dashboard"):
+            status, body = request(public, "GET", path)
+            assert status == 200 and "endpoint unhealthy" in body and "hunter3" not in body and "INTERNAL" not in body, (path, body[-600:])
+    finally:
+        launch.stop_all()
+        upstream.stop()
+
+
+def raw_request(port: int, text: str, timeout: float = 5) -> tuple[int, str]:
+    """One request as written (any Host, or none); status and body."""
+    sock = socket.create_connection((HOST, port), timeout=timeout)
+    try:
+        sock.sendall(text.encode())
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        sock.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body.decode()
+
+
+def test_the_full_admin_address_answers_only_requests_that_name_it(bins, tmp_path):
+    """A page that rebinds its own DNS name to the admin's address would
+    read /config, /events and /clusters as its own origin: the full
+    address answers 403 to every request whose Host is not its host,
+    localhost, an IP literal or a name in admin.allowed_hosts. Read-only
+    addresses answer any Host (their content is redacted; Prometheus
+    scrapes by name). POST /reload from a page of another site is refused
+    by its Sec-Fetch-Site."""
+    admin, public = free_port(), free_port()
+    launch = Launcher(bins, tmp_path)
+    try:
+        plain_gateway(launch, {"address": f"{HOST}:{admin}", "read_only_addresses": [f"{HOST}:{public}"],
+                               "allowed_hosts": ["gateway.internal"]})
+        for path in ("/config", "/events", "/clusters", "/metrics", "/dashboard", "/dashboard/events", "/healthz"):
+            status, body = request_with(admin, "GET", path, {"Host": f"rebound.example:{admin}"})
+            assert status == 403 and "DNS-rebinding" in body and "admin.allowed_hosts" in body, (path, status, body[:200])
+            assert "generation" not in body
+        for host in (f"{HOST}:{admin}", f"localhost:{admin}", f"gateway.internal:{admin}", "GATEWAY.INTERNAL.", f"[::1]:{admin}"):
+            status, body = request_with(admin, "GET", "/config", {"Host": host})
+            assert status == 200 and "generation" in body, (host, status, body[:200])
+        for host in (f"rebound.example:{public}", f"prometheus-target.example:{public}"):
+            status, body = request_with(public, "GET", "/config", {"Host": host})
+            assert status == 200 and "generation" in body, (host, status)
+        # HTTP/1.0 without Host is no browser's request.
+        status, body = raw_request(admin, "GET /healthz HTTP/1.0\r\n\r\n")
+        assert status == 200 and body == "ok\n", (status, body)
+        # Sec-Fetch-Site: a page elsewhere, even with no Origin.
+        for site in ("cross-site", "same-site"):
+            status, body = request_with(admin, "POST", "/reload", {"Host": f"{HOST}:{admin}", "Sec-Fetch-Site": site})
+            assert status == 403 and "Sec-Fetch-Site" in body, (site, status, body)
+        assert metric(admin, 'meshgate_config_reloads_total{result="ok"}') == 0
+        for site in ("same-origin", "none"):
+            status, body = request_with(admin, "POST", "/reload", {"Host": f"{HOST}:{admin}", "Origin": f"http://{HOST}:{admin}",
+                                                                    "Sec-Fetch-Site": site})
+            assert status == 200 and "generation" in body, (site, status, body)
+    finally:
+        launch.stop_all()
+
+
+def read_events(sock: socket.socket, seconds: float) -> tuple[int, bool]:
+    """Reads `sock` for `seconds`: (event-stream updates seen, closed?)."""
+    import time
+    deadline = time.monotonic() + seconds
+    data = b""
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            return data.count(b"data: "), True
+        if not chunk:
+            return data.count(b"data: "), True
+        data += chunk
+    return data.count(b"data: "), False
+
+
+def test_an_event_stream_pipelined_after_an_answer_stays_open_while_read(bins, tmp_path):
+    """Two requests in one write: GET /metrics, then GET /dashboard/events.
+    /metrics is answered later (after a gather), so the second request
+    waits in NIO's pipelining handler, which hands it over while the first
+    answer's end is being written; the stream must still be a stream (no
+    idle or request timer: idle_timeout and request_timeout are 1 s here)
+    for as long as its client reads: 3.5 s, an update a second."""
+    admin = free_port()
+    launch = Launcher(bins, tmp_path)
+    try:
+        plain_gateway(launch, {"address": f"{HOST}:{admin}", "idle_timeout": "1s", "request_timeout": "1s"})
+        sock = socket.create_connection((HOST, admin), timeout=5)
+        try:
+            sock.sendall((f"GET /metrics HTTP/1.1\r\nHost: {HOST}:{admin}\r\n\r\n"
+                          f"GET /dashboard/events HTTP/1.1\r\nHost: {HOST}:{admin}\r\n\r\n").encode())
+            updates, closed = read_events(sock, 3.5)
+            assert not closed, f"the pipelined event stream was closed after {updates} updates"
+            assert updates >= 3, updates
+        finally:
+            sock.close()
+    finally:
+        launch.stop_all()
+
+
+def test_answers_and_event_streams_nobody_reads_are_closed(bins, tmp_path):
+    """A client that pipelines /config requests for 2 s and never reads:
+    an answer leaves before the next request is answered, so the gateway
+    holds one answer, not all of them (its memory stays flat: it grew by
+    40 MiB a second here before, a gigabyte in seconds with /dashboard),
+    and the answer that cannot leave closes the connection after
+    admin.request_timeout. An event stream whose
+    client reads nothing is closed after admin.idle_timeout (its socket
+    holds 16 KiB at most, so the stop shows at once, not after megabytes
+    of updates). The address serves others meanwhile."""
+    import time
+    admin, port = free_port(), free_port()
+    launch = Launcher(bins, tmp_path)
+    try:
+        # 300 endpoints (never called) make each dashboard update ~40 KB, so
+        # that a client that reads nothing stops taking them at once.
+        gateway = launch.gateway(to_yaml({"admin": {"address": f"{HOST}:{admin}", "idle_timeout": "2s", "request_timeout": "1s"},
+                                          "listeners": [{"name": "public", "address": f"{HOST}:{port}", "routes": []}],
+                                          "clusters": [{"name": "many", "endpoints": [{"address": f"{HOST}:{20000 + i}"} for i in range(300)]}]}),
+                                 port, name="gw-unread")
+        assert request(admin, "GET", "/config")[0] == 200
+        rss_before = _rss_mib(gateway.proc.pid)
+        silent = socket.socket()
+        silent.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        silent.connect((HOST, admin))
+        silent.setblocking(False)
+        batch = f"GET /config HTTP/1.1\r\nHost: {HOST}:{admin}\r\n\r\n".encode() * 256
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < 2 and not closed:
+            try:
+                silent.send(batch)
+            except BlockingIOError:
+                time.sleep(0.01)
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+        time.sleep(1)  # what was read is answered by now
+        grown = _rss_mib(gateway.proc.pid) - rss_before
+        assert grown < 24, f"the gateway grew by {grown} MiB holding answers nobody reads"
+        silent.setblocking(True)
+        # Reading nothing, so the close shows through poll.
+        assert closed or _peer_closes_without_reading(silent, within=5), "an answer nobody reads held its connection"
+        assert _answers(admin)
+        silent.close()
+        # An event stream whose client reads nothing at all. Its close is
+        # seen in the gateway's descriptors: the FIN waits behind the
+        # updates the client's closed window holds back.
+        pid = gateway.proc.pid
+        time.sleep(0.3)  # the closed connections' descriptors are gone
+        before = _open_files(pid)
+        stream = socket.socket()
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stream.connect((HOST, admin))
+        stream.sendall(f"GET /dashboard/events HTTP/1.1\r\nHost: {HOST}:{admin}\r\n\r\n".encode())
+        started = time.monotonic()
+        wait_until(lambda: _open_files(pid) > before, timeout=5, message="the stream's connection accepted")
+        wait_until(lambda: _open_files(pid) <= before, timeout=10, interval=0.05, message="the gateway to close a stream nobody reads")
+        assert time.monotonic() - started >= 1.5
+        # Read now: a few updates (what the socket buffers held), then the end.
+        data, closed = read_until_close(stream, 5)
+        assert closed and data.count(b"data: ") <= 3, (closed, len(data))
+        assert _answers(admin)
+        stream.close()
+    finally:
+        launch.stop_all()
+
+
+def _open_files(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def _rss_mib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def _peer_closes_without_reading(sock: socket.socket, within: float) -> bool:
+    """Whether the peer closes `sock` within `within` s, seen without
+    reading what it sent: poll's POLLRDHUP (its FIN) or POLLHUP/POLLERR
+    (a reset), whatever data waits unread."""
+    import select
+    poller = select.poll()
+    poller.register(sock, select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(int(within * 1000)))

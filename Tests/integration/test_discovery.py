@@ -912,3 +912,86 @@ def test_endpoint_metadata_is_capped_in_etcd_values_and_discovery_files(bins, tm
         assert {e["address"] for e in files()["endpoints"]} == {f"{HOST}:20010"}
     finally:
         launch.stop_all()
+
+
+def request_counts(admin_port: int) -> float:
+    """All calls the gateway counted (grpc_requests_total, every series)."""
+    with urllib.request.urlopen(f"http://{HOST}:{admin_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("grpc_requests_total{"))
+
+
+def test_own_addresses_in_any_form_a_dial_takes_are_refused(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
+    """A dial reads `127.1`, `2130706433`, `0x7f.1`, `0177.0.0.1` and `0`
+    as numbers and `localhost.` as localhost: a discovery file listing the
+    gateway's own listener that way has every one refused (and counted
+    on /clusters), and calls reach the replica beside them."""
+    launch = Launcher(bins, tmp_path)
+    try:
+        _, replica_port = start_replica(launch, "n1")
+        port, admin = free_port(), free_port()
+        forms = ["127.1", "2130706433", "0x7f.1", "0177.0.0.1", "0", "localhost.", "LOCALHOST"]
+        endpoints = tmp_path / "endpoints.yaml"
+        endpoints.write_text(to_yaml({"endpoints": [{"address": f"{host}:{port}"} for host in forms]
+                                      + [{"address": f"{HOST}:{replica_port}"}]}))
+        start_gateway(launch, discovery_config(port, admin, {"file": {"path": str(endpoints)}}, health=False), port)
+        assert endpoint_addresses(admin) == {f"{HOST}:{replica_port}"}
+        discovered = mesh_cluster(admin)["discovery"]
+        assert discovered["refused_own_addresses"] == [f"{host}:{port} (listener 'public' {HOST}:{port})" for host in forms], discovered
+        assert discovered["refused_own_addresses_total"] == len(forms)
+        with insecure_channel(port) as channel:
+            stub = mesh_pb2_grpc.MeshServiceStub(channel)
+            for i in range(10):
+                assert stub.Process(mesh_pb2.ProcessRequest(request_id=f"c{i}"), timeout=5).replica_id == "n1"
+    finally:
+        launch.stop_all()
+
+
+def test_an_endpoint_that_connects_to_the_gateway_itself_is_refused_and_calls_fail_fast(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
+    """Static endpoints are not checked when the config loads, and a name
+    can resolve anywhere: `127.1:PORT` and `localhost:PORT` (PORT the
+    gateway's own listener) are refused when the upstream connection
+    finds its peer is that listener, like a failed connect. Calls get
+    UNAVAILABLE instead of coming back into the gateway and looping until
+    their deadline: the gateway counts each call once, and the log says
+    which endpoint reached which listener. Merged reflection, which dials
+    the cluster itself, leaves it out."""
+    launch = Launcher(bins, tmp_path)
+    try:
+        port, admin = free_port(), free_port()
+        config = to_yaml({
+            "admin": {"address": f"{HOST}:{admin}"},
+            "listeners": [{"name": "public", "address": f"{HOST}:{port}",
+                           "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "self"}]}],
+            "clusters": [{"name": "self", "endpoints": [{"address": f"127.1:{port}"}, {"address": f"localhost:{port}"}]}],
+        })
+        gateway = start_gateway(launch, config, port)
+        codes = []
+        with insecure_channel(port) as channel:
+            stub = mesh_pb2_grpc.MeshServiceStub(channel)
+            for i in range(6):
+                try:
+                    stub.Process(mesh_pb2.ProcessRequest(request_id=f"c{i}"), timeout=5)
+                    codes.append("OK")
+                except grpc.RpcError as error:
+                    codes.append(error.code().name)
+        assert codes == ["UNAVAILABLE"] * 6, codes
+        # Six calls from the client, six counted: none came back in.
+        assert request_counts(admin) == 6
+        # Merged reflection dials the cluster too: it is left out, instead
+        # of the gateway asking its own reflection, which asks again.
+        from grpc_reflection.v1alpha import reflection_pb2
+        with insecure_channel(port) as channel:
+            stream = channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+            request = reflection_pb2.ServerReflectionRequest(list_services="*").SerializeToString()
+            answer = reflection_pb2.ServerReflectionResponse.FromString(next(iter(stream(iter([request]), timeout=10))))
+        listed = [s.name for s in answer.list_services_response.service]
+        assert "mesh.v1.MeshService" not in listed and "grpc.health.v1.Health" in listed, answer
+        assert any("reflection: cluster has no reflection" in line and "resolves to the gateway's own listener" in line
+                   for line in gateway.log_text().splitlines()), gateway.log_text()[-3000:]
+        log = gateway.log_text()
+        for endpoint in (f"127.1:{port}", f"localhost:{port}"):
+            assert (f"endpoint {endpoint} resolves to the gateway's own listener 'public' {HOST}:{port}: "
+                    "refused, it would loop calls through the gateway") in log, log[-3000:]
+    finally:
+        launch.stop_all()

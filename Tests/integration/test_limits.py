@@ -51,19 +51,35 @@ def test_a_response_message_over_the_limit_is_resource_exhausted(limited):
     assert stub.Process(pb2.ProcessRequest(request_id="after", data="y"), timeout=5).result == "processed: y"
 
 
+def listener_refusals(admin: int) -> dict[str, float]:
+    """meshgate_listener_connections_refused_total by listener."""
+    import re
+    import urllib.request
+    from meshkit import HOST
+    with urllib.request.urlopen(f"http://{HOST}:{admin}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {m.group(1): float(m.group(2))
+            for m in re.finditer(r'^meshgate_listener_connections_refused_total\{listener="([^"]*)"\} (\S+)$', text, re.M)}
+
+
 def test_a_listener_at_max_connections_closes_new_connections(mesh, launcher):
     """max_connections: 2. Two clients are served; a third connection is
-    closed at once without a SETTINGS frame; once one of the two leaves,
-    a new client is served again."""
+    closed at once without a SETTINGS frame, and
+    meshgate_listener_connections_refused_total counts every connection
+    so closed, per listener; once one of the two leaves, a new client is
+    served again."""
     import socket
     import time
     from meshkit import HOST, to_yaml
     import yaml
-    port = free_port()
+    port, admin = free_port(), free_port()
     doc = yaml.safe_load(gateway_config(port, clusters={"mesh": [r.port for r in mesh.replicas.values()]},
                                         routes=[{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]))
     doc["listeners"][0]["max_connections"] = 2
+    doc["listeners"].append({"name": "other", "address": f"{HOST}:{free_port()}", "routes": []})
+    doc["admin"] = {"address": f"{HOST}:{admin}"}
     launcher.gateway(to_yaml(doc), port, name="gw-max-connections")
+    refused_seen = 0
     preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
     def open_h2() -> tuple[socket.socket, bytes, bool]:
@@ -82,6 +98,7 @@ def test_a_listener_at_max_connections_closes_new_connections(mesh, launcher):
     while len(held) < 2:
         sock, data, closed = open_h2()
         if closed:
+            refused_seen += 1
             sock.close()
             assert time.monotonic() < deadline, "two connections were never served"
             time.sleep(0.1)
@@ -92,13 +109,18 @@ def test_a_listener_at_max_connections_closes_new_connections(mesh, launcher):
     third, data3, closed3 = open_h2()
     third.close()
     assert closed3 and data3 == b"", f"the third connection was served: {data3[:20]!r}"
+    refused_seen += 1
+    assert listener_refusals(admin) == {"public": refused_seen, "other": 0}
     first.close()
     deadline = time.monotonic() + 5
     while True:
         fourth, data4, closed4 = open_h2()
         fourth.close()
+        if closed4:
+            refused_seen += 1
         if not closed4 and data4[:9] and data4[3] == 0x4:
             break
         assert time.monotonic() < deadline, "no connection served after one of the two left"
         time.sleep(0.1)
     second.close()
+    assert listener_refusals(admin) == {"public": refused_seen, "other": 0}

@@ -79,7 +79,10 @@ def test_metrics_follow_traffic_and_pass_promtool(metered, mesh_pb2, mesh_pb2_gr
     requests = samples(text, "grpc_requests_total")
     key = 'cluster="mesh",code="OK",method="Process",service="mesh.v1.MeshService"'
     assert requests["{" + key + "}"] == ok, requests
-    assert requests['{cluster="mesh",code="UNIMPLEMENTED",method="Nope",service="mesh.v1.MeshService"}'] == 1, requests
+    # A method nobody serves takes no series of its own (a flood of junk
+    # names would fill the budget).
+    assert requests['{cluster="mesh",code="UNIMPLEMENTED",method="other",service="other"}'] == 1, requests
+    assert not any('method="Nope"' in k for k in requests), requests
     count = samples(text, "grpc_request_duration_seconds_count")
     assert count['{cluster="mesh",method="Process",service="mesh.v1.MeshService"}'] == 200
     inf = samples(text, "grpc_request_duration_seconds_bucket")
@@ -196,10 +199,11 @@ def request_series(text: str) -> dict[tuple[str, str], float]:
     return out
 
 
-def flood(port: int, paths: list[str], window: int = 200, connections: int = 1) -> None:
-    """Calls every path once (UNIMPLEMENTED from the replica), `window` at a
-    time, spread over `connections` connections (which the gateway spreads
-    over its event loops)."""
+def flood(port: int, paths: list[str], window: int = 200, connections: int = 1, expect_ok: bool = False) -> None:
+    """Calls every path once (UNIMPLEMENTED from a replica; OK from a
+    `CatchAllUpstream` with `expect_ok`), `window` at a time, spread over
+    `connections` connections (which the gateway spreads over its event
+    loops)."""
     channels = [insecure_channel(port) for _ in range(connections)]
     try:
         for start in range(0, len(paths), window):
@@ -208,19 +212,42 @@ def flood(port: int, paths: list[str], window: int = 200, connections: int = 1) 
             for future in futures:
                 try:
                     future.result()
+                    assert expect_ok, "a replica answered a method it does not have"
                 except grpc.RpcError as error:
-                    assert error.code() == grpc.StatusCode.UNIMPLEMENTED, (error.code(), error.details())
+                    assert not expect_ok and error.code() == grpc.StatusCode.UNIMPLEMENTED, (error.code(), error.details())
     finally:
         for channel in channels:
             channel.close()
+
+
+class CatchAllUpstream:
+    """An independent grpcio server that answers every method of every
+    service OK with an empty message: each name is a real method here."""
+
+    def __init__(self):
+        from concurrent import futures
+
+        class Everything(grpc.GenericRpcHandler):
+            def service(self, details):
+                return grpc.unary_unary_rpc_method_handler(lambda request, context: b"")
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        self.server.add_generic_rpc_handlers([Everything()])
+        self.port = free_port()
+        self.server.add_insecure_port(f"{HOST}:{self.port}")
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop(grace=None)
 
 
 def test_a_flood_of_method_names_keeps_metrics_bounded(bins, launcher):
     """The method label comes from the client's :path. 5,000 names nobody
     serves, sent to a routed service, and one 300-byte name: /metrics keeps
     at most runtime.max_metric_series (default 1,000) series for all event
-    loops together, counts the rest as service="other",method="other",
-    leaves the long name out, stays bounded in size and passes promtool."""
+    loops together (names that end UNIMPLEMENTED take none), counts the
+    rest as service="other",method="other", leaves the long name out,
+    stays bounded in size and passes promtool."""
     replica = launcher.replica("m1")
     port, admin = free_port(), free_port()
     launcher.gateway(to_yaml({
@@ -237,6 +264,7 @@ def test_a_flood_of_method_names_keeps_metrics_bounded(bins, launcher):
     assert len(series) <= 1001, len(series)
     assert series[("other", "other")] >= 4001, series.get(("other", "other"))
     assert sum(series.values()) == 5001
+    assert series == {("other", "other"): 5001}, len(series)
     assert long_name not in text
     assert samples(text, "meshgate_metric_series")[""] <= 1001
     # About 2.5 KB per series at most (its codes, 16 buckets, sum, count).
@@ -246,22 +274,57 @@ def test_a_flood_of_method_names_keeps_metrics_bounded(bins, launcher):
 
 
 def test_idle_series_expire_and_make_room(bins, launcher):
-    """With runtime.max_metric_series 10 and metric_series_idle_timeout 1s:
-    20 names make 10 series and `other`; a second later with no calls they
-    are gone, and a new name gets its own series again."""
+    """With runtime.max_metric_series 10 and metric_series_idle_timeout 1s,
+    an upstream that serves every name: 20 names make 10 series and
+    `other`; a second later with no calls they are gone, and a new name
+    gets its own series again."""
+    upstream = CatchAllUpstream()
+    try:
+        port, admin = free_port(), free_port()
+        launcher.gateway(to_yaml({
+            "runtime": {"max_metric_series": 10, "metric_series_idle_timeout": "1s"},
+            "admin": {"address": f"{HOST}:{admin}"},
+            "listeners": [{"name": "public", "address": f"{HOST}:{port}", "routes": [
+                {"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]}],
+            "clusters": [{"name": "mesh", "endpoints": [{"address": f"{HOST}:{upstream.port}"}]}]}), port, name="gw-expiry")
+        url = f"http://{HOST}:{admin}/metrics"
+        flood(port, [f"/mesh.v1.MeshService/First{i}" for i in range(20)], window=1, expect_ok=True)
+        series = request_series(fetch(url))
+        assert len(series) == 11 and series[("other", "other")] == 10, series
+        wait_until(lambda: not request_series(fetch(url)), timeout=10, interval=0.3, message="the idle series to expire")
+        assert samples(fetch(url), "meshgate_metric_series")[""] == 0
+        flood(port, ["/mesh.v1.MeshService/Later"], expect_ok=True)
+        assert request_series(fetch(url)) == {("mesh.v1.MeshService", "Later"): 1}
+    finally:
+        upstream.stop()
+
+
+def test_junk_method_names_leave_room_for_real_methods(bins, launcher, mesh_pb2, mesh_pb2_grpc):
+    """With runtime.max_metric_series 10: 200 names the replica does not
+    serve (UNIMPLEMENTED), called again and again as an attacker would to
+    keep them from expiring, take no place; Process, called after them,
+    gets its own series. Junk calls a client cuts short itself (a 1 ms
+    deadline, ending before the UNIMPLEMENTED) take none either."""
     replica = launcher.replica("m1")
     port, admin = free_port(), free_port()
     launcher.gateway(to_yaml({
-        "runtime": {"max_metric_series": 10, "metric_series_idle_timeout": "1s"},
+        "runtime": {"max_metric_series": 10},
         "admin": {"address": f"{HOST}:{admin}"},
         "listeners": [{"name": "public", "address": f"{HOST}:{port}", "routes": [
             {"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]}],
-        "clusters": [{"name": "mesh", "endpoints": [{"address": f"{HOST}:{replica.port}"}]}]}), port, name="gw-expiry")
+        "clusters": [{"name": "mesh", "endpoints": [{"address": f"{HOST}:{replica.port}"}]}]}), port, name="gw-junk")
     url = f"http://{HOST}:{admin}/metrics"
-    flood(port, [f"/mesh.v1.MeshService/First{i}" for i in range(20)], window=1)
+    junk = [f"/mesh.v1.MeshService/Junk{i:03d}" for i in range(200)]
+    flood(port, junk + junk, connections=2)
+    with insecure_channel(port) as channel:
+        stub = mesh_pb2_grpc.MeshServiceStub(channel)
+        for i in range(20):
+            with pytest.raises(grpc.RpcError) as cut:
+                channel.unary_unary(f"/mesh.v1.MeshService/Cut{i}")(b"", timeout=0.001)
+            assert cut.value.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED), cut.value
+        for i in range(3):
+            stub.Process(mesh_pb2.ProcessRequest(request_id=f"p{i}"), timeout=5)
     series = request_series(fetch(url))
-    assert len(series) == 11 and series[("other", "other")] == 10, series
-    wait_until(lambda: not request_series(fetch(url)), timeout=10, interval=0.3, message="the idle series to expire")
-    assert samples(fetch(url), "meshgate_metric_series")[""] == 0
-    flood(port, ["/mesh.v1.MeshService/Later"])
-    assert request_series(fetch(url)) == {("mesh.v1.MeshService", "Later"): 1}
+    assert series.get(("mesh.v1.MeshService", "Process")) == 3, series
+    assert set(series) == {("mesh.v1.MeshService", "Process"), ("other", "other")}, series
+    assert samples(fetch(url), "meshgate_metric_series")[""] == 2  # Process and `other`

@@ -371,3 +371,43 @@ def test_upstream_reflection_queries_per_listener_are_bounded(bins, tmp_path):
     finally:
         launch.stop_all()
         slow.stop()
+
+
+def test_names_over_one_kib_are_refused_before_any_lookup(bins, tmp_path):
+    """A 16,000-byte symbol `a.a.a…` (each level a lookup: thousands per
+    request, on an event loop of the data path) is answered INVALID_ARGUMENT at
+    once, naming the 1 KiB limit, on a stream that stays open, and no
+    cluster is asked; so is a file name or an extension's type of that
+    size. A name of exactly 1 KiB is looked up as usual."""
+    cluster = ScriptedReflection()
+    port = free_port()
+    doc = {"listeners": [{"name": "public", "address": f"{HOST}:{port}",
+                          "routes": [{"match": {"service": "one.v1.One"}, "cluster": "one"}]}],
+           "clusters": [{"name": "one", "endpoints": [{"address": f"{HOST}:{cluster.port}"}]}]}
+    launch = Launcher(bins, tmp_path)
+    try:
+        launch.gateway(to_yaml(doc), port, name="gw-reflection-names")
+        from grpc_reflection.v1alpha import reflection_pb2
+        # Within the 16 KiB a reflection request may have.
+        long_symbol = ("a." * 8000)[:15999] + "a"
+        fits = ("b." * 512)[:1023] + "b"
+        assert len(long_symbol) == 16000 and len(fits) == 1024
+        requests = [reflection_request(file_containing_symbol=long_symbol),
+                    reflection_request(file_by_filename="f/" * 8000),
+                    reflection_request(file_containing_extension=reflection_pb2.ExtensionRequest(containing_type=long_symbol, extension_number=1)),
+                    reflection_request(all_extension_numbers_of_type=long_symbol),
+                    reflection_request(file_containing_symbol=fits)]
+        with grpc.insecure_channel(f"{HOST}:{port}") as channel:
+            stream = channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+            answers = [reflection_answer(a) for a in stream(iter(requests), timeout=10)]
+        assert len(answers) == 5, answers
+        for answer in answers[:4]:
+            error = answer.error_response
+            assert error.error_code == grpc.StatusCode.INVALID_ARGUMENT.value[0], error
+            assert error.error_message.endswith("bytes, over the gateway's limit of 1024 bytes for reflection names"), error
+            assert "a.a.a" not in error.error_message and "f/f/" not in error.error_message
+        assert answers[4].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0], answers[4]
+        assert cluster.requests == [fits], [r[:40] for r in cluster.requests]
+    finally:
+        launch.stop_all()
+        cluster.stop()

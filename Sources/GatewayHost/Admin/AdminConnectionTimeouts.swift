@@ -24,6 +24,9 @@ final class AdminConnectionTimeouts: ChannelInboundHandler, RemovableChannelHand
     let idleTimeout: TimeAmount
     let requestTimeout: TimeAmount
     private(set) var phase = Phase.waiting
+    /// Answers written whose last byte has not left yet (pipelined
+    /// requests may have several).
+    private var answersLeaving = 0
     private var timer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
 
@@ -56,14 +59,21 @@ final class AdminConnectionTimeouts: ChannelInboundHandler, RemovableChannelHand
     /// The request is whole; the gateway is working on the answer.
     func requestComplete() { enter(.answering) }
 
-    /// The answer is written; it must leave within `request_timeout`.
-    func answerWritten() { enter(.sending) }
+    /// The answer is being written; it must leave within `request_timeout`.
+    func answerWritten() {
+        answersLeaving += 1
+        enter(.sending)
+    }
 
-    /// The answer has left: wait for the next request.
+    /// An answer's last byte has not left yet.
+    var answerLeaving: Bool { answersLeaving > 0 }
+
+    /// An answer has left: once all have, wait for the next request.
     func answerSent() {
-        // A pipelined request may already be in (its bytes came with the
-        // previous ones); the decoder hands it over next.
-        if phase == .sending { enter(.waiting) }
+        answersLeaving = max(0, answersLeaving - 1)
+        // A pipelined request may already be in, and answered or streaming
+        // (its phase is then its own).
+        if phase == .sending && answersLeaving == 0 { enter(.waiting) }
     }
 
     func streamStarted() { enter(.streaming) }

@@ -27,9 +27,11 @@ struct AdminSources: Sendable {
 ///   `/dashboard/events` (the same, as Server-Sent Events every second),
 /// - `POST /reload` (200 with the new generation, or 400 with the reason the
 ///   running config stays), only on the full admin address and only with a
-///   `Host` naming it and no foreign `Origin` (`AdminOriginCheck`):
-///   read-only addresses answer 403, and every other method than GET/HEAD
-///   gets 405.
+///   `Host` naming it and no foreign `Origin` or `Sec-Fetch-Site`
+///   (`AdminOriginCheck`): read-only addresses answer 403, and every other
+///   method than GET/HEAD gets 405.
+/// The full admin address answers nothing (403) to a request whose `Host`
+/// does not name it: a DNS-rebinding page could otherwise read its views.
 final class AdminHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -45,9 +47,14 @@ final class AdminHandler: ChannelInboundHandler {
     private var method = HTTPMethod.GET
     private var host: String?
     private var origin: String?
+    private var fetchSite: String?
     private var keepAlive = true
+    /// A pipelined request that came whole while the answer before it was
+    /// still leaving: answered once that one has left.
+    private var requestWaiting = false
     private var events: Scheduled<Void>?
-    /// When the event stream last found its connection writable.
+    /// When the kernel last took a whole update of the event stream (or
+    /// the stream started).
     private var streamProgress = NIODeadline.now()
     private var open = true
 
@@ -65,12 +72,23 @@ final class AdminHandler: ChannelInboundHandler {
             method = head.method
             host = head.headers.first(name: "host")
             origin = head.headers.first(name: "origin")
+            fetchSite = head.headers.first(name: "sec-fetch-site")
             keepAlive = head.isKeepAlive
         case .body:
             break
         case .end:
-            timeouts.requestComplete()
-            route(context)
+            // One answer leaves before the next request is answered: a
+            // client pipelining requests it never reads would otherwise
+            // have the gateway pile answers up in memory (a gigabyte in
+            // seconds of /dashboard pages). NIO's pipelining handler reads
+            // no further request until this one's answer is written, so
+            // the client's requests wait in its own socket.
+            if timeouts.answerLeaving {
+                requestWaiting = true
+            } else {
+                timeouts.requestComplete()
+                route(context)
+            }
         }
     }
 
@@ -83,6 +101,13 @@ final class AdminHandler: ChannelInboundHandler {
     private static let readOnlyRefusal = "this admin address is read-only: POST /reload answers only on admin.address\n"
 
     private func route(_ context: ChannelHandlerContext) {
+        // The full address shows config, errors and events unredacted:
+        // only to requests that name it (DNS rebinding).
+        if !readOnly, let refusal = originCheck.hostRefusal(host: host) {
+            // Debug: a page can send these in a loop.
+            Log.debug("admin: request refused", ["reason": refusal, "path": path, "peer": context.channel.remoteAddress.map { "\($0)" } ?? "?"])
+            return respond(context, .forbidden, refusal + "\n")
+        }
         // Views answer GET (and HEAD); the one action, POST /reload, only
         // on the full admin address.
         if path == "/reload" && method == .POST && readOnly {
@@ -93,7 +118,7 @@ final class AdminHandler: ChannelInboundHandler {
         }
         switch path {
         case "/reload" where method == .POST:
-            if let refusal = originCheck.refusal(host: host, origin: origin) {
+            if let refusal = originCheck.refusal(host: host, origin: origin, fetchSite: fetchSite) {
                 Log.info("admin: POST /reload refused", ["reason": refusal, "peer": context.channel.remoteAddress.map { "\($0)" } ?? "?"])
                 return respond(context, .forbidden, refusal + "\n")
             }
@@ -150,11 +175,18 @@ final class AdminHandler: ChannelInboundHandler {
         return data
     }
 
+    /// The send buffer of an event-stream connection: a client that stops
+    /// reading leaves at most this (and its own receive buffer) in the
+    /// kernels, and its stop shows once they are full, not after the
+    /// megabytes of a default buffer (hours of updates).
+    static let eventStreamSendBuffer: SocketOptionValue = 16 << 10
+
     /// Server-Sent Events: the dashboard's JSON now and every second, until
     /// the client goes away. The stream holds one of the address's
     /// connection slots like any other request.
     private func streamEvents(_ context: ChannelHandlerContext) {
         timeouts.streamStarted()
+        try? context.channel.syncOptions?.setOption(ChannelOptions.socketOption(.so_sndbuf), value: Self.eventStreamSendBuffer)
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: "text/event-stream")
         headers.add(name: "cache-control", value: "no-cache")
@@ -163,13 +195,17 @@ final class AdminHandler: ChannelInboundHandler {
         sendEvent(context)
     }
 
+    /// An update was written and the kernel has not taken all of it yet.
+    private var updateLeaving = false
+
     private func sendEvent(_ context: ChannelHandlerContext) {
         guard open else { return }
         // A reader that does not read gets no more until it does: the
         // stream never piles updates up in the gateway (these addresses
-        // may be public); one that reads nothing for idle_timeout loses
-        // its connection, and its slot.
-        guard context.channel.isWritable else {
+        // may be public), at most one waits for the socket; one whose
+        // socket has taken nothing for idle_timeout loses its connection,
+        // and its slot.
+        guard !updateLeaving && context.channel.isWritable else {
             let idle = timeouts.idleTimeout
             if idle > .zero, NIODeadline.now() - streamProgress >= idle {
                 Log.debug("admin event stream closed", ["reason": "idle_timeout (the client reads nothing)"])
@@ -179,10 +215,15 @@ final class AdminHandler: ChannelInboundHandler {
             events = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { self.sendEvent(context) }
             return
         }
-        streamProgress = .now()
         // Each update carries the newest point; the page appends it.
         let event = "data: \(dashboardData(points: 1).json)\n\n"
-        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: event)))), promise: nil)
+        updateLeaving = true
+        let taken = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: event)))), promise: taken)
+        taken.futureResult.assumeIsolated().whenSuccess {
+            self.updateLeaving = false
+            self.streamProgress = .now()
+        }
         events = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { self.sendEvent(context) }
     }
 
@@ -202,13 +243,22 @@ final class AdminHandler: ChannelInboundHandler {
         if method != .HEAD {
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         }
+        // Both before `.end` is written: writing it hands the next
+        // pipelined request over at once (NIO's HTTPServerPipelineHandler),
+        // which sets `keepAlive` anew and moves the connection's clock on
+        // (an event stream must not be put back on the answer's timer).
+        let keepAlive = self.keepAlive
+        timeouts.answerWritten()
         let sent = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: sent)
-        timeouts.answerWritten()
-        let keepAlive = self.keepAlive
         sent.futureResult.assumeIsolated().whenComplete { result in
             if case .success = result, keepAlive {
                 self.timeouts.answerSent()
+                if self.requestWaiting && !self.timeouts.answerLeaving {
+                    self.requestWaiting = false
+                    self.timeouts.requestComplete()
+                    self.route(context)
+                }
             } else {
                 context.close(promise: nil)
             }
@@ -223,7 +273,7 @@ enum AdminServer {
     static func start(address: SocketAddressSpec, readOnly: Bool, admin: AdminConfig, group: EventLoopGroup,
                       sources: AdminSources, counters: GatewayCounters) async throws -> Channel {
         let limit = ConnectionLimit(max: admin.maxConnections)
-        let originCheck = AdminOriginCheck(address: admin.address)
+        let originCheck = AdminOriginCheck(address: admin.address, allowedHosts: admin.allowedHosts)
         let idle = TimeAmount.nanoseconds(admin.idleTimeout.nanosecondsClamped)
         let request = TimeAmount.nanoseconds(admin.requestTimeout.nanosecondsClamped)
         let name = address.description

@@ -138,14 +138,23 @@ enum AdminViews {
         }
     }
 
-    /// Fields of an event whose value is an error text or a detail that
-    /// may quote config values, file paths or what a server answered.
-    static let errorFields: Set<String> = ["error", "detail"]
+    /// The event fields a read-only address shows as they are: names the
+    /// config gives (cluster, plugin, config field), addresses /clusters
+    /// shows anyway, numbers, and what identifies a plugin image. Every
+    /// other field's value is replaced (`redactedError`), the ones named
+    /// below and any added later alike: `reason` (a health check's,
+    /// quoting what the upstream answered, or a connect or TLS error),
+    /// `error` and `detail` (may quote config values), file paths (`path`,
+    /// `cert`, `ca`). An allow-list, so a new field is private until
+    /// someone decides it is not.
+    static let publicEventFields: Set<String> = ["cluster", "endpoint", "endpoints", "generation", "signal", "drain_timeout_ms",
+                                                 "duration_ms", "plugin", "version", "abi", "sha256", "field"]
 
-    /// An event as a read-only address shows it: error texts replaced.
+    /// An event as a read-only address shows it: only `publicEventFields`
+    /// keep their values (the keys stay, so the shape shows).
     static func publicEvent(_ event: GatewayEvents.Event) -> GatewayEvents.Event {
         var event = event
-        event.fields = event.fields.map { errorFields.contains($0.0) ? ($0.0, redactedError) : $0 }
+        event.fields = event.fields.map { publicEventFields.contains($0.0) ? $0 : ($0.0, redactedError) }
         return event
     }
 

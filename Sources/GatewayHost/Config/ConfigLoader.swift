@@ -80,7 +80,7 @@ public enum ConfigLoader {
         }
         if let node = top.node("admin") {
             let a = try YAMLFieldReader(node, file: file, path: "admin", allowed: ["address", "read_only_addresses", "max_connections",
-                                                                                  "idle_timeout", "request_timeout"])
+                                                                                  "idle_timeout", "request_timeout", "allowed_hosts"])
             var admin = AdminConfig(address: try a.requiredAddress("address"))
             if let n = try a.int("max_connections", range: 1...100_000) { admin.maxConnections = n }
             if let d = try a.duration("idle_timeout") { admin.idleTimeout = d }
@@ -107,6 +107,16 @@ public enum ConfigLoader {
                 }
                 seen[address.description] = "read_only_addresses"
                 admin.readOnlyAddresses.append(address)
+            }
+            for (item, itemPath) in try a.list("allowed_hosts") {
+                // A host name as a browser puts it in `Host`: no port, no
+                // scheme, no wildcard (each name is one an operator uses).
+                guard let text = item.scalarText, !text.isEmpty,
+                      text.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f && $0 != UInt8(ascii: ":") && $0 != UInt8(ascii: "/") && $0 != UInt8(ascii: "*") }) else {
+                    throw ConfigError(file: file, mark: item.mark, field: itemPath,
+                                      message: "expected a host name without port or scheme, e.g. gateway.internal, found \(item.scalarText.map { "'\($0)'" } ?? item.kindName)")
+                }
+                admin.allowedHosts.append(text)
             }
             config.admin = admin
         }

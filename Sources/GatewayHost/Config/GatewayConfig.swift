@@ -84,6 +84,11 @@ public struct AdminConfig: Sendable {
     /// first byte, else the connection is closed (nginx's
     /// `client_header_timeout`/`client_body_timeout`).
     public var requestTimeout: Duration = .seconds(10)
+    /// Host names besides the configured host, `localhost` and IP literals
+    /// that requests to the full admin address may carry in `Host` (an
+    /// operator reaching it by a DNS name); any other is refused, so that
+    /// a page rebinding its own name to this address reads nothing.
+    public var allowedHosts: [String] = []
 
     public init(address: SocketAddressSpec, readOnlyAddresses: [SocketAddressSpec] = []) {
         self.address = address

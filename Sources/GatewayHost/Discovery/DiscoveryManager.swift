@@ -31,9 +31,13 @@ public final class DiscoveryManager: Sendable {
         public var ignoredEmpty = false
         /// Endpoints of the last answer past `max_endpoints`, left out.
         public var droppedEndpoints = 0
-        /// Endpoints of the last answer that are the gateway's own
-        /// addresses, refused: "ADDRESS (listener 'public' 0.0.0.0:50051)".
+        /// The first `maxRefusedShown` endpoints of the last answer that
+        /// are the gateway's own addresses, refused: "ADDRESS (listener
+        /// 'public' 0.0.0.0:50051)".
         public var refusedOwnAddresses: [String] = []
+        /// How many the last answer had in all (a 4 MiB file of them is
+        /// ~250,000: counted, not kept).
+        public var refusedOwnAddressCount = 0
 
         public var state: String {
             if endpoints == nil { return consecutiveFailures > 0 ? "failing (no endpoints yet)" : "waiting" }
@@ -62,6 +66,10 @@ public final class DiscoveryManager: Sendable {
             self.tls = tls
         }
     }
+
+    /// Refused own addresses kept for `/clusters` and the log line; the
+    /// rest are counted.
+    static let maxRefusedShown = 16
 
     /// What every answer of a cluster's source is held to. A reload that
     /// changes it restarts the source, whose next answer is checked anew.
@@ -150,10 +158,11 @@ public final class DiscoveryManager: Sendable {
     private func record(cluster: String, _ answer: Result<[EndpointConfig], DiscoveryFailure>) {
         var result = answer
         var refused: [String] = []
+        var refusedCount = 0
         var dropped = 0
         if case .success(let endpoints) = answer, let checks = running.withLockedValue({ $0[cluster]?.checks }) {
             let checked = Self.check(endpoints, checks)
-            (refused, dropped) = (checked.refused, checked.dropped)
+            (refused, refusedCount, dropped) = (checked.refused, checked.refusedCount, checked.dropped)
             result = .success(checked.kept)
         }
         var changed = false
@@ -174,12 +183,14 @@ public final class DiscoveryManager: Sendable {
                 if status.consecutiveFailures > 0 {
                     Log.info("discovery recovered", ["cluster": cluster, "source": status.source])
                 }
-                if !refused.isEmpty && refused != status.refusedOwnAddresses {
+                if refusedCount > 0 && (refused != status.refusedOwnAddresses || refusedCount != status.refusedOwnAddressCount) {
                     Log.warning("discovery: refusing endpoints that are the gateway's own addresses (calls sent there would loop through the gateway)", [
-                        "cluster": cluster, "source": status.source, "refused": refused.joined(separator: ", "),
+                        "cluster": cluster, "source": status.source, "refused_count": String(refusedCount),
+                        "refused": refused.joined(separator: ", ") + (refusedCount > refused.count ? ", and \(refusedCount - refused.count) more" : ""),
                     ])
                 }
                 status.refusedOwnAddresses = refused
+                status.refusedOwnAddressCount = refusedCount
                 if dropped > 0 && dropped != status.droppedEndpoints, let checks = running.withLockedValue({ $0[cluster]?.checks }) {
                     Log.warning("discovery: the source gave more endpoints than max_endpoints; the rest are dropped", [
                         "cluster": cluster, "source": status.source, "max_endpoints": String(checks.maxEndpoints), "dropped": String(dropped),
@@ -224,22 +235,26 @@ public final class DiscoveryManager: Sendable {
     }
 
     /// `endpoints` without the gateway's own addresses, then at most
-    /// `maxEndpoints` of them (the first, in the source's order).
+    /// `maxEndpoints` of them (the first, in the source's order); of the
+    /// refused, the first `maxRefusedShown` described and all counted.
     static func check(_ endpoints: [EndpointConfig], _ checks: AnswerChecks,
-                      local: @autoclosure () -> LocalAddresses = LocalAddresses.current()) -> (kept: [EndpointConfig], refused: [String], dropped: Int) {
+                      local: @autoclosure () -> LocalAddresses = LocalAddresses.current())
+        -> (kept: [EndpointConfig], refused: [String], refusedCount: Int, dropped: Int) {
         var kept = endpoints
         var refused: [String] = []
+        var refusedCount = 0
         if !checks.own.own.isEmpty && !endpoints.isEmpty {
             let here = local()
             kept = endpoints.filter { endpoint in
                 guard let own = checks.own.match(endpoint.address, local: here) else { return true }
-                refused.append("\(endpoint.address) (\(own.what))")
+                refusedCount += 1
+                if refused.count < maxRefusedShown { refused.append("\(endpoint.address) (\(own.what))") }
                 return false
             }
         }
         let dropped = max(0, kept.count - checks.maxEndpoints)
         if dropped > 0 { kept.removeLast(dropped) }
-        return (kept, refused, dropped)
+        return (kept, refused, refusedCount, dropped)
     }
 
     /// `config` with every discovered cluster's endpoints set to the last

@@ -16,9 +16,14 @@ import NIOCore
 ///   this machine);
 /// - `localhost` (and `*.localhost`) as loopback, and this machine's host
 ///   name as any of its addresses.
+/// A host is read as a dial reads it: every numeric form getaddrinfo
+/// takes (`127.1`, `2130706433`, `0x7f.1`, `0177.0.0.1`, `0`), and a name
+/// with its trailing dot (`localhost.`) as the name.
 /// Other host names are not resolved for this check (it would take a DNS
-/// query per discovered name on the control thread): a name that
-/// resolves to the gateway is not caught.
+/// query per discovered name on the control thread); a name that resolves
+/// to the gateway (an /etc/hosts alias, a wildcard DNS name such as
+/// `127.0.0.1.nip.io`) is caught when an upstream connection is made to it:
+/// `match(peer:)` on the connected peer's address (`EndpointPool`).
 struct GatewayOwnAddresses: Equatable, Sendable {
     struct Own: Equatable, Sendable {
         /// What it is, for the log: "listener 'public' 0.0.0.0:50051".
@@ -58,19 +63,37 @@ struct GatewayOwnAddresses: Equatable, Sendable {
 
     /// The own address `endpoint` would reach, or nil.
     func match(_ endpoint: SocketAddressSpec, local: LocalAddresses) -> Own? {
-        guard let targets = Self.literalOrLocalName(endpoint.host, local: local) else { return nil }
+        guard own.contains(where: { $0.port == endpoint.port }),
+              let targets = Self.literalOrLocalName(endpoint.host, local: local) else { return nil }
         for own in own where own.port == endpoint.port {
             for target in targets where Self.reaches(target, own, local) { return own }
         }
         return nil
     }
 
-    private static func reaches(_ target: [UInt8], _ own: Own, _ local: LocalAddresses) -> Bool {
+    /// The own address a connected upstream's peer is, or nil: what a
+    /// host name (or anything `match(_:local:)` could not read) turned out
+    /// to reach. Cheap for every other peer: its port is compared first,
+    /// and this machine's addresses (`local`, a getifaddrs) are read only
+    /// for a peer on an own port that is not the bound IP itself.
+    func match(peer: SocketAddress, local: () -> LocalAddresses) -> Own? {
+        guard let port = peer.port, own.contains(where: { $0.port == port }), let target = Self.bytes(peer) else { return nil }
+        // Exact binds first: they need no getifaddrs.
+        for own in own where own.port == port && Self.reaches(target, own, nil) { return own }
+        guard own.contains(where: { $0.port == port && $0.ips.contains(where: Self.isUnspecified) }) else { return nil }
+        let here = local()
+        for own in own where own.port == port && Self.reaches(target, own, here) { return own }
+        return nil
+    }
+
+    /// Whether `target` reaches `own`; without `local`, only by the bound
+    /// IPs themselves.
+    private static func reaches(_ target: [UInt8], _ own: Own, _ local: LocalAddresses?) -> Bool {
         if isUnspecified(target) { return true }
         for ip in own.ips {
             if isUnspecified(ip) {
                 // 0.0.0.0 takes IPv4 only; `::` both (Linux's default bindv6only=0).
-                if (ip.count == 16 || target.count == 4) && local.contains(target) { return true }
+                if (ip.count == 16 || target.count == 4) && local?.contains(target) == true { return true }
             } else if ip == target {
                 return true
             }
@@ -78,16 +101,39 @@ struct GatewayOwnAddresses: Equatable, Sendable {
         return false
     }
 
-    /// The IPs `host` stands for without a DNS query: an IP literal,
-    /// localhost, or (with `local`) this machine's name; nil otherwise.
+    /// The IPs `host` stands for without a DNS query: a number as
+    /// getaddrinfo reads one (`normalizedIP`), localhost, or (with
+    /// `local`) this machine's name; nil otherwise. A trailing dot (the
+    /// root of DNS: `localhost.`) names the same host.
     static func literalOrLocalName(_ host: String, local: LocalAddresses?) -> [[UInt8]]? {
-        if let address = try? SocketAddress(ipAddress: host, port: 0), let bytes = bytes(address) { return [bytes] }
-        let name = host.lowercased()
+        let trimmed = host.hasSuffix(".") ? String(host.dropLast()) : host
+        if let ip = normalizedIP(trimmed) { return [ip] }
+        let name = trimmed.lowercased()
         if name == "localhost" || name.hasSuffix(".localhost") { return [LocalAddresses.loopbackV4, LocalAddresses.loopbackV6] }
         if let local, let machine = local.hostName, name == machine || name.hasPrefix(machine + ".") {
             return [LocalAddresses.loopbackV4, LocalAddresses.loopbackV6] + local.interfaceIPs
         }
         return nil
+    }
+
+    /// `host` read as getaddrinfo with AI_NUMERICHOST reads it (every
+    /// inet_aton form of IPv4, IPv6 with a zone), an IPv4-mapped IPv6
+    /// address as its IPv4 one; nil for a name. Only text made of what a
+    /// number can hold goes to libc, so a list of names costs no call each.
+    static func normalizedIP(_ host: String) -> [UInt8]? {
+        let number = host.utf8.prefix { $0 != UInt8(ascii: "%") }
+        guard !number.isEmpty, number.allSatisfy({ isHexDigit($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: ":") || $0 | 0x20 == UInt8(ascii: "x") }),
+              let ip = Posix.numericHostAddress(host) else { return nil }
+        return unmapped(ip)
+    }
+
+    private static func isHexDigit(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte | 0x20)
+    }
+
+    private static func unmapped(_ ip: [UInt8]) -> [UInt8] {
+        if ip.count == 16, ip[0..<10].allSatisfy({ $0 == 0 }), ip[10] == 0xff, ip[11] == 0xff { return Array(ip[12...]) }
+        return ip
     }
 
     static func isUnspecified(_ ip: [UInt8]) -> Bool { ip.allSatisfy { $0 == 0 } }
@@ -107,9 +153,7 @@ struct GatewayOwnAddresses: Equatable, Sendable {
             guard length >= range.upperBound else { return nil }
             return Array(UnsafeRawBufferPointer(start: pointer, count: length)[range])
         }
-        guard let ip else { return nil }
-        if ip.count == 16, ip[0..<10].allSatisfy({ $0 == 0 }), ip[10] == 0xff, ip[11] == 0xff { return Array(ip[12...]) }
-        return ip
+        return ip.map(unmapped)
     }
 }
 

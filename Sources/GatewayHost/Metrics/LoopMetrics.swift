@@ -47,10 +47,34 @@ final class LoopMetrics {
     func callEnded(path: String, cluster: String, code: GRPCStatusCode, seconds: Double, endNanos: UInt64) {
         guard enabled else { return }
         var key = CallKey(path: path, cluster: cluster)
-        // Only a series' first call on this loop asks the budget.
-        if calls[key] == nil, !budget.admit(key) { key.path = Self.otherPath }
+        // Only a series' first call on this loop asks the budget, and only
+        // a call that shows the method exists (`startsSeries`).
+        if calls[key] == nil, !Self.startsSeries(code: code, seconds: seconds) || !budget.admit(key) { key.path = Self.otherPath }
         let bucket = Self.durationBounds.firstIndex { seconds <= $0 } ?? Self.durationBounds.count
         calls[key, default: CallSeries()].record(code: code, bucket: bucket, seconds: seconds, at: endNanos)
+    }
+
+    /// How long a call must have lasted for CANCELLED or DEADLINE_EXCEEDED
+    /// to start its series (see `startsSeries`).
+    static let abandonedCallSeriesSeconds = 1.0
+
+    /// Whether a call may start a new series. A junk method name routed by
+    /// its service ends UNIMPLEMENTED at the upstream: admitting it would
+    /// let a client fill `runtime.max_metric_series` with names nobody
+    /// serves (and keep it full, calling again before they expire), so
+    /// real methods would count as `other`. A client can also end a junk
+    /// call itself before the upstream's UNIMPLEMENTED arrives (a reset,
+    /// a 1 ns `grpc-timeout`): CANCELLED and DEADLINE_EXCEEDED start a
+    /// series only after a second, longer than an upstream takes to say
+    /// UNIMPLEMENTED (a stream its client cancels after a while is a real
+    /// method, and keeps its series). Refused calls count under `other`;
+    /// a method's series starts with its first call that shows it exists.
+    static func startsSeries(code: GRPCStatusCode, seconds: Double) -> Bool {
+        switch code {
+        case .unimplemented: return false
+        case .cancelled, .deadlineExceeded: return seconds >= abandonedCallSeriesSeconds
+        default: return true
+        }
     }
 
     func attemptStarted(cluster: String, kind: AttemptKind) {

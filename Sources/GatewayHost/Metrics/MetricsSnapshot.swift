@@ -59,6 +59,8 @@ struct MetricsSnapshot: Sendable {
     var generation: Int
     var counters: GatewayCounters.Values
     var buffers: (reserved: Int, limit: Int, refusals: UInt64)
+    /// Connections each listener closed at once at its `max_connections`.
+    var listenerRefusals: [(listener: String, refused: UInt64)] = []
     var pluginCounters: [(PluginCounters.Declared, UInt64)] = PluginCounters.shared.snapshot()
     var limits: LimitCounters.Values = LimitCounters.shared.snapshot()
     /// /metrics' own gathers and scrapes (nil outside a scrape).
@@ -174,6 +176,8 @@ struct MetricsSnapshot: Sendable {
         for (name, count) in counters.pluginLoads.sorted(by: { $0.key < $1.key }) { out.sample("meshgate_plugin_loads_total", ["plugin": name], count) }
         out.header("meshgate_metric_series", "gauge", "Request series kept (service, method, cluster; runtime.max_metric_series caps them, idle ones expire).")
         out.sample("meshgate_metric_series", [:], calls.count)
+        out.header("meshgate_listener_connections_refused_total", "counter", "Client connections closed at once because their listener had max_connections open.")
+        for (listener, refused) in listenerRefusals { out.sample("meshgate_listener_connections_refused_total", ["listener": listener], refused) }
         out.header("meshgate_admin_connections_refused_total", "counter", "Admin connections closed at once because their address had admin.max_connections open.")
         out.sample("meshgate_admin_connections_refused_total", [:], counters.adminConnectionsRefused)
         if let scrapes {

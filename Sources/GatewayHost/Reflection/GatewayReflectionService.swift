@@ -36,6 +36,12 @@ final class GatewayReflectionService {
     /// A ServerReflectionRequest names one symbol, file or extension:
     /// 16 KiB is far beyond any real one.
     static let requestLimits = GRPCServerCall.RequestLimits(maxMessageBytes: 16 << 10)
+    /// The longest symbol, file or extension type name looked up. Real
+    /// ones are tens of bytes; each level of a dotted name is a lookup,
+    /// so a 16 KiB `a.a.a…` would cost thousands of them per request, on
+    /// a data-path loop, and the cache keeps what is asked (this bounds
+    /// its bytes: `ReflectionCache.maxEntries` names of at most this).
+    static let maxNameBytes = 1024
 
     private let call: GRPCServerCall
     private let listener: ServingConfig.Listener
@@ -134,6 +140,13 @@ final class GatewayReflectionService {
             call.finish(GRPCStatus(.invalidArgument, "malformed ServerReflectionRequest: \(error)"))
             return release()
         }
+        if let refusal = Self.nameRefusal(request) {
+            // INVALID_ARGUMENT, as a reflection server answers a request it
+            // cannot take (the stream stays open): the name was never
+            // looked up, so NOT_FOUND would claim what is not known.
+            done(ReflectionResponse.error(code: Self.invalidArgument, refusal, host: host, request: bytes))
+            return
+        }
         let listenerName = listener.config.name
         switch request {
         case .listServices:
@@ -188,6 +201,22 @@ final class GatewayReflectionService {
                                  host: host, request: request)
     }
 
+    /// Why a request naming something longer than `maxNameBytes` is
+    /// refused (the name itself is not quoted back), or nil.
+    static func nameRefusal(_ request: ReflectionRequest) -> String? {
+        let what: String
+        let name: String
+        switch request {
+        case .fileByFilename(let file): (what, name) = ("file name", file)
+        case .fileContainingSymbol(let symbol): (what, name) = ("symbol", symbol)
+        case .fileContainingExtension(let type, _), .allExtensionNumbersOfType(let type): (what, name) = ("extension's containing type", type)
+        case .listServices, .empty: return nil
+        }
+        let bytes = name.utf8.count
+        guard bytes > maxNameBytes else { return nil }
+        return "the \(what) asked for is \(bytes) bytes, over the gateway's limit of \(maxNameBytes) bytes for reflection names"
+    }
+
     // MARK: The gateway's own files
 
     /// The serialized file (health.proto, a reflection.proto) named `name`.
@@ -196,17 +225,25 @@ final class GatewayReflectionService {
     }
 
     /// The gateway's own file defining `symbol`, or a parent of it
-    /// (`grpc.health.v1.Health.Check` → health.proto).
+    /// (`grpc.health.v1.Health.Check` → health.proto): the file of the
+    /// longest own name that is `symbol` or one of its parents, compared
+    /// in place (no name is built per level).
     static func ownFile(symbol: String) -> [UInt8]? {
-        var name = Substring(symbol)
-        while !name.isEmpty {
-            for (file, symbols) in GatewayFileDescriptors.symbolsByFile where symbols.contains(String(name)) {
-                return ownFile(named: file)
+        var best: (file: String, length: Int)?
+        for (file, symbols) in GatewayFileDescriptors.symbolsByFile {
+            for own in symbols where own.utf8.count > (best?.length ?? 0) && isSelfOrParent(own, of: symbol) {
+                best = (file, own.utf8.count)
             }
-            guard let dot = name.lastIndex(of: ".") else { break }
-            name = name[..<dot]
         }
-        return nil
+        return best.flatMap { ownFile(named: $0.file) }
+    }
+
+    /// `symbol` is `parent`, or starts with `parent` and a dot.
+    static func isSelfOrParent(_ parent: String, of symbol: some StringProtocol) -> Bool {
+        let name = symbol.utf8
+        guard name.starts(with: parent.utf8) else { return false }
+        let rest = name.dropFirst(parent.utf8.count)
+        return rest.isEmpty || rest.first == UInt8(ascii: ".")
     }
 
     // MARK: Which cluster
@@ -220,20 +257,41 @@ final class GatewayReflectionService {
     /// The cluster of the first route whose path match can take a method
     /// of `service` (header matches aside: a service reachable with the
     /// right headers is still routed).
-    func cluster(forService service: String) -> String? {
+    func cluster(forService service: some StringProtocol) -> String? {
         Self.cluster(forService: service, routes: listener.config.routes)
     }
 
-    static func cluster(forService service: String, routes: [RouteConfig]) -> String? {
-        let prefix = "/\(service)/"
+    /// Compares in place against `/service/` (a symbol's parents are
+    /// looked up one by one, and none is built as a string).
+    static func cluster(forService service: some StringProtocol, routes: [RouteConfig]) -> String? {
         for route in routes {
             let m = route.match
             if let s = m.service, s != service { continue }
-            if let method = m.method, !method.hasPrefix(prefix) { continue }
-            if let p = m.pathPrefix, !(prefix.hasPrefix(p) || p.hasPrefix(prefix)) { continue }
+            if let method = m.method, !startsWithServicePath(method, service) { continue }
+            if let p = m.pathPrefix, !(servicePathStarts(with: p, service) || startsWithServicePath(p, service)) { continue }
             return route.cluster
         }
         return nil
+    }
+
+    /// `text` starts with `/service/`.
+    static func startsWithServicePath(_ text: String, _ service: some StringProtocol) -> Bool {
+        let bytes = text.utf8
+        guard bytes.first == UInt8(ascii: "/") else { return false }
+        let rest = bytes.dropFirst()
+        guard rest.starts(with: service.utf8) else { return false }
+        return rest.dropFirst(service.utf8.count).first == UInt8(ascii: "/")
+    }
+
+    /// `/service/` starts with `prefix`.
+    static func servicePathStarts(with prefix: String, _ service: some StringProtocol) -> Bool {
+        let bytes = prefix.utf8
+        guard let first = bytes.first else { return true }
+        guard first == UInt8(ascii: "/") else { return false }
+        let rest = bytes.dropFirst()
+        let name = service.utf8
+        if rest.count <= name.count { return name.starts(with: rest) }
+        return rest.count == name.count + 1 && startsWithServicePath(prefix, service)
     }
 
     /// Who to ask about `symbol`: the cluster routing the symbol's service
@@ -244,11 +302,11 @@ final class GatewayReflectionService {
         if let symbol {
             var name = Substring(symbol)
             while !name.isEmpty {
-                if let routed = cluster(forService: String(name)) {
+                if let routed = cluster(forService: name) {
                     order.append(routed)
                     break
                 }
-                guard let dot = name.lastIndex(of: ".") else { break }
+                guard let dot = name.utf8.lastIndex(of: UInt8(ascii: ".")) else { break }
                 name = name[..<dot]
             }
         }

@@ -7,7 +7,9 @@ import NIOCore
 /// (for `ttl`: a symbol nobody knows, asked again, is not asked of every
 /// cluster again). A new generation (a reload, a membership change)
 /// starts it empty. Symbols and file names come from clients, so each
-/// table holds at most `maxEntries`, and a full one starts over. A lock
+/// table holds at most `maxEntries`, and a full one starts over; names
+/// are at most `GatewayReflectionService.maxNameBytes` (1 KiB), so a
+/// table holds at most about 4 MiB of them. A lock
 /// per lookup: reflection is rare and never on the data path.
 final class ReflectionCache: Sendable {
     static let ttl = TimeAmount.seconds(30)
@@ -61,7 +63,11 @@ final class ReflectionCache: Sendable {
     func store(cluster: String, symbol: String?, files: [String], generation: Int) {
         withState(generation) { s in
             if let symbol { Self.insert(cluster, for: symbol, into: &s.clusterBySymbol) }
-            for file in files { Self.insert(cluster, for: file, into: &s.clusterByFile) }
+            // Names from clients are refused past the limit before any
+            // lookup; an upstream's file names are held to it here.
+            for file in files where file.utf8.count <= GatewayReflectionService.maxNameBytes {
+                Self.insert(cluster, for: file, into: &s.clusterByFile)
+            }
         }
     }
 

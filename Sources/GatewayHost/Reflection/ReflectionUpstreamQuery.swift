@@ -48,7 +48,10 @@ final class ReflectionUpstreamQuery: HTTP2ConnectionDelegate {
     private func start(version: Version, fallback: Bool) {
         let address = endpoint.endpoint.address
         let tls = endpoint.tls.map { ($0.current, $0.files.serverName ?? address.host) }
-        let options = HTTP2DialOptions(connectTimeout: .nanoseconds(endpoint.cluster.connectTimeout.nanosecondsClamped), tls: tls)
+        var options = HTTP2DialOptions(connectTimeout: .nanoseconds(endpoint.cluster.connectTimeout.nanosecondsClamped), tls: tls)
+        // An endpoint that reaches the gateway itself would have it ask its
+        // own merged reflection, which asks the clusters again.
+        options.refusePeer = endpoint.refuseOwnPeer
         HTTP2Dialer.dial(host: address.host, port: address.port, on: endpoint.loop.eventLoop, options: options, delegate: self) { result in
             switch result {
             case .failure(let error):

@@ -3,28 +3,36 @@ import NIOConcurrencyHelpers
 /// A listener's (or an admin address's) `max_connections`, shared by the
 /// event loops that accept on it. Taken once per accepted connection and
 /// given back when it closes: a lock per connection, none per frame.
+/// Refusals are counted under the same lock (for
+/// `meshgate_listener_connections_refused_total`).
 final class ConnectionLimit: Sendable {
     let max: Int
-    private let open = NIOLockedValueBox(0)
+    private let state = NIOLockedValueBox((open: 0, refused: UInt64(0)))
 
     init(max: Int) {
         self.max = max
     }
 
-    /// A slot for a new connection, or false at the limit.
+    /// A slot for a new connection, or false at the limit (counted).
     func acquire() -> Bool {
-        open.withLockedValue { count in
-            guard count < max else { return false }
-            count += 1
+        state.withLockedValue { state in
+            guard state.open < max else {
+                state.refused += 1
+                return false
+            }
+            state.open += 1
             return true
         }
     }
 
     func release() {
-        open.withLockedValue { $0 -= 1 }
+        state.withLockedValue { $0.open -= 1 }
     }
 
-    var openConnections: Int { open.withLockedValue { $0 } }
+    var openConnections: Int { state.withLockedValue { $0.open } }
+
+    /// Connections refused at the limit since start.
+    var refused: UInt64 { state.withLockedValue { $0.refused } }
 }
 
 extension ConnectionLimit {

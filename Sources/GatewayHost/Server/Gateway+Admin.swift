@@ -56,7 +56,8 @@ extension Gateway {
             }
             return MetricsSnapshot(loops: loops, endpoints: endpoints, discovery: discovery, ejections: self.ejections.ejectionsTotal,
                                    generation: current.number, counters: self.counters.values,
-                                   buffers: (self.bufferBudget.reservedBytes, self.bufferBudget.limit, self.bufferBudget.refusals))
+                                   buffers: (self.bufferBudget.reservedBytes, self.bufferBudget.limit, self.bufferBudget.refusals),
+                                   listenerRefusals: zip(self.startup.listeners, self.listenerLimits).map { ($0.config.name, $1.refused) })
         }
     }
 
@@ -108,7 +109,8 @@ extension Gateway {
                     + ",\"consecutive_failures\":\(status.consecutiveFailures),\"failures_total\":\(status.totalFailures)"
                     + ",\"updates\":\(status.updates),\"last_success_unix\":\(status.lastSuccess.map { String(Int($0)) } ?? "null")"
                     + ",\"dropped_endpoints\":\(status.droppedEndpoints)"
-                    + ",\"refused_own_addresses\":[\(status.refusedOwnAddresses.map(Log.quote).joined(separator: ","))]}"
+                    + ",\"refused_own_addresses\":[\(status.refusedOwnAddresses.map(Log.quote).joined(separator: ","))]"
+                    + ",\"refused_own_addresses_total\":\(status.refusedOwnAddressCount)}"
             }
             clusters.append(entry + "}")
         }

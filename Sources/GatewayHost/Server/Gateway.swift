@@ -42,6 +42,9 @@ public final class Gateway: Sendable {
     /// `max_connections` of a listener that sets none (see
     /// `ConnectionLimit.listenerDefault`), from the raised open-file limit.
     let defaultMaxConnections: Int
+    /// Each listener's `max_connections` (by listener index), whose
+    /// refusals /metrics shows.
+    let listenerLimits: [ConnectionLimit]
 
     private struct Serving {
         var listeners: [Channel] = []
@@ -58,12 +61,17 @@ public final class Gateway: Sendable {
     /// to 5 s; a source that has not answered by then starts empty).
     public init(config fileConfig: GatewayConfig) throws {
         let openFiles = Self.raiseOpenFileLimit()
-        defaultMaxConnections = ConnectionLimit.listenerDefault(openFileLimit: openFiles.soft, listeners: fileConfig.listeners.count)
+        let defaultMaxConnections = ConnectionLimit.listenerDefault(openFileLimit: openFiles.soft, listeners: fileConfig.listeners.count)
+        self.defaultMaxConnections = defaultMaxConnections
         try discovery.configure(fileConfig)
         discovery.waitForFirstAnswers(timeout: .seconds(5))
         let config = discovery.overlay(fileConfig)
         let serving = ServingConfig(config, tls: try TLSMaterial.load(config))
         self.startup = serving
+        listenerLimits = serving.listeners.map { listener in
+            ConnectionLimit(max: listener.config.maxConnections
+                ?? (listener.config.healthOnly ? min(ConnectionLimit.healthOnlyDefault, defaultMaxConnections) : defaultMaxConnections))
+        }
         ejections.setMembership(config.clusters)
         let plugins = try FilterChains.load(config, ejections: ejections)
         counters.pluginsLoaded(Self.pluginNames(plugins))
@@ -77,6 +85,7 @@ public final class Gateway: Sendable {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         self.adminGroup = config.admin == nil ? nil : MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loops = Array(group.makeIterator())
+        let ownAddresses = GatewayOwnAddresses(config)
         let contextsBox = NIOLockedValueBox<[LoopContext]>([])
         let health = HealthRegistry(serving: serving) { cluster, address, healthy in
             for context in contextsBox.withLockedValue({ $0 }) {
@@ -88,7 +97,8 @@ public final class Gateway: Sendable {
             let ejections = self.ejections
             contexts.append(try loop.submit {
                 LoopContext(eventLoop: loop, index: i, serving: serving, health: health, ejections: ejections, plugins: plugins,
-                            bufferBudget: bufferBudget, reflection: reflection, metricSeries: metricSeries)
+                            bufferBudget: bufferBudget, reflection: reflection, metricSeries: metricSeries,
+                            ownAddresses: ownAddresses)
             }.wait())
         }
         contextsBox.withLockedValue { $0 = contexts }
@@ -142,8 +152,7 @@ public final class Gateway: Sendable {
             listenerSettings.maxHeaderListSize = UInt32(listener.config.maxRequestHeadersKB << 10)
             listenerSettings.maxHeaderFields = listener.config.maxHeadersCount
             let settings = listenerSettings
-            let connectionLimit = ConnectionLimit(max: listener.config.maxConnections
-                ?? (listener.config.healthOnly ? min(ConnectionLimit.healthOnlyDefault, defaultMaxConnections) : defaultMaxConnections))
+            let connectionLimit = listenerLimits[listener.index]
             let bootstrap = ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 1024)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -152,8 +161,8 @@ public final class Gateway: Sendable {
                     channel.eventLoop.makeCompletedFuture {
                         guard connectionLimit.acquire() else {
                             // Accepted and closed at once: the client sees
-                            // the close, and the limit's log line is a
-                            // debug one (a flood would flood the log).
+                            // the close, /metrics counts it, and the log
+                            // line is a debug one (a flood would flood the log).
                             Log.debug("connection refused: listener at max_connections", [
                                 "listener": listener.config.name, "max_connections": String(connectionLimit.max)])
                             channel.close(promise: nil)

@@ -20,6 +20,10 @@ final class LoopContext: @unchecked Sendable {
     let bufferBudget: HTTP2BufferBudget
     /// What clusters answered to reflection (`Gateway.reflection`).
     let reflection: ReflectionCache
+    /// The gateway's listener and admin addresses (fixed at startup: a
+    /// reload cannot change them), which upstream connections must not
+    /// reach (`EndpointPool`).
+    let ownAddresses: GatewayOwnAddresses
     /// The buffers calls process their events in.
     let callScratch = CallScratch()
     /// This loop's access-log lines, written once per tick.
@@ -36,8 +40,9 @@ final class LoopContext: @unchecked Sendable {
     private(set) var generation: LoopGeneration
 
     init(eventLoop: EventLoop, index: Int, serving: ServingConfig, health: HealthRegistry, ejections: EjectionRegistry, plugins: FilterChains,
-         bufferBudget: HTTP2BufferBudget, reflection: ReflectionCache, metricSeries: MetricSeriesBudget) {
+         bufferBudget: HTTP2BufferBudget, reflection: ReflectionCache, metricSeries: MetricSeriesBudget, ownAddresses: GatewayOwnAddresses) {
         self.eventLoop = eventLoop
+        self.ownAddresses = ownAddresses
         self.metrics = LoopMetrics(budget: metricSeries)
         self.bufferBudget = bufferBudget
         self.reflection = reflection

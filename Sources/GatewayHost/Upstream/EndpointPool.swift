@@ -98,6 +98,23 @@ final class EndpointPool {
         connect()
     }
 
+    /// For every dial to this endpoint (its pool's connections, reflection
+    /// queries): a peer that is one of the gateway's own listener or admin
+    /// addresses is refused. A name (or a number the discovery check
+    /// missed) that reaches it would have calls come back in, be routed
+    /// here again and loop until their deadline. Checked once per
+    /// connection, never per call; nil when the gateway listens nowhere.
+    var refuseOwnPeer: ((SocketAddress) -> String?)? {
+        let own = loop.ownAddresses
+        guard !own.own.isEmpty else { return nil }
+        let address = self.address
+        return { peer in
+            own.match(peer: peer, local: LocalAddresses.current).map {
+                "endpoint \(address) resolves to the gateway's own \($0.what): refused, it would loop calls through the gateway"
+            }
+        }
+    }
+
     private func connect() {
         let connection = UpstreamConnection(pool: self)
         connections.append(connection)
@@ -109,6 +126,7 @@ final class EndpointPool {
         var options = HTTP2DialOptions(connectTimeout: timeout, settings: settings,
                                        tls: tls.map { ($0.current, $0.files.serverName ?? endpoint.address.host) })
         options.writeBatch = loop.writeBatch
+        options.refusePeer = refuseOwnPeer
         if let keepalive = cluster.keepalive {
             let address = self.address
             options.keepalive = (.nanoseconds(keepalive.interval.nanosecondsClamped), .nanoseconds(keepalive.timeout.nanosecondsClamped), { reason in
