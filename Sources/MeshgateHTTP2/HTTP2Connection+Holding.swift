@@ -33,11 +33,14 @@ extension HTTP2Connection {
     }
 
     /// Counts a kept slice of received bytes: a compact buffer by its
-    /// bytes; a slice of a larger storage (a socket read) by that storage,
-    /// once however many kept slices share it (`HeldStorageLedger`). The
-    /// token it returns gives the hold back (`release`); nil: no room.
+    /// bytes; a slice of a larger storage (a socket read) kept for long
+    /// (`.required`, `.droppable`) by that storage, once however many kept
+    /// slices share it (`HeldStorageLedger`). `.received` bytes leave as
+    /// soon as their stream opens, and the receive window bounds them, so
+    /// they count their own size. The token it returns gives the hold back
+    /// (`release`); nil: no room.
     public func holdSlice(_ slice: ByteBuffer, kind: HTTP2HoldKind) -> HTTP2HeldSlice? {
-        guard slice.pinsLargerStorage else {
+        guard kind != .received, slice.pinsLargerStorage else {
             return holdBytes(slice.readableBytes, kind: kind) ? HTTP2HeldSlice(storage: nil, bytes: slice.readableBytes, kind: kind) : nil
         }
         guard !isClosed else { return nil }
