@@ -292,20 +292,12 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
             if sendStallWatch == nil { sendStallWatch = SendStallWatch(connection: self, timeout: settings.sendTimeout) }
             sendStallWatch!.arm(on: loop)
         }
-        if data.pinsLargerStorage {
-            if state.outbound.isEmpty {
-                // Most likely it leaves in this wake-up's flush: copied only
-                // if it is still here after it (`unpinWaitingQueues`).
-                pinningChunks += 1
-                state.outbound.append(data)
-            } else {
-                // It will wait behind other bytes (flow control): a compact
-                // copy, so a small slice does not keep a read buffer alive.
-                state.outbound.append(data.unpinned(allocator: context?.channel.allocator ?? ByteBufferAllocator()))
-            }
-        } else {
-            state.outbound.append(data)
-        }
+        // A slice of a read buffer is queued as it is: most leave in this
+        // wake-up's flush, and those still here after it get storage of
+        // their own then (`unpinWaitingQueues`). Copying at once would hold
+        // every byte read in a wake-up twice until the flush.
+        if data.pinsLargerStorage { pinningChunks += 1 }
+        state.outbound.append(data)
         resumeIfDeferred(state)
     }
 
@@ -553,10 +545,6 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         }
         inSend = false
         if wrote { context.flush() }
-        if pinningChunks > 0 {
-            if queuedBytes > 0 { unpinWaitingQueues(context.channel.allocator) }
-            pinningChunks = 0
-        }
         if !endedWithRequestOpen.isEmpty { resetStreamsEndedWithRequestOpen(session) }
         deliverPendingEvents()
         settledQueuedBytes = queuedBytes
@@ -565,6 +553,11 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         if countedQueuedBytes > budgetReserved || budgetReserved - countedQueuedBytes >= HTTP2BufferBudget.granule,
            !isClosed, let budget = settings.bufferBudget {
             settleBufferBudget(budget)
+        }
+        // After the budget had its say: the queues it reset are not copied.
+        if pinningChunks > 0 {
+            if queuedBytes > 0 { unpinWaitingQueues(context.channel.allocator) }
+            pinningChunks = 0
         }
         if failure != 0 {
             closeReason = closeReason ?? "nghttp2: \(String(cString: nghttp2_strerror(Int32(truncatingIfNeeded: failure))))"

@@ -124,6 +124,7 @@ final class ProxyCall: HTTP2StreamDelegate {
     /// about 3.9 MiB). Counted at admission, so that the connection's cap
     /// and the global budget bound calls, not only their bytes.
     static let fixedCostBytes = 4096
+    private static let allocator = ByteBufferAllocator()
 
     func start(requestEnded: Bool) {
         clientRequestEnded = requestEnded
@@ -362,8 +363,12 @@ final class ProxyCall: HTTP2StreamDelegate {
     /// (without room the call stops keeping bytes); bytes no attempt took
     /// yet are received bytes the call cannot drop (without room it ends).
     private func keepForReplay(_ data: ByteBuffer, awaitingStream: Bool) {
-        replay.append(data)
-        if let held = downstream.holdSlice(data, kind: awaitingStream ? .received : .droppable) {
+        // Bytes waiting for a stream (rare once pools are warm: no
+        // connection has room yet) get storage of their own: counted by
+        // their size, they must not keep a whole read alive meanwhile.
+        let kept = awaitingStream ? data.unpinned(allocator: Self.allocator) : data
+        replay.append(kept)
+        if let held = downstream.holdSlice(kept, kind: awaitingStream ? .received : .droppable) {
             replayHolds.append(held)
         } else {
             LimitCounters.shared.heldBytesRefused(awaitingStream ? .received : .replay)

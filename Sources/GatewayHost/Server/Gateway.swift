@@ -157,6 +157,11 @@ public final class Gateway: Sendable {
                 .serverChannelOption(.backlog, value: 1024)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+                // One read per wake-up and connection: NIO keeps as many
+                // receive buffers per connection as it reads in a row (up
+                // to 64 KiB each, for reuse), memory no cap counts; level-
+                // triggered epoll brings the rest at the next turn.
+                .childChannelOption(.maxMessagesPerRead, value: 1)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         guard connectionLimit.acquire() else {
