@@ -9,7 +9,13 @@ replicas (--max-concurrent-streams 1000; plus, for upstream_bomb, a raw
 `h2` upstream answering with an HPACK bomb). Its RSS is sampled every
 10 ms from /proc; the goal is
 
-    peak RSS <= baseline RSS + global budget, and no control call fails.
+    peak RSS <= baseline RSS + global budget, and no control call fails,
+
+where the budget is read as README "Limits" states it: what all
+connections hold together, to within what each connection has outside it
+(its first 64 KiB granule, and NIO's one pooled receive buffer of at most
+64 KiB): the table shows both the strict comparison and the one with that
+allowance per connection (attackers and control channels).
 
 A kill switch ends a gateway whose RSS grows past --kill-mib (default
 2048): an unfixed build then shows "killed" instead of taking the machine.
@@ -43,7 +49,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "Tests" / "integration"))
@@ -79,15 +85,28 @@ class Row:
     outcome: str
     seconds: float
 
+    # Per connection, outside the budget: its first granule and NIO's
+    # pooled receive buffer (README "Limits"). ClassVars, not fields.
+    PER_CONNECTION_ALLOWANCE_MIB: ClassVar[float] = 128 / 1024
+    CONTROL_CONNECTIONS: ClassVar[int] = 2
+
+    @property
+    def bound_mib(self) -> float:
+        return self.baseline_mib + self.budget_mib + (self.attackers + self.CONTROL_CONNECTIONS) * self.PER_CONNECTION_ALLOWANCE_MIB
+
+    @property
+    def strict(self) -> bool:
+        return not self.killed and self.peak_mib <= self.baseline_mib + self.budget_mib
+
     @property
     def passed(self) -> bool:
-        return not self.killed and self.peak_mib <= self.baseline_mib + self.budget_mib and self.control_failed == 0
+        return not self.killed and self.peak_mib <= self.bound_mib and self.control_failed == 0
 
     @property
     def verdict(self) -> str:
         if self.killed:
             return "FAIL (killed)"
-        if self.peak_mib > self.baseline_mib + self.budget_mib:
+        if self.peak_mib > self.bound_mib:
             return "FAIL (RSS)"
         return "FAIL (control)" if self.control_failed else "pass"
 
@@ -196,13 +215,16 @@ def attack_table(args: argparse.Namespace) -> list[Attack]:
 
 def print_rows(rows: list[Row], bin_dir: str, markdown: bool) -> None:
     print()
-    print(f"attack soak: {bin_dir}; goal: peak RSS <= baseline + budget, no control call failed")
+    print(f"attack soak: {bin_dir}; goal: peak RSS <= baseline + budget (+ {Row.PER_CONNECTION_ALLOWANCE_MIB * 1024:.0f} KiB "
+          "per connection outside it), no control call failed")
     if markdown:
-        print("| attack | attackers | baseline MiB | peak MiB | budget MiB | peak <= baseline + budget | control calls failed | attackers saw |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| attack | attackers | baseline MiB | peak MiB | budget MiB | peak <= baseline + budget | "
+              "bound with the per-connection allowance, MiB | verdict | control calls failed | attackers saw |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             peak = f">= {r.peak_mib:.0f} (killed)" if r.killed else f"{r.peak_mib:.1f}"
-            print(f"| {r.attack} | {r.attackers} | {r.baseline_mib:.1f} | {peak} | {r.budget_mib:.0f} | {r.verdict} | "
+            print(f"| {r.attack} | {r.attackers} | {r.baseline_mib:.1f} | {peak} | {r.budget_mib:.0f} | "
+                  f"{'yes' if r.strict else 'no'} | {r.bound_mib:.1f} | {r.verdict} | "
                   f"{r.control_failed} of {r.control_ok + r.control_failed} | {r.outcome} |")
         return
     print(f"{'attack':<16} {'attackers':>9} {'base MiB':>9} {'peak MiB':>9} {'budget':>7} {'verdict':>14} "
@@ -247,7 +269,8 @@ def main() -> int:
         bench.close()
     print_rows(rows, args.bin_dir, args.markdown)
     if args.json:
-        Path(args.json).write_text(json.dumps([asdict(r) | {"verdict": r.verdict} for r in rows], indent=2))
+        Path(args.json).write_text(json.dumps([asdict(r) | {"verdict": r.verdict, "strict": r.strict, "bound_mib": r.bound_mib}
+                                               for r in rows], indent=2))
     return 0 if all(r.passed for r in rows) else 1
 
 
