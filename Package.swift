@@ -107,10 +107,20 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
+        // The call's decisions (attempts, retries, hedges, what to send where)
+        // as a value-type state machine: events in, actions out. No I/O,
+        // no event loop, no clock, no plugins.
+        .target(
+            name: "MeshgateCallCore",
+            dependencies: [
+                "MeshgateHTTP2", "MeshgateGRPC", "MeshgateGRPCCalls",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: dataPathSettings),
         .target(
             name: "GatewayHost",
             dependencies: [
-                "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateTransport",
+                "MeshgateCallCore", "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateTransport",
                 "MeshgateEtcd", "ProtoWire",
                 "GRPCHealthProto", "FilterABI", "MeshgatePosix",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -168,6 +178,13 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Tests/MeshgateTests"),
+        .testTarget(
+            name: "MeshgateCallCoreTests",
+            dependencies: [
+                "MeshgateCallCore", "MeshgateGRPC", "MeshgateHTTP2",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Tests/MeshgateCallCoreTests"),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,4 +1,5 @@
 import MeshgateGRPC
+import MeshgateCallCore
 
 /// The request counters of one event loop. Only that loop writes them, so
 /// counting takes no lock and no atomic; a scrape copies every loop's

@@ -1,3 +1,5 @@
+import MeshgateCallCore
+
 /// One event loop's counters and gauges, copied on that loop for a scrape.
 struct LoopMetricsSnapshot: Sendable {
     struct Endpoint: Sendable {

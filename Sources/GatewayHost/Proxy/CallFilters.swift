@@ -2,6 +2,7 @@ import FilterABI
 import MeshgateGRPC
 import MeshgateHTTP2
 import NIOCore
+import MeshgateCallCore
 
 /// One call's pass through its route's filter chain: the filters' per-call
 /// state, and each hook run over the chain in order. `ProxyCall` runs

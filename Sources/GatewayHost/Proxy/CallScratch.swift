@@ -1,4 +1,5 @@
 import MeshgateHTTP2
+import MeshgateCallCore
 
 /// Reusable buffers for the calls of one event loop: the actions of the
 /// event a call is processing, and the events that arrive for it

@@ -3,6 +3,7 @@ import MeshgateGRPCCalls
 import MeshgateHTTP2
 import MeshgateTLS
 import NIOCore
+import MeshgateCallCore
 
 /// The gateway's side of one client connection: turns each request head
 /// into a routed `ProxyCall`, or answers it locally with a gRPC status.

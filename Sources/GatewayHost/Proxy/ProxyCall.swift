@@ -2,6 +2,7 @@ import FilterABI
 import MeshgateGRPC
 import MeshgateHTTP2
 import NIOCore
+import MeshgateCallCore
 
 /// One RPC in flight through the gateway: the executor of its
 /// `CallStateMachine`. It turns the downstream stream's callbacks, its

@@ -1,4 +1,5 @@
 import MeshgateHTTP2
+import MeshgateCallCore
 
 /// One client HTTP/2 connection to an upstream endpoint, owned by its pool:
 /// made for the pool's dial (`HTTP2Dialer`), whose delegate it becomes

@@ -3,23 +3,23 @@ import MeshgateGRPCCalls
 import MeshgateHTTP2
 
 /// How an attempt ended, as far as the call's outcome goes.
-struct AttemptOutcome: Equatable {
-    var status: GRPCStatus
+package struct AttemptOutcome: Equatable {
+    package var status: GRPCStatus
     /// The response head, when it was held back and not yet sent on.
-    var head: HTTP2HeaderList?
+    package var head: HTTP2HeaderList?
     /// Trailers, or the Trailers-Only head.
-    var trailers: HTTP2HeaderList?
-    var trailersOnly = false
+    package var trailers: HTTP2HeaderList?
+    package var trailersOnly = false
     /// No status from the server: reset, refused, or the connection was lost.
-    var transportFailure = false
+    package var transportFailure = false
     /// REFUSED_STREAM (also what a GOAWAY does to streams it did not
     /// process): nothing reached the server, so it may be sent again.
-    var refused = false
+    package var refused = false
     /// grpc-retry-pushback-ms: -1 absent, -2 present but invalid.
-    var pushbackMs: Int64 = -1
+    package var pushbackMs: Int64 = -1
 
     /// The status the server sent in `headers` (trailers, or a Trailers-Only head).
-    static func fromStatusHeaders(_ headers: HTTP2HeaderList, head: HTTP2HeaderList?, trailersOnly: Bool) -> AttemptOutcome {
+    package static func fromStatusHeaders(_ headers: HTTP2HeaderList, head: HTTP2HeaderList?, trailersOnly: Bool) -> AttemptOutcome {
         var outcome = AttemptOutcome(status: GRPCStatus(statusHeaders: headers))
         outcome.head = head
         outcome.trailers = headers
@@ -34,7 +34,7 @@ struct AttemptOutcome: Equatable {
     /// The message goes to the client, so it says what happened and not
     /// where: upstream addresses are the operator's to know (the access
     /// log's `upstream`, the log).
-    static func transportFailure(_ reason: HTTP2StreamCloseReason) -> AttemptOutcome {
+    package static func transportFailure(_ reason: HTTP2StreamCloseReason) -> AttemptOutcome {
         var outcome: AttemptOutcome
         switch reason {
         case .finished:
@@ -57,7 +57,7 @@ struct AttemptOutcome: Equatable {
 
     /// The connection could not take a new stream (it is closing, or out of
     /// stream ids): nothing left the gateway, as with REFUSED_STREAM.
-    static func streamNotOpened() -> AttemptOutcome {
+    package static func streamNotOpened() -> AttemptOutcome {
         var outcome = AttemptOutcome(
             status: GRPCStatus(.unavailable, "the upstream could not take a new stream (its connection is closing)"))
         outcome.transportFailure = true
@@ -68,7 +68,7 @@ struct AttemptOutcome: Equatable {
 
 extension HTTP2HeaderLimitViolation {
     /// The violation, naming the cluster setting that sets the limit.
-    var clusterLimitText: String {
+    package var clusterLimitText: String {
         switch self {
         case .bytes(let limit): "response headers over \(limit) bytes (the cluster's max_response_headers_kb)"
         case .fields(let limit): "response headers of more than \(limit) fields (the cluster's max_headers_count)"
@@ -76,7 +76,7 @@ extension HTTP2HeaderLimitViolation {
     }
 
     /// The violation, naming the listener setting that sets the limit.
-    var listenerLimitText: String {
+    package var listenerLimitText: String {
         switch self {
         case .bytes(let limit): "request headers over \(limit) bytes (the listener's max_request_headers_kb)"
         case .fields(let limit): "request headers of more than \(limit) fields (the listener's max_headers_count)"
@@ -87,7 +87,7 @@ extension HTTP2HeaderLimitViolation {
 extension GRPCStatus {
     /// `grpc-status` and `grpc-message` of a trailer block; UNKNOWN when the
     /// status is missing or not a number.
-    init(statusHeaders headers: HTTP2HeaderList) {
+    package init(statusHeaders headers: HTTP2HeaderList) {
         let code = headers["grpc-status"].flatMap(Int.init).flatMap(GRPCStatusCode.init(rawValue:)) ?? .unknown
         self.init(code, GRPCMessageEncoding.percentDecode(headers["grpc-message"] ?? ""))
     }

@@ -2,7 +2,7 @@ import MeshgateGRPC
 import MeshgateHTTP2
 import NIOCore
 import Testing
-@testable import GatewayHost
+@testable import MeshgateCallCore
 
 /// What an action amounts to once its data is resolved the way
 /// `ProxyCall` resolves it (the current event's bytes and headers, the

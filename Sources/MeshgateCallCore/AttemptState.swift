@@ -3,14 +3,14 @@ import MeshgateHTTP2
 /// An attempt's identity within its call: its number (0 for the first,
 /// then 1, 2, … in the order they were made), which plugins also see
 /// (`attempt_number`).
-typealias AttemptID = Int
+package typealias AttemptID = Int
 
 /// What the call state machine knows of one attempt. The I/O side (the
 /// endpoint pool, the connection and stream id) is the executor's
 /// `UpstreamAttempt`; this is only the attempt's progress.
-struct AttemptState: Equatable {
+package struct AttemptState: Equatable {
     /// Where the attempt is on its way to the upstream and back.
-    enum Stage: Equatable {
+    package enum Stage: Equatable {
         /// The balancer is choosing its endpoint.
         case picking
         /// Queued on its endpoint's pool until a connection has room.
@@ -28,40 +28,40 @@ struct AttemptState: Equatable {
         case gone
     }
 
-    let kind: AttemptKind
-    var stage = Stage.picking
+    package let kind: AttemptKind
+    package var stage = Stage.picking
     /// The endpoint it was placed on (the balancers' id) and its address.
-    var endpointID: UInt64 = 0
-    var address = ""
+    package var endpointID: UInt64 = 0
+    package var address = ""
     /// on_attempt_start ran (or would have, without filters): exactly one
     /// report (on_attempt_done) is owed.
-    var started = false
-    var reported = false
+    package var started = false
+    package var reported = false
     /// The gateway or a filter cancelled it.
-    var cancelled = false
+    package var cancelled = false
     /// Request body bytes queued on its stream, and those the upstream took.
-    var sent = 0
-    var written = 0
+    package var sent = 0
+    package var written = 0
     /// Its request stream has been ended (END_STREAM or trailers queued).
-    var sentEnd = false
+    package var sentEnd = false
     /// The response head, held back until the call commits (retry mode).
-    var heldHead: HTTP2HeaderList?
+    package var heldHead: HTTP2HeaderList?
     /// Known once its status arrives (trailers, Trailers-Only) or its stream
     /// ends without one; for a cancelled attempt, set when it is reported.
     /// What `reportAttempt` reports.
-    var outcome: AttemptOutcome?
+    package var outcome: AttemptOutcome?
 
-    init(kind: AttemptKind) { self.kind = kind }
+    package init(kind: AttemptKind) { self.kind = kind }
 
     /// Not gone: the call cannot end its bookkeeping before it is.
-    var isLive: Bool { stage != .gone }
+    package var isLive: Bool { stage != .gone }
 
     /// Still on its way to a status: not gone, not cancelled, no outcome.
-    var isRunning: Bool { stage != .gone && !cancelled && outcome == nil }
+    package var isRunning: Bool { stage != .gone && !cancelled && outcome == nil }
 
     /// Its stream exists (events may come from it).
-    var hasStream: Bool { stage == .open || stage == .closing }
+    package var hasStream: Bool { stage == .open || stage == .closing }
 
     /// Has a stream that takes request bytes.
-    var takesRequest: Bool { stage == .open && !sentEnd }
+    package var takesRequest: Bool { stage == .open && !sentEnd }
 }

@@ -2,7 +2,7 @@ import MeshgateGRPC
 import MeshgateHTTP2
 import NIOCore
 import Testing
-@testable import GatewayHost
+@testable import MeshgateCallCore
 
 /// The call core without sockets: every rule the integration tests pin
 /// end to end (gRFC A6 retries and hedging, replay, transparent retry,

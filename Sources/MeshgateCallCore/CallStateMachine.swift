@@ -32,29 +32,42 @@ import NIOCore
 /// Nothing here allocates per event (the attempt table allocates once per
 /// call), and actions are plain values: the caller's action array is
 /// reused and dropped without a release.
-struct CallStateMachine {
-    struct Configuration: Equatable {
+package struct CallStateMachine {
+    package struct Configuration: Equatable {
         /// The chain has filters: the request head and each attempt go
         /// through their hooks before the call goes on.
-        var runsHooks: Bool
+        package var runsHooks: Bool
         /// The chain has a retry or hedging plugin (MG_KIND_RETRY /
         /// MG_KIND_HEDGE), which decides what follows a failed attempt.
-        var hasScheduler: Bool
+        package var hasScheduler: Bool
         /// A retry plugin: a response head waits for the first message
         /// before it commits.
-        var holdsResponseHead: Bool
+        package var holdsResponseHead: Bool
         /// Request bytes kept for replay before the call commits (the
         /// executor sets a small one for chains that cannot retry: enough
         /// for a transparent retry of a typical request, no more).
-        var replayLimit: Int
+        package var replayLimit: Int
         /// The call's path, for the gateway's own status messages.
-        var path: String
+        package var path: String
         /// The route's message size limits (nil: none).
-        var maxRequestMessageBytes: Int? = nil
-        var maxResponseMessageBytes: Int? = nil
+        package var maxRequestMessageBytes: Int? = nil
+        package var maxResponseMessageBytes: Int? = nil
+
+        package init(
+            runsHooks: Bool, hasScheduler: Bool, holdsResponseHead: Bool, replayLimit: Int, path: String,
+            maxRequestMessageBytes: Int? = nil, maxResponseMessageBytes: Int? = nil
+        ) {
+            self.runsHooks = runsHooks
+            self.hasScheduler = hasScheduler
+            self.holdsResponseHead = holdsResponseHead
+            self.replayLimit = replayLimit
+            self.path = path
+            self.maxRequestMessageBytes = maxRequestMessageBytes
+            self.maxResponseMessageBytes = maxResponseMessageBytes
+        }
     }
 
-    enum Phase: Equatable {
+    package enum Phase: Equatable {
         /// Before `start`.
         case idle
         /// Attempts run, wait, or are scheduled; the client has nothing yet.
@@ -70,66 +83,66 @@ struct CallStateMachine {
         case done(Finished)
     }
 
-    struct Open: Equatable {
+    package struct Open: Equatable {
         /// The request hooks have not returned yet: no attempt exists.
-        var admitting = true
+        package var admitting = true
         /// False once the request outgrew the replay buffer: no new
         /// attempt can start.
-        var replaying = true
+        package var replaying = true
         /// The kind of attempt a timer will start, when one is scheduled.
-        var scheduled: AttemptKind?
+        package var scheduled: AttemptKind?
         /// The attempt whose result the call ends with when nothing else
         /// runs and nothing is scheduled.
-        var pendingResult: AttemptID?
+        package var pendingResult: AttemptID?
         /// An attempt reported with `decides`, whose decision is due.
-        var awaitingDecision: AttemptID?
-        var transparentRetryUsed = false
+        package var awaitingDecision: AttemptID?
+        package var transparentRetryUsed = false
         /// The endpoint the last attempt ended on: the balancer avoids it.
-        var avoidEndpoint: UInt64 = 0
+        package var avoidEndpoint: UInt64 = 0
     }
 
-    struct Finished: Equatable {
-        var status: GRPCStatus
+    package struct Finished: Equatable {
+        package var status: GRPCStatus
         /// The attempt whose response the client got, if any: its stream
         /// still gets window credit as the client reads.
-        var committed: AttemptID?
+        package var committed: AttemptID?
     }
 
-    struct RequestProgress: Equatable {
+    package struct RequestProgress: Equatable {
         /// The client ended its stream (`trailers` when it sent any).
-        var ended = false
-        var trailers: HTTP2HeaderList?
+        package var ended = false
+        package var trailers: HTTP2HeaderList?
         /// Body bytes the client sent, and those given back to it as
         /// window credit (as the furthest attempt's upstream took them).
-        var received = 0
-        var credited = 0
+        package var received = 0
+        package var credited = 0
     }
 
-    let configuration: Configuration
-    private(set) var phase = Phase.idle
+    package let configuration: Configuration
+    package private(set) var phase = Phase.idle
     /// Every attempt made, indexed by id; gone ones stay (ids never move).
     /// A plain Array on purpose: its subscript modifies in place through an
     /// addressor, where a `_read`/`_modify` coroutine over a 128-byte
     /// element mallocs a frame whenever it is not inlined (measured: 35
     /// mallocs per RPC).
-    private(set) var attempts: [AttemptState] = []
-    private(set) var request = RequestProgress()
-    private(set) var downstreamClosed = false
+    package private(set) var attempts: [AttemptState] = []
+    package private(set) var request = RequestProgress()
+    package private(set) var downstreamClosed = false
     /// Response DATA bytes (gRPC framing included) that left for the client.
-    private(set) var responseBytesWritten = 0
+    package private(set) var responseBytesWritten = 0
     /// Message boundaries, followed only under a size limit.
     private var requestMessages = GRPCMessageLengthScanner()
     private var responseMessages = GRPCMessageLengthScanner()
     /// Request bytes kept (by the executor) to send again to later
     /// attempts: how many chunks and bytes.
-    private(set) var replayChunks = 0
-    private(set) var replayBytes = 0
+    package private(set) var replayChunks = 0
+    package private(set) var replayBytes = 0
     /// Where the current event's actions go (the caller's buffer, swapped in).
     private var output = ActionBuffer()
 
     /// `attemptStorage`: an empty table whose capacity a finished call gave
     /// back (`takeAttemptStorage`), so that the table costs no allocation.
-    init(configuration: Configuration, attemptStorage: [AttemptState] = []) {
+    package init(configuration: Configuration, attemptStorage: [AttemptState] = []) {
         self.configuration = configuration
         precondition(attemptStorage.isEmpty, "a reused attempt table must be empty")
         self.attempts = attemptStorage
@@ -138,7 +151,7 @@ struct CallStateMachine {
     /// Once the call is done: the attempt table, emptied with its capacity
     /// kept, for the loop's next call. (Events after `.callDone` find no
     /// attempt, as they find none live today.) Before that: an empty table.
-    mutating func takeAttemptStorage() -> [AttemptState] {
+    package mutating func takeAttemptStorage() -> [AttemptState] {
         guard case .done = phase else { return [] }
         var table: [AttemptState] = []
         swap(&table, &attempts)
@@ -149,13 +162,13 @@ struct CallStateMachine {
     // MARK: Questions the executor asks
 
     /// call_start_attempt may schedule another attempt.
-    var acceptsNewAttempts: Bool {
+    package var acceptsNewAttempts: Bool {
         if case .open(let open) = phase { return open.replaying }
         return phase == .idle
     }
 
     /// The attempt whose response the client gets, once there is one.
-    var committedAttempt: AttemptID? {
+    package var committedAttempt: AttemptID? {
         switch phase {
         case .committed(let id): id
         case .finished(let finished), .done(let finished): finished.committed
@@ -165,14 +178,14 @@ struct CallStateMachine {
 
     /// The status the client got (or the call ended with): set once the
     /// call has finished.
-    var finalStatus: GRPCStatus? {
+    package var finalStatus: GRPCStatus? {
         switch phase {
         case .finished(let finished), .done(let finished): finished.status
         default: nil
         }
     }
 
-    var isFinished: Bool {
+    package var isFinished: Bool {
         switch phase {
         case .finished, .done: true
         default: false
@@ -183,7 +196,7 @@ struct CallStateMachine {
 
     /// Applies `event` and appends what follows from it to `actions`
     /// (which the caller clears and reuses).
-    mutating func handle(_ event: CallEvent, into actions: inout ActionBuffer) {
+    package mutating func handle(_ event: CallEvent, into actions: inout ActionBuffer) {
         swap(&output, &actions)
         defer { swap(&output, &actions) }
         switch event {

@@ -7,25 +7,28 @@
 /// - `EventQueue`, the events that arrive for a call while it processes one
 ///   (kept per loop in `CallScratch`; events carry buffers and headers, so
 ///   it is emptied with `removeAll(releasingWith:)`).
-struct ReusableBuffer<Element> {
-    private var storage: [Element] = []
-    private(set) var count = 0
+package struct ReusableBuffer<Element> {
+    // Inlinable: the proxy fills and drains these per event from another
+    // module; a call through an unspecialized generic would cost more than
+    // the work itself.
+    @usableFromInline var storage: [Element] = []
+    @usableFromInline package private(set) var count = 0
 
-    init(capacity: Int = 0) {
+    @inlinable package init(capacity: Int = 0) {
         // reserveCapacity(0) is not free: on the empty array it makes a
         // "new" empty buffer (a call and a release), and empty buffers are
         // made for every event a call processes.
         if capacity > 0 { storage.reserveCapacity(capacity) }
     }
 
-    var isEmpty: Bool { count == 0 }
+    @inlinable package var isEmpty: Bool { count == 0 }
 
-    subscript(index: Int) -> Element {
+    @inlinable package subscript(index: Int) -> Element {
         precondition(index < count)
         return storage[index]
     }
 
-    mutating func append(_ element: Element) {
+    @inlinable package mutating func append(_ element: Element) {
         if count < storage.count {
             storage[count] = element
         } else {
@@ -36,20 +39,20 @@ struct ReusableBuffer<Element> {
 
     /// Empties the buffer; the old elements stay in their slots until
     /// overwritten (for elements that own nothing).
-    mutating func clear() {
+    @inlinable package mutating func clear() {
         count = 0
     }
 
     /// Empties the buffer, overwriting each used slot with `filler` so that
     /// what the old elements held is released now.
-    mutating func removeAll(releasingWith filler: Element) {
+    @inlinable package mutating func removeAll(releasingWith filler: Element) {
         for i in 0..<count { storage[i] = filler }
         count = 0
     }
 
     /// The elements, for tests and logs.
-    var elements: ArraySlice<Element> { storage[..<count] }
+    @inlinable package var elements: ArraySlice<Element> { storage[..<count] }
 }
 
-typealias ActionBuffer = ReusableBuffer<CallAction>
-typealias EventQueue = ReusableBuffer<CallEvent>
+package typealias ActionBuffer = ReusableBuffer<CallAction>
+package typealias EventQueue = ReusableBuffer<CallEvent>

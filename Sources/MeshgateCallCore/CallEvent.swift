@@ -6,7 +6,7 @@ import NIOCore
 /// `CallStateMachine.handle(_:into:)`. The executor (`ProxyCall`) turns
 /// HTTP/2 callbacks, pool callbacks, timers and plugin host functions into
 /// these.
-enum CallEvent: Equatable {
+package enum CallEvent: Equatable {
     // MARK: The client's stream
 
     /// The request head arrived (the first event of every call).
@@ -72,7 +72,7 @@ enum CallEvent: Equatable {
 
 /// A retry or hedging plugin's answer for an attempt that ended before the
 /// call committed to it (`mg_retry_decision`).
-enum RetryDecision: Equatable {
+package enum RetryDecision: Equatable {
     /// MG_RETRY_NO: the call ends with this result unless other attempts
     /// run or one is scheduled.
     case no
