@@ -2,6 +2,7 @@ import ArgumentParser
 import GatewayHost
 import MeshgatePosix
 import MeshgateYAML
+import MeshgateConfig
 
 @main
 struct Meshgate: AsyncParsableCommand {

@@ -8,6 +8,7 @@ import MeshgateTLS
 import MeshgateTransport
 import NIOCore
 import NIOPosix
+import MeshgateConfig
 
 /// `meshgate probe`: one grpc.health.v1 Check, with grpc_health_probe's
 /// options and exit codes, so that a container image needs no other tool

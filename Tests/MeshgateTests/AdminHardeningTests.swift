@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import Testing
 @testable import GatewayHost
+@testable import MeshgateConfig
 
 /// The admin addresses' rules: who may POST /reload, what a read-only
 /// address shows of filter configs, what the dashboard embeds, how many

@@ -1,5 +1,6 @@
 import Testing
 @testable import GatewayHost
+@testable import MeshgateConfig
 
 @Suite struct DashboardSeriesTests {
     private func point(_ at: Double, endpoints: [String: DashboardSeries.EndpointPoint] = [:]) -> DashboardSeries.Point {

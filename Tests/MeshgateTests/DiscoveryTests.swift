@@ -4,8 +4,14 @@ import Testing
 @testable import MeshgateEtcd
 import NIOCore
 import ProtoWire
+@testable import MeshgateConfig
 
 @Suite struct EtcdWireTests {
+    @Test func theExampleEndpointsFileReads() throws {
+        let folder = #filePath.replacingOccurrences(of: "Tests/MeshgateTests/DiscoveryTests.swift", with: "config/examples/")
+        #expect(try FileDiscovery.read(folder + "endpoints.yaml").get().map(\.weight) == [1, 2])
+    }
+
     @Test func prefixRangeEndIncrementsTheLastByte() {
         #expect(EtcdMessages.prefixEnd(Array("/svc/".utf8)) == Array("/svc0".utf8))
         #expect(EtcdMessages.prefixEnd([0x61, 0xff]) == [0x62])

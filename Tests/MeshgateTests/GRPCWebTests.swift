@@ -2,6 +2,7 @@ import MeshgateHTTP2
 import NIOCore
 import Testing
 @testable import GatewayHost
+@testable import MeshgateConfig
 
 /// gRPC-Web's pieces that need no socket: the streaming base64 of text
 /// bodies, the trailer frame, the content types, the translated head and

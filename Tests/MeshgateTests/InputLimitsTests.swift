@@ -4,6 +4,7 @@ import Testing
 import MeshgatePosix
 import MeshgateYAML
 import NIOCore
+@testable import MeshgateConfig
 
 /// Depth and size limits of the documents the gateway reads (config,
 /// discovery files, etcd values), and the checks on discovery answers.

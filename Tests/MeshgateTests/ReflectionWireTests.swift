@@ -4,6 +4,7 @@ import NIOPosix
 import ProtoWire
 import Testing
 @testable import GatewayHost
+@testable import MeshgateConfig
 
 @Suite struct ReflectionWireTests {
     private func request(_ body: (inout ProtoWriter) -> Void) -> [UInt8] {

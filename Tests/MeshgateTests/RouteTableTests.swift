@@ -1,6 +1,7 @@
 import MeshgateHTTP2
 import Testing
 @testable import GatewayHost
+@testable import MeshgateConfig
 
 @Suite struct RouteTableTests {
     func table() throws -> RouteTable {

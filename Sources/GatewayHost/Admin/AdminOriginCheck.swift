@@ -1,3 +1,5 @@
+import MeshgateConfig
+
 /// Whether a request to the full admin address comes from a client of it
 /// rather than from a browser page of another site: a page can make a
 /// browser POST to `http://127.0.0.1:9901/reload` (CSRF), or rebind its

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import MeshgateConfig
 
 /// What the admin endpoint serves, provided by the gateway.
 struct AdminSources: Sendable {

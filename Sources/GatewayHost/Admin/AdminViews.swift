@@ -1,4 +1,5 @@
 import MeshgateYAML
+import MeshgateConfig
 
 /// The JSON bodies of `/config`, `/plugins` and `/events`, and what a
 /// read-only address leaves out of them.

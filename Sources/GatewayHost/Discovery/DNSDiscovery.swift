@@ -1,4 +1,5 @@
 import NIOCore
+import MeshgateConfig
 
 /// Endpoints from DNS: the A/AAAA records of a name (each address with the
 /// configured port), or the SRV records of `_service._proto.name` (each

@@ -1,3 +1,5 @@
+import MeshgateConfig
+
 /// A source of one cluster's endpoints. Every source lives on the control
 /// thread's event loop: it is started, reports and is stopped there, so
 /// sources need no locks.

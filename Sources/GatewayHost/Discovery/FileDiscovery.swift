@@ -1,6 +1,7 @@
 import MeshgatePosix
 import MeshgateYAML
 import NIOCore
+import MeshgateConfig
 
 /// Endpoints from a YAML or JSON file, re-read when it changes (checked
 /// every `refresh_interval` by inode, size and modification time). Either a

@@ -1,5 +1,6 @@
 import MeshgatePosix
 import NIOCore
+import MeshgateConfig
 
 /// The addresses the gateway itself listens on (listeners, admin, the
 /// read-only admin addresses), to refuse a discovered endpoint that is one

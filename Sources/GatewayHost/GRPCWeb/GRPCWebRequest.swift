@@ -1,4 +1,5 @@
 import MeshgateHTTP2
+import MeshgateConfig
 
 /// What a gRPC-Web request is, decided from its head, and its head
 /// translated for the upstream (grpc doc/PROTOCOL-WEB.md).

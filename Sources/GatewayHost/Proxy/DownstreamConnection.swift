@@ -4,6 +4,7 @@ import MeshgateHTTP2
 import MeshgateTLS
 import NIOCore
 import MeshgateCallCore
+import MeshgateConfig
 
 /// The gateway's side of one client connection: turns each request head
 /// into a routed `ProxyCall`, or answers it locally with a gRPC status.

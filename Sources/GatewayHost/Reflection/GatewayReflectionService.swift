@@ -3,6 +3,7 @@ import MeshgateGRPCCalls
 import MeshgateHTTP2
 import NIOCore
 import ProtoWire
+import MeshgateConfig
 
 /// grpc.reflection v1 and v1alpha, answered by the gateway for a listener
 /// whose routes do not send reflection anywhere themselves (an explicit

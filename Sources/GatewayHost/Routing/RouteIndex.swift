@@ -1,3 +1,5 @@
+import MeshgateConfig
+
 /// Finds the first route (in declaration order) matching a request path
 /// without scanning every route: a route is filed under the most specific
 /// part of its match, and only the routes filed where the path leads are

@@ -1,3 +1,5 @@
+import MeshgateConfig
+
 extension RouteMatchConfig {
     /// Whether a call to `path` passes this match's path criteria (service,
     /// method, prefix), whatever its headers.

@@ -1,4 +1,5 @@
 import MeshgateHTTP2
+import MeshgateConfig
 
 /// A listener's routes, compiled for matching on the request path: first
 /// match wins, found through a `RouteIndex` rather than a scan. Immutable and

@@ -1,3 +1,5 @@
+import MeshgateConfig
+
 /// Reloads and discovery membership changes: each builds the parts of a new
 /// generation on the control thread and hands them to `generations`, the
 /// one owner of what new calls use.

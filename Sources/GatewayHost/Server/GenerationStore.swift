@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import MeshgateConfig
 
 /// The one owner of the gateway's generations: what new calls use (the
 /// config as its file says it, the config with discovered endpoints laid

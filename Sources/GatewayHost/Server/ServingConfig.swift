@@ -1,3 +1,5 @@
+import MeshgateConfig
+
 /// The config compiled for serving: immutable, shared by every event loop.
 /// A reload publishes a new one.
 public struct ServingConfig: Sendable {

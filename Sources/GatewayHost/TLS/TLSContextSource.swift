@@ -1,6 +1,7 @@
 import MeshgatePosix
 import MeshgateTLS
 import NIOConcurrencyHelpers
+import MeshgateConfig
 
 /// The current TLS context of one listener or cluster, rebuilt when its
 /// files change. New handshakes take `current`; established connections

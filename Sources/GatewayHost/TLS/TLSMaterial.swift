@@ -1,3 +1,5 @@
+import MeshgateConfig
+
 /// The TLS contexts of one config: one per TLS listener (by listener
 /// index) and one per TLS cluster (by name). A reload keeps the sources
 /// whose files did not change, so rotation state carries over.

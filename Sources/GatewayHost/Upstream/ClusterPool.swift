@@ -1,5 +1,6 @@
 import FilterABI
 import MeshgatePosix
+import MeshgateConfig
 
 /// One cluster's endpoints as seen from one event loop, and the view of
 /// them that balancer plugins pick from (`mg_endpoint_list`).

@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import MeshgateConfig
 
 /// Outlier ejections, kept by the host so that they survive a hot swap of
 /// the plugin that made them. Keyed by cluster name and endpoint id (ids

@@ -3,6 +3,7 @@ import MeshgateHTTP2
 import MeshgateTLS
 import MeshgateTransport
 import NIOCore
+import MeshgateConfig
 
 /// The HTTP/2 connections of one event loop to one upstream endpoint.
 ///

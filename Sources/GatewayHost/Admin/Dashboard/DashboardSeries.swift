@@ -1,3 +1,5 @@
+import MeshgateConfig
+
 /// The dashboard's time series: one point per second, the last ten minutes,
 /// made by the sampler from the snapshots it already takes (so the data path
 /// pays nothing for them). Memory is bounded by `capacity` points of a few

@@ -1,6 +1,7 @@
 import MeshgatePosix
 import NIOCore
 import NIOPosix
+import MeshgateConfig
 
 /// Asks one DNS server, on the event loop it is given. Queries go over UDP
 /// with EDNS(0) offering 1232-byte answers; a truncated answer (a service

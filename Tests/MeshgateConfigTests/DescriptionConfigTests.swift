@@ -1,6 +1,6 @@
 import MeshgateYAML
 import Testing
-@testable import GatewayHost
+@testable import MeshgateConfig
 
 /// The product description's config form, translated to the native one.
 @Suite struct DescriptionConfigTests {

@@ -8,23 +8,23 @@ import MeshgateYAML
 /// line and column of the description key it came from, so an error in a
 /// translated value still points at the user's file. README "The product
 /// description's config" lists the mapping key by key.
-enum DescriptionConfigTranslator {
-    static let keys: Set<String> = ["services", "load_balancer", "retry_policy", "mtls", "connection_pool", "hedging"]
-    static let nativeKeys: Set<String> = ["runtime", "admin", "listeners", "clusters", "plugins", "plugin_dir"]
+package enum DescriptionConfigTranslator {
+    package static let keys: Set<String> = ["services", "load_balancer", "retry_policy", "mtls", "connection_pool", "hedging"]
+    package static let nativeKeys: Set<String> = ["runtime", "admin", "listeners", "clusters", "plugins", "plugin_dir"]
 
     /// Balancer names the description uses, to the plugins that do them.
-    static let algorithms: [String: String] = [
+    package static let algorithms: [String: String] = [
         "round_robin": "round_robin", "weighted_round_robin": "round_robin", "weighted": "round_robin",
         "least_connections": "least_conn", "least_conn": "least_conn",
         "random": "random", "consistent_hash": "consistent_hash",
     ]
 
     /// The header consistent_hash hashes unless `load_balancer.hash_header` names another.
-    static let defaultHashHeader = "x-session-id"
+    package static let defaultHashHeader = "x-session-id"
 
     /// True when `root` is written in the description's form. A document
     /// that mixes both forms is refused, naming a key of each.
-    static func isDescriptionForm(_ root: YAMLNode, file: String) throws(ConfigError) -> Bool {
+    package static func isDescriptionForm(_ root: YAMLNode, file: String) throws(ConfigError) -> Bool {
         guard case .mapping(let pairs, _) = root else { return false }
         let description = pairs.first { keys.contains($0.key.scalarText ?? "") }
         guard let description else { return false }
@@ -38,12 +38,12 @@ enum DescriptionConfigTranslator {
     /// The native document, and for the positions it reuses, the
     /// description field each came from (so that an error the native
     /// loader finds there names the field the user wrote).
-    struct Translation {
-        var document: YAMLNode
-        var origins: [YAMLMark: String]
+    package struct Translation {
+        package var document: YAMLNode
+        package var origins: [YAMLMark: String]
     }
 
-    static func translate(_ root: YAMLNode, file: String) throws(ConfigError) -> Translation {
+    package static func translate(_ root: YAMLNode, file: String) throws(ConfigError) -> Translation {
         let top = try YAMLFieldReader(root, file: file, path: "", allowed: keys.sorted())
         let here = root.mark
         var origins: [YAMLMark: String] = [:]

@@ -1,13 +1,13 @@
 /// Paths in a config file are relative to the file's directory.
-enum ConfigPaths {
+package enum ConfigPaths {
     /// The directory part of `file` ("." when it has none).
-    static func directory(of file: String) -> String {
+    package static func directory(of file: String) -> String {
         guard let slash = file.lastIndex(of: "/") else { return "." }
         return String(file[..<slash])
     }
 
     /// `path` as written in a config in `directory`.
-    static func resolve(_ path: String, against directory: String) -> String {
+    package static func resolve(_ path: String, against directory: String) -> String {
         path.hasPrefix("/") ? path : "\(directory)/\(path)"
     }
 }
