@@ -314,13 +314,16 @@ def layout_rows() -> list[str]:
 
 
 def layout_folders() -> list[str]:
-    """The folders the first column names; `Sources/A`, `B` is Sources/A and Sources/B."""
+    """The folders the first column names: `Sources/A`, `B` is Sources/A
+    and Sources/B; a name ending in / (`proto/`) is a top-level folder."""
     folders = []
     for row in layout_rows():
         parent = None
-        for name in re.findall(r"`([^`]+)`", row.split("|")[1]):
-            name = name.rstrip("/")
-            if "/" in name or parent is None:
+        for raw in re.findall(r"`([^`]+)`", row.split("|")[1]):
+            name = raw.rstrip("/")
+            if raw.endswith("/"):          # `proto/`: a top-level folder
+                folders.append(name)
+            elif "/" in name or parent is None:
                 parent = str(Path(name).parent)
                 folders.append(name)
             else:
