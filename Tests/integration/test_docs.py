@@ -1,6 +1,7 @@
 """The documentation stays true: README.md and every page in docs/.
 
-- Every YAML example (a ```yaml block) is validated: configs and config
+- Every YAML example (a ```yaml block), and every config in docs/plugins.md's
+  table of built-in plugins, is validated: configs and config
   fragments by `meshgate validate` (a fragment is placed in the smallest
   config around it: a route for a `filters:` list, a listener for a list of
   listeners, stub clusters for cluster names nobody declares, the
@@ -242,6 +243,41 @@ def test_a_broken_example_fails_validation(tmp_path, workload_pki, bins):
         result = check_example(example, workdir, workload_pki, bins, break_it=True)
         assert result.returncode != 0, f"{example.where} with an unknown key still validates"
         assert "unknown_key_for_the_test" in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def built_in_plugin_rows() -> list[tuple[str, str, str]]:
+    """(plugin, library, config) from docs/plugins.md's built-in plugins table."""
+    page = (DOCS / "plugins.md").read_text()
+    section = page[page.index("\n## Built-in plugins\n"):]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            rows.append((cells[0].strip("`"), cells[1].strip("`"), cells[3]))
+        elif rows and not line.startswith("|"):
+            break
+    return rows
+
+
+def test_the_built_in_plugins_table_configs_are_valid(tmp_path, workload_pki, bins):
+    """docs/plugins.md's table of built-in plugins: every one is listed,
+    its library is built, and its config column validates as that plugin's
+    config."""
+    rows = built_in_plugin_rows()
+    assert {name for name, _, _ in rows} == BUILT_IN_PLUGINS, rows
+    for name, library, config in rows:
+        assert (bins.meshgate.parent / library).is_file(), f"{name}: {library} is not among the built binaries"
+        entry = {"plugin": name}
+        if config != "none":
+            code = re.match(r"`([^`]+)`", config)    # the config, then perhaps a remark
+            assert code, f"{name}: {config}"
+            entry["config"] = yaml.safe_load(code.group(1))
+            assert isinstance(entry["config"], dict), f"{name}: {config}"
+        example = Example(DOCS / "plugins.md", 0, yaml.safe_dump({"filters": [entry]}, sort_keys=False))
+        workdir = tmp_path / name
+        workdir.mkdir()
+        result = check_example(example, workdir, workload_pki, bins)
+        assert result.returncode == 0, f"docs/plugins.md, {name}'s config {config}:\n" + result.stdout + result.stderr
 
 
 # --------------------------------------------------------------------------
