@@ -1,4 +1,4 @@
-# Meshgate's container image (README "Container image").
+# Meshgate's container image (docs/operations.md "Container image").
 #
 #   docker build -t grpc-service-mesh .
 #       Builds Meshgate from source on the official Swift image for Debian

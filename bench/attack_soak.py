@@ -11,7 +11,7 @@ replicas (--max-concurrent-streams 1000; plus, for upstream_bomb, a raw
 
     peak RSS <= baseline RSS + global budget, and no control call fails,
 
-where the budget is read as README "Limits" states it: what all
+where the budget is read as docs/limits.md states it: what all
 connections hold together, to within what each connection has outside it
 (its first 64 KiB granule, and NIO's one pooled receive buffer of at most
 64 KiB): the table shows both the strict comparison and the one with that
@@ -86,7 +86,7 @@ class Row:
     seconds: float
 
     # Per connection, outside the budget: its first granule and NIO's
-    # pooled receive buffer (README "Limits"). ClassVars, not fields.
+    # pooled receive buffer (docs/limits.md). ClassVars, not fields.
     PER_CONNECTION_ALLOWANCE_MIB: ClassVar[float] = 128 / 1024
     CONTROL_CONNECTIONS: ClassVar[int] = 2
 

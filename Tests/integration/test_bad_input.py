@@ -270,7 +270,7 @@ def test_validate_on_mutated_configs_exits_0_or_2_with_a_located_message(bins, t
 
 
 # --------------------------------------------------------------------------
-# Input limits of the config (README "Input limits")
+# Input limits of the config (docs/limits.md, "Documents and discovery")
 
 
 def test_deeply_nested_config_is_refused_at_its_line_not_a_crash(bins, tmp_path):

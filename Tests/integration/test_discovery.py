@@ -567,7 +567,7 @@ def test_etcd_over_mutual_tls(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
 
 
 # --------------------------------------------------------------------------
-# Input limits (README "Input limits"): what a source may give the gateway
+# Input limits (docs/limits.md, "Documents and discovery"): what a source may give the gateway
 
 
 def etcd_value(port: int, rid: str) -> str:

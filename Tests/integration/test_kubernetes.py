@@ -5,7 +5,7 @@ health-only listener, the grace period outlasts preStop + drain_timeout,
 the config in the ConfigMap passes `meshgate validate`, and the
 kustomization lists every file.
 
-Secrets: the README's `kubectl create secret` commands are read and the
+Secrets: the `kubectl create secret` commands of docs/operations.md are read and the
 Secrets they make are built from a fresh scripts/dev-certs.sh PKI (what
 kubectl does with --from-file=KEY=PATH: the file's bytes under KEY), then
 validated like the manifests: one Secret per workload with only its files
@@ -119,14 +119,14 @@ def test_probes_grace_period_and_discovery_agree_with_the_config():
     assert container["resources"]["limits"]["memory"] and container["resources"]["requests"]["cpu"]
 
 
-FILES_IN_README = "config/"   # the README's commands take files from config/certs (and must not from config/ca)
+FILES_IN_DOCS = "config/"   # the documented commands take files from config/certs (and must not from config/ca)
 TLS_KEYS = {"tls.crt", "tls.key", "ca.crt"}
 
 
-def readme_secret_commands() -> list[list[str]]:
-    """The `kubectl create secret` commands of the README's Kubernetes section."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    section = readme[readme.index("\n## Kubernetes\n"):readme.index("\n## Commands\n")]
+def documented_secret_commands() -> list[list[str]]:
+    """The `kubectl create secret` commands of docs/operations.md's Kubernetes section."""
+    page = (REPO_ROOT / "docs" / "operations.md").read_text()
+    section = page[page.index("\n## Kubernetes\n"):page.index("\n## Commands\n")]
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", section, re.S):
         for line in block.replace("\\\n", " ").splitlines():
@@ -137,7 +137,7 @@ def readme_secret_commands() -> list[list[str]]:
 
 def secret_from_command(argv: list[str], config: Path) -> dict:
     """The Secret `kubectl create secret generic NAME [--type=T]
-    --from-file=[KEY=]PATH...` makes, the README's config/ being `config`."""
+    --from-file=[KEY=]PATH...` makes, the documented config/ being `config`."""
     assert argv[:4] == ["kubectl", "create", "secret", "generic"] and not argv[4].startswith("-"), argv
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": argv[4]}, "type": "Opaque", "data": {}}
     for arg in argv[5:]:
@@ -146,9 +146,9 @@ def secret_from_command(argv: list[str], config: Path) -> dict:
         elif arg.startswith("--from-file="):
             spec = arg.split("=", 1)[1]
             key, path = spec.split("=", 1) if "=" in spec else (Path(spec).name, spec)
-            assert path.startswith(FILES_IN_README), f"{arg}: the README's files come from {FILES_IN_README}"
+            assert path.startswith(FILES_IN_DOCS), f"{arg}: the documented files come from {FILES_IN_DOCS}"
             assert key not in secret["data"], f"{key} twice in {argv[4]}"
-            secret["data"][key] = base64.b64encode((config / path[len(FILES_IN_README):]).read_bytes()).decode()
+            secret["data"][key] = base64.b64encode((config / path[len(FILES_IN_DOCS):]).read_bytes()).decode()
         else:
             pytest.fail(f"unexpected argument {arg!r} in {shlex.join(argv)}")
     return secret
@@ -156,11 +156,11 @@ def secret_from_command(argv: list[str], config: Path) -> dict:
 
 @pytest.fixture
 def dev_secrets(tmp_path) -> tuple[Path, dict[str, dict]]:
-    """A fresh dev PKI laid out as the README's (config/certs, its CA in
-    config/ca), and the README's Secrets made from it."""
+    """A fresh dev PKI laid out as the documented one (config/certs, its CA
+    in config/ca), and docs/operations.md's Secrets made from it."""
     certs = pki.dev_pki(tmp_path / "config" / "certs")
-    commands = readme_secret_commands()
-    assert len(commands) >= 2, "the README creates one Secret per workload"
+    commands = documented_secret_commands()
+    assert len(commands) >= 2, "docs/operations.md creates one Secret per workload"
     secrets = [secret_from_command(c, certs.parent) for c in commands]
     names = [s["metadata"]["name"] for s in secrets]
     assert len(set(names)) == len(names), names
@@ -226,7 +226,7 @@ def test_each_workload_has_its_own_secret_with_only_its_files_and_no_ca_key(dev_
     # One Secret per workload: each used by exactly one Deployment, each
     # Deployment using its own.
     used = {name: cert_volume(d)[0]["secretName"] for name, d in deployments().items()}
-    assert sorted(used.values()) == sorted(secrets), f"Deployments use {used}, the README makes {sorted(secrets)}"
+    assert sorted(used.values()) == sorted(secrets), f"Deployments use {used}, docs/operations.md makes {sorted(secrets)}"
     assert len(set(used.values())) == len(used), used
     ca_cert = x509.load_pem_x509_certificate((certs / "ca.pem").read_bytes())
     ca_key_bytes = (pki.ca_dir_of(certs) / "ca.key").read_bytes()
@@ -454,7 +454,7 @@ def test_the_workloads_run_from_their_secrets_and_serve_a_client(bins, dev_secre
 def test_the_container_images_default_config_is_valid(bins, tmp_path):
     """deploy/container/mesh.yaml (the image's /etc/meshgate/mesh.yaml)
     with the gateway's files, and only those, where the image expects them
-    mounted (README "Container image")."""
+    mounted (docs/operations.md "Container image")."""
     workload = pki.dev_pki(tmp_path / "pki")
     (tmp_path / "certs").mkdir()
     for name in ("ca.pem", "server.pem", "server.key"):

@@ -38,7 +38,7 @@ def require_header(tmp_path_factory) -> Path:
 
 
 def test_example_filter_is_short_and_header_only():
-    """The README's example filter stays under 60 lines and includes only the ABI header and libc."""
+    """docs/plugins.md's example filter stays under 60 lines and includes only the ABI header and libc."""
     text = EXAMPLE.read_text()
     assert len(text.splitlines()) < 60
     includes = [l for l in text.splitlines() if l.startswith("#include")]

@@ -205,7 +205,7 @@ def test_requests_piling_up_on_one_reflection_stream_are_refused(bins, tmp_path)
 
 
 # --------------------------------------------------------------------------
-# Input limits (README "Input limits"): what clients can make merged
+# Input limits (docs/limits.md, "Merged reflection"): what clients can make merged
 # reflection do
 
 
