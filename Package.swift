@@ -123,10 +123,21 @@ let package = Package(
         .target(
             name: "MeshgateConfig",
             dependencies: ["MeshgateYAML", "MeshgatePosix", "MeshgateEtcd"]),
+        // What every part of the gateway shares: logs, events, errors, the
+        // plugins' control thread, TLS contexts that follow their files.
+        .target(
+            name: "MeshgateSupport",
+            dependencies: [
+                "MeshgateConfig", "MeshgateTLS", "MeshgatePosix", "MeshgateHTTP2", "MeshgateYAML", "FilterABI",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .target(
             name: "GatewayHost",
             dependencies: [
-                "MeshgateCallCore", "MeshgateConfig", "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateTransport",
+                "MeshgateCallCore", "MeshgateConfig", "MeshgateSupport", "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateTransport",
                 "MeshgateEtcd", "ProtoWire",
                 "GRPCHealthProto", "FilterABI", "MeshgatePosix",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -139,7 +150,7 @@ let package = Package(
         .executableTarget(
             name: "meshgate",
             dependencies: [
-                "GatewayHost", "MeshgateConfig", "MeshgateEtcd", "MeshgateTLS", "MeshgatePosix",
+                "GatewayHost", "MeshgateConfig", "MeshgateSupport", "MeshgateEtcd", "MeshgateTLS", "MeshgatePosix",
                 "GRPCHealthProto", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateTransport", "MeshgateYAML",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -179,7 +190,7 @@ let package = Package(
         .testTarget(
             name: "MeshgateTests",
             dependencies: [
-                "GatewayHost", "MeshgateConfig", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateYAML", "MeshgateEtcd", "ProtoWire",
+                "GatewayHost", "MeshgateConfig", "MeshgateSupport", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateYAML", "MeshgateEtcd", "ProtoWire",
                 "ConsistentHash", "PluginKit", "MeshgateTransport", "MeshgatePosix", "CFreeListAllocator",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],

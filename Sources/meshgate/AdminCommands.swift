@@ -2,6 +2,7 @@ import ArgumentParser
 import GatewayHost
 import MeshgatePosix
 import MeshgateConfig
+import MeshgateSupport
 
 /// Where a running gateway's admin API is: `--admin HOST:PORT`, else the
 /// `admin.address` of `--config`, else 127.0.0.1:9901.

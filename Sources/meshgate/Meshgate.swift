@@ -3,6 +3,7 @@ import GatewayHost
 import MeshgatePosix
 import MeshgateYAML
 import MeshgateConfig
+import MeshgateSupport
 
 @main
 struct Meshgate: AsyncParsableCommand {

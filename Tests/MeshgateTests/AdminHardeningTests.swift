@@ -4,6 +4,7 @@ import NIOPosix
 import Testing
 @testable import GatewayHost
 @testable import MeshgateConfig
+@testable import MeshgateSupport
 
 /// The admin addresses' rules: who may POST /reload, what a read-only
 /// address shows of filter configs, what the dashboard embeds, how many

@@ -5,6 +5,7 @@ import Testing
 import NIOCore
 import ProtoWire
 @testable import MeshgateConfig
+@testable import MeshgateSupport
 
 @Suite struct EtcdWireTests {
     @Test func theExampleEndpointsFileReads() throws {

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import GatewayHost
 import ProtoWire
+@testable import MeshgateSupport
 
 @Suite struct ProtoWriterTests {
     /// A nested message written in place equals one built separately and

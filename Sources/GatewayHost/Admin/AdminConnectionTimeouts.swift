@@ -1,4 +1,5 @@
 import NIOCore
+import MeshgateSupport
 
 /// The clock of one admin connection, in front of the HTTP decoder so that
 /// it sees each request's first byte. Admin addresses may be public, and a

@@ -2,6 +2,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import MeshgateConfig
+import MeshgateSupport
 
 /// What the admin endpoint serves, provided by the gateway.
 struct AdminSources: Sendable {

@@ -1,5 +1,6 @@
 import MeshgateYAML
 import MeshgateConfig
+import MeshgateSupport
 
 /// The JSON bodies of `/config`, `/plugins` and `/events`, and what a
 /// read-only address leaves out of them.

@@ -2,6 +2,7 @@ import MeshgatePosix
 import NIOConcurrencyHelpers
 import NIOCore
 import MeshgateConfig
+import MeshgateSupport
 
 /// Runs the discovery source of every cluster that has one, keeps each
 /// cluster's last known endpoints, and tells the gateway when a cluster's

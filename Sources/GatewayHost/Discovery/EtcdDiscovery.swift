@@ -5,6 +5,7 @@ import MeshgateTLS
 import MeshgateYAML
 import NIOCore
 import MeshgateConfig
+import MeshgateSupport
 
 /// Endpoints from etcd v3: every key under `prefix` is one endpoint, its
 /// value a JSON object `{"address": "10.0.0.7:50051", "weight": 2,

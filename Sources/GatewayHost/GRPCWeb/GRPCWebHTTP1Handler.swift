@@ -1,6 +1,7 @@
 import MeshgateHTTP2
 import NIOCore
 import NIOHTTP1
+import MeshgateSupport
 
 /// gRPC-Web over HTTP/1.1 on a `grpc_web: true` listener: a connection
 /// whose first bytes are an HTTP/1.x request (not the HTTP/2 preface)

@@ -6,6 +6,7 @@ import MeshgateTLS
 import MeshgateTransport
 import NIOCore
 import MeshgateConfig
+import MeshgateSupport
 
 /// Active health checking of one endpoint with grpc.health.v1, on its own
 /// HTTP/2 connection (never one of the data path's), on the health loop.

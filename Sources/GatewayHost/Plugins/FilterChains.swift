@@ -2,6 +2,7 @@ import FilterABI
 import MeshgatePosix
 import MeshgateYAML
 import MeshgateConfig
+import MeshgateSupport
 
 /// The filter chains of one config generation: every route's filters and
 /// its balancer, with their plugin configs created (and so validated by the

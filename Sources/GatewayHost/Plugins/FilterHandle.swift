@@ -1,4 +1,5 @@
 import FilterABI
+import MeshgateSupport
 
 /// One compiled `filters:` entry (or a default balancer): the plugin image
 /// and the config object its `config_new` returned.

@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import MeshgateSupport
 
 /// The host's side of one plugin config (`mg_config_ctx *`): its timers,
 /// and the ejection registry its plugin may write to.

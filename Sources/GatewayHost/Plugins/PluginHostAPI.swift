@@ -2,6 +2,7 @@ import FilterABI
 import MeshgateGRPC
 import MeshgateHTTP2
 import NIOCore
+import MeshgateSupport
 
 /// The `mg_host` table handed to every plugin: the functions the host
 /// offers, implemented in Swift with C calling convention.

@@ -1,5 +1,6 @@
 import FilterABI
 import MeshgatePosix
+import MeshgateSupport
 
 /// `meshgate plugin inspect`: a plugin loaded the way the gateway loads
 /// one (a private copy by content hash, the entry point, every ABI check),

@@ -5,6 +5,7 @@ import MeshgateTLS
 import NIOCore
 import MeshgateCallCore
 import MeshgateConfig
+import MeshgateSupport
 
 /// The gateway's side of one client connection: turns each request head
 /// into a routed `ProxyCall`, or answers it locally with a gRPC status.

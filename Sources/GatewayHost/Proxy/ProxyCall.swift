@@ -3,6 +3,7 @@ import MeshgateGRPC
 import MeshgateHTTP2
 import NIOCore
 import MeshgateCallCore
+import MeshgateSupport
 
 /// One RPC in flight through the gateway: the executor of its
 /// `CallStateMachine`. It turns the downstream stream's callbacks, its

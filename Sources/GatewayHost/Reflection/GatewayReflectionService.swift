@@ -4,6 +4,7 @@ import MeshgateHTTP2
 import NIOCore
 import ProtoWire
 import MeshgateConfig
+import MeshgateSupport
 
 /// grpc.reflection v1 and v1alpha, answered by the gateway for a listener
 /// whose routes do not send reflection anywhere themselves (an explicit

@@ -1,4 +1,5 @@
 import NIOCore
+import MeshgateSupport
 
 /// What the admin server shows: every view reads one generation snapshot,
 /// so a generation number never stands next to another generation's config.

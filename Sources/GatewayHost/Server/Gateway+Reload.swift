@@ -1,4 +1,5 @@
 import MeshgateConfig
+import MeshgateSupport
 
 /// Reloads and discovery membership changes: each builds the parts of a new
 /// generation on the control thread and hands them to `generations`, the

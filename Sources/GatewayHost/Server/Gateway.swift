@@ -7,6 +7,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import MeshgateConfig
+import MeshgateSupport
 
 /// The running gateway's lifecycle: event loops, listeners and the admin
 /// server, the drain on shutdown. What new calls use (routes, filter

@@ -1,4 +1,5 @@
 import MeshgateConfig
+import MeshgateSupport
 
 /// The config compiled for serving: immutable, shared by every event loop.
 /// A reload publishes a new one.

@@ -1,6 +1,7 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import MeshgateConfig
+import MeshgateSupport
 
 /// Outlier ejections, kept by the host so that they survive a hot swap of
 /// the plugin that made them. Keyed by cluster name and endpoint id (ids

@@ -4,6 +4,7 @@ import MeshgateTLS
 import MeshgateTransport
 import NIOCore
 import MeshgateConfig
+import MeshgateSupport
 
 /// The HTTP/2 connections of one event loop to one upstream endpoint.
 ///

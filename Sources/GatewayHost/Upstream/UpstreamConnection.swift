@@ -1,5 +1,6 @@
 import MeshgateHTTP2
 import MeshgateCallCore
+import MeshgateSupport
 
 /// One client HTTP/2 connection to an upstream endpoint, owned by its pool:
 /// made for the pool's dial (`HTTP2Dialer`), whose delegate it becomes

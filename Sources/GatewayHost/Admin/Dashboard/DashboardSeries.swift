@@ -1,4 +1,5 @@
 import MeshgateConfig
+import MeshgateSupport
 
 /// The dashboard's time series: one point per second, the last ten minutes,
 /// made by the sampler from the snapshots it already takes (so the data path

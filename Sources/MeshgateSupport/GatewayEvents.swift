@@ -26,9 +26,9 @@ public final class GatewayEvents: Sendable {
     }
 
     private struct Ring {
-        var events: [Event] = []
-        var next = 0
-        var sequence: UInt64 = 0
+        package var events: [Event] = []
+        package var next = 0
+        package var sequence: UInt64 = 0
     }
 
     private let ring = NIOLockedValueBox(Ring())

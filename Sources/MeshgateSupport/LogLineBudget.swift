@@ -4,8 +4,8 @@ import NIOCore
 /// outside input can repeat at will (a bad etcd value written in a loop):
 /// the first lines say what happened, the budget keeps the log from
 /// growing with the input.
-struct LogLineBudget {
-    enum Verdict: Equatable {
+package struct LogLineBudget {
+    package enum Verdict: Equatable {
         /// Write the line.
         case log
         /// Write the line, and say that the next ones are left out until
@@ -15,18 +15,18 @@ struct LogLineBudget {
         case drop
     }
 
-    let lines: Int
-    let interval: TimeAmount
+    package let lines: Int
+    package let interval: TimeAmount
     private var windowStart: NIODeadline?
     private var used = 0
 
-    init(lines: Int, interval: TimeAmount) {
+    package init(lines: Int, interval: TimeAmount) {
         precondition(lines > 0)
         self.lines = lines
         self.interval = interval
     }
 
-    mutating func take(now: NIODeadline = .now()) -> Verdict {
+    package mutating func take(now: NIODeadline = .now()) -> Verdict {
         if let start = windowStart, now - start < interval {
             guard used < lines else { return .drop }
         } else {

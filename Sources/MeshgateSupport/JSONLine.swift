@@ -2,13 +2,13 @@ import MeshgatePosix
 
 /// One JSON object on one line, written into a reused byte buffer: keys in
 /// the order given, strings escaped as RFC 8259 requires.
-struct JSONLine {
-    private(set) var bytes: [UInt8] = []
+package struct JSONLine {
+    package private(set) var bytes: [UInt8] = []
 
-    init() { bytes.reserveCapacity(1024) }
+    package init() { bytes.reserveCapacity(1024) }
 
     /// `{"ts":<seconds.millis>,"level":"info","msg":"<message>"`
-    mutating func start(message: StaticString) {
+    package mutating func start(message: StaticString) {
         bytes.removeAll(keepingCapacity: true)
         let now = Posix.wallClockNanos()
         append("{\"ts\":")
@@ -20,25 +20,25 @@ struct JSONLine {
         bytes.append(UInt8(ascii: "\""))
     }
 
-    mutating func end() { append("}\n") }
+    package mutating func end() { append("}\n") }
 
-    mutating func field(_ key: String, string value: String) {
+    package mutating func field(_ key: String, string value: String) {
         appendKey(key)
         quote(value.utf8)
     }
 
-    mutating func field(_ key: String, string value: Substring) {
+    package mutating func field(_ key: String, string value: Substring) {
         appendKey(key)
         quote(value.utf8)
     }
 
-    mutating func field(_ key: String, int value: Int64) {
+    package mutating func field(_ key: String, int value: Int64) {
         appendKey(key)
         appendInt(value)
     }
 
     /// `value / 1000` with three decimals (microseconds as milliseconds).
-    mutating func field(_ key: String, thousandths value: Int64) {
+    package mutating func field(_ key: String, thousandths value: Int64) {
         appendKey(key)
         if value < 0 { bytes.append(UInt8(ascii: "-")) }
         appendDigits(value.magnitude / 1000)

@@ -36,7 +36,7 @@ public struct JSONLogHandler: LogHandler {
         line.withUTF8 { try? Posix.writeAll(Posix.standardError, UnsafeRawBufferPointer($0)) }
     }
 
-    static func name(_ level: Logger.Level) -> String {
+    package static func name(_ level: Logger.Level) -> String {
         switch level {
         case .trace: return "trace"
         case .debug: return "debug"
@@ -46,7 +46,7 @@ public struct JSONLogHandler: LogHandler {
         }
     }
 
-    static func json(_ value: Logger.Metadata.Value) -> String {
+    package static func json(_ value: Logger.Metadata.Value) -> String {
         switch value {
         case .string(let s): return quote(s)
         case .stringConvertible(let v):
@@ -58,7 +58,7 @@ public struct JSONLogHandler: LogHandler {
         }
     }
 
-    static func quote(_ s: String) -> String {
+    package static func quote(_ s: String) -> String {
         var out = "\""
         for scalar in s.unicodeScalars {
             switch scalar {
