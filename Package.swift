@@ -134,10 +134,22 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // Where endpoints come from: DNS (its own resolver), watched files,
+        // etcd; each source bounded, each answer checked against the
+        // gateway's own addresses.
+        .target(
+            name: "MeshgateDiscovery",
+            dependencies: [
+                "MeshgateConfig", "MeshgateSupport", "MeshgateEtcd", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS",
+                "MeshgateYAML", "MeshgatePosix",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]),
         .target(
             name: "GatewayHost",
             dependencies: [
-                "MeshgateCallCore", "MeshgateConfig", "MeshgateSupport", "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateTransport",
+                "MeshgateCallCore", "MeshgateConfig", "MeshgateSupport", "MeshgateDiscovery", "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateTransport",
                 "MeshgateEtcd", "ProtoWire",
                 "GRPCHealthProto", "FilterABI", "MeshgatePosix",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -191,10 +203,12 @@ let package = Package(
             name: "MeshgateTests",
             dependencies: [
                 "GatewayHost", "MeshgateConfig", "MeshgateSupport", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateYAML", "MeshgateEtcd", "ProtoWire",
-                "ConsistentHash", "PluginKit", "MeshgateTransport", "MeshgatePosix", "CFreeListAllocator",
+                "ConsistentHash", "PluginKit", "MeshgateTransport", "MeshgatePosix", "CFreeListAllocator", "MeshgateTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Tests/MeshgateTests"),
+        // What the test targets share (a seeded generator); never linked into the product.
+        .target(name: "MeshgateTestSupport", path: "Tests/MeshgateTestSupport"),
         .testTarget(
             name: "MeshgateCallCoreTests",
             dependencies: [
@@ -204,8 +218,15 @@ let package = Package(
             path: "Tests/MeshgateCallCoreTests"),
         .testTarget(
             name: "MeshgateConfigTests",
-            dependencies: ["MeshgateConfig", "MeshgateYAML"],
+            dependencies: ["MeshgateConfig", "MeshgateYAML", "MeshgateTestSupport"],
             path: "Tests/MeshgateConfigTests"),
+        .testTarget(
+            name: "MeshgateDiscoveryTests",
+            dependencies: [
+                "MeshgateDiscovery", "MeshgateConfig", "MeshgateSupport", "MeshgateEtcd", "ProtoWire", "MeshgateTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Tests/MeshgateDiscoveryTests"),
     ],
     swiftLanguageModes: [.v6]
 )

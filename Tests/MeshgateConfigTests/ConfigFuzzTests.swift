@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import MeshgateConfig
+import MeshgateTestSupport
 
 /// The config loader fed thousands of mutated and random documents: it
 /// never traps, and every refusal is a ConfigError located in the file
@@ -107,18 +108,5 @@ import Testing
     @Test func randomDocumentsAreRefusedWithALocation() {
         var rng = SplitMix64(seed: 0xBADC0DE)
         for i in 0..<2000 { _ = Self.check(Self.randomDocument(&rng), case: i) }
-    }
-}
-
-/// A small deterministic generator, so a failure repeats.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -5,6 +5,7 @@ import MeshgatePosix
 import MeshgateYAML
 import NIOCore
 @testable import MeshgateConfig
+@testable import MeshgateDiscovery
 
 /// Depth and size limits of the documents the gateway reads (config,
 /// discovery files, etcd values), and the checks on discovery answers.

@@ -1,5 +1,6 @@
 import Testing
 @testable import MeshgateHTTP2
+import MeshgateTestSupport
 
 @Suite struct StreamTableTests {
     /// Random inserts, lookups and removals checked against a Dictionary,

@@ -8,6 +8,7 @@ import NIOHTTP1
 import NIOPosix
 import MeshgateConfig
 import MeshgateSupport
+import MeshgateDiscovery
 
 /// The running gateway's lifecycle: event loops, listeners and the admin
 /// server, the drain on shutdown. What new calls use (routes, filter

@@ -1,5 +1,6 @@
 import MeshgateHTTP2
 import NIOCore
+import MeshgateDiscovery
 
 /// Everything one event loop owns: its upstream pools (one per cluster) and
 /// the downstream connections it serves. A downstream connection and all the

@@ -5,6 +5,7 @@ import MeshgateTransport
 import NIOCore
 import MeshgateConfig
 import MeshgateSupport
+import MeshgateDiscovery
 
 /// The HTTP/2 connections of one event loop to one upstream endpoint.
 ///

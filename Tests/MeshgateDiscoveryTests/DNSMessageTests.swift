@@ -1,5 +1,5 @@
 import Testing
-@testable import GatewayHost
+@testable import MeshgateDiscovery
 
 @Suite struct DNSMessageTests {
     /// A response to `id` with one question (`mesh.test`), then `records`

@@ -9,8 +9,8 @@ import MeshgateConfig
 ///
 /// Resolution repeats after the smallest TTL of the answer, kept within
 /// `[min_refresh_interval, refresh_interval]`; failures retry with backoff.
-final class DNSDiscovery: DiscoverySource {
-    let config: DNSDiscoveryConfig
+package final class DNSDiscovery: DiscoverySource {
+    package let config: DNSDiscoveryConfig
     private let resolver: DNSResolver
     private let eventLoop: EventLoop
     private var report: Report?
@@ -18,7 +18,7 @@ final class DNSDiscovery: DiscoverySource {
     private var backoff: DiscoveryBackoff
     private var round = 0
 
-    init(config: DNSDiscoveryConfig, eventLoop: EventLoop) {
+    package init(config: DNSDiscoveryConfig, eventLoop: EventLoop) {
         self.config = config
         self.eventLoop = eventLoop
         self.resolver = DNSResolver(server: config.resolver ?? DNSResolver.systemServer(), eventLoop: eventLoop,
@@ -26,12 +26,12 @@ final class DNSDiscovery: DiscoverySource {
         self.backoff = DiscoveryBackoff(limit: config.refreshInterval)
     }
 
-    func start(report: @escaping Report) {
+    package func start(report: @escaping Report) {
         self.report = report
         resolve()
     }
 
-    func stop() {
+    package func stop() {
         report = nil
         timer?.cancel()
         round += 1

@@ -27,9 +27,9 @@ import MeshgateSupport
 /// or its value turned bad) while keys wait for a place, the prefix is
 /// listed again so that one of them takes it; after a delay, so that a
 /// burst of removals costs one listing, and with backoff.
-final class EtcdDiscovery: DiscoverySource {
-    let config: EtcdDiscoveryConfig
-    let maxEndpoints: Int
+package final class EtcdDiscovery: DiscoverySource {
+    package let config: EtcdDiscoveryConfig
+    package let maxEndpoints: Int
     private let client: EtcdClient
     private let eventLoop: EventLoop
     private var report: Report?
@@ -50,7 +50,7 @@ final class EtcdDiscovery: DiscoverySource {
     private var badValueLog = BadKeyLog()
     private var session = 0
 
-    init(config: EtcdDiscoveryConfig, maxEndpoints: Int, eventLoop: EventLoop, tls: TLSContextSource?) {
+    package init(config: EtcdDiscoveryConfig, maxEndpoints: Int, eventLoop: EventLoop, tls: TLSContextSource?) {
         self.config = config
         self.maxEndpoints = maxEndpoints
         self.eventLoop = eventLoop
@@ -62,12 +62,12 @@ final class EtcdDiscovery: DiscoverySource {
                                  maxMessageBytes: InputLimits.etcdMessageBytes)
     }
 
-    func start(report: @escaping Report) {
+    package func start(report: @escaping Report) {
         self.report = report
         list()
     }
 
-    func stop() {
+    package func stop() {
         report = nil
         session += 1
         retryTimer?.cancel()
@@ -189,7 +189,7 @@ final class EtcdDiscovery: DiscoverySource {
 
     // MARK: Keys
 
-    enum Taken { case kept, noPlace, bad, freed }
+    package enum Taken { case kept, noPlace, bad, freed }
 
     /// A key's value (listed or put) into `kept`: kept when the key has a
     /// place (kept already, or a place is free), parsed only then.
@@ -262,7 +262,7 @@ final class EtcdDiscovery: DiscoverySource {
 
     /// A key's value: a JSON object, or a bare `host:port`, within
     /// `InputLimits.etcdValue`; its size is checked before it is decoded.
-    static func parse(_ value: [UInt8]) -> Result<EndpointConfig, DiscoveryFailure> {
+    package static func parse(_ value: [UInt8]) -> Result<EndpointConfig, DiscoveryFailure> {
         let limits = InputLimits.etcdValue
         guard value.count <= limits.maxBytes else {
             return .failure(DiscoveryFailure("the value is \(value.count) bytes, over the limit of \(limits.maxBytes) bytes"))
@@ -270,7 +270,7 @@ final class EtcdDiscovery: DiscoverySource {
         return parse(String(decoding: value, as: UTF8.self))
     }
 
-    static func parse(_ value: String) -> Result<EndpointConfig, DiscoveryFailure> {
+    package static func parse(_ value: String) -> Result<EndpointConfig, DiscoveryFailure> {
         let limits = InputLimits.etcdValue
         guard value.utf8.count <= limits.maxBytes else {
             return .failure(DiscoveryFailure("the value is \(value.utf8.count) bytes, over the limit of \(limits.maxBytes) bytes"))
@@ -302,15 +302,15 @@ final class EtcdDiscovery: DiscoverySource {
 /// stays bad (a listing reads it again), and a budget of lines per minute
 /// for the rest: a writer putting bad values in a loop, or a prefix of
 /// many bad keys, does not grow the log with them.
-struct BadKeyLog {
-    static let linesPerMinute = 20
+package struct BadKeyLog {
+    package static let linesPerMinute = 20
     /// Keys remembered (by hash: a collision only leaves a line out).
-    static let remembered = 4096
+    package static let remembered = 4096
 
     private var logged: Set<Int> = []
     private var budget = LogLineBudget(lines: linesPerMinute, interval: .seconds(60))
 
-    mutating func shouldLog(_ key: String, now: NIODeadline = .now()) -> LogLineBudget.Verdict {
+    package mutating func shouldLog(_ key: String, now: NIODeadline = .now()) -> LogLineBudget.Verdict {
         let hash = key.hashValue
         guard !logged.contains(hash) else { return .drop }
         let verdict = budget.take(now: now)
@@ -322,7 +322,7 @@ struct BadKeyLog {
     }
 
     /// The key is gone or good again: a later bad value is logged anew.
-    mutating func forget(_ key: String) {
+    package mutating func forget(_ key: String) {
         logged.remove(key.hashValue)
     }
 }

@@ -7,34 +7,34 @@ import MeshgateConfig
 /// A source reports the complete current set each time (`.success`), or
 /// that it cannot tell right now (`.failure`, with why); the manager keeps
 /// the last known set through failures and through empty answers.
-protocol DiscoverySource: AnyObject {
+package protocol DiscoverySource: AnyObject {
     typealias Report = (Result<[EndpointConfig], DiscoveryFailure>) -> Void
 
     func start(report: @escaping Report)
     func stop()
 }
 
-struct DiscoveryFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+package struct DiscoveryFailure: Error, CustomStringConvertible {
+    package let description: String
+    package init(_ description: String) { self.description = description }
 }
 
 /// Retry delays of a failing source, in milliseconds: `first` (0.5 s)
 /// doubling up to `limit`, with ±20 % jitter so that many gateways do not
 /// retry in step.
-struct DiscoveryBackoff {
-    let limit: Duration
-    let first: Duration
-    private(set) var failures = 0
+package struct DiscoveryBackoff {
+    package let limit: Duration
+    package let first: Duration
+    package private(set) var failures = 0
 
-    init(limit: Duration, first: Duration = .milliseconds(500)) {
+    package init(limit: Duration, first: Duration = .milliseconds(500)) {
         self.limit = limit
         self.first = first
     }
 
-    mutating func reset() { failures = 0 }
+    package mutating func reset() { failures = 0 }
 
-    mutating func next() -> Int64 {
+    package mutating func next() -> Int64 {
         failures += 1
         let firstMillis = max(first.nanosecondsClamped / 1_000_000, 1)
         let base = min(firstMillis * Int64(1 << min(failures - 1, 10)), max(limit.nanosecondsClamped / 1_000_000, firstMillis))

@@ -1,15 +1,16 @@
 import Foundation
 import Testing
-@testable import GatewayHost
 @testable import MeshgateEtcd
 import NIOCore
 import ProtoWire
 @testable import MeshgateConfig
 @testable import MeshgateSupport
+@testable import MeshgateDiscovery
+import MeshgateTestSupport
 
 @Suite struct EtcdWireTests {
     @Test func theExampleEndpointsFileReads() throws {
-        let folder = #filePath.replacingOccurrences(of: "Tests/MeshgateTests/DiscoveryTests.swift", with: "config/examples/")
+        let folder = #filePath.replacingOccurrences(of: "Tests/MeshgateDiscoveryTests/DiscoveryTests.swift", with: "config/examples/")
         #expect(try FileDiscovery.read(folder + "endpoints.yaml").get().map(\.weight) == [1, 2])
     }
 

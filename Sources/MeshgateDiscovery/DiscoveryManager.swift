@@ -57,11 +57,11 @@ public final class DiscoveryManager: Sendable {
     /// created, used and stopped only on the control thread; the box only
     /// carries it between calls that all run there.
     private final class RunningSource: @unchecked Sendable {
-        let spec: DiscoveryConfig
-        let checks: AnswerChecks
-        let source: DiscoverySource
-        let tls: TLSContextSource?
-        init(spec: DiscoveryConfig, checks: AnswerChecks, source: DiscoverySource, tls: TLSContextSource?) {
+        package let spec: DiscoveryConfig
+        package let checks: AnswerChecks
+        package let source: DiscoverySource
+        package let tls: TLSContextSource?
+        package init(spec: DiscoveryConfig, checks: AnswerChecks, source: DiscoverySource, tls: TLSContextSource?) {
             self.spec = spec
             self.checks = checks
             self.source = source
@@ -71,19 +71,19 @@ public final class DiscoveryManager: Sendable {
 
     /// Refused own addresses kept for `/clusters` and the log line; the
     /// rest are counted.
-    static let maxRefusedShown = 16
+    package static let maxRefusedShown = 16
 
     /// What every answer of a cluster's source is held to. A reload that
     /// changes it restarts the source, whose next answer is checked anew.
-    struct AnswerChecks: Equatable, Sendable {
-        var maxEndpoints: Int
-        var own: GatewayOwnAddresses
+    package struct AnswerChecks: Equatable, Sendable {
+        package var maxEndpoints: Int
+        package var own: GatewayOwnAddresses
     }
 
     private struct Wanted {
-        var spec: DiscoveryConfig
-        var checks: AnswerChecks
-        var tls: TLSContextSource?
+        package var spec: DiscoveryConfig
+        package var checks: AnswerChecks
+        package var tls: TLSContextSource?
     }
 
     public init() {}
@@ -91,7 +91,7 @@ public final class DiscoveryManager: Sendable {
     /// The TLS material of the running etcd sources, for the gateway's
     /// certificate watcher: files replaced in place apply to the next
     /// connection to etcd, as they do for listeners and clusters.
-    var tlsSources: [TLSContextSource] { running.withLockedValue { $0.values.compactMap(\.tls) } }
+    package var tlsSources: [TLSContextSource] { running.withLockedValue { $0.values.compactMap(\.tls) } }
 
     /// Called (on the control thread) after a membership change, at most
     /// once per 50 ms burst of changes.
@@ -239,7 +239,7 @@ public final class DiscoveryManager: Sendable {
     /// `endpoints` without the gateway's own addresses, then at most
     /// `maxEndpoints` of them (the first, in the source's order); of the
     /// refused, the first `maxRefusedShown` described and all counted.
-    static func check(_ endpoints: [EndpointConfig], _ checks: AnswerChecks,
+    package static func check(_ endpoints: [EndpointConfig], _ checks: AnswerChecks,
                       local: @autoclosure () -> LocalAddresses = LocalAddresses.current())
         -> (kept: [EndpointConfig], refused: [String], refusedCount: Int, dropped: Int) {
         var kept = endpoints

@@ -16,19 +16,19 @@ import MeshgateConfig
 /// Write the file atomically (write a temporary file, then rename it over
 /// the old one): a half-written file is a parse error, and a parse error
 /// keeps the last good endpoints.
-final class FileDiscovery: DiscoverySource {
-    let config: FileDiscoveryConfig
+package final class FileDiscovery: DiscoverySource {
+    package let config: FileDiscoveryConfig
     private let eventLoop: EventLoop
     private var report: Report?
     private var timer: Scheduled<Void>?
     private var stamp: String?
 
-    init(config: FileDiscoveryConfig, eventLoop: EventLoop) {
+    package init(config: FileDiscoveryConfig, eventLoop: EventLoop) {
         self.config = config
         self.eventLoop = eventLoop
     }
 
-    func start(report: @escaping Report) {
+    package func start(report: @escaping Report) {
         self.report = report
         check()
         scheduleNext()
@@ -42,7 +42,7 @@ final class FileDiscovery: DiscoverySource {
         }
     }
 
-    func stop() {
+    package func stop() {
         report = nil
         timer?.cancel()
     }
@@ -61,7 +61,7 @@ final class FileDiscovery: DiscoverySource {
         report(Self.read(config.path))
     }
 
-    static func read(_ path: String) -> Result<[EndpointConfig], DiscoveryFailure> {
+    package static func read(_ path: String) -> Result<[EndpointConfig], DiscoveryFailure> {
         let bytes: [UInt8]
         do {
             bytes = try Posix.readFile(path, maxBytes: InputLimits.discoveryFile.maxBytes)

@@ -12,23 +12,23 @@ import MeshgateConfig
 /// and a UDP query is sent again once if no answer comes in time.
 /// Discovery asks a handful of names every few seconds, so there is no
 /// cache and no connection reuse.
-final class DNSResolver {
+package final class DNSResolver {
     /// The UDP answer size offered with EDNS(0): DNS Flag Day 2020's value,
     /// small enough to avoid IP fragmentation.
-    static let ednsPayload: UInt16 = 1232
+    package static let ednsPayload: UInt16 = 1232
 
-    let server: SocketAddressSpec
-    let eventLoop: EventLoop
-    let timeout: TimeAmount
+    package let server: SocketAddressSpec
+    package let eventLoop: EventLoop
+    package let timeout: TimeAmount
 
-    init(server: SocketAddressSpec, eventLoop: EventLoop, timeout: TimeAmount) {
+    package init(server: SocketAddressSpec, eventLoop: EventLoop, timeout: TimeAmount) {
         self.server = server
         self.eventLoop = eventLoop
         self.timeout = timeout
     }
 
     /// The first `nameserver` of /etc/resolv.conf, port 53 (127.0.0.53 when none).
-    static func systemServer() -> SocketAddressSpec {
+    package static func systemServer() -> SocketAddressSpec {
         guard let bytes = try? Posix.readFile("/etc/resolv.conf") else { return SocketAddressSpec(host: "127.0.0.53", port: 53) }
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
             let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
@@ -39,11 +39,11 @@ final class DNSResolver {
         return SocketAddressSpec(host: "127.0.0.53", port: 53)
     }
 
-    struct Failure: Error, CustomStringConvertible {
-        let description: String
+    package struct Failure: Error, CustomStringConvertible {
+        package let description: String
     }
 
-    func query(_ name: String, type: DNSRecordType, completion: @escaping (Result<DNSResponse, Failure>) -> Void) {
+    package func query(_ name: String, type: DNSRecordType, completion: @escaping (Result<DNSResponse, Failure>) -> Void) {
         send(name, type: type, attempt: 1, edns: true) { result in
             switch result {
             case .success(let response) where response.truncated:
@@ -175,14 +175,14 @@ private protocol DNSAnswerSource: ChannelHandler {
 /// Reads one length-prefixed DNS message from a TCP stream; the connection
 /// closing first is an error.
 private final class DNSStreamReader: ChannelInboundHandler, DNSAnswerSource {
-    typealias InboundIn = ByteBuffer
-    let expectedID: UInt16
-    var onAnswer: ((Result<DNSResponse, DNSMessageError>) -> Void)?
+    package typealias InboundIn = ByteBuffer
+    package let expectedID: UInt16
+    package var onAnswer: ((Result<DNSResponse, DNSMessageError>) -> Void)?
     private var received: [UInt8] = []
 
-    init(expectedID: UInt16) { self.expectedID = expectedID }
+    package init(expectedID: UInt16) { self.expectedID = expectedID }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         received += unwrapInboundIn(data).readableBytesView
         guard received.count >= 2 else { return }
         let length = Int(received[0]) << 8 | Int(received[1])
@@ -194,7 +194,7 @@ private final class DNSStreamReader: ChannelInboundHandler, DNSAnswerSource {
         onAnswer = nil
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    package func channelInactive(context: ChannelHandlerContext) {
         onAnswer?(.failure(DNSMessageError(message: "the server closed the connection before answering")))
         onAnswer = nil
     }
@@ -203,13 +203,13 @@ private final class DNSStreamReader: ChannelInboundHandler, DNSAnswerSource {
 /// Takes the first datagram that parses as the answer to our id; others
 /// (late answers to an earlier try, spoofs) are dropped.
 private final class DNSAnswerReader: ChannelInboundHandler, DNSAnswerSource {
-    typealias InboundIn = AddressedEnvelope<ByteBuffer>
-    let expectedID: UInt16
-    var onAnswer: ((Result<DNSResponse, DNSMessageError>) -> Void)?
+    package typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    package let expectedID: UInt16
+    package var onAnswer: ((Result<DNSResponse, DNSMessageError>) -> Void)?
 
-    init(expectedID: UInt16) { self.expectedID = expectedID }
+    package init(expectedID: UInt16) { self.expectedID = expectedID }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
         let bytes = Array(envelope.data.readableBytesView)
         do {
