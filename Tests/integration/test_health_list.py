@@ -35,14 +35,19 @@ def test_list_reports_the_gateway_and_every_routed_service(launcher, mesh_pb2, m
             reply = health.List(health_pb2.HealthListRequest(), timeout=5)
             return {name: response.status for name, response in reply.statuses.items()}
         seen: list[dict] = []
-        wait_until(lambda: seen.append(listed()) or seen[-1] == expected, timeout=10, interval=0.1,
-                   message=f"List to show {expected} (last: {seen[-1:]})")
+
+        def wait_listed(want: dict) -> None:
+            try:
+                wait_until(lambda: seen.append(listed()) or seen[-1] == want, timeout=10, interval=0.1,
+                           message=f"List to show {want}")
+            except AssertionError as e:
+                raise AssertionError(f"{e}; last List: {seen[-1:]}") from None
+        wait_listed(expected)
 
         control = mesh_pb2_grpc.SampleControlStub(control_channel)
         control.SetServing(mesh_pb2.SetServingRequest(serving=False), timeout=5)
         expected_down = {**expected, "mesh.v1.MeshService": NOT_SERVING}
-        wait_until(lambda: seen.append(listed()) or seen[-1] == expected_down, timeout=10, interval=0.1,
-                   message=f"List to show {expected_down} (last: {seen[-1:]})")
+        wait_listed(expected_down)
         # Check agrees with List, name by name.
         for name, status in expected_down.items():
             assert health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status == status, name
