@@ -20,6 +20,10 @@ scripts/install-debian-packages.sh setup "${apt_packages[@]}"
 
 if [[ "${1:-}" != "--run" ]]; then
   python3 -m pip install -q --disable-pip-version-check -r Tests/integration/requirements.txt
+  # sonora, an independent gRPC-Web client (the official one is npm-only):
+  # its metadata pins urllib3 < 2, which it does not need; --no-deps keeps
+  # the urllib3 the other tools use.
+  python3 -m pip install -q --disable-pip-version-check --no-deps "sonora>=0.2"
 else
   python3 -m pip install -q --disable-pip-version-check "${pip_packages[@]}"
 fi

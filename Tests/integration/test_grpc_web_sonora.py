@@ -16,8 +16,8 @@ import pytest
 
 from meshkit import addr, free_port, insecure_channel, to_yaml, wait_until
 
-sonora_client = pytest.importorskip(
-    "sonora.client", reason="sonora is not installed: `python3 -m pip install --no-deps sonora`")
+# scripts/setup.sh installs sonora; its absence is a failure, not a skip.
+import sonora.client as sonora_client
 
 
 @pytest.fixture
