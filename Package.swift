@@ -146,10 +146,16 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]),
+        // The config compiled for serving: route tables (what serves a
+        // path), per listener, shared read-only by every event loop.
+        .target(
+            name: "MeshgateRouting",
+            dependencies: ["MeshgateConfig", "MeshgateSupport", "MeshgateHTTP2"],
+            swiftSettings: dataPathSettings),
         .target(
             name: "GatewayHost",
             dependencies: [
-                "MeshgateCallCore", "MeshgateConfig", "MeshgateSupport", "MeshgateDiscovery", "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateTransport",
+                "MeshgateCallCore", "MeshgateConfig", "MeshgateSupport", "MeshgateDiscovery", "MeshgateRouting", "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateTransport",
                 "MeshgateEtcd", "ProtoWire",
                 "GRPCHealthProto", "FilterABI", "MeshgatePosix",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -162,7 +168,7 @@ let package = Package(
         .executableTarget(
             name: "meshgate",
             dependencies: [
-                "GatewayHost", "MeshgateConfig", "MeshgateSupport", "MeshgateEtcd", "MeshgateTLS", "MeshgatePosix",
+                "GatewayHost", "MeshgateConfig", "MeshgateSupport", "MeshgateRouting", "MeshgateEtcd", "MeshgateTLS", "MeshgatePosix",
                 "GRPCHealthProto", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateTransport", "MeshgateYAML",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -202,7 +208,7 @@ let package = Package(
         .testTarget(
             name: "MeshgateTests",
             dependencies: [
-                "GatewayHost", "MeshgateConfig", "MeshgateSupport", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateYAML", "MeshgateEtcd", "ProtoWire",
+                "GatewayHost", "MeshgateConfig", "MeshgateSupport", "MeshgateRouting", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateYAML", "MeshgateEtcd", "ProtoWire",
                 "ConsistentHash", "PluginKit", "MeshgateTransport", "MeshgatePosix", "CFreeListAllocator", "MeshgateTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -227,6 +233,10 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "Tests/MeshgateDiscoveryTests"),
+        .testTarget(
+            name: "MeshgateRoutingTests",
+            dependencies: ["MeshgateRouting", "MeshgateConfig", "MeshgateSupport", "MeshgateHTTP2", "MeshgateTestSupport"],
+            path: "Tests/MeshgateRoutingTests"),
     ],
     swiftLanguageModes: [.v6]
 )

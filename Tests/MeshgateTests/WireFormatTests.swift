@@ -3,6 +3,7 @@ import Testing
 @testable import GatewayHost
 import ProtoWire
 @testable import MeshgateSupport
+@testable import MeshgateRouting
 
 @Suite struct ProtoWriterTests {
     /// A nested message written in place equals one built separately and

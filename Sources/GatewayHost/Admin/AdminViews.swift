@@ -1,6 +1,7 @@
 import MeshgateYAML
 import MeshgateConfig
 import MeshgateSupport
+import MeshgateRouting
 
 /// The JSON bodies of `/config`, `/plugins` and `/events`, and what a
 /// read-only address leaves out of them.

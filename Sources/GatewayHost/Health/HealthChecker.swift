@@ -1,4 +1,5 @@
 import NIOCore
+import MeshgateRouting
 
 /// Runs the active health checks of every cluster that has `health_check:`,
 /// all on one event loop (the probes are few and cheap).

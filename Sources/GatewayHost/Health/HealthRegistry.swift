@@ -2,6 +2,7 @@ import GRPCHealthProto
 import NIOConcurrencyHelpers
 import NIOCore
 import MeshgateSupport
+import MeshgateRouting
 
 /// What the gateway says about health: its own state, each endpoint's
 /// (from active checks) and, from those, each routed service's. It pushes

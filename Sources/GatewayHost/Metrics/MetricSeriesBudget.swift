@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import Synchronization
+import MeshgateRouting
 
 /// How many request series (path and cluster) the event loops together
 /// keep: `runtime.max_metric_series`. The method and service labels come

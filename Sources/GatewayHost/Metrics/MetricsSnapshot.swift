@@ -1,4 +1,5 @@
 import MeshgateCallCore
+import MeshgateRouting
 
 /// One event loop's counters and gauges, copied on that loop for a scrape.
 struct LoopMetricsSnapshot: Sendable {

@@ -2,6 +2,7 @@ import MeshgateGRPC
 import MeshgatePosix
 import NIOCore
 import MeshgateSupport
+import MeshgateRouting
 
 /// The access log: one JSON line per RPC on stderr, in the same shape as
 /// every other log line (`ts`, `level`, `"msg":"rpc"`, then fields), written

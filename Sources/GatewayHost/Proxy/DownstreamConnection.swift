@@ -6,6 +6,7 @@ import NIOCore
 import MeshgateCallCore
 import MeshgateConfig
 import MeshgateSupport
+import MeshgateRouting
 
 /// The gateway's side of one client connection: turns each request head
 /// into a routed `ProxyCall`, or answers it locally with a gRPC status.

@@ -4,6 +4,7 @@ import MeshgateHTTP2
 import NIOCore
 import MeshgateCallCore
 import MeshgateSupport
+import MeshgateRouting
 
 /// One RPC in flight through the gateway: the executor of its
 /// `CallStateMachine`. It turns the downstream stream's callbacks, its

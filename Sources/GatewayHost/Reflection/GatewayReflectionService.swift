@@ -5,6 +5,7 @@ import NIOCore
 import ProtoWire
 import MeshgateConfig
 import MeshgateSupport
+import MeshgateRouting
 
 /// grpc.reflection v1 and v1alpha, answered by the gateway for a listener
 /// whose routes do not send reflection anywhere themselves (an explicit

@@ -1,5 +1,6 @@
 import MeshgateConfig
 import MeshgateSupport
+import MeshgateRouting
 
 /// Reloads and discovery membership changes: each builds the parts of a new
 /// generation on the control thread and hands them to `generations`, the

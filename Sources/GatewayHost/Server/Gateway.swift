@@ -9,6 +9,7 @@ import NIOPosix
 import MeshgateConfig
 import MeshgateSupport
 import MeshgateDiscovery
+import MeshgateRouting
 
 /// The running gateway's lifecycle: event loops, listeners and the admin
 /// server, the drain on shutdown. What new calls use (routes, filter

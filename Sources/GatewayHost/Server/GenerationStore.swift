@@ -2,6 +2,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import MeshgateConfig
 import MeshgateSupport
+import MeshgateRouting
 
 /// The one owner of the gateway's generations: what new calls use (the
 /// config as its file says it, the config with discovered endpoints laid

@@ -1,3 +1,5 @@
+import MeshgateRouting
+
 /// One config generation as one event loop serves it: the route tables and
 /// filter chains, and the plugin instances made for them on this loop.
 ///

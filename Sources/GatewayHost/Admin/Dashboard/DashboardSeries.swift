@@ -1,5 +1,6 @@
 import MeshgateConfig
 import MeshgateSupport
+import MeshgateRouting
 
 /// The dashboard's time series: one point per second, the last ten minutes,
 /// made by the sampler from the snapshots it already takes (so the data path

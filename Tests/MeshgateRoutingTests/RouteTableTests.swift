@@ -1,8 +1,8 @@
 import MeshgateHTTP2
 import Testing
-@testable import GatewayHost
 @testable import MeshgateConfig
 import MeshgateTestSupport
+@testable import MeshgateRouting
 
 @Suite struct RouteTableTests {
     func table() throws -> RouteTable {
