@@ -9,8 +9,9 @@ import Synchronization
 /// names the limit; an overflowing retry is not made (the call ends with
 /// the attempt's status). Defaults are Envoy's: 1024, 1024, 3.
 ///
-/// The counters of a cluster are shared by every event loop (atomics), and
-/// by every route whose chain holds this same `filters:` entry.
+/// The counters of a cluster are shared by every event loop (atomics), not
+/// across routes: each route's `filters:` entry is a config of its own,
+/// with its own counters (the /metrics overflow counters are by cluster).
 final class BreakerConfig: Sendable {
     let maxRequests: Int
     let maxPending: Int
@@ -75,28 +76,22 @@ enum CircuitBreakerPlugin {
         return MG_LOCAL_REPLY
     }
 
-    nonisolated(unsafe) static let descriptor: UnsafePointer<mg_plugin> = {
-        var d = mg_plugin()
-        d.size = UInt32(MemoryLayout<mg_plugin>.size)
-        d.abi_major = UInt32(MG_ABI_MAJOR)
-        d.abi_minor = 0  // uses 1.1's counters only when the host offers them
-        d.kinds = UInt32(MG_KIND_FILTER)
-        d.name = PluginSupport.cString("circuit_breaker")
-        d.version = PluginSupport.cString("1.0.0")
-        d.config_new = { _, json, errorBuffer, errorSize in
+    // ABI 1.0: 1.1's counters are declared only when the host offers them.
+    static let descriptor = PluginDescriptor(name: "circuit_breaker", version: "1.0.0", kinds: .filter, abiMinor: 0) { d in
+        d.configNew = { _, json, errorBuffer, errorSize in
             PluginSupport.makeConfig(json, allowedKeys: ["max_requests", "max_pending_requests", "max_retries"], errorBuffer, errorSize) {
                 config throws(PluginConfig.Invalid) in try BreakerConfig(config)
             }
         }
-        d.config_destroy = { PluginSupport.release($0) }
-        d.instance_new = { config, _, cluster in
+        d.configDestroy = { PluginSupport.release($0) }
+        d.instanceNew = { config, _, cluster in
             guard let config = PluginSupport.object(config, as: BreakerConfig.self) else { return nil }
             return PluginSupport.retain(BreakerInstance(config: config, counters: config.counters(for: PluginSupport.string(cluster))))
         }
-        d.instance_destroy = { PluginSupport.release($0) }
-        d.call_new = { _, _ in PluginSupport.retain(BreakerCall()) }
-        d.call_destroy = { _, state in PluginSupport.release(state) }
-        d.on_request_headers = { instance, state, call in
+        d.instanceDestroy = { PluginSupport.release($0) }
+        d.callNew = { _, _ in PluginSupport.retain(BreakerCall()) }
+        d.callDestroy = { _, state in PluginSupport.release(state) }
+        d.onRequestHeaders = { instance, state, call in
             guard let breaker = PluginSupport.object(instance, as: BreakerInstance.self),
                   let held = PluginSupport.object(state, as: BreakerCall.self) else { return MG_CONTINUE }
             let c = breaker.counters, config = breaker.config
@@ -115,7 +110,7 @@ enum CircuitBreakerPlugin {
             held.pending = true
             return MG_CONTINUE
         }
-        d.on_attempt_start = { instance, state, _, attempt in
+        d.onAttemptStart = { instance, state, _, attempt in
             guard let breaker = PluginSupport.object(instance, as: BreakerInstance.self),
                   let held = PluginSupport.object(state, as: BreakerCall.self), held.admitted else { return }
             if held.pending {
@@ -126,7 +121,7 @@ enum CircuitBreakerPlugin {
                 breaker.counters.retries.add(1, ordering: .relaxed)
             }
         }
-        d.on_attempt_done = { instance, state, _, result, decision in
+        d.onAttemptDone = { instance, state, _, result, decision in
             guard let result, let breaker = PluginSupport.object(instance, as: BreakerInstance.self),
                   let held = PluginSupport.object(state, as: BreakerCall.self), held.admitted else { return }
             let c = breaker.counters
@@ -137,7 +132,7 @@ enum CircuitBreakerPlugin {
                 PluginHost.add(c.retryOverflows)
             }
         }
-        d.on_call_done = { instance, state, _, _ in
+        d.onCallDone = { instance, state, _, _ in
             guard let breaker = PluginSupport.object(instance, as: BreakerInstance.self),
                   let held = PluginSupport.object(state, as: BreakerCall.self), held.admitted else { return }
             held.admitted = false
@@ -147,11 +142,10 @@ enum CircuitBreakerPlugin {
                 breaker.counters.pending.subtract(1, ordering: .relaxed)
             }
         }
-        return PluginSupport.publish(d)
-    }()
+    }
 }
 
 @_cdecl("meshgate_plugin_v1")
 public func meshgatePluginV1(_ host: UnsafePointer<mg_host>?) -> UnsafePointer<mg_plugin>? {
-    PluginHost.accept(host) ? CircuitBreakerPlugin.descriptor : nil
+    CircuitBreakerPlugin.descriptor.entry(host)
 }

@@ -66,10 +66,8 @@ final class RingInstance {
 }
 
 enum ConsistentHashPlugin {
-    /// Static storage for the life of the process, as the ABI requires.
-    nonisolated(unsafe) static let descriptor: UnsafePointer<mg_plugin> = {
-        var d = PluginSupport.descriptor(name: "consistent_hash", version: "1.0.0", kinds: MG_KIND_BALANCER)
-        d.config_new = { _, json, errorBuffer, errorSize in
+    static let descriptor = PluginDescriptor(name: "consistent_hash", version: "1.0.0", kinds: .balancer, abiMinor: 0) { d in
+        d.configNew = { _, json, errorBuffer, errorSize in
             PluginSupport.makeConfig(json, allowedKeys: ["header", "points_per_weight"], errorBuffer, errorSize) { config throws(PluginConfig.Invalid) in
                 guard let header = config.string("header"), !header.isEmpty else {
                     throw .init("`header` is required: the request header whose value is hashed")
@@ -78,30 +76,28 @@ enum ConsistentHashPlugin {
                 return HashConfig(header: header.lowercased(), pointsPerWeight: points)
             }
         }
-        d.config_destroy = { PluginSupport.release($0) }
-        d.instance_new = { config, _, _ in
+        d.configDestroy = { PluginSupport.release($0) }
+        d.instanceNew = { config, _, _ in
             guard let c = PluginSupport.object(config, as: HashConfig.self) else { return nil }
             return PluginSupport.retain(RingInstance(config: c))
         }
-        d.instance_destroy = { PluginSupport.release($0) }
-        d.lb_update = { instance, list in
-            guard let instance, let list else { return }
-            Unmanaged<RingInstance>.fromOpaque(instance).takeUnretainedValue().update(list.pointee)
+        d.instanceDestroy = { PluginSupport.release($0) }
+        d.lbUpdate = { instance, list in
+            guard let ring = PluginSupport.object(instance, as: RingInstance.self), let list else { return }
+            ring.update(list.pointee)
         }
-        d.lb_pick = { instance, call, request, list, chosen in
-            guard let instance, let list, let chosen else { return -1 }
-            let ring = Unmanaged<RingInstance>.fromOpaque(instance).takeUnretainedValue()
+        d.lbPick = { instance, call, request, list, chosen in
+            guard let ring = PluginSupport.object(instance, as: RingInstance.self), let list, let chosen else { return -1 }
             let key = PluginHost.requestHeader(call, ring.config.header).map { XXH64.hash($0) }
             guard let index = ring.pick(list.pointee, key: key, avoid: request?.pointee.avoid_endpoint ?? 0) else { return -1 }
             chosen.pointee = UInt32(index)
             return 0
         }
-        return PluginSupport.publish(d)
-    }()
+    }
 }
 
 /// The plugin's one exported symbol (MG_PLUGIN_ENTRY_V1).
 @_cdecl("meshgate_plugin_v1")
 public func meshgatePluginV1(_ host: UnsafePointer<mg_host>?) -> UnsafePointer<mg_plugin>? {
-    PluginHost.accept(host) ? ConsistentHashPlugin.descriptor : nil
+    ConsistentHashPlugin.descriptor.entry(host)
 }

@@ -28,25 +28,18 @@ final class HedgeCall {
 }
 
 enum HedgePlugin {
-    nonisolated(unsafe) static let descriptor: UnsafePointer<mg_plugin> = {
-        var d = mg_plugin()
-        d.size = UInt32(MemoryLayout<mg_plugin>.size)
-        d.abi_major = UInt32(MG_ABI_MAJOR)
-        d.abi_minor = 0
-        d.kinds = UInt32(MG_KIND_HEDGE)
-        d.name = PluginSupport.cString("hedge")
-        d.version = PluginSupport.cString("1.0.0")
-        d.config_new = { _, json, errorBuffer, errorSize in
+    static let descriptor = PluginDescriptor(name: "hedge", version: "1.0.0", kinds: .hedge, abiMinor: 0) { d in
+        d.configNew = { _, json, errorBuffer, errorSize in
             PluginSupport.makeConfig(json, allowedKeys: ["max_attempts", "hedging_delay", "non_fatal_status_codes"], errorBuffer, errorSize) {
                 config throws(PluginConfig.Invalid) in try HedgeConfig(config)
             }
         }
-        d.config_destroy = { PluginSupport.release($0) }
+        d.configDestroy = { PluginSupport.release($0) }
         // The instance is the (immutable) config itself.
-        d.instance_new = { config, _, _ in config }
-        d.call_new = { _, _ in PluginSupport.retain(HedgeCall()) }
-        d.call_destroy = { _, state in PluginSupport.release(state) }
-        d.on_attempt_start = { instance, state, call, _ in
+        d.instanceNew = { config, _, _ in config }
+        d.callNew = { _, _ in PluginSupport.retain(HedgeCall()) }
+        d.callDestroy = { _, state in PluginSupport.release(state) }
+        d.onAttemptStart = { instance, state, call, _ in
             guard let config = PluginSupport.object(instance, as: HedgeConfig.self),
                   let hedge = PluginSupport.object(state, as: HedgeCall.self) else { return }
             hedge.started += 1
@@ -54,7 +47,7 @@ enum HedgePlugin {
                 _ = PluginHost.table?.pointee.call_start_attempt(call, config.delayMs)
             }
         }
-        d.on_attempt_done = { instance, state, _, result, decision in
+        d.onAttemptDone = { instance, state, _, result, decision in
             guard let result, let decision, let config = PluginSupport.object(instance, as: HedgeConfig.self),
                   let hedge = PluginSupport.object(state, as: HedgeCall.self) else { return }
             if config.nonFatal.contains(result.pointee.grpc_status) {
@@ -68,11 +61,10 @@ enum HedgePlugin {
                 decision.pointee.retry = UInt32(MG_RETRY_FINISH)
             }
         }
-        return PluginSupport.publish(d)
-    }()
+    }
 }
 
 @_cdecl("meshgate_plugin_v1")
 public func meshgatePluginV1(_ host: UnsafePointer<mg_host>?) -> UnsafePointer<mg_plugin>? {
-    PluginHost.accept(host) ? HedgePlugin.descriptor : nil
+    HedgePlugin.descriptor.entry(host)
 }

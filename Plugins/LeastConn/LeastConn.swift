@@ -43,35 +43,31 @@ final class LeastConnInstance {
 }
 
 enum LeastConnPlugin {
-    /// Static storage for the life of the process, as the ABI requires.
-    nonisolated(unsafe) static let descriptor: UnsafePointer<mg_plugin> = {
-        var d = PluginSupport.descriptor(name: "least_conn", version: "1.0.0", kinds: MG_KIND_BALANCER)
-        d.config_new = { _, json, errorBuffer, errorSize in
+    static let descriptor = PluginDescriptor(name: "least_conn", version: "1.0.0", kinds: .balancer, abiMinor: 0) { d in
+        d.configNew = { _, json, errorBuffer, errorSize in
             PluginSupport.makeConfig(json, allowedKeys: ["choices"], errorBuffer, errorSize) { config throws(PluginConfig.Invalid) in
                 let choices = try config.int("choices", default: 0, in: 0...8)
                 guard choices != 1 else { throw .init("choices must be 0 (compare all) or 2 to 8, got 1") }
                 return LeastConnConfig(choices: choices)
             }
         }
-        d.config_destroy = { PluginSupport.release($0) }
-        d.instance_new = { config, _, _ in
+        d.configDestroy = { PluginSupport.release($0) }
+        d.instanceNew = { config, _, _ in
             let choices = PluginSupport.object(config, as: LeastConnConfig.self)?.choices ?? 0
             return PluginSupport.retain(LeastConnInstance(choices: choices))
         }
-        d.instance_destroy = { PluginSupport.release($0) }
-        d.lb_pick = { instance, _, request, list, chosen in
-            guard let instance, let list, let chosen else { return -1 }
-            let lb = Unmanaged<LeastConnInstance>.fromOpaque(instance).takeUnretainedValue()
-            guard let index = lb.pick(list.pointee, avoid: request?.pointee.avoid_endpoint ?? 0) else { return -1 }
+        d.instanceDestroy = { PluginSupport.release($0) }
+        d.lbPick = { instance, _, request, list, chosen in
+            guard let lb = PluginSupport.object(instance, as: LeastConnInstance.self), let list, let chosen,
+                  let index = lb.pick(list.pointee, avoid: request?.pointee.avoid_endpoint ?? 0) else { return -1 }
             chosen.pointee = UInt32(index)
             return 0
         }
-        return PluginSupport.publish(d)
-    }()
+    }
 }
 
 /// The plugin's one exported symbol (MG_PLUGIN_ENTRY_V1).
 @_cdecl("meshgate_plugin_v1")
 public func meshgatePluginV1(_ host: UnsafePointer<mg_host>?) -> UnsafePointer<mg_plugin>? {
-    PluginHost.accept(host) ? LeastConnPlugin.descriptor : nil
+    LeastConnPlugin.descriptor.entry(host)
 }

@@ -104,20 +104,19 @@ enum MirrorPlugin {
         }
     }
 
-    nonisolated(unsafe) static let descriptor: UnsafePointer<mg_plugin> = {
-        var d = PluginSupport.descriptor(name: "mirror", version: "1.0.0", kinds: Int(MG_KIND_FILTER))
-        d.abi_minor = 3  // call_start_shadow
-        d.config_new = { _, json, errorBuffer, errorSize in
+    // 1.3: call_start_shadow.
+    static let descriptor = PluginDescriptor(name: "mirror", version: "1.0.0", kinds: .filter, abiMinor: 3) { d in
+        d.configNew = { _, json, errorBuffer, errorSize in
             PluginSupport.makeConfig(json, allowedKeys: ["cluster", "percent", "header", "header_value", "timeout", "max_buffer_bytes"],
                                      errorBuffer, errorSize) { config throws(PluginConfig.Invalid) in try MirrorConfig(config) }
         }
-        d.config_destroy = { PluginSupport.release($0) }
-        d.instance_new = { config, loop, _ in
+        d.configDestroy = { PluginSupport.release($0) }
+        d.instanceNew = { config, loop, _ in
             guard let config = PluginSupport.object(config, as: MirrorConfig.self) else { return nil }
             return PluginSupport.retain(MirrorInstance(config: config, loopIndex: loop))
         }
-        d.instance_destroy = { PluginSupport.release($0) }
-        d.on_request_headers = { instance, _, call in
+        d.instanceDestroy = { PluginSupport.release($0) }
+        d.onRequestHeaders = { instance, _, call in
             guard let mirror = PluginSupport.object(instance, as: MirrorInstance.self),
                   let start = PluginHost.table?.pointee.call_start_shadow else { return MG_CONTINUE }
             let config = mirror.config
@@ -135,12 +134,10 @@ enum MirrorPlugin {
             }
             return MG_CONTINUE
         }
-        return PluginSupport.publish(d)
-    }()
+    }
 }
 
 @_cdecl("meshgate_plugin_v1")
 public func meshgatePluginV1(_ host: UnsafePointer<mg_host>?) -> UnsafePointer<mg_plugin>? {
-    guard PluginHost.accept(host), let host, host.pointee.abi_minor >= 3 else { return nil }
-    return MirrorPlugin.descriptor
+    MirrorPlugin.descriptor.entry(host)
 }

@@ -216,15 +216,8 @@ final class OutlierInstance {
 }
 
 enum OutlierDetectionPlugin {
-    nonisolated(unsafe) static let descriptor: UnsafePointer<mg_plugin> = {
-        var d = mg_plugin()
-        d.size = UInt32(MemoryLayout<mg_plugin>.size)
-        d.abi_major = UInt32(MG_ABI_MAJOR)
-        d.abi_minor = 0
-        d.kinds = UInt32(MG_KIND_FILTER)
-        d.name = PluginSupport.cString("outlier_detection")
-        d.version = PluginSupport.cString("1.0.0")
-        d.config_new = { context, json, errorBuffer, errorSize in
+    static let descriptor = PluginDescriptor(name: "outlier_detection", version: "1.0.0", kinds: .filter, abiMinor: 0) { d in
+        d.configNew = { context, json, errorBuffer, errorSize in
             do throws(PluginConfig.Invalid) {
                 let parsed = try PluginConfig(json: json, allowedKeys: [
                     "interval", "base_ejection_time", "max_ejection_time", "max_ejection_percent", "consecutive_failures",
@@ -244,24 +237,23 @@ enum OutlierDetectionPlugin {
             }
         }
         // The host cancels the config's timers before this.
-        d.config_destroy = { PluginSupport.release($0) }
-        d.instance_new = { config, _, cluster in
+        d.configDestroy = { PluginSupport.release($0) }
+        d.instanceNew = { config, _, cluster in
             guard let config = PluginSupport.object(config, as: OutlierConfig.self) else { return nil }
             return PluginSupport.retain(OutlierInstance(config: config, cluster: config.outliers(for: PluginSupport.string(cluster))))
         }
-        d.instance_destroy = { PluginSupport.release($0) }
-        d.on_attempt_done = { instance, _, _, result, _ in
+        d.instanceDestroy = { PluginSupport.release($0) }
+        d.onAttemptDone = { instance, _, _, result, _ in
             guard let result, let outlier = PluginSupport.object(instance, as: OutlierInstance.self) else { return }
             let r = result.pointee
             guard r.grpc_status != Int32(MG_STATUS_CANCELLED) || r.transport_failure != 0, r.endpoint_id != 0 else { return }
             let failed = r.transport_failure != 0 || outlier.config.failureCodes.contains(r.grpc_status)
             outlier.cluster.record(endpoint: r.endpoint_id, failed: failed)
         }
-        return PluginSupport.publish(d)
-    }()
+    }
 }
 
 @_cdecl("meshgate_plugin_v1")
 public func meshgatePluginV1(_ host: UnsafePointer<mg_host>?) -> UnsafePointer<mg_plugin>? {
-    PluginHost.accept(host) ? OutlierDetectionPlugin.descriptor : nil
+    OutlierDetectionPlugin.descriptor.entry(host)
 }

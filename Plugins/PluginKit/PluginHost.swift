@@ -2,8 +2,10 @@ import FilterABI
 
 /// The host's function table, kept by the plugin's entry.
 ///
-/// `nonisolated(unsafe)`: written once by the entry (on the control thread)
-/// before the host can call any hook; only read after that.
+/// `nonisolated(unsafe)`: written by the entry (`accept`, from
+/// `PluginDescriptor.entry`), which the host calls on its control thread
+/// once per loaded image and before it can call any hook; only read after
+/// that. (A hot-swapped image is a new image, with its own `table`.)
 public enum PluginHost {
     nonisolated(unsafe) public static var table: UnsafePointer<mg_host>?
 

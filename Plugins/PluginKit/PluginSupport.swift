@@ -10,20 +10,18 @@ public enum PluginSupport {
     }
 
     /// A C string with static storage, as mg_plugin.name and .version need.
+    @inlinable
     public static func cString(_ text: StaticString) -> UnsafePointer<CChar> {
         UnsafeRawPointer(text.utf8Start).assumingMemoryBound(to: CChar.self)
     }
 
-    /// A descriptor for ABI 1.0 with identity filled in and no hooks yet.
-    public static func descriptor(name: StaticString, version: StaticString, kinds: Int) -> mg_plugin {
-        var d = mg_plugin()
-        d.size = UInt32(MemoryLayout<mg_plugin>.size)
-        d.abi_major = UInt32(MG_ABI_MAJOR)
-        d.abi_minor = 0
-        d.kinds = UInt32(kinds)
-        d.name = cString(name)
-        d.version = cString(version)
-        return d
+    /// An mg_str of a string literal (static storage, never written): what a
+    /// plugin passes as a header name or log field key. Computed where it is
+    /// used (a constant address and length), so it needs no stored global
+    /// of a non-Sendable type.
+    @inlinable
+    public static func str(_ text: StaticString) -> mg_str {
+        mg_str(ptr: cString(text), len: text.utf8CodeUnitCount)
     }
 
     /// The body of a config_new: reads the JSON config (refusing unknown
@@ -49,13 +47,6 @@ public enum PluginSupport {
             writeError("\(plugin) takes no config: \(error.message)", errorBuffer, size)
             return nil
         }
-    }
-
-    /// Stores the descriptor for the life of the process.
-    public static func publish(_ descriptor: mg_plugin) -> UnsafePointer<mg_plugin> {
-        let storage = UnsafeMutablePointer<mg_plugin>.allocate(capacity: 1)
-        storage.initialize(to: descriptor)
-        return UnsafePointer(storage)
     }
 
     /// A Swift object handed to the host as an opaque pointer (+1).

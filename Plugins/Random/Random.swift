@@ -11,21 +11,18 @@ enum RandomBalancer {
         return candidates.randomElement()
     }
 
-    /// Static storage for the life of the process, as the ABI requires.
-    nonisolated(unsafe) static let descriptor: UnsafePointer<mg_plugin> = {
-        var d = PluginSupport.descriptor(name: "random", version: "1.0.0", kinds: MG_KIND_BALANCER)
-        d.config_new = { _, json, error, size in PluginSupport.acceptEmptyConfig("random", json, error, size) }
-        d.lb_pick = { _, _, request, list, chosen in
+    static let descriptor = PluginDescriptor(name: "random", version: "1.0.0", kinds: .balancer, abiMinor: 0) { d in
+        d.configNew = { _, json, error, size in PluginSupport.acceptEmptyConfig("random", json, error, size) }
+        d.lbPick = { _, _, request, list, chosen in
             guard let list, let chosen, let index = pick(list.pointee, avoid: request?.pointee.avoid_endpoint ?? 0) else { return -1 }
             chosen.pointee = UInt32(index)
             return 0
         }
-        return PluginSupport.publish(d)
-    }()
+    }
 }
 
 /// The plugin's one exported symbol (MG_PLUGIN_ENTRY_V1).
 @_cdecl("meshgate_plugin_v1")
 public func meshgatePluginV1(_ host: UnsafePointer<mg_host>?) -> UnsafePointer<mg_plugin>? {
-    PluginHost.accept(host) ? RandomBalancer.descriptor : nil
+    RandomBalancer.descriptor.entry(host)
 }

@@ -193,7 +193,7 @@ final class RateLimitInstance {
 enum RateLimitPlugin {
     /// Keys are 64-bit hashes of their bytes (FNV-1a, seeded per process,
     /// then mixed), so a lookup makes no String.
-    nonisolated(unsafe) static let seed: UInt64 = UInt64.random(in: 1...UInt64.max)
+    static let seed: UInt64 = UInt64.random(in: 1...UInt64.max)
 
     static func hash(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325 ^ seed
@@ -270,22 +270,20 @@ enum RateLimitPlugin {
         return MG_LOCAL_REPLY
     }
 
-    nonisolated(unsafe) static let descriptor: UnsafePointer<mg_plugin> = {
-        var d = PluginSupport.descriptor(name: "rate_limit", version: "1.0.0", kinds: Int(MG_KIND_FILTER))
-        // 1.3: the pushback field on the local reply and the peer address.
-        d.abi_minor = 3
-        d.config_new = { _, json, errorBuffer, errorSize in
+    // 1.3: the pushback field on the local reply and the peer address.
+    static let descriptor = PluginDescriptor(name: "rate_limit", version: "1.0.0", kinds: .filter, abiMinor: 3) { d in
+        d.configNew = { _, json, errorBuffer, errorSize in
             PluginSupport.makeConfig(json, allowedKeys: ["rate", "burst", "key", "header", "max_keys", "name"], errorBuffer, errorSize) {
                 config throws(PluginConfig.Invalid) in try RateLimitConfig(config)
             }
         }
-        d.config_destroy = { PluginSupport.release($0) }
-        d.instance_new = { config, _, _ in
+        d.configDestroy = { PluginSupport.release($0) }
+        d.instanceNew = { config, _, _ in
             guard let config = PluginSupport.object(config, as: RateLimitConfig.self) else { return nil }
             return PluginSupport.retain(RateLimitInstance(config: config))
         }
-        d.instance_destroy = { PluginSupport.release($0) }
-        d.on_request_headers = { instance, _, call in
+        d.instanceDestroy = { PluginSupport.release($0) }
+        d.onRequestHeaders = { instance, _, call in
             guard let limiter = PluginSupport.object(instance, as: RateLimitInstance.self) else { return MG_CONTINUE }
             let config = limiter.config
             guard let key = key(config, call) else { return MG_CONTINUE }
@@ -297,12 +295,10 @@ enum RateLimitPlugin {
             }
             return refuse(call, config, waitNanos: wait)
         }
-        return PluginSupport.publish(d)
-    }()
+    }
 }
 
 @_cdecl("meshgate_plugin_v1")
 public func meshgatePluginV1(_ host: UnsafePointer<mg_host>?) -> UnsafePointer<mg_plugin>? {
-    guard PluginHost.accept(host), let host, host.pointee.abi_minor >= 3 else { return nil }
-    return RateLimitPlugin.descriptor
+    RateLimitPlugin.descriptor.entry(host)
 }

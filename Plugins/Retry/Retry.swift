@@ -117,34 +117,26 @@ final class RetryInstance {
 }
 
 enum RetryPlugin {
-    nonisolated(unsafe) static let descriptor: UnsafePointer<mg_plugin> = {
-        var d = mg_plugin()
-        d.size = UInt32(MemoryLayout<mg_plugin>.size)
-        d.abi_major = UInt32(MG_ABI_MAJOR)
-        d.abi_minor = 0
-        d.kinds = UInt32(MG_KIND_RETRY)
-        d.name = PluginSupport.cString("retry")
-        d.version = PluginSupport.cString("1.0.0")
-        d.config_new = { _, json, errorBuffer, errorSize in
+    static let descriptor = PluginDescriptor(name: "retry", version: "1.0.0", kinds: .retry, abiMinor: 0) { d in
+        d.configNew = { _, json, errorBuffer, errorSize in
             PluginSupport.makeConfig(json, allowedKeys: [
                 "max_attempts", "initial_backoff", "max_backoff", "backoff_multiplier", "retryable_status_codes", "retry_throttling",
             ], errorBuffer, errorSize) { config throws(PluginConfig.Invalid) in try RetryConfig(config) }
         }
-        d.config_destroy = { PluginSupport.release($0) }
-        d.instance_new = { config, _, cluster in
+        d.configDestroy = { PluginSupport.release($0) }
+        d.instanceNew = { config, _, cluster in
             guard let config = PluginSupport.object(config, as: RetryConfig.self) else { return nil }
             return PluginSupport.retain(RetryInstance(config: config, budget: config.budget(for: PluginSupport.string(cluster))))
         }
-        d.instance_destroy = { PluginSupport.release($0) }
-        d.on_attempt_done = { instance, _, _, result, decision in
+        d.instanceDestroy = { PluginSupport.release($0) }
+        d.onAttemptDone = { instance, _, _, result, decision in
             guard let result, let retry = PluginSupport.object(instance, as: RetryInstance.self) else { return }
             retry.attemptDone(result.pointee, decision)
         }
-        return PluginSupport.publish(d)
-    }()
+    }
 }
 
 @_cdecl("meshgate_plugin_v1")
 public func meshgatePluginV1(_ host: UnsafePointer<mg_host>?) -> UnsafePointer<mg_plugin>? {
-    PluginHost.accept(host) ? RetryPlugin.descriptor : nil
+    RetryPlugin.descriptor.entry(host)
 }

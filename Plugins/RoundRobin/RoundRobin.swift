@@ -49,32 +49,25 @@ final class RoundRobinInstance {
 }
 
 enum RoundRobinPlugin {
-    /// Static storage for the life of the process, as the ABI requires.
-    /// Static storage for the life of the process, as the ABI requires.
-    nonisolated(unsafe) static let descriptor: UnsafePointer<mg_plugin> = {
-        var d = PluginSupport.descriptor(name: "round_robin", version: "1.0.0", kinds: MG_KIND_BALANCER)
-        d.config_new = { _, json, error, size in PluginSupport.acceptEmptyConfig("round_robin", json, error, size) }
-        d.instance_new = { _, _, _ in PluginSupport.retain(RoundRobinInstance()) }
-        d.instance_destroy = { PluginSupport.release($0) }
-        d.lb_update = { instance, list in
-            guard let instance, let list else { return }
-            Unmanaged<RoundRobinInstance>.fromOpaque(instance).takeUnretainedValue().update(list.pointee)
+    static let descriptor = PluginDescriptor(name: "round_robin", version: "1.0.0", kinds: .balancer, abiMinor: 0) { d in
+        d.configNew = { _, json, error, size in PluginSupport.acceptEmptyConfig("round_robin", json, error, size) }
+        d.instanceNew = { _, _, _ in PluginSupport.retain(RoundRobinInstance()) }
+        d.instanceDestroy = { PluginSupport.release($0) }
+        d.lbUpdate = { instance, list in
+            guard let lb = PluginSupport.object(instance, as: RoundRobinInstance.self), let list else { return }
+            lb.update(list.pointee)
         }
-        d.lb_pick = { instance, _, request, list, chosen in
-            guard let instance, let list, let chosen else { return -1 }
-            let avoid = request?.pointee.avoid_endpoint ?? 0
-            guard let index = Unmanaged<RoundRobinInstance>.fromOpaque(instance).takeUnretainedValue().pick(list.pointee, avoid: avoid) else {
-                return -1
-            }
+        d.lbPick = { instance, _, request, list, chosen in
+            guard let lb = PluginSupport.object(instance, as: RoundRobinInstance.self), let list, let chosen,
+                  let index = lb.pick(list.pointee, avoid: request?.pointee.avoid_endpoint ?? 0) else { return -1 }
             chosen.pointee = UInt32(index)
             return 0
         }
-        return PluginSupport.publish(d)
-    }()
+    }
 }
 
 /// The plugin's one exported symbol (MG_PLUGIN_ENTRY_V1).
 @_cdecl("meshgate_plugin_v1")
 public func meshgatePluginV1(_ host: UnsafePointer<mg_host>?) -> UnsafePointer<mg_plugin>? {
-    PluginHost.accept(host) ? RoundRobinPlugin.descriptor : nil
+    RoundRobinPlugin.descriptor.entry(host)
 }

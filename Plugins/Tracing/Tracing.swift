@@ -128,21 +128,20 @@ enum TracingPlugin {
     static let keys: Set<String> = ["collector", "sampling_ratio", "trust_client_sampling", "service_name", "queue_size", "batch_size",
                                     "flush_interval", "export_timeout"]
 
-    nonisolated(unsafe) static let descriptor: UnsafePointer<mg_plugin> = {
-        var d = PluginSupport.descriptor(name: "tracing", version: "1.0.0", kinds: Int(MG_KIND_FILTER))
-        d.abi_minor = 1  // call_set_log_field
-        d.config_new = { _, json, errorBuffer, errorSize in
+    // 1.1: call_set_log_field.
+    static let descriptor = PluginDescriptor(name: "tracing", version: "1.0.0", kinds: .filter, abiMinor: 1) { d in
+        d.configNew = { _, json, errorBuffer, errorSize in
             PluginSupport.makeConfig(json, allowedKeys: keys, errorBuffer, errorSize) { config throws(PluginConfig.Invalid) in
                 try TracingConfig(config)
             }
         }
-        d.config_destroy = { PluginSupport.release($0) }
-        d.instance_new = { config, _, _ in
+        d.configDestroy = { PluginSupport.release($0) }
+        d.instanceNew = { config, _, _ in
             guard let config = PluginSupport.object(config, as: TracingConfig.self) else { return nil }
             return PluginSupport.retain(TracingInstance(config: config))
         }
-        d.instance_destroy = { PluginSupport.release($0) }
-        d.call_new = { instance, call in
+        d.instanceDestroy = { PluginSupport.release($0) }
+        d.callNew = { instance, call in
             guard let instance = PluginSupport.object(instance, as: TracingInstance.self), let host = PluginHost.table?.pointee else { return nil }
             let state: TracingCall
             if let incoming = withHeader(call, traceparentName, TraceParent.init) {
@@ -156,14 +155,14 @@ enum TracingPlugin {
             if state.sampled { state.path = PluginSupport.string(host.call_method(call)) }
             return PluginSupport.retain(state)
         }
-        d.call_destroy = { instance, state in
+        d.callDestroy = { instance, state in
             if let instance = PluginSupport.object(instance, as: TracingInstance.self),
                let call = PluginSupport.object(state, as: TracingCall.self) {
                 instance.recycle(call)
             }
             PluginSupport.release(state)
         }
-        d.on_request_headers = { _, state, call in
+        d.onRequestHeaders = { _, state, call in
             guard let state = PluginSupport.object(state, as: TracingCall.self), hostSetsLogFields else { return MG_CONTINUE }
             // Hex written on the stack: the host drops the fields at once
             // when the access log is off, so this costs next to nothing then.
@@ -177,7 +176,7 @@ enum TracingPlugin {
             setLogField(call, sampledKey, state.sampled ? trueValue : falseValue)
             return MG_CONTINUE
         }
-        d.on_attempt_start = { instance, state, _, attempt in
+        d.onAttemptStart = { instance, state, _, attempt in
             guard let instance = PluginSupport.object(instance, as: TracingInstance.self),
                   let state = PluginSupport.object(state, as: TracingCall.self), let host = PluginHost.table?.pointee, let attempt else { return }
             let spanID = instance.ids.spanID()
@@ -193,7 +192,7 @@ enum TracingPlugin {
             state.attempts.append(.init(number: host.attempt_number(attempt), spanID: spanID, start: Clock.unixNanos(),
                                         address: known ? PluginSupport.string(address) : ""))
         }
-        d.on_attempt_done = { instance, state, _, result, _ in
+        d.onAttemptDone = { instance, state, _, result, _ in
             guard let instance = PluginSupport.object(instance, as: TracingInstance.self),
                   let state = PluginSupport.object(state, as: TracingCall.self), let result, state.sampled,
                   let exporter = instance.config.exporter,
@@ -204,7 +203,7 @@ enum TracingPlugin {
                 statusMessage: PluginSupport.string(result.pointee.grpc_message), attempts: result.pointee.attempt,
                 peer: attempt.address, transportFailure: result.pointee.transport_failure != 0))
         }
-        d.on_call_done = { instance, state, call, result in
+        d.onCallDone = { instance, state, call, result in
             guard let instance = PluginSupport.object(instance, as: TracingInstance.self),
                   let state = PluginSupport.object(state, as: TracingCall.self), let result, state.sampled,
                   let exporter = instance.config.exporter else { return }
@@ -214,20 +213,18 @@ enum TracingPlugin {
                 statusMessage: PluginSupport.string(result.pointee.grpc_message), attempts: result.pointee.attempts,
                 peer: withHeader(call, authorityName) { String(decoding: $0, as: UTF8.self) } ?? "", transportFailure: false))
         }
-        return PluginSupport.publish(d)
-    }()
+    }
 
-    // Names and values in static storage, never written: safe to share.
-    nonisolated(unsafe) static let traceparentName = constant("traceparent")
-    nonisolated(unsafe) static let tracestateName = constant("tracestate")
-    nonisolated(unsafe) static let authorityName = constant(":authority")
-    nonisolated(unsafe) static let traceIDKey = constant("trace_id")
-    nonisolated(unsafe) static let spanIDKey = constant("span_id")
-    nonisolated(unsafe) static let sampledKey = constant("trace_sampled")
-    nonisolated(unsafe) static let trueValue = constant("true")
-    nonisolated(unsafe) static let falseValue = constant("false")
-
-    static func constant(_ text: StaticString) -> mg_str { mg_str(ptr: PluginSupport.cString(text), len: text.utf8CodeUnitCount) }
+    // Names and values as literals: computed where used (a constant
+    // address and length), no stored global to share between loops.
+    static var traceparentName: mg_str { PluginSupport.str("traceparent") }
+    static var tracestateName: mg_str { PluginSupport.str("tracestate") }
+    static var authorityName: mg_str { PluginSupport.str(":authority") }
+    static var traceIDKey: mg_str { PluginSupport.str("trace_id") }
+    static var spanIDKey: mg_str { PluginSupport.str("span_id") }
+    static var sampledKey: mg_str { PluginSupport.str("trace_sampled") }
+    static var trueValue: mg_str { PluginSupport.str("true") }
+    static var falseValue: mg_str { PluginSupport.str("false") }
 
     /// Whether the host offers call_set_log_field (ABI 1.1), decided once.
     static let hostSetsLogFields = PluginHost.offers(\mg_host.call_set_log_field)
@@ -258,5 +255,5 @@ enum TracingPlugin {
 
 @_cdecl("meshgate_plugin_v1")
 public func meshgatePluginV1(_ host: UnsafePointer<mg_host>?) -> UnsafePointer<mg_plugin>? {
-    PluginHost.accept(host) ? TracingPlugin.descriptor : nil
+    TracingPlugin.descriptor.entry(host)
 }

@@ -22,13 +22,18 @@
  * Objects and lifetimes (each destroy hook is called exactly once)
  *
  *   plugin      the loaded image. The host calls the entry once per load.
- *   config      one `filters:` entry of one route (or a cluster's default
- *               balancer), created from its YAML config at load or reload,
- *               on the control thread. Shared by every event loop: after
- *               config_new returns it must be immutable or internally
- *               synchronized. Destroyed when no route-table generation
- *               refers to it and every instance, call and attempt made from
- *               it has ended.
+ *   config      one `filters:` entry of one route, created from its YAML
+ *               config at load or reload, on the control thread. A route
+ *               whose chain holds no balancer gets the default one: the
+ *               plugin named round_robin (the built-in one unless
+ *               `plugins:` declares that name), of which each load or
+ *               reload creates one config, from "{}", shared by every such
+ *               route (there is no per-cluster default; its instances are
+ *               per cluster, as any balancer's). Shared by every event
+ *               loop: after config_new returns it must be immutable or
+ *               internally synchronized. Destroyed when no route-table
+ *               generation refers to it and every instance, call and
+ *               attempt made from it has ended.
  *   instance    one per (config, event loop, cluster), created on that loop
  *               when first needed and destroyed on it. Loop-local state
  *               (round-robin cursors, caches) lives here: no locks needed.
@@ -58,7 +63,7 @@
  *   (mg_str, structs, handles) is valid only until the hook returns; copy
  *   what you keep. Strings (mg_str) are not NUL-terminated unless stated.
  *   Pointers the plugin returns (descriptor, name) must stay valid until the
- *   process exits (static storage).
+ *   process exits (static storage, or memory never freed).
  *
  * Errors
  *   A plugin must not crash, block or throw across this boundary: it runs
