@@ -128,7 +128,7 @@ let package = Package(
         .target(
             name: "MeshgateSupport",
             dependencies: [
-                "MeshgateConfig", "MeshgateTLS", "MeshgatePosix", "MeshgateHTTP2", "MeshgateYAML", "FilterABI",
+                "MeshgateConfig", "MeshgateTLS", "MeshgatePosix", "MeshgateHTTP2", "MeshgateGRPCCalls", "MeshgateYAML", "FilterABI",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

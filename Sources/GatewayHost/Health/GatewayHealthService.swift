@@ -2,6 +2,7 @@ import GRPCHealthProto
 import MeshgateGRPC
 import MeshgateGRPCCalls
 import MeshgateHTTP2
+import MeshgateSupport
 
 /// grpc.health.v1.Health served by the gateway on every listener.
 enum GatewayHealthService {

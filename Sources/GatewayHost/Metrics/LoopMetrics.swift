@@ -1,5 +1,6 @@
 import MeshgateGRPC
 import MeshgateCallCore
+import MeshgateSupport
 
 /// The request counters of one event loop. Only that loop writes them, so
 /// counting takes no lock and no atomic; a scrape copies every loop's

@@ -1,5 +1,6 @@
 import MeshgateCallCore
 import MeshgateRouting
+import MeshgateSupport
 
 /// One event loop's counters and gauges, copied on that loop for a scrape.
 struct LoopMetricsSnapshot: Sendable {

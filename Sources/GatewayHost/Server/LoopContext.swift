@@ -2,6 +2,7 @@ import MeshgateHTTP2
 import NIOCore
 import MeshgateDiscovery
 import MeshgateRouting
+import MeshgateSupport
 
 /// Everything one event loop owns: its upstream pools (one per cluster) and
 /// the downstream connections it serves. A downstream connection and all the
