@@ -152,10 +152,22 @@ let package = Package(
             name: "MeshgateRouting",
             dependencies: ["MeshgateConfig", "MeshgateSupport", "MeshgateHTTP2"],
             swiftSettings: dataPathSettings),
+        // Upstream endpoints as one event loop sees them: connection pools
+        // per endpoint and cluster, ejections, active health checks and the
+        // health state they keep. Gets its loop's parts as an `UpstreamLoop`.
+        .target(
+            name: "MeshgateUpstream",
+            dependencies: [
+                "MeshgateConfig", "MeshgateSupport", "MeshgateDiscovery", "MeshgateRouting", "MeshgateHTTP2", "MeshgateGRPC",
+                "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateTransport", "GRPCHealthProto", "FilterABI",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: dataPathSettings),
         .target(
             name: "GatewayHost",
             dependencies: [
-                "MeshgateCallCore", "MeshgateConfig", "MeshgateSupport", "MeshgateDiscovery", "MeshgateRouting", "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateTransport",
+                "MeshgateCallCore", "MeshgateConfig", "MeshgateSupport", "MeshgateDiscovery", "MeshgateRouting", "MeshgateUpstream", "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateTransport",
                 "MeshgateEtcd", "ProtoWire",
                 "GRPCHealthProto", "FilterABI", "MeshgatePosix",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -168,7 +180,7 @@ let package = Package(
         .executableTarget(
             name: "meshgate",
             dependencies: [
-                "GatewayHost", "MeshgateConfig", "MeshgateSupport", "MeshgateRouting", "MeshgateEtcd", "MeshgateTLS", "MeshgatePosix",
+                "GatewayHost", "MeshgateConfig", "MeshgateSupport", "MeshgateRouting", "MeshgateUpstream", "MeshgateEtcd", "MeshgateTLS", "MeshgatePosix",
                 "GRPCHealthProto", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateTransport", "MeshgateYAML",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -208,7 +220,7 @@ let package = Package(
         .testTarget(
             name: "MeshgateTests",
             dependencies: [
-                "GatewayHost", "MeshgateConfig", "MeshgateSupport", "MeshgateRouting", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateYAML", "MeshgateEtcd", "ProtoWire",
+                "GatewayHost", "MeshgateConfig", "MeshgateSupport", "MeshgateRouting", "MeshgateUpstream", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateYAML", "MeshgateEtcd", "ProtoWire",
                 "ConsistentHash", "PluginKit", "MeshgateTransport", "MeshgatePosix", "CFreeListAllocator", "MeshgateTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -3,6 +3,7 @@ import NIOHTTP1
 import NIOPosix
 import MeshgateConfig
 import MeshgateSupport
+import MeshgateUpstream
 
 /// What the admin endpoint serves, provided by the gateway.
 struct AdminSources: Sendable {

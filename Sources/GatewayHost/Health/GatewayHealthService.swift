@@ -3,6 +3,7 @@ import MeshgateGRPC
 import MeshgateGRPCCalls
 import MeshgateHTTP2
 import MeshgateSupport
+import MeshgateUpstream
 
 /// grpc.health.v1.Health served by the gateway on every listener.
 enum GatewayHealthService {

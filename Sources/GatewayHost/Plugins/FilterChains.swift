@@ -3,6 +3,7 @@ import MeshgatePosix
 import MeshgateYAML
 import MeshgateConfig
 import MeshgateSupport
+import MeshgateUpstream
 
 /// The filter chains of one config generation: every route's filters and
 /// its balancer, with their plugin configs created (and so validated by the

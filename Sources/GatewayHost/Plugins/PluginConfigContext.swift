@@ -1,6 +1,7 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import MeshgateSupport
+import MeshgateUpstream
 
 /// The host's side of one plugin config (`mg_config_ctx *`): its timers,
 /// and the ejection registry its plugin may write to.

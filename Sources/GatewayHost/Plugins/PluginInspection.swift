@@ -1,6 +1,7 @@
 import FilterABI
 import MeshgatePosix
 import MeshgateSupport
+import MeshgateUpstream
 
 /// `meshgate plugin inspect`: a plugin loaded the way the gateway loads
 /// one (a private copy by content hash, the entry point, every ABI check),

@@ -3,6 +3,7 @@ import MeshgateGRPC
 import MeshgateHTTP2
 import NIOCore
 import MeshgateCallCore
+import MeshgateUpstream
 
 /// One call's pass through its route's filter chain: the filters' per-call
 /// state, and each hook run over the chain in order. `ProxyCall` runs

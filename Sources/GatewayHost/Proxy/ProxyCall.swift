@@ -5,6 +5,7 @@ import NIOCore
 import MeshgateCallCore
 import MeshgateSupport
 import MeshgateRouting
+import MeshgateUpstream
 
 /// One RPC in flight through the gateway: the executor of its
 /// `CallStateMachine`. It turns the downstream stream's callbacks, its

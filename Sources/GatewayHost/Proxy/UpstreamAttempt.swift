@@ -1,6 +1,7 @@
 import MeshgateHTTP2
 import NIOCore
 import MeshgateCallCore
+import MeshgateUpstream
 
 /// The I/O side of one attempt of a call: its place in an endpoint pool,
 /// its connection and its upstream stream. It turns pool and stream

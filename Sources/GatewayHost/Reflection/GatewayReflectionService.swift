@@ -6,6 +6,7 @@ import ProtoWire
 import MeshgateConfig
 import MeshgateSupport
 import MeshgateRouting
+import MeshgateUpstream
 
 /// grpc.reflection v1 and v1alpha, answered by the gateway for a listener
 /// whose routes do not send reflection anywhere themselves (an explicit

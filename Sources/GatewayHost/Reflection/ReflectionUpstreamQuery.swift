@@ -3,6 +3,7 @@ import MeshgateGRPCCalls
 import MeshgateHTTP2
 import MeshgateTransport
 import NIOCore
+import MeshgateUpstream
 
 /// One reflection request asked of one upstream endpoint, on its own
 /// short-lived HTTP/2 connection (never one of the data path's): dial with

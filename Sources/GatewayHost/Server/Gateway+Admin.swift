@@ -1,5 +1,6 @@
 import NIOCore
 import MeshgateSupport
+import MeshgateUpstream
 
 /// What the admin server shows: every view reads one generation snapshot,
 /// so a generation number never stands next to another generation's config.

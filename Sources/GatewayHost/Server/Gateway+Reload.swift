@@ -1,6 +1,7 @@
 import MeshgateConfig
 import MeshgateSupport
 import MeshgateRouting
+import MeshgateUpstream
 
 /// Reloads and discovery membership changes: each builds the parts of a new
 /// generation on the control thread and hands them to `generations`, the

@@ -10,6 +10,7 @@ import MeshgateConfig
 import MeshgateSupport
 import MeshgateDiscovery
 import MeshgateRouting
+import MeshgateUpstream
 
 /// The running gateway's lifecycle: event loops, listeners and the admin
 /// server, the drain on shutdown. What new calls use (routes, filter

@@ -3,6 +3,7 @@ import NIOCore
 import MeshgateConfig
 import MeshgateSupport
 import MeshgateRouting
+import MeshgateUpstream
 
 /// The one owner of the gateway's generations: what new calls use (the
 /// config as its file says it, the config with discovered endpoints laid

@@ -3,6 +3,7 @@ import NIOCore
 import MeshgateDiscovery
 import MeshgateRouting
 import MeshgateSupport
+import MeshgateUpstream
 
 /// Everything one event loop owns: its upstream pools (one per cluster) and
 /// the downstream connections it serves. A downstream connection and all the
@@ -29,6 +30,8 @@ final class LoopContext: @unchecked Sendable {
     let ownAddresses: GatewayOwnAddresses
     /// The buffers calls process their events in.
     let callScratch = CallScratch()
+    /// What this loop's upstream pools see of it.
+    let upstreamLoop: UpstreamLoop
     /// This loop's access-log lines, written once per tick.
     let accessLog: AccessLog
     /// The current generation's upstream pools.
@@ -53,6 +56,7 @@ final class LoopContext: @unchecked Sendable {
         self.ejections = ejections
         self.index = index
         self.accessLog = AccessLog(eventLoop: eventLoop)
+        self.upstreamLoop = UpstreamLoop(eventLoop: eventLoop, writeBatch: writeBatch, bufferBudget: bufferBudget, ownAddresses: ownAddresses)
         // A placeholder without pools until `self` can make them.
         self.generation = LoopGeneration(number: 0, serving: serving, plugins: plugins, loopIndex: index, clusters: [])
         self.generation = LoopGeneration(number: 1, serving: serving, plugins: plugins, loopIndex: index, clusters: makeClusters(serving))
@@ -69,11 +73,11 @@ final class LoopContext: @unchecked Sendable {
             for endpoint in cluster.endpoints { existing["\(cluster.name) \(endpoint.address)"] = endpoint }
         }
         return serving.clusters.enumerated().map { i, config in
-            ClusterPool(config: config, index: i, loop: self) { endpoint in
+            ClusterPool(config: config, index: i) { endpoint in
                 let address = endpoint.address.description
                 if let kept = existing["\(config.name) \(address)"], kept.cluster.sameConnectionSettings(as: config),
                    kept.tls === serving.tls.clusters[config.name] { return kept }
-                let made = EndpointPool(endpoint: endpoint, cluster: config, loop: self, tls: serving.tls.clusters[config.name])
+                let made = EndpointPool(endpoint: endpoint, cluster: config, loop: self.upstreamLoop, tls: serving.tls.clusters[config.name])
                 made.healthy = self.health.isHealthy(cluster: config.name, address: address)
                 made.ejected = self.ejections.isEjected(cluster: config.name, endpointID: ClusterPool.endpointID(address: address))
                 return made

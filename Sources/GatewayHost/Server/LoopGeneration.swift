@@ -1,4 +1,5 @@
 import MeshgateRouting
+import MeshgateUpstream
 
 /// One config generation as one event loop serves it: the route tables and
 /// filter chains, and the plugin instances made for them on this loop.

@@ -2,6 +2,7 @@ import MeshgatePosix
 import NIOConcurrencyHelpers
 import NIOCore
 import MeshgateSupport
+import MeshgateUpstream
 
 /// Takes a metrics snapshot every second (on the control thread; each
 /// loop copies its own counters) and keeps the last minute, so that the

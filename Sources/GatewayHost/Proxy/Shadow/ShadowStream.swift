@@ -3,6 +3,7 @@ import MeshgateGRPC
 import MeshgateGRPCCalls
 import MeshgateHTTP2
 import NIOCore
+import MeshgateUpstream
 
 /// One shadow (mirrored) copy of a call (ABI 1.3 call_start_shadow): the
 /// client's request, sent to another cluster, whose response is read and

@@ -16,38 +16,38 @@ import MeshgateDiscovery
 /// endpoint in exponential backoff (gRPC's connection backoff: 1 s × 1.6ⁿ,
 /// ±20 % jitter, at most 30 s) and hands the waiting calls back to be placed
 /// on another endpoint, since none of their bytes left the gateway.
-final class EndpointPool {
-    let endpoint: EndpointConfig
-    let cluster: ClusterConfig
-    unowned let loop: LoopContext
+package final class EndpointPool {
+    package let endpoint: EndpointConfig
+    package let cluster: ClusterConfig
+    package let loop: UpstreamLoop
     /// TLS to the endpoint (the cluster's current material at each connect).
-    let tls: TLSContextSource?
-    private(set) var connections: [UpstreamConnection] = []
+    package let tls: TLSContextSource?
+    package private(set) var connections: [UpstreamConnection] = []
     private var waiters = CircularBuffer<any UpstreamPoolWaiter>()
     private var consecutiveFailures = 0
     private var retryAfter: NIODeadline?
-    private(set) var lastConnectError: String?
+    package private(set) var lastConnectError: String?
     /// From active health checks (always true without them).
-    var healthy = true
+    package var healthy = true
     /// Generations (on this loop) whose clusters hold this pool; it closes
     /// its connections when the last one has drained.
-    var generations = 0
+    package var generations = 0
     /// Outlier detection took it out of rotation.
-    var ejected = false
+    package var ejected = false
     /// Attempt streams open to this endpoint from this loop (what least-conn
     /// balancers read as `in_flight`).
-    private(set) var inFlight = 0
+    package private(set) var inFlight = 0
     /// Attempts this loop ended on this endpoint, by gRPC status code
     /// (transport failures count as UNAVAILABLE).
-    private(set) var attemptCodes = [UInt64](repeating: 0, count: 17)
+    package private(set) var attemptCodes = [UInt64](repeating: 0, count: 17)
 
-    func streamOpened() { inFlight += 1 }
+    package func streamOpened() { inFlight += 1 }
 
-    func streamClosed() { inFlight -= 1 }
+    package func streamClosed() { inFlight -= 1 }
 
-    func recordResult(_ code: GRPCStatusCode) { attemptCodes[code.rawValue] += 1 }
+    package func recordResult(_ code: GRPCStatusCode) { attemptCodes[code.rawValue] += 1 }
 
-    init(endpoint: EndpointConfig, cluster: ClusterConfig, loop: LoopContext, tls: TLSContextSource?) {
+    package init(endpoint: EndpointConfig, cluster: ClusterConfig, loop: UpstreamLoop, tls: TLSContextSource?) {
         self.endpoint = endpoint
         self.cluster = cluster
         self.loop = loop
@@ -56,13 +56,13 @@ final class EndpointPool {
     }
 
     /// `:scheme` of the requests sent to it.
-    var scheme: String { tls == nil ? "http" : "https" }
+    package var scheme: String { tls == nil ? "http" : "https" }
 
     /// "host:port" or "[v6]:port": formatted once, read per call (access
     /// log, metrics labels, plugin attempt_endpoint).
-    let address: String
+    package let address: String
 
-    var isBackingOff: Bool {
+    package var isBackingOff: Bool {
         guard let retryAfter else { return false }
         return retryAfter > .now()
     }
@@ -70,7 +70,7 @@ final class EndpointPool {
     /// Gives the attempt a connection now (`attach`) or once one is ready.
     /// Generic, not an existential: the usual path (a connection has room)
     /// is specialized per waiter type and boxes nothing.
-    func acquire<Waiter: UpstreamPoolWaiter>(for call: Waiter) {
+    package func acquire<Waiter: UpstreamPoolWaiter>(for call: Waiter) {
         if let connection = connectionWithRoom() {
             call.attach(connection)
             return
@@ -79,7 +79,7 @@ final class EndpointPool {
         openConnectionIfNeeded()
     }
 
-    func cancelWait(_ call: any UpstreamPoolWaiter) {
+    package func cancelWait(_ call: any UpstreamPoolWaiter) {
         if let i = waiters.firstIndex(where: { $0 === call }) { waiters.remove(at: i) }
     }
 
@@ -107,7 +107,7 @@ final class EndpointPool {
     /// missed) that reaches it would have calls come back in, be routed
     /// here again and loop until their deadline. Checked once per
     /// connection, never per call; nil when the gateway listens nowhere.
-    var refuseOwnPeer: ((SocketAddress) -> String?)? {
+    package var refuseOwnPeer: ((SocketAddress) -> String?)? {
         let own = loop.ownAddresses
         guard !own.own.isEmpty else { return nil }
         let address = self.address
@@ -186,7 +186,7 @@ final class EndpointPool {
     }
 
     /// A stream ended or SETTINGS arrived: room may have opened.
-    func serviceWaiters() {
+    package func serviceWaiters() {
         while !waiters.isEmpty, let connection = connectionWithRoom() {
             waiters.removeFirst().attach(connection)
         }
@@ -194,7 +194,7 @@ final class EndpointPool {
     }
 
     /// The connection closed or received GOAWAY: no new streams go to it.
-    func connectionUnusable(_ connection: UpstreamConnection) {
+    package func connectionUnusable(_ connection: UpstreamConnection) {
         // Out of the pool at once, so that it does not count against the
         // connection limit while its last streams finish (the channel keeps
         // it alive until then).
@@ -206,7 +206,7 @@ final class EndpointPool {
         connections.removeAll { $0 === connection }
     }
 
-    func closeAll() {
+    package func closeAll() {
         for connection in connections { connection.http2?.close() }
     }
 }

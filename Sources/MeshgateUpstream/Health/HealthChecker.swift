@@ -6,21 +6,21 @@ import MeshgateRouting
 ///
 /// `@unchecked Sendable`: created for `eventLoop` and touched only from it
 /// after `start`, which hops there.
-final class HealthChecker: @unchecked Sendable {
-    let eventLoop: EventLoop
+package final class HealthChecker: @unchecked Sendable {
+    package let eventLoop: EventLoop
     private var probes: [EndpointProbe] = []
     private let serving: ServingConfig
     private let registry: HealthRegistry
     private let epoch: Int
 
-    init(serving: ServingConfig, registry: HealthRegistry, eventLoop: EventLoop, epoch: Int = 0) {
+    package init(serving: ServingConfig, registry: HealthRegistry, eventLoop: EventLoop, epoch: Int = 0) {
         self.serving = serving
         self.epoch = epoch
         self.registry = registry
         self.eventLoop = eventLoop
     }
 
-    func start() {
+    package func start() {
         eventLoop.execute {
             for (c, cluster) in self.serving.clusters.enumerated() {
                 guard let check = cluster.healthCheck else { continue }
@@ -35,7 +35,7 @@ final class HealthChecker: @unchecked Sendable {
         }
     }
 
-    func stop() {
+    package func stop() {
         eventLoop.execute {
             self.probes.forEach { $0.stop() }
             self.probes.removeAll()

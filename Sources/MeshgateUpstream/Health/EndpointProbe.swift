@@ -18,20 +18,20 @@ import MeshgateSupport
 /// service (UNIMPLEMENTED) counts as healthy, with an error logged.
 /// `check` mode calls Check every `interval` (+ jitter) with `timeout`;
 /// thresholds decide the transitions.
-final class EndpointProbe: HTTP2ConnectionDelegate {
+package final class EndpointProbe: HTTP2ConnectionDelegate {
     /// A HealthCheckResponse is a status: an upstream answering more than
     /// this (a few bytes) is not answering health checks.
-    static let maxResponseBytes = 4096
+    package static let maxResponseBytes = 4096
 
-    let clusterIndex: Int
-    let endpointIndex: Int
-    let endpoint: EndpointConfig
-    let epoch: Int
+    package let clusterIndex: Int
+    package let endpointIndex: Int
+    package let endpoint: EndpointConfig
+    package let epoch: Int
     /// The cluster's TLS: probes connect the way calls do.
-    let tls: TLSContextSource?
-    let config: HealthCheckConfig
-    let registry: HealthRegistry
-    let eventLoop: EventLoop
+    package let tls: TLSContextSource?
+    package let config: HealthCheckConfig
+    package let registry: HealthRegistry
+    package let eventLoop: EventLoop
 
     private var connection: HTTP2Connection?
     private var connecting = false
@@ -47,9 +47,9 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
     private var stopped = false
     private var loggedUnimplemented = false
 
-    struct ProbeError: Error { let message: String }
+    package struct ProbeError: Error { let message: String }
 
-    init(epoch: Int, cluster: Int, endpoint: Int, config: EndpointConfig, check: HealthCheckConfig, registry: HealthRegistry,
+    package init(epoch: Int, cluster: Int, endpoint: Int, config: EndpointConfig, check: HealthCheckConfig, registry: HealthRegistry,
          eventLoop: EventLoop, tls: TLSContextSource? = nil) {
         self.epoch = epoch
         self.tls = tls
@@ -63,13 +63,13 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
 
     private var address: String { endpoint.address.description }
 
-    func start() {
+    package func start() {
         healthy = registry.isHealthy(cluster: clusterIndex, endpoint: endpointIndex)
         awaitingFirstCheck = !healthy && registry.awaitsFirstCheck(cluster: clusterIndex, endpoint: endpointIndex)
         probe()
     }
 
-    func stop() {
+    package func stop() {
         stopped = true
         timer?.cancel()
         call?.cancel()
@@ -225,7 +225,7 @@ final class EndpointProbe: HTTP2ConnectionDelegate {
         }
     }
 
-    func http2ConnectionDidClose(_ connection: HTTP2Connection) {
+    package func http2ConnectionDidClose(_ connection: HTTP2Connection) {
         if connection === self.connection { self.connection = nil }
     }
 }
