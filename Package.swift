@@ -177,10 +177,23 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: dataPathSettings),
+        // The gateway as a process: start, reload (generations), drain and
+        // stop; the admin server, the dashboard, /metrics gathering. Above
+        // the data path, which knows nothing of it.
+        .target(
+            name: "MeshgateControl",
+            dependencies: [
+                "GatewayHost", "MeshgateCallCore", "MeshgateConfig", "MeshgateSupport", "MeshgateDiscovery", "MeshgateRouting",
+                "MeshgateUpstream", "MeshgateHTTP2", "MeshgateGRPC", "MeshgateTLS", "MeshgatePosix", "MeshgateYAML",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]),
         .executableTarget(
             name: "meshgate",
             dependencies: [
-                "GatewayHost", "MeshgateConfig", "MeshgateSupport", "MeshgateRouting", "MeshgateUpstream", "MeshgateEtcd", "MeshgateTLS", "MeshgatePosix",
+                "GatewayHost", "MeshgateControl", "MeshgateConfig", "MeshgateSupport", "MeshgateRouting", "MeshgateUpstream", "MeshgateEtcd", "MeshgateTLS", "MeshgatePosix",
                 "GRPCHealthProto", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateTransport", "MeshgateYAML",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -220,7 +233,7 @@ let package = Package(
         .testTarget(
             name: "MeshgateTests",
             dependencies: [
-                "GatewayHost", "MeshgateConfig", "MeshgateSupport", "MeshgateRouting", "MeshgateUpstream", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateYAML", "MeshgateEtcd", "ProtoWire",
+                "GatewayHost", "MeshgateControl", "MeshgateConfig", "MeshgateSupport", "MeshgateRouting", "MeshgateUpstream", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateYAML", "MeshgateEtcd", "ProtoWire",
                 "ConsistentHash", "PluginKit", "MeshgateTransport", "MeshgatePosix", "CFreeListAllocator", "MeshgateTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],

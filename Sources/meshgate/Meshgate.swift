@@ -4,6 +4,7 @@ import MeshgatePosix
 import MeshgateYAML
 import MeshgateConfig
 import MeshgateSupport
+import MeshgateControl
 
 @main
 struct Meshgate: AsyncParsableCommand {

@@ -5,6 +5,7 @@ import Testing
 @testable import GatewayHost
 @testable import MeshgateConfig
 @testable import MeshgateSupport
+@testable import MeshgateControl
 
 /// The admin addresses' rules: who may POST /reload, what a read-only
 /// address shows of filter configs, what the dashboard embeds, how many

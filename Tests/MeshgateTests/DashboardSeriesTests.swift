@@ -1,6 +1,7 @@
 import Testing
 @testable import GatewayHost
 @testable import MeshgateConfig
+@testable import MeshgateControl
 
 @Suite struct DashboardSeriesTests {
     private func point(_ at: Double, endpoints: [String: DashboardSeries.EndpointPoint] = [:]) -> DashboardSeries.Point {

@@ -3,6 +3,7 @@ import NIOCore
 import Testing
 @testable import GatewayHost
 @testable import MeshgateConfig
+@testable import MeshgateControl
 
 /// gRPC-Web's pieces that need no socket: the streaming base64 of text
 /// bodies, the trailer frame, the content types, the translated head and

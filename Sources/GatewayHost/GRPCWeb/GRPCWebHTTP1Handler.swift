@@ -11,9 +11,9 @@ import MeshgateSupport
 /// `GRPCWebStream`; the response streams as chunked transfer encoding.
 /// Exchanges on one connection follow each other (keep-alive; pipelined
 /// requests wait in NIO's pipelining handler).
-final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
+package final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler {
+    package typealias InboundIn = HTTPServerRequestPart
+    package typealias OutboundOut = HTTPServerResponsePart
 
     private let router: DownstreamConnection
     private var context: ChannelHandlerContext?
@@ -32,19 +32,19 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
     /// stuck: the connection closes.
     private var idleTimer: Scheduled<Void>?
 
-    init(router: DownstreamConnection) {
+    package init(router: DownstreamConnection) {
         self.router = router
     }
 
-    var remoteAddress: SocketAddress? { context?.channel.remoteAddress }
+    package var remoteAddress: SocketAddress? { context?.channel.remoteAddress }
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    package func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         router.loop.register(self)
         armIdleTimer()
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    package func handlerRemoved(context: ChannelHandlerContext) {
         idleTimer?.cancel()
         idleTimer = nil
         releaseHeldBytes(heldBytes, kind: .required)
@@ -73,7 +73,7 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
     /// (one call at a time here: an atomic per kept chunk is cheap enough).
     private var heldBytes = 0
 
-    func holdBytes(_ bytes: Int, kind: HTTP2HoldKind) -> Bool {
+    package func holdBytes(_ bytes: Int, kind: HTTP2HoldKind) -> Bool {
         guard context != nil else { return false }
         let cap = router.listenerConfig.perConnectionBufferLimitBytes
         if kind != .received, heldBytes + bytes > (kind == .droppable ? cap / 2 : cap) { return false }
@@ -83,38 +83,38 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
         return true
     }
 
-    func releaseHeldBytes(_ bytes: Int, kind: HTTP2HoldKind) {
+    package func releaseHeldBytes(_ bytes: Int, kind: HTTP2HoldKind) {
         let released = min(bytes, heldBytes)
         heldBytes -= released
         router.loop.bufferBudget.release(released)
     }
 
     /// An exchange is under way (what the drain waits for).
-    var hasExchange: Bool { current != nil }
+    package var hasExchange: Bool { current != nil }
 
     /// The gateway drains: no further exchange; the connection closes when
     /// the current one ends (at once when there is none).
-    func beginGracefulShutdown() {
+    package func beginGracefulShutdown() {
         draining = true
         keepAlive = false
         if current == nil { context?.close(promise: nil) }
     }
 
-    func close() { context?.close(promise: nil) }
+    package func close() { context?.close(promise: nil) }
 
     /// Request bytes the call has not passed on pile up: stop reading the
     /// socket until it has (HTTP/1.1's only flow control).
-    func pauseReading() {
+    package func pauseReading() {
         _ = context?.channel.setOption(ChannelOptions.autoRead, value: false)
     }
 
-    func resumeReading() {
+    package func resumeReading() {
         guard let context else { return }
         _ = context.channel.setOption(ChannelOptions.autoRead, value: true)
         context.read()
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
             idleTimer?.cancel()
@@ -132,7 +132,7 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
         }
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    package func channelInactive(context: ChannelHandlerContext) {
         let web = current
         current = nil
         web?.clientClosed(cleanly: false)
@@ -182,7 +182,7 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
     // MARK: From the exchange's GRPCWebStream
 
     /// The answer's head (`:status` first, no other pseudo-field).
-    func writeHead(_ headers: HTTP2HeaderList, endStream: Bool) {
+    package func writeHead(_ headers: HTTP2HeaderList, endStream: Bool) {
         guard let context else { return }
         var head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: Int(headers[":status"] ?? "200") ?? 200))
         for field in headers where !field.name.hasPrefix(":") { head.headers.add(name: field.name, value: field.value) }
@@ -205,7 +205,7 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
         context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(bytes))), promise: written)
     }
 
-    func writeEnd() {
+    package func writeEnd() {
         context?.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
     }
 
@@ -226,7 +226,7 @@ final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannelHandler 
     /// The answer ended before the request: the rest of the request is
     /// read and dropped, for at most the idle timeout (a client that
     /// stops sending it is cut off).
-    func drainRequestBody() {
+    package func drainRequestBody() {
         resumeReading()
         armIdleTimer()
     }

@@ -6,47 +6,49 @@ import MeshgateSupport
 /// counting takes no lock and no atomic; a scrape copies every loop's
 /// counters on its own loop and adds them up (`MetricsSnapshot`). After a
 /// series' first call, counting allocates nothing.
-final class LoopMetrics {
+package final class LoopMetrics {
     /// Upper bounds (seconds) of the request duration histogram: 0.5 ms to 10 s.
-    static let durationBounds: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+    package static let durationBounds: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
     /// The path of the series that counts the calls whose own series the
     /// budget refused (shown as `service="other",method="other"`). Not a
     /// gRPC path, so no client can name it.
-    static let otherPath = "other"
+    package static let otherPath = "other"
 
-    struct CallSeries: Sendable {
+    package struct CallSeries: Sendable {
         /// By gRPC status code (0...16).
-        var codes = [UInt64](repeating: 0, count: 17)
+        package var codes = [UInt64](repeating: 0, count: 17)
         /// Non-cumulative bucket counts; the last one is +Inf.
-        var buckets = [UInt64](repeating: 0, count: LoopMetrics.durationBounds.count + 1)
-        var sumSeconds = 0.0
-        var count: UInt64 = 0
+        package var buckets = [UInt64](repeating: 0, count: LoopMetrics.durationBounds.count + 1)
+        package var sumSeconds = 0.0
+        package var count: UInt64 = 0
         /// When the last call ended (uptime nanoseconds), for expiry.
-        var lastCallNanos: UInt64 = 0
+        package var lastCallNanos: UInt64 = 0
+
+        package init() {}
     }
 
-    struct CallKey: Hashable, Sendable {
-        var path: String
-        var cluster: String
+    package struct CallKey: Hashable, Sendable {
+        package var path: String
+        package var cluster: String
     }
 
     /// `runtime.metrics: false` turns counting off (for measuring its cost).
-    var enabled = true
+    package var enabled = true
     /// The series all loops together may keep (`runtime.max_metric_series`).
-    let budget: MetricSeriesBudget
-    private(set) var calls: [CallKey: CallSeries] = [:]
+    package let budget: MetricSeriesBudget
+    package private(set) var calls: [CallKey: CallSeries] = [:]
     /// Cluster -> attempts by kind.
-    private(set) var attempts: [String: [UInt64]] = [:]
+    package private(set) var attempts: [String: [UInt64]] = [:]
     /// Calls answered by the gateway before any route (no route, bad
     /// request), by status code.
-    private(set) var localReplies = [UInt64](repeating: 0, count: 17)
+    package private(set) var localReplies = [UInt64](repeating: 0, count: 17)
 
-    init(budget: MetricSeriesBudget) {
+    package init(budget: MetricSeriesBudget) {
         self.budget = budget
     }
 
     /// `endNanos`: uptime nanoseconds at the call's end.
-    func callEnded(path: String, cluster: String, code: GRPCStatusCode, seconds: Double, endNanos: UInt64) {
+    package func callEnded(path: String, cluster: String, code: GRPCStatusCode, seconds: Double, endNanos: UInt64) {
         guard enabled else { return }
         var key = CallKey(path: path, cluster: cluster)
         // Only a series' first call on this loop asks the budget, and only
@@ -58,7 +60,7 @@ final class LoopMetrics {
 
     /// How long a call must have lasted for CANCELLED or DEADLINE_EXCEEDED
     /// to start its series (see `startsSeries`).
-    static let abandonedCallSeriesSeconds = 1.0
+    package static let abandonedCallSeriesSeconds = 1.0
 
     /// Whether a call may start a new series. A junk method name routed by
     /// its service ends UNIMPLEMENTED at the upstream: admitting it would
@@ -71,7 +73,7 @@ final class LoopMetrics {
     /// UNIMPLEMENTED (a stream its client cancels after a while is a real
     /// method, and keeps its series). Refused calls count under `other`;
     /// a method's series starts with its first call that shows it exists.
-    static func startsSeries(code: GRPCStatusCode, seconds: Double) -> Bool {
+    package static func startsSeries(code: GRPCStatusCode, seconds: Double) -> Bool {
         switch code {
         case .unimplemented: return false
         case .cancelled, .deadlineExceeded: return seconds >= abandonedCallSeriesSeconds
@@ -79,19 +81,19 @@ final class LoopMetrics {
         }
     }
 
-    func attemptStarted(cluster: String, kind: AttemptKind) {
+    package func attemptStarted(cluster: String, kind: AttemptKind) {
         guard enabled else { return }
         attempts[cluster, default: [UInt64](repeating: 0, count: AttemptKind.allCases.count)][kind.rawValue] += 1
     }
 
-    func localReply(_ code: GRPCStatusCode) {
+    package func localReply(_ code: GRPCStatusCode) {
         guard enabled else { return }
         localReplies[Int(code.rawValue)] += 1
     }
 
     /// This loop's series with a call within `idleNanos` of `nowNanos`
     /// (`active`), and the others (`idle`).
-    func seriesActivity(nowNanos: UInt64, idleNanos: UInt64) -> (active: Set<CallKey>, idle: Set<CallKey>) {
+    package func seriesActivity(nowNanos: UInt64, idleNanos: UInt64) -> (active: Set<CallKey>, idle: Set<CallKey>) {
         var active = Set<CallKey>()
         var idle = Set<CallKey>()
         for (key, series) in calls {
@@ -102,7 +104,7 @@ final class LoopMetrics {
 
     /// Drops those of `keys` still idle (a call may have come since they
     /// were chosen) and gives their places back to the budget.
-    func expire(_ keys: Set<CallKey>, nowNanos: UInt64, idleNanos: UInt64) {
+    package func expire(_ keys: Set<CallKey>, nowNanos: UInt64, idleNanos: UInt64) {
         var dropped: [CallKey] = []
         for key in keys {
             guard let series = calls[key], Self.idleFor(series, nowNanos) >= idleNanos else { continue }
@@ -118,7 +120,7 @@ final class LoopMetrics {
 }
 
 extension LoopMetrics.CallSeries {
-    mutating func record(code: GRPCStatusCode, bucket: Int, seconds: Double, at nanos: UInt64) {
+    package mutating func record(code: GRPCStatusCode, bucket: Int, seconds: Double, at nanos: UInt64) {
         codes[Int(code.rawValue)] += 1
         buckets[bucket] += 1
         sumSeconds += seconds

@@ -13,24 +13,24 @@ import MeshgateRouting
 /// lock sends every new name straight to `other`, so a flood of names
 /// costs no lock. A series another loop holds but this one has not seen
 /// yet also counts as `other` here while the budget is full.
-final class MetricSeriesBudget: Sendable {
+package final class MetricSeriesBudget: Sendable {
     /// Longest service or method label kept, in bytes; a longer name is
     /// counted as `other` (a label of tens of KiB would make every scrape
     /// carry it).
-    static let maxLabelBytes = 128
+    package static let maxLabelBytes = 128
 
-    let capacity: Int
+    package let capacity: Int
     /// Key -> how many loops hold it.
     private let holders = NIOLockedValueBox<[LoopMetrics.CallKey: Int]>([:])
     private let full = Atomic<Bool>(false)
 
-    init(capacity: Int) {
+    package init(capacity: Int) {
         self.capacity = capacity
     }
 
     /// Whether a loop may start a series for `key` (false: count it as
     /// `other`).
-    func admit(_ key: LoopMetrics.CallKey) -> Bool {
+    package func admit(_ key: LoopMetrics.CallKey) -> Bool {
         guard Self.labelsFit(key.path) else { return false }
         if full.load(ordering: .relaxed) { return false }
         return holders.withLockedValue { holders in
@@ -49,7 +49,7 @@ final class MetricSeriesBudget: Sendable {
     }
 
     /// A loop dropped these series (they were idle).
-    func release(_ keys: some Sequence<LoopMetrics.CallKey>) {
+    package func release(_ keys: some Sequence<LoopMetrics.CallKey>) {
         holders.withLockedValue { holders in
             for key in keys {
                 guard let count = holders[key] else { continue }
@@ -59,10 +59,10 @@ final class MetricSeriesBudget: Sendable {
         }
     }
 
-    var count: Int { holders.withLockedValue { $0.count } }
+    package var count: Int { holders.withLockedValue { $0.count } }
 
     /// Service and method each at most `maxLabelBytes`.
-    static func labelsFit(_ path: String) -> Bool {
+    package static func labelsFit(_ path: String) -> Bool {
         let (service, method) = GRPCPath.serviceAndMethod(path)
         return service.utf8.count <= maxLabelBytes && method.utf8.count <= maxLabelBytes
     }

@@ -69,7 +69,7 @@ final class AccessLog {
         if wanted("request_bytes") { line.field("request_bytes", int: Int64(e.requestBytes)) }
         if wanted("response_bytes") { line.field("response_bytes", int: Int64(e.responseBytes)) }
         if wanted("service") { line.field("service", string: service) }
-        if wanted("status") { line.field("status", string: GRPCStatusCodeName.names[e.status.code.rawValue]) }
+        if wanted("status") { line.field("status", string: e.status.code.name) }
         if let upstream = e.upstream, wanted("upstream") { line.field("upstream", string: upstream) }
         for (key, value) in e.fields { line.field(key, string: value) }
         line.end()

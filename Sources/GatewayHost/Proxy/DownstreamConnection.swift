@@ -10,14 +10,14 @@ import MeshgateRouting
 
 /// The gateway's side of one client connection: turns each request head
 /// into a routed `ProxyCall`, or answers it locally with a gRPC status.
-final class DownstreamConnection: HTTP2ConnectionDelegate {
+package final class DownstreamConnection: HTTP2ConnectionDelegate {
     /// The listener's position: its routes come from the loop's current
     /// generation at each request, so a reload applies to open connections.
-    let listenerIndex: Int
-    let listenerName: String
-    unowned let loop: LoopContext
+    package let listenerIndex: Int
+    package let listenerName: String
+    package unowned let loop: LoopContext
     /// The connection's TLS, on a TLS listener: its verified client identity.
-    let tls: TLSHandler?
+    package let tls: TLSHandler?
     /// The listener's `idle_timeout`: a client that keeps connections it no
     /// longer uses does not keep the gateway's memory and file descriptors
     /// forever. Calls only move `idleSince`; the one timer, when it fires,
@@ -37,9 +37,9 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     private var ownServiceBudget: GRPCServerCallBudget?
     /// 256 KiB: 64 health requests of the largest allowed size being
     /// assembled at once, or 16 of reflection's.
-    static let ownServiceBytesPerConnection = 256 << 10
+    package static let ownServiceBytesPerConnection = 256 << 10
 
-    init(listener: ServingConfig.Listener, loop: LoopContext, tls: TLSHandler?) {
+    package init(listener: ServingConfig.Listener, loop: LoopContext, tls: TLSHandler?) {
         self.acceptsGRPCWeb = listener.config.grpcWeb
         self.listenerIndex = listener.index
         self.listenerName = listener.config.name
@@ -49,11 +49,11 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
 
     /// A new connection is idle from its accept (as Envoy's idle_timeout):
     /// a client that never sends a byte does not hold it forever.
-    func connectionAccepted(_ connection: HTTP2Connection) {
+    package func connectionAccepted(_ connection: HTTP2Connection) {
         becameIdle(connection)
     }
 
-    func http2ConnectionDidReceiveSettings(_ connection: HTTP2Connection) {
+    package func http2ConnectionDidReceiveSettings(_ connection: HTTP2Connection) {
         if idleTimer == nil && connection.activeStreamCount == 0 { becameIdle(connection) }
         // Listener `keepalive`: finds clients that vanished without a FIN.
         if !keepaliveStarted, let config = loop.generation.serving.listeners[listenerIndex].config.keepalive {
@@ -67,7 +67,7 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
         }
     }
 
-    func http2(_ connection: HTTP2Connection, didCloseStream stream: Int32) {
+    package func http2(_ connection: HTTP2Connection, didCloseStream stream: Int32) {
         if connection.activeStreamCount == 0 { becameIdle(connection) }
     }
 
@@ -97,9 +97,9 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     }
 
     /// The listener's config in the loop's current generation.
-    var listenerConfig: ListenerConfig { loop.generation.serving.listeners[listenerIndex].config }
+    package var listenerConfig: ListenerConfig { loop.generation.serving.listeners[listenerIndex].config }
 
-    func http2(_ connection: HTTP2Connection, didReceiveRequest headers: HTTP2HeaderList, stream: Int32, endStream: Bool) -> HTTP2StreamDelegate? {
+    package func http2(_ connection: HTTP2Connection, didReceiveRequest headers: HTTP2HeaderList, stream: Int32, endStream: Bool) -> HTTP2StreamDelegate? {
         idleSince = nil
         if acceptsGRPCWeb,
            headers.valueHasPrefix("content-type", "application/grpc-web") || headers.value(of: ":method", equals: "OPTIONS"),
@@ -228,7 +228,7 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     /// then resets the stream with NO_ERROR if the client is still
     /// sending). Trailers over it, and a head that decodes to an amplified
     /// size (an HPACK bomb), were reset already with ENHANCE_YOUR_CALM.
-    func http2(_ connection: HTTP2Connection, didRefuseHeaderBlock violation: HTTP2HeaderLimitViolation, stream: Int32, answerable: Bool) {
+    package func http2(_ connection: HTTP2Connection, didRefuseHeaderBlock violation: HTTP2HeaderLimitViolation, stream: Int32, answerable: Bool) {
         LimitCounters.shared.headerBlockRefused(.downstream, violation)
         if Log.minimumLevel == .debug {
             Log.debug("client header block over the listener's limit", [
@@ -240,7 +240,7 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
         _ = reply(connection, stream, GRPCStatus(.resourceExhausted, violation.listenerLimitText))
     }
 
-    func http2ConnectionDidClose(_ connection: HTTP2Connection) {
+    package func http2ConnectionDidClose(_ connection: HTTP2Connection) {
         idleTimer?.cancel()
         idleTimer = nil
         loop.unregister(connection)
@@ -267,7 +267,7 @@ final class DownstreamConnection: HTTP2ConnectionDelegate {
     }
 
     /// "/service/method" with both parts non-empty (no array: this runs per request).
-    static func isGRPCPath(_ path: String) -> Bool {
+    package static func isGRPCPath(_ path: String) -> Bool {
         !GRPCPath.serviceAndMethod(path).method.isEmpty
     }
 }

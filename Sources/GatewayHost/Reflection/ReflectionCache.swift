@@ -11,27 +11,29 @@ import NIOCore
 /// are at most `GatewayReflectionService.maxNameBytes` (1 KiB), so a
 /// table holds at most about 4 MiB of them. A lock
 /// per lookup: reflection is rare and never on the data path.
-final class ReflectionCache: Sendable {
-    static let ttl = TimeAmount.seconds(30)
-    static let maxEntries = 4096
+package final class ReflectionCache: Sendable {
+    package static let ttl = TimeAmount.seconds(30)
+    package static let maxEntries = 4096
 
     /// Upstream queries in flight per listener (not per generation: a
     /// reload must not reset the count of queries still running).
     let queries = ReflectionQueryLimiter()
 
     private struct State {
-        var generation = 0
+        package var generation = 0
         /// nil services: the cluster was asked and could not answer (it is
         /// skipped, and not asked again, until the entry expires).
-        var services: [String: (services: [String]?, until: NIODeadline)] = [:]
-        var clusterBySymbol: [String: String] = [:]
-        var clusterByFile: [String: String] = [:]
+        package var services: [String: (services: [String]?, until: NIODeadline)] = [:]
+        package var clusterBySymbol: [String: String] = [:]
+        package var clusterByFile: [String: String] = [:]
         /// "cluster NUL query" of queries the cluster answered with an
         /// error (it does not know the symbol or file), until when.
-        var misses: [String: NIODeadline] = [:]
+        package var misses: [String: NIODeadline] = [:]
     }
 
     private let state = NIOLockedValueBox(State())
+
+    package init() {}
 
     private func withState<R>(_ generation: Int, _ body: (inout State) -> R) -> R {
         state.withLockedValue { s in
@@ -41,26 +43,26 @@ final class ReflectionCache: Sendable {
     }
 
     /// `.some(nil)`: recently failed; nil: unknown or expired.
-    func services(of cluster: String, generation: Int) -> [String]?? {
+    package func services(of cluster: String, generation: Int) -> [String]?? {
         withState(generation) { s in
             guard let entry = s.services[cluster], entry.until > .now() else { return nil }
             return .some(entry.services)
         }
     }
 
-    func store(services: [String]?, of cluster: String, generation: Int) {
+    package func store(services: [String]?, of cluster: String, generation: Int) {
         withState(generation) { $0.services[cluster] = (services, .now() + Self.ttl) }
     }
 
-    func cluster(symbol: String, generation: Int) -> String? {
+    package func cluster(symbol: String, generation: Int) -> String? {
         withState(generation) { $0.clusterBySymbol[symbol] }
     }
 
-    func cluster(file: String, generation: Int) -> String? {
+    package func cluster(file: String, generation: Int) -> String? {
         withState(generation) { $0.clusterByFile[file] }
     }
 
-    func store(cluster: String, symbol: String?, files: [String], generation: Int) {
+    package func store(cluster: String, symbol: String?, files: [String], generation: Int) {
         withState(generation) { s in
             if let symbol { Self.insert(cluster, for: symbol, into: &s.clusterBySymbol) }
             // Names from clients are refused past the limit before any
@@ -73,14 +75,14 @@ final class ReflectionCache: Sendable {
 
     /// Whether `cluster` answered `query` (see `ReflectionRequest.cacheKey`)
     /// with an error less than `ttl` ago.
-    func isMiss(cluster: String, query: String, generation: Int) -> Bool {
+    package func isMiss(cluster: String, query: String, generation: Int) -> Bool {
         withState(generation) { s in
             guard let until = s.misses[cluster + "\u{0}" + query] else { return false }
             return until > .now()
         }
     }
 
-    func storeMiss(cluster: String, query: String, generation: Int) {
+    package func storeMiss(cluster: String, query: String, generation: Int) {
         withState(generation) { s in
             if s.misses.count >= Self.maxEntries {
                 let now = NIODeadline.now()

@@ -5,16 +5,16 @@ import NIOConcurrencyHelpers
 /// given back when it closes: a lock per connection, none per frame.
 /// Refusals are counted under the same lock (for
 /// `meshgate_listener_connections_refused_total`).
-final class ConnectionLimit: Sendable {
-    let max: Int
+package final class ConnectionLimit: Sendable {
+    package let max: Int
     private let state = NIOLockedValueBox((open: 0, refused: UInt64(0)))
 
-    init(max: Int) {
+    package init(max: Int) {
         self.max = max
     }
 
     /// A slot for a new connection, or false at the limit (counted).
-    func acquire() -> Bool {
+    package func acquire() -> Bool {
         state.withLockedValue { state in
             guard state.open < max else {
                 state.refused += 1
@@ -25,26 +25,26 @@ final class ConnectionLimit: Sendable {
         }
     }
 
-    func release() {
+    package func release() {
         state.withLockedValue { $0.open -= 1 }
     }
 
-    var openConnections: Int { state.withLockedValue { $0.open } }
+    package var openConnections: Int { state.withLockedValue { $0.open } }
 
     /// Connections refused at the limit since start.
-    var refused: UInt64 { state.withLockedValue { $0.refused } }
+    package var refused: UInt64 { state.withLockedValue { $0.refused } }
 }
 
 extension ConnectionLimit {
     /// A listener's `max_connections` when its config sets none.
-    static let listenerDefault = 10_000
+    package static let listenerDefault = 10_000
     /// The same for a `health_only` listener: probes (kubelet, a load
     /// balancer's checks) need a few connections at a time, and the port is
     /// plaintext and public.
-    static let healthOnlyDefault = 256
+    package static let healthOnlyDefault = 256
     /// Descriptors kept out of the listeners' share of the open-file limit:
     /// upstream connections, admin connections, plugin and config files.
-    static let reservedFraction = 4
+    package static let reservedFraction = 4
 
     /// The default `max_connections` of each listener that sets none:
     /// 10,000 (an nginx- or Envoy-sized default; a connection costs a
@@ -53,7 +53,7 @@ extension ConnectionLimit {
     /// gateway still has descriptors for upstreams and its admin address
     /// when clients take every slot (an `accept` failing with EMFILE
     /// would stall the listener instead of refusing one client).
-    static func listenerDefault(openFileLimit: UInt64, listeners: Int) -> Int {
+    package static func listenerDefault(openFileLimit: UInt64, listeners: Int) -> Int {
         guard listeners > 0 else { return listenerDefault }
         let limit = min(openFileLimit, UInt64(Int.max / 2))
         let share = (limit - limit / UInt64(reservedFraction)) / UInt64(listeners)

@@ -13,39 +13,39 @@ import MeshgateUpstream
 /// `@unchecked Sendable`: the gateway creates one per loop at startup and
 /// hands the reference to that loop's channel initializers; after that,
 /// every access happens on `eventLoop` (checked in debug builds).
-final class LoopContext: @unchecked Sendable {
-    let eventLoop: EventLoop
+package final class LoopContext: @unchecked Sendable {
+    package let eventLoop: EventLoop
     /// Coalesces writes of every HTTP/2 connection (both directions) on this loop.
-    let writeBatch = HTTP2WriteBatch()
+    package let writeBatch = HTTP2WriteBatch()
     /// This loop's request counters (see `LoopMetrics`).
-    let metrics: LoopMetrics
+    package let metrics: LoopMetrics
     /// The process-wide cap on queued bytes (`Gateway.bufferBudget`), for
     /// this loop's upstream connections.
-    let bufferBudget: HTTP2BufferBudget
+    package let bufferBudget: HTTP2BufferBudget
     /// What clusters answered to reflection (`Gateway.reflection`).
-    let reflection: ReflectionCache
+    package let reflection: ReflectionCache
     /// The gateway's listener and admin addresses (fixed at startup: a
     /// reload cannot change them), which upstream connections must not
     /// reach (`EndpointPool`).
-    let ownAddresses: GatewayOwnAddresses
+    package let ownAddresses: GatewayOwnAddresses
     /// The buffers calls process their events in.
     let callScratch = CallScratch()
     /// What this loop's upstream pools see of it.
-    let upstreamLoop: UpstreamLoop
+    package let upstreamLoop: UpstreamLoop
     /// This loop's access-log lines, written once per tick.
     let accessLog: AccessLog
     /// The current generation's upstream pools.
-    var clusters: [ClusterPool] { generation.clusters }
+    package var clusters: [ClusterPool] { generation.clusters }
     private var downstreams: [ObjectIdentifier: HTTP2Connection] = [:]
-    private(set) var draining = false
+    package private(set) var draining = false
 
-    let health: HealthRegistry
-    let ejections: EjectionRegistry
-    let index: Int
+    package let health: HealthRegistry
+    package let ejections: EjectionRegistry
+    package let index: Int
     /// What new calls use; replaced by a reload.
-    private(set) var generation: LoopGeneration
+    package private(set) var generation: LoopGeneration
 
-    init(eventLoop: EventLoop, index: Int, serving: ServingConfig, health: HealthRegistry, ejections: EjectionRegistry, plugins: FilterChains,
+    package init(eventLoop: EventLoop, index: Int, serving: ServingConfig, health: HealthRegistry, ejections: EjectionRegistry, plugins: FilterChains,
          bufferBudget: HTTP2BufferBudget, reflection: ReflectionCache, metricSeries: MetricSeriesBudget, ownAddresses: GatewayOwnAddresses) {
         self.eventLoop = eventLoop
         self.ownAddresses = ownAddresses
@@ -88,7 +88,7 @@ final class LoopContext: @unchecked Sendable {
     /// Reload: new calls use `plugins`/`serving` from now on; the previous
     /// generation is retired and reports through `onOldDrained` when its
     /// last call has ended on this loop.
-    func install(number: Int, serving: ServingConfig, plugins: FilterChains, onOldDrained: @escaping () -> Void) {
+    package func install(number: Int, serving: ServingConfig, plugins: FilterChains, onOldDrained: @escaping () -> Void) {
         eventLoop.assertInEventLoop()
         let old = generation
         generation = LoopGeneration(number: number, serving: serving, plugins: plugins, loopIndex: index, clusters: makeClusters(serving))
@@ -97,7 +97,7 @@ final class LoopContext: @unchecked Sendable {
     }
 
     /// An active health check changed an endpoint's state (pushed to every loop).
-    func setEndpointHealth(cluster name: String, address: String, healthy: Bool) {
+    package func setEndpointHealth(cluster name: String, address: String, healthy: Bool) {
         eventLoop.assertInEventLoop()
         for cluster in clusters where cluster.name == name {
             for endpoint in cluster.endpoints where endpoint.address == address { endpoint.healthy = healthy }
@@ -105,18 +105,18 @@ final class LoopContext: @unchecked Sendable {
     }
 
     /// Outlier detection ejected (or let back) an endpoint (pushed to every loop).
-    func setEndpointEjected(cluster name: String, endpointID: UInt64, _ ejected: Bool) {
+    package func setEndpointEjected(cluster name: String, endpointID: UInt64, _ ejected: Bool) {
         eventLoop.assertInEventLoop()
         for cluster in clusters where cluster.name == name { cluster.setEjected(endpointID: endpointID, ejected) }
     }
 
-    func register(_ connection: HTTP2Connection) {
+    package func register(_ connection: HTTP2Connection) {
         eventLoop.assertInEventLoop()
         downstreams[ObjectIdentifier(connection)] = connection
         if draining { connection.beginGracefulShutdown() }
     }
 
-    func unregister(_ connection: HTTP2Connection) {
+    package func unregister(_ connection: HTTP2Connection) {
         downstreams.removeValue(forKey: ObjectIdentifier(connection))
     }
 
@@ -124,13 +124,13 @@ final class LoopContext: @unchecked Sendable {
     /// handed them over), drained and counted like the others.
     private var webConnections: [ObjectIdentifier: GRPCWebHTTP1Handler] = [:]
 
-    func register(_ connection: GRPCWebHTTP1Handler) {
+    package func register(_ connection: GRPCWebHTTP1Handler) {
         eventLoop.assertInEventLoop()
         webConnections[ObjectIdentifier(connection)] = connection
         if draining { connection.beginGracefulShutdown() }
     }
 
-    func unregister(_ connection: GRPCWebHTTP1Handler) {
+    package func unregister(_ connection: GRPCWebHTTP1Handler) {
         webConnections.removeValue(forKey: ObjectIdentifier(connection))
     }
 
@@ -140,7 +140,7 @@ final class LoopContext: @unchecked Sendable {
     /// One repeating check for all of them (no timer per shadow: it would
     /// cost two allocations per mirrored call); runs while any is live.
     private var shadowSweep: Scheduled<Void>?
-    static let shadowSweepInterval = TimeAmount.milliseconds(100)
+    package static let shadowSweepInterval = TimeAmount.milliseconds(100)
 
     func shadowStarted(_ shadow: ShadowStream) {
         shadows[ObjectIdentifier(shadow)] = shadow
@@ -166,14 +166,14 @@ final class LoopContext: @unchecked Sendable {
 
     func shadowEnded(_ shadow: ShadowStream) { shadows.removeValue(forKey: ObjectIdentifier(shadow)) }
 
-    var downstreamCount: Int { downstreams.count + webConnections.count }
+    package var downstreamCount: Int { downstreams.count + webConnections.count }
 
-    var activeCallCount: Int {
+    package var activeCallCount: Int {
         downstreams.values.reduce(0) { $0 + $1.activeStreamCount } + webConnections.values.reduce(0) { $0 + ($1.hasExchange ? 1 : 0) }
     }
 
     /// GOAWAY to every downstream connection; each closes when its calls end.
-    func beginDrain() {
+    package func beginDrain() {
         eventLoop.assertInEventLoop()
         draining = true
         for connection in downstreams.values { connection.beginGracefulShutdown() }
@@ -181,14 +181,14 @@ final class LoopContext: @unchecked Sendable {
     }
 
     /// The drain timeout passed: close what is left.
-    func closeAll() {
+    package func closeAll() {
         for connection in downstreams.values { connection.close() }
         for connection in webConnections.values { connection.close() }
         for cluster in clusters { cluster.closeAll() }
     }
 
     /// At exit, after the calls are gone.
-    func destroyPluginInstances() {
+    package func destroyPluginInstances() {
         // Shadows outlive calls: none may call into a plugin after this.
         for shadow in Array(shadows.values) { shadow.abandonSilently() }
         generation.instances.destroyAll()

@@ -8,19 +8,19 @@ import MeshgateUpstream
 /// started on. When a retired generation's last call ends, its instances
 /// are destroyed here, on their loop, and the gateway is told, so that the
 /// plugin configs can be destroyed once every loop is done with them.
-final class LoopGeneration {
-    let number: Int
-    let serving: ServingConfig
-    let plugins: FilterChains
+package final class LoopGeneration {
+    package let number: Int
+    package let serving: ServingConfig
+    package let plugins: FilterChains
     let instances: LoopPluginInstances
     /// The upstream pools of this generation's clusters (endpoint pools are
     /// shared with other generations where the endpoint stayed).
-    let clusters: [ClusterPool]
+    package let clusters: [ClusterPool]
     private var activeCalls = 0
     private var retired = false
     private var onDrained: (() -> Void)?
 
-    init(number: Int, serving: ServingConfig, plugins: FilterChains, loopIndex: Int, clusters: [ClusterPool]) {
+    package init(number: Int, serving: ServingConfig, plugins: FilterChains, loopIndex: Int, clusters: [ClusterPool]) {
         self.number = number
         self.serving = serving
         self.plugins = plugins
@@ -29,16 +29,16 @@ final class LoopGeneration {
         self.instances = LoopPluginInstances(plugins: plugins, loopIndex: loopIndex, clusterNames: serving.clusters.map(\.name))
     }
 
-    func callStarted() { activeCalls += 1 }
+    package func callStarted() { activeCalls += 1 }
 
-    func callEnded() {
+    package func callEnded() {
         activeCalls -= 1
         finishIfDrained()
     }
 
     /// No new call will use this generation; `onDrained` runs (on this
     /// loop) once the last one has ended.
-    func retire(onDrained: @escaping () -> Void) {
+    package func retire(onDrained: @escaping () -> Void) {
         retired = true
         self.onDrained = onDrained
         finishIfDrained()

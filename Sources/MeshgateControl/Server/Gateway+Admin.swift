@@ -1,3 +1,4 @@
+import GatewayHost
 import NIOCore
 import MeshgateSupport
 import MeshgateUpstream
@@ -7,7 +8,7 @@ import MeshgateUpstream
 extension Gateway {
     /// The admin endpoints' data sources, and the dashboard's sampler.
     /// `adminLoop` runs the admin servers and renders /metrics.
-    func adminSources(adminLoop: EventLoop) -> (AdminSources, DashboardSampler) {
+    package func adminSources(adminLoop: EventLoop) -> (AdminSources, DashboardSampler) {
         let sampler = DashboardSampler(collect: { [weak self] loop in
             self?.collectMetrics(on: loop) ?? loop.makeFailedFuture(GatewayError(.internalError, "the gateway is gone"))
         }, statuses: { [health] in health.allStatuses() }, routes: { [generations] in
@@ -37,7 +38,7 @@ extension Gateway {
 
     /// `/metrics` and the dashboard: every loop's counters, copied on that
     /// loop (the data path never waits for a scrape), added up on `loop`.
-    func collectMetrics(on loop: EventLoop) -> EventLoopFuture<MetricsSnapshot> {
+    package func collectMetrics(on loop: EventLoop) -> EventLoopFuture<MetricsSnapshot> {
         let snapshots = contexts.map { context in context.eventLoop.submit { context.metricsSnapshot() } }
         return EventLoopFuture.whenAllSucceed(snapshots, on: loop).map { loops in
             let current = self.generations.current
@@ -69,7 +70,7 @@ extension Gateway {
     /// would make the summed counter go down while it still counts
     /// elsewhere). Their places in `runtime.max_metric_series` are free
     /// again. Runs on the control thread; each loop's part on that loop.
-    func expireIdleSeries(idle: Duration) -> EventLoopFuture<Void> {
+    package func expireIdleSeries(idle: Duration) -> EventLoopFuture<Void> {
         let idleNanos = UInt64(idle.nanosecondsClamped)
         let loop = ControlThread.loop
         let reports = contexts.map { context in
@@ -92,7 +93,7 @@ extension Gateway {
     /// with health and ejection, and its discovery state. A read-only
     /// address does not get the discovery source's last error (it may name
     /// files, hosts and what they answered).
-    func clustersJSON(readOnly: Bool = false) -> String {
+    package func clustersJSON(readOnly: Bool = false) -> String {
         let current = generations.current
         var clusters: [String] = []
         for cluster in current.serving.clusters {

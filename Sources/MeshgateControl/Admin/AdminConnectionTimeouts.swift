@@ -1,3 +1,4 @@
+import GatewayHost
 import NIOCore
 import MeshgateSupport
 
@@ -14,70 +15,70 @@ import MeshgateSupport
 ///   `request_timeout` of being written: closed, which also frees its bytes.
 /// While the gateway works on an answer, or streams events, no timer runs
 /// (the event stream watches its own progress).
-final class AdminConnectionTimeouts: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
+package final class AdminConnectionTimeouts: ChannelInboundHandler, RemovableChannelHandler {
+    package typealias InboundIn = ByteBuffer
+    package typealias InboundOut = ByteBuffer
 
-    enum Phase: Equatable {
+    package enum Phase: Equatable {
         case waiting, receiving, answering, sending, streaming
     }
 
-    let idleTimeout: TimeAmount
-    let requestTimeout: TimeAmount
-    private(set) var phase = Phase.waiting
+    package let idleTimeout: TimeAmount
+    package let requestTimeout: TimeAmount
+    package private(set) var phase = Phase.waiting
     /// Answers written whose last byte has not left yet (pipelined
     /// requests may have several).
     private var answersLeaving = 0
     private var timer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
 
-    init(idleTimeout: TimeAmount, requestTimeout: TimeAmount) {
+    package init(idleTimeout: TimeAmount, requestTimeout: TimeAmount) {
         self.idleTimeout = idleTimeout
         self.requestTimeout = requestTimeout
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    package func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         enter(.waiting)
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    package func handlerRemoved(context: ChannelHandlerContext) {
         timer?.cancel()
         self.context = nil
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if phase == .waiting { enter(.receiving) }
         context.fireChannelRead(data)
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    package func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
         context.fireChannelInactive()
     }
 
     /// The request is whole; the gateway is working on the answer.
-    func requestComplete() { enter(.answering) }
+    package func requestComplete() { enter(.answering) }
 
     /// The answer is being written; it must leave within `request_timeout`.
-    func answerWritten() {
+    package func answerWritten() {
         answersLeaving += 1
         enter(.sending)
     }
 
     /// An answer's last byte has not left yet.
-    var answerLeaving: Bool { answersLeaving > 0 }
+    package var answerLeaving: Bool { answersLeaving > 0 }
 
     /// An answer has left: once all have, wait for the next request.
-    func answerSent() {
+    package func answerSent() {
         answersLeaving = max(0, answersLeaving - 1)
         // A pipelined request may already be in, and answered or streaming
         // (its phase is then its own).
         if phase == .sending && answersLeaving == 0 { enter(.waiting) }
     }
 
-    func streamStarted() { enter(.streaming) }
+    package func streamStarted() { enter(.streaming) }
 
     private func enter(_ next: Phase) {
         phase = next

@@ -1,3 +1,4 @@
+import GatewayHost
 import Dispatch
 import MeshgateHTTP2
 import MeshgatePosix
@@ -21,43 +22,43 @@ public final class Gateway: Sendable {
     /// What the gateway started with: its listeners and admin address (a
     /// reload that changes those is refused), and the TLS sources they
     /// handshake with.
-    let startup: ServingConfig
-    let group: MultiThreadedEventLoopGroup
+    package let startup: ServingConfig
+    package let group: MultiThreadedEventLoopGroup
     /// The admin addresses' own thread: a flood of admin requests (or a
     /// slow /config) takes no time from the data path's loops. nil without
     /// an admin address.
-    let adminGroup: MultiThreadedEventLoopGroup?
-    let contexts: [LoopContext]
+    package let adminGroup: MultiThreadedEventLoopGroup?
+    package let contexts: [LoopContext]
     /// The one owner of the current generation.
-    let generations: GenerationStore
+    package let generations: GenerationStore
     public let health: HealthRegistry
     /// Outlier ejections, shared by every generation.
     public let ejections = EjectionRegistry()
     /// Discovered endpoints of the clusters that have `discovery:`.
     public let discovery = DiscoveryManager()
     /// Reloads and plugin loads, for /metrics.
-    let counters = GatewayCounters()
+    package let counters = GatewayCounters()
     /// `runtime.max_metric_series`, shared by every loop's `LoopMetrics`.
-    let metricSeries: MetricSeriesBudget
+    package let metricSeries: MetricSeriesBudget
     /// `runtime.global_buffer_limit_bytes`, shared by every connection in
     /// both directions.
-    let bufferBudget: HTTP2BufferBudget
+    package let bufferBudget: HTTP2BufferBudget
     /// The server channels and the timers of a running gateway.
     private let serving = NIOLockedValueBox(Serving())
     /// `max_connections` of a listener that sets none (see
     /// `ConnectionLimit.listenerDefault`), from the raised open-file limit.
-    let defaultMaxConnections: Int
+    package let defaultMaxConnections: Int
     /// Each listener's `max_connections` (by listener index), whose
     /// refusals /metrics shows.
-    let listenerLimits: [ConnectionLimit]
+    package let listenerLimits: [ConnectionLimit]
 
     private struct Serving {
-        var listeners: [Channel] = []
+        package var listeners: [Channel] = []
         /// The full admin address's channel first, then the read-only ones.
-        var admin: [Channel] = []
-        var tlsWatch: RepeatedTask?
-        var seriesExpiry: RepeatedTask?
-        var sampler: DashboardSampler?
+        package var admin: [Channel] = []
+        package var tlsWatch: RepeatedTask?
+        package var seriesExpiry: RepeatedTask?
+        package var sampler: DashboardSampler?
     }
 
     /// Loads the plugins of `config` (ConfigError when one cannot load or
@@ -122,7 +123,7 @@ public final class Gateway: Sendable {
     }
 
     /// The event loop that runs the health checks.
-    var healthLoop: EventLoop { contexts[0].eventLoop }
+    package var healthLoop: EventLoop { contexts[0].eventLoop }
 
     /// Binds every listener. Throws `GatewayError.listenFailed` naming the
     /// listener and address when one cannot bind.
@@ -359,7 +360,7 @@ public final class Gateway: Sendable {
         }
     }
 
-    static func describe(_ error: Error) -> String {
+    package static func describe(_ error: Error) -> String {
         if let io = error as? IOError {
             return Posix.describe(errno: io.errnoCode)
         }

@@ -1,10 +1,12 @@
+import GatewayHost
+
 
 /// `/dashboard`: one self-contained page (no external assets, so it works
 /// offline and under a strict network policy). The first numbers are
 /// embedded in the page; after that it follows `/dashboard/events`
 /// (Server-Sent Events, one update a second).
-enum DashboardPage {
-    static func html(initial json: String) -> String {
+package enum DashboardPage {
+    package static func html(initial json: String) -> String {
         head + "<script>const initial = \(scriptSafe(json));\n" + script + "</script></body></html>\n"
     }
 
@@ -13,7 +15,7 @@ enum DashboardPage {
     /// JSON escapes, the same string to the script, so that neither `</script>`
     /// nor `<!--<script>` (which would make the HTML parser skip the real
     /// `</script>`) can appear. Outside strings JSON has none of the three.
-    static func scriptSafe(_ json: String) -> String {
+    package static func scriptSafe(_ json: String) -> String {
         var out = [UInt8]()
         out.reserveCapacity(json.utf8.count)
         for byte in json.utf8 {

@@ -1,28 +1,30 @@
+import GatewayHost
 import MeshgateCallCore
+import MeshgateGRPC
 import MeshgateRouting
 import MeshgateSupport
 
 /// One event loop's counters and gauges, copied on that loop for a scrape.
-struct LoopMetricsSnapshot: Sendable {
-    struct Endpoint: Sendable {
-        var cluster: String
-        var address: String
-        var inFlight: Int
-        var connections: Int
-        var attemptCodes: [UInt64]
+package struct LoopMetricsSnapshot: Sendable {
+    package struct Endpoint: Sendable {
+        package var cluster: String
+        package var address: String
+        package var inFlight: Int
+        package var connections: Int
+        package var attemptCodes: [UInt64]
     }
 
-    var calls: [LoopMetrics.CallKey: LoopMetrics.CallSeries]
-    var attempts: [String: [UInt64]]
-    var localReplies: [UInt64]
-    var downstreamConnections: Int
-    var activeCalls: Int
-    var endpoints: [Endpoint]
+    package var calls: [LoopMetrics.CallKey: LoopMetrics.CallSeries]
+    package var attempts: [String: [UInt64]]
+    package var localReplies: [UInt64]
+    package var downstreamConnections: Int
+    package var activeCalls: Int
+    package var endpoints: [Endpoint]
 }
 
 extension LoopContext {
     /// Copies this loop's metrics (on this loop).
-    func metricsSnapshot() -> LoopMetricsSnapshot {
+    package func metricsSnapshot() -> LoopMetricsSnapshot {
         eventLoop.assertInEventLoop()
         var endpoints: [LoopMetricsSnapshot.Endpoint] = []
         for cluster in clusters {
@@ -38,40 +40,40 @@ extension LoopContext {
 
 /// What `/metrics` shows: every loop's snapshot added up, plus the
 /// gateway-wide state (health, ejections, discovery, reloads).
-struct MetricsSnapshot: Sendable {
-    struct EndpointState: Sendable {
-        var cluster: String
-        var address: String
-        var healthy: Bool
-        var ejected: Bool
-        var weight: Int
+package struct MetricsSnapshot: Sendable {
+    package struct EndpointState: Sendable {
+        package var cluster: String
+        package var address: String
+        package var healthy: Bool
+        package var ejected: Bool
+        package var weight: Int
     }
 
-    struct DiscoveryState: Sendable {
-        var cluster: String
-        var source: String
-        var ok: Bool
-        var endpoints: Int
-        var failures: Int
-        var updates: Int
+    package struct DiscoveryState: Sendable {
+        package var cluster: String
+        package var source: String
+        package var ok: Bool
+        package var endpoints: Int
+        package var failures: Int
+        package var updates: Int
     }
 
-    var loops: [LoopMetricsSnapshot]
-    var endpoints: [EndpointState]
-    var discovery: [DiscoveryState]
-    var ejections: [String: UInt64]
-    var generation: Int
-    var counters: GatewayCounters.Values
-    var buffers: (reserved: Int, limit: Int, refusals: UInt64)
+    package var loops: [LoopMetricsSnapshot]
+    package var endpoints: [EndpointState]
+    package var discovery: [DiscoveryState]
+    package var ejections: [String: UInt64]
+    package var generation: Int
+    package var counters: GatewayCounters.Values
+    package var buffers: (reserved: Int, limit: Int, refusals: UInt64)
     /// Connections each listener closed at once at its `max_connections`.
-    var listenerRefusals: [(listener: String, refused: UInt64)] = []
-    var pluginCounters: [(PluginCounters.Declared, UInt64)] = PluginCounters.shared.snapshot()
-    var limits: LimitCounters.Values = LimitCounters.shared.snapshot()
+    package var listenerRefusals: [(listener: String, refused: UInt64)] = []
+    package var pluginCounters: [(PluginCounters.Declared, UInt64)] = PluginCounters.shared.snapshot()
+    package var limits: LimitCounters.Values = LimitCounters.shared.snapshot()
     /// /metrics' own gathers and scrapes (nil outside a scrape).
-    var scrapes: MetricsScrapes.Counts?
+    package var scrapes: MetricsScrapes.Counts?
 
     /// Prometheus text exposition format 0.0.4.
-    func prometheusText() -> String {
+    package func prometheusText() -> String {
         var out = PrometheusWriter()
 
         var calls: [LoopMetrics.CallKey: LoopMetrics.CallSeries] = [:]
@@ -206,25 +208,19 @@ struct MetricsSnapshot: Sendable {
         return out.text
     }
 
-    static func split(_ path: String) -> (service: String, method: String) {
+    package static func split(_ path: String) -> (service: String, method: String) {
         if path == LoopMetrics.otherPath { return ("other", "other") }
         let (service, method) = GRPCPath.serviceAndMethod(path)
         return (String(service), String(method))
     }
 
-    static func codeName(_ code: Int) -> String {
-        GRPCStatusCodeName.names[code]
+    package static func codeName(_ code: Int) -> String {
+        GRPCStatusCode(rawValue: code)?.name ?? "UNKNOWN"
     }
 }
 
-enum GRPCStatusCodeName {
-    static let names = ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-                        "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-                        "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"]
-}
-
 extension LoopMetrics.CallSeries {
-    mutating func add(_ other: Self) {
+    package mutating func add(_ other: Self) {
         for i in codes.indices { codes[i] += other.codes[i] }
         for i in buckets.indices { buckets[i] += other.buckets[i] }
         sumSeconds += other.sumSeconds

@@ -1,3 +1,4 @@
+import GatewayHost
 import MeshgatePosix
 import NIOConcurrencyHelpers
 import NIOCore
@@ -8,15 +9,15 @@ import MeshgateUpstream
 /// loop copies its own counters) and keeps the last minute, so that the
 /// dashboard can show rates and latency percentiles over a recent window
 /// instead of since startup.
-final class DashboardSampler: Sendable {
-    struct Sample: Sendable {
-        var at: Double
-        var snapshot: MetricsSnapshot
+package final class DashboardSampler: Sendable {
+    package struct Sample: Sendable {
+        package var at: Double
+        package var snapshot: MetricsSnapshot
     }
 
-    static let window = 10.0
+    package static let window = 10.0
     /// Events the dashboard shows.
-    static let events = 30
+    package static let events = 30
     private let samples = NIOLockedValueBox<[Sample]>([])
     /// One point a second, the last ten minutes (see DashboardSeries).
     private let series = NIOLockedValueBox(DashboardSeries())
@@ -25,7 +26,7 @@ final class DashboardSampler: Sendable {
     private let statuses: @Sendable () -> [String: HealthRegistry.Status]
     private let routes: @Sendable () -> [DashboardRoute]
 
-    init(collect: @escaping @Sendable (EventLoop) -> EventLoopFuture<MetricsSnapshot>,
+    package init(collect: @escaping @Sendable (EventLoop) -> EventLoopFuture<MetricsSnapshot>,
          statuses: @escaping @Sendable () -> [String: HealthRegistry.Status],
          routes: @escaping @Sendable () -> [DashboardRoute] = { [] }) {
         self.collect = collect
@@ -33,7 +34,7 @@ final class DashboardSampler: Sendable {
         self.routes = routes
     }
 
-    func start() {
+    package func start() {
         let loop = ControlThread.loop
         task.withLockedValue {
             $0 = loop.scheduleRepeatedAsyncTask(initialDelay: .zero, delay: .seconds(1)) { _ in
@@ -52,18 +53,18 @@ final class DashboardSampler: Sendable {
         }
     }
 
-    func stop() {
+    package func stop() {
         task.withLockedValue { $0 }?.cancel()
     }
 
-    static func now() -> Double {
+    package static func now() -> Double {
         Double(Posix.wallClockNanos()) / 1e9
     }
 
     /// The dashboard's numbers: rates, error ratios and percentiles over the
     /// last ~10 s, endpoint shares, health; the last `seriesPoints` points
     /// of the time series; recent events; the routes with their load.
-    func data(seriesPoints: Int = DashboardSeries.capacity) -> DashboardData {
+    package func data(seriesPoints: Int = DashboardSeries.capacity) -> DashboardData {
         let all = samples.withLockedValue { $0 }
         var data: DashboardData
         if let last = all.last {
@@ -90,48 +91,48 @@ final class DashboardSampler: Sendable {
 }
 
 /// What the dashboard shows, computed from two snapshots.
-struct DashboardData: Sendable {
-    struct Method: Sendable {
-        var service: String
-        var method: String
-        var cluster: String
-        var total: UInt64
-        var rate: Double
-        var errorRatio: Double
-        var p50: Double?
-        var p90: Double?
-        var p99: Double?
+package struct DashboardData: Sendable {
+    package struct Method: Sendable {
+        package var service: String
+        package var method: String
+        package var cluster: String
+        package var total: UInt64
+        package var rate: Double
+        package var errorRatio: Double
+        package var p50: Double?
+        package var p90: Double?
+        package var p99: Double?
     }
 
-    struct Endpoint: Sendable {
-        var cluster: String
-        var address: String
-        var healthy: Bool
-        var ejected: Bool
-        var weight: Int
-        var rate: Double
-        var share: Double
-        var inFlight: Int
-        var errorRatio: Double
+    package struct Endpoint: Sendable {
+        package var cluster: String
+        package var address: String
+        package var healthy: Bool
+        package var ejected: Bool
+        package var weight: Int
+        package var rate: Double
+        package var share: Double
+        package var inFlight: Int
+        package var errorRatio: Double
     }
 
-    var at: Double
-    var seconds: Double
-    var services: [String: HealthRegistry.Status]
-    var methods: [Method]
-    var endpoints: [Endpoint]
-    var discovery: [MetricsSnapshot.DiscoveryState]
-    var totalRate = 0.0
-    var totalErrorRatio = 0.0
-    var p50: Double?
-    var p99: Double?
-    var activeCalls = 0
-    var connections = 0
-    var series: [DashboardSeries.Point] = []
-    var events: [GatewayEvents.Event] = []
-    var routes: [DashboardRoute] = []
+    package var at: Double
+    package var seconds: Double
+    package var services: [String: HealthRegistry.Status]
+    package var methods: [Method]
+    package var endpoints: [Endpoint]
+    package var discovery: [MetricsSnapshot.DiscoveryState]
+    package var totalRate = 0.0
+    package var totalErrorRatio = 0.0
+    package var p50: Double?
+    package var p99: Double?
+    package var activeCalls = 0
+    package var connections = 0
+    package var series: [DashboardSeries.Point] = []
+    package var events: [GatewayEvents.Event] = []
+    package var routes: [DashboardRoute] = []
 
-    init(at: Double, seconds: Double, services: [String: HealthRegistry.Status], methods: [Method], endpoints: [Endpoint],
+    package init(at: Double, seconds: Double, services: [String: HealthRegistry.Status], methods: [Method], endpoints: [Endpoint],
          discovery: [MetricsSnapshot.DiscoveryState]) {
         self.at = at
         self.seconds = seconds
@@ -141,7 +142,7 @@ struct DashboardData: Sendable {
         self.discovery = discovery
     }
 
-    init(latest: DashboardSampler.Sample, earlier: DashboardSampler.Sample, statuses: [String: HealthRegistry.Status]) {
+    package init(latest: DashboardSampler.Sample, earlier: DashboardSampler.Sample, statuses: [String: HealthRegistry.Status]) {
         let seconds = max(latest.at - earlier.at, 0.001)
         let now = latest.snapshot.mergedCalls()
         let before = earlier.snapshot.mergedCalls()
@@ -192,7 +193,7 @@ struct DashboardData: Sendable {
 
     /// Seconds, interpolated inside the bucket that holds the quantile (as
     /// Prometheus' histogram_quantile does); nil without samples.
-    static func percentile(_ buckets: [UInt64], _ q: Double) -> Double? {
+    package static func percentile(_ buckets: [UInt64], _ q: Double) -> Double? {
         let total = buckets.reduce(0, +)
         guard total > 0 else { return nil }
         let rank = q * Double(total)
@@ -209,7 +210,7 @@ struct DashboardData: Sendable {
         return bounds.last
     }
 
-    var json: String {
+    package var json: String {
         func num(_ v: Double?) -> String {
             guard let v, v.isFinite else { return "null" }
             return String(Double(Int64(v * 1e6)) / 1e6)
@@ -243,7 +244,7 @@ struct DashboardData: Sendable {
 }
 
 extension MetricsSnapshot {
-    func mergedCalls() -> [LoopMetrics.CallKey: LoopMetrics.CallSeries] {
+    package func mergedCalls() -> [LoopMetrics.CallKey: LoopMetrics.CallSeries] {
         var calls: [LoopMetrics.CallKey: LoopMetrics.CallSeries] = [:]
         for loop in loops {
             for (key, series) in loop.calls { calls[key, default: LoopMetrics.CallSeries()].add(series) }
@@ -251,7 +252,7 @@ extension MetricsSnapshot {
         return calls
     }
 
-    func mergedEndpoints() -> [String: (inFlight: Int, codes: [UInt64])] {
+    package func mergedEndpoints() -> [String: (inFlight: Int, codes: [UInt64])] {
         var out: [String: (inFlight: Int, codes: [UInt64])] = [:]
         for loop in loops {
             for e in loop.endpoints {
@@ -267,7 +268,7 @@ extension MetricsSnapshot {
 }
 
 extension LoopMetrics.CallSeries {
-    mutating func subtract(_ other: Self) {
+    package mutating func subtract(_ other: Self) {
         // A series that restarted (fewer than before) counts from zero.
         guard count >= other.count else { return }
         for i in codes.indices { codes[i] -= min(codes[i], other.codes[i]) }

@@ -1,3 +1,4 @@
+import GatewayHost
 import MeshgateConfig
 import MeshgateSupport
 import MeshgateRouting
@@ -77,7 +78,7 @@ extension Gateway {
     /// with the same plugins and the new endpoints (kept endpoints keep
     /// their connections and health; dropped ones close after their calls).
     /// On the control thread.
-    func applyDiscoveredMembership() {
+    package func applyDiscoveredMembership() {
         let current = generations.current
         guard !generations.isShuttingDown else { return }
         let serving = ServingConfig(discovery.overlay(current.fileConfig), tls: current.serving.tls)
@@ -112,13 +113,13 @@ extension Gateway {
         return generations.install(fileConfig: fileConfig, serving: serving, plugins: plugins, checker: checker)
     }
 
-    static func pluginNames(_ plugins: FilterChains) -> [String] {
+    package static func pluginNames(_ plugins: FilterChains) -> [String] {
         Set(plugins.handles.map(\.image.name)).sorted()
     }
 
     /// A "plugin loaded" event per image the new chains use that the
     /// previous ones did not (a new plugin, or a replaced file).
-    static func recordPluginLoads(_ plugins: FilterChains, previous: FilterChains?) {
+    package static func recordPluginLoads(_ plugins: FilterChains, previous: FilterChains?) {
         let before = Set(previous?.handles.map(\.image.sha256) ?? [])
         var seen: Set<String> = []
         for handle in plugins.handles where !before.contains(handle.image.sha256) && seen.insert(handle.image.sha256).inserted {
@@ -131,7 +132,7 @@ extension Gateway {
     }
 
     /// What a reload cannot apply yet, or nil.
-    static func restartOnlyDifference(_ old: GatewayConfig, _ new: GatewayConfig) -> String? {
+    package static func restartOnlyDifference(_ old: GatewayConfig, _ new: GatewayConfig) -> String? {
         let listeners = { (c: GatewayConfig) in c.listeners.map { "\($0.name)@\($0.address)/\($0.maxConcurrentStreams)" } }
         if listeners(old) != listeners(new) { return "the listeners (names, addresses)" }
         if old.listeners.map(\.tls) != new.listeners.map(\.tls) {

@@ -1,3 +1,4 @@
+import GatewayHost
 import NIOConcurrencyHelpers
 import NIOCore
 
@@ -16,42 +17,42 @@ import NIOCore
 ///   gather's answer hold one copy of it.
 /// Waiting scrapes are bounded by the admin addresses' connection caps (a
 /// connection has one request at a time).
-final class MetricsScrapes: Sendable {
-    let minInterval: TimeAmount
+package final class MetricsScrapes: Sendable {
+    package let minInterval: TimeAmount
     private let loop: EventLoop
     private let gather: @Sendable (EventLoop, Counts) -> EventLoopFuture<String>
 
     /// Gathers started and scrapes asked so far, shown on /metrics itself.
-    struct Counts: Sendable {
-        var gathers: UInt64
-        var scrapes: UInt64
+    package struct Counts: Sendable {
+        package var gathers: UInt64
+        package var scrapes: UInt64
     }
     private let state = NIOLockedValueBox(State())
 
     private struct State {
-        var inFlight = false
-        var scheduled = false
-        var lastStart: NIODeadline?
-        var waiting: [EventLoopPromise<ByteBuffer>] = []
-        var gathers: UInt64 = 0
-        var scrapes: UInt64 = 0
+        package var inFlight = false
+        package var scheduled = false
+        package var lastStart: NIODeadline?
+        package var waiting: [EventLoopPromise<ByteBuffer>] = []
+        package var gathers: UInt64 = 0
+        package var scrapes: UInt64 = 0
     }
 
     /// `gather` renders the Prometheus text; it runs on `loop` (the admin
     /// loop), and asks the data loops for their counters itself.
-    init(loop: EventLoop, minInterval: TimeAmount = .seconds(1),
+    package init(loop: EventLoop, minInterval: TimeAmount = .seconds(1),
          gather: @escaping @Sendable (EventLoop, Counts) -> EventLoopFuture<String>) {
         self.loop = loop
         self.minInterval = minInterval
         self.gather = gather
     }
 
-    var counts: Counts {
+    package var counts: Counts {
         state.withLockedValue { Counts(gathers: $0.gathers, scrapes: $0.scrapes) }
     }
 
     /// The text of the next gather, delivered on `eventLoop`.
-    func text(on eventLoop: EventLoop) -> EventLoopFuture<ByteBuffer> {
+    package func text(on eventLoop: EventLoop) -> EventLoopFuture<ByteBuffer> {
         let promise = loop.makePromise(of: ByteBuffer.self)
         let startIn: TimeAmount? = state.withLockedValue { s in
             s.scrapes += 1
@@ -64,7 +65,7 @@ final class MetricsScrapes: Sendable {
         return promise.futureResult.hop(to: eventLoop)
     }
 
-    static func delay(since lastStart: NIODeadline?, minInterval: TimeAmount) -> TimeAmount {
+    package static func delay(since lastStart: NIODeadline?, minInterval: TimeAmount) -> TimeAmount {
         guard let lastStart else { return .zero }
         let due = lastStart + minInterval
         let now = NIODeadline.now()

@@ -1,3 +1,4 @@
+import GatewayHost
 import MeshgateYAML
 import MeshgateConfig
 import MeshgateSupport
@@ -5,11 +6,11 @@ import MeshgateRouting
 
 /// The JSON bodies of `/config`, `/plugins` and `/events`, and what a
 /// read-only address leaves out of them.
-enum AdminViews {
+package enum AdminViews {
     /// What a read-only address shows instead of an error text or a filter
     /// setting.
-    static let redactedError = "[redacted on read-only addresses: see the log or the full admin address]"
-    static let redacted = "[redacted]"
+    package static let redactedError = "[redacted on read-only addresses: see the log or the full admin address]"
+    package static let redacted = "[redacted]"
 
     /// The config new calls use (discovered endpoints included), with
     /// secrets redacted: private key paths; on the full admin address the
@@ -17,7 +18,7 @@ enum AdminViews {
     /// read-only address every filter setting (a plugin's config is
     /// free-form: only its author knows which values are secret; the keys
     /// stay, so the shape shows).
-    static func config(_ serving: ServingConfig, generation: Int, readOnly: Bool = false) -> String {
+    package static func config(_ serving: ServingConfig, generation: Int, readOnly: Bool = false) -> String {
         let c = serving.config
         var out = "{\"generation\":\(generation),\"source_file\":\(Log.quote(c.sourceFile))"
         out += ",\"runtime\":{\"event_loops\":\(c.runtime.eventLoops.map(String.init) ?? "null"),\"drain_timeout\":\(Log.quote("\(c.runtime.drainTimeout)")),\"access_log\":\(c.runtime.accessLog)}"
@@ -56,18 +57,18 @@ enum AdminViews {
     /// found anywhere in the name: passwords, tokens, HTTP credentials
     /// (authorization, bearer, cookie), signing material (hmac),
     /// connection strings (dsn), API keys written as one word.
-    static let secretNameParts = ["secret", "token", "password", "passwd", "passphrase", "credential", "authorization", "bearer",
+    package static let secretNameParts = ["secret", "token", "password", "passwd", "passphrase", "credential", "authorization", "bearer",
                                   "cookie", "hmac", "apikey", "accesskey", "privatekey", "dsn", "jwt"]
     /// Words that name a secret only as a whole word of the name
     /// (`hmac_key`, `api-key`, `db_pass`, `auth`, `session_id`), so that
     /// `keepalive` or `passthrough` are not taken for one.
-    static let secretWords: Set<String> = ["key", "keys", "pass", "pwd", "auth", "creds", "private", "session", "sessions", "salt",
+    package static let secretWords: Set<String> = ["key", "keys", "pass", "pwd", "auth", "creds", "private", "session", "sessions", "salt",
                                            "signature", "signing", "sig"]
 
     /// Whether a filter setting named `key` may hold a secret (`secretNameParts`
     /// anywhere in it, or one of `secretWords` as a word of it: words are
     /// split at `_`, `-`, `.`, spaces and camelCase humps).
-    static func isSecretKey(_ key: String) -> Bool {
+    package static func isSecretKey(_ key: String) -> Bool {
         let lower = key.lowercased()
         if secretNameParts.contains(where: { lower.contains($0) }) { return true }
         var words: [String] = []
@@ -91,7 +92,7 @@ enum AdminViews {
         return words.contains { secretWords.contains($0) }
     }
 
-    static func redacted(_ node: YAMLNode) -> YAMLNode {
+    package static func redacted(_ node: YAMLNode) -> YAMLNode {
         switch node {
         case .mapping(let pairs, let mark):
             // `{header: authorization, header_value: ...}`: the value's key
@@ -118,7 +119,7 @@ enum AdminViews {
     }
 
     /// `scheme://user:password@host...`, or an `Authorization` value.
-    static func looksLikeCredential(_ value: String) -> Bool {
+    package static func looksLikeCredential(_ value: String) -> Bool {
         let lower = value.lowercased()
         if lower.hasPrefix("bearer ") || lower.hasPrefix("basic ") { return true }
         guard let scheme = value.range(of: "://") else { return false }
@@ -130,7 +131,7 @@ enum AdminViews {
 
     /// Every scalar replaced, keys and nesting kept: what a read-only
     /// address shows of a filter's config.
-    static func fullyRedacted(_ node: YAMLNode) -> YAMLNode {
+    package static func fullyRedacted(_ node: YAMLNode) -> YAMLNode {
         switch node {
         case .mapping(let pairs, let mark):
             return .mapping(pairs.map { ($0.key, fullyRedacted($0.value)) }, mark)
@@ -150,24 +151,24 @@ enum AdminViews {
     /// `error` and `detail` (may quote config values), file paths (`path`,
     /// `cert`, `ca`). An allow-list, so a new field is private until
     /// someone decides it is not.
-    static let publicEventFields: Set<String> = ["cluster", "endpoint", "endpoints", "generation", "signal", "drain_timeout_ms",
+    package static let publicEventFields: Set<String> = ["cluster", "endpoint", "endpoints", "generation", "signal", "drain_timeout_ms",
                                                  "duration_ms", "plugin", "version", "abi", "sha256", "field"]
 
     /// An event as a read-only address shows it: only `publicEventFields`
     /// keep their values (the keys stay, so the shape shows).
-    static func publicEvent(_ event: GatewayEvents.Event) -> GatewayEvents.Event {
+    package static func publicEvent(_ event: GatewayEvents.Event) -> GatewayEvents.Event {
         var event = event
         event.fields = event.fields.map { publicEventFields.contains($0.0) ? $0 : ($0.0, redactedError) }
         return event
     }
 
     /// `/events`; a read-only address gets `publicEvent`s.
-    static func events(readOnly: Bool) -> String {
+    package static func events(readOnly: Bool) -> String {
         GatewayEvents.shared.json(transform: readOnly ? publicEvent : { $0 })
     }
 
     /// Every plugin image the current generation uses.
-    static func plugins(_ plugins: FilterChains) -> String {
+    package static func plugins(_ plugins: FilterChains) -> String {
         var seen: Set<String> = []
         var items: [String] = []
         for handle in plugins.handles where seen.insert(handle.image.sha256).inserted {

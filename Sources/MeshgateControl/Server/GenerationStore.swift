@@ -1,3 +1,4 @@
+import GatewayHost
 import NIOConcurrencyHelpers
 import NIOCore
 import MeshgateConfig
@@ -15,52 +16,52 @@ import MeshgateUpstream
 /// One lock guards everything, and every change is made on the control
 /// thread, one at a time; readers (`/clusters`, `/config`, `/metrics`, the
 /// drain) take one `Snapshot`, which never mixes two generations.
-final class GenerationStore: Sendable {
+package final class GenerationStore: Sendable {
     /// One generation as the whole gateway sees it.
-    struct Snapshot: Sendable {
-        let number: Int
+    package struct Snapshot: Sendable {
+        package let number: Int
         /// The config as the file says it (discovery overlays this one).
-        let fileConfig: GatewayConfig
+        package let fileConfig: GatewayConfig
         /// What new calls use: the config with discovered endpoints, and
         /// its TLS material.
-        let serving: ServingConfig
-        let plugins: FilterChains
+        package let serving: ServingConfig
+        package let plugins: FilterChains
         /// Everything about the clusters a change has to act on.
-        let clusterSignature: [String]
+        package let clusterSignature: [String]
 
-        var config: GatewayConfig { serving.config }
-        var drainTimeout: Duration { serving.config.runtime.drainTimeout }
+        package var config: GatewayConfig { serving.config }
+        package var drainTimeout: Duration { serving.config.runtime.drainTimeout }
     }
 
     private struct State {
-        var current: Snapshot
-        var checker: HealthChecker
+        package var current: Snapshot
+        package var checker: HealthChecker
         /// Loops whose live generations use each filter-chain set: one
         /// is destroyed when no generation uses it and it is not current.
-        var pluginUsers: [ObjectIdentifier: Int]
-        var shuttingDown = false
+        package var pluginUsers: [ObjectIdentifier: Int]
+        package var shuttingDown = false
     }
 
     private let state: NIOLockedValueBox<State>
     private let loops: [LoopContext]
 
     /// `first` is what `loops` were made with; `checker` probes its clusters.
-    init(first: Snapshot, checker: HealthChecker, loops: [LoopContext]) {
+    package init(first: Snapshot, checker: HealthChecker, loops: [LoopContext]) {
         self.loops = loops
         state = NIOLockedValueBox(State(current: first, checker: checker, pluginUsers: [ObjectIdentifier(first.plugins): loops.count]))
     }
 
-    var current: Snapshot { state.withLockedValue { $0.current } }
+    package var current: Snapshot { state.withLockedValue { $0.current } }
 
-    var isShuttingDown: Bool { state.withLockedValue { $0.shuttingDown } }
+    package var isShuttingDown: Bool { state.withLockedValue { $0.shuttingDown } }
 
-    var checker: HealthChecker { state.withLockedValue { $0.checker } }
+    package var checker: HealthChecker { state.withLockedValue { $0.checker } }
 
     /// Control thread: makes a generation of these parts what new calls use
     /// on every loop (a new `checker` replaces the running one, which is
     /// stopped). The previous generation retires on each loop as its calls
     /// end. Nil, and nothing installed, once the drain has begun.
-    func install(fileConfig: GatewayConfig, serving: ServingConfig, plugins: FilterChains,
+    package func install(fileConfig: GatewayConfig, serving: ServingConfig, plugins: FilterChains,
                  checker: HealthChecker? = nil) -> Snapshot? {
         ControlThread.loop.preconditionInEventLoop()
         let loopCount = loops.count
@@ -94,7 +95,7 @@ final class GenerationStore: Sendable {
 
     /// The drain begins: nothing is installed from now on. The generation
     /// current now (its drain_timeout applies); nil when a drain had begun.
-    func beginShutdown() -> Snapshot? {
+    package func beginShutdown() -> Snapshot? {
         state.withLockedValue { s in
             guard !s.shuttingDown else { return nil }
             s.shuttingDown = true
@@ -118,7 +119,7 @@ final class GenerationStore: Sendable {
     /// Everything about the clusters a reload or a membership change has to
     /// act on: endpoints with weights and labels (balancers and /clusters
     /// must see relabelled endpoints), connection settings, health checks, TLS.
-    static func clusterSignature(_ config: GatewayConfig) -> [String] {
+    package static func clusterSignature(_ config: GatewayConfig) -> [String] {
         config.clusters.map { cluster in
             "\(cluster.name):" + cluster.endpoints.map { endpoint in
                 "\(endpoint.address)*\(endpoint.weight)" + endpoint.metadata.sorted { $0.key < $1.key }.map { "|\($0.key)=\($0.value)" }.joined()

@@ -1,3 +1,4 @@
+import GatewayHost
 import MeshgateConfig
 
 /// Whether a request to the full admin address comes from a client of it
@@ -25,18 +26,18 @@ import MeshgateConfig
 ///
 /// Read-only addresses are not held to any of this: what they show is
 /// redacted, they change nothing, and scrapers reach them by any name.
-struct AdminOriginCheck: Sendable {
-    let address: SocketAddressSpec
+package struct AdminOriginCheck: Sendable {
+    package let address: SocketAddressSpec
     /// `admin.allowed_hosts`, lower-case, without a trailing dot.
-    let allowedHosts: Set<String>
+    package let allowedHosts: Set<String>
 
-    init(address: SocketAddressSpec, allowedHosts: [String] = []) {
+    package init(address: SocketAddressSpec, allowedHosts: [String] = []) {
         self.address = address
         self.allowedHosts = Set(allowedHosts.map(Self.normalized))
     }
 
     /// nil when a request (any method) may proceed, else why not (a 403).
-    func hostRefusal(host: String?) -> String? {
+    package func hostRefusal(host: String?) -> String? {
         guard let host else { return nil }
         guard hostNamesThisAddress(host) else {
             return "Host '\(host)' does not name this admin address (use \(address.host == "0.0.0.0" || address.host == "::" ? "" : "its host, ")localhost, an IP address or a name listed in admin.allowed_hosts); refused as a possible DNS-rebinding request"
@@ -45,7 +46,7 @@ struct AdminOriginCheck: Sendable {
     }
 
     /// nil when POST /reload may proceed, else why it may not (for a 403).
-    func refusal(host: String?, origin: String?, fetchSite: String? = nil) -> String? {
+    package func refusal(host: String?, origin: String?, fetchSite: String? = nil) -> String? {
         guard let host, !host.isEmpty else {
             return "the request has no Host header; POST /reload needs Host naming this admin address"
         }
@@ -59,7 +60,7 @@ struct AdminOriginCheck: Sendable {
         return nil
     }
 
-    func hostNamesThisAddress(_ header: String) -> Bool {
+    package func hostNamesThisAddress(_ header: String) -> Bool {
         let name = Self.normalized(String(Self.hostName(header)))
         guard !name.isEmpty else { return false }
         return name == Self.normalized(address.host) || name == "localhost" || Self.isIPLiteral(name) || allowedHosts.contains(name)
@@ -67,13 +68,13 @@ struct AdminOriginCheck: Sendable {
 
     /// Lower-case, without the trailing dot of a fully qualified name
     /// (`Gateway.Internal.` is `gateway.internal`).
-    static func normalized(_ name: String) -> String {
+    package static func normalized(_ name: String) -> String {
         let lower = name.lowercased()
         return lower.hasSuffix(".") ? String(lower.dropLast()) : lower
     }
 
     /// The host of a `Host` value: `name`, `name:port`, `[v6]` or `[v6]:port`.
-    static func hostName(_ header: String) -> Substring {
+    package static func hostName(_ header: String) -> Substring {
         if header.hasPrefix("[") {
             guard let close = header.firstIndex(of: "]") else { return "" }
             let rest = header[header.index(after: close)...]
@@ -88,7 +89,7 @@ struct AdminOriginCheck: Sendable {
 
     /// Dotted-quad IPv4, or an IPv6 literal (what was in brackets: hex
     /// digits and colons, maybe an embedded IPv4 or a zone).
-    static func isIPLiteral(_ name: String) -> Bool {
+    package static func isIPLiteral(_ name: String) -> Bool {
         if name.contains(":") {
             // A zone (`%eth0`) may follow the address.
             let address = name.split(separator: "%", maxSplits: 1).first ?? ""

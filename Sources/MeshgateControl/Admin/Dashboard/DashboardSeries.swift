@@ -1,3 +1,4 @@
+import GatewayHost
 import MeshgateConfig
 import MeshgateSupport
 import MeshgateRouting
@@ -6,38 +7,38 @@ import MeshgateRouting
 /// made by the sampler from the snapshots it already takes (so the data path
 /// pays nothing for them). Memory is bounded by `capacity` points of a few
 /// numbers per endpoint.
-struct DashboardSeries: Sendable {
-    static let capacity = 600
+package struct DashboardSeries: Sendable {
+    package static let capacity = 600
     /// Endpoints with their own series (the first, by cluster and address):
     /// memory stays bounded however large the clusters grow (~100 bytes a
     /// point each: at most ~4 MB).
-    static let endpointCapacity = 64
+    package static let endpointCapacity = 64
 
-    struct EndpointPoint: Sendable {
-        var rate: Double
-        var errorRatio: Double
-        var inFlight: Int
-        var healthy: Bool
-        var ejected: Bool
+    package struct EndpointPoint: Sendable {
+        package var rate: Double
+        package var errorRatio: Double
+        package var inFlight: Int
+        package var healthy: Bool
+        package var ejected: Bool
     }
 
-    struct Point: Sendable {
+    package struct Point: Sendable {
         /// Seconds since 1970.
-        var at: Double
-        var rate: Double
-        var errorRatio: Double
-        var p50: Double?
-        var p99: Double?
-        var inFlight: Int
+        package var at: Double
+        package var rate: Double
+        package var errorRatio: Double
+        package var p50: Double?
+        package var p99: Double?
+        package var inFlight: Int
         /// By "cluster address".
-        var endpoints: [String: EndpointPoint]
+        package var endpoints: [String: EndpointPoint]
     }
 
-    private(set) var points: [Point] = []
+    package private(set) var points: [Point] = []
     private var start = 0
 
     /// The change between two snapshots a second apart.
-    static func point(from data: DashboardData) -> Point {
+    package static func point(from data: DashboardData) -> Point {
         var endpoints: [String: EndpointPoint] = [:]
         let charted = data.endpoints.sorted { ($0.cluster, $0.address) < ($1.cluster, $1.address) }.prefix(endpointCapacity)
         for e in charted {
@@ -48,7 +49,7 @@ struct DashboardSeries: Sendable {
                      inFlight: data.activeCalls, endpoints: endpoints)
     }
 
-    mutating func append(_ point: Point) {
+    package mutating func append(_ point: Point) {
         if points.count < Self.capacity {
             points.append(point)
         } else {
@@ -58,7 +59,7 @@ struct DashboardSeries: Sendable {
     }
 
     /// The newest `limit` points, oldest first.
-    func last(_ limit: Int) -> [Point] {
+    package func last(_ limit: Int) -> [Point] {
         let ordered = points.count < Self.capacity ? points : Array(points[start...] + points[..<start])
         return Array(ordered.suffix(limit))
     }
@@ -67,7 +68,7 @@ struct DashboardSeries: Sendable {
     /// "p99_ms":[…],"in_flight":[…],"endpoints":{"cluster address":{"rate":[…],
     /// "err":[…],"in_flight":[…],"state":[…]}}}`; an endpoint absent at a
     /// time has null there; `state` is 0 healthy, 1 unhealthy, 2 ejected.
-    static func json(_ points: [Point]) -> String {
+    package static func json(_ points: [Point]) -> String {
         func num(_ v: Double?) -> String {
             guard let v, v.isFinite else { return "null" }
             return String(Double(Int64(v * 1000)) / 1000)
@@ -99,17 +100,17 @@ struct DashboardSeries: Sendable {
 /// where it sends calls, through which plugins, and its recent load
 /// (from the per-method counters: a method's calls count for the first
 /// route whose path match takes it with that cluster).
-struct DashboardRoute: Sendable {
-    var listener: String
-    var match: String
-    var cluster: String
+package struct DashboardRoute: Sendable {
+    package var listener: String
+    package var match: String
+    package var cluster: String
     /// "name version (sha256 prefix)" of each filter, balancer included.
-    var chain: [String]
-    var matchConfig: RouteMatchConfig
-    var rate = 0.0
-    var errorRatio = 0.0
+    package var chain: [String]
+    package var matchConfig: RouteMatchConfig
+    package var rate = 0.0
+    package var errorRatio = 0.0
 
-    static func routes(_ serving: ServingConfig, _ plugins: FilterChains) -> [DashboardRoute] {
+    package static func routes(_ serving: ServingConfig, _ plugins: FilterChains) -> [DashboardRoute] {
         var out: [DashboardRoute] = []
         for (l, listener) in serving.config.listeners.enumerated() {
             for (r, route) in listener.routes.enumerated() {

@@ -1,3 +1,4 @@
+import GatewayHost
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -6,19 +7,19 @@ import MeshgateSupport
 import MeshgateUpstream
 
 /// What the admin endpoint serves, provided by the gateway.
-struct AdminSources: Sendable {
-    var health: HealthRegistry
+package struct AdminSources: Sendable {
+    package var health: HealthRegistry
     /// POST /reload (runs on the control thread).
-    var reload: @Sendable () -> Result<String, GatewayError>
+    package var reload: @Sendable () -> Result<String, GatewayError>
     /// Prometheus text, gathered from every loop at most once a second.
-    var metrics: MetricsScrapes
+    package var metrics: MetricsScrapes
     /// `/clusters`; a read-only address gets error texts left out.
-    var clusters: @Sendable (_ readOnly: Bool) -> String
+    package var clusters: @Sendable (_ readOnly: Bool) -> String
     /// `/config`; a read-only address gets filter configs fully redacted.
-    var config: @Sendable (_ readOnly: Bool) -> String
-    var plugins: @Sendable () -> String
+    package var config: @Sendable (_ readOnly: Bool) -> String
+    package var plugins: @Sendable () -> String
     /// The dashboard's data with the last N points of its time series.
-    var dashboard: @Sendable (Int) -> DashboardData
+    package var dashboard: @Sendable (Int) -> DashboardData
 }
 
 /// The admin HTTP/1.1 endpoint:
@@ -35,17 +36,17 @@ struct AdminSources: Sendable {
 ///   method than GET/HEAD gets 405.
 /// The full admin address answers nothing (403) to a request whose `Host`
 /// does not name it: a DNS-rebinding page could otherwise read its views.
-final class AdminHandler: ChannelInboundHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
+package final class AdminHandler: ChannelInboundHandler {
+    package typealias InboundIn = HTTPServerRequestPart
+    package typealias OutboundOut = HTTPServerResponsePart
 
-    let sources: AdminSources
+    package let sources: AdminSources
     /// A read-only address (`admin.read_only_addresses`): views only, with
     /// plugin configs and error texts redacted.
-    let readOnly: Bool
+    package let readOnly: Bool
     /// The full admin address: POST /reload must name it.
-    let originCheck: AdminOriginCheck
-    let timeouts: AdminConnectionTimeouts
+    package let originCheck: AdminOriginCheck
+    package let timeouts: AdminConnectionTimeouts
     private var path = ""
     private var method = HTTPMethod.GET
     private var host: String?
@@ -61,14 +62,14 @@ final class AdminHandler: ChannelInboundHandler {
     private var streamProgress = NIODeadline.now()
     private var open = true
 
-    init(sources: AdminSources, readOnly: Bool, originCheck: AdminOriginCheck, timeouts: AdminConnectionTimeouts) {
+    package init(sources: AdminSources, readOnly: Bool, originCheck: AdminOriginCheck, timeouts: AdminConnectionTimeouts) {
         self.sources = sources
         self.readOnly = readOnly
         self.originCheck = originCheck
         self.timeouts = timeouts
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
             path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "")
@@ -95,7 +96,7 @@ final class AdminHandler: ChannelInboundHandler {
         }
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    package func channelInactive(context: ChannelHandlerContext) {
         open = false
         events?.cancel()
         context.fireChannelInactive()
@@ -182,7 +183,7 @@ final class AdminHandler: ChannelInboundHandler {
     /// reading leaves at most this (and its own receive buffer) in the
     /// kernels, and its stop shows once they are full, not after the
     /// megabytes of a default buffer (hours of updates).
-    static let eventStreamSendBuffer: SocketOptionValue = 16 << 10
+    package static let eventStreamSendBuffer: SocketOptionValue = 16 << 10
 
     /// Server-Sent Events: the dashboard's JSON now and every second, until
     /// the client goes away. The stream holds one of the address's
@@ -269,11 +270,11 @@ final class AdminHandler: ChannelInboundHandler {
     }
 }
 
-enum AdminServer {
+package enum AdminServer {
     /// Binds one admin address on `group` (the admin's own event loop, never
     /// a data-path one). Past `admin.max_connections` open connections, a
     /// new one is accepted and closed at once.
-    static func start(address: SocketAddressSpec, readOnly: Bool, admin: AdminConfig, group: EventLoopGroup,
+    package static func start(address: SocketAddressSpec, readOnly: Bool, admin: AdminConfig, group: EventLoopGroup,
                       sources: AdminSources, counters: GatewayCounters) async throws -> Channel {
         let limit = ConnectionLimit(max: admin.maxConnections)
         let originCheck = AdminOriginCheck(address: admin.address, allowedHosts: admin.allowedHosts)
