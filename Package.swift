@@ -262,6 +262,13 @@ let package = Package(
             name: "MeshgateRoutingTests",
             dependencies: ["MeshgateRouting", "MeshgateConfig", "MeshgateSupport", "MeshgateHTTP2", "MeshgateTestSupport"],
             path: "Tests/MeshgateRoutingTests"),
+        .testTarget(
+            name: "MeshgateControlTests",
+            dependencies: [
+                "MeshgateControl", "GatewayHost", "MeshgateConfig", "MeshgateSupport", "MeshgateYAML",
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Tests/MeshgateControlTests"),
     ],
     swiftLanguageModes: [.v6]
 )
