@@ -164,10 +164,20 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: dataPathSettings),
+        // The gateway's own gRPC services, served on its listeners:
+        // grpc.health.v1 and server reflection merged from the clusters.
+        .target(
+            name: "MeshgateOwnServices",
+            dependencies: [
+                "MeshgateConfig", "MeshgateSupport", "MeshgateRouting", "MeshgateUpstream", "MeshgateHTTP2", "MeshgateGRPC",
+                "MeshgateGRPCCalls", "MeshgateTransport", "GRPCHealthProto", "ProtoWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]),
         .target(
             name: "GatewayHost",
             dependencies: [
-                "MeshgateCallCore", "MeshgateConfig", "MeshgateSupport", "MeshgateDiscovery", "MeshgateRouting", "MeshgateUpstream", "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateTransport",
+                "MeshgateCallCore", "MeshgateConfig", "MeshgateSupport", "MeshgateDiscovery", "MeshgateRouting", "MeshgateUpstream", "MeshgateOwnServices", "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateTransport",
                 "MeshgateEtcd", "ProtoWire",
                 "GRPCHealthProto", "FilterABI", "MeshgatePosix",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -184,7 +194,7 @@ let package = Package(
             name: "MeshgateControl",
             dependencies: [
                 "GatewayHost", "MeshgateCallCore", "MeshgateConfig", "MeshgateSupport", "MeshgateDiscovery", "MeshgateRouting",
-                "MeshgateUpstream", "MeshgateHTTP2", "MeshgateGRPC", "MeshgateTLS", "MeshgatePosix", "MeshgateYAML",
+                "MeshgateUpstream", "MeshgateOwnServices", "MeshgateHTTP2", "MeshgateGRPC", "MeshgateTLS", "MeshgatePosix", "MeshgateYAML",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -262,6 +272,13 @@ let package = Package(
             name: "MeshgateRoutingTests",
             dependencies: ["MeshgateRouting", "MeshgateConfig", "MeshgateSupport", "MeshgateHTTP2", "MeshgateTestSupport"],
             path: "Tests/MeshgateRoutingTests"),
+        .testTarget(
+            name: "MeshgateOwnServicesTests",
+            dependencies: [
+                "MeshgateOwnServices", "MeshgateConfig", "MeshgateRouting", "MeshgateYAML", "ProtoWire",
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            path: "Tests/MeshgateOwnServicesTests"),
         .testTarget(
             name: "MeshgateControlTests",
             dependencies: [

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turn a protoc descriptor set into Sources/MeshProto/Generated/FileDescriptors.swift
 (or, with --enum and --only, another such file: the gateway's own
-Sources/GatewayHost/Reflection/Generated/GatewayFileDescriptors.swift).
+Sources/MeshgateOwnServices/Reflection/Generated/GatewayFileDescriptors.swift).
 
 Usage: descriptors_to_swift.py [--enum NAME] [--only FILE,FILE...] DESCRIPTOR_SET OUTPUT_SWIFT
 

@@ -22,7 +22,7 @@ OUT_DIR="Sources/MeshProto/Generated"
 # grpc.health.v1 is shared by the gateway (which serves and uses it) and the sample.
 HEALTH_OUT_DIR="Sources/GRPCHealthProto/Generated"
 # The gateway's own descriptors (health, reflection), for merged reflection.
-GATEWAY_OUT_DIR="Sources/GatewayHost/Reflection/Generated"
+GATEWAY_OUT_DIR="Sources/MeshgateOwnServices/Reflection/Generated"
 TOOLS_DIR=".build-protoc"
 
 # Proto files that get Swift message types.

@@ -7,6 +7,7 @@ import MeshgateCallCore
 import MeshgateConfig
 import MeshgateSupport
 import MeshgateRouting
+import MeshgateOwnServices
 
 /// The gateway's side of one client connection: turns each request head
 /// into a routed `ProxyCall`, or answers it locally with a gRPC status.
@@ -119,7 +120,7 @@ package final class DownstreamConnection: HTTP2ConnectionDelegate {
         }
         if path.hasPrefix(GatewayHealthService.pathPrefix) {
             let call = GatewayHealthService.handle(connection: connection, stream: stream, headers: headers, path: path,
-                                                   registry: loop.health, loop: loop, budget: ownServiceCallBudget())
+                                                   registry: loop.health, eventLoop: loop.eventLoop, budget: ownServiceCallBudget())
             if endStream { call.onEnd?() }
             return call
         }
@@ -178,8 +179,10 @@ package final class DownstreamConnection: HTTP2ConnectionDelegate {
                !listener.routes.contains(where: { $0.match.pathMatches(path) }) {
                 // No route sends reflection elsewhere (not even one whose
                 // headers did not match): the gateway merges it.
-                let call = GatewayReflectionService.handle(connection: connection, stream: stream, headers: headers, path: path,
-                                                           listenerIndex: listenerIndex, loop: loop, budget: ownServiceCallBudget())
+                let scope = ReflectionScope(number: generation.number, listener: generation.serving.listeners[listenerIndex],
+                                            clusters: generation.clusters)
+                let call = GatewayReflectionService.handle(connection: connection, stream: stream, headers: headers, path: path, scope: scope,
+                                                           cache: loop.reflection, eventLoop: loop.eventLoop, budget: ownServiceCallBudget())
                 if endStream { call.onEnd?() }
                 return call
             }

@@ -4,6 +4,7 @@ import MeshgateDiscovery
 import MeshgateRouting
 import MeshgateSupport
 import MeshgateUpstream
+import MeshgateOwnServices
 
 /// Everything one event loop owns: its upstream pools (one per cluster) and
 /// the downstream connections it serves. A downstream connection and all the

@@ -12,6 +12,7 @@ import MeshgateSupport
 import MeshgateDiscovery
 import MeshgateRouting
 import MeshgateUpstream
+import MeshgateOwnServices
 
 /// The running gateway's lifecycle: event loops, listeners and the admin
 /// server, the drain on shutdown. What new calls use (routes, filter

@@ -3,8 +3,8 @@ import MeshgateYAML
 import NIOPosix
 import ProtoWire
 import Testing
-@testable import GatewayHost
 @testable import MeshgateConfig
+@testable import MeshgateOwnServices
 
 @Suite struct ReflectionWireTests {
     private func request(_ body: (inout ProtoWriter) -> Void) -> [UInt8] {

@@ -9,11 +9,11 @@ import ProtoWire
 /// A file that lost a service also loses its `source_code_info`, whose
 /// locations count services by index (and would carry the removed
 /// service's comments).
-struct RoutedFileDescriptors {
+package struct RoutedFileDescriptors {
     /// Each file, serialized (unchanged, or rewritten without services).
-    var files: [[UInt8]] = []
+    package var files: [[UInt8]] = []
     /// Full names of the services removed.
-    var removed: Set<String> = []
+    package var removed: Set<String> = []
 
     // FileDescriptorProto field numbers (google/protobuf/descriptor.proto).
     private static let packageField = 2, serviceField = 6, sourceCodeInfoField = 9
@@ -22,7 +22,7 @@ struct RoutedFileDescriptors {
 
     /// `descriptors`, each without the services `routed` refuses (given a
     /// service's full name, `package.Service`).
-    init(_ descriptors: [ArraySlice<UInt8>], routed: (String) -> Bool) throws(ProtoDecodeError) {
+    package init(_ descriptors: [ArraySlice<UInt8>], routed: (String) -> Bool) throws(ProtoDecodeError) {
         for descriptor in descriptors {
             files.append(try Self.filter(descriptor, routed: routed, removed: &removed))
         }

@@ -27,29 +27,29 @@ import MeshgateUpstream
 /// the gateway fan out to every cluster per request without limit.
 ///
 /// Requests on one stream are answered one at a time, in order.
-final class GatewayReflectionService {
-    static let paths: Set<String> = Set(ReflectionUpstreamQuery.Version.allCases.map(\.rawValue))
-    static let ownServices = ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]
-    static let upstreamTimeout = TimeAmount.seconds(5)
-    static let notFound: Int32 = 5
-    static let invalidArgument: Int32 = 3
-    static let resourceExhausted: Int32 = 8
+package final class GatewayReflectionService {
+    package static let paths: Set<String> = Set(ReflectionUpstreamQuery.Version.allCases.map(\.rawValue))
+    package static let ownServices = ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]
+    package static let upstreamTimeout = TimeAmount.seconds(5)
+    package static let notFound: Int32 = 5
+    package static let invalidArgument: Int32 = 3
+    package static let resourceExhausted: Int32 = 8
     /// Requests a client may have waiting on one stream; more ends the
     /// stream with RESOURCE_EXHAUSTED (grpcurl sends one at a time).
-    static let maxPending = 16
+    package static let maxPending = 16
     /// A ServerReflectionRequest names one symbol, file or extension:
     /// 16 KiB is far beyond any real one.
-    static let requestLimits = GRPCServerCall.RequestLimits(maxMessageBytes: 16 << 10)
+    package static let requestLimits = GRPCServerCall.RequestLimits(maxMessageBytes: 16 << 10)
     /// The longest symbol, file or extension type name looked up. Real
     /// ones are tens of bytes; each level of a dotted name is a lookup,
     /// so a 16 KiB `a.a.a…` would cost thousands of them per request, on
     /// a data-path loop, and the cache keeps what is asked (this bounds
     /// its bytes: `ReflectionCache.maxEntries` names of at most this).
-    static let maxNameBytes = 1024
+    package static let maxNameBytes = 1024
 
     private let call: GRPCServerCall
     private let listener: ServingConfig.Listener
-    private let generation: LoopGeneration
+    private let generation: ReflectionScope
     private let cache: ReflectionCache
     private let version: ReflectionUpstreamQuery.Version
     private let eventLoop: EventLoop
@@ -60,7 +60,7 @@ final class GatewayReflectionService {
     private var requestEnded = false
     private var closed = false
 
-    private init(call: GRPCServerCall, listener: ServingConfig.Listener, generation: LoopGeneration, cache: ReflectionCache,
+    private init(call: GRPCServerCall, listener: ServingConfig.Listener, generation: ReflectionScope, cache: ReflectionCache,
                  version: ReflectionUpstreamQuery.Version, eventLoop: EventLoop) {
         self.call = call
         self.eventLoop = eventLoop
@@ -70,17 +70,16 @@ final class GatewayReflectionService {
         self.version = version
     }
 
-    static func handle(connection: HTTP2Connection, stream: Int32, headers: HTTP2HeaderList, path: String,
-                       listenerIndex: Int, loop: LoopContext, budget: GRPCServerCallBudget) -> GRPCServerCall {
+    package static func handle(connection: HTTP2Connection, stream: Int32, headers: HTTP2HeaderList, path: String,
+                       scope: ReflectionScope, cache: ReflectionCache, eventLoop: EventLoop, budget: GRPCServerCallBudget) -> GRPCServerCall {
         // The head is not kept: the service reads none of it.
         let call = GRPCServerCall(connection: connection, stream: stream, headers: HTTP2HeaderList(), path: path,
                                   limits: requestLimits, budget: budget)
         call.onRefused = { LimitCounters.shared.ownServiceRefused($0) }
         if call.refuseUnlessAdmitted() { return call }
-        let generation = loop.generation
-        let service = GatewayReflectionService(call: call, listener: generation.serving.listeners[listenerIndex], generation: generation,
-                                               cache: loop.reflection, version: path == ReflectionUpstreamQuery.Version.v1alpha.rawValue ? .v1alpha : .v1,
-                                               eventLoop: loop.eventLoop)
+        let service = GatewayReflectionService(call: call, listener: scope.listener, generation: scope,
+                                               cache: cache, version: path == ReflectionUpstreamQuery.Version.v1alpha.rawValue ? .v1alpha : .v1,
+                                               eventLoop: eventLoop)
         // The call holds the service through these closures until it ends.
         call.onMessage = { bytes in
             guard service.pending.count < Self.maxPending else {
@@ -207,7 +206,7 @@ final class GatewayReflectionService {
 
     /// Why a request naming something longer than `maxNameBytes` is
     /// refused (the name itself is not quoted back), or nil.
-    static func nameRefusal(_ request: ReflectionRequest) -> String? {
+    package static func nameRefusal(_ request: ReflectionRequest) -> String? {
         let what: String
         let name: String
         switch request {
@@ -224,7 +223,7 @@ final class GatewayReflectionService {
     // MARK: The gateway's own files
 
     /// The serialized file (health.proto, a reflection.proto) named `name`.
-    static func ownFile(named name: String) -> [UInt8]? {
+    package static func ownFile(named name: String) -> [UInt8]? {
         GatewayFileDescriptors.all.first { $0.name == name }?.bytes
     }
 
@@ -232,7 +231,7 @@ final class GatewayReflectionService {
     /// (`grpc.health.v1.Health.Check` → health.proto): the file of the
     /// longest own name that is `symbol` or one of its parents, compared
     /// in place (no name is built per level).
-    static func ownFile(symbol: String) -> [UInt8]? {
+    package static func ownFile(symbol: String) -> [UInt8]? {
         var best: (file: String, length: Int)?
         for (file, symbols) in GatewayFileDescriptors.symbolsByFile {
             for own in symbols where own.utf8.count > (best?.length ?? 0) && isSelfOrParent(own, of: symbol) {
@@ -243,7 +242,7 @@ final class GatewayReflectionService {
     }
 
     /// `symbol` is `parent`, or starts with `parent` and a dot.
-    static func isSelfOrParent(_ parent: String, of symbol: some StringProtocol) -> Bool {
+    package static func isSelfOrParent(_ parent: String, of symbol: some StringProtocol) -> Bool {
         let name = symbol.utf8
         guard name.starts(with: parent.utf8) else { return false }
         let rest = name.dropFirst(parent.utf8.count)
@@ -261,13 +260,13 @@ final class GatewayReflectionService {
     /// The cluster of the first route whose path match can take a method
     /// of `service` (header matches aside: a service reachable with the
     /// right headers is still routed).
-    func cluster(forService service: some StringProtocol) -> String? {
+    package func cluster(forService service: some StringProtocol) -> String? {
         Self.cluster(forService: service, routes: listener.config.routes)
     }
 
     /// Compares in place against `/service/` (a symbol's parents are
     /// looked up one by one, and none is built as a string).
-    static func cluster(forService service: some StringProtocol, routes: [RouteConfig]) -> String? {
+    package static func cluster(forService service: some StringProtocol, routes: [RouteConfig]) -> String? {
         for route in routes {
             let m = route.match
             if let s = m.service, s != service { continue }
@@ -279,7 +278,7 @@ final class GatewayReflectionService {
     }
 
     /// `text` starts with `/service/`.
-    static func startsWithServicePath(_ text: String, _ service: some StringProtocol) -> Bool {
+    package static func startsWithServicePath(_ text: String, _ service: some StringProtocol) -> Bool {
         let bytes = text.utf8
         guard bytes.first == UInt8(ascii: "/") else { return false }
         let rest = bytes.dropFirst()
@@ -288,7 +287,7 @@ final class GatewayReflectionService {
     }
 
     /// `/service/` starts with `prefix`.
-    static func servicePathStarts(with prefix: String, _ service: some StringProtocol) -> Bool {
+    package static func servicePathStarts(with prefix: String, _ service: some StringProtocol) -> Bool {
         let bytes = prefix.utf8
         guard let first = bytes.first else { return true }
         guard first == UInt8(ascii: "/") else { return false }

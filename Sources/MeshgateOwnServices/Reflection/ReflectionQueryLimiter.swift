@@ -9,17 +9,17 @@ import NIOCore
 /// wait in order (up to `maxWaiting`, then the request is answered
 /// RESOURCE_EXHAUSTED): tools that send a burst (grpcurl `describe`) are
 /// slowed, not refused.
-final class ReflectionQueryLimiter: Sendable {
-    static let maxInFlight = 8
-    static let maxWaiting = 64
+package final class ReflectionQueryLimiter: Sendable {
+    package static let maxInFlight = 8
+    package static let maxWaiting = 64
 
     private struct Waiter {
-        let grant: NIOLoopBound<() -> Void>
+        package let grant: NIOLoopBound<() -> Void>
     }
 
     private struct Listener {
-        var inFlight = 0
-        var waiting = CircularBuffer<Waiter>()
+        package var inFlight = 0
+        package var waiting = CircularBuffer<Waiter>()
     }
 
     private let state = NIOLockedValueBox<[String: Listener]>([:])
@@ -28,7 +28,7 @@ final class ReflectionQueryLimiter: Sendable {
     /// when fewer than `maxInFlight` are in flight, else when one ends.
     /// false (and `body` never runs) when `maxWaiting` already wait. The
     /// caller calls `release` once the query `body` starts has ended.
-    func admit(listener: String, on loop: EventLoop, _ body: @escaping () -> Void) -> Bool {
+    package func admit(listener: String, on loop: EventLoop, _ body: @escaping () -> Void) -> Bool {
         enum Outcome { case now, queued, refused }
         let bound = NIOLoopBound(body, eventLoop: loop)
         let outcome = state.withLockedValue { all -> Outcome in
@@ -51,7 +51,7 @@ final class ReflectionQueryLimiter: Sendable {
     }
 
     /// A query of `listener` ended: its place goes to the first waiter.
-    func release(listener: String) {
+    package func release(listener: String) {
         let next = state.withLockedValue { all -> Waiter? in
             guard var entry = all[listener] else { return nil }
             defer { all[listener] = entry.inFlight == 0 && entry.waiting.isEmpty ? nil : entry }
@@ -64,7 +64,7 @@ final class ReflectionQueryLimiter: Sendable {
     }
 
     /// Queries in flight and waiting for `listener` (for tests and views).
-    func load(of listener: String) -> (inFlight: Int, waiting: Int) {
+    package func load(of listener: String) -> (inFlight: Int, waiting: Int) {
         state.withLockedValue { all in (all[listener]?.inFlight ?? 0, all[listener]?.waiting.count ?? 0) }
     }
 }

@@ -4,17 +4,18 @@ import MeshgateGRPCCalls
 import MeshgateHTTP2
 import MeshgateSupport
 import MeshgateUpstream
+import NIOCore
 
 /// grpc.health.v1.Health served by the gateway on every listener.
-enum GatewayHealthService {
-    static let pathPrefix = "/grpc.health.v1.Health/"
+package enum GatewayHealthService {
+    package static let pathPrefix = "/grpc.health.v1.Health/"
     /// Every method takes one HealthCheckRequest (a service name: a few
     /// bytes); 4 KiB leaves room for any real name and no more.
-    static let requestLimits = GRPCServerCall.RequestLimits(maxMessageBytes: 4096, maxMessages: 1)
+    package static let requestLimits = GRPCServerCall.RequestLimits(maxMessageBytes: 4096, maxMessages: 1)
 
     /// Answers a health call.
-    static func handle(connection: HTTP2Connection, stream: Int32, headers: HTTP2HeaderList, path: String,
-                       registry: HealthRegistry, loop: LoopContext, budget: GRPCServerCallBudget) -> GRPCServerCall {
+    package static func handle(connection: HTTP2Connection, stream: Int32, headers: HTTP2HeaderList, path: String,
+                       registry: HealthRegistry, eventLoop: EventLoop, budget: GRPCServerCallBudget) -> GRPCServerCall {
         // The head is not kept: the service reads none of it, and a call
         // may stay open for long (Watch).
         let call = GRPCServerCall(connection: connection, stream: stream, headers: HTTP2HeaderList(), path: path,
@@ -23,7 +24,7 @@ enum GatewayHealthService {
         if call.refuseUnlessAdmitted() { return call }
         switch path.dropFirst(pathPrefix.count) {
         case "Check": check(call, registry)
-        case "Watch": watch(call, registry, loop)
+        case "Watch": watch(call, registry, eventLoop)
         case "List": list(call, registry)
         default:
             call.onEnd = { call.finish(GRPCStatus(.unimplemented, "grpc.health.v1.Health has no method \(path)")) }
@@ -57,7 +58,7 @@ enum GatewayHealthService {
         return r
     }
 
-    static func check(_ call: GRPCServerCall, _ registry: HealthRegistry) {
+    package static func check(_ call: GRPCServerCall, _ registry: HealthRegistry) {
         request(call) { request in
             guard let status = registry.status(of: request.service) else {
                 return call.finish(GRPCStatus(.notFound, "unknown service '\(request.service)': no route of this gateway serves it"))
@@ -67,19 +68,19 @@ enum GatewayHealthService {
         }
     }
 
-    static func watch(_ call: GRPCServerCall, _ registry: HealthRegistry, _ loop: LoopContext) {
+    package static func watch(_ call: GRPCServerCall, _ registry: HealthRegistry, _ eventLoop: EventLoop) {
         request(call) { request in
             let id = ObjectIdentifier(call)
             let watcher = HealthRegistry.Watcher(
                 send: { [weak call] status in call?.send(response(status)) },
                 finish: { [weak call] in call?.finish(GRPCStatus(.unavailable, "the gateway is shutting down")) })
-            let first = registry.addWatch(service: request.service, id: id, loop: loop.eventLoop, watcher: watcher)
+            let first = registry.addWatch(service: request.service, id: id, loop: eventLoop, watcher: watcher)
             call.send(response(first))
             call.onClose = { registry.removeWatch(id: id) }
         }
     }
 
-    static func list(_ call: GRPCServerCall, _ registry: HealthRegistry) {
+    package static func list(_ call: GRPCServerCall, _ registry: HealthRegistry) {
         call.onEnd = {
             guard call.messagesReceived == 1 else {
                 return call.finish(GRPCStatus(.internal, "\(call.path) takes one request message; the client sent none"))

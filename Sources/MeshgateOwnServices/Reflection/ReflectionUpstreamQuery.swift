@@ -13,16 +13,16 @@ import MeshgateUpstream
 /// asked again with it. Reflection is rare (grpcurl, tooling) and its
 /// answers are cached (`ReflectionCache`), so a connection per query costs
 /// nothing that matters.
-final class ReflectionUpstreamQuery: HTTP2ConnectionDelegate {
-    enum Version: String, CaseIterable {
+package final class ReflectionUpstreamQuery: HTTP2ConnectionDelegate {
+    package enum Version: String, CaseIterable {
         case v1 = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
         case v1alpha = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 
-        var other: Version { self == .v1 ? .v1alpha : .v1 }
+        package var other: Version { self == .v1 ? .v1alpha : .v1 }
     }
 
-    struct Failure: Error {
-        let message: String
+    package struct Failure: Error {
+        package let message: String
     }
 
     private let endpoint: EndpointPool
@@ -40,7 +40,7 @@ final class ReflectionUpstreamQuery: HTTP2ConnectionDelegate {
     }
 
     /// Asks `endpoint`; `completion` runs once, on the endpoint's loop.
-    static func ask(_ endpoint: EndpointPool, version: Version, request: [UInt8], timeout: TimeAmount,
+    package static func ask(_ endpoint: EndpointPool, version: Version, request: [UInt8], timeout: TimeAmount,
                     completion: @escaping (Result<[UInt8], Failure>) -> Void) {
         let query = ReflectionUpstreamQuery(endpoint: endpoint, request: request, timeout: timeout, completion: completion)
         query.start(version: version, fallback: true)
@@ -93,5 +93,5 @@ final class ReflectionUpstreamQuery: HTTP2ConnectionDelegate {
         completion(result)
     }
 
-    func http2ConnectionDidClose(_ connection: HTTP2Connection) {}
+    package func http2ConnectionDidClose(_ connection: HTTP2Connection) {}
 }

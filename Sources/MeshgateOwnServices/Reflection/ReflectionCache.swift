@@ -17,7 +17,7 @@ package final class ReflectionCache: Sendable {
 
     /// Upstream queries in flight per listener (not per generation: a
     /// reload must not reset the count of queries still running).
-    let queries = ReflectionQueryLimiter()
+    package let queries = ReflectionQueryLimiter()
 
     private struct State {
         package var generation = 0

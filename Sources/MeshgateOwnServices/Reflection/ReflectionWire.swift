@@ -5,7 +5,7 @@ import ProtoWire
 /// Requests are forwarded upstream as the client's own bytes, and answers
 /// from one cluster pass back unchanged; only a merged `list_services`
 /// answer and the gateway's own errors are written here.
-enum ReflectionRequest: Equatable {
+package enum ReflectionRequest: Equatable {
     case listServices
     case fileByFilename(String)
     case fileContainingSymbol(String)
@@ -15,7 +15,7 @@ enum ReflectionRequest: Equatable {
     case empty
 
     /// The symbol whose service decides which cluster answers, if any.
-    var symbol: String? {
+    package var symbol: String? {
         switch self {
         case .fileContainingSymbol(let s), .allExtensionNumbersOfType(let s): return s
         case .fileContainingExtension(let type, _): return type
@@ -25,7 +25,7 @@ enum ReflectionRequest: Equatable {
 
     /// What the request asks, as a key for `ReflectionCache`'s misses
     /// (nil: not a question one cluster answers).
-    var cacheKey: String? {
+    package var cacheKey: String? {
         switch self {
         case .fileByFilename(let name): return "file " + name
         case .fileContainingSymbol(let symbol): return "symbol " + symbol
@@ -37,11 +37,11 @@ enum ReflectionRequest: Equatable {
 
     // Field numbers of ServerReflectionRequest.
     private enum Field {
-        static let host = 1, fileByFilename = 3, fileContainingSymbol = 4, fileContainingExtension = 5
-        static let allExtensionNumbersOfType = 6, listServices = 7
+        package static let host = 1, fileByFilename = 3, fileContainingSymbol = 4, fileContainingExtension = 5
+        package static let allExtensionNumbersOfType = 6, listServices = 7
     }
 
-    static func decode(_ bytes: [UInt8]) throws(ProtoDecodeError) -> (host: String, request: ReflectionRequest) {
+    package static func decode(_ bytes: [UInt8]) throws(ProtoDecodeError) -> (host: String, request: ReflectionRequest) {
         var reader = ProtoReader(bytes)
         var host = ""
         var request = ReflectionRequest.empty
@@ -68,9 +68,9 @@ enum ReflectionRequest: Equatable {
     }
 }
 
-enum ReflectionResponse {
+package enum ReflectionResponse {
     /// What an upstream answered.
-    enum Parsed: Equatable {
+    package enum Parsed: Equatable {
         case services([String])
         /// File descriptors, by the `name` of each (what later
         /// `file_by_filename` requests for dependencies ask for).
@@ -81,10 +81,10 @@ enum ReflectionResponse {
 
     // Field numbers of ServerReflectionResponse.
     private enum Field {
-        static let validHost = 1, originalRequest = 2, fileDescriptorResponse = 4, listServicesResponse = 6, errorResponse = 7
+        package static let validHost = 1, originalRequest = 2, fileDescriptorResponse = 4, listServicesResponse = 6, errorResponse = 7
     }
 
-    static func parse(_ bytes: [UInt8]) throws(ProtoDecodeError) -> Parsed {
+    package static func parse(_ bytes: [UInt8]) throws(ProtoDecodeError) -> Parsed {
         var reader = ProtoReader(bytes)
         var parsed = Parsed.other
         while let (field, value) = try reader.next() {
@@ -129,7 +129,7 @@ enum ReflectionResponse {
 
     /// The serialized FileDescriptorProtos of a `file_descriptor_response`;
     /// nil for any other answer.
-    static func descriptors(_ bytes: [UInt8]) throws(ProtoDecodeError) -> [ArraySlice<UInt8>]? {
+    package static func descriptors(_ bytes: [UInt8]) throws(ProtoDecodeError) -> [ArraySlice<UInt8>]? {
         var reader = ProtoReader(bytes)
         var found: [ArraySlice<UInt8>]?
         while let (field, value) = try reader.next() {
@@ -146,7 +146,7 @@ enum ReflectionResponse {
 
     /// A `list_services` answer to `request` (the client's bytes, echoed as
     /// `original_request`).
-    static func list(_ services: [String], host: String, request: [UInt8]) -> [UInt8] {
+    package static func list(_ services: [String], host: String, request: [UInt8]) -> [UInt8] {
         var out = header(host: host, request: request)
         out.nested(Field.listServicesResponse) { list in
             for name in services {
@@ -157,7 +157,7 @@ enum ReflectionResponse {
     }
 
     /// A `file_descriptor_response` with serialized FileDescriptorProtos.
-    static func files(_ descriptors: [[UInt8]], host: String, request: [UInt8]) -> [UInt8] {
+    package static func files(_ descriptors: [[UInt8]], host: String, request: [UInt8]) -> [UInt8] {
         var out = header(host: host, request: request)
         out.nested(Field.fileDescriptorResponse) { files in
             for descriptor in descriptors { files.bytes(1, descriptor) }
@@ -165,7 +165,7 @@ enum ReflectionResponse {
         return out.bytes
     }
 
-    static func error(code: Int32, _ message: String, host: String, request: [UInt8]) -> [UInt8] {
+    package static func error(code: Int32, _ message: String, host: String, request: [UInt8]) -> [UInt8] {
         var out = header(host: host, request: request)
         out.nested(Field.errorResponse) { e in
             e.varint(1, UInt64(UInt32(bitPattern: code)))
