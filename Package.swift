@@ -174,10 +174,23 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]),
+        // The filter plugins' host: images loaded with dlopen, filter chains
+        // per route, the C ABI's host functions, the per-call hook runner.
+        // Calls and attempts are opaque handles here; the data path provides
+        // the host functions that act on them (`DataPathHostFunctions`).
+        .target(
+            name: "MeshgatePluginHost",
+            dependencies: [
+                "FilterABI", "MeshgateCallCore", "MeshgateConfig", "MeshgateSupport", "MeshgateUpstream", "MeshgateGRPC",
+                "MeshgateHTTP2", "MeshgatePosix", "MeshgateTLS", "MeshgateYAML",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: dataPathSettings),
         .target(
             name: "GatewayHost",
             dependencies: [
-                "MeshgateCallCore", "MeshgateConfig", "MeshgateSupport", "MeshgateDiscovery", "MeshgateRouting", "MeshgateUpstream", "MeshgateOwnServices", "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateTransport",
+                "MeshgateCallCore", "MeshgateConfig", "MeshgateSupport", "MeshgateDiscovery", "MeshgateRouting", "MeshgateUpstream", "MeshgateOwnServices", "MeshgatePluginHost", "MeshgateHTTP2", "MeshgateYAML", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateTransport",
                 "MeshgateEtcd", "ProtoWire",
                 "GRPCHealthProto", "FilterABI", "MeshgatePosix",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -194,7 +207,7 @@ let package = Package(
             name: "MeshgateControl",
             dependencies: [
                 "GatewayHost", "MeshgateCallCore", "MeshgateConfig", "MeshgateSupport", "MeshgateDiscovery", "MeshgateRouting",
-                "MeshgateUpstream", "MeshgateOwnServices", "MeshgateHTTP2", "MeshgateGRPC", "MeshgateTLS", "MeshgatePosix", "MeshgateYAML",
+                "MeshgateUpstream", "MeshgateOwnServices", "MeshgatePluginHost", "MeshgateHTTP2", "MeshgateGRPC", "MeshgateTLS", "MeshgatePosix", "MeshgateYAML",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -203,7 +216,7 @@ let package = Package(
         .executableTarget(
             name: "meshgate",
             dependencies: [
-                "GatewayHost", "MeshgateControl", "MeshgateConfig", "MeshgateSupport", "MeshgateRouting", "MeshgateUpstream", "MeshgateEtcd", "MeshgateTLS", "MeshgatePosix",
+                "GatewayHost", "MeshgateControl", "MeshgatePluginHost", "MeshgateConfig", "MeshgateSupport", "MeshgateRouting", "MeshgateUpstream", "MeshgateEtcd", "MeshgateTLS", "MeshgatePosix",
                 "GRPCHealthProto", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateTransport", "MeshgateYAML",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -243,7 +256,7 @@ let package = Package(
         .testTarget(
             name: "MeshgateTests",
             dependencies: [
-                "GatewayHost", "MeshgateControl", "MeshgateConfig", "MeshgateSupport", "MeshgateRouting", "MeshgateUpstream", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateYAML", "MeshgateEtcd", "ProtoWire",
+                "GatewayHost", "MeshgateControl", "MeshgatePluginHost", "MeshgateConfig", "MeshgateSupport", "MeshgateRouting", "MeshgateUpstream", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateYAML", "MeshgateEtcd", "ProtoWire",
                 "ConsistentHash", "PluginKit", "MeshgateTransport", "MeshgatePosix", "CFreeListAllocator", "MeshgateTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -3,6 +3,7 @@ import GatewayHost
 import MeshgatePosix
 import MeshgateConfig
 import MeshgateSupport
+import MeshgatePluginHost
 
 /// Where a running gateway's admin API is: `--admin HOST:PORT`, else the
 /// `admin.address` of `--config`, else 127.0.0.1:9901.
@@ -120,7 +121,7 @@ struct PluginCommand: ParsableCommand {
         func run() throws {
             let inspection: PluginInspection
             do {
-                inspection = try PluginInspection.inspect(path: file, configJSON: config.map { $0.isEmpty ? "{}" : $0 })
+                inspection = try PluginInspection.inspect(path: file, configJSON: config.map { $0.isEmpty ? "{}" : $0 }, host: DataPathHostFunctions.table)
             } catch {
                 printError("meshgate plugin inspect: \(error)")
                 throw ExitCode(2)

@@ -5,6 +5,7 @@ import MeshgateYAML
 import MeshgateConfig
 import MeshgateSupport
 import MeshgateControl
+import MeshgatePluginHost
 
 @main
 struct Meshgate: AsyncParsableCommand {
@@ -43,7 +44,7 @@ struct Validate: ParsableCommand {
         let plugins: FilterChains
         do {
             _ = try TLSMaterial.load(config)
-            plugins = try FilterChains.load(config)
+            plugins = try FilterChains.load(config, host: DataPathHostFunctions.table)
         } catch {
             printError("meshgate: invalid config: \(config.located(error))")
             Posix.exit(2)

@@ -2,6 +2,7 @@ import FilterABI
 import MeshgateHTTP2
 import Testing
 @testable import GatewayHost
+@testable import MeshgatePluginHost
 
 @Suite struct PluginHeaderFieldTests {
     func add(_ name: String, _ value: String, to list: inout HTTP2HeaderList, replacing: Bool = false) -> Bool {

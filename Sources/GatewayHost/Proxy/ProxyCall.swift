@@ -6,6 +6,7 @@ import MeshgateCallCore
 import MeshgateSupport
 import MeshgateRouting
 import MeshgateUpstream
+import MeshgatePluginHost
 
 /// One RPC in flight through the gateway: the executor of its
 /// `CallStateMachine`. It turns the downstream stream's callbacks, its
@@ -109,7 +110,7 @@ final class ProxyCall: HTTP2StreamDelegate {
             maxRequestMessageBytes: route.config.maxRequestMessageBytes,
             maxResponseMessageBytes: route.config.maxResponseMessageBytes), attemptStorage: loop.callScratch.takeAttemptTable())
         generation.callStarted()
-        plugin.proxy = self
+        plugin.owner = Unmanaged.passUnretained(self).toOpaque()
     }
 
     deinit {
@@ -290,7 +291,13 @@ final class ProxyCall: HTTP2StreamDelegate {
         case .abandonWait(let id):
             attempts[id].abandonWait()
         case .runAttemptStartHooks(let id):
-            filters.attemptStart(attempts[id])
+            let attempt = attempts[id]
+            attempt.extraRequestHeaders.removeAll(keepingCapacity: true)
+            if filters.hasAttemptStartHook {
+                attempt.acceptsRequestHeaders = true
+                filters.runAttemptStartHooks(attempt: attempt.handle)
+                attempt.acceptsRequestHeaders = false
+            }
             handle(.attemptStartHooksReturned(id))
         case .openStream(let id, let endStream):
             openStream(id, endStream: endStream)
@@ -437,6 +444,11 @@ final class ProxyCall: HTTP2StreamDelegate {
     }
 
     /// The client's "ip:port" ("[v6]:port"), for call_peer_address.
+    /// The call whose plugin state `call` (an `mg_call *`) is, while it runs.
+    static func owner(of call: OpaquePointer?) -> ProxyCall? {
+        PluginCallState.from(call).owner.map { Unmanaged<ProxyCall>.fromOpaque($0).takeUnretainedValue() }
+    }
+
     var peerAddressText: String? {
         guard let address = downstream.remoteAddress, let ip = address.ipAddress, let port = address.port else { return nil }
         if case .v6 = address { return "[\(ip)]:\(port)" }
@@ -498,7 +510,8 @@ final class ProxyCall: HTTP2StreamDelegate {
         }
         var decision = mg_retry_decision(retry: UInt32(MG_RETRY_NO), delay_ms: 0)
         withUnsafeMutablePointer(to: &decision) { pointer in
-            filters.attemptDone(attempt, outcome, responseStarted: responseStarted, decision: decides ? pointer : nil)
+            filters.attemptDone(attempt: attempt.id, endpointID: attempt.endpointID, started: attempt.started, outcome,
+                                responseStarted: responseStarted, decision: decides ? pointer : nil)
         }
         guard decides else { return }
         switch decision.retry {
@@ -522,7 +535,7 @@ final class ProxyCall: HTTP2StreamDelegate {
         // the merge nor the filters' appends allocate once warm.
         var head = scratch.responseHead.take()
         head.append(contentsOf: headers)
-        filters.runResponseHeaderHooks(upstreamHead: headers, clientHead: &head, from: attempt)
+        filters.runResponseHeaderHooks(upstreamHead: headers, clientHead: &head, from: attempt.handle)
         downstream.sendResponseHeaders(stream: downstreamStream, headers: head, endStream: endStream)
         scratch.responseHead.putBack(&head)
     }
@@ -549,7 +562,7 @@ final class ProxyCall: HTTP2StreamDelegate {
                 status: status, durationMicros: Int64(seconds * 1_000_000), upstream: upstream, attempts: attemptCount,
                 requestBytes: machine.request.received, responseBytes: machine.responseBytesWritten, clientIdentity: requestHeaders["x-forwarded-client-cert"], fields: plugin.logFields))
         }
-        plugin.proxy = nil
+        plugin.owner = nil
         dropReplay()
         if admissionBytes > 0 { downstream.releaseHeldBytes(admissionBytes, kind: .required) }
         // Shadows go on by themselves (they hold the generation).

@@ -5,6 +5,7 @@ import MeshgateRouting
 import MeshgateSupport
 import MeshgateUpstream
 import MeshgateOwnServices
+import MeshgatePluginHost
 
 /// Everything one event loop owns: its upstream pools (one per cluster) and
 /// the downstream connections it serves. A downstream connection and all the

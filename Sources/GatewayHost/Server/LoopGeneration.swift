@@ -1,5 +1,6 @@
 import MeshgateRouting
 import MeshgateUpstream
+import MeshgatePluginHost
 
 /// One config generation as one event loop serves it: the route tables and
 /// filter chains, and the plugin instances made for them on this loop.

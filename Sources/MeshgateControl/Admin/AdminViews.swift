@@ -3,6 +3,7 @@ import MeshgateYAML
 import MeshgateConfig
 import MeshgateSupport
 import MeshgateRouting
+import MeshgatePluginHost
 
 /// The JSON bodies of `/config`, `/plugins` and `/events`, and what a
 /// read-only address leaves out of them.

@@ -3,6 +3,7 @@ import MeshgateConfig
 import MeshgateSupport
 import MeshgateRouting
 import MeshgateUpstream
+import MeshgatePluginHost
 
 /// Reloads and discovery membership changes: each builds the parts of a new
 /// generation on the control thread and hands them to `generations`, the
@@ -37,7 +38,7 @@ extension Gateway {
             }
             let plugins: FilterChains
             do {
-                plugins = try FilterChains.load(fileConfig, ejections: ejections)
+                plugins = try FilterChains.load(fileConfig, ejections: ejections, host: DataPathHostFunctions.table)
             } catch {
                 let message = (error as? ConfigError).map { "\(fileConfig.located($0))" } ?? "\(error)"
                 GatewayEvents.shared.record(.plugin, .error, "plugin refused; the running config stays", ["error": message])

@@ -13,6 +13,7 @@ import MeshgateDiscovery
 import MeshgateRouting
 import MeshgateUpstream
 import MeshgateOwnServices
+import MeshgatePluginHost
 
 /// The running gateway's lifecycle: event loops, listeners and the admin
 /// server, the drain on shutdown. What new calls use (routes, filter
@@ -80,7 +81,7 @@ public final class Gateway: Sendable {
                 ?? (listener.config.healthOnly ? min(ConnectionLimit.healthOnlyDefault, defaultMaxConnections) : defaultMaxConnections))
         }
         ejections.setMembership(config.clusters)
-        let plugins = try FilterChains.load(config, ejections: ejections)
+        let plugins = try FilterChains.load(config, ejections: ejections, host: DataPathHostFunctions.table)
         counters.pluginsLoaded(Self.pluginNames(plugins))
         Self.recordPluginLoads(plugins, previous: nil)
         let threads = config.runtime.eventLoops ?? System.coreCount

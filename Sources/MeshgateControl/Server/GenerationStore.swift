@@ -5,6 +5,7 @@ import MeshgateConfig
 import MeshgateSupport
 import MeshgateRouting
 import MeshgateUpstream
+import MeshgatePluginHost
 
 /// The one owner of the gateway's generations: what new calls use (the
 /// config as its file says it, the config with discovered endpoints laid

@@ -2,6 +2,7 @@ import GatewayHost
 import MeshgateConfig
 import MeshgateSupport
 import MeshgateRouting
+import MeshgatePluginHost
 
 /// The dashboard's time series: one point per second, the last ten minutes,
 /// made by the sampler from the snapshots it already takes (so the data path

@@ -11,14 +11,14 @@ import MeshgateSupport
 public final class FilterHandle: @unchecked Sendable {
     public let image: PluginImage
     /// Dense index across the generation, for loop-local instance tables.
-    let index: Int
-    let config: UnsafeMutableRawPointer?
-    let context: PluginConfigContext
+    package let index: Int
+    package let config: UnsafeMutableRawPointer?
+    package let context: PluginConfigContext
     /// Where it was declared, for messages.
     public let field: String
     private var destroyed = false
 
-    init(image: PluginImage, index: Int, config: UnsafeMutableRawPointer?, context: PluginConfigContext, field: String) {
+    package init(image: PluginImage, index: Int, config: UnsafeMutableRawPointer?, context: PluginConfigContext, field: String) {
         self.image = image
         self.index = index
         self.config = config
@@ -26,15 +26,15 @@ public final class FilterHandle: @unchecked Sendable {
         self.field = field
     }
 
-    var hooks: mg_plugin { image.hooks }
+    package var hooks: mg_plugin { image.hooks }
 
     /// What a call's hooks need of this handle, as plain values.
-    var link: FilterLink { FilterLink(index: index, config: config, hooks: image.hooks) }
+    package var link: FilterLink { FilterLink(index: index, config: config, hooks: image.hooks) }
 
     /// Cancels the config's timers, then runs config_destroy (exactly
     /// once), both on the control thread. Callers make sure no instance,
     /// call or attempt made from this config is left.
-    func destroy() {
+    package func destroy() {
         ControlThread.run {
             guard !self.destroyed else { return }
             self.destroyed = true
@@ -46,11 +46,11 @@ public final class FilterHandle: @unchecked Sendable {
 
 /// A filter of a chain as the data path uses it: plain values (no
 /// reference), so running a hook over a chain retains nothing.
-struct FilterLink: @unchecked Sendable {
+package struct FilterLink: @unchecked Sendable {
     // @unchecked Sendable: `config` is the plugin's immutable-or-synchronized
     // config object (see FilterHandle); `hooks` holds C function pointers.
     /// `FilterHandle.index`: the slot of its loop-local instances.
-    let index: Int
-    let config: UnsafeMutableRawPointer?
-    let hooks: mg_plugin
+    package let index: Int
+    package let config: UnsafeMutableRawPointer?
+    package let hooks: mg_plugin
 }

@@ -8,26 +8,26 @@ import MeshgateUpstream
 ///
 /// `@unchecked Sendable`: the timer table is behind `lock`; everything else
 /// is immutable.
-final class PluginConfigContext: @unchecked Sendable {
-    let ejections: EjectionRegistry
+package final class PluginConfigContext: @unchecked Sendable {
+    package let ejections: EjectionRegistry
     private let lock = NIOLock()
     private var timers: [UInt64: RepeatedTask] = [:]
     private var nextTimer: UInt64 = 1
     private var closed = false
 
-    init(ejections: EjectionRegistry) {
+    package init(ejections: EjectionRegistry) {
         self.ejections = ejections
     }
 
-    var opaque: OpaquePointer { OpaquePointer(Unmanaged.passUnretained(self).toOpaque()) }
+    package var opaque: OpaquePointer { OpaquePointer(Unmanaged.passUnretained(self).toOpaque()) }
 
-    static func from(_ handle: OpaquePointer) -> PluginConfigContext {
+    package static func from(_ handle: OpaquePointer) -> PluginConfigContext {
         Unmanaged<PluginConfigContext>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue()
     }
 
     /// Runs `fire(user)` on the control thread after `delayMs` (and every
     /// `delayMs` after that when `repeats`).
-    func startTimer(delayMs: UInt32, repeats: Bool, fire: @escaping @convention(c) (UnsafeMutableRawPointer?) -> Void,
+    package func startTimer(delayMs: UInt32, repeats: Bool, fire: @escaping @convention(c) (UnsafeMutableRawPointer?) -> Void,
                     user: UnsafeMutableRawPointer?) -> UInt64 {
         let userBits = user.map { UInt(bitPattern: $0) }
         let delay = TimeAmount.milliseconds(Int64(max(delayMs, 1)))
@@ -51,9 +51,9 @@ final class PluginConfigContext: @unchecked Sendable {
         lock.withLock { timers.removeValue(forKey: id) }?.cancel()
     }
 
-    func cancelTimer(_ id: UInt64) { forget(id) }
+    package func cancelTimer(_ id: UInt64) { forget(id) }
 
-    func cancelAllTimers() {
+    package func cancelAllTimers() {
         let all = lock.withLock { () -> [RepeatedTask] in
             closed = true
             defer { timers.removeAll() }

@@ -15,18 +15,18 @@ import MeshgateUpstream
 /// it in place: a `var` struct in a class is copied (with a retain of each
 /// reference in it) for every non-mutating call, ~2 % of the CPU with a
 /// three-filter chain.
-struct CallFilters {
-    let chain: FilterChains.RouteChain
-    let instances: LoopPluginInstances
-    let clusterIndex: Int
+package struct CallFilters {
+    package let chain: FilterChains.RouteChain
+    package let instances: LoopPluginInstances
+    package let clusterIndex: Int
     /// The `mg_call *` of the call.
-    let plugin: PluginCallState
+    package let plugin: PluginCallState
     /// The per-call state of each filter, by chain index (nil when no
     /// filter keeps any): from the loop's free lists, written by `begin`,
     /// freed by `releaseStates` when the call goes.
     private let states: UnsafeMutableBufferPointer<UnsafeMutableRawPointer?>?
 
-    init(chain: FilterChains.RouteChain, instances: LoopPluginInstances, clusterIndex: Int, plugin: PluginCallState) {
+    package init(chain: FilterChains.RouteChain, instances: LoopPluginInstances, clusterIndex: Int, plugin: PluginCallState) {
         self.chain = chain
         self.instances = instances
         self.clusterIndex = clusterIndex
@@ -42,12 +42,12 @@ struct CallFilters {
     }
 
     /// Once, when the call object goes (after `callDone`, if it ran).
-    func releaseStates() {
+    package func releaseStates() {
         if let states { ThreadCachedMemory.deallocate(UnsafeMutableRawBufferPointer(states)) }
     }
 
     /// The chain has filters: hooks run.
-    var isEmpty: Bool { chain.filters.isEmpty }
+    package var isEmpty: Bool { chain.filters.isEmpty }
 
     private func instance(_ link: FilterLink) -> UnsafeMutableRawPointer? {
         instances.instance(link, cluster: clusterIndex)
@@ -58,7 +58,7 @@ struct CallFilters {
     }
 
     /// call_new of every filter.
-    func begin() {
+    package func begin() {
         guard let states else { return }
         let links = chain.links
         for i in links.indices {
@@ -69,7 +69,7 @@ struct CallFilters {
 
     /// on_request_headers in chain order, until one answers locally: then
     /// the status it gave (call_local_reply).
-    func requestHeaders() -> GRPCStatus? {
+    package func requestHeaders() -> GRPCStatus? {
         guard chain.hasRequestHeaderHook else { return nil }
         plugin.inRequestHeaderHooks = true
         defer { plugin.inRequestHeaderHooks = false }
@@ -89,30 +89,31 @@ struct CallFilters {
         return nil
     }
 
-    /// on_attempt_start; the attempt takes request headers meanwhile.
-    func attemptStart(_ attempt: UpstreamAttempt) {
-        attempt.extraRequestHeaders.removeAll(keepingCapacity: true)
-        guard chain.hasAttemptStartHook else { return }
-        attempt.acceptsRequestHeaders = true
+    /// Whether any filter has on_attempt_start (the attempt then takes
+    /// request headers while they run).
+    package var hasAttemptStartHook: Bool { chain.hasAttemptStartHook }
+
+    /// on_attempt_start of every filter that has it, with the attempt's
+    /// `mg_attempt *` handle.
+    package func runAttemptStartHooks(attempt: OpaquePointer) {
         let links = chain.links
         for i in links.indices {
             guard let hook = links[i].hooks.on_attempt_start else { continue }
-            hook(instance(links[i]), state(i), plugin.handle, attempt.handle)
+            hook(instance(links[i]), state(i), plugin.handle, attempt)
         }
-        attempt.acceptsRequestHeaders = false
     }
 
     /// on_response_headers with the upstream's head readable; the fields
     /// the filters add (call_add_response_header) are appended to
     /// `clientHead`, which is lent to the plugin state meanwhile.
-    func runResponseHeaderHooks(upstreamHead: HTTP2HeaderList, clientHead: inout HTTP2HeaderList, from attempt: UpstreamAttempt) {
+    package func runResponseHeaderHooks(upstreamHead: HTTP2HeaderList, clientHead: inout HTTP2HeaderList, from attempt: OpaquePointer) {
         guard chain.hasResponseHeaderHook else { return }
         plugin.responseHeaders = upstreamHead
         swap(&plugin.clientResponseHead, &clientHead)
         let links = chain.links
         for i in links.indices {
             guard let hook = links[i].hooks.on_response_headers else { continue }
-            hook(instance(links[i]), state(i), plugin.handle, attempt.handle)
+            hook(instance(links[i]), state(i), plugin.handle, attempt)
         }
         swap(&plugin.clientResponseHead, &clientHead)
         plugin.responseHeaders = nil
@@ -120,17 +121,17 @@ struct CallFilters {
 
     /// on_attempt_done: the chain's retry or hedging plugin first, since it
     /// sets the decision the others may only lower.
-    func attemptDone(_ attempt: UpstreamAttempt, _ outcome: AttemptOutcome, responseStarted: Bool,
+    package func attemptDone(attempt: AttemptID, endpointID: UInt64, started: NIODeadline, _ outcome: AttemptOutcome, responseStarted: Bool,
                      decision: UnsafeMutablePointer<mg_retry_decision>?) {
         guard chain.hasAttemptDoneHook else { return }
         var message = outcome.status.message
         message.withUTF8 { bytes in
             var result = mg_attempt_result(
-                size: UInt32(MemoryLayout<mg_attempt_result>.size), attempt: UInt32(attempt.id),
+                size: UInt32(MemoryLayout<mg_attempt_result>.size), attempt: UInt32(attempt),
                 grpc_status: Int32(outcome.status.code.rawValue),
                 grpc_message: mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count),
-                endpoint_id: attempt.endpointID,
-                latency_us: UInt64(max(0, (NIODeadline.now() - attempt.started).nanoseconds / 1000)),
+                endpoint_id: endpointID,
+                latency_us: UInt64(max(0, (NIODeadline.now() - started).nanoseconds / 1000)),
                 response_started: responseStarted ? 1 : 0, transport_failure: outcome.transportFailure ? 1 : 0,
                 transparent_retry_ok: outcome.refused ? 1 : 0, reserved: 0, pushback_ms: outcome.pushbackMs)
             let links = chain.links
@@ -145,7 +146,7 @@ struct CallFilters {
     }
 
     /// on_call_done, then call_destroy of every filter (each exactly once).
-    func callDone(status: GRPCStatus, attempts: Int, duration: TimeAmount, requestBytes: Int, responseBytes: Int) {
+    package func callDone(status: GRPCStatus, attempts: Int, duration: TimeAmount, requestBytes: Int, responseBytes: Int) {
         guard chain.hasCallDoneHook else { return }
         let links = chain.links
         var message = status.message
@@ -170,7 +171,7 @@ struct CallFilters {
 
     /// lb_pick through the chain's balancer, with the cluster's current
     /// view: the chosen endpoint's index, or nil.
-    func pick(attempt: AttemptID, avoiding avoidEndpoint: UInt64, in cluster: ClusterPool) -> Int? {
+    package func pick(attempt: AttemptID, avoiding avoidEndpoint: UInt64, in cluster: ClusterPool) -> Int? {
         let balancer = chain.balancerLink
         var list = cluster.endpointList()
         withUnsafePointer(to: &list) { instances.noteEndpoints(balancer, cluster: clusterIndex, list: $0) }

@@ -25,7 +25,7 @@ public final class PluginImage: @unchecked Sendable {
     public let kinds: UInt32
     /// The plugin's descriptor as loaded: its hooks, the fields beyond the
     /// size it declared zeroed (see `copyOfDescriptor`).
-    let hooks: mg_plugin
+    package let hooks: mg_plugin
 
     /// Everything that can go wrong while loading, said with the path.
     public struct LoadError: Error, CustomStringConvertible {
@@ -35,7 +35,7 @@ public final class PluginImage: @unchecked Sendable {
     }
 
     /// Loads (or finds, when the same content is already loaded) the image.
-    static func load(path: String, cacheDirectory: String) throws(LoadError) -> PluginImage {
+    package static func load(path: String, cacheDirectory: String, host: PluginHostTable) throws(LoadError) -> PluginImage {
         let bytes: [UInt8]
         do {
             bytes = try Posix.readFile(path)
@@ -71,7 +71,7 @@ public final class PluginImage: @unchecked Sendable {
             throw LoadError(path: path, message: "missing the entry symbol \(MG_PLUGIN_ENTRY_V1) (is it built against meshgate_filter.h ABI v\(MG_ABI_MAJOR)?)")
         }
         let entry = unsafeBitCast(symbol, to: mg_plugin_entry_v1.self)
-        guard let descriptor = entry(PluginHostAPI.table) else {
+        guard let descriptor = entry(host.pointer) else {
             throw LoadError(path: path, message: "the plugin refused to load with this host (host ABI \(MG_ABI_MAJOR).\(MG_ABI_MINOR))")
         }
         // Only the bytes the plugin says its descriptor has are read: one
@@ -119,11 +119,11 @@ public final class PluginImage: @unchecked Sendable {
     }
 
     /// The header fields and config_new: what every minor's descriptor has.
-    static let minimumDescriptorSize = MemoryLayout<mg_plugin>.offset(of: \mg_plugin.config_destroy)!
+    package static let minimumDescriptorSize = MemoryLayout<mg_plugin>.offset(of: \mg_plugin.config_destroy)!
 
     /// The first `size` bytes of the plugin's descriptor; the fields past
     /// them (added by later minors) are zero, so their hooks read as absent.
-    static func copyOfDescriptor(_ descriptor: UnsafePointer<mg_plugin>, size: Int) -> mg_plugin {
+    package static func copyOfDescriptor(_ descriptor: UnsafePointer<mg_plugin>, size: Int) -> mg_plugin {
         var copy = mg_plugin()
         withUnsafeMutableBytes(of: &copy) { destination in
             destination.copyMemory(from: UnsafeRawBufferPointer(start: descriptor, count: min(size, destination.count)))
@@ -138,15 +138,15 @@ public final class PluginImage: @unchecked Sendable {
 }
 
 /// Loaded images by content digest: the same bytes load once per process.
-final class PluginImageCache: Sendable {
-    static let shared = PluginImageCache()
+package final class PluginImageCache: Sendable {
+    package static let shared = PluginImageCache()
     private let images = NIOLockedValueBox<[String: PluginImage]>([:])
 
-    func image(forDigest digest: String) -> PluginImage? {
+    package func image(forDigest digest: String) -> PluginImage? {
         images.withLockedValue { $0[digest] }
     }
 
-    func remember(_ image: PluginImage) {
+    package func remember(_ image: PluginImage) {
         images.withLockedValue { $0[image.sha256] = image }
     }
 }

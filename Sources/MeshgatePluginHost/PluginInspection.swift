@@ -28,7 +28,7 @@ public struct PluginInspection: Sendable {
         }
     }
 
-    static func kindNames(_ kinds: UInt32) -> [String] {
+    package static func kindNames(_ kinds: UInt32) -> [String] {
         var names: [String] = []
         if kinds & UInt32(MG_KIND_FILTER) != 0 { names.append("filter") }
         if kinds & UInt32(MG_KIND_BALANCER) != 0 { names.append("balancer") }
@@ -37,15 +37,15 @@ public struct PluginInspection: Sendable {
         return names
     }
 
-    public static func inspect(path: String, configJSON: String?) throws(Failure) -> PluginInspection {
-        let result = ControlThread.run { Result { () throws(Failure) -> PluginInspection in try inspectOnControlThread(path: path, configJSON: configJSON) } }
+    package static func inspect(path: String, configJSON: String?, host: PluginHostTable) throws(Failure) -> PluginInspection {
+        let result = ControlThread.run { Result { () throws(Failure) -> PluginInspection in try inspectOnControlThread(path: path, configJSON: configJSON, host: host) } }
         return try result.get()
     }
 
-    private static func inspectOnControlThread(path: String, configJSON: String?) throws(Failure) -> PluginInspection {
+    private static func inspectOnControlThread(path: String, configJSON: String?, host: PluginHostTable) throws(Failure) -> PluginInspection {
         let image: PluginImage
         do {
-            image = try PluginImage.load(path: path, cacheDirectory: "/tmp/meshgate-plugins-\(Posix.userID)")
+            image = try PluginImage.load(path: path, cacheDirectory: "/tmp/meshgate-plugins-\(Posix.userID)", host: host)
         } catch {
             throw .load("\(error)")
         }

@@ -19,19 +19,19 @@ public final class FilterChains: Sendable {
         /// Some filter keeps per-call state (call_new).
         public let needsCallState: Bool
         /// `filters` as plain values, in the same order, for the hooks.
-        let links: [FilterLink]
-        let balancerLink: FilterLink
+        package let links: [FilterLink]
+        package let balancerLink: FilterLink
         /// The scheduler's position in `filters`.
-        let schedulerIndex: Int?
+        package let schedulerIndex: Int?
         /// Which hooks some filter of the chain has: the others are skipped
         /// without walking the chain.
-        let hasRequestHeaderHook: Bool
-        let hasAttemptStartHook: Bool
-        let hasResponseHeaderHook: Bool
-        let hasAttemptDoneHook: Bool
-        let hasCallDoneHook: Bool
+        package let hasRequestHeaderHook: Bool
+        package let hasAttemptStartHook: Bool
+        package let hasResponseHeaderHook: Bool
+        package let hasAttemptDoneHook: Bool
+        package let hasCallDoneHook: Bool
 
-        init(filters: [FilterHandle], balancer: FilterHandle) {
+        package init(filters: [FilterHandle], balancer: FilterHandle) {
             self.filters = filters
             self.balancer = balancer
             self.schedulerIndex = filters.firstIndex { $0.image.schedulesAttempts }
@@ -77,13 +77,14 @@ public final class FilterChains: Sendable {
     /// Loads every plugin the config uses and creates every filter config.
     /// Errors name the config file, line and field, and the plugin's path,
     /// ABI version or own message.
-    public static func load(_ config: GatewayConfig, ejections: EjectionRegistry = EjectionRegistry()) throws(ConfigError) -> FilterChains {
+    /// `host` is the table every plugin gets (`DataPathHostFunctions.table`).
+    package static func load(_ config: GatewayConfig, ejections: EjectionRegistry = EjectionRegistry(), host: PluginHostTable) throws(ConfigError) -> FilterChains {
         // config_new runs on the ABI's control thread.
-        let result = ControlThread.run { Result { () throws(ConfigError) -> FilterChains in try loadOnControlThread(config, ejections: ejections) } }
+        let result = ControlThread.run { Result { () throws(ConfigError) -> FilterChains in try loadOnControlThread(config, ejections: ejections, host: host) } }
         return try result.get()
     }
 
-    private static func loadOnControlThread(_ config: GatewayConfig, ejections: EjectionRegistry) throws(ConfigError) -> FilterChains {
+    private static func loadOnControlThread(_ config: GatewayConfig, ejections: EjectionRegistry, host: PluginHostTable) throws(ConfigError) -> FilterChains {
         let configDirectory = ConfigPaths.directory(of: config.sourceFile)
         // `plugin_dir`, else MESHGATE_PLUGIN_DIR (the container image sets
         // it), else the executable's folder (where `swift build` puts them).
@@ -109,7 +110,7 @@ public final class FilterChains: Sendable {
                                   message: "plugin '\(name)' is not declared (declare it under `plugins:`; known: \(names))")
             }
             do {
-                let loaded = try PluginImage.load(path: path, cacheDirectory: cacheDirectory)
+                let loaded = try PluginImage.load(path: path, cacheDirectory: cacheDirectory, host: host)
                 images[name] = loaded
                 return loaded
             } catch {
@@ -189,7 +190,7 @@ public final class FilterChains: Sendable {
         for handle in handles { handle.destroy() }
     }
 
-    static func executableDirectory() -> String {
+    package static func executableDirectory() -> String {
         (try? Posix.executablePath()).map(ConfigPaths.directory(of:)) ?? "."
     }
 }

@@ -7,10 +7,13 @@ import MeshgateSupport
 /// The `mg_host` table handed to every plugin: the functions the host
 /// offers, implemented in Swift with C calling convention.
 ///
-enum PluginHostAPI {
-    /// Built once, never mutated: plugins keep the pointer for the life of
-    /// the process.
-    nonisolated(unsafe) static let table: UnsafePointer<mg_host> = {
+package enum PluginHostAPI {
+    /// The table, with the functions that act on a call's attempts and on
+    /// the proxied call itself left to `dataPath` (the data path owns those
+    /// objects; this module knows them only as opaque handles). Made once
+    /// per process by the data path, never mutated or freed: plugins keep
+    /// the pointer for the life of the process.
+    package static func makeTable(dataPath: (inout mg_host) -> Void) -> PluginHostTable {
         let table = UnsafeMutablePointer<mg_host>.allocate(capacity: 1)
         table.initialize(to: mg_host(
             size: UInt32(MemoryLayout<mg_host>.size),
@@ -47,18 +50,8 @@ enum PluginHostAPI {
                 let now = UInt64(NIODeadline.now().uptimeNanoseconds)
                 return deadline > now ? (deadline - now) / 1000 : 0
             },
-            attempt_set_request_header: { attempt, name, value in
-                let attempt = UpstreamAttempt.from(attempt)
-                guard attempt.acceptsRequestHeaders else { return -1 }
-                return PluginHeaderField.append(name, value, to: &attempt.extraRequestHeaders, replacing: true) ? 0 : -1
-            },
-            attempt_response_header: { attempt, name, index, value in
-                let state = UpstreamAttempt.from(attempt).call.plugin
-                guard let headers = state.responseHeaders,
-                      let found = PluginCallState.nth(headers, PluginHostAPI.string(name).lowercased(), index) else { return 0 }
-                value?.pointee = state.stable(found)
-                return 1
-            },
+            attempt_set_request_header: nil,
+            attempt_response_header: nil,
             call_add_response_header: { call, name, value in
                 let state = PluginCallState.from(call)
                 if state.responseHeaders == nil {
@@ -70,16 +63,8 @@ enum PluginHostAPI {
                 }
                 return PluginHeaderField.append(name, value, to: &state.clientResponseHead, replacing: false) ? 0 : -1
             },
-            // The two that change the call only queue an event: the call
-            // goes on with it once the current hook has returned.
-            call_start_attempt: { call, delay in
-                guard let proxy = PluginCallState.from(call).proxy else { return -1 }
-                return proxy.filterStartAttempt(afterMs: delay) ? 0 : -1
-            },
-            call_cancel_attempts: { call, keep in
-                guard let proxy = PluginCallState.from(call).proxy else { return }
-                proxy.filterCancelAttempts(keep: keep.map { UpstreamAttempt.from($0) })
-            },
+            call_start_attempt: nil,
+            call_cancel_attempts: nil,
             timer_start: { ctx, delay, repeats, fire, user in
                 guard let ctx, let fire else { return 0 }
                 return PluginConfigContext.from(ctx).startTimer(delayMs: delay, repeats: repeats != 0, fire: fire, user: user)
@@ -92,16 +77,8 @@ enum PluginHostAPI {
                 guard let ctx else { return -1 }
                 return PluginConfigContext.from(ctx).ejections.eject(cluster: PluginHostAPI.string(cluster), endpointID: id, durationMs: duration) ? 0 : -1
             },
-            attempt_number: { attempt in
-                UInt32(UpstreamAttempt.from(attempt).id)
-            },
-            attempt_endpoint: { attempt, id, address in
-                let attempt = UpstreamAttempt.from(attempt)
-                guard attempt.pool != nil else { return 0 }
-                id?.pointee = attempt.endpointID
-                address?.pointee = attempt.call.plugin.stable(attempt.address)
-                return 1
-            },
+            attempt_number: nil,
+            attempt_endpoint: nil,
             call_set_log_field: { call, key, value in
                 guard PluginHostAPI.isLogFieldKey(key) else { return -1 }
                 let state = PluginCallState.from(call)
@@ -118,44 +95,35 @@ enum PluginHostAPI {
             counter_add: { id, delta in
                 PluginCounters.shared.add(id, delta)
             },
-            attempt_endpoint_metadata: { attempt, key, value in
-                let attempt = UpstreamAttempt.from(attempt)
-                guard let found = attempt.call.endpointMetadata(attempt, key: key) else { return 0 }
-                value?.pointee = found
-                return 1
-            },
-            call_peer_address: { call, address in
-                let state = PluginCallState.from(call)
-                if state.peerAddress == nil, let text = state.proxy?.peerAddressText {
-                    state.peerAddress = state.stable(text)
-                }
-                guard let found = state.peerAddress else { return 0 }
-                address?.pointee = found
-                return 1
-            },
-            call_start_shadow: { call, cluster, timeoutMs, bufferLimit, done, user in
-                let state = PluginCallState.from(call)
-                guard state.inRequestHeaderHooks, let proxy = state.proxy else { return -1 }
-                return proxy.startShadow(cluster: PluginHostAPI.string(cluster), timeoutMs: timeoutMs, bufferLimit: bufferLimit,
-                                         done: done, user: user) ? 0 : -1
-            }))
-        return UnsafePointer(table)
-    }()
-
-    /// Header names arrive lower-case as a rule; only copy when they are not.
-    static func lowerCased(_ name: String) -> String {
-        name.utf8.contains { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") } ? name.lowercased() : name
+            attempt_endpoint_metadata: nil,
+            call_peer_address: nil,
+            call_start_shadow: nil))
+        dataPath(&table.pointee)
+        let t = table.pointee
+        precondition(t.attempt_set_request_header != nil && t.attempt_response_header != nil && t.call_start_attempt != nil
+                     && t.call_cancel_attempts != nil && t.attempt_number != nil && t.attempt_endpoint != nil
+                     && t.attempt_endpoint_metadata != nil && t.call_peer_address != nil && t.call_start_shadow != nil,
+                     "the data path must provide every host function that acts on attempts and calls")
+        return PluginHostTable(pointer: UnsafePointer(table))
     }
 
     /// 1 to 64 bytes, and none of the keys the host writes itself (ts, level, msg).
-    static func isLogFieldKey(_ key: mg_str) -> Bool {
+    package static func isLogFieldKey(_ key: mg_str) -> Bool {
         guard let ptr = key.ptr, (1...64).contains(key.len) else { return false }
         let bytes = UnsafeRawBufferPointer(start: ptr, count: key.len)
         return !(bytes.elementsEqual("ts".utf8) || bytes.elementsEqual("level".utf8) || bytes.elementsEqual("msg".utf8))
     }
 
-    static func string(_ s: mg_str) -> String {
+    package static func string(_ s: mg_str) -> String {
         guard let ptr = s.ptr, s.len > 0 else { return "" }
         return String(decoding: UnsafeRawBufferPointer(start: ptr, count: s.len), as: UTF8.self)
     }
+}
+
+/// A complete `mg_host` table (`PluginHostAPI.makeTable`), handed to every
+/// plugin image the host loads. `@unchecked Sendable`: the memory it points
+/// at is written once, before the value exists, and never written or freed
+/// after; plugins, on any thread, only read it.
+package struct PluginHostTable: @unchecked Sendable {
+    package let pointer: UnsafePointer<mg_host>
 }
