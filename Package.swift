@@ -158,8 +158,8 @@ let package = Package(
         .target(
             name: "MeshgateUpstream",
             dependencies: [
-                "MeshgateConfig", "MeshgateSupport", "MeshgateDiscovery", "MeshgateRouting", "MeshgateHTTP2", "MeshgateGRPC",
-                "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateTransport", "GRPCHealthProto", "FilterABI",
+                "MeshgateCallCore", "MeshgateConfig", "MeshgateSupport", "MeshgateDiscovery", "MeshgateRouting", "MeshgateHTTP2",
+                "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateTransport", "MeshgatePosix", "GRPCHealthProto", "FilterABI",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],

@@ -67,6 +67,103 @@ import Testing
         }
     }
 
+    /// The module graph of docs/architecture.md: each module's row lists
+    /// the modules of this package it may import.
+    static let documentedGraph: [String: Set<String>] = {
+        guard let text = try? String(contentsOfFile: root + "/docs/architecture.md", encoding: .utf8),
+              let begin = text.range(of: "<!-- modules:begin"), let end = text.range(of: "<!-- modules:end -->")
+        else { return [:] }
+        var graph: [String: Set<String>] = [:]
+        for line in text[begin.upperBound..<end.lowerBound].split(separator: "\n") where line.hasPrefix("| `") {
+            let cells = line.split(separator: "|", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard cells.count >= 4 else { continue }
+            let module = cells[1].trimmingCharacters(in: CharacterSet(charactersIn: "`"))
+            let allowed = cells[3].split(separator: ",").map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "` ")) }.filter { !$0.isEmpty }
+            graph[module] = Set(allowed)
+        }
+        return graph
+    }()
+
+    /// Each target's declared dependencies in Package.swift (targets and
+    /// products by name), read from its text.
+    static let declaredDependencies: [String: Set<String>] = {
+        guard let text = try? String(contentsOfFile: root + "/Package.swift", encoding: .utf8) else { return [:] }
+        var result: [String: Set<String>] = [:]
+        let starts = text.ranges(of: /\.(?:target|executableTarget|testTarget|systemLibrary)\(\s*name:\s*"(\w+)"/)
+        for (i, start) in starts.enumerated() {
+            let block = text[start.lowerBound..<(i + 1 < starts.count ? starts[i + 1].lowerBound : text.endIndex)]
+            guard let name = block.firstMatch(of: /name:\s*"(\w+)"/)?.1 else { continue }
+            var names: Set<String> = []
+            if let deps = block.range(of: "dependencies: [") {
+                var depth = 1
+                var index = deps.upperBound
+                while index < block.endIndex, depth > 0 {
+                    if block[index] == "[" { depth += 1 } else if block[index] == "]" { depth -= 1 }
+                    index = block.index(after: index)
+                }
+                for match in block[deps.upperBound..<index].matches(of: /"([\w-]+)"/) { names.insert(String(match.1)) }
+            }
+            result[String(name)] = names
+        }
+        return result
+    }()
+
+    /// The module a source file belongs to (its folder under Sources/).
+    private static func module(of path: String) -> String? {
+        let parts = path.split(separator: "/")
+        return parts.count > 2 && parts[0] == "Sources" ? String(parts[1]) : nil
+    }
+
+    @Test func everyModuleImportsOnlyWhatTheArchitectureAllows() {
+        let graph = Self.documentedGraph
+        #expect(graph.count > 20, "docs/architecture.md's module table was found")
+        for (path, imports) in Self.imports {
+            guard let module = Self.module(of: path) else { continue }
+            guard let allowed = graph[module] else {
+                Issue.record("\(path): module \(module) has no row in docs/architecture.md's module table")
+                continue
+            }
+            for (imported, _) in imports where graph[imported] != nil && !allowed.contains(imported) {
+                Issue.record("\(path) imports \(imported): docs/architecture.md does not let \(module) depend on it")
+            }
+        }
+    }
+
+    @Test func theDocumentedGraphHasNoCycleAndNamesOnlyRealModules() {
+        let graph = Self.documentedGraph
+        for (module, allowed) in graph {
+            for other in allowed where graph[other] == nil {
+                Issue.record("docs/architecture.md: \(module) may import \(other), which has no row")
+            }
+        }
+        // Depth-first search; a module met again while on the path is a cycle.
+        var state: [String: Int] = [:]  // 1: on the path, 2: done
+        func visit(_ module: String, _ path: [String]) {
+            if state[module] == 2 { return }
+            if state[module] == 1 {
+                Issue.record("docs/architecture.md: cycle \((path + [module]).joined(separator: " -> "))")
+                return
+            }
+            state[module] = 1
+            for next in (graph[module] ?? []).sorted() { visit(next, path + [module]) }
+            state[module] = 2
+        }
+        for module in graph.keys.sorted() { visit(module, []) }
+    }
+
+    @Test func everyImportIsADeclaredDependency() {
+        // SwiftPM lets a module import another it does not declare when the
+        // build happens to make it first: the graph must not lean on that.
+        let declared = Self.declaredDependencies
+        #expect(declared["GatewayHost"]?.contains("MeshgateCallCore") == true, "Package.swift's targets were read")
+        for (path, imports) in Self.imports {
+            guard let module = Self.module(of: path), let dependencies = declared[module] else { continue }
+            for (imported, _) in imports where declared[imported] != nil && !dependencies.contains(imported) {
+                Issue.record("\(path) imports \(imported), which Package.swift does not list among \(module)'s dependencies")
+            }
+        }
+    }
+
     private static func swiftFiles(under directory: String) -> [String] {
         let files = FileManager.default.enumerator(atPath: directory)?.compactMap { $0 as? String } ?? []
         return files.filter { $0.hasSuffix(".swift") }.map { directory + "/" + $0 }
