@@ -148,8 +148,9 @@ extension Gateway {
             != new.admin.map({ [$0.maxConnections, Int($0.idleTimeout.nanosecondsClamped), Int($0.requestTimeout.nanosecondsClamped)] }) {
             return "admin.max_connections, idle_timeout or request_timeout"
         }
-        // The admin server's Host allow-list is built once, at start.
-        if old.admin?.allowedHosts != new.admin?.allowedHosts { return "admin.allowed_hosts" }
+        // The admin server's Host allow-list is built once, at start (a set:
+        // the same names in another order are no change).
+        if old.admin.map({ Set($0.allowedHosts) }) != new.admin.map({ Set($0.allowedHosts) }) { return "admin.allowed_hosts" }
         if old.runtime.maxMetricSeries != new.runtime.maxMetricSeries || old.runtime.metricSeriesIdleTimeout != new.runtime.metricSeriesIdleTimeout {
             return "runtime.max_metric_series or metric_series_idle_timeout"
         }
