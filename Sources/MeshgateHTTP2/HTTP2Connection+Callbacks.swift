@@ -209,8 +209,14 @@ extension HTTP2Connection {
     /// nghttp2 could not send a frame (for instance a header block over the
     /// size limit). For response HEADERS it does not close the stream by
     /// itself: reset it, or the stream and its call would stay forever.
+    /// Not for a request's HEADERS: the peer never saw that stream
+    /// (RST_STREAM on it would be a connection error there, RFC 9113 §5.1,
+    /// costing every other stream on the connection), and nghttp2 closes it
+    /// itself — with our reset's code when a reset cancelled the HEADERS
+    /// still queued. Nor for a stream already reset here.
     func onFrameNotSent(_ frame: nghttp2_frame) -> Int32 {
-        guard frame.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), let session, let state = streams[frame.hd.stream_id] else { return 0 }
+        guard frame.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), frame.headers.cat != NGHTTP2_HCAT_REQUEST,
+              let session, let state = streams[frame.hd.stream_id], !state.resetLocally else { return 0 }
         state.resetLocally = true
         nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), state.id, UInt32(NGHTTP2_INTERNAL_ERROR.rawValue))
         return 0

@@ -102,10 +102,6 @@ def test_a_malformed_text_body_is_invalid_argument_over_http1(web):
     assert resp.messages == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "after the INVALID_ARGUMENT answer to a malformed text body the gateway closes the HTTP/1.1 connection "
-    "without announcing it (no `Connection: close` on a keep-alive connection; RFC 9112 §9.6), so the client's "
-    "next request on it fails with a broken pipe"))
 def test_http1_keep_alive_survives_a_malformed_text_body_or_is_closed_openly(web):
     """README: gRPC-Web over HTTP/1.1 keeps connections alive. After the
     malformed body's answer, the connection either carries the next call
@@ -122,10 +118,6 @@ def test_http1_keep_alive_survives_a_malformed_text_body_or_is_closed_openly(web
         conn.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "over HTTP/2 a grpc-web-text body that is not base64 gets RST_STREAM NO_ERROR and no response at all "
-    "(no HEADERS, no grpc-status), while README says a malformed text body ends the call with INVALID_ARGUMENT "
-    "(HTTP/1.1 does answer grpc-status 3)"))
 def test_a_malformed_text_body_is_invalid_argument_over_http2(web):
     resp = h2_request(web, [(":method", "POST"), (":scheme", "http"), (":authority", addr(web)), (":path", PROCESS),
                             ("content-type", "application/grpc-web-text"), ("x-grpc-web", "1")],

@@ -14,14 +14,6 @@ from coverkit import PROCESS, config_doc, mesh_route
 from grpc_web_client import call_http1
 from meshkit import free_port, insecure_channel, to_yaml
 
-BUG = ("the refused call's upstream stream is reset with RST_STREAM INTERNAL_ERROR although its HEADERS were "
-       "never sent (a frame sniffer between gateway and replica shows `RST_STREAM stream 5` with no HEADERS on 5): "
-       "RST_STREAM on an idle stream is a connection error (RFC 9113 §6.4), so the mesh-sample replica answers "
-       "GOAWAY PROTOCOL_ERROR and every other call on that upstream connection fails UNAVAILABLE "
-       "(a grpcio upstream tolerates the frame, so test_limits.py never saw it)")
-
-
-@pytest.mark.xfail(strict=True, reason=BUG)
 @pytest.mark.parametrize("client", ["grpc", "grpc-web"])
 def test_a_request_over_the_message_limit_leaves_other_calls_on_its_upstream_connection(
         launcher, mesh_pb2, mesh_pb2_grpc, client):

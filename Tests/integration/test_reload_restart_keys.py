@@ -120,17 +120,6 @@ def change_listener_max_connections(doc, r):
     _listener(doc)["max_connections"] = 1
 
 
-ALLOWED_HOSTS_BUG = (
-    "admin.allowed_hosts is documented restart-only, but Gateway.restartOnlyDifference does not compare it: "
-    "/reload answers 200 (a new generation) while the admin server keeps the allow-list it started with "
-    "(a request with Host: gateway.internal still gets 403)")
-LISTENER_MAX_CONNECTIONS_BUG = (
-    "a listener's max_connections is read once at start (Gateway.swift builds its ConnectionLimit then), "
-    "and restartOnlyDifference compares only names, addresses, max_concurrent_streams, tls and grpc_web: "
-    "/reload answers 200 and the old cap stays in force, although README says listener changes need a restart "
-    "and /reload says so")
-
-
 @pytest.mark.parametrize("change, named", [
     (change_listener_address, "the listeners"),
     (change_listener_name, "the listeners"),
@@ -144,10 +133,8 @@ LISTENER_MAX_CONNECTIONS_BUG = (
     (change_max_metric_series, "runtime.max_metric_series or metric_series_idle_timeout"),
     (change_metric_series_idle_timeout, "runtime.max_metric_series or metric_series_idle_timeout"),
     (change_event_loops, "runtime.event_loops"),
-    pytest.param(add_admin_allowed_host, "allowed_hosts",
-                 marks=pytest.mark.xfail(strict=True, reason=ALLOWED_HOSTS_BUG)),
-    pytest.param(change_listener_max_connections, "max_connections",
-                 marks=pytest.mark.xfail(strict=True, reason=LISTENER_MAX_CONNECTIONS_BUG)),
+    (add_admin_allowed_host, "admin.allowed_hosts"),
+    (change_listener_max_connections, "a listener's max_connections"),
 ])
 def test_a_restart_only_change_is_refused_by_reload(running, change, named):
     """The changed file is refused: 400, the key named, "needs a restart";

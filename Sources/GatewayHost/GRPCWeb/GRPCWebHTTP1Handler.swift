@@ -186,7 +186,11 @@ package final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannel
         guard let context else { return }
         var head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: Int(headers[":status"] ?? "200") ?? 200))
         for field in headers where !field.name.hasPrefix(":") { head.headers.add(name: field.name, value: field.value) }
-        if endStream { head.headers.replaceOrAdd(name: "content-length", value: "0") }
+        // A Trailers-Only answer is chunked too (NIO's encoder adds it),
+        // its body just the last chunk: a client reading the body as it
+        // arrives sees it end. With `content-length: 0`, Python's
+        // http.client read1 never marks the response done, and its next
+        // request on the kept connection fails.
         if !keepAlive { head.headers.replaceOrAdd(name: "connection", value: "close") }
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         if endStream {

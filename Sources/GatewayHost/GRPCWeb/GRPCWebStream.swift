@@ -300,7 +300,13 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
     func requestEndedWithHead() { requestEnded = true }
 
     func requestEnd(trailers: HTTP2HeaderList?) {
-        guard !cutOff, !requestEnded else { return }
+        guard !requestEnded else { return }
+        guard !cutOff else {
+            // After a malformed body's answer: the exchange is over now.
+            requestEnded = true
+            if case .http1(let handler) = transport, responseEnded { http1ResponseEnded(handler) }
+            return
+        }
         requestEnded = true
         guard decoder.isAtBoundary else { return cutOffMalformed("the grpc-web-text request body ends inside a base64 group") }
         call?.clientEnded(trailers: trailers)
@@ -316,16 +322,26 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
     }
 
     /// A malformed body: the client gets INVALID_ARGUMENT (when nothing of
-    /// the answer left yet), the call a cancelled client.
+    /// the answer left yet), the call a cancelled client. The rest of the
+    /// request is read and dropped, as after any answer given before the
+    /// request ended: over HTTP/2 the head carries END_STREAM and the
+    /// connection resets the request's rest with NO_ERROR once it left
+    /// (RFC 9113 §8.1; a RST_STREAM submitted with it would cancel the
+    /// head); over HTTP/1.1 the connection is kept for the next request.
     private func cutOffMalformed(_ message: String) {
         guard !headSent else { return abortResponse() }
-        sendResponseHeaders(stream: 0, headers: GRPCLocalReply.trailersOnly(GRPCStatus(.invalidArgument, message)), endStream: true)
         cutOff = true
-        switch transport {
-        case .http2(let connection, let id): connection.reset(stream: id, errorCode: .noError)
-        case .http1(let handler): handler.exchangeDone(self, closeConnection: true)
-        }
         clientClosed(cleanly: false)
+        headSent = true
+        responseEnded = true
+        let head = webHead(GRPCLocalReply.trailersOnly(GRPCStatus(.invalidArgument, message)))
+        switch transport {
+        case .http2(let connection, let id):
+            connection.sendResponseHeaders(stream: id, headers: head, endStream: true)
+        case .http1(let handler):
+            handler.writeHead(head, endStream: true)
+            http1ResponseEnded(handler)
+        }
     }
 
     /// HTTP/1.1 has no stream to close: the exchange is over once both the

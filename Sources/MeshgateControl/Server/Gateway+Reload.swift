@@ -142,12 +142,19 @@ extension Gateway {
         if old.listeners.map(\.grpcWeb) != new.listeners.map(\.grpcWeb) {
             return "a listener's grpc_web (it decides how connections are accepted; its cors block needs no restart)"
         }
+        // Each listener's ConnectionLimit is built once, at start.
+        if old.listeners.map(\.maxConnections) != new.listeners.map(\.maxConnections) {
+            return "a listener's max_connections"
+        }
         if old.admin?.address != new.admin?.address { return "the admin address" }
         if old.admin?.readOnlyAddresses != new.admin?.readOnlyAddresses { return "admin.read_only_addresses" }
         if old.admin.map({ [$0.maxConnections, Int($0.idleTimeout.nanosecondsClamped), Int($0.requestTimeout.nanosecondsClamped)] })
             != new.admin.map({ [$0.maxConnections, Int($0.idleTimeout.nanosecondsClamped), Int($0.requestTimeout.nanosecondsClamped)] }) {
             return "admin.max_connections, idle_timeout or request_timeout"
         }
+        // The admin server's Host allow-list is built once, at start (a set:
+        // the same names in another order are no change).
+        if old.admin.map({ Set($0.allowedHosts) }) != new.admin.map({ Set($0.allowedHosts) }) { return "admin.allowed_hosts" }
         if old.runtime.maxMetricSeries != new.runtime.maxMetricSeries || old.runtime.metricSeriesIdleTimeout != new.runtime.metricSeriesIdleTimeout {
             return "runtime.max_metric_series or metric_series_idle_timeout"
         }
