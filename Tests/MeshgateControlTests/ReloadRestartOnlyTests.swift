@@ -1,6 +1,7 @@
 import Testing
 @testable import GatewayHost
 @testable import MeshgateConfig
+@testable import MeshgateControl
 
 /// What `/reload` refuses as restart-only (`Gateway.restartOnlyDifference`),
 /// without a running gateway: the keys the configuration reference marks
