@@ -1,21 +1,26 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Module map (see README "Architecture"):
+// Module map (docs/architecture.md draws it; ModuleBoundaryTests checks it):
 //   C shims (CNGHTTP2, COpenSSL, CYAML) -> one Swift wrapper each, the only importer
 //   (MeshgateHTTP2, MeshgateTLS, MeshgateYAML; `internal import`, checked by ModuleBoundaryTests)
 //   MeshgatePosix: the one place libc calls that can fail are made
 //   MeshgateTransport: the one client dialer (TCP, TLS, HTTP/2)
 //   MeshgateGRPC: gRPC wire rules shared by the gateway and the sample service
-//   GatewayHost: config, routing, upstream pools, the proxy itself
+//   MeshgateCallCore, MeshgateConfig, MeshgateSupport, MeshgateRouting, MeshgateDiscovery,
+//   MeshgateUpstream, MeshgateOwnServices, MeshgatePluginHost: the gateway's parts, by concept
+//   GatewayHost: the data path (connections, routing a call, ProxyCall, attempts, gRPC-Web)
+//   MeshgateControl: the process above it (start, reload, drain, admin, dashboard, metrics)
 //   meshgate: the command line; MeshSample: the sample upstream service
-// The data path's modules (the HTTP/2 wrapper and the proxy) build their
-// release binaries without dynamic exclusivity checks: each of their classes
-// is confined to one event loop and re-entry is queued (ProxyCall.handle,
-// HTTP2Connection's pending events), so accesses never overlap; the checks
-// cost ~3 % of the proxy's CPU (swift_beginAccess and its access set, per
-// stream lookup and header). Debug builds, which the unit tests run, keep
-// them and trap on a violation.
+// The data path's modules (HTTP/2, the call core, routing, upstream pools,
+// the plugin host and the proxy) build their release binaries without
+// dynamic exclusivity checks: each of their classes is confined to one
+// event loop and re-entry is queued (ProxyCall.handle, HTTP2Connection's
+// pending events), so accesses never overlap; the checks cost ~3-6 % of the
+// proxy's CPU (swift_beginAccess and its access set, per stream lookup,
+// header and call event). This is the one opt-out: no property carries
+// `@exclusivity(unchecked)`, so debug builds, which the unit tests run,
+// check every access and trap on a violation.
 let dataPathSettings: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
 
 let package = Package(
@@ -26,7 +31,8 @@ let package = Package(
         .executable(name: "mesh-sample", targets: ["MeshSample"]),
         .executable(name: "mesh-load", targets: ["MeshLoad"]),
         .library(name: "FilterABI", targets: ["FilterABI"]),
-        // Filter plugins: each its own shared library, depending on FilterABI only.
+        // Filter plugins: each its own shared library, depending on FilterABI
+        // (and PluginKit, linked statically into each).
         .library(name: "RoundRobin", type: .dynamic, targets: ["RoundRobin"]),
         .library(name: "LeastConn", type: .dynamic, targets: ["LeastConn"]),
         .library(name: "Random", type: .dynamic, targets: ["Random"]),
@@ -67,7 +73,7 @@ let package = Package(
         .target(name: "Hedge", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/Hedge"),
         .target(name: "CircuitBreaker", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/CircuitBreaker"),
         .target(name: "OutlierDetection", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/OutlierDetection"),
-        // Traffic plugins (ABI 1.3).
+        // Traffic plugins (ABI 1.3); Tracing needs ABI 1.1.
         .target(name: "RateLimit", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/RateLimit"),
         .target(name: "Mirror", dependencies: ["FilterABI", "PluginKit"], path: "Plugins/Mirror"),
         .target(name: "Tracing", dependencies: ["FilterABI", "PluginKit", "ProtoWire", "MeshgatePosix"], path: "Plugins/Tracing"),

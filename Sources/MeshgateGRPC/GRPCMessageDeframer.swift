@@ -41,8 +41,6 @@ public struct GRPCMessageDeframer {
         return Message(compressed: flag & 1 == 1, payload: payload)
     }
 
-    public var hasPartialMessage: Bool { buffer.readableBytes > 0 }
-
     /// Frames one message for the wire.
     public static func frame(_ payload: [UInt8], allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
         var out = allocator.buffer(capacity: payload.count + 5)

@@ -169,10 +169,6 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         self.context = nil
     }
 
-    /// True once the connection is up and HTTP/2 has started (client: the
-    /// TCP connect succeeded; server: the client's first bytes arrived).
-    public var hasStarted: Bool { started }
-
     public func channelActive(context: ChannelHandlerContext) {
         // A server speaks only after the client's first bytes show it is an
         // HTTP/2 client: an HTTP/1.1 client then gets a plain HTTP/1.1 answer.

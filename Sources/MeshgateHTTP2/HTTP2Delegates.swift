@@ -27,7 +27,7 @@ public protocol HTTP2StreamDelegate: AnyObject {
     func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveData data: ByteBuffer)
     /// END_STREAM arrived on a DATA frame.
     func http2(_ connection: HTTP2Connection, didReceiveEndOfStream stream: Int32)
-    /// `bytes` of the data queued with `send(data:)` were handed to the wire:
+    /// `bytes` of the data queued with `send(data:stream:)` were handed to the wire:
     /// the peer's window had room. A proxy credits the other side here.
     func http2(_ connection: HTTP2Connection, stream: Int32, didWriteData bytes: Int)
     /// The stream is gone; no further calls follow.

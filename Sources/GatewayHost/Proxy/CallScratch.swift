@@ -8,27 +8,27 @@ import MeshgateCallCore
 /// once, one level deeper: a pool that hands its connection to a waiting
 /// attempt), so once the loop is warm, processing events allocates nothing.
 final class CallScratch {
-    /// By depth. `@exclusivity(unchecked)`: only the loop's thread touches
-    /// them, and each depth's buffers belong to the one call processing
-    /// at that depth (the actions are taken out while in use), so no two
-    /// accesses overlap; the dynamic check cost ~6 % of the proxy's CPU.
-    @exclusivity(unchecked) var actions: [ActionBuffer] = []
-    @exclusivity(unchecked) var events: [EventQueue] = []
-    @exclusivity(unchecked) private var depth = 0
+    /// By depth. Only the loop's thread touches them, and each depth's
+    /// buffers belong to the one call processing at that depth (the
+    /// actions are taken out while in use), so no two accesses overlap:
+    /// what the release build's exclusivity opt-out relies on (Package.swift).
+    var actions: [ActionBuffer] = []
+    var events: [EventQueue] = []
+    private var depth = 0
     /// The upstream request head a call builds for an attempt: taken out,
     /// filled, handed to nghttp2 (which copies it) and put back emptied.
     /// A call that opens a stream while another's head is out (it cannot
     /// happen today) would just get a fresh list.
-    @exclusivity(unchecked) var requestHead = SpareHeaderList()
+    var requestHead = SpareHeaderList()
 
     /// The head a call with filters sends the client: the upstream's
     /// fields plus the filters' (see ProxyCall.sendResponseHead).
-    @exclusivity(unchecked) var responseHead = SpareHeaderList()
+    var responseHead = SpareHeaderList()
     /// Attempt tables of finished calls, emptied, for new calls. Calls
     /// start and end in bursts as large as the loop's concurrency (500
     /// streams in the benchmark: a cap of 64 kept only half the saving),
     /// so the cap is large; a spare table costs ~160 bytes.
-    @exclusivity(unchecked) private var spareAttemptTables: [[AttemptState]] = []
+    private var spareAttemptTables: [[AttemptState]] = []
     private static let spareAttemptTableLimit = 1024
 
     /// The depth a call processes at; `leave` when done.

@@ -43,26 +43,27 @@ final class ProxyCall: HTTP2StreamDelegate {
     /// `unowned` load per event).
     private let scratch: CallScratch
 
-    // `@exclusivity(unchecked)` on the state below: it is touched only on
-    // the call's event loop, and never re-entrantly, since every event that
-    // arrives while the call is processing one is queued (`handle`); the
-    // dynamic checks cost about 6 % of the proxy's CPU.
+    // The state below is touched only on the call's event loop, and never
+    // re-entrantly, since every event that arrives while the call is
+    // processing one is queued (`handle`): what the release build's
+    // module-wide exclusivity opt-out relies on (Package.swift); debug
+    // builds check it.
     private let filters: CallFilters
-    @exclusivity(unchecked) private var machine: CallStateMachine
+    private var machine: CallStateMachine
     /// While the call processes an event: the depth of the loop's scratch
     /// buffers it uses (its actions, and the events that arrive meanwhile).
-    @exclusivity(unchecked) private var scratchDepth = -1
+    private var scratchDepth = -1
     /// The attempts' I/O side, by id.
-    @exclusivity(unchecked) private var attempts = InlineFirstArray<UpstreamAttempt>()
+    private var attempts = InlineFirstArray<UpstreamAttempt>()
     /// Request bytes kept to send again to later attempts, or to the first
     /// once its stream opens (the machine decides what is kept and
     /// dropped, and counts it), each as counted against the client's
     /// connection and the process (`CallClientStream.holdSlice`).
-    @exclusivity(unchecked) private var replay = InlineFirstArray<ByteBuffer>()
+    private var replay = InlineFirstArray<ByteBuffer>()
     /// How each was counted (plain values: dropped without reference
     /// counting); a chunk the caps had no room for has none (the call then
     /// stops keeping bytes, or ends).
-    @exclusivity(unchecked) private var replayHolds = InlineFirstArray<HTTP2HeldSlice>()
+    private var replayHolds = InlineFirstArray<HTTP2HeldSlice>()
     /// The call's share of the client connection's held bytes, counted
     /// at admission (`DownstreamConnection.route`: its head, twice, and
     /// `fixedCostBytes`), given back when the call is done.

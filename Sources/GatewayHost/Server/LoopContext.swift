@@ -59,9 +59,8 @@ package final class LoopContext: @unchecked Sendable {
         self.index = index
         self.accessLog = AccessLog(eventLoop: eventLoop)
         self.upstreamLoop = UpstreamLoop(eventLoop: eventLoop, writeBatch: writeBatch, bufferBudget: bufferBudget, ownAddresses: ownAddresses)
-        // A placeholder without pools until `self` can make them.
-        self.generation = LoopGeneration(number: 0, serving: serving, plugins: plugins, loopIndex: index, clusters: [])
-        self.generation = LoopGeneration(number: 1, serving: serving, plugins: plugins, loopIndex: index, clusters: makeClusters(serving))
+        let clusters = Self.makeClusters(serving, replacing: [], loop: upstreamLoop, health: health, ejections: ejections)
+        self.generation = LoopGeneration(number: 1, serving: serving, plugins: plugins, loopIndex: index, clusters: clusters)
         metrics.enabled = serving.config.runtime.metrics
     }
 
@@ -69,9 +68,10 @@ package final class LoopContext: @unchecked Sendable {
     /// address and connection settings) keeps its pool, with its open
     /// connections, backoff and health; new ones start from the shared
     /// health and ejection state.
-    private func makeClusters(_ serving: ServingConfig) -> [ClusterPool] {
+    private static func makeClusters(_ serving: ServingConfig, replacing previous: [ClusterPool], loop: UpstreamLoop,
+                                     health: HealthRegistry, ejections: EjectionRegistry) -> [ClusterPool] {
         var existing: [String: EndpointPool] = [:]
-        for cluster in generation.clusters {
+        for cluster in previous {
             for endpoint in cluster.endpoints { existing["\(cluster.name) \(endpoint.address)"] = endpoint }
         }
         return serving.clusters.enumerated().map { i, config in
@@ -79,9 +79,9 @@ package final class LoopContext: @unchecked Sendable {
                 let address = endpoint.address.description
                 if let kept = existing["\(config.name) \(address)"], kept.cluster.sameConnectionSettings(as: config),
                    kept.tls === serving.tls.clusters[config.name] { return kept }
-                let made = EndpointPool(endpoint: endpoint, cluster: config, loop: self.upstreamLoop, tls: serving.tls.clusters[config.name])
-                made.healthy = self.health.isHealthy(cluster: config.name, address: address)
-                made.ejected = self.ejections.isEjected(cluster: config.name, endpointID: ClusterPool.endpointID(address: address))
+                let made = EndpointPool(endpoint: endpoint, cluster: config, loop: loop, tls: serving.tls.clusters[config.name])
+                made.healthy = health.isHealthy(cluster: config.name, address: address)
+                made.ejected = ejections.isEjected(cluster: config.name, endpointID: ClusterPool.endpointID(address: address))
                 return made
             }
         }
@@ -93,7 +93,8 @@ package final class LoopContext: @unchecked Sendable {
     package func install(number: Int, serving: ServingConfig, plugins: FilterChains, onOldDrained: @escaping () -> Void) {
         eventLoop.assertInEventLoop()
         let old = generation
-        generation = LoopGeneration(number: number, serving: serving, plugins: plugins, loopIndex: index, clusters: makeClusters(serving))
+        let clusters = Self.makeClusters(serving, replacing: old.clusters, loop: upstreamLoop, health: health, ejections: ejections)
+        generation = LoopGeneration(number: number, serving: serving, plugins: plugins, loopIndex: index, clusters: clusters)
         metrics.enabled = serving.config.runtime.metrics
         old.retire(onDrained: onOldDrained)
     }
