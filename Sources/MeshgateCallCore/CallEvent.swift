@@ -82,3 +82,26 @@ package enum RetryDecision: Equatable {
     /// MG_RETRY_FINISH: end the call with this result now.
     case finish
 }
+
+extension CallEvent {
+    /// What an action names as "the current event's bytes": the request
+    /// bytes of `requestData` (`forwardRequestData`, `keepForReplay`) or the
+    /// response bytes of `attemptData` (`forwardResponseData`). nil when
+    /// this event carries none for that action: a bug in the machine, which
+    /// the executor asserts and the test harness records. Resolved here
+    /// only, so that the executor and the harness read actions alike.
+    @inlinable package func bytes(for action: CallAction) -> ByteBuffer? {
+        switch (action, self) {
+        case (.forwardRequestData, .requestData(let data)), (.keepForReplay, .requestData(let data)): return data
+        case (.forwardResponseData, .attemptData(_, let data)): return data
+        default: return nil
+        }
+    }
+
+    /// What a `HeadSource.event` or `TrailerSource.event` names: the
+    /// headers of `attemptHeaders` (nil for any other event, a bug).
+    @inlinable package var attemptHeaderList: HTTP2HeaderList? {
+        if case .attemptHeaders(_, let headers, _, _) = self { return headers }
+        return nil
+    }
+}

@@ -457,6 +457,8 @@ package struct CallStateMachine {
             // Trailers of the committed attempt: the call's status.
             attempts[id].outcome = AttemptOutcome.fromStatusHeaders(headers, head: nil, trailersOnly: false)
             output.append(.sendResponseEnd(.event))
+            // `!`: set two lines up; read in place (a copy would retain
+            // each reference the outcome holds).
             complete(status: attempts[id].outcome!.status, committed: id)
         case .open:
             if !isTrailers && !endStream {
@@ -533,6 +535,8 @@ package struct CallStateMachine {
         attempts[id].outcome = AttemptOutcome.transportFailure(reason)
         if isCommitted {
             report(id)
+            // `!`: set just above (`report` marks the attempt reported and
+            // keeps its outcome); read in place, without a copy.
             fail(attempts[id].outcome!.status)
         } else {
             attemptEnded(id)
@@ -551,6 +555,7 @@ package struct CallStateMachine {
             return
         }
         open.avoidEndpoint = attempts[id].endpointID
+        // `!`: the guard above returned when there was no outcome.
         if attempts[id].outcome!.refused && !open.transparentRetryUsed && open.replaying {
             open.transparentRetryUsed = true
             phase = .open(open)

@@ -102,16 +102,17 @@ struct CallHarness {
 
     /// What `ProxyCall.execute` does with the action's data.
     private mutating func resolve(_ action: CallAction, _ event: CallEvent, _ sourceLocation: SourceLocation) -> [CallEffect] {
+        // Resolved as the executor resolves them (`CallEvent.bytes(for:)`,
+        // `attemptHeaderList`); a mismatch is recorded as a failure.
         func eventData() -> ByteBuffer {
-            switch event {
-            case .requestData(let data), .attemptData(_, let data): return data
-            default:
-                Issue.record("\(action) for an event without bytes: \(event)", sourceLocation: sourceLocation)
+            guard let data = event.bytes(for: action) else {
+                Issue.record("\(action) for an event without its bytes: \(event)", sourceLocation: sourceLocation)
                 return ByteBuffer()
             }
+            return data
         }
         func eventHeaders() -> HTTP2HeaderList {
-            guard case .attemptHeaders(_, let headers, _, _) = event else {
+            guard let headers = event.attemptHeaderList else {
                 Issue.record("\(action) for an event without headers: \(event)", sourceLocation: sourceLocation)
                 return []
             }

@@ -303,9 +303,11 @@ final class ProxyCall: HTTP2StreamDelegate {
         case .openStream(let id, let endStream):
             openStream(id, endStream: endStream)
         case .forwardRequestData(let id):
-            if case .requestData(let data) = event { attempts[id].send(data) }
+            guard let data = event.bytes(for: action) else { return assertionFailure("\(action) for \(event)") }
+            attempts[id].send(data)
         case .keepForReplay(let awaitingStream):
-            if case .requestData(let data) = event { keepForReplay(data, awaitingStream: awaitingStream) }
+            guard let data = event.bytes(for: action) else { return assertionFailure("\(action) for \(event)") }
+            keepForReplay(data, awaitingStream: awaitingStream)
         case .replay(let id):
             for chunk in replay { attempts[id].send(chunk) }
         case .dropReplay:
@@ -332,17 +334,18 @@ final class ProxyCall: HTTP2StreamDelegate {
         case .sendResponseHead(let id, let source, let endStream):
             let head: HTTP2HeaderList
             switch source {
-            case .event: head = Self.headers(of: event)
+            case .event: head = Self.headers(of: event, for: action)
             case .held: head = machine.attempts[id].heldHead ?? []
             case .outcomeHead: head = machine.attempts[id].outcome?.head ?? []
             case .outcomeTrailers: head = machine.attempts[id].outcome?.trailers ?? []
             }
             sendResponseHead(head, from: attempts[id], endStream: endStream)
         case .forwardResponseData:
-            if case .attemptData(_, let data) = event { downstream.send(data: data, stream: downstreamStream) }
+            guard let data = event.bytes(for: action) else { return assertionFailure("\(action) for \(event)") }
+            downstream.send(data: data, stream: downstreamStream)
         case .sendResponseEnd(let source):
             switch source {
-            case .event: downstream.sendEnd(stream: downstreamStream, trailers: Self.headers(of: event))
+            case .event: downstream.sendEnd(stream: downstreamStream, trailers: Self.headers(of: event, for: action))
             case .outcome(let id): downstream.sendEnd(stream: downstreamStream, trailers: machine.attempts[id].outcome?.trailers)
             case .none: downstream.sendEnd(stream: downstreamStream, trailers: nil)
             }
@@ -396,10 +399,14 @@ final class ProxyCall: HTTP2StreamDelegate {
         replayHolds.removeAll()
     }
 
-    /// The headers an `attemptHeaders` event brought.
-    private static func headers(of event: CallEvent) -> HTTP2HeaderList {
-        if case .attemptHeaders(_, let headers, _, _) = event { return headers }
-        return []
+    /// The headers an `attemptHeaders` event brought, for an action that
+    /// names them (any other event is the machine's bug: asserted).
+    private static func headers(of event: CallEvent, for action: CallAction) -> HTTP2HeaderList {
+        guard let headers = event.attemptHeaderList else {
+            assertionFailure("\(action) names the headers of \(event)")
+            return []
+        }
+        return headers
     }
 
     /// Picks an endpoint through the balancer and queues the attempt on it.
