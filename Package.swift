@@ -21,7 +21,13 @@ import PackageDescription
 // header and call event). This is the one opt-out: no property carries
 // `@exclusivity(unchecked)`, so debug builds, which the unit tests run,
 // check every access and trap on a violation.
-let dataPathSettings: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+//
+// The modules a call passes through (the data path's, and those it calls
+// into per call: support, config, gRPC rules, own services) are also built
+// with cross-module optimization: the split into modules must not stop
+// inlining or cost retains on the hot path (bench/run.sh counts retains).
+let crossModuleSettings: [SwiftSetting] = [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
+let dataPathSettings: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked", "-cross-module-optimization"], .when(configuration: .release))]
 
 let package = Package(
     name: "Meshgate",
@@ -104,7 +110,8 @@ let package = Package(
             dependencies: ["COpenSSL", .product(name: "NIOCore", package: "swift-nio")]),
         .target(
             name: "MeshgateGRPC",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: crossModuleSettings),
         // etcd v3 over gRPC (discovery, registration) on Meshgate's own HTTP/2.
         .target(
             name: "MeshgateEtcd",
@@ -128,7 +135,8 @@ let package = Package(
         // reading the files it is given.
         .target(
             name: "MeshgateConfig",
-            dependencies: ["MeshgateYAML", "MeshgatePosix", "MeshgateEtcd"]),
+            dependencies: ["MeshgateYAML", "MeshgatePosix", "MeshgateEtcd"],
+            swiftSettings: crossModuleSettings),
         // What every part of the gateway shares: logs, events, errors, the
         // plugins' control thread, TLS contexts that follow their files.
         .target(
@@ -139,7 +147,8 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-            ]),
+            ],
+            swiftSettings: crossModuleSettings),
         // Where endpoints come from: DNS (its own resolver), watched files,
         // etcd; each source bounded, each answer checked against the
         // gateway's own addresses.
@@ -179,7 +188,8 @@ let package = Package(
                 "MeshgateGRPCCalls", "MeshgateTransport", "GRPCHealthProto", "ProtoWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-            ]),
+            ],
+            swiftSettings: crossModuleSettings),
         // The filter plugins' host: images loaded with dlopen, filter chains
         // per route, the C ABI's host functions, the per-call hook runner.
         // Calls and attempts are opaque handles here; the data path provides
@@ -237,7 +247,8 @@ let package = Package(
                 "MeshgateHTTP2", "MeshgateGRPC",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
-            ]),
+            ],
+            swiftSettings: crossModuleSettings),
         .target(
             name: "MeshProto",
             dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),

@@ -91,10 +91,19 @@ extension CallEvent {
     /// the executor asserts and the test harness records. Resolved here
     /// only, so that the executor and the harness read actions alike.
     @inlinable package func bytes(for action: CallAction) -> ByteBuffer? {
-        switch (action, self) {
-        case (.forwardRequestData, .requestData(let data)), (.keepForReplay, .requestData(let data)): return data
-        case (.forwardResponseData, .attemptData(_, let data)): return data
-        default: return nil
+        // One switch per value, not over a tuple: a tuple would copy (and
+        // retain) the event and the action.
+        switch self {
+        case .requestData(let data):
+            switch action {
+            case .forwardRequestData, .keepForReplay: return data
+            default: return nil
+            }
+        case .attemptData(_, let data):
+            if case .forwardResponseData = action { return data }
+            return nil
+        default:
+            return nil
         }
     }
 

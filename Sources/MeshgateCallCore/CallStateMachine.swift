@@ -142,7 +142,7 @@ package struct CallStateMachine {
 
     /// `attemptStorage`: an empty table whose capacity a finished call gave
     /// back (`takeAttemptStorage`), so that the table costs no allocation.
-    package init(configuration: Configuration, attemptStorage: [AttemptState] = []) {
+    @inlinable package init(configuration: Configuration, attemptStorage: [AttemptState] = []) {
         self.configuration = configuration
         precondition(attemptStorage.isEmpty, "a reused attempt table must be empty")
         self.attempts = attemptStorage
@@ -162,13 +162,13 @@ package struct CallStateMachine {
     // MARK: Questions the executor asks
 
     /// call_start_attempt may schedule another attempt.
-    package var acceptsNewAttempts: Bool {
+    @inlinable package var acceptsNewAttempts: Bool {
         if case .open(let open) = phase { return open.replaying }
         return phase == .idle
     }
 
     /// The attempt whose response the client gets, once there is one.
-    package var committedAttempt: AttemptID? {
+    @inlinable package var committedAttempt: AttemptID? {
         switch phase {
         case .committed(let id): id
         case .finished(let finished), .done(let finished): finished.committed
@@ -178,14 +178,14 @@ package struct CallStateMachine {
 
     /// The status the client got (or the call ended with): set once the
     /// call has finished.
-    package var finalStatus: GRPCStatus? {
+    @inlinable package var finalStatus: GRPCStatus? {
         switch phase {
         case .finished(let finished), .done(let finished): finished.status
         default: nil
         }
     }
 
-    package var isFinished: Bool {
+    @inlinable package var isFinished: Bool {
         switch phase {
         case .finished, .done: true
         default: false
