@@ -8,4 +8,5 @@ swift build --build-tests
 swift test --skip-build
 swift build -c release
 export MESHGATE_BIN_DIR="$(swift build -c release --show-bin-path)"
-python3 -m pytest -q Tests/integration "$@"
+# -rs: every skip prints its reason (only the legitimately optional ones remain).
+python3 -m pytest -q -rs Tests/integration "$@"
