@@ -450,7 +450,8 @@ def test_a_slow_or_dead_shadow_costs_the_primary_nothing(mesh, launcher, tmp_pat
         before = metric(slow_admin, "meshgate_mirror_requests_total", 'result="abandoned"')
         started = time.monotonic()
         summary = stubs["slow"].CollectMetrics(iter([mesh.pb2.Metric(metric_name=blob[:65536], value=1.0)] * 16), timeout=10)
-        assert summary is not None
+        # All 16 messages (1 MiB) reached the replica, which summed them.
+        assert (summary.count, summary.sum, summary.replica_id) == (16, 16.0, "r3"), summary
         assert time.monotonic() - started < 2.0
         wait_until(lambda: metric(slow_admin, "meshgate_mirror_requests_total", 'result="abandoned"') == before + 1, 3)
         for ch in channels.values():
