@@ -8,7 +8,7 @@ import time
 
 import grpc
 
-from meshkit import HOST, grpc_frame
+from meshkit import HOST, free_port, gateway_config, grpc_frame, grpc_messages, wait_until
 
 MiB = 1024 * 1024
 
@@ -82,22 +82,152 @@ def test_unread_stream_is_backpressured_not_buffered(mesh):
         assert stub.Process(pb.ProcessRequest(request_id="after", data="x"), timeout=5).result == "processed: x"
 
 
-def test_slow_upload_is_backpressured(mesh):
+class SlowReadingUpstream:
+    """A raw HTTP/2 gRPC server (the `h2` package) for CollectMetrics that
+    takes nothing while `reading` is clear: it gives no window credit, so
+    the gateway can send it only its initial 64 KiB windows. Once `reading`
+    is set it credits every byte, and at the end of the request answers a
+    MetricsSummary of the messages it got."""
+
+    def __init__(self, pb):
+        import threading
+        self.pb = pb
+        self.reading = threading.Event()
+        self.received = 0  # DATA bytes received
+        self._server = socket.socket()
+        self._server.bind((HOST, 0))
+        self._server.listen(8)
+        self.port = self._server.getsockname()[1]
+        self._stop = threading.Event()
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        import h2.config
+        import h2.connection
+        import h2.events
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+        conn.initiate_connection()
+        bodies: dict[int, bytearray] = {}
+        unacked: dict[int, int] = {}
+        sock.settimeout(0.05)
+        try:
+            sock.sendall(conn.data_to_send())
+            while not self._stop.is_set():
+                try:
+                    data = sock.recv(65536)
+                except socket.timeout:
+                    data = None
+                if data == b"":
+                    return
+                for event in conn.receive_data(data) if data else []:
+                    if isinstance(event, h2.events.RequestReceived):
+                        bodies[event.stream_id] = bytearray()
+                    elif isinstance(event, h2.events.DataReceived):
+                        self.received += len(event.data)
+                        bodies[event.stream_id] += event.data
+                        unacked[event.stream_id] = unacked.get(event.stream_id, 0) + event.flow_controlled_length
+                    elif isinstance(event, h2.events.StreamEnded):
+                        self._answer(conn, event.stream_id, bytes(bodies.pop(event.stream_id)))
+                if self.reading.is_set():
+                    for sid, n in list(unacked.items()):
+                        if n:
+                            conn.acknowledge_received_data(n, sid)
+                        del unacked[sid]
+                pending = conn.data_to_send()
+                if pending:
+                    sock.sendall(pending)
+        except Exception:
+            return
+        finally:
+            sock.close()
+
+    def _answer(self, conn, sid: int, body: bytes) -> None:
+        summary = self.pb.MetricsSummary(replica_id="slow")
+        for message in grpc_messages(body):
+            summary.count += 1
+            summary.sum += self.pb.Metric.FromString(message).value
+        conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
+        conn.send_data(sid, grpc_frame(summary.SerializeToString()))
+        conn.send_headers(sid, [("grpc-status", "0")], end_stream=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._server.close()
+        for c in self._conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+def test_slow_upload_is_backpressured(mesh, launcher):
     """A client-streaming upload far larger than every window (32 MiB of
-    metrics) completes intact: the gateway forwards it as the upstream
-    reads, without a stall or a loss."""
+    metrics) to an upstream that reads nothing at first: the client can
+    send only what the windows hold (the gateway's 1 MiB stream window and
+    the upstream's 64 KiB; README "Limits") and then waits; the gateway
+    holds no more than that. When the upstream starts reading, the upload
+    completes intact: the gateway forwards it as the upstream reads,
+    without a stall or a loss."""
+    import threading
     pb = mesh.pb2
     count = 32 * 1024
+    upstream = SlowReadingUpstream(pb)
+    port = free_port()
+    gateway = launcher.gateway(gateway_config(port, clusters={"slow": [upstream.port]},
+                                              routes=[{"match": {"service": "mesh.v1.MeshService"}, "cluster": "slow"}]),
+                               port, name="gw-slow-upload")
+    yielded = [0]  # bytes handed to grpcio, gRPC framing included
     value_sum = 0.0
 
     def metrics():
         nonlocal value_sum
         for i in range(count):
             value_sum += i
-            yield pb.Metric(metric_name="m" * 1000, value=float(i))
+            metric = pb.Metric(metric_name="m" * 1000, value=float(i))
+            yielded[0] += 5 + metric.ByteSize()
+            yield metric
 
-    with grpc.insecure_channel(f"{HOST}:{mesh.port}") as channel:
-        stub = mesh.pb2_grpc.MeshServiceStub(channel)
-        summary = stub.CollectMetrics(metrics(), timeout=60)
-    assert summary.count == count
-    assert summary.sum == value_sum
+    result: dict = {}
+    try:
+        with grpc.insecure_channel(f"{HOST}:{port}") as channel:
+            stub = mesh.pb2_grpc.MeshServiceStub(channel)
+            rss_before = rss_bytes(gateway.proc.pid)
+            caller = threading.Thread(target=lambda: result.setdefault("summary", stub.CollectMetrics(metrics(), timeout=60)),
+                                      daemon=True)
+            caller.start()
+            # The client is held back: what it has handed over stops growing.
+            wait_until(lambda: upstream.received >= 60 * 1024, timeout=10, message="the upstream's window filled")
+            stable = 0
+            previous = -1
+            deadline = time.monotonic() + 10
+            while stable < 10:  # unchanged for 10 polls of 0.1 s
+                assert time.monotonic() < deadline, f"the client kept sending: {yielded[0]} bytes"
+                stable = stable + 1 if yielded[0] == previous else 0
+                previous = yielded[0]
+                time.sleep(0.1)
+            held_back = yielded[0]
+            # The gateway's 1 MiB stream window (the upstream's 64 KiB come
+            # out of it: no credit goes back until the upstream takes bytes)
+            # and the message grpcio is writing; measured: 1 MiB + 959 bytes.
+            assert held_back < 1 * MiB + 64 * 1024, f"the client handed over {held_back} bytes to a stalled upstream"
+            assert upstream.received <= 65535, upstream.received
+            grown = rss_bytes(gateway.proc.pid) - rss_before
+            assert grown < 8 * MiB, f"gateway memory grew by {grown / MiB:.1f} MiB"
+            upstream.reading.set()
+            caller.join(timeout=60)
+        summary = result["summary"]
+        assert (summary.count, summary.sum, summary.replica_id) == (count, value_sum, "slow")
+        assert upstream.received == yielded[0]
+    finally:
+        upstream.stop()
