@@ -79,31 +79,60 @@ def test_retry_masks_a_replica_failing_half_its_calls(mesh, launcher):
 
 
 def test_retry_backoff_attempts_and_headers_follow_a6(mesh, launcher):
-    """An upstream that always answers UNAVAILABLE: 4 attempts arrive (no
-    more), the call fails with the upstream's status, the gaps between
-    attempts stay within A6's jittered bounds [0, min(200ms × 2^(n-1), 1s)),
-    and retries carry grpc-previous-rpc-attempts 1, 2, 3."""
+    """An upstream that always answers UNAVAILABLE, 48 calls: each makes 4
+    attempts (no more) and fails with the upstream's status of the last;
+    retries carry grpc-previous-rpc-attempts 1, 2, 3; and the gaps before
+    retry n follow A6's jittered backoff, uniform in [0, c(n)) with
+    c(n) = min(100ms × 2^(n-1), 300ms) = 100, 200, 300 ms (the cap): every
+    gap stays below c(n), and over the 48 calls each retry's gaps average
+    about c(n)/2 and reach near c(n). A retry without backoff, or one that
+    did not grow, fails the lower bounds."""
+    import collections
+    lock = threading.Lock()
+    attempts: dict[bytes, int] = collections.Counter()
+
     def fail(n, body, context):
-        context.abort(grpc.StatusCode.UNAVAILABLE, f"attempt {n} refused")
+        with lock:
+            attempts[body] += 1
+            k = attempts[body]
+        context.abort(grpc.StatusCode.UNAVAILABLE, f"attempt {k} refused")
     upstream = RecordingUpstream(fail)
+    ceilings = [0.1, 0.2, 0.3]
+    calls = 48
     try:
         port = start_gateway(launcher, [upstream.port], [{"plugin": "retry", "config": {
-            "max_attempts": 4, "initial_backoff": 0.2, "max_backoff": 1.0, "backoff_multiplier": 2}}], "gw-backoff")
+            "max_attempts": 4, "initial_backoff": 0.1, "max_backoff": 0.3, "backoff_multiplier": 2}}], "gw-backoff")
         with insecure_channel(port) as ch:
             call = ch.unary_unary(PROCESS)
-            with pytest.raises(grpc.RpcError) as caught:
-                call(b"\x0a\x01x", timeout=10)
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert caught.value.details() == "attempt 4 refused"
-        time.sleep(0.3)
-        assert len(upstream.calls) == 4
-        gaps = [b[0] - a[0] for a, b in zip(upstream.calls, upstream.calls[1:])]
-        for n, gap in enumerate(gaps, start=1):
-            ceiling = min(0.2 * 2 ** (n - 1), 1.0)
-            assert gap < ceiling + 0.08, (n, gaps)
-        assert sum(gaps) > 0.05, gaps  # jittered, but not all zero
-        previous = [c[1].get("grpc-previous-rpc-attempts") for c in upstream.calls]
-        assert previous == [None, "1", "2", "3"]
+
+            def one(i):
+                with pytest.raises(grpc.RpcError) as caught:
+                    call(b"\x0a\x02" + f"{i:02d}".encode(), timeout=10)
+                return caught.value.code(), caught.value.details()
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                outcomes = list(pool.map(one, range(calls)))
+        assert outcomes == [(grpc.StatusCode.UNAVAILABLE, "attempt 4 refused")] * calls, outcomes
+        # The call ended after its 4th attempt: a 5th would be sent within
+        # the next backoff (at most 300 ms), so wait that long for none.
+        time.sleep(0.4)
+        by_call = collections.defaultdict(list)
+        for when, metadata, body in upstream.calls:
+            by_call[body].append((when, metadata.get("grpc-previous-rpc-attempts")))
+        assert len(by_call) == calls and all(len(a) == 4 for a in by_call.values()), {b: len(a) for b, a in by_call.items()}
+        gaps: list[list[float]] = [[], [], []]
+        for seen in by_call.values():
+            assert [previous for _, previous in seen] == [None, "1", "2", "3"], seen
+            for n in range(3):
+                gaps[n].append(seen[n + 1][0] - seen[n][0])
+        for n, (ceiling, sample) in enumerate(zip(ceilings, gaps), start=1):
+            # Upper: below the ceiling (plus scheduling slack).
+            assert max(sample) < ceiling + 0.05, (n, sample)
+            # Lower: the mean of a uniform [0, c) is c/2 (its standard error
+            # over 48 samples is 0.042 c, so 0.3 c is almost 5 of them away);
+            # the largest of 48 falls below 0.6 c with a chance of 2e-11.
+            mean = statistics.mean(sample)
+            assert 0.3 * ceiling < mean < 0.7 * ceiling + 0.02, (n, mean, sample)
+            assert max(sample) > 0.6 * ceiling, (n, sample)
     finally:
         upstream.stop()
 
