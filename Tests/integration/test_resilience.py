@@ -377,7 +377,9 @@ def test_hedged_client_stream_past_the_replay_buffer_commits_to_one_attempt(laun
 
         def stream():
             yield from messages[:4]
-            time.sleep(0.4)  # the hedge opens and gets the first 16 KiB replayed
+            # The hedge opens (after 50 ms) and gets the first 16 KiB replayed.
+            wait_until(lambda: len(received) == 2 and all(entry["messages"] == 4 for entry in received), timeout=5,
+                       message="both attempts open with the first 4 messages")
             yield from messages[4:]
         with insecure_channel(port) as ch:
             answer = ch.stream_unary(COLLECT)(stream(), timeout=10)
@@ -430,28 +432,50 @@ def test_circuit_breaker_sheds_load_and_recovers(mesh, launcher):
 
 def test_outlier_detection_ejects_and_readmits(mesh, launcher):
     """r3 fails every call. Failure-percentage ejection (interval 500 ms)
-    takes it out within two intervals; then 60 calls all succeed and none
-    reaches r3; after the 2 s ejection (r3 healed) it gets calls again."""
+    takes it out within two intervals of the first failure; then 60 calls
+    all succeed and none reaches r3; the ejection lasts the 2 s
+    base_ejection_time (not less, and not much more: the gateway's own log
+    times both ends), after which r3 (healed) gets calls again."""
+    import json
     pb = mesh.pb2
     ports = [r.port for r in mesh.replicas.values()]
-    port = start_gateway(launcher, ports, [{"plugin": "outlier_detection", "config": {
-        "interval": "500ms", "base_ejection_time": "2s", "max_ejection_percent": 50,
-        "failure_percentage_ejection": {"threshold": 50, "minimum_hosts": 3, "request_volume": 5}}}], "gw-outlier")
+    r3 = f"127.0.0.1:{mesh.replicas['r3'].port}"
+    port = free_port()
+    route = {"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh", "filters": [
+        {"plugin": "outlier_detection", "config": {
+            "interval": "500ms", "base_ejection_time": "2s", "max_ejection_percent": 50,
+            "failure_percentage_ejection": {"threshold": 50, "minimum_hosts": 3, "request_volume": 5}}}]}
+    gateway = launcher.gateway(gateway_config(port, clusters={"mesh": ports}, routes=[route]), port, name="gw-outlier")
+
+    def event(msg: str):
+        """The gateway's log line `msg` about r3, or None."""
+        for line in gateway.proc.log_text().splitlines():
+            if line.startswith("{") and f'"msg":"{msg}"' in line:
+                entry = json.loads(line)
+                if entry.get("endpoint") == r3:
+                    return entry
+        return None
     mesh.control("r3").SetFaults(pb.FaultConfig(fail_probability=1.0, fail_code=14), timeout=5)
     try:
         with insecure_channel(port) as ch:
             stub = mesh.pb2_grpc.MeshServiceStub(ch)
-            deadline = time.monotonic() + 1.0
-            while time.monotonic() < deadline:
+            failing_since = time.time()
+            while not event("endpoint ejected"):
+                assert time.time() - failing_since < 5, "r3 not ejected within 5 s"
                 run_calls(stub, pb, 12, workers=4)
-                time.sleep(0.05)
-            time.sleep(0.6)  # at most two intervals in all
+            ejected = event("endpoint ejected")
+            # Two intervals, and the time a scan takes to be logged.
+            assert ejected["ts"] - failing_since < 2 * 0.5 + 0.2, (ejected, failing_since)
+            assert ejected["duration_ms"] == "2000", ejected
             before = replica_calls(mesh, "r3")
             ok, failed = run_calls(stub, pb, 60, workers=4)
             assert ok == 60, failed
             assert replica_calls(mesh, "r3") == before
             mesh.control("r3").SetFaults(pb.FaultConfig(), timeout=5)
-            time.sleep(2.2)
+            ended = wait_until(lambda: event("endpoint ejection ended"), timeout=5, interval=0.05,
+                               message="the ejection of r3 to end")
+            lasted = ended["ts"] - ejected["ts"]
+            assert 2.0 - 0.002 <= lasted < 2.0 + 0.2, lasted  # the log's times are in ms
             before = replica_calls(mesh, "r3")
             ok, failed = run_calls(stub, pb, 60, workers=4)
             assert ok == 60, failed
