@@ -398,8 +398,10 @@ def test_health_checks_over_tls_say_why_the_handshake_failed(bins, launcher, tmp
 
 def test_server_certificate_rotation_under_load(tls_mesh):
     """grpcio clients keep calling (new channels every few calls) while the
-    gateway's certificate and key files are replaced: no call fails, and new
-    connections see the new certificate's serial."""
+    gateway's certificate and key files are replaced, key first: the
+    mismatched pair in between is refused (logged) and new connections keep
+    the old certificate; once the certificate follows, new connections see
+    the new certificate's serial; no call fails throughout."""
     certs = tls_mesh.certs
     before = ssl.get_server_certificate((HOST, tls_mesh.optional_port))
     failures: list[str] = []
@@ -424,9 +426,17 @@ def test_server_certificate_rotation_under_load(tls_mesh):
                                      dns=["localhost"], ips=["127.0.0.1"], server=True)
         # Key first, then the certificate: a mismatched pair in between is
         # refused and the old material stays.
+        refusals = tls_mesh.gateway.proc.log_text().count("TLS material not reloaded")
         shutil.copy(new_key, certs / "gw.key.tmp")
         shutil.copy(new_pem, certs / "gw.pem.tmp")
         (certs / "gw.key.tmp").replace(certs / "gw.key")
+        wait_until(lambda: tls_mesh.gateway.proc.log_text().count("TLS material not reloaded") > refusals, timeout=5,
+                   message="the new key with the old certificate to be refused (files are checked every second)")
+        refused = [line for line in tls_mesh.gateway.proc.log_text().splitlines() if "TLS material not reloaded" in line][-1]
+        assert "key values mismatch" in refused, refused
+        assert ssl.get_server_certificate((HOST, tls_mesh.optional_port)) == before, "the mismatched pair was taken"
+        mark = calls[0]
+        wait_until(lambda: calls[0] > mark + 10, timeout=10, message="calls while the pair is mismatched")
         (certs / "gw.pem.tmp").replace(certs / "gw.pem")
         rotated_serial = pki.serial_of(new_pem.read_bytes())
 
