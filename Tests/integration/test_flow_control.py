@@ -87,7 +87,7 @@ def test_slow_upload_is_backpressured(mesh, launcher):
     """A client-streaming upload far larger than every window (32 MiB of
     metrics) to an upstream that reads nothing at first: the client can
     send only what the windows hold (the gateway's 1 MiB stream window and
-    the upstream's 64 KiB; README "Limits") and then waits; the gateway
+    the upstream's 64 KiB; docs/limits.md) and then waits; the gateway
     holds no more than that. When the upstream starts reading, the upload
     completes intact: the gateway forwards it as the upstream reads,
     without a stall or a loss."""
