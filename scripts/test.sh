@@ -8,4 +8,6 @@ swift build --build-tests
 swift test --skip-build
 swift build -c release
 export MESHGATE_BIN_DIR="$(swift build -c release --show-bin-path)"
-python3 -m pytest -q Tests/integration "$@"
+# -rsx: every skip and every expected failure prints its reason (only the
+# legitimately optional skips remain).
+python3 -m pytest -q -rsx Tests/integration "$@"

@@ -216,9 +216,35 @@ import Testing
         try await server.close()
     }
 
+    /// In front of a server's HTTP2Connection: counts the PING frames (not
+    /// their ACKs) the client sends, and passes every byte on unchanged.
+    final class PingCounter: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = ByteBuffer
+        typealias InboundOut = ByteBuffer
+        var pings = 0
+        private var pending: [UInt8] = []
+        private var prefaceLeft = 24  // the client connection preface
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            pending += unwrapInboundIn(data).readableBytesView
+            let skip = min(prefaceLeft, pending.count)
+            pending.removeFirst(skip)
+            prefaceLeft -= skip
+            while pending.count >= 9 {
+                let length = Int(pending[0]) << 16 | Int(pending[1]) << 8 | Int(pending[2])
+                guard pending.count >= 9 + length else { break }
+                if pending[3] == 0x6 && pending[4] & 0x1 == 0 { pings += 1 }  // PING without ACK
+                pending.removeFirst(9 + length)
+            }
+            context.fireChannelRead(data)
+        }
+    }
+
     @Test func keepaliveKeepsAnAnsweringPeer() async throws {
+        let counter = PingCounter()
         let server = try await listen { channel in
             channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(counter)
                 try channel.pipeline.syncOperations.addHandler(HTTP2Connection(role: .server, delegate: EchoServer()))
             }
         }
@@ -229,7 +255,10 @@ import Testing
         let owner = Owner()
         let result = try await dial(port: server.localAddress!.port!, options: options, owner: owner)
         guard case .success(let connection) = result else { Issue.record("dial failed"); return }
-        try await Task.sleep(for: .milliseconds(300))
+        // One PING at a time, the next `interval` after the last one's ACK:
+        // five PINGs reaching the server mean four ACKs reached the client.
+        try await eventually { counter.pings >= 5 }
+        #expect(try await loop.submit { counter.pings }.get() >= 5, "the keepalive sent its PINGs")
         #expect(try await loop.submit { timeouts.count }.get() == 0, "every PING was answered")
         #expect(try await loop.submit { owner.closed }.get() == false)
         nonisolated(unsafe) let client = connection

@@ -8,7 +8,8 @@ import time
 
 import grpc
 
-from meshkit import HOST, grpc_frame
+from meshkit import HOST, free_port, gateway_config, grpc_frame, wait_until
+from slow_upstream import SlowReadingUpstream, collect_metrics
 
 MiB = 1024 * 1024
 
@@ -82,22 +83,63 @@ def test_unread_stream_is_backpressured_not_buffered(mesh):
         assert stub.Process(pb.ProcessRequest(request_id="after", data="x"), timeout=5).result == "processed: x"
 
 
-def test_slow_upload_is_backpressured(mesh):
+def test_slow_upload_is_backpressured(mesh, launcher):
     """A client-streaming upload far larger than every window (32 MiB of
-    metrics) completes intact: the gateway forwards it as the upstream
-    reads, without a stall or a loss."""
+    metrics) to an upstream that reads nothing at first: the client can
+    send only what the windows hold (the gateway's 1 MiB stream window and
+    the upstream's 64 KiB; docs/limits.md) and then waits; the gateway
+    holds no more than that. When the upstream starts reading, the upload
+    completes intact: the gateway forwards it as the upstream reads,
+    without a stall or a loss."""
+    import threading
     pb = mesh.pb2
     count = 32 * 1024
+    upstream = SlowReadingUpstream(lambda body: collect_metrics(pb, body))
+    port = free_port()
+    gateway = launcher.gateway(gateway_config(port, clusters={"slow": [upstream.port]},
+                                              routes=[{"match": {"service": "mesh.v1.MeshService"}, "cluster": "slow"}]),
+                               port, name="gw-slow-upload")
+    yielded = [0]  # bytes handed to grpcio, gRPC framing included
     value_sum = 0.0
 
     def metrics():
         nonlocal value_sum
         for i in range(count):
             value_sum += i
-            yield pb.Metric(metric_name="m" * 1000, value=float(i))
+            metric = pb.Metric(metric_name="m" * 1000, value=float(i))
+            yielded[0] += 5 + metric.ByteSize()
+            yield metric
 
-    with grpc.insecure_channel(f"{HOST}:{mesh.port}") as channel:
-        stub = mesh.pb2_grpc.MeshServiceStub(channel)
-        summary = stub.CollectMetrics(metrics(), timeout=60)
-    assert summary.count == count
-    assert summary.sum == value_sum
+    result: dict = {}
+    try:
+        with grpc.insecure_channel(f"{HOST}:{port}") as channel:
+            stub = mesh.pb2_grpc.MeshServiceStub(channel)
+            rss_before = rss_bytes(gateway.proc.pid)
+            caller = threading.Thread(target=lambda: result.setdefault("summary", stub.CollectMetrics(metrics(), timeout=60)),
+                                      daemon=True)
+            caller.start()
+            # The client is held back: what it has handed over stops growing.
+            wait_until(lambda: upstream.received >= 60 * 1024, timeout=10, message="the upstream's window filled")
+            stable = 0
+            previous = -1
+            deadline = time.monotonic() + 10
+            while stable < 10:  # unchanged for 10 polls of 0.1 s
+                assert time.monotonic() < deadline, f"the client kept sending: {yielded[0]} bytes"
+                stable = stable + 1 if yielded[0] == previous else 0
+                previous = yielded[0]
+                time.sleep(0.1)
+            held_back = yielded[0]
+            # The gateway's 1 MiB stream window (the upstream's 64 KiB come
+            # out of it: no credit goes back until the upstream takes bytes)
+            # and the message grpcio is writing; measured: 1 MiB + 959 bytes.
+            assert held_back < 1 * MiB + 64 * 1024, f"the client handed over {held_back} bytes to a stalled upstream"
+            assert upstream.received <= 65535, upstream.received
+            grown = rss_bytes(gateway.proc.pid) - rss_before
+            assert grown < 8 * MiB, f"gateway memory grew by {grown / MiB:.1f} MiB"
+            upstream.reading.set()
+            caller.join(timeout=60)
+        summary = result["summary"]
+        assert (summary.count, summary.sum, summary.replica_id) == (count, value_sum, "slow")
+        assert upstream.received == yielded[0]
+    finally:
+        upstream.stop()

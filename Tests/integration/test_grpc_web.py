@@ -344,15 +344,16 @@ def test_grpcio_on_the_grpc_web_listener(web):
 # A browser
 
 
-@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
 def test_chromium_calls_cross_origin_with_fetch(bins, tmp_path):
     """Headless Chromium (in its own network namespace) loads a page from
     another origin whose script calls Process through the gateway with
     fetch(), once as grpc-web-text and once as binary grpc-web+proto
     (preflighted: CORS), decodes frames and trailer by hand, and writes
     what it got into the DOM."""
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("needs /usr/bin/chromium (scripts/setup.sh installs it)")
+    # scripts/test.sh installs both (util-linux is Essential in Debian):
+    # a missing one is a failure, never a skip.
+    assert shutil.which("unshare"), "unshare is missing (util-linux)"
+    assert Path("/usr/bin/chromium").exists(), "/usr/bin/chromium is missing: run scripts/setup.sh"
     result = subprocess.run(["unshare", "-n", sys.executable, str(HERE / "grpc_web_browser_scenario.py"),
                              str(bins.meshgate), str(bins.mesh_sample), str(tmp_path)],
                             capture_output=True, text=True, timeout=180)
@@ -387,9 +388,9 @@ def test_chromium_calls_cross_origin_with_fetch(bins, tmp_path):
 
 @pytest.mark.parametrize("text", [False, True])
 def test_large_bodies_over_http1_pass_through_its_flow_control(web, text):
-    """A 3 MiB request (4 MiB as base64) and its 3 MiB echo over HTTP/1.1:
-    the gateway stops reading the socket past 1 MiB the call has not passed
-    on, and reads again as the upstream takes it; nothing stalls."""
+    """A 3 MiB request (4 MiB as base64) and its 3 MiB echo over HTTP/1.1
+    pass whole; nothing stalls. (That the gateway stops reading a stalled
+    call's body is test_http1_stops_reading_past_1_mib_the_upstream_has_not_taken.)"""
     pb = web.pb2
     request = pb.ProcessRequest(request_id="big", data="d", payload=bytes(range(256)) * (3 * 4096))
     resp = call_http1(web.port, PROCESS, [request.SerializeToString()], text=text, timeout=30)
@@ -398,7 +399,90 @@ def test_large_bodies_over_http1_pass_through_its_flow_control(web, text):
     assert reply.payload == request.payload
 
 
-def test_sigterm_lets_an_http1_stream_finish_then_exits(bins, mesh_pb2, tmp_path):
+def test_http1_stops_reading_past_1_mib_the_upstream_has_not_taken(bins, mesh_pb2, tmp_path):
+    """A 48 MiB gRPC-Web request over HTTP/1.1 to an upstream that takes
+    nothing (no window credit beyond its first 64 KiB): the gateway stops
+    reading the socket, so the client's writes block long before the end,
+    the gateway's memory stays far below the body (it holds at most the
+    call's 1 MiB window), and the upstream got no more than its window.
+    When the upstream starts reading, the gateway reads again and the whole
+    body arrives."""
+    import http.client
+    import select
+    import socket
+    from conftest import Launcher
+    from grpc_web_client import BINARY, GrpcWebResponse, _BodyParser
+    from slow_upstream import SlowReadingUpstream
+
+    def echo_size(body: bytes) -> bytes:
+        from meshkit import grpc_messages
+        request = mesh_pb2.ProcessRequest.FromString(grpc_messages(body)[0])
+        return mesh_pb2.ProcessResponse(request_id=request.request_id, result=str(len(request.payload))).SerializeToString()
+    upstream = SlowReadingUpstream(echo_size)
+    launcher = Launcher(bins, tmp_path)
+    try:
+        port = free_port()
+        config = {"listeners": [{"name": "web", "address": addr(port), "grpc_web": True,
+                                 "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "slow"}]}],
+                  "clusters": [{"name": "slow", "endpoints": [{"address": addr(upstream.port)}]}]}
+        gateway = launcher.gateway(to_yaml(config), port, name="gw-web-stall")
+        request = mesh_pb2.ProcessRequest(request_id="stall", payload=b"p" * (48 << 20))
+        body = encode_body([request.SerializeToString()], False)
+        rss_before = rss_kib(gateway.proc.pid)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall((f"POST {PROCESS} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: {BINARY}\r\n"
+                      f"x-grpc-web: 1\r\ncontent-length: {len(body)}\r\n\r\n").encode())
+        sock.setblocking(False)
+        sent = 0
+        while sent < len(body):
+            if not select.select([], [sock], [], 2.0)[1]:
+                break  # no room for 2 s: nobody reads the socket
+            try:
+                sent += sock.send(body[sent:sent + 65536])
+            except BlockingIOError:
+                pass
+        grown_kib = rss_kib(gateway.proc.pid) - rss_before
+        # The call's 1 MiB window plus what the two sockets' kernel buffers
+        # hold (measured: 2.4 MiB in all), far from the 48 MiB.
+        assert sent < 8 << 20, f"the gateway read {sent >> 20} MiB of a call whose upstream took none"
+        assert upstream.received <= 65535, upstream.received
+        assert grown_kib < 8 * 1024, f"the gateway grew by {grown_kib >> 10} MiB"
+        upstream.reading.set()
+        sock.setblocking(True)
+        sock.settimeout(30)
+        sock.sendall(body[sent:])
+        raw = http.client.HTTPResponse(sock)
+        raw.begin()
+        resp = GrpcWebResponse(raw.status, {k.lower(): v for k, v in raw.getheaders()}, False)
+        parser = _BodyParser(resp)
+        parser.feed(raw.read())
+        resp = parser.finish()
+        sock.close()
+        assert resp.status == 0, resp
+        reply = mesh_pb2.ProcessResponse.FromString(resp.messages[0])
+        assert (reply.request_id, reply.result) == ("stall", str(48 << 20)), reply
+        assert upstream.received == len(grpc_frame_of(request))
+    finally:
+        upstream.stop()
+        launcher.stop_all()
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def grpc_frame_of(message) -> bytes:
+    from meshkit import grpc_frame
+    return grpc_frame(message.SerializeToString())
+
+
+def test_sigterm_lets_an_http1_stream_finish_then_exits(bins, mesh_pb2, mesh_pb2_grpc, tmp_path):
     """An HTTP/1.1 gRPC-Web stream in flight when the gateway gets SIGTERM
     runs to its end (the drain waits for HTTP/1.1 exchanges as for HTTP/2
     streams), then the gateway exits 0."""
@@ -419,7 +503,11 @@ def test_sigterm_lets_an_http1_stream_finish_then_exits(bins, mesh_pb2, tmp_path
         conn = Http1Connection(port, timeout=15)
         caller = threading.Thread(target=lambda: result.setdefault("resp", conn.call(STREAM, [request.SerializeToString()], text=True)))
         caller.start()
-        time.sleep(0.5)  # the stream is under way (its events come 300 ms apart)
+        # The stream is under way: the replica has started it (its 6 events
+        # come 300 ms apart, so it is far from done).
+        control = mesh_pb2_grpc.SampleControlStub(insecure_channel(replica.port))
+        wait_until(lambda: control.GetStats(mesh_pb2.StatsRequest(), timeout=5).calls_by_method.get("StreamEvents", 0) == 1,
+                   timeout=10, message="the stream to reach the replica")
         gateway.proc.send_signal(signal.SIGTERM)
         caller.join(15)
         conn.close()

@@ -62,6 +62,15 @@ class HealthMesh:
     def check(self, service: str):
         return self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
 
+    def endpoint_health(self, rid: str) -> float | None:
+        """grpc_endpoint_health of one replica's endpoint on /metrics (1 healthy, 0 not)."""
+        text = urllib.request.urlopen(f"http://{HOST}:{self.admin_port}/metrics", timeout=5).read().decode()
+        wanted = f'endpoint="{HOST}:{self.replicas[rid].port}"'
+        for line in text.splitlines():
+            if line.startswith("grpc_endpoint_health{") and wanted in line:
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
     def spread(self, n: int) -> Counter:
         return Counter(self.stub.Process(self.pb2.ProcessRequest(request_id=str(i)), timeout=5).replica_id
                        for i in range(n))
@@ -122,9 +131,11 @@ def test_admin_probes(hmesh):
 def test_unhealthy_replica_leaves_rotation(hmesh):
     """A replica turned NOT_SERVING gets no calls once interval × threshold
     has passed, while the service stays SERVING; turned back, it serves again."""
+    assert hmesh.endpoint_health("h2") == 1
     hmesh.set_serving("h2", False)
     try:
-        time.sleep(INTERVAL_S * THRESHOLD + 0.6)
+        wait_until(lambda: hmesh.endpoint_health("h2") == 0, timeout=5, interval=0.05,
+                   message="h2 marked unhealthy by its checks")
         before = hmesh.calls("h2")
         spread = hmesh.spread(30)
         assert hmesh.calls("h2") == before, spread
@@ -170,14 +181,49 @@ def test_all_down_then_back_seen_by_watch(hmesh):
 
 
 def test_killed_replica_detected_without_failed_calls(hmesh, launcher, bins):
-    """A replica killed hard: once its checks fail (interval × threshold),
-    calls keep succeeding on the others (the gateway's own connect failure
-    handling covers the gap); health still SERVING."""
+    """A replica killed hard while calls run without pause: its checks mark
+    it unhealthy within interval × threshold (plus a check's timeout), no
+    call started after the kill fails, during or after that window (the
+    gateway's own connect failure handling covers the gap; a call that was
+    in flight on the killed replica may be lost, UNAVAILABLE), and the
+    service stays SERVING."""
     victim = hmesh.replicas["h3"]
-    victim.proc.popen.kill()
-    victim.proc.popen.wait(timeout=5)
+    assert hmesh.endpoint_health("h3") == 1
+    stop = threading.Event()
+    done: list[tuple[float, str]] = []
+    failures: list[tuple[float, str]] = []
+
+    def load():
+        stub = hmesh.pb2_grpc.MeshServiceStub(hmesh.channel)
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                reply = stub.Process(hmesh.pb2.ProcessRequest(request_id="k"), timeout=5)
+                done.append((started, reply.replica_id))
+            except grpc.RpcError as error:
+                failures.append((started, f"{error.code()}: {error.details()}"))
+    caller = threading.Thread(target=load, daemon=True)
+    caller.start()
     try:
-        time.sleep(INTERVAL_S * THRESHOLD + 0.6)
+        wait_until(lambda: {"h1", "h2", "h3"} <= {rid for _, rid in done}, timeout=5, message="calls on every replica")
+        victim.proc.popen.kill()
+        victim.proc.popen.wait(timeout=5)
+        killed = time.monotonic()
+        wait_until(lambda: hmesh.endpoint_health("h3") == 0, timeout=5, interval=0.02, message="h3 marked unhealthy")
+        detected = time.monotonic() - killed
+        # interval × threshold, a check's timeout (500 ms) and scheduling slack.
+        assert detected < INTERVAL_S * THRESHOLD + 0.5 + 1.0, detected
+        mark = len(done)
+        wait_until(lambda: len(done) > mark + 20, timeout=5, message="calls after the detection")
+    finally:
+        stop.set()
+        caller.join(timeout=10)
+    try:
+        # At most the one call in flight on h3 when it died is lost; every
+        # call started after the kill succeeded, on h1 or h2.
+        assert len(failures) <= 1 and all(started < killed and "UNAVAILABLE" in what for started, what in failures), failures
+        after = [rid for started, rid in done if started > killed]
+        assert len(after) > 20 and set(after) <= {"h1", "h2"}, Counter(after)
         spread = hmesh.spread(20)
         assert set(spread) == {"h1", "h2"}, spread
         assert hmesh.check(SERVICE) == SERVING

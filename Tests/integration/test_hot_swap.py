@@ -7,6 +7,7 @@ the running config."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -74,20 +75,25 @@ def test_plugin_hot_swap_under_load(mesh, launcher, tmp_path):
 
     failures: list[str] = []
     versions: list[str] = []
+    per_thread: dict[int, list[str]] = {}
     stop = threading.Event()
 
-    def load(channel):
+    def load(channel, index):
         stub = mesh.pb2_grpc.MeshServiceStub(channel)
+        mine = per_thread.setdefault(index, [])
         while not stop.is_set():
             try:
                 _, call = stub.Process.with_call(pb.ProcessRequest(request_id="load"), timeout=5)
-                versions.append(dict(call.initial_metadata()).get("x-plugin-version", "none"))
+                version = dict(call.initial_metadata()).get("x-plugin-version", "none")
+                mine.append(version)
+                versions.append(version)
             except grpc.RpcError as error:
                 failures.append(f"{error.code()}: {error.details()}")
             time.sleep(0.002)
 
     channels = [insecure_channel(port) for _ in range(2)]
-    threads = [threading.Thread(target=load, args=(ch,), daemon=True) for ch in channels for _ in range(2)]
+    threads = [threading.Thread(target=load, args=(ch, i), daemon=True)
+               for i, ch in enumerate(channels * 2)]
     for t in threads:
         t.start()
     try:
@@ -129,6 +135,15 @@ def test_plugin_hot_swap_under_load(mesh, launcher, tmp_path):
             ch.close()
     assert failures == [], failures[:5]
     assert len(versions) > 300
+    # No call skipped the filter (a call without it has no x-plugin-version),
+    # and each client's calls, one after another, never went back to an
+    # older plugin: every call ran whole on one generation's filter chain.
+    assert set(versions) <= {"v1", "v2", "v3"}, sorted(set(versions))
+    order = {"v1": 1, "v2": 2, "v3": 3}
+    for index, seen in per_thread.items():
+        ranks = [order[v] for v in seen]
+        assert ranks == sorted(ranks), (index, seen)
+        assert set(seen) == {"v1", "v2", "v3"}, (index, sorted(set(seen)))
 
 
 ABI2 = r'''
@@ -179,42 +194,52 @@ def test_cluster_reload_under_load(mesh, launcher, tmp_path):
                                               routes=[route]), port, name="gw-clusters")
 
     failures: list[str] = []
-    seen: list[str] = []
+    calls: list[tuple[float, str]] = []  # (when it started, replica), in the order they finished
     stop = threading.Event()
 
     def load(channel):
         stub = mesh.pb2_grpc.MeshServiceStub(channel)
         while not stop.is_set():
+            started = time.monotonic()
             try:
-                seen.append(stub.Process(pb.ProcessRequest(request_id="load"), timeout=5).replica_id)
+                calls.append((started, stub.Process(pb.ProcessRequest(request_id="load"), timeout=5).replica_id))
             except grpc.RpcError as error:
                 failures.append(f"{error.code()}: {error.details()}")
             time.sleep(0.002)
+
+    def reloaded(generation: int) -> float:
+        """Waits for the gateway to log generation `generation` as reloaded;
+        the time it was seen (every call started after it runs on it)."""
+        wait_until(lambda: re.search(rf'"msg":"reloaded".*"generation":"{generation}"', gateway.proc.log_text()),
+                   timeout=5, message=f"generation {generation} reloaded")
+        return time.monotonic()
+
+    def started_after(moment: float) -> list[str]:
+        """The replicas of the calls that started after `moment`, in the order they finished."""
+        return [replica for started, replica in list(calls) if started > moment]
 
     channels = [insecure_channel(port) for _ in range(2)]
     threads = [threading.Thread(target=load, args=(ch,), daemon=True) for ch in channels for _ in range(2)]
     for t in threads:
         t.start()
     try:
-        wait_until(lambda: {"r1", "r2", "r3"} <= set(seen), timeout=5, message="all three replicas in rotation")
+        wait_until(lambda: {"r1", "r2", "r3"} <= {replica for _, replica in calls}, timeout=5,
+                   message="all three replicas in rotation")
         gateway.config_path.write_text(gateway_config(port, clusters={"mesh": [ports["r1"], ports["r2"], r4.port]},
                                                       routes=[route]))
         gateway.proc.send_signal(signal.SIGHUP)
-        mark = len(seen)
-        wait_until(lambda: "r4" in seen[mark:], timeout=5, message="r4 takes calls after the reload")
-        time.sleep(0.3)
-        settled = len(seen)
-        wait_until(lambda: len(seen) > settled + 150, timeout=10, message="calls after the reload")
-        assert "r3" not in seen[settled:], "r3 still gets calls after it left the cluster"
-        assert {"r1", "r2", "r4"} <= set(seen[settled:])
+        at = reloaded(2)
+        wait_until(lambda: len(started_after(at)) > 150, timeout=10, message="calls after the reload")
+        after = started_after(at)
+        assert "r3" not in after, "r3 still gets calls after it left the cluster"
+        assert {"r1", "r2", "r4"} <= set(after)
 
         gateway.config_path.write_text(gateway_config(port, clusters={"mesh": [(ports["r1"], 3), ports["r2"], r4.port]},
                                                       routes=[route]))
         gateway.proc.send_signal(signal.SIGHUP)
-        time.sleep(0.5)
-        settled = len(seen)
-        wait_until(lambda: len(seen) > settled + 250, timeout=10, message="calls after the weight change")
-        window = seen[settled:settled + 250]
+        at = reloaded(3)
+        wait_until(lambda: len(started_after(at)) > 250, timeout=10, message="calls after the weight change")
+        window = started_after(at)[:250]
         share = window.count("r1") / len(window)
         assert 0.5 <= share <= 0.7, (share, window.count("r2"), window.count("r4"))
     finally:

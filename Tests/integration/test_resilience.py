@@ -79,31 +79,60 @@ def test_retry_masks_a_replica_failing_half_its_calls(mesh, launcher):
 
 
 def test_retry_backoff_attempts_and_headers_follow_a6(mesh, launcher):
-    """An upstream that always answers UNAVAILABLE: 4 attempts arrive (no
-    more), the call fails with the upstream's status, the gaps between
-    attempts stay within A6's jittered bounds [0, min(200ms × 2^(n-1), 1s)),
-    and retries carry grpc-previous-rpc-attempts 1, 2, 3."""
+    """An upstream that always answers UNAVAILABLE, 48 calls: each makes 4
+    attempts (no more) and fails with the upstream's status of the last;
+    retries carry grpc-previous-rpc-attempts 1, 2, 3; and the gaps before
+    retry n follow A6's jittered backoff, uniform in [0, c(n)) with
+    c(n) = min(100ms × 2^(n-1), 300ms) = 100, 200, 300 ms (the cap): every
+    gap stays below c(n), and over the 48 calls each retry's gaps average
+    about c(n)/2 and reach near c(n). A retry without backoff, or one that
+    did not grow, fails the lower bounds."""
+    import collections
+    lock = threading.Lock()
+    attempts: dict[bytes, int] = collections.Counter()
+
     def fail(n, body, context):
-        context.abort(grpc.StatusCode.UNAVAILABLE, f"attempt {n} refused")
+        with lock:
+            attempts[body] += 1
+            k = attempts[body]
+        context.abort(grpc.StatusCode.UNAVAILABLE, f"attempt {k} refused")
     upstream = RecordingUpstream(fail)
+    ceilings = [0.1, 0.2, 0.3]
+    calls = 48
     try:
         port = start_gateway(launcher, [upstream.port], [{"plugin": "retry", "config": {
-            "max_attempts": 4, "initial_backoff": 0.2, "max_backoff": 1.0, "backoff_multiplier": 2}}], "gw-backoff")
+            "max_attempts": 4, "initial_backoff": 0.1, "max_backoff": 0.3, "backoff_multiplier": 2}}], "gw-backoff")
         with insecure_channel(port) as ch:
             call = ch.unary_unary(PROCESS)
-            with pytest.raises(grpc.RpcError) as caught:
-                call(b"\x0a\x01x", timeout=10)
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert caught.value.details() == "attempt 4 refused"
-        time.sleep(0.3)
-        assert len(upstream.calls) == 4
-        gaps = [b[0] - a[0] for a, b in zip(upstream.calls, upstream.calls[1:])]
-        for n, gap in enumerate(gaps, start=1):
-            ceiling = min(0.2 * 2 ** (n - 1), 1.0)
-            assert gap < ceiling + 0.08, (n, gaps)
-        assert sum(gaps) > 0.05, gaps  # jittered, but not all zero
-        previous = [c[1].get("grpc-previous-rpc-attempts") for c in upstream.calls]
-        assert previous == [None, "1", "2", "3"]
+
+            def one(i):
+                with pytest.raises(grpc.RpcError) as caught:
+                    call(b"\x0a\x02" + f"{i:02d}".encode(), timeout=10)
+                return caught.value.code(), caught.value.details()
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                outcomes = list(pool.map(one, range(calls)))
+        assert outcomes == [(grpc.StatusCode.UNAVAILABLE, "attempt 4 refused")] * calls, outcomes
+        # The call ended after its 4th attempt: a 5th would be sent within
+        # the next backoff (at most 300 ms), so wait that long for none.
+        time.sleep(0.4)
+        by_call = collections.defaultdict(list)
+        for when, metadata, body in upstream.calls:
+            by_call[body].append((when, metadata.get("grpc-previous-rpc-attempts")))
+        assert len(by_call) == calls and all(len(a) == 4 for a in by_call.values()), {b: len(a) for b, a in by_call.items()}
+        gaps: list[list[float]] = [[], [], []]
+        for seen in by_call.values():
+            assert [previous for _, previous in seen] == [None, "1", "2", "3"], seen
+            for n in range(3):
+                gaps[n].append(seen[n + 1][0] - seen[n][0])
+        for n, (ceiling, sample) in enumerate(zip(ceilings, gaps), start=1):
+            # Upper: below the ceiling (plus scheduling slack).
+            assert max(sample) < ceiling + 0.05, (n, sample)
+            # Lower: the mean of a uniform [0, c) is c/2 (its standard error
+            # over 48 samples is 0.042 c, so 0.3 c is almost 5 of them away);
+            # the largest of 48 falls below 0.6 c with a chance of 2e-11.
+            mean = statistics.mean(sample)
+            assert 0.3 * ceiling < mean < 0.7 * ceiling + 0.02, (n, mean, sample)
+            assert max(sample) > 0.6 * ceiling, (n, sample)
     finally:
         upstream.stop()
 
@@ -348,7 +377,9 @@ def test_hedged_client_stream_past_the_replay_buffer_commits_to_one_attempt(laun
 
         def stream():
             yield from messages[:4]
-            time.sleep(0.4)  # the hedge opens and gets the first 16 KiB replayed
+            # The hedge opens (after 50 ms) and gets the first 16 KiB replayed.
+            wait_until(lambda: len(received) == 2 and all(entry["messages"] == 4 for entry in received), timeout=5,
+                       message="both attempts open with the first 4 messages")
             yield from messages[4:]
         with insecure_channel(port) as ch:
             answer = ch.stream_unary(COLLECT)(stream(), timeout=10)
@@ -401,28 +432,50 @@ def test_circuit_breaker_sheds_load_and_recovers(mesh, launcher):
 
 def test_outlier_detection_ejects_and_readmits(mesh, launcher):
     """r3 fails every call. Failure-percentage ejection (interval 500 ms)
-    takes it out within two intervals; then 60 calls all succeed and none
-    reaches r3; after the 2 s ejection (r3 healed) it gets calls again."""
+    takes it out within two intervals of the first failure; then 60 calls
+    all succeed and none reaches r3; the ejection lasts the 2 s
+    base_ejection_time (not less, and not much more: the gateway's own log
+    times both ends), after which r3 (healed) gets calls again."""
+    import json
     pb = mesh.pb2
     ports = [r.port for r in mesh.replicas.values()]
-    port = start_gateway(launcher, ports, [{"plugin": "outlier_detection", "config": {
-        "interval": "500ms", "base_ejection_time": "2s", "max_ejection_percent": 50,
-        "failure_percentage_ejection": {"threshold": 50, "minimum_hosts": 3, "request_volume": 5}}}], "gw-outlier")
+    r3 = f"127.0.0.1:{mesh.replicas['r3'].port}"
+    port = free_port()
+    route = {"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh", "filters": [
+        {"plugin": "outlier_detection", "config": {
+            "interval": "500ms", "base_ejection_time": "2s", "max_ejection_percent": 50,
+            "failure_percentage_ejection": {"threshold": 50, "minimum_hosts": 3, "request_volume": 5}}}]}
+    gateway = launcher.gateway(gateway_config(port, clusters={"mesh": ports}, routes=[route]), port, name="gw-outlier")
+
+    def event(msg: str):
+        """The gateway's log line `msg` about r3, or None."""
+        for line in gateway.proc.log_text().splitlines():
+            if line.startswith("{") and f'"msg":"{msg}"' in line:
+                entry = json.loads(line)
+                if entry.get("endpoint") == r3:
+                    return entry
+        return None
     mesh.control("r3").SetFaults(pb.FaultConfig(fail_probability=1.0, fail_code=14), timeout=5)
     try:
         with insecure_channel(port) as ch:
             stub = mesh.pb2_grpc.MeshServiceStub(ch)
-            deadline = time.monotonic() + 1.0
-            while time.monotonic() < deadline:
+            failing_since = time.time()
+            while not event("endpoint ejected"):
+                assert time.time() - failing_since < 5, "r3 not ejected within 5 s"
                 run_calls(stub, pb, 12, workers=4)
-                time.sleep(0.05)
-            time.sleep(0.6)  # at most two intervals in all
+            ejected = event("endpoint ejected")
+            # Two intervals, and the time a scan takes to be logged.
+            assert ejected["ts"] - failing_since < 2 * 0.5 + 0.2, (ejected, failing_since)
+            assert ejected["duration_ms"] == "2000", ejected
             before = replica_calls(mesh, "r3")
             ok, failed = run_calls(stub, pb, 60, workers=4)
             assert ok == 60, failed
             assert replica_calls(mesh, "r3") == before
             mesh.control("r3").SetFaults(pb.FaultConfig(), timeout=5)
-            time.sleep(2.2)
+            ended = wait_until(lambda: event("endpoint ejection ended"), timeout=5, interval=0.05,
+                               message="the ejection of r3 to end")
+            lasted = ended["ts"] - ejected["ts"]
+            assert 2.0 - 0.002 <= lasted < 2.0 + 0.2, lasted  # the log's times are in ms
             before = replica_calls(mesh, "r3")
             ok, failed = run_calls(stub, pb, 60, workers=4)
             assert ok == 60, failed

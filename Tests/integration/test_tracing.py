@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
@@ -83,7 +84,7 @@ def receiver():
     r.stop()
 
 
-def tracing_gateway(launcher, upstream_port: int, collector: str, ratio: float = 1.0, **settings):
+def tracing_gateway(launcher, upstream_port: int, collector: str, ratio: float = 1.0, admin: int | None = None, **settings):
     port = free_port()
     filters = [
         {"plugin": "tracing", "config": {"collector": collector, "sampling_ratio": ratio, "flush_interval": "100ms",
@@ -94,6 +95,8 @@ def tracing_gateway(launcher, upstream_port: int, collector: str, ratio: float =
            "listeners": [{"name": "public", "address": f"{HOST}:{port}",
                           "routes": [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh", "filters": filters}]}],
            "clusters": [{"name": "mesh", "endpoints": [{"address": f"{HOST}:{upstream_port}"}]}]}
+    if admin is not None:
+        doc["admin"] = {"address": f"{HOST}:{admin}"}
     return launcher.gateway(to_yaml(doc), port, name="gw-tracing")
 
 
@@ -178,25 +181,78 @@ def test_new_traces_and_sampling_ratio(launcher, receiver):
         time.sleep(0.5)
         assert len(receiver.spans) == before
         headers = [c[1]["traceparent"] for c in upstream.calls[-5:]]
-        assert all(h.startswith("00-") and h.endswith("-00") for h in headers), headers
-        assert all(line["trace_sampled"] == "false" for line in access_lines(unsampled))
+        assert len(upstream.calls) == 10 and all(h.startswith("00-") and h.endswith("-00") for h in headers), headers
+        lines = wait_until(lambda: len(access_lines(unsampled)) == 5 and access_lines(unsampled), timeout=5,
+                           message="5 access log lines of the unsampled gateway")
+        assert [line["trace_sampled"] for line in lines] == ["false"] * 5, lines
     finally:
         upstream.stop()
 
 
+class SilentCollector:
+    """A TCP listener on 127.0.0.1 that accepts connections and then never
+    reads from them nor answers: a collector that hangs (a closed port
+    would refuse at once and prove nothing about waiting)."""
+
+    def __init__(self):
+        import socket
+        self.sock = socket.socket()
+        self.sock.bind((HOST, 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[float] = []
+        self.held = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            self.accepted.append(time.monotonic())
+
+    def stop(self):
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
 def test_a_dead_collector_never_slows_calls(launcher):
-    """Export failures are logged and counted; calls are not held up."""
+    """A collector that accepts the connection and never answers: while the
+    exporter is stuck on it (export_timeout 2 s), 50 calls each finish
+    quickly; the export then fails at its timeout, is logged and counted."""
     upstream = RecordingUpstream(lambda n, body, context: b"")
-    dead = f"http://{HOST}:{free_port()}/v1/traces"
+    collector = SilentCollector()
+    admin = free_port()
     try:
-        gateway = tracing_gateway(launcher, upstream.port, dead)
+        gateway = tracing_gateway(launcher, upstream.port, f"http://{HOST}:{collector.port}/v1/traces",
+                                  export_timeout="2s", admin=admin)
         with insecure_channel(gateway.port) as channel:
-            started = time.monotonic()
+            channel.unary_unary(PROCESS)(b"", timeout=5)
+            # The first batch (flush_interval 100 ms) is now waiting on the silent collector.
+            wait_until(lambda: collector.accepted, timeout=5, message="the exporter to connect to the collector")
+            stuck_since = collector.accepted[0]
+            slowest = 0.0
             for _ in range(50):
+                started = time.monotonic()
                 channel.unary_unary(PROCESS)(b"", timeout=5)
-            assert time.monotonic() - started < 5
-        wait_until(lambda: "OTLP export" in gateway.proc.log_text(), timeout=5, message="the export failure to be logged")
+                slowest = max(slowest, time.monotonic() - started)
+            # Every call ran while the export was still waiting on the collector.
+            assert time.monotonic() - stuck_since < 2.0, "the calls did not overlap the stuck export"
+            assert "OTLP export" not in gateway.proc.log_text()
+            assert slowest < 0.5, f"a call took {slowest:.3f}s while the collector hung"
+        wait_until(lambda: "OTLP export" in gateway.proc.log_text(), timeout=10, message="the export failure to be logged")
+        # It failed at its export timeout, not before: the collector hung, it did not refuse.
+        assert time.monotonic() - stuck_since >= 1.9
+        failed = lambda: sum(float(line.rsplit(" ", 1)[1]) for line in
+                             urllib.request.urlopen(f"http://{HOST}:{admin}/metrics", timeout=5).read().decode().splitlines()
+                             if line.startswith("meshgate_tracing_spans_failed_total"))
+        assert wait_until(failed, timeout=5, message="meshgate_tracing_spans_failed_total to count the lost spans") >= 2
     finally:
+        collector.stop()
         upstream.stop()
 
 
@@ -217,8 +273,10 @@ def test_the_clients_sampling_flag_can_be_overruled(launcher, receiver):
             for _ in range(3):
                 channel.unary_unary(PROCESS)(b"", timeout=5, metadata=[("traceparent", asked)])
         seen = [c[1]["traceparent"] for c in upstream.calls[-3:]]
-        assert all(h.startswith(f"00-{CLIENT_TRACE}-") and h.endswith("-00") for h in seen), seen
-        assert all(line["trace_sampled"] == "false" and line["trace_id"] == CLIENT_TRACE for line in access_lines(never))
+        assert len(upstream.calls) == 3 and all(h.startswith(f"00-{CLIENT_TRACE}-") and h.endswith("-00") for h in seen), seen
+        lines = wait_until(lambda: len(access_lines(never)) == 3 and access_lines(never), timeout=5,
+                           message="3 access log lines of the gateway that never samples")
+        assert [(line["trace_sampled"], line["trace_id"]) for line in lines] == [("false", CLIENT_TRACE)] * 3, lines
         time.sleep(0.5)
         assert receiver.trace(CLIENT_TRACE) == [], receiver.trace(CLIENT_TRACE)
 

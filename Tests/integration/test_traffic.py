@@ -450,7 +450,8 @@ def test_a_slow_or_dead_shadow_costs_the_primary_nothing(mesh, launcher, tmp_pat
         before = metric(slow_admin, "meshgate_mirror_requests_total", 'result="abandoned"')
         started = time.monotonic()
         summary = stubs["slow"].CollectMetrics(iter([mesh.pb2.Metric(metric_name=blob[:65536], value=1.0)] * 16), timeout=10)
-        assert summary is not None
+        # All 16 messages (1 MiB) reached the replica, which summed them.
+        assert (summary.count, summary.sum, summary.replica_id) == (16, 16.0, "r3"), summary
         assert time.monotonic() - started < 2.0
         wait_until(lambda: metric(slow_admin, "meshgate_mirror_requests_total", 'result="abandoned"') == before + 1, 3)
         for ch in channels.values():
@@ -491,12 +492,16 @@ OLD_HEADER_DIR = HERE / "abi" / "v1.2"
 
 
 def test_plugins_built_against_the_1_2_header_load_beside_1_3_plugins(mesh, launcher, tmp_path):
-    """The repository's example C filter and balancer, compiled against the
-    released 1.2 header (a copy kept in the tests), load into this host
-    (1.3) in one chain with rate_limit and mirror, and work."""
+    """The repository's example C filter and balancer (require_header and
+    subset_by_label), compiled against the released 1.2 header (a copy kept
+    in the tests), load into this host (1.3) in one chain with rate_limit
+    and mirror, and work: the filter refuses a call without its header,
+    the balancer sends each version's calls to the replica labelled with it
+    (endpoint metadata, the 1.2 addition) and says so in its response
+    header, and the mirror gets its copies."""
     assert "#define MG_ABI_MINOR 2" in (OLD_HEADER_DIR / "meshgate_filter.h").read_text()
     libs = {}
-    for name, source in [("require_header", "require_header.c")]:
+    for name, source in [("require_header", "require_header.c"), ("subset_by_label", "subset_by_label.c")]:
         out = tmp_path / f"lib{name}_old.so"
         subprocess.run(["cc", "-Wall", "-Werror", "-shared", "-fPIC", "-I", str(OLD_HEADER_DIR),
                         str(REPO_ROOT / "Plugins" / "examples" / source), "-o", str(out)], check=True, capture_output=True, timeout=60)
@@ -508,19 +513,39 @@ def test_plugins_built_against_the_1_2_header_load_beside_1_3_plugins(mesh, laun
             {"plugin": "rate_limit", "config": {"rate": 1000}},
             {"plugin": "require_header", "config": {"header": "x-api-key"}},
             {"plugin": "mirror", "config": {"cluster": "shadow"}},
+            {"plugin": "subset_by_label", "config": {"label": "version", "header": "x-version"}},
         ]}
+        versions = {"r1": "v1", "r2": "v2"}
+        doc = {
+            "runtime": {"drain_timeout": "2s"},
+            "admin": {"address": f"{HOST}:{admin}"},
+            "listeners": [{"name": "public", "address": addr(port), "routes": [route]}],
+            "clusters": [
+                {"name": "mesh", "connect_timeout": "1s",
+                 "endpoints": [{"address": addr(mesh.replicas[rid].port), "metadata": {"version": version}}
+                               for rid, version in versions.items()]},
+                {"name": "shadow", "connect_timeout": "1s", "endpoints": [{"address": addr(shadow.port)}]}],
+        }
         text = "plugins:\n" + "".join(f"  - {{ name: {n}, path: {p} }}\n" for n, p in libs.items())
-        launcher.gateway(text + config(port, admin, [route], {"mesh": [mesh.replicas["r1"].port], "shadow": [shadow.port]}),
-                         port, name="gw-old-minor")
+        launcher.gateway(text + to_yaml(doc), port, name="gw-old-minor")
         with insecure_channel(port) as channel:
             stub = mesh.pb2_grpc.MeshServiceStub(channel)
             with pytest.raises(grpc.RpcError) as info:
-                stub.Process(mesh.pb2.ProcessRequest(request_id="no-key"), timeout=5)
+                stub.Process(mesh.pb2.ProcessRequest(request_id="no-key"), metadata=[("x-version", "v1")], timeout=5)
             assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
-            _, call = stub.Process.with_call(mesh.pb2.ProcessRequest(request_id="k"), metadata=[("x-api-key", "s")], timeout=5)
-            assert dict(call.initial_metadata()).get("x-checked-by") == "require_header"
-        wait_until(lambda: shadow.count() == 1, 5)
+            for rid, version in list(versions.items()) * 3:
+                reply, call = stub.Process.with_call(mesh.pb2.ProcessRequest(request_id="k"),
+                                                     metadata=[("x-api-key", "s"), ("x-version", version)], timeout=5)
+                head = dict(call.initial_metadata())
+                assert (reply.replica_id, head.get("x-upstream-version"), head.get("x-checked-by")) == \
+                    (rid, version, "require_header"), (rid, version, reply.replica_id, head)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Process(mesh.pb2.ProcessRequest(request_id="none"), metadata=[("x-api-key", "s"), ("x-version", "v3")],
+                             timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert info.value.details() == "no usable endpoint has label version=v3"
+        wait_until(lambda: shadow.count() == 7, 5, message="the mirror's 7 copies (none of the call require_header refused)")
         plugins = urllib.request.urlopen(f"http://{HOST}:{admin}/plugins", timeout=5).read().decode()
-        assert "require_header" in plugins and "mirror" in plugins
+        assert "require_header" in plugins and "mirror" in plugins and "subset_by_label" in plugins
     finally:
         shadow.stop()

@@ -19,25 +19,38 @@ ROUTES = [{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]
 
 def test_streams_multiplexed_within_upstream_limit(mesh, launcher):
     """An upstream allowing 10 concurrent streams per connection gets 60
-    concurrent slow calls over several multiplexed connections (more than
-    one, far fewer than 60), and every call succeeds."""
+    concurrent slow calls (one client connection, so one event loop) over
+    multiplexed connections: at least the 6 that 60 calls need, at most the
+    pool's cap of 8 per event loop (max_connections_per_endpoint), all calls
+    at once (one 400 ms wave, not several), and every call succeeds."""
     pb = mesh.pb2
     replica = launcher.replica("narrow", max_concurrent_streams=10)
     port = free_port()
     launcher.gateway(gateway_config(port, clusters={"mesh": [replica.port]}, routes=ROUTES), port, name="gw-mux")
+    direct = insecure_channel(replica.port)
+    control = mesh.pb2_grpc.SampleControlStub(direct)
     with insecure_channel(port) as channel:
         stub = mesh.pb2_grpc.MeshServiceStub(channel)
+        stub.Process(pb.ProcessRequest(request_id="warm"), timeout=5)  # the client's connection is up
+        # Connections the replica accepted so far: the launcher's port probe,
+        # this control channel and the gateway's first (the warm-up call's).
+        before = control.GetStats(pb.StatsRequest(), timeout=5).connections
+        started = time.monotonic()
         futures = [stub.Process.future(pb.ProcessRequest(request_id=str(i), data="m"),
                                        metadata=[("x-mesh-delay-ms", "400")], timeout=20)
                    for i in range(60)]
         results = [f.result() for f in futures]
+        elapsed = time.monotonic() - started
     assert all(r.result == "processed: m" for r in results)
-    with insecure_channel(replica.port) as direct:
-        stats = mesh.pb2_grpc.SampleControlStub(direct).GetStats(pb.StatsRequest(), timeout=5)
-    assert stats.calls == 60
+    stats = control.GetStats(pb.StatsRequest(), timeout=5)
+    direct.close()
+    assert stats.calls == 61
+    gateway_connections = stats.connections - before + 1
     # 60 calls / 10 per connection -> at least 6 connections when all run at
-    # once (the pool's default cap is 8 per event loop); never one per call.
-    assert 2 <= stats.connections <= 16, stats.connections
+    # once; the pool's default cap is 8 per event loop; never one per call.
+    assert 6 <= gateway_connections <= 8, (before, stats.connections)
+    # One wave of 400 ms (calls waiting for a second wave would take 800).
+    assert elapsed < 0.75, elapsed
 
 
 def test_endpoint_back_after_backoff(mesh, launcher):
