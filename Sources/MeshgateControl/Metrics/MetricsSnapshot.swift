@@ -11,12 +11,12 @@ package struct LoopMetricsSnapshot: Sendable {
         package var address: String
         package var inFlight: Int
         package var connections: Int
-        package var attemptCodes: [UInt64]
+        package var attemptCodes: GRPCStatusCounts
     }
 
     package var calls: [LoopMetrics.CallKey: LoopMetrics.CallSeries]
     package var attempts: [String: [UInt64]]
-    package var localReplies: [UInt64]
+    package var localReplies: GRPCStatusCounts
     package var downstreamConnections: Int
     package var activeCalls: Int
     package var endpoints: [Endpoint]
@@ -78,20 +78,20 @@ package struct MetricsSnapshot: Sendable {
 
         var calls: [LoopMetrics.CallKey: LoopMetrics.CallSeries] = [:]
         var attempts: [String: [UInt64]] = [:]
-        var localReplies = [UInt64](repeating: 0, count: 17)
-        var endpointCounters: [String: (cluster: String, address: String, inFlight: Int, connections: Int, codes: [UInt64])] = [:]
+        var localReplies = GRPCStatusCounts()
+        var endpointCounters: [String: (cluster: String, address: String, inFlight: Int, connections: Int, codes: GRPCStatusCounts)] = [:]
         for loop in loops {
             for (key, series) in loop.calls { calls[key, default: LoopMetrics.CallSeries()].add(series) }
             for (cluster, counts) in loop.attempts {
                 attempts[cluster] = zip(attempts[cluster] ?? [UInt64](repeating: 0, count: counts.count), counts).map { $0 + $1 }
             }
-            localReplies = zip(localReplies, loop.localReplies).map { $0 + $1 }
+            localReplies.add(loop.localReplies)
             for e in loop.endpoints {
                 let id = e.cluster + " " + e.address
-                var entry = endpointCounters[id] ?? (e.cluster, e.address, 0, 0, [UInt64](repeating: 0, count: 17))
+                var entry = endpointCounters[id] ?? (e.cluster, e.address, 0, 0, GRPCStatusCounts())
                 entry.inFlight += e.inFlight
                 entry.connections += e.connections
-                entry.codes = zip(entry.codes, e.attemptCodes).map { $0 + $1 }
+                entry.codes.add(e.attemptCodes)
                 endpointCounters[id] = entry
             }
         }
@@ -100,12 +100,12 @@ package struct MetricsSnapshot: Sendable {
         out.header("grpc_requests_total", "counter", "RPCs the gateway finished, by service, method, cluster and gRPC status code.")
         for (key, series) in sortedCalls {
             let (service, method) = Self.split(key.path)
-            for (code, count) in series.codes.enumerated() where count > 0 {
-                out.sample("grpc_requests_total", ["service": service, "method": method, "cluster": key.cluster, "code": Self.codeName(code)], count)
+            for (code, count) in series.codes.nonZero {
+                out.sample("grpc_requests_total", ["service": service, "method": method, "cluster": key.cluster, "code": code.name], count)
             }
         }
-        for (code, count) in localReplies.enumerated() where count > 0 {
-            out.sample("grpc_requests_total", ["service": "", "method": "", "cluster": "", "code": Self.codeName(code)], count)
+        for (code, count) in localReplies.nonZero {
+            out.sample("grpc_requests_total", ["service": "", "method": "", "cluster": "", "code": code.name], count)
         }
 
         out.header("grpc_request_duration_seconds", "histogram", "Time from request headers to the final status, per service and method.")
@@ -146,8 +146,8 @@ package struct MetricsSnapshot: Sendable {
         out.header("meshgate_upstream_attempt_results_total", "counter", "Upstream attempts ended, by endpoint and gRPC status code (transport failures as UNAVAILABLE).")
         let sortedEndpoints = endpointCounters.values.sorted { ($0.cluster, $0.address) < ($1.cluster, $1.address) }
         for e in sortedEndpoints {
-            for (code, count) in e.codes.enumerated() where count > 0 {
-                out.sample("meshgate_upstream_attempt_results_total", ["cluster": e.cluster, "endpoint": e.address, "code": Self.codeName(code)], count)
+            for (code, count) in e.codes.nonZero {
+                out.sample("meshgate_upstream_attempt_results_total", ["cluster": e.cluster, "endpoint": e.address, "code": code.name], count)
             }
         }
         out.header("meshgate_upstream_in_flight", "gauge", "Attempts in flight per endpoint.")
@@ -213,15 +213,11 @@ package struct MetricsSnapshot: Sendable {
         let (service, method) = GRPCPath.serviceAndMethod(path)
         return (String(service), String(method))
     }
-
-    package static func codeName(_ code: Int) -> String {
-        GRPCStatusCode(rawValue: code)?.name ?? "UNKNOWN"
-    }
 }
 
 extension LoopMetrics.CallSeries {
     package mutating func add(_ other: Self) {
-        for i in codes.indices { codes[i] += other.codes[i] }
+        codes.add(other.codes)
         for i in buckets.indices { buckets[i] += other.buckets[i] }
         sumSeconds += other.sumSeconds
         count += other.count

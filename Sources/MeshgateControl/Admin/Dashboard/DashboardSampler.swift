@@ -1,4 +1,5 @@
 import GatewayHost
+import MeshgateGRPC
 import MeshgatePosix
 import NIOConcurrencyHelpers
 import NIOCore
@@ -154,7 +155,7 @@ package struct DashboardData: Sendable {
             var delta = series
             if let old = before[key] { delta.subtract(old) }
             let (service, method) = MetricsSnapshot.split(key.path)
-            let failed = delta.count - delta.codes[0]
+            let failed = delta.codes.failed
             methods.append(Method(service: service, method: method, cluster: key.cluster, total: series.count,
                                   rate: Double(delta.count) / seconds, errorRatio: delta.count > 0 ? Double(failed) / Double(delta.count) : 0,
                                   p50: Self.percentile(delta.buckets, 0.5), p90: Self.percentile(delta.buckets, 0.9), p99: Self.percentile(delta.buckets, 0.99)))
@@ -168,10 +169,9 @@ package struct DashboardData: Sendable {
         var attemptsTotal: UInt64 = 0
         var deltas: [String: (UInt64, UInt64)] = [:]
         for (id, e) in nowEndpoints {
-            let old = beforeEndpoints[id]?.codes ?? [UInt64](repeating: 0, count: 17)
-            let d = zip(e.codes, old).map { $0 >= $1 ? $0 - $1 : $0 }
-            let count = d.reduce(0, +)
-            deltas[id] = (count, count - d[0])
+            let d = e.codes.since(beforeEndpoints[id]?.codes ?? GRPCStatusCounts())
+            let count = d.total
+            deltas[id] = (count, d.failed)
             attemptsTotal += count
         }
         for state in latest.snapshot.endpoints {
@@ -252,14 +252,14 @@ extension MetricsSnapshot {
         return calls
     }
 
-    package func mergedEndpoints() -> [String: (inFlight: Int, codes: [UInt64])] {
-        var out: [String: (inFlight: Int, codes: [UInt64])] = [:]
+    package func mergedEndpoints() -> [String: (inFlight: Int, codes: GRPCStatusCounts)] {
+        var out: [String: (inFlight: Int, codes: GRPCStatusCounts)] = [:]
         for loop in loops {
             for e in loop.endpoints {
                 let id = e.cluster + " " + e.address
-                var entry = out[id] ?? (0, [UInt64](repeating: 0, count: 17))
+                var entry = out[id] ?? (0, GRPCStatusCounts())
                 entry.inFlight += e.inFlight
-                entry.codes = zip(entry.codes, e.attemptCodes).map { $0 + $1 }
+                entry.codes.add(e.attemptCodes)
                 out[id] = entry
             }
         }
@@ -271,7 +271,7 @@ extension LoopMetrics.CallSeries {
     package mutating func subtract(_ other: Self) {
         // A series that restarted (fewer than before) counts from zero.
         guard count >= other.count else { return }
-        for i in codes.indices { codes[i] -= min(codes[i], other.codes[i]) }
+        codes = codes.since(other.codes)
         for i in buckets.indices { buckets[i] -= min(buckets[i], other.buckets[i]) }
         sumSeconds -= other.sumSeconds
         count -= other.count
