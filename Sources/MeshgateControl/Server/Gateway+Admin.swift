@@ -43,15 +43,16 @@ extension Gateway {
         let snapshots = contexts.map { context in context.eventLoop.submit { context.metricsSnapshot() } }
         return EventLoopFuture.whenAllSucceed(snapshots, on: loop).map { loops in
             let current = self.generations.current
-            var endpoints: [MetricsSnapshot.EndpointState] = []
+            var endpoints: [EndpointView] = []
             var discovery: [MetricsSnapshot.DiscoveryState] = []
             for cluster in current.serving.clusters {
                 for endpoint in cluster.endpoints {
                     let address = endpoint.address.description
-                    endpoints.append(.init(cluster: cluster.name, address: address,
-                                           healthy: self.health.isHealthy(cluster: cluster.name, address: address),
-                                           ejected: self.ejections.isEjected(cluster: cluster.name, endpointID: ClusterPool.endpointID(address: address)),
-                                           weight: endpoint.weight))
+                    var view = EndpointView(cluster: cluster.name, address: address)
+                    view.healthy = self.health.isHealthy(cluster: cluster.name, address: address)
+                    view.ejected = self.ejections.isEjected(cluster: cluster.name, endpointID: ClusterPool.endpointID(address: address))
+                    view.weight = endpoint.weight
+                    endpoints.append(view)
                 }
                 if let status = self.discovery.status(of: cluster.name) {
                     discovery.append(.init(cluster: cluster.name, source: status.source, ok: status.consecutiveFailures == 0 && status.endpoints != nil,

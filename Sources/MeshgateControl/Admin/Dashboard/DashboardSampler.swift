@@ -106,23 +106,12 @@ package struct DashboardData: Sendable {
         package var p99: Double?
     }
 
-    package struct Endpoint: Sendable {
-        package var cluster: String
-        package var address: String
-        package var healthy: Bool
-        package var ejected: Bool
-        package var weight: Int
-        package var rate: Double
-        package var share: Double
-        package var inFlight: Int
-        package var errorRatio: Double
-    }
-
     package var at: Double
     package var seconds: Double
     package var services: [String: HealthRegistry.Status]
     package var methods: [Method]
-    package var endpoints: [Endpoint]
+    /// With their rates over the window.
+    package var endpoints: [EndpointView]
     package var discovery: [MetricsSnapshot.DiscoveryState]
     package var totalRate = 0.0
     package var totalErrorRatio = 0.0
@@ -134,7 +123,7 @@ package struct DashboardData: Sendable {
     package var events: [GatewayEvents.Event] = []
     package var routes: [DashboardRoute] = []
 
-    package init(at: Double, seconds: Double, services: [String: HealthRegistry.Status], methods: [Method], endpoints: [Endpoint],
+    package init(at: Double, seconds: Double, services: [String: HealthRegistry.Status], methods: [Method], endpoints: [EndpointView],
          discovery: [MetricsSnapshot.DiscoveryState]) {
         self.at = at
         self.seconds = seconds
@@ -166,22 +155,23 @@ package struct DashboardData: Sendable {
         }
         let nowEndpoints = latest.snapshot.mergedEndpoints()
         let beforeEndpoints = earlier.snapshot.mergedEndpoints()
-        var endpoints: [Endpoint] = []
+        var endpoints: [EndpointView] = []
         var attemptsTotal: UInt64 = 0
         var deltas: [String: (UInt64, UInt64)] = [:]
         for (id, e) in nowEndpoints {
-            let d = e.codes.since(beforeEndpoints[id]?.codes ?? GRPCStatusCounts())
+            let d = e.attemptCodes.since(beforeEndpoints[id]?.attemptCodes ?? GRPCStatusCounts())
             let count = d.total
             deltas[id] = (count, d.failed)
             attemptsTotal += count
         }
         for state in latest.snapshot.endpoints {
-            let id = state.cluster + " " + state.address
-            let (count, failed) = deltas[id] ?? (0, 0)
-            endpoints.append(Endpoint(cluster: state.cluster, address: state.address, healthy: state.healthy, ejected: state.ejected,
-                                      weight: state.weight, rate: Double(count) / seconds,
-                                      share: attemptsTotal > 0 ? Double(count) / Double(attemptsTotal) : 0,
-                                      inFlight: nowEndpoints[id]?.inFlight ?? 0, errorRatio: count > 0 ? Double(failed) / Double(count) : 0))
+            let (count, failed) = deltas[state.id] ?? (0, 0)
+            var view = state
+            if let counters = nowEndpoints[state.id] { view.addCounters(of: counters) }
+            view.rate = Double(count) / seconds
+            view.share = attemptsTotal > 0 ? Double(count) / Double(attemptsTotal) : 0
+            view.errorRatio = count > 0 ? Double(failed) / Double(count) : 0
+            endpoints.append(view)
         }
         self.init(at: latest.at, seconds: seconds, services: statuses, methods: methods, endpoints: endpoints, discovery: latest.snapshot.discovery)
         totalRate = Double(total) / seconds
@@ -307,20 +297,6 @@ extension MetricsSnapshot {
             for (key, series) in loop.calls { calls[key, default: LoopMetrics.CallSeries()].add(series) }
         }
         return calls
-    }
-
-    package func mergedEndpoints() -> [String: (inFlight: Int, codes: GRPCStatusCounts)] {
-        var out: [String: (inFlight: Int, codes: GRPCStatusCounts)] = [:]
-        for loop in loops {
-            for e in loop.endpoints {
-                let id = e.cluster + " " + e.address
-                var entry = out[id] ?? (0, GRPCStatusCounts())
-                entry.inFlight += e.inFlight
-                entry.codes.add(e.attemptCodes)
-                out[id] = entry
-            }
-        }
-        return out
     }
 }
 

@@ -16,12 +16,26 @@ package struct DashboardSeries: Sendable {
     /// point each: at most ~4 MB).
     package static let endpointCapacity = 64
 
+    /// What a point keeps of an `EndpointView`: the few numbers charted
+    /// (the whole view, codes included, would triple the series' memory).
     package struct EndpointPoint: Sendable {
         package var rate: Double
         package var errorRatio: Double
         package var inFlight: Int
         package var healthy: Bool
         package var ejected: Bool
+
+        package init(rate: Double, errorRatio: Double, inFlight: Int, healthy: Bool, ejected: Bool) {
+            self.rate = rate
+            self.errorRatio = errorRatio
+            self.inFlight = inFlight
+            self.healthy = healthy
+            self.ejected = ejected
+        }
+
+        package init(_ view: EndpointView) {
+            self.init(rate: view.rate, errorRatio: view.errorRatio, inFlight: view.inFlight, healthy: view.healthy, ejected: view.ejected)
+        }
     }
 
     package struct Point: Sendable {
@@ -44,8 +58,7 @@ package struct DashboardSeries: Sendable {
         var endpoints: [String: EndpointPoint] = [:]
         let charted = data.endpoints.sorted { ($0.cluster, $0.address) < ($1.cluster, $1.address) }.prefix(endpointCapacity)
         for e in charted {
-            endpoints["\(e.cluster) \(e.address)"] = EndpointPoint(rate: e.rate, errorRatio: e.errorRatio, inFlight: e.inFlight,
-                                                                  healthy: e.healthy, ejected: e.ejected)
+            endpoints[e.id] = EndpointPoint(e)
         }
         return Point(at: data.at, rate: data.totalRate, errorRatio: data.totalErrorRatio, p50: data.p50, p99: data.p99,
                      inFlight: data.activeCalls, endpoints: endpoints)
