@@ -1,3 +1,4 @@
+import MeshgateEtcd
 import MeshgateHTTP2
 import MeshgateTransport
 import NIOCore
@@ -139,6 +140,29 @@ import Testing
         try await eventually { record.results.count == 2 }
         #expect(try await loop.submit { (record.usableWhenHanded, record.dials, record.accepted) }.get() == ([true, true], 2, 2))
         try await loop.submit { record.slot!.close(reason: "done") }.get()
+        try await server.close()
+    }
+
+    /// The etcd client through its slot: closed while its connection is
+    /// being dialed, a call waiting for it fails with the client's reason
+    /// (it used to get the closed connection and start its call on it).
+    @Test func anEtcdCallWaitingWhenTheClientClosesFailsWithThatReason() async throws {
+        let record = Record()
+        let server = try await listen(record)
+        let port = server.localAddress!.port!
+        let loop = self.loop
+        final class Outcome: @unchecked Sendable { var error: String? }  // touched on the loop only
+        let outcome = Outcome()
+        try await loop.submit {
+            let client = EtcdClient(endpoints: [.init(host: "127.0.0.1", port: port)], eventLoop: loop)
+            client.put(key: "k", value: "v") { result in
+                if case .failure(let error) = result { outcome.error = error.message } else { outcome.error = "succeeded" }
+            }
+            client.close()
+        }.get()
+        try await eventually { outcome.error != nil }
+        #expect(try await loop.submit { outcome.error }.get() == "the etcd client is closed")
+        try await eventually { record.accepted == 1 && record.serverConnectionsClosed == 1 }
         try await server.close()
     }
 }
