@@ -104,7 +104,10 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
-        .target(name: "MeshgateYAML", dependencies: ["CYAML"]),
+        .target(name: "MeshgateYAML", dependencies: ["CYAML", "MeshgateJSON"]),
+        // The one JSON writer: strings escaped one way, documents built
+        // without hand-placed commas (logs, etcd values, YAML's JSON form, admin bodies).
+        .target(name: "MeshgateJSON"),
         .target(
             name: "MeshgateTLS",
             dependencies: ["COpenSSL", .product(name: "NIOCore", package: "swift-nio")]),
@@ -116,7 +119,7 @@ let package = Package(
         .target(
             name: "MeshgateEtcd",
             dependencies: [
-                "ProtoWire", "MeshgateHTTP2", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateTransport",
+                "ProtoWire", "MeshgateHTTP2", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateTransport", "MeshgateJSON",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
@@ -142,7 +145,7 @@ let package = Package(
         .target(
             name: "MeshgateSupport",
             dependencies: [
-                "MeshgateConfig", "MeshgateTLS", "MeshgatePosix", "MeshgateHTTP2", "MeshgateGRPCCalls", "MeshgateYAML", "FilterABI",
+                "MeshgateConfig", "MeshgateTLS", "MeshgatePosix", "MeshgateHTTP2", "MeshgateGRPCCalls", "MeshgateYAML", "MeshgateJSON", "FilterABI",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -224,6 +227,7 @@ let package = Package(
             dependencies: [
                 "GatewayHost", "MeshgateCallCore", "MeshgateConfig", "MeshgateSupport", "MeshgateDiscovery", "MeshgateRouting",
                 "MeshgateUpstream", "MeshgateOwnServices", "MeshgatePluginHost", "MeshgateHTTP2", "MeshgateGRPC", "MeshgateTLS", "MeshgatePosix", "MeshgateYAML",
+                "MeshgateJSON",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -255,7 +259,7 @@ let package = Package(
         .executableTarget(
             name: "MeshSample",
             dependencies: [
-                "MeshProto", "GRPCHealthProto", "MeshgatePosix", "MeshgateHTTP2", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateEtcd",
+                "MeshProto", "GRPCHealthProto", "MeshgatePosix", "MeshgateHTTP2", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateTLS", "MeshgateEtcd", "MeshgateJSON",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -274,7 +278,7 @@ let package = Package(
             name: "MeshgateTests",
             dependencies: [
                 "GatewayHost", "MeshgateControl", "MeshgatePluginHost", "MeshgateConfig", "MeshgateSupport", "MeshgateRouting", "MeshgateUpstream", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateYAML", "MeshgateEtcd", "ProtoWire",
-                "ConsistentHash", "PluginKit", "MeshgateTransport", "MeshgatePosix", "CFreeListAllocator", "MeshgateTestSupport",
+                "ConsistentHash", "PluginKit", "MeshgateTransport", "MeshgatePosix", "CFreeListAllocator", "MeshgateTestSupport", "MeshgateJSON",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Tests/MeshgateTests"),

@@ -1,3 +1,4 @@
+import MeshgateJSON
 import Dispatch
 import MeshgateEtcd
 import MeshgateGRPC
@@ -104,7 +105,7 @@ final class SampleServer {
         _ = sources
     }
 
-    static func jsonQuote(_ text: String) -> String { EtcdRegistration.Entry.quote(text) }
+    static func jsonQuote(_ text: String) -> String { JSONString.quoted(text) }
 
     static func log(_ message: String, _ fields: String) {
         var line = "{\"msg\":\"\(message)\",\(fields)}\n"

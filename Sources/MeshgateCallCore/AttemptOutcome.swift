@@ -20,7 +20,8 @@ package struct AttemptOutcome: Equatable {
 
     /// The status the server sent in `headers` (trailers, or a Trailers-Only head).
     package static func fromStatusHeaders(_ headers: HTTP2HeaderList, head: HTTP2HeaderList?, trailersOnly: Bool) -> AttemptOutcome {
-        var outcome = AttemptOutcome(status: GRPCStatus(statusHeaders: headers))
+        // A block without grpc-status is UNKNOWN.
+        var outcome = AttemptOutcome(status: GRPCStatus(headers: headers) ?? GRPCStatus(.unknown, ""))
         outcome.head = head
         outcome.trailers = headers
         outcome.trailersOnly = trailersOnly
@@ -81,14 +82,5 @@ extension HTTP2HeaderLimitViolation {
         case .bytes(let limit): "request headers over \(limit) bytes (the listener's max_request_headers_kb)"
         case .fields(let limit): "request headers of more than \(limit) fields (the listener's max_headers_count)"
         }
-    }
-}
-
-extension GRPCStatus {
-    /// `grpc-status` and `grpc-message` of a trailer block; UNKNOWN when the
-    /// status is missing or not a number.
-    package init(statusHeaders headers: HTTP2HeaderList) {
-        let code = headers["grpc-status"].flatMap(Int.init).flatMap(GRPCStatusCode.init(rawValue:)) ?? .unknown
-        self.init(code, GRPCMessageEncoding.percentDecode(headers["grpc-message"] ?? ""))
     }
 }

@@ -29,7 +29,7 @@ public struct EtcdError: Error, CustomStringConvertible, Sendable {
 /// `eventLoop`: every method must be called there, and every callback runs
 /// there. With several etcd endpoints, a failed connection moves to the
 /// next one. No response message may be larger than `maxMessageBytes`.
-public final class EtcdClient: HTTP2ConnectionDelegate {
+public final class EtcdClient {
     public struct Endpoint: Sendable, CustomStringConvertible {
         public var host: String
         public var port: Int
@@ -65,10 +65,21 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
     /// untrusted input.
     public let maxMessageBytes: Int
     private var next = 0
-    private var connection: HTTP2Connection?
-    private var connecting = false
-    private var waiting: [(Result<HTTP2Connection, EtcdError>) -> Void] = []
-    private var closed = false
+    /// Each dial goes to `currentEndpoint`; a failed dial or a lost
+    /// connection moves to the next endpoint.
+    private lazy var connection: HTTP2ConnectionSlot = {
+        let slot = HTTP2ConnectionSlot(eventLoop: eventLoop) { [weak self] delegate, completion in
+            guard let self else { return completion(.failure(HTTP2DialError("the etcd client is gone"))) }
+            let endpoint = self.currentEndpoint
+            let options = HTTP2DialOptions(connectTimeout: self.dialTimeout, tls: self.tls.map { ($0(), self.serverName ?? endpoint.host) })
+            HTTP2Dialer.dial(host: endpoint.host, port: endpoint.port, on: self.eventLoop, options: options, delegate: delegate) { result in
+                if case .failure = result { self.next += 1 }
+                completion(result.mapError { HTTP2DialError("cannot connect to etcd at \(endpoint): \($0.message)") })
+            }
+        }
+        slot.onClose = { [weak self] _ in self?.next += 1 }
+        return slot
+    }()
 
     /// The default `maxMessageBytes`: above etcd's own request limit
     /// (1.5 MiB unless `--max-request-bytes` raises it), so that one
@@ -100,9 +111,7 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
     public var currentEndpoint: Endpoint { endpoints[next % endpoints.count] }
 
     public func close() {
-        closed = true
-        connection?.close()
-        connection = nil
+        connection.close(reason: "the etcd client is closed")
     }
 
     // MARK: Calls
@@ -252,41 +261,6 @@ public final class EtcdClient: HTTP2ConnectionDelegate {
     // MARK: Connection
 
     private func withConnection(_ body: @escaping (Result<HTTP2Connection, EtcdError>) -> Void) {
-        eventLoop.preconditionInEventLoop()
-        guard !closed else {
-            body(.failure(EtcdError("the etcd client is closed")))
-            return
-        }
-        if let connection, connection.canOpenStreams {
-            body(.success(connection))
-            return
-        }
-        waiting.append(body)
-        guard !connecting else { return }
-        connecting = true
-        connection = nil
-        let endpoint = currentEndpoint
-        let options = HTTP2DialOptions(connectTimeout: dialTimeout, tls: tls.map { ($0(), serverName ?? endpoint.host) })
-        HTTP2Dialer.dial(host: endpoint.host, port: endpoint.port, on: eventLoop, options: options, delegate: self) { result in
-            self.connecting = false
-            let waiting = self.waiting
-            self.waiting.removeAll()
-            switch result {
-            case .success(let http2):
-                if self.closed { http2.close() }
-                self.connection = http2
-                waiting.forEach { $0(.success(http2)) }
-            case .failure(let error):
-                self.next += 1  // the next attempt tries the next endpoint
-                waiting.forEach { $0(.failure(EtcdError("cannot connect to etcd at \(endpoint): \(error.message)"))) }
-            }
-        }
-    }
-
-    public func http2ConnectionDidClose(_ connection: HTTP2Connection) {
-        if connection === self.connection {
-            self.connection = nil
-            next += 1
-        }
+        connection.withConnection { body($0.mapError { EtcdError($0.message) }) }
     }
 }

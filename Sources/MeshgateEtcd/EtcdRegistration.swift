@@ -1,3 +1,4 @@
+import MeshgateJSON
 import MeshgateTLS
 import NIOCore
 
@@ -23,29 +24,17 @@ public final class EtcdRegistration: Sendable {
         }
 
         public var json: String {
-            let meta = metadata.sorted { $0.key < $1.key }.map { "\(Self.quote($0.key)):\(Self.quote($0.value))" }.joined(separator: ",")
-            return "{\"address\":\(Self.quote(address)),\"weight\":\(weight),\"metadata\":{\(meta)}}"
-        }
-
-        public static func quote(_ text: String) -> String {
-            var out = "\""
-            for scalar in text.unicodeScalars {
-                switch scalar {
-                case "\"": out += "\\\""
-                case "\\": out += "\\\\"
-                case "\n": out += "\\n"
-                case "\r": out += "\\r"
-                case "\t": out += "\\t"
-                default:
-                    if scalar.value < 0x20 {
-                        let hex = String(scalar.value, radix: 16)
-                        out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                    } else {
-                        out.unicodeScalars.append(scalar)
+            var json = JSONWriter()
+            json.object { o in
+                o.field("address", address)
+                o.field("weight", weight)
+                o.field("metadata") {
+                    $0.object { m in
+                        for (key, value) in metadata.sorted(by: { $0.key < $1.key }) { m.field(key, value) }
                     }
                 }
             }
-            return out + "\""
+            return json.text
         }
     }
 

@@ -109,19 +109,13 @@ public final class GRPCClientCall: HTTP2StreamDelegate {
         finish?(status)
     }
 
-    private static func status(from headers: HTTP2HeaderList) -> GRPCStatus? {
-        guard let text = headers["grpc-status"] else { return nil }
-        let code = Int(text).flatMap(GRPCStatusCode.init(rawValue:)) ?? .unknown
-        return GRPCStatus(code, GRPCMessageEncoding.percentDecode(headers["grpc-message"] ?? ""))
-    }
-
     // MARK: HTTP2StreamDelegate
 
     public func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveHeaders headers: HTTP2HeaderList, isTrailers: Bool, endStream: Bool) {
         if !isTrailers, let httpStatus = headers[":status"].flatMap(Int.init), httpStatus != 200 {
             status = GRPCStatus.fromHTTPStatus(httpStatus)
         }
-        if let s = Self.status(from: headers) { status = s }
+        if let s = GRPCStatus(headers: headers) { status = s }
         if endStream, !done {
             // The response is complete (trailers, or a trailers-only
             // answer such as a gateway's local reply). A request side still

@@ -18,3 +18,26 @@ extension GRPCStatus {
         self.init(grpcCode, "\(context): \(detail)")
     }
 }
+
+extension GRPCStatus {
+    /// The one reader of a status in a header block (trailers, or a
+    /// Trailers-Only head): `grpc-status`, and `grpc-message`
+    /// percent-decoded. Nil without `grpc-status`; a value that is not a
+    /// code 0...16 reads as UNKNOWN (grpc doc/PROTOCOL-HTTP2.md).
+    /// `@inlinable`: the data path reads each attempt's status with it.
+    @inlinable
+    public init?(headers: HTTP2HeaderList) {
+        guard let code = GRPCStatusCode(headers: headers) else { return nil }
+        self.init(code, GRPCMessageEncoding.percentDecode(headers["grpc-message"] ?? ""))
+    }
+}
+
+extension GRPCStatusCode {
+    /// The code alone (no message to decode), by the rules of
+    /// `GRPCStatus(headers:)`.
+    @inlinable
+    public init?(headers: HTTP2HeaderList) {
+        guard let text = headers["grpc-status"] else { return nil }
+        self = Int(text).flatMap(GRPCStatusCode.init(rawValue:)) ?? .unknown
+    }
+}

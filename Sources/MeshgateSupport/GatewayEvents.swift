@@ -1,3 +1,4 @@
+import MeshgateJSON
 import MeshgatePosix
 import NIOConcurrencyHelpers
 
@@ -59,10 +60,20 @@ public final class GatewayEvents: Sendable {
 
     /// `{"events":[{"time":…,"seq":…,"kind":…,"message":…,"fields":{…}}]}`.
     public func json(limit: Int = capacity, transform: (Event) -> Event = { $0 }) -> String {
-        let items = recent(limit: limit).map(transform).map { e in
-            let fields = e.fields.map { "\(Log.quote($0.0)):\(Log.quote($0.1))" }.joined(separator: ",")
-            return "{\"time\":\(e.time),\"seq\":\(e.sequence),\"kind\":\"\(e.kind.rawValue)\",\"message\":\(Log.quote(e.message)),\"fields\":{\(fields)}}"
+        var json = JSONWriter()
+        json.object { o in
+            o.field("events") {
+                $0.array(recent(limit: limit).map(transform)) { json, e in
+                    json.object { o in
+                        o.field("time") { $0.double(e.time) }
+                        o.field("seq", e.sequence)
+                        o.field("kind", e.kind.rawValue)
+                        o.field("message", e.message)
+                        o.field("fields") { $0.object { f in for (key, value) in e.fields { f.field(key, value) } } }
+                    }
+                }
+            }
         }
-        return "{\"events\":[\(items.joined(separator: ","))]}\n"
+        return json.text + "\n"
     }
 }

@@ -1,4 +1,5 @@
 import Logging
+import MeshgateJSON
 import MeshgatePosix
 
 /// A swift-log handler that writes one JSON object per line to stderr:
@@ -23,12 +24,12 @@ public struct JSONLogHandler: LogHandler {
         let now = Posix.wallClockNanos()
         let millis = now / 1_000_000 % 1000
         var line = "{\"ts\":\(now / 1_000_000_000).\(millis < 10 ? "00" : millis < 100 ? "0" : "")\(millis),\"level\":\"\(Self.name(event.level))\""
-        line += ",\"msg\":\(Self.quote(event.message.description))"
+        line += ",\"msg\":\(JSONString.quoted(event.message.description))"
         var all = metadata
         if let provided = metadataProvider?.get() { all.merge(provided) { a, _ in a } }
         if let given = event.metadata { all.merge(given) { _, b in b } }
         for (key, value) in all.sorted(by: { $0.key < $1.key }) where !["ts", "level", "msg"].contains(key) {
-            line += ",\(Self.quote(key)):\(Self.json(value))"
+            line += ",\(JSONString.quoted(key)):\(Self.json(value))"
         }
         line += "}\n"
         // One write per line, so lines of two threads do not interleave; a
@@ -48,34 +49,13 @@ public struct JSONLogHandler: LogHandler {
 
     package static func json(_ value: Logger.Metadata.Value) -> String {
         switch value {
-        case .string(let s): return quote(s)
+        case .string(let s): return JSONString.quoted(s)
         case .stringConvertible(let v):
             if v is Int || v is Int64 || v is UInt64 || v is UInt32 || v is Int32 || v is Bool { return "\(v)" }
             if let d = v as? Double, d.isFinite { return "\(d)" }
-            return quote(v.description)
+            return JSONString.quoted(v.description)
         case .array(let items): return "[" + items.map(json).joined(separator: ",") + "]"
-        case .dictionary(let d): return "{" + d.sorted { $0.key < $1.key }.map { "\(quote($0.key)):\(json($0.value))" }.joined(separator: ",") + "}"
+        case .dictionary(let d): return "{" + d.sorted { $0.key < $1.key }.map { "\(JSONString.quoted($0.key)):\(json($0.value))" }.joined(separator: ",") + "}"
         }
-    }
-
-    package static func quote(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
     }
 }

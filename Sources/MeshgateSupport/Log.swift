@@ -33,5 +33,4 @@ public enum Log {
         logger.log(level: level.swiftLog, "\(message)", metadata: metadata)
     }
 
-    package static func quote(_ s: String) -> String { JSONLogHandler.quote(s) }
 }

@@ -40,13 +40,13 @@ package final class EndpointPool {
     package private(set) var inFlight = 0
     /// Attempts this loop ended on this endpoint, by gRPC status code
     /// (transport failures count as UNAVAILABLE).
-    package private(set) var attemptCodes = [UInt64](repeating: 0, count: 17)
+    package private(set) var attemptCodes = GRPCStatusCounts()
 
     package func streamOpened() { inFlight += 1 }
 
     package func streamClosed() { inFlight -= 1 }
 
-    package func recordResult(_ code: GRPCStatusCode) { attemptCodes[code.rawValue] += 1 }
+    package func recordResult(_ code: GRPCStatusCode) { attemptCodes.record(code) }
 
     package init(endpoint: EndpointConfig, cluster: ClusterConfig, loop: UpstreamLoop, tls: TLSContextSource?) {
         self.endpoint = endpoint

@@ -1,3 +1,5 @@
+import MeshgateJSON
+
 extension YAMLNode {
     /// The node as JSON text, the form plugins receive their config in.
     /// Plain scalars that read as numbers, booleans or null stay bare;
@@ -13,7 +15,7 @@ extension YAMLNode {
         case .null:
             out += "null"
         case .scalar(let text, let quoted, _):
-            if !quoted, Self.isBareJSON(text) { out += text } else { Self.writeString(text, into: &out) }
+            if !quoted, Self.isBareJSON(text) { out += text } else { JSONString.write(text, into: &out) }
         case .sequence(let items, _):
             out += "["
             for (i, item) in items.enumerated() {
@@ -25,7 +27,7 @@ extension YAMLNode {
             out += "{"
             for (i, pair) in pairs.enumerated() {
                 if i > 0 { out += "," }
-                Self.writeString(pair.key.scalarText ?? "", into: &out)
+                JSONString.write(pair.key.scalarText ?? "", into: &out)
                 out += ":"
                 pair.value.write(into: &out)
             }
@@ -41,29 +43,5 @@ extension YAMLNode {
         let digits = text.hasPrefix("-") ? text.dropFirst() : Substring(text)
         if digits.hasPrefix("0") && digits.count > 1 && !digits.hasPrefix("0.") { return false }
         return !digits.hasPrefix(".") && !digits.hasSuffix(".") && !text.contains("x") && !text.lowercased().contains("inf") && !text.lowercased().contains("nan")
-    }
-
-    /// A JSON string, which is also a YAML double-quoted scalar: every
-    /// character YAML does not take raw (`needsEscape`) is escaped as
-    /// `\uXXXX`, which both read back.
-    static func writeString(_ text: String, into out: inout String) {
-        out += "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if needsEscape(scalar) {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        out += "\""
     }
 }

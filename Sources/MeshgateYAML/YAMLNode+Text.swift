@@ -1,3 +1,5 @@
+import MeshgateJSON
+
 extension YAMLNode {
     /// The node as block-style YAML that `YAMLParser` reads back to the same
     /// tree (marks aside): mappings as `key: value` lines, lists as `- `
@@ -77,17 +79,14 @@ extension YAMLNode {
     static func scalarText(_ text: String, quoted: Bool) -> String {
         if !quoted && isSafePlain(text) { return text }
         var out = ""
-        writeString(text, into: &out)
+        JSONString.write(text, into: &out)
         return out
     }
 
     /// Characters YAML does not take raw (C0/C1 controls, DEL, NEL, the
-    /// line and paragraph separators, BOM and non-characters): escaped.
-    /// All are in the Basic Multilingual Plane, so `\uXXXX` spells each.
-    static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
-        let v = scalar.value
-        return v < 0x20 || (0x7F...0x9F).contains(v) || v == 0x2028 || v == 0x2029 || v == 0xFEFF || v == 0xFFFE || v == 0xFFFF
-    }
+    /// line and paragraph separators, BOM and non-characters): the ones
+    /// `JSONString` escapes.
+    static func needsEscape(_ scalar: Unicode.Scalar) -> Bool { JSONString.escapesAsUnicode(scalar) }
 
     /// Plain scalars that cannot be mistaken for YAML syntax: no leading
     /// indicator, no `: ` or ` #`, no surrounding spaces, not a spelling

@@ -205,7 +205,7 @@ import Testing
         #expect(loop.calls[key("Real")]?.count == 1 && loop.calls[key("Watch")]?.count == 1 && budget.count == 2)
         // Once kept, UNIMPLEMENTED counts in it too.
         loop.callEnded(path: "/svc.S/Real", cluster: "c", code: .unimplemented, seconds: 0.001, endNanos: 3)
-        #expect(loop.calls[key("Real")]?.codes[12] == 1)
+        #expect(loop.calls[key("Real")]?.codes[.unimplemented] == 1)
         #expect(loop.calls[other]?.count == 102)
     }
 

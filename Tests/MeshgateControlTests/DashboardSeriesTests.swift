@@ -44,8 +44,10 @@ extension DashboardSeriesTests {
     @Test func chartsAtMostSixtyFourEndpoints() {
         var data = DashboardData(at: 1, seconds: 1, services: [:], methods: [], endpoints: [], discovery: [])
         data.endpoints = (0..<100).map { i in
-            DashboardData.Endpoint(cluster: "c", address: "10.0.0.\(100 + i):1", healthy: true, ejected: false, weight: 1, rate: 1, share: 0.01,
-                                   inFlight: 0, errorRatio: 0)
+            var view = EndpointView(cluster: "c", address: "10.0.0.\(100 + i):1")
+            view.rate = 1
+            view.share = 0.01
+            return view
         }
         let point = DashboardSeries.point(from: data)
         #expect(point.endpoints.count == DashboardSeries.endpointCapacity)

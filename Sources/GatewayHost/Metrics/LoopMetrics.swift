@@ -15,8 +15,8 @@ package final class LoopMetrics {
     package static let otherPath = "other"
 
     package struct CallSeries: Sendable {
-        /// By gRPC status code (0...16).
-        package var codes = [UInt64](repeating: 0, count: 17)
+        /// By gRPC status code.
+        package var codes = GRPCStatusCounts()
         /// Non-cumulative bucket counts; the last one is +Inf.
         package var buckets = [UInt64](repeating: 0, count: LoopMetrics.durationBounds.count + 1)
         package var sumSeconds = 0.0
@@ -41,7 +41,7 @@ package final class LoopMetrics {
     package private(set) var attempts: [String: [UInt64]] = [:]
     /// Calls answered by the gateway before any route (no route, bad
     /// request), by status code.
-    package private(set) var localReplies = [UInt64](repeating: 0, count: 17)
+    package private(set) var localReplies = GRPCStatusCounts()
 
     package init(budget: MetricSeriesBudget) {
         self.budget = budget
@@ -88,7 +88,7 @@ package final class LoopMetrics {
 
     package func localReply(_ code: GRPCStatusCode) {
         guard enabled else { return }
-        localReplies[Int(code.rawValue)] += 1
+        localReplies.record(code)
     }
 
     /// This loop's series with a call within `idleNanos` of `nowNanos`
@@ -121,7 +121,7 @@ package final class LoopMetrics {
 
 extension LoopMetrics.CallSeries {
     package mutating func record(code: GRPCStatusCode, bucket: Int, seconds: Double, at nanos: UInt64) {
-        codes[Int(code.rawValue)] += 1
+        codes.record(code)
         buckets[bucket] += 1
         sumSeconds += seconds
         count += 1

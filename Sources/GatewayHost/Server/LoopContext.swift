@@ -38,7 +38,7 @@ package final class LoopContext: @unchecked Sendable {
     let accessLog: AccessLog
     /// The current generation's upstream pools.
     package var clusters: [ClusterPool] { generation.clusters }
-    private var downstreams: [ObjectIdentifier: HTTP2Connection] = [:]
+    private var downstreams: [ObjectIdentifier: any DrainableConnection] = [:]
     package private(set) var draining = false
 
     package let health: HealthRegistry
@@ -113,28 +113,17 @@ package final class LoopContext: @unchecked Sendable {
         for cluster in clusters where cluster.name == name { cluster.setEjected(endpointID: endpointID, ejected) }
     }
 
-    package func register(_ connection: HTTP2Connection) {
+    /// Every downstream connection of this loop: HTTP/2 ones, and gRPC-Web
+    /// ones served over HTTP/1.1 (their HTTP/2 handler handed them over),
+    /// drained and counted alike.
+    package func register(_ connection: any DrainableConnection) {
         eventLoop.assertInEventLoop()
         downstreams[ObjectIdentifier(connection)] = connection
-        if draining { connection.beginGracefulShutdown() }
+        if draining { connection.beginDrain() }
     }
 
-    package func unregister(_ connection: HTTP2Connection) {
+    package func unregister(_ connection: any DrainableConnection) {
         downstreams.removeValue(forKey: ObjectIdentifier(connection))
-    }
-
-    /// gRPC-Web connections served over HTTP/1.1 (their HTTP/2 handler
-    /// handed them over), drained and counted like the others.
-    private var webConnections: [ObjectIdentifier: GRPCWebHTTP1Handler] = [:]
-
-    package func register(_ connection: GRPCWebHTTP1Handler) {
-        eventLoop.assertInEventLoop()
-        webConnections[ObjectIdentifier(connection)] = connection
-        if draining { connection.beginGracefulShutdown() }
-    }
-
-    package func unregister(_ connection: GRPCWebHTTP1Handler) {
-        webConnections.removeValue(forKey: ObjectIdentifier(connection))
     }
 
     /// Mirrored calls still running (they may outlive their calls).
@@ -169,24 +158,22 @@ package final class LoopContext: @unchecked Sendable {
 
     func shadowEnded(_ shadow: ShadowStream) { shadows.removeValue(forKey: ObjectIdentifier(shadow)) }
 
-    package var downstreamCount: Int { downstreams.count + webConnections.count }
+    package var downstreamCount: Int { downstreams.count }
 
     package var activeCallCount: Int {
-        downstreams.values.reduce(0) { $0 + $1.activeStreamCount } + webConnections.values.reduce(0) { $0 + ($1.hasExchange ? 1 : 0) }
+        downstreams.values.reduce(0) { $0 + $1.activeCalls }
     }
 
     /// GOAWAY to every downstream connection; each closes when its calls end.
     package func beginDrain() {
         eventLoop.assertInEventLoop()
         draining = true
-        for connection in downstreams.values { connection.beginGracefulShutdown() }
-        for connection in webConnections.values { connection.beginGracefulShutdown() }
+        for connection in downstreams.values { connection.beginDrain() }
     }
 
     /// The drain timeout passed: close what is left.
     package func closeAll() {
-        for connection in downstreams.values { connection.close() }
-        for connection in webConnections.values { connection.close() }
+        for connection in downstreams.values { connection.closeNow() }
         for cluster in clusters { cluster.closeAll() }
     }
 

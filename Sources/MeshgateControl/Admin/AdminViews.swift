@@ -1,6 +1,7 @@
 import GatewayHost
 import MeshgateYAML
 import MeshgateConfig
+import MeshgateJSON
 import MeshgateSupport
 import MeshgateRouting
 import MeshgatePluginHost
@@ -21,37 +22,98 @@ package enum AdminViews {
     /// stay, so the shape shows).
     package static func config(_ serving: ServingConfig, generation: Int, readOnly: Bool = false) -> String {
         let c = serving.config
-        var out = "{\"generation\":\(generation),\"source_file\":\(Log.quote(c.sourceFile))"
-        out += ",\"runtime\":{\"event_loops\":\(c.runtime.eventLoops.map(String.init) ?? "null"),\"drain_timeout\":\(Log.quote("\(c.runtime.drainTimeout)")),\"access_log\":\(c.runtime.accessLog)}"
-        out += ",\"admin\":\(c.admin.map { "{\"address\":\(Log.quote($0.address.description)),\"read_only_addresses\":[\($0.readOnlyAddresses.map { Log.quote($0.description) }.joined(separator: ","))]}" } ?? "null")"
-        out += ",\"listeners\":[" + c.listeners.map { l in
-            "{\"name\":\(Log.quote(l.name)),\"address\":\(Log.quote(l.address.description)),\"max_concurrent_streams\":\(l.maxConcurrentStreams)"
-                + ",\"tls\":\(tls(l.tls)),\"routes\":[" + l.routes.map { route($0, readOnly: readOnly) }.joined(separator: ",") + "]}"
-        }.joined(separator: ",") + "]"
-        out += ",\"clusters\":[" + c.clusters.map { cluster in
-            "{\"name\":\(Log.quote(cluster.name)),\"discovery\":\(cluster.discovery.map { Log.quote($0.description) } ?? "null")"
-                + ",\"tls\":\(tls(cluster.tls)),\"health_check\":\(cluster.healthCheck.map { Log.quote("\($0.mode.rawValue) every \($0.interval)") } ?? "null")"
-                + ",\"endpoints\":[" + cluster.endpoints.map { "{\"address\":\(Log.quote($0.address.description)),\"weight\":\($0.weight)}" }.joined(separator: ",") + "]}"
-        }.joined(separator: ",") + "]"
-        out += ",\"plugins\":[" + c.plugins.map { "{\"name\":\(Log.quote($0.name)),\"path\":\(Log.quote($0.path))}" }.joined(separator: ",") + "]}\n"
-        return out
-    }
-
-    private static func tls(_ files: TLSFilesConfig?) -> String {
-        guard let files else { return "null" }
-        return "{\"cert\":\(files.cert.map(Log.quote) ?? "null"),\"key\":\(files.key == nil ? "null" : "\"[redacted]\"")"
-            + ",\"ca\":\(files.ca.map(Log.quote) ?? "null"),\"client_auth\":\(Log.quote(files.clientAuth))}"
-    }
-
-    private static func route(_ r: RouteConfig, readOnly: Bool) -> String {
-        var match: [String] = []
-        if let s = r.match.service { match.append("\"service\":\(Log.quote(s))") }
-        if let m = r.match.method { match.append("\"method\":\(Log.quote(m))") }
-        if let p = r.match.pathPrefix { match.append("\"path_prefix\":\(Log.quote(p))") }
-        let filters = r.filters.map { f in
-            "{\"plugin\":\(Log.quote(f.plugin)),\"config\":\(f.config.map { (readOnly ? fullyRedacted($0) : redacted($0)).jsonText } ?? "{}")}"
+        var json = JSONWriter()
+        json.object { o in
+            o.field("generation", generation)
+            o.field("source_file", c.sourceFile)
+            o.field("runtime") {
+                $0.object { r in
+                    r.key("event_loops")
+                    if let loops = c.runtime.eventLoops { r.int(loops) } else { r.null() }
+                    r.field("drain_timeout", "\(c.runtime.drainTimeout)")
+                    r.field("access_log", c.runtime.accessLog)
+                }
+            }
+            o.key("admin")
+            if let admin = c.admin {
+                o.object { a in
+                    a.field("address", admin.address.description)
+                    a.field("read_only_addresses") { $0.array(admin.readOnlyAddresses) { $0.string($1.description) } }
+                }
+            } else {
+                o.null()
+            }
+            o.field("listeners") {
+                $0.array(c.listeners) { json, l in
+                    json.object { o in
+                        o.field("name", l.name)
+                        o.field("address", l.address.description)
+                        o.field("max_concurrent_streams", l.maxConcurrentStreams)
+                        o.field("tls") { tls(l.tls, into: &$0) }
+                        o.field("routes") { $0.array(l.routes) { route($1, readOnly: readOnly, into: &$0) } }
+                    }
+                }
+            }
+            o.field("clusters") {
+                $0.array(c.clusters) { json, cluster in
+                    json.object { o in
+                        o.field("name", cluster.name)
+                        o.field("discovery", cluster.discovery?.description)
+                        o.field("tls") { tls(cluster.tls, into: &$0) }
+                        o.field("health_check", cluster.healthCheck.map { "\($0.mode.rawValue) every \($0.interval)" })
+                        o.field("endpoints") {
+                            $0.array(cluster.endpoints) { json, e in
+                                json.object { o in
+                                    o.field("address", e.address.description)
+                                    o.field("weight", e.weight)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            o.field("plugins") {
+                $0.array(c.plugins) { json, p in
+                    json.object { o in
+                        o.field("name", p.name)
+                        o.field("path", p.path)
+                    }
+                }
+            }
         }
-        return "{\"match\":{\(match.joined(separator: ","))},\"cluster\":\(Log.quote(r.cluster)),\"filters\":[\(filters.joined(separator: ","))]}"
+        return json.text + "\n"
+    }
+
+    private static func tls(_ files: TLSFilesConfig?, into json: inout JSONWriter) {
+        guard let files else { return json.null() }
+        json.object { o in
+            o.field("cert", files.cert)
+            o.field("key", files.key.map { _ in Self.redacted })
+            o.field("ca", files.ca)
+            o.field("client_auth", files.clientAuth)
+        }
+    }
+
+    private static func route(_ r: RouteConfig, readOnly: Bool, into json: inout JSONWriter) {
+        json.object { o in
+            o.field("match") {
+                $0.object { m in
+                    if let s = r.match.service { m.field("service", s) }
+                    if let method = r.match.method { m.field("method", method) }
+                    if let p = r.match.pathPrefix { m.field("path_prefix", p) }
+                }
+            }
+            o.field("cluster", r.cluster)
+            o.field("filters") {
+                $0.array(r.filters) { json, f in
+                    json.object { o in
+                        o.field("plugin", f.plugin)
+                        o.key("config")
+                        o.raw(f.config.map { (readOnly ? fullyRedacted($0) : redacted($0)).jsonText } ?? "{}")
+                    }
+                }
+            }
+        }
     }
 
     /// Parts of key names that hold secrets in the configs people write,
@@ -171,13 +233,25 @@ package enum AdminViews {
     /// Every plugin image the current generation uses.
     package static func plugins(_ plugins: FilterChains) -> String {
         var seen: Set<String> = []
-        var items: [String] = []
-        for handle in plugins.handles where seen.insert(handle.image.sha256).inserted {
-            let image = handle.image
-            items.append("{\"name\":\(Log.quote(image.name)),\"version\":\(Log.quote(image.version)),\"path\":\(Log.quote(image.path))"
-                + ",\"loaded_from\":\(Log.quote(image.loadedPath)),\"sha256\":\(Log.quote(image.sha256))"
-                + ",\"abi\":\"\(image.abiMajor).\(image.abiMinor)\",\"kinds\":\(image.kinds)}")
+        var json = JSONWriter()
+        json.object { o in
+            o.field("plugins") {
+                $0.array { items in
+                    for handle in plugins.handles where seen.insert(handle.image.sha256).inserted {
+                        let image = handle.image
+                        items.object { o in
+                            o.field("name", image.name)
+                            o.field("version", image.version)
+                            o.field("path", image.path)
+                            o.field("loaded_from", image.loadedPath)
+                            o.field("sha256", image.sha256)
+                            o.field("abi", "\(image.abiMajor).\(image.abiMinor)")
+                            o.field("kinds", image.kinds)
+                        }
+                    }
+                }
+            }
         }
-        return "{\"plugins\":[\(items.joined(separator: ","))]}\n"
+        return json.text + "\n"
     }
 }

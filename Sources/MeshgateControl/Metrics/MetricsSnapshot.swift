@@ -6,31 +6,27 @@ import MeshgateSupport
 
 /// One event loop's counters and gauges, copied on that loop for a scrape.
 package struct LoopMetricsSnapshot: Sendable {
-    package struct Endpoint: Sendable {
-        package var cluster: String
-        package var address: String
-        package var inFlight: Int
-        package var connections: Int
-        package var attemptCodes: [UInt64]
-    }
-
     package var calls: [LoopMetrics.CallKey: LoopMetrics.CallSeries]
     package var attempts: [String: [UInt64]]
-    package var localReplies: [UInt64]
+    package var localReplies: GRPCStatusCounts
     package var downstreamConnections: Int
     package var activeCalls: Int
-    package var endpoints: [Endpoint]
+    /// This loop's counters per endpoint.
+    package var endpoints: [EndpointView]
 }
 
 extension LoopContext {
     /// Copies this loop's metrics (on this loop).
     package func metricsSnapshot() -> LoopMetricsSnapshot {
         eventLoop.assertInEventLoop()
-        var endpoints: [LoopMetricsSnapshot.Endpoint] = []
+        var endpoints: [EndpointView] = []
         for cluster in clusters {
             for pool in cluster.endpoints {
-                endpoints.append(.init(cluster: cluster.name, address: pool.address, inFlight: pool.inFlight,
-                                       connections: pool.connections.count, attemptCodes: pool.attemptCodes))
+                var view = EndpointView(cluster: cluster.name, address: pool.address)
+                view.inFlight = pool.inFlight
+                view.connections = pool.connections.count
+                view.attemptCodes = pool.attemptCodes
+                endpoints.append(view)
             }
         }
         return LoopMetricsSnapshot(calls: metrics.calls, attempts: metrics.attempts, localReplies: metrics.localReplies,
@@ -41,14 +37,6 @@ extension LoopContext {
 /// What `/metrics` shows: every loop's snapshot added up, plus the
 /// gateway-wide state (health, ejections, discovery, reloads).
 package struct MetricsSnapshot: Sendable {
-    package struct EndpointState: Sendable {
-        package var cluster: String
-        package var address: String
-        package var healthy: Bool
-        package var ejected: Bool
-        package var weight: Int
-    }
-
     package struct DiscoveryState: Sendable {
         package var cluster: String
         package var source: String
@@ -59,7 +47,8 @@ package struct MetricsSnapshot: Sendable {
     }
 
     package var loops: [LoopMetricsSnapshot]
-    package var endpoints: [EndpointState]
+    /// Every endpoint of the current generation with its gateway-wide state.
+    package var endpoints: [EndpointView]
     package var discovery: [DiscoveryState]
     package var ejections: [String: UInt64]
     package var generation: Int
@@ -78,34 +67,25 @@ package struct MetricsSnapshot: Sendable {
 
         var calls: [LoopMetrics.CallKey: LoopMetrics.CallSeries] = [:]
         var attempts: [String: [UInt64]] = [:]
-        var localReplies = [UInt64](repeating: 0, count: 17)
-        var endpointCounters: [String: (cluster: String, address: String, inFlight: Int, connections: Int, codes: [UInt64])] = [:]
+        var localReplies = GRPCStatusCounts()
         for loop in loops {
             for (key, series) in loop.calls { calls[key, default: LoopMetrics.CallSeries()].add(series) }
             for (cluster, counts) in loop.attempts {
                 attempts[cluster] = zip(attempts[cluster] ?? [UInt64](repeating: 0, count: counts.count), counts).map { $0 + $1 }
             }
-            localReplies = zip(localReplies, loop.localReplies).map { $0 + $1 }
-            for e in loop.endpoints {
-                let id = e.cluster + " " + e.address
-                var entry = endpointCounters[id] ?? (e.cluster, e.address, 0, 0, [UInt64](repeating: 0, count: 17))
-                entry.inFlight += e.inFlight
-                entry.connections += e.connections
-                entry.codes = zip(entry.codes, e.attemptCodes).map { $0 + $1 }
-                endpointCounters[id] = entry
-            }
+            localReplies.add(loop.localReplies)
         }
         let sortedCalls = calls.sorted { ($0.key.path, $0.key.cluster) < ($1.key.path, $1.key.cluster) }
 
         out.header("grpc_requests_total", "counter", "RPCs the gateway finished, by service, method, cluster and gRPC status code.")
         for (key, series) in sortedCalls {
             let (service, method) = Self.split(key.path)
-            for (code, count) in series.codes.enumerated() where count > 0 {
-                out.sample("grpc_requests_total", ["service": service, "method": method, "cluster": key.cluster, "code": Self.codeName(code)], count)
+            for (code, count) in series.codes.nonZero {
+                out.sample("grpc_requests_total", ["service": service, "method": method, "cluster": key.cluster, "code": code.name], count)
             }
         }
-        for (code, count) in localReplies.enumerated() where count > 0 {
-            out.sample("grpc_requests_total", ["service": "", "method": "", "cluster": "", "code": Self.codeName(code)], count)
+        for (code, count) in localReplies.nonZero {
+            out.sample("grpc_requests_total", ["service": "", "method": "", "cluster": "", "code": code.name], count)
         }
 
         out.header("grpc_request_duration_seconds", "histogram", "Time from request headers to the final status, per service and method.")
@@ -144,10 +124,10 @@ package struct MetricsSnapshot: Sendable {
             }
         }
         out.header("meshgate_upstream_attempt_results_total", "counter", "Upstream attempts ended, by endpoint and gRPC status code (transport failures as UNAVAILABLE).")
-        let sortedEndpoints = endpointCounters.values.sorted { ($0.cluster, $0.address) < ($1.cluster, $1.address) }
+        let sortedEndpoints = mergedEndpoints().values.sorted { ($0.cluster, $0.address) < ($1.cluster, $1.address) }
         for e in sortedEndpoints {
-            for (code, count) in e.codes.enumerated() where count > 0 {
-                out.sample("meshgate_upstream_attempt_results_total", ["cluster": e.cluster, "endpoint": e.address, "code": Self.codeName(code)], count)
+            for (code, count) in e.attemptCodes.nonZero {
+                out.sample("meshgate_upstream_attempt_results_total", ["cluster": e.cluster, "endpoint": e.address, "code": code.name], count)
             }
         }
         out.header("meshgate_upstream_in_flight", "gauge", "Attempts in flight per endpoint.")
@@ -213,15 +193,28 @@ package struct MetricsSnapshot: Sendable {
         let (service, method) = GRPCPath.serviceAndMethod(path)
         return (String(service), String(method))
     }
+}
 
-    package static func codeName(_ code: Int) -> String {
-        GRPCStatusCode(rawValue: code)?.name ?? "UNKNOWN"
+extension MetricsSnapshot {
+    /// Every loop's counters per endpoint, added up, by `EndpointView.id`.
+    package func mergedEndpoints() -> [String: EndpointView] {
+        var out: [String: EndpointView] = [:]
+        for loop in loops {
+            for e in loop.endpoints {
+                if out[e.id] == nil {
+                    out[e.id] = e
+                } else {
+                    out[e.id]!.addCounters(of: e)
+                }
+            }
+        }
+        return out
     }
 }
 
 extension LoopMetrics.CallSeries {
     package mutating func add(_ other: Self) {
-        for i in codes.indices { codes[i] += other.codes[i] }
+        codes.add(other.codes)
         for i in buckets.indices { buckets[i] += other.buckets[i] }
         sumSeconds += other.sumSeconds
         count += other.count

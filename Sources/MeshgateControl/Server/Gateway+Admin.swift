@@ -1,4 +1,5 @@
 import GatewayHost
+import MeshgateJSON
 import NIOCore
 import MeshgateSupport
 import MeshgateUpstream
@@ -42,15 +43,16 @@ extension Gateway {
         let snapshots = contexts.map { context in context.eventLoop.submit { context.metricsSnapshot() } }
         return EventLoopFuture.whenAllSucceed(snapshots, on: loop).map { loops in
             let current = self.generations.current
-            var endpoints: [MetricsSnapshot.EndpointState] = []
+            var endpoints: [EndpointView] = []
             var discovery: [MetricsSnapshot.DiscoveryState] = []
             for cluster in current.serving.clusters {
                 for endpoint in cluster.endpoints {
                     let address = endpoint.address.description
-                    endpoints.append(.init(cluster: cluster.name, address: address,
-                                           healthy: self.health.isHealthy(cluster: cluster.name, address: address),
-                                           ejected: self.ejections.isEjected(cluster: cluster.name, endpointID: ClusterPool.endpointID(address: address)),
-                                           weight: endpoint.weight))
+                    var view = EndpointView(cluster: cluster.name, address: address)
+                    view.healthy = self.health.isHealthy(cluster: cluster.name, address: address)
+                    view.ejected = self.ejections.isEjected(cluster: cluster.name, endpointID: ClusterPool.endpointID(address: address))
+                    view.weight = endpoint.weight
+                    endpoints.append(view)
                 }
                 if let status = self.discovery.status(of: cluster.name) {
                     discovery.append(.init(cluster: cluster.name, source: status.source, ok: status.consecutiveFailures == 0 && status.endpoints != nil,
@@ -95,28 +97,50 @@ extension Gateway {
     /// files, hosts and what they answered).
     package func clustersJSON(readOnly: Bool = false) -> String {
         let current = generations.current
-        var clusters: [String] = []
-        for cluster in current.serving.clusters {
-            let endpoints = cluster.endpoints.map { endpoint -> String in
-                let address = endpoint.address.description
-                let metadata = endpoint.metadata.sorted { $0.key < $1.key }.map { "\(Log.quote($0.key)):\(Log.quote($0.value))" }
-                return "{\"address\":\(Log.quote(address)),\"weight\":\(endpoint.weight)"
-                    + ",\"healthy\":\(health.isHealthy(cluster: cluster.name, address: address))"
-                    + ",\"ejected\":\(ejections.isEjected(cluster: cluster.name, endpointID: ClusterPool.endpointID(address: address)))"
-                    + ",\"metadata\":{\(metadata.joined(separator: ","))}}"
+        var json = JSONWriter()
+        json.object { o in
+            o.field("generation", current.number)
+            o.field("clusters") {
+                $0.array(current.serving.clusters) { json, cluster in
+                    json.object { o in
+                        o.field("name", cluster.name)
+                        o.field("endpoints") {
+                            $0.array(cluster.endpoints) { json, endpoint in
+                                let address = endpoint.address.description
+                                json.object { o in
+                                    o.field("address", address)
+                                    o.field("weight", endpoint.weight)
+                                    o.field("healthy", health.isHealthy(cluster: cluster.name, address: address))
+                                    o.field("ejected", ejections.isEjected(cluster: cluster.name, endpointID: ClusterPool.endpointID(address: address)))
+                                    o.field("metadata") {
+                                        $0.object { m in
+                                            for (key, value) in endpoint.metadata.sorted(by: { $0.key < $1.key }) { m.field(key, value) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        if let status = discovery.status(of: cluster.name) {
+                            o.field("discovery") {
+                                $0.object { d in
+                                    d.field("source", status.source)
+                                    d.field("state", status.state)
+                                    d.field("last_error", status.lastError.map { readOnly ? AdminViews.redactedError : $0 })
+                                    d.field("consecutive_failures", status.consecutiveFailures)
+                                    d.field("failures_total", status.totalFailures)
+                                    d.field("updates", status.updates)
+                                    d.key("last_success_unix")
+                                    if let last = status.lastSuccess { d.int(Int(last)) } else { d.null() }
+                                    d.field("dropped_endpoints", status.droppedEndpoints)
+                                    d.field("refused_own_addresses") { $0.array(status.refusedOwnAddresses) { $0.string($1) } }
+                                    d.field("refused_own_addresses_total", status.refusedOwnAddressCount)
+                                }
+                            }
+                        }
+                    }
+                }
             }
-            var entry = "{\"name\":\(Log.quote(cluster.name)),\"endpoints\":[\(endpoints.joined(separator: ","))]"
-            if let status = discovery.status(of: cluster.name) {
-                entry += ",\"discovery\":{\"source\":\(Log.quote(status.source)),\"state\":\(Log.quote(status.state))"
-                    + ",\"last_error\":\(status.lastError.map { readOnly ? Log.quote(AdminViews.redactedError) : Log.quote($0) } ?? "null")"
-                    + ",\"consecutive_failures\":\(status.consecutiveFailures),\"failures_total\":\(status.totalFailures)"
-                    + ",\"updates\":\(status.updates),\"last_success_unix\":\(status.lastSuccess.map { String(Int($0)) } ?? "null")"
-                    + ",\"dropped_endpoints\":\(status.droppedEndpoints)"
-                    + ",\"refused_own_addresses\":[\(status.refusedOwnAddresses.map(Log.quote).joined(separator: ","))]"
-                    + ",\"refused_own_addresses_total\":\(status.refusedOwnAddressCount)}"
-            }
-            clusters.append(entry + "}")
         }
-        return "{\"generation\":\(current.number),\"clusters\":[\(clusters.joined(separator: ","))]}\n"
+        return json.text + "\n"
     }
 }

@@ -18,7 +18,7 @@ import MeshgateSupport
 /// service (UNIMPLEMENTED) counts as healthy, with an error logged.
 /// `check` mode calls Check every `interval` (+ jitter) with `timeout`;
 /// thresholds decide the transitions.
-package final class EndpointProbe: HTTP2ConnectionDelegate {
+package final class EndpointProbe {
     /// A HealthCheckResponse is a status: an upstream answering more than
     /// this (a few bytes) is not answering health checks.
     package static let maxResponseBytes = 4096
@@ -33,9 +33,15 @@ package final class EndpointProbe: HTTP2ConnectionDelegate {
     package let registry: HealthRegistry
     package let eventLoop: EventLoop
 
-    private var connection: HTTP2Connection?
-    private var connecting = false
-    private var waitingForConnection: [(Result<HTTP2Connection, ProbeError>) -> Void] = []
+    /// The probe's own connection (never one of the data path's).
+    private lazy var connection = HTTP2ConnectionSlot(eventLoop: eventLoop) { [weak self] delegate, completion in
+        guard let self else { return completion(.failure(HTTP2DialError("the probe is gone"))) }
+        let timeout = TimeAmount.nanoseconds(self.config.timeout.nanosecondsClamped)
+        let options = HTTP2DialOptions(connectTimeout: timeout,
+                                       tls: self.tls.map { ($0.current, $0.files.serverName ?? self.endpoint.address.host) })
+        HTTP2Dialer.dial(host: self.endpoint.address.host, port: self.endpoint.address.port, on: self.eventLoop, options: options,
+                         delegate: delegate, completion: completion)
+    }
     private var call: GRPCClientCall?
     private var timer: Scheduled<Void>?
     private var healthy = true
@@ -46,8 +52,6 @@ package final class EndpointProbe: HTTP2ConnectionDelegate {
     private var failures = 0
     private var stopped = false
     private var loggedUnimplemented = false
-
-    package struct ProbeError: Error { let message: String }
 
     package init(epoch: Int, cluster: Int, endpoint: Int, config: EndpointConfig, check: HealthCheckConfig, registry: HealthRegistry,
          eventLoop: EventLoop, tls: TLSContextSource? = nil) {
@@ -73,14 +77,15 @@ package final class EndpointProbe: HTTP2ConnectionDelegate {
         stopped = true
         timer?.cancel()
         call?.cancel()
-        connection?.close()
+        connection.close(reason: "the probe stopped")
     }
 
     // MARK: Probing
 
     private func probe() {
         guard !stopped else { return }
-        withConnection { result in
+        connection.withConnection { result in
+            guard !self.stopped else { return }
             switch result {
             case .failure(let error):
                 self.recordFailure(error.message)
@@ -195,37 +200,5 @@ package final class EndpointProbe: HTTP2ConnectionDelegate {
         guard value != healthy else { return }
         healthy = value
         registry.setEndpoint(epoch: epoch, cluster: clusterIndex, endpoint: endpointIndex, healthy: value, reason: reason)
-    }
-
-    // MARK: Connection
-
-    private func withConnection(_ body: @escaping (Result<HTTP2Connection, ProbeError>) -> Void) {
-        if let connection, connection.canOpenStreams {
-            body(.success(connection))
-            return
-        }
-        waitingForConnection.append(body)
-        guard !connecting else { return }
-        connecting = true
-        connection = nil
-        let timeout = TimeAmount.nanoseconds(config.timeout.nanosecondsClamped)
-        let options = HTTP2DialOptions(connectTimeout: timeout, tls: tls.map { ($0.current, $0.files.serverName ?? endpoint.address.host) })
-        HTTP2Dialer.dial(host: endpoint.address.host, port: endpoint.address.port, on: eventLoop, options: options, delegate: self) { result in
-            self.connecting = false
-            let waiting = self.waitingForConnection
-            self.waitingForConnection.removeAll()
-            switch result {
-            case .success(let http2):
-                if self.stopped { http2.close() }
-                self.connection = http2
-                waiting.forEach { $0(.success(http2)) }
-            case .failure(let error):
-                waiting.forEach { $0(.failure(ProbeError(message: error.message))) }
-            }
-        }
-    }
-
-    package func http2ConnectionDidClose(_ connection: HTTP2Connection) {
-        if connection === self.connection { self.connection = nil }
     }
 }

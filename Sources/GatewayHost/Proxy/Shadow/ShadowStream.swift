@@ -162,7 +162,7 @@ final class ShadowStream: HTTP2StreamDelegate, UpstreamPoolWaiter {
     // MARK: HTTP2StreamDelegate (the shadow's upstream stream)
 
     func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveHeaders headers: HTTP2HeaderList, isTrailers: Bool, endStream: Bool) {
-        if let text = headers["grpc-status"], let code = Int(text) { status = GRPCStatusCode(rawValue: code) ?? .unknown }
+        if let code = GRPCStatusCode(headers: headers) { status = code }
     }
 
     func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveData data: ByteBuffer) {

@@ -1,4 +1,6 @@
 import GatewayHost
+import MeshgateGRPC
+import MeshgateJSON
 import MeshgatePosix
 import NIOConcurrencyHelpers
 import NIOCore
@@ -104,23 +106,12 @@ package struct DashboardData: Sendable {
         package var p99: Double?
     }
 
-    package struct Endpoint: Sendable {
-        package var cluster: String
-        package var address: String
-        package var healthy: Bool
-        package var ejected: Bool
-        package var weight: Int
-        package var rate: Double
-        package var share: Double
-        package var inFlight: Int
-        package var errorRatio: Double
-    }
-
     package var at: Double
     package var seconds: Double
     package var services: [String: HealthRegistry.Status]
     package var methods: [Method]
-    package var endpoints: [Endpoint]
+    /// With their rates over the window.
+    package var endpoints: [EndpointView]
     package var discovery: [MetricsSnapshot.DiscoveryState]
     package var totalRate = 0.0
     package var totalErrorRatio = 0.0
@@ -132,7 +123,7 @@ package struct DashboardData: Sendable {
     package var events: [GatewayEvents.Event] = []
     package var routes: [DashboardRoute] = []
 
-    package init(at: Double, seconds: Double, services: [String: HealthRegistry.Status], methods: [Method], endpoints: [Endpoint],
+    package init(at: Double, seconds: Double, services: [String: HealthRegistry.Status], methods: [Method], endpoints: [EndpointView],
          discovery: [MetricsSnapshot.DiscoveryState]) {
         self.at = at
         self.seconds = seconds
@@ -154,7 +145,7 @@ package struct DashboardData: Sendable {
             var delta = series
             if let old = before[key] { delta.subtract(old) }
             let (service, method) = MetricsSnapshot.split(key.path)
-            let failed = delta.count - delta.codes[0]
+            let failed = delta.codes.failed
             methods.append(Method(service: service, method: method, cluster: key.cluster, total: series.count,
                                   rate: Double(delta.count) / seconds, errorRatio: delta.count > 0 ? Double(failed) / Double(delta.count) : 0,
                                   p50: Self.percentile(delta.buckets, 0.5), p90: Self.percentile(delta.buckets, 0.9), p99: Self.percentile(delta.buckets, 0.99)))
@@ -164,23 +155,23 @@ package struct DashboardData: Sendable {
         }
         let nowEndpoints = latest.snapshot.mergedEndpoints()
         let beforeEndpoints = earlier.snapshot.mergedEndpoints()
-        var endpoints: [Endpoint] = []
+        var endpoints: [EndpointView] = []
         var attemptsTotal: UInt64 = 0
         var deltas: [String: (UInt64, UInt64)] = [:]
         for (id, e) in nowEndpoints {
-            let old = beforeEndpoints[id]?.codes ?? [UInt64](repeating: 0, count: 17)
-            let d = zip(e.codes, old).map { $0 >= $1 ? $0 - $1 : $0 }
-            let count = d.reduce(0, +)
-            deltas[id] = (count, count - d[0])
+            let d = e.attemptCodes.since(beforeEndpoints[id]?.attemptCodes ?? GRPCStatusCounts())
+            let count = d.total
+            deltas[id] = (count, d.failed)
             attemptsTotal += count
         }
         for state in latest.snapshot.endpoints {
-            let id = state.cluster + " " + state.address
-            let (count, failed) = deltas[id] ?? (0, 0)
-            endpoints.append(Endpoint(cluster: state.cluster, address: state.address, healthy: state.healthy, ejected: state.ejected,
-                                      weight: state.weight, rate: Double(count) / seconds,
-                                      share: attemptsTotal > 0 ? Double(count) / Double(attemptsTotal) : 0,
-                                      inFlight: nowEndpoints[id]?.inFlight ?? 0, errorRatio: count > 0 ? Double(failed) / Double(count) : 0))
+            let (count, failed) = deltas[state.id] ?? (0, 0)
+            var view = state
+            if let counters = nowEndpoints[state.id] { view.addCounters(of: counters) }
+            view.rate = Double(count) / seconds
+            view.share = attemptsTotal > 0 ? Double(count) / Double(attemptsTotal) : 0
+            view.errorRatio = count > 0 ? Double(failed) / Double(count) : 0
+            endpoints.append(view)
         }
         self.init(at: latest.at, seconds: seconds, services: statuses, methods: methods, endpoints: endpoints, discovery: latest.snapshot.discovery)
         totalRate = Double(total) / seconds
@@ -211,35 +202,91 @@ package struct DashboardData: Sendable {
     }
 
     package var json: String {
-        func num(_ v: Double?) -> String {
-            guard let v, v.isFinite else { return "null" }
-            return String(Double(Int64(v * 1e6)) / 1e6)
+        var json = JSONWriter()
+        json.object { o in
+            o.field("at") { $0.double(at, scale: 1e6) }
+            o.field("window_s") { $0.double(seconds, scale: 1e6) }
+            o.field("rate") { $0.double(totalRate, scale: 1e6) }
+            o.field("error_ratio") { $0.double(totalErrorRatio, scale: 1e6) }
+            o.field("p50_ms") { $0.double(p50.map { $0 * 1000 }, scale: 1e6) }
+            o.field("p99_ms") { $0.double(p99.map { $0 * 1000 }, scale: 1e6) }
+            o.field("active_calls", activeCalls)
+            o.field("connections", connections)
+            o.field("services") {
+                $0.array(services.sorted { $0.key < $1.key }) { json, s in
+                    json.object { o in
+                        o.field("name", s.key.isEmpty ? "(gateway)" : s.key)
+                        o.field("status", "\(s.value)")
+                    }
+                }
+            }
+            o.field("methods") {
+                $0.array(methods) { json, m in
+                    json.object { o in
+                        o.field("service", m.service)
+                        o.field("method", m.method)
+                        o.field("cluster", m.cluster)
+                        o.field("total", m.total)
+                        o.field("rate") { $0.double(m.rate, scale: 1e6) }
+                        o.field("error_ratio") { $0.double(m.errorRatio, scale: 1e6) }
+                        o.field("p50_ms") { $0.double(m.p50.map { $0 * 1000 }, scale: 1e6) }
+                        o.field("p90_ms") { $0.double(m.p90.map { $0 * 1000 }, scale: 1e6) }
+                        o.field("p99_ms") { $0.double(m.p99.map { $0 * 1000 }, scale: 1e6) }
+                    }
+                }
+            }
+            o.field("endpoints") {
+                $0.array(endpoints) { json, e in
+                    json.object { o in
+                        o.field("cluster", e.cluster)
+                        o.field("address", e.address)
+                        o.field("healthy", e.healthy)
+                        o.field("ejected", e.ejected)
+                        o.field("weight", e.weight)
+                        o.field("rate") { $0.double(e.rate, scale: 1e6) }
+                        o.field("share") { $0.double(e.share, scale: 1e6) }
+                        o.field("in_flight", e.inFlight)
+                        o.field("error_ratio") { $0.double(e.errorRatio, scale: 1e6) }
+                    }
+                }
+            }
+            o.field("discovery") {
+                $0.array(discovery) { json, d in
+                    json.object { o in
+                        o.field("cluster", d.cluster)
+                        o.field("source", d.source)
+                        o.field("ok", d.ok)
+                        o.field("endpoints", d.endpoints)
+                        o.field("failures", d.failures)
+                    }
+                }
+            }
+            o.field("series") { DashboardSeries.write(series, into: &$0) }
+            o.field("events") {
+                $0.array(events) { json, e in
+                    json.object { o in
+                        o.field("time") { $0.double(e.time, scale: 1e6) }
+                        o.field("seq", e.sequence)
+                        o.field("kind", e.kind.rawValue)
+                        o.field("message", e.message)
+                        o.field("fields") { $0.object { f in for (key, value) in e.fields { f.field(key, value) } } }
+                    }
+                }
+            }
+            o.field("routes") {
+                $0.array(routes) { json, r in
+                    json.object { o in
+                        o.field("listener", r.listener)
+                        o.field("match", r.match)
+                        o.field("cluster", r.cluster)
+                        o.field("chain") { $0.array(r.chain) { $0.string($1) } }
+                        o.field("rate") { $0.double(r.rate, scale: 1e6) }
+                        o.field("error_ratio") { $0.double(r.errorRatio, scale: 1e6) }
+                    }
+                }
+            }
         }
-        var out = "{\"at\":\(num(at)),\"window_s\":\(num(seconds)),\"rate\":\(num(totalRate)),\"error_ratio\":\(num(totalErrorRatio))"
-        out += ",\"p50_ms\":\(num(p50.map { $0 * 1000 })),\"p99_ms\":\(num(p99.map { $0 * 1000 })),\"active_calls\":\(activeCalls),\"connections\":\(connections)"
-        out += ",\"services\":[" + services.sorted { $0.key < $1.key }.map { "{\"name\":\(Log.quote($0.key.isEmpty ? "(gateway)" : $0.key)),\"status\":\(Log.quote("\($0.value)"))}" }.joined(separator: ",") + "]"
-        out += ",\"methods\":[" + methods.map { m in
-            "{\"service\":\(Log.quote(m.service)),\"method\":\(Log.quote(m.method)),\"cluster\":\(Log.quote(m.cluster)),\"total\":\(m.total)"
-                + ",\"rate\":\(num(m.rate)),\"error_ratio\":\(num(m.errorRatio)),\"p50_ms\":\(num(m.p50.map { $0 * 1000 }))"
-                + ",\"p90_ms\":\(num(m.p90.map { $0 * 1000 })),\"p99_ms\":\(num(m.p99.map { $0 * 1000 }))}"
-        }.joined(separator: ",") + "]"
-        out += ",\"endpoints\":[" + endpoints.map { e in
-            "{\"cluster\":\(Log.quote(e.cluster)),\"address\":\(Log.quote(e.address)),\"healthy\":\(e.healthy),\"ejected\":\(e.ejected)"
-                + ",\"weight\":\(e.weight),\"rate\":\(num(e.rate)),\"share\":\(num(e.share)),\"in_flight\":\(e.inFlight),\"error_ratio\":\(num(e.errorRatio))}"
-        }.joined(separator: ",") + "]"
-        out += ",\"discovery\":[" + discovery.map { d in
-            "{\"cluster\":\(Log.quote(d.cluster)),\"source\":\(Log.quote(d.source)),\"ok\":\(d.ok),\"endpoints\":\(d.endpoints),\"failures\":\(d.failures)}"
-        }.joined(separator: ",") + "]"
-        out += ",\"series\":" + DashboardSeries.json(series)
-        out += ",\"events\":[" + events.map { e in
-            let fields = e.fields.map { "\(Log.quote($0.0)):\(Log.quote($0.1))" }.joined(separator: ",")
-            return "{\"time\":\(num(e.time)),\"seq\":\(e.sequence),\"kind\":\"\(e.kind.rawValue)\",\"message\":\(Log.quote(e.message)),\"fields\":{\(fields)}}"
-        }.joined(separator: ",") + "]"
-        out += ",\"routes\":[" + routes.map { r in
-            "{\"listener\":\(Log.quote(r.listener)),\"match\":\(Log.quote(r.match)),\"cluster\":\(Log.quote(r.cluster))"
-                + ",\"chain\":[\(r.chain.map(Log.quote).joined(separator: ","))],\"rate\":\(num(r.rate)),\"error_ratio\":\(num(r.errorRatio))}"
-        }.joined(separator: ",") + "]}"
-        return out
+        return json.text
     }
 }
 
@@ -251,27 +298,13 @@ extension MetricsSnapshot {
         }
         return calls
     }
-
-    package func mergedEndpoints() -> [String: (inFlight: Int, codes: [UInt64])] {
-        var out: [String: (inFlight: Int, codes: [UInt64])] = [:]
-        for loop in loops {
-            for e in loop.endpoints {
-                let id = e.cluster + " " + e.address
-                var entry = out[id] ?? (0, [UInt64](repeating: 0, count: 17))
-                entry.inFlight += e.inFlight
-                entry.codes = zip(entry.codes, e.attemptCodes).map { $0 + $1 }
-                out[id] = entry
-            }
-        }
-        return out
-    }
 }
 
 extension LoopMetrics.CallSeries {
     package mutating func subtract(_ other: Self) {
         // A series that restarted (fewer than before) counts from zero.
         guard count >= other.count else { return }
-        for i in codes.indices { codes[i] -= min(codes[i], other.codes[i]) }
+        codes = codes.since(other.codes)
         for i in buckets.indices { buckets[i] -= min(buckets[i], other.buckets[i]) }
         sumSeconds -= other.sumSeconds
         count -= other.count

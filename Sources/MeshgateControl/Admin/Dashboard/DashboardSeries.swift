@@ -1,5 +1,6 @@
 import GatewayHost
 import MeshgateConfig
+import MeshgateJSON
 import MeshgateSupport
 import MeshgateRouting
 import MeshgatePluginHost
@@ -15,12 +16,26 @@ package struct DashboardSeries: Sendable {
     /// point each: at most ~4 MB).
     package static let endpointCapacity = 64
 
+    /// What a point keeps of an `EndpointView`: the few numbers charted
+    /// (the whole view, codes included, would triple the series' memory).
     package struct EndpointPoint: Sendable {
         package var rate: Double
         package var errorRatio: Double
         package var inFlight: Int
         package var healthy: Bool
         package var ejected: Bool
+
+        package init(rate: Double, errorRatio: Double, inFlight: Int, healthy: Bool, ejected: Bool) {
+            self.rate = rate
+            self.errorRatio = errorRatio
+            self.inFlight = inFlight
+            self.healthy = healthy
+            self.ejected = ejected
+        }
+
+        package init(_ view: EndpointView) {
+            self.init(rate: view.rate, errorRatio: view.errorRatio, inFlight: view.inFlight, healthy: view.healthy, ejected: view.ejected)
+        }
     }
 
     package struct Point: Sendable {
@@ -43,8 +58,7 @@ package struct DashboardSeries: Sendable {
         var endpoints: [String: EndpointPoint] = [:]
         let charted = data.endpoints.sorted { ($0.cluster, $0.address) < ($1.cluster, $1.address) }.prefix(endpointCapacity)
         for e in charted {
-            endpoints["\(e.cluster) \(e.address)"] = EndpointPoint(rate: e.rate, errorRatio: e.errorRatio, inFlight: e.inFlight,
-                                                                  healthy: e.healthy, ejected: e.ejected)
+            endpoints[e.id] = EndpointPoint(e)
         }
         return Point(at: data.at, rate: data.totalRate, errorRatio: data.totalErrorRatio, p50: data.p50, p99: data.p99,
                      inFlight: data.activeCalls, endpoints: endpoints)
@@ -70,30 +84,44 @@ package struct DashboardSeries: Sendable {
     /// "err":[…],"in_flight":[…],"state":[…]}}}`; an endpoint absent at a
     /// time has null there; `state` is 0 healthy, 1 unhealthy, 2 ejected.
     package static func json(_ points: [Point]) -> String {
-        func num(_ v: Double?) -> String {
-            guard let v, v.isFinite else { return "null" }
-            return String(Double(Int64(v * 1000)) / 1000)
-        }
-        func column(_ values: [String]) -> String { "[" + values.joined(separator: ",") + "]" }
-        var out = "{\"t\":" + column(points.map { num($0.at) })
-        out += ",\"rate\":" + column(points.map { num($0.rate) })
-        out += ",\"err\":" + column(points.map { num($0.errorRatio) })
-        out += ",\"p50_ms\":" + column(points.map { num($0.p50.map { $0 * 1000 }) })
-        out += ",\"p99_ms\":" + column(points.map { num($0.p99.map { $0 * 1000 }) })
-        out += ",\"in_flight\":" + column(points.map { String($0.inFlight) })
+        var json = JSONWriter()
+        write(points, into: &json)
+        return json.text
+    }
+
+    package static func write(_ points: [Point], into json: inout JSONWriter) {
         var ids: [String] = []
         var seen: Set<String> = []
         for p in points {
             for id in p.endpoints.keys.sorted() where seen.insert(id).inserted { ids.append(id) }
         }
-        out += ",\"endpoints\":{" + ids.map { id in
-            let values = points.map { $0.endpoints[id] }
-            return Log.quote(id) + ":{\"rate\":" + column(values.map { num($0?.rate) })
-                + ",\"err\":" + column(values.map { num($0?.errorRatio) })
-                + ",\"in_flight\":" + column(values.map { $0.map { String($0.inFlight) } ?? "null" })
-                + ",\"state\":" + column(values.map { v in v.map { $0.ejected ? "2" : ($0.healthy ? "0" : "1") } ?? "null" }) + "}"
-        }.joined(separator: ",") + "}}"
-        return out
+        json.object { o in
+            o.field("t") { $0.array(points) { $0.double($1.at, scale: 1000) } }
+            o.field("rate") { $0.array(points) { $0.double($1.rate, scale: 1000) } }
+            o.field("err") { $0.array(points) { $0.double($1.errorRatio, scale: 1000) } }
+            o.field("p50_ms") { $0.array(points) { $0.double($1.p50.map { $0 * 1000 }, scale: 1000) } }
+            o.field("p99_ms") { $0.array(points) { $0.double($1.p99.map { $0 * 1000 }, scale: 1000) } }
+            o.field("in_flight") { $0.array(points) { $0.int($1.inFlight) } }
+            o.field("endpoints") {
+                $0.object { e in
+                    for id in ids {
+                        let values = points.map { $0.endpoints[id] }
+                        e.field(id) {
+                            $0.object { o in
+                                o.field("rate") { $0.array(values) { $0.double($1?.rate, scale: 1000) } }
+                                o.field("err") { $0.array(values) { $0.double($1?.errorRatio, scale: 1000) } }
+                                o.field("in_flight") { $0.array(values) { json, v in if let v { json.int(v.inFlight) } else { json.null() } } }
+                                o.field("state") {
+                                    $0.array(values) { json, v in
+                                        if let v { json.int(v.ejected ? 2 : (v.healthy ? 0 : 1)) } else { json.null() }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
