@@ -133,4 +133,64 @@ import Testing
         window.stopCounting()
         #expect(!window.paused)
     }
+
+    // MARK: HTTP/1.1 connections
+
+    @Test func aRequestHeadIsAnsweredByItsMethodAndContentType() {
+        #expect(GRPCWebHTTP1Connection.route(isOptions: true, isPost: false, isGRPCWeb: false) == .preflight)
+        #expect(GRPCWebHTTP1Connection.route(isOptions: false, isPost: true, isGRPCWeb: true) == .call)
+        #expect(GRPCWebHTTP1Connection.route(isOptions: false, isPost: true, isGRPCWeb: false) == .unsupported)
+        #expect(GRPCWebHTTP1Connection.route(isOptions: false, isPost: false, isGRPCWeb: false) == .unsupported, "GET")
+    }
+
+    @Test func aLocalAnswerEndsWithItsRequestAndKeepsTheConnection() {
+        var c = GRPCWebHTTP1Connection()
+        c.requestHead(keepAlive: true, route: .preflight)
+        #expect(c.exchange == .answeredLocally)
+        let next = c.requestEnd()
+        #expect(next == .awaitNextRequest)
+        #expect(c.exchange == .none)
+        let again = c.requestEnd()
+        #expect(again == nil, "no exchange, nothing ends")
+    }
+
+    @Test func aCallsRequestEndIsTheStreamsToDecide() {
+        var c = GRPCWebHTTP1Connection()
+        c.requestHead(keepAlive: true, route: .call)
+        let next = c.requestEnd()
+        #expect(next == nil)
+        #expect(c.exchange == .call)
+        let done = c.exchangeEnded(closeConnection: false)
+        #expect(done == .awaitNextRequest)
+        c.requestHead(keepAlive: true, route: .call)
+        let broken = c.exchangeEnded(closeConnection: true)
+        #expect(broken == .close, "a broken answer closes the connection")
+    }
+
+    @Test func aRequestThatDoesNotKeepTheConnectionClosesItAfterwards() {
+        var c = GRPCWebHTTP1Connection()
+        c.requestHead(keepAlive: false, route: .unsupported)
+        #expect(!c.keepAlive)
+        let next = c.requestEnd()
+        #expect(next == .close)
+    }
+
+    @Test func aDrainClosesAtOnceBetweenExchangesOrAfterTheCall() {
+        var idle = GRPCWebHTTP1Connection()
+        let closeNow = idle.beginGracefulShutdown()
+        #expect(closeNow)
+        var answering = GRPCWebHTTP1Connection()
+        answering.requestHead(keepAlive: true, route: .preflight)
+        let closeAnswering = answering.beginGracefulShutdown()
+        #expect(closeAnswering, "a local answer is out already")
+        var calling = GRPCWebHTTP1Connection()
+        calling.requestHead(keepAlive: true, route: .call)
+        let closeCalling = calling.beginGracefulShutdown()
+        #expect(!closeCalling, "the call finishes first")
+        #expect(!calling.keepAlive, "its answer says connection: close")
+        let next = calling.exchangeEnded(closeConnection: false)
+        #expect(next == .close)
+        calling.requestHead(keepAlive: true, route: .call)
+        #expect(!calling.keepAlive, "draining: no request keeps the connection")
+    }
 }

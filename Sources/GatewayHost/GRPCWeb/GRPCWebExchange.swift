@@ -217,3 +217,77 @@ struct HTTP1ReadWindow: Equatable {
     /// The request's rest is drained (reading resumes regardless).
     mutating func stopCounting() { paused = false }
 }
+
+/// The decisions of a gRPC-Web HTTP/1.1 connection (`GRPCWebHTTP1Handler`)
+/// across its exchanges, as a value: what answers a request head, whether
+/// the connection is kept after an exchange, and what a drain does. The
+/// handler carries them out (writes, timers, the close).
+struct GRPCWebHTTP1Connection: Equatable {
+    /// What the connection is doing.
+    enum Exchange: Equatable {
+        /// Between exchanges, or before a request head is complete: the
+        /// connection waits on the client (the idle timer runs).
+        case none
+        /// A request answered here (preflight, refusal): its body is read
+        /// and dropped until its end.
+        case answeredLocally
+        /// A call (`GRPCWebStream`) is under way.
+        case call
+    }
+
+    /// What answers a request head.
+    enum Route: Equatable {
+        /// OPTIONS: the CORS preflight, answered here.
+        case preflight
+        /// Not a POST of a gRPC-Web content type: 415, answered here.
+        case unsupported
+        /// A call.
+        case call
+    }
+
+    /// After an exchange (or a local answer) ended.
+    enum Next: Equatable {
+        /// Keep the connection for the next request (the idle timer runs).
+        case awaitNextRequest
+        /// Close it.
+        case close
+    }
+
+    private(set) var exchange = Exchange.none
+    /// The current request asked to keep the connection, and the gateway
+    /// is not draining.
+    private(set) var keepAlive = true
+    private(set) var draining = false
+
+    static func route(isOptions: Bool, isPost: Bool, isGRPCWeb: Bool) -> Route {
+        if isOptions { return .preflight }
+        return isPost && isGRPCWeb ? .call : .unsupported
+    }
+
+    /// A request head arrived; `route` answers it.
+    mutating func requestHead(keepAlive requested: Bool, route: Route) {
+        keepAlive = requested && !draining
+        exchange = route == .call ? .call : .answeredLocally
+    }
+
+    /// A request's end: after a local answer, the exchange is over (nil:
+    /// the call's stream decides).
+    mutating func requestEnd() -> Next? {
+        guard exchange == .answeredLocally else { return nil }
+        return exchangeEnded(closeConnection: false)
+    }
+
+    /// The exchange is over, or cannot go on (`closeConnection`).
+    mutating func exchangeEnded(closeConnection: Bool) -> Next {
+        exchange = .none
+        return closeConnection || !keepAlive ? .close : .awaitNextRequest
+    }
+
+    /// The gateway drains: no further exchange. True: close now (no call
+    /// under way); otherwise the connection closes when the call ends.
+    mutating func beginGracefulShutdown() -> Bool {
+        draining = true
+        keepAlive = false
+        return exchange != .call
+    }
+}
