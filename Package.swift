@@ -280,6 +280,7 @@ let package = Package(
                 "GatewayHost", "MeshgateControl", "MeshgatePluginHost", "MeshgateConfig", "MeshgateSupport", "MeshgateRouting", "MeshgateUpstream", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateYAML", "MeshgateEtcd", "ProtoWire",
                 "ConsistentHash", "PluginKit", "MeshgateTransport", "MeshgatePosix", "CFreeListAllocator", "MeshgateTestSupport", "MeshgateJSON",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             path: "Tests/MeshgateTests"),
         // What the test targets share (a seeded generator); never linked into the product.

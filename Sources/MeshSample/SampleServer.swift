@@ -65,7 +65,8 @@ final class SampleServer {
                     box.replica.stats.connections += 1
                     if let tls { try channel.pipeline.syncOperations.addHandler(try TLSHandler(context: tls)) }
                     let connection = HTTP2Connection(role: .server, settings: settings, writeBatch: box.writeBatch, delegate: SampleConnection(box: box))
-                    try channel.pipeline.syncOperations.addHandler(connection)
+                    // HTTP/1.x clients get a 505 from the gate.
+                    try channel.pipeline.syncOperations.addHandlers(HTTPVersionGate(connection: connection, http1Handoff: nil), connection)
                     box.connections[ObjectIdentifier(connection)] = connection
                 }
             }

@@ -53,7 +53,7 @@ extension HTTP2Connection {
     /// Server side: each frame header of the client, before nghttp2 acts
     /// on the frame (see HTTP2InboundFramePolicy).
     func onBeginFrame(_ header: nghttp2_frame_hd) -> Int32 {
-        guard role == .server, let session, closeReason == nil else { return 0 }
+        guard role == .server, let session, closeCause == nil else { return 0 }
         let id = header.stream_id
         if let violation = framePolicy.frameBegins(
             type: header.type, flags: header.flags, length: header.length, stream: id,
@@ -66,7 +66,7 @@ extension HTTP2Connection {
     }
 
     func onInvalidFrame() -> Int32 {
-        guard role == .server, closeReason == nil else { return 0 }
+        guard role == .server, closeCause == nil else { return 0 }
         if let violation = framePolicy.invalidFrameReceived() { terminate(for: violation) }
         return 0
     }
@@ -118,7 +118,7 @@ extension HTTP2Connection {
     /// block (trailers, a response head) is cut off now.
     private func headerBlockWentOver(_ state: StreamState) -> Int32 {
         state.incomingHeaders = HTTP2HeaderList()
-        let requestHead = role == .server && !state.receivedInitialHeaders
+        let requestHead = role == .server && state.receiving == .awaitingHead
         return requestHead ? 0 : cutOff(state)
     }
 
@@ -131,7 +131,7 @@ extension HTTP2Connection {
     private func cutOff(_ state: StreamState) -> Int32 {
         guard let session, let violation = state.incomingBlock.violation else { return 0 }
         state.incomingHeaders = HTTP2HeaderList()
-        state.resetLocally = true
+        state.sending = .reset
         nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), state.id, HTTP2ErrorCode.enhanceYourCalm.rawValue)
         delegate?.http2(self, didRefuseHeaderBlock: violation, stream: state.id, answerable: false)
         return Int32(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
@@ -139,11 +139,12 @@ extension HTTP2Connection {
 
     /// The end of a request head that passed a limit: the connection's
     /// delegate may answer it (a gRPC status); otherwise it is reset.
-    private func refuseRequestHead(_ state: StreamState, _ violation: HTTP2HeaderLimitViolation) {
-        state.receivedInitialHeaders = true
+    private func refuseRequestHead(_ state: StreamState, _ violation: HTTP2HeaderLimitViolation, endStream: Bool) {
+        state.receiving = state.receiving.headerBlockEnded(endStream: endStream)
         delegate?.http2(self, didRefuseHeaderBlock: violation, stream: state.id, answerable: true)
-        guard !state.sentHeaders, let session, streams[state.id] != nil else { return }
-        state.resetLocally = true
+        // Unless the delegate answered (or reset) it.
+        guard state.sending == .idle, let session, streams[state.id] != nil else { return }
+        state.sending = .reset
         nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), state.id, HTTP2ErrorCode.enhanceYourCalm.rawValue)
     }
 
@@ -153,17 +154,20 @@ extension HTTP2Connection {
         switch UInt32(frame.hd.type) {
         case NGHTTP2_HEADERS.rawValue:
             guard let state = streams[id] else { return 0 }
-            if endStream { state.remoteEnded = true }
             if let violation = state.incomingBlock.violation {
                 // Over a limit: a request head gets its answer; any other
                 // block's stream was reset as it went over.
-                if role == .server && frame.headers.cat == NGHTTP2_HCAT_REQUEST { refuseRequestHead(state, violation) }
+                if role == .server && frame.headers.cat == NGHTTP2_HCAT_REQUEST {
+                    refuseRequestHead(state, violation, endStream: endStream)
+                } else if endStream {
+                    state.receiving = .ended
+                }
                 return 0
             }
             var headers = state.incomingHeaders
             state.incomingHeaders = HTTP2HeaderList()
             if role == .server && frame.headers.cat == NGHTTP2_HCAT_REQUEST {
-                state.receivedInitialHeaders = true
+                state.receiving = state.receiving.headerBlockEnded(endStream: endStream)
                 if let streamDelegate = delegate?.http2(self, didReceiveRequest: headers, stream: id, endStream: endStream) {
                     state.delegate = streamDelegate
                 } else if let session {
@@ -171,12 +175,16 @@ extension HTTP2Connection {
                 }
                 return 0
             }
-            if !state.receivedInitialHeaders {
+            if state.receiving == .awaitingHead {
                 // 1xx answers are informational; gRPC has no use for them.
-                if let status = headers[":status"], status.hasPrefix("1") { return 0 }
-                state.receivedInitialHeaders = true
+                if let status = headers[":status"], status.hasPrefix("1") {
+                    if endStream { state.receiving = .ended }
+                    return 0
+                }
+                state.receiving = state.receiving.headerBlockEnded(endStream: endStream)
                 state.delegate?.http2(self, stream: id, didReceiveHeaders: headers, isTrailers: false, endStream: endStream)
             } else {
+                state.receiving = state.receiving.headerBlockEnded(endStream: endStream)
                 state.delegate?.http2(self, stream: id, didReceiveHeaders: headers, isTrailers: true, endStream: endStream)
             }
             // The next response head or trailers of the connection fill this
@@ -185,7 +193,7 @@ extension HTTP2Connection {
             spareHeaders = headers
         case NGHTTP2_DATA.rawValue:
             if endStream, let state = streams[id] {
-                state.remoteEnded = true
+                state.receiving = .ended
                 state.delegate?.http2(self, didReceiveEndOfStream: id)
             }
         case NGHTTP2_SETTINGS.rawValue:
@@ -198,7 +206,7 @@ extension HTTP2Connection {
                 keepalive?.ackReceived()
             }
         case NGHTTP2_GOAWAY.rawValue:
-            receivedGoAway = true
+            lifecycle.goAwayReceived()
             delegate?.http2(self, didReceiveGoAway: frame.goaway.last_stream_id, errorCode: HTTP2ErrorCode(frame.goaway.error_code))
         default:
             break
@@ -216,8 +224,8 @@ extension HTTP2Connection {
     /// still queued. Nor for a stream already reset here.
     func onFrameNotSent(_ frame: nghttp2_frame) -> Int32 {
         guard frame.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), frame.headers.cat != NGHTTP2_HCAT_REQUEST,
-              let session, let state = streams[frame.hd.stream_id], !state.resetLocally else { return 0 }
-        state.resetLocally = true
+              let session, let state = streams[frame.hd.stream_id], state.sending != .reset else { return 0 }
+        state.sending = .reset
         nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), state.id, UInt32(NGHTTP2_INTERNAL_ERROR.rawValue))
         return 0
     }
@@ -256,16 +264,16 @@ extension HTTP2Connection {
         state.outbound.removeAll()
         queuedBytes -= state.outboundBytes
         state.outboundBytes = 0
-        if role == .server && !state.remoteEnded { framePolicy.streamReset(id) }
+        if role == .server && state.receiving != .ended { framePolicy.streamReset(id) }
         // nghttp2 packs no more frames of a closed stream.
         state.sentTrailers = nil
         let reason: HTTP2StreamCloseReason
         if errorCode == 0 {
             reason = .finished
-        } else if state.resetLocally, let violation = state.incomingBlock.violation {
+        } else if state.sending == .reset, let violation = state.incomingBlock.violation {
             reason = .headersTooLarge(violation)
         } else {
-            reason = .reset(code: HTTP2ErrorCode(errorCode), local: state.resetLocally)
+            reason = .reset(code: HTTP2ErrorCode(errorCode), local: state.sending == .reset)
         }
         pendingCloses.append((state, reason))
         return 0
@@ -282,9 +290,10 @@ extension HTTP2Connection {
         queuedBytes -= written
         state.drained &+= written
         if written > 0 { pendingCredits.append((state, written)) }
-        if state.outbound.isEmpty && state.outboundEnded {
+        if state.sending == .ending && state.outbound.isEmpty {
             flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
-            if role == .server && !state.remoteEnded { endedWithRequestOpen.append(id) }
+            state.sending = .ended
+            if role == .server && state.receiving != .ended { endedWithRequestOpen.append(id) }
             if let trailers = state.trailers, let session {
                 flags.pointee |= NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
                 state.trailers = nil
@@ -295,7 +304,7 @@ extension HTTP2Connection {
             return written
         }
         if written == 0 {
-            state.deferred = true
+            if state.sending == .body { state.sending = .bodyDeferred }
             return Int(NGHTTP2_ERR_DEFERRED.rawValue)
         }
         return written

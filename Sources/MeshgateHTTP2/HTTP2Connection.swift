@@ -26,16 +26,22 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     public var delegate: HTTP2ConnectionDelegate?
 
     /// Why the connection ended, when it ended on an error.
-    public private(set) var closeReason: String?
+    public var closeReason: String? { closeCause?.reason }
+    var closeCause: HTTP2CloseCause?
+    /// Where the connection is in its life (see HTTP2ConnectionLifecycle).
+    var lifecycle = HTTP2ConnectionLifecycle()
     /// Our PING is out and its ACK has not come back.
     var awaitingPingAck = false
     /// `startKeepalive`'s pinger; stopped and dropped when the connection ends.
     var keepalive: KeepalivePinger?
     /// With `settings.sendTimeout`: resets streams whose sending stalls.
     var sendStallWatch: SendStallWatch?
-    /// The peer broke the protocol (bad preface, HTTP/1.x, invalid frames),
-    /// as opposed to an ordinary disconnect.
-    public private(set) var closedForProtocolError = false
+    /// The peer broke the protocol (bad preface, invalid frames), as
+    /// opposed to an ordinary disconnect.
+    public var closedForProtocolError: Bool {
+        if case .protocolError = closeCause { return true }
+        return false
+    }
     /// Outbound bytes queued on all streams (see settings.maxQueuedBytes).
     var queuedBytes = 0
     /// Bytes the owner keeps for this connection's streams (`holdBytes`:
@@ -57,11 +63,12 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// What this connection holds of `settings.bufferBudget`: a multiple of
     /// its granule, at least `queuedBytes` after each flush.
     var budgetReserved = 0
-    public private(set) var isClosed = false
+    /// The channel closed; streams and the delegate were let go.
+    public var isClosed: Bool { lifecycle.isClosed }
     /// The peer sent GOAWAY: open no new streams here.
-    public internal(set) var receivedGoAway = false
+    public var receivedGoAway: Bool { lifecycle.receivedGoAway }
     /// We are draining: GOAWAY has been (or is about to be) sent.
-    public private(set) var isShuttingDown = false
+    public var isShuttingDown: Bool { lifecycle.isShuttingDown }
 
     var session: OpaquePointer?
     var context: ChannelHandlerContext?
@@ -85,13 +92,9 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// the socket has taken its bytes nobody else holds it, and `clear()`
     /// keeps its storage. Kept only while small (idle connections stay small).
     private var spareOutput: ByteBuffer?
-    private var started = false
-    private var settingsSubmitted = false
     private var inRead = false
     private var inSend = false
     private var flushScheduled = false
-    private var closeScheduled = false
-    private var sawFirstBytes = false
     /// Server side: streams whose response ended (END_STREAM submitted)
     /// while the client had not ended its request. Once the end is on the
     /// wire they are reset with NO_ERROR (RFC 9113 §8.1, as grpc-go does),
@@ -147,7 +150,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     }
 
     /// True while new streams may be opened here.
-    public var canOpenStreams: Bool { settingsSubmitted && !isClosed && !receivedGoAway && !isShuttingDown }
+    public var canOpenStreams: Bool { lifecycle.canOpenStreams }
 
     public var remoteAddress: SocketAddress? { context?.channel.remoteAddress }
 
@@ -158,7 +161,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         createSession()
         // A client may queue requests before the TCP connect completes; its
         // SETTINGS must be the first frame, so they are submitted now.
-        if role == .client { submitSettings() }
+        if role == .client, lifecycle.queueSettings() { submitSettings() }
         if context.channel.isActive && role == .client { start() }
     }
 
@@ -170,8 +173,9 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     }
 
     public func channelActive(context: ChannelHandlerContext) {
-        // A server speaks only after the client's first bytes show it is an
-        // HTTP/2 client: an HTTP/1.1 client then gets a plain HTTP/1.1 answer.
+        // A server speaks only after the client's first bytes: an HTTP/1.1
+        // client, turned away by the `HTTPVersionGate` in front of this
+        // handler, gets a plain HTTP/1.1 answer and no SETTINGS.
         if role == .client { start() }
         context.fireChannelActive()
     }
@@ -182,16 +186,9 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let session, !isClosed, !closeScheduled else { return }
+        guard let session, lifecycle.readsInput else { return }
         let buffer = unwrapInboundIn(data)
-        if !sawFirstBytes && role == .server {
-            if HTTP2Connection.looksLikeHTTP1(buffer) {
-                if let handoff = http1Handoff { return handOffToHTTP1(context, data, handoff) }
-                refuseHTTP1()
-                return
-            }
-            start()
-        }
+        if role == .server, lifecycle.phase == .idle { start() }
         inRead = true
         input = buffer
         let result = buffer.withUnsafeReadableBytes { bytes in
@@ -203,9 +200,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         inRead = false
         if result < 0 {
             failConnection(code: Int32(truncatingIfNeeded: result))
-            return
         }
-        sawFirstBytes = true
     }
 
     public func channelReadComplete(context: ChannelHandlerContext) {
@@ -221,7 +216,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     }
 
     public func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if closeReason == nil { closeReason = "\(error)" }
+        if closeCause == nil { closeCause = .error("\(error)") }
         context.close(promise: nil)
     }
 
@@ -243,8 +238,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         }
         guard id > 0 else { return nil }
         state.assign(id: id)
-        state.hasDataProvider = !endStream
-        state.outboundEnded = endStream
+        state.sending = endStream ? .ended : .body
         streams[id] = state
         scheduleFlush()
         return id
@@ -253,8 +247,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// Server side: sends the response head. `endStream` true makes it a
     /// Trailers-Only response (one HEADERS frame with END_STREAM).
     public func sendResponseHeaders(stream id: Int32, headers: HTTP2HeaderList, endStream: Bool) {
-        guard role == .server, let session, let state = streams[id], !state.sentHeaders else { return }
-        state.sentHeaders = true
+        guard role == .server, let session, let state = streams[id], state.sending == .idle else { return }
         state.keepSentHead(headers)
         let rv: Int32 = withNameValuePairs(state.sentHead) { nva, count in
             if endStream {
@@ -264,9 +257,11 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
             return nghttp2_submit_response(session, id, nva, count, &provider)
         }
         if rv == 0 {
-            state.hasDataProvider = !endStream
-            state.outboundEnded = endStream
-            if endStream && !state.remoteEnded { endedWithRequestOpen.append(id) }
+            state.sending = endStream ? .ended : .body
+            if endStream && state.receiving != .ended { endedWithRequestOpen.append(id) }
+        } else {
+            // Refused (nghttp2 closed the stream, or will): nothing follows.
+            state.sending = .ended
         }
         scheduleFlush()
     }
@@ -274,7 +269,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// Queues body bytes. They leave as the peer's flow-control window allows;
     /// `didWriteData` reports each part that left.
     public func send(data: ByteBuffer, stream id: Int32) {
-        guard let state = streams[id], state.hasDataProvider, !state.outboundEnded else { return }
+        guard let state = streams[id], state.sending.takesBody else { return }
         state.outboundBytes += data.readableBytes
         queuedBytes += data.readableBytes
         if settings.maxQueuedBytes > 0 && queuedBytes + heldBytes > settings.maxQueuedBytes {
@@ -300,10 +295,12 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// Ends our side of the stream after the queued data: with trailers (a
     /// final HEADERS frame) or, when `trailers` is nil, END_STREAM on DATA.
     public func sendEnd(stream id: Int32, trailers: HTTP2HeaderList?) {
-        guard let state = streams[id], state.hasDataProvider, !state.outboundEnded else { return }
-        state.outboundEnded = true
+        guard let state = streams[id], state.sending.takesBody else { return }
+        let deferred = state.sending == .bodyDeferred
+        state.sending = .ending
         state.trailers = trailers
-        resumeIfDeferred(state)
+        if deferred, let session { nghttp2_session_resume_data(session, id) }
+        scheduleFlush()
     }
 
     /// Drops data queued for the peer but not yet sent (before a final status
@@ -329,7 +326,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     @discardableResult
     public func reset(stream id: Int32, errorCode: HTTP2ErrorCode) -> Int {
         guard let session, let state = streams[id] else { return 0 }
-        state.resetLocally = true
+        state.sending = .reset
         let dropped = state.outboundBytes
         state.outbound.removeAll()
         state.outboundBytes = 0
@@ -356,12 +353,11 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// HEADERS get through) a GOAWAY with the last stream actually accepted.
     /// The connection closes by itself once its streams are done.
     public func beginGracefulShutdown(finalGoAwayDelay: TimeAmount = .milliseconds(500)) {
-        guard let session, let context, !isClosed, !isShuttingDown else { return }
-        isShuttingDown = true
-        guard started else {
-            // Nothing was said yet: a GOAWAY may not be the first frame.
-            close()
-            return
+        guard let session, let context else { return }
+        switch lifecycle.beginGracefulShutdown() {
+        case .none: return
+        case .close: return close()
+        case .sendGoAway: break
         }
         if role == .server {
             nghttp2_submit_shutdown_notice(session)
@@ -375,7 +371,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     }
 
     private func sendFinalGoAway() {
-        guard let session, !isClosed else { return }
+        guard let session, !lifecycle.isClosed else { return }
         let last = nghttp2_session_get_last_proc_stream_id(session)
         nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, UInt32(NGHTTP2_NO_ERROR.rawValue), nil, 0)
         flush()
@@ -385,7 +381,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// false (and nothing sent) while one is outstanding or the connection
     /// is closed.
     func sendPing() -> Bool {
-        guard let session, !isClosed, !awaitingPingAck else { return false }
+        guard let session, !lifecycle.isClosed, !awaitingPingAck else { return false }
         guard nghttp2_submit_ping(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nil) == 0 else { return false }
         awaitingPingAck = true
         scheduleFlush()
@@ -398,7 +394,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// connection). It stops by itself when the connection ends. On the
     /// connection's loop; a second call replaces the first.
     public func startKeepalive(interval: TimeAmount, timeout: TimeAmount, onTimeout: @escaping (_ reason: String) -> Void) {
-        guard !isClosed else { return }
+        guard !lifecycle.isClosed else { return }
         keepalive?.stop()
         keepalive = KeepalivePinger(connection: self, interval: interval, timeout: timeout, onTimeout: onTimeout)
         keepalive?.start()
@@ -406,14 +402,13 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
 
     /// Closes the TCP connection now, saying why; open streams see `connectionLost`.
     public func close(reason: String) {
-        if closeReason == nil { closeReason = reason }
+        if closeCause == nil { closeCause = .error(reason) }
         close()
     }
 
     /// Closes the TCP connection now; open streams see `connectionLost`.
     public func close() {
-        guard let context, !closeScheduled else { return }
-        closeScheduled = true
+        guard let context, lifecycle.closeRequested() else { return }
         context.eventLoop.assumeIsolated().execute {
             context.close(promise: nil)
         }
@@ -457,15 +452,17 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     }
 
     private func start() {
-        guard !started else { return }
-        started = true
-        submitSettings()
+        switch lifecycle.start() {
+        case .none: return
+        case .submitSettingsAndFlush: submitSettings()
+        case .flush: break
+        }
         flush()
     }
 
+    /// Once, when the lifecycle says so (`queueSettings`, `start`).
     private func submitSettings() {
-        guard let session, !settingsSubmitted else { return }
-        settingsSubmitted = true
+        guard let session else { return }
         var entries: [nghttp2_settings_entry] = [
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: settings.initialStreamWindowSize),
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: settings.maxHeaderListSize),
@@ -481,8 +478,8 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     }
 
     private func resumeIfDeferred(_ state: StreamState) {
-        if state.deferred, let session {
-            state.deferred = false
+        if state.sending == .bodyDeferred, let session {
+            state.sending = .body
             nghttp2_session_resume_data(session, state.id)
         }
         scheduleFlush()
@@ -493,7 +490,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// of this connection's read, or in one task queued on the loop for
     /// sends made outside a read.
     func scheduleFlush() {
-        if flushScheduled || isClosed { return }
+        if flushScheduled || lifecycle.isClosed { return }
         guard let context else { return }
         if let writeBatch {
             flushScheduled = true
@@ -512,7 +509,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     /// control holds the peers back) when the socket is saturated.
     func flush() {
         flushScheduled = false
-        guard let session, let context, !isClosed, !inSend, started else { return }
+        guard let session, let context, !inSend, lifecycle.hasStarted else { return }
         inSend = true
         var wrote = false
         var failure: Int = 0
@@ -547,7 +544,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         // Integers first: the budget (a class, retained when read) is
         // touched only when the share must change.
         if countedQueuedBytes > budgetReserved || budgetReserved - countedQueuedBytes >= HTTP2BufferBudget.granule,
-           !isClosed, let budget = settings.bufferBudget {
+           !lifecycle.isClosed, let budget = settings.bufferBudget {
             settleBufferBudget(budget)
         }
         // After the budget had its say: the queues it reset are not copied.
@@ -556,7 +553,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
             pinningChunks = 0
         }
         if failure != 0 {
-            closeReason = closeReason ?? "nghttp2: \(String(cString: nghttp2_strerror(Int32(truncatingIfNeeded: failure))))"
+            closeCause = closeCause ?? .error("nghttp2: \(String(cString: nghttp2_strerror(Int32(truncatingIfNeeded: failure))))")
             close()
             return
         }
@@ -614,7 +611,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     private func resetStreamsEndedWithRequestOpen(_ session: OpaquePointer) {
         var waiting = 0
         for id in endedWithRequestOpen {
-            guard let state = streams[id], !state.remoteEnded else { continue }
+            guard let state = streams[id], state.receiving != .ended else { continue }
             if nghttp2_session_get_stream_local_close(session, id) == 1 {
                 nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_NO_ERROR.rawValue))
                 scheduleFlush()
@@ -677,60 +674,22 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         self.delegate?.http2(self, didCloseStream: state.id)
     }
 
-    /// Server side, on a port that also serves HTTP/1.1 (gRPC-Web): adds
-    /// the HTTP/1 handlers after this one when a client's first bytes are
-    /// an HTTP/1.x request; the connection then hands them those bytes and
-    /// leaves the pipeline. nil: such a client gets 505.
-    public var http1Handoff: ((ChannelPipeline.SynchronousOperations) throws -> Void)?
-
-    private func handOffToHTTP1(_ context: ChannelHandlerContext, _ data: NIOAny, _ handoff: (ChannelPipeline.SynchronousOperations) throws -> Void) {
-        http1Handoff = nil
-        do {
-            try handoff(context.pipeline.syncOperations)
-        } catch {
-            closeReason = "cannot serve HTTP/1.1: \(error)"
-            close()
-            return
-        }
-        context.fireChannelRead(data)
-        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-    }
-
-    private func refuseHTTP1() {
-        guard let context else { return }
-        closeReason = "HTTP/1.x request on an HTTP/2-only port"
-        closedForProtocolError = true
-        var answer = context.channel.allocator.buffer(capacity: 160)
-        let body = "This port speaks HTTP/2 (gRPC) only.\n"
-        // 505: the request's HTTP version is the one thing wrong with it.
-        answer.writeString("HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)")
-        context.writeAndFlush(wrapOutboundOut(answer), promise: nil)
-        close()
-    }
-
     /// The peer broke a rule of `framePolicy`: GOAWAY with its code, sent
     /// before the connection closes (nghttp2 stops reading meanwhile).
     func terminate(for violation: HTTP2InboundFramePolicy.Violation) {
-        guard let session, closeReason == nil else { return }
-        closeReason = "HTTP/2 \(violation.code.name): \(violation.reason)"
-        closedForProtocolError = true
+        guard let session, closeCause == nil else { return }
+        closeCause = .protocolError("HTTP/2 \(violation.code.name): \(violation.reason)")
+        lifecycle.goAwaySent()
         nghttp2_session_terminate_session(session, violation.code.rawValue)
         scheduleFlush()
     }
 
     private func failConnection(code: Int32) {
         let reason = String(cString: nghttp2_strerror(code))
-        closeReason = "HTTP/2 protocol error: \(reason)"
-        closedForProtocolError = true
+        closeCause = .protocolError("HTTP/2 protocol error: \(reason)")
         // nghttp2 has queued a GOAWAY explaining the error: send it.
         flush()
         close()
-    }
-
-    private static func looksLikeHTTP1(_ bytes: ByteBuffer) -> Bool {
-        guard let head = bytes.getString(at: bytes.readerIndex, length: min(8, bytes.readableBytes)) else { return false }
-        let methods = ["GET ", "POST ", "PUT ", "HEAD ", "DELETE ", "OPTIONS ", "PATCH ", "CONNECT "]
-        return methods.contains { head.hasPrefix($0) }
     }
 
     /// One check of `SendStallWatch`: streams with bytes queued and none
@@ -755,12 +714,11 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
             }
         }
         for id in stalled { reset(stream: id, errorCode: .cancel) }
-        return queued && !isClosed
+        return queued && !lifecycle.isClosed
     }
 
     private func connectionDidEnd() {
-        guard !isClosed else { return }
-        isClosed = true
+        guard lifecycle.ended() else { return }
         if budgetReserved > 0 {
             settings.bufferBudget?.release(budgetReserved)
             budgetReserved = 0
@@ -820,82 +778,4 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
 
 extension HTTP2Connection {
     static let noCopyFlags = UInt8(NGHTTP2_NV_FLAG_NO_COPY_NAME.rawValue | NGHTTP2_NV_FLAG_NO_COPY_VALUE.rawValue)
-}
-
-/// Per-stream bookkeeping of an `HTTP2Connection`.
-final class StreamState {
-    private(set) var id: Int32
-    var delegate: HTTP2StreamDelegate?
-    /// Header fields of the HEADERS frame being received.
-    var incomingHeaders = HTTP2HeaderList()
-    /// That block's size and field count against the connection's limits.
-    var incomingBlock = HTTP2HeaderBlockMeter()
-    var receivedInitialHeaders = false
-    var sentHeaders = false
-    var outbound = ByteChunkQueue()
-    var outboundBytes = 0
-    var outboundEnded = false
-    /// Trailers to send once the queued data has left.
-    var trailers: HTTP2HeaderList?
-    /// The header blocks submitted to nghttp2 without copies (see
-    /// `withNameValuePairs`): they stay unchanged until the stream closes.
-    /// `sentHead`'s storage is the state's own, kept across reuses, so
-    /// copying a head into it does not allocate once warm.
-    private(set) var sentHead = HTTP2HeaderList()
-    var sentTrailers: HTTP2HeaderList?
-    var hasDataProvider = false
-    /// nghttp2 asked for data we did not have; it waits for `resume_data`.
-    var deferred = false
-    /// DATA bytes received and not yet given back as window credit.
-    var unconsumed = 0
-    var resetLocally = false
-    /// The peer ended its side (END_STREAM received).
-    var remoteEnded = false
-    /// Outbound bytes handed to nghttp2 so far, and what SendStallWatch
-    /// saw at its last check.
-    var drained = 0
-    var drainedAtCheck = 0
-    var stalledChecks = 0
-
-    init(id: Int32, delegate: HTTP2StreamDelegate?) {
-        self.id = id
-        self.delegate = delegate
-    }
-
-    /// Makes a closed stream's state new for stream `id` (see
-    /// HTTP2Connection.recycle: only when nothing else refers to it).
-    func reuse(id: Int32, delegate: HTTP2StreamDelegate?) {
-        self.id = id
-        self.delegate = delegate
-        // Spare states wait for the next stream of the loop: a large head's
-        // storage is not kept for it (1,024 spares of 60 KiB heads would
-        // be 60 MiB no cap counts).
-        sentHead.removeAll(keepingCapacityUpTo: 4096)
-        sentTrailers = nil
-        incomingHeaders = HTTP2HeaderList()
-        incomingBlock.reset()
-        receivedInitialHeaders = false
-        sentHeaders = false
-        outbound.removeAll()
-        outboundBytes = 0
-        outboundEnded = false
-        trailers = nil
-        hasDataProvider = false
-        deferred = false
-        unconsumed = 0
-        resetLocally = false
-        remoteEnded = false
-        drained = 0
-        drainedAtCheck = 0
-        stalledChecks = 0
-    }
-
-    /// A client stream learns its id when nghttp2 accepts its head.
-    func assign(id: Int32) { self.id = id }
-
-    /// Copies `headers` into the state's own storage, for a NO_COPY submit.
-    func keepSentHead(_ headers: HTTP2HeaderList) {
-        sentHead.removeAll(keepingCapacity: true)
-        sentHead.append(contentsOf: headers)
-    }
 }

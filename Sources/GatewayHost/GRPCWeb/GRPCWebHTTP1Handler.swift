@@ -18,13 +18,8 @@ package final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannel
     private let router: DownstreamConnection
     private var context: ChannelHandlerContext?
     private var current: GRPCWebStream?
-    /// The current request asked to keep the connection, and the gateway
-    /// is not draining.
-    private var keepAlive = true
-    private var draining = false
-    /// A request whose answer was given here (preflight, refusal): its
-    /// body is read and dropped until its end.
-    private var answeredLocally = false
+    /// The exchanges' decisions: local answer or call, keep-alive, drain.
+    private var state = GRPCWebHTTP1Connection()
     /// The listener's `idle_timeout`, armed whenever the connection waits
     /// on the client alone: between exchanges (and before a request head
     /// is complete), and for the rest of a request whose answer is out.
@@ -95,9 +90,7 @@ package final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannel
     /// The gateway drains: no further exchange; the connection closes when
     /// the current one ends (at once when there is none).
     package func beginGracefulShutdown() {
-        draining = true
-        keepAlive = false
-        if current == nil { context?.close(promise: nil) }
+        if state.beginGracefulShutdown() { context?.close(promise: nil) }
     }
 
     package func close() { context?.close(promise: nil) }
@@ -119,15 +112,11 @@ package final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannel
         case .head(let head):
             idleTimer?.cancel()
             idleTimer = nil
-            keepAlive = head.isKeepAlive && !draining
             request(head)
         case .body(let body):
             current?.requestBody(body)
         case .end(let trailers):
-            if answeredLocally {
-                answeredLocally = false
-                finishExchange(closeConnection: false)
-            }
+            if let next = state.requestEnd() { carryOut(next) }
             current?.requestEnd(trailers: trailers.map(Self.headerList))
         }
     }
@@ -142,13 +131,19 @@ package final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannel
     private func request(_ head: HTTPRequestHead) {
         let origin = head.headers.first(name: "origin")
         let listener = router.listenerConfig
-        if head.method == .OPTIONS {
+        let web = head.method == .POST ? GRPCWebRequest(contentType: head.headers.first(name: "content-type") ?? "") : nil
+        let route = GRPCWebHTTP1Connection.route(isOptions: head.method == .OPTIONS, isPost: head.method == .POST, isGRPCWeb: web != nil)
+        state.requestHead(keepAlive: head.isKeepAlive, route: route)
+        switch route {
+        case .preflight:
             let answer = GRPCWebCORS.preflight(listener.cors, origin: origin)
             return answerLocally(status: answer.status, fields: answer.fields)
-        }
-        guard head.method == .POST, let web = GRPCWebRequest(contentType: head.headers.first(name: "content-type") ?? "") else {
+        case .unsupported:
             return answerLocally(status: 415, fields: [("content-type", "text/plain"), ("content-length", "0")])
+        case .call:
+            break
         }
+        guard let web else { return }
         var headers = HTTP2HeaderList()
         headers.append(":method", "POST")
         headers.append(":scheme", router.tls == nil ? "http" : "https")
@@ -164,7 +159,6 @@ package final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannel
     }
 
     private func answerLocally(status: Int, fields: HTTP2HeaderList) {
-        answeredLocally = true
         var head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status))
         for field in fields { head.headers.add(name: field.name, value: field.value) }
         context?.write(wrapOutboundOut(.head(head)), promise: nil)
@@ -191,7 +185,7 @@ package final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannel
         // arrives sees it end. With `content-length: 0`, Python's
         // http.client read1 never marks the response done, and its next
         // request on the kept connection fails.
-        if !keepAlive { head.headers.replaceOrAdd(name: "connection", value: "close") }
+        if !state.keepAlive { head.headers.replaceOrAdd(name: "connection", value: "close") }
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         if endStream {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
@@ -224,7 +218,7 @@ package final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannel
         }
         current = nil
         resumeReading()
-        finishExchange(closeConnection: closeConnection)
+        carryOut(state.exchangeEnded(closeConnection: closeConnection))
     }
 
     /// The answer ended before the request: the rest of the request is
@@ -235,11 +229,10 @@ package final class GRPCWebHTTP1Handler: ChannelInboundHandler, RemovableChannel
         armIdleTimer()
     }
 
-    private func finishExchange(closeConnection: Bool) {
-        if closeConnection || !keepAlive {
-            context?.close(promise: nil)
-        } else {
-            armIdleTimer()
+    private func carryOut(_ next: GRPCWebHTTP1Connection.Next) {
+        switch next {
+        case .close: context?.close(promise: nil)
+        case .awaitNextRequest: armIdleTimer()
         }
     }
 }

@@ -15,6 +15,11 @@ import NIOCore
 /// bytes the client actually took, mapped back from the (base64) wire
 /// bytes, and the client the request bytes the call passed on.
 ///
+/// Its decisions are values (`GRPCWebExchange`: the request's and the
+/// answer's phases; `GRPCWebResponseCredit`, `GRPCWebRequestCredit`,
+/// `HTTP1ReadWindow`: flow control), tested without a socket; this class
+/// carries them out on the transport.
+///
 /// Lives on the connection's event loop. It and its call refer to each
 /// other until the client's side ends (`clientClosed`), when it lets the
 /// call go.
@@ -32,28 +37,20 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
     private let allocator = ByteBufferAllocator()
     private var decoder = GRPCWebBase64.Decoder()
     private var encoder = GRPCWebBase64.Encoder()
+    /// The request's and the answer's phases, and what follows each event.
+    private var exchange = GRPCWebExchange()
     /// Response bytes handed to the transport and not yet taken by the
-    /// client: (wire bytes, the call's bytes among them), in order.
-    private var inFlight = CircularBuffer<(wire: Int, original: Int)>()
-    /// Text requests: wire bytes received and bytes decoded from them that
-    /// the call has not credited yet (request flow control over HTTP/2).
-    private var uncreditedWire = 0
-    private var uncreditedDecoded = 0
-    private var requestEnded = false
-    private var headSent = false
-    private var responseEnded = false
+    /// client, mapped back to the call's bytes.
+    private var responseCredit = GRPCWebResponseCredit()
+    /// Text requests over HTTP/2: window credit in wire bytes for what the
+    /// call took of the decoded ones.
+    private var requestCredit = GRPCWebRequestCredit()
     /// Where the response's messages end: trailers go in-band, so they
     /// may only follow a whole message.
     private var responseFraming = GRPCMessageLengthScanner()
     /// HTTP/1.1: request bytes handed to the call and not yet credited
-    /// back (reading stops above `http1ReadWindow`).
-    private var http1Unconsumed = 0
-    private var readingPaused = false
-    /// HTTP/2's default stream window: the same bound for HTTP/1.1.
-    private static let http1ReadWindow = 1 << 20
-    /// The call was ended here (a malformed text body): what the call
-    /// still sends is dropped.
-    private var cutOff = false
+    /// back; reading pauses above the window.
+    private var http1Window = HTTP1ReadWindow()
 
     init(transport: Transport, request: GRPCWebRequest, corsFields: HTTP2HeaderList) {
         self.transport = transport
@@ -71,10 +68,8 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
     // MARK: The response (from the call)
 
     func sendResponseHeaders(stream: Int32, headers: HTTP2HeaderList, endStream: Bool) {
-        guard !cutOff else { return }
+        guard exchange.responseHead(endStream: endStream) else { return }
         let head = webHead(headers)
-        headSent = true
-        if endStream { responseEnded = true }
         switch transport {
         case .http2(let connection, let id):
             connection.sendResponseHeaders(stream: id, headers: head, endStream: endStream)
@@ -85,18 +80,18 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
     }
 
     func send(data: ByteBuffer, stream: Int32) {
-        guard !cutOff else { return }
+        guard !exchange.dropsCallOutput else { return }
         data.withUnsafeReadableBytes { _ = responseFraming.scan($0, limit: Int.max) }
         let wire = request.text ? encoder.encode(data, allocator: allocator) : data
         write(wire, original: data.readableBytes)
     }
 
     func sendEnd(stream: Int32, trailers: HTTP2HeaderList?) {
-        guard !cutOff, !responseEnded else { return }
-        // A status after part of a message (a deadline mid-message) cannot
-        // follow in-band: the client would read it as the message's rest.
-        guard responseFraming.isAtMessageBoundary else { return abortResponse() }
-        responseEnded = true
+        switch exchange.responseEnd(atMessageBoundary: responseFraming.isAtMessageBoundary) {
+        case .drop: return
+        case .abort: return abortResponse()
+        case .sendTrailerFrame: break
+        }
         var frame = allocator.buffer(capacity: 64)
         if let trailers { Self.writeTrailerFrame(trailers, to: &frame) }
         var wire = frame
@@ -148,22 +143,15 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
     }
 
     func consume(stream: Int32, bytes: Int) {
-        guard case .http2(let connection, let id) = transport else {
-            http1Unconsumed = max(0, http1Unconsumed - bytes)
-            if readingPaused, http1Unconsumed <= Self.http1ReadWindow / 2, case .http1(let handler) = transport {
-                readingPaused = false
-                handler.resumeReading()
-            }
-            return
+        switch transport {
+        case .http1(let handler):
+            if http1Window.consumed(bytes) { handler.resumeReading() }
+        case .http2(let connection, let id):
+            guard request.text else { return connection.consume(stream: id, bytes: bytes) }
+            // The call took `bytes` decoded bytes: credit their share of the wire.
+            let wire = requestCredit.consumed(decoded: bytes)
+            if wire > 0 { connection.consume(stream: id, bytes: wire) }
         }
-        guard request.text else { return connection.consume(stream: id, bytes: bytes) }
-        // The call took `bytes` decoded bytes: credit their share of the wire.
-        guard uncreditedDecoded > 0 else { return }
-        let taken = min(bytes, uncreditedDecoded)
-        let wire = taken == uncreditedDecoded ? uncreditedWire : uncreditedWire * taken / uncreditedDecoded
-        uncreditedDecoded -= taken
-        uncreditedWire -= wire
-        if wire > 0 { connection.consume(stream: id, bytes: wire) }
     }
 
     /// Nothing is dropped: a gRPC-Web body is one byte stream, and cutting
@@ -172,11 +160,10 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
     /// meets the listener's send_timeout).
     func discardQueuedData(stream: Int32) -> Int { 0 }
 
-    /// The answer cannot end well: the client sees the stream break (HTTP/2
-    /// RST_STREAM, HTTP/1.1 the connection closed before the last chunk).
+    /// The answer cannot end well (the exchange says so): the client sees
+    /// the stream break (HTTP/2 RST_STREAM, HTTP/1.1 the connection closed
+    /// before the last chunk).
     private func abortResponse() {
-        cutOff = true
-        responseEnded = true
         switch transport {
         case .http2(let connection, let id): connection.reset(stream: id, errorCode: .internalError)
         case .http1(let handler): handler.exchangeDone(self, closeConnection: true)
@@ -189,7 +176,7 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
             if original > 0 { call?.clientWrote(bytes: original) }
             return
         }
-        inFlight.append((wire.readableBytes, original))
+        responseCredit.sent(wire: wire.readableBytes, original: original)
         switch transport {
         case .http2(let connection, let id): connection.send(data: wire, stream: id)
         case .http1(let handler): handler.writeBody(wire, for: self)
@@ -199,22 +186,7 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
     /// The client took `bytes` of wire bytes: the call gets credit for its
     /// own bytes among them.
     func clientTook(wireBytes bytes: Int) {
-        var left = bytes
-        var original = 0
-        while left > 0, var first = inFlight.first {
-            if left >= first.wire {
-                left -= first.wire
-                original += first.original
-                inFlight.removeFirst()
-            } else {
-                let part = first.original * left / first.wire
-                first.wire -= left
-                first.original -= part
-                original += part
-                inFlight[inFlight.startIndex] = first
-                left = 0
-            }
-        }
+        let original = responseCredit.took(wire: bytes)
         if original > 0 { call?.clientWrote(bytes: original) }
     }
 
@@ -268,7 +240,7 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
     // MARK: The request (from the transport)
 
     func requestBody(_ data: ByteBuffer) {
-        guard !cutOff, let call else { return }
+        guard !exchange.dropsCallOutput, let call else { return }
         var payload = data
         if request.text {
             do {
@@ -282,35 +254,28 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
                 if case .http2(let connection, let id) = transport { connection.consume(stream: id, bytes: data.readableBytes) }
                 return
             }
-            uncreditedWire += data.readableBytes
-            uncreditedDecoded += payload.readableBytes
+            requestCredit.received(wire: data.readableBytes, decoded: payload.readableBytes)
         }
-        if case .http1(let handler) = transport {
-            http1Unconsumed += payload.readableBytes
-            if !readingPaused, http1Unconsumed > Self.http1ReadWindow {
-                readingPaused = true
-                handler.pauseReading()
-            }
+        if case .http1(let handler) = transport, http1Window.received(payload.readableBytes) {
+            handler.pauseReading()
         }
         call.clientData(payload)
     }
 
     /// The request ended with its head (END_STREAM on HEADERS): the call
     /// knows from its start.
-    func requestEndedWithHead() { requestEnded = true }
+    func requestEndedWithHead() { exchange.requestEndedWithHead() }
 
     func requestEnd(trailers: HTTP2HeaderList?) {
-        guard !requestEnded else { return }
-        guard !cutOff else {
-            // After a malformed body's answer: the exchange is over now.
-            requestEnded = true
-            if case .http1(let handler) = transport, responseEnded { http1ResponseEnded(handler) }
-            return
+        switch exchange.requestEnd(decoderAtBoundary: decoder.isAtBoundary) {
+        case .ignore: return
+        case .malformed: return cutOffMalformed("the grpc-web-text request body ends inside a base64 group")
+        case .endAfterCutOff: break
+        case .passToCall: call?.clientEnded(trailers: trailers)
         }
-        requestEnded = true
-        guard decoder.isAtBoundary else { return cutOffMalformed("the grpc-web-text request body ends inside a base64 group") }
-        call?.clientEnded(trailers: trailers)
-        if case .http1(let handler) = transport, responseEnded { http1ResponseEnded(handler) }
+        // After the answer (a malformed body's, or an early one): the
+        // exchange is over now.
+        if case .http1(let handler) = transport { http1ResponseEnded(handler) }
     }
 
     /// The transport is gone (or the exchange over): the call learns it,
@@ -329,11 +294,8 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
     /// (RFC 9113 §8.1; a RST_STREAM submitted with it would cancel the
     /// head); over HTTP/1.1 the connection is kept for the next request.
     private func cutOffMalformed(_ message: String) {
-        guard !headSent else { return abortResponse() }
-        cutOff = true
+        guard exchange.requestMalformed() == .answerInvalidArgument else { return abortResponse() }
         clientClosed(cleanly: false)
-        headSent = true
-        responseEnded = true
         let head = webHead(GRPCLocalReply.trailersOnly(GRPCStatus(.invalidArgument, message)))
         switch transport {
         case .http2(let connection, let id):
@@ -349,17 +311,19 @@ final class GRPCWebStream: CallClientStream, HTTP2StreamDelegate {
     /// local reply, waits for the rest of the request, which is read and
     /// dropped, as an HTTP/2 stream would wait for END_STREAM).
     private func http1ResponseEnded(_ handler: GRPCWebHTTP1Handler) {
-        guard responseEnded else { return }
-        guard requestEnded else {
+        switch exchange.http1Next {
+        case .wait:
+            return
+        case .drainRequest:
             // The call is over for the proxy (its answer is out); the
             // request's rest is read and dropped (`call` is gone).
             clientClosed(cleanly: true)
-            readingPaused = false
+            http1Window.stopCounting()
             handler.drainRequestBody()
-            return
+        case .exchangeDone:
+            handler.exchangeDone(self, closeConnection: false)
+            clientClosed(cleanly: true)
         }
-        handler.exchangeDone(self, closeConnection: false)
-        clientClosed(cleanly: true)
     }
 
     // MARK: HTTP2StreamDelegate (a gRPC-Web call over HTTP/2)

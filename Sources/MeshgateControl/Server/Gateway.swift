@@ -198,6 +198,7 @@ public final class Gateway: Sendable {
                         }
                         let downstream = DownstreamConnection(listener: listener, loop: loop, tls: tls)
                         let http2 = HTTP2Connection(role: .server, settings: settings, writeBatch: loop.writeBatch, delegate: downstream)
+                        var http1Handoff: HTTPVersionGate.HTTP1Handoff?
                         if listener.config.grpcWeb {
                             // gRPC-Web from browsers that speak HTTP/1.1 to this port,
                             // held to the listener's header limits (NIO's decoder
@@ -206,13 +207,15 @@ public final class Gateway: Sendable {
                             limits.maxHeaderListSize = listener.config.maxRequestHeadersKB << 10
                             limits.maxHeaderFieldSize = listener.config.maxRequestHeadersKB << 10
                             limits.maxHeaderFieldCount = listener.config.maxHeadersCount
-                            http2.http1Handoff = { pipeline in
+                            http1Handoff = { pipeline in
                                 try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true,
                                                                          withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
                                 try pipeline.addHandler(GRPCWebHTTP1Handler(router: downstream))
                             }
                         }
-                        try channel.pipeline.syncOperations.addHandler(http2)
+                        // The gate answers HTTP/1.x clients (505, or the
+                        // gRPC-Web hand-off) and leaves at the first read.
+                        try channel.pipeline.syncOperations.addHandlers(HTTPVersionGate(connection: http2, http1Handoff: http1Handoff), http2)
                         loop.register(http2)
                         downstream.connectionAccepted(http2)
                     }
