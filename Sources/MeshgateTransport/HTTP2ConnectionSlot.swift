@@ -41,11 +41,9 @@ public final class HTTP2ConnectionSlot: HTTP2ConnectionDelegate {
         self.dial = dial
     }
 
-    /// The connection, when there is one that takes new streams. A
-    /// connection with a `closeReason` is closing (`close(reason:)` closes
-    /// on the next turn of the loop, and `canOpenStreams` stays true until
-    /// then). A bare `close()` sets no reason: the slot cannot see it
-    /// before the channel closes, so callers close with a reason.
+    /// The connection, when there is one that takes new streams:
+    /// `canOpenStreams` is false as soon as a close or a GOAWAY is queued
+    /// (the connection's lifecycle says so); a `closeReason` is checked too.
     public var usableConnection: HTTP2Connection? {
         guard let connection, connection.canOpenStreams, connection.closeReason == nil else { return nil }
         return connection
