@@ -474,13 +474,20 @@ def test_pending_calls_on_a_route_without_retries_keep_little_of_their_requests(
 @pytest.mark.parametrize("cap", ["global", "per_connection"])
 def test_replay_bytes_are_counted_in_the_buffer_caps(mesh, launcher, cap):
     """The same 400 x 250 KB on a route with a retry filter, with
-    `runtime.global_buffer_limit_bytes: 16 MiB`, or the listener's
+    `runtime.global_buffer_limit_bytes: 24 MiB`, or the listener's
     `per_connection_buffer_limit_bytes: 16 MiB` (all 400 calls share one
     connection): replay bytes count in that cap; past it a call stops
     keeping bytes (it can no longer be retried) but completes. All 400
     succeed and RSS growth stays under the cap + 32 MiB (an unfixed
-    gateway: +98 MiB)."""
-    limit = 16 * MiB
+    gateway: +98 MiB).
+
+    The global case uses 24 MiB: the budget also holds the bytes queued
+    toward the upstreams, and one client connection may have 16 MiB in
+    flight (its receive window); under a budget smaller than that, queues
+    past it are reset by design (docs/limits.md), and whether a call hits
+    that depended on how fast the replicas read (3 of 400 calls, in two of
+    three full CI-like runs)."""
+    limit = 24 * MiB if cap == "global" else 16 * MiB
     gw = start_gateway(launcher, mesh, f"gw-adv-replay-{cap}", routes=retry_route(),
                        runtime={"global_buffer_limit_bytes": limit} if cap == "global" else None,
                        listener={"per_connection_buffer_limit_bytes": limit} if cap == "per_connection" else None)
