@@ -12,7 +12,8 @@ import MeshgateDiscovery
 /// Streams are multiplexed: a call takes the first connection with room
 /// under the upstream's SETTINGS_MAX_CONCURRENT_STREAMS; when none has room,
 /// another connection opens (up to `max_connections_per_endpoint`). Calls
-/// wait here while a connection is being set up. A failed connect puts the
+/// wait here while a connection is being set up, and at that limit until a
+/// stream closes. A failed connect puts the
 /// endpoint in exponential backoff (gRPC's connection backoff: 1 s × 1.6ⁿ,
 /// ±20 % jitter, at most 30 s) and hands the waiting calls back to be placed
 /// on another endpoint, since none of their bytes left the gateway.
@@ -90,14 +91,13 @@ package final class EndpointPool {
 
     private func openConnectionIfNeeded() {
         if connections.contains(where: { $0.isConnecting }) { return }
-        guard connections.count < cluster.maxConnectionsPerEndpoint else {
-            // At the connection limit and every connection full: nghttp2
-            // queues extra streams until the upstream frees a slot.
-            if let leastLoaded = connections.filter({ $0.isReady }).min(by: { $0.activeStreams < $1.activeStreams }) {
-                while let call = waiters.popFirst() { call.attach(leastLoaded) }
-            }
-            return
-        }
+        // At the connection limit and every connection full, the calls
+        // stay here until a stream closes (`serviceWaiters`): attached to a
+        // full connection they would wait in nghttp2's queue instead, and
+        // count as started (on_attempt_start), not pending, for the circuit
+        // breaker's max_pending_requests (Envoy's pending: no connection
+        // or stream to dispatch the request on yet).
+        guard connections.count < cluster.maxConnectionsPerEndpoint else { return }
         connect()
     }
 

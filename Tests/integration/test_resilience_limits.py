@@ -76,11 +76,6 @@ def test_max_connections_per_endpoint_is_reached_and_calls_wait(launcher, mesh_p
 # Circuit breaker
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "max_pending_requests never bounds calls waiting for an upstream stream at the connection limit: "
-    "EndpointPool.openConnectionIfNeeded attaches them to a full connection (nghttp2 queues the stream), "
-    "so on_attempt_start runs and the breaker counts them as no longer pending; all 6 calls are admitted "
-    "and served one after another (0.8 s ... 4.8 s)"))
 def test_circuit_breaker_max_pending_requests(launcher, mesh_pb2, mesh_pb2_grpc):
     """One upstream stream at a time (a 1-stream replica, one connection on
     one loop) and max_pending_requests 2: of 6 concurrent 800 ms calls, one
