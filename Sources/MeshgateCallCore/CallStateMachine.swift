@@ -168,22 +168,11 @@ package struct CallStateMachine {
     }
 
     /// The attempt whose response the client gets, once there is one.
-    @inlinable package var committedAttempt: AttemptID? {
-        switch phase {
-        case .committed(let id): id
-        case .finished(let finished), .done(let finished): finished.committed
-        default: nil
-        }
-    }
+    @inlinable package var committedAttempt: AttemptID? { phase.committedAttempt }
 
     /// The status the client got (or the call ended with): set once the
     /// call has finished.
-    @inlinable package var finalStatus: GRPCStatus? {
-        switch phase {
-        case .finished(let finished), .done(let finished): finished.status
-        default: nil
-        }
-    }
+    @inlinable package var finalStatus: GRPCStatus? { phase.finalStatus }
 
     @inlinable package var isFinished: Bool {
         switch phase {
@@ -791,5 +780,27 @@ package struct CallStateMachine {
         if let outcome { attempts[id].outcome = outcome }
         output.append(.reportAttempt(id, responseStarted: committedAttempt == id, decides: decides))
         return true
+    }
+}
+
+extension CallStateMachine.Phase {
+    /// The attempt whose response the client gets, once there is one. On
+    /// the phase, so that the executor reads it from the machine's stored
+    /// `phase` (a computed property of the machine, called from another
+    /// module, copies the whole machine to borrow it).
+    @inlinable package var committedAttempt: AttemptID? {
+        switch self {
+        case .committed(let id): id
+        case .finished(let finished), .done(let finished): finished.committed
+        default: nil
+        }
+    }
+
+    /// The status the client got (or the call ended with).
+    @inlinable package var finalStatus: GRPCStatus? {
+        switch self {
+        case .finished(let finished), .done(let finished): finished.status
+        default: nil
+        }
     }
 }

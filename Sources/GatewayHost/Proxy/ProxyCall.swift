@@ -178,24 +178,6 @@ final class ProxyCall: HTTP2StreamDelegate {
         scratch.putBack(actions, depth)
     }
 
-    // The machine's derived values, read from its stored `phase`: calling
-    // its computed properties from this module would copy the whole
-    // machine (and retain all it holds) to borrow it from this object.
-    private var finalStatus: GRPCStatus? {
-        switch machine.phase {
-        case .finished(let finished), .done(let finished): finished.status
-        default: nil
-        }
-    }
-
-    private var committedAttempt: AttemptID? {
-        switch machine.phase {
-        case .committed(let id): id
-        case .finished(let finished), .done(let finished): finished.committed
-        default: nil
-        }
-    }
-
     /// call_start_attempt: false when the call can make no more attempts.
     func filterStartAttempt(afterMs delay: UInt32) -> Bool {
         guard machine.acceptsNewAttempts else { return false }
@@ -368,7 +350,7 @@ final class ProxyCall: HTTP2StreamDelegate {
             case .none: downstream.sendEnd(stream: downstreamStream, trailers: nil)
             }
         case .sendLocalStatus(let responseStarted):
-            let status = finalStatus ?? GRPCStatus(.unknown, "")
+            let status = machine.phase.finalStatus ?? GRPCStatus(.unknown, "")
             if responseStarted {
                 downstream.sendEnd(stream: downstreamStream, trailers: GRPCLocalReply.trailers(status))
             } else {
@@ -384,7 +366,7 @@ final class ProxyCall: HTTP2StreamDelegate {
             deadlineTimer?.cancel()
             deadlineTimer = nil
         case .callDone(let attemptCount):
-            callDone(status: finalStatus ?? GRPCStatus(.cancelled, ""), attempts: attemptCount)
+            callDone(status: machine.phase.finalStatus ?? GRPCStatus(.cancelled, ""), attempts: attemptCount)
         }
     }
 
@@ -582,7 +564,7 @@ final class ProxyCall: HTTP2StreamDelegate {
                              requestBytes: machine.request.received, responseBytes: machine.responseBytesWritten)
         }
         if generation.serving.config.runtime.accessLog {
-            let upstream = committedAttempt.map { attempts[$0].address } ?? lastUpstream
+            let upstream = machine.phase.committedAttempt.map { attempts[$0].address } ?? lastUpstream
             loop.accessLog.write(AccessLog.Entry(
                 listener: generation.serving.listeners[listenerIndex].config.name, path: path, cluster: route.config.cluster,
                 status: status, durationMicros: Int64(seconds * 1_000_000), upstream: upstream, attempts: attemptCount,
