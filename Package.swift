@@ -26,6 +26,10 @@ import PackageDescription
 // into per call: support, config, gRPC rules, own services) are also built
 // with cross-module optimization: the split into modules must not stop
 // inlining or cost retains on the hot path (bench/run.sh counts retains).
+// Those the data path calls into declare their API `public`, not `package`:
+// Swift 6.3 neither inlines nor specializes a `package` declaration from
+// another module (not even an @inlinable one), and cross-module
+// optimization serializes only public ones (ModuleBoundaryTests keeps it so).
 let crossModuleSettings: [SwiftSetting] = [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
 let dataPathSettings: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked", "-cross-module-optimization"], .when(configuration: .release))]
 

@@ -1,6 +1,6 @@
 /// Why an attempt of a call was made (the `kind` label of
 /// `meshgate_upstream_attempts_total`).
-package enum AttemptKind: Int, CaseIterable, Sendable {
+public enum AttemptKind: Int, CaseIterable, Sendable {
     /// The call's first attempt.
     case first
     /// After a failed attempt, by the retry plugin's decision.
@@ -12,7 +12,7 @@ package enum AttemptKind: Int, CaseIterable, Sendable {
     /// unprocessed): sent again once by the host itself.
     case transparent
 
-    package var label: String {
+    public var label: String {
         switch self {
         case .first: "first"
         case .retry: "retry"

@@ -3,23 +3,23 @@ import MeshgateGRPCCalls
 import MeshgateHTTP2
 
 /// How an attempt ended, as far as the call's outcome goes.
-package struct AttemptOutcome: Equatable {
-    package var status: GRPCStatus
+public struct AttemptOutcome: Equatable {
+    public var status: GRPCStatus
     /// The response head, when it was held back and not yet sent on.
-    package var head: HTTP2HeaderList?
+    public var head: HTTP2HeaderList?
     /// Trailers, or the Trailers-Only head.
-    package var trailers: HTTP2HeaderList?
-    package var trailersOnly = false
+    public var trailers: HTTP2HeaderList?
+    public var trailersOnly = false
     /// No status from the server: reset, refused, or the connection was lost.
-    package var transportFailure = false
+    public var transportFailure = false
     /// REFUSED_STREAM (also what a GOAWAY does to streams it did not
     /// process): nothing reached the server, so it may be sent again.
-    package var refused = false
+    public var refused = false
     /// grpc-retry-pushback-ms: -1 absent, -2 present but invalid.
-    package var pushbackMs: Int64 = -1
+    public var pushbackMs: Int64 = -1
 
     /// The status the server sent in `headers` (trailers, or a Trailers-Only head).
-    package static func fromStatusHeaders(_ headers: HTTP2HeaderList, head: HTTP2HeaderList?, trailersOnly: Bool) -> AttemptOutcome {
+    public static func fromStatusHeaders(_ headers: HTTP2HeaderList, head: HTTP2HeaderList?, trailersOnly: Bool) -> AttemptOutcome {
         // A block without grpc-status is UNKNOWN.
         var outcome = AttemptOutcome(status: GRPCStatus(headers: headers) ?? GRPCStatus(.unknown, ""))
         outcome.head = head
@@ -35,7 +35,7 @@ package struct AttemptOutcome: Equatable {
     /// The message goes to the client, so it says what happened and not
     /// where: upstream addresses are the operator's to know (the access
     /// log's `upstream`, the log).
-    package static func transportFailure(_ reason: HTTP2StreamCloseReason) -> AttemptOutcome {
+    public static func transportFailure(_ reason: HTTP2StreamCloseReason) -> AttemptOutcome {
         var outcome: AttemptOutcome
         switch reason {
         case .finished:
@@ -58,7 +58,7 @@ package struct AttemptOutcome: Equatable {
 
     /// The connection could not take a new stream (it is closing, or out of
     /// stream ids): nothing left the gateway, as with REFUSED_STREAM.
-    package static func streamNotOpened() -> AttemptOutcome {
+    public static func streamNotOpened() -> AttemptOutcome {
         var outcome = AttemptOutcome(
             status: GRPCStatus(.unavailable, "the upstream could not take a new stream (its connection is closing)"))
         outcome.transportFailure = true
@@ -69,7 +69,7 @@ package struct AttemptOutcome: Equatable {
 
 extension HTTP2HeaderLimitViolation {
     /// The violation, naming the cluster setting that sets the limit.
-    package var clusterLimitText: String {
+    public var clusterLimitText: String {
         switch self {
         case .bytes(let limit): "response headers over \(limit) bytes (the cluster's max_response_headers_kb)"
         case .fields(let limit): "response headers of more than \(limit) fields (the cluster's max_headers_count)"
@@ -77,7 +77,7 @@ extension HTTP2HeaderLimitViolation {
     }
 
     /// The violation, naming the listener setting that sets the limit.
-    package var listenerLimitText: String {
+    public var listenerLimitText: String {
         switch self {
         case .bytes(let limit): "request headers over \(limit) bytes (the listener's max_request_headers_kb)"
         case .fields(let limit): "request headers of more than \(limit) fields (the listener's max_headers_count)"

@@ -3,14 +3,14 @@ import MeshgateHTTP2
 /// An attempt's identity within its call: its number (0 for the first,
 /// then 1, 2, … in the order they were made), which plugins also see
 /// (`attempt_number`).
-package typealias AttemptID = Int
+public typealias AttemptID = Int
 
 /// What the call state machine knows of one attempt. The I/O side (the
 /// endpoint pool, the connection and stream id) is the executor's
 /// `UpstreamAttempt`; this is only the attempt's progress.
-package struct AttemptState: Equatable {
+public struct AttemptState: Equatable {
     /// Where the attempt is on its way to the upstream and back.
-    package enum Stage: Equatable {
+    public enum Stage: Equatable {
         /// The balancer is choosing its endpoint.
         case picking
         /// Queued on its endpoint's pool until a connection has room.
@@ -28,40 +28,40 @@ package struct AttemptState: Equatable {
         case gone
     }
 
-    package let kind: AttemptKind
-    package var stage = Stage.picking
+    public let kind: AttemptKind
+    public var stage = Stage.picking
     /// The endpoint it was placed on (the balancers' id) and its address.
-    package var endpointID: UInt64 = 0
-    package var address = ""
+    public var endpointID: UInt64 = 0
+    public var address = ""
     /// on_attempt_start ran (or would have, without filters): exactly one
     /// report (on_attempt_done) is owed.
-    package var started = false
-    package var reported = false
+    public var started = false
+    public var reported = false
     /// The gateway or a filter cancelled it.
-    package var cancelled = false
+    public var cancelled = false
     /// Request body bytes queued on its stream, and those the upstream took.
-    package var sent = 0
-    package var written = 0
+    public var sent = 0
+    public var written = 0
     /// Its request stream has been ended (END_STREAM or trailers queued).
-    package var sentEnd = false
+    public var sentEnd = false
     /// The response head, held back until the call commits (retry mode).
-    package var heldHead: HTTP2HeaderList?
+    public var heldHead: HTTP2HeaderList?
     /// Known once its status arrives (trailers, Trailers-Only) or its stream
     /// ends without one; for a cancelled attempt, set when it is reported.
     /// What `reportAttempt` reports.
-    package var outcome: AttemptOutcome?
+    public var outcome: AttemptOutcome?
 
-    package init(kind: AttemptKind) { self.kind = kind }
+    public init(kind: AttemptKind) { self.kind = kind }
 
     /// Not gone: the call cannot end its bookkeeping before it is.
-    package var isLive: Bool { stage != .gone }
+    public var isLive: Bool { stage != .gone }
 
     /// Still on its way to a status: not gone, not cancelled, no outcome.
-    package var isRunning: Bool { stage != .gone && !cancelled && outcome == nil }
+    public var isRunning: Bool { stage != .gone && !cancelled && outcome == nil }
 
     /// Its stream exists (events may come from it).
-    package var hasStream: Bool { stage == .open || stage == .closing }
+    public var hasStream: Bool { stage == .open || stage == .closing }
 
     /// Has a stream that takes request bytes.
-    package var takesRequest: Bool { stage == .open && !sentEnd }
+    public var takesRequest: Bool { stage == .open && !sentEnd }
 }

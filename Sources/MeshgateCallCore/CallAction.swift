@@ -14,7 +14,7 @@ import MeshgateHTTP2
 /// Carrying out an action may produce events (a pool that attaches at
 /// once, a hook that cancels attempts); the executor queues them and feeds
 /// them in after the current batch, never from inside `handle`.
-package enum CallAction: Equatable {
+public enum CallAction: Equatable {
     // MARK: Attempts
 
     /// Run on_request_headers; answered with `requestHeaderHooksReturned`.
@@ -89,7 +89,7 @@ package enum CallAction: Equatable {
     case callDone(attempts: Int)
 
     /// Where a response head comes from.
-    package enum HeadSource: Equatable {
+    public enum HeadSource: Equatable {
         /// The headers of the current event (`attemptHeaders`).
         case event
         /// `attempts[id].heldHead` (a retry chain commits on the first message).
@@ -102,7 +102,7 @@ package enum CallAction: Equatable {
     }
 
     /// Where the trailers that end a response come from.
-    package enum TrailerSource: Equatable {
+    public enum TrailerSource: Equatable {
         /// The headers of the current event.
         case event
         /// `attempts[id].outcome.trailers`.

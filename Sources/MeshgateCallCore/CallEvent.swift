@@ -6,7 +6,7 @@ import NIOCore
 /// `CallStateMachine.handle(_:into:)`. The executor (`ProxyCall`) turns
 /// HTTP/2 callbacks, pool callbacks, timers and plugin host functions into
 /// these.
-package enum CallEvent: Equatable {
+public enum CallEvent: Equatable, Sendable {
     // MARK: The client's stream
 
     /// The request head arrived (the first event of every call).
@@ -72,7 +72,7 @@ package enum CallEvent: Equatable {
 
 /// A retry or hedging plugin's answer for an attempt that ended before the
 /// call committed to it (`mg_retry_decision`).
-package enum RetryDecision: Equatable {
+public enum RetryDecision: Equatable, Sendable {
     /// MG_RETRY_NO: the call ends with this result unless other attempts
     /// run or one is scheduled.
     case no
@@ -90,7 +90,7 @@ extension CallEvent {
     /// this event carries none for that action: a bug in the machine, which
     /// the executor asserts and the test harness records. Resolved here
     /// only, so that the executor and the harness read actions alike.
-    @inlinable package func bytes(for action: CallAction) -> ByteBuffer? {
+    @inlinable public func bytes(for action: CallAction) -> ByteBuffer? {
         // One switch per value, not over a tuple: a tuple would copy (and
         // retain) the event and the action.
         switch self {
@@ -109,7 +109,7 @@ extension CallEvent {
 
     /// What a `HeadSource.event` or `TrailerSource.event` names: the
     /// headers of `attemptHeaders` (nil for any other event, a bug).
-    @inlinable package var attemptHeaderList: HTTP2HeaderList? {
+    @inlinable public var attemptHeaderList: HTTP2HeaderList? {
         if case .attemptHeaders(_, let headers, _, _) = self { return headers }
         return nil
     }

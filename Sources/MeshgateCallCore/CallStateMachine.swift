@@ -32,28 +32,28 @@ import NIOCore
 /// Nothing here allocates per event (the attempt table allocates once per
 /// call), and actions are plain values: the caller's action array is
 /// reused and dropped without a release.
-package struct CallStateMachine {
-    package struct Configuration: Equatable {
+public struct CallStateMachine {
+    public struct Configuration: Equatable {
         /// The chain has filters: the request head and each attempt go
         /// through their hooks before the call goes on.
-        package var runsHooks: Bool
+        public var runsHooks: Bool
         /// The chain has a retry or hedging plugin (MG_KIND_RETRY /
         /// MG_KIND_HEDGE), which decides what follows a failed attempt.
-        package var hasScheduler: Bool
+        public var hasScheduler: Bool
         /// A retry plugin: a response head waits for the first message
         /// before it commits.
-        package var holdsResponseHead: Bool
+        public var holdsResponseHead: Bool
         /// Request bytes kept for replay before the call commits (the
         /// executor sets a small one for chains that cannot retry: enough
         /// for a transparent retry of a typical request, no more).
-        package var replayLimit: Int
+        public var replayLimit: Int
         /// The call's path, for the gateway's own status messages.
-        package var path: String
+        public var path: String
         /// The route's message size limits (nil: none).
-        package var maxRequestMessageBytes: Int? = nil
-        package var maxResponseMessageBytes: Int? = nil
+        public var maxRequestMessageBytes: Int? = nil
+        public var maxResponseMessageBytes: Int? = nil
 
-        package init(
+        public init(
             runsHooks: Bool, hasScheduler: Bool, holdsResponseHead: Bool, replayLimit: Int, path: String,
             maxRequestMessageBytes: Int? = nil, maxResponseMessageBytes: Int? = nil
         ) {
@@ -67,7 +67,7 @@ package struct CallStateMachine {
         }
     }
 
-    package enum Phase: Equatable {
+    public enum Phase: Equatable {
         /// Before `start`.
         case idle
         /// Attempts run, wait, or are scheduled; the client has nothing yet.
@@ -83,66 +83,66 @@ package struct CallStateMachine {
         case done(Finished)
     }
 
-    package struct Open: Equatable {
+    public struct Open: Equatable {
         /// The request hooks have not returned yet: no attempt exists.
-        package var admitting = true
+        public var admitting = true
         /// False once the request outgrew the replay buffer: no new
         /// attempt can start.
-        package var replaying = true
+        public var replaying = true
         /// The kind of attempt a timer will start, when one is scheduled.
-        package var scheduled: AttemptKind?
+        public var scheduled: AttemptKind?
         /// The attempt whose result the call ends with when nothing else
         /// runs and nothing is scheduled.
-        package var pendingResult: AttemptID?
+        public var pendingResult: AttemptID?
         /// An attempt reported with `decides`, whose decision is due.
-        package var awaitingDecision: AttemptID?
-        package var transparentRetryUsed = false
+        public var awaitingDecision: AttemptID?
+        public var transparentRetryUsed = false
         /// The endpoint the last attempt ended on: the balancer avoids it.
-        package var avoidEndpoint: UInt64 = 0
+        public var avoidEndpoint: UInt64 = 0
     }
 
-    package struct Finished: Equatable {
-        package var status: GRPCStatus
+    public struct Finished: Equatable {
+        public var status: GRPCStatus
         /// The attempt whose response the client got, if any: its stream
         /// still gets window credit as the client reads.
-        package var committed: AttemptID?
+        public var committed: AttemptID?
     }
 
-    package struct RequestProgress: Equatable {
+    public struct RequestProgress: Equatable {
         /// The client ended its stream (`trailers` when it sent any).
-        package var ended = false
-        package var trailers: HTTP2HeaderList?
+        public var ended = false
+        public var trailers: HTTP2HeaderList?
         /// Body bytes the client sent, and those given back to it as
         /// window credit (as the furthest attempt's upstream took them).
-        package var received = 0
-        package var credited = 0
+        public var received = 0
+        public var credited = 0
     }
 
-    package let configuration: Configuration
-    package private(set) var phase = Phase.idle
+    public let configuration: Configuration
+    public private(set) var phase = Phase.idle
     /// Every attempt made, indexed by id; gone ones stay (ids never move).
     /// A plain Array on purpose: its subscript modifies in place through an
     /// addressor, where a `_read`/`_modify` coroutine over a 128-byte
     /// element mallocs a frame whenever it is not inlined (measured: 35
     /// mallocs per RPC).
-    package private(set) var attempts: [AttemptState] = []
-    package private(set) var request = RequestProgress()
-    package private(set) var downstreamClosed = false
+    public private(set) var attempts: [AttemptState] = []
+    public private(set) var request = RequestProgress()
+    public private(set) var downstreamClosed = false
     /// Response DATA bytes (gRPC framing included) that left for the client.
-    package private(set) var responseBytesWritten = 0
+    public private(set) var responseBytesWritten = 0
     /// Message boundaries, followed only under a size limit.
     private var requestMessages = GRPCMessageLengthScanner()
     private var responseMessages = GRPCMessageLengthScanner()
     /// Request bytes kept (by the executor) to send again to later
     /// attempts: how many chunks and bytes.
-    package private(set) var replayChunks = 0
-    package private(set) var replayBytes = 0
+    public private(set) var replayChunks = 0
+    public private(set) var replayBytes = 0
     /// Where the current event's actions go (the caller's buffer, swapped in).
     private var output = ActionBuffer()
 
     /// `attemptStorage`: an empty table whose capacity a finished call gave
     /// back (`takeAttemptStorage`), so that the table costs no allocation.
-    @inlinable package init(configuration: Configuration, attemptStorage: [AttemptState] = []) {
+    public init(configuration: Configuration, attemptStorage: [AttemptState] = []) {
         self.configuration = configuration
         precondition(attemptStorage.isEmpty, "a reused attempt table must be empty")
         self.attempts = attemptStorage
@@ -151,7 +151,7 @@ package struct CallStateMachine {
     /// Once the call is done: the attempt table, emptied with its capacity
     /// kept, for the loop's next call. (Events after `.callDone` find no
     /// attempt, as they find none live today.) Before that: an empty table.
-    package mutating func takeAttemptStorage() -> [AttemptState] {
+    public mutating func takeAttemptStorage() -> [AttemptState] {
         guard case .done = phase else { return [] }
         var table: [AttemptState] = []
         swap(&table, &attempts)
@@ -162,19 +162,19 @@ package struct CallStateMachine {
     // MARK: Questions the executor asks
 
     /// call_start_attempt may schedule another attempt.
-    @inlinable package var acceptsNewAttempts: Bool {
+    @inlinable public var acceptsNewAttempts: Bool {
         if case .open(let open) = phase { return open.replaying }
         return phase == .idle
     }
 
     /// The attempt whose response the client gets, once there is one.
-    @inlinable package var committedAttempt: AttemptID? { phase.committedAttempt }
+    @inlinable public var committedAttempt: AttemptID? { phase.committedAttempt }
 
     /// The status the client got (or the call ended with): set once the
     /// call has finished.
-    @inlinable package var finalStatus: GRPCStatus? { phase.finalStatus }
+    @inlinable public var finalStatus: GRPCStatus? { phase.finalStatus }
 
-    @inlinable package var isFinished: Bool {
+    @inlinable public var isFinished: Bool {
         switch phase {
         case .finished, .done: true
         default: false
@@ -185,7 +185,7 @@ package struct CallStateMachine {
 
     /// Applies `event` and appends what follows from it to `actions`
     /// (which the caller clears and reuses).
-    package mutating func handle(_ event: CallEvent, into actions: inout ActionBuffer) {
+    public mutating func handle(_ event: CallEvent, into actions: inout ActionBuffer) {
         swap(&output, &actions)
         defer { swap(&output, &actions) }
         switch event {
@@ -788,7 +788,7 @@ extension CallStateMachine.Phase {
     /// the phase, so that the executor reads it from the machine's stored
     /// `phase` (a computed property of the machine, called from another
     /// module, copies the whole machine to borrow it).
-    @inlinable package var committedAttempt: AttemptID? {
+    @inlinable public var committedAttempt: AttemptID? {
         switch self {
         case .committed(let id): id
         case .finished(let finished), .done(let finished): finished.committed
@@ -797,7 +797,7 @@ extension CallStateMachine.Phase {
     }
 
     /// The status the client got (or the call ended with).
-    @inlinable package var finalStatus: GRPCStatus? {
+    @inlinable public var finalStatus: GRPCStatus? {
         switch self {
         case .finished(let finished), .done(let finished): finished.status
         default: nil

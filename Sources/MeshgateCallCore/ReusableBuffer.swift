@@ -7,52 +7,53 @@
 /// - `EventQueue`, the events that arrive for a call while it processes one
 ///   (kept per loop in `CallScratch`; events carry buffers and headers, so
 ///   it is emptied with `removeAll(releasingWith:)`).
-package struct ReusableBuffer<Element> {
+public struct ReusableBuffer<Element> {
     // Inlinable: the proxy fills and drains these per event from another
     // module; a call through an unspecialized generic would cost more than
     // the work itself.
     @usableFromInline var storage: [Element] = []
-    @usableFromInline package private(set) var count = 0
+    @usableFromInline var usedCount = 0
+    @inlinable public var count: Int { usedCount }
 
-    @inlinable package init(capacity: Int = 0) {
+    @inlinable public init(capacity: Int = 0) {
         // reserveCapacity(0) is not free: on the empty array it makes a
         // "new" empty buffer (a call and a release), and empty buffers are
         // made for every event a call processes.
         if capacity > 0 { storage.reserveCapacity(capacity) }
     }
 
-    @inlinable package var isEmpty: Bool { count == 0 }
+    @inlinable public var isEmpty: Bool { count == 0 }
 
-    @inlinable package subscript(index: Int) -> Element {
+    @inlinable public subscript(index: Int) -> Element {
         precondition(index < count)
         return storage[index]
     }
 
-    @inlinable package mutating func append(_ element: Element) {
+    @inlinable public mutating func append(_ element: Element) {
         if count < storage.count {
             storage[count] = element
         } else {
             storage.append(element)
         }
-        count += 1
+        usedCount += 1
     }
 
     /// Empties the buffer; the old elements stay in their slots until
     /// overwritten (for elements that own nothing).
-    @inlinable package mutating func clear() {
-        count = 0
+    @inlinable public mutating func clear() {
+        usedCount = 0
     }
 
     /// Empties the buffer, overwriting each used slot with `filler` so that
     /// what the old elements held is released now.
-    @inlinable package mutating func removeAll(releasingWith filler: Element) {
+    @inlinable public mutating func removeAll(releasingWith filler: Element) {
         for i in 0..<count { storage[i] = filler }
-        count = 0
+        usedCount = 0
     }
 
     /// The elements, for tests and logs.
-    @inlinable package var elements: ArraySlice<Element> { storage[..<count] }
+    @inlinable public var elements: ArraySlice<Element> { storage[..<count] }
 }
 
-package typealias ActionBuffer = ReusableBuffer<CallAction>
-package typealias EventQueue = ReusableBuffer<CallEvent>
+public typealias ActionBuffer = ReusableBuffer<CallAction>
+public typealias EventQueue = ReusableBuffer<CallEvent>

@@ -56,7 +56,7 @@ public enum ConfigLoader {
         }
     }
 
-    package static func parse(root: YAMLNode, file: String) throws(ConfigError) -> GatewayConfig {
+    public static func parse(root: YAMLNode, file: String) throws(ConfigError) -> GatewayConfig {
         let top = try YAMLFieldReader(root, file: file, path: "", allowed: ["runtime", "admin", "listeners", "clusters", "plugins", "plugin_dir"])
         var config = GatewayConfig(runtime: RuntimeConfig(), admin: nil, listeners: [], clusters: [], sourceFile: file)
 
@@ -360,7 +360,7 @@ public enum ConfigLoader {
 
     /// Endpoint entries (`address`, `weight`, `metadata`): a cluster's
     /// `endpoints:` and a discovery file's list.
-    package static func parseEndpoints(_ nodes: [(node: YAMLNode, path: String)], file: String) throws(ConfigError) -> [EndpointConfig] {
+    public static func parseEndpoints(_ nodes: [(node: YAMLNode, path: String)], file: String) throws(ConfigError) -> [EndpointConfig] {
         var seen: Set<SocketAddressSpec> = []
         var endpoints: [EndpointConfig] = []
         for (endpointNode, endpointPath) in nodes {

@@ -8,23 +8,23 @@ import MeshgateYAML
 /// line and column of the description key it came from, so an error in a
 /// translated value still points at the user's file. README "The product
 /// description's config" lists the mapping key by key.
-package enum DescriptionConfigTranslator {
-    package static let keys: Set<String> = ["services", "load_balancer", "retry_policy", "mtls", "connection_pool", "hedging"]
-    package static let nativeKeys: Set<String> = ["runtime", "admin", "listeners", "clusters", "plugins", "plugin_dir"]
+public enum DescriptionConfigTranslator {
+    public static let keys: Set<String> = ["services", "load_balancer", "retry_policy", "mtls", "connection_pool", "hedging"]
+    public static let nativeKeys: Set<String> = ["runtime", "admin", "listeners", "clusters", "plugins", "plugin_dir"]
 
     /// Balancer names the description uses, to the plugins that do them.
-    package static let algorithms: [String: String] = [
+    public static let algorithms: [String: String] = [
         "round_robin": "round_robin", "weighted_round_robin": "round_robin", "weighted": "round_robin",
         "least_connections": "least_conn", "least_conn": "least_conn",
         "random": "random", "consistent_hash": "consistent_hash",
     ]
 
     /// The header consistent_hash hashes unless `load_balancer.hash_header` names another.
-    package static let defaultHashHeader = "x-session-id"
+    public static let defaultHashHeader = "x-session-id"
 
     /// True when `root` is written in the description's form. A document
     /// that mixes both forms is refused, naming a key of each.
-    package static func isDescriptionForm(_ root: YAMLNode, file: String) throws(ConfigError) -> Bool {
+    public static func isDescriptionForm(_ root: YAMLNode, file: String) throws(ConfigError) -> Bool {
         guard case .mapping(let pairs, _) = root else { return false }
         let description = pairs.first { keys.contains($0.key.scalarText ?? "") }
         guard let description else { return false }
@@ -38,12 +38,12 @@ package enum DescriptionConfigTranslator {
     /// The native document, and for the positions it reuses, the
     /// description field each came from (so that an error the native
     /// loader finds there names the field the user wrote).
-    package struct Translation {
-        package var document: YAMLNode
-        package var origins: [YAMLMark: String]
+    public struct Translation {
+        public var document: YAMLNode
+        public var origins: [YAMLMark: String]
     }
 
-    package static func translate(_ root: YAMLNode, file: String) throws(ConfigError) -> Translation {
+    public static func translate(_ root: YAMLNode, file: String) throws(ConfigError) -> Translation {
         let top = try YAMLFieldReader(root, file: file, path: "", allowed: keys.sorted())
         let here = root.mark
         var origins: [YAMLMark: String] = [:]

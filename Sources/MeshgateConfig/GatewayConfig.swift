@@ -25,7 +25,7 @@ public struct GatewayConfig: Sendable {
         Self.located(error, origins: fieldOrigins)
     }
 
-    package static func located(_ error: ConfigError, origins: [YAMLMark: String]) -> ConfigError {
+    public static func located(_ error: ConfigError, origins: [YAMLMark: String]) -> ConfigError {
         guard let mark = error.mark, let origin = origins[mark] else { return error }
         var located = error
         located.field = error.field.isEmpty ? origin : "\(origin) (native: \(error.field))"
@@ -270,7 +270,7 @@ public struct ClusterConfig: Sendable {
 
     /// Whether connections made for `other` would be made the same way (a
     /// reload keeps an endpoint's pool only then).
-    package func sameConnectionSettings(as other: ClusterConfig) -> Bool {
+    public func sameConnectionSettings(as other: ClusterConfig) -> Bool {
         name == other.name && connectTimeout == other.connectTimeout && maxConnectionsPerEndpoint == other.maxConnectionsPerEndpoint
             && tls == other.tls && keepalive == other.keepalive
             && maxResponseHeadersKB == other.maxResponseHeadersKB && maxHeadersCount == other.maxHeadersCount

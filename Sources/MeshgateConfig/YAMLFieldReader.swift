@@ -2,15 +2,15 @@ import MeshgateYAML
 
 /// Reads one YAML mapping as a config object: typed field access with
 /// located errors, and a final check that no unknown key was given.
-package struct YAMLFieldReader {
-    package let file: String
-    package let path: String
-    package let mark: YAMLMark
+public struct YAMLFieldReader {
+    public let file: String
+    public let path: String
+    public let mark: YAMLMark
     private let pairs: [(key: String, keyMark: YAMLMark, value: YAMLNode)]
 
     /// Refuses any key outside `allowed` up front, so a misspelt key is
     /// reported as such rather than as a missing required field.
-    package init(_ node: YAMLNode, file: String, path: String, allowed: [String]) throws(ConfigError) {
+    public init(_ node: YAMLNode, file: String, path: String, allowed: [String]) throws(ConfigError) {
         self.file = file
         self.path = path
         self.mark = node.mark
@@ -35,35 +35,35 @@ package struct YAMLFieldReader {
         self.pairs = pairs
     }
 
-    package static func join(_ path: String, _ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+    public static func join(_ path: String, _ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
-    package func fieldPath(_ key: String) -> String { Self.join(path, key) }
+    public func fieldPath(_ key: String) -> String { Self.join(path, key) }
 
-    package func error(_ key: String, _ node: YAMLNode?, _ message: String) -> ConfigError {
+    public func error(_ key: String, _ node: YAMLNode?, _ message: String) -> ConfigError {
         ConfigError(file: file, mark: node?.mark ?? mark, field: fieldPath(key), message: message)
     }
 
     /// The raw node of `key`; nil when absent or null.
-    package func node(_ key: String) -> YAMLNode? {
+    public func node(_ key: String) -> YAMLNode? {
         guard let entry = pairs.first(where: { $0.key == key }) else { return nil }
         if case .null = entry.value { return nil }
         return entry.value
     }
 
-    package func requiredNode(_ key: String) throws(ConfigError) -> YAMLNode {
+    public func requiredNode(_ key: String) throws(ConfigError) -> YAMLNode {
         guard let n = node(key) else {
             throw ConfigError(file: file, mark: mark, field: fieldPath(key), message: "required field is missing")
         }
         return n
     }
 
-    package func string(_ key: String) throws(ConfigError) -> String? {
+    public func string(_ key: String) throws(ConfigError) -> String? {
         guard let n = node(key) else { return nil }
         guard let text = n.scalarText else { throw error(key, n, "expected a string, found \(n.kindName)") }
         return text
     }
 
-    package func requiredString(_ key: String) throws(ConfigError) -> String {
+    public func requiredString(_ key: String) throws(ConfigError) -> String {
         guard let s = try string(key) else {
             throw ConfigError(file: file, mark: mark, field: fieldPath(key), message: "required field is missing")
         }
@@ -71,7 +71,7 @@ package struct YAMLFieldReader {
         return s
     }
 
-    package func int(_ key: String, range: ClosedRange<Int>) throws(ConfigError) -> Int? {
+    public func int(_ key: String, range: ClosedRange<Int>) throws(ConfigError) -> Int? {
         guard let n = node(key) else { return nil }
         guard let text = n.scalarText, let value = Int(text) else {
             throw error(key, n, "expected a whole number, found \(n.scalarText.map { "'\($0)'" } ?? n.kindName)")
@@ -80,7 +80,7 @@ package struct YAMLFieldReader {
         return value
     }
 
-    package func bool(_ key: String) throws(ConfigError) -> Bool? {
+    public func bool(_ key: String) throws(ConfigError) -> Bool? {
         guard let n = node(key) else { return nil }
         switch n.scalarText {
         case "true", "True", "yes": return true
@@ -89,7 +89,7 @@ package struct YAMLFieldReader {
         }
     }
 
-    package func duration(_ key: String) throws(ConfigError) -> Duration? {
+    public func duration(_ key: String) throws(ConfigError) -> Duration? {
         guard let n = node(key) else { return nil }
         guard let text = n.scalarText, let d = DurationParser.parse(text) else {
             throw error(key, n, "expected a duration such as 250ms, 5s or 1m, found \(n.scalarText.map { "'\($0)'" } ?? n.kindName)")
@@ -97,7 +97,7 @@ package struct YAMLFieldReader {
         return d
     }
 
-    package func address(_ key: String) throws(ConfigError) -> SocketAddressSpec? {
+    public func address(_ key: String) throws(ConfigError) -> SocketAddressSpec? {
         guard let text = try string(key) else { return nil }
         do {
             return try SocketAddressSpec.parse(text)
@@ -106,7 +106,7 @@ package struct YAMLFieldReader {
         }
     }
 
-    package func requiredAddress(_ key: String) throws(ConfigError) -> SocketAddressSpec {
+    public func requiredAddress(_ key: String) throws(ConfigError) -> SocketAddressSpec {
         guard let a = try address(key) else {
             throw ConfigError(file: file, mark: mark, field: fieldPath(key), message: "required field is missing")
         }
@@ -114,7 +114,7 @@ package struct YAMLFieldReader {
     }
 
     /// The items of a list field (empty when absent).
-    package func list(_ key: String) throws(ConfigError) -> [(node: YAMLNode, path: String)] {
+    public func list(_ key: String) throws(ConfigError) -> [(node: YAMLNode, path: String)] {
         guard let n = node(key) else { return [] }
         guard case .sequence(let items, _) = n else {
             throw error(key, n, "expected a list, found \(n.kindName)")

@@ -9,8 +9,8 @@ import MeshgateConfig
 ///
 /// Resolution repeats after the smallest TTL of the answer, kept within
 /// `[min_refresh_interval, refresh_interval]`; failures retry with backoff.
-package final class DNSDiscovery: DiscoverySource {
-    package let config: DNSDiscoveryConfig
+public final class DNSDiscovery: DiscoverySource {
+    public let config: DNSDiscoveryConfig
     private let resolver: DNSResolver
     private let eventLoop: EventLoop
     private var report: Report?
@@ -18,7 +18,7 @@ package final class DNSDiscovery: DiscoverySource {
     private var backoff: DiscoveryBackoff
     private var round = 0
 
-    package init(config: DNSDiscoveryConfig, eventLoop: EventLoop) {
+    public init(config: DNSDiscoveryConfig, eventLoop: EventLoop) {
         self.config = config
         self.eventLoop = eventLoop
         self.resolver = DNSResolver(server: config.resolver ?? DNSResolver.systemServer(), eventLoop: eventLoop,
@@ -26,12 +26,12 @@ package final class DNSDiscovery: DiscoverySource {
         self.backoff = DiscoveryBackoff(limit: config.refreshInterval)
     }
 
-    package func start(report: @escaping Report) {
+    public func start(report: @escaping Report) {
         self.report = report
         resolve()
     }
 
-    package func stop() {
+    public func stop() {
         report = nil
         timer?.cancel()
         round += 1

@@ -57,11 +57,11 @@ public final class DiscoveryManager: Sendable {
     /// created, used and stopped only on the control thread; the box only
     /// carries it between calls that all run there.
     private final class RunningSource: @unchecked Sendable {
-        package let spec: DiscoveryConfig
-        package let checks: AnswerChecks
-        package let source: DiscoverySource
-        package let tls: TLSContextSource?
-        package init(spec: DiscoveryConfig, checks: AnswerChecks, source: DiscoverySource, tls: TLSContextSource?) {
+        public let spec: DiscoveryConfig
+        public let checks: AnswerChecks
+        public let source: DiscoverySource
+        public let tls: TLSContextSource?
+        public init(spec: DiscoveryConfig, checks: AnswerChecks, source: DiscoverySource, tls: TLSContextSource?) {
             self.spec = spec
             self.checks = checks
             self.source = source
@@ -71,19 +71,19 @@ public final class DiscoveryManager: Sendable {
 
     /// Refused own addresses kept for `/clusters` and the log line; the
     /// rest are counted.
-    package static let maxRefusedShown = 16
+    public static let maxRefusedShown = 16
 
     /// What every answer of a cluster's source is held to. A reload that
     /// changes it restarts the source, whose next answer is checked anew.
-    package struct AnswerChecks: Equatable, Sendable {
-        package var maxEndpoints: Int
-        package var own: GatewayOwnAddresses
+    public struct AnswerChecks: Equatable, Sendable {
+        public var maxEndpoints: Int
+        public var own: GatewayOwnAddresses
     }
 
     private struct Wanted {
-        package var spec: DiscoveryConfig
-        package var checks: AnswerChecks
-        package var tls: TLSContextSource?
+        public var spec: DiscoveryConfig
+        public var checks: AnswerChecks
+        public var tls: TLSContextSource?
     }
 
     public init() {}
@@ -91,7 +91,7 @@ public final class DiscoveryManager: Sendable {
     /// The TLS material of the running etcd sources, for the gateway's
     /// certificate watcher: files replaced in place apply to the next
     /// connection to etcd, as they do for listeners and clusters.
-    package var tlsSources: [TLSContextSource] { running.withLockedValue { $0.values.compactMap(\.tls) } }
+    public var tlsSources: [TLSContextSource] { running.withLockedValue { $0.values.compactMap(\.tls) } }
 
     /// Called (on the control thread) after a membership change, at most
     /// once per 50 ms burst of changes.
@@ -239,7 +239,7 @@ public final class DiscoveryManager: Sendable {
     /// `endpoints` without the gateway's own addresses, then at most
     /// `maxEndpoints` of them (the first, in the source's order); of the
     /// refused, the first `maxRefusedShown` described and all counted.
-    package static func check(_ endpoints: [EndpointConfig], _ checks: AnswerChecks,
+    public static func check(_ endpoints: [EndpointConfig], _ checks: AnswerChecks,
                       local: @autoclosure () -> LocalAddresses = LocalAddresses.current())
         -> (kept: [EndpointConfig], refused: [String], refusedCount: Int, dropped: Int) {
         var kept = endpoints

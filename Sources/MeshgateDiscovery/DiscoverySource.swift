@@ -7,34 +7,34 @@ import MeshgateConfig
 /// A source reports the complete current set each time (`.success`), or
 /// that it cannot tell right now (`.failure`, with why); the manager keeps
 /// the last known set through failures and through empty answers.
-package protocol DiscoverySource: AnyObject {
+public protocol DiscoverySource: AnyObject {
     typealias Report = (Result<[EndpointConfig], DiscoveryFailure>) -> Void
 
     func start(report: @escaping Report)
     func stop()
 }
 
-package struct DiscoveryFailure: Error, CustomStringConvertible {
-    package let description: String
-    package init(_ description: String) { self.description = description }
+public struct DiscoveryFailure: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }
 
 /// Retry delays of a failing source, in milliseconds: `first` (0.5 s)
 /// doubling up to `limit`, with ±20 % jitter so that many gateways do not
 /// retry in step.
-package struct DiscoveryBackoff {
-    package let limit: Duration
-    package let first: Duration
-    package private(set) var failures = 0
+public struct DiscoveryBackoff {
+    public let limit: Duration
+    public let first: Duration
+    public private(set) var failures = 0
 
-    package init(limit: Duration, first: Duration = .milliseconds(500)) {
+    public init(limit: Duration, first: Duration = .milliseconds(500)) {
         self.limit = limit
         self.first = first
     }
 
-    package mutating func reset() { failures = 0 }
+    public mutating func reset() { failures = 0 }
 
-    package mutating func next() -> Int64 {
+    public mutating func next() -> Int64 {
         failures += 1
         let firstMillis = max(first.nanosecondsClamped / 1_000_000, 1)
         let base = min(firstMillis * Int64(1 << min(failures - 1, 10)), max(limit.nanosecondsClamped / 1_000_000, firstMillis))

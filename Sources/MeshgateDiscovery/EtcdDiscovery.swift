@@ -27,9 +27,9 @@ import MeshgateSupport
 /// or its value turned bad) while keys wait for a place, the prefix is
 /// listed again so that one of them takes it; after a delay, so that a
 /// burst of removals costs one listing, and with backoff.
-package final class EtcdDiscovery: DiscoverySource {
-    package let config: EtcdDiscoveryConfig
-    package let maxEndpoints: Int
+public final class EtcdDiscovery: DiscoverySource {
+    public let config: EtcdDiscoveryConfig
+    public let maxEndpoints: Int
     private let client: EtcdClient
     private let eventLoop: EventLoop
     private var report: Report?
@@ -50,7 +50,7 @@ package final class EtcdDiscovery: DiscoverySource {
     private var badValueLog = BadKeyLog()
     private var session = 0
 
-    package init(config: EtcdDiscoveryConfig, maxEndpoints: Int, eventLoop: EventLoop, tls: TLSContextSource?) {
+    public init(config: EtcdDiscoveryConfig, maxEndpoints: Int, eventLoop: EventLoop, tls: TLSContextSource?) {
         self.config = config
         self.maxEndpoints = maxEndpoints
         self.eventLoop = eventLoop
@@ -62,12 +62,12 @@ package final class EtcdDiscovery: DiscoverySource {
                                  maxMessageBytes: InputLimits.etcdMessageBytes)
     }
 
-    package func start(report: @escaping Report) {
+    public func start(report: @escaping Report) {
         self.report = report
         list()
     }
 
-    package func stop() {
+    public func stop() {
         report = nil
         session += 1
         retryTimer?.cancel()
@@ -189,7 +189,7 @@ package final class EtcdDiscovery: DiscoverySource {
 
     // MARK: Keys
 
-    package enum Taken { case kept, noPlace, bad, freed }
+    public enum Taken { case kept, noPlace, bad, freed }
 
     /// A key's value (listed or put) into `kept`: kept when the key has a
     /// place (kept already, or a place is free), parsed only then.
@@ -262,7 +262,7 @@ package final class EtcdDiscovery: DiscoverySource {
 
     /// A key's value: a JSON object, or a bare `host:port`, within
     /// `InputLimits.etcdValue`; its size is checked before it is decoded.
-    package static func parse(_ value: [UInt8]) -> Result<EndpointConfig, DiscoveryFailure> {
+    public static func parse(_ value: [UInt8]) -> Result<EndpointConfig, DiscoveryFailure> {
         let limits = InputLimits.etcdValue
         guard value.count <= limits.maxBytes else {
             return .failure(DiscoveryFailure("the value is \(value.count) bytes, over the limit of \(limits.maxBytes) bytes"))
@@ -270,7 +270,7 @@ package final class EtcdDiscovery: DiscoverySource {
         return parse(String(decoding: value, as: UTF8.self))
     }
 
-    package static func parse(_ value: String) -> Result<EndpointConfig, DiscoveryFailure> {
+    public static func parse(_ value: String) -> Result<EndpointConfig, DiscoveryFailure> {
         let limits = InputLimits.etcdValue
         guard value.utf8.count <= limits.maxBytes else {
             return .failure(DiscoveryFailure("the value is \(value.utf8.count) bytes, over the limit of \(limits.maxBytes) bytes"))
@@ -302,15 +302,15 @@ package final class EtcdDiscovery: DiscoverySource {
 /// stays bad (a listing reads it again), and a budget of lines per minute
 /// for the rest: a writer putting bad values in a loop, or a prefix of
 /// many bad keys, does not grow the log with them.
-package struct BadKeyLog {
-    package static let linesPerMinute = 20
+public struct BadKeyLog {
+    public static let linesPerMinute = 20
     /// Keys remembered (by hash: a collision only leaves a line out).
-    package static let remembered = 4096
+    public static let remembered = 4096
 
     private var logged: Set<Int> = []
     private var budget = LogLineBudget(lines: linesPerMinute, interval: .seconds(60))
 
-    package mutating func shouldLog(_ key: String, now: NIODeadline = .now()) -> LogLineBudget.Verdict {
+    public mutating func shouldLog(_ key: String, now: NIODeadline = .now()) -> LogLineBudget.Verdict {
         let hash = key.hashValue
         guard !logged.contains(hash) else { return .drop }
         let verdict = budget.take(now: now)
@@ -322,7 +322,7 @@ package struct BadKeyLog {
     }
 
     /// The key is gone or good again: a later bad value is logged anew.
-    package mutating func forget(_ key: String) {
+    public mutating func forget(_ key: String) {
         logged.remove(key.hashValue)
     }
 }

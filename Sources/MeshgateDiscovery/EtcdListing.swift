@@ -12,8 +12,8 @@ import MeshgateEtcd
 /// over it is then read without its value, to name it and step past it.
 /// So a prefix holding any amount of data lists in bounded memory and
 /// never fails for its size.
-package struct EtcdListing {
-    package enum Step: Equatable {
+public struct EtcdListing {
+    public enum Step: Equatable {
         /// Read the keys and values of this page.
         case read(EtcdRangeRequest)
         /// Read one key without its value: alone it was over the message
@@ -24,13 +24,13 @@ package struct EtcdListing {
         case done
     }
 
-    package let rangeEnd: [UInt8]
-    package let maxPageKeys: Int
+    public let rangeEnd: [UInt8]
+    public let maxPageKeys: Int
     /// The store revision of the first page; the later pages read at it,
     /// and the watch starts after it. 0 until a page has been read.
-    package private(set) var revision: Int64 = 0
+    public private(set) var revision: Int64 = 0
     /// The keys under the prefix at `revision` (the first page's count).
-    package private(set) var keysUnderPrefix: Int64 = 0
+    public private(set) var keysUnderPrefix: Int64 = 0
     private var start: [UInt8]
     private var pageKeys: Int
     private var lastLimit = 0
@@ -38,7 +38,7 @@ package struct EtcdListing {
     private var more = true
     private var placesLeft = Int.max
 
-    package init(prefix: String, maxPageKeys: Int) {
+    public init(prefix: String, maxPageKeys: Int) {
         precondition(maxPageKeys > 0)
         self.start = Array(prefix.utf8)
         self.rangeEnd = EtcdRangeRequest.end(ofPrefix: start)
@@ -48,10 +48,10 @@ package struct EtcdListing {
 
     /// The listing ended with every place taken and keys still unread:
     /// some keys under the prefix wait for a place.
-    package var keysLeftUnread: Bool { more && placesLeft == 0 }
+    public var keysLeftUnread: Bool { more && placesLeft == 0 }
 
     /// What to ask next, with `placesLeft` places for keys not kept yet.
-    package mutating func next(placesLeft: Int) -> Step {
+    public mutating func next(placesLeft: Int) -> Step {
         self.placesLeft = placesLeft
         guard more, placesLeft > 0 else { return .done }
         if findingOversizeKey {
@@ -64,7 +64,7 @@ package struct EtcdListing {
 
     /// The page asked last was read (after a `findOversizeKey`, its one
     /// key is the one whose value was too large).
-    package mutating func didRead(_ page: EtcdRangePage) {
+    public mutating func didRead(_ page: EtcdRangePage) {
         if revision == 0 {
             revision = page.revision
             keysUnderPrefix = page.count
@@ -84,7 +84,7 @@ package struct EtcdListing {
 
     /// The page asked last was over the message limit. False when the
     /// listing cannot go on: a key alone, without its value, is over it.
-    package mutating func pageTooLarge() -> Bool {
+    public mutating func pageTooLarge() -> Bool {
         if findingOversizeKey { return false }
         if lastLimit <= 1 {
             findingOversizeKey = true

@@ -16,19 +16,19 @@ import MeshgateConfig
 /// Write the file atomically (write a temporary file, then rename it over
 /// the old one): a half-written file is a parse error, and a parse error
 /// keeps the last good endpoints.
-package final class FileDiscovery: DiscoverySource {
-    package let config: FileDiscoveryConfig
+public final class FileDiscovery: DiscoverySource {
+    public let config: FileDiscoveryConfig
     private let eventLoop: EventLoop
     private var report: Report?
     private var timer: Scheduled<Void>?
     private var stamp: String?
 
-    package init(config: FileDiscoveryConfig, eventLoop: EventLoop) {
+    public init(config: FileDiscoveryConfig, eventLoop: EventLoop) {
         self.config = config
         self.eventLoop = eventLoop
     }
 
-    package func start(report: @escaping Report) {
+    public func start(report: @escaping Report) {
         self.report = report
         check()
         scheduleNext()
@@ -42,7 +42,7 @@ package final class FileDiscovery: DiscoverySource {
         }
     }
 
-    package func stop() {
+    public func stop() {
         report = nil
         timer?.cancel()
     }
@@ -61,7 +61,7 @@ package final class FileDiscovery: DiscoverySource {
         report(Self.read(config.path))
     }
 
-    package static func read(_ path: String) -> Result<[EndpointConfig], DiscoveryFailure> {
+    public static func read(_ path: String) -> Result<[EndpointConfig], DiscoveryFailure> {
         let bytes: [UInt8]
         do {
             bytes = try Posix.readFile(path, maxBytes: InputLimits.discoveryFile.maxBytes)

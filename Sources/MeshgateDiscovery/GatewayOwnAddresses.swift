@@ -25,24 +25,24 @@ import MeshgateConfig
 /// to the gateway (an /etc/hosts alias, a wildcard DNS name such as
 /// `127.0.0.1.nip.io`) is caught when an upstream connection is made to it:
 /// `match(peer:)` on the connected peer's address (`EndpointPool`).
-package struct GatewayOwnAddresses: Equatable, Sendable {
-    package struct Own: Equatable, Sendable {
+public struct GatewayOwnAddresses: Equatable, Sendable {
+    public struct Own: Equatable, Sendable {
         /// What it is, for the log: "listener 'public' 0.0.0.0:50051".
-        package var what: String
-        package var port: Int
+        public var what: String
+        public var port: Int
         /// The IPs the socket is bound to (all zeros: every address of
         /// its family; `::` takes both families).
-        package var ips: [[UInt8]]
+        public var ips: [[UInt8]]
     }
 
-    package private(set) var own: [Own] = []
+    public private(set) var own: [Own] = []
 
-    package init() {}
+    public init() {}
 
     /// From the config: listener and admin addresses, host names
     /// resolved as binding them does (a name that does not resolve is
     /// left out: the gateway could not listen there either).
-    package init(_ config: GatewayConfig) {
+    public init(_ config: GatewayConfig) {
         for listener in config.listeners {
             add("listener '\(listener.name)' \(listener.address)", listener.address)
         }
@@ -63,7 +63,7 @@ package struct GatewayOwnAddresses: Equatable, Sendable {
     }
 
     /// The own address `endpoint` would reach, or nil.
-    package func match(_ endpoint: SocketAddressSpec, local: LocalAddresses) -> Own? {
+    public func match(_ endpoint: SocketAddressSpec, local: LocalAddresses) -> Own? {
         guard own.contains(where: { $0.port == endpoint.port }),
               let targets = Self.literalOrLocalName(endpoint.host, local: local) else { return nil }
         for own in own where own.port == endpoint.port {
@@ -77,7 +77,7 @@ package struct GatewayOwnAddresses: Equatable, Sendable {
     /// to reach. Cheap for every other peer: its port is compared first,
     /// and this machine's addresses (`local`, a getifaddrs) are read only
     /// for a peer on an own port that is not the bound IP itself.
-    package func match(peer: SocketAddress, local: () -> LocalAddresses) -> Own? {
+    public func match(peer: SocketAddress, local: () -> LocalAddresses) -> Own? {
         guard let port = peer.port, own.contains(where: { $0.port == port }), let target = Self.bytes(peer) else { return nil }
         // Exact binds first: they need no getifaddrs.
         for own in own where own.port == port && Self.reaches(target, own, nil) { return own }
@@ -106,7 +106,7 @@ package struct GatewayOwnAddresses: Equatable, Sendable {
     /// getaddrinfo reads one (`normalizedIP`), localhost, or (with
     /// `local`) this machine's name; nil otherwise. A trailing dot (the
     /// root of DNS: `localhost.`) names the same host.
-    package static func literalOrLocalName(_ host: String, local: LocalAddresses?) -> [[UInt8]]? {
+    public static func literalOrLocalName(_ host: String, local: LocalAddresses?) -> [[UInt8]]? {
         let trimmed = host.hasSuffix(".") ? String(host.dropLast()) : host
         if let ip = normalizedIP(trimmed) { return [ip] }
         let name = trimmed.lowercased()
@@ -121,7 +121,7 @@ package struct GatewayOwnAddresses: Equatable, Sendable {
     /// inet_aton form of IPv4, IPv6 with a zone), an IPv4-mapped IPv6
     /// address as its IPv4 one; nil for a name. Only text made of what a
     /// number can hold goes to libc, so a list of names costs no call each.
-    package static func normalizedIP(_ host: String) -> [UInt8]? {
+    public static func normalizedIP(_ host: String) -> [UInt8]? {
         let number = host.utf8.prefix { $0 != UInt8(ascii: "%") }
         guard !number.isEmpty, number.allSatisfy({ isHexDigit($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: ":") || $0 | 0x20 == UInt8(ascii: "x") }),
               let ip = Posix.numericHostAddress(host) else { return nil }
@@ -137,11 +137,11 @@ package struct GatewayOwnAddresses: Equatable, Sendable {
         return ip
     }
 
-    package static func isUnspecified(_ ip: [UInt8]) -> Bool { ip.allSatisfy { $0 == 0 } }
+    public static func isUnspecified(_ ip: [UInt8]) -> Bool { ip.allSatisfy { $0 == 0 } }
 
     /// The IP of an IPv4 or IPv6 socket address: 4 or 16 bytes, an
     /// IPv4-mapped IPv6 address as its 4.
-    package static func bytes(_ address: SocketAddress) -> [UInt8]? {
+    public static func bytes(_ address: SocketAddress) -> [UInt8]? {
         // sockaddr_in: family, port, then the 4-byte address at offset 4;
         // sockaddr_in6: family, port, flow info, then 16 bytes at offset 8.
         let range: Range<Int>
@@ -159,27 +159,27 @@ package struct GatewayOwnAddresses: Equatable, Sendable {
 }
 
 /// This machine's addresses, read when a discovery answer is checked.
-package struct LocalAddresses: Sendable {
-    package static let loopbackV4: [UInt8] = [127, 0, 0, 1]
-    package static let loopbackV6: [UInt8] = Array(repeating: 0, count: 15) + [1]
+public struct LocalAddresses: Sendable {
+    public static let loopbackV4: [UInt8] = [127, 0, 0, 1]
+    public static let loopbackV6: [UInt8] = Array(repeating: 0, count: 15) + [1]
 
-    package var interfaceIPs: [[UInt8]]
-    package var hostName: String?
+    public var interfaceIPs: [[UInt8]]
+    public var hostName: String?
 
-    package init(interfaceIPs: [[UInt8]], hostName: String?) {
+    public init(interfaceIPs: [[UInt8]], hostName: String?) {
         self.interfaceIPs = interfaceIPs
         self.hostName = hostName
     }
 
     /// The interfaces' addresses now (getifaddrs) and the host name.
-    package static func current() -> LocalAddresses {
+    public static func current() -> LocalAddresses {
         let devices = (try? System.enumerateDevices()) ?? []
         return LocalAddresses(interfaceIPs: devices.compactMap { $0.address.flatMap(GatewayOwnAddresses.bytes) }, hostName: Posix.hostName)
     }
 
     /// Whether connecting to `ip` reaches this machine: 127.0.0.0/8, ::1,
     /// or an interface's address.
-    package func contains(_ ip: [UInt8]) -> Bool {
+    public func contains(_ ip: [UInt8]) -> Bool {
         if ip.count == 4 && ip[0] == 127 { return true }
         if ip == Self.loopbackV6 { return true }
         return interfaceIPs.contains(ip)

@@ -15,18 +15,18 @@ import MeshgateUpstream
 /// it in place: a `var` struct in a class is copied (with a retain of each
 /// reference in it) for every non-mutating call, ~2 % of the CPU with a
 /// three-filter chain.
-package struct CallFilters {
-    package let chain: FilterChains.RouteChain
-    package let instances: LoopPluginInstances
-    package let clusterIndex: Int
+public struct CallFilters {
+    public let chain: FilterChains.RouteChain
+    public let instances: LoopPluginInstances
+    public let clusterIndex: Int
     /// The `mg_call *` of the call.
-    package let plugin: PluginCallState
+    public let plugin: PluginCallState
     /// The per-call state of each filter, by chain index (nil when no
     /// filter keeps any): from the loop's free lists, written by `begin`,
     /// freed by `releaseStates` when the call goes.
     private let states: UnsafeMutableBufferPointer<UnsafeMutableRawPointer?>?
 
-    package init(chain: FilterChains.RouteChain, instances: LoopPluginInstances, clusterIndex: Int, plugin: PluginCallState) {
+    public init(chain: FilterChains.RouteChain, instances: LoopPluginInstances, clusterIndex: Int, plugin: PluginCallState) {
         self.chain = chain
         self.instances = instances
         self.clusterIndex = clusterIndex
@@ -42,12 +42,12 @@ package struct CallFilters {
     }
 
     /// Once, when the call object goes (after `callDone`, if it ran).
-    package func releaseStates() {
+    public func releaseStates() {
         if let states { ThreadCachedMemory.deallocate(UnsafeMutableRawBufferPointer(states)) }
     }
 
     /// The chain has filters: hooks run.
-    package var isEmpty: Bool { chain.filters.isEmpty }
+    public var isEmpty: Bool { chain.filters.isEmpty }
 
     private func instance(_ link: FilterLink) -> UnsafeMutableRawPointer? {
         instances.instance(link, cluster: clusterIndex)
@@ -58,7 +58,7 @@ package struct CallFilters {
     }
 
     /// call_new of every filter.
-    package func begin() {
+    public func begin() {
         guard let states else { return }
         let links = chain.links
         for i in links.indices {
@@ -69,7 +69,7 @@ package struct CallFilters {
 
     /// on_request_headers in chain order, until one answers locally: then
     /// the status it gave (call_local_reply).
-    package func requestHeaders() -> GRPCStatus? {
+    public func requestHeaders() -> GRPCStatus? {
         guard chain.hasRequestHeaderHook else { return nil }
         plugin.inRequestHeaderHooks = true
         defer { plugin.inRequestHeaderHooks = false }
@@ -91,11 +91,11 @@ package struct CallFilters {
 
     /// Whether any filter has on_attempt_start (the attempt then takes
     /// request headers while they run).
-    package var hasAttemptStartHook: Bool { chain.hasAttemptStartHook }
+    public var hasAttemptStartHook: Bool { chain.hasAttemptStartHook }
 
     /// on_attempt_start of every filter that has it, with the attempt's
     /// `mg_attempt *` handle.
-    package func runAttemptStartHooks(attempt: OpaquePointer) {
+    public func runAttemptStartHooks(attempt: OpaquePointer) {
         let links = chain.links
         for i in links.indices {
             guard let hook = links[i].hooks.on_attempt_start else { continue }
@@ -106,7 +106,7 @@ package struct CallFilters {
     /// on_response_headers with the upstream's head readable; the fields
     /// the filters add (call_add_response_header) are appended to
     /// `clientHead`, which is lent to the plugin state meanwhile.
-    package func runResponseHeaderHooks(upstreamHead: HTTP2HeaderList, clientHead: inout HTTP2HeaderList, from attempt: OpaquePointer) {
+    public func runResponseHeaderHooks(upstreamHead: HTTP2HeaderList, clientHead: inout HTTP2HeaderList, from attempt: OpaquePointer) {
         guard chain.hasResponseHeaderHook else { return }
         plugin.responseHeaders = upstreamHead
         swap(&plugin.clientResponseHead, &clientHead)
@@ -121,7 +121,7 @@ package struct CallFilters {
 
     /// on_attempt_done: the chain's retry or hedging plugin first, since it
     /// sets the decision the others may only lower.
-    package func attemptDone(attempt: AttemptID, endpointID: UInt64, started: NIODeadline, _ outcome: AttemptOutcome, responseStarted: Bool,
+    public func attemptDone(attempt: AttemptID, endpointID: UInt64, started: NIODeadline, _ outcome: AttemptOutcome, responseStarted: Bool,
                      decision: UnsafeMutablePointer<mg_retry_decision>?) {
         guard chain.hasAttemptDoneHook else { return }
         var message = outcome.status.message
@@ -146,7 +146,7 @@ package struct CallFilters {
     }
 
     /// on_call_done, then call_destroy of every filter (each exactly once).
-    package func callDone(status: GRPCStatus, attempts: Int, duration: TimeAmount, requestBytes: Int, responseBytes: Int) {
+    public func callDone(status: GRPCStatus, attempts: Int, duration: TimeAmount, requestBytes: Int, responseBytes: Int) {
         guard chain.hasCallDoneHook else { return }
         let links = chain.links
         var message = status.message
@@ -171,7 +171,7 @@ package struct CallFilters {
 
     /// lb_pick through the chain's balancer, with the cluster's current
     /// view: the chosen endpoint's index, or nil.
-    package func pick(attempt: AttemptID, avoiding avoidEndpoint: UInt64, in cluster: ClusterPool) -> Int? {
+    public func pick(attempt: AttemptID, avoiding avoidEndpoint: UInt64, in cluster: ClusterPool) -> Int? {
         let balancer = chain.balancerLink
         var list = cluster.endpointList()
         withUnsafePointer(to: &list) { instances.noteEndpoints(balancer, cluster: clusterIndex, list: $0) }

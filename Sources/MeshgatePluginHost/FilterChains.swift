@@ -19,19 +19,19 @@ public final class FilterChains: Sendable {
         /// Some filter keeps per-call state (call_new).
         public let needsCallState: Bool
         /// `filters` as plain values, in the same order, for the hooks.
-        package let links: [FilterLink]
-        package let balancerLink: FilterLink
+        public let links: [FilterLink]
+        public let balancerLink: FilterLink
         /// The scheduler's position in `filters`.
-        package let schedulerIndex: Int?
+        public let schedulerIndex: Int?
         /// Which hooks some filter of the chain has: the others are skipped
         /// without walking the chain.
-        package let hasRequestHeaderHook: Bool
-        package let hasAttemptStartHook: Bool
-        package let hasResponseHeaderHook: Bool
-        package let hasAttemptDoneHook: Bool
-        package let hasCallDoneHook: Bool
+        public let hasRequestHeaderHook: Bool
+        public let hasAttemptStartHook: Bool
+        public let hasResponseHeaderHook: Bool
+        public let hasAttemptDoneHook: Bool
+        public let hasCallDoneHook: Bool
 
-        package init(filters: [FilterHandle], balancer: FilterHandle) {
+        public init(filters: [FilterHandle], balancer: FilterHandle) {
             self.filters = filters
             self.balancer = balancer
             self.schedulerIndex = filters.firstIndex { $0.image.schedulesAttempts }
@@ -78,7 +78,7 @@ public final class FilterChains: Sendable {
     /// Errors name the config file, line and field, and the plugin's path,
     /// ABI version or own message.
     /// `host` is the table every plugin gets (`DataPathHostFunctions.table`).
-    package static func load(_ config: GatewayConfig, ejections: EjectionRegistry = EjectionRegistry(), host: PluginHostTable) throws(ConfigError) -> FilterChains {
+    public static func load(_ config: GatewayConfig, ejections: EjectionRegistry = EjectionRegistry(), host: PluginHostTable) throws(ConfigError) -> FilterChains {
         // config_new runs on the ABI's control thread.
         let result = ControlThread.run { Result { () throws(ConfigError) -> FilterChains in try loadOnControlThread(config, ejections: ejections, host: host) } }
         return try result.get()
@@ -190,7 +190,7 @@ public final class FilterChains: Sendable {
         for handle in handles { handle.destroy() }
     }
 
-    package static func executableDirectory() -> String {
+    public static func executableDirectory() -> String {
         (try? Posix.executablePath()).map(ConfigPaths.directory(of:)) ?? "."
     }
 }

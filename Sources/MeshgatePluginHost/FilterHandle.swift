@@ -11,14 +11,14 @@ import MeshgateSupport
 public final class FilterHandle: @unchecked Sendable {
     public let image: PluginImage
     /// Dense index across the generation, for loop-local instance tables.
-    package let index: Int
-    package let config: UnsafeMutableRawPointer?
-    package let context: PluginConfigContext
+    public let index: Int
+    public let config: UnsafeMutableRawPointer?
+    public let context: PluginConfigContext
     /// Where it was declared, for messages.
     public let field: String
     private var destroyed = false
 
-    package init(image: PluginImage, index: Int, config: UnsafeMutableRawPointer?, context: PluginConfigContext, field: String) {
+    public init(image: PluginImage, index: Int, config: UnsafeMutableRawPointer?, context: PluginConfigContext, field: String) {
         self.image = image
         self.index = index
         self.config = config
@@ -26,15 +26,15 @@ public final class FilterHandle: @unchecked Sendable {
         self.field = field
     }
 
-    package var hooks: mg_plugin { image.hooks }
+    public var hooks: mg_plugin { image.hooks }
 
     /// What a call's hooks need of this handle, as plain values.
-    package var link: FilterLink { FilterLink(index: index, config: config, hooks: image.hooks) }
+    public var link: FilterLink { FilterLink(index: index, config: config, hooks: image.hooks) }
 
     /// Cancels the config's timers, then runs config_destroy (exactly
     /// once), both on the control thread. Callers make sure no instance,
     /// call or attempt made from this config is left.
-    package func destroy() {
+    public func destroy() {
         ControlThread.run {
             guard !self.destroyed else { return }
             self.destroyed = true
@@ -46,11 +46,11 @@ public final class FilterHandle: @unchecked Sendable {
 
 /// A filter of a chain as the data path uses it: plain values (no
 /// reference), so running a hook over a chain retains nothing.
-package struct FilterLink: @unchecked Sendable {
+public struct FilterLink: @unchecked Sendable {
     // @unchecked Sendable: `config` is the plugin's immutable-or-synchronized
     // config object (see FilterHandle); `hooks` holds C function pointers.
     /// `FilterHandle.index`: the slot of its loop-local instances.
-    package let index: Int
-    package let config: UnsafeMutableRawPointer?
-    package let hooks: mg_plugin
+    public let index: Int
+    public let config: UnsafeMutableRawPointer?
+    public let hooks: mg_plugin
 }

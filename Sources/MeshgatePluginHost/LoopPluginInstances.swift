@@ -4,7 +4,7 @@ import FilterABI
 /// created on first use on this loop, so loop-local plugin state never needs
 /// a lock. Also remembers which endpoint-list version each balancer
 /// instance has seen, to call lb_update before a pick that sees a new one.
-package final class LoopPluginInstances {
+public final class LoopPluginInstances {
     private let plugins: FilterChains
     private let loopIndex: UInt32
     private let clusterCount: Int
@@ -13,7 +13,7 @@ package final class LoopPluginInstances {
     private var created: [Bool]
     private var seenVersions: [UInt64]
 
-    package init(plugins: FilterChains, loopIndex: Int, clusterNames: [String]) {
+    public init(plugins: FilterChains, loopIndex: Int, clusterNames: [String]) {
         self.plugins = plugins
         self.loopIndex = UInt32(loopIndex)
         self.clusterNames = clusterNames
@@ -26,11 +26,11 @@ package final class LoopPluginInstances {
 
     private func slot(_ index: Int, _ cluster: Int) -> Int { index * clusterCount + cluster }
 
-    package func instance(_ handle: FilterHandle, cluster: Int) -> UnsafeMutableRawPointer? {
+    public func instance(_ handle: FilterHandle, cluster: Int) -> UnsafeMutableRawPointer? {
         instance(handle.link, cluster: cluster)
     }
 
-    package func instance(_ link: FilterLink, cluster: Int) -> UnsafeMutableRawPointer? {
+    public func instance(_ link: FilterLink, cluster: Int) -> UnsafeMutableRawPointer? {
         let i = slot(link.index, cluster)
         if _slowPath(!created[i]) { return create(link, cluster: cluster, slot: i) }
         return instances[i]
@@ -47,7 +47,7 @@ package final class LoopPluginInstances {
     }
 
     /// Calls lb_update when `list` is newer than what this instance saw.
-    package func noteEndpoints(_ link: FilterLink, cluster: Int, list: UnsafePointer<mg_endpoint_list>) {
+    public func noteEndpoints(_ link: FilterLink, cluster: Int, list: UnsafePointer<mg_endpoint_list>) {
         let i = slot(link.index, cluster)
         guard seenVersions[i] != list.pointee.version else { return }
         seenVersions[i] = list.pointee.version
@@ -55,7 +55,7 @@ package final class LoopPluginInstances {
     }
 
     /// Runs instance_destroy for every instance made on this loop.
-    package func destroyAll() {
+    public func destroyAll() {
         for handle in plugins.handles {
             for cluster in 0..<clusterCount {
                 let i = slot(handle.index, cluster)

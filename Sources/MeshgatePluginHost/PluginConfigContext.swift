@@ -8,26 +8,26 @@ import MeshgateUpstream
 ///
 /// `@unchecked Sendable`: the timer table is behind `lock`; everything else
 /// is immutable.
-package final class PluginConfigContext: @unchecked Sendable {
-    package let ejections: EjectionRegistry
+public final class PluginConfigContext: @unchecked Sendable {
+    public let ejections: EjectionRegistry
     private let lock = NIOLock()
     private var timers: [UInt64: RepeatedTask] = [:]
     private var nextTimer: UInt64 = 1
     private var closed = false
 
-    package init(ejections: EjectionRegistry) {
+    public init(ejections: EjectionRegistry) {
         self.ejections = ejections
     }
 
-    package var opaque: OpaquePointer { OpaquePointer(Unmanaged.passUnretained(self).toOpaque()) }
+    public var opaque: OpaquePointer { OpaquePointer(Unmanaged.passUnretained(self).toOpaque()) }
 
-    package static func from(_ handle: OpaquePointer) -> PluginConfigContext {
+    public static func from(_ handle: OpaquePointer) -> PluginConfigContext {
         Unmanaged<PluginConfigContext>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue()
     }
 
     /// Runs `fire(user)` on the control thread after `delayMs` (and every
     /// `delayMs` after that when `repeats`).
-    package func startTimer(delayMs: UInt32, repeats: Bool, fire: @escaping @convention(c) (UnsafeMutableRawPointer?) -> Void,
+    public func startTimer(delayMs: UInt32, repeats: Bool, fire: @escaping @convention(c) (UnsafeMutableRawPointer?) -> Void,
                     user: UnsafeMutableRawPointer?) -> UInt64 {
         let userBits = user.map { UInt(bitPattern: $0) }
         let delay = TimeAmount.milliseconds(Int64(max(delayMs, 1)))
@@ -51,9 +51,9 @@ package final class PluginConfigContext: @unchecked Sendable {
         lock.withLock { timers.removeValue(forKey: id) }?.cancel()
     }
 
-    package func cancelTimer(_ id: UInt64) { forget(id) }
+    public func cancelTimer(_ id: UInt64) { forget(id) }
 
-    package func cancelAllTimers() {
+    public func cancelAllTimers() {
         let all = lock.withLock { () -> [RepeatedTask] in
             closed = true
             defer { timers.removeAll() }

@@ -5,13 +5,13 @@ import MeshgateHTTP2
 /// call_add_response_header), checked and appended as bytes: no String is
 /// made for it, except to replace an earlier field of the same name (a
 /// filter setting a header twice in one attempt: rare).
-package enum PluginHeaderField {
+public enum PluginHeaderField {
     /// Appends `name` (lower-cased) and `value` to `list` when both are
     /// valid (RFC 9113: lower-case tokens, no pseudo-headers, no
     /// connection-specific fields; values without CR, LF, NUL or other
     /// controls but tab). With `replacing`, an earlier field of that name
     /// goes first. False, and nothing appended, when invalid.
-    package static func append(_ name: mg_str, _ value: mg_str, to list: inout HTTP2HeaderList, replacing: Bool) -> Bool {
+    public static func append(_ name: mg_str, _ value: mg_str, to list: inout HTTP2HeaderList, replacing: Bool) -> Bool {
         guard let namePointer = name.ptr, name.len > 0 else { return false }
         let valueBytes = UnsafeRawBufferPointer(start: value.ptr, count: value.ptr == nil ? 0 : value.len)
         guard isValidValue(valueBytes) else { return false }
@@ -33,7 +33,7 @@ package enum PluginHeaderField {
     }
 
     /// Lower-case token characters only, and not connection-specific.
-    package static func isValidName(_ name: UnsafeRawBufferPointer) -> Bool {
+    public static func isValidName(_ name: UnsafeRawBufferPointer) -> Bool {
         guard !name.isEmpty else { return false }
         for byte in name {
             let allowed = (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
@@ -46,7 +46,7 @@ package enum PluginHeaderField {
         return true
     }
 
-    package static func isValidValue(_ value: UnsafeRawBufferPointer) -> Bool {
+    public static func isValidValue(_ value: UnsafeRawBufferPointer) -> Bool {
         for byte in value where (byte < 0x20 && byte != 0x09) || byte == 0x7f { return false }
         return true
     }

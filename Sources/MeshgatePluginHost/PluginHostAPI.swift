@@ -7,13 +7,13 @@ import MeshgateSupport
 /// The `mg_host` table handed to every plugin: the functions the host
 /// offers, implemented in Swift with C calling convention.
 ///
-package enum PluginHostAPI {
+public enum PluginHostAPI {
     /// The table, with the functions that act on a call's attempts and on
     /// the proxied call itself left to `dataPath` (the data path owns those
     /// objects; this module knows them only as opaque handles). Made once
     /// per process by the data path, never mutated or freed: plugins keep
     /// the pointer for the life of the process.
-    package static func makeTable(dataPath: (inout mg_host) -> Void) -> PluginHostTable {
+    public static func makeTable(dataPath: (inout mg_host) -> Void) -> PluginHostTable {
         let table = UnsafeMutablePointer<mg_host>.allocate(capacity: 1)
         table.initialize(to: mg_host(
             size: UInt32(MemoryLayout<mg_host>.size),
@@ -108,13 +108,13 @@ package enum PluginHostAPI {
     }
 
     /// 1 to 64 bytes, and none of the keys the host writes itself (ts, level, msg).
-    package static func isLogFieldKey(_ key: mg_str) -> Bool {
+    public static func isLogFieldKey(_ key: mg_str) -> Bool {
         guard let ptr = key.ptr, (1...64).contains(key.len) else { return false }
         let bytes = UnsafeRawBufferPointer(start: ptr, count: key.len)
         return !(bytes.elementsEqual("ts".utf8) || bytes.elementsEqual("level".utf8) || bytes.elementsEqual("msg".utf8))
     }
 
-    package static func string(_ s: mg_str) -> String {
+    public static func string(_ s: mg_str) -> String {
         guard let ptr = s.ptr, s.len > 0 else { return "" }
         return String(decoding: UnsafeRawBufferPointer(start: ptr, count: s.len), as: UTF8.self)
     }
@@ -124,6 +124,6 @@ package enum PluginHostAPI {
 /// plugin image the host loads. `@unchecked Sendable`: the memory it points
 /// at is written once, before the value exists, and never written or freed
 /// after; plugins, on any thread, only read it.
-package struct PluginHostTable: @unchecked Sendable {
-    package let pointer: UnsafePointer<mg_host>
+public struct PluginHostTable: @unchecked Sendable {
+    public let pointer: UnsafePointer<mg_host>
 }

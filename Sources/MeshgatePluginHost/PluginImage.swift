@@ -25,7 +25,7 @@ public final class PluginImage: @unchecked Sendable {
     public let kinds: UInt32
     /// The plugin's descriptor as loaded: its hooks, the fields beyond the
     /// size it declared zeroed (see `copyOfDescriptor`).
-    package let hooks: mg_plugin
+    public let hooks: mg_plugin
 
     /// Everything that can go wrong while loading, said with the path.
     public struct LoadError: Error, CustomStringConvertible {
@@ -35,7 +35,7 @@ public final class PluginImage: @unchecked Sendable {
     }
 
     /// Loads (or finds, when the same content is already loaded) the image.
-    package static func load(path: String, cacheDirectory: String, host: PluginHostTable) throws(LoadError) -> PluginImage {
+    public static func load(path: String, cacheDirectory: String, host: PluginHostTable) throws(LoadError) -> PluginImage {
         let bytes: [UInt8]
         do {
             bytes = try Posix.readFile(path)
@@ -119,11 +119,11 @@ public final class PluginImage: @unchecked Sendable {
     }
 
     /// The header fields and config_new: what every minor's descriptor has.
-    package static let minimumDescriptorSize = MemoryLayout<mg_plugin>.offset(of: \mg_plugin.config_destroy)!
+    public static let minimumDescriptorSize = MemoryLayout<mg_plugin>.offset(of: \mg_plugin.config_destroy)!
 
     /// The first `size` bytes of the plugin's descriptor; the fields past
     /// them (added by later minors) are zero, so their hooks read as absent.
-    package static func copyOfDescriptor(_ descriptor: UnsafePointer<mg_plugin>, size: Int) -> mg_plugin {
+    public static func copyOfDescriptor(_ descriptor: UnsafePointer<mg_plugin>, size: Int) -> mg_plugin {
         var copy = mg_plugin()
         withUnsafeMutableBytes(of: &copy) { destination in
             destination.copyMemory(from: UnsafeRawBufferPointer(start: descriptor, count: min(size, destination.count)))
@@ -138,15 +138,15 @@ public final class PluginImage: @unchecked Sendable {
 }
 
 /// Loaded images by content digest: the same bytes load once per process.
-package final class PluginImageCache: Sendable {
-    package static let shared = PluginImageCache()
+public final class PluginImageCache: Sendable {
+    public static let shared = PluginImageCache()
     private let images = NIOLockedValueBox<[String: PluginImage]>([:])
 
-    package func image(forDigest digest: String) -> PluginImage? {
+    public func image(forDigest digest: String) -> PluginImage? {
         images.withLockedValue { $0[digest] }
     }
 
-    package func remember(_ image: PluginImage) {
+    public func remember(_ image: PluginImage) {
         images.withLockedValue { $0[image.sha256] = image }
     }
 }

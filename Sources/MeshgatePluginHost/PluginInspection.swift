@@ -28,7 +28,7 @@ public struct PluginInspection: Sendable {
         }
     }
 
-    package static func kindNames(_ kinds: UInt32) -> [String] {
+    public static func kindNames(_ kinds: UInt32) -> [String] {
         var names: [String] = []
         if kinds & UInt32(MG_KIND_FILTER) != 0 { names.append("filter") }
         if kinds & UInt32(MG_KIND_BALANCER) != 0 { names.append("balancer") }
@@ -37,7 +37,7 @@ public struct PluginInspection: Sendable {
         return names
     }
 
-    package static func inspect(path: String, configJSON: String?, host: PluginHostTable) throws(Failure) -> PluginInspection {
+    public static func inspect(path: String, configJSON: String?, host: PluginHostTable) throws(Failure) -> PluginInspection {
         let result = ControlThread.run { Result { () throws(Failure) -> PluginInspection in try inspectOnControlThread(path: path, configJSON: configJSON, host: host) } }
         return try result.get()
     }

@@ -1,8 +1,8 @@
 /// A gRPC request path, "/pkg.Service/Method".
-package enum GRPCPath {
+public enum GRPCPath {
     /// ("pkg.Service", "Method") as slices of `path`, without copies (the
     /// access log calls this per RPC); (path, "") for anything else.
-    package static func serviceAndMethod(_ path: String) -> (service: Substring, method: Substring) {
+    public static func serviceAndMethod(_ path: String) -> (service: Substring, method: Substring) {
         let slash = UInt8(ascii: "/")
         let utf8 = path.utf8
         guard utf8.first == slash, let middle = utf8.dropFirst().firstIndex(of: slash) else { return (path[...], "") }

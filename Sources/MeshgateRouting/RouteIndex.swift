@@ -15,13 +15,13 @@ import MeshgateConfig
 /// buckets the path reaches and stops in each one at the first full match or
 /// at the best index found so far: 1,000 routes cost about what one does.
 /// Built once per generation; lookups do not allocate.
-package struct RouteIndex: Sendable {
+public struct RouteIndex: Sendable {
     private var byMethod: [Substring: [Int]] = [:]
     private var byService: [Substring: [Int]] = [:]
     private var prefixTrie = PrefixTrie()
     private var everyPath: [Int] = []
 
-    package init(_ routes: [RouteConfig]) {
+    public init(_ routes: [RouteConfig]) {
         for (index, route) in routes.enumerated() {
             let match = route.match
             if let method = match.method {
@@ -40,7 +40,7 @@ package struct RouteIndex: Sendable {
 
     /// The lowest route index for which `matches(index)` holds, among the
     /// routes `path` can reach; nil if none.
-    package func first(path: String, where matches: (Int) -> Bool) -> Int? {
+    public func first(path: String, where matches: (Int) -> Bool) -> Int? {
         var best = Int.max
         Self.scan(everyPath, below: &best, matches)
         if !byMethod.isEmpty, let bucket = byMethod[path[...]] {
@@ -75,16 +75,16 @@ package struct RouteIndex: Sendable {
 /// A byte trie of path prefixes. Nodes live in one array and name their
 /// children by index; a node's route list holds the routes whose prefix ends
 /// there.
-package struct PrefixTrie: Sendable {
+public struct PrefixTrie: Sendable {
     private struct Node: Sendable {
         /// (byte, child node index), few per node: a linear scan beats hashing.
-        package var children: [(byte: UInt8, node: Int32)] = []
-        package var routes: [Int] = []
+        public var children: [(byte: UInt8, node: Int32)] = []
+        public var routes: [Int] = []
     }
 
     private var nodes: [Node] = [Node()]
 
-    package mutating func insert(_ prefix: String, route: Int) {
+    public mutating func insert(_ prefix: String, route: Int) {
         var current = 0
         for byte in prefix.utf8 {
             if let next = child(of: current, byte) {
@@ -101,7 +101,7 @@ package struct PrefixTrie: Sendable {
 
     /// Calls `body` with the route list of every node `path` passes through
     /// (every prefix of `path` some route declared), shortest first.
-    package func forEachRouteList(along path: String, _ body: ([Int]) -> Void) {
+    public func forEachRouteList(along path: String, _ body: ([Int]) -> Void) {
         if !nodes[0].routes.isEmpty { body(nodes[0].routes) }
         if nodes.count == 1 { return }
         var current = 0

@@ -13,11 +13,11 @@ public final class RouteTable: Sendable {
         public let clusterIndex: Int
         /// Position in the listener's routes (the filter chain's index).
         public let index: Int
-        package let servicePrefix: String?
-        package let timeoutNanos: Int64?
-        package let maxTimeoutNanos: Int64?
+        public let servicePrefix: String?
+        public let timeoutNanos: Int64?
+        public let maxTimeoutNanos: Int64?
 
-        package init(config: RouteConfig, clusterIndex: Int, index: Int, servicePrefix: String?,
+        public init(config: RouteConfig, clusterIndex: Int, index: Int, servicePrefix: String?,
              timeoutNanos: Int64?, maxTimeoutNanos: Int64?) {
             self.config = config
             self.clusterIndex = clusterIndex
@@ -37,7 +37,7 @@ public final class RouteTable: Sendable {
             return timeout
         }
 
-        package func matches(path: String, headers: HTTP2HeaderList) -> Bool {
+        public func matches(path: String, headers: HTTP2HeaderList) -> Bool {
             let m = config.match
             if let prefix = servicePrefix, !path.hasPrefix(prefix) { return false }
             if let method = m.method, path != method { return false }

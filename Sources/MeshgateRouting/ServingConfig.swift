@@ -11,7 +11,7 @@ public struct ServingConfig: Sendable {
         public let routes: RouteTable
         public let index: Int
 
-        package init(config: ListenerConfig, routes: RouteTable, index: Int) {
+        public init(config: ListenerConfig, routes: RouteTable, index: Int) {
             self.config = config
             self.routes = routes
             self.index = index

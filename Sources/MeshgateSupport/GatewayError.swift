@@ -2,7 +2,7 @@
 /// script can branch on and a message a person can act on.
 public struct GatewayError: Error, Sendable, CustomStringConvertible {
     public struct Code: Sendable, Hashable, CustomStringConvertible {
-        package let name: String
+        public let name: String
         public static let invalidConfig = Code(name: "invalid-config")
         public static let listenFailed = Code(name: "listen-failed")
         public static let internalError = Code(name: "internal")

@@ -27,9 +27,9 @@ public final class GatewayEvents: Sendable {
     }
 
     private struct Ring {
-        package var events: [Event] = []
-        package var next = 0
-        package var sequence: UInt64 = 0
+        public var events: [Event] = []
+        public var next = 0
+        public var sequence: UInt64 = 0
     }
 
     private let ring = NIOLockedValueBox(Ring())

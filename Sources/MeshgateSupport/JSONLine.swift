@@ -2,13 +2,13 @@ import MeshgatePosix
 
 /// One JSON object on one line, written into a reused byte buffer: keys in
 /// the order given, strings escaped as RFC 8259 requires.
-package struct JSONLine {
-    package private(set) var bytes: [UInt8] = []
+public struct JSONLine {
+    public private(set) var bytes: [UInt8] = []
 
-    package init() { bytes.reserveCapacity(1024) }
+    public init() { bytes.reserveCapacity(1024) }
 
     /// `{"ts":<seconds.millis>,"level":"info","msg":"<message>"`
-    package mutating func start(message: StaticString) {
+    public mutating func start(message: StaticString) {
         bytes.removeAll(keepingCapacity: true)
         let now = Posix.wallClockNanos()
         append("{\"ts\":")
@@ -20,25 +20,25 @@ package struct JSONLine {
         bytes.append(UInt8(ascii: "\""))
     }
 
-    package mutating func end() { append("}\n") }
+    public mutating func end() { append("}\n") }
 
-    package mutating func field(_ key: String, string value: String) {
+    public mutating func field(_ key: String, string value: String) {
         appendKey(key)
         quote(value.utf8)
     }
 
-    package mutating func field(_ key: String, string value: Substring) {
+    public mutating func field(_ key: String, string value: Substring) {
         appendKey(key)
         quote(value.utf8)
     }
 
-    package mutating func field(_ key: String, int value: Int64) {
+    public mutating func field(_ key: String, int value: Int64) {
         appendKey(key)
         appendInt(value)
     }
 
     /// `value / 1000` with three decimals (microseconds as milliseconds).
-    package mutating func field(_ key: String, thousandths value: Int64) {
+    public mutating func field(_ key: String, thousandths value: Int64) {
         appendKey(key)
         if value < 0 { bytes.append(UInt8(ascii: "-")) }
         appendDigits(value.magnitude / 1000)

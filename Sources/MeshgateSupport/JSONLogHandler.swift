@@ -37,7 +37,7 @@ public struct JSONLogHandler: LogHandler {
         line.withUTF8 { try? Posix.writeAll(Posix.standardError, UnsafeRawBufferPointer($0)) }
     }
 
-    package static func name(_ level: Logger.Level) -> String {
+    public static func name(_ level: Logger.Level) -> String {
         switch level {
         case .trace: return "trace"
         case .debug: return "debug"
@@ -47,7 +47,7 @@ public struct JSONLogHandler: LogHandler {
         }
     }
 
-    package static func json(_ value: Logger.Metadata.Value) -> String {
+    public static func json(_ value: Logger.Metadata.Value) -> String {
         switch value {
         case .string(let s): return JSONString.quoted(s)
         case .stringConvertible(let v):

@@ -5,7 +5,7 @@ import Logging
 /// a log pipeline can index them.
 public enum Log {
     public enum Level: Int, Sendable { case debug, info, warning, error
-        package var swiftLog: Logger.Level { [.debug, .info, .warning, .error][rawValue] }
+        public var swiftLog: Logger.Level { [.debug, .info, .warning, .error][rawValue] }
     }
 
     /// Set once at startup (`--log-level`), before any loop runs.
@@ -26,7 +26,7 @@ public enum Log {
     public static func warning(_ message: String, _ fields: KeyValuePairs<String, String> = [:]) { write(.warning, message, fields) }
     public static func error(_ message: String, _ fields: KeyValuePairs<String, String> = [:]) { write(.error, message, fields) }
 
-    package static func write(_ level: Level, _ message: String, _ fields: KeyValuePairs<String, String>) {
+    public static func write(_ level: Level, _ message: String, _ fields: KeyValuePairs<String, String>) {
         guard level.rawValue >= minimumLevel.rawValue else { return }
         var metadata: Logger.Metadata = [:]
         for (k, v) in fields { metadata[k] = .string(v) }

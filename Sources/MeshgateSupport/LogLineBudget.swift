@@ -4,8 +4,8 @@ import NIOCore
 /// outside input can repeat at will (a bad etcd value written in a loop):
 /// the first lines say what happened, the budget keeps the log from
 /// growing with the input.
-package struct LogLineBudget {
-    package enum Verdict: Equatable {
+public struct LogLineBudget {
+    public enum Verdict: Equatable {
         /// Write the line.
         case log
         /// Write the line, and say that the next ones are left out until
@@ -15,18 +15,18 @@ package struct LogLineBudget {
         case drop
     }
 
-    package let lines: Int
-    package let interval: TimeAmount
+    public let lines: Int
+    public let interval: TimeAmount
     private var windowStart: NIODeadline?
     private var used = 0
 
-    package init(lines: Int, interval: TimeAmount) {
+    public init(lines: Int, interval: TimeAmount) {
         precondition(lines > 0)
         self.lines = lines
         self.interval = interval
     }
 
-    package mutating func take(now: NIODeadline = .now()) -> Verdict {
+    public mutating func take(now: NIODeadline = .now()) -> Verdict {
         if let start = windowStart, now - start < interval {
             guard used < lines else { return .drop }
         } else {

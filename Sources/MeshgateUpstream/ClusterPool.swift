@@ -4,10 +4,10 @@ import MeshgateConfig
 
 /// One cluster's endpoints as seen from one event loop, and the view of
 /// them that balancer plugins pick from (`mg_endpoint_list`).
-package final class ClusterPool {
-    package let config: ClusterConfig
-    package let index: Int
-    package private(set) var endpoints: [EndpointPool] = []
+public final class ClusterPool {
+    public let config: ClusterConfig
+    public let index: Int
+    public private(set) var endpoints: [EndpointPool] = []
     /// The balancers' view: one mg_endpoint per endpoint, in config order.
     private let items: UnsafeMutablePointer<mg_endpoint>
     private let nameBytes: UnsafeMutableBufferPointer<CChar>
@@ -22,7 +22,7 @@ package final class ClusterPool {
 
     /// `pool` gives the pool of each endpoint: a new one, or the one a
     /// previous generation used.
-    package init(config: ClusterConfig, index: Int, pool: (EndpointConfig) -> EndpointPool) {
+    public init(config: ClusterConfig, index: Int, pool: (EndpointConfig) -> EndpointPool) {
         self.config = config
         self.index = index
         self.endpoints = config.endpoints.map(pool)
@@ -66,7 +66,7 @@ package final class ClusterPool {
     }
 
     /// Label `key` of endpoint `index` (ABI 1.2 attempt_endpoint_metadata).
-    package func metadataValue(endpoint index: Int, key: mg_str) -> mg_str? {
+    public func metadataValue(endpoint index: Int, key: mg_str) -> mg_str? {
         guard index >= 0, index < endpoints.count, let wanted = key.ptr else { return nil }
         let labels = metadata[index]
         for j in 0..<labels.count {
@@ -83,12 +83,12 @@ package final class ClusterPool {
         return UnsafeMutableBufferPointer(rebasing: buffer[0..<utf8.count])
     }
 
-    package var name: String { config.name }
+    public var name: String { config.name }
 
     /// The current view for a pick: health (active checks, and whether this
     /// loop can connect right now) and in-flight counts refreshed; the
     /// version moves when usability changes.
-    package func endpointList() -> mg_endpoint_list {
+    public func endpointList() -> mg_endpoint_list {
         for (i, endpoint) in endpoints.enumerated() {
             let usable: UInt8 = endpoint.healthy && !endpoint.isBackingOff ? 1 : 0
             let ejected: UInt8 = endpoint.ejected ? 1 : 0
@@ -104,11 +104,11 @@ package final class ClusterPool {
     }
 
     /// The id balancers see for endpoint `index`.
-    package func endpointID(_ index: Int) -> UInt64 { items[index].id }
+    public func endpointID(_ index: Int) -> UInt64 { items[index].id }
 
     /// Endpoint ids derive from the address (FNV-1a, never 0), so that they
     /// stay the same across reloads and on every loop.
-    package static func endpointID(address: String) -> UInt64 {
+    public static func endpointID(address: String) -> UInt64 {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in address.utf8 {
             hash ^= UInt64(byte)
@@ -118,11 +118,11 @@ package final class ClusterPool {
     }
 
     /// Outlier detection changed an endpoint's ejection (pushed to every loop).
-    package func setEjected(endpointID: UInt64, _ ejected: Bool) {
+    public func setEjected(endpointID: UInt64, _ ejected: Bool) {
         for (i, endpoint) in endpoints.enumerated() where items[i].id == endpointID { endpoint.ejected = ejected }
     }
 
-    package var hasHealthyEndpoint: Bool { endpoints.contains { $0.healthy && !$0.ejected } }
+    public var hasHealthyEndpoint: Bool { endpoints.contains { $0.healthy && !$0.ejected } }
 
     /// Where the next shadow (mirrored) call to this cluster goes: round
     /// robin over the endpoints that are healthy, not ejected and not
@@ -130,7 +130,7 @@ package final class ClusterPool {
     /// so mirroring cannot disturb a balancer's state.
     private var shadowCursor = 0
 
-    package func nextShadowEndpoint() -> Int? {
+    public func nextShadowEndpoint() -> Int? {
         guard !endpoints.isEmpty else { return nil }
         for step in 0..<endpoints.count {
             let i = (shadowCursor + step) % endpoints.count
@@ -143,7 +143,7 @@ package final class ClusterPool {
         return nil
     }
 
-    package func closeAll() {
+    public func closeAll() {
         for endpoint in endpoints { endpoint.closeAll() }
     }
 }

@@ -10,8 +10,8 @@ import MeshgateSupport
 /// endpoint `ejected`; the data path itself never takes this lock.
 public final class EjectionRegistry: Sendable {
     private struct Entry {
-        package var until: NIODeadline
-        package var timer: Scheduled<Void>?
+        public var until: NIODeadline
+        public var timer: Scheduled<Void>?
     }
 
     private let state = NIOLockedValueBox<[String: [UInt64: Entry]]>([:])
@@ -23,15 +23,15 @@ public final class EjectionRegistry: Sendable {
     /// Ejections made so far, by cluster (for /metrics).
     private let ejectionCounts = NIOLockedValueBox<[String: UInt64]>([:])
 
-    package var ejectionsTotal: [String: UInt64] { ejectionCounts.withLockedValue { $0 } }
+    public var ejectionsTotal: [String: UInt64] { ejectionCounts.withLockedValue { $0 } }
 
     public init() {}
 
-    package func setPublisher(_ publisher: @escaping @Sendable (String, UInt64, Bool) -> Void) {
+    public func setPublisher(_ publisher: @escaping @Sendable (String, UInt64, Bool) -> Void) {
         publish.withLockedValue { $0 = publisher }
     }
 
-    package func setMembership(_ clusters: [ClusterConfig]) {
+    public func setMembership(_ clusters: [ClusterConfig]) {
         known.withLockedValue { known in
             known = [:]
             for cluster in clusters {
@@ -46,7 +46,7 @@ public final class EjectionRegistry: Sendable {
     }
 
     /// Ejects for `durationMs` (0 = uneject now). False when unknown.
-    package func eject(cluster: String, endpointID: UInt64, durationMs: UInt32) -> Bool {
+    public func eject(cluster: String, endpointID: UInt64, durationMs: UInt32) -> Bool {
         guard known.withLockedValue({ $0[cluster]?[endpointID] != nil }) else { return false }
         if durationMs == 0 {
             end(cluster: cluster, endpointID: endpointID)
@@ -90,7 +90,7 @@ public final class EjectionRegistry: Sendable {
         known.withLockedValue { $0[cluster]?[endpointID] } ?? "id \(endpointID)"
     }
 
-    package func isEjected(cluster: String, endpointID: UInt64) -> Bool {
+    public func isEjected(cluster: String, endpointID: UInt64) -> Bool {
         state.withLockedValue { $0[cluster]?[endpointID] != nil }
     }
 }

@@ -17,38 +17,38 @@ import MeshgateDiscovery
 /// endpoint in exponential backoff (gRPC's connection backoff: 1 s × 1.6ⁿ,
 /// ±20 % jitter, at most 30 s) and hands the waiting calls back to be placed
 /// on another endpoint, since none of their bytes left the gateway.
-package final class EndpointPool {
-    package let endpoint: EndpointConfig
-    package let cluster: ClusterConfig
-    package let loop: UpstreamLoop
+public final class EndpointPool {
+    public let endpoint: EndpointConfig
+    public let cluster: ClusterConfig
+    public let loop: UpstreamLoop
     /// TLS to the endpoint (the cluster's current material at each connect).
-    package let tls: TLSContextSource?
-    package private(set) var connections: [UpstreamConnection] = []
+    public let tls: TLSContextSource?
+    public private(set) var connections: [UpstreamConnection] = []
     private var waiters = CircularBuffer<any UpstreamPoolWaiter>()
     private var consecutiveFailures = 0
     private var retryAfter: NIODeadline?
-    package private(set) var lastConnectError: String?
+    public private(set) var lastConnectError: String?
     /// From active health checks (always true without them).
-    package var healthy = true
+    public var healthy = true
     /// Generations (on this loop) whose clusters hold this pool; it closes
     /// its connections when the last one has drained.
-    package var generations = 0
+    public var generations = 0
     /// Outlier detection took it out of rotation.
-    package var ejected = false
+    public var ejected = false
     /// Attempt streams open to this endpoint from this loop (what least-conn
     /// balancers read as `in_flight`).
-    package private(set) var inFlight = 0
+    public private(set) var inFlight = 0
     /// Attempts this loop ended on this endpoint, by gRPC status code
     /// (transport failures count as UNAVAILABLE).
-    package private(set) var attemptCodes = GRPCStatusCounts()
+    public private(set) var attemptCodes = GRPCStatusCounts()
 
-    package func streamOpened() { inFlight += 1 }
+    public func streamOpened() { inFlight += 1 }
 
-    package func streamClosed() { inFlight -= 1 }
+    public func streamClosed() { inFlight -= 1 }
 
-    package func recordResult(_ code: GRPCStatusCode) { attemptCodes.record(code) }
+    public func recordResult(_ code: GRPCStatusCode) { attemptCodes.record(code) }
 
-    package init(endpoint: EndpointConfig, cluster: ClusterConfig, loop: UpstreamLoop, tls: TLSContextSource?) {
+    public init(endpoint: EndpointConfig, cluster: ClusterConfig, loop: UpstreamLoop, tls: TLSContextSource?) {
         self.endpoint = endpoint
         self.cluster = cluster
         self.loop = loop
@@ -57,13 +57,13 @@ package final class EndpointPool {
     }
 
     /// `:scheme` of the requests sent to it.
-    package var scheme: String { tls == nil ? "http" : "https" }
+    public var scheme: String { tls == nil ? "http" : "https" }
 
     /// "host:port" or "[v6]:port": formatted once, read per call (access
     /// log, metrics labels, plugin attempt_endpoint).
-    package let address: String
+    public let address: String
 
-    package var isBackingOff: Bool {
+    public var isBackingOff: Bool {
         guard let retryAfter else { return false }
         return retryAfter > .now()
     }
@@ -71,7 +71,7 @@ package final class EndpointPool {
     /// Gives the attempt a connection now (`attach`) or once one is ready.
     /// Generic, not an existential: the usual path (a connection has room)
     /// is specialized per waiter type and boxes nothing.
-    package func acquire<Waiter: UpstreamPoolWaiter>(for call: Waiter) {
+    public func acquire<Waiter: UpstreamPoolWaiter>(for call: Waiter) {
         if let connection = connectionWithRoom() {
             call.attach(connection)
             return
@@ -80,7 +80,7 @@ package final class EndpointPool {
         openConnectionIfNeeded()
     }
 
-    package func cancelWait(_ call: any UpstreamPoolWaiter) {
+    public func cancelWait(_ call: any UpstreamPoolWaiter) {
         if let i = waiters.firstIndex(where: { $0 === call }) { waiters.remove(at: i) }
     }
 
@@ -107,7 +107,7 @@ package final class EndpointPool {
     /// missed) that reaches it would have calls come back in, be routed
     /// here again and loop until their deadline. Checked once per
     /// connection, never per call; nil when the gateway listens nowhere.
-    package var refuseOwnPeer: ((SocketAddress) -> String?)? {
+    public var refuseOwnPeer: ((SocketAddress) -> String?)? {
         let own = loop.ownAddresses
         guard !own.own.isEmpty else { return nil }
         let address = self.address
@@ -186,7 +186,7 @@ package final class EndpointPool {
     }
 
     /// A stream ended or SETTINGS arrived: room may have opened.
-    package func serviceWaiters() {
+    public func serviceWaiters() {
         while !waiters.isEmpty, let connection = connectionWithRoom() {
             waiters.removeFirst().attach(connection)
         }
@@ -194,7 +194,7 @@ package final class EndpointPool {
     }
 
     /// The connection closed or received GOAWAY: no new streams go to it.
-    package func connectionUnusable(_ connection: UpstreamConnection) {
+    public func connectionUnusable(_ connection: UpstreamConnection) {
         // Out of the pool at once, so that it does not count against the
         // connection limit while its last streams finish (the channel keeps
         // it alive until then).
@@ -206,7 +206,7 @@ package final class EndpointPool {
         connections.removeAll { $0 === connection }
     }
 
-    package func closeAll() {
+    public func closeAll() {
         for connection in connections { connection.http2?.close() }
     }
 }

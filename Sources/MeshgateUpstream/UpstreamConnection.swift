@@ -5,53 +5,53 @@ import MeshgateSupport
 /// One client HTTP/2 connection to an upstream endpoint, owned by its pool:
 /// made for the pool's dial (`HTTP2Dialer`), whose delegate it becomes
 /// once the upstream's first SETTINGS arrived.
-package final class UpstreamConnection: HTTP2ConnectionDelegate {
+public final class UpstreamConnection: HTTP2ConnectionDelegate {
     /// Upstream windows are as large as downstream ones, so a proxied stream
     /// is never throttled by the gateway's own buffers.
-    package static let settings = HTTP2Settings(maxConcurrentStreams: 100, initialStreamWindowSize: 1 << 20, connectionWindowSize: 16 << 20)
+    public static let settings = HTTP2Settings(maxConcurrentStreams: 100, initialStreamWindowSize: 1 << 20, connectionWindowSize: 16 << 20)
 
     /// Strong: a pool a reload dropped must outlive its closing connections
     /// (they report to it until closed); the pool drops each connection as
     /// it closes, which ends the cycle.
-    package let pool: EndpointPool
+    public let pool: EndpointPool
     /// Set when the dial succeeds.
-    package var http2: HTTP2Connection?
+    public var http2: HTTP2Connection?
     /// True until the dial succeeds (or fails).
-    package var isConnecting = true
-    package private(set) var isClosed = false
+    public var isConnecting = true
+    public private(set) var isClosed = false
 
-    package init(pool: EndpointPool) {
+    public init(pool: EndpointPool) {
         self.pool = pool
     }
 
-    package var isReady: Bool { !isConnecting && !isClosed && (http2?.canOpenStreams ?? false) }
+    public var isReady: Bool { !isConnecting && !isClosed && (http2?.canOpenStreams ?? false) }
 
-    package var activeStreams: Int { http2?.activeStreamCount ?? 0 }
+    public var activeStreams: Int { http2?.activeStreamCount ?? 0 }
 
-    package var hasRoom: Bool {
+    public var hasRoom: Bool {
         guard isReady, let http2 else { return false }
         return http2.activeStreamCount < http2.remoteMaxConcurrentStreams
     }
 
-    package var receivedGoAway: Bool { http2?.receivedGoAway ?? false }
+    public var receivedGoAway: Bool { http2?.receivedGoAway ?? false }
 
     /// A later SETTINGS may raise the stream limit.
-    package func http2ConnectionDidReceiveSettings(_ connection: HTTP2Connection) {
+    public func http2ConnectionDidReceiveSettings(_ connection: HTTP2Connection) {
         pool.serviceWaiters()
     }
 
-    package func http2(_ connection: HTTP2Connection, didReceiveGoAway lastStreamID: Int32, errorCode: HTTP2ErrorCode) {
+    public func http2(_ connection: HTTP2Connection, didReceiveGoAway lastStreamID: Int32, errorCode: HTTP2ErrorCode) {
         Log.info("upstream sent GOAWAY", ["endpoint": pool.address, "last_stream_id": String(lastStreamID), "error_code": errorCode.name])
         pool.connectionUnusable(self)
     }
 
-    package func http2(_ connection: HTTP2Connection, didCloseStream stream: Int32) {
+    public func http2(_ connection: HTTP2Connection, didCloseStream stream: Int32) {
         pool.serviceWaiters()
     }
 
     /// An upstream's response head or trailers passed the cluster's
     /// limits: its stream is reset and the call sees RESOURCE_EXHAUSTED.
-    package func http2(_ connection: HTTP2Connection, didRefuseHeaderBlock violation: HTTP2HeaderLimitViolation, stream: Int32, answerable: Bool) {
+    public func http2(_ connection: HTTP2Connection, didRefuseHeaderBlock violation: HTTP2HeaderLimitViolation, stream: Int32, answerable: Bool) {
         LimitCounters.shared.headerBlockRefused(.upstream, violation)
         if Log.minimumLevel == .debug {
             Log.debug("upstream header block over the cluster's limit", [
@@ -60,7 +60,7 @@ package final class UpstreamConnection: HTTP2ConnectionDelegate {
         }
     }
 
-    package func http2ConnectionDidClose(_ connection: HTTP2Connection) {
+    public func http2ConnectionDidClose(_ connection: HTTP2Connection) {
         isClosed = true
         if let reason = connection.closeReason {
             Log.warning("upstream connection closed", ["endpoint": pool.address, "reason": reason])

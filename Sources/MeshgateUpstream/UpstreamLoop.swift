@@ -7,13 +7,13 @@ import NIOCore
 /// together), the process-wide buffer budget and the addresses no upstream
 /// may resolve to. A value made once per loop when the loop is wired
 /// (`LoopContext`), so the pools know nothing else of the loop.
-package struct UpstreamLoop {
-    package let eventLoop: EventLoop
-    package let writeBatch: HTTP2WriteBatch
-    package let bufferBudget: HTTP2BufferBudget
-    package let ownAddresses: GatewayOwnAddresses
+public struct UpstreamLoop {
+    public let eventLoop: EventLoop
+    public let writeBatch: HTTP2WriteBatch
+    public let bufferBudget: HTTP2BufferBudget
+    public let ownAddresses: GatewayOwnAddresses
 
-    package init(eventLoop: EventLoop, writeBatch: HTTP2WriteBatch, bufferBudget: HTTP2BufferBudget, ownAddresses: GatewayOwnAddresses) {
+    public init(eventLoop: EventLoop, writeBatch: HTTP2WriteBatch, bufferBudget: HTTP2BufferBudget, ownAddresses: GatewayOwnAddresses) {
         self.eventLoop = eventLoop
         self.writeBatch = writeBatch
         self.bufferBudget = bufferBudget

@@ -2,10 +2,10 @@
 /// question, and the answer and additional records of a response (A, AAAA,
 /// SRV per RFC 2782, CNAME). Every read is bounds-checked: a hostile or
 /// broken datagram throws, it never traps.
-package enum DNSRecordType: UInt16, Sendable, CustomStringConvertible {
+public enum DNSRecordType: UInt16, Sendable, CustomStringConvertible {
     case a = 1, cname = 5, aaaa = 28, srv = 33
 
-    package var description: String {
+    public var description: String {
         switch self {
         case .a: return "A"
         case .cname: return "CNAME"
@@ -15,8 +15,8 @@ package enum DNSRecordType: UInt16, Sendable, CustomStringConvertible {
     }
 }
 
-package struct DNSRecord: Sendable, Equatable {
-    package enum Data: Sendable, Equatable {
+public struct DNSRecord: Sendable, Equatable {
+    public enum Data: Sendable, Equatable {
         case a(String)
         case aaaa(String)
         case srv(priority: UInt16, weight: UInt16, port: UInt16, target: String)
@@ -25,29 +25,29 @@ package struct DNSRecord: Sendable, Equatable {
     }
 
     /// Owner name, without the trailing dot.
-    package var name: String
-    package var ttl: UInt32
-    package var data: Data
+    public var name: String
+    public var ttl: UInt32
+    public var data: Data
 }
 
-package struct DNSResponse: Sendable {
-    package var id: UInt16
-    package var rcode: UInt8
-    package var truncated: Bool
-    package var answers: [DNSRecord]
-    package var additionals: [DNSRecord]
+public struct DNSResponse: Sendable {
+    public var id: UInt16
+    public var rcode: UInt8
+    public var truncated: Bool
+    public var answers: [DNSRecord]
+    public var additionals: [DNSRecord]
 }
 
-package struct DNSMessageError: Error, CustomStringConvertible {
-    package let message: String
-    package var description: String { message }
+public struct DNSMessageError: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
 }
 
-package enum DNSMessage {
+public enum DNSMessage {
     /// A recursive (RD) query for `name`, class IN.
     /// With `udpPayload`, an EDNS(0) OPT record (RFC 6891) offers answers
     /// of that many bytes over UDP instead of 512.
-    package static func query(id: UInt16, name: String, type: DNSRecordType, udpPayload: UInt16? = nil) throws(DNSMessageError) -> [UInt8] {
+    public static func query(id: UInt16, name: String, type: DNSRecordType, udpPayload: UInt16? = nil) throws(DNSMessageError) -> [UInt8] {
         var out: [UInt8] = [UInt8(id >> 8), UInt8(id & 0xff), 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, udpPayload == nil ? 0 : 1]
         let trimmed = name.hasSuffix(".") ? String(name.dropLast()) : name
         guard !trimmed.isEmpty, trimmed.utf8.count <= 253 else { throw DNSMessageError(message: "the name is empty or longer than 253 bytes") }
@@ -66,7 +66,7 @@ package enum DNSMessage {
         return out
     }
 
-    package static func parseResponse(_ bytes: [UInt8], expectedID: UInt16?) throws(DNSMessageError) -> DNSResponse {
+    public static func parseResponse(_ bytes: [UInt8], expectedID: UInt16?) throws(DNSMessageError) -> DNSResponse {
         var reader = Reader(bytes: bytes)
         let id = try reader.u16()
         let flags = try reader.u16()
@@ -96,31 +96,31 @@ package enum DNSMessage {
     }
 
     private struct Reader {
-        package let bytes: [UInt8]
-        package var offset = 0
+        public let bytes: [UInt8]
+        public var offset = 0
 
-        package mutating func u8() throws(DNSMessageError) -> UInt8 {
+        public mutating func u8() throws(DNSMessageError) -> UInt8 {
             guard offset < bytes.count else { throw DNSMessageError(message: "the message ends early") }
             defer { offset += 1 }
             return bytes[offset]
         }
 
-        package mutating func u16() throws(DNSMessageError) -> UInt16 {
+        public mutating func u16() throws(DNSMessageError) -> UInt16 {
             UInt16(try u8()) << 8 | UInt16(try u8())
         }
 
-        package mutating func u32() throws(DNSMessageError) -> UInt32 {
+        public mutating func u32() throws(DNSMessageError) -> UInt32 {
             UInt32(try u16()) << 16 | UInt32(try u16())
         }
 
-        package mutating func skip(_ n: Int) throws(DNSMessageError) {
+        public mutating func skip(_ n: Int) throws(DNSMessageError) {
             guard n >= 0, bytes.count - offset >= n else { throw DNSMessageError(message: "the message ends early") }
             offset += n
         }
 
         /// A possibly compressed name. Pointers must point backwards, which
         /// also rules out loops.
-        package mutating func name() throws(DNSMessageError) -> String {
+        public mutating func name() throws(DNSMessageError) -> String {
             var labels: [String] = []
             var position = offset
             var jumped = false
@@ -155,7 +155,7 @@ package enum DNSMessage {
         }
 
         /// One resource record; nil when it is not of class IN.
-        package mutating func record() throws(DNSMessageError) -> DNSRecord? {
+        public mutating func record() throws(DNSMessageError) -> DNSRecord? {
             let owner = try name()
             let type = try u16()
             let recordClass = try u16()
@@ -195,7 +195,7 @@ package enum DNSMessage {
         /// RFC 5952: lowercase hex, the longest run (2+) of zero groups as
         /// "::"; an IPv4-mapped address (::ffff:0:0/96) ends in dotted
         /// decimal (§5), "::ffff:192.0.2.1".
-        package static func formatIPv6(_ b: [UInt8]) -> String {
+        public static func formatIPv6(_ b: [UInt8]) -> String {
             if b[0..<10].allSatisfy({ $0 == 0 }) && b[10] == 0xff && b[11] == 0xff {
                 return "::ffff:\(b[12]).\(b[13]).\(b[14]).\(b[15])"
             }

@@ -12,23 +12,23 @@ import MeshgateConfig
 /// and a UDP query is sent again once if no answer comes in time.
 /// Discovery asks a handful of names every few seconds, so there is no
 /// cache and no connection reuse.
-package final class DNSResolver {
+public final class DNSResolver {
     /// The UDP answer size offered with EDNS(0): DNS Flag Day 2020's value,
     /// small enough to avoid IP fragmentation.
-    package static let ednsPayload: UInt16 = 1232
+    public static let ednsPayload: UInt16 = 1232
 
-    package let server: SocketAddressSpec
-    package let eventLoop: EventLoop
-    package let timeout: TimeAmount
+    public let server: SocketAddressSpec
+    public let eventLoop: EventLoop
+    public let timeout: TimeAmount
 
-    package init(server: SocketAddressSpec, eventLoop: EventLoop, timeout: TimeAmount) {
+    public init(server: SocketAddressSpec, eventLoop: EventLoop, timeout: TimeAmount) {
         self.server = server
         self.eventLoop = eventLoop
         self.timeout = timeout
     }
 
     /// The first `nameserver` of /etc/resolv.conf, port 53 (127.0.0.53 when none).
-    package static func systemServer() -> SocketAddressSpec {
+    public static func systemServer() -> SocketAddressSpec {
         guard let bytes = try? Posix.readFile("/etc/resolv.conf") else { return SocketAddressSpec(host: "127.0.0.53", port: 53) }
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
             let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
@@ -39,11 +39,11 @@ package final class DNSResolver {
         return SocketAddressSpec(host: "127.0.0.53", port: 53)
     }
 
-    package struct Failure: Error, CustomStringConvertible {
-        package let description: String
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
     }
 
-    package func query(_ name: String, type: DNSRecordType, completion: @escaping (Result<DNSResponse, Failure>) -> Void) {
+    public func query(_ name: String, type: DNSRecordType, completion: @escaping (Result<DNSResponse, Failure>) -> Void) {
         send(name, type: type, attempt: 1, edns: true) { result in
             switch result {
             case .success(let response) where response.truncated:
@@ -175,14 +175,14 @@ private protocol DNSAnswerSource: ChannelHandler {
 /// Reads one length-prefixed DNS message from a TCP stream; the connection
 /// closing first is an error.
 private final class DNSStreamReader: ChannelInboundHandler, DNSAnswerSource {
-    package typealias InboundIn = ByteBuffer
-    package let expectedID: UInt16
-    package var onAnswer: ((Result<DNSResponse, DNSMessageError>) -> Void)?
+    public typealias InboundIn = ByteBuffer
+    public let expectedID: UInt16
+    public var onAnswer: ((Result<DNSResponse, DNSMessageError>) -> Void)?
     private var received: [UInt8] = []
 
-    package init(expectedID: UInt16) { self.expectedID = expectedID }
+    public init(expectedID: UInt16) { self.expectedID = expectedID }
 
-    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         received += unwrapInboundIn(data).readableBytesView
         guard received.count >= 2 else { return }
         let length = Int(received[0]) << 8 | Int(received[1])
@@ -194,7 +194,7 @@ private final class DNSStreamReader: ChannelInboundHandler, DNSAnswerSource {
         onAnswer = nil
     }
 
-    package func channelInactive(context: ChannelHandlerContext) {
+    public func channelInactive(context: ChannelHandlerContext) {
         onAnswer?(.failure(DNSMessageError(message: "the server closed the connection before answering")))
         onAnswer = nil
     }
@@ -203,13 +203,13 @@ private final class DNSStreamReader: ChannelInboundHandler, DNSAnswerSource {
 /// Takes the first datagram that parses as the answer to our id; others
 /// (late answers to an earlier try, spoofs) are dropped.
 private final class DNSAnswerReader: ChannelInboundHandler, DNSAnswerSource {
-    package typealias InboundIn = AddressedEnvelope<ByteBuffer>
-    package let expectedID: UInt16
-    package var onAnswer: ((Result<DNSResponse, DNSMessageError>) -> Void)?
+    public typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    public let expectedID: UInt16
+    public var onAnswer: ((Result<DNSResponse, DNSMessageError>) -> Void)?
 
-    package init(expectedID: UInt16) { self.expectedID = expectedID }
+    public init(expectedID: UInt16) { self.expectedID = expectedID }
 
-    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
         let bytes = Array(envelope.data.readableBytesView)
         do {

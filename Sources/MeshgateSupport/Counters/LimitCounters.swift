@@ -7,27 +7,27 @@ import Synchronization
 /// abusive client, a broken upstream — never per call of ordinary traffic,
 /// so one relaxed atomic add each, from any loop, is cheap enough; shown on
 /// /metrics.
-package final class LimitCounters: Sendable {
-    package static let shared = LimitCounters()
+public final class LimitCounters: Sendable {
+    public static let shared = LimitCounters()
 
     /// Which side sent the header block.
-    package enum Side: Int, CaseIterable, Sendable {
+    public enum Side: Int, CaseIterable, Sendable {
         /// A client (request heads and trailers, against the listener's limits).
         case downstream
         /// An upstream (response heads and trailers, against the cluster's).
         case upstream
 
-        package var label: String { self == .downstream ? "downstream" : "upstream" }
+        public var label: String { self == .downstream ? "downstream" : "upstream" }
     }
 
     /// An atomic in a box: `Atomic` cannot be copied into an array.
     private final class Cell: Sendable {
-        package let value = Atomic<UInt64>(0)
+        public let value = Atomic<UInt64>(0)
     }
 
     /// What a call could not keep for lack of room in its client
     /// connection's cap or the global budget.
-    package enum HeldBytes: Int, CaseIterable, Sendable {
+    public enum HeldBytes: Int, CaseIterable, Sendable {
         /// A new call's request head: the call was refused.
         case head
         /// Request bytes for a retry: the call stopped keeping them.
@@ -35,7 +35,7 @@ package final class LimitCounters: Sendable {
         /// Request bytes waiting for an upstream stream: the call ended.
         case received
 
-        package var label: String {
+        public var label: String {
             switch self {
             case .head: "head"
             case .replay: "replay"
@@ -55,28 +55,28 @@ package final class LimitCounters: Sendable {
         }
     }
 
-    package func headerBlockRefused(_ side: Side, _ violation: HTTP2HeaderLimitViolation) {
+    public func headerBlockRefused(_ side: Side, _ violation: HTTP2HeaderLimitViolation) {
         headerBlocks[Self.index(side, violation)].value.add(1, ordering: .relaxed)
     }
 
     /// One of the gateway's own services (health, reflection) ended a
     /// request stream for passing a limit.
-    package func ownServiceRefused(_ reason: GRPCServerCall.Refusal) {
+    public func ownServiceRefused(_ reason: GRPCServerCall.Refusal) {
         ownService[reason.rawValue].value.add(1, ordering: .relaxed)
     }
 
-    package func heldBytesRefused(_ what: HeldBytes) {
+    public func heldBytesRefused(_ what: HeldBytes) {
         heldBytes[what.rawValue].value.add(1, ordering: .relaxed)
     }
 
-    package struct Values: Sendable {
+    public struct Values: Sendable {
         /// Indexed as `index(side, violation)`.
-        package var headerBlocks: [UInt64]
-        package var ownService: [UInt64]
-        package var heldBytes: [UInt64]
+        public var headerBlocks: [UInt64]
+        public var ownService: [UInt64]
+        public var heldBytes: [UInt64]
     }
 
-    package func snapshot() -> Values {
+    public func snapshot() -> Values {
         Values(headerBlocks: headerBlocks.map { $0.value.load(ordering: .relaxed) },
                ownService: ownService.map { $0.value.load(ordering: .relaxed) },
                heldBytes: heldBytes.map { $0.value.load(ordering: .relaxed) })
@@ -84,7 +84,7 @@ package final class LimitCounters: Sendable {
 }
 
 extension LimitCounters.Values {
-    package func write(to out: inout PrometheusWriter) {
+    public func write(to out: inout PrometheusWriter) {
         out.header("meshgate_header_limit_exceeded_total", "counter",
                    "Header blocks refused for passing a limit, by who sent them (downstream: the listener's max_request_headers_kb / max_headers_count; upstream: the cluster's) and which limit (bytes or fields).")
         for side in LimitCounters.Side.allCases {
@@ -105,7 +105,7 @@ extension LimitCounters.Values {
 }
 
 extension GRPCServerCall.Refusal {
-    package var label: String {
+    public var label: String {
         switch self {
         case .messageTooLarge: "message_too_large"
         case .tooManyMessages: "too_many_messages"

@@ -5,25 +5,25 @@ import Synchronization
 /// `counter_add`), shown on /metrics. The cells are allocated up front, so
 /// an add is one relaxed atomic on a fixed address: no lock, from any
 /// thread. Declaring takes a lock and happens once per counter.
-package final class PluginCounters: Sendable {
-    package static let shared = PluginCounters()
-    package static let capacity = 4096
+public final class PluginCounters: Sendable {
+    public static let shared = PluginCounters()
+    public static let capacity = 4096
 
-    package struct Declared: Sendable {
-        package var name: String
-        package var help: String
-        package var labels: String
+    public struct Declared: Sendable {
+        public var name: String
+        public var help: String
+        public var labels: String
     }
 
     private final class Cell: Sendable {
-        package let value = Atomic<UInt64>(0)
+        public let value = Atomic<UInt64>(0)
     }
 
     private let cells: [Cell] = (0..<PluginCounters.capacity).map { _ in Cell() }
     private let declared = NIOLockedValueBox<[Declared]>([])
 
     /// An id > 0, or 0 when the name or labels are not valid Prometheus.
-    package func declare(name: String, help: String, labels: String) -> UInt64 {
+    public func declare(name: String, help: String, labels: String) -> UInt64 {
         guard Self.isValidName(name), Self.areValidLabels(labels) else { return 0 }
         return declared.withLockedValue { list in
             if let i = list.firstIndex(where: { $0.name == name && $0.labels == labels }) { return UInt64(i + 1) }
@@ -33,18 +33,18 @@ package final class PluginCounters: Sendable {
         }
     }
 
-    package func add(_ id: UInt64, _ delta: UInt64) {
+    public func add(_ id: UInt64, _ delta: UInt64) {
         guard id > 0, id <= UInt64(Self.capacity) else { return }
         cells[Int(id - 1)].value.add(delta, ordering: .relaxed)
     }
 
     /// Every declared counter and its value, in declaration order.
-    package func snapshot() -> [(Declared, UInt64)] {
+    public func snapshot() -> [(Declared, UInt64)] {
         let list = declared.withLockedValue { $0 }
         return list.enumerated().map { ($0.element, cells[$0.offset].value.load(ordering: .relaxed)) }
     }
 
-    package static func isValidName(_ name: String) -> Bool {
+    public static func isValidName(_ name: String) -> Bool {
         guard let first = name.utf8.first, !name.isEmpty else { return false }
         func letter(_ c: UInt8) -> Bool { (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 95 || c == 58 }
         return letter(first) && name.utf8.allSatisfy { letter($0) || ($0 >= 48 && $0 <= 57) }
@@ -52,7 +52,7 @@ package final class PluginCounters: Sendable {
 
     /// `key="value"` pairs separated by commas, values without raw quotes
     /// or newlines (what the exposition format takes as written).
-    package static func areValidLabels(_ labels: String) -> Bool {
+    public static func areValidLabels(_ labels: String) -> Bool {
         if labels.isEmpty { return true }
         var rest = Substring(labels)
         while !rest.isEmpty {

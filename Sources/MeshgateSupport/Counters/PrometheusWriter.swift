@@ -1,24 +1,24 @@
 /// Writes the Prometheus text exposition format (0.0.4): HELP and TYPE
 /// lines, then samples with escaped label values.
-package struct PrometheusWriter {
-    package private(set) var text = ""
+public struct PrometheusWriter {
+    public private(set) var text = ""
 
-    package init() {}
+    public init() {}
 
-    package mutating func header(_ name: String, _ type: String, _ help: String) {
+    public mutating func header(_ name: String, _ type: String, _ help: String) {
         text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
     }
 
-    package mutating func sample(_ name: String, _ labels: [String: String], _ value: some BinaryInteger) {
+    public mutating func sample(_ name: String, _ labels: [String: String], _ value: some BinaryInteger) {
         line(name, labels, String(value))
     }
 
-    package mutating func sample(_ name: String, _ labels: [String: String], _ value: Double) {
+    public mutating func sample(_ name: String, _ labels: [String: String], _ value: Double) {
         line(name, labels, Self.number(value))
     }
 
     /// A sample whose label text was validated when it was declared.
-    package mutating func raw(_ name: String, labels: String, _ value: UInt64) {
+    public mutating func raw(_ name: String, labels: String, _ value: UInt64) {
         text += labels.isEmpty ? "\(name) \(value)\n" : "\(name){\(labels)} \(value)\n"
     }
 
@@ -30,14 +30,14 @@ package struct PrometheusWriter {
         text += " " + value + "\n"
     }
 
-    package static func number(_ value: Double) -> String {
+    public static func number(_ value: Double) -> String {
         if value.isInfinite { return value > 0 ? "+Inf" : "-Inf" }
         if value.isNaN { return "NaN" }
         if value == value.rounded(), abs(value) < 1e15 { return String(Int64(value)) }
         return "\(value)"
     }
 
-    package static func escape(_ value: String) -> String {
+    public static func escape(_ value: String) -> String {
         var out = ""
         for ch in value {
             switch ch {

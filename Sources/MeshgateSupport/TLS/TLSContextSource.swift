@@ -10,11 +10,11 @@ import MeshgateConfig
 /// and logs why.
 public final class TLSContextSource: Sendable {
     public let files: TLSFilesConfig
-    package let role: TLSContext.Role
+    public let role: TLSContext.Role
     private let state: NIOLockedValueBox<(context: TLSContext, stamps: [String])>
 
     /// Builds the first context; a ConfigError names the config field.
-    package init(_ files: TLSFilesConfig, role: TLSContext.Role, configFile: String) throws(ConfigError) {
+    public init(_ files: TLSFilesConfig, role: TLSContext.Role, configFile: String) throws(ConfigError) {
         self.files = files
         self.role = role
         do {
@@ -31,7 +31,7 @@ public final class TLSContextSource: Sendable {
     /// refuse such keys; the gateway says so at start, at each reload and
     /// rotation, and goes on (a Kubernetes Secret mounts files 0644 unless
     /// its `defaultMode` says otherwise).
-    package func warnIfKeyIsExposed() {
+    public func warnIfKeyIsExposed() {
         // PostgreSQL's rule: others never; the group only on a file root
         // owns (a Kubernetes Secret mounted with defaultMode 0440 and an
         // fsGroup: root's file, readable by the pod's group, as intended).
@@ -43,7 +43,7 @@ public final class TLSContextSource: Sendable {
         ])
     }
 
-    package var current: TLSContext { state.withLockedValue { $0.context } }
+    public var current: TLSContext { state.withLockedValue { $0.context } }
 
     private static func build(_ files: TLSFilesConfig, role: TLSContext.Role) throws(TLSError) -> TLSContext {
         try TLSContext(role: role, certificateChain: files.cert, privateKey: files.key, trustedCAs: files.ca,
@@ -61,7 +61,7 @@ public final class TLSContextSource: Sendable {
     /// Rebuilds the context when a file changed (or always, with `force`).
     /// Returns true when new material is in use.
     @discardableResult
-    package func reloadIfChanged(force: Bool = false) -> Bool {
+    public func reloadIfChanged(force: Bool = false) -> Bool {
         let stamps = Self.stamps(files)
         guard force || stamps != state.withLockedValue({ $0.stamps }) else { return false }
         do {

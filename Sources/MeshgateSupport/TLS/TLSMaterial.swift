@@ -37,5 +37,5 @@ public struct TLSMaterial: Sendable {
         return material
     }
 
-    package var all: [TLSContextSource] { listeners.compactMap { $0 } + Array(clusters.values) }
+    public var all: [TLSContextSource] { listeners.compactMap { $0 } + Array(clusters.values) }
 }

@@ -18,20 +18,20 @@ import MeshgateSupport
 /// service (UNIMPLEMENTED) counts as healthy, with an error logged.
 /// `check` mode calls Check every `interval` (+ jitter) with `timeout`;
 /// thresholds decide the transitions.
-package final class EndpointProbe {
+public final class EndpointProbe {
     /// A HealthCheckResponse is a status: an upstream answering more than
     /// this (a few bytes) is not answering health checks.
-    package static let maxResponseBytes = 4096
+    public static let maxResponseBytes = 4096
 
-    package let clusterIndex: Int
-    package let endpointIndex: Int
-    package let endpoint: EndpointConfig
-    package let epoch: Int
+    public let clusterIndex: Int
+    public let endpointIndex: Int
+    public let endpoint: EndpointConfig
+    public let epoch: Int
     /// The cluster's TLS: probes connect the way calls do.
-    package let tls: TLSContextSource?
-    package let config: HealthCheckConfig
-    package let registry: HealthRegistry
-    package let eventLoop: EventLoop
+    public let tls: TLSContextSource?
+    public let config: HealthCheckConfig
+    public let registry: HealthRegistry
+    public let eventLoop: EventLoop
 
     /// The probe's own connection (never one of the data path's).
     private lazy var connection = HTTP2ConnectionSlot(eventLoop: eventLoop) { [weak self] delegate, completion in
@@ -53,7 +53,7 @@ package final class EndpointProbe {
     private var stopped = false
     private var loggedUnimplemented = false
 
-    package init(epoch: Int, cluster: Int, endpoint: Int, config: EndpointConfig, check: HealthCheckConfig, registry: HealthRegistry,
+    public init(epoch: Int, cluster: Int, endpoint: Int, config: EndpointConfig, check: HealthCheckConfig, registry: HealthRegistry,
          eventLoop: EventLoop, tls: TLSContextSource? = nil) {
         self.epoch = epoch
         self.tls = tls
@@ -67,13 +67,13 @@ package final class EndpointProbe {
 
     private var address: String { endpoint.address.description }
 
-    package func start() {
+    public func start() {
         healthy = registry.isHealthy(cluster: clusterIndex, endpoint: endpointIndex)
         awaitingFirstCheck = !healthy && registry.awaitsFirstCheck(cluster: clusterIndex, endpoint: endpointIndex)
         probe()
     }
 
-    package func stop() {
+    public func stop() {
         stopped = true
         timer?.cancel()
         call?.cancel()

@@ -6,21 +6,21 @@ import MeshgateRouting
 ///
 /// `@unchecked Sendable`: created for `eventLoop` and touched only from it
 /// after `start`, which hops there.
-package final class HealthChecker: @unchecked Sendable {
-    package let eventLoop: EventLoop
+public final class HealthChecker: @unchecked Sendable {
+    public let eventLoop: EventLoop
     private var probes: [EndpointProbe] = []
     private let serving: ServingConfig
     private let registry: HealthRegistry
     private let epoch: Int
 
-    package init(serving: ServingConfig, registry: HealthRegistry, eventLoop: EventLoop, epoch: Int = 0) {
+    public init(serving: ServingConfig, registry: HealthRegistry, eventLoop: EventLoop, epoch: Int = 0) {
         self.serving = serving
         self.epoch = epoch
         self.registry = registry
         self.eventLoop = eventLoop
     }
 
-    package func start() {
+    public func start() {
         eventLoop.execute {
             for (c, cluster) in self.serving.clusters.enumerated() {
                 guard let check = cluster.healthCheck else { continue }
@@ -35,7 +35,7 @@ package final class HealthChecker: @unchecked Sendable {
         }
     }
 
-    package func stop() {
+    public func stop() {
         eventLoop.execute {
             self.probes.forEach { $0.stop() }
             self.probes.removeAll()

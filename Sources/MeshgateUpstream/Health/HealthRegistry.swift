@@ -13,50 +13,50 @@ public final class HealthRegistry: Sendable {
     public typealias Status = Grpc_Health_V1_HealthCheckResponse.ServingStatus
 
     /// A Watch stream, called on its own loop.
-    package final class Watcher {
-        package let send: (Status) -> Void
-        package let finish: () -> Void
-        package init(send: @escaping (Status) -> Void, finish: @escaping () -> Void) {
+    public final class Watcher {
+        public let send: (Status) -> Void
+        public let finish: () -> Void
+        public init(send: @escaping (Status) -> Void, finish: @escaping () -> Void) {
             self.send = send
             self.finish = finish
         }
     }
 
     private struct WatchEntry {
-        package let service: String
-        package let loop: EventLoop
-        package let watcher: NIOLoopBound<Watcher>
+        public let service: String
+        public let loop: EventLoop
+        public let watcher: NIOLoopBound<Watcher>
     }
 
     private struct State {
         /// Routed service name -> indexes of the clusters its routes point to.
-        package var serviceClusters: [String: [Int]]
-        package var started = false
-        package var draining = false
-        package var endpointHealthy: [[Bool]]
-        package var clusterNames: [String]
-        package var endpointAddresses: [[String]]
+        public var serviceClusters: [String: [Int]]
+        public var started = false
+        public var draining = false
+        public var endpointHealthy: [[Bool]]
+        public var clusterNames: [String]
+        public var endpointAddresses: [[String]]
         /// Bumped by a reload that changes clusters: reports of the previous
         /// health checker (by index) no longer apply.
-        package var epoch = 0
-        package var watches: [ObjectIdentifier: WatchEntry] = [:]
-        package var lastSent: [String: Status] = [:]
+        public var epoch = 0
+        public var watches: [ObjectIdentifier: WatchEntry] = [:]
+        public var lastSent: [String: Status] = [:]
         /// "cluster address" of endpoints added at run time that have had
         /// no check verdict yet: their first passing check lets them in. An
         /// endpoint that failed checks needs `healthy_threshold` passes,
         /// even when a membership change restarts its probe.
-        package var awaitingFirstCheck: Set<String> = []
+        public var awaitingFirstCheck: Set<String> = []
     }
 
     private let state: NIOLockedValueBox<State>
     /// Set by the gateway: applies an endpoint change on every loop.
-    package let applyToLoops: @Sendable (_ cluster: String, _ address: String, _ healthy: Bool) -> Void
+    public let applyToLoops: @Sendable (_ cluster: String, _ address: String, _ healthy: Bool) -> Void
 
     /// The names that mean "the gateway itself" ("" per the health protocol;
     /// the health service's own name, as Kubernetes liveness probes often ask).
-    package static let selfNames: Set<String> = ["", "grpc.health.v1.Health"]
+    public static let selfNames: Set<String> = ["", "grpc.health.v1.Health"]
 
-    package init(serving: ServingConfig, applyToLoops: @escaping @Sendable (String, String, Bool) -> Void) {
+    public init(serving: ServingConfig, applyToLoops: @escaping @Sendable (String, String, Bool) -> Void) {
         self.state = NIOLockedValueBox(State(serviceClusters: Self.serviceClusters(serving),
                                              endpointHealthy: serving.clusters.map { $0.endpoints.map { _ in true } },
                                              clusterNames: serving.clusters.map(\.name),
@@ -70,7 +70,7 @@ public final class HealthRegistry: Sendable {
     /// health-checked cluster starts unhealthy until its first check passes
     /// (as Envoy treats hosts added at run time); without checks it starts
     /// healthy.
-    package func reconfigure(_ serving: ServingConfig) -> Int {
+    public func reconfigure(_ serving: ServingConfig) -> Int {
         let services = Self.serviceClusters(serving)
         var epoch = 0
         change { s in
@@ -99,7 +99,7 @@ public final class HealthRegistry: Sendable {
     }
 
     /// The health an endpoint of the current config has (true when unknown).
-    package func isHealthy(cluster name: String, address: String) -> Bool {
+    public func isHealthy(cluster name: String, address: String) -> Bool {
         state.withLockedValue { s in
             guard let c = s.clusterNames.firstIndex(of: name), let e = s.endpointAddresses[c].firstIndex(of: address) else { return true }
             return s.endpointHealthy[c][e]
@@ -108,7 +108,7 @@ public final class HealthRegistry: Sendable {
 
     /// The health of endpoint `endpoint` of cluster `cluster` (by index, in
     /// the current epoch; true when out of range).
-    package func isHealthy(cluster: Int, endpoint: Int) -> Bool {
+    public func isHealthy(cluster: Int, endpoint: Int) -> Bool {
         state.withLockedValue { s in
             guard cluster < s.endpointHealthy.count, endpoint < s.endpointHealthy[cluster].count else { return true }
             return s.endpointHealthy[cluster][endpoint]
@@ -131,7 +131,7 @@ public final class HealthRegistry: Sendable {
     }
 
     /// A reload changed the routes: service statuses follow the new ones.
-    package func updateRoutes(_ serving: ServingConfig) {
+    public func updateRoutes(_ serving: ServingConfig) {
         let services = Self.serviceClusters(serving)
         change { $0.serviceClusters = services }
     }
@@ -168,13 +168,13 @@ public final class HealthRegistry: Sendable {
 
     // MARK: Changes
 
-    package func markStarted() { change { $0.started = true } }
+    public func markStarted() { change { $0.started = true } }
 
     /// SIGTERM: every status turns NOT_SERVING before any GOAWAY goes out.
-    package func markDraining() { change { $0.draining = true } }
+    public func markDraining() { change { $0.draining = true } }
 
     /// Whether the endpoint was added at run time and has had no check verdict yet.
-    package func awaitsFirstCheck(cluster: Int, endpoint: Int) -> Bool {
+    public func awaitsFirstCheck(cluster: Int, endpoint: Int) -> Bool {
         state.withLockedValue { s in
             guard cluster < s.endpointAddresses.count, endpoint < s.endpointAddresses[cluster].count else { return false }
             return s.awaitingFirstCheck.contains("\(s.clusterNames[cluster]) \(s.endpointAddresses[cluster][endpoint])")
@@ -183,14 +183,14 @@ public final class HealthRegistry: Sendable {
 
     /// The endpoint's first check failed: from now on it recovers like any
     /// unhealthy endpoint.
-    package func firstCheckFailed(epoch: Int, cluster: Int, endpoint: Int) {
+    public func firstCheckFailed(epoch: Int, cluster: Int, endpoint: Int) {
         state.withLockedValue { s in
             guard s.epoch == epoch, cluster < s.endpointAddresses.count, endpoint < s.endpointAddresses[cluster].count else { return }
             s.awaitingFirstCheck.remove("\(s.clusterNames[cluster]) \(s.endpointAddresses[cluster][endpoint])")
         }
     }
 
-    package func setEndpoint(epoch: Int, cluster: Int, endpoint: Int, healthy: Bool, reason: String) {
+    public func setEndpoint(epoch: Int, cluster: Int, endpoint: Int, healthy: Bool, reason: String) {
         var changed = false
         var names = ("", "")
         change { s in
@@ -232,7 +232,7 @@ public final class HealthRegistry: Sendable {
     // MARK: Watch streams
 
     /// Registers a Watch and returns the status to send first.
-    package func addWatch(service: String, id: ObjectIdentifier, loop: EventLoop, watcher: Watcher) -> Status {
+    public func addWatch(service: String, id: ObjectIdentifier, loop: EventLoop, watcher: Watcher) -> Status {
         let bound = NIOLoopBound(watcher, eventLoop: loop)
         return state.withLockedValue { s in
             let status = Self.status(of: service, in: s) ?? .serviceUnknown
@@ -242,7 +242,7 @@ public final class HealthRegistry: Sendable {
         }
     }
 
-    package func removeWatch(id: ObjectIdentifier) {
+    public func removeWatch(id: ObjectIdentifier) {
         state.withLockedValue { s in
             // A name no watch follows any more is forgotten: clients choose
             // the names, so keeping each one would grow without bound.
@@ -254,7 +254,7 @@ public final class HealthRegistry: Sendable {
 
     /// Ends every Watch stream (drain: they would otherwise hold their
     /// connections open until the drain timeout).
-    package func finishAllWatches() {
+    public func finishAllWatches() {
         let entries = state.withLockedValue { s -> [WatchEntry] in
             defer { s.watches.removeAll() }
             return Array(s.watches.values)
