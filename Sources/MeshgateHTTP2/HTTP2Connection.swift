@@ -687,7 +687,17 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
     private func failConnection(code: Int32) {
         let reason = String(cString: nghttp2_strerror(code))
         closeCause = .protocolError("HTTP/2 protocol error: \(reason)")
-        // nghttp2 has queued a GOAWAY explaining the error: send it.
+        // nghttp2 queues a GOAWAY for the protocol errors it finds in frames,
+        // but returns its own limits (too many CONTINUATION frames in one
+        // header block, a peer flooding it with frames to answer) without
+        // one: queue it then, so the peer learns why (docs/limits.md). A
+        // no-op when a terminating GOAWAY is already queued. Not for a
+        // client that never spoke HTTP/2 (a bad preface).
+        if let session, code != NGHTTP2_ERR_BAD_CLIENT_MAGIC.rawValue {
+            let flood = code == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS.rawValue || code == NGHTTP2_ERR_FLOODED.rawValue
+            nghttp2_session_terminate_session(session, (flood ? HTTP2ErrorCode.enhanceYourCalm : .protocolError).rawValue)
+            lifecycle.goAwaySent()
+        }
         flush()
         close()
     }
