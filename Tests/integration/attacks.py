@@ -29,7 +29,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
-HOST = "127.0.0.1"
+from meshkit import HOST, RawServer
+
 KiB = 1024
 MiB = 1024 * 1024
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -585,7 +586,7 @@ def metric_samples(admin_port: int, name: str) -> dict[str, float]:
 # An upstream that answers with oversize heads or trailers
 
 
-class AbusiveUpstream:
+class AbusiveUpstream(RawServer):
     """A raw HTTP/2 gRPC server (the `h2` package) on 127.0.0.1 that answers
     each request, once it has ended, in one of these ways:
 
@@ -604,14 +605,7 @@ class AbusiveUpstream:
         self.count = count
         self.requests = 0
         self._lock = threading.Lock()
-        self._server = socket.socket()
-        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._server.bind((HOST, 0))
-        self._server.listen(64)
-        self.port = self._server.getsockname()[1]
-        self._stop = threading.Event()
-        self._conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
     def big_fields(self, size: int) -> list[tuple[str, str]]:
         fields, total, i = [], 0, 0
@@ -622,16 +616,7 @@ class AbusiveUpstream:
             i += 1
         return fields
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            self._conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, sock: socket.socket) -> None:
+    def serve_connection(self, sock: socket.socket) -> None:
         import h2.config
         import h2.connection
         import h2.events
@@ -640,7 +625,7 @@ class AbusiveUpstream:
         conn.initiate_connection()
         try:
             sock.sendall(conn.data_to_send())
-            while not self._stop.is_set():
+            while not self.stopped:
                 data = sock.recv(65536)
                 if not data:
                     return
@@ -655,8 +640,6 @@ class AbusiveUpstream:
                 sock.sendall(conn.data_to_send() + raw_after)
         except Exception:
             return
-        finally:
-            sock.close()
 
     def _answer(self, conn, sid: int) -> bytes:
         head = [(":status", "200"), ("content-type", "application/grpc")]
@@ -676,15 +659,6 @@ class AbusiveUpstream:
             trailers += self.big_fields(self.size)
         conn.send_headers(sid, trailers, end_stream=True)
         return b""
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._server.close()
-        for c in self._conns:
-            try:
-                c.close()
-            except OSError:
-                pass
 
 
 # --------------------------------------------------------------------------

@@ -434,6 +434,60 @@ def grpc_messages(data: bytes) -> list[bytes]:
 # A recording upstream
 
 
+class RawServer:
+    """A TCP server on 127.0.0.1 for the hand-written upstreams (python-h2
+    servers that misbehave on purpose): a thread accepts, each connection is
+    served on its own thread by `serve_connection(sock)`, the socket is
+    closed when that returns or raises, and `stop()` closes the listener and
+    every connection. A subclass sets its own fields, then calls
+    `super().__init__()` (which starts accepting)."""
+
+    def __init__(self, backlog: int = 64):
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind((HOST, 0))
+        self._listener.listen(backlog)
+        self.port = self._listener.getsockname()[1]
+        self._stopped = threading.Event()
+        self._connections: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    def serve_connection(self, sock: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            self._connections.append(sock)
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        # A connection the gateway closed, or stop() closed under it, ends
+        # its thread; either is how these servers' connections end.
+        try:
+            self.serve_connection(sock)
+        except (OSError, ValueError):
+            pass
+        finally:
+            sock.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._listener.close()
+        for sock in self._connections:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+
 class RecordingUpstream:
     """A grpcio server for MeshService that records when each call arrives,
     its request bytes and headers, and answers as `behaviour` says."""

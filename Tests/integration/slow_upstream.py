@@ -7,7 +7,7 @@ import socket
 import threading
 from typing import Callable
 
-from meshkit import HOST, grpc_frame, grpc_messages
+from meshkit import RawServer, grpc_frame, grpc_messages
 
 
 def collect_metrics(pb, body: bytes) -> bytes:
@@ -19,7 +19,7 @@ def collect_metrics(pb, body: bytes) -> bytes:
     return summary.SerializeToString()
 
 
-class SlowReadingUpstream:
+class SlowReadingUpstream(RawServer):
     """A raw HTTP/2 gRPC server (the `h2` package) that takes nothing while
     `reading` is clear: it gives no window credit, so the gateway can send
     it only its initial 64 KiB windows. Once `reading` is set it credits
@@ -30,24 +30,9 @@ class SlowReadingUpstream:
         self.answer = answer
         self.reading = threading.Event()
         self.received = 0  # DATA bytes received
-        self._server = socket.socket()
-        self._server.bind((HOST, 0))
-        self._server.listen(8)
-        self.port = self._server.getsockname()[1]
-        self._stop = threading.Event()
-        self._conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(backlog=8)
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            self._conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, sock: socket.socket) -> None:
+    def serve_connection(self, sock: socket.socket) -> None:
         import h2.config
         import h2.connection
         import h2.events
@@ -58,7 +43,7 @@ class SlowReadingUpstream:
         sock.settimeout(0.05)
         try:
             sock.sendall(conn.data_to_send())
-            while not self._stop.is_set():
+            while not self.stopped:
                 try:
                     data = sock.recv(65536)
                 except socket.timeout:
@@ -84,19 +69,8 @@ class SlowReadingUpstream:
                     sock.sendall(pending)
         except Exception:
             return
-        finally:
-            sock.close()
 
     def _answer(self, conn, sid: int, body: bytes) -> None:
         conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
         conn.send_data(sid, grpc_frame(self.answer(body)))
         conn.send_headers(sid, [("grpc-status", "0")], end_stream=True)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._server.close()
-        for c in self._conns:
-            try:
-                c.close()
-            except OSError:
-                pass

@@ -23,7 +23,7 @@ import grpc
 import pytest
 
 from grpc_web_client import Http1Connection, call_http1, call_http2, encode_body
-from meshkit import addr, free_port, insecure_channel, parse_grpc_timeout, port_accepts, to_yaml, wait_until
+from meshkit import RawServer, addr, free_port, insecure_channel, parse_grpc_timeout, port_accepts, to_yaml, wait_until
 
 HERE = Path(__file__).resolve().parent
 PROCESS = "/mesh.v1.MeshService/Process"
@@ -578,30 +578,12 @@ def test_idle_http1_connections_are_closed_at_the_idle_timeout(bins, mesh_pb2, t
 # An upstream's content-length
 
 
-class ContentLengthUpstream:
+class ContentLengthUpstream(RawServer):
     """A raw HTTP/2 gRPC server (python-h2) whose answers carry a correct
     `content-length` for their gRPC body (7 bytes: one message "ok"), as
     some servers and proxies send."""
 
-    def __init__(self):
-        import socket
-        import threading
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(8)
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        import threading
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._connection, args=(sock,), daemon=True).start()
-
-    def _connection(self, sock):
+    def serve_connection(self, sock):
         import h2.config
         import h2.connection
         import h2.events
@@ -610,29 +592,19 @@ class ContentLengthUpstream:
         conn.initiate_connection()
         sock.sendall(conn.data_to_send())
         body = b"\x00\x00\x00\x00\x02ok"
-        with sock:
-            while True:
-                try:
-                    data = sock.recv(65536)
-                except OSError:
-                    return
-                if not data:
-                    return
-                for event in conn.receive_data(data):
-                    if isinstance(event, h2.events.DataReceived):
-                        conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                    elif isinstance(event, h2.events.StreamEnded):
-                        try:
-                            conn.send_headers(event.stream_id, [(":status", "200"), ("content-type", "application/grpc"),
-                                                                ("content-length", str(len(body)))])
-                            conn.send_data(event.stream_id, body)
-                            conn.send_headers(event.stream_id, [("grpc-status", "0")], end_stream=True)
-                        except h2.exceptions.StreamClosedError:
-                            pass
-                sock.sendall(conn.data_to_send())
-
-    def stop(self):
-        self.listener.close()
+        while data := sock.recv(65536):
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.DataReceived):
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded):
+                    try:
+                        conn.send_headers(event.stream_id, [(":status", "200"), ("content-type", "application/grpc"),
+                                                            ("content-length", str(len(body)))])
+                        conn.send_data(event.stream_id, body)
+                        conn.send_headers(event.stream_id, [("grpc-status", "0")], end_stream=True)
+                    except h2.exceptions.StreamClosedError:
+                        pass
+            sock.sendall(conn.data_to_send())
 
 
 def test_the_upstreams_content_length_is_not_passed_on(bins, tmp_path):

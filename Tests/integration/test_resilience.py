@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from meshkit import RecordingUpstream, free_port, gateway_config, insecure_channel, to_yaml, wait_until
+from meshkit import RawServer, RecordingUpstream, free_port, gateway_config, insecure_channel, to_yaml, wait_until
 
 PROCESS = "/mesh.v1.MeshService/Process"
 COLLECT = "/mesh.v1.MeshService/CollectMetrics"
@@ -231,42 +231,23 @@ def test_retry_status_in_trailers_after_headers_is_retried(mesh, launcher):
         upstream.stop()
 
 
-class RefusingUpstream:
+class RefusingUpstream(RawServer):
     """A raw HTTP/2 server (python-h2) that answers the first request with
     RST_STREAM REFUSED_STREAM and every later one with a gRPC OK."""
 
     def __init__(self):
+        self.requests = 0
+        super().__init__()
+
+    def serve_connection(self, sock):
         import h2.config
         import h2.connection
         import h2.events
-        self.h2 = h2
-        self.requests = 0
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(8)
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.connection, args=(sock,), daemon=True).start()
-
-    def connection(self, sock):
-        h2 = self.h2
+        import h2.exceptions
         conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
         conn.initiate_connection()
         sock.sendall(conn.data_to_send())
-        while True:
-            try:
-                data = sock.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
+        while data := sock.recv(65536):
             for event in conn.receive_data(data):
                 if isinstance(event, h2.events.RequestReceived):
                     self.requests += 1
@@ -282,9 +263,6 @@ class RefusingUpstream:
                     except h2.exceptions.StreamClosedError:
                         pass
             sock.sendall(conn.data_to_send())
-
-    def stop(self):
-        self.listener.close()
 
 
 def test_a_refused_stream_is_retried_transparently(mesh, launcher):
