@@ -460,6 +460,29 @@ def test_a_connections_queued_response_bytes_are_capped(mesh, launcher):
     client.finish()
 
 
+BUDGET_WARNING = "runtime.global_buffer_limit_bytes is below one client connection's receive window"
+
+
+@pytest.mark.parametrize("limit,warned", [(8 << 20, True), (16 << 20, False), (0, False)])
+def test_a_global_buffer_limit_below_one_window_is_warned_about(mesh, launcher, limit, warned):
+    """docs/limits.md: a global budget below one connection's 16 MiB
+    receive window is valid, and logged as a warning with both figures;
+    the window itself, and no cap (0), are not."""
+    import yaml
+    from meshkit import free_port, gateway_config, to_yaml, wait_until
+    port = free_port()
+    doc = yaml.safe_load(gateway_config(port, clusters={"mesh": [r.port for r in mesh.replicas.values()]},
+                                        routes=[{"match": {"service": "mesh.v1.MeshService"}, "cluster": "mesh"}]))
+    doc["runtime"]["global_buffer_limit_bytes"] = limit
+    gateway = launcher.gateway(to_yaml(doc), port, name=f"gw-budget-{limit}")
+    wait_until(lambda: "listening" in gateway.proc.log_text(), timeout=10, message="the gateway to listen")
+    log = gateway.proc.log_text()
+    assert (BUDGET_WARNING in log) == warned, log[-2000:]
+    if warned:
+        line = next(line for line in log.splitlines() if BUDGET_WARNING in line)
+        assert str(limit) in line and str(16 << 20) in line, line
+
+
 def test_bytes_queued_on_all_connections_are_capped(mesh, launcher):
     """runtime.global_buffer_limit_bytes: 196608 (three 64 KiB granules;
     each connection's first granule is not counted). Clients at window 0

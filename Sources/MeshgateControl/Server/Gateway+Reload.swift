@@ -60,6 +60,9 @@ extension Gateway {
             }
             counters.pluginsLoaded(Self.pluginNames(plugins))
             Self.recordPluginLoads(plugins, previous: current.plugins)
+            if bufferBudget.limit != fileConfig.runtime.globalBufferLimitBytes {
+                Self.warnIfBufferLimitIsBelowOneWindow(fileConfig.runtime.globalBufferLimitBytes)
+            }
             bufferBudget.limit = fileConfig.runtime.globalBufferLimitBytes
             let names = Set(plugins.handles.map { "\($0.image.name) \($0.image.version) (\($0.image.sha256.prefix(12)))" }).sorted()
             return "generation \(installed.number) loaded from \(file); plugins: \(names.joined(separator: ", "))"

@@ -86,6 +86,7 @@ public final class Gateway: Sendable {
         Self.recordPluginLoads(plugins, previous: nil)
         let threads = config.runtime.eventLoops ?? System.coreCount
         let bufferBudget = HTTP2BufferBudget(limit: config.runtime.globalBufferLimitBytes)
+        Self.warnIfBufferLimitIsBelowOneWindow(config.runtime.globalBufferLimitBytes)
         self.bufferBudget = bufferBudget
         let reflection = ReflectionCache()
         let metricSeries = MetricSeriesBudget(capacity: config.runtime.maxMetricSeries)
@@ -352,6 +353,19 @@ public final class Gateway: Sendable {
     /// client connection is a descriptor, and the usual soft limit (1024)
     /// would cap a gateway far below its listeners' `max_connections`.
     /// Returns the limit the process runs with.
+    /// One client connection may have a whole receive window of request
+    /// bytes in flight (16 MiB), and the budget also holds what waits for
+    /// upstreams: below that, one busy connection can use it up, and calls
+    /// of every connection then have their upstream queues reset
+    /// (docs/limits.md). Valid, so not refused; said once at start and at
+    /// each reload that sets it.
+    package static func warnIfBufferLimitIsBelowOneWindow(_ limit: Int) {
+        let window = Int(HTTP2Settings().connectionWindowSize)
+        guard limit != 0, limit < window else { return }
+        Log.warning("runtime.global_buffer_limit_bytes is below one client connection's receive window: a burst from one connection can use it up and reset other calls",
+                    ["global_buffer_limit_bytes": String(limit), "connection_window_bytes": String(window)])
+    }
+
     private static func raiseOpenFileLimit() -> Posix.OpenFileLimit {
         func text(_ n: UInt64) -> String { n == UInt64.max ? "unlimited" : String(n) }
         do {
