@@ -281,7 +281,7 @@ let package = Package(
         .testTarget(
             name: "MeshgateTests",
             dependencies: [
-                "GatewayHost", "MeshgateControl", "MeshgatePluginHost", "MeshgateConfig", "MeshgateSupport", "MeshgateRouting", "MeshgateUpstream", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateYAML", "MeshgateEtcd", "ProtoWire",
+                "GatewayHost", "MeshgateControl", "MeshgateConfig", "MeshgateDiscovery", "MeshgateGRPC", "MeshgateGRPCCalls", "MeshgateHTTP2", "MeshgateYAML", "MeshgateEtcd", "ProtoWire",
                 "ConsistentHash", "PluginKit", "MeshgateTransport", "MeshgatePosix", "CFreeListAllocator", "MeshgateTestSupport", "MeshgateJSON",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -311,6 +311,18 @@ let package = Package(
             name: "MeshgateRoutingTests",
             dependencies: ["MeshgateRouting", "MeshgateConfig", "MeshgateSupport", "MeshgateHTTP2", "MeshgateTestSupport"],
             path: "Tests/MeshgateRoutingTests"),
+        .testTarget(
+            name: "MeshgateSupportTests",
+            dependencies: ["MeshgateSupport", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Tests/MeshgateSupportTests"),
+        .testTarget(
+            name: "MeshgateUpstreamTests",
+            dependencies: ["MeshgateUpstream"],
+            path: "Tests/MeshgateUpstreamTests"),
+        .testTarget(
+            name: "MeshgatePluginHostTests",
+            dependencies: ["MeshgatePluginHost", "FilterABI", "MeshgateHTTP2"],
+            path: "Tests/MeshgatePluginHostTests"),
         .testTarget(
             name: "MeshgateOwnServicesTests",
             dependencies: [

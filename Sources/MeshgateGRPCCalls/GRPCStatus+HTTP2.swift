@@ -6,16 +6,22 @@ extension GRPCStatus {
     /// RST_STREAM or is refused by GOAWAY (grpc doc/PROTOCOL-HTTP2.md,
     /// "Errors").
     public init(http2Error code: HTTP2ErrorCode, context: String) {
-        let grpcCode: GRPCStatusCode
-        switch code {
-        case .refusedStream: grpcCode = .unavailable
-        case .cancel: grpcCode = .cancelled
-        case .enhanceYourCalm: grpcCode = .resourceExhausted
-        case .inadequateSecurity: grpcCode = .permissionDenied
-        default: grpcCode = .internal
-        }
         let detail = code == .noError ? "stream closed with NO_ERROR before a status arrived" : code.name
-        self.init(grpcCode, "\(context): \(detail)")
+        self.init(GRPCStatusCode(http2Error: code), "\(context): \(detail)")
+    }
+}
+
+extension GRPCStatusCode {
+    /// The code alone, by the rules of `GRPCStatus(http2Error:context:)`
+    /// (no message built: a shadow's result carries only the code).
+    public init(http2Error code: HTTP2ErrorCode) {
+        switch code {
+        case .refusedStream: self = .unavailable
+        case .cancel: self = .cancelled
+        case .enhanceYourCalm: self = .resourceExhausted
+        case .inadequateSecurity: self = .permissionDenied
+        default: self = .internal
+        }
     }
 }
 

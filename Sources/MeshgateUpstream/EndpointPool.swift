@@ -16,16 +16,17 @@ import MeshgateDiscovery
 /// stream closes. A failed connect puts the
 /// endpoint in exponential backoff (gRPC's connection backoff: 1 s × 1.6ⁿ,
 /// ±20 % jitter, at most 30 s) and hands the waiting calls back to be placed
-/// on another endpoint, since none of their bytes left the gateway.
+/// on another endpoint, since none of their bytes left the gateway. Those
+/// decisions are `EndpointPoolStateMachine`'s; the pool carries them out.
 public final class EndpointPool {
     public let endpoint: EndpointConfig
     public let cluster: ClusterConfig
     public let loop: UpstreamLoop
     /// TLS to the endpoint (the cluster's current material at each connect).
     public let tls: TLSContextSource?
-    public private(set) var connections: [UpstreamConnection] = []
-    private var waiters = CircularBuffer<any UpstreamPoolWaiter>()
-    private var consecutiveFailures = 0
+    /// Its connections and waiting calls, and what to do with them.
+    private var machine: EndpointPoolStateMachine<UpstreamConnection, any UpstreamPoolWaiter>
+    public var connections: [UpstreamConnection] { machine.connections }
     private var retryAfter: NIODeadline?
     public private(set) var lastConnectError: String?
     /// From active health checks (always true without them).
@@ -54,6 +55,7 @@ public final class EndpointPool {
         self.loop = loop
         self.tls = tls
         self.address = endpoint.address.description
+        self.machine = EndpointPoolStateMachine(maxConnections: cluster.maxConnectionsPerEndpoint)
     }
 
     /// `:scheme` of the requests sent to it.
@@ -72,33 +74,15 @@ public final class EndpointPool {
     /// Generic, not an existential: the usual path (a connection has room)
     /// is specialized per waiter type and boxes nothing.
     public func acquire<Waiter: UpstreamPoolWaiter>(for call: Waiter) {
-        if let connection = connectionWithRoom() {
+        if let connection = machine.connectionWithRoom {
             call.attach(connection)
             return
         }
-        waiters.append(call)
-        openConnectionIfNeeded()
+        if machine.enqueue(call) { connect() }
     }
 
     public func cancelWait(_ call: any UpstreamPoolWaiter) {
-        if let i = waiters.firstIndex(where: { $0 === call }) { waiters.remove(at: i) }
-    }
-
-    private func connectionWithRoom() -> UpstreamConnection? {
-        for connection in connections where connection.hasRoom { return connection }
-        return nil
-    }
-
-    private func openConnectionIfNeeded() {
-        if connections.contains(where: { $0.isConnecting }) { return }
-        // At the connection limit and every connection full, the calls
-        // stay here until a stream closes (`serviceWaiters`): attached to a
-        // full connection they would wait in nghttp2's queue instead, and
-        // count as started (on_attempt_start), not pending, for the circuit
-        // breaker's max_pending_requests (Envoy's pending: no connection
-        // or stream to dispatch the request on yet).
-        guard connections.count < cluster.maxConnectionsPerEndpoint else { return }
-        connect()
+        machine.cancelWait(call)
     }
 
     /// For every dial to this endpoint (its pool's connections, reflection
@@ -120,7 +104,7 @@ public final class EndpointPool {
 
     private func connect() {
         let connection = UpstreamConnection(pool: self)
-        connections.append(connection)
+        machine.dialStarted(connection)
         let timeout = TimeAmount.nanoseconds(cluster.connectTimeout.nanosecondsClamped)
         var settings = UpstreamConnection.settings
         settings.bufferBudget = loop.bufferBudget
@@ -151,10 +135,9 @@ public final class EndpointPool {
     /// The upstream's first SETTINGS arrived: the connection takes streams.
     private func connectionReady(_ connection: UpstreamConnection) {
         connection.isConnecting = false
-        if consecutiveFailures > 0 {
+        if machine.dialSucceeded() {
             Log.info("upstream reachable again", ["cluster": cluster.name, "endpoint": address])
         }
-        consecutiveFailures = 0
         retryAfter = nil
         lastConnectError = nil
         serviceWaiters()
@@ -163,47 +146,27 @@ public final class EndpointPool {
     /// Connecting failed (TCP, TLS, or the HTTP/2 handshake). Waiting calls
     /// go back to be placed elsewhere: none of their bytes were sent.
     private func connectionFailed(_ connection: UpstreamConnection, error: String) {
-        guard connections.contains(where: { $0 === connection }) else { return }
-        remove(connection)
-        consecutiveFailures += 1
-        let base = min(1.0 * pow1_6(consecutiveFailures - 1), 30.0)
-        let jittered = base * Double.random(in: 0.8...1.2)
-        retryAfter = .now() + .nanoseconds(Int64(jittered * 1e9))
+        guard let stranded = machine.dialFailed(connection) else { return }
+        let backoff = machine.backoffSeconds(jitter: Double.random(in: 0.8...1.2))
+        retryAfter = .now() + .nanoseconds(Int64(backoff * 1e9))
         lastConnectError = error
         Log.warning("upstream connect failed", [
             "cluster": cluster.name, "endpoint": address, "error": error,
-            "retry_in_ms": String(Int(jittered * 1000)),
+            "retry_in_ms": String(Int(backoff * 1000)),
         ])
-        let stranded = waiters
-        waiters.removeAll()
         for call in stranded { call.connectFailed(on: self, error: error) }
-    }
-
-    private func pow1_6(_ n: Int) -> Double {
-        var r = 1.0
-        for _ in 0..<max(0, n) { r *= 1.6 }
-        return r
     }
 
     /// A stream ended or SETTINGS arrived: room may have opened.
     public func serviceWaiters() {
-        while !waiters.isEmpty, let connection = connectionWithRoom() {
-            waiters.removeFirst().attach(connection)
-        }
-        if !waiters.isEmpty { openConnectionIfNeeded() }
+        while let next = machine.nextAttachment() { next.waiter.attach(next.connection) }
+        if machine.needsDial { connect() }
     }
 
     /// The connection closed or received GOAWAY: no new streams go to it.
     public func connectionUnusable(_ connection: UpstreamConnection) {
-        // Out of the pool at once, so that it does not count against the
-        // connection limit while its last streams finish (the channel keeps
-        // it alive until then).
-        if connection.isClosed || connection.receivedGoAway { remove(connection) }
+        machine.connectionUnusable(connection)
         serviceWaiters()
-    }
-
-    private func remove(_ connection: UpstreamConnection) {
-        connections.removeAll { $0 === connection }
     }
 
     public func closeAll() {

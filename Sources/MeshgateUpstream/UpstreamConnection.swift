@@ -5,7 +5,7 @@ import MeshgateSupport
 /// One client HTTP/2 connection to an upstream endpoint, owned by its pool:
 /// made for the pool's dial (`HTTP2Dialer`), whose delegate it becomes
 /// once the upstream's first SETTINGS arrived.
-public final class UpstreamConnection: HTTP2ConnectionDelegate {
+public final class UpstreamConnection: HTTP2ConnectionDelegate, EndpointPoolConnection {
     /// Upstream windows are as large as downstream ones, so a proxied stream
     /// is never throttled by the gateway's own buffers.
     public static let settings = HTTP2Settings(maxConcurrentStreams: 100, initialStreamWindowSize: 1 << 20, connectionWindowSize: 16 << 20)
@@ -34,6 +34,8 @@ public final class UpstreamConnection: HTTP2ConnectionDelegate {
     }
 
     public var receivedGoAway: Bool { http2?.receivedGoAway ?? false }
+
+    public var takesNoNewStreams: Bool { isClosed || receivedGoAway }
 
     /// A later SETTINGS may raise the stream limit.
     public func http2ConnectionDidReceiveSettings(_ connection: HTTP2Connection) {

@@ -20,37 +20,24 @@ import MeshgateUpstream
 final class ShadowStream: HTTP2StreamDelegate, UpstreamPoolWaiter {
     typealias Done = @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<mg_shadow_result>?) -> Void
 
-    private enum State {
-        /// Waiting in the pool's queue for a connection.
-        case waiting
-        case streaming(HTTP2Connection, Int32)
-        case ended
-    }
-
     let cluster: String
     private let generation: LoopGeneration
     private let pool: EndpointPool
     private var head: HTTP2HeaderList
-    private let bufferLimit: Int
     private let done: Done?
     private let user: UnsafeMutableRawPointer?
     private let started = NIODeadline.now()
-    private var state = State.waiting
+    /// What to do at each event (`ShadowStreamStateMachine`); this class
+    /// carries it out.
+    private var machine: ShadowStreamStateMachine
+    /// Its stream, while the machine is `.streaming`.
+    private var upstream: (connection: HTTP2Connection, stream: Int32)?
     /// When the loop's sweep abandons it (`LoopContext.sweepShadows`).
     private(set) var deadline = NIODeadline.distantFuture
     /// Request bytes that arrived before the stream opened.
     private var pending: [ByteBuffer] = []
     private static let allocator = ByteBufferAllocator()
-    private var pendingBytes = 0
-    private var requestEnded: Bool
     private var requestTrailers: HTTP2HeaderList?
-    private var status: GRPCStatusCode?
-    private var abandoned = false
-    private var transportFailure = false
-    /// At shutdown: the plugin's instances are about to go, so `done`
-    /// must not run any more.
-    private var silenced = false
-    private var finished = false
     private var loop: LoopContext?
 
     init(cluster: String, pool: EndpointPool, head: HTTP2HeaderList, requestEnded: Bool, generation: LoopGeneration,
@@ -58,9 +45,8 @@ final class ShadowStream: HTTP2StreamDelegate, UpstreamPoolWaiter {
         self.cluster = cluster
         self.pool = pool
         self.head = head
-        self.requestEnded = requestEnded
         self.generation = generation
-        self.bufferLimit = bufferLimit
+        self.machine = ShadowStreamStateMachine(bufferLimit: bufferLimit, requestEnded: requestEnded)
         self.done = done
         self.user = user
     }
@@ -79,90 +65,88 @@ final class ShadowStream: HTTP2StreamDelegate, UpstreamPoolWaiter {
     /// Request bytes from the client (the same buffer the call sends on:
     /// shared, not copied).
     func forward(_ data: ByteBuffer) {
-        switch state {
-        case .waiting:
-            pendingBytes += data.readableBytes
-            guard pendingBytes <= bufferLimit else { return abandon() }
+        var queued = 0
+        if let upstream { queued = upstream.connection.queuedBytes(stream: upstream.stream) }
+        switch machine.requestData(bytes: data.readableBytes, queuedUpstream: queued) {
+        case .hold:
             // It waits for a connection: its own storage, not the read
             // buffer it came in (the limit counts bytes, not buffers).
             pending.append(data.unpinned(allocator: Self.allocator))
-        case .streaming(let connection, let stream):
-            guard connection.queuedBytes(stream: stream) + data.readableBytes <= bufferLimit else { return abandon() }
-            connection.send(data: data, stream: stream)
-        case .ended:
+        case .send:
+            if let upstream { upstream.connection.send(data: data, stream: upstream.stream) }
+        case .drop:
             break
+        case .giveUp(let giveUp):
+            carryOut(giveUp)
         }
     }
 
     /// The client's request ended (with trailers when it sent any).
     func endRequest(trailers: HTTP2HeaderList?) {
-        guard !requestEnded else { return }
-        requestEnded = true
-        requestTrailers = trailers
-        if case .streaming(let connection, let stream) = state { connection.sendEnd(stream: stream, trailers: trailers) }
+        switch machine.requestEnd(hasTrailers: trailers != nil) {
+        case .ignore: break
+        case .keepForStream: requestTrailers = trailers
+        case .sendEnd: if let upstream { upstream.connection.sendEnd(stream: upstream.stream, trailers: trailers) }
+        }
     }
 
     /// The client's stream closed: a shadow whose request is incomplete
     /// is given up (its upstream would wait for the rest forever).
     func clientClosed() {
-        if !requestEnded { abandon() }
+        carryOut(machine.clientClosed())
     }
 
     /// The gateway stops: the shadow ends without telling its plugin.
     func abandonSilently() {
-        silenced = true
-        abandon()
+        carryOut(machine.silence())
     }
 
     /// Gives up on the shadow: CANCEL its stream, or leave the pool's queue.
     func abandon() {
-        guard !abandoned else { return }
-        switch state {
-        case .waiting:
-            abandoned = true
+        carryOut(machine.abandon())
+    }
+
+    private func carryOut(_ giveUp: ShadowStreamStateMachine.GiveUp) {
+        switch giveUp {
+        case .nothing:
+            break
+        case .leaveQueue:
             pool.cancelWait(self)
             finish()
-        case .streaming(let connection, let stream):
-            abandoned = true
+        case .cancelStream:
             // The close callback finishes it.
-            _ = connection.reset(stream: stream, errorCode: .cancel)
-        case .ended:
-            break
+            if let upstream { _ = upstream.connection.reset(stream: upstream.stream, errorCode: .cancel) }
         }
     }
 
     // MARK: From the pool
 
     func attach(_ connection: UpstreamConnection) {
-        guard case .waiting = state, let http2 = connection.http2 else { return }
-        let endStream = requestEnded && pending.isEmpty && requestTrailers == nil
+        guard case .openStream(let endStream) = machine.connectionOffered(), let http2 = connection.http2 else { return }
         guard let stream = http2.openStream(headers: head, endStream: endStream, delegate: self) else {
-            transportFailure = true
+            machine.streamNotOpened()
             // Later: the pool may attach inside call_start_shadow, and
             // `done` runs only after it returned.
-            state = .ended
             pool.loop.eventLoop.assumeIsolated().execute { self.finish() }
             return
         }
         head = HTTP2HeaderList()
-        state = .streaming(http2, stream)
+        upstream = (http2, stream)
+        let endAfterHeld = machine.streamOpened()
         pool.streamOpened()
         for chunk in pending { http2.send(data: chunk, stream: stream) }
         pending = []
-        pendingBytes = 0
-        if requestEnded && !endStream { http2.sendEnd(stream: stream, trailers: requestTrailers) }
+        if endAfterHeld { http2.sendEnd(stream: stream, trailers: requestTrailers) }
     }
 
     func connectFailed(on endpoint: EndpointPool, error: String) {
-        guard case .waiting = state else { return }
-        transportFailure = true
-        finish()
+        if machine.connectFailed() { finish() }
     }
 
     // MARK: HTTP2StreamDelegate (the shadow's upstream stream)
 
     func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveHeaders headers: HTTP2HeaderList, isTrailers: Bool, endStream: Bool) {
-        if let code = GRPCStatusCode(headers: headers) { status = code }
+        if let code = GRPCStatusCode(headers: headers) { machine.received(status: code) }
     }
 
     func http2(_ connection: HTTP2Connection, stream: Int32, didReceiveData data: ByteBuffer) {
@@ -176,41 +160,28 @@ final class ShadowStream: HTTP2StreamDelegate, UpstreamPoolWaiter {
 
     func http2(_ connection: HTTP2Connection, stream: Int32, didCloseWith reason: HTTP2StreamCloseReason) {
         pool.streamClosed()
-        switch reason {
-        case .finished: break
-        case .reset(let code, _):
-            if status == nil, !abandoned {
-                status = GRPCStatus(http2Error: code, context: "shadow").code
-                transportFailure = true
-            }
-        case .connectionLost:
-            if status == nil { transportFailure = true }
-        case .headersTooLarge:
-            if status == nil, !abandoned {
-                status = .resourceExhausted
-                transportFailure = true
-            }
-        }
-        finish()
+        ended(machine.streamClosed(reason))
     }
 
     // MARK: The end
 
     private func finish() {
-        guard !finished else { return }
-        finished = true
-        state = .ended
+        ended(machine.end())
+    }
+
+    private func ended(_ end: ShadowStreamStateMachine.End) {
+        if end == .alreadyEnded { return }
+        upstream = nil
         pending = []
-        let code: GRPCStatusCode = abandoned ? .cancelled : (status ?? (transportFailure ? .unavailable : .unknown))
         loop?.shadowEnded(self)
-        if let done, !silenced {
+        if case .report(let result) = end, let done {
             var name = cluster
             name.withUTF8 { bytes in
                 var result = mg_shadow_result(
-                    size: UInt32(MemoryLayout<mg_shadow_result>.size), grpc_status: Int32(code.rawValue),
+                    size: UInt32(MemoryLayout<mg_shadow_result>.size), grpc_status: Int32(result.status.rawValue),
                     cluster: mg_str(ptr: UnsafeRawPointer(bytes.baseAddress)?.assumingMemoryBound(to: CChar.self), len: bytes.count),
                     latency_us: UInt64(max(0, (NIODeadline.now() - started).nanoseconds / 1000)),
-                    abandoned: abandoned ? 1 : 0, transport_failure: transportFailure ? 1 : 0, reserved: (0, 0, 0, 0, 0, 0))
+                    abandoned: result.abandoned ? 1 : 0, transport_failure: result.transportFailure ? 1 : 0, reserved: (0, 0, 0, 0, 0, 0))
                 done(user, &result)
             }
         }

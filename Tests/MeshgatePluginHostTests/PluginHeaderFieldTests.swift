@@ -1,7 +1,6 @@
 import FilterABI
 import MeshgateHTTP2
 import Testing
-@testable import GatewayHost
 @testable import MeshgatePluginHost
 
 @Suite struct PluginHeaderFieldTests {
