@@ -62,6 +62,12 @@ PROCESS_PATH = "/mesh.v1.MeshService/Process"
 # sampling 0 nothing is exported).
 CHAIN_FILTERS = ("[{ plugin: tracing, config: { sampling_ratio: 0.0, collector: http://127.0.0.1:9/v1/traces } }, "
                  "{ plugin: retry }, { plugin: round_robin }]")
+# Chains of the no-op filter (bench/plugins/noop_filter.c), and the hook
+# calls each of its filters gets in a unary call that succeeds first time:
+# call_new, on_request_headers, on_attempt_start, on_response_headers,
+# on_attempt_done, on_call_done, call_destroy.
+NOOP_CHAIN_LENGTHS = (1, 4, 16)
+NOOP_HOOKS_PER_CALL = 7
 # nghttpx's workers and HAProxy's threads: as many as meshgate's event loops
 # (by default one per core), so that each proxy may use the same cores.
 PROXY_THREADS = os.cpu_count() or 2
@@ -266,7 +272,8 @@ class Fleet:
 
 
 def meshgate_config(port: int, upstreams: list[int], chain_plugin: Optional[Path] = None,
-                    filters: str = "", routes_before: int = 0, shadow_cluster: bool = False) -> str:
+                    filters: str = "", routes_before: int = 0, shadow_cluster: bool = False,
+                    noop_plugin: Optional[Path] = None, noop_filters: int = 0) -> str:
     """The bench gateway; with `chain_plugin`, each call passes a chain of
     three filters (the C example, requiring three headers); `filters` is a
     YAML flow list of built-in filters instead. `routes_before` routes that
@@ -280,6 +287,9 @@ def meshgate_config(port: int, upstreams: list[int], chain_plugin: Optional[Path
     plugins = ""
     if filters:
         filters = f"        filters: {filters}\n"
+    if noop_plugin and noop_filters:
+        plugins = f"plugins:\n  - {{ name: noop, path: {noop_plugin} }}\n"
+        filters = "        filters: [" + ", ".join(["{ plugin: noop }"] * noop_filters) + "]\n"
     if chain_plugin:
         plugins = f"plugins:\n  - {{ name: require_header, path: {chain_plugin} }}\n"
         filters = "        filters:\n" + "".join(
@@ -364,6 +374,9 @@ def start_targets(fleet: Fleet, meshgate: Path, base_meshgate: Optional[Path], n
     plugin = work_dir / "librequire_header.so"
     subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-I", str(REPO / "Sources/FilterABI/include"),
                     str(REPO / "Plugins/examples/require_header.c"), "-o", str(plugin)], check=True)
+    noop = work_dir / "libnoop_filter.so"
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-I", str(REPO / "Sources/FilterABI/include"),
+                    str(REPO / "bench/plugins/noop_filter.c"), "-o", str(noop)], check=True)
     # Listening port 0 is replaced by a free port when each one starts.
     variants = {
         "meshgate": meshgate_config(0, upstreams),
@@ -372,6 +385,9 @@ def start_targets(fleet: Fleet, meshgate: Path, base_meshgate: Optional[Path], n
         # nothing exported), retry, round robin.
         "meshgate+chain": meshgate_config(0, upstreams, filters=CHAIN_FILTERS),
         "meshgate+retry": meshgate_config(0, upstreams, filters="[{ plugin: retry }]"),
+        # The host's own cost per hook call: chains of a C filter whose
+        # every hook does nothing (bench/plugins/noop_filter.c).
+        **{f"meshgate+noop{n}": meshgate_config(0, upstreams, noop_plugin=noop, noop_filters=n) for n in NOOP_CHAIN_LENGTHS},
         "meshgate+1000r": meshgate_config(0, upstreams, routes_before=999),
         # The traffic plugins in use: a rate limit that never refuses (one
         # key, the x-client header), and a mirror of every call.
@@ -1114,6 +1130,20 @@ def main() -> int:
             if plain and used:
                 cost = used["cpu_us_per_req"] - plain["cpu_us_per_req"]
                 print(f"{label}: {cost:+.1f} us CPU per RPC ({100 * cost / plain['cpu_us_per_req']:+.1f}%)")
+        noop_rows = [(n, summary["medians"].get(f"meshgate+noop{n}")) for n in NOOP_CHAIN_LENGTHS]
+        if plain and any(row for _, row in noop_rows):
+            print("host cost per hook call (chains of a filter whose 7 hooks do nothing, "
+                  "bench/plugins/noop_filter.c; CPU over meshgate's, same rounds):")
+            print(f"  {'filters':>7} {'hooks/RPC':>9} {'CPU us/RPC':>10} {'extra us':>8} {'ns/hook':>8} {'retains':>8} {'mallocs':>8}")
+            for n, row in noop_rows:
+                if not row:
+                    continue
+                extra = row["cpu_us_per_req"] - plain["cpu_us_per_req"]
+                hooks = n * NOOP_HOOKS_PER_CALL
+                counts = counted.get(f"meshgate+noop{n}", {}) if counted else {}
+                print(f"  {n:>7} {hooks:>9} {row['cpu_us_per_req']:>10.1f} {extra:>+8.2f} {1000 * extra / hooks:>8.0f} "
+                      f"{cell(counts.get('retains_per_req'), '{:.0f}', 8)} {cell(counts.get('mallocs_per_req'), '{:.1f}', 8)}")
+            summary["noop_hooks"] = {n: row for n, row in noop_rows if row}
         retried = summary["medians"].get("meshgate+retry")
         if plain and retried:
             cost = retried["cpu_us_per_req"] - plain["cpu_us_per_req"]
