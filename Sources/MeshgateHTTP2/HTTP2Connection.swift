@@ -774,7 +774,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
                         name: UnsafeMutablePointer(mutating: name.baseAddress!.assumingMemoryBound(to: UInt8.self)),
                         value: UnsafeMutablePointer(mutating: value.baseAddress!.assumingMemoryBound(to: UInt8.self)),
                         namelen: name.count, valuelen: value.count,
-                        flags: HTTP2Connection.noCopyFlags)
+                        flags: HPACKIndexingPolicy.isPerRequest(name) ? HTTP2Connection.noCopyNoIndexFlags : HTTP2Connection.noCopyFlags)
                     assert(!name.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }),
                            "header names reach nghttp2 lower-cased (it does not lower-case NO_COPY names)")
                     count += 1
@@ -788,4 +788,5 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
 
 extension HTTP2Connection {
     static let noCopyFlags = UInt8(NGHTTP2_NV_FLAG_NO_COPY_NAME.rawValue | NGHTTP2_NV_FLAG_NO_COPY_VALUE.rawValue)
+    static let noCopyNoIndexFlags = noCopyFlags | UInt8(NGHTTP2_NV_FLAG_NO_INDEX.rawValue)
 }

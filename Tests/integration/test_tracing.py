@@ -16,7 +16,7 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from meshkit import HOST, RecordingUpstream, free_port, insecure_channel, to_yaml, wait_until
+from meshkit import HOST, RawServer, RecordingUpstream, free_port, insecure_channel, to_yaml, wait_until
 
 PROCESS = "/mesh.v1.MeshService/Process"
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -293,5 +293,59 @@ def test_the_clients_sampling_flag_can_be_overruled(launcher, receiver):
         with insecure_channel(trusting.port) as channel:
             channel.unary_unary(PROCESS)(b"", timeout=5, metadata=[("traceparent", asked)])
         assert upstream.calls[-1][1]["traceparent"].endswith("-01"), upstream.calls[-1][1]
+    finally:
+        upstream.stop()
+
+
+class HeaderRecordingUpstream(RawServer):
+    """A raw HTTP/2 gRPC server (python-h2) that keeps each request head as
+    decoded, field by field with its HPACK representation (hpack's
+    NeverIndexedHeaderTuple for a field sent "never indexed"), and answers
+    an empty message with grpc-status 0."""
+
+    def __init__(self):
+        self.heads: list[list] = []
+        super().__init__()
+
+    def serve_connection(self, sock):
+        import h2.config
+        import h2.connection
+        import h2.events
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        while data := sock.recv(65536):
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    self.heads.append(list(event.headers))
+                elif isinstance(event, h2.events.DataReceived):
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded):
+                    conn.send_headers(event.stream_id, [(":status", "200"), ("content-type", "application/grpc")])
+                    conn.send_data(event.stream_id, b"\x00\x00\x00\x00\x00")
+                    conn.send_headers(event.stream_id, [("grpc-status", "0")], end_stream=True)
+            sock.sendall(conn.data_to_send())
+
+
+def test_per_request_fields_stay_out_of_the_hpack_table(launcher):
+    """traceparent (new for every call) and grpc-timeout (a deadline) reach
+    the upstream as literals never indexed: in HPACK's dynamic table they
+    would push out the fields that repeat. Those repeating fields are still
+    indexed, and sent as one-byte references from the second call on."""
+    from hpack import NeverIndexedHeaderTuple
+    upstream = HeaderRecordingUpstream()
+    try:
+        gateway = tracing_gateway(launcher, upstream.port, f"http://{HOST}:9/v1/traces", ratio=0.0)
+        with insecure_channel(gateway.port) as channel:
+            for _ in range(3):
+                channel.unary_unary(PROCESS)(b"", timeout=5)
+        assert len(upstream.heads) == 3, upstream.heads
+        for head in upstream.heads:
+            kinds = {str(name): isinstance(field, NeverIndexedHeaderTuple) for field in head for name in [field[0]]}
+            assert kinds.get("traceparent") is True, kinds
+            assert kinds.get("grpc-timeout") is True, kinds
+            assert kinds.get("content-type") is False and kinds.get("te") is False, kinds
+        # Three different trace ids: the policy is not hiding a repeated value.
+        assert len({dict(head)["traceparent"] for head in upstream.heads}) == 3
     finally:
         upstream.stop()
