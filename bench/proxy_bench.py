@@ -60,8 +60,8 @@ REPO = Path(__file__).resolve().parents[1]
 PROCESS_PATH = "/mesh.v1.MeshService/Process"
 # Built-in filters as users chain them (the collector port is closed: at
 # sampling 0 nothing is exported).
-CHAIN_FILTERS = ("[{ plugin: tracing, config: { sampling_ratio: 0.0, collector: http://127.0.0.1:9/v1/traces } }, "
-                 "{ plugin: retry }, { plugin: round_robin }]")
+TRACING_FILTER = "{ plugin: tracing, config: { sampling_ratio: 0.0, collector: http://127.0.0.1:9/v1/traces } }"
+CHAIN_FILTERS = f"[{TRACING_FILTER}, {{ plugin: retry }}, {{ plugin: round_robin }}]"
 # Chains of the no-op filter (bench/plugins/noop_filter.c), and the hook
 # calls each of its filters gets in a unary call that succeeds first time:
 # call_new, on_request_headers, on_attempt_start, on_response_headers,
@@ -385,6 +385,8 @@ def start_targets(fleet: Fleet, meshgate: Path, base_meshgate: Optional[Path], n
         # nothing exported), retry, round robin.
         "meshgate+chain": meshgate_config(0, upstreams, filters=CHAIN_FILTERS),
         "meshgate+retry": meshgate_config(0, upstreams, filters="[{ plugin: retry }]"),
+        # The chain's first filter alone: tracing at sampling 0.
+        "meshgate+tracing": meshgate_config(0, upstreams, filters=f"[{TRACING_FILTER}]"),
         # The host's own cost per hook call: chains of a C filter whose
         # every hook does nothing (bench/plugins/noop_filter.c).
         **{f"meshgate+noop{n}": meshgate_config(0, upstreams, noop_plugin=noop, noop_filters=n) for n in NOOP_CHAIN_LENGTHS},
@@ -1144,6 +1146,11 @@ def main() -> int:
                 print(f"  {n:>7} {hooks:>9} {row['cpu_us_per_req']:>10.1f} {extra:>+8.2f} {1000 * extra / hooks:>8.0f} "
                       f"{cell(counts.get('retains_per_req'), '{:.0f}', 8)} {cell(counts.get('mallocs_per_req'), '{:.1f}', 8)}")
             summary["noop_hooks"] = {n: row for n, row in noop_rows if row}
+        traced = summary["medians"].get("meshgate+tracing")
+        if plain and traced:
+            cost = traced["cpu_us_per_req"] - plain["cpu_us_per_req"]
+            print(f"tracing filter cost at sampling 0: {cost:+.1f} us CPU per RPC "
+                  f"({100 * cost / plain['cpu_us_per_req']:+.1f}%)")
         retried = summary["medians"].get("meshgate+retry")
         if plain and retried:
             cost = retried["cpu_us_per_req"] - plain["cpu_us_per_req"]

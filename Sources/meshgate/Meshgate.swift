@@ -65,12 +65,16 @@ struct Run: AsyncParsableCommand {
     var logLevel: String = "info"
 
     func run() async throws {
+        MallocTuning.applyByReexecuting()
         switch logLevel {
         case "debug": Log.minimumLevel = .debug
         case "warning": Log.minimumLevel = .warning
         case "error": Log.minimumLevel = .error
         default: Log.minimumLevel = .info
         }
+        // What glibc read at start (/proc/PID/environ may show less: glibc
+        // cuts the variable at its first ':' while parsing it).
+        Log.info("memory allocator", ["GLIBC_TUNABLES": Posix.environment("GLIBC_TUNABLES") ?? "(unset)"])
         let config = options.load()
         do {
             let gateway = try Gateway(config: config)

@@ -150,3 +150,39 @@ def test_metrics_false_keeps_no_request_counters_and_a_reload_turns_them_on(bins
         assert metric_sum(admin, "grpc_requests_total", method="Process", code="OK") == 5
     finally:
         launch.stop_all()
+
+
+# --------------------------------------------------------------------------
+# glibc's per-thread malloc cache (docs/operations.md "Memory allocator")
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({}, "glibc.malloc.tcache_count=1024"),
+    ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "glibc.malloc.arena_max=2:glibc.malloc.tcache_count=1024"),
+    ({"GLIBC_TUNABLES": "glibc.malloc.tcache_count=9"}, "glibc.malloc.tcache_count=9"),
+    ({"MESHGATE_MALLOC_TUNING": "off"}, None),
+])
+def test_run_sets_the_malloc_cache_unless_told_otherwise(bins, tmp_path, env, expected):
+    """`meshgate run` executes itself again with glibc.malloc.tcache_count
+    set (the same pid serves), appended to other tunables; an operator's own
+    tcache_count, or MESHGATE_MALLOC_TUNING=off, is left alone. The gateway
+    serves either way."""
+    import os
+    launch = Launcher(bins, tmp_path)
+    try:
+        port, admin = free_port(), free_port()
+        doc = config_doc(port, admin, {"mesh": [free_port()]}, [mesh_route()])
+        path = tmp_path / "gw.yaml"
+        path.write_text(to_yaml(doc))
+        base = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "MESHGATE_MALLOC_TUNING")}
+        proc = launch.group.start("gw-malloc", [str(bins.meshgate), "run", "--config", str(path)], port=port, env={**base, **env})
+        wait_until(lambda: admin_get(admin, "/ready")[0] == 200, timeout=10, message="the gateway ready")
+        # The value the process runs with, as it logs it (/proc/PID/environ
+        # would show GLIBC_TUNABLES cut at its first ':' once glibc parsed it).
+        logged = [json.loads(line) for line in proc.log_text().splitlines() if '"memory allocator"' in line]
+        assert len(logged) == 1, proc.log_text()[-2000:]
+        assert logged[0]["GLIBC_TUNABLES"] == (expected or "(unset)"), logged
+        # Executed again in place: the pid the test started serves, with the same arguments.
+        assert open(f"/proc/{proc.pid}/cmdline", "rb").read().split(b"\0")[:2] == [str(bins.meshgate).encode(), b"run"]
+    finally:
+        launch.stop_all()
