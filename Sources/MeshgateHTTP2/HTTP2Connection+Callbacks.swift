@@ -265,8 +265,6 @@ extension HTTP2Connection {
         queuedBytes -= state.outboundBytes
         state.outboundBytes = 0
         if role == .server && state.receiving != .ended { framePolicy.streamReset(id) }
-        // nghttp2 packs no more frames of a closed stream.
-        state.sentTrailers = nil
         let reason: HTTP2StreamCloseReason
         if errorCode == 0 {
             reason = .finished
@@ -294,12 +292,12 @@ extension HTTP2Connection {
             flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
             state.sending = .ended
             if role == .server && state.receiving != .ended { endedWithRequestOpen.append(id) }
-            if let trailers = state.trailers, let session {
+            if state.trailersPending, let session {
                 flags.pointee |= NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
-                state.trailers = nil
-                // Kept until the stream closes: nghttp2 reads them later.
-                state.sentTrailers = trailers
-                submitTrailers(session: session, stream: id, trailers: trailers)
+                state.trailersSubmitted()
+                // The state's own copy: unchanged until the stream closes,
+                // as nghttp2 reads it later.
+                submitTrailers(session: session, stream: id, trailers: state.sentTrailers)
             }
             return written
         }

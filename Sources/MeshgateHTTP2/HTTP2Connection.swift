@@ -298,7 +298,7 @@ public final class HTTP2Connection: ChannelInboundHandler, RemovableChannelHandl
         guard let state = streams[id], state.sending.takesBody else { return }
         let deferred = state.sending == .bodyDeferred
         state.sending = .ending
-        state.trailers = trailers
+        state.keepTrailers(trailers)
         if deferred, let session { nghttp2_session_resume_data(session, id) }
         scheduleFlush()
     }

@@ -53,14 +53,18 @@ final class StreamState {
     var sending = Sending.idle
     var outbound = ByteChunkQueue()
     var outboundBytes = 0
-    /// Trailers to send once the queued data has left.
-    var trailers: HTTP2HeaderList?
     /// The header blocks submitted to nghttp2 without copies (see
     /// `withNameValuePairs`): they stay unchanged until the stream closes.
-    /// `sentHead`'s storage is the state's own, kept across reuses, so
-    /// copying a head into it does not allocate once warm.
+    /// Their storage is the state's own, kept across reuses, so copying a
+    /// block into it does not allocate once warm; and the caller's list
+    /// (often an upstream's response block, whose storage that connection
+    /// reuses for its next block) is not held until the stream closes,
+    /// which made the upstream connection allocate anew for every block.
     private(set) var sentHead = HTTP2HeaderList()
-    var sentTrailers: HTTP2HeaderList?
+    /// The trailers, copied in by `keepTrailers` when the body ends, sent
+    /// once the queued data has left (`trailersPending`).
+    private(set) var sentTrailers = HTTP2HeaderList()
+    private(set) var trailersPending = false
     /// DATA bytes received and not yet given back as window credit.
     var unconsumed = 0
     /// Outbound bytes handed to nghttp2 so far, and what SendStallWatch
@@ -83,14 +87,14 @@ final class StreamState {
         // storage is not kept for it (1,024 spares of 60 KiB heads would
         // be 60 MiB no cap counts).
         sentHead.removeAll(keepingCapacityUpTo: 4096)
-        sentTrailers = nil
+        sentTrailers.removeAll(keepingCapacityUpTo: 4096)
+        trailersPending = false
         incomingHeaders = HTTP2HeaderList()
         incomingBlock.reset()
         receiving = .awaitingHead
         sending = .idle
         outbound.removeAll()
         outboundBytes = 0
-        trailers = nil
         unconsumed = 0
         drained = 0
         drainedAtCheck = 0
@@ -105,4 +109,20 @@ final class StreamState {
         sentHead.removeAll(keepingCapacity: true)
         sentHead.append(contentsOf: headers)
     }
+
+    /// Copies the trailers to send after the body into the state's own
+    /// storage; nil: the body ends with END_STREAM on its last DATA frame.
+    func keepTrailers(_ trailers: HTTP2HeaderList?) {
+        sentTrailers.removeAll(keepingCapacity: true)
+        guard let trailers else {
+            trailersPending = false
+            return
+        }
+        sentTrailers.append(contentsOf: trailers)
+        trailersPending = true
+    }
+
+    /// The trailers went to nghttp2 (which reads them from `sentTrailers`
+    /// until the stream closes).
+    func trailersSubmitted() { trailersPending = false }
 }
