@@ -9,15 +9,32 @@
 /// only passes on never becomes a String. Strings are made only when asked
 /// for (`subscript`, iteration); byte-level readers (`forEachField`,
 /// `withValue`, `valueHasPrefix`) make none.
-public struct HTTP2HeaderList: Sendable, Sequence, ExpressibleByArrayLiteral {
+///
+/// The bytes live in a `HeaderBytes` buffer written through a raw pointer
+/// (an append is a bounds check and a copy, with no Array call per piece),
+/// copied on write like an Array. Unlike an Array's, its sharing can be
+/// asked (`isUniquelyReferenced`), so a list whose storage someone else
+/// still holds is dropped instead of copied when emptied.
+public struct HTTP2HeaderList: @unchecked Sendable, Sequence, ExpressibleByArrayLiteral {
+    // @unchecked Sendable: a value, as an Array is: its storage is written
+    // only through a list that holds the sole reference (copy on write),
+    // and shared storage is only read.
     public typealias Element = (name: String, value: String)
 
-    private(set) var bytes: [UInt8] = []
+    /// Keeps the bytes alive, and says whether another list shares them.
+    private var storage: HeaderBytes?
+    /// The storage's bytes (tail-allocated in it, so they move only with a
+    /// new storage), read and written without going through the object:
+    /// no retain of it per append or read.
+    private var base: UnsafeMutablePointer<UInt8>?
+    private var used = 0
+    private var capacity = 0
     public private(set) var count = 0
 
     private static let lengthsSize = 2 * MemoryLayout<UInt32>.size
-    /// Fields up to this size are staged on the stack and appended at once.
-    private static let stagedFieldLimit = 512
+    /// The first storage of a list holds this many bytes at least (a typical
+    /// gRPC head or trailers block fits).
+    private static let initialCapacity = 256
 
     public init() {}
     public init(_ fields: [Element]) {
@@ -28,7 +45,13 @@ public struct HTTP2HeaderList: Sendable, Sequence, ExpressibleByArrayLiteral {
     public var isEmpty: Bool { count == 0 }
 
     /// The memory the list holds: its storage's capacity.
-    public var storageBytes: Int { bytes.capacity }
+    public var storageBytes: Int { capacity }
+
+    /// Whether no other list shares this one's storage (an empty list
+    /// without storage counts as unshared).
+    public mutating func isUniquelyReferenced() -> Bool {
+        storage == nil || isKnownUniquelyReferenced(&storage!)
+    }
 
     // MARK: Adding and removing
 
@@ -43,39 +66,50 @@ public struct HTTP2HeaderList: Sendable, Sequence, ExpressibleByArrayLiteral {
     /// free them).
     public mutating func append(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
         precondition(name.count <= Int(UInt32.max) && value.count <= Int(UInt32.max), "a header field over 4 GiB")
-        var lengths = (UInt32(truncatingIfNeeded: name.count), UInt32(truncatingIfNeeded: value.count))
         let fieldSize = Self.lengthsSize + name.count + value.count
-        if fieldSize <= Self.stagedFieldLimit {
-            // One Array append per field: each costs a call and a
-            // uniqueness check (2 % of the proxy's CPU when it was three),
-            // while copying a small field twice costs next to nothing.
-            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: fieldSize) { staged in
-                let raw = UnsafeMutableRawBufferPointer(staged)
-                withUnsafeBytes(of: &lengths) { raw.copyMemory(from: $0) }
-                UnsafeMutableRawBufferPointer(rebasing: raw[Self.lengthsSize...]).copyMemory(from: name)
-                UnsafeMutableRawBufferPointer(rebasing: raw[(Self.lengthsSize + name.count)...]).copyMemory(from: value)
-                bytes.append(contentsOf: UnsafeBufferPointer(staged))
-            }
-        } else {
-            // One growth for the three pieces (geometric, as Array's own).
-            let needed = bytes.count + fieldSize
-            if needed > bytes.capacity { bytes.reserveCapacity(Swift.max(needed, 2 * bytes.capacity)) }
-            withUnsafeBytes(of: &lengths) { $0.withMemoryRebound(to: UInt8.self) { bytes.append(contentsOf: $0) } }
-            name.withMemoryRebound(to: UInt8.self) { bytes.append(contentsOf: $0) }
-            value.withMemoryRebound(to: UInt8.self) { bytes.append(contentsOf: $0) }
-        }
+        let at = reserveForAppend(fieldSize)
+        let field = UnsafeMutableRawPointer(base! + at)
+        field.storeBytes(of: UInt32(truncatingIfNeeded: name.count), toByteOffset: 0, as: UInt32.self)
+        field.storeBytes(of: UInt32(truncatingIfNeeded: value.count), toByteOffset: 4, as: UInt32.self)
+        if let source = name.baseAddress { (field + Self.lengthsSize).copyMemory(from: source, byteCount: name.count) }
+        if let source = value.baseAddress { (field + Self.lengthsSize + name.count).copyMemory(from: source, byteCount: value.count) }
+        used = at + fieldSize
         count += 1
     }
 
     public mutating func append(contentsOf other: HTTP2HeaderList) {
-        bytes.append(contentsOf: other.bytes)
+        guard other.used > 0, let source = other.base else { return }
+        let length = other.used
+        // `other` (a copy, even of this very list) keeps its bytes alive
+        // while they are copied.
+        let at = reserveForAppend(length)
+        (base! + at).update(from: source, count: length)
+        used = at + length
         count += other.count
+    }
+
+    /// Makes the storage this list's own with room for `extra` more bytes
+    /// (growing geometrically, as an Array does); returns where they go.
+    private mutating func reserveForAppend(_ extra: Int) -> Int {
+        let needed = used + extra
+        if needed <= capacity, storage != nil, isKnownUniquelyReferenced(&storage!) {
+            return used
+        }
+        // Shared with room: a copy as large; too small: grown geometrically.
+        let newCapacity = needed <= capacity ? capacity : Swift.max(needed, 2 * capacity, Self.initialCapacity)
+        let grown = HeaderBytes.make(capacity: newCapacity)
+        let bytes = grown.withUnsafeMutablePointerToElements { $0 }
+        if let base, used > 0 { bytes.update(from: base, count: used) }
+        storage = grown
+        base = bytes
+        capacity = newCapacity
+        return used
     }
 
     public mutating func removeAll(named name: String) {
         guard contains(name) else { return }
         var kept = HTTP2HeaderList()
-        kept.bytes.reserveCapacity(bytes.count)
+        kept.reserveBytes(used)
         var name = name
         name.withUTF8 { wanted in
             forEachField { n, v in
@@ -87,19 +121,31 @@ public struct HTTP2HeaderList: Sendable, Sequence, ExpressibleByArrayLiteral {
     }
 
     /// Room for about `n` fields of a typical size.
-    public mutating func reserveCapacity(_ n: Int) { bytes.reserveCapacity(n * 40) }
+    public mutating func reserveCapacity(_ n: Int) { reserveBytes(n * 40) }
 
-    /// Empties the list, keeping its storage (to be filled again without
-    /// allocating) only while it is at most `maxBytes`.
-    public mutating func removeAll(keepingCapacityUpTo maxBytes: Int) {
-        bytes.removeAll(keepingCapacity: bytes.capacity <= maxBytes)
-        count = 0
+    private mutating func reserveBytes(_ bytes: Int) {
+        guard bytes > capacity else { return }
+        _ = reserveForAppend(bytes - used)
     }
 
-    /// Empties the list; keeps its storage when nothing else shares it, so
-    /// the list can be filled again without allocating.
+    /// Empties the list, keeping its storage (to be filled again without
+    /// allocating) only while it is at most `maxBytes` and not shared.
+    public mutating func removeAll(keepingCapacityUpTo maxBytes: Int) {
+        removeAll(keepingCapacity: capacity <= maxBytes)
+    }
+
+    /// Empties the list; keeps its storage when asked and nothing else
+    /// shares it, so the list can be filled again without allocating. A
+    /// shared storage is let go (an Array would allocate a new one here).
     public mutating func removeAll(keepingCapacity: Bool) {
-        bytes.removeAll(keepingCapacity: keepingCapacity)
+        if keepingCapacity, storage != nil, isKnownUniquelyReferenced(&storage!) {
+            used = 0
+        } else {
+            storage = nil
+            base = nil
+            capacity = 0
+            used = 0
+        }
         count = 0
     }
 
@@ -108,13 +154,14 @@ public struct HTTP2HeaderList: Sendable, Sequence, ExpressibleByArrayLiteral {
     /// Calls `body` with each field's name and value bytes, in order, while
     /// it returns true. The bytes are valid only inside `body`.
     public func forEachField(_ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Bool) {
-        bytes.withUnsafeBytes { Self.forEachField(in: $0, body) }
+        withUnsafeFieldBytes { Self.forEachField(in: $0, body) }
     }
 
     /// `body` with the list's bytes, for walking them with
     /// `forEachField(in:)` when the pointers must outlive one field.
     func withUnsafeFieldBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
-        bytes.withUnsafeBytes(body)
+        // `self` (borrowed for the call) keeps the storage alive.
+        body(UnsafeRawBufferPointer(start: base, count: used))
     }
 
     static func forEachField(in raw: UnsafeRawBufferPointer,
@@ -181,8 +228,8 @@ public struct HTTP2HeaderList: Sendable, Sequence, ExpressibleByArrayLiteral {
         fileprivate init(list: HTTP2HeaderList) { self.list = list }
 
         public mutating func next() -> Element? {
-            guard offset < list.bytes.count else { return nil }
-            return list.bytes.withUnsafeBytes { raw in
+            guard offset < list.used else { return nil }
+            return list.withUnsafeFieldBytes { raw in
                 let nameLength = Int(raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
                 let valueLength = Int(raw.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self))
                 let nameStart = offset + HTTP2HeaderList.lengthsSize
@@ -212,10 +259,17 @@ public struct HTTP2HeaderList: Sendable, Sequence, ExpressibleByArrayLiteral {
 
 extension HTTP2HeaderList: Equatable {
     public static func == (lhs: HTTP2HeaderList, rhs: HTTP2HeaderList) -> Bool {
-        lhs.count == rhs.count && lhs.bytes == rhs.bytes
+        lhs.count == rhs.count && lhs.withUnsafeFieldBytes { l in rhs.withUnsafeFieldBytes { r in equal(l, r) } }
     }
 }
 
-extension HTTP2HeaderList: CustomStringConvertible {
-    public var description: String { "\(Array(self))" }
+/// A header list's bytes: how many are used and the room there is, then
+/// the bytes. Changed only by a list that holds the sole reference
+/// (`isKnownUniquelyReferenced`), as an Array's storage is.
+final class HeaderBytes: ManagedBuffer<Int, UInt8> {
+    /// A storage of `capacity` bytes (the header keeps the figure; the list
+    /// reads its own copy).
+    static func make(capacity: Int) -> HeaderBytes {
+        unsafeDowncast(create(minimumCapacity: capacity) { _ in capacity }, to: HeaderBytes.self)
+    }
 }

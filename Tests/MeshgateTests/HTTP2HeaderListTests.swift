@@ -71,3 +71,47 @@ import Testing
         }
     }
 }
+
+/// The storage: copied on write like an Array's, and let go instead of
+/// copied when a shared list is emptied.
+@Suite struct HTTP2HeaderListStorageTests {
+    @Test func aCopyIsChangedWithoutChangingTheOriginal() {
+        var original: HTTP2HeaderList = [(":status", "200"), ("content-type", "application/grpc")]
+        var copy = original
+        #expect(!original.isUniquelyReferenced() && !copy.isUniquelyReferenced())
+        copy.append("grpc-status", "0")
+        #expect(original.count == 2 && original["grpc-status"] == nil)
+        #expect(copy.count == 3 && copy["grpc-status"] == "0" && copy["content-type"] == "application/grpc")
+        #expect(original.isUniquelyReferenced() && copy.isUniquelyReferenced())
+        original.append(contentsOf: original)
+        #expect(Array(original).map(\.name) == [":status", "content-type", ":status", "content-type"])
+    }
+
+    @Test func emptyingKeepsTheStorageOnlyWhenNothingElseHoldsIt() {
+        var list: HTTP2HeaderList = [("grpc-status", "0"), ("grpc-message", "fine")]
+        let capacity = list.storageBytes
+        #expect(capacity >= 256)
+        list.removeAll(keepingCapacity: true)
+        #expect(list.isEmpty && list.storageBytes == capacity, "unshared: kept for the next block")
+        list.append("grpc-status", "14")
+        let held = list
+        list.removeAll(keepingCapacity: true)
+        #expect(list.isEmpty && list.storageBytes == 0, "shared: let go, not copied")
+        #expect(held["grpc-status"] == "14" && held.count == 1, "the holder's fields are untouched")
+        list.append("a", "b")
+        #expect(list.count == 1 && list["a"] == "b")
+    }
+
+    @Test func largeFieldsGrowTheStorageAndKeepEveryByte() {
+        var list = HTTP2HeaderList()
+        let big = String(repeating: "v", count: 70_000)
+        for i in 0..<5 { list.append("x-field-\(i)", big) }
+        #expect(list.count == 5 && list.storageBytes >= 5 * (70_000 + 8 + 9))
+        #expect(Array(list).allSatisfy { $0.value == big })
+        var equal = HTTP2HeaderList()
+        equal.append(contentsOf: list)
+        #expect(equal == list)
+        equal.append("x", "y")
+        #expect(equal != list)
+    }
+}
