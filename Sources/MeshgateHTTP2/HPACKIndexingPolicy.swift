@@ -12,7 +12,6 @@ public enum HPACKIndexingPolicy {
     /// Whether `name` (lower-case bytes) carries a value that differs per
     /// request. Compared by length first: most names are ruled out without
     /// reading a byte.
-    @inlinable
     public static func isPerRequest(_ name: UnsafeRawBufferPointer) -> Bool {
         switch name.count {
         case 10: return matches(name, "tracestate")
@@ -23,11 +22,7 @@ public enum HPACKIndexingPolicy {
         }
     }
 
-    @inlinable
-    static func matches(_ name: UnsafeRawBufferPointer, _ known: StaticString) -> Bool {
-        guard name.count == known.utf8CodeUnitCount else { return false }
-        let bytes = known.utf8Start
-        for i in 0..<name.count where name[i] != bytes[i] { return false }
-        return true
+    private static func matches(_ name: UnsafeRawBufferPointer, _ known: StaticString) -> Bool {
+        HTTP2HeaderList.equal(name, UnsafeRawBufferPointer(start: known.utf8Start, count: known.utf8CodeUnitCount))
     }
 }

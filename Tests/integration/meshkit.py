@@ -434,6 +434,16 @@ def grpc_messages(data: bytes) -> list[bytes]:
 # A recording upstream
 
 
+def rss_kib(pid: int) -> int:
+    """The process's resident memory in KiB; fails if it is gone (a growth
+    measured against a dead process would pass)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
 class RawServer:
     """A TCP server on 127.0.0.1 for the hand-written upstreams (python-h2
     servers that misbehave on purpose): a thread accepts, each connection is

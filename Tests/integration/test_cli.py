@@ -22,6 +22,18 @@ def run_cli(bins, *args: str, timeout: float = 30) -> subprocess.CompletedProces
     return subprocess.run([str(bins.meshgate), *args], capture_output=True, text=True, timeout=timeout)
 
 
+def run_ready_gateway(launch: Launcher, bins, tmp_path, name: str, *args: str, env: dict | None = None):
+    """`meshgate run` on a config whose one cluster's endpoint refuses
+    connections, with an admin port; returns (proc, port, admin) once
+    /ready answers 200."""
+    port, admin = free_port(), free_port()
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(to_yaml(config_doc(port, admin, {"mesh": [free_port()]}, [mesh_route()])))
+    proc = launch.group.start(name, [str(bins.meshgate), "run", "--config", str(path), *args], port=port, env=env)
+    wait_until(lambda: admin_get(admin, "/ready")[0] == 200, timeout=10, message="the gateway ready")
+    return proc, port, admin
+
+
 # --------------------------------------------------------------------------
 # --log-level
 
@@ -53,13 +65,7 @@ def test_log_level_sets_the_lowest_level_logged(bins, mesh_pb2, mesh_pb2_grpc, t
     exactly the levels at or above --log-level."""
     launch = Launcher(bins, tmp_path)
     try:
-        port, admin = free_port(), free_port()
-        doc = config_doc(port, admin, {"mesh": [free_port()]}, [mesh_route()])
-        path = tmp_path / "gw.yaml"
-        path.write_text(to_yaml(doc))
-        proc = launch.group.start(f"gw-log-{level}", [str(bins.meshgate), "run", "--config", str(path), "--log-level", level],
-                                  port=port)
-        wait_until(lambda: admin_get(admin, "/ready")[0] == 200, timeout=10, message="the gateway ready")
+        proc, port, admin = run_ready_gateway(launch, bins, tmp_path, f"gw-log-{level}", "--log-level", level)
         import http.client
         conn = http.client.HTTPConnection(HOST, admin, timeout=5)
         conn.request("GET", "/clusters", headers={"Host": "rebinding.example"})
@@ -170,13 +176,8 @@ def test_run_sets_the_malloc_cache_unless_told_otherwise(bins, tmp_path, env, ex
     import os
     launch = Launcher(bins, tmp_path)
     try:
-        port, admin = free_port(), free_port()
-        doc = config_doc(port, admin, {"mesh": [free_port()]}, [mesh_route()])
-        path = tmp_path / "gw.yaml"
-        path.write_text(to_yaml(doc))
         base = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "MESHGATE_MALLOC_TUNING")}
-        proc = launch.group.start("gw-malloc", [str(bins.meshgate), "run", "--config", str(path)], port=port, env={**base, **env})
-        wait_until(lambda: admin_get(admin, "/ready")[0] == 200, timeout=10, message="the gateway ready")
+        proc, _, _ = run_ready_gateway(launch, bins, tmp_path, "gw-malloc", env={**base, **env})
         # The value the process runs with, as it logs it (/proc/PID/environ
         # would show GLIBC_TUNABLES cut at its first ':' once glibc parsed it).
         logged = [json.loads(line) for line in proc.log_text().splitlines() if '"memory allocator"' in line]

@@ -23,7 +23,7 @@ import grpc
 import pytest
 
 from grpc_web_client import Http1Connection, call_http1, call_http2, encode_body
-from meshkit import RawServer, addr, free_port, insecure_channel, parse_grpc_timeout, port_accepts, to_yaml, wait_until
+from meshkit import RawServer, addr, free_port, insecure_channel, parse_grpc_timeout, port_accepts, rss_kib, to_yaml, wait_until
 
 HERE = Path(__file__).resolve().parent
 PROCESS = "/mesh.v1.MeshService/Process"
@@ -467,14 +467,6 @@ def test_http1_stops_reading_past_1_mib_the_upstream_has_not_taken(bins, mesh_pb
     finally:
         upstream.stop()
         launcher.stop_all()
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def grpc_frame_of(message) -> bytes:

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from meshkit import grpc_frame
+from meshkit import grpc_frame, rss_kib
 
 H2LOAD = "/usr/bin/h2load"
 GRPC_HEADERS = ["-H", "content-type: application/grpc", "-H", "te: trailers"]
@@ -74,14 +74,6 @@ def test_nghttp_sees_grpc_status_ok(mesh, process_body):
     assert result.returncode == 0, out + result.stderr.decode(errors="replace")
     assert re.search(r"\bgrpc-status: 0\s*$", out, re.MULTILINE), out
     assert re.search(r":status: 200\b", out), out
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 @pytest.mark.parametrize("filters", [[], [{"plugin": "retry"}, {"plugin": "circuit_breaker"}]])
