@@ -7,7 +7,7 @@ import Testing
 
 /// `HTTP2ConnectionSlot` over real loopback sockets: a waiter is never
 /// handed a connection that is closed or closing.
-@Suite(.serialized) struct HTTP2ConnectionSlotTests {
+@Suite(.serialized) struct HTTP2ConnectionSlotTests: PollsOnALoop {
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     var loop: EventLoop { group.next() }
 
@@ -60,16 +60,6 @@ import Testing
                                  delegate: delegate, completion: completion)
             }
         }.get()
-    }
-
-    /// Polls `condition` on the loop for up to 5 s.
-    func eventually(_ condition: @escaping @Sendable () -> Bool) async throws {
-        let deadline = ContinuousClock.now + .seconds(5)
-        while ContinuousClock.now < deadline {
-            if try await loop.submit(condition).get() { return }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        Issue.record("condition not met within 5 s")
     }
 
     @Test func aWaiterOfADialThatEndsAfterTheSlotClosedGetsTheReasonAndTheConnectionIsClosed() async throws {

@@ -8,7 +8,7 @@ import Testing
 
 /// The dialer and the HTTP/2 wrapper over real loopback sockets: every way
 /// a dial ends, and a stream's life between two `HTTP2Connection`s.
-@Suite(.serialized) struct HTTP2DialerTests {
+@Suite(.serialized) struct HTTP2DialerTests: PollsOnALoop {
     /// Records what a connection's owner hears. Only touched on the test's
     /// one event loop (`@unchecked Sendable` so the loop's closures can hold it).
     final class Owner: HTTP2ConnectionDelegate, @unchecked Sendable {
@@ -264,15 +264,5 @@ import Testing
         nonisolated(unsafe) let client = connection
         try await loop.submit { client.close() }.get()
         try await server.close()
-    }
-
-    /// Polls `condition` on the loop for up to 5 s.
-    func eventually(_ condition: @escaping @Sendable () -> Bool) async throws {
-        let deadline = ContinuousClock.now + .seconds(5)
-        while ContinuousClock.now < deadline {
-            if try await loop.submit(condition).get() { return }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        Issue.record("condition not met within 5 s")
     }
 }
